@@ -1,0 +1,41 @@
+# Thin targets: each is one command a newcomer could type by hand. Node 24 comes from node_modules
+# (the `node` package), nats-server and nats from .tools/bin (built by `make tools`).
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
+
+.PHONY: setup tools up down demo test bench lint typecheck check clean
+
+setup: node_modules tools ## install npm packages and the pinned NATS binaries
+
+node_modules: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch node_modules
+
+tools: ## build pinned nats-server and nats CLI into .tools/bin (skips what is installed)
+	@./tools/install.sh
+
+up: setup ## run a local mesh in the background (nats-server with the rendered dev config)
+	node services/cli/main.ts up
+
+down: ## stop what `make up` started
+	node services/cli/main.ts down
+
+demo: setup ## run the mesh end to end with embedded defaults, then stop it
+	node services/cli/main.ts demo
+
+test: setup ## the whole test suite on real nats-servers
+	npm test
+
+bench: setup ## benchmarks: ratios against hand-written baselines measured in the same run
+	npm run bench
+
+lint: node_modules
+	npm run lint
+
+typecheck: node_modules
+	npm run typecheck
+
+check: typecheck lint test
+
+clean:
+	rm -rf .data

@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+// The `causeway` command: one module per command group under commands/, loaded on demand so a
+// command never pays for another's imports.
+import { CausewayError } from "../kit/errors.ts";
+
+/** A command group: receives the arguments after its name, returns the process exit code. */
+export type Command = (args: string[]) => Promise<number>;
+
+const commands: Record<string, { summary: string; load: () => Promise<{ run: Command }> }> = {
+  keys: { summary: "keys new <principal>          create a principal's NKey seed (0600) and print its public key", load: () => import("./commands/keys.ts") },
+  infra: { summary: "infra render                  render the dev nats-server config from infra/principals.json", load: () => import("./commands/infra.ts") },
+  streams: { summary: "streams apply [--force]       create or update streams/*.json idempotently", load: () => import("./commands/streams.ts") },
+  demo: { summary: "demo                          run the mesh end to end with embedded defaults, then stop", load: () => import("./commands/demo.ts") },
+  up: { summary: "up                            run a local mesh in the background", load: () => import("./commands/up.ts") },
+  down: { summary: "down                          stop what `up` started", load: () => import("./commands/up.ts").then((m) => ({ run: m.down })) },
+};
+
+function usage(): string {
+  return ["usage: causeway <command> [options]", "", ...Object.values(commands).map((c) => `  ${c.summary}`)].join("\n");
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "help" || name === "--help" || name === "-h") {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  const command = commands[name];
+  if (!command) {
+    console.error(`causeway: unknown command "${name}" (CW_ERR_USAGE)\n\n${usage()}`);
+    return 2;
+  }
+  const { run } = await command.load();
+  return run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (err: unknown) => {
+    // Known errors print their code and message only; anything else is a bug and keeps its stack.
+    if (err instanceof CausewayError) console.error(`causeway: ${err.message} (${err.code})`);
+    else console.error("causeway: unexpected error", err);
+    process.exitCode = 1;
+  },
+);
