@@ -1,0 +1,143 @@
+// Event context that travels from input to output: correlation and causation (Correlation extension),
+// W3C trace context (traceparent / tracestate), expiry (Expiry Time extension), and event ids — UUIDv7 for
+// new events, derived deterministically for outputs so a redelivered input republishes the same ids and
+// JetStream's duplicate window absorbs them.
+import { hash, randomBytes, randomFillSync } from "node:crypto";
+import { DecodeError, ErrorCode } from "./errors.ts";
+import { normalizeTime, type CloudEvent, type EventInit } from "./event.ts";
+
+/** Extension names this module reads and writes. */
+export const ContextExtension = {
+  CorrelationId: "correlationid",
+  CausationId: "causationid",
+  TraceParent: "traceparent",
+  TraceState: "tracestate",
+  ExpiryTime: "expirytime",
+} as const;
+
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+const ZERO_TRACE = "0".repeat(32);
+const ZERO_SPAN = "0".repeat(16);
+
+/** A new UUIDv7: 48-bit Unix milliseconds, then random bits (RFC 9562), so ids sort by creation time. */
+export function uuidv7(now = Date.now()): string {
+  const b = randomFillSync(Buffer.alloc(16));
+  b.writeUIntBE(now, 0, 6);
+  b[6] = (b[6]! & 0x0f) | 0x70;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  return formatUuid(b);
+}
+
+/**
+ * The id of output number `index` that `principal` emits for `input`: a UUIDv8 (RFC 9562, custom) built
+ * from SHA-256 over (input source, input id, principal, index). The input's source is included because
+ * CloudEvents ids are unique only per source.
+ */
+export function deriveEventId(input: Pick<CloudEvent, "id" | "source">, principal: string, index: number): string {
+  if (!Number.isSafeInteger(index) || index < 0) throw new RangeError("output index must be a non-negative integer");
+  const b = hash("sha256", `causeway/output-id/v1\0${input.source}\0${input.id}\0${principal}\0${index}`, "buffer").subarray(0, 16);
+  b[6] = (b[6]! & 0x0f) | 0x80;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  return formatUuid(b);
+}
+
+function formatUuid(b: Buffer): string {
+  const h = b.toString("hex");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+/** A parsed W3C traceparent. */
+export interface TraceParent {
+  readonly version: string;
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly flags: string;
+}
+
+/** Parses a traceparent; undefined when absent or malformed (a bad trace header never fails an event). */
+export function parseTraceparent(value: unknown): TraceParent | undefined {
+  if (typeof value !== "string") return undefined;
+  const m = TRACEPARENT.exec(value);
+  if (!m || m[1] === "ff" || m[2] === ZERO_TRACE || m[3] === ZERO_SPAN) return undefined;
+  return { version: m[1]!, traceId: m[2]!, spanId: m[3]!, flags: m[4]! };
+}
+
+/** A traceparent for a new root span (sampled). */
+export function newTraceparent(): string {
+  return `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`;
+}
+
+/** A traceparent continuing `parent`'s trace with a new span id (or a new trace when there is none). */
+export function childTraceparent(parent: unknown): string {
+  const p = parseTraceparent(parent);
+  if (!p) return newTraceparent();
+  return `00-${p.traceId}-${randomBytes(8).toString("hex")}-${p.flags}`;
+}
+
+/** The correlation id of a flow: the event's own, or its id when it starts the flow. */
+export function correlationIdOf(event: CloudEvent): string {
+  const c = event.extensions[ContextExtension.CorrelationId];
+  return typeof c === "string" && c.length > 0 ? c : event.id;
+}
+
+/** True when the event carries an `expirytime` at or before `now`. A malformed expiry counts as expired. */
+export function isExpired(event: CloudEvent, now = Date.now()): boolean {
+  const e = event.extensions[ContextExtension.ExpiryTime];
+  if (e === undefined) return false;
+  try {
+    return Date.parse(normalizeTime(String(e), ContextExtension.ExpiryTime)) <= now;
+  } catch {
+    return true;
+  }
+}
+
+/** An `expirytime` value `ms` milliseconds from `now`. */
+export function expiryIn(ms: number, now = Date.now()): string {
+  return new Date(now + ms).toISOString();
+}
+
+/** What the producer of an output says about it; context comes from the input. */
+export interface OutputSpec {
+  type: string;
+  data?: EventInit["data"];
+  datacontenttype?: string;
+  dataschema?: string;
+  subject?: string;
+  /** Extra extensions (signed like every other). */
+  extensions?: EventInit["extensions"];
+}
+
+/**
+ * The attributes of output `index` that `principal` emits in response to `input`: a derived id,
+ * `causationid` = input id, the input's `correlationid`, the trace continued and `expirytime` inherited.
+ */
+export function outputEventInit(input: CloudEvent, principal: string, index: number, spec: OutputSpec, now = new Date()): EventInit {
+  const ext = input.extensions;
+  const extensions: NonNullable<EventInit["extensions"]> = {
+    ...spec.extensions,
+    [ContextExtension.CorrelationId]: correlationIdOf(input),
+    [ContextExtension.CausationId]: input.id,
+    [ContextExtension.TraceParent]: childTraceparent(ext[ContextExtension.TraceParent]),
+  };
+  if (typeof ext[ContextExtension.TraceState] === "string") extensions[ContextExtension.TraceState] = ext[ContextExtension.TraceState];
+  if (ext[ContextExtension.ExpiryTime] !== undefined) extensions[ContextExtension.ExpiryTime] = ext[ContextExtension.ExpiryTime];
+  return {
+    id: deriveEventId(input, principal, index),
+    source: principalSource(principal),
+    type: spec.type,
+    time: now.toISOString(),
+    datacontenttype: spec.datacontenttype ?? "application/json",
+    ...(spec.dataschema !== undefined && { dataschema: spec.dataschema }),
+    ...(spec.subject !== undefined && { subject: spec.subject }),
+    extensions,
+    data: spec.data,
+  };
+}
+
+/** The `source` of events a mesh principal produces. */
+export function principalSource(principal: string): string {
+  if (!/^[a-z0-9][a-z0-9_-]*$/.test(principal)) {
+    throw new DecodeError(ErrorCode.InvalidAttribute, `principal "${principal}" must be lowercase [a-z0-9_-]`, "source");
+  }
+  return `causeway://${principal}`;
+}
