@@ -1,0 +1,71 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import {
+  childTraceparent, correlationIdOf, deriveEventId, expiryIn, isExpired, newTraceparent, outputEventInit, parseTraceparent, principalSource, uuidv7,
+} from "../../services/kit/context.ts";
+import { createEvent } from "../../services/kit/event.ts";
+
+const input = createEvent({
+  id: "in-1", source: "https://crm.example/upstream", type: "report.requested", time: "2026-11-21T10:00:00Z",
+  extensions: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", tracestate: "vendor=1", expirytime: "2030-01-01T00:00:00Z" },
+  data: "{}",
+});
+
+test("ids - derived output ids are deterministic per (input source, input id, principal, index) and distinct otherwise", () => {
+  const a = deriveEventId(input, "planner", 0);
+  assert.equal(a, deriveEventId(input, "planner", 0));
+  const others = [deriveEventId(input, "planner", 1), deriveEventId(input, "researcher", 0), deriveEventId({ ...input, id: "in-2" }, "planner", 0), deriveEventId({ ...input, source: "other" }, "planner", 0)];
+  assert.equal(new Set([a, ...others]).size, 5);
+  assert.match(a, /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.throws(() => deriveEventId(input, "planner", -1), RangeError);
+});
+
+test("ids - uuidv7 is version 7, unique and ordered by time", () => {
+  const first = uuidv7(1_700_000_000_000), second = uuidv7(1_700_000_000_001);
+  assert.match(first, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.ok(first < second);
+  assert.equal(new Set(Array.from({ length: 1000 }, () => uuidv7())).size, 1000);
+});
+
+test("trace - traceparent parsing rejects malformed, all-zero and version ff values", () => {
+  assert.equal(parseTraceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")?.traceId, "0af7651916cd43dd8448eb211c80319c");
+  for (const bad of ["", "00-xyz", "00-00000000000000000000000000000000-b7ad6b7169203331-01", "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", 42]) {
+    assert.equal(parseTraceparent(bad), undefined, String(bad));
+  }
+  assert.ok(parseTraceparent(newTraceparent()));
+});
+
+test("trace - a child continues the trace with a new span; no parent starts a new trace", () => {
+  const parent = input.extensions.traceparent as string;
+  const child = parseTraceparent(childTraceparent(parent))!;
+  assert.equal(child.traceId, "0af7651916cd43dd8448eb211c80319c");
+  assert.notEqual(child.spanId, "b7ad6b7169203331");
+  assert.notEqual(parseTraceparent(childTraceparent(undefined))!.traceId, child.traceId);
+});
+
+test("context - outputs carry causation = input id, the flow's correlation, continued trace and inherited expiry", () => {
+  const out = outputEventInit(input, "planner", 2, { type: "research.task.created", data: { q: 1 }, dataschema: "https://causeway.dev/schemas/research.task.created/1.0.0" }, new Date("2026-11-21T10:00:01Z"));
+  assert.equal(out.id, deriveEventId(input, "planner", 2));
+  assert.equal(out.source, "causeway://planner");
+  assert.equal(out.extensions!.causationid, "in-1");
+  assert.equal(out.extensions!.correlationid, "in-1", "a root event's id is the flow's correlation id");
+  assert.equal(parseTraceparent(out.extensions!.traceparent)!.traceId, "0af7651916cd43dd8448eb211c80319c");
+  assert.equal(out.extensions!.tracestate, "vendor=1");
+  assert.equal(out.extensions!.expirytime, "2030-01-01T00:00:00Z");
+  const next = createEvent(outputEventInit(createEvent(out), "researcher", 0, { type: "research.finding.created" }));
+  assert.equal(correlationIdOf(next), "in-1");
+  assert.equal(next.extensions.causationid, out.id);
+});
+
+test("expiry - events expire at their expirytime; malformed expiry counts as expired; none never expires", () => {
+  const now = Date.parse("2026-11-21T10:00:00Z");
+  assert.equal(isExpired(createEvent({ id: "1", source: "s", type: "t", extensions: { expirytime: expiryIn(1000, now) } }), now), false);
+  assert.equal(isExpired(createEvent({ id: "1", source: "s", type: "t", extensions: { expirytime: expiryIn(-1, now) } }), now), true);
+  assert.equal(isExpired(createEvent({ id: "1", source: "s", type: "t", extensions: { expirytime: "soon" } }), now), true);
+  assert.equal(isExpired(createEvent({ id: "1", source: "s", type: "t" }), now), false);
+});
+
+test("context - principal sources reject tokens outside [a-z0-9_-]", () => {
+  assert.equal(principalSource("reporter"), "causeway://reporter");
+  assert.throws(() => principalSource("Reporter"), /principal/);
+});
