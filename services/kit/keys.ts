@@ -61,8 +61,8 @@ export function verificationKeyFromNkey(publicNkey: string): VerificationKey {
 }
 
 /** An ECDSA P-256 key from its coordinates and (for signing) private scalar, as decimal or bytes. */
-export function p256Key(keyid: string, point: { x: bigint | string; y: bigint | string }): VerificationKey;
 export function p256Key(keyid: string, point: { x: bigint | string; y: bigint | string; d: bigint | string }): SigningKey;
+export function p256Key(keyid: string, point: { x: bigint | string; y: bigint | string }): VerificationKey;
 export function p256Key(keyid: string, point: { x: bigint | string; y: bigint | string; d?: bigint | string }): VerificationKey | SigningKey {
   const jwk = { kty: "EC", crv: "P-256", x: scalar(point.x), y: scalar(point.y) };
   const publicKey = createPublicKey({ key: jwk, format: "jwk" });

@@ -41,9 +41,10 @@ export interface Verification {
   readonly signedExtensions: readonly string[];
   /** Extensions on the event that the signature does not cover (dropped in strict mode). */
   readonly unsignedExtensions: readonly string[];
-  /** SHA-256 of the event data, computed once here so later stages (lineage) need not hash again. */
-  readonly dataDigest: Uint8Array;
-  readonly coreDigest: Uint8Array;
+  /** SHA-256 of the event data (hex), computed once here so later stages (lineage) need not hash again. */
+  readonly dataDigest: string;
+  /** CORE_DIGEST (base64), binding grants and audit records to exactly this event. */
+  readonly coreDigest: string;
 }
 
 /** A verified event and what was verified. In passthrough mode unsigned extensions are kept apart. */
@@ -71,8 +72,10 @@ export interface VerifyOptions {
 
 /** The parsed VERIFICATION_MATERIAL object. */
 export interface VerificationMaterial {
-  core: Uint8Array;
-  ext?: Uint8Array;
+  /** CORE_DIGEST, re-encoded as canonical base64. */
+  core: string;
+  /** EXT_DIGEST, re-encoded as canonical base64. */
+  ext?: string;
   signedextattrs?: string[];
 }
 
@@ -86,82 +89,93 @@ export interface DsseEnvelope {
 
 const utf8 = new TextEncoder();
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-const EMPTY_DIGEST = sha256(new Uint8Array(0));
 const STANDARD_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 const ANY_BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
+
+// The digest chain runs on hex strings: node's one-shot hash() with "hex" output costs a third of its
+// "buffer" output, and the chain is a dozen small hashes per event. Only the final digest of each chain is
+// produced in base64, the form the VERIFICATION_MATERIAL carries.
+const EMPTY_HEX = sha256Hex("");
 
 // Digests of low-cardinality attributes (source, type, datacontenttype, dataschema, specversion) repeat on
 // every event of a producer; caching them keeps hashing off the per-message budget. Bounded, so an attacker
 // sending unique values cannot grow it.
-const digestCache = new Map<string, Buffer>();
+const digestCache = new Map<string, string>();
 const DIGEST_CACHE_LIMIT = 4096;
 
-function sha256(bytes: Uint8Array | string): Buffer {
-  return hash("sha256", bytes, "buffer");
+function sha256Hex(bytes: Uint8Array | string): string {
+  return hash("sha256", bytes, "hex");
 }
 
-function cachedDigest(value: string | undefined): Buffer {
-  if (value === undefined) return EMPTY_DIGEST;
+function cachedDigest(value: string | undefined): string {
+  if (value === undefined) return EMPTY_HEX;
   let d = digestCache.get(value);
   if (d === undefined) {
     if (digestCache.size >= DIGEST_CACHE_LIMIT) digestCache.clear();
-    d = sha256(value);
+    d = sha256Hex(value);
     digestCache.set(value, d);
   }
   return d;
 }
 
+/** SHA-256 over the concatenation of hex-encoded digests, in base64. */
+function chainDigest(hexDigests: string): string {
+  return hash("sha256", Buffer.from(hexDigests, "hex"), "base64");
+}
+
 /** DSSE v1.0.2 pre-authentication encoding: "DSSEv1" SP len(type) SP type SP len(body) SP body. */
 export function pae(payloadType: string, payload: Uint8Array): Buffer {
-  const type = utf8.encode(payloadType);
-  const head = utf8.encode(`DSSEv1 ${type.length} ${payloadType} ${payload.length} `);
-  return Buffer.concat([head, payload]);
+  const head = `DSSEv1 ${Buffer.byteLength(payloadType)} ${payloadType} ${payload.length} `;
+  const out = Buffer.allocUnsafe(Buffer.byteLength(head) + payload.length);
+  const n = out.write(head, 0, "utf8");
+  out.set(payload, n);
+  return out;
 }
 
-/** CORE_DIGEST of the extension, plus the data digest it includes. */
-export function coreDigest(event: CloudEvent): { core: Buffer; data: Buffer } {
-  const data = event.data.length === 0 ? EMPTY_DIGEST : sha256(event.data);
-  const parts = Buffer.concat([
-    event.id === undefined ? EMPTY_DIGEST : sha256(event.id),
-    cachedDigest(event.source),
-    cachedDigest(event.specversion),
-    cachedDigest(event.type),
-    cachedDigest(event.datacontenttype),
-    cachedDigest(event.dataschema),
-    event.subject === undefined ? EMPTY_DIGEST : sha256(event.subject),
-    event.time === undefined ? EMPTY_DIGEST : sha256(normalizeTime(event.time)),
-    data,
-  ]);
-  return { core: sha256(parts), data };
+/** CORE_DIGEST (base64) of the extension, plus the SHA-256 of the data (hex) that it includes. */
+export function coreDigest(event: CloudEvent): { core: string; dataHex: string } {
+  const dataHex = event.data.length === 0 ? EMPTY_HEX : sha256Hex(event.data);
+  const core = chainDigest(
+    sha256Hex(event.id) +
+      cachedDigest(event.source) +
+      cachedDigest(event.specversion) +
+      cachedDigest(event.type) +
+      cachedDigest(event.datacontenttype) +
+      cachedDigest(event.dataschema) +
+      (event.subject === undefined ? EMPTY_HEX : sha256Hex(event.subject)) +
+      (event.time === undefined ? EMPTY_HEX : sha256Hex(normalizeTime(event.time))) +
+      dataHex,
+  );
+  return { core, dataHex };
 }
 
-/** EXT_DIGEST over the named extensions, in the given order; an absent one hashes as empty bytes. */
-export function extDigest(event: CloudEvent, names: readonly string[], types?: Readonly<Record<string, AttributeType>>): Buffer {
-  const parts: Buffer[] = [];
+/** EXT_DIGEST (base64) over the named extensions, in the given order; an absent one hashes as empty bytes. */
+export function extDigest(event: CloudEvent, names: readonly string[], types?: Readonly<Record<string, AttributeType>>): string {
+  let chain = "";
   for (const name of names) {
     const value = event.extensions[name];
-    parts.push(value === undefined ? EMPTY_DIGEST : sha256(canonicalValue(name, value, types)));
+    chain += value === undefined ? EMPTY_HEX : sha256Hex(canonicalValue(name, value, types));
   }
-  return sha256(Buffer.concat(parts));
+  return chainDigest(chain);
 }
 
 /**
  * Canonical Value Serialization. Throws (case 8f) for a value without a canonical CloudEvents form, such as
  * a boolean-typed attribute holding "yes" or an object that slipped past construction.
  */
-export function canonicalValue(name: string, value: unknown, types?: Readonly<Record<string, AttributeType>>): Uint8Array {
+export function canonicalValue(name: string, value: unknown, types?: Readonly<Record<string, AttributeType>>): Uint8Array | string {
   const type = types?.[name] ?? KNOWN_EXTENSION_TYPES[name] ?? inferType(value);
   switch (type) {
     case "Boolean":
-      if (value === true || value === "true") return utf8.encode("true");
-      if (value === false || value === "false") return utf8.encode("false");
+      if (value === true || value === "true") return "true";
+      if (value === false || value === "false") return "false";
       break;
     case "Integer":
-      if (typeof value === "number" && Number.isSafeInteger(value)) return utf8.encode(String(value));
-      if (typeof value === "string" && /^-?(0|[1-9]\d*)$/.test(value)) return utf8.encode(value);
+      if (typeof value === "number" && Number.isSafeInteger(value)) return String(value);
+      if (typeof value === "string" && /^-?(0|[1-9]\d*)$/.test(value)) return value;
       break;
     case "Timestamp":
-      if (typeof value === "string") return utf8.encode(normalizeTime(value, name));
+      if (typeof value === "string") return normalizeTime(value, name);
       break;
     case "Binary":
       if (typeof value === "string" && STANDARD_BASE64.test(value)) return Buffer.from(value, "base64");
@@ -169,7 +183,7 @@ export function canonicalValue(name: string, value: unknown, types?: Readonly<Re
     case "String":
     case "URI":
     case "URI-reference":
-      if (typeof value === "string") return utf8.encode(value);
+      if (typeof value === "string") return value; // hashed as UTF-8
       break;
   }
   throw new DecodeError(ErrorCode.InvalidAttribute, `extension "${name}" has no canonical ${type} form`, name);
@@ -206,16 +220,16 @@ export function signEvent(event: CloudEvent, key: SigningKey, opts: SignOptions 
   const problem = signedExtAttrsProblem(names);
   if (problem) throw new VerificationError(ErrorCode.SignRefused, `refusing to sign: ${problem}`);
   const { core } = coreDigest(event);
-  let payloadJson = `{"core":"${core.toString("base64")}"`;
+  let payloadJson = `{"core":"${core}"`;
   if (names.length > 0) {
-    let ext: Buffer;
+    let ext: string;
     try {
       ext = extDigest(event, names, opts.extensionTypes);
     } catch (err) {
       throw new VerificationError(ErrorCode.SignRefused, `refusing to sign: ${(err as Error).message}`, QuarantineReason.BadSignature, { cause: err });
     }
     // Names are validated as [a-z0-9]{1,20}, so they need no JSON escaping.
-    payloadJson += `,"ext":"${ext.toString("base64")}","signedextattrs":["${names.join('","')}"]`;
+    payloadJson += `,"ext":"${ext}","signedextattrs":["${names.join('","')}"]`;
   }
   const payload = utf8.encode(payloadJson + "}");
   const sig = signBytes(key, pae(DSSE_PAYLOAD_TYPE, payload));
@@ -318,20 +332,20 @@ export function verifyEvent(event: CloudEvent, keys: KeyResolver, opts: VerifyOp
   if (signer === undefined) throw new VerificationError(ErrorCode.BadSignature, "DSSE signature does not verify");
 
   const material = parseVerificationMaterial(envelope.payload);
-  const { core, data } = coreDigest(event);
-  if (!core.equals(material.core)) {
+  const { core, dataHex } = coreDigest(event);
+  if (core !== material.core) {
     throw new VerificationError(ErrorCode.CoreDigestMismatch, "core digest mismatch: data or a context attribute was modified");
   }
   const signedNames = material.signedextattrs ?? [];
   let extensions: Verification["extensions"] = "none";
   if (material.ext && mode !== ConsumerMode.CoreOnly) {
-    let recomputed: Buffer;
+    let recomputed: string;
     try {
       recomputed = extDigest(event, signedNames, opts.extensionTypes);
     } catch (err) {
       throw new VerificationError(ErrorCode.ExtDigestMismatch, `signed extension cannot be canonicalized: ${(err as Error).message}`, QuarantineReason.BadSignature, { cause: err });
     }
-    if (!recomputed.equals(material.ext)) {
+    if (recomputed !== material.ext) {
       throw new VerificationError(ErrorCode.ExtDigestMismatch, "ext digest mismatch: a signed extension attribute was modified");
     }
     extensions = "verified";
@@ -357,7 +371,7 @@ export function verifyEvent(event: CloudEvent, keys: KeyResolver, opts: VerifyOp
     extensions,
     signedExtensions: Object.freeze([...signedNames]),
     unsignedExtensions: Object.freeze(unsigned),
-    dataDigest: data,
+    dataDigest: dataHex,
     coreDigest: core,
   });
   const verifiedEvent: CloudEvent = Object.freeze({ ...event, extensions: Object.freeze(kept) });
@@ -381,11 +395,12 @@ function decodeDsseBase64(value: string, field: string): Buffer {
   return Buffer.from(value.replace(/-/g, "+").replace(/_/g, "/"), "base64");
 }
 
-function digestField(value: unknown, field: string): Buffer {
+function digestField(value: unknown, field: string): string {
   if (typeof value !== "string" || !STANDARD_BASE64.test(value)) corrupt(`verification material "${field}" is not base64`);
   const bytes = Buffer.from(value, "base64");
   if (bytes.length !== 32) corrupt(`verification material "${field}" is ${bytes.length} bytes, not a 32-byte SHA-256 digest`);
-  return bytes;
+  // Canonical form, so comparing strings compares bytes even if the producer left stray low bits.
+  return bytes.toString("base64");
 }
 
 function corrupt(message: string, cause?: unknown): never {

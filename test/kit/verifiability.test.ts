@@ -77,7 +77,7 @@ describe("vectors (shared/vectors/verifiability.json, as their observed notes sa
   test("vectors - case 5: the core digest reproduces exactly and the event verifies", () => {
     const c = byCase.get("5")!;
     const event = vectorEvent(c);
-    assert.equal(coreDigest(event).core.toString("base64"), payloadJson(c)!.core);
+    assert.equal(coreDigest(event).core, payloadJson(c)!.core);
     const verified = verifyEvent(event, vectorRing);
     assert.equal(verified.verification.keyid, "testkey");
     assert.equal(verified.verification.algorithm, "ecdsa-p256");
@@ -89,7 +89,7 @@ describe("vectors (shared/vectors/verifiability.json, as their observed notes sa
     const c = byCase.get("7")!;
     const p = payloadJson(c)!;
     assert.deepEqual(p.signedextattrs, ["exta", "extb"]);
-    assert.equal(extDigest(vectorEvent(c), ["exta", "extb"]).toString("base64"), p.ext);
+    assert.equal(extDigest(vectorEvent(c), ["exta", "extb"]), p.ext);
   });
 
   test("vectors - cases 3 and 4 carry the same material (time normalization)", () => {
@@ -306,6 +306,6 @@ describe("sign and verify with NKey identities", () => {
   });
 
   test("verify - the data digest returned is SHA-256 of the data bytes", () => {
-    assert.deepEqual(Buffer.from(verifyEvent(signed, ring).verification.dataDigest), createHash("sha256").update(signed.data).digest());
+    assert.equal(verifyEvent(signed, ring).verification.dataDigest, createHash("sha256").update(signed.data).digest("hex"));
   });
 });
