@@ -1,0 +1,98 @@
+// `causeway streams apply`: create or update the JetStream streams and consumers of streams/*.json,
+// idempotently, printing one line per stream or consumer. Exit 0 when everything declared is in effect,
+// 1 when anything was refused, 2 on a usage error.
+import { readFile } from "node:fs/promises";
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { connect, nkeyAuthenticator } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { ConfigError, ErrorCode } from "../../kit/errors.ts";
+import { applyStreams, loadStreamDefinitions } from "../../kit/streams.ts";
+
+const DEFAULT_SERVER = "nats://127.0.0.1:4222";
+// The definitions shipped with Causeway, wherever the command is run from.
+const DEFAULT_DIR = resolve(import.meta.dirname, "..", "..", "..", "streams");
+
+const USAGE = `usage: causeway streams apply [--force] [--replicas N] [--server URL] [--nkey SEEDFILE] [--dir DIR]
+
+  --force         apply destructive changes (shrinking limits, removing subjects, lowering replicas)
+  --replicas N    replicas for every stream, overriding the files (1 in the files; 3 in production)
+  --server URL    NATS server (default: $NATS_URL or ${DEFAULT_SERVER})
+  --nkey FILE     NKey seed file to authenticate with (default: $CAUSEWAY_NKEY)
+  --dir DIR       definitions directory (default: the streams/ directory of Causeway)`;
+
+/** Runs `causeway streams <args>`; resolves with the exit code. */
+export async function run(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        force: { type: "boolean", default: false },
+        replicas: { type: "string" },
+        server: { type: "string" },
+        nkey: { type: "string" },
+        dir: { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (err) {
+    return usageError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (positionals.length !== 1 || positionals[0] !== "apply") {
+    return usageError(positionals.length === 0 ? "missing subcommand" : `unknown subcommand "${positionals.join(" ")}"`);
+  }
+  let replicas: number | undefined;
+  if (values.replicas !== undefined) {
+    if (!/^[1-5]$/.test(values.replicas)) return usageError(`--replicas must be an integer from 1 to 5, got "${values.replicas}"`);
+    replicas = Number(values.replicas);
+  }
+
+  const dir = values.dir === undefined ? DEFAULT_DIR : resolve(values.dir);
+  const defs = await loadStreamDefinitions(dir);
+  const server = values.server ?? process.env.NATS_URL ?? DEFAULT_SERVER;
+  const nkey = values.nkey ?? process.env.CAUSEWAY_NKEY;
+
+  const nc = await connectTo(server, nkey);
+  try {
+    const jsm = await jetstreamManager(nc).catch((err: unknown) => {
+      throw new ConfigError(ErrorCode.Config, `JetStream is not available at ${server}: ${(err as Error).message}`, { cause: err });
+    });
+    const report = await applyStreams(jsm, defs, { force: values.force, replicas, log: (line) => console.log(line) });
+    if (!report.ok) {
+      const destructive = report.results.some((r) => r.status === "refused" && r.error.code === ErrorCode.DestructiveChange);
+      console.error(`causeway: some definitions were not applied${destructive ? ` (${ErrorCode.DestructiveChange})` : ""}`);
+    }
+    return report.ok ? 0 : 1;
+  } finally {
+    await nc.drain().catch(() => nc.close());
+  }
+}
+
+async function connectTo(server: string, nkeyFile: string | undefined): Promise<NatsConnection> {
+  let seed: Uint8Array | undefined;
+  if (nkeyFile !== undefined) {
+    const text = await readFile(nkeyFile, "utf8").catch((err: unknown) => {
+      throw new ConfigError(ErrorCode.SeedMissing, `cannot read the NKey seed ${nkeyFile}: ${(err as Error).message}`, { cause: err });
+    });
+    seed = new TextEncoder().encode(text.trim());
+  }
+  try {
+    return await connect({ servers: server, name: "causeway streams", ...(seed ? { authenticator: nkeyAuthenticator(seed) } : {}) });
+  } catch (err) {
+    throw new ConfigError(ErrorCode.Config, `cannot connect to ${server}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function usageError(problem: string): number {
+  console.error(`causeway streams: ${problem} (${ErrorCode.Usage})\n\n${USAGE}`);
+  return 2;
+}
