@@ -76,7 +76,7 @@ function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: nu
   });
 }
 
-void test("streams - the files define every stream of DESIGN.md and skip the capability template", async () => {
+test("streams - the files define every stream of DESIGN.md and skip the capability template", async () => {
   const defs = await loadStreamDefinitions(streamsDir);
   assert.deepEqual(defs.map((d) => d.config.name).sort(), [
     "MESH_ADVISORY", "MESH_AUDIT", "MESH_CAP", "MESH_DECISION", "MESH_EVT", "MESH_HANDOFF", "MESH_INGEST", "MESH_QUARANTINE",
@@ -93,7 +93,7 @@ void test("streams - the files define every stream of DESIGN.md and skip the cap
   assert.ok(consumers.includes("MESH_HANDOFF.coordinator-handoff.json"));
 });
 
-void test("streams - applyStreams creates exactly what nats stream add --config creates", async () => {
+test("streams - applyStreams creates exactly what nats stream add --config creates", async () => {
   await using ours = await startServer();
   await using theirs = await startServer();
   const defs = await loadStreamDefinitions(streamsDir);
@@ -130,7 +130,7 @@ void test("streams - applyStreams creates exactly what nats stream add --config 
   ]));
 });
 
-void test("streams - the capability template instantiates into a consumer the nats CLI accepts", async () => {
+test("streams - the capability template instantiates into a consumer the nats CLI accepts", async () => {
   await using server = await startServer();
   const added = await runNats(["stream", "add", "--config", join(streamsDir, "MESH_CAP.json")], { server: server.url });
   assert.equal(added.code, 0, added.stderr);
@@ -140,12 +140,12 @@ void test("streams - the capability template instantiates into a consumer the na
   writeFileSync(file, template.replaceAll("{capability}", "summarize").replaceAll("{major}", "1"));
   const res = await runNats(["consumer", "add", "MESH_CAP", "--config", file], { server: server.url });
   assert.equal(res.code, 0, res.stderr);
-  const config = await consumerConfig(server.url, "MESH_CAP", "cap_summarize_v1");
+  const config = await consumerConfig(server.url, "MESH_CAP", "cap-summarize-v1");
   assert.equal(config.filter_subject, "mesh.cap.summarize.v1");
   assert.equal(config.ack_policy, "explicit");
 });
 
-void test("streams - a second apply reports every item unchanged", async () => {
+test("streams - a second apply reports every item unchanged", async () => {
   await using server = await startServer();
   await using m = await manager(server.url);
   const defs = await loadStreamDefinitions(streamsDir);
@@ -157,7 +157,7 @@ void test("streams - a second apply reports every item unchanged", async () => {
   assert.deepEqual(lines, allItems(defs).map((i) => `= ${i} unchanged`));
 });
 
-void test("streams - a safe change is applied and reported field by field", async () => {
+test("streams - a safe change is applied and reported field by field", async () => {
   await using server = await startServer();
   await using m = await manager(server.url);
   assert.ok((await applyStreams(m.jsm, await loadStreamDefinitions(streamsDir))).ok);
@@ -173,7 +173,7 @@ void test("streams - a safe change is applied and reported field by field", asyn
   assert.equal((await consumerConfig(server.url, "MESH_CAP", "lineage")).max_ack_pending, 2048);
 });
 
-void test("streams - destructive changes are refused without force and applied with force", async () => {
+test("streams - destructive changes are refused without force and applied with force", async () => {
   await using server = await startServer();
   await using m = await manager(server.url);
   assert.ok((await applyStreams(m.jsm, await loadStreamDefinitions(streamsDir))).ok);
@@ -226,7 +226,7 @@ void test("streams - destructive changes are refused without force and applied w
   assert.equal((await streamConfig(server.url, "MESH_DECISION")).deny_delete, true);
 });
 
-void test("streams - a definition the server rejects is refused with its reason, and so are its consumers", async () => {
+test("streams - a definition the server rejects is refused with its reason, and so are its consumers", async () => {
   await using server = await startServer();
   await using m = await manager(server.url);
   const defs = (await loadStreamDefinitions(streamsDir)).filter((d) => d.config.name === "MESH_EVT");
@@ -239,7 +239,7 @@ void test("streams - a definition the server rejects is refused with its reason,
   assert.notEqual(res.code, 0, "the stream must not exist");
 });
 
-void test("streams - invalid files fail with CW_ERR_STREAM_CONFIG_INVALID naming the file and the field", async () => {
+test("streams - invalid files fail with CW_ERR_STREAM_CONFIG_INVALID naming the file and the field", async () => {
   const cases: { file: string; text: string; mentions: string[] }[] = [
     { file: "MESH_EVT.json", text: "{ \"name\": \"MESH_EVT\", ", mentions: ["invalid JSON"] },
     { file: "MESH_EVT.json", text: JSON.stringify({ name: "MESH_EVT", subjects: ["mesh.evt.>"], max_age: "30d" }), mentions: ["max_age", "nanoseconds"] },
@@ -259,7 +259,7 @@ void test("streams - invalid files fail with CW_ERR_STREAM_CONFIG_INVALID naming
   }
 });
 
-void test("streams - the CLI applies the files, exits 0, then exits 1 on a refused change", async () => {
+test("streams - the CLI applies the files, exits 0, then exits 1 on a refused change", async () => {
   await using server = await startServer();
   const defs = await loadStreamDefinitions(streamsDir);
   const first = await runCli(["streams", "apply", "--server", server.url]);
@@ -275,7 +275,7 @@ void test("streams - the CLI applies the files, exits 0, then exits 1 on a refus
   assert.match(second.stderr, /CW_ERR_DESTRUCTIVE_CHANGE/);
 });
 
-void test("streams - the CLI rejects bad usage with exit 2 and CW_ERR_USAGE", async () => {
+test("streams - the CLI rejects bad usage with exit 2 and CW_ERR_USAGE", async () => {
   for (const args of [["streams"], ["streams", "remove"], ["streams", "apply", "--replicas", "0"], ["streams", "apply", "--bogus"]]) {
     const res = await runCli(args);
     assert.equal(res.code, 2, `${args.join(" ")}: ${res.stdout}${res.stderr}`);
@@ -283,7 +283,7 @@ void test("streams - the CLI rejects bad usage with exit 2 and CW_ERR_USAGE", as
   }
 });
 
-void test("streams - the CLI authenticates with an NKey seed file", async () => {
+test("streams - the CLI authenticates with an NKey seed file", async () => {
   const user = createUser();
   const seedDir = mkdtempSync(join(tmpdir(), "causeway-nkey-"));
   const seedFile = join(seedDir, "operator.nk");

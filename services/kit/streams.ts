@@ -4,11 +4,14 @@
 // compares only what a file declares with what the server reports, and refuses changes that lose data or
 // that the server cannot make in place unless the caller forces them.
 import { readdir, readFile } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { ConsumerConfig, JetStreamManager, StreamConfig } from "@nats-io/jetstream";
 import { ConfigError, ErrorCode } from "./errors.ts";
 import type { CausewayError, ErrorCodeValue } from "./errors.ts";
+
+/** The repository's `streams/` directory. */
+export const defaultStreamsDir = resolve(import.meta.dirname, "..", "..", "streams");
 
 /** A stream's configuration as a file declares it: server field names, durations in nanoseconds. */
 export type StreamFileConfig = Partial<StreamConfig> & { name: string };
@@ -582,4 +585,19 @@ function formatChange(c: FieldChange): string {
 function formatValue(v: unknown): string {
   if (v === undefined) return "unset";
   return typeof v === "string" ? v : JSON.stringify(v);
+}
+
+/**
+ * The shared durable consumer of one capability, instantiated from `streams/consumers/capability.template.json`
+ * (the single definition agents, the demo and operators use): `{capability}` and `{major}` are substituted
+ * and the subject prefix applied. Validated like any consumer file.
+ */
+export async function capabilityConsumerConfig(capability: string, major: number, opts: { dir?: string; prefix?: string } = {}): Promise<Readonly<ConsumerFileConfig>> {
+  if (!/^[a-z0-9_-]+$/.test(capability) || !Number.isSafeInteger(major) || major < 0) {
+    throw new ConfigError(ErrorCode.StreamConfigInvalid, `capability "${capability}" v${major} is not a valid capability token and major version`);
+  }
+  const file = join(opts.dir ?? defaultStreamsDir, "consumers", "capability.template.json");
+  let text = (await readFile(file, "utf8")).replaceAll("{capability}", capability).replaceAll("{major}", String(major));
+  if (opts.prefix !== undefined && opts.prefix !== "mesh") text = text.replaceAll('"mesh.cap.', `"${opts.prefix}.cap.`);
+  return parseConsumerConfig(text, file);
 }

@@ -1,6 +1,6 @@
 // Runs the real, pinned `nats` CLI against a test server, the way an operator would.
 import { execFile } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { toolPath } from "./binaries.ts";
@@ -25,7 +25,16 @@ export interface CliConnection {
 }
 
 // The CLI reads contexts from $XDG_CONFIG_HOME; a private home keeps a developer's contexts out of tests.
-const cliHome = mkdtempSync(join(tmpdir(), "causeway-natscli-"));
+// Made on first use and removed when the test process exits.
+let home: string | undefined;
+function cliHome(): string {
+  if (home === undefined) {
+    const dir = mkdtempSync(join(tmpdir(), "causeway-natscli-"));
+    home = dir;
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+  }
+  return home;
+}
 
 /** Runs `nats <args>` and resolves with its output; never rejects on a non-zero exit. */
 export function runNats(args: string[], conn: CliConnection): Promise<CliResult> {
@@ -36,7 +45,7 @@ export function runNats(args: string[], conn: CliConnection): Promise<CliResult>
       [...connArgs, ...args],
       {
         timeout: conn.timeoutMs ?? 30_000,
-        env: { ...process.env, HOME: cliHome, XDG_CONFIG_HOME: cliHome, NO_COLOR: "1", ...conn.env },
+        env: { ...process.env, HOME: cliHome(), XDG_CONFIG_HOME: cliHome(), NO_COLOR: "1", ...conn.env },
         maxBuffer: 64 * 1024 * 1024,
       },
       (err, stdout, stderr) => {

@@ -88,9 +88,14 @@ export async function startServer(opts: ServerOptions = {}): Promise<NatsServer>
   let child: ChildProcess;
   let log = "";
   let exited: Promise<void>;
+  // Aborted when the current process exits, so every wait on it ends at once instead of timing out.
+  let gone: AbortController;
   let current: { url: string; port: number; monitorUrl: string; clusterUrl: string | undefined };
 
   const launch = async () => {
+    if (child !== undefined && child.exitCode === null && child.signalCode === null) {
+      throw new Error(`${name} is still running: stop() it before restart()`);
+    }
     for (const f of readdirSync(workDir)) if (f.endsWith(".ports")) rmSync(join(workDir, f));
     writeConfig();
     child = spawn(toolPath("nats-server"), ["-c", configPath], { stdio: ["ignore", "ignore", "pipe"] });
@@ -99,32 +104,29 @@ export async function startServer(opts: ServerOptions = {}): Promise<NatsServer>
       log += chunk;
     });
     const proc = child;
-    exited = new Promise((resolve) => proc.once("exit", () => { live.delete(proc); resolve(); }));
-    let early: string | undefined;
-    void exited.then(() => { early = `nats-server exited during startup (code ${proc.exitCode}):\n${log}`; });
+    const controller = new AbortController();
+    gone = controller;
+    exited = new Promise((resolve) => proc.once("exit", () => {
+      live.delete(proc);
+      controller.abort(new Error(`nats-server ${name} exited (code ${proc.exitCode}, signal ${proc.signalCode}):\n${log}`));
+      resolve();
+    }));
     const portsFile = join(workDir, `nats-server_${proc.pid}.ports`);
-    const found = await waitFor(() => {
-      if (early) throw new Error(early);
-      return readPorts(portsFile);
-    }, { timeoutMs: opts.readyTimeoutMs ?? 20_000, what: `ports file of ${name}` }).catch((err: Error) => {
-      throw new Error(early ?? err.message, { cause: err });
+    const found = await waitFor(() => readPorts(portsFile), {
+      timeoutMs: opts.readyTimeoutMs ?? 20_000, what: `ports file of ${name}`, signal: controller.signal,
     });
     const port = Number(new URL(found.client).port);
     const monitorUrl = found.monitoring.replace(/\/$/, "");
     current = { url: found.client, port, monitorUrl, clusterUrl: found.cluster };
     ports = { client: port, monitor: Number(new URL(monitorUrl).port), cluster: found.cluster ? Number(new URL(found.cluster).port) : -1 };
-    startupFailure = () => early;
   };
 
-  let startupFailure: () => string | undefined = () => undefined;
   // Clustered nodes report healthy only once the JetStream meta group has a leader.
   const healthy = async (timeoutMs = opts.readyTimeoutMs ?? 20_000) => {
     await waitFor(async () => {
-      const early = startupFailure();
-      if (early) throw new Error(early);
-      const res = await fetch(`${current.monitorUrl}/healthz`).catch(() => undefined);
+      const res = await fetch(`${current.monitorUrl}/healthz`, { signal: AbortSignal.timeout(1_000) }).catch(() => undefined);
       return res?.ok === true;
-    }, { timeoutMs, what: `/healthz of ${name}` }).catch((err: Error) => {
+    }, { timeoutMs, what: `/healthz of ${name}`, signal: gone.signal }).catch((err: Error) => {
       throw new Error(`${err.message}\n${log}`, { cause: err });
     });
   };
@@ -137,8 +139,19 @@ export async function startServer(opts: ServerOptions = {}): Promise<NatsServer>
     clearTimeout(timer);
   };
 
-  await launch();
-  if (opts.waitHealthy ?? true) await healthy();
+  const removeDirs = () => {
+    rmSync(workDir, { recursive: true, force: true });
+    if (opts.storeDir === undefined) rmSync(storeDir, { recursive: true, force: true });
+  };
+  try {
+    await launch();
+    if (opts.waitHealthy ?? true) await healthy();
+  } catch (err) {
+    // A failed start leaves nothing behind: no process, no directories.
+    if (child! !== undefined) await stop("SIGKILL");
+    removeDirs();
+    throw err;
+  }
 
   return {
     get url() { return current.url; },
@@ -158,8 +171,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<NatsServer>
     logs: () => log,
     async [Symbol.asyncDispose]() {
       await stop("SIGKILL");
-      rmSync(workDir, { recursive: true, force: true });
-      if (opts.storeDir === undefined) rmSync(storeDir, { recursive: true, force: true });
+      removeDirs();
     },
   };
 }

@@ -5,7 +5,7 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { NatsBinding } from "../../kit/binding.ts";
 import { connectAs, dataDir, publicKeyOf, readSeed, seedPath } from "../../kit/connect.ts";
@@ -14,12 +14,12 @@ import { createEvent } from "../../kit/event.ts";
 import { createKeyring, signingKeyFromNkeySeed, verificationKeyFromNkey } from "../../kit/keys.ts";
 import { capabilityDurable, inboxPrefix, loadPrincipals } from "../../kit/principals.ts";
 import { createSchemaRegistry } from "../../kit/schemas.ts";
-import { applyStreams, loadStreamDefinitions } from "../../kit/streams.ts";
+import { applyStreams, capabilityConsumerConfig, defaultStreamsDir, loadStreamDefinitions } from "../../kit/streams.ts";
 import { capabilitySubject } from "../../kit/subjects.ts";
 import { signEvent, verifyEvent } from "../../kit/verifiability.ts";
 import { renderInfra } from "./infra.ts";
 import { createSeed } from "./keys.ts";
-import { natsBinary, repoRoot, spawnNatsServer, type NatsProcess } from "../nats-process.ts";
+import { natsBinary, spawnNatsServer, type NatsProcess } from "../nats-process.ts";
 import { step } from "../progress.ts";
 
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
@@ -72,11 +72,9 @@ export async function run(args: string[]): Promise<number> {
     const operator = await connectAs("operator", { servers: url });
     connections.push(operator);
     const jsm = await jetstreamManager(operator);
-    await step("streams", async () => applyStreams(jsm, await loadStreamDefinitions(join(repoRoot, "streams"))), (r) => summarizeApply(r));
+    await step("streams", async () => applyStreams(jsm, await loadStreamDefinitions(defaultStreamsDir)), (r) => summarizeApply(r));
     const durable = capabilityDurable("plan", 1);
-    await step(`capability consumer ${durable}`, () => jsm.consumers.add("MESH_CAP", {
-      durable_name: durable, filter_subject: capabilitySubject("plan", 1), ack_policy: AckPolicy.Explicit, max_deliver: 5,
-    }));
+    await step(`capability consumer ${durable}`, async () => jsm.consumers.add("MESH_CAP", await capabilityConsumerConfig("plan", 1)));
 
     // The gateway signs with its own NKey: its NATS identity and its signing identity are one key.
     const gateway = await connectAs("gateway", { servers: url });

@@ -1,0 +1,288 @@
+// The subject grammar of DESIGN.md ("Subjects and streams"): builders that refuse bad tokens, and a parser
+// that turns any subject into a typed value or a precise error. Parsing runs on every message, so the work
+// that depends only on the prefix (validating it, the "<prefix>." string to match) is done once per prefix
+// and cached in a frozen `MeshSubjects` object.
+import { ErrorCode, SubjectError } from "./errors.ts";
+
+/** The default subject prefix. */
+export const DEFAULT_PREFIX = "mesh";
+
+/** The fixed tokens that follow the prefix, one per kind of subject (`mesh.<token>.…`). */
+export const SubjectToken = {
+  Ingest: "ingest",
+  Cap: "cap",
+  Handoff: "handoff",
+  Evt: "evt",
+  Decision: "decision",
+  Quarantine: "quarantine",
+  Audit: "audit",
+  Checkpoint: "checkpoint",
+  Ctl: "ctl",
+} as const;
+
+/** The `kind` of a parsed subject. */
+export const SubjectKind = {
+  Ingest: "ingest",
+  Cap: "cap",
+  Handoff: "handoff",
+  Evt: "evt",
+  Decision: "decision",
+  Quarantine: "quarantine",
+  Ctl: "ctl",
+  Checkpoint: "checkpoint",
+} as const;
+
+/** One of the subject kinds. */
+export type SubjectKindValue = (typeof SubjectKind)[keyof typeof SubjectKind];
+
+/** The JetStream streams of DESIGN.md, by the names `streams/*.json` gives them. */
+export const StreamName = {
+  Ingest: "MESH_INGEST",
+  Cap: "MESH_CAP",
+  Handoff: "MESH_HANDOFF",
+  Evt: "MESH_EVT",
+  Decision: "MESH_DECISION",
+  Quarantine: "MESH_QUARANTINE",
+  Audit: "MESH_AUDIT",
+  Advisory: "MESH_ADVISORY",
+} as const;
+
+/** One of the stream names. */
+export type StreamNameValue = (typeof StreamName)[keyof typeof StreamName];
+
+/** The rule every token follows (prefix tokens included). */
+export const TOKEN_RULE = "lowercase [a-z0-9_-]+";
+const tokenPattern = /^[a-z0-9_-]+$/;
+const tokensPattern = /^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$/;
+// `v` then a non-negative integer without leading zeros, so parse → build gives back the same subject.
+const majorPattern = /^v(0|[1-9][0-9]*)$/;
+
+/** `<prefix>.ingest.<source>.<rest…>`: a raw upstream event, before notarization. */
+export interface IngestSubject { kind: "ingest"; prefix: string; source: string; rest: readonly string[] }
+/** `<prefix>.cap.<capability>.v<major>`: work addressed to a capability. */
+export interface CapSubject { kind: "cap"; prefix: string; capability: string; major: number }
+/** `<prefix>.handoff.<capability>.v<major>`: work for a critical capability, held by the coordinator. */
+export interface HandoffSubject { kind: "handoff"; prefix: string; capability: string; major: number }
+/** `<prefix>.evt.<domain>.<name>`: a fact or result that ends or branches a flow. */
+export interface EvtSubject { kind: "evt"; prefix: string; domain: string; name: string }
+/** `<prefix>.decision.<decision>`: a signed decision (grant, approval, release, rejection, kill switch). */
+export interface DecisionSubject { kind: "decision"; prefix: string; decision: string }
+/** `<prefix>.quarantine.<reason>.<capability>`: a quarantined envelope. */
+export interface QuarantineSubject { kind: "quarantine"; prefix: string; reason: string; capability: string }
+/** `<prefix>.ctl.<service>.<action>`: a request/reply control endpoint. */
+export interface CtlSubject { kind: "ctl"; prefix: string; service: string; action: string }
+/** `<prefix>.audit.checkpoint`: lineage's signed checkpoints. */
+export interface CheckpointSubject { kind: "checkpoint"; prefix: string }
+
+/** A subject of the mesh, discriminated on `kind`. */
+export type ParsedSubject =
+  | IngestSubject
+  | CapSubject
+  | HandoffSubject
+  | EvtSubject
+  | DecisionSubject
+  | QuarantineSubject
+  | CtlSubject
+  | CheckpointSubject;
+
+/** Builders and parser bound to one prefix. Obtain with {@link subjectsFor}; frozen and cached per prefix. */
+export interface MeshSubjects {
+  readonly prefix: string;
+  ingest(source: string, ...rest: string[]): string;
+  capability(capability: string, major: number): string;
+  handoff(capability: string, major: number): string;
+  event(domain: string, name: string): string;
+  decision(kind: string): string;
+  quarantine(reason: string, capability: string): string;
+  control(service: string, action: string): string;
+  checkpoint(): string;
+  /** Parses a subject under this prefix; throws SubjectError CW_ERR_INVALID_SUBJECT otherwise. */
+  parse(subject: string): ParsedSubject;
+}
+
+const cache = new Map<string, MeshSubjects>();
+
+/** The builders and parser for `prefix` (one or more tokens, e.g. `mesh` or `acme.mesh`). */
+export function subjectsFor(prefix: string = DEFAULT_PREFIX): MeshSubjects {
+  let subjects = cache.get(prefix);
+  if (subjects === undefined) {
+    subjects = createMeshSubjects(prefix);
+    cache.set(prefix, subjects);
+  }
+  return subjects;
+}
+
+function createMeshSubjects(prefix: string): MeshSubjects {
+  if (typeof prefix !== "string") throw tokenError("prefix", prefix);
+  for (const token of prefix.split(".")) checkToken("prefix", token);
+  const head = `${prefix}.`;
+  const prefixTokens = prefix.split(".").length;
+
+  const parse = (subject: string): ParsedSubject => {
+    if (typeof subject !== "string") throw subjectError(String(subject), "not a string");
+    if (!subject.startsWith(head)) throw subjectError(subject, `expected prefix "${prefix}"`);
+    const tail = subject.slice(head.length);
+    const t = tail.split(".");
+    // One regex over the whole tail on the hot path; the per-token walk only runs to explain a failure.
+    if (!tokensPattern.test(tail)) {
+      const i = t.findIndex((token) => !tokenPattern.test(token));
+      throw subjectError(subject, describeBadToken(t[i]!, prefixTokens + i));
+    }
+    const count = (n: number, shape: string) => {
+      if (t.length !== n) throw subjectError(subject, `${t[0]} subjects have ${n + prefixTokens} tokens: ${prefix}.${shape}`);
+    };
+    switch (t[0]) {
+      case SubjectToken.Ingest:
+        if (t.length < 3) throw subjectError(subject, `ingest subjects have at least ${3 + prefixTokens} tokens: ${prefix}.ingest.<source>.<token>…`);
+        return { kind: "ingest", prefix, source: t[1]!, rest: t.slice(2) };
+      case SubjectToken.Cap:
+      case SubjectToken.Handoff: {
+        count(3, `${t[0]}.<capability>.v<major>`);
+        const m = majorPattern.exec(t[2]!);
+        const major = m ? Number(m[1]) : NaN;
+        if (!Number.isSafeInteger(major)) throw subjectError(subject, `"${t[2]}" is not a major version v<non-negative integer>`);
+        return { kind: t[0], prefix, capability: t[1]!, major };
+      }
+      case SubjectToken.Evt:
+        count(3, "evt.<domain>.<name>");
+        return { kind: "evt", prefix, domain: t[1]!, name: t[2]! };
+      case SubjectToken.Decision:
+        count(2, "decision.<kind>");
+        return { kind: "decision", prefix, decision: t[1]! };
+      case SubjectToken.Quarantine:
+        count(3, "quarantine.<reason>.<capability>");
+        return { kind: "quarantine", prefix, reason: t[1]!, capability: t[2]! };
+      case SubjectToken.Ctl:
+        count(3, "ctl.<service>.<action>");
+        return { kind: "ctl", prefix, service: t[1]!, action: t[2]! };
+      case SubjectToken.Audit:
+        if (t.length !== 2 || t[1] !== SubjectToken.Checkpoint) throw subjectError(subject, `the only audit subject is ${prefix}.audit.checkpoint`);
+        return { kind: "checkpoint", prefix };
+      default:
+        throw subjectError(subject, `unknown subject kind "${t[0]}"`);
+    }
+  };
+
+  return Object.freeze({
+    prefix,
+    ingest(source: string, ...rest: string[]) {
+      if (rest.length === 0) throw new SubjectError(ErrorCode.InvalidToken, "an ingest subject needs at least one token after the source");
+      checkToken("source", source);
+      for (const token of rest) checkToken("ingest", token);
+      return `${head}ingest.${source}.${rest.join(".")}`;
+    },
+    capability(capability: string, major: number) {
+      return `${head}cap.${checkToken("capability", capability)}.v${checkMajor(major)}`;
+    },
+    handoff(capability: string, major: number) {
+      return `${head}handoff.${checkToken("capability", capability)}.v${checkMajor(major)}`;
+    },
+    event(domain: string, name: string) {
+      return `${head}evt.${checkToken("domain", domain)}.${checkToken("name", name)}`;
+    },
+    decision(kind: string) {
+      return `${head}decision.${checkToken("decision kind", kind)}`;
+    },
+    quarantine(reason: string, capability: string) {
+      return `${head}quarantine.${checkToken("reason", reason)}.${checkToken("capability", capability)}`;
+    },
+    control(service: string, action: string) {
+      return `${head}ctl.${checkToken("service", service)}.${checkToken("action", action)}`;
+    },
+    checkpoint() {
+      return `${head}audit.checkpoint`;
+    },
+    parse,
+  });
+}
+
+/** `<prefix>.cap.<capability>.v<major>`. Throws SubjectError CW_ERR_INVALID_TOKEN on a bad token or major. */
+export function capabilitySubject(capability: string, major: number, prefix?: string): string {
+  return subjectsFor(prefix).capability(capability, major);
+}
+
+/** `<prefix>.handoff.<capability>.v<major>`. */
+export function handoffSubject(capability: string, major: number, prefix?: string): string {
+  return subjectsFor(prefix).handoff(capability, major);
+}
+
+/** `<prefix>.evt.<domain>.<name>`. */
+export function eventSubject(domain: string, name: string, prefix?: string): string {
+  return subjectsFor(prefix).event(domain, name);
+}
+
+/** `<prefix>.decision.<kind>`. */
+export function decisionSubject(kind: string, prefix?: string): string {
+  return subjectsFor(prefix).decision(kind);
+}
+
+/** `<prefix>.quarantine.<reason>.<capability>`. */
+export function quarantineSubject(reason: string, capability: string, prefix?: string): string {
+  return subjectsFor(prefix).quarantine(reason, capability);
+}
+
+/**
+ * `mesh.ingest.<source>.<rest…>` (at least one token after the source) under the default prefix. The rest
+ * parameter leaves no room for a trailing prefix: use `subjectsFor(prefix).ingest(…)` for another one.
+ */
+export function ingestSubject(source: string, ...rest: string[]): string {
+  return subjectsFor().ingest(source, ...rest);
+}
+
+/** `<prefix>.ctl.<service>.<action>`. */
+export function controlSubject(service: string, action: string, prefix?: string): string {
+  return subjectsFor(prefix).control(service, action);
+}
+
+/** `<prefix>.audit.checkpoint`. */
+export function checkpointSubject(prefix?: string): string {
+  return subjectsFor(prefix).checkpoint();
+}
+
+/** Parses a subject into its typed parts; throws SubjectError CW_ERR_INVALID_SUBJECT for anything else. */
+export function parseSubject(subject: string, prefix?: string): ParsedSubject {
+  return subjectsFor(prefix).parse(subject);
+}
+
+const streamByKind = {
+  ingest: StreamName.Ingest,
+  cap: StreamName.Cap,
+  handoff: StreamName.Handoff,
+  evt: StreamName.Evt,
+  decision: StreamName.Decision,
+  quarantine: StreamName.Quarantine,
+  checkpoint: StreamName.Audit,
+  ctl: undefined,
+} as const satisfies Record<SubjectKindValue, StreamNameValue | undefined>;
+
+/** The stream that captures a parsed subject; `undefined` for control subjects (request/reply, no stream). */
+export function streamFor<S extends ParsedSubject>(subject: S): (typeof streamByKind)[S["kind"]] {
+  return streamByKind[subject.kind as S["kind"]];
+}
+
+function checkToken(what: string, token: unknown): string {
+  if (typeof token !== "string" || !tokenPattern.test(token)) throw tokenError(what, token);
+  return token;
+}
+
+function checkMajor(major: unknown): number {
+  if (typeof major !== "number" || !Number.isSafeInteger(major) || major < 0) {
+    throw new SubjectError(ErrorCode.InvalidToken, `invalid major version ${String(major)}: must be a non-negative integer`);
+  }
+  return major;
+}
+
+function tokenError(what: string, token: unknown): SubjectError {
+  const shown = typeof token === "string" ? JSON.stringify(token) : String(token);
+  return new SubjectError(ErrorCode.InvalidToken, `invalid ${what} token ${shown}: subject tokens are ${TOKEN_RULE} (no dots, wildcards, spaces or uppercase)`);
+}
+
+function subjectError(subject: string, why: string): SubjectError {
+  return new SubjectError(ErrorCode.InvalidSubject, `invalid subject ${JSON.stringify(subject)}: ${why}`);
+}
+
+function describeBadToken(token: string, position: number): string {
+  if (token === "") return `empty token at position ${position}`;
+  if (token === "*" || token === ">") return `wildcard "${token}" at position ${position}: a concrete subject has none`;
+  return `token ${JSON.stringify(token)} at position ${position} is not ${TOKEN_RULE}`;
+}
