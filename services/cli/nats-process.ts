@@ -30,8 +30,9 @@ export interface NatsProcess {
 
 /** Options for {@link spawnNatsServer}. */
 export interface SpawnOptions {
-  /** Configuration file; it must set `ports_file_dir` to `portsDir`. */
+  /** Configuration file. */
   configPath: string;
+  /** Where the server writes its ports file (passed as --ports_file_dir), from which the URLs are learnt. */
   portsDir: string;
   /** Let the server outlive this process (`causeway up`). Default false. */
   detached?: boolean;
@@ -43,7 +44,7 @@ export interface SpawnOptions {
 /** Starts nats-server and resolves when it reports healthy, with its URLs read from the ports file. */
 export async function spawnNatsServer(opts: SpawnOptions): Promise<NatsProcess> {
   for (const f of readdirSync(opts.portsDir)) if (f.endsWith(".ports")) rmSync(join(opts.portsDir, f));
-  const args = ["-c", opts.configPath, ...(opts.logFile ? ["-l", opts.logFile] : [])];
+  const args = ["-c", opts.configPath, "--ports_file_dir", opts.portsDir, ...(opts.logFile ? ["-l", opts.logFile] : [])];
   const child = spawn(natsBinary("nats-server"), args, { stdio: ["ignore", "ignore", opts.detached ? "ignore" : "pipe"], detached: opts.detached ?? false });
   let log = "";
   child.stderr?.setEncoding("utf8").on("data", (c: string) => { log += c; });

@@ -7,16 +7,11 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { NatsBinding } from "../../kit/binding.ts";
-import { connectAs, dataDir, publicKeyOf, readSeed, seedPath } from "../../kit/connect.ts";
-import { newTraceparent, uuidv7 } from "../../kit/context.ts";
-import { createEvent } from "../../kit/event.ts";
-import { createKeyring, signingKeyFromNkeySeed, verificationKeyFromNkey } from "../../kit/keys.ts";
-import { capabilityDurable, inboxPrefix, loadPrincipals } from "../../kit/principals.ts";
-import { createSchemaRegistry } from "../../kit/schemas.ts";
-import { applyStreams, capabilityConsumerConfig, defaultStreamsDir, loadStreamDefinitions } from "../../kit/streams.ts";
-import { capabilitySubject } from "../../kit/subjects.ts";
-import { signEvent, verifyEvent } from "../../kit/verifiability.ts";
+import {
+  NatsBinding, applyStreams, capabilityConsumerConfig, capabilityDurable, capabilitySubject, connectAs, createEvent, createKeyring,
+  createSchemaRegistry, dataDir, defaultStreamsDir, inboxPrefix, loadPrincipals, loadStreamDefinitions, newTraceparent, publicKeyOf,
+  readSeed, seedPath, signEvent, signingKeyFromNkeySeed, uuidv7, verificationKeyFromNkey, verifyEvent,
+} from "../../kit/index.ts";
 import { renderInfra } from "./infra.ts";
 import { createSeed } from "./keys.ts";
 import { natsBinary, spawnNatsServer, type NatsProcess } from "../nats-process.ts";
@@ -57,7 +52,6 @@ export async function run(args: string[]): Promise<number> {
         `server_name: causeway_demo`,
         `listen: "127.0.0.1:-1"`,
         `http: "127.0.0.1:-1"`,
-        `ports_file_dir: "${demoDir}"`,
         `jetstream { store_dir: "${join(demoDir, "store")}" }`,
         // 1 MiB of event data plus CloudEvents headers must fit in one message.
         `max_payload: 2MB`,

@@ -1,0 +1,69 @@
+// The table of contents of the kit: everything a Causeway service builds on, one named export at a time.
+// Services import from here, never from each other's folders.
+
+// Errors with stable codes (documented in docs/errors.md) and the quarantine reasons they map to
+export {
+  CausewayError, ConfigError, DecodeError, ErrorCode, QuarantineReason, SchemaError, SubjectError, VerificationError,
+  isCausewayError, quarantineReasonOf,
+} from "./errors.ts";
+export type { ErrorCodeValue, QuarantineReasonValue } from "./errors.ts";
+
+// CloudEvents: the immutable event, the NATS binding, the JSON format
+export { CORE_ATTRIBUTES, createEvent, dataText, isCoreAttribute, isExtensionName, normalizeTime, withAttributes } from "./event.ts";
+export type { CloudEvent, EventInit, ExtensionValue } from "./event.ts";
+export { DEFAULT_MAX_DATA_BYTES, NatsBinding, STRUCTURED_CONTENT_TYPE } from "./binding.ts";
+export type { DecodeOptions, NatsMessage } from "./binding.ts";
+export { decodeJsonBatch, decodeJsonEvent, encodeJsonEvent, isJsonContentType } from "./json-format.ts";
+export { decodeHeaderValue, encodeHeaderValue } from "./percent.ts";
+
+// Signing and verification: the Verifiability extension (DSSE) and keys
+export {
+  ConsumerMode, DSSE_MATERIAL, DSSE_PAYLOAD_TYPE, KNOWN_EXTENSION_TYPES, canonicalValue, coreDigest, extDigest, openEnvelope, pae,
+  parseVerificationMaterial, signBytes, signEvent, signedExtAttrsProblem, verifyBytes, verifyEvent,
+} from "./verifiability.ts";
+export type {
+  AttributeType, ConsumerModeValue, DsseEnvelope, SignOptions, Verification, VerificationMaterial, VerifiedEvent, VerifyOptions,
+} from "./verifiability.ts";
+export { SignatureAlgorithm, createKeyring, p256Key, signingKeyFromNkeySeed, verificationKeyFromNkey } from "./keys.ts";
+export type { KeyResolver, SignatureAlgorithmValue, SigningKey, VerificationKey } from "./keys.ts";
+
+// Context that flows from input to output: ids, correlation and causation, trace context, expiry
+export {
+  ContextExtension, childTraceparent, correlationIdOf, deriveEventId, expiryIn, isExpired, newTraceparent, outputEventInit,
+  parseTraceparent, principalSource, uuidv7,
+} from "./context.ts";
+export type { OutputSpec, TraceParent } from "./context.ts";
+
+// Schemas and subjects
+export { SCHEMA_DIALECT, createSchemaRegistry, defaultSchemaDir } from "./schemas.ts";
+export type { DataValidator, SchemaRegistry, SchemaRegistryOptions, SchemaViolation } from "./schemas.ts";
+export {
+  DEFAULT_PREFIX, StreamName, SubjectKind, SubjectToken, TOKEN_RULE, capabilitySubject, checkpointSubject, controlSubject, decisionSubject,
+  eventSubject, handoffSubject, ingestSubject, parseSubject, quarantineSubject, streamFor, subjectsFor,
+} from "./subjects.ts";
+export type {
+  CapSubject, CheckpointSubject, CtlSubject, DecisionSubject, EvtSubject, HandoffSubject, IngestSubject, MeshSubjects, ParsedSubject,
+  QuarantineSubject, StreamNameValue, SubjectKindValue,
+} from "./subjects.ts";
+
+// Streams and consumers as files, applied idempotently
+export {
+  applyStreams, capabilityConsumerConfig, defaultStreamsDir, describeResult, diffConfig, loadStreamDefinitions, parseConsumerConfig,
+  parseStreamConfig,
+} from "./streams.ts";
+export type {
+  ApplyOptions, ApplyReport, ApplyResult, ApplyTarget, ChangeEffect, ConsumerDefinition, ConsumerFileConfig, FieldChange, StreamDefinition,
+  StreamFileConfig,
+} from "./streams.ts";
+
+// Identities: principals, their permissions, and connecting as one
+export {
+  Account, DEFAULT_PRINCIPALS_PATH, KvBucket, Role, accountOf, capabilityDurable, getPrincipal, inboxPrefix, loadPrincipals, parsePrincipals,
+  permissionsFor, serverPermissions, subjectMatches,
+} from "./principals.ts";
+export type {
+  AccountValue, CapabilitySpec, ConsumerSpec, Grant, KvBucketValue, PermissionOptions, Permissions, PrincipalSpec, Principals, RoleValue,
+  ServerPermissions,
+} from "./principals.ts";
+export { DEFAULT_NATS_URL, connectAs, dataDir, publicKeyOf, readSeed, seedPath } from "./connect.ts";
+export type { ConnectAsOptions } from "./connect.ts";
