@@ -30,17 +30,18 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Encodes `event` in binary mode: `ce-` headers plus the exact data bytes. */
 function binary(event: CloudEvent): { headers: MsgHdrs; data: Uint8Array } {
+  // append, not set: the headers are new and every name is distinct, and set() rescans all keys twice.
   const h = natsHeaders();
-  h.set("ce-specversion", event.specversion);
-  h.set("ce-id", encodeHeaderValue(event.id));
-  h.set("ce-source", encodeHeaderValue(event.source));
-  h.set("ce-type", encodeHeaderValue(event.type));
-  if (event.datacontenttype !== undefined) h.set("ce-datacontenttype", encodeHeaderValue(event.datacontenttype));
-  if (event.dataschema !== undefined) h.set("ce-dataschema", encodeHeaderValue(event.dataschema));
-  if (event.subject !== undefined) h.set("ce-subject", encodeHeaderValue(event.subject));
-  if (event.time !== undefined) h.set("ce-time", encodeHeaderValue(event.time));
+  h.append("ce-specversion", event.specversion);
+  h.append("ce-id", encodeHeaderValue(event.id));
+  h.append("ce-source", encodeHeaderValue(event.source));
+  h.append("ce-type", encodeHeaderValue(event.type));
+  if (event.datacontenttype !== undefined) h.append("ce-datacontenttype", encodeHeaderValue(event.datacontenttype));
+  if (event.dataschema !== undefined) h.append("ce-dataschema", encodeHeaderValue(event.dataschema));
+  if (event.subject !== undefined) h.append("ce-subject", encodeHeaderValue(event.subject));
+  if (event.time !== undefined) h.append("ce-time", encodeHeaderValue(event.time));
   for (const [name, value] of Object.entries(event.extensions)) {
-    h.set(HEADER_PREFIX + name, encodeHeaderValue(String(value)));
+    h.append(HEADER_PREFIX + name, encodeHeaderValue(String(value)));
   }
   return { headers: h, data: event.data };
 }

@@ -261,10 +261,13 @@ export function openEnvelope(material: ExtensionValue | undefined): DsseEnvelope
   if (material === undefined || material === "") {
     throw new VerificationError(ErrorCode.Unsigned, "event is not signed (no dssematerial)");
   }
-  if (typeof material !== "string" || !STANDARD_BASE64.test(material)) corrupt("dssematerial is not base64");
+  if (typeof material !== "string") corrupt("dssematerial is not base64");
+  const bytes = Buffer.from(material, "base64");
+  // Node's decoder skips characters outside the alphabet; re-encoding must give the input back exactly.
+  if (bytes.toString("base64") !== material) corrupt("dssematerial is not canonical base64");
   let parsed: unknown;
   try {
-    parsed = JSON.parse(strictUtf8.decode(Buffer.from(material, "base64")));
+    parsed = JSON.parse(strictUtf8.decode(bytes));
   } catch (err) {
     corrupt("dssematerial is not a UTF-8 JSON DSSE envelope", err);
   }
@@ -396,11 +399,12 @@ function decodeDsseBase64(value: string, field: string): Buffer {
 }
 
 function digestField(value: unknown, field: string): string {
-  if (typeof value !== "string" || !STANDARD_BASE64.test(value)) corrupt(`verification material "${field}" is not base64`);
+  if (typeof value !== "string") corrupt(`verification material "${field}" is not base64`);
   const bytes = Buffer.from(value, "base64");
   if (bytes.length !== 32) corrupt(`verification material "${field}" is ${bytes.length} bytes, not a 32-byte SHA-256 digest`);
-  // Canonical form, so comparing strings compares bytes even if the producer left stray low bits.
-  return bytes.toString("base64");
+  // Canonical base64 only, so comparing strings compares bytes and no stray character slips through.
+  if (bytes.toString("base64") !== value) corrupt(`verification material "${field}" is not canonical base64`);
+  return value;
 }
 
 function corrupt(message: string, cause?: unknown): never {
