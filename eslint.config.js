@@ -3,7 +3,7 @@
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", ".tools/**", ".data/**"] },
+  { ignores: ["node_modules/**", ".tools/**", ".data/**", ".scratch/**", "eslint.config.js"] },
   {
     files: ["**/*.ts"],
     extends: [tseslint.configs.base],
