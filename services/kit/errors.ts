@@ -38,6 +38,7 @@ export const ErrorCode = {
   StreamConfigInvalid: "CW_ERR_STREAM_CONFIG_INVALID",
   DestructiveChange: "CW_ERR_DESTRUCTIVE_CHANGE",
   Usage: "CW_ERR_USAGE",
+  PermissionDenied: "CW_ERR_PERMISSION_DENIED",
 } as const;
 
 /** One of the stable error codes. */
@@ -112,6 +113,19 @@ export class ConfigError extends CausewayError {}
 /** True when `err` is a Causeway error (optionally with the given code). */
 export function isCausewayError(err: unknown, code?: ErrorCodeValue): err is CausewayError {
   return err instanceof CausewayError && (code === undefined || err.code === code);
+}
+
+/**
+ * The NATS server refused a publish or subscribe under the connection's permissions, or undefined when `err`
+ * is something else. nats.js reports it as a PermissionViolationError, sometimes as the cause of another error.
+ */
+export function permissionDenied(err: unknown, who: string): ConfigError | undefined {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    if (e.name === "PermissionViolationError") {
+      return new ConfigError(ErrorCode.PermissionDenied, `the server refused ${who}: ${e.message}`, { cause: err });
+    }
+  }
+  return undefined;
 }
 
 /** The quarantine reason for a failure in pipeline steps 1–6. */

@@ -4,7 +4,7 @@
 // Errors with stable codes (documented in docs/errors.md) and the quarantine reasons they map to
 export {
   CausewayError, ConfigError, DecodeError, ErrorCode, QuarantineReason, SchemaError, SubjectError, VerificationError,
-  isCausewayError, quarantineReasonOf,
+  isCausewayError, permissionDenied, quarantineReasonOf,
 } from "./errors.ts";
 export type { ErrorCodeValue, QuarantineReasonValue } from "./errors.ts";
 

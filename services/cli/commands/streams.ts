@@ -7,19 +7,21 @@ import { parseArgs } from "node:util";
 import { connect, nkeyAuthenticator } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { ConfigError, ErrorCode } from "../../kit/errors.ts";
+import { ConfigError, ErrorCode, permissionDenied } from "../../kit/errors.ts";
 import { applyStreams, loadStreamDefinitions } from "../../kit/streams.ts";
+import { connectAs } from "../../kit/connect.ts";
 
 const DEFAULT_SERVER = "nats://127.0.0.1:4222";
 // The definitions shipped with Causeway, wherever the command is run from.
 const DEFAULT_DIR = resolve(import.meta.dirname, "..", "..", "..", "streams");
 
-const USAGE = `usage: causeway streams apply [--force] [--replicas N] [--server URL] [--nkey SEEDFILE] [--dir DIR]
+const USAGE = `usage: causeway streams apply [--force] [--replicas N] [--server URL] [--as PRINCIPAL | --nkey SEEDFILE] [--dir DIR]
 
   --force         apply destructive changes (shrinking limits, removing subjects, lowering replicas)
   --replicas N    replicas for every stream, overriding the files (1 in the files; 3 in production)
   --server URL    NATS server (default: $NATS_URL or ${DEFAULT_SERVER})
-  --nkey FILE     NKey seed file to authenticate with (default: $CAUSEWAY_NKEY)
+  --as PRINCIPAL  connect as this principal of infra/principals.json (its seed, its private inbox), e.g. operator
+  --nkey FILE     NKey seed file to authenticate with (default: $CAUSEWAY_NKEY); uses the default _INBOX prefix
   --dir DIR       definitions directory (default: the streams/ directory of Causeway)`;
 
 /** Runs `causeway streams <args>`; resolves with the exit code. */
@@ -35,6 +37,7 @@ export async function run(args: string[]): Promise<number> {
         replicas: { type: "string" },
         server: { type: "string" },
         nkey: { type: "string" },
+        as: { type: "string" },
         dir: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -59,14 +62,17 @@ export async function run(args: string[]): Promise<number> {
   const dir = values.dir === undefined ? DEFAULT_DIR : resolve(values.dir);
   const defs = await loadStreamDefinitions(dir);
   const server = values.server ?? process.env.NATS_URL ?? DEFAULT_SERVER;
+  if (values.as !== undefined && values.nkey !== undefined) return usageError("--as and --nkey are alternatives");
   const nkey = values.nkey ?? process.env.CAUSEWAY_NKEY;
 
-  const nc = await connectTo(server, nkey);
+  const nc = values.as !== undefined ? await connectAs(values.as, { servers: server }) : await connectTo(server, nkey);
   try {
     const jsm = await jetstreamManager(nc).catch((err: unknown) => {
       throw new ConfigError(ErrorCode.Config, `JetStream is not available at ${server}: ${(err as Error).message}`, { cause: err });
     });
-    const report = await applyStreams(jsm, defs, { force: values.force, replicas, log: (line) => console.log(line) });
+    const report = await applyStreams(jsm, defs, { force: values.force, replicas, log: (line) => console.log(line) }).catch((err: unknown) => {
+      throw permissionDenied(err, `${values.as ?? "this identity"} managing streams`) ?? err;
+    });
     if (!report.ok) {
       const destructive = report.results.some((r) => r.status === "refused" && r.error.code === ErrorCode.DestructiveChange);
       console.error(`causeway: some definitions were not applied${destructive ? ` (${ErrorCode.DestructiveChange})` : ""}`);

@@ -1,0 +1,102 @@
+// Connecting to NATS as a principal: its NKey seed from the data dir, its name, and its private inbox prefix.
+// The seed is also the principal's signing key (DSSE keyid = NKey public key), so it is read here and never
+// logged or put in an error message.
+import { readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { fromSeed } from "@nats-io/nkeys";
+import { connect, nkeyAuthenticator } from "@nats-io/transport-node";
+import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
+import { ConfigError, ErrorCode } from "./errors.ts";
+import { inboxPrefix } from "./principals.ts";
+
+/** The repository root (two levels above services/kit). */
+const repoRoot = resolve(import.meta.dirname, "..", "..");
+
+/** Server URL used when neither `servers` nor NATS_URL says otherwise. */
+export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
+
+// A principal name becomes a file name and an inbox token: one lowercase subject token, nothing else.
+const principalPattern = /^[a-z0-9][a-z0-9_-]*$/;
+
+/** Options for {@link connectAs}. */
+export interface ConnectAsOptions {
+  /** Server URL(s). Default: env NATS_URL, else nats://127.0.0.1:4222. */
+  servers?: string | string[];
+  /** Data directory holding keys/<principal>.nk. Default: {@link dataDir}(). */
+  dataDir?: string;
+  /** Connection name shown by `nats server report connections`. Default: the principal. */
+  name?: string;
+  /** Further connection options (timeouts, reconnect policy). Identity fields are always set by connectAs. */
+  options?: Omit<NodeConnectionOptions, "servers" | "name" | "authenticator" | "inboxPrefix" | "user" | "pass" | "token">;
+}
+
+/** The runtime data directory: env CAUSEWAY_DATA_DIR, else `<repo>/.data`. */
+export function dataDir(): string {
+  const fromEnv = process.env.CAUSEWAY_DATA_DIR;
+  return fromEnv !== undefined && fromEnv !== "" ? resolve(fromEnv) : join(repoRoot, ".data");
+}
+
+/** Where a principal's NKey seed lives: `<data>/keys/<principal>.nk`. */
+export function seedPath(principal: string, dir: string = dataDir()): string {
+  checkPrincipalName(principal);
+  return join(dir, "keys", `${principal}.nk`);
+}
+
+/**
+ * Reads a principal's NKey user seed (`SU…`). ConfigError CW_ERR_SEED_MISSING when there is no seed file,
+ * CW_ERR_KEY_INVALID when the file does not hold a user seed.
+ */
+export function readSeed(principal: string, dir: string = dataDir()): Uint8Array {
+  const path = seedPath(principal, dir);
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8").trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+      throw new ConfigError(ErrorCode.SeedMissing, `no seed for principal "${principal}" at ${path}: run \`causeway keys new ${principal}\``, { cause: err });
+    }
+    throw new ConfigError(ErrorCode.SeedMissing, `cannot read the seed of "${principal}" at ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  const seed = new TextEncoder().encode(text);
+  try {
+    if (!text.startsWith("SU")) throw new Error("not a user seed (SU…)");
+    fromSeed(seed).getPublicKey();
+  } catch (err) {
+    // Never echo the file's content: it is a private key.
+    throw new ConfigError(ErrorCode.KeyInvalid, `${path} does not hold a valid NKey user seed (${(err as Error).message}); recreate it with \`causeway keys new ${principal} --force\``);
+  }
+  return seed;
+}
+
+/** The NKey public key (`U…`) of a principal's seed: its NATS user and its DSSE keyid. */
+export function publicKeyOf(principal: string, dir: string = dataDir()): string {
+  const seed = readSeed(principal, dir);
+  try {
+    return fromSeed(seed).getPublicKey();
+  } finally {
+    seed.fill(0);
+  }
+}
+
+/**
+ * Connects as `principal`: NKey authentication with its seed, `name` = the principal, and its private inbox
+ * prefix `_INBOX_<principal>` (the only inbox its permissions let it subscribe to). The connection is
+ * AsyncDisposable: `await using nc = await connectAs("researcher")`.
+ */
+export async function connectAs(principal: string, opts: ConnectAsOptions = {}): Promise<NatsConnection> {
+  const seed = readSeed(principal, opts.dataDir);
+  const servers = opts.servers ?? (process.env.NATS_URL || DEFAULT_NATS_URL);
+  return connect({
+    ...opts.options,
+    servers,
+    name: opts.name ?? principal,
+    authenticator: nkeyAuthenticator(seed),
+    inboxPrefix: inboxPrefix(principal),
+  });
+}
+
+function checkPrincipalName(principal: string): void {
+  if (!principalPattern.test(principal)) {
+    throw new ConfigError(ErrorCode.UnknownPrincipal, `invalid principal name ${JSON.stringify(principal)}: a principal is one lowercase token [a-z0-9_-]`);
+  }
+}
