@@ -3,11 +3,11 @@
 // come from permissionsFor(), and each allowed subject is written with the reason it exists.
 import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { dataDir as defaultDataDir, publicKeyOf, seedPath } from "../../kit/connect.ts";
 import { ConfigError, ErrorCode } from "../../kit/errors.ts";
 import { Account, loadPrincipals, permissionsFor } from "../../kit/principals.ts";
 import type { AccountValue, Grant, Principals } from "../../kit/principals.ts";
+import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
 
 const USAGE = `usage: causeway infra render [--out FILE] [--full] [--prefix PREFIX]
 
@@ -42,27 +42,13 @@ export interface RenderInfraResult {
 
 /** Runs `causeway infra <args>`; resolves with the exit code. */
 export async function run(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: {
+  const parsed = parseCommand("infra", USAGE, args, {
         out: { type: "string" },
         full: { type: "boolean", default: false },
-        prefix: { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-  } catch (err) {
-    return usageError((err as Error).message);
-  }
+        prefix: { type: "string" }
+      });
+  if (parsed.exit !== undefined) return parsed.exit;
   const { values, positionals } = parsed;
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
   if (positionals.length !== 1 || positionals[0] !== "render") {
     return usageError(positionals.length === 0 ? "missing subcommand" : `unknown subcommand "${positionals.join(" ")}"`);
   }
@@ -203,6 +189,5 @@ function oneLine(text: string): string {
 }
 
 function usageError(problem: string): number {
-  console.error(`causeway infra: ${problem} (${ErrorCode.Usage})\n\n${USAGE}`);
-  return 2;
+  return sharedUsageError("infra", USAGE, problem);
 }

@@ -3,11 +3,11 @@
 // it is written once, never printed, and never overwritten without --force.
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { parseArgs } from "node:util";
 import { createUser } from "@nats-io/nkeys";
 import { dataDir, publicKeyOf, seedPath } from "../../kit/connect.ts";
 import { ConfigError, ErrorCode } from "../../kit/errors.ts";
 import { getPrincipal, loadPrincipals } from "../../kit/principals.ts";
+import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
 
 const USAGE = `usage: causeway keys <subcommand>
 
@@ -19,22 +19,9 @@ Seeds live in <data>/keys/<principal>.nk; <data> is $CAUSEWAY_DATA_DIR (default:
 
 /** Runs `causeway keys <args>`; resolves with the exit code. */
 export async function run(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: { force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false } },
-    });
-  } catch (err) {
-    return usageError((err as Error).message);
-  }
+  const parsed = parseCommand("keys", USAGE, args, { force: { type: "boolean", default: false } });
+  if (parsed.exit !== undefined) return parsed.exit;
   const { values, positionals } = parsed;
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
   const [sub, ...rest] = positionals;
   switch (sub) {
     case "new":
@@ -154,6 +141,5 @@ function writeNew(path: string, seed: Uint8Array): void {
 }
 
 function usageError(problem: string): number {
-  console.error(`causeway keys: ${problem} (${ErrorCode.Usage})\n\n${USAGE}`);
-  return 2;
+  return sharedUsageError("keys", USAGE, problem);
 }

@@ -3,13 +3,13 @@
 // 1 when anything was refused, 2 on a usage error.
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { connect, nkeyAuthenticator } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { ConfigError, ErrorCode, permissionDenied } from "../../kit/errors.ts";
 import { applyStreams, loadStreamDefinitions } from "../../kit/streams.ts";
 import { connectAs } from "../../kit/connect.ts";
+import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
 
 const DEFAULT_SERVER = "nats://127.0.0.1:4222";
 // The definitions shipped with Causeway, wherever the command is run from.
@@ -26,30 +26,16 @@ const USAGE = `usage: causeway streams apply [--force] [--replicas N] [--server 
 
 /** Runs `causeway streams <args>`; resolves with the exit code. */
 export async function run(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: {
+  const parsed = parseCommand("streams", USAGE, args, {
         force: { type: "boolean", default: false },
         replicas: { type: "string" },
         server: { type: "string" },
         nkey: { type: "string" },
         as: { type: "string" },
-        dir: { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-  } catch (err) {
-    return usageError((err as Error).message);
-  }
+        dir: { type: "string" }
+      });
+  if (parsed.exit !== undefined) return parsed.exit;
   const { values, positionals } = parsed;
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
   if (positionals.length !== 1 || positionals[0] !== "apply") {
     return usageError(positionals.length === 0 ? "missing subcommand" : `unknown subcommand "${positionals.join(" ")}"`);
   }
@@ -99,6 +85,5 @@ async function connectTo(server: string, nkeyFile: string | undefined): Promise<
 }
 
 function usageError(problem: string): number {
-  console.error(`causeway streams: ${problem} (${ErrorCode.Usage})\n\n${USAGE}`);
-  return 2;
+  return sharedUsageError("streams", USAGE, problem);
 }
