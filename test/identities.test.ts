@@ -172,7 +172,7 @@ test("identities - principals.json errors name the JSON path", () => {
     ["unknown property", (d) => { d.principals.researcher!.publsh = []; }, /\/principals\/researcher: unknown property "publsh"/],
     ["bad subject", (d) => { d.principals.researcher!.publish = ["mesh.evt.Research.>"]; }, /\/principals\/researcher\/publish\/0: "mesh\.evt\.Research\.>" is not valid/],
     ["unknown capability", (d) => { d.principals.researcher!.addresses = ["translate.v1"]; }, /\/principals\/researcher\/addresses\/0: unknown capability "translate\.v1"/],
-    ["critical capability", (d) => { d.principals.verifier!.publish = ["mesh.cap.>"]; }, /\/principals\/verifier\/publish\/0: "mesh\.cap\.>" covers mesh\.cap\.report\.v1 of critical capability report\.v1/],
+    ["critical capability", (d) => { d.principals.reporter!.publish = ["mesh.cap.>"]; }, /\/principals\/reporter\/publish\/0: "mesh\.cap\.>" covers mesh\.cap\.publish\.v1 of critical capability publish\.v1/],
     ["upstream outside its ingest", (d) => { d.principals["upstream-demo"]!.publish = ["mesh.ingest.*.>"]; }, /\/principals\/upstream-demo\/publish\/0: "mesh\.ingest\.\*\.>" is outside mesh\.ingest\.upstream-demo\.>/],
     ["trust write", (d) => { d.principals.researcher!.kv = { write: ["causeway_trust"] }; }, /\/principals\/researcher\/kv\/write\/0: only the operator writes causeway_trust/],
     ["agent fetching", (d) => { d.principals.researcher!.fetches = ["MESH_CAP"]; }, /\/principals\/researcher\/fetches: only the coordinator and lineage/],
@@ -276,13 +276,13 @@ describe("identities - on a server running the rendered accounts", () => {
   });
 
   test("identities - only the coordinator publishes on a critical capability's subject", async () => {
-    await using verifier = await as("verifier");
+    await using reporter = await as("reporter");
     await using coordinator = await as("coordinator");
     const work = await messages("MESH_CAP");
-    await violation(verifier, "mesh.cap.report.v1", () => verifier.publish("mesh.cap.report.v1", "skip the grant"));
+    await violation(reporter, "mesh.cap.publish.v1", () => reporter.publish("mesh.cap.publish.v1", "skip the grant"));
     assert.equal(await messages("MESH_CAP"), work);
-    assert.equal((await jetstream(verifier).publish("mesh.handoff.report.v1", "held until granted")).stream, "MESH_HANDOFF");
-    assert.equal((await jetstream(coordinator).publish("mesh.cap.report.v1", "granted")).stream, "MESH_CAP");
+    assert.equal((await jetstream(reporter).publish("mesh.handoff.publish.v1", "held until granted")).stream, "MESH_HANDOFF");
+    assert.equal((await jetstream(coordinator).publish("mesh.cap.publish.v1", "granted")).stream, "MESH_CAP");
   });
 
   test("identities - a principal cannot subscribe to another principal's inbox", async () => {
