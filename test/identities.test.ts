@@ -373,7 +373,7 @@ describe("identities - on a server running the rendered accounts", () => {
   test("identities - services answer discovery: the operator sees them with nats micro ls", async () => {
     await using researcher = await as("researcher");
     // @nats-io/services ships its own copy of nats-core, so its NatsConnection type differs from ours (not its shape).
-    const service = await new Svcm(researcher as unknown as ConstructorParameters<typeof Svcm>[0]).add({ name: "researcher", version: "1.0.0", description: "research.v1" });
+    const service = await new Svcm(researcher).add({ name: "researcher", version: "1.0.0", description: "research.v1" });
     await researcher.flush(); // the server has its discovery subscriptions before the CLI pings
     try {
       const res = await runNats(["--inbox-prefix", "_INBOX_operator", "micro", "ls", "--json"], { server: server.url, nkey: seedPath("operator", data) });
