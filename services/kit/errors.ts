@@ -19,6 +19,17 @@ export const ErrorCode = {
   BadSignature: "CW_ERR_BAD_SIGNATURE",
   CoreDigestMismatch: "CW_ERR_CORE_DIGEST_MISMATCH",
   ExtDigestMismatch: "CW_ERR_EXT_DIGEST_MISMATCH",
+  // The trust store: who may sign, when, what (quarantine reasons: unknown_key, revoked_key, unauthorized_emitter, policy_denied)
+  KeyNotValid: "CW_ERR_KEY_NOT_VALID",
+  KeyRevoked: "CW_ERR_KEY_REVOKED",
+  UnauthorizedEmitter: "CW_ERR_UNAUTHORIZED_EMITTER",
+  UnauthorizedAddress: "CW_ERR_UNAUTHORIZED_ADDRESS",
+  TrustEntryInvalid: "CW_ERR_TRUST_ENTRY_INVALID",
+  // The agent pipeline (quarantine reasons: expired, unknown_capability, policy verdicts)
+  Expired: "CW_ERR_EXPIRED",
+  UnknownCapability: "CW_ERR_UNKNOWN_CAPABILITY",
+  PolicyVerdict: "CW_ERR_POLICY_VERDICT",
+  UndeclaredOutput: "CW_ERR_UNDECLARED_OUTPUT",
   // Producing signed events
   SignRefused: "CW_ERR_SIGN_REFUSED",
   KeyInvalid: "CW_ERR_KEY_INVALID",

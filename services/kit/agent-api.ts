@@ -1,0 +1,95 @@
+// The contract agents are written against: a definition (what the agent serves, accepts and emits, and its
+// handler) and the context a handler receives. The runtime in agent.ts supplies everything else: the
+// consume → verify → dedupe → expiry → schema → policy → handle → publish → ack pipeline, concurrency,
+// heartbeats, drain, micro-service registration, spans and logs.
+import type { Logger } from "pino";
+import type { CloudEvent, ExtensionValue } from "./event.ts";
+import type { QuarantineReasonValue } from "./errors.ts";
+import type { MeshSubjects } from "./subjects.ts";
+import type { Verification } from "./verifiability.ts";
+
+/** What an agent is and does. */
+export interface AgentDefinition<In = unknown> {
+  /** The principal the agent runs as (infra/principals.json): its NATS identity and its signing key. */
+  principal: string;
+  /** The capability it serves, e.g. `research`, and the major version, e.g. 1 → `mesh.cap.research.v1`. */
+  capability: string;
+  major: number;
+  /** Version of this implementation (semver), shown by `nats micro ls`. */
+  version: string;
+  description: string;
+  /** Input event types it accepts, each with the `dataschema` ($id) its data must match. */
+  accepts: Readonly<Record<string, string>>;
+  /** Output event types it may emit, each with its `dataschema`. Outputs of other types are refused. */
+  emits: Readonly<Record<string, string>>;
+  /**
+   * Pipeline step 6 beyond the trust store's address check: return a verdict to quarantine the input
+   * (e.g. `low_confidence`, `missing_evidence`) instead of handling it. Runs after schema validation.
+   */
+  policy?: (input: HandlerInput<In>) => PolicyVerdict | undefined;
+  /** Does the work; returns the events to emit (possibly none). Throw {@link RetryableError} to retry later. */
+  handler: (input: HandlerInput<In>, ctx: HandlerContext) => Promise<readonly Emit[]> | readonly Emit[];
+  /**
+   * The handler has effects outside the mesh (sends mail, charges a card): a cluster-wide processed-set
+   * keeps a replay after JetStream's duplicate window from running it twice. Default false.
+   */
+  sideEffects?: boolean;
+  /** Handlers running at once in this process. Default 8. */
+  concurrency?: number;
+}
+
+/** The verified, validated input of one handler run. */
+export interface HandlerInput<In = unknown> {
+  /** The verified event (strict mode: only signed extensions). */
+  readonly event: CloudEvent;
+  /** The event data, parsed once and validated against the accepted schema. */
+  readonly data: In;
+  readonly verification: Verification;
+  /** The principal that signed the input (from the trust store). */
+  readonly signer: string;
+}
+
+/** What the runtime gives a handler besides its input. */
+export interface HandlerContext {
+  /** A child logger carrying event id, correlation id, trace id and span id. */
+  readonly log: Logger;
+  /** Subject builders for the mesh's prefix: `ctx.subjects.capability("verify", 1)`, `ctx.subjects.event("report", "published")`. */
+  readonly subjects: MeshSubjects;
+  /** Delivery attempt of this input, from 1. */
+  readonly deliveryCount: number;
+  /** Aborted when the agent shuts down: long handlers should stop and let the input be redelivered. */
+  readonly signal: AbortSignal;
+  /** Tells JetStream the handler is still working, so the input is not redelivered (sent automatically too). */
+  working(): void;
+}
+
+/** One event a handler emits; id, source, time, correlation, causation, trace and expiry come from the input. */
+export interface Emit {
+  /** Subject to publish on, from `ctx.subjects`. */
+  to: string;
+  /** Event type; must be one of the definition's `emits`. */
+  type: string;
+  /** JSON-serializable data (serialized once, then signed as bytes). */
+  data: unknown;
+  /** CloudEvents `subject`. */
+  subject?: string;
+  /** Further extensions to sign. */
+  extensions?: Record<string, ExtensionValue>;
+}
+
+/** A policy decision to quarantine the input rather than handle it. */
+export interface PolicyVerdict {
+  reason: QuarantineReasonValue;
+  detail: string;
+}
+
+/** A failure worth retrying (a timeout, a rate limit): the input is nak'ed with the consumer's backoff. */
+export class RetryableError extends Error {
+  /** Milliseconds to wait before redelivery; default: the consumer's backoff for this attempt. */
+  readonly delayMs: number | undefined;
+  constructor(message: string, options?: ErrorOptions & { delayMs?: number }) {
+    super(message, options);
+    this.name = "RetryableError";
+    this.delayMs = options?.delayMs;
+  }
+}
