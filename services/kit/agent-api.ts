@@ -75,6 +75,48 @@ export interface Emit {
   subject?: string;
   /** Further extensions to sign. */
   extensions?: Record<string, ExtensionValue>;
+  /**
+   * A stable key for the output's id instead of (input, index): outputs with the same key get the same id
+   * whichever input or timer produced them, so JetStream's duplicate window keeps exactly one (e.g. a report
+   * that a last finding or a deadline may both complete: `key: "report/" + requestId`).
+   */
+  key?: string;
+}
+
+/** The event that causes an output emitted outside a handler run (a timer, a deadline). */
+export interface Cause {
+  readonly id: string;
+  readonly source: string;
+  /** The flow's correlation id. */
+  readonly correlationid: string;
+  readonly traceparent?: string;
+  readonly tracestate?: string;
+  readonly expirytime?: string;
+}
+
+/** Counters of a running agent (also in `nats micro stats` and OpenTelemetry metrics). */
+export interface AgentStats {
+  readonly processed: number;
+  readonly failed: number;
+  readonly quarantined: number;
+  /** Inputs absorbed as replays (processed-set hits). */
+  readonly replays: number;
+  readonly inFlight: number;
+  /** Mean and maximum handler time in milliseconds. */
+  readonly handlerMeanMs: number;
+  readonly handlerMaxMs: number;
+}
+
+/** A running agent. Dispose it (or call stop) to drain: in-flight work finishes, the rest is redelivered. */
+export interface Agent extends AsyncDisposable {
+  readonly definition: AgentDefinition;
+  /** Emit outside a handler run, signed and published like handler outputs, caused by an earlier event. */
+  emit(cause: Cause, emits: readonly Emit[]): Promise<void>;
+  stats(): AgentStats;
+  /** Stops consuming, waits for in-flight handlers, naks what was fetched but not started. */
+  stop(): Promise<void>;
+  /** Resolves when the agent has stopped (by stop(), or because its connection closed). */
+  readonly stopped: Promise<void>;
 }
 
 /** A policy decision to quarantine the input rather than handle it. */
