@@ -89,6 +89,11 @@ export interface PrincipalSpec {
   readonly subscribe: readonly string[];
   readonly serves: readonly string[];
   readonly addresses: readonly string[];
+  /**
+   * CloudEvents types it may sign (copied into its trust store entries): exact types, `<prefix>.*` for every
+   * type under a prefix (whole tokens), or `*`. Empty: it signs no events.
+   */
+  readonly emits: readonly string[];
   /** Declared consumers plus one `cap-<capability>-v<major>` on MESH_CAP per served capability. */
   readonly consumes: readonly ConsumerSpec[];
   readonly fetches: readonly StreamNameValue[];
@@ -213,6 +218,7 @@ export function parsePrincipals(doc: unknown, source = "principals.json"): Princ
       subscribe: [...(p.subscribe ?? [])],
       serves: [...(p.serves ?? [])],
       addresses: [...(p.addresses ?? [])],
+      emits: [...(p.emits ?? [])],
       consumes: [...declared, ...derived],
       fetches: [...(p.fetches ?? [])],
       kv: { read: [...(p.kv?.read ?? [])], write: [...(p.kv?.write ?? [])] },
@@ -555,6 +561,7 @@ interface RawPrincipal {
   subscribe?: string[];
   serves?: string[];
   addresses?: string[];
+  emits?: string[];
   consumes?: { stream: StreamNameValue; durable: string; filter?: string; create?: boolean }[];
   fetches?: StreamNameValue[];
   kv?: { read?: KvBucketValue[]; write?: KvBucketValue[] };
