@@ -34,6 +34,36 @@ export {
 } from "./context.ts";
 export type { OutputSpec, TraceParent } from "./context.ts";
 
+// The live trust store: who may sign what, when, and address whom (KV causeway_trust)
+export {
+  encodeTrustRecord, formatTime, listTrustEntries, openTrustStore, parseTrustEntry, revokeTrust, seedTrustStore, trustEntriesFromPrincipals,
+} from "./trust.ts";
+export type {
+  OpenTrustStoreOptions, RevokeOptions, SeedTrustOptions, TrustChange, TrustEntry, TrustListing, TrustRecord, TrustRevocation, TrustStore,
+  TrustedEvent,
+} from "./trust.ts";
+
+// Agents: the contract, the runtime, the process entry, quarantine and replay protection
+export { RetryableError } from "./agent-api.ts";
+export type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, HandlerInput, PolicyVerdict } from "./agent-api.ts";
+export { startAgent } from "./agent.ts";
+export type { AgentOptions } from "./agent.ts";
+export { runAgentProcess } from "./agent-process.ts";
+export { QuarantineHeader, quarantine, quarantineHeaders } from "./quarantine.ts";
+export type { QuarantineNote } from "./quarantine.ts";
+export { PROCESSED_BUCKET, PROCESSED_TTL_MS, openProcessedSet } from "./processed.ts";
+export type { ProcessedSet } from "./processed.ts";
+export { createModelFromEnv } from "./model.ts";
+export type { Model } from "./model.ts";
+
+// Telemetry and logs (import services/kit/telemetry.ts with --import to start the SDK)
+export { MessagingOperation, SpanAttribute, TRACER_NAME, endSpan, startProcessSpan, startSendSpan, traceparentOf, tracestateOf } from "./tracing.ts";
+export type { MessagingOperationValue, ProcessSpanOptions, TracedEvent } from "./tracing.ts";
+export { AgentMetric, AgentMetricAttribute, METER_NAME, createAgentMetrics } from "./metrics.ts";
+export type { AgentMetrics } from "./metrics.ts";
+export { LOG_LEVELS, REDACTED_FIELDS, createLogger, eventLogger } from "./log.ts";
+export type { EventLogFields, LoggerOptions } from "./log.ts";
+
 // Schemas and subjects
 export { SCHEMA_DIALECT, createSchemaRegistry, defaultSchemaDir } from "./schemas.ts";
 export type { DataValidator, SchemaRegistry, SchemaRegistryOptions, SchemaViolation } from "./schemas.ts";

@@ -1,0 +1,327 @@
+// The agent runtime: one durable pull consumer per capability shared by every replica, and per message the
+// pipeline of DESIGN.md in its order — decode, verify, dedupe, expiry, schema, policy, handler, publish, ack.
+// Steps 1–6 fail into quarantine (original bytes kept, then the original is terminated); handler failures are
+// retried with the consumer's backoff and, on the last allowed delivery, quarantined as max_deliveries.
+// Outputs are signed with derived ids and published concurrently; the input is acked only after JetStream
+// acknowledged every output. Nothing is dropped: each message is acked, terminated after a quarantine copy
+// exists, or left pending for redelivery.
+import { jetstream, jetstreamManager, type ConsumerConfig, type JsMsg } from "@nats-io/jetstream";
+import { Svcm, type Service } from "@nats-io/services";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "pino";
+import type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, HandlerInput } from "./agent-api.ts";
+import { RetryableError } from "./agent-api.ts";
+import { NatsBinding } from "./binding.ts";
+import { childTraceparent, deriveEventId, isExpired, outputEventInit, parseTraceparent, principalSource } from "./context.ts";
+import { CausewayError, ErrorCode, QuarantineReason, SchemaError, quarantineReasonOf } from "./errors.ts";
+import type { QuarantineReasonValue } from "./errors.ts";
+import { createEvent, type CloudEvent } from "./event.ts";
+import type { SigningKey } from "./keys.ts";
+import { createLogger, eventLogger } from "./log.ts";
+import { createAgentMetrics } from "./metrics.ts";
+import { openProcessedSet, type ProcessedSet } from "./processed.ts";
+import { quarantine } from "./quarantine.ts";
+import { createSchemaRegistry, type DataValidator, type SchemaRegistry } from "./schemas.ts";
+import { capabilityConsumerConfig } from "./streams.ts";
+import { StreamName, subjectsFor } from "./subjects.ts";
+import { endSpan, startProcessSpan, startSendSpan, traceparentOf } from "./tracing.ts";
+import type { TrustStore } from "./trust.ts";
+import { signEvent } from "./verifiability.ts";
+
+/** What the runtime needs besides the definition. */
+export interface AgentOptions {
+  /** The live trust store (verification, windows, revocation, who may emit and address what). */
+  trust: TrustStore;
+  /** The principal's signing key (its NKey). */
+  signingKey: SigningKey;
+  /** Compiled schemas. Default: every schema in schemas/. */
+  schemas?: SchemaRegistry;
+  /** Subject prefix. Default "mesh". */
+  prefix?: string;
+  log?: Logger;
+  /** Overrides of the capability consumer template (tests shorten ack_wait and backoff). */
+  consumer?: Partial<ConsumerConfig>;
+}
+
+const DEFAULT_CONCURRENCY = 8;
+
+/**
+ * Starts `definition` on `nc`: makes sure the capability's durable consumer exists, registers the agent as a
+ * NATS micro service, and consumes until stopped. Fails fast when JetStream, the stream, a schema or the
+ * principal's permissions are missing.
+ */
+export async function startAgent<In>(nc: NatsConnection, definition: AgentDefinition<In>, opts: AgentOptions): Promise<Agent> {
+  const def = definition as AgentDefinition;
+  const prefix = opts.prefix ?? "mesh";
+  const subjects = subjectsFor(prefix);
+  const inputSubject = subjects.capability(def.capability, def.major);
+  if (opts.signingKey.keyid !== opts.trust.entry(opts.signingKey.keyid)?.keyid) {
+    throw new CausewayError(ErrorCode.UnknownKey, `${def.principal}'s key ${opts.signingKey.keyid} is not in the trust store: run \`causeway trust seed\``);
+  }
+  const schemas = opts.schemas ?? createSchemaRegistry();
+  const acceptValidators = compileAll(schemas, def.accepts, "accepts");
+  const emitValidators = compileAll(schemas, def.emits, "emits");
+  const baseLog = (opts.log ?? createLogger({ name: def.principal })).child({ capability: `${def.capability}.v${def.major}` });
+  const metrics = createAgentMetrics({ principal: def.principal, capability: def.capability, major: def.major });
+  const processed: ProcessedSet | undefined = def.sideEffects ? await openProcessedSet(nc, def.capability, def.major) : undefined;
+
+  const jsm = await jetstreamManager(nc);
+  const template = await capabilityConsumerConfig(def.capability, def.major, { prefix });
+  const consumerConfig = { ...template, ...opts.consumer } as ConsumerConfig;
+  const durable = consumerConfig.durable_name!;
+  try {
+    await jsm.consumers.info(StreamName.Cap, durable);
+  } catch {
+    await jsm.consumers.add(StreamName.Cap, consumerConfig);
+  }
+  const info = await jsm.consumers.info(StreamName.Cap, durable);
+  const maxDeliver = info.config.max_deliver ?? -1;
+  const backoffMs = (info.config.backoff ?? []).map((ns) => ns / 1e6);
+  const ackWaitMs = (info.config.ack_wait ?? 30e9) / 1e6;
+  const js = jetstream(nc);
+
+  const counters = { processed: 0, failed: 0, quarantined: 0, replays: 0, inFlight: 0, handlerTotalMs: 0, handlerRuns: 0, handlerMaxMs: 0 };
+  const stats = (): AgentStats => ({
+    processed: counters.processed, failed: counters.failed, quarantined: counters.quarantined, replays: counters.replays,
+    inFlight: counters.inFlight, handlerMeanMs: counters.handlerRuns ? counters.handlerTotalMs / counters.handlerRuns : 0,
+    handlerMaxMs: counters.handlerMaxMs,
+  });
+  const shutdown = new AbortController();
+
+  // --- publishing outputs -------------------------------------------------------------------------
+
+  /** Signs and publishes `emits` caused by `cause`; resolves once JetStream acknowledged every one. */
+  const publishOutputs = async (cause: CloudEvent, emits: readonly Emit[], parentSpan?: ReturnType<typeof startProcessSpan>) => {
+    const events = emits.map((emit, index) => {
+      const declared = emitValidators.get(emit.type);
+      if (!declared) {
+        throw new CausewayError(ErrorCode.UndeclaredOutput, `handler emitted ${emit.type}, which ${def.principal} does not declare in emits`);
+      }
+      declared.validate(emit.data);
+      const init = outputEventInit(cause, def.principal, index, {
+        type: emit.type, data: emit.data, dataschema: declared.dataschema,
+        ...(emit.subject !== undefined && { subject: emit.subject }),
+        ...(emit.extensions !== undefined && { extensions: emit.extensions }),
+      });
+      if (emit.key !== undefined) init.id = deriveEventId({ source: principalSource(def.principal), id: emit.key }, def.principal, 0);
+      return { to: emit.to, init };
+    });
+    await Promise.all(events.map(async ({ to, init }) => {
+      const span = startSendSpan(to, { id: init.id, type: init.type, source: init.source, extensions: init.extensions ?? {} }, parentSpan);
+      try {
+        init.extensions!.traceparent = traceparentOf(span) ?? childTraceparent(cause.extensions.traceparent);
+        const signed = signEvent(createEvent(init), opts.signingKey);
+        const { headers, data } = NatsBinding.binary(signed);
+        // The derived id is the msgID: a redelivered input republishes the same ids and JetStream keeps one.
+        await js.publish(to, data, { headers, msgID: signed.id });
+        endSpan(span);
+      } catch (err) {
+        endSpan(span, err);
+        throw err;
+      }
+    }));
+  };
+
+  // --- the pipeline -----------------------------------------------------------------------------------
+
+  const toQuarantine = async (msg: JsMsg, reason: QuarantineReasonValue, detail: string, code: string | undefined, log: Logger) => {
+    const ok = await quarantine(js, msg, subjects.quarantine(reason, def.capability), { reason, detail, code, detectedBy: def.principal });
+    if (ok) {
+      counters.quarantined++;
+      metrics.quarantined(reason);
+      log.warn({ reason, code, detail, seq: msg.info.streamSequence }, "input quarantined");
+    } else {
+      log.error({ reason, seq: msg.info.streamSequence }, "quarantine publish failed; input left for redelivery");
+    }
+  };
+
+  const handle = async (msg: JsMsg) => {
+    let log = baseLog;
+    // 1. decode — 2. verify (signature, trust window, revocation, emitter) — before any data is parsed.
+    let event: CloudEvent;
+    let trusted: ReturnType<TrustStore["verify"]>;
+    try {
+      event = NatsBinding.toEvent(msg);
+      trusted = opts.trust.verify(event);
+    } catch (err) {
+      const e = err as CausewayError;
+      return toQuarantine(msg, quarantineReasonOf(err), e.message, e.code, log);
+    }
+    const verified = trusted.event;
+    const span = startProcessSpan(msg.subject, verified, { consumer: durable, deliveryCount: msg.info.deliveryCount });
+    log = eventLogger(baseLog, { eventId: verified.id, correlationId: String(verified.extensions.correlationid ?? verified.id), ...spanIds(span, verified) });
+    try {
+      // 2b. policy: may this principal address this capability at all?
+      if (!opts.trust.mayAddress(trusted.entry, def.capability, def.major)) {
+        return await toQuarantine(msg, QuarantineReason.PolicyDenied, `${trusted.entry.principal} may not address ${def.capability}.v${def.major}`, ErrorCode.UnauthorizedAddress, log);
+      }
+      // 3. dedupe: a replay of an input whose effects already happened is absorbed.
+      if (processed && (await processed.has(verified))) {
+        counters.replays++;
+        log.debug("replay absorbed");
+        msg.ack();
+        return;
+      }
+      // 4. expiry
+      if (isExpired(verified)) {
+        return await toQuarantine(msg, QuarantineReason.Expired, `expired at ${String(verified.extensions.expirytime)}`, ErrorCode.Expired, log);
+      }
+      // 5. schema: only accepted types, each with the exact dataschema the capability accepts.
+      const accepted = acceptValidators.get(verified.type);
+      if (!accepted || verified.dataschema !== accepted.dataschema) {
+        const why = accepted ? `dataschema ${String(verified.dataschema)} is not ${accepted.dataschema}` : `type ${verified.type} is not accepted by ${def.capability}.v${def.major}`;
+        return await toQuarantine(msg, QuarantineReason.UnknownCapability, why, ErrorCode.UnknownCapability, log);
+      }
+      let data: unknown;
+      try {
+        data = JSON.parse(Buffer.from(verified.data).toString("utf8"));
+        accepted.validate(data);
+      } catch (err) {
+        const detail = err instanceof SchemaError ? err.message : `data is not JSON: ${(err as Error).message}`;
+        return await toQuarantine(msg, QuarantineReason.SchemaViolation, detail, ErrorCode.SchemaViolation, log);
+      }
+      const input: HandlerInput = { event: verified, data, verification: trusted.verification, signer: trusted.entry.principal };
+      // 6. policy verdicts of the agent itself (confidence, evidence)
+      const verdict = def.policy?.(input);
+      if (verdict) return await toQuarantine(msg, verdict.reason, verdict.detail, ErrorCode.PolicyVerdict, log);
+      // 7. handler, with heartbeats so a long handler keeps its delivery
+      const started = performance.now();
+      const heartbeat = setInterval(() => msg.working(), Math.max(50, ackWaitMs / 3));
+      let emits: readonly Emit[];
+      try {
+        const ctx: HandlerContext = { log, subjects, deliveryCount: msg.info.deliveryCount, signal: shutdown.signal, working: () => msg.working() };
+        emits = await def.handler(input, ctx);
+        // 8. publish every output and wait for JetStream's acknowledgements
+        await publishOutputs(verified, emits, span);
+        if (processed) await processed.mark(verified);
+      } finally {
+        clearInterval(heartbeat);
+        const ms = performance.now() - started;
+        counters.handlerRuns++;
+        counters.handlerTotalMs += ms;
+        counters.handlerMaxMs = Math.max(counters.handlerMaxMs, ms);
+        metrics.handlerDuration(ms);
+      }
+      // 9. ack, only now
+      msg.ack();
+      counters.processed++;
+      metrics.processed();
+      log.debug({ outputs: emits.length }, "processed");
+      endSpan(span);
+    } catch (err) {
+      endSpan(span, err);
+      counters.failed++;
+      metrics.failed();
+      const attempt = msg.info.deliveryCount;
+      if (maxDeliver > 0 && attempt >= maxDeliver) {
+        // The last allowed delivery failed too: keep the input, byte for byte, with the reason.
+        await toQuarantine(msg, QuarantineReason.MaxDeliveries, `handler failed ${attempt} times; last: ${(err as Error).message}`, (err as CausewayError).code, log);
+        return;
+      }
+      const delay = err instanceof RetryableError && err.delayMs !== undefined ? err.delayMs : backoffMs[Math.min(attempt - 1, backoffMs.length - 1)] ?? ackWaitMs;
+      log.warn({ err, attempt, retryInMs: delay }, "handler failed; will retry");
+      msg.nak(delay);
+    }
+  };
+
+  // --- consuming with a concurrency limit ---------------------------------------------------------------
+
+  const concurrency = def.concurrency ?? DEFAULT_CONCURRENCY;
+  const consumer = await js.consumers.get(StreamName.Cap, durable);
+  const messages = await consumer.consume({ max_messages: concurrency });
+  const running = new Set<Promise<void>>();
+  let resolveStopped!: () => void;
+  const stopped = new Promise<void>((r) => { resolveStopped = r; });
+
+  const loop = (async () => {
+    for await (const msg of messages) {
+      if (shutdown.signal.aborted) {
+        msg.nak(); // fetched but not started: redeliver to a replica that is still running
+        continue;
+      }
+      counters.inFlight++;
+      metrics.inFlight(1);
+      const task = handle(msg).catch((err: unknown) => {
+        // handle() settles every message itself; reaching here is a bug, and the message is redelivered.
+        baseLog.error({ err }, "unexpected pipeline error");
+        msg.nak();
+      }).finally(() => {
+        counters.inFlight--;
+        metrics.inFlight(-1);
+        running.delete(task);
+      });
+      running.add(task);
+      while (running.size >= concurrency) await Promise.race(running);
+    }
+  })();
+
+  const service = await registerService(nc, def, { input: inputSubject, stats: subjects.control(def.principal, "stats") }, durable, stats);
+  baseLog.info({ subject: inputSubject, consumer: durable, concurrency }, "agent started");
+
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= (async () => {
+      shutdown.abort();
+      // Close the pull: buffered messages come through the iterator and are nak'ed above.
+      await messages.close().catch(() => undefined);
+      await loop.catch(() => undefined);
+      await Promise.allSettled([...running]);
+      await service.stop().catch(() => undefined);
+      baseLog.info(stats(), "agent stopped");
+      resolveStopped();
+    })();
+    return stopping;
+  };
+  void nc.closed().then(() => stop());
+
+  return {
+    definition: def,
+    stats,
+    stop,
+    stopped,
+    async emit(cause: Cause, emits: readonly Emit[]) {
+      const { correlationid, traceparent, tracestate, expirytime } = cause;
+      const extensions = { correlationid, ...(traceparent && { traceparent }), ...(tracestate && { tracestate }), ...(expirytime && { expirytime }) };
+      await publishOutputs(createEvent({ id: cause.id, source: cause.source, type: "causeway.cause", extensions }), emits);
+    },
+    [Symbol.asyncDispose]: stop,
+  };
+}
+
+function compileAll(schemas: SchemaRegistry, types: Readonly<Record<string, string>>, field: string): Map<string, { dataschema: string; validate: DataValidator }> {
+  const out = new Map<string, { dataschema: string; validate: DataValidator }>();
+  for (const [type, dataschema] of Object.entries(types)) {
+    if (!schemas.has(dataschema)) throw new SchemaError(ErrorCode.UnknownSchema, `${field}: no schema has $id ${dataschema} (for ${type})`);
+    out.set(type, { dataschema, validate: schemas.validator(dataschema) });
+  }
+  return out;
+}
+
+/** Trace and span ids for log lines: the process span's, or the event's own traceparent when telemetry is off. */
+function spanIds(span: ReturnType<typeof startProcessSpan>, event: CloudEvent): { traceId?: string; spanId?: string } {
+  const c = span.spanContext();
+  if (c.traceId && !/^0+$/.test(c.traceId)) return { traceId: c.traceId, spanId: c.spanId };
+  const p = parseTraceparent(event.extensions.traceparent);
+  return p ? { traceId: p.traceId, spanId: p.spanId } : {};
+}
+
+/** Registers the agent as a NATS micro service: `nats micro ls` lists it, `nats micro stats` shows its counters. */
+async function registerService(nc: NatsConnection, def: AgentDefinition, subject: { input: string; stats: string }, durable: string, stats: () => AgentStats): Promise<Service> {
+  const service = await new Svcm(nc).add({
+    name: def.principal,
+    version: def.version,
+    description: def.description,
+    metadata: { capability: `${def.capability}.v${def.major}`, subject: subject.input, consumer: durable, accepts: Object.keys(def.accepts).join(","), emits: Object.keys(def.emits).join(",") },
+    statsHandler: () => Promise.resolve(stats()),
+  });
+  // The stats endpoint on the agent's control subject: `nats req mesh.ctl.<principal>.stats ''`.
+  service.addEndpoint("stats", {
+    subject: subject.stats,
+    handler: (err, msg) => {
+      if (!err) msg.respond(JSON.stringify(stats()));
+    },
+    metadata: { description: "processed, failed, quarantined, replays, in-flight, handler latency" },
+  });
+  return service;
+}
+
