@@ -51,6 +51,10 @@ export const KvBucket = {
   Approvals: "causeway_approvals",
   /** Kill switches agents watch. */
   Switches: "causeway_switches",
+  /** Processed inputs of agents with side effects (replay protection past the duplicate window). */
+  Processed: "causeway_processed",
+  /** The reporter's joins: verified findings per request, until the report is published. */
+  Joins: "causeway_joins",
 } as const;
 
 /** One of the KV bucket names. */

@@ -1,0 +1,19 @@
+// The reporter's process entry: connect as `reporter`, open the join store (KV bucket causeway_joins), serve
+// report.v1, run the deadline sweep every CAUSEWAY_REPORT_SWEEP_MS once the agent consumes, and drain on
+// SIGTERM / SIGINT.
+import { runAgentProcess } from "../../kit/agent-process.ts";
+import { createLogger } from "../../kit/log.ts";
+import { loadReporterConfig } from "./config.ts";
+import { createReporterDefinition } from "./definition.ts";
+import { openKvJoinStore, type JoinStore } from "./joins.ts";
+import { startDeadlineSweep } from "./sweep.ts";
+
+const config = loadReporterConfig();
+const log = createLogger({ name: "reporter-joins" });
+let store: JoinStore | undefined;
+await runAgentProcess("reporter", async (nc) => {
+  store = await openKvJoinStore(nc, { onProblem: (err) => log.error({ err }, "corrupt join skipped by the deadline sweep") });
+  return createReporterDefinition({ store, config });
+}, {
+  onStarted: (agent) => store && startDeadlineSweep(agent, store, { intervalMs: config.sweepMs, log }),
+});
