@@ -10,6 +10,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import { createUser } from "@nats-io/nkeys";
 import { startServer, runNats, runNatsJson, repoRoot } from "./harness/index.ts";
+import { MESH_BUCKETS } from "../services/kit/buckets.ts";
 import { applyStreams, loadStreamDefinitions } from "../services/kit/streams.ts";
 import type { ApplyResult, StreamDefinition } from "../services/kit/streams.ts";
 import { ErrorCode, isCausewayError } from "../services/kit/errors.ts";
@@ -264,7 +265,13 @@ test("streams - the CLI applies the files, exits 0, then exits 1 on a refused ch
   const defs = await loadStreamDefinitions(streamsDir);
   const first = await runCli(["streams", "apply", "--server", server.url]);
   assert.equal(first.code, 0, first.stderr);
-  assert.deepEqual(first.stdout.trim().split("\n"), allItems(defs).map((i) => `✓ ${i} created`));
+  assert.deepEqual(first.stdout.trim().split("\n"), [
+    ...allItems(defs).map((i) => `✓ ${i} created`),
+    ...Object.keys(MESH_BUCKETS).map((b) => `✓ KV ${b} created`),
+  ]);
+  const again = await runCli(["streams", "apply", "--server", server.url]);
+  assert.equal(again.code, 0, again.stderr);
+  assert.doesNotMatch(again.stdout, /KV .* created/, "existing buckets are left alone");
 
   using copy = copyOfStreams();
   copy.edit("MESH_DECISION.json", (cfg) => { cfg.deny_delete = false; });

@@ -86,6 +86,9 @@ export type {
   StreamFileConfig,
 } from "./streams.ts";
 
+// The mesh's KV buckets (created by operator tooling)
+export { MESH_BUCKETS, ensureMeshBuckets } from "./buckets.ts";
+
 // Identities: principals, their permissions, and connecting as one
 export {
   Account, DEFAULT_PRINCIPALS_PATH, KvBucket, Role, accountOf, capabilityDurable, getPrincipal, inboxPrefix, loadPrincipals, parsePrincipals,

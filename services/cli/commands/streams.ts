@@ -9,6 +9,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { ConfigError, ErrorCode, permissionDenied } from "../../kit/errors.ts";
 import { applyStreams, loadStreamDefinitions } from "../../kit/streams.ts";
 import { connectAs } from "../../kit/connect.ts";
+import { ensureMeshBuckets } from "../../kit/buckets.ts";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
 
 const DEFAULT_SERVER = "nats://127.0.0.1:4222";
@@ -59,6 +60,12 @@ export async function run(args: string[]): Promise<number> {
     const report = await applyStreams(jsm, defs, { force: values.force, replicas, log: (line) => console.log(line) }).catch((err: unknown) => {
       throw permissionDenied(err, `${values.as ?? "this identity"} managing streams`) ?? err;
     });
+    if (report.ok) {
+      const created = await ensureMeshBuckets(nc, { replicas }).catch((err: unknown) => {
+        throw permissionDenied(err, `${values.as ?? "this identity"} creating KV buckets`) ?? err;
+      });
+      for (const name of created) console.log(`✓ KV ${name} created`);
+    }
     if (!report.ok) {
       const destructive = report.results.some((r) => r.status === "refused" && r.error.code === ErrorCode.DestructiveChange);
       console.error(`causeway: some definitions were not applied${destructive ? ` (${ErrorCode.DestructiveChange})` : ""}`);

@@ -6,7 +6,7 @@ import { connect as netConnect } from "node:net";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { applyStreams, connectAs, dataDir, defaultStreamsDir, inboxPrefix, loadPrincipals, loadStreamDefinitions, seedPath } from "../../kit/index.ts";
+import { applyStreams, connectAs, ensureMeshBuckets, dataDir, defaultStreamsDir, inboxPrefix, loadPrincipals, loadStreamDefinitions, seedPath } from "../../kit/index.ts";
 import { renderInfra } from "./infra.ts";
 import { createSeed } from "./keys.ts";
 import { spawnNatsServer } from "../nats-process.ts";
@@ -50,6 +50,7 @@ export async function run(args: string[]): Promise<number> {
     await step("streams", async () => {
       const report = await applyStreams(await jetstreamManager(nc), await loadStreamDefinitions(defaultStreamsDir));
       if (!report.ok) throw new Error("some streams were refused: run `causeway streams apply` for details");
+      await ensureMeshBuckets(nc);
       return report;
     }, (r) => `${r.results.length} streams and consumers in place`);
   } finally {
