@@ -47,7 +47,7 @@ const CORPUS: readonly Entry[] = [
   },
   {
     id: "battery-cost",
-    keywords: ["cost", "costs", "price", "prices", "mwh", "kwh", "capex", "cheap", "expensive", "economics", "money"],
+    keywords: ["cost", "costs", "price", "prices", "mwh", "kwh", "megawatt", "kilowatt", "hour", "capex", "cheap", "expensive", "economics", "money"],
     facts: [
       { claim: "The cost of battery storage is quoted per unit of energy capacity, in currency per kWh or per MWh.", quote: "Storage projects quote cost per unit of energy capacity, as currency per kWh or per MWh of storage.", confidence: 0.84 },
       { claim: "The installed cost per MWh of grid-scale battery storage has fallen over the past decade, driven mainly by cheaper cells.", quote: "Installed cost per MWh has fallen over the past decade, mostly because cells became cheaper.", confidence: 0.8 },

@@ -1,23 +1,25 @@
-// `causeway demo`: the mesh end to end with embedded defaults, then everything stops. For now (foundation
-// issue): identities and permissions rendered into a real nats-server, streams applied, a signed
-// `report.requested` published by the gateway and consumed, verified and validated by the planner under its
-// own identity, and `nats stream ls` run with the real CLI.
+// `causeway demo`: the mesh end to end with embedded defaults, then everything stops. A nats-server with the
+// rendered least-privilege config, streams, buckets and trust store; the four reference agents as child
+// processes; a signed report request (one of its questions chases a rumor, so one finding is quarantined
+// for low confidence and the report is published at its deadline); the flow printed as a tree.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, applyStreams, capabilityConsumerConfig, capabilityDurable, capabilitySubject, connectAs, createEvent, createKeyring,
-  createSchemaRegistry, dataDir, defaultStreamsDir, inboxPrefix, loadPrincipals, loadStreamDefinitions, newTraceparent, publicKeyOf,
-  readSeed, seedPath, signEvent, signingKeyFromNkeySeed, uuidv7, verificationKeyFromNkey, verifyEvent,
+  NatsBinding, capabilitySubject, connectAs, createEvent, dataDir, eventSubject, inboxPrefix, loadPrincipals, newTraceparent, openTrustStore,
+  readSeed, seedPath, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent, type TrustStore,
 } from "../../kit/index.ts";
-import { renderInfra } from "./infra.ts";
-import { createSeed } from "./keys.ts";
+import { REFERENCE_AGENTS, spawnAgents, waitForAgents, type AgentProcess } from "../agent-processes.ts";
+import { applyMeshInfra, ensureIdentities, seedTrust } from "../bootstrap.ts";
+import { collectFlow, renderFlow } from "../flow.ts";
 import { natsBinary, spawnNatsServer, type NatsProcess } from "../nats-process.ts";
 import { step } from "../progress.ts";
+import { renderInfra } from "./infra.ts";
 
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
+const REPORT_WAIT_MS = 30_000;
 
 export async function run(args: string[]): Promise<number> {
   if (args.length > 0) {
@@ -28,117 +30,119 @@ export async function run(args: string[]): Promise<number> {
   const data = dataDir();
   const demoDir = join(data, "demo");
   let server: NatsProcess | undefined;
+  let agents: AgentProcess[] = [];
+  let trust: TrustStore | undefined;
   const connections: NatsConnection[] = [];
-  console.log("Causeway demo — a signed CloudEvent through a real nats-server, verified by another principal\n");
+  console.log("Causeway demo — a report request through planner → researcher → verifier → reporter, every hop signed and verified\n");
   try {
     const principals = loadPrincipals();
-    await step("identities", () => {
-      let created = 0;
-      for (const name of Object.keys(principals.principals)) {
-        if (!existsSync(seedPath(name, data))) {
-          createSeed(name, { dir: data });
-          created++;
-        }
-      }
-      return created;
-    }, (created) => `${Object.keys(principals.principals).length} principals, ${created} new NKey seeds in ${join(data, "keys")}`);
-
+    await step("identities", () => ensureIdentities(principals, data), (n) => `${Object.keys(principals.principals).length} principals, ${n} new NKey seeds in ${join(data, "keys")}`);
     const config = await step("nats-server config", () => {
       const rendered = renderInfra({ dataDir: data });
       rmSync(demoDir, { recursive: true, force: true });
       mkdirSync(demoDir, { recursive: true });
       const path = join(demoDir, "server.conf");
       writeFileSync(path, [
-        `server_name: causeway_demo`,
-        `listen: "127.0.0.1:-1"`,
-        `http: "127.0.0.1:-1"`,
+        "server_name: causeway_demo",
+        'listen: "127.0.0.1:-1"',
+        'http: "127.0.0.1:-1"',
         `jetstream { store_dir: "${join(demoDir, "store")}" }`,
-        // 1 MiB of event data plus CloudEvents headers must fit in one message.
-        `max_payload: 2MB`,
+        "# 1 MiB of event data plus CloudEvents headers must fit in one message.",
+        "max_payload: 2MB",
         rendered.text,
       ].join("\n") + "\n");
       return { path, accounts: rendered.accounts };
     }, (c) => `accounts ${Object.entries(c.accounts).map(([a, users]) => `${a} (${users.length} users)`).join(", ")}, least-privilege permissions`);
-
     server = await step("nats-server", () => spawnNatsServer({ configPath: config.path, portsDir: demoDir }), (s) => `${version()} on ${s.url}`);
     const url = server.url;
 
     const operator = await connectAs("operator", { servers: url });
     connections.push(operator);
-    const jsm = await jetstreamManager(operator);
-    await step("streams", async () => applyStreams(jsm, await loadStreamDefinitions(defaultStreamsDir)), (r) => summarizeApply(r));
-    const durable = capabilityDurable("plan", 1);
-    await step(`capability consumer ${durable}`, async () => jsm.consumers.add("MESH_CAP", await capabilityConsumerConfig("plan", 1)));
+    await step("streams and buckets", () => applyMeshInfra(operator), (summary) => summary);
+    await step("trust store", () => seedTrust(operator, principals, data), (summary) => `KV causeway_trust: ${summary}`);
+    trust = await openTrustStore(operator);
 
-    // The gateway signs with its own NKey: its NATS identity and its signing identity are one key.
+    agents = spawnAgents(REFERENCE_AGENTS, {
+      natsUrl: url, dataDir: data, logDir: join(demoDir, "logs"),
+      // A short deadline so the demo's partial report (one finding is quarantined) comes quickly.
+      env: { CAUSEWAY_REPORT_DEADLINE_MS: "3000", CAUSEWAY_REPORT_SWEEP_MS: "200", LOG_LEVEL: "info" },
+    });
+    await step("agents", () => waitForAgents(operator, agents), () => `${agents.map((a) => `${a.name} (pid ${a.child.pid})`).join(", ")} consuming; logs in ${join(demoDir, "logs")}`);
+
+    // The gateway (issue 6 brings its HTTP and NATS ingress) signs the request with its own NKey.
     const gateway = await connectAs("gateway", { servers: url });
     connections.push(gateway);
-    const gatewayKey = signingKeyFromNkeySeed(readSeed("gateway", data));
-    const event = signEvent(createEvent({
+    const request = signEvent(createEvent({
       id: uuidv7(), source: "causeway://gateway", type: "report.requested", time: new Date().toISOString(),
-      datacontenttype: "application/json", dataschema: REQUEST_SCHEMA,
-      extensions: { traceparent: newTraceparent() },
-      data: JSON.stringify({ topic: "Grid-scale battery storage in 2026", requester: "analyst@example.com", questions: ["Which chemistries lead?", "What does a MWh cost?"] }),
-    }), gatewayKey);
+      datacontenttype: "application/json", dataschema: REQUEST_SCHEMA, extensions: { traceparent: newTraceparent() },
+      data: JSON.stringify({
+        topic: "Grid-scale battery storage in 2026", requester: "analyst@example.com",
+        questions: ["Which battery chemistries lead grid-scale storage?", "What does a megawatt-hour of storage cost?", "Is the rumor true that sodium-ion replaces lithium by 2027?"],
+      }),
+    }), signingKeyFromNkeySeed(readSeed("gateway", data)));
     const subject = capabilitySubject("plan", 1);
-    const ack = await step(`gateway publishes report.requested on ${subject}`, () => {
-      const { headers, data: payload } = NatsBinding.binary(event);
-      return jetstream(gateway).publish(subject, payload, { headers, msgID: event.id });
-    }, (a) => `${a.stream} seq ${a.seq}, keyid ${gatewayKey.keyid.slice(0, 12)}…`);
+    const reports = await watchReports(operator);
+    await step(`gateway publishes report.requested on ${subject}`, async () => {
+      const { headers, data: payload } = NatsBinding.binary(request);
+      return jetstream(gateway).publish(subject, payload, { headers, msgID: request.id });
+    }, (a) => `${a.stream} seq ${a.seq}, id ${request.id}`);
+    const report = await step("report.published", () => reports(request.id), (r) => `${r.elapsedMs} ms after the request`);
 
-    // The planner trusts the public keys of the mesh's principals (the live KV trust store comes next).
-    const planner = await connectAs("planner", { servers: url });
-    connections.push(planner);
-    const keyring = createKeyring(Object.keys(principals.principals).map((name) => verificationKeyFromNkey(publicKeyOf(name, data))));
-    const schemas = createSchemaRegistry();
-    const verified = await step(`planner consumes ${durable}, verifies and validates`, async () => {
-      const msg = await (await jetstream(planner).consumers.get("MESH_CAP", durable)).next({ expires: 5_000 });
-      if (!msg) throw new Error("no message arrived within 5 s");
-      const result = verifyEvent(NatsBinding.toEvent(msg), keyring);
-      schemas.validate(result.event.dataschema!, JSON.parse(Buffer.from(result.event.data).toString("utf8")));
-      msg.ack();
-      return { result, seq: msg.seq };
-    }, (v) => `stream seq ${v.seq}`);
-    printEvent(verified.result, principalOf(verified.result.verification.keyid, principals, data), ack.seq);
+    console.log(`\nThe flow (correlation id ${request.id}), read back from the streams and verified:\n`);
+    console.log(renderFlow(await collectFlow(operator, trust, request.id)));
+    printReport(report.event);
 
-    // Each principal may only receive replies on its own inbox prefix, the CLI included.
-    const cliArgs = ["--server", url, "--nkey", seedPath("operator", data), "--inbox-prefix", inboxPrefix("operator"), "stream", "ls"];
+    const cliArgs = ["--server", url, "--nkey", seedPath("operator", data), "--inbox-prefix", inboxPrefix("operator"), "micro", "ls"];
     console.log(`\n$ nats ${cliArgs.join(" ").replace(url, "$NATS_URL").replace(data, "$CAUSEWAY_DATA_DIR")}`);
-    console.log(execFileSync(natsBinary("nats"), cliArgs, { encoding: "utf8", env: { ...process.env, NO_COLOR: "1" } }));
-    console.log(`demo complete in ${((performance.now() - started) / 1000).toFixed(1)} s — run \`make up\` to keep a mesh running, \`make test\` for the suite`);
+    console.log(execFileSync(natsBinary("nats"), cliArgs, { encoding: "utf8", env: { ...process.env, NO_COLOR: "1" } }).trimEnd());
+
+    await step("agents drained", async () => {
+      const codes = await Promise.all(agents.map((a) => a.stop()));
+      if (codes.some((c) => c !== 0)) throw new Error(`exit codes ${codes.join(", ")}; see ${join(demoDir, "logs")}`);
+      agents = [];
+    });
+    console.log(`\ndemo complete in ${((performance.now() - started) / 1000).toFixed(1)} s — \`make up\` keeps a mesh running, \`make test\` runs the suite`);
     return 0;
   } catch (err) {
     console.error(`\ndemo failed: ${err instanceof Error ? err.message : String(err)}`);
     return 1;
   } finally {
+    await Promise.all(agents.map((a) => a.stop(2_000)));
+    await trust?.close().catch(() => undefined);
     for (const nc of connections) await nc.close().catch(() => undefined);
     if (server) await server.stop();
   }
 }
 
+/** Starts watching mesh.evt.report.published; the returned function waits for the report of a request. */
+async function watchReports(nc: NatsConnection): Promise<(requestId: string) => Promise<{ event: CloudEvent; elapsedMs: number }>> {
+  const consumer = await jetstream(nc).consumers.get("MESH_EVT", { filter_subjects: [eventSubject("report", "published")], deliver_policy: DeliverPolicy.New });
+  const messages = await consumer.consume();
+  return async (requestId) => {
+    const started = performance.now();
+    const timer = setTimeout(() => messages.stop(new Error(`no report.published within ${REPORT_WAIT_MS / 1000} s; see the agents' logs`)), REPORT_WAIT_MS);
+    try {
+      for await (const m of messages) {
+        const event = NatsBinding.toEvent(m);
+        if (event.extensions.correlationid === requestId) return { event, elapsedMs: Math.round(performance.now() - started) };
+      }
+      throw new Error("the report watch ended before a report arrived");
+    } finally {
+      clearTimeout(timer);
+      messages.stop();
+    }
+  };
+}
+
+function printReport(event: CloudEvent): void {
+  const r = JSON.parse(Buffer.from(event.data).toString("utf8")) as { title: string; complete: boolean; findingsCount: number; sections: { heading: string; body: string }[] };
+  console.log(`\nThe report: “${r.title}” — ${r.complete ? "complete" : "partial"}, ${r.findingsCount} verified findings`);
+  for (const s of r.sections) {
+    const first = s.body.split("\n", 1)[0]!;
+    console.log(`  • ${s.heading}\n      ${first.length > 140 ? first.slice(0, 137) + "…" : first}`);
+  }
+}
+
 function version(): string {
   return execFileSync(natsBinary("nats-server"), ["--version"], { encoding: "utf8" }).trim();
-}
-
-function summarizeApply(report: Awaited<ReturnType<typeof applyStreams>>): string {
-  if (!report.ok) throw new Error(report.results.filter((r) => r.status === "refused").map((r) => `${r.name}: ${r.reason}`).join("; "));
-  const count = (kind: string, status: string) => report.results.filter((r) => r.kind === kind && r.status === status).length;
-  return `${count("stream", "created")} streams and ${count("consumer", "created")} consumers created, ${report.results.filter((r) => r.status === "unchanged").length} unchanged`;
-}
-
-function principalOf(keyid: string, principals: ReturnType<typeof loadPrincipals>, data: string): string {
-  return Object.keys(principals.principals).find((name) => publicKeyOf(name, data) === keyid) ?? "unknown";
-}
-
-function printEvent(v: ReturnType<typeof verifyEvent>, signer: string, seq: number): void {
-  const e = v.event;
-  const rows: [string, string][] = [
-    ["type", e.type], ["id", e.id], ["source", e.source], ["time", e.time ?? ""], ["dataschema", e.dataschema ?? ""],
-    ["signed by", `${signer} (${v.verification.keyid}, ${v.verification.algorithm})`],
-    ["verified", `core digest ✓, extensions ${v.verification.extensions} [${v.verification.signedExtensions.join(", ")}]`],
-    ["schema", "valid ✓"], ["stream seq", String(seq)],
-    ["data", Buffer.from(e.data).toString("utf8")],
-  ];
-  console.log("");
-  for (const [k, val] of rows) console.log(`  ${k.padEnd(11)} ${val}`);
 }

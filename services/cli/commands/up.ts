@@ -1,22 +1,22 @@
-// `causeway up` / `causeway down`: a local mesh in the background on the standard ports (4222 client,
-// 8222 monitoring) with the rendered dev config, streams applied; `down` stops it. State lives in
-// <data>/nats/ (config, store, log, pid file).
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+// `causeway up` / `causeway down`: the mesh in the background on the standard ports (4222 client, 8222
+// monitoring) with the rendered dev config — streams, buckets, trust store, and the reference agents as
+// detached processes; `down` drains the agents and stops the server. State lives in <data>/nats/ (config,
+// store, logs, pid files).
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { connect as netConnect } from "node:net";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
-import { jetstreamManager } from "@nats-io/jetstream";
-import { applyStreams, connectAs, ensureMeshBuckets, dataDir, defaultStreamsDir, inboxPrefix, loadPrincipals, loadStreamDefinitions, seedPath } from "../../kit/index.ts";
-import { renderInfra } from "./infra.ts";
-import { createSeed } from "./keys.ts";
+import { connectAs, dataDir, inboxPrefix, loadPrincipals, seedPath } from "../../kit/index.ts";
+import { REFERENCE_AGENTS, spawnAgents, waitForAgents } from "../agent-processes.ts";
+import { applyMeshInfra, ensureIdentities, seedTrust } from "../bootstrap.ts";
 import { spawnNatsServer } from "../nats-process.ts";
 import { step } from "../progress.ts";
+import { renderInfra } from "./infra.ts";
 
 const CLIENT_PORT = 4222;
 
-function pidFile(data: string): string {
-  return join(data, "nats", "nats-server.pid");
-}
+const runDir = (data: string) => join(data, "nats");
+const pidFile = (data: string, name: string) => join(runDir(data), `${name}.pid`);
 
 /** Starts the background mesh; refuses when one is already running or the port is taken. */
 export async function run(args: string[]): Promise<number> {
@@ -25,7 +25,7 @@ export async function run(args: string[]): Promise<number> {
     return 2;
   }
   const data = dataDir();
-  const running = runningPid(data);
+  const running = runningPid(data, "nats-server");
   if (running !== undefined) {
     console.log(`mesh already running (nats-server pid ${running}); \`make down\` stops it`);
     return 0;
@@ -35,58 +35,66 @@ export async function run(args: string[]): Promise<number> {
     return 1;
   }
   const principals = loadPrincipals();
-  await step("identities", () => {
-    for (const name of Object.keys(principals.principals)) if (!existsSync(seedPath(name, data))) createSeed(name, { dir: data });
-  }, () => `${Object.keys(principals.principals).length} principals`);
+  await step("identities", () => ensureIdentities(principals, data), () => `${Object.keys(principals.principals).length} principals`);
   const config = await step("nats-server config", () => renderInfra({ dataDir: data, full: true }), (r) => r.path);
-  const natsDir = join(data, "nats");
-  mkdirSync(natsDir, { recursive: true });
+  mkdirSync(runDir(data), { recursive: true });
   const server = await step("nats-server", () => spawnNatsServer({
-    configPath: config.path, portsDir: natsDir, detached: true, logFile: join(natsDir, "nats-server.log"),
-  }), (s) => `${s.url}, pid ${s.pid}, log ${join(natsDir, "nats-server.log")}`);
-  writeFileSync(pidFile(data), `${server.pid}\n`);
+    configPath: config.path, portsDir: runDir(data), detached: true, logFile: join(runDir(data), "nats-server.log"),
+  }), (s) => `${s.url}, pid ${s.pid}`);
+  writeFileSync(pidFile(data, "nats-server"), `${server.pid}\n`);
   const nc = await connectAs("operator", { servers: server.url });
   try {
-    await step("streams", async () => {
-      const report = await applyStreams(await jetstreamManager(nc), await loadStreamDefinitions(defaultStreamsDir));
-      if (!report.ok) throw new Error("some streams were refused: run `causeway streams apply` for details");
-      await ensureMeshBuckets(nc);
-      return report;
-    }, (r) => `${r.results.length} streams and consumers in place`);
+    await step("streams and buckets", () => applyMeshInfra(nc), (summary) => summary);
+    await step("trust store", () => seedTrust(nc, principals, data), (summary) => summary);
+    const agents = spawnAgents(REFERENCE_AGENTS, { natsUrl: server.url, dataDir: data, logDir: join(runDir(data), "logs"), detached: true });
+    for (const a of agents) writeFileSync(pidFile(data, a.name), `${a.child.pid}\n`);
+    await step("agents", () => waitForAgents(nc, agents), () => `${agents.map((a) => a.name).join(", ")}; logs in ${join(runDir(data), "logs")}`);
   } finally {
     await nc.close();
   }
-  console.log(`\nThe mesh is up. As the operator:\n  nats --server ${server.url} --nkey ${seedPath("operator", data)} --inbox-prefix ${inboxPrefix("operator")} stream ls\n\`make down\` stops it.`);
+  const cli = `nats --server ${server.url} --nkey ${seedPath("operator", data)} --inbox-prefix ${inboxPrefix("operator")}`;
+  console.log(`\nThe mesh is up. As the operator:\n  ${cli} stream ls\n  ${cli} micro ls\n\`make down\` stops it.`);
   return 0;
 }
 
-/** Stops the background mesh started by `up`. */
+/** Drains the agents, then stops the server started by `up`. */
 export async function down(args: string[]): Promise<number> {
   if (args.length > 0) {
     console.error("usage: causeway down (CW_ERR_USAGE)");
     return 2;
   }
   const data = dataDir();
-  const pid = runningPid(data);
-  if (pid === undefined) {
+  const names = existsSync(runDir(data)) ? readdirSync(runDir(data)).filter((f) => f.endsWith(".pid")).map((f) => f.slice(0, -4)) : [];
+  if (names.length === 0) {
     console.log("no mesh running");
-    rmSync(pidFile(data), { force: true });
     return 0;
   }
+  // Agents first, so they drain while the server is still there to take their acks; the server last.
+  const order = [...names.filter((n) => n !== "nats-server"), ...names.filter((n) => n === "nats-server")];
+  for (const name of order) {
+    const pid = runningPid(data, name);
+    if (pid !== undefined) {
+      await terminate(pid);
+      console.log(`✓ stopped ${name} (pid ${pid})`);
+    }
+    rmSync(pidFile(data, name), { force: true });
+  }
+  console.log(`the JetStream store stays in ${join(runDir(data), "store")}`);
+  return 0;
+}
+
+async function terminate(pid: number): Promise<void> {
   process.kill(pid, "SIGTERM");
   const deadline = Date.now() + 10_000;
   while (alive(pid)) {
     if (Date.now() > deadline) process.kill(pid, "SIGKILL");
     await delay(50);
   }
-  rmSync(pidFile(data), { force: true });
-  console.log(`✓ stopped nats-server (pid ${pid}); its store stays in ${join(data, "nats", "store")}`);
-  return 0;
 }
 
-function runningPid(data: string): number | undefined {
-  if (!existsSync(pidFile(data))) return undefined;
-  const pid = Number(readFileSync(pidFile(data), "utf8").trim());
+function runningPid(data: string, name: string): number | undefined {
+  if (!existsSync(pidFile(data, name))) return undefined;
+  const pid = Number(readFileSync(pidFile(data, name), "utf8").trim());
   return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : undefined;
 }
 

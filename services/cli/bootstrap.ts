@@ -1,0 +1,41 @@
+// The steps that bring a mesh up, shared by `causeway demo` and `causeway up`: identities, the mesh's
+// streams and KV buckets, and the trust store — each idempotent, each run as the operator.
+import { existsSync } from "node:fs";
+import { jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  applyStreams, defaultStreamsDir, ensureMeshBuckets, loadStreamDefinitions, publicKeyOf, seedPath, seedTrustStore, trustEntriesFromPrincipals,
+  type Principals,
+} from "../kit/index.ts";
+import { createSeed } from "./commands/keys.ts";
+
+/** Creates the seed of every principal that has none; returns how many it created. */
+export function ensureIdentities(principals: Principals, dataDir: string): number {
+  let created = 0;
+  for (const name of Object.keys(principals.principals)) {
+    if (!existsSync(seedPath(name, dataDir))) {
+      createSeed(name, { dir: dataDir });
+      created++;
+    }
+  }
+  return created;
+}
+
+/** Applies streams/*.json and creates the mesh's KV buckets; throws when a definition is refused. */
+export async function applyMeshInfra(operator: NatsConnection): Promise<string> {
+  const report = await applyStreams(await jetstreamManager(operator), await loadStreamDefinitions(defaultStreamsDir));
+  if (!report.ok) {
+    throw new Error(report.results.filter((r) => r.status === "refused").map((r) => `${r.name}: ${r.reason}`).join("; "));
+  }
+  const buckets = await ensureMeshBuckets(operator);
+  const count = (kind: string, status: string) => report.results.filter((r) => r.kind === kind && r.status === status).length;
+  return `${count("stream", "created")} streams, ${count("consumer", "created")} consumers, ${buckets.length} KV buckets created; ${report.results.filter((r) => r.status === "unchanged").length} unchanged`;
+}
+
+/** Seeds the trust store from infra/principals.json and the principals' public keys. */
+export async function seedTrust(operator: NatsConnection, principals: Principals, dataDir: string): Promise<string> {
+  const keys = Object.fromEntries(Object.keys(principals.principals).map((name) => [name, publicKeyOf(name, dataDir)]));
+  // A minute of slack, so events signed this second are inside the new keys' windows whatever the clock skew.
+  const changes = await seedTrustStore(operator, trustEntriesFromPrincipals(principals, keys, { now: Date.now() - 60_000 }));
+  return `${changes.length} keys (${changes.filter((c) => c.status !== "unchanged").length} new or updated)`;
+}

@@ -1,0 +1,115 @@
+// Reads one flow (every event sharing a correlation id) back from the mesh's streams, verifies each event
+// against the trust store, and renders the causal tree: agent, event type, key id, verification, time per
+// step (JetStream's timestamps, parent to child), and the quarantined inputs with their reasons.
+import { jetstream, type JsMsg } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { NatsBinding, QuarantineHeader, StreamName, correlationIdOf, type CloudEvent, type TrustStore } from "../kit/index.ts";
+
+/** One event of a flow. */
+export interface FlowNode {
+  readonly event: CloudEvent;
+  /** The signer's principal, or undefined when the event did not verify. */
+  readonly principal: string | undefined;
+  readonly keyid: string | undefined;
+  readonly verified: boolean;
+  readonly problem?: string;
+  readonly stream: string;
+  readonly seq: number;
+  /** When JetStream stored it, in ms. */
+  readonly storedAt: number;
+  /** Set when the event was quarantined (the reason headers of its quarantine copy). */
+  quarantine?: { reason: string; detail: string; detectedBy: string };
+  readonly children: FlowNode[];
+}
+
+/** Collects the flow of `correlationId` from the work, event and quarantine streams, as a forest. */
+export async function collectFlow(nc: NatsConnection, trust: TrustStore, correlationId: string): Promise<FlowNode[]> {
+  const nodes = new Map<string, FlowNode>();
+  const quarantined: { id: string; note: NonNullable<FlowNode["quarantine"]> }[] = [];
+  for (const stream of [StreamName.Cap, StreamName.Handoff, StreamName.Evt, StreamName.Quarantine]) {
+    for (const msg of await readAll(nc, stream)) {
+      let event: CloudEvent;
+      try {
+        event = NatsBinding.toEvent(msg);
+      } catch {
+        continue; // not an event of any flow
+      }
+      if (event.id !== correlationId && correlationIdOf(event) !== correlationId) continue;
+      if (stream === StreamName.Quarantine) {
+        const h = (name: string) => msg.headers?.get(name) ?? "";
+        quarantined.push({ id: event.id, note: { reason: h(QuarantineHeader.Reason), detail: h(QuarantineHeader.Detail), detectedBy: h(QuarantineHeader.DetectedBy) } });
+        continue;
+      }
+      if (nodes.has(event.id)) continue;
+      let principal: string | undefined, keyid: string | undefined, problem: string | undefined, verified = false;
+      try {
+        const v = trust.verify(event);
+        ({ principal, keyid } = v.entry);
+        event = v.event;
+        verified = true;
+      } catch (err) {
+        problem = (err as Error).message;
+      }
+      nodes.set(event.id, { event, principal, keyid, verified, ...(problem && { problem }), stream, seq: msg.seq, storedAt: msg.info.timestampNanos / 1e6, children: [] });
+    }
+  }
+  for (const q of quarantined) {
+    const node = nodes.get(q.id);
+    if (node) node.quarantine = q.note;
+  }
+  const roots: FlowNode[] = [];
+  for (const node of nodes.values()) {
+    const parent = nodes.get(String(node.event.extensions.causationid ?? ""));
+    (parent ? parent.children : roots).push(node);
+  }
+  const byTime = (a: FlowNode, b: FlowNode) => a.storedAt - b.storedAt;
+  const sort = (list: FlowNode[]) => { list.sort(byTime); for (const n of list) sort(n.children); };
+  sort(roots);
+  return roots;
+}
+
+/** Renders the forest as an indented tree, one line per event (plus one per quarantine). */
+export function renderFlow(roots: readonly FlowNode[]): string {
+  const lines: string[] = [];
+  const walk = (node: FlowNode, parent: FlowNode | undefined, indent: string, last: boolean, root: boolean) => {
+    const branch = root ? "" : last ? "└─ " : "├─ ";
+    const step = parent ? `+${formatMs(node.storedAt - parent.storedAt)}` : "";
+    const who = `${(node.principal ?? "?").padEnd(10)} ${node.keyid ? node.keyid.slice(0, 8) + "…" : "-".padEnd(9)}`;
+    const check = node.verified ? "✓ verified" : `✗ ${node.problem ?? "not verified"}`;
+    lines.push(`${indent}${branch}${node.event.type.padEnd(Math.max(1, 34 - indent.length - branch.length))} ${who}  ${check.padEnd(10)}  ${step.padStart(8)}${summary(node)}`);
+    const childIndent = root ? indent : indent + (last ? "   " : "│  ");
+    if (node.quarantine) {
+      const q = node.quarantine;
+      lines.push(`${childIndent}${node.children.length ? "├─ " : "└─ "}✗ quarantined by ${q.detectedBy}: ${q.reason} — ${q.detail}`);
+    }
+    node.children.forEach((child, i) => walk(child, node, childIndent, i === node.children.length - 1, false));
+  };
+  roots.forEach((r) => walk(r, undefined, "", true, true));
+  return lines.join("\n");
+}
+
+function summary(node: FlowNode): string {
+  if (node.event.type !== "report.published") return "";
+  try {
+    const r = JSON.parse(Buffer.from(node.event.data).toString("utf8")) as { complete: boolean; findingsCount: number };
+    return `   (${r.complete ? "complete" : "partial: deadline passed"}, ${r.findingsCount} findings)`;
+  } catch {
+    return "";
+  }
+}
+
+function formatMs(ms: number): string {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.max(0, ms).toFixed(0)} ms`;
+}
+
+async function readAll(nc: NatsConnection, stream: string): Promise<JsMsg[]> {
+  const consumer = await jetstream(nc).consumers.get(stream);
+  const pending = (await consumer.info()).num_pending;
+  const out: JsMsg[] = [];
+  if (pending === 0) return out;
+  for await (const m of await consumer.fetch({ max_messages: pending, expires: 5_000 })) {
+    out.push(m);
+    if (out.length === pending) break;
+  }
+  return out;
+}
