@@ -1,0 +1,129 @@
+// The mesh as operators run it: agents as separate processes with their own identities and least-privilege
+// permissions, on a real nats-server; crashes and drains under load.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { jetstream, type JsMsg } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  NatsBinding, createEvent, deriveEventId, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent,
+} from "../services/kit/index.ts";
+import { REFERENCE_AGENTS } from "../services/cli/agent-processes.ts";
+import { collectFlow } from "../services/cli/flow.ts";
+import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
+import { runNatsJson, waitFor } from "./harness/index.ts";
+
+const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
+
+async function request(mesh: OperatedMesh, gateway: NatsConnection, questions: string[]): Promise<CloudEvent> {
+  const event = signEvent(createEvent({
+    id: uuidv7(), source: "causeway://gateway", type: "report.requested", time: new Date().toISOString(),
+    datacontenttype: "application/json", dataschema: REQUEST_SCHEMA, extensions: { traceparent: newTraceparent() },
+    data: JSON.stringify({ topic: "Grid-scale battery storage", requester: "analyst@example.com", questions }),
+  }), signingKeyFromNkeySeed(readSeed("gateway", mesh.dataDir)));
+  const { headers, data } = NatsBinding.binary(event);
+  await jetstream(gateway).publish("mesh.cap.plan.v1", data, { headers, msgID: event.id });
+  return event;
+}
+
+async function messages(nc: NatsConnection, stream: string, subject: string): Promise<JsMsg[]> {
+  const consumer = await jetstream(nc).consumers.get(stream, { filter_subjects: [subject] });
+  const pending = (await consumer.info()).num_pending;
+  const out: JsMsg[] = [];
+  if (pending === 0) return out;
+  for await (const m of await consumer.fetch({ max_messages: pending, expires: 5_000 })) {
+    out.push(m);
+    if (out.length === pending) break;
+  }
+  return out;
+}
+
+const agentScript = (name: string) => `services/agents/${name}/main.ts`;
+
+describe("end to end, agents as processes", () => {
+  test("e2e - a report request flows through the four agent processes to report.published, every event verified", async () => {
+    await using mesh = await startOperatedMesh();
+    const procs = REFERENCE_AGENTS.map((name) => mesh.spawn(agentScript(name)));
+    const gateway = await mesh.as("gateway");
+    const req = await request(mesh, gateway, ["Which battery chemistries lead grid-scale storage?", "What does a megawatt-hour of storage cost?"]);
+    const report = await waitFor(async () => (await messages(mesh.operator, "MESH_EVT", "mesh.evt.report.published"))[0], { what: "report.published", timeoutMs: 30_000 });
+    const published = mesh.trust.verify(NatsBinding.toEvent(report));
+    assert.equal(published.entry.principal, "reporter");
+    assert.equal(published.event.extensions.correlationid, req.id);
+    const body = JSON.parse(Buffer.from(published.event.data).toString()) as { complete: boolean; findingsCount: number };
+    assert.deepEqual({ complete: body.complete, findingsCount: body.findingsCount }, { complete: true, findingsCount: 2 });
+
+    const flow = await collectFlow(mesh.operator, mesh.trust, req.id);
+    const chain: string[] = [];
+    const walk = (n: (typeof flow)[number], depth: number) => {
+      assert.ok(n.verified, `${n.event.type} ${n.event.id} did not verify: ${n.problem}`);
+      chain.push(`${depth}:${n.event.type}:${n.principal}`);
+      n.children.forEach((c) => walk(c, depth + 1));
+    };
+    assert.equal(flow.length, 1);
+    walk(flow[0]!, 0);
+    assert.deepEqual(chain.filter((c) => !c.includes("report.published")).sort(), [
+      "0:report.requested:gateway",
+      "1:research.task.created:planner", "1:research.task.created:planner",
+      "2:research.finding.created:researcher", "2:research.finding.created:researcher",
+      "3:research.finding.verified:verifier", "3:research.finding.verified:verifier",
+    ]);
+    assert.equal(chain.filter((c) => c.endsWith(":report.published:reporter")).length, 1);
+    for (const p of procs) p.child.kill("SIGTERM");
+    assert.deepEqual(await Promise.all(procs.map((p) => p.exited)), [0, 0, 0, 0], "every agent drains and exits 0");
+  });
+
+  test("e2e - an agent SIGKILLed mid-handler: the input is redelivered and exactly one set of outputs exists", async () => {
+    await using mesh = await startOperatedMesh();
+    const first = mesh.spawn("test/fixtures/planner-under-test.ts", { PLANNER_MODE: "block-first" });
+    const gateway = await mesh.as("gateway");
+    await waitFor(async () => (await jetstream(mesh.operator).consumers.get("MESH_CAP", "cap-plan-v1").then(() => true, () => false)), { what: "the planner's consumer" });
+    const req = await request(mesh, gateway, ["q one", "q two", "q three"]);
+    await waitFor(() => first.output().includes(`handling ${req.id}`), { what: "the first delivery to be in the handler" });
+    first.child.kill("SIGKILL");
+    assert.equal(await first.exited, null);
+    const second = mesh.spawn("test/fixtures/planner-under-test.ts", { PLANNER_MODE: "block-first" });
+    const tasks = await waitFor(async () => {
+      const m = await messages(mesh.operator, "MESH_CAP", "mesh.cap.research.v1");
+      return m.length >= 3 && m;
+    }, { what: "the redelivered input's outputs", timeoutMs: 20_000 });
+    assert.deepEqual(tasks.map((m) => NatsBinding.toEvent(m).id).sort(), [0, 1, 2].map((i) => deriveEventId(req, "planner", i)).sort());
+    assert.ok(!second.output().includes(`handling ${req.id}`), "the second process saw a redelivery, not a first delivery");
+    const info = await jetstream(mesh.operator).consumers.get("MESH_CAP", "cap-plan-v1").then((c) => c.info());
+    assert.equal(info.num_ack_pending + info.num_pending, 0);
+  });
+
+  test("e2e - SIGTERM under load loses nothing: the drained process exits 0 and a new one finishes the rest", async () => {
+    await using mesh = await startOperatedMesh();
+    const gateway = await mesh.as("gateway");
+    const first = mesh.spawn("test/fixtures/planner-under-test.ts", { PLANNER_MODE: "slow", PLANNER_WORK_MS: "250" });
+    await waitFor(async () => (await jetstream(mesh.operator).consumers.get("MESH_CAP", "cap-plan-v1").then(() => true, () => false)), { what: "the planner's consumer" });
+    const requests: CloudEvent[] = [];
+    for (let i = 0; i < 60; i++) requests.push(await request(mesh, gateway, [`question ${i}`]));
+    await waitFor(async () => (await messages(mesh.operator, "MESH_CAP", "mesh.cap.research.v1")).length >= 5, { what: "some work done" });
+    first.child.kill("SIGTERM");
+    assert.equal(await first.exited, 0, first.output());
+    const done = (await messages(mesh.operator, "MESH_CAP", "mesh.cap.research.v1")).length;
+    assert.ok(done < requests.length, `the drain interrupted the load (${done} of ${requests.length} done)`);
+    mesh.spawn("test/fixtures/planner-under-test.ts", { PLANNER_MODE: "slow", PLANNER_WORK_MS: "1" });
+    const tasks = await waitFor(async () => {
+      const m = await messages(mesh.operator, "MESH_CAP", "mesh.cap.research.v1");
+      return m.length >= requests.length && m;
+    }, { what: "every request planned", timeoutMs: 30_000 });
+    const causes = tasks.map((m) => String(NatsBinding.toEvent(m).extensions.causationid));
+    assert.equal(tasks.length, requests.length, "one task per request, none duplicated");
+    assert.deepEqual(new Set(causes), new Set(requests.map((r) => r.id)));
+  });
+
+  test("e2e - nats micro ls (the real CLI, as the operator) lists every agent with its capability", async () => {
+    await using mesh = await startOperatedMesh();
+    REFERENCE_AGENTS.forEach((name) => mesh.spawn(agentScript(name)));
+    const cli = { server: mesh.server.url, nkey: `${mesh.dataDir}/keys/operator.nk` };
+    const services = await waitFor(async () => {
+      const list = await runNatsJson<{ name: string; metadata: Record<string, string> }[]>(["--inbox-prefix", "_INBOX_operator", "micro", "ls", "--json"], cli);
+      return list.length === 4 && list;
+    }, { what: "four services", timeoutMs: 20_000 });
+    assert.deepEqual(Object.fromEntries(services.map((s) => [s.name, s.metadata.capability])), {
+      planner: "plan.v1", researcher: "research.v1", verifier: "verify.v1", reporter: "report.v1",
+    });
+  });
+});
