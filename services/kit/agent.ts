@@ -13,7 +13,7 @@ import type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, H
 import { RetryableError } from "./agent-api.ts";
 import { NatsBinding } from "./binding.ts";
 import { childTraceparent, deriveEventId, isExpired, outputEventInit, parseTraceparent, principalSource } from "./context.ts";
-import { CausewayError, ErrorCode, QuarantineReason, SchemaError, quarantineReasonOf } from "./errors.ts";
+import { CausewayError, ConfigError, ErrorCode, QuarantineReason, SchemaError, quarantineReasonOf } from "./errors.ts";
 import type { QuarantineReasonValue } from "./errors.ts";
 import { createEvent, type CloudEvent } from "./event.ts";
 import type { SigningKey } from "./keys.ts";
@@ -52,6 +52,7 @@ const DEFAULT_CONCURRENCY = 8;
  */
 export async function startAgent<In>(nc: NatsConnection, definition: AgentDefinition<In>, opts: AgentOptions): Promise<Agent> {
   const def = definition as AgentDefinition;
+  checkDefinition(def);
   const prefix = opts.prefix ?? "mesh";
   const subjects = subjectsFor(prefix);
   const inputSubject = subjects.capability(def.capability, def.major);
@@ -62,6 +63,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const acceptValidators = compileAll(schemas, def.accepts, "accepts");
   const emitValidators = compileAll(schemas, def.emits, "emits");
   const baseLog = (opts.log ?? createLogger({ name: def.principal })).child({ capability: `${def.capability}.v${def.major}` });
+  // Per-message lines are debug; checking the level once keeps their cost off the hot path when off.
+  const debugOn = baseLog.isLevelEnabled("debug");
   const metrics = createAgentMetrics({ principal: def.principal, capability: def.capability, major: def.major });
   const processed: ProcessedSet | undefined = def.sideEffects ? await openProcessedSet(nc, def.capability, def.major) : undefined;
 
@@ -136,7 +139,10 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   };
 
   const handle = async (msg: JsMsg) => {
-    let log = baseLog;
+    // The per-event child logger is built on first use: most inputs never log, and building one costs µs.
+    let eventLog: Logger | undefined;
+    let logFields: (() => Parameters<typeof eventLogger>[1]) | undefined;
+    const log = (): Logger => (eventLog ??= logFields ? eventLogger(baseLog, logFields()) : baseLog);
     // 1. decode — 2. verify (signature, trust window, revocation, emitter) — before any data is parsed.
     let event: CloudEvent;
     let trusted: ReturnType<TrustStore["verify"]>;
@@ -145,32 +151,32 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       trusted = opts.trust.verify(event);
     } catch (err) {
       const e = err as CausewayError;
-      return toQuarantine(msg, quarantineReasonOf(err), e.message, e.code, log);
+      return toQuarantine(msg, quarantineReasonOf(err), e.message, e.code, log());
     }
     const verified = trusted.event;
     const span = startProcessSpan(msg.subject, verified, { consumer: durable, deliveryCount: msg.info.deliveryCount });
-    log = eventLogger(baseLog, { eventId: verified.id, correlationId: String(verified.extensions.correlationid ?? verified.id), ...spanIds(span, verified) });
+    logFields = () => ({ eventId: verified.id, correlationId: String(verified.extensions.correlationid ?? verified.id), ...spanIds(span, verified) });
     try {
       // 2b. policy: may this principal address this capability at all?
       if (!opts.trust.mayAddress(trusted.entry, def.capability, def.major)) {
-        return await toQuarantine(msg, QuarantineReason.PolicyDenied, `${trusted.entry.principal} may not address ${def.capability}.v${def.major}`, ErrorCode.UnauthorizedAddress, log);
+        return await toQuarantine(msg, QuarantineReason.PolicyDenied, `${trusted.entry.principal} may not address ${def.capability}.v${def.major}`, ErrorCode.UnauthorizedAddress, log());
       }
       // 3. dedupe: a replay of an input whose effects already happened is absorbed.
       if (processed && (await processed.has(verified))) {
         counters.replays++;
-        log.debug("replay absorbed");
+        if (debugOn) log().debug("replay absorbed");
         msg.ack();
         return;
       }
       // 4. expiry
       if (isExpired(verified)) {
-        return await toQuarantine(msg, QuarantineReason.Expired, `expired at ${String(verified.extensions.expirytime)}`, ErrorCode.Expired, log);
+        return await toQuarantine(msg, QuarantineReason.Expired, `expired at ${String(verified.extensions.expirytime)}`, ErrorCode.Expired, log());
       }
       // 5. schema: only accepted types, each with the exact dataschema the capability accepts.
       const accepted = acceptValidators.get(verified.type);
       if (!accepted || verified.dataschema !== accepted.dataschema) {
         const why = accepted ? `dataschema ${String(verified.dataschema)} is not ${accepted.dataschema}` : `type ${verified.type} is not accepted by ${def.capability}.v${def.major}`;
-        return await toQuarantine(msg, QuarantineReason.UnknownCapability, why, ErrorCode.UnknownCapability, log);
+        return await toQuarantine(msg, QuarantineReason.UnknownCapability, why, ErrorCode.UnknownCapability, log());
       }
       let data: unknown;
       try {
@@ -178,18 +184,18 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         accepted.validate(data);
       } catch (err) {
         const detail = err instanceof SchemaError ? err.message : `data is not JSON: ${(err as Error).message}`;
-        return await toQuarantine(msg, QuarantineReason.SchemaViolation, detail, ErrorCode.SchemaViolation, log);
+        return await toQuarantine(msg, QuarantineReason.SchemaViolation, detail, ErrorCode.SchemaViolation, log());
       }
       const input: HandlerInput = { event: verified, data, verification: trusted.verification, signer: trusted.entry.principal };
       // 6. policy verdicts of the agent itself (confidence, evidence)
       const verdict = def.policy?.(input);
-      if (verdict) return await toQuarantine(msg, verdict.reason, verdict.detail, ErrorCode.PolicyVerdict, log);
+      if (verdict) return await toQuarantine(msg, verdict.reason, verdict.detail, ErrorCode.PolicyVerdict, log());
       // 7. handler, with heartbeats so a long handler keeps its delivery
       const started = performance.now();
       const heartbeat = setInterval(() => msg.working(), Math.max(50, ackWaitMs / 3));
       let emits: readonly Emit[];
       try {
-        const ctx: HandlerContext = { log, subjects, deliveryCount: msg.info.deliveryCount, signal: shutdown.signal, working: () => msg.working() };
+        const ctx: HandlerContext = { get log() { return log(); }, subjects, deliveryCount: msg.info.deliveryCount, signal: shutdown.signal, working: () => msg.working() };
         emits = await def.handler(input, ctx);
         // 8. publish every output and wait for JetStream's acknowledgements
         await publishOutputs(verified, emits, span);
@@ -206,7 +212,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       msg.ack();
       counters.processed++;
       metrics.processed();
-      log.debug({ outputs: emits.length }, "processed");
+      if (debugOn) log().debug({ outputs: emits.length }, "processed");
       endSpan(span);
     } catch (err) {
       endSpan(span, err);
@@ -215,17 +221,19 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       const attempt = msg.info.deliveryCount;
       if (maxDeliver > 0 && attempt >= maxDeliver) {
         // The last allowed delivery failed too: keep the input, byte for byte, with the reason.
-        await toQuarantine(msg, QuarantineReason.MaxDeliveries, `handler failed ${attempt} times; last: ${(err as Error).message}`, (err as CausewayError).code, log);
+        await toQuarantine(msg, QuarantineReason.MaxDeliveries, `handler failed ${attempt} times; last: ${(err as Error).message}`, (err as CausewayError).code, log());
         return;
       }
       const delay = err instanceof RetryableError && err.delayMs !== undefined ? err.delayMs : backoffMs[Math.min(attempt - 1, backoffMs.length - 1)] ?? ackWaitMs;
-      log.warn({ err, attempt, retryInMs: delay }, "handler failed; will retry");
+      log().warn({ err, attempt, retryInMs: delay }, "handler failed; will retry");
       msg.nak(delay);
     }
   };
 
   // --- consuming with a concurrency limit ---------------------------------------------------------------
 
+  // Registered before consuming, so a failure here leaves nothing running.
+  const service = await registerService(nc, def, { input: inputSubject, stats: subjects.control(def.principal, "stats") }, durable, stats);
   const concurrency = def.concurrency ?? DEFAULT_CONCURRENCY;
   const consumer = await js.consumers.get(StreamName.Cap, durable);
   const messages = await consumer.consume({ max_messages: concurrency });
@@ -255,7 +263,6 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     }
   })();
 
-  const service = await registerService(nc, def, { input: inputSubject, stats: subjects.control(def.principal, "stats") }, durable, stats);
   baseLog.info({ subject: inputSubject, consumer: durable, concurrency }, "agent started");
 
   let stopping: Promise<void> | undefined;
@@ -286,6 +293,20 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     },
     [Symbol.asyncDispose]: stop,
   };
+}
+
+const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/;
+
+/** Refuses a definition that could only fail later, with the field named. */
+function checkDefinition(def: AgentDefinition): void {
+  const problems: string[] = [];
+  if (!/^[a-z0-9][a-z0-9_-]*$/.test(def.principal)) problems.push(`principal "${def.principal}" is not a lowercase [a-z0-9_-] name`);
+  if (!/^[a-z0-9_-]+$/.test(def.capability)) problems.push(`capability "${def.capability}" is not a lowercase [a-z0-9_-] token`);
+  if (!Number.isSafeInteger(def.major) || def.major < 0) problems.push(`major ${def.major} is not a non-negative integer`);
+  if (!SEMVER.test(def.version)) problems.push(`version "${def.version}" is not semver (e.g. 1.0.0)`);
+  if (def.concurrency !== undefined && (!Number.isSafeInteger(def.concurrency) || def.concurrency < 1)) problems.push(`concurrency ${def.concurrency} must be a positive integer`);
+  if (Object.keys(def.accepts).length === 0) problems.push("accepts names no event type");
+  if (problems.length > 0) throw new ConfigError(ErrorCode.Config, `agent definition: ${problems.join("; ")}`);
 }
 
 function compileAll(schemas: SchemaRegistry, types: Readonly<Record<string, string>>, field: string): Map<string, { dataschema: string; validate: DataValidator }> {

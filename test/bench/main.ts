@@ -2,12 +2,20 @@
 // run, and the ratio against the issue's goal. Absolute numbers vary with the machine; ratios are the result.
 import { cpus } from "node:os";
 import { cryptoBenchmarks } from "./crypto.bench.ts";
+import { chainLatency, hopThroughput } from "./hop.bench.ts";
 import { printTable, type Comparison } from "./measure.ts";
 
 const results: Comparison[] = [];
 console.log(`Causeway benchmarks — node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}`);
 console.log("… signing and verification");
 results.push(...(await cryptoBenchmarks()));
+console.log("… agent hop throughput (runtime vs hand-written loop, telemetry on vs off)");
+const hop = await hopThroughput();
+results.push(...hop.results);
+console.log("… 5-hop chain latency, one event in flight");
+const chain = await chainLatency();
 console.log("");
 const met = printTable(results);
-console.log(met ? "\nall goals met" : "\nsome goals not met (see the ✗ rows)");
+for (const note of [...hop.notes, ...chain.notes]) console.log(note);
+const chainMet = chain.p50 <= 1.25 && chain.p99 <= 1.5;
+console.log(met && chainMet ? "\nall goals met" : "\nsome goals not met (see the ✗ marks)");
