@@ -151,24 +151,21 @@ export async function hopThroughput(): Promise<{ results: Comparison[]; notes: s
 
 /** A 5-hop chain with one event in flight: latency of the runtime chain against a hand-written chain. */
 export async function chainLatency(): Promise<{ notes: string[]; p50: number; p99: number }> {
-  const HOPS = 5, SAMPLES = 150, WARMUP = 20;
+  const HOPS = 5, SAMPLES = 400, WARMUP = 30;
   await using mesh = await startBenchMesh(HOPS);
   const js = jetstream(mesh.nc);
-  const measure = async (prefix: "hop" | "bhop") => {
-    // The end of the chain: MESH_EVT receives the last hop's output.
+  // One event in flight at a time, the two chains sampled alternately so both see the same machine noise.
+  const endOf = async (prefix: "hop" | "bhop") => {
     const done = await (await js.consumers.get("MESH_EVT", { filter_subjects: [`mesh.evt.bench.${prefix}`], deliver_policy: DeliverPolicy.New })).consume();
-    const it = done[Symbol.asyncIterator]();
-    const samples: number[] = [];
-    for (let i = 0; i < SAMPLES + WARMUP; i++) {
-      const e = mesh.input();
-      const { headers, data } = NatsBinding.binary(e);
-      const start = performance.now();
-      await js.publish(`mesh.cap.${prefix}1.v1`, data, { headers, msgID: e.id });
-      await it.next();
-      if (i >= WARMUP) samples.push(performance.now() - start);
-    }
-    done.stop(); // close() on an ordered consumer can wait indefinitely; stop() ends the iterator
-    return samples.sort((a, b) => a - b);
+    return { done, it: done[Symbol.asyncIterator]() };
+  };
+  const sample = async (prefix: "hop" | "bhop", end: Awaited<ReturnType<typeof endOf>>) => {
+    const e = mesh.input();
+    const { headers, data } = NatsBinding.binary(e);
+    const start = performance.now();
+    await js.publish(`mesh.cap.${prefix}1.v1`, data, { headers, msgID: e.id });
+    await end.it.next();
+    return performance.now() - start;
   };
   const agents: Agent[] = [];
   for (let n = 1; n <= HOPS; n++) {
@@ -179,8 +176,20 @@ export async function chainLatency(): Promise<{ notes: string[]; p50: number; p9
   for (let n = 1; n <= HOPS; n++) {
     loops.push(await handWritten(mesh, { n, filter: `mesh.cap.bhop${n}.v1`, next: n === HOPS ? "mesh.evt.bench.bhop" : `mesh.cap.bhop${n + 1}.v1`, durable: `bhop${n}` }));
   }
-  const runtime = await measure("hop");
-  const baseline = await measure("bhop");
+  const ends = { hop: await endOf("hop"), bhop: await endOf("bhop") };
+  const runtime: number[] = [], baseline: number[] = [];
+  for (let i = 0; i < SAMPLES + WARMUP; i++) {
+    const order = i % 2 === 0 ? (["hop", "bhop"] as const) : (["bhop", "hop"] as const);
+    for (const prefix of order) {
+      const ms = await sample(prefix, ends[prefix]);
+      if (i >= WARMUP) (prefix === "hop" ? runtime : baseline).push(ms);
+    }
+  }
+  // close() on an ordered consumer can wait indefinitely; stop() ends the iterator.
+  ends.hop.done.stop();
+  ends.bhop.done.stop();
+  runtime.sort((a, b) => a - b);
+  baseline.sort((a, b) => a - b);
   for (const a of agents) await a.stop();
   for (const l of loops) await l.stop();
   const pct = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
