@@ -129,13 +129,16 @@ export async function hopThroughput(): Promise<{ results: Comparison[]; notes: s
   const provider = new TracerProvider({ spanProcessors: [new BatchSpanProcessor({ exporter: sink, maxQueueSize: 65_536, maxExportBatchSize: 4096 })] });
   const infoLog = createLogger({ name: "bench", level: "info", destination: { write: () => true } as unknown as NodeJS.WritableStream });
   const on: RoundResult[] = [], off: RoundResult[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
+  const withTelemetry = async () => {
     const seq = await preload(mesh, "mesh.cap.hop1.v1", ROUND);
     trace.setGlobalTracerProvider(provider);
     on.push(await agentRound(mesh, seq, infoLog));
     trace.disable();
-    const seq2 = await preload(mesh, "mesh.cap.hop1.v1", ROUND);
-    off.push(await agentRound(mesh, seq2));
+  };
+  const without = async () => off.push(await agentRound(mesh, await preload(mesh, "mesh.cap.hop1.v1", ROUND)));
+  // Five rounds each, alternating which goes first: the effect measured is small next to machine noise.
+  for (let r = 0; r < 5; r++) {
+    if (r % 2 === 0) { await withTelemetry(); await without(); } else { await without(); await withTelemetry(); }
   }
   await provider.shutdown();
   const a = median(agent.map((x) => x.opsPerSec)), b = median(base.map((x) => x.opsPerSec));
