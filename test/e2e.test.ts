@@ -2,13 +2,13 @@
 // permissions, on a real nats-server; crashes and drains under load.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { jetstream, type JsMsg } from "@nats-io/jetstream";
+import { jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   NatsBinding, createEvent, deriveEventId, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent,
 } from "../services/kit/index.ts";
 import { REFERENCE_AGENTS } from "../services/cli/agent-processes.ts";
-import { collectFlow } from "../services/cli/flow.ts";
+import { collectFlow, readMessages } from "../services/cli/flow.ts";
 import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
 import { runNatsJson, waitFor } from "./harness/index.ts";
 
@@ -25,17 +25,6 @@ async function request(mesh: OperatedMesh, gateway: NatsConnection, questions: s
   return event;
 }
 
-async function messages(nc: NatsConnection, stream: string, subject: string): Promise<JsMsg[]> {
-  const consumer = await jetstream(nc).consumers.get(stream, { filter_subjects: [subject] });
-  const pending = (await consumer.info()).num_pending;
-  const out: JsMsg[] = [];
-  if (pending === 0) return out;
-  for await (const m of await consumer.fetch({ max_messages: pending, expires: 5_000 })) {
-    out.push(m);
-    if (out.length === pending) break;
-  }
-  return out;
-}
 
 const agentScript = (name: string) => `services/agents/${name}/main.ts`;
 
@@ -45,7 +34,7 @@ describe("end to end, agents as processes", () => {
     const procs = REFERENCE_AGENTS.map((name) => mesh.spawn(agentScript(name)));
     const gateway = await mesh.as("gateway");
     const req = await request(mesh, gateway, ["Which battery chemistries lead grid-scale storage?", "What does a megawatt-hour of storage cost?"]);
-    const report = await waitFor(async () => (await messages(mesh.operator, "MESH_EVT", "mesh.evt.report.published"))[0], { what: "report.published", timeoutMs: 30_000 });
+    const report = await waitFor(async () => (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.published"))[0], { what: "report.published", timeoutMs: 30_000 });
     const published = mesh.trust.verify(NatsBinding.toEvent(report));
     assert.equal(published.entry.principal, "reporter");
     assert.equal(published.event.extensions.correlationid, req.id);
@@ -83,7 +72,7 @@ describe("end to end, agents as processes", () => {
     assert.equal(await first.exited, null);
     const second = mesh.spawn("test/fixtures/planner-under-test.ts", { PLANNER_MODE: "block-first" });
     const tasks = await waitFor(async () => {
-      const m = await messages(mesh.operator, "MESH_CAP", "mesh.cap.research.v1");
+      const m = await readMessages(mesh.operator, "MESH_CAP", "mesh.cap.research.v1");
       return m.length >= 3 && m;
     }, { what: "the redelivered input's outputs", timeoutMs: 20_000 });
     assert.deepEqual(tasks.map((m) => NatsBinding.toEvent(m).id).sort(), [0, 1, 2].map((i) => deriveEventId(req, "planner", i)).sort());
@@ -99,14 +88,14 @@ describe("end to end, agents as processes", () => {
     await waitFor(async () => (await jetstream(mesh.operator).consumers.get("MESH_CAP", "cap-plan-v1").then(() => true, () => false)), { what: "the planner's consumer" });
     const requests: CloudEvent[] = [];
     for (let i = 0; i < 60; i++) requests.push(await request(mesh, gateway, [`question ${i}`]));
-    await waitFor(async () => (await messages(mesh.operator, "MESH_CAP", "mesh.cap.research.v1")).length >= 5, { what: "some work done" });
+    await waitFor(async () => (await readMessages(mesh.operator, "MESH_CAP", "mesh.cap.research.v1")).length >= 5, { what: "some work done" });
     first.child.kill("SIGTERM");
     assert.equal(await first.exited, 0, first.output());
-    const done = (await messages(mesh.operator, "MESH_CAP", "mesh.cap.research.v1")).length;
+    const done = (await readMessages(mesh.operator, "MESH_CAP", "mesh.cap.research.v1")).length;
     assert.ok(done < requests.length, `the drain interrupted the load (${done} of ${requests.length} done)`);
     mesh.spawn("test/fixtures/planner-under-test.ts", { PLANNER_MODE: "slow", PLANNER_WORK_MS: "1" });
     const tasks = await waitFor(async () => {
-      const m = await messages(mesh.operator, "MESH_CAP", "mesh.cap.research.v1");
+      const m = await readMessages(mesh.operator, "MESH_CAP", "mesh.cap.research.v1");
       return m.length >= requests.length && m;
     }, { what: "every request planned", timeoutMs: 30_000 });
     const causes = tasks.map((m) => String(NatsBinding.toEvent(m).extensions.causationid));

@@ -8,6 +8,7 @@ import {
   seedTrustStore, signEvent, signingKeyFromNkeySeed, trustEntriesFromPrincipals, uuidv7,
   type CloudEvent, type EventInit, type SigningKey, type TrustStore,
 } from "../services/kit/index.ts";
+import { readMessages } from "../services/cli/flow.ts";
 import { startServer, type NatsServer } from "./harness/index.ts";
 
 /** A running test mesh; dispose it to close the connection and stop the server. */
@@ -66,17 +67,7 @@ export async function startMesh(opts: { config?: string } = {}): Promise<Mesh> {
       const { headers, data } = NatsBinding.binary(event);
       return (await js.publish(subject, data, { headers, msgID: msgID ?? event.id })).seq;
     },
-    async messages(stream, subject) {
-      const consumer = await js.consumers.get(stream, { filter_subjects: [subject] });
-      const pending = (await consumer.info()).num_pending;
-      const out: JsMsg[] = [];
-      if (pending === 0) return out;
-      for await (const m of await consumer.fetch({ max_messages: pending, expires: 5_000 })) {
-        out.push(m);
-        if (out.length === pending) break;
-      }
-      return out;
-    },
+    messages: (stream, subject) => readMessages(nc, stream, subject),
     async [Symbol.asyncDispose]() {
       await trust.close();
       await nc.close();

@@ -27,7 +27,7 @@ export async function collectFlow(nc: NatsConnection, trust: TrustStore, correla
   const nodes = new Map<string, FlowNode>();
   const quarantined: { id: string; note: NonNullable<FlowNode["quarantine"]> }[] = [];
   for (const stream of [StreamName.Cap, StreamName.Handoff, StreamName.Evt, StreamName.Quarantine]) {
-    for (const msg of await readAll(nc, stream)) {
+    for (const msg of await readMessages(nc, stream)) {
       let event: CloudEvent;
       try {
         event = NatsBinding.toEvent(msg);
@@ -102,8 +102,9 @@ function formatMs(ms: number): string {
   return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.max(0, ms).toFixed(0)} ms`;
 }
 
-async function readAll(nc: NatsConnection, stream: string): Promise<JsMsg[]> {
-  const consumer = await jetstream(nc).consumers.get(stream);
+/** Every message currently in `stream` (optionally only those on `subject`, wildcards allowed), in order. */
+export async function readMessages(nc: NatsConnection, stream: string, subject?: string): Promise<JsMsg[]> {
+  const consumer = await jetstream(nc).consumers.get(stream, subject === undefined ? {} : { filter_subjects: [subject] });
   const pending = (await consumer.info()).num_pending;
   const out: JsMsg[] = [];
   if (pending === 0) return out;

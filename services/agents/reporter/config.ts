@@ -1,6 +1,6 @@
 // The reporter's configuration: environment → typed → validated → frozen. A bad value fails at startup with a
 // message naming the variable and the form it expects.
-import { ConfigError, ErrorCode } from "../../kit/errors.ts";
+import { envInteger } from "../../kit/config.ts";
 
 /** The environment variables the reporter reads. */
 export const ReporterEnv = {
@@ -30,18 +30,8 @@ const WEEK_MS = 7 * 24 * 3600 * 1000;
 /** Reads, validates and freezes the reporter's configuration. Throws ConfigError CW_ERR_CONFIG. */
 export function loadReporterConfig(env: NodeJS.ProcessEnv = process.env): ReporterConfig {
   return Object.freeze({
-    deadlineMs: integerIn(env, ReporterEnv.DeadlineMs, 1, WEEK_MS, reporterDefaults.deadlineMs, " milliseconds"),
-    sweepMs: integerIn(env, ReporterEnv.SweepMs, 10, 3_600_000, reporterDefaults.sweepMs, " milliseconds"),
-    concurrency: integerIn(env, ReporterEnv.Concurrency, 1, 1024, reporterDefaults.concurrency, ""),
+    deadlineMs: envInteger(env, ReporterEnv.DeadlineMs, 1, WEEK_MS, reporterDefaults.deadlineMs, " milliseconds"),
+    sweepMs: envInteger(env, ReporterEnv.SweepMs, 10, 3_600_000, reporterDefaults.sweepMs, " milliseconds"),
+    concurrency: envInteger(env, ReporterEnv.Concurrency, 1, 1024, reporterDefaults.concurrency, ""),
   });
-}
-
-function integerIn(env: NodeJS.ProcessEnv, name: string, min: number, max: number, fallback: number, unit: string): number {
-  const raw = env[name]?.trim();
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!/^-?\d+$/.test(raw) || value < min || value > max) {
-    throw new ConfigError(ErrorCode.Config, `${name}=${JSON.stringify(raw)} is invalid: expected an integer from ${min} to ${max}${unit}`);
-  }
-  return value;
 }

@@ -1,6 +1,6 @@
 // The researcher's configuration: environment → typed → validated → frozen. A bad value fails at startup with
 // a message naming the variable and the form it expects.
-import { ConfigError, ErrorCode } from "../../kit/errors.ts";
+import { envInteger } from "../../kit/config.ts";
 
 /** The environment variables the researcher reads (the model's are in services/kit/model.ts). */
 export const ResearcherEnv = {
@@ -20,16 +20,6 @@ export const researcherDefaults: ResearcherConfig = Object.freeze({ concurrency:
 /** Reads, validates and freezes the researcher's configuration. Throws ConfigError CW_ERR_CONFIG. */
 export function loadResearcherConfig(env: NodeJS.ProcessEnv = process.env): ResearcherConfig {
   return Object.freeze({
-    concurrency: integerIn(env, ResearcherEnv.Concurrency, 1, 1024, researcherDefaults.concurrency),
+    concurrency: envInteger(env, ResearcherEnv.Concurrency, 1, 1024, researcherDefaults.concurrency),
   });
-}
-
-function integerIn(env: NodeJS.ProcessEnv, name: string, min: number, max: number, fallback: number): number {
-  const raw = env[name]?.trim();
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!/^-?\d+$/.test(raw) || value < min || value > max) {
-    throw new ConfigError(ErrorCode.Config, `${name}=${JSON.stringify(raw)} is invalid: expected an integer from ${min} to ${max}`);
-  }
-  return value;
 }

@@ -1,6 +1,6 @@
 // The verifier's configuration: environment → typed → validated → frozen. A bad value fails at startup with a
 // message naming the variable and the form it expects.
-import { ConfigError, ErrorCode } from "../../kit/errors.ts";
+import { envInteger, envFraction } from "../../kit/config.ts";
 
 /** The environment variables the verifier reads (the model's are in services/kit/model.ts). */
 export const VerifierEnv = {
@@ -24,27 +24,7 @@ export const verifierDefaults: VerifierConfig = Object.freeze({ minConfidence: 0
 /** Reads, validates and freezes the verifier's configuration. Throws ConfigError CW_ERR_CONFIG. */
 export function loadVerifierConfig(env: NodeJS.ProcessEnv = process.env): VerifierConfig {
   return Object.freeze({
-    minConfidence: fraction(env, VerifierEnv.MinConfidence, verifierDefaults.minConfidence),
-    concurrency: integerIn(env, VerifierEnv.Concurrency, 1, 1024, verifierDefaults.concurrency),
+    minConfidence: envFraction(env, VerifierEnv.MinConfidence, verifierDefaults.minConfidence),
+    concurrency: envInteger(env, VerifierEnv.Concurrency, 1, 1024, verifierDefaults.concurrency),
   });
-}
-
-function fraction(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
-  const raw = env[name]?.trim();
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!/^\d+(\.\d+)?$/.test(raw) || value > 1) {
-    throw new ConfigError(ErrorCode.Config, `${name}=${JSON.stringify(raw)} is invalid: expected a number from 0 to 1, e.g. 0.6`);
-  }
-  return value;
-}
-
-function integerIn(env: NodeJS.ProcessEnv, name: string, min: number, max: number, fallback: number): number {
-  const raw = env[name]?.trim();
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!/^-?\d+$/.test(raw) || value < min || value > max) {
-    throw new ConfigError(ErrorCode.Config, `${name}=${JSON.stringify(raw)} is invalid: expected an integer from ${min} to ${max}`);
-  }
-  return value;
 }
