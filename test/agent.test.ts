@@ -245,6 +245,13 @@ describe("agent pipeline", () => {
     assert.ok(second.stats().processed + agent.stats().processed >= inputs.length);
   });
 
+  test("agent - when its consumer is deleted the agent stops and reports the failure instead of idling", async () => {
+    await using mesh = await startMesh();
+    const agent = await run(mesh, planner());
+    await mesh.jsm.consumers.delete("MESH_CAP", "cap-plan-v1");
+    await assert.rejects(agent.stopped, /consum/);
+  });
+
   test("agent - registers as a micro service that nats micro ls shows with its capability", async () => {
     await using mesh = await startMesh();
     await using _agent = await run(mesh, planner());

@@ -236,10 +236,16 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const service = await registerService(nc, def, { input: inputSubject, stats: subjects.control(def.principal, "stats") }, durable, stats);
   const concurrency = def.concurrency ?? DEFAULT_CONCURRENCY;
   const consumer = await js.consumers.get(StreamName.Cap, durable);
-  const messages = await consumer.consume({ max_messages: concurrency });
+  // A deleted consumer ends consumption (below: the agent stops, the process exits non-zero, a supervisor
+  // restarts it and the consumer is created again) instead of retrying forever; pulls expire every 5 s so a
+  // deletion is noticed within seconds.
+  const messages = await consumer.consume({ max_messages: concurrency, expires: 5_000, abort_on_missing_resource: true });
   const running = new Set<Promise<void>>();
   let resolveStopped!: () => void;
-  const stopped = new Promise<void>((r) => { resolveStopped = r; });
+  let rejectStopped!: (err: Error) => void;
+  const stopped = new Promise<void>((resolve, reject) => { resolveStopped = resolve; rejectStopped = reject; });
+  stopped.catch(() => undefined); // a caller that never awaits `stopped` must not crash on an unhandled rejection
+  let failure: Error | undefined;
 
   const loop = (async () => {
     for await (const msg of messages) {
@@ -263,6 +269,18 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     }
   })();
 
+  // Consumption ending on its own (the consumer deleted, the iterator failing) must not leave a zombie that is
+  // registered but consumes nothing: the agent stops and `stopped` rejects, so the process exits non-zero.
+  loop.then(
+    () => { if (!shutdown.signal.aborted) failure = new Error("consumption ended unexpectedly"); },
+    (err: unknown) => { if (!shutdown.signal.aborted) failure = err instanceof Error ? err : new Error(String(err)); },
+  ).finally(() => {
+    if (failure) {
+      baseLog.error({ err: failure }, "consumption stopped; the agent stops");
+      void stop();
+    }
+  }).catch(() => undefined);
+
   baseLog.info({ subject: inputSubject, consumer: durable, concurrency }, "agent started");
 
   let stopping: Promise<void> | undefined;
@@ -275,7 +293,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       await Promise.allSettled([...running]);
       await service.stop().catch(() => undefined);
       baseLog.info(stats(), "agent stopped");
-      resolveStopped();
+      if (failure) rejectStopped(failure);
+      else resolveStopped();
     })();
     return stopping;
   };
