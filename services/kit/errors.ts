@@ -30,6 +30,18 @@ export const ErrorCode = {
   UnknownCapability: "CW_ERR_UNKNOWN_CAPABILITY",
   PolicyVerdict: "CW_ERR_POLICY_VERDICT",
   UndeclaredOutput: "CW_ERR_UNDECLARED_OUTPUT",
+  // The coordinator: critical handoffs, leases, approvals, quarantine operations, kill switches
+  PolicyInvalid: "CW_ERR_POLICY_INVALID",
+  NoGrant: "CW_ERR_NO_GRANT",
+  LeaseHeld: "CW_ERR_LEASE_HELD",
+  LeaseExpired: "CW_ERR_LEASE_EXPIRED",
+  NotApprover: "CW_ERR_NOT_APPROVER",
+  NoPendingApproval: "CW_ERR_NO_PENDING_APPROVAL",
+  ApprovalTimeout: "CW_ERR_APPROVAL_TIMEOUT",
+  QuarantineNotFound: "CW_ERR_QUARANTINE_NOT_FOUND",
+  ReleaseRefused: "CW_ERR_RELEASE_REFUSED",
+  AlreadySettled: "CW_ERR_ALREADY_SETTLED",
+  SwitchInvalid: "CW_ERR_SWITCH_INVALID",
   // Producing signed events
   SignRefused: "CW_ERR_SIGN_REFUSED",
   KeyInvalid: "CW_ERR_KEY_INVALID",

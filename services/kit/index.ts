@@ -86,6 +86,10 @@ export type {
   StreamFileConfig,
 } from "./streams.ts";
 
+// Decisions: signed grants, approvals, releases, rejections, kill switches (MESH_DECISION)
+export { DecisionKind, decisionEvent, decisionSchema, decisionSubjectOf, publishDecision } from "./decisions.ts";
+export type { DecisionAbout, DecisionKindValue, DecisionOptions } from "./decisions.ts";
+
 // The mesh's KV buckets (created by operator tooling)
 export { MESH_BUCKETS, ensureMeshBuckets } from "./buckets.ts";
 

@@ -14,6 +14,13 @@ const ids = {
   findingCreated: `${base}/research.finding.created/1.0.0`,
   findingVerified: `${base}/research.finding.verified/1.0.0`,
   reportPublished: `${base}/report.published/1.0.0`,
+  reportReleased: `${base}/report.released/1.0.0`,
+  grant: `${base}/decision.grant/1.0.0`,
+  approvalRequested: `${base}/decision.approval.requested/1.0.0`,
+  approval: `${base}/decision.approval/1.0.0`,
+  release: `${base}/decision.release/1.0.0`,
+  rejection: `${base}/decision.rejection/1.0.0`,
+  switch: `${base}/decision.switch/1.0.0`,
 } as const;
 
 // Compiling is the expensive part; the repository registry is built once for the whole file.

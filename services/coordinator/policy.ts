@@ -1,0 +1,98 @@
+// The coordinator's policy (infra/policy.json): which capabilities are critical and what each requires —
+// approvals, confidence and evidence gates, a lease TTL, an approval deadline. Validated against its schema at
+// load and checked against infra/principals.json (a capability critical in one must be critical in the other,
+// since the server permissions come from principals.json). Reloadable: `policy()` always returns the latest.
+import { readFileSync, watch, type FSWatcher } from "node:fs";
+import { join, resolve } from "node:path";
+import { Ajv2020 } from "ajv/dist/2020.js";
+import { ConfigError, ErrorCode, type Principals } from "../kit/index.ts";
+
+/** One capability's rules. */
+export interface CapabilityPolicy {
+  readonly ref: string;
+  readonly capability: string;
+  readonly major: number;
+  readonly critical: boolean;
+  readonly approvals?: { readonly count: number; readonly approvers: readonly string[] };
+  readonly gates?: { readonly minConfidence?: number; readonly requireEvidence?: boolean };
+  readonly leaseTtlMs: number;
+  readonly approvalDeadlineMs: number;
+  readonly onDeadline: "quarantine";
+}
+
+/** The whole policy, by capability ref (`publish.v1`). */
+export interface Policy {
+  readonly capabilities: Readonly<Record<string, CapabilityPolicy>>;
+  /** The rules of capability `name` v`major`, or undefined when it has none (not critical). */
+  of(capability: string, major: number): CapabilityPolicy | undefined;
+}
+
+const repoRoot = resolve(import.meta.dirname, "..", "..");
+export const DEFAULT_POLICY_PATH = join(repoRoot, "infra", "policy.json");
+const schema = JSON.parse(readFileSync(join(repoRoot, "infra", "policy.schema.json"), "utf8")) as object;
+const validate = new Ajv2020({ allErrors: true, strict: true }).compile(schema);
+const DEFAULT_DEADLINE_MS = 600_000;
+
+/** Parses and validates a policy document; errors name the JSON path. */
+export function parsePolicy(doc: unknown, principals: Principals, source = "policy.json"): Policy {
+  if (!validate(doc)) {
+    const problems = (validate.errors ?? []).map((e) => `${e.instancePath || "(root)"}: ${e.message ?? "invalid"}`);
+    throw new ConfigError(ErrorCode.PolicyInvalid, `${source}: ${problems.join("; ")}`);
+  }
+  const raw = (doc as { capabilities: Record<string, Omit<CapabilityPolicy, "ref" | "capability" | "major" | "approvalDeadlineMs" | "onDeadline"> & { approvalDeadlineMs?: number; onDeadline?: "quarantine" }> }).capabilities;
+  const capabilities: Record<string, CapabilityPolicy> = {};
+  const problems: string[] = [];
+  for (const [ref, c] of Object.entries(raw)) {
+    const [capability, v] = ref.split(".") as [string, string];
+    const declared = principals.capabilities[ref];
+    if (!declared) problems.push(`/capabilities/${ref}: no such capability in principals.json`);
+    else if (declared.critical !== c.critical) problems.push(`/capabilities/${ref}: critical is ${c.critical} here but ${declared.critical} in principals.json (server permissions follow principals.json)`);
+    for (const approver of c.approvals?.approvers ?? []) {
+      if (principals.principals[approver]?.role !== "approver") problems.push(`/capabilities/${ref}/approvals: ${approver} is not an approver principal`);
+    }
+    if (c.approvals && c.approvals.count > c.approvals.approvers.length) problems.push(`/capabilities/${ref}/approvals: needs ${c.approvals.count} approvals from ${c.approvals.approvers.length} approvers`);
+    capabilities[ref] = Object.freeze({ ...c, ref, capability, major: Number(v.slice(1)), approvalDeadlineMs: c.approvalDeadlineMs ?? DEFAULT_DEADLINE_MS, onDeadline: c.onDeadline ?? "quarantine" });
+  }
+  for (const cap of Object.values(principals.capabilities)) {
+    if (cap.critical && !capabilities[cap.ref]) problems.push(`/capabilities: ${cap.ref} is critical in principals.json but has no policy here`);
+  }
+  if (problems.length > 0) throw new ConfigError(ErrorCode.PolicyInvalid, `${source}: ${problems.join("; ")}`);
+  const frozen = Object.freeze(capabilities);
+  return Object.freeze({ capabilities: frozen, of: (capability: string, major: number) => frozen[`${capability}.v${major}`] });
+}
+
+/** Loads the policy file. */
+export function loadPolicy(principals: Principals, path = DEFAULT_POLICY_PATH): Policy {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new ConfigError(ErrorCode.Config, `cannot read policy ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  return parsePolicy(doc, principals, path);
+}
+
+/** The live policy: reloaded when the file changes; a bad edit keeps the last good policy and is reported. */
+export interface PolicyStore {
+  policy(): Policy;
+  close(): void;
+}
+
+export function watchPolicy(principals: Principals, opts: { path?: string; onReload?: (err?: Error) => void } = {}): PolicyStore {
+  const path = opts.path ?? DEFAULT_POLICY_PATH;
+  let current = loadPolicy(principals, path);
+  let watcher: FSWatcher | undefined;
+  try {
+    watcher = watch(path, () => {
+      try {
+        current = loadPolicy(principals, path);
+        opts.onReload?.();
+      } catch (err) {
+        opts.onReload?.(err as Error);
+      }
+    });
+  } catch {
+    watcher = undefined; // a file system without change notifications: the policy stays as loaded
+  }
+  return { policy: () => current, close: () => watcher?.close() };
+}
