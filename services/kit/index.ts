@@ -49,8 +49,8 @@ export type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, H
 export { startAgent } from "./agent.ts";
 export type { AgentOptions } from "./agent.ts";
 export { runAgentProcess } from "./agent-process.ts";
-export { QuarantineHeader, quarantine, quarantineHeaders } from "./quarantine.ts";
-export type { QuarantineNote } from "./quarantine.ts";
+export { QuarantineHeader, originalOf, publishQuarantineCopy, quarantine, quarantineHeaders } from "./quarantine.ts";
+export type { QuarantineNote, QuarantineOriginal } from "./quarantine.ts";
 export { PROCESSED_BUCKET, PROCESSED_TTL_MS, openProcessedSet } from "./processed.ts";
 export type { ProcessedSet } from "./processed.ts";
 export { createModelFromEnv } from "./model.ts";

@@ -29,18 +29,35 @@ export interface QuarantineNote {
   detectedBy: string;
 }
 
-/** The quarantine copy of `msg`: the same bytes and headers plus the reason headers. */
-export function quarantineHeaders(msg: JsMsg, note: QuarantineNote, now = new Date()): MsgHdrs {
+/** A message to quarantine, wherever it came from: a live delivery or a copy fetched by sequence. */
+export interface QuarantineOriginal {
+  readonly subject: string;
+  readonly stream: string;
+  readonly seq: number;
+  /** The consumer that failed it ("" when none did, e.g. an approval that timed out). */
+  readonly consumer: string;
+  readonly headers?: MsgHdrs | undefined;
+  readonly data: Uint8Array;
+}
+
+/** The original of a live JetStream delivery. */
+export function originalOf(msg: JsMsg): QuarantineOriginal {
+  return { subject: msg.subject, stream: msg.info.stream, seq: msg.info.streamSequence, consumer: msg.info.consumer, headers: msg.headers, data: msg.data };
+}
+
+/** The quarantine copy's headers: the original headers, unchanged, plus the reason headers. */
+export function quarantineHeaders(msg: JsMsg | QuarantineOriginal, note: QuarantineNote, now = new Date()): MsgHdrs {
+  const original = "info" in msg ? originalOf(msg) : msg;
   const h = natsHeaders();
-  if (msg.headers) for (const [k, values] of msg.headers) for (const v of values) h.append(k, v);
+  if (original.headers) for (const [k, values] of original.headers) for (const v of values) h.append(k, v);
   h.set(QuarantineHeader.Reason, note.reason);
   // Header values cannot carry line breaks; keep the detail to one line.
   h.set(QuarantineHeader.Detail, note.detail.replace(/[\r\n]+/g, " ").slice(0, 1024));
   if (note.code) h.set(QuarantineHeader.Code, note.code);
-  h.set(QuarantineHeader.OriginalSubject, msg.subject);
-  h.set(QuarantineHeader.OriginalStream, msg.info.stream);
-  h.set(QuarantineHeader.OriginalSequence, String(msg.info.streamSequence));
-  h.set(QuarantineHeader.Consumer, msg.info.consumer);
+  h.set(QuarantineHeader.OriginalSubject, original.subject);
+  h.set(QuarantineHeader.OriginalStream, original.stream);
+  h.set(QuarantineHeader.OriginalSequence, String(original.seq));
+  if (original.consumer) h.set(QuarantineHeader.Consumer, original.consumer);
   h.set(QuarantineHeader.DetectedBy, note.detectedBy);
   h.set(QuarantineHeader.DetectedAt, now.toISOString());
   return h;
@@ -53,14 +70,23 @@ export function quarantineHeaders(msg: JsMsg, note: QuarantineNote, now = new Da
  */
 export async function quarantine(js: JetStreamClient, msg: JsMsg, subject: string, note: QuarantineNote): Promise<boolean> {
   try {
-    await js.publish(subject, msg.data, {
-      headers: quarantineHeaders(msg, note),
-      msgID: `quarantine/${msg.info.stream}/${msg.info.streamSequence}`,
-    });
+    await publishQuarantineCopy(js, originalOf(msg), subject, note);
   } catch {
     msg.nak(1_000);
     return false;
   }
   msg.term(`${note.reason}: ${note.detail}`.slice(0, 256));
   return true;
+}
+
+/**
+ * Publishes the quarantine copy of `original` (for messages fetched by sequence: dead letters, timed-out
+ * approvals). Deduplicated by the original's stream and sequence, like {@link quarantine}. Throws when the
+ * publish fails; the caller keeps whatever it was holding so nothing is lost.
+ */
+export async function publishQuarantineCopy(js: JetStreamClient, original: QuarantineOriginal, subject: string, note: QuarantineNote): Promise<void> {
+  await js.publish(subject, original.data, {
+    headers: quarantineHeaders(original, note),
+    msgID: `quarantine/${original.stream}/${original.seq}`,
+  });
 }
