@@ -36,6 +36,12 @@ export interface AgentDefinition<In = unknown> {
   sideEffects?: boolean;
   /** Handlers running at once in this process. Default 8. */
   concurrency?: number;
+  /**
+   * The capability is critical: work arrives only after the coordinator granted it, and the runtime claims the
+   * grant's lease before the handler and consumes it after, so the handler runs at most once per grant even
+   * under redelivery or duplicate replicas. The handler gets the fencing token in `ctx.lease`. Default false.
+   */
+  critical?: boolean;
 }
 
 /** The verified, validated input of one handler run. */
@@ -61,6 +67,8 @@ export interface HandlerContext {
   readonly signal: AbortSignal;
   /** Tells JetStream the handler is still working, so the input is not redelivered (sent automatically too). */
   working(): void;
+  /** Critical agents only: the lease this run holds; pass `revision` as the fencing token to external systems. */
+  readonly lease?: { readonly key: string; readonly revision: number };
 }
 
 /** One event a handler emits; id, source, time, correlation, causation, trace and expiry come from the input. */

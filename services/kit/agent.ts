@@ -6,6 +6,7 @@
 // acknowledged every output. Nothing is dropped: each message is acked, terminated after a quarantine copy
 // exists, or left pending for redelivery.
 import { jetstream, jetstreamManager, type ConsumerConfig, type JsMsg } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
 import { Svcm, type Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
@@ -19,6 +20,7 @@ import { createEvent, type CloudEvent } from "./event.ts";
 import type { SigningKey } from "./keys.ts";
 import { createLogger, eventLogger } from "./log.ts";
 import { createAgentMetrics } from "./metrics.ts";
+import { encodeLease, leaseKey, openLeases, readLease, type Lease } from "./leases.ts";
 import { openProcessedSet, type ProcessedSet } from "./processed.ts";
 import { quarantine } from "./quarantine.ts";
 import { createSchemaRegistry, type DataValidator, type SchemaRegistry } from "./schemas.ts";
@@ -67,6 +69,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const debugOn = baseLog.isLevelEnabled("debug");
   const metrics = createAgentMetrics({ principal: def.principal, capability: def.capability, major: def.major });
   const processed: ProcessedSet | undefined = def.sideEffects ? await openProcessedSet(nc, def.capability, def.major) : undefined;
+  const leases = def.critical ? await openLeases(nc) : undefined;
 
   const jsm = await jetstreamManager(nc);
   const template = await capabilityConsumerConfig(def.capability, def.major, { prefix });
@@ -190,15 +193,43 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       // 6. policy verdicts of the agent itself (confidence, evidence)
       const verdict = def.policy?.(input);
       if (verdict) return await toQuarantine(msg, verdict.reason, verdict.detail, ErrorCode.PolicyVerdict, log());
+      // 6b. critical work: only under the coordinator's grant for exactly this event, at most once per grant.
+      let claim: { key: string; revision: number; lease: Lease } | undefined;
+      if (leases) {
+        const outcome = await claimLease(leases, def, verified, trusted.verification.coreDigest);
+        if (outcome.kind === "done") {
+          counters.replays++;
+          msg.ack();
+          return;
+        }
+        if (outcome.kind === "refuse") return await toQuarantine(msg, outcome.reason, outcome.detail, outcome.code, log());
+        claim = outcome.claim;
+      }
       // 7. handler, with heartbeats so a long handler keeps its delivery
       const started = performance.now();
       const heartbeat = setInterval(() => msg.working(), Math.max(50, ackWaitMs / 3));
       let emits: readonly Emit[];
       try {
-        const ctx: HandlerContext = { get log() { return log(); }, subjects, deliveryCount: msg.info.deliveryCount, signal: shutdown.signal, working: () => msg.working() };
-        emits = await def.handler(input, ctx);
-        // 8. publish every output and wait for JetStream's acknowledgements
-        await publishOutputs(verified, emits, span);
+        const ctx: HandlerContext = {
+          get log() { return log(); }, subjects, deliveryCount: msg.info.deliveryCount, signal: shutdown.signal, working: () => msg.working(),
+          ...(claim && { lease: { key: claim.key, revision: claim.revision } }),
+        };
+        try {
+          emits = await def.handler(input, ctx);
+          // 8. publish every output and wait for JetStream's acknowledgements
+          await publishOutputs(verified, emits, span);
+        } catch (err) {
+          // A handler that throws reports it did not complete: the claim goes back so a retry may run it.
+          if (claim) await leases!.update(claim.key, encodeLease({ ...claim.lease, state: "granted" }), claim.revision).catch(() => undefined);
+          throw err;
+        }
+        if (claim) {
+          const consumedAt = new Date().toISOString();
+          await leases!.update(claim.key, encodeLease({ ...claim.lease, state: "consumed", consumedAt }), claim.revision).catch((err: unknown) => {
+            // The action ran; acking is right. The lease stays "running", so no redelivery can run it again.
+            log().error({ err, lease: claim.key }, "lease could not be marked consumed");
+          });
+        }
         if (processed) await processed.mark(verified);
       } finally {
         clearInterval(heartbeat);
@@ -312,6 +343,37 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     },
     [Symbol.asyncDispose]: stop,
   };
+}
+
+type ClaimOutcome =
+  | { kind: "claimed"; claim: { key: string; revision: number; lease: Lease } }
+  | { kind: "done" }
+  | { kind: "refuse"; reason: QuarantineReasonValue; code: string; detail: string };
+
+/** Claims the grant's lease for `event` (granted → running, compare-and-set), or says why not. */
+async function claimLease(kv: KV, def: AgentDefinition, event: CloudEvent, coreDigest: string): Promise<ClaimOutcome> {
+  const key = leaseKey(def.capability, def.major, event);
+  const refuse = (code: string, detail: string, reason: QuarantineReasonValue = QuarantineReason.PolicyDenied): ClaimOutcome => ({ kind: "refuse", reason, code, detail });
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const found = await readLease(kv, key);
+    if (!found || found.lease.eventId !== event.id || found.lease.coreDigest !== coreDigest) {
+      return refuse(ErrorCode.NoGrant, `no grant for event ${event.id} with this core digest: critical work runs only after the coordinator grants it`);
+    }
+    const { lease, revision } = found;
+    if (lease.state === "consumed") return { kind: "done" };
+    if (lease.state === "running") {
+      return refuse(ErrorCode.LeaseHeld, `lease ${key} is held by ${lease.holder ?? "?"} since ${lease.startedAt ?? "?"}: an earlier delivery started the action and did not finish; an operator decides`);
+    }
+    if (Date.parse(lease.expiresAt) <= Date.now()) return refuse(ErrorCode.LeaseExpired, `grant expired at ${lease.expiresAt}`, QuarantineReason.Expired);
+    const running: Lease = { ...lease, state: "running", holder: `${def.principal}/${process.pid}`, startedAt: new Date().toISOString() };
+    try {
+      const next = await kv.update(key, encodeLease(running), revision);
+      return { kind: "claimed", claim: { key, revision: next, lease: running } };
+    } catch {
+      // Someone changed it between read and claim: read again and decide on what is there now.
+    }
+  }
+  return refuse(ErrorCode.LeaseHeld, `lease ${key} keeps changing under us: another holder is active`);
 }
 
 const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/;

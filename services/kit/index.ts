@@ -52,6 +52,8 @@ export { runAgentProcess } from "./agent-process.ts";
 export { QuarantineHeader, originalOf, publishQuarantineCopy, quarantine, quarantineHeaders } from "./quarantine.ts";
 export type { QuarantineNote, QuarantineOriginal } from "./quarantine.ts";
 export { PROCESSED_BUCKET, PROCESSED_TTL_MS, openProcessedSet } from "./processed.ts";
+export { encodeLease, leaseKey, openLeases, readLease } from "./leases.ts";
+export type { Lease, LeaseState } from "./leases.ts";
 export type { ProcessedSet } from "./processed.ts";
 export { createModelFromEnv } from "./model.ts";
 export type { Model } from "./model.ts";
