@@ -55,11 +55,14 @@ test("reporter - the Nth finding emits one complete report with the stable key",
   await run(def, verified[2]!);
   await run(def, verified[0]!);
   const { emits, events } = await run(def, verified[1]!);
-  assert.equal(emits.length, 1);
+  assert.equal(emits.length, 2, "the report as a fact, and the same report handed to publish.v1");
   assert.equal(emits[0]!.key, reportKey("req-0001"));
   assert.equal(emits[0]!.key, "report/req-0001");
   assert.equal(emits[0]!.to, "mesh.evt.report.published");
   assert.equal(emits[0]!.type, "report.published");
+  assert.equal(emits[1]!.to, "mesh.handoff.publish.v1", "publishing outside the mesh is critical: through the coordinator");
+  assert.equal(emits[1]!.key, "release/req-0001");
+  assert.deepEqual(emits[1]!.data, emits[0]!.data);
   const report = dataOf<ReportPublished>(events[0]!);
   assert.equal(report.requestId, "req-0001");
   assert.equal(report.title, "Report: Grid-scale battery storage");
@@ -87,8 +90,8 @@ test("reporter - a redelivery of the last finding re-emits the same report event
   for (const v of verified.slice(0, 2)) await run(def, v);
   const first = await run(def, verified[2]!);
   const again = await run(def, verified[2]!);
-  assert.equal(again.events.length, 1);
-  assert.equal(again.events[0]!.id, first.events[0]!.id);
+  assert.equal(again.events.length, 2);
+  assert.deepEqual(again.events.map((e) => e.id), first.events.map((e) => e.id));
   assert.deepEqual(again.emits[0]!.data, first.emits[0]!.data);
 });
 

@@ -21,7 +21,11 @@ async function flow(data: Record<string, unknown>, store: JoinStore) {
     for (const finding of (await run(researcher, task)).events) {
       const verified = await run(verifier, finding);
       if (verified.verdict) quarantined.push(`${verified.verdict.reason}: ${String(finding.extensions.query)}`);
-      for (const v of verified.events) reports.push(...(await run(reporter, v)).events);
+      // The reporter also hands each report to publish.v1; the report as a fact is the one on mesh.evt.
+      for (const v of verified.events) {
+        const out = await run(reporter, v);
+        reports.push(...out.events.filter((_, i) => out.emits[i]!.to === "mesh.evt.report.published"));
+      }
     }
   }
   return { quarantined, reports };

@@ -9,7 +9,7 @@ import { QuarantineReason } from "../../kit/errors.ts";
 import type { CloudEvent, ExtensionValue } from "../../kit/event.ts";
 import { reporterDefaults, type ReporterConfig } from "./config.ts";
 import { isComplete, type JoinMeta, type JoinStore, type JoinedFinding } from "./joins.ts";
-import { ReportSchema, reportEmit } from "./report.ts";
+import { ReportSchema, reportEmits } from "./report.ts";
 
 export { reporterDeadlineSweep, startDeadlineSweep } from "./sweep.ts";
 export type { SweepOptions } from "./sweep.ts";
@@ -138,7 +138,7 @@ export function createReporterDefinition(deps: ReporterDeps): AgentDefinition<Fi
       // Marked before the runtime publishes: if that publish fails, the input is redelivered, finds its finding in
       // the complete join, and emits the same report (same key, same id) again.
       if (!state.published) await store.markPublished(c.requestId);
-      return [reportEmit(state, ctx.subjects)];
+      return reportEmits(state, ctx.subjects);
     },
   };
 }

@@ -71,6 +71,19 @@ export function reportEmit(state: JoinState, subjects: MeshSubjects): Emit {
   };
 }
 
+/**
+ * The same report, addressed to the critical `publish.v1` capability through the coordinator's handoff subject:
+ * publishing it outside the mesh cannot be undone, so it needs an approval and runs under a lease.
+ */
+export function releaseEmit(state: JoinState, subjects: MeshSubjects): Emit {
+  return { ...reportEmit(state, subjects), to: subjects.handoff("publish", 1), key: `release/${state.requestId}` };
+}
+
+/** Everything a finished join emits: the report as a fact, and the request to publish it. */
+export function reportEmits(state: JoinState, subjects: MeshSubjects): Emit[] {
+  return [reportEmit(state, subjects), releaseEmit(state, subjects)];
+}
+
 function clip(text: string, max: number): string {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import type { Agent } from "../../kit/agent-api.ts";
 import { subjectsFor, type MeshSubjects } from "../../kit/subjects.ts";
 import type { JoinStore } from "./joins.ts";
-import { reportEmit } from "./report.ts";
+import { reportEmits } from "./report.ts";
 
 /** Options of {@link reporterDeadlineSweep}. */
 export interface SweepOptions {
@@ -25,8 +25,7 @@ export async function reporterDeadlineSweep(agent: Pick<Agent, "emit">, store: J
   let published = 0;
   for (const state of await store.due(now)) {
     try {
-      const emit = reportEmit(state, subjects);
-      await agent.emit(state.cause, [emit]);
+      await agent.emit(state.cause, reportEmits(state, subjects));
       await store.markPublished(state.requestId);
       published++;
       opts.log?.info({ requestId: state.requestId, findings: state.findings.length, totalTasks: state.totalTasks, deadline: state.deadline }, "deadline passed; report published");

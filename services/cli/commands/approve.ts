@@ -1,0 +1,99 @@
+// `causeway approve|deny <event-id> --as <approver> [--reason text]` and `causeway approvals`: a human
+// approver decides on pending critical work. The decision is a decision.approval event signed with the
+// approver's own key and sent to the coordinator, which checks the approver against policy and the decision
+// against the pending event's exact bytes (core digest), records it, and grants the work when enough approvals
+// are in. `approvals` lists what is pending.
+import { Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  DecisionKind, KvBucket, NatsBinding, connectAs, decisionEvent, readSeed, signingKeyFromNkeySeed, subjectsFor,
+} from "../../kit/index.ts";
+import { parseCommand, usageError } from "../usage.ts";
+
+const USAGE = `usage: causeway approve <event-id> --as <approver> [--reason text] [--server URL]
+       causeway deny <event-id> --as <approver> [--reason text] [--server URL]
+       causeway approvals --as <approver> [--server URL]
+
+The decision is signed with the approver's own key (<data>/keys/<approver>.nk) and checked by the coordinator
+against policy (infra/policy.json) and against the pending event's exact bytes.`;
+
+interface Pending { eventId: string; eventSource: string; coreDigest: string; capability: string; status: string; required: number; approvers: string[]; approvals: { approver: string }[]; deadline: string }
+
+const options = { as: { type: "string" }, reason: { type: "string" }, server: { type: "string" } } as const;
+
+async function pendingApprovals(nc: NatsConnection): Promise<Pending[]> {
+  const kv = await new Kvm(nc).open(KvBucket.Approvals);
+  const out: Pending[] = [];
+  for await (const key of await kv.keys()) {
+    const e = await kv.get(key);
+    if (e?.operation === "PUT") out.push(e.json<Pending>());
+  }
+  return out;
+}
+
+/** `causeway approve …` */
+export function run(args: string[]): Promise<number> {
+  return decide("approve", args);
+}
+
+/** `causeway deny …` */
+export function deny(args: string[]): Promise<number> {
+  return decide("deny", args);
+}
+
+async function decide(command: "approve" | "deny", args: string[]): Promise<number> {
+  const parsed = parseCommand(command, USAGE, args, options);
+  if (parsed.exit !== undefined) return parsed.exit;
+  const { values, positionals } = parsed;
+  if (positionals.length !== 1) return usageError(command, USAGE, "name exactly one event id");
+  if (!values.as) return usageError(command, USAGE, "--as <approver> is required: the decision is signed with that approver's key");
+  const eventId = positionals[0]!;
+  const approver = values.as;
+  const nc = await connectAs(approver, values.server ? { servers: values.server } : {});
+  try {
+    const pending = (await pendingApprovals(nc)).find((p) => p.eventId === eventId);
+    if (!pending) {
+      console.error(`causeway ${command}: no approval is known for event ${eventId} (CW_ERR_NO_PENDING_APPROVAL)`);
+      return 1;
+    }
+    const verdict = command === "approve" ? "approved" : "denied";
+    const decision = decisionEvent(DecisionKind.Approval, {
+      eventId, coreDigest: pending.coreDigest, verdict, approver, via: "cli", ...(values.reason && { reason: values.reason }),
+    }, { principal: approver, key: signingKeyFromNkeySeed(readSeed(approver)), about: { id: eventId, source: pending.eventSource }, idKey: `${verdict}/${approver}/${eventId}` });
+    const { headers, data } = NatsBinding.binary(decision);
+    const reply = await nc.request(subjectsFor().control("coordinator", command), data, { headers, timeout: 10_000 });
+    const answer = JSON.parse(reply.string()) as { ok: boolean; status?: string; granted?: boolean; approvals?: number; required?: number; code?: string; error?: string };
+    if (!answer.ok) {
+      console.error(`causeway ${command}: ${answer.error} (${answer.code})`);
+      return 1;
+    }
+    const progress = answer.approvals !== undefined ? ` (${answer.approvals} of ${answer.required} approvals)` : "";
+    console.log(`✓ ${approver} ${verdict} ${pending.capability} work ${eventId}: ${answer.status}${progress}${answer.granted ? " — granted and forwarded" : ""}`);
+    console.log(`  decision ${decision.id}, signed ${decision.extensions.dssematerial ? "by " + approver : ""}`);
+    return 0;
+  } finally {
+    await nc.close();
+  }
+}
+
+/** `causeway approvals --as <approver>`: what is pending. */
+export async function list(args: string[]): Promise<number> {
+  const parsed = parseCommand("approvals", USAGE, args, options);
+  if (parsed.exit !== undefined) return parsed.exit;
+  const { values } = parsed;
+  if (!values.as) return usageError("approvals", USAGE, "--as <approver> is required");
+  const nc = await connectAs(values.as, values.server ? { servers: values.server } : {});
+  try {
+    const pending = (await pendingApprovals(nc)).filter((p) => p.status === "pending");
+    if (pending.length === 0) {
+      console.log("no approvals pending");
+      return 0;
+    }
+    for (const p of pending.sort((a, b) => a.deadline.localeCompare(b.deadline))) {
+      console.log(`${p.eventId}  ${p.capability}  ${p.approvals.length}/${p.required} approvals  deadline ${p.deadline}  approvers ${p.approvers.join(", ")}`);
+    }
+    return 0;
+  } finally {
+    await nc.close();
+  }
+}

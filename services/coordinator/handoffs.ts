@@ -1,0 +1,343 @@
+// Critical handoffs. Producers address a critical capability on mesh.handoff.<capability>.v<major>; only the
+// coordinator may publish on its mesh.cap subject. For each handoff the coordinator verifies the event,
+// applies policy (who may address it, confidence and evidence gates, required approvals), and then grants it:
+// a lease in KV (create-only — one grant per event even with two coordinators; its revision is the fencing
+// token), a signed decision.grant bound to the event's id and core digest, and the original bytes forwarded
+// unchanged to the capability. Work that needs approval waits in KV causeway_approvals (with the handoff's
+// stream sequence, so its bytes stay in MESH_HANDOFF) until approvers decide or the deadline passes.
+import { Kvm, type KV } from "@nats-io/kv";
+import type { JsMsg } from "@nats-io/jetstream";
+import type { Msg } from "@nats-io/transport-node";
+import {
+  DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, decisionEvent, encodeLease, leaseKey, parseSubject, publishDecision,
+  publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, type CausewayError, type CloudEvent, type Lease, type QuarantineReasonValue,
+} from "../kit/index.ts";
+import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
+import type { CapabilityPolicy } from "./policy.ts";
+
+/** A pending or settled approval (KV causeway_approvals, same key as the lease). */
+export interface Approval {
+  readonly eventId: string;
+  readonly eventSource: string;
+  readonly coreDigest: string;
+  readonly capability: string;
+  readonly status: "pending" | "approved" | "denied" | "expired";
+  readonly required: number;
+  readonly approvers: readonly string[];
+  readonly approvals: readonly { approver: string; at: string; reason?: string }[];
+  readonly deadline: string;
+  /** Where the original bytes are: MESH_HANDOFF at this sequence, on this subject. */
+  readonly handoffSeq: number;
+  readonly handoffSubject: string;
+  readonly decidedBy?: string;
+  readonly reason?: string;
+}
+
+/** A reply of the approve / deny endpoints. */
+export interface ApprovalReply {
+  ok: boolean;
+  status?: Approval["status"];
+  granted?: boolean;
+  approvals?: number;
+  required?: number;
+  code?: string;
+  error?: string;
+}
+
+const SWEEP_MS = 1_000;
+
+export const start: StartModule = async (deps) => {
+  const kvm = new Kvm(deps.nc);
+  const leases = await kvm.open(KvBucket.Leases);
+  const approvals = await kvm.open(KvBucket.Approvals);
+  await Promise.all([leases.status(), approvals.status()]);
+  const handoffs = new Handoffs(deps, leases, approvals);
+
+  const consumer = await deps.js.consumers.get("MESH_HANDOFF", "coordinator-handoff");
+  const messages = await consumer.consume({ max_messages: 16, expires: 5_000 });
+  const loop = (async () => {
+    for await (const msg of messages) {
+      await handoffs.handle(msg).catch((err: unknown) => {
+        deps.log.error({ err, seq: msg.info.streamSequence }, "handoff failed; redelivered");
+        msg.nak(1_000);
+      });
+    }
+  })();
+
+  const endpoint = (name: "approve" | "deny") => deps.service.addEndpoint(name, {
+    subject: deps.subjects.control("coordinator", name),
+    metadata: { description: `${name} pending critical work: the request is a ${"`decision.approval`"} signed by an approver (causeway ${name})` },
+    handler: (err, msg) => {
+      if (err) return;
+      void handoffs.decide(msg, name === "approve" ? "approved" : "denied").then(
+        (reply) => msg.respond(JSON.stringify(reply)),
+        (e: unknown) => msg.respond(JSON.stringify({ ok: false, code: (e as CausewayError).code ?? ErrorCode.Config, error: (e as Error).message })),
+      );
+    },
+  });
+  endpoint("approve");
+  endpoint("deny");
+  deps.service.addEndpoint("approvals", {
+    subject: deps.subjects.control("coordinator", "approvals"),
+    metadata: { description: "pending approvals with their deadlines" },
+    handler: (err, msg) => {
+      if (err) return;
+      void handoffs.pending().then((list) => msg.respond(JSON.stringify(list)), (e: unknown) => msg.respond(JSON.stringify({ ok: false, error: (e as Error).message })));
+    },
+  });
+
+  const sweep = setInterval(() => void handoffs.expireDue().catch((err: unknown) => deps.log.error({ err }, "approval deadline sweep failed")), SWEEP_MS);
+  return {
+    name: "handoffs",
+    async stop() {
+      clearInterval(sweep);
+      await messages.close().catch(() => undefined);
+      await loop.catch(() => undefined);
+    },
+  } satisfies CoordinatorModule;
+};
+
+class Handoffs {
+  private readonly deps: CoordinatorDeps;
+  private readonly leases: KV;
+  private readonly approvals: KV;
+
+  constructor(deps: CoordinatorDeps, leases: KV, approvals: KV) {
+    this.deps = deps;
+    this.leases = leases;
+    this.approvals = approvals;
+  }
+
+  /** One handoff message: verify, apply policy, then hold for approval or grant. Acks when settled. */
+  async handle(msg: JsMsg): Promise<void> {
+    const { deps } = this;
+    let parsed;
+    try {
+      parsed = parseSubject(msg.subject);
+    } catch {
+      parsed = undefined;
+    }
+    const capability = parsed?.kind === "handoff" ? parsed.capability : "unknown";
+    const major = parsed?.kind === "handoff" ? parsed.major : 0;
+    const refuse = (reason: QuarantineReasonValue, detail: string, code?: string) =>
+      quarantine(deps.js, msg, deps.subjects.quarantine(reason, capability), { reason, detail, code, detectedBy: deps.principal });
+
+    let event: CloudEvent, trusted;
+    try {
+      event = NatsBinding.toEvent(msg);
+      trusted = deps.trust.verify(event);
+    } catch (err) {
+      await refuse(quarantineReasonOf(err), (err as Error).message, (err as CausewayError).code);
+      return;
+    }
+    const policy = deps.policy.policy().of(capability, major);
+    if (!policy?.critical) {
+      await refuse(QuarantineReason.UnknownCapability, `${capability}.v${major} is not a critical capability in policy`, ErrorCode.UnknownCapability);
+      return;
+    }
+    if (!deps.trust.mayAddress(trusted.entry, capability, major)) {
+      await refuse(QuarantineReason.PolicyDenied, `${trusted.entry.principal} may not address ${policy.ref}`, ErrorCode.UnauthorizedAddress);
+      return;
+    }
+    const gate = gateVerdict(policy, trusted.event);
+    if (gate) {
+      await refuse(gate.reason, gate.detail, ErrorCode.PolicyVerdict);
+      return;
+    }
+    const key = leaseKey(capability, major, trusted.event);
+    const coreDigest = trusted.verification.coreDigest;
+    if (policy.approvals) {
+      const existing = await this.approvals.get(key);
+      if (!existing || existing.operation !== "PUT") {
+        await this.requestApproval(key, policy, trusted.event, coreDigest, msg);
+        msg.ack();
+        return;
+      }
+      const approval = existing.json<Approval>();
+      // Pending: this is a redelivery, the request stands. Denied or expired: already quarantined.
+      if (approval.status !== "approved") {
+        msg.ack();
+        return;
+      }
+    }
+    await this.grant(key, policy, trusted.event, coreDigest, { subject: msg.subject, seq: msg.info.streamSequence, headers: msg.headers, data: msg.data }, []);
+    msg.ack();
+  }
+
+  private async requestApproval(key: string, policy: CapabilityPolicy, event: CloudEvent, coreDigest: string, msg: JsMsg): Promise<void> {
+    const { deps } = this;
+    const approvals = policy.approvals!;
+    const deadline = new Date(Date.now() + policy.approvalDeadlineMs).toISOString();
+    const approval: Approval = {
+      eventId: event.id, eventSource: event.source, coreDigest, capability: policy.ref, status: "pending",
+      required: approvals.count, approvers: approvals.approvers, approvals: [], deadline,
+      handoffSeq: msg.info.streamSequence, handoffSubject: msg.subject,
+    };
+    try {
+      await this.approvals.create(key, JSON.stringify(approval));
+    } catch {
+      return; // another coordinator (or an earlier delivery) recorded it first; its request stands
+    }
+    const requested = decisionEvent(DecisionKind.ApprovalRequested, {
+      eventId: event.id, eventSource: event.source, coreDigest, capability: policy.ref,
+      required: approvals.count, approvers: approvals.approvers, deadline, summary: summarize(event),
+    }, { principal: deps.principal, key: deps.key, about: event, idKey: `approval-requested/${event.id}` });
+    await publishDecision(deps.js, DecisionKind.ApprovalRequested, requested);
+    deps.log.info({ eventId: event.id, capability: policy.ref, deadline }, "approval requested");
+  }
+
+  /**
+   * Grants `event`: creates its lease (or finds the one a peer created), publishes the signed grant, and
+   * forwards the original bytes unchanged. Idempotent: the lease, the grant id and the forward's msgID are all
+   * derived from the event.
+   */
+  async grant(key: string, policy: CapabilityPolicy, event: CloudEvent, coreDigest: string, original: { subject: string; seq: number; headers?: JsMsg["headers"]; data: Uint8Array }, approvers: readonly string[]): Promise<void> {
+    const { deps } = this;
+    const grantId = decisionEvent(DecisionKind.Grant, {}, { principal: deps.principal, key: deps.key, about: event, idKey: `grant/${event.id}` }).id;
+    const expiresAt = new Date(Date.now() + policy.leaseTtlMs).toISOString();
+    const lease: Lease = { eventId: event.id, eventSource: event.source, coreDigest, capability: policy.ref, state: "granted", grantId, expiresAt };
+    let revision: number;
+    try {
+      revision = await this.leases.create(key, encodeLease(lease));
+    } catch {
+      const found = await readLease(this.leases, key);
+      if (!found) throw new Error(`lease ${key} exists but cannot be read`);
+      if (found.lease.state !== "granted") return; // already running or consumed: nothing to forward
+      revision = found.revision;
+    }
+    const grant = decisionEvent(DecisionKind.Grant, {
+      eventId: event.id, eventSource: event.source, coreDigest, capability: policy.ref,
+      lease: { key, revision, expiresAt }, approvals: [...approvers],
+    }, { principal: deps.principal, key: deps.key, about: event, idKey: `grant/${event.id}` });
+    await publishDecision(deps.js, DecisionKind.Grant, grant);
+    // The original bytes and headers, unchanged: the critical agent verifies the producer's own signature.
+    const [capability, v] = policy.ref.split(".") as [string, string];
+    await deps.js.publish(deps.subjects.capability(capability, Number(v.slice(1))), original.data, { headers: original.headers, msgID: `grant/${event.id}` });
+    deps.log.info({ eventId: event.id, capability: policy.ref, lease: key, revision }, "granted");
+  }
+
+  /** An approve or deny request carrying a decision.approval signed by the approver. */
+  async decide(msg: Msg, verdict: "approved" | "denied"): Promise<ApprovalReply> {
+    const { deps } = this;
+    const signed = NatsBinding.toEvent({ headers: msg.headers, data: msg.data });
+    const decision = deps.trust.verify(signed);
+    if (decision.event.type !== "decision.approval") throw codeError(ErrorCode.UnknownCapability, `expected a decision.approval, got ${decision.event.type}`);
+    deps.schemas.validate(decision.event.dataschema ?? "", JSON.parse(Buffer.from(decision.event.data).toString("utf8")));
+    const data = JSON.parse(Buffer.from(decision.event.data).toString("utf8")) as { eventId: string; coreDigest: string; verdict: string; approver: string; reason?: string };
+    const approver = decision.entry.principal;
+    if (data.approver !== approver) throw codeError(ErrorCode.NotApprover, `the decision names ${data.approver} but is signed by ${approver}`);
+    if (data.verdict !== verdict) throw codeError(ErrorCode.Usage, `a ${verdict} request carries verdict ${data.verdict}`);
+    const found = await this.findApproval(data.eventId);
+    if (!found) throw codeError(ErrorCode.NoPendingApproval, `no approval is pending for event ${data.eventId}`);
+    const { key, revision, approval } = found;
+    if (approval.status !== "pending") throw codeError(ErrorCode.NoPendingApproval, `the approval of ${data.eventId} is already ${approval.status}`);
+    if (!approval.approvers.includes(approver)) throw codeError(ErrorCode.NotApprover, `${approver} is not an approver of ${approval.capability} (policy: ${approval.approvers.join(", ")})`);
+    if (data.coreDigest !== approval.coreDigest) throw codeError(ErrorCode.NoPendingApproval, `the decision is for other bytes than the pending event (core digest differs)`);
+    // The approver's signed decision goes into MESH_DECISION as it is: lineage sees the approver's own signature.
+    const { headers, data: bytes } = NatsBinding.binary(signed);
+    await deps.js.publish(deps.subjects.decision("approval"), bytes, { headers, msgID: signed.id });
+
+    const entry = { approver, at: new Date().toISOString(), ...(data.reason && { reason: data.reason }) };
+    if (verdict === "denied") {
+      const denied: Approval = { ...approval, status: "denied", decidedBy: approver, ...(data.reason && { reason: data.reason }) };
+      await this.approvals.update(key, JSON.stringify(denied), revision);
+      await this.quarantineOriginal(approval, QuarantineReason.PolicyDenied, `denied by ${approver}${data.reason ? `: ${data.reason}` : ""}`, ErrorCode.PolicyVerdict);
+      return { ok: true, status: "denied", granted: false };
+    }
+    const approvals = approval.approvals.some((a) => a.approver === approver) ? approval.approvals : [...approval.approvals, entry];
+    const complete = approvals.length >= approval.required;
+    const next: Approval = { ...approval, approvals, status: complete ? "approved" : "pending", ...(complete && { decidedBy: approver }) };
+    await this.approvals.update(key, JSON.stringify(next), revision);
+    if (!complete) return { ok: true, status: "pending", granted: false, approvals: approvals.length, required: approval.required };
+    const original = await deps.jsm.streams.getMessage("MESH_HANDOFF", { seq: approval.handoffSeq });
+    if (!original) throw codeError(ErrorCode.QuarantineNotFound, `the original of ${approval.eventId} is no longer in MESH_HANDOFF (seq ${approval.handoffSeq})`);
+    const event = NatsBinding.toEvent({ headers: original.header, data: original.data });
+    const [capability, v] = approval.capability.split(".") as [string, string];
+    const policy = deps.policy.policy().of(capability, Number(v.slice(1)));
+    if (!policy) throw codeError(ErrorCode.UnknownCapability, `${approval.capability} has no policy any more`);
+    await this.grant(key, policy, event, approval.coreDigest, { subject: original.subject, seq: original.seq, headers: original.header, data: original.data }, approvals.map((a) => a.approver));
+    return { ok: true, status: "approved", granted: true, approvals: approvals.length, required: approval.required };
+  }
+
+  /** Pending approvals, oldest deadline first. */
+  async pending(): Promise<Approval[]> {
+    const out: Approval[] = [];
+    for await (const key of await this.approvals.keys()) {
+      const e = await this.approvals.get(key);
+      if (e?.operation === "PUT") {
+        const a = e.json<Approval>();
+        if (a.status === "pending") out.push(a);
+      }
+    }
+    return out.sort((a, b) => a.deadline.localeCompare(b.deadline));
+  }
+
+  /** Expires every pending approval past its deadline: a signed decision, then the work is quarantined. */
+  async expireDue(now = Date.now()): Promise<void> {
+    for await (const key of await this.approvals.keys()) {
+      const e = await this.approvals.get(key);
+      if (!e || e.operation !== "PUT") continue;
+      const approval = e.json<Approval>();
+      if (approval.status !== "pending" || Date.parse(approval.deadline) > now) continue;
+      try {
+        await this.approvals.update(key, JSON.stringify({ ...approval, status: "expired", decidedBy: this.deps.principal }), e.revision);
+      } catch {
+        continue; // a peer coordinator, or an approval, got there first
+      }
+      const expired = decisionEvent(DecisionKind.Approval, {
+        eventId: approval.eventId, coreDigest: approval.coreDigest, verdict: "expired", approver: this.deps.principal, via: "deadline",
+        reason: `no decision by ${approval.deadline}`,
+      }, { principal: this.deps.principal, key: this.deps.key, about: { id: approval.eventId, source: approval.eventSource }, idKey: `approval-expired/${approval.eventId}` });
+      await publishDecision(this.deps.js, DecisionKind.Approval, expired);
+      await this.quarantineOriginal(approval, QuarantineReason.ApprovalTimeout, `no approval by ${approval.deadline} (${approval.approvals.length} of ${approval.required})`, ErrorCode.ApprovalTimeout);
+      this.deps.log.warn({ eventId: approval.eventId, capability: approval.capability }, "approval expired; work quarantined");
+    }
+  }
+
+  private async findApproval(eventId: string): Promise<{ key: string; revision: number; approval: Approval } | undefined> {
+    for await (const key of await this.approvals.keys()) {
+      const e = await this.approvals.get(key);
+      if (e?.operation === "PUT") {
+        const approval = e.json<Approval>();
+        if (approval.eventId === eventId) return { key, revision: e.revision, approval };
+      }
+    }
+    return undefined;
+  }
+
+  private async quarantineOriginal(approval: Approval, reason: QuarantineReasonValue, detail: string, code: string): Promise<void> {
+    const original = await this.deps.jsm.streams.getMessage("MESH_HANDOFF", { seq: approval.handoffSeq });
+    if (!original) return; // aged out of the stream; the decision event records what happened
+    const capability = approval.capability.split(".")[0]!;
+    await publishQuarantineCopy(this.deps.js, { subject: original.subject, stream: "MESH_HANDOFF", seq: original.seq, consumer: "", headers: original.header, data: original.data },
+      this.deps.subjects.quarantine(reason, capability), { reason, detail, code, detectedBy: this.deps.principal });
+  }
+}
+
+/** Confidence and evidence gates of the policy, on the event's data (`confidence`, `evidence`). */
+function gateVerdict(policy: CapabilityPolicy, event: CloudEvent): { reason: QuarantineReasonValue; detail: string } | undefined {
+  const gates = policy.gates;
+  if (!gates || (gates.minConfidence === undefined && !gates.requireEvidence)) return undefined;
+  let data: { confidence?: unknown; evidence?: unknown };
+  try {
+    data = JSON.parse(Buffer.from(event.data).toString("utf8")) as typeof data;
+  } catch {
+    return { reason: QuarantineReason.SchemaViolation, detail: "data is not JSON, so the policy's gates cannot be checked" };
+  }
+  if (gates.requireEvidence && !(Array.isArray(data.evidence) && data.evidence.length > 0)) {
+    return { reason: QuarantineReason.MissingEvidence, detail: `${policy.ref} requires evidence` };
+  }
+  if (gates.minConfidence !== undefined && !(typeof data.confidence === "number" && data.confidence >= gates.minConfidence)) {
+    return { reason: QuarantineReason.LowConfidence, detail: `confidence ${String(data.confidence)} is below ${gates.minConfidence}` };
+  }
+  return undefined;
+}
+
+function summarize(event: CloudEvent): string {
+  const text = Buffer.from(event.data).toString("utf8");
+  return `${event.type} from ${event.source}: ${text.length > 300 ? text.slice(0, 297) + "…" : text}`;
+}
+
+function codeError(code: string, message: string): Error & { code: string } {
+  return Object.assign(new Error(message), { code });
+}

@@ -1,0 +1,33 @@
+// Coordinator modules run in-process against an operated mesh (rendered accounts, real identities), for tests
+// that need to see inside; the process-level tests spawn services/coordinator/main.ts instead.
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Svcm } from "@nats-io/services";
+import { createLogger, createSchemaRegistry, loadPrincipals, openTrustStore, readSeed, signingKeyFromNkeySeed, subjectsFor } from "../services/kit/index.ts";
+import type { CoordinatorDeps, CoordinatorModule, StartModule } from "../services/coordinator/module.ts";
+import { loadPolicy, parsePolicy, type PolicyStore } from "../services/coordinator/policy.ts";
+import type { OperatedMesh } from "./e2e-fixture.ts";
+
+/** Starts `modules` as the coordinator; `policy` overrides infra/policy.json (e.g. a short deadline). */
+export async function startCoordinator(mesh: OperatedMesh, modules: StartModule[], policy?: unknown): Promise<AsyncDisposable & { deps: CoordinatorDeps }> {
+  const nc = await mesh.as("coordinator");
+  const principals = loadPrincipals();
+  const fixed = policy === undefined ? loadPolicy(principals) : parsePolicy(policy, principals, "test policy");
+  const store: PolicyStore = { policy: () => fixed, close: () => undefined };
+  const trust = await openTrustStore(nc);
+  const service = await new Svcm(nc).add({ name: "coordinator", version: "1.0.0" });
+  const deps: CoordinatorDeps = {
+    nc, js: jetstream(nc), jsm: await jetstreamManager(nc), trust, key: signingKeyFromNkeySeed(readSeed("coordinator", mesh.dataDir)),
+    principal: "coordinator", subjects: subjectsFor(), schemas: createSchemaRegistry(), policy: store, service,
+    log: createLogger({ name: "coordinator", level: process.env.LOG_LEVEL ?? "silent" }),
+  };
+  const started: CoordinatorModule[] = [];
+  for (const start of modules) started.push(await start(deps));
+  return {
+    deps,
+    async [Symbol.asyncDispose]() {
+      for (const m of started.reverse()) await m.stop();
+      await service.stop();
+      await trust.close();
+    },
+  };
+}

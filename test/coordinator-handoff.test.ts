@@ -1,0 +1,147 @@
+// Critical handoffs end to end: a report addressed to the critical publish.v1 waits for a human approval given
+// with the real `causeway approve` CLI, is granted under a lease, and is published exactly once.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { promisify } from "node:util";
+import { jetstream } from "@nats-io/jetstream";
+import {
+  NatsBinding, QuarantineHeader, createEvent, createLogger, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, startAgent,
+  uuidv7, type Agent, type CloudEvent,
+} from "../services/kit/index.ts";
+import { start as startHandoffs } from "../services/coordinator/handoffs.ts";
+import { createPublisherDefinition } from "../services/agents/publisher/definition.ts";
+import { readMessages } from "../services/cli/flow.ts";
+import { startCoordinator } from "./coordinator-fixture.ts";
+import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
+import { repoRoot, waitFor } from "./harness/index.ts";
+
+const run = promisify(execFile);
+const REPORT_SCHEMA = "https://causeway.dev/schemas/report.published/1.0.0";
+const quiet = createLogger({ name: "publisher", level: process.env.LOG_LEVEL ?? "silent" });
+
+function policyWith(overrides: Record<string, unknown> = {}) {
+  return { capabilities: { "publish.v1": { critical: true, approvals: { count: 1, approvers: ["approver-alice"] }, leaseTtlMs: 60_000, approvalDeadlineMs: 60_000, onDeadline: "quarantine", ...overrides } } };
+}
+
+async function handOff(mesh: OperatedMesh, requestId = `req-${uuidv7()}`): Promise<CloudEvent> {
+  const reporter = await mesh.as("reporter");
+  const event = signEvent(createEvent({
+    id: uuidv7(), source: "causeway://reporter", type: "report.published", time: new Date().toISOString(), subject: requestId,
+    datacontenttype: "application/json", dataschema: REPORT_SCHEMA, extensions: { traceparent: newTraceparent(), correlationid: requestId },
+    data: JSON.stringify({ requestId, title: "Report: test", complete: true, findingsCount: 1, sections: [{ heading: "Q", body: "A" }] }),
+  }), signingKeyFromNkeySeed(readSeed("reporter", mesh.dataDir)));
+  const { headers, data } = NatsBinding.binary(event);
+  await jetstream(reporter).publish("mesh.handoff.publish.v1", data, { headers, msgID: event.id });
+  return event;
+}
+
+async function publisher(mesh: OperatedMesh, outboxDir: string): Promise<Agent> {
+  const nc = await mesh.as("publisher");
+  return startAgent(nc, createPublisherDefinition({ config: { outboxDir } }), {
+    trust: mesh.trust, signingKey: signingKeyFromNkeySeed(readSeed("publisher", mesh.dataDir)), log: quiet,
+    consumer: { ack_wait: 500_000_000, backoff: [500_000_000, 500_000_000], max_deliver: 3 },
+  });
+}
+
+function cli(mesh: OperatedMesh, ...args: string[]) {
+  return run(join(repoRoot, "node_modules", ".bin", "node"), [join(repoRoot, "services", "cli", "main.ts"), ...args, "--server", mesh.server.url], {
+    env: { ...process.env, CAUSEWAY_DATA_DIR: mesh.dataDir },
+  }).then((r) => ({ code: 0, ...r }), (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }));
+}
+
+const decisions = async (mesh: OperatedMesh, kind: string) => (await readMessages(mesh.operator, "MESH_DECISION", `mesh.decision.${kind}`)).map((m) => mesh.trust.verify(NatsBinding.toEvent(m)));
+
+describe("critical handoffs", () => {
+  test("critical - approve with the CLI: the coordinator grants under a lease and the publisher publishes once", async () => {
+    await using mesh = await startOperatedMesh();
+    await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith());
+    const outbox = join(mesh.dataDir, "outbox");
+    await using pub = await publisher(mesh, outbox);
+    const event = await handOff(mesh);
+    const [requested] = await waitFor(async () => { const d = await decisions(mesh, "approval_requested"); return d.length > 0 && d; }, { what: "the approval request" });
+    assert.equal(requested!.entry.principal, "coordinator");
+    assert.equal(pub.stats().processed, 0, "nothing runs before the approval");
+
+    const denied = await cli(mesh, "approve", event.id, "--as", "researcher");
+    assert.notEqual(denied.code, 0, "only approvers may approve");
+
+    const ok = await cli(mesh, "approve", event.id, "--as", "approver-alice", "--reason", "looks right");
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /approved .* granted and forwarded/);
+    await waitFor(() => pub.stats().processed === 1, { what: "the publisher to run" });
+    assert.equal(readdirSync(outbox).length, 1);
+    const [approval] = await decisions(mesh, "approval");
+    assert.equal(approval!.entry.principal, "approver-alice", "the approval is signed by the approver's own key");
+    const [grant] = await decisions(mesh, "grant");
+    const g = JSON.parse(Buffer.from(grant!.event.data).toString()) as { eventId: string; coreDigest: string; approvals: string[]; lease: { revision: number } };
+    assert.equal(g.eventId, event.id);
+    assert.deepEqual(g.approvals, ["approver-alice"]);
+    const [released] = (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.released")).map((m) => mesh.trust.verify(NatsBinding.toEvent(m)));
+    assert.equal(released!.event.extensions.causationid, event.id);
+    assert.equal((JSON.parse(Buffer.from(released!.event.data).toString()) as { leaseRevision: number }).leaseRevision, g.lease.revision + 1, "the fencing token is the claimed lease's revision");
+    // The forwarded work is the reporter's own signed bytes, unchanged.
+    const [forwarded] = await readMessages(mesh.operator, "MESH_CAP", "mesh.cap.publish.v1");
+    assert.deepEqual(Buffer.from(forwarded!.data), Buffer.from(NatsBinding.binary(event).data));
+    assert.equal(mesh.trust.verify(NatsBinding.toEvent(forwarded!)).entry.principal, "reporter");
+  });
+
+  test("critical - deny with the CLI: the work is quarantined and never runs", async () => {
+    await using mesh = await startOperatedMesh();
+    await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith());
+    await using pub = await publisher(mesh, join(mesh.dataDir, "outbox"));
+    const event = await handOff(mesh);
+    await waitFor(async () => (await decisions(mesh, "approval_requested")).length === 1, { what: "the approval request" });
+    const res = await cli(mesh, "deny", event.id, "--as", "approver-alice", "--reason", "not ready");
+    assert.equal(res.code, 0, res.stderr);
+    const [q] = await waitFor(async () => { const m = await readMessages(mesh.operator, "MESH_QUARANTINE", "mesh.quarantine.>"); return m.length > 0 && m; }, { what: "the quarantine entry" });
+    assert.equal(q!.headers?.get(QuarantineHeader.Reason), "policy_denied");
+    assert.match(q!.headers?.get(QuarantineHeader.Detail) ?? "", /denied by approver-alice: not ready/);
+    assert.equal(pub.stats().processed, 0);
+    assert.equal((await cli(mesh, "approve", event.id, "--as", "approver-alice")).code, 1, "a decided approval cannot be approved");
+  });
+
+  test("critical - an approval past its deadline is quarantined as approval_timeout with a signed expiry", async () => {
+    await using mesh = await startOperatedMesh();
+    await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith({ approvalDeadlineMs: 1_000 }));
+    const event = await handOff(mesh);
+    const [q] = await waitFor(async () => { const m = await readMessages(mesh.operator, "MESH_QUARANTINE", "mesh.quarantine.approval_timeout.publish"); return m.length > 0 && m; }, { what: "the timeout", timeoutMs: 10_000 });
+    assert.equal(NatsBinding.toEvent(q!).id, event.id);
+    const [expired] = await decisions(mesh, "approval");
+    assert.equal((JSON.parse(Buffer.from(expired!.event.data).toString()) as { verdict: string }).verdict, "expired");
+    assert.equal(expired!.entry.principal, "coordinator");
+  });
+
+  test("critical - two publisher replicas and a forced redelivery: the action runs once", async () => {
+    await using mesh = await startOperatedMesh();
+    await using _coordinator = await startCoordinator(mesh, [startHandoffs], { capabilities: { "publish.v1": { critical: true, leaseTtlMs: 60_000 } } });
+    const outbox = join(mesh.dataDir, "outbox");
+    await using a = await publisher(mesh, outbox);
+    await using b = await publisher(mesh, outbox);
+    const event = await handOff(mesh);
+    await waitFor(() => a.stats().processed + b.stats().processed === 1, { what: "the grant to run" });
+    // The coordinator forwards the same granted bytes again (a redelivery, or a second coordinator).
+    const coordinator = await mesh.as("coordinator");
+    const { headers, data } = NatsBinding.binary(event);
+    await jetstream(coordinator).publish("mesh.cap.publish.v1", data, { headers, msgID: `again/${event.id}` });
+    await waitFor(() => a.stats().replays + b.stats().replays === 1, { what: "the duplicate to be absorbed" });
+    assert.equal(a.stats().processed + b.stats().processed, 1);
+    assert.equal(readdirSync(outbox).length, 1);
+    assert.equal((await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.released")).length, 1);
+  });
+
+  test("critical - work forwarded without a grant is quarantined by the critical agent, never run", async () => {
+    await using mesh = await startOperatedMesh();
+    await using pub = await publisher(mesh, join(mesh.dataDir, "outbox"));
+    const event = await handOff(mesh); // no coordinator: it stays in MESH_HANDOFF
+    const coordinator = await mesh.as("coordinator");
+    const { headers, data } = NatsBinding.binary(event);
+    await jetstream(coordinator).publish("mesh.cap.publish.v1", data, { headers, msgID: event.id });
+    await waitFor(() => pub.stats().quarantined === 1, { what: "the refusal" });
+    const [q] = await readMessages(mesh.operator, "MESH_QUARANTINE", "mesh.quarantine.>");
+    assert.equal(q!.headers?.get(QuarantineHeader.Code), "CW_ERR_NO_GRANT");
+    assert.equal(pub.stats().processed, 0);
+  });
+});
