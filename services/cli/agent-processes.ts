@@ -10,6 +10,13 @@ import { repoRoot } from "./nats-process.ts";
 
 /** The reference workflow's agents, in flow order. */
 export const REFERENCE_AGENTS = ["planner", "researcher", "verifier", "reporter"] as const;
+/** Every service of the mesh `make demo` and `make up` run: the coordinator, then the agents. */
+export const MESH_SERVICES = ["coordinator", ...REFERENCE_AGENTS, "publisher"] as const;
+
+/** The process entry of a service: the coordinator's, or an agent's under services/agents/. */
+function entryOf(name: string): string {
+  return name === "coordinator" ? join(repoRoot, "services", "coordinator", "main.ts") : join(repoRoot, "services", "agents", name, "main.ts");
+}
 
 /** A started agent process. */
 export interface AgentProcess {
@@ -38,7 +45,7 @@ export function spawnAgents(names: readonly string[], opts: SpawnAgentsOptions):
   return names.map((name) => {
     const logFile = join(opts.logDir, `${name}.log`);
     const out = openSync(logFile, "a");
-    const child = spawn(process.execPath, ["--import", join(repoRoot, "services", "kit", "telemetry.ts"), join(repoRoot, "services", "agents", name, "main.ts")], {
+    const child = spawn(process.execPath, ["--import", join(repoRoot, "services", "kit", "telemetry.ts"), entryOf(name)], {
       env: { ...process.env, ...opts.env, NATS_URL: opts.natsUrl, CAUSEWAY_DATA_DIR: opts.dataDir, CAUSEWAY_PRINCIPAL: name },
       stdio: ["ignore", out, out],
       detached: opts.detached ?? false,

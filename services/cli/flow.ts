@@ -26,7 +26,7 @@ export interface FlowNode {
 export async function collectFlow(nc: NatsConnection, trust: TrustStore, correlationId: string): Promise<FlowNode[]> {
   const nodes = new Map<string, FlowNode>();
   const quarantined: { id: string; note: NonNullable<FlowNode["quarantine"]> }[] = [];
-  for (const stream of [StreamName.Cap, StreamName.Handoff, StreamName.Evt, StreamName.Quarantine]) {
+  for (const stream of [StreamName.Cap, StreamName.Handoff, StreamName.Evt, StreamName.Decision, StreamName.Quarantine]) {
     for (const msg of await readMessages(nc, stream)) {
       let event: CloudEvent;
       try {

@@ -9,7 +9,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Msg } from "@nats-io/transport-node";
 import {
-  DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, decisionEvent, encodeLease, leaseKey, parseSubject, publishDecision,
+  DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, correlationIdOf, decisionEvent, encodeLease, leaseKey, parseSubject, publishDecision,
   publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, type CausewayError, type CloudEvent, type Lease, type QuarantineReasonValue,
 } from "../kit/index.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
@@ -19,6 +19,8 @@ import type { CapabilityPolicy } from "./policy.ts";
 export interface Approval {
   readonly eventId: string;
   readonly eventSource: string;
+  /** The flow the work belongs to, so the approvers' decisions join it in lineage. */
+  readonly correlationId: string;
   readonly coreDigest: string;
   readonly capability: string;
   readonly status: "pending" | "approved" | "denied" | "expired";
@@ -169,7 +171,7 @@ class Handoffs {
     const approvals = policy.approvals!;
     const deadline = new Date(Date.now() + policy.approvalDeadlineMs).toISOString();
     const approval: Approval = {
-      eventId: event.id, eventSource: event.source, coreDigest, capability: policy.ref, status: "pending",
+      eventId: event.id, eventSource: event.source, correlationId: correlationIdOf(event), coreDigest, capability: policy.ref, status: "pending",
       required: approvals.count, approvers: approvals.approvers, approvals: [], deadline,
       handoffSeq: msg.info.streamSequence, handoffSubject: msg.subject,
     };
@@ -287,7 +289,7 @@ class Handoffs {
       const expired = decisionEvent(DecisionKind.Approval, {
         eventId: approval.eventId, coreDigest: approval.coreDigest, verdict: "expired", approver: this.deps.principal, via: "deadline",
         reason: `no decision by ${approval.deadline}`,
-      }, { principal: this.deps.principal, key: this.deps.key, about: { id: approval.eventId, source: approval.eventSource }, idKey: `approval-expired/${approval.eventId}` });
+      }, { principal: this.deps.principal, key: this.deps.key, about: { id: approval.eventId, source: approval.eventSource, extensions: { correlationid: approval.correlationId } }, idKey: `approval-expired/${approval.eventId}` });
       await publishDecision(this.deps.js, DecisionKind.Approval, expired);
       await this.quarantineOriginal(approval, QuarantineReason.ApprovalTimeout, `no approval by ${approval.deadline} (${approval.approvals.length} of ${approval.required})`, ErrorCode.ApprovalTimeout);
       this.deps.log.warn({ eventId: approval.eventId, capability: approval.capability }, "approval expired; work quarantined");

@@ -17,7 +17,7 @@ const USAGE = `usage: causeway approve <event-id> --as <approver> [--reason text
 The decision is signed with the approver's own key (<data>/keys/<approver>.nk) and checked by the coordinator
 against policy (infra/policy.json) and against the pending event's exact bytes.`;
 
-interface Pending { eventId: string; eventSource: string; coreDigest: string; capability: string; status: string; required: number; approvers: string[]; approvals: { approver: string }[]; deadline: string }
+interface Pending { eventId: string; eventSource: string; correlationId: string; coreDigest: string; capability: string; status: string; required: number; approvers: string[]; approvals: { approver: string }[]; deadline: string }
 
 const options = { as: { type: "string" }, reason: { type: "string" }, server: { type: "string" } } as const;
 
@@ -59,7 +59,7 @@ async function decide(command: "approve" | "deny", args: string[]): Promise<numb
     const verdict = command === "approve" ? "approved" : "denied";
     const decision = decisionEvent(DecisionKind.Approval, {
       eventId, coreDigest: pending.coreDigest, verdict, approver, via: "cli", ...(values.reason && { reason: values.reason }),
-    }, { principal: approver, key: signingKeyFromNkeySeed(readSeed(approver)), about: { id: eventId, source: pending.eventSource }, idKey: `${verdict}/${approver}/${eventId}` });
+    }, { principal: approver, key: signingKeyFromNkeySeed(readSeed(approver)), about: { id: eventId, source: pending.eventSource, extensions: { correlationid: pending.correlationId } }, idKey: `${verdict}/${approver}/${eventId}` });
     const { headers, data } = NatsBinding.binary(decision);
     const reply = await nc.request(subjectsFor().control("coordinator", command), data, { headers, timeout: 10_000 });
     const answer = JSON.parse(reply.string()) as { ok: boolean; status?: string; granted?: boolean; approvals?: number; required?: number; code?: string; error?: string };
