@@ -56,7 +56,8 @@ describe("end to end, agents as processes", () => {
       "2:research.finding.created:researcher", "2:research.finding.created:researcher",
       "3:research.finding.verified:verifier", "3:research.finding.verified:verifier",
     ]);
-    assert.equal(chain.filter((c) => c.endsWith(":report.published:reporter")).length, 1);
+    // The report as a fact, and the same report handed to the critical publish.v1 (held in MESH_HANDOFF: no coordinator here).
+    assert.equal(chain.filter((c) => c.endsWith(":report.published:reporter")).length, 2);
     for (const p of procs) p.child.kill("SIGTERM");
     assert.deepEqual(await Promise.all(procs.map((p) => p.exited)), [0, 0, 0, 0], "every agent drains and exits 0");
   });

@@ -14,6 +14,7 @@ const commands: Record<string, { summary: string; load: () => Promise<{ run: Com
   approve: { summary: "approve <event-id> --as <approver>  approve pending critical work (signed with the approver's key)", load: () => import("./commands/approve.ts") },
   deny: { summary: "deny <event-id> --as <approver>     deny pending critical work; it is quarantined", load: () => import("./commands/approve.ts").then((m) => ({ run: m.deny })) },
   approvals: { summary: "approvals --as <approver>          list pending approvals with their deadlines", load: () => import("./commands/approve.ts").then((m) => ({ run: m.list })) },
+  quarantine: { summary: "quarantine ls|show|release|reject   inspect and settle quarantined messages (as the operator)", load: () => import("./commands/quarantine.ts") },
   demo: { summary: "demo                          run the mesh end to end with embedded defaults, then stop", load: () => import("./commands/demo.ts") },
   up: { summary: "up                            run a local mesh in the background", load: () => import("./commands/up.ts") },
   down: { summary: "down                          stop what `up` started", load: () => import("./commands/up.ts").then((m) => ({ run: m.down })) },

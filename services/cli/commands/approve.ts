@@ -6,7 +6,7 @@
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  DecisionKind, KvBucket, NatsBinding, connectAs, decisionEvent, readSeed, signingKeyFromNkeySeed, subjectsFor,
+  DecisionKind, KvBucket, NatsBinding, connectAs, decisionEvent, permissionDenied, readSeed, signingKeyFromNkeySeed, subjectsFor,
 } from "../../kit/index.ts";
 import { parseCommand, usageError } from "../usage.ts";
 
@@ -21,14 +21,19 @@ interface Pending { eventId: string; eventSource: string; correlationId: string;
 
 const options = { as: { type: "string" }, reason: { type: "string" }, server: { type: "string" } } as const;
 
-async function pendingApprovals(nc: NatsConnection): Promise<Pending[]> {
-  const kv = await new Kvm(nc).open(KvBucket.Approvals);
-  const out: Pending[] = [];
-  for await (const key of await kv.keys()) {
-    const e = await kv.get(key);
-    if (e?.operation === "PUT") out.push(e.json<Pending>());
+async function pendingApprovals(nc: NatsConnection, who: string): Promise<Pending[]> {
+  try {
+    const kv = await new Kvm(nc).open(KvBucket.Approvals);
+    const out: Pending[] = [];
+    for await (const key of await kv.keys()) {
+      const e = await kv.get(key);
+      if (e?.operation === "PUT") out.push(e.json<Pending>());
+    }
+    return out;
+  } catch (err) {
+    // Only approvers may read pending approvals: the server refuses anyone else.
+    throw permissionDenied(err, `${who} reading pending approvals (only approver principals may)`) ?? err;
   }
-  return out;
 }
 
 /** `causeway approve …` */
@@ -51,7 +56,7 @@ async function decide(command: "approve" | "deny", args: string[]): Promise<numb
   const approver = values.as;
   const nc = await connectAs(approver, values.server ? { servers: values.server } : {});
   try {
-    const pending = (await pendingApprovals(nc)).find((p) => p.eventId === eventId);
+    const pending = (await pendingApprovals(nc, approver)).find((p) => p.eventId === eventId);
     if (!pending) {
       console.error(`causeway ${command}: no approval is known for event ${eventId} (CW_ERR_NO_PENDING_APPROVAL)`);
       return 1;
@@ -84,7 +89,7 @@ export async function list(args: string[]): Promise<number> {
   if (!values.as) return usageError("approvals", USAGE, "--as <approver> is required");
   const nc = await connectAs(values.as, values.server ? { servers: values.server } : {});
   try {
-    const pending = (await pendingApprovals(nc)).filter((p) => p.status === "pending");
+    const pending = (await pendingApprovals(nc, values.as)).filter((p) => p.status === "pending");
     if (pending.length === 0) {
       console.log("no approvals pending");
       return 0;

@@ -1,0 +1,619 @@
+// Quarantine operations: list, show, release and reject quarantined messages, as endpoints of the coordinator's
+// micro service (`mesh.ctl.coordinator.quarantine-list|show|release|reject`, JSON in and out).
+//
+// MESH_QUARANTINE stays append-only and browsable (`nats stream view MESH_QUARANTINE`): an entry's status is
+// not written into it but derived from the signed release and rejection decisions on MESH_DECISION, whose data
+// names the quarantine sequence. Both streams are read by sequence (direct get, the coordinator's permissions
+// allow nothing else there) into small in-memory indexes that catch up on every request, so any replica answers
+// from the broker's state. A release re-verifies the original and refuses when it would fail again; otherwise
+// it republishes the original bytes and headers to the original subject, then publishes the signed decision.
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import type { MsgHdrs } from "@nats-io/transport-node";
+import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
+import type { ServiceMsg } from "@nats-io/services";
+import type { Logger } from "pino";
+import {
+  CausewayError, DecisionKind, ErrorCode, NatsBinding, QuarantineHeader, StreamName, decisionEvent, decisionSchema, decisionSubjectOf, isCausewayError, isExpired,
+  permissionDenied, publishDecision,
+} from "../kit/index.ts";
+import type { DecisionKindValue, ErrorCodeValue, ParsedSubject, TrustedEvent } from "../kit/index.ts";
+import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
+
+/** The endpoint actions, each on `<prefix>.ctl.coordinator.<action>`. */
+export const QuarantineAction = {
+  List: "quarantine-list",
+  Show: "quarantine-show",
+  Release: "quarantine-release",
+  Reject: "quarantine-reject",
+} as const;
+
+/** Where an entry stands: open until a signed release or rejection decision settles it. */
+export type QuarantineStatus = "open" | "released" | "rejected";
+
+/** One quarantine entry as `list` returns it: the reason headers, the original's identity, its status. */
+export interface QuarantineEntry {
+  /** Sequence in MESH_QUARANTINE: the entry's identity for show, release and reject. */
+  readonly seq: number;
+  readonly reason: string;
+  readonly detail: string;
+  readonly code?: string;
+  /** The capability token of the quarantine subject (`_evt`, `_ingest`, … for originals outside a capability). */
+  readonly capability: string;
+  readonly originalSubject: string;
+  readonly originalStream: string;
+  readonly originalSeq?: number;
+  /** The consumer that failed it, when one did. */
+  readonly consumer?: string;
+  /** The CloudEvent id and type, when the original decodes. */
+  readonly eventId?: string;
+  readonly eventType?: string;
+  readonly detectedBy: string;
+  /** RFC 3339; when the detecting principal quarantined it. */
+  readonly detectedAt: string;
+  readonly status: QuarantineStatus;
+  /** The decision that settled it. */
+  readonly decision?: { readonly id: string; readonly operator: string; readonly at: string; readonly note?: string };
+}
+
+/** The result of checking an original now, as show reports it and release requires it. */
+export type Check =
+  | { readonly ok: true; readonly principal: string; readonly keyid: string; readonly eventId: string; readonly eventType: string }
+  | { readonly ok: false; readonly code?: string; readonly message: string };
+
+/** An entry with everything `show` returns. */
+export interface QuarantineDetail {
+  readonly entry: QuarantineEntry;
+  /** When JetStream stored the entry (RFC 3339). */
+  readonly storedAt: string;
+  /** The original headers exactly as quarantined (JetStream bookkeeping and reason headers left out). */
+  readonly headers: Readonly<Record<string, readonly string[]>>;
+  /** The reason headers. */
+  readonly reasonHeaders: Readonly<Record<string, string>>;
+  /** The original data: UTF-8 text when it is valid UTF-8, base64 otherwise. */
+  readonly data: string;
+  readonly dataEncoding: "utf8" | "base64";
+  readonly dataBytes: number;
+  /** Decode and signature verification against the trust store, now. */
+  readonly verification: Check;
+  /** Whether a release would be accepted now (verification plus expiry, addressing and schema for capability subjects). */
+  readonly release: { readonly ok: true } | { readonly ok: false; readonly code?: string; readonly message: string };
+}
+
+const REASON_HEADERS = new Set<string>(Object.values(QuarantineHeader).map((h) => h.toLowerCase()));
+const DEFAULT_LIMIT = 100;
+const MAX_LIMIT = 10_000;
+const SCAN_BATCH = 256;
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+const RFC3339 = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$/i;
+
+/** The headers of the original: the quarantined copy's headers without the reason headers and JetStream's own. */
+export function originalHeaders(stored: MsgHdrs | undefined): MsgHdrs {
+  const h = natsHeaders();
+  if (!stored) return h;
+  for (const [name, values] of stored) {
+    const lower = name.toLowerCase();
+    // Nats-Msg-Id (the quarantine copy's), Nats-Stream, Nats-Sequence, … describe the copy, not the original.
+    if (REASON_HEADERS.has(lower) || lower.startsWith("nats-")) continue;
+    for (const v of values) h.append(name, v);
+  }
+  return h;
+}
+
+/** The capability token a quarantine subject uses for an original on `subject`. */
+export function capabilityToken(parse: (subject: string) => ParsedSubject, subject: string): string {
+  try {
+    const p = parse(subject);
+    return p.kind === "cap" || p.kind === "handoff" ? p.capability : `_${p.kind}`;
+  } catch {
+    return "_unknown";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Reading a stream by sequence: direct batch gets from a cursor until the stream has nothing more.
+
+async function* readFrom(jsm: JetStreamManager, stream: string, from: number, subject?: string): AsyncGenerator<StoredMsg> {
+  let seq = from;
+  for (;;) {
+    let got = 0, pending = 0;
+    try {
+      const batch = await jsm.direct.getBatch(stream, { seq, batch: SCAN_BATCH, ...(subject !== undefined && { next_by_subj: subject }) });
+      for await (const m of batch) {
+        got++;
+        pending = m.pending;
+        seq = m.seq + 1;
+        yield m;
+      }
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 404) return; // nothing at or after `seq`
+      throw err;
+    }
+    if (got === 0 || pending === 0) return;
+  }
+}
+
+// Serializes refreshes: each caller gets a scan that started after it asked, so it sees what it just published.
+function serialized(fn: () => Promise<void>): () => Promise<void> {
+  let chain: Promise<void> = Promise.resolve();
+  return () => (chain = chain.catch(() => undefined).then(fn));
+}
+
+/** An entry of the index: what the reason headers say, without the data. */
+interface Indexed extends Omit<QuarantineEntry, "status" | "decision"> {
+  readonly storedAt: string;
+}
+
+/**
+ * The entries of MESH_QUARANTINE, by sequence and by original (stream + sequence), read by direct get and kept
+ * in memory without their data. `refresh()` reads what was appended since the last call.
+ */
+export class QuarantineIndex {
+  readonly #jsm: JetStreamManager;
+  readonly #parse: (subject: string) => ParsedSubject;
+  readonly #entries = new Map<number, Indexed>();
+  readonly #byOriginal = new Map<string, number>();
+  #next = 1;
+  readonly refresh: () => Promise<void>;
+
+  constructor(deps: Pick<CoordinatorDeps, "jsm" | "subjects">) {
+    this.#jsm = deps.jsm;
+    this.#parse = (s) => deps.subjects.parse(s);
+    this.refresh = serialized(async () => {
+      for await (const m of readFrom(this.#jsm, StreamName.Quarantine, this.#next)) {
+        this.#next = m.seq + 1;
+        const e = this.#index(m);
+        this.#entries.set(e.seq, e);
+        if (e.originalSeq !== undefined && !this.#byOriginal.has(`${e.originalStream}/${e.originalSeq}`)) {
+          this.#byOriginal.set(`${e.originalStream}/${e.originalSeq}`, e.seq);
+        }
+      }
+    });
+  }
+
+  get(seq: number): Indexed | undefined {
+    return this.#entries.get(seq);
+  }
+
+  /** The first entry that quarantined `stream` #`seq`, if any. */
+  findOriginal(stream: string, seq: number): number | undefined {
+    return this.#byOriginal.get(`${stream}/${seq}`);
+  }
+
+  entries(): IterableIterator<Indexed> {
+    return this.#entries.values();
+  }
+
+  #index(m: StoredMsg): Indexed {
+    const h = (name: string) => m.header.get(name) || undefined;
+    let reason = h(QuarantineHeader.Reason), capability = "_unknown";
+    try {
+      const p = this.#parse(m.subject);
+      if (p.kind === "quarantine") {
+        reason ??= p.reason;
+        capability = p.capability;
+      }
+    } catch {
+      // not a mesh quarantine subject: keep what the headers say
+    }
+    let eventId: string | undefined, eventType: string | undefined;
+    try {
+      const e = NatsBinding.toEvent({ headers: originalHeaders(m.header), data: m.data });
+      eventId = e.id;
+      eventType = e.type;
+    } catch {
+      // an original that does not decode (decode_error) has no id to show
+    }
+    const originalSeq = Number(h(QuarantineHeader.OriginalSequence));
+    const storedAt = m.time.toISOString();
+    return {
+      seq: m.seq, reason: reason ?? "unknown", detail: h(QuarantineHeader.Detail) ?? "", capability,
+      ...(h(QuarantineHeader.Code) && { code: h(QuarantineHeader.Code) }),
+      originalSubject: h(QuarantineHeader.OriginalSubject) ?? "", originalStream: h(QuarantineHeader.OriginalStream) ?? "",
+      ...(Number.isSafeInteger(originalSeq) && originalSeq > 0 && { originalSeq }),
+      ...(h(QuarantineHeader.Consumer) && { consumer: h(QuarantineHeader.Consumer) }),
+      ...(eventId !== undefined && { eventId }), ...(eventType !== undefined && { eventType }),
+      detectedBy: h(QuarantineHeader.DetectedBy) ?? "", detectedAt: h(QuarantineHeader.DetectedAt) ?? storedAt, storedAt,
+    };
+  }
+}
+
+interface Settlement {
+  readonly status: "released" | "rejected";
+  readonly id: string;
+  readonly operator: string;
+  readonly at: string;
+  readonly note?: string;
+  /** Its sequence in MESH_DECISION. */
+  readonly decisionSeq: number;
+  /** What the decision says it is about, checked against the entry. */
+  readonly originalSubject?: string;
+  readonly eventId?: string;
+}
+
+/**
+ * The release and rejection decisions of MESH_DECISION, by quarantine sequence. Only decisions that verify and
+ * were signed by the coordinator count, and only for the entry they describe (same original subject and event
+ * id: a recreated quarantine stream reuses sequences); the first such decision is the one that settled it.
+ */
+class SettlementIndex {
+  readonly #settled = new Map<number, Settlement[]>();
+  readonly #next = { release: 1, rejection: 1 };
+  readonly refresh: () => Promise<void>;
+
+  constructor(deps: Pick<CoordinatorDeps, "jsm" | "trust" | "principal" | "subjects">, log: Logger) {
+    const read = async (kind: "release" | "rejection") => {
+      const subject = decisionSubjectOf(kind === "release" ? DecisionKind.Release : DecisionKind.Rejection, deps.subjects.prefix);
+      for await (const m of readFrom(deps.jsm, StreamName.Decision, this.#next[kind], subject)) {
+        this.#next[kind] = m.seq + 1;
+        let verified: TrustedEvent;
+        try {
+          verified = deps.trust.verify(NatsBinding.toEvent({ headers: m.header, data: m.data }));
+        } catch (err) {
+          log.warn({ err, seq: m.seq }, "a quarantine decision does not verify; ignored");
+          continue;
+        }
+        if (verified.entry.principal !== deps.principal) {
+          log.warn({ seq: m.seq, signer: verified.entry.principal }, "a quarantine decision not signed by the coordinator; ignored");
+          continue;
+        }
+        let data: { quarantineSeq?: unknown; operator?: unknown; note?: unknown; originalSubject?: unknown; eventId?: unknown };
+        try {
+          data = JSON.parse(Buffer.from(verified.event.data).toString("utf8")) as typeof data;
+        } catch {
+          continue;
+        }
+        const seq = data.quarantineSeq;
+        if (typeof seq !== "number") continue;
+        const list = this.#settled.get(seq) ?? [];
+        list.push({
+          status: kind === "release" ? "released" : "rejected", id: verified.event.id, operator: String(data.operator ?? ""),
+          at: verified.event.time ?? m.time.toISOString(), ...(typeof data.note === "string" && { note: data.note }), decisionSeq: m.seq,
+          ...(typeof data.originalSubject === "string" && { originalSubject: data.originalSubject }),
+          ...(typeof data.eventId === "string" && { eventId: data.eventId }),
+        });
+        this.#settled.set(seq, list);
+      }
+    };
+    this.refresh = serialized(async () => {
+      await read("release");
+      await read("rejection");
+    });
+  }
+
+  /** The decision that settled `entry`: releases and rejections are read subject by subject, the lower stream sequence came first. */
+  get(entry: Pick<Indexed, "seq" | "originalSubject" | "eventId">): Settlement | undefined {
+    let first: Settlement | undefined;
+    for (const s of this.#settled.get(entry.seq) ?? []) {
+      const sameSubject = s.originalSubject === undefined || s.originalSubject === (entry.originalSubject || "(unknown)");
+      const sameEvent = s.eventId === undefined || entry.eventId === undefined || s.eventId === entry.eventId.slice(0, 200);
+      if (sameSubject && sameEvent && (!first || s.decisionSeq < first.decisionSeq)) first = s;
+    }
+    return first;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The operations, without I/O of their own beyond deps: testable in-process.
+
+/** A failed operation: a stable code, a status for the micro service error header, and extra reply fields. */
+class OperationError extends CausewayError {
+  readonly status: number;
+  readonly extra: Readonly<Record<string, unknown>>;
+  constructor(code: ErrorCodeValue, status: number, message: string, extra: Record<string, unknown> = {}) {
+    super(code, message);
+    this.status = status;
+    this.extra = extra;
+  }
+}
+
+const usage = (message: string) => new OperationError(ErrorCode.Usage, 400, message);
+
+/** The request of `quarantine-list`; every field optional. */
+export interface ListRequest {
+  reason?: string;
+  capability?: string;
+  status?: QuarantineStatus;
+  /** RFC 3339 (or a date): entries detected at or after it. */
+  since?: string;
+  /** RFC 3339 (or a date): entries detected before it. */
+  until?: string;
+  /** The newest N matching entries. Default 100, at most 10000. */
+  limit?: number;
+}
+
+/** The request of `quarantine-release` and `quarantine-reject`. */
+export interface SettleRequest {
+  seq: number;
+  /** Who asked (recorded in the signed decision). */
+  operator: string;
+  note?: string;
+}
+
+/** The four operations; each resolves with the reply body or rejects with a CausewayError. */
+export interface QuarantineOps {
+  list(req: ListRequest): Promise<{ entries: QuarantineEntry[]; matched: number }>;
+  show(seq: number): Promise<QuarantineDetail>;
+  release(req: SettleRequest): Promise<{ released: true; seq: number; decisionId: string; subject: string; republished: { stream: string; seq: number; duplicate: boolean } }>;
+  reject(req: SettleRequest): Promise<{ rejected: true; seq: number; decisionId: string }>;
+}
+
+/** Builds the operations over `deps`. */
+export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.log): QuarantineOps {
+  const index = new QuarantineIndex(deps);
+  const settlements = new SettlementIndex(deps, log);
+  const refresh = async () => {
+    await index.refresh();
+    await settlements.refresh();
+  };
+  // One operation at a time per entry, so a release and a reject racing in this process settle it once.
+  const locks = new Map<number, Promise<unknown>>();
+  const exclusive = async <T>(seq: number, fn: () => Promise<T>): Promise<T> => {
+    const previous = locks.get(seq) ?? Promise.resolve();
+    const run = previous.catch(() => undefined).then(fn);
+    locks.set(seq, run);
+    try {
+      return await run;
+    } finally {
+      if (locks.get(seq) === run) locks.delete(seq);
+    }
+  };
+
+  const entryOf = (e: Indexed): QuarantineEntry => {
+    const s = settlements.get(e);
+    const { storedAt: _storedAt, ...rest } = e;
+    return { ...rest, status: s?.status ?? "open", ...(s && { decision: { id: s.id, operator: s.operator, at: s.at, ...(s.note !== undefined && { note: s.note }) } }) };
+  };
+
+  const load = async (seq: number) => {
+    await refresh();
+    const indexed = index.get(seq);
+    const stored = indexed && (await deps.jsm.streams.getMessage(StreamName.Quarantine, { seq }));
+    if (!indexed || !stored) throw new OperationError(ErrorCode.QuarantineNotFound, 404, `no quarantine entry at sequence ${seq} of ${StreamName.Quarantine}`);
+    return { indexed, stored, headers: originalHeaders(stored.header) };
+  };
+
+  /** Decodes and verifies the original now. */
+  const verify = (headers: MsgHdrs, data: Uint8Array): { check: Check; trusted?: TrustedEvent } => {
+    try {
+      const trusted = deps.trust.verify(NatsBinding.toEvent({ headers, data }));
+      return { trusted, check: { ok: true, principal: trusted.entry.principal, keyid: trusted.entry.keyid, eventId: trusted.event.id, eventType: trusted.event.type } };
+    } catch (err) {
+      return { check: { ok: false, ...(isCausewayError(err) && { code: err.code }), message: (err as Error).message } };
+    }
+  };
+
+  /** Would the pipeline accept the original again? The checks a release requires, in pipeline order. */
+  const releaseCheck = (indexed: Indexed, verification: Check, trusted: TrustedEvent | undefined): QuarantineDetail["release"] => {
+    if (indexed.originalSubject.startsWith("$JS.EVENT.ADVISORY.")) {
+      return { ok: false, message: `the original ${indexed.originalStream} #${indexed.originalSeq ?? "?"} is gone: this entry keeps only its delivery advisory` };
+    }
+    let target: ParsedSubject;
+    try {
+      target = deps.subjects.parse(indexed.originalSubject);
+    } catch (err) {
+      return { ok: false, code: (err as CausewayError).code, message: `the original subject cannot be published to: ${(err as Error).message}` };
+    }
+    if (!verification.ok || !trusted) return { ok: false, ...(verification.ok ? {} : { code: verification.code }), message: verification.ok ? "not verified" : verification.message };
+    const event = trusted.event;
+    if (isExpired(event)) return { ok: false, code: ErrorCode.Expired, message: `the event expired at ${String(event.extensions.expirytime)}` };
+    if (target.kind === "cap" || target.kind === "handoff") {
+      if (!deps.trust.mayAddress(trusted.entry, target.capability, target.major)) {
+        return { ok: false, code: ErrorCode.UnauthorizedAddress, message: `${trusted.entry.principal} may not address ${target.capability}.v${target.major}` };
+      }
+      if (event.dataschema === undefined || !deps.schemas.has(event.dataschema)) {
+        return { ok: false, code: ErrorCode.UnknownSchema, message: `no schema ${String(event.dataschema)} is registered` };
+      }
+      try {
+        deps.schemas.validate(event.dataschema, JSON.parse(Buffer.from(event.data).toString("utf8")));
+      } catch (err) {
+        return { ok: false, code: isCausewayError(err) ? err.code : ErrorCode.SchemaViolation, message: isCausewayError(err) ? err.message : `data is not JSON: ${(err as Error).message}` };
+      }
+    }
+    return { ok: true };
+  };
+
+  const refuseSettled = (entry: Indexed) => {
+    const s = settlements.get(entry);
+    const seq = entry.seq;
+    if (s) {
+      throw new OperationError(ErrorCode.AlreadySettled, 409, `quarantine entry ${seq} was already ${s.status} by ${s.operator || "an operator"} at ${s.at} (decision ${s.id})`, { status: s.status, decisionId: s.id });
+    }
+  };
+
+  const checkSettle = (req: SettleRequest) => {
+    if (typeof req.operator !== "string" || req.operator.trim() === "" || req.operator.length > 100) {
+      throw usage("operator (who asks, 1 to 100 characters) is required");
+    }
+    if (req.note !== undefined && (typeof req.note !== "string" || req.note.length > 2000)) throw usage("note must be a string of at most 2000 characters");
+  };
+
+  const decide = async (kind: DecisionKindValue, data: Record<string, unknown>, entry: Indexed, about: TrustedEvent | undefined) => {
+    deps.schemas.validate(decisionSchema(kind), data);
+    const event = decisionEvent(kind, data, {
+      // Stable for the entry (a retry is the same event), distinct for another entry at a reused sequence.
+      principal: deps.principal, key: deps.key, idKey: `quarantine/${entry.seq}/${entry.storedAt}`,
+      ...(about && { about: { id: about.event.id, source: about.event.source, extensions: about.event.extensions } }),
+    });
+    await publishDecision(deps.js, kind, event, deps.subjects.prefix);
+    await settlements.refresh();
+    return event.id;
+  };
+
+  return {
+    async list(req) {
+      const since = req.since === undefined ? undefined : parseTime("since", req.since);
+      const until = req.until === undefined ? undefined : parseTime("until", req.until);
+      const limit = req.limit ?? DEFAULT_LIMIT;
+      if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_LIMIT) throw usage(`limit must be an integer from 1 to ${MAX_LIMIT}`);
+      if (req.status !== undefined && !["open", "released", "rejected"].includes(req.status)) throw usage("status must be open, released or rejected");
+      await refresh();
+      const matched: QuarantineEntry[] = [];
+      for (const e of index.entries()) {
+        if (req.reason !== undefined && e.reason !== req.reason) continue;
+        if (req.capability !== undefined && e.capability !== req.capability) continue;
+        const at = Date.parse(e.detectedAt);
+        if (since !== undefined && !(at >= since)) continue;
+        if (until !== undefined && !(at < until)) continue;
+        const entry = entryOf(e);
+        if (req.status !== undefined && entry.status !== req.status) continue;
+        matched.push(entry);
+      }
+      return { entries: matched.slice(-limit), matched: matched.length };
+    },
+
+    async show(seq) {
+      const { indexed, stored, headers } = await load(seq);
+      const { check, trusted } = verify(headers, stored.data);
+      const reasonHeaders: Record<string, string> = {};
+      const original: Record<string, string[]> = {};
+      for (const [name, values] of stored.header) {
+        if (REASON_HEADERS.has(name.toLowerCase())) reasonHeaders[name] = values.join(", ");
+      }
+      for (const [name, values] of headers) original[name] = [...values];
+      let data: string, dataEncoding: "utf8" | "base64";
+      try {
+        data = utf8.decode(stored.data);
+        dataEncoding = "utf8";
+      } catch {
+        data = Buffer.from(stored.data).toString("base64");
+        dataEncoding = "base64";
+      }
+      return {
+        entry: entryOf(indexed), storedAt: indexed.storedAt, headers: original, reasonHeaders, data, dataEncoding, dataBytes: stored.data.length,
+        verification: check, release: releaseCheck(indexed, check, trusted),
+      };
+    },
+
+    release(req) {
+      checkSettle(req);
+      return exclusive(req.seq, async () => {
+        const { indexed, stored, headers } = await load(req.seq);
+        refuseSettled(indexed);
+        const { check, trusted } = verify(headers, stored.data);
+        const verdict = releaseCheck(indexed, check, trusted);
+        if (!verdict.ok || !trusted) {
+          const why = verdict.ok ? "it does not verify" : `${verdict.code ? `${verdict.code}: ` : ""}${verdict.message}`;
+          throw new OperationError(ErrorCode.ReleaseRefused, 409, `release of quarantine entry ${req.seq} refused: it would fail again (${why})`, { check: verdict });
+        }
+        // The original bytes and headers, under a msgID of their own: the original's msgID must not absorb the
+        // redelivery, and a second release within the duplicate window is absorbed.
+        const ack = await deps.js.publish(indexed.originalSubject, stored.data, { headers, msgID: `release/${req.seq}` }).catch((err: unknown) => {
+          throw permissionDenied(err, `the coordinator republishing on ${indexed.originalSubject}`) ?? err;
+        });
+        const decisionId = await decide(DecisionKind.Release, {
+          quarantineSeq: req.seq, originalSubject: indexed.originalSubject, reason: indexed.reason.slice(0, 100), operator: req.operator,
+          ...(indexed.originalStream && { originalStream: indexed.originalStream }),
+          ...(indexed.originalSeq !== undefined && { originalSeq: indexed.originalSeq }),
+          ...(req.note !== undefined && { note: req.note }), eventId: trusted.event.id,
+        }, indexed, trusted);
+        log.info({ seq: req.seq, subject: indexed.originalSubject, operator: req.operator, decisionId, republishedSeq: ack.seq }, "quarantine entry released");
+        return { released: true as const, seq: req.seq, decisionId, subject: indexed.originalSubject, republished: { stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate } };
+      });
+    },
+
+    reject(req) {
+      checkSettle(req);
+      return exclusive(req.seq, async () => {
+        const { indexed, stored, headers } = await load(req.seq);
+        refuseSettled(indexed);
+        // A rejected original that verifies continues its flow's correlation; one that does not is named only by its claimed id.
+        const { trusted } = verify(headers, stored.data);
+        const decisionId = await decide(DecisionKind.Rejection, {
+          quarantineSeq: req.seq, originalSubject: indexed.originalSubject || "(unknown)", reason: indexed.reason.slice(0, 100), operator: req.operator,
+          ...(req.note !== undefined && { note: req.note }), ...(indexed.eventId !== undefined && { eventId: indexed.eventId.slice(0, 200) }),
+        }, indexed, trusted);
+        log.info({ seq: req.seq, operator: req.operator, decisionId }, "quarantine entry rejected");
+        return { rejected: true as const, seq: req.seq, decisionId };
+      });
+    },
+  };
+}
+
+function parseTime(name: string, value: unknown): number {
+  const ms = typeof value === "string" && RFC3339.test(value) ? Date.parse(value) : NaN;
+  if (Number.isNaN(ms)) throw usage(`${name} must be an RFC 3339 time (e.g. 2026-11-21T07:00:00Z) or a date, got ${JSON.stringify(value)}`);
+  return ms;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The endpoints.
+
+function parseBody(msg: ServiceMsg): Record<string, unknown> {
+  const text = msg.string().trim();
+  if (text === "") return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw usage(`the request is not JSON: ${text.slice(0, 80)}`);
+  }
+  // `nats req mesh.ctl.coordinator.quarantine-show 7` is a fine way to ask.
+  if (typeof body === "number") return { seq: body };
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw usage("the request must be a JSON object");
+  return body as Record<string, unknown>;
+}
+
+function seqOf(body: Record<string, unknown>): number {
+  const seq = typeof body.seq === "string" && /^[1-9][0-9]*$/.test(body.seq) ? Number(body.seq) : body.seq;
+  if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 1) throw usage("seq (the quarantine entry's sequence, a positive integer) is required");
+  return seq;
+}
+
+function optionalString(body: Record<string, unknown>, name: string): string | undefined {
+  const v = body[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "string") throw usage(`${name} must be a string`);
+  return v;
+}
+
+/** Starts the quarantine endpoints on the coordinator's micro service. */
+export const start: StartModule = async (deps): Promise<CoordinatorModule> => {
+  const log = deps.log.child({ module: "quarantine" });
+  const ops = createQuarantineOps(deps, log);
+  const inFlight = new Set<Promise<void>>();
+
+  const endpoint = (action: string, description: string, handle: (body: Record<string, unknown>) => Promise<unknown>) => {
+    deps.service.addEndpoint(action, {
+      subject: deps.subjects.control(deps.principal, action),
+      metadata: { description },
+      handler: (err, msg) => {
+        if (err) return;
+        const task = (async () => {
+          try {
+            msg.respond(JSON.stringify(await handle(parseBody(msg))));
+          } catch (e) {
+            const known = e instanceof OperationError ? e : isCausewayError(e) ? e : undefined;
+            if (!known) log.error({ err: e, action }, "quarantine operation failed");
+            const status = e instanceof OperationError ? e.status : known ? 400 : 500;
+            const code = known?.code;
+            const message = (e as Error).message;
+            msg.respondError(status, code ? `${code}: ${message}` : message, JSON.stringify({ error: { ...(code && { code }), message, ...(e instanceof OperationError ? e.extra : {}) } }));
+          }
+        })();
+        inFlight.add(task);
+        void task.finally(() => inFlight.delete(task));
+      },
+    });
+  };
+
+  endpoint(QuarantineAction.List, "list quarantine entries: {reason?, capability?, status?, since?, until?, limit?}", (b) => ops.list({
+    reason: optionalString(b, "reason"), capability: optionalString(b, "capability"), since: optionalString(b, "since"), until: optionalString(b, "until"),
+    status: optionalString(b, "status") as QuarantineStatus | undefined,
+    limit: b.limit === undefined || b.limit === null ? undefined : Number(b.limit),
+  }));
+  endpoint(QuarantineAction.Show, "one entry with its original headers, data and verification now: {seq}", (b) => ops.show(seqOf(b)));
+  endpoint(QuarantineAction.Release, "re-verify and republish the original bytes to the original subject: {seq, operator, note?}", (b) => ops.release({
+    seq: seqOf(b), operator: optionalString(b, "operator") ?? "", ...(optionalString(b, "note") !== undefined && { note: optionalString(b, "note") }),
+  }));
+  endpoint(QuarantineAction.Reject, "settle an entry for good: {seq, operator, note?}", (b) => ops.reject({
+    seq: seqOf(b), operator: optionalString(b, "operator") ?? "", ...(optionalString(b, "note") !== undefined && { note: optionalString(b, "note") }),
+  }));
+  log.debug("quarantine endpoints registered");
+
+  return {
+    name: "quarantine",
+    async stop() {
+      await Promise.allSettled([...inFlight]);
+    },
+  };
+};
