@@ -14,6 +14,7 @@ export interface FlowNode {
   readonly verified: boolean;
   readonly problem?: string;
   readonly stream: string;
+  readonly subject: string;
   readonly seq: number;
   /** When JetStream stored it, in ms. */
   readonly storedAt: number;
@@ -50,7 +51,7 @@ export async function collectFlow(nc: NatsConnection, trust: TrustStore, correla
       } catch (err) {
         problem = (err as Error).message;
       }
-      nodes.set(event.id, { event, principal, keyid, verified, ...(problem && { problem }), stream, seq: msg.seq, storedAt: msg.info.timestampNanos / 1e6, children: [] });
+      nodes.set(event.id, { event, principal, keyid, verified, ...(problem && { problem }), stream, subject: msg.subject, seq: msg.seq, storedAt: msg.info.timestampNanos / 1e6, children: [] });
     }
   }
   for (const q of quarantined) {
@@ -74,9 +75,9 @@ export function renderFlow(roots: readonly FlowNode[]): string {
   const walk = (node: FlowNode, parent: FlowNode | undefined, indent: string, last: boolean, root: boolean) => {
     const branch = root ? "" : last ? "└─ " : "├─ ";
     const step = parent ? `+${formatMs(node.storedAt - parent.storedAt)}` : "";
-    const who = `${(node.principal ?? "?").padEnd(10)} ${node.keyid ? node.keyid.slice(0, 8) + "…" : "-".padEnd(9)}`;
+    const who = `${(node.principal ?? "?").padEnd(14)} ${node.keyid ? node.keyid.slice(0, 8) + "…" : "-".padEnd(9)}`;
     const check = node.verified ? "✓ verified" : `✗ ${node.problem ?? "not verified"}`;
-    lines.push(`${indent}${branch}${node.event.type.padEnd(Math.max(1, 34 - indent.length - branch.length))} ${who}  ${check.padEnd(10)}  ${step.padStart(8)}${summary(node)}`);
+    lines.push(`${indent}${branch}${label(node).padEnd(Math.max(1, 46 - indent.length - branch.length))} ${who}  ${check.padEnd(10)}  ${step.padStart(8)}${summary(node)}`);
     const childIndent = root ? indent : indent + (last ? "   " : "│  ");
     if (node.quarantine) {
       const q = node.quarantine;
@@ -86,6 +87,12 @@ export function renderFlow(roots: readonly FlowNode[]): string {
   };
   roots.forEach((r) => walk(r, undefined, "", true, true));
   return lines.join("\n");
+}
+
+/** The event type, plus where it went when it was work for a capability (`→ publish.v1`). */
+function label(node: FlowNode): string {
+  const m = /^[^.]+\.(?:cap|handoff)\.([a-z0-9_-]+)\.(v\d+)$/.exec(node.subject);
+  return m ? `${node.event.type} → ${m[1]}.${m[2]}` : node.event.type;
 }
 
 function summary(node: FlowNode): string {

@@ -1,7 +1,9 @@
 // `causeway demo`: the mesh end to end with embedded defaults, then everything stops. A nats-server with the
-// rendered least-privilege config, streams, buckets and trust store; the four reference agents as child
-// processes; a signed report request (one of its questions chases a rumor, so one finding is quarantined
-// for low confidence and the report is published at its deadline); the flow printed as a tree.
+// rendered least-privilege config, streams, buckets and trust store; the coordinator and the five agents as
+// child processes; a signed report request (one of its questions chases a rumor, so one finding is quarantined
+// for low confidence and the report is published at its deadline); publishing the report outside the mesh is
+// critical, so the coordinator holds it until an approver approves with `causeway approve` — which the demo
+// does, as approver-alice — and then grants it; the flow printed as a tree.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -11,15 +13,15 @@ import {
   NatsBinding, capabilitySubject, connectAs, createEvent, dataDir, eventSubject, inboxPrefix, loadPrincipals, newTraceparent, openTrustStore,
   readSeed, seedPath, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent, type TrustStore,
 } from "../../kit/index.ts";
-import { REFERENCE_AGENTS, spawnAgents, waitForAgents, type AgentProcess } from "../agent-processes.ts";
+import { MESH_SERVICES, spawnAgents, waitForAgents, type AgentProcess } from "../agent-processes.ts";
 import { applyMeshInfra, ensureIdentities, seedTrust } from "../bootstrap.ts";
 import { collectFlow, renderFlow } from "../flow.ts";
-import { natsBinary, spawnNatsServer, type NatsProcess } from "../nats-process.ts";
+import { natsBinary, repoRoot, spawnNatsServer, type NatsProcess } from "../nats-process.ts";
 import { step } from "../progress.ts";
 import { renderInfra } from "./infra.ts";
 
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
-const REPORT_WAIT_MS = 30_000;
+const WAIT_MS = 30_000;
 
 export async function run(args: string[]): Promise<number> {
   if (args.length > 0) {
@@ -62,12 +64,12 @@ export async function run(args: string[]): Promise<number> {
     await step("trust store", () => seedTrust(operator, principals, data), (summary) => `KV causeway_trust: ${summary}`);
     trust = await openTrustStore(operator);
 
-    agents = spawnAgents(REFERENCE_AGENTS, {
+    agents = spawnAgents(MESH_SERVICES, {
       natsUrl: url, dataDir: data, logDir: join(demoDir, "logs"),
       // A short deadline so the demo's partial report (one finding is quarantined) comes quickly.
-      env: { CAUSEWAY_REPORT_DEADLINE_MS: "3000", CAUSEWAY_REPORT_SWEEP_MS: "200", LOG_LEVEL: "info" },
+      env: { CAUSEWAY_REPORT_DEADLINE_MS: "3000", CAUSEWAY_REPORT_SWEEP_MS: "200", LOG_LEVEL: "info", CAUSEWAY_OUTBOX_DIR: join(demoDir, "outbox") },
     });
-    await step("agents", () => waitForAgents(operator, agents), () => `${agents.map((a) => `${a.name} (pid ${a.child.pid})`).join(", ")} consuming; logs in ${join(demoDir, "logs")}`);
+    await step("services", () => waitForAgents(operator, agents), () => `${agents.map((a) => `${a.name} (pid ${a.child.pid})`).join(", ")} running; logs in ${join(demoDir, "logs")}`);
 
     // The gateway (issue 6 brings its HTTP and NATS ingress) signs the request with its own NKey.
     const gateway = await connectAs("gateway", { servers: url });
@@ -81,12 +83,22 @@ export async function run(args: string[]): Promise<number> {
       }),
     }), signingKeyFromNkeySeed(readSeed("gateway", data)));
     const subject = capabilitySubject("plan", 1);
-    const reports = await watchReports(operator);
+    const reports = await watchFor(operator, "MESH_EVT", eventSubject("report", "published"));
+    const approvalRequests = await watchFor(operator, "MESH_DECISION", "mesh.decision.approval_requested");
+    const releases = await watchFor(operator, "MESH_EVT", eventSubject("report", "released"));
     await step(`gateway publishes report.requested on ${subject}`, async () => {
       const { headers, data: payload } = NatsBinding.binary(request);
       return jetstream(gateway).publish(subject, payload, { headers, msgID: request.id });
     }, (a) => `${a.stream} seq ${a.seq}, id ${request.id}`);
     const report = await step("report.published", () => reports(request.id), (r) => `${r.elapsedMs} ms after the request`);
+    const pending = await step("publishing the report is critical: the coordinator asks for approval", () => approvalRequests(request.id),
+      (r) => `decision.approval.requested for ${(JSON.parse(Buffer.from(r.event.data).toString("utf8")) as { eventId: string }).eventId}`);
+    const workId = (JSON.parse(Buffer.from(pending.event.data).toString("utf8")) as { eventId: string }).eventId;
+    const approveArgs = ["approve", workId, "--as", "approver-alice", "--reason", "checked the draft", "--server", url];
+    console.log(`\n$ causeway ${approveArgs.join(" ").replace(url, "$NATS_URL")}`);
+    console.log(execFileSync(process.execPath, [join(repoRoot, "services", "cli", "main.ts"), ...approveArgs], { encoding: "utf8", env: { ...process.env, CAUSEWAY_DATA_DIR: data } }).trimEnd() + "\n");
+    await step("report.released — published once, under the grant's lease", () => releases(request.id),
+      (r) => (JSON.parse(Buffer.from(r.event.data).toString("utf8")) as { location: string }).location);
 
     console.log(`\nThe flow (correlation id ${request.id}), read back from the streams and verified:\n`);
     console.log(renderFlow(await collectFlow(operator, trust, request.id)));
@@ -96,7 +108,7 @@ export async function run(args: string[]): Promise<number> {
     console.log(`\n$ nats ${cliArgs.join(" ").replace(url, "$NATS_URL").replace(data, "$CAUSEWAY_DATA_DIR")}`);
     console.log(execFileSync(natsBinary("nats"), cliArgs, { encoding: "utf8", env: { ...process.env, NO_COLOR: "1" } }).trimEnd());
 
-    await step("agents drained", async () => {
+    await step("services drained", async () => {
       const codes = await Promise.all(agents.map((a) => a.stop()));
       if (codes.some((c) => c !== 0)) throw new Error(`exit codes ${codes.join(", ")}; see ${join(demoDir, "logs")}`);
       agents = [];
@@ -114,19 +126,19 @@ export async function run(args: string[]): Promise<number> {
   }
 }
 
-/** Starts watching mesh.evt.report.published; the returned function waits for the report of a request. */
-async function watchReports(nc: NatsConnection): Promise<(requestId: string) => Promise<{ event: CloudEvent; elapsedMs: number }>> {
-  const consumer = await jetstream(nc).consumers.get("MESH_EVT", { filter_subjects: [eventSubject("report", "published")], deliver_policy: DeliverPolicy.New });
+/** Starts watching `subject` in `stream`; the returned function waits for the first event of a flow there. */
+async function watchFor(nc: NatsConnection, stream: string, subject: string): Promise<(correlationId: string) => Promise<{ event: CloudEvent; elapsedMs: number }>> {
+  const consumer = await jetstream(nc).consumers.get(stream, { filter_subjects: [subject], deliver_policy: DeliverPolicy.New });
   const messages = await consumer.consume();
-  return async (requestId) => {
+  return async (correlationId) => {
     const started = performance.now();
-    const timer = setTimeout(() => messages.stop(new Error(`no report.published within ${REPORT_WAIT_MS / 1000} s; see the agents' logs`)), REPORT_WAIT_MS);
+    const timer = setTimeout(() => messages.stop(new Error(`nothing on ${subject} within ${WAIT_MS / 1000} s; see the services' logs`)), WAIT_MS);
     try {
       for await (const m of messages) {
         const event = NatsBinding.toEvent(m);
-        if (event.extensions.correlationid === requestId) return { event, elapsedMs: Math.round(performance.now() - started) };
+        if (event.extensions.correlationid === correlationId) return { event, elapsedMs: Math.round(performance.now() - started) };
       }
-      throw new Error("the report watch ended before a report arrived");
+      throw new Error(`the watch on ${subject} ended before the event arrived`);
     } finally {
       clearTimeout(timer);
       messages.stop();

@@ -7,7 +7,7 @@ import { connect as netConnect } from "node:net";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { connectAs, dataDir, inboxPrefix, loadPrincipals, seedPath } from "../../kit/index.ts";
-import { REFERENCE_AGENTS, spawnAgents, waitForAgents } from "../agent-processes.ts";
+import { MESH_SERVICES, spawnAgents, waitForAgents } from "../agent-processes.ts";
 import { applyMeshInfra, ensureIdentities, seedTrust } from "../bootstrap.ts";
 import { spawnNatsServer } from "../nats-process.ts";
 import { step } from "../progress.ts";
@@ -46,9 +46,9 @@ export async function run(args: string[]): Promise<number> {
   try {
     await step("streams and buckets", () => applyMeshInfra(nc), (summary) => summary);
     await step("trust store", () => seedTrust(nc, principals, data), (summary) => summary);
-    const agents = spawnAgents(REFERENCE_AGENTS, { natsUrl: server.url, dataDir: data, logDir: join(runDir(data), "logs"), detached: true });
+    const agents = spawnAgents(MESH_SERVICES, { natsUrl: server.url, dataDir: data, logDir: join(runDir(data), "logs"), detached: true });
     for (const a of agents) writeFileSync(pidFile(data, a.name), `${a.child.pid}\n`);
-    await step("agents", () => waitForAgents(nc, agents), () => `${agents.map((a) => a.name).join(", ")}; logs in ${join(runDir(data), "logs")}`);
+    await step("services", () => waitForAgents(nc, agents), () => `${agents.map((a) => a.name).join(", ")}; logs in ${join(runDir(data), "logs")}`);
   } finally {
     await nc.close();
   }

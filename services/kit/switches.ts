@@ -1,0 +1,481 @@
+// Kill switches (KV causeway_switches): the state the coordinator writes and agents watch. A key per switched
+// target — `mesh`, `capability.<capability>_v<major>`, `principal.<principal>` — holding
+// `{ paused, reason, by, at, expires_at, decision_id }`; a deleted key or `paused: false` means running. The
+// coordinator also pauses the JetStream consumers concerned, so the server stops delivering; the flag is the
+// agent-side guard (and what a consumer created after the pause is checked against).
+import { Kvm } from "@nats-io/kv";
+import type { KV, KvWatchEntry } from "@nats-io/kv";
+import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { CausewayError, ConfigError, ErrorCode, permissionDenied } from "./errors.ts";
+import { normalizeTime } from "./event.ts";
+import { KvBucket } from "./principals.ts";
+
+/** What a switch applies to. */
+export const SwitchScope = {
+  Capability: "capability",
+  Principal: "principal",
+  Mesh: "mesh",
+} as const;
+/** One of the switch scopes. */
+export type SwitchScopeValue = (typeof SwitchScope)[keyof typeof SwitchScope];
+
+/**
+ * The `pause_until` of a consumer paused until resumed: JetStream needs a date, and this one reads as what it
+ * means in `nats consumer info`. Not later: past ~292 years from now the remaining time overflows a Go
+ * duration, and `nats consumer info` fails on the consumer.
+ */
+export const PAUSED_UNTIL_RESUMED = "2199-12-31T23:59:59Z";
+
+/** The target of a mesh-wide switch. */
+export const MESH_TARGET = "*";
+
+/** The value stored under a switch key, in its JSON field names. */
+export interface SwitchValue {
+  readonly paused: boolean;
+  /** Why, as the operator gave it. */
+  readonly reason: string;
+  /** The operator who switched it. */
+  readonly by: string;
+  /** Since when it is paused (RFC 3339). */
+  readonly at: string;
+  /** When the pause ends by itself (RFC 3339), or null: until resumed. */
+  readonly expires_at: string | null;
+  /** The id of the signed decision.switch event that paused it. */
+  readonly decision_id: string;
+}
+
+/** A pause as recorded in the bucket, with what it applies to. Frozen. */
+export interface SwitchState extends SwitchValue {
+  readonly paused: true;
+  /** Its key in the bucket. */
+  readonly key: string;
+  readonly scope: SwitchScopeValue;
+  /** `research.v1`, `planner` or `*`. */
+  readonly target: string;
+}
+
+/** Who is asking whether it is paused: an agent's capability, major version and principal. */
+export interface SwitchSubject {
+  readonly capability: string;
+  readonly major: number;
+  readonly principal: string;
+}
+
+/** A switch that changed: `state` is the new pause, or undefined when the target runs again. */
+export interface SwitchChange {
+  readonly key: string;
+  readonly scope: SwitchScopeValue;
+  readonly target: string;
+  readonly state: SwitchState | undefined;
+  /** The bucket revision of the change. */
+  readonly revision: number;
+}
+
+/** The live view of the switches. */
+export interface SwitchWatcher extends AsyncDisposable {
+  /**
+   * The pause in effect for `subject` at `now` (default: the current time), or undefined when it may run. The
+   * mesh switch wins over the principal's, which wins over the capability's; an expired pause counts as
+   * resumed. Allocates nothing: it may run per message.
+   */
+  isPaused(subject: SwitchSubject, now?: number | Date): SwitchState | undefined;
+  /** Every pause in effect at `now`: mesh first, then principals, then capabilities, each sorted by target. */
+  list(now?: number | Date): readonly SwitchState[];
+  /** Every pause recorded in the bucket, expired ones included (the coordinator resumes those). */
+  recorded(): readonly SwitchState[];
+  /** Calls `listener` after each change applied from the bucket; returns a function that unsubscribes. */
+  onChange(listener: (change: SwitchChange) => void): () => void;
+  /** Stops watching; the last known state stays readable. */
+  close(): Promise<void>;
+}
+
+/** Options for {@link watchSwitches}. */
+export interface WatchSwitchesOptions {
+  /** The bucket. Default `causeway_switches`. */
+  bucket?: string;
+  /** How long to wait for the initial state. Default 10000 ms. */
+  timeoutMs?: number;
+  /**
+   * Called with a CW_ERR_SWITCH_INVALID error for an unreadable value (which counts as paused: a kill switch
+   * fails closed) and a CW_ERR_CONFIG error when the watch stops. Default: process.emitWarning.
+   */
+  onProblem?: (err: CausewayError) => void;
+}
+
+/** The coordinator's kill switch endpoints: `<prefix>.ctl.coordinator.<action>`. */
+export const SwitchAction = {
+  Pause: "pause",
+  Resume: "resume",
+  Status: "status",
+} as const;
+/** One of the switch actions. */
+export type SwitchActionValue = (typeof SwitchAction)[keyof typeof SwitchAction];
+
+/** The body of a pause or resume request (JSON). */
+export interface SwitchRequest {
+  readonly scope: SwitchScopeValue;
+  /** `research.v1` (capability), `planner` (principal) or `*` (mesh). */
+  readonly target: string;
+  /** Why; required to pause, default "resumed" to resume. */
+  readonly reason?: string;
+  /** Who asks (a person's name); it is recorded as `by` and in the decision. */
+  readonly operator: string;
+  /** Pause only: when the pause ends by itself (RFC 3339 with a zone). Default: until resumed. */
+  readonly expires_at?: string;
+}
+
+/** A JetStream consumer a switch pauses, and its state after the switch. */
+export interface ConsumerSwitch {
+  readonly stream: string;
+  readonly name: string;
+  readonly paused: boolean;
+  /** When the server resumes it by itself; null when it is not paused. */
+  readonly pause_until: string | null;
+  /** The consumer does not exist yet (no agent has started); the flag still applies to agents that start. */
+  readonly missing?: true;
+}
+
+/** The reply to pause and resume. */
+export interface SwitchReply extends Omit<SwitchValue, "decision_id"> {
+  readonly key: string;
+  readonly scope: SwitchScopeValue;
+  readonly target: string;
+  /** The decision.switch event emitted, or null when nothing changed (resuming what was not paused). */
+  readonly decision_id: string | null;
+  readonly consumers: readonly ConsumerSwitch[];
+}
+
+/** One pause in effect, as `status` lists it. */
+export interface SwitchStatus extends SwitchState {
+  readonly consumers: readonly ConsumerSwitch[];
+}
+
+/** The reply to status. */
+export interface SwitchStatusReply {
+  readonly switches: readonly SwitchStatus[];
+}
+
+/** The body of a refused request (the service error headers carry the same message). */
+export interface SwitchErrorReply {
+  readonly error: { readonly code: string; readonly message: string };
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+const MAX_TEXT = 2000;
+const CAPABILITY_KEY = /^capability\.([a-z0-9_-]+)_v(0|[1-9][0-9]*)$/;
+const PRINCIPAL_KEY = /^principal\.([a-z0-9][a-z0-9_-]*)$/;
+const CAPABILITY_REF = /^([a-z0-9_-]+)\.v(0|[1-9][0-9]*)$/;
+const PRINCIPAL_NAME = /^[a-z0-9][a-z0-9_-]*$/;
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * The bucket key of a switch: `switchKey("capability", "research.v1")` → `capability.research_v1`,
+ * `switchKey("principal", "planner")` → `principal.planner`, `switchKey("mesh", "*")` → `mesh`. Throws
+ * CausewayError CW_ERR_SWITCH_INVALID for an unknown scope or a target of the wrong form.
+ */
+export function switchKey(scope: string, target: string): string {
+  switch (scope) {
+    case SwitchScope.Capability: {
+      const m = typeof target === "string" ? CAPABILITY_REF.exec(target) : null;
+      if (!m) throw invalid(`capability target ${JSON.stringify(target)} is not <capability>.v<major>, e.g. research.v1`);
+      return `capability.${m[1]}_v${m[2]}`;
+    }
+    case SwitchScope.Principal:
+      if (typeof target !== "string" || !PRINCIPAL_NAME.test(target)) throw invalid(`principal target ${JSON.stringify(target)} is not a principal name, e.g. planner`);
+      return `principal.${target}`;
+    case SwitchScope.Mesh:
+      if (target !== MESH_TARGET) throw invalid(`the mesh target is "${MESH_TARGET}", got ${JSON.stringify(target)}`);
+      return "mesh";
+    default:
+      throw invalid(`unknown scope ${JSON.stringify(scope)}: one of ${Object.values(SwitchScope).join(", ")}`);
+  }
+}
+
+/** The scope and target of a bucket key; CW_ERR_SWITCH_INVALID for a key that is not a switch. */
+export function parseSwitchKey(key: string): { scope: SwitchScopeValue; target: string } {
+  if (key === "mesh") return { scope: SwitchScope.Mesh, target: MESH_TARGET };
+  const c = CAPABILITY_KEY.exec(key);
+  if (c) return { scope: SwitchScope.Capability, target: `${c[1]}.v${c[2]}` };
+  const p = PRINCIPAL_KEY.exec(key);
+  if (p) return { scope: SwitchScope.Principal, target: p[1]! };
+  throw invalid(`key ${JSON.stringify(key)} is not a switch: mesh, capability.<capability>_v<major> or principal.<principal>`);
+}
+
+/**
+ * Parses the value stored under `key`: the pause it records, or undefined when it records `paused: false`.
+ * Throws CausewayError CW_ERR_SWITCH_INVALID naming the field at fault.
+ */
+export function parseSwitch(key: string, value: Uint8Array | string): SwitchState | undefined {
+  const { scope, target } = parseSwitchKey(key);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(typeof value === "string" ? value : utf8.decode(value));
+  } catch (err) {
+    throw invalid(`switch ${key}: the value is not JSON (${(err as Error).message})`);
+  }
+  if (doc === null || typeof doc !== "object" || Array.isArray(doc)) throw invalid(`switch ${key}: the value is not a JSON object`);
+  const v = doc as Record<string, unknown>;
+  if (typeof v.paused !== "boolean") throw invalid(`switch ${key}: paused must be true or false`);
+  if (!v.paused) return undefined;
+  const text = (field: string, allowEmpty = false): string => {
+    const s = v[field];
+    if (typeof s !== "string" || (!allowEmpty && s === "") || s.length > MAX_TEXT) throw invalid(`switch ${key}: ${field} must be a${allowEmpty ? "" : " non-empty"} string of at most ${MAX_TEXT} characters`);
+    return s;
+  };
+  const time = (field: string): string => {
+    const s = text(field);
+    try {
+      normalizeTime(s, field);
+    } catch {
+      throw invalid(`switch ${key}: ${field} ${JSON.stringify(s)} is not an RFC 3339 time`);
+    }
+    return s;
+  };
+  const expires = v.expires_at ?? null;
+  if (expires !== null && typeof expires !== "string") throw invalid(`switch ${key}: expires_at must be an RFC 3339 time or null`);
+  return Object.freeze({
+    key, scope, target, paused: true,
+    reason: text("reason"), by: text("by", true), at: time("at"),
+    expires_at: expires === null ? null : time("expires_at"),
+    decision_id: text("decision_id", true),
+  });
+}
+
+/** The bytes stored for a value (field order as documented). */
+export function encodeSwitch(value: SwitchValue): string {
+  const { paused, reason, by, at, expires_at, decision_id } = value;
+  return JSON.stringify({ paused, reason, by, at, expires_at, decision_id });
+}
+
+/** Milliseconds since the epoch at which `state` ends by itself; Infinity when it lasts until resumed. */
+export function switchExpiry(state: Pick<SwitchValue, "expires_at">): number {
+  return state.expires_at === null ? Infinity : Date.parse(normalizeTime(state.expires_at, "expires_at"));
+}
+
+/**
+ * Watches the switch bucket and resolves once the state present when the watch began is loaded. Agents only
+ * need read access (`kv.read: causeway_switches` in principals.json). ConfigError CW_ERR_CONFIG when the bucket
+ * does not exist, CW_ERR_PERMISSION_DENIED when the connection may not read it.
+ */
+export async function watchSwitches(nc: NatsConnection, opts: WatchSwitchesOptions = {}): Promise<SwitchWatcher> {
+  const bucket = opts.bucket ?? KvBucket.Switches;
+  const who = `reading the kill switches ${bucket}`;
+  const kv = await new Kvm(nc).open(bucket);
+  const status = await kv.status().catch((err: unknown) => {
+    throw missingBucket(err, bucket) ?? permissionDenied(err, who) ?? err;
+  });
+  // The watcher delivers the last value of every key; the stream's last message is one of them, so once a
+  // revision at least that high has been applied the initial state is complete.
+  const initialRevision = status.values === 0 ? 0 : status.streamInfo.state.last_seq;
+  const watch = await kv.watch().catch((err: unknown) => {
+    throw permissionDenied(err, who) ?? err;
+  });
+  const watcher = new LiveSwitches(nc, bucket, watch, opts.onProblem ?? warn, initialRevision);
+  await watcher.loaded(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  return watcher;
+}
+
+type KvWatcher = Awaited<ReturnType<KV["watch"]>>;
+
+/** A recorded pause with its expiry parsed once, so isPaused compares numbers. */
+interface Held {
+  readonly state: SwitchState;
+  readonly until: number;
+}
+
+class LiveSwitches implements SwitchWatcher {
+  #mesh: Held | undefined;
+  readonly #principals = new Map<string, Held>();
+  readonly #capabilities = new Map<string, Map<number, Held>>();
+  readonly #listeners = new Set<(change: SwitchChange) => void>();
+  readonly #nc: NatsConnection;
+  readonly #bucket: string;
+  readonly #watch: KvWatcher;
+  readonly #onProblem: (err: CausewayError) => void;
+  readonly #initialRevision: number;
+  readonly #initialized: Promise<void>;
+  readonly #done: Promise<void>;
+  #ready: { resolve: () => void; reject: (err: Error) => void } | undefined;
+  #highest = 0;
+  #closed = false;
+
+  constructor(nc: NatsConnection, bucket: string, watch: KvWatcher, onProblem: (err: CausewayError) => void, initialRevision: number) {
+    this.#nc = nc;
+    this.#bucket = bucket;
+    this.#watch = watch;
+    this.#onProblem = onProblem;
+    this.#initialRevision = initialRevision;
+    this.#initialized = new Promise<void>((resolve, reject) => {
+      this.#ready = { resolve, reject };
+    });
+    this.#initialized.catch(() => {}); // observed by loaded(); never an unhandled rejection
+    this.#checkReady();
+    this.#done = this.#run();
+  }
+
+  isPaused(subject: SwitchSubject, now?: number | Date): SwitchState | undefined {
+    const t = now === undefined ? Date.now() : typeof now === "number" ? now : now.getTime();
+    const mesh = this.#mesh;
+    if (mesh !== undefined && mesh.until > t) return mesh.state;
+    const principal = this.#principals.get(subject.principal);
+    if (principal !== undefined && principal.until > t) return principal.state;
+    const capability = this.#capabilities.get(subject.capability)?.get(subject.major);
+    if (capability !== undefined && capability.until > t) return capability.state;
+    return undefined;
+  }
+
+  list(now?: number | Date): readonly SwitchState[] {
+    const t = now === undefined ? Date.now() : typeof now === "number" ? now : now.getTime();
+    return this.#all().filter((h) => h.until > t).map((h) => h.state);
+  }
+
+  recorded(): readonly SwitchState[] {
+    return this.#all().map((h) => h.state);
+  }
+
+  onChange(listener: (change: SwitchChange) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#watch.stop();
+    await this.#done;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /** Resolves once the initial state is applied; closes the watcher on failure. */
+  async loaded(timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new ConfigError(ErrorCode.Config, `the kill switches ${this.#bucket} did not load within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      await Promise.race([this.#initialized, timeout]);
+    } catch (err) {
+      await this.close();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #all(): Held[] {
+    const byTarget = (a: Held, b: Held) => a.state.target.localeCompare(b.state.target);
+    const capabilities = [...this.#capabilities.values()].flatMap((m) => [...m.values()]);
+    return [...(this.#mesh ? [this.#mesh] : []), ...[...this.#principals.values()].sort(byTarget), ...capabilities.sort(byTarget)];
+  }
+
+  #checkReady(): void {
+    if (this.#ready !== undefined && this.#highest >= this.#initialRevision) {
+      this.#ready.resolve();
+      this.#ready = undefined;
+    }
+  }
+
+  async #run(): Promise<void> {
+    try {
+      for await (const change of this.#watch) {
+        this.#apply(change);
+        if (change.revision > this.#highest) this.#highest = change.revision;
+        this.#checkReady();
+      }
+    } catch (err) {
+      this.#report(new ConfigError(ErrorCode.Config, `the kill switch watch on ${this.#bucket} failed: ${(err as Error).message}`, { cause: err }));
+    }
+    if (this.#ready !== undefined) {
+      this.#ready.reject(new ConfigError(ErrorCode.Config, `the kill switch watch on ${this.#bucket} stopped before the switches were loaded`));
+      this.#ready = undefined;
+    } else if (!this.#closed && !this.#nc.isClosed() && !this.#nc.isDraining()) {
+      this.#report(new ConfigError(ErrorCode.Config, `the kill switch watch on ${this.#bucket} stopped: switches no longer apply until the service restarts`));
+    }
+  }
+
+  #apply(change: KvWatchEntry): void {
+    let where: { scope: SwitchScopeValue; target: string };
+    try {
+      where = parseSwitchKey(change.key);
+    } catch (err) {
+      this.#report(err as CausewayError); // a key that is no switch switches nothing
+      return;
+    }
+    let state: SwitchState | undefined;
+    if (change.operation === "PUT") {
+      try {
+        state = parseSwitch(change.key, change.value);
+      } catch (err) {
+        // Fail closed: an unreadable switch pauses what it names until it is rewritten or deleted.
+        this.#report(err as CausewayError);
+        state = Object.freeze({
+          key: change.key, ...where, paused: true, reason: `unreadable switch value: ${(err as Error).message}`, by: "", at: change.created.toISOString(),
+          expires_at: null, decision_id: "",
+        });
+      }
+    }
+    const held = state === undefined ? undefined : { state, until: safeExpiry(state) };
+    switch (where.scope) {
+      case SwitchScope.Mesh:
+        this.#mesh = held;
+        break;
+      case SwitchScope.Principal:
+        if (held) this.#principals.set(where.target, held);
+        else this.#principals.delete(where.target);
+        break;
+      case SwitchScope.Capability: {
+        const [name, v] = where.target.split(".") as [string, string];
+        const major = Number(v.slice(1));
+        let byMajor = this.#capabilities.get(name);
+        if (held) {
+          if (byMajor === undefined) this.#capabilities.set(name, (byMajor = new Map()));
+          byMajor.set(major, held);
+        } else if (byMajor !== undefined) {
+          byMajor.delete(major);
+          if (byMajor.size === 0) this.#capabilities.delete(name);
+        }
+        break;
+      }
+    }
+    const event: SwitchChange = Object.freeze({ key: change.key, ...where, state, revision: change.revision });
+    for (const listener of this.#listeners) {
+      try {
+        listener(event);
+      } catch {
+        // A failing listener must not stop the watch.
+      }
+    }
+  }
+
+  #report(err: CausewayError): void {
+    try {
+      this.#onProblem(err);
+    } catch {
+      // A failing callback must not stop the watch.
+    }
+  }
+}
+
+function safeExpiry(state: SwitchState): number {
+  try {
+    return switchExpiry(state);
+  } catch {
+    return Infinity; // parseSwitch validated it; an unparsable expiry would fail closed anyway
+  }
+}
+
+function invalid(message: string): CausewayError {
+  return new CausewayError(ErrorCode.SwitchInvalid, message);
+}
+
+function missingBucket(err: unknown, bucket: string): ConfigError | undefined {
+  if (!(err instanceof JetStreamApiError) || err.code !== JetStreamApiCodes.StreamNotFound) return undefined;
+  return new ConfigError(ErrorCode.Config, `the kill switch bucket ${bucket} does not exist: run \`causeway streams apply\` to create the mesh's buckets`, { cause: err });
+}
+
+function warn(err: CausewayError): void {
+  process.emitWarning(err.message, { code: err.code });
+}
