@@ -2,9 +2,10 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { JsMsg } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import {
   NatsBinding, QuarantineHeader, RetryableError, createEvent, createLogger, deriveEventId, parseTraceparent, revokeTrust, signEvent, startAgent,
-  verifyEvent, type AgentDefinition, type AgentOptions, type Emit,
+  encodeSwitch, switchKey, verifyEvent, type AgentDefinition, type AgentOptions, type Emit,
 } from "../services/kit/index.ts";
 import { REQUEST_SCHEMA, TASK_SCHEMA, startMesh, type Mesh } from "./mesh-fixture.ts";
 import { runNatsJson, waitFor } from "./harness/index.ts";
@@ -250,6 +251,24 @@ describe("agent pipeline", () => {
     const agent = await run(mesh, planner());
     await mesh.jsm.consumers.delete("MESH_CAP", "cap-plan-v1");
     await assert.rejects(agent.stopped, /consum/);
+  });
+
+  test("agent - under a kill switch the agent creates its consumer paused and runs nothing until resumed", async () => {
+    await using mesh = await startMesh();
+    const kv = await new Kvm(mesh.nc).open("causeway_switches");
+    const key = switchKey("capability", "plan.v1");
+    await kv.put(key, encodeSwitch({ paused: true, reason: "bad model release", by: "operator", at: new Date().toISOString(), expires_at: null, decision_id: "test" }));
+    const def = planner();
+    await using agent = await run(mesh, def);
+    const info = await mesh.jsm.consumers.info("MESH_CAP", "cap-plan-v1");
+    assert.equal(info.paused, true, "created paused");
+    await mesh.publish(PLAN, mesh.event("gateway"));
+    await waitFor(async () => (await mesh.jsm.consumers.info("MESH_CAP", "cap-plan-v1")).num_pending === 1, { what: "the input to wait" });
+    assert.equal(def.calls, 0);
+    // What the coordinator's resume does: clear the flag, resume the consumer.
+    await kv.delete(key);
+    await mesh.jsm.consumers.resume("MESH_CAP", "cap-plan-v1");
+    await waitFor(() => agent.stats().processed === 1, { what: "the input after the resume", timeoutMs: 15_000 });
   });
 
   test("agent - registers as a micro service that nats micro ls shows with its capability", async () => {

@@ -4,7 +4,7 @@ import { jetstream, jetstreamManager, type JetStreamManager, type JsMsg } from "
 import { createUser } from "@nats-io/nkeys";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, applyStreams, createEvent, defaultStreamsDir, loadPrincipals, loadStreamDefinitions, newTraceparent, openTrustStore,
+  NatsBinding, applyStreams, createEvent, ensureMeshBuckets, defaultStreamsDir, loadPrincipals, loadStreamDefinitions, newTraceparent, openTrustStore,
   seedTrustStore, signEvent, signingKeyFromNkeySeed, trustEntriesFromPrincipals, uuidv7,
   type CloudEvent, type EventInit, type SigningKey, type TrustStore,
 } from "../services/kit/index.ts";
@@ -39,6 +39,7 @@ export async function startMesh(opts: { config?: string } = {}): Promise<Mesh> {
   const jsm = await jetstreamManager(nc);
   const report = await applyStreams(jsm, await loadStreamDefinitions(defaultStreamsDir));
   if (!report.ok) throw new Error("streams were refused");
+  await ensureMeshBuckets(nc);
   const principals = loadPrincipals();
   const seeds: Record<string, string> = {};
   const keys: Record<string, SigningKey> = {};

@@ -26,6 +26,7 @@ import { quarantine } from "./quarantine.ts";
 import { createSchemaRegistry, type DataValidator, type SchemaRegistry } from "./schemas.ts";
 import { capabilityConsumerConfig } from "./streams.ts";
 import { StreamName, subjectsFor } from "./subjects.ts";
+import { PAUSED_UNTIL_RESUMED, watchSwitches, type SwitchWatcher } from "./switches.ts";
 import { endSpan, startProcessSpan, startSendSpan, traceparentOf } from "./tracing.ts";
 import type { TrustStore } from "./trust.ts";
 import { signEvent } from "./verifiability.ts";
@@ -43,9 +44,16 @@ export interface AgentOptions {
   log?: Logger;
   /** Overrides of the capability consumer template (tests shorten ack_wait and backoff). */
   consumer?: Partial<ConsumerConfig>;
+  /** The kill switches (KV causeway_switches). Default: watched on the agent's connection while it runs. */
+  switches?: SwitchWatcher;
 }
 
 const DEFAULT_CONCURRENCY = 8;
+/**
+ * How long a paused input waits before it is offered again. The coordinator pauses the consumer server-side,
+ * which holds the redelivery until the resume anyway; this only bounds the wait after it.
+ */
+const PAUSED_RETRY_MS = 5_000;
 
 /**
  * Starts `definition` on `nc`: makes sure the capability's durable consumer exists, registers the agent as a
@@ -71,6 +79,10 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const processed: ProcessedSet | undefined = def.sideEffects ? await openProcessedSet(nc, def.capability, def.major) : undefined;
   const leases = def.critical ? await openLeases(nc) : undefined;
 
+  // Kill switches: watched before the consumer exists, so a consumer created during a pause is created paused.
+  const switches = opts.switches ?? (await watchSwitches(nc, { onProblem: (err) => baseLog.warn({ err }, "kill switch problem") }));
+  const switchSubject = Object.freeze({ capability: def.capability, major: def.major, principal: def.principal });
+
   const jsm = await jetstreamManager(nc);
   const template = await capabilityConsumerConfig(def.capability, def.major, { prefix });
   const consumerConfig = { ...template, ...opts.consumer } as ConsumerConfig;
@@ -78,7 +90,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   try {
     await jsm.consumers.info(StreamName.Cap, durable);
   } catch {
-    await jsm.consumers.add(StreamName.Cap, consumerConfig);
+    const pausedNow = switches.isPaused(switchSubject);
+    await jsm.consumers.add(StreamName.Cap, pausedNow ? { ...consumerConfig, pause_until: pausedNow.expires_at ?? PAUSED_UNTIL_RESUMED } : consumerConfig);
   }
   const info = await jsm.consumers.info(StreamName.Cap, durable);
   const maxDeliver = info.config.max_deliver ?? -1;
@@ -278,10 +291,27 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   stopped.catch(() => undefined); // a caller that never awaits `stopped` must not crash on an unhandled rejection
   let failure: Error | undefined;
 
+  // Say so once when a switch pauses or resumes this agent (the check per message allocates nothing).
+  let pausedBy = switches.isPaused(switchSubject);
+  if (pausedBy) baseLog.warn({ scope: pausedBy.scope, target: pausedBy.target, reason: pausedBy.reason, by: pausedBy.by, until: pausedBy.expires_at }, "paused by a kill switch");
+  const unwatchSwitches = switches.onChange(() => {
+    const now = switches.isPaused(switchSubject);
+    if ((now === undefined) === (pausedBy === undefined)) return;
+    pausedBy = now;
+    if (now) baseLog.warn({ scope: now.scope, target: now.target, reason: now.reason, by: now.by, until: now.expires_at }, "paused by a kill switch");
+    else baseLog.info("kill switch lifted; consuming again");
+  });
+
   const loop = (async () => {
     for await (const msg of messages) {
       if (shutdown.signal.aborted) {
         msg.nak(); // fetched but not started: redeliver to a replica that is still running
+        continue;
+      }
+      // Kill switch: the server stops delivering once the coordinator pauses the consumer; what was already
+      // pulled is handed back untouched (no verify, no handler) and waits for the resume.
+      if (switches.isPaused(switchSubject) !== undefined) {
+        msg.nak(PAUSED_RETRY_MS);
         continue;
       }
       counters.inFlight++;
@@ -318,11 +348,13 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const stop = () => {
     stopping ??= (async () => {
       shutdown.abort();
+      unwatchSwitches();
       // Close the pull: buffered messages come through the iterator and are nak'ed above.
       await messages.close().catch(() => undefined);
       await loop.catch(() => undefined);
       await Promise.allSettled([...running]);
       await service.stop().catch(() => undefined);
+      if (opts.switches === undefined) await switches.close().catch(() => undefined);
       baseLog.info(stats(), "agent stopped");
       if (failure) rejectStopped(failure);
       else resolveStopped();

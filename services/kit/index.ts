@@ -92,6 +92,15 @@ export type {
 export { DecisionKind, decisionEvent, decisionSchema, decisionSubjectOf, publishDecision } from "./decisions.ts";
 export type { DecisionAbout, DecisionKindValue, DecisionOptions } from "./decisions.ts";
 
+// Kill switches: the state the coordinator writes and agents watch (KV causeway_switches), and the endpoints' shapes
+export {
+  MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchAction, SwitchScope, encodeSwitch, parseSwitch, parseSwitchKey, switchExpiry, switchKey, watchSwitches,
+} from "./switches.ts";
+export type {
+  ConsumerSwitch, SwitchActionValue, SwitchChange, SwitchErrorReply, SwitchReply, SwitchRequest, SwitchScopeValue, SwitchState, SwitchStatus,
+  SwitchStatusReply, SwitchSubject, SwitchValue, SwitchWatcher, WatchSwitchesOptions,
+} from "./switches.ts";
+
 // The mesh's KV buckets (created by operator tooling)
 export { MESH_BUCKETS, ensureMeshBuckets } from "./buckets.ts";
 

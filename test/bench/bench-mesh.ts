@@ -7,7 +7,7 @@ import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { createUser } from "@nats-io/nkeys";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import {
-  applyStreams, createEvent, createSchemaRegistry, defaultStreamsDir, formatTime, loadStreamDefinitions, newTraceparent, openTrustStore,
+  applyStreams, createEvent, createSchemaRegistry, ensureMeshBuckets, defaultStreamsDir, formatTime, loadStreamDefinitions, newTraceparent, openTrustStore,
   seedTrustStore, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent, type SchemaRegistry, type SigningKey, type TrustRecord,
   type TrustStore,
 } from "../../services/kit/index.ts";
@@ -34,6 +34,7 @@ export async function startBenchMesh(hops: number): Promise<BenchMesh> {
   const nc = await connect({ servers: server.url });
   const jsm = await jetstreamManager(nc);
   if (!(await applyStreams(jsm, await loadStreamDefinitions(defaultStreamsDir))).ok) throw new Error("streams refused");
+  await ensureMeshBuckets(nc);
   const keys: Record<string, SigningKey> = {};
   const records: TrustRecord[] = [];
   const notBefore = formatTime(Date.now() - 60_000);
