@@ -35,7 +35,7 @@ export async function run(args: string[]): Promise<number> {
   let agents: AgentProcess[] = [];
   let trust: TrustStore | undefined;
   const connections: NatsConnection[] = [];
-  console.log("Causeway demo — a report request through planner → researcher → verifier → reporter, every hop signed and verified\n");
+  console.log("Causeway demo — a report request through planner → researcher → verifier → reporter → publisher (critical: approved, then granted), every hop signed and verified\n");
   try {
     const principals = loadPrincipals();
     await step("identities", () => ensureIdentities(principals, data), (n) => `${Object.keys(principals.principals).length} principals, ${n} new NKey seeds in ${join(data, "keys")}`);
@@ -95,7 +95,7 @@ export async function run(args: string[]): Promise<number> {
       (r) => `decision.approval.requested for ${(JSON.parse(Buffer.from(r.event.data).toString("utf8")) as { eventId: string }).eventId}`);
     const workId = (JSON.parse(Buffer.from(pending.event.data).toString("utf8")) as { eventId: string }).eventId;
     const approveArgs = ["approve", workId, "--as", "approver-alice", "--reason", "checked the draft", "--server", url];
-    console.log(`\n$ causeway ${approveArgs.join(" ").replace(url, "$NATS_URL")}`);
+    console.log(`\n$ causeway ${approveArgs.map((a) => (a.includes(" ") ? `"${a}"` : a)).join(" ").replace(url, "$NATS_URL")}`);
     console.log(execFileSync(process.execPath, [join(repoRoot, "services", "cli", "main.ts"), ...approveArgs], { encoding: "utf8", env: { ...process.env, CAUSEWAY_DATA_DIR: data } }).trimEnd() + "\n");
     await step("report.released — published once, under the grant's lease", () => releases(request.id),
       (r) => (JSON.parse(Buffer.from(r.event.data).toString("utf8")) as { location: string }).location);
