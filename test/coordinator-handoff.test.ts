@@ -16,7 +16,7 @@ import { createPublisherDefinition } from "../services/agents/publisher/definiti
 import { readMessages } from "../services/cli/flow.ts";
 import { startCoordinator } from "./coordinator-fixture.ts";
 import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
-import { repoRoot, waitFor } from "./harness/index.ts";
+import { repoRoot, runNats, waitFor } from "./harness/index.ts";
 
 const run = promisify(execFile);
 const REPORT_SCHEMA = "https://causeway.dev/schemas/report.published/1.0.0";
@@ -86,6 +86,27 @@ describe("critical handoffs", () => {
     const [forwarded] = await readMessages(mesh.operator, "MESH_CAP", "mesh.cap.publish.v1");
     assert.deepEqual(Buffer.from(forwarded!.data), Buffer.from(NatsBinding.binary(event).data));
     assert.equal(mesh.trust.verify(NatsBinding.toEvent(forwarded!)).entry.principal, "reporter");
+  });
+
+  test("critical - an approver approves with a plain nats req on its own subject; no one else can use it", async () => {
+    await using mesh = await startOperatedMesh();
+    await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith());
+    await using pub = await publisher(mesh, join(mesh.dataDir, "outbox"));
+    const event = await handOff(mesh);
+    await waitFor(async () => (await decisions(mesh, "approval_requested")).length === 1, { what: "the approval request" });
+    const body = JSON.stringify({ eventId: event.id, reason: "fine by me" });
+    const stranger = await runNats(["--inbox-prefix", "_INBOX_researcher", "req", "--timeout", "1s", "mesh.ctl.coordinator.approve.approver-alice", body], { server: mesh.server.url, nkey: join(mesh.dataDir, "keys", "researcher.nk") });
+    // The server drops the stranger's publish, so no reply ever comes (`nats req` still exits 0).
+    assert.doesNotMatch(stranger.stdout + stranger.stderr, /Received/);
+    assert.equal((await decisions(mesh, "approval")).length, 0, "the stranger approved nothing");
+    const res = await runNats(["--inbox-prefix", "_INBOX_approver-alice", "req", "mesh.ctl.coordinator.approve.approver-alice", body], { server: mesh.server.url, nkey: join(mesh.dataDir, "keys", "approver-alice.nk") });
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /"status":"approved","granted":true/);
+    await waitFor(() => pub.stats().processed === 1, { what: "the publisher to run" });
+    const [approval] = await decisions(mesh, "approval");
+    const data = JSON.parse(Buffer.from(approval!.event.data).toString()) as { approver: string; via: string; reason: string };
+    assert.deepEqual({ approver: data.approver, via: data.via, reason: data.reason }, { approver: "approver-alice", via: "request", reason: "fine by me" });
+    assert.equal(approval!.entry.principal, "coordinator", "signed by the coordinator on the approver's behalf");
   });
 
   test("critical - deny with the CLI: the work is quarantined and never runs", async () => {

@@ -79,6 +79,20 @@ export const start: StartModule = async (deps) => {
   });
   endpoint("approve");
   endpoint("deny");
+  // The same, for plain `nats req` by an approver identity: mesh.ctl.coordinator.approve.<approver>.
+  for (const name of ["approve", "deny"] as const) {
+    deps.service.addEndpoint(`${name}-as`, {
+      subject: `${deps.subjects.control("coordinator", name)}.*`,
+      metadata: { description: `${name} by request: body {"eventId", "reason"}; only <approver> may publish on ${name}.<approver>` },
+      handler: (err, msg) => {
+        if (err) return;
+        void handoffs.decideByRequest(msg, name === "approve" ? "approved" : "denied").then(
+          (reply) => msg.respond(JSON.stringify(reply)),
+          (e: unknown) => msg.respond(JSON.stringify({ ok: false, code: (e as CausewayError).code ?? ErrorCode.Config, error: (e as Error).message })),
+        );
+      },
+    });
+  }
   deps.service.addEndpoint("approvals", {
     subject: deps.subjects.control("coordinator", "approvals"),
     metadata: { description: "pending approvals with their deadlines" },
@@ -218,7 +232,7 @@ class Handoffs {
     deps.log.info({ eventId: event.id, capability: policy.ref, lease: key, revision }, "granted");
   }
 
-  /** An approve or deny request carrying a decision.approval signed by the approver. */
+  /** An approve or deny request carrying a decision.approval signed by the approver (`causeway approve`). */
   async decide(msg: Msg, verdict: "approved" | "denied"): Promise<ApprovalReply> {
     const { deps } = this;
     const signed = NatsBinding.toEvent({ headers: msg.headers, data: msg.data });
@@ -229,21 +243,51 @@ class Handoffs {
     const approver = decision.entry.principal;
     if (data.approver !== approver) throw codeError(ErrorCode.NotApprover, `the decision names ${data.approver} but is signed by ${approver}`);
     if (data.verdict !== verdict) throw codeError(ErrorCode.Usage, `a ${verdict} request carries verdict ${data.verdict}`);
-    const found = await this.findApproval(data.eventId);
-    if (!found) throw codeError(ErrorCode.NoPendingApproval, `no approval is pending for event ${data.eventId}`);
-    const { key, revision, approval } = found;
-    if (approval.status !== "pending") throw codeError(ErrorCode.NoPendingApproval, `the approval of ${data.eventId} is already ${approval.status}`);
-    if (!approval.approvers.includes(approver)) throw codeError(ErrorCode.NotApprover, `${approver} is not an approver of ${approval.capability} (policy: ${approval.approvers.join(", ")})`);
-    if (data.coreDigest !== approval.coreDigest) throw codeError(ErrorCode.NoPendingApproval, `the decision is for other bytes than the pending event (core digest differs)`);
-    // The approver's signed decision goes into MESH_DECISION as it is: lineage sees the approver's own signature.
-    const { headers, data: bytes } = NatsBinding.binary(signed);
-    await deps.js.publish(deps.subjects.decision("approval"), bytes, { headers, msgID: signed.id });
+    return this.apply(data.eventId, approver, verdict, data.reason, (approval) => {
+      if (data.coreDigest !== approval.coreDigest) throw codeError(ErrorCode.NoPendingApproval, "the decision is for other bytes than the pending event (core digest differs)");
+      return signed; // the approver's own signature goes into MESH_DECISION as it is
+    });
+  }
 
-    const entry = { approver, at: new Date().toISOString(), ...(data.reason && { reason: data.reason }) };
+  /**
+   * An approve or deny sent with plain `nats req` on mesh.ctl.coordinator.<approve|deny>.<approver>: the server
+   * lets each approver publish only on its own subject, so the subject's last token is its authenticated NATS
+   * identity. The body is `{"eventId": "…", "reason": "…"}`; the coordinator signs the decision on its behalf
+   * (`via: "request"`). `causeway approve` is the stronger path: there the approver signs with its own key.
+   */
+  async decideByRequest(msg: Msg, verdict: "approved" | "denied"): Promise<ApprovalReply> {
+    const approver = msg.subject.split(".").at(-1)!;
+    let body: { eventId?: unknown; reason?: unknown };
+    try {
+      body = JSON.parse(msg.string() || "{}") as typeof body;
+    } catch {
+      throw codeError(ErrorCode.Usage, 'the request body must be JSON: {"eventId": "…", "reason": "…"}');
+    }
+    if (typeof body.eventId !== "string") throw codeError(ErrorCode.Usage, 'the request body needs "eventId"');
+    const reason = typeof body.reason === "string" ? body.reason.slice(0, 2000) : undefined;
+    const eventId = body.eventId;
+    return this.apply(eventId, approver, verdict, reason, (approval) => decisionEvent(DecisionKind.Approval, {
+      eventId, coreDigest: approval.coreDigest, verdict, approver, via: "request", ...(reason && { reason }),
+    }, { principal: this.deps.principal, key: this.deps.key, about: { id: eventId, source: approval.eventSource, extensions: { correlationid: approval.correlationId } }, idKey: `${verdict}/${approver}/${eventId}` }));
+  }
+
+  /** Records `approver`'s verdict on the pending approval of `eventId`, publishes the decision, and grants when complete. */
+  private async apply(eventId: string, approver: string, verdict: "approved" | "denied", reason: string | undefined, decisionFor: (approval: Approval) => CloudEvent): Promise<ApprovalReply> {
+    const { deps } = this;
+    const found = await this.findApproval(eventId);
+    if (!found) throw codeError(ErrorCode.NoPendingApproval, `no approval is pending for event ${eventId}`);
+    const { key, revision, approval } = found;
+    if (approval.status !== "pending") throw codeError(ErrorCode.NoPendingApproval, `the approval of ${eventId} is already ${approval.status}`);
+    if (!approval.approvers.includes(approver)) throw codeError(ErrorCode.NotApprover, `${approver} is not an approver of ${approval.capability} (policy: ${approval.approvers.join(", ")})`);
+    const decision = decisionFor(approval);
+    const { headers, data: bytes } = NatsBinding.binary(decision);
+    await deps.js.publish(deps.subjects.decision("approval"), bytes, { headers, msgID: decision.id });
+
+    const entry = { approver, at: new Date().toISOString(), ...(reason && { reason }) };
     if (verdict === "denied") {
-      const denied: Approval = { ...approval, status: "denied", decidedBy: approver, ...(data.reason && { reason: data.reason }) };
+      const denied: Approval = { ...approval, status: "denied", decidedBy: approver, ...(reason && { reason }) };
       await this.approvals.update(key, JSON.stringify(denied), revision);
-      await this.quarantineOriginal(approval, QuarantineReason.PolicyDenied, `denied by ${approver}${data.reason ? `: ${data.reason}` : ""}`, ErrorCode.PolicyVerdict);
+      await this.quarantineOriginal(approval, QuarantineReason.PolicyDenied, `denied by ${approver}${reason ? `: ${reason}` : ""}`, ErrorCode.PolicyVerdict);
       return { ok: true, status: "denied", granted: false };
     }
     const approvals = approval.approvals.some((a) => a.approver === approver) ? approval.approvals : [...approval.approvals, entry];

@@ -354,6 +354,8 @@ export function permissionsFor(principals: Principals, name: string, opts: Permi
     sub.add(`$SRV.*.${s}`, `answers discovery addressed to service ${s}`);
     sub.add(`$SRV.*.${s}.*`, `answers discovery addressed to an instance of ${s}`);
     sub.add(`${prefix}.ctl.${s}.*`, `serves its control endpoints`);
+    // Endpoints addressed per caller (e.g. the coordinator's approve.<approver>): the server proves who called.
+    sub.add(`${prefix}.ctl.${s}.*.*`, `serves its per-caller control endpoints`);
   }
 
   return Object.freeze({
