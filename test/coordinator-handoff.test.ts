@@ -26,11 +26,12 @@ function policyWith(overrides: Record<string, unknown> = {}) {
   return { capabilities: { "publish.v1": { critical: true, approvals: { count: 1, approvers: ["approver-alice"] }, leaseTtlMs: 60_000, approvalDeadlineMs: 60_000, onDeadline: "quarantine", ...overrides } } };
 }
 
-async function handOff(mesh: OperatedMesh, requestId = `req-${uuidv7()}`): Promise<CloudEvent> {
+async function handOff(mesh: OperatedMesh, requestId = `req-${uuidv7()}`, expirytime?: string): Promise<CloudEvent> {
   const reporter = await mesh.as("reporter");
   const event = signEvent(createEvent({
     id: uuidv7(), source: "causeway://reporter", type: "report.published", time: new Date().toISOString(), subject: requestId,
-    datacontenttype: "application/json", dataschema: REPORT_SCHEMA, extensions: { traceparent: newTraceparent(), correlationid: requestId },
+    datacontenttype: "application/json", dataschema: REPORT_SCHEMA,
+    extensions: { traceparent: newTraceparent(), correlationid: requestId, ...(expirytime && { expirytime }) },
     data: JSON.stringify({ requestId, title: "Report: test", complete: true, findingsCount: 1, sections: [{ heading: "Q", body: "A" }] }),
   }), signingKeyFromNkeySeed(readSeed("reporter", mesh.dataDir)));
   const { headers, data } = NatsBinding.binary(event);
@@ -133,6 +134,17 @@ describe("critical handoffs", () => {
     const [expired] = await decisions(mesh, "approval");
     assert.equal((JSON.parse(Buffer.from(expired!.event.data).toString()) as { verdict: string }).verdict, "expired");
     assert.equal(expired!.entry.principal, "coordinator");
+  });
+
+  test("critical - an approval whose work expires is cancelled: signed, and the work quarantined as expired", async () => {
+    await using mesh = await startOperatedMesh();
+    await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith());
+    const event = await handOff(mesh, undefined, new Date(Date.now() + 1_500).toISOString());
+    const [q] = await waitFor(async () => { const m = await readMessages(mesh.operator, "MESH_QUARANTINE", "mesh.quarantine.expired.publish"); return m.length > 0 && m; }, { what: "the cancellation", timeoutMs: 10_000 });
+    assert.equal(NatsBinding.toEvent(q!).id, event.id);
+    const [cancelled] = await decisions(mesh, "approval");
+    assert.match((JSON.parse(Buffer.from(cancelled!.event.data).toString()) as { reason: string }).reason, /^cancelled: the work expired/);
+    assert.notEqual((await cli(mesh, "approve", event.id, "--as", "approver-alice")).code, 0, "nothing is left to approve");
   });
 
   test("critical - two publisher replicas and a forced redelivery: the action runs once", async () => {

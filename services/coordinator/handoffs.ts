@@ -28,6 +28,8 @@ export interface Approval {
   readonly approvers: readonly string[];
   readonly approvals: readonly { approver: string; at: string; reason?: string }[];
   readonly deadline: string;
+  /** The work's own `expirytime`, if it has one: past it the flow has ended and the approval is cancelled. */
+  readonly workExpiresAt?: string;
   /** Where the original bytes are: MESH_HANDOFF at this sequence, on this subject. */
   readonly handoffSeq: number;
   readonly handoffSubject: string;
@@ -187,6 +189,7 @@ class Handoffs {
     const approval: Approval = {
       eventId: event.id, eventSource: event.source, correlationId: correlationIdOf(event), coreDigest, capability: policy.ref, status: "pending",
       required: approvals.count, approvers: approvals.approvers, approvals: [], deadline,
+      ...(typeof event.extensions.expirytime === "string" && { workExpiresAt: event.extensions.expirytime }),
       handoffSeq: msg.info.streamSequence, handoffSubject: msg.subject,
     };
     try {
@@ -318,13 +321,19 @@ class Handoffs {
     return out.sort((a, b) => a.deadline.localeCompare(b.deadline));
   }
 
-  /** Expires every pending approval past its deadline: a signed decision, then the work is quarantined. */
+  /**
+   * Ends every pending approval whose time is up: past its deadline (approval_timeout), or abandoned because the
+   * work itself expired — its flow has ended and nobody can use the result (expired). Each gets a signed
+   * decision, then the work is quarantined.
+   */
   async expireDue(now = Date.now()): Promise<void> {
     for await (const key of await this.approvals.keys()) {
       const e = await this.approvals.get(key);
       if (!e || e.operation !== "PUT") continue;
       const approval = e.json<Approval>();
-      if (approval.status !== "pending" || Date.parse(approval.deadline) > now) continue;
+      if (approval.status !== "pending") continue;
+      const abandoned = approval.workExpiresAt !== undefined && Date.parse(approval.workExpiresAt) <= now;
+      if (!abandoned && Date.parse(approval.deadline) > now) continue;
       try {
         await this.approvals.update(key, JSON.stringify({ ...approval, status: "expired", decidedBy: this.deps.principal }), e.revision);
       } catch {
@@ -332,11 +341,15 @@ class Handoffs {
       }
       const expired = decisionEvent(DecisionKind.Approval, {
         eventId: approval.eventId, coreDigest: approval.coreDigest, verdict: "expired", approver: this.deps.principal, via: "deadline",
-        reason: `no decision by ${approval.deadline}`,
+        reason: abandoned ? `cancelled: the work expired at ${approval.workExpiresAt} before a decision` : `no decision by ${approval.deadline}`,
       }, { principal: this.deps.principal, key: this.deps.key, about: { id: approval.eventId, source: approval.eventSource, extensions: { correlationid: approval.correlationId } }, idKey: `approval-expired/${approval.eventId}` });
       await publishDecision(this.deps.js, DecisionKind.Approval, expired);
-      await this.quarantineOriginal(approval, QuarantineReason.ApprovalTimeout, `no approval by ${approval.deadline} (${approval.approvals.length} of ${approval.required})`, ErrorCode.ApprovalTimeout);
-      this.deps.log.warn({ eventId: approval.eventId, capability: approval.capability }, "approval expired; work quarantined");
+      if (abandoned) {
+        await this.quarantineOriginal(approval, QuarantineReason.Expired, `approval cancelled: the work expired at ${approval.workExpiresAt}`, ErrorCode.Expired);
+      } else {
+        await this.quarantineOriginal(approval, QuarantineReason.ApprovalTimeout, `no approval by ${approval.deadline} (${approval.approvals.length} of ${approval.required})`, ErrorCode.ApprovalTimeout);
+      }
+      this.deps.log.warn({ eventId: approval.eventId, capability: approval.capability, abandoned }, "approval ended without a decision; work quarantined");
     }
   }
 
