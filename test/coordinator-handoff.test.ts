@@ -136,6 +136,23 @@ describe("critical handoffs", () => {
     assert.equal(expired!.entry.principal, "coordinator");
   });
 
+  test("critical - a deadline with escalation widens the approvers once; the escalated approver's approval grants", async () => {
+    await using mesh = await startOperatedMesh();
+    await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith({
+      approvalDeadlineMs: 1_000, onDeadline: "escalate", escalation: { approvers: ["approver-bob"], deadlineMs: 60_000 },
+    }));
+    await using pub = await publisher(mesh, join(mesh.dataDir, "outbox"));
+    const event = await handOff(mesh);
+    const requests = await waitFor(async () => { const d = await decisions(mesh, "approval_requested"); return d.length === 2 && d; }, { what: "the escalated request", timeoutMs: 10_000 });
+    const escalated = JSON.parse(Buffer.from(requests[1]!.event.data).toString()) as { approvers: string[]; summary: string };
+    assert.deepEqual(escalated.approvers, ["approver-alice", "approver-bob"]);
+    assert.match(escalated.summary, /^escalated/);
+    const ok = await cli(mesh, "approve", event.id, "--as", "approver-bob");
+    assert.equal(ok.code, 0, ok.stderr);
+    await waitFor(() => pub.stats().processed === 1, { what: "the publisher to run" });
+    assert.equal((await readMessages(mesh.operator, "MESH_QUARANTINE", "mesh.quarantine.>")).length, 0, "escalation, not quarantine, at the first deadline");
+  });
+
   test("critical - an approval whose work expires is cancelled: signed, and the work quarantined as expired", async () => {
     await using mesh = await startOperatedMesh();
     await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith());

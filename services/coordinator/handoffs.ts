@@ -35,6 +35,8 @@ export interface Approval {
   readonly handoffSubject: string;
   readonly decidedBy?: string;
   readonly reason?: string;
+  /** Set once the first deadline escalated the approval to more approvers. */
+  readonly escalated?: boolean;
 }
 
 /** A reply of the approve / deny endpoints. */
@@ -334,6 +336,7 @@ class Handoffs {
       if (approval.status !== "pending") continue;
       const abandoned = approval.workExpiresAt !== undefined && Date.parse(approval.workExpiresAt) <= now;
       if (!abandoned && Date.parse(approval.deadline) > now) continue;
+      if (!abandoned && !approval.escalated && (await this.escalate(key, e.revision, approval, now))) continue;
       try {
         await this.approvals.update(key, JSON.stringify({ ...approval, status: "expired", decidedBy: this.deps.principal }), e.revision);
       } catch {
@@ -351,6 +354,30 @@ class Handoffs {
       }
       this.deps.log.warn({ eventId: approval.eventId, capability: approval.capability, abandoned }, "approval ended without a decision; work quarantined");
     }
+  }
+
+  /**
+   * The first deadline of a capability whose policy says "escalate": more approvers, a new deadline, and a new
+   * signed approval request. Returns false when the policy does not escalate (the caller quarantines).
+   */
+  private async escalate(key: string, revision: number, approval: Approval, now: number): Promise<boolean> {
+    const [capability, v] = approval.capability.split(".") as [string, string];
+    const policy = this.deps.policy.policy().of(capability, Number(v.slice(1)));
+    if (policy?.onDeadline !== "escalate" || !policy.escalation) return false;
+    const approvers = [...new Set([...approval.approvers, ...policy.escalation.approvers])];
+    const deadline = new Date(now + policy.escalation.deadlineMs).toISOString();
+    try {
+      await this.approvals.update(key, JSON.stringify({ ...approval, approvers, deadline, escalated: true } satisfies Approval), revision);
+    } catch {
+      return true; // a peer coordinator escalated it (or an approval landed): nothing more to do now
+    }
+    const requested = decisionEvent(DecisionKind.ApprovalRequested, {
+      eventId: approval.eventId, eventSource: approval.eventSource, coreDigest: approval.coreDigest, capability: approval.capability,
+      required: approval.required, approvers, deadline, summary: `escalated: no decision by ${approval.deadline}`,
+    }, { principal: this.deps.principal, key: this.deps.key, about: { id: approval.eventId, source: approval.eventSource, extensions: { correlationid: approval.correlationId } }, idKey: `approval-escalated/${approval.eventId}` });
+    await publishDecision(this.deps.js, DecisionKind.ApprovalRequested, requested);
+    this.deps.log.warn({ eventId: approval.eventId, approvers, deadline }, "approval escalated");
+    return true;
   }
 
   private async findApproval(eventId: string): Promise<{ key: string; revision: number; approval: Approval } | undefined> {

@@ -17,7 +17,9 @@ export interface CapabilityPolicy {
   readonly gates?: { readonly minConfidence?: number; readonly requireEvidence?: boolean };
   readonly leaseTtlMs: number;
   readonly approvalDeadlineMs: number;
-  readonly onDeadline: "quarantine";
+  readonly onDeadline: "quarantine" | "escalate";
+  /** With onDeadline "escalate": who else may approve after the first deadline, and the new deadline. */
+  readonly escalation?: { readonly approvers: readonly string[]; readonly deadlineMs: number };
 }
 
 /** The whole policy, by capability ref (`publish.v1`). */
@@ -39,7 +41,7 @@ export function parsePolicy(doc: unknown, principals: Principals, source = "poli
     const problems = (validate.errors ?? []).map((e) => `${e.instancePath || "(root)"}: ${e.message ?? "invalid"}`);
     throw new ConfigError(ErrorCode.PolicyInvalid, `${source}: ${problems.join("; ")}`);
   }
-  const raw = (doc as { capabilities: Record<string, Omit<CapabilityPolicy, "ref" | "capability" | "major" | "approvalDeadlineMs" | "onDeadline"> & { approvalDeadlineMs?: number; onDeadline?: "quarantine" }> }).capabilities;
+  const raw = (doc as { capabilities: Record<string, Omit<CapabilityPolicy, "ref" | "capability" | "major" | "approvalDeadlineMs" | "onDeadline"> & { approvalDeadlineMs?: number; onDeadline?: "quarantine" | "escalate" }> }).capabilities;
   const capabilities: Record<string, CapabilityPolicy> = {};
   const problems: string[] = [];
   for (const [ref, c] of Object.entries(raw)) {
@@ -47,9 +49,10 @@ export function parsePolicy(doc: unknown, principals: Principals, source = "poli
     const declared = principals.capabilities[ref];
     if (!declared) problems.push(`/capabilities/${ref}: no such capability in principals.json`);
     else if (declared.critical !== c.critical) problems.push(`/capabilities/${ref}: critical is ${c.critical} here but ${declared.critical} in principals.json (server permissions follow principals.json)`);
-    for (const approver of c.approvals?.approvers ?? []) {
+    for (const approver of [...(c.approvals?.approvers ?? []), ...(c.escalation?.approvers ?? [])]) {
       if (principals.principals[approver]?.role !== "approver") problems.push(`/capabilities/${ref}/approvals: ${approver} is not an approver principal`);
     }
+    if (c.onDeadline === "escalate" && (!c.escalation || !c.approvals)) problems.push(`/capabilities/${ref}: onDeadline "escalate" needs approvals and an escalation`);
     if (c.approvals && c.approvals.count > c.approvals.approvers.length) problems.push(`/capabilities/${ref}/approvals: needs ${c.approvals.count} approvals from ${c.approvals.approvers.length} approvers`);
     capabilities[ref] = Object.freeze({ ...c, ref, capability, major: Number(v.slice(1)), approvalDeadlineMs: c.approvalDeadlineMs ?? DEFAULT_DEADLINE_MS, onDeadline: c.onDeadline ?? "quarantine" });
   }
