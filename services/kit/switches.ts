@@ -3,12 +3,11 @@
 // `{ paused, reason, by, at, expires_at, decision_id }`; a deleted key or `paused: false` means running. The
 // coordinator also pauses the JetStream consumers concerned, so the server stops delivering; the flag is the
 // agent-side guard (and what a consumer created after the pause is checked against).
-import { Kvm } from "@nats-io/kv";
-import type { KV, KvWatchEntry } from "@nats-io/kv";
-import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import type { KvWatchEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { CausewayError, ConfigError, ErrorCode, permissionDenied } from "./errors.ts";
+import { CausewayError, ErrorCode } from "./errors.ts";
 import { normalizeTime } from "./event.ts";
+import { followBucket, type Following } from "./kv-follow.ts";
 import { KvBucket } from "./principals.ts";
 
 /** What a switch applies to. */
@@ -161,7 +160,6 @@ export interface SwitchErrorReply {
   readonly error: { readonly code: string; readonly message: string };
 }
 
-const DEFAULT_TIMEOUT_MS = 10_000;
 const MAX_TEXT = 2000;
 const CAPABILITY_KEY = /^capability\.([a-z0-9_-]+)_v(0|[1-9][0-9]*)$/;
 const PRINCIPAL_KEY = /^principal\.([a-z0-9][a-z0-9_-]*)$/;
@@ -259,24 +257,15 @@ export function switchExpiry(state: Pick<SwitchValue, "expires_at">): number {
  * does not exist, CW_ERR_PERMISSION_DENIED when the connection may not read it.
  */
 export async function watchSwitches(nc: NatsConnection, opts: WatchSwitchesOptions = {}): Promise<SwitchWatcher> {
-  const bucket = opts.bucket ?? KvBucket.Switches;
-  const who = `reading the kill switches ${bucket}`;
-  const kv = await new Kvm(nc).open(bucket);
-  const status = await kv.status().catch((err: unknown) => {
-    throw missingBucket(err, bucket) ?? permissionDenied(err, who) ?? err;
+  const watcher = new LiveSwitches();
+  watcher.following = await followBucket(nc, {
+    bucket: opts.bucket ?? KvBucket.Switches, what: "the kill switches", createdBy: "causeway streams apply",
+    consequence: "pauses and resumes", apply: (change, report) => watcher.apply(change, report),
+    ...(opts.onProblem && { onProblem: opts.onProblem }), ...(opts.timeoutMs !== undefined && { timeoutMs: opts.timeoutMs }),
   });
-  // The watcher delivers the last value of every key; the stream's last message is one of them, so once a
-  // revision at least that high has been applied the initial state is complete.
-  const initialRevision = status.values === 0 ? 0 : status.streamInfo.state.last_seq;
-  const watch = await kv.watch().catch((err: unknown) => {
-    throw permissionDenied(err, who) ?? err;
-  });
-  const watcher = new LiveSwitches(nc, bucket, watch, opts.onProblem ?? warn, initialRevision);
-  await watcher.loaded(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
   return watcher;
 }
 
-type KvWatcher = Awaited<ReturnType<KV["watch"]>>;
 
 /** A recorded pause with its expiry parsed once, so isPaused compares numbers. */
 interface Held {
@@ -289,30 +278,8 @@ class LiveSwitches implements SwitchWatcher {
   readonly #principals = new Map<string, Held>();
   readonly #capabilities = new Map<string, Map<number, Held>>();
   readonly #listeners = new Set<(change: SwitchChange) => void>();
-  readonly #nc: NatsConnection;
-  readonly #bucket: string;
-  readonly #watch: KvWatcher;
-  readonly #onProblem: (err: CausewayError) => void;
-  readonly #initialRevision: number;
-  readonly #initialized: Promise<void>;
-  readonly #done: Promise<void>;
-  #ready: { resolve: () => void; reject: (err: Error) => void } | undefined;
-  #highest = 0;
-  #closed = false;
-
-  constructor(nc: NatsConnection, bucket: string, watch: KvWatcher, onProblem: (err: CausewayError) => void, initialRevision: number) {
-    this.#nc = nc;
-    this.#bucket = bucket;
-    this.#watch = watch;
-    this.#onProblem = onProblem;
-    this.#initialRevision = initialRevision;
-    this.#initialized = new Promise<void>((resolve, reject) => {
-      this.#ready = { resolve, reject };
-    });
-    this.#initialized.catch(() => {}); // observed by loaded(); never an unhandled rejection
-    this.#checkReady();
-    this.#done = this.#run();
-  }
+  /** Set by watchSwitches once the bucket's initial state is applied. */
+  following: Following | undefined;
 
   isPaused(subject: SwitchSubject, now?: number | Date): SwitchState | undefined {
     const t = now === undefined ? Date.now() : typeof now === "number" ? now : now.getTime();
@@ -340,30 +307,13 @@ class LiveSwitches implements SwitchWatcher {
   }
 
   async close(): Promise<void> {
-    this.#closed = true;
-    this.#watch.stop();
-    await this.#done;
+    await this.following?.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
 
-  /** Resolves once the initial state is applied; closes the watcher on failure. */
-  async loaded(timeoutMs: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new ConfigError(ErrorCode.Config, `the kill switches ${this.#bucket} did not load within ${timeoutMs} ms`)), timeoutMs);
-    });
-    try {
-      await Promise.race([this.#initialized, timeout]);
-    } catch (err) {
-      await this.close();
-      throw err;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
 
   #all(): Held[] {
     const byTarget = (a: Held, b: Held) => a.state.target.localeCompare(b.state.target);
@@ -371,37 +321,15 @@ class LiveSwitches implements SwitchWatcher {
     return [...(this.#mesh ? [this.#mesh] : []), ...[...this.#principals.values()].sort(byTarget), ...capabilities.sort(byTarget)];
   }
 
-  #checkReady(): void {
-    if (this.#ready !== undefined && this.#highest >= this.#initialRevision) {
-      this.#ready.resolve();
-      this.#ready = undefined;
-    }
-  }
 
-  async #run(): Promise<void> {
-    try {
-      for await (const change of this.#watch) {
-        this.#apply(change);
-        if (change.revision > this.#highest) this.#highest = change.revision;
-        this.#checkReady();
-      }
-    } catch (err) {
-      this.#report(new ConfigError(ErrorCode.Config, `the kill switch watch on ${this.#bucket} failed: ${(err as Error).message}`, { cause: err }));
-    }
-    if (this.#ready !== undefined) {
-      this.#ready.reject(new ConfigError(ErrorCode.Config, `the kill switch watch on ${this.#bucket} stopped before the switches were loaded`));
-      this.#ready = undefined;
-    } else if (!this.#closed && !this.#nc.isClosed() && !this.#nc.isDraining()) {
-      this.#report(new ConfigError(ErrorCode.Config, `the kill switch watch on ${this.#bucket} stopped: switches no longer apply until the service restarts`));
-    }
-  }
 
-  #apply(change: KvWatchEntry): void {
+  /** One change of the bucket, then the listeners. */
+  apply(change: KvWatchEntry, report: (err: CausewayError) => void): void {
     let where: { scope: SwitchScopeValue; target: string };
     try {
       where = parseSwitchKey(change.key);
     } catch (err) {
-      this.#report(err as CausewayError); // a key that is no switch switches nothing
+      report(err as CausewayError); // a key that is no switch switches nothing
       return;
     }
     let state: SwitchState | undefined;
@@ -410,7 +338,7 @@ class LiveSwitches implements SwitchWatcher {
         state = parseSwitch(change.key, change.value);
       } catch (err) {
         // Fail closed: an unreadable switch pauses what it names until it is rewritten or deleted.
-        this.#report(err as CausewayError);
+        report(err as CausewayError);
         state = Object.freeze({
           key: change.key, ...where, paused: true, reason: `unreadable switch value: ${(err as Error).message}`, by: "", at: change.created.toISOString(),
           expires_at: null, decision_id: "",
@@ -450,13 +378,6 @@ class LiveSwitches implements SwitchWatcher {
     }
   }
 
-  #report(err: CausewayError): void {
-    try {
-      this.#onProblem(err);
-    } catch {
-      // A failing callback must not stop the watch.
-    }
-  }
 }
 
 function safeExpiry(state: SwitchState): number {
@@ -471,11 +392,4 @@ function invalid(message: string): CausewayError {
   return new CausewayError(ErrorCode.SwitchInvalid, message);
 }
 
-function missingBucket(err: unknown, bucket: string): ConfigError | undefined {
-  if (!(err instanceof JetStreamApiError) || err.code !== JetStreamApiCodes.StreamNotFound) return undefined;
-  return new ConfigError(ErrorCode.Config, `the kill switch bucket ${bucket} does not exist: run \`causeway streams apply\` to create the mesh's buckets`, { cause: err });
-}
 
-function warn(err: CausewayError): void {
-  process.emitWarning(err.message, { code: err.code });
-}

@@ -8,7 +8,7 @@
 // revocation cover its whole second (fail closed) and a window start at the beginning of its first second.
 import { Ajv2020 } from "ajv/dist/2020.js";
 import type { ValidateFunction } from "ajv/dist/2020.js";
-import { JetStreamApiCodes, JetStreamApiError, StorageType } from "@nats-io/jetstream";
+import { StorageType } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { KV, KvWatchEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -19,6 +19,7 @@ import { SignatureAlgorithm, verificationKeyFromNkey } from "./keys.ts";
 import type { KeyResolver, VerificationKey } from "./keys.ts";
 import { KvBucket, Role } from "./principals.ts";
 import type { Principals, RoleValue } from "./principals.ts";
+import { followBucket, openExistingBucket, type Following } from "./kv-follow.ts";
 import { verifyEvent } from "./verifiability.ts";
 import type { VerifiedEvent, VerifyOptions } from "./verifiability.ts";
 
@@ -137,7 +138,6 @@ export interface TrustListing {
   readonly problems: readonly CausewayError[];
 }
 
-const DEFAULT_TIMEOUT_MS = 10_000;
 const KEYID = /^U[A-Z2-7]{55}$/;
 const RECORD_SCHEMA = {
   $schema: "https://json-schema.org/draft/2020-12/schema",
@@ -159,6 +159,9 @@ const RECORD_SCHEMA = {
   },
 } as const;
 
+// The command that creates and fills the trust bucket, named in the error when it is missing.
+const TRUST_CREATED_BY = "causeway trust seed";
+
 let recordValidator: ValidateFunction | undefined;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
@@ -168,20 +171,12 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
  * not exist (`causeway trust seed` creates it), CW_ERR_PERMISSION_DENIED when the connection may not read it.
  */
 export async function openTrustStore(nc: NatsConnection, opts: OpenTrustStoreOptions = {}): Promise<TrustStore> {
-  const bucket = opts.bucket ?? KvBucket.Trust;
-  const who = `reading the trust store ${bucket}`;
-  const kv = await new Kvm(nc).open(bucket);
-  // The watcher delivers the last value of every key present when it starts; once it has delivered the
-  // stream's last message (a later revision is fine: an update), the initial state is complete.
-  const status = await kv.status().catch((err: unknown) => {
-    throw missingBucket(err, bucket) ?? permissionDenied(err, who) ?? err;
+  const store = new LiveTrustStore();
+  store.following = await followBucket(nc, {
+    bucket: opts.bucket ?? KvBucket.Trust, what: "the trust store", createdBy: TRUST_CREATED_BY,
+    consequence: "rotations and revocations", apply: (change, report) => store.apply(change, report),
+    ...(opts.onProblem && { onProblem: opts.onProblem }), ...(opts.timeoutMs !== undefined && { timeoutMs: opts.timeoutMs }),
   });
-  const initialRevision = status.values === 0 ? 0 : status.streamInfo.state.last_seq;
-  const watch = await kv.watch().catch((err: unknown) => {
-    throw permissionDenied(err, who) ?? err;
-  });
-  const store = new LiveTrustStore(nc, bucket, watch, opts.onProblem ?? warn, initialRevision);
-  await store.loaded(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
   return store;
 }
 
@@ -286,7 +281,7 @@ export async function revokeTrust(nc: NatsConnection, target: string, opts: Revo
   const who = `writing the trust store ${bucket}`;
   const at = formatTime(Number(opts.at ?? Date.now()));
   const atMs = Date.parse(at);
-  const kv = await openExisting(nc, bucket, who);
+  const kv = await openExisting(nc, bucket);
   const stored = await readAll(kv).catch((err: unknown) => {
     throw permissionDenied(err, who) ?? err;
   });
@@ -318,7 +313,7 @@ export async function revokeTrust(nc: NatsConnection, target: string, opts: Revo
 export async function listTrustEntries(nc: NatsConnection, opts: { bucket?: string } = {}): Promise<TrustListing> {
   const bucket = opts.bucket ?? KvBucket.Trust;
   const who = `reading the trust store ${bucket}`;
-  const kv = await openExisting(nc, bucket, who);
+  const kv = await openExisting(nc, bucket);
   const stored = await readAll(kv).catch((err: unknown) => {
     throw permissionDenied(err, who) ?? err;
   });
@@ -373,31 +368,8 @@ interface Compiled {
 
 class LiveTrustStore implements TrustStore {
   readonly #byKeyid = new Map<string, Compiled>();
-  readonly #nc: NatsConnection;
-  readonly #bucket: string;
-  readonly #watch: Awaited<ReturnType<KV["watch"]>>;
-  readonly #onProblem: (err: CausewayError) => void;
-  readonly #initialRevision: number;
-  readonly #initialized: Promise<void>;
-  readonly #done: Promise<void>;
-  #ready: { resolve: () => void; reject: (err: Error) => void } | undefined;
-  #highest = 0;
-  #closed = false;
-
-  /** Watches from the start; `initialRevision` is the stream's last sequence when the watch began (0 if empty). */
-  constructor(nc: NatsConnection, bucket: string, watch: Awaited<ReturnType<KV["watch"]>>, onProblem: (err: CausewayError) => void, initialRevision: number) {
-    this.#nc = nc;
-    this.#bucket = bucket;
-    this.#watch = watch;
-    this.#onProblem = onProblem;
-    this.#initialRevision = initialRevision;
-    this.#initialized = new Promise<void>((resolve, reject) => {
-      this.#ready = { resolve, reject };
-    });
-    this.#initialized.catch(() => {}); // observed by loaded(); never an unhandled rejection
-    this.#checkReady();
-    this.#done = this.#run();
-  }
+  /** Set by openTrustStore once the bucket's initial state is applied. */
+  following: Following | undefined;
 
   get size(): number {
     return this.#byKeyid.size;
@@ -427,60 +399,15 @@ class LiveTrustStore implements TrustStore {
   }
 
   async close(): Promise<void> {
-    this.#closed = true;
-    this.#watch.stop();
-    await this.#done;
+    await this.following?.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
 
-  /** Resolves once every entry present when the watch began has been applied; closes the store on failure. */
-  async loaded(timeoutMs: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        reject(new ConfigError(ErrorCode.Config, `the trust store ${this.#bucket} did not load within ${timeoutMs} ms (${this.#byKeyid.size} entries so far)`));
-      }, timeoutMs);
-    });
-    try {
-      await Promise.race([this.#initialized, timeout]);
-    } catch (err) {
-      await this.close();
-      throw err;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  #checkReady(): void {
-    if (this.#ready !== undefined && this.#highest >= this.#initialRevision) {
-      this.#ready.resolve();
-      this.#ready = undefined;
-    }
-  }
-
-  async #run(): Promise<void> {
-    try {
-      for await (const change of this.#watch) {
-        this.#apply(change);
-        if (change.revision > this.#highest) this.#highest = change.revision;
-        this.#checkReady();
-      }
-    } catch (err) {
-      this.#report(new ConfigError(ErrorCode.Config, `the trust store watch on ${this.#bucket} failed: ${(err as Error).message}`, { cause: err }));
-    }
-    if (this.#ready !== undefined) {
-      this.#ready.reject(new ConfigError(ErrorCode.Config, `the trust store watch on ${this.#bucket} stopped before the entries were loaded`));
-      this.#ready = undefined;
-    } else if (!this.#closed && !this.#nc.isClosed() && !this.#nc.isDraining()) {
-      // Entries stay as last seen, but rotations and revocations no longer arrive: the service must restart.
-      this.#report(new ConfigError(ErrorCode.Config, `the trust store watch on ${this.#bucket} stopped: rotations and revocations no longer apply until the service restarts`));
-    }
-  }
-
-  #apply(change: KvWatchEntry): void {
+  /** One change of the bucket: a put compiles the entry, a delete or purge makes the key unknown. */
+  apply(change: KvWatchEntry, report: (err: CausewayError) => void): void {
     const keyid = change.key;
     if (change.operation !== "PUT") {
       this.#byKeyid.delete(keyid);
@@ -492,15 +419,7 @@ class LiveTrustStore implements TrustStore {
     } catch (err) {
       // A malformed entry verifies nothing, including the key's previous, valid value: fail closed.
       this.#byKeyid.delete(keyid);
-      this.#report(err instanceof CausewayError ? err : invalidEntry(keyid, (err as Error).message, err));
-    }
-  }
-
-  #report(err: CausewayError): void {
-    try {
-      this.#onProblem(err);
-    } catch {
-      // A failing callback must not stop the watch.
+      report(err instanceof CausewayError ? err : invalidEntry(keyid, (err as Error).message, err));
     }
   }
 }
@@ -632,26 +551,15 @@ async function readAll(kv: KV): Promise<StoredEntry[]> {
   return out;
 }
 
-async function openExisting(nc: NatsConnection, bucket: string, who: string): Promise<KV> {
-  const kv = await new Kvm(nc).open(bucket);
-  await kv.status().catch((err: unknown) => {
-    throw missingBucket(err, bucket) ?? permissionDenied(err, who) ?? err;
-  });
-  return kv;
+async function openExisting(nc: NatsConnection, bucket: string): Promise<KV> {
+  return (await openExistingBucket(nc, bucket, "the trust store", TRUST_CREATED_BY)).kv;
 }
 
-function missingBucket(err: unknown, bucket: string): ConfigError | undefined {
-  if (!(err instanceof JetStreamApiError) || err.code !== JetStreamApiCodes.StreamNotFound) return undefined;
-  return new ConfigError(ErrorCode.Config, `the trust store bucket ${bucket} does not exist: run \`causeway trust seed\` to create it from infra/principals.json`, { cause: err });
-}
 
 function invalidEntry(keyid: string, problem: string, cause?: unknown): CausewayError {
   return new CausewayError(ErrorCode.TrustEntryInvalid, `trust store entry ${keyid} is invalid and ignored: ${problem}`, cause === undefined ? undefined : { cause });
 }
 
-function warn(err: CausewayError): void {
-  process.emitWarning(err.message, { code: err.code });
-}
 
 function deepFreeze<T>(value: T): T {
   if (value && typeof value === "object" && !Object.isFrozen(value)) {
