@@ -7,16 +7,27 @@ import type { CoordinatorDeps, CoordinatorModule, StartModule } from "../service
 import { loadPolicy, parsePolicy, type PolicyStore } from "../services/coordinator/policy.ts";
 import type { OperatedMesh } from "./e2e-fixture.ts";
 
-/** Starts `modules` as the coordinator; `policy` overrides infra/policy.json (e.g. a short deadline). */
-export async function startCoordinator(mesh: OperatedMesh, modules: StartModule[], policy?: unknown): Promise<AsyncDisposable & { deps: CoordinatorDeps }> {
+/**
+ * Starts `modules` as the coordinator; `policy` overrides infra/policy.json (e.g. a short deadline), and
+ * `failPublish` makes the coordinator's JetStream publishes to matching subjects fail (fault injection).
+ */
+export async function startCoordinator(mesh: OperatedMesh, modules: StartModule[], policy?: unknown, failPublish?: (subject: string) => boolean): Promise<AsyncDisposable & { deps: CoordinatorDeps }> {
   const nc = await mesh.as("coordinator");
   const principals = loadPrincipals();
   const fixed = policy === undefined ? loadPolicy(principals) : parsePolicy(policy, principals, "test policy");
   const store: PolicyStore = { policy: () => fixed, close: () => undefined };
   const trust = await openTrustStore(nc);
   const service = await new Svcm(nc).add({ name: "coordinator", version: "1.0.0" });
+  const realJs = jetstream(nc);
+  const js = failPublish === undefined ? realJs : new Proxy(realJs, {
+    get(target, prop, receiver) {
+      if (prop !== "publish") return Reflect.get(target, prop, receiver) as unknown;
+      return (subject: string, ...rest: Parameters<typeof realJs.publish> extends [string, ...infer R] ? R : never) =>
+        failPublish(subject) ? Promise.reject(new Error(`injected failure publishing on ${subject}`)) : target.publish(subject, ...rest);
+    },
+  });
   const deps: CoordinatorDeps = {
-    nc, js: jetstream(nc), jsm: await jetstreamManager(nc), trust, key: signingKeyFromNkeySeed(readSeed("coordinator", mesh.dataDir)),
+    nc, js, jsm: await jetstreamManager(nc), trust, key: signingKeyFromNkeySeed(readSeed("coordinator", mesh.dataDir)),
     principal: "coordinator", subjects: subjectsFor(), schemas: createSchemaRegistry(), policy: store, service,
     log: createLogger({ name: "coordinator", level: process.env.LOG_LEVEL ?? "silent" }),
   };

@@ -89,6 +89,27 @@ describe("critical handoffs", () => {
     assert.equal(mesh.trust.verify(NatsBinding.toEvent(forwarded!)).entry.principal, "reporter");
   });
 
+  test("critical - if granting fails after the approval, the approval stays pending and a retry grants once", async () => {
+    await using mesh = await startOperatedMesh();
+    let failures = 1;
+    await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith(), (subject) => subject === "mesh.cap.publish.v1" && failures-- > 0);
+    await using pub = await publisher(mesh, join(mesh.dataDir, "outbox"));
+    const event = await handOff(mesh);
+    await waitFor(async () => (await decisions(mesh, "approval_requested")).length === 1, { what: "the approval request" });
+    const first = await cli(mesh, "approve", event.id, "--as", "approver-alice");
+    assert.equal(first.code, 1, "the forward failed, so the approval is not reported done");
+    assert.match(first.stderr, /injected failure/);
+    const pending = await cli(mesh, "approvals", "--as", "approver-alice");
+    // The completing approval is recorded only once its grant succeeds.
+    assert.match(pending.stdout, new RegExp(`${event.id}  publish\\.v1  0/1 approvals`), "still pending");
+    const second = await cli(mesh, "approve", event.id, "--as", "approver-alice");
+    assert.equal(second.code, 0, second.stderr);
+    await waitFor(() => pub.stats().processed === 1, { what: "the publisher to run" });
+    assert.equal((await decisions(mesh, "grant")).length, 1, "one grant, though granting ran twice");
+    assert.equal((await decisions(mesh, "approval")).length, 1, "the approver's decision is stored once, though sent twice");
+    assert.equal((await cli(mesh, "approvals", "--as", "approver-alice")).stdout.trim(), "no approvals pending");
+  });
+
   test("critical - an approver approves with a plain nats req on its own subject; no one else can use it", async () => {
     await using mesh = await startOperatedMesh();
     await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith());

@@ -288,18 +288,20 @@ class Handoffs {
     const { headers, data: bytes } = NatsBinding.binary(decision);
     await deps.js.publish(deps.subjects.decision("approval"), bytes, { headers, msgID: decision.id });
 
+    // Act first, record after: every action here is idempotent (derived ids, msgIDs), so a failure before the
+    // record leaves the approval pending and a retry completes it; the reverse order could strand the work.
     const entry = { approver, at: new Date().toISOString(), ...(reason && { reason }) };
     if (verdict === "denied") {
-      const denied: Approval = { ...approval, status: "denied", decidedBy: approver, ...(reason && { reason }) };
-      await this.approvals.update(key, JSON.stringify(denied), revision);
       await this.quarantineOriginal(approval, QuarantineReason.PolicyDenied, `denied by ${approver}${reason ? `: ${reason}` : ""}`, ErrorCode.PolicyVerdict);
+      await this.record(key, revision, { ...approval, status: "denied", decidedBy: approver, ...(reason && { reason }) });
       return { ok: true, status: "denied", granted: false };
     }
     const approvals = approval.approvals.some((a) => a.approver === approver) ? approval.approvals : [...approval.approvals, entry];
     const complete = approvals.length >= approval.required;
-    const next: Approval = { ...approval, approvals, status: complete ? "approved" : "pending", ...(complete && { decidedBy: approver }) };
-    await this.approvals.update(key, JSON.stringify(next), revision);
-    if (!complete) return { ok: true, status: "pending", granted: false, approvals: approvals.length, required: approval.required };
+    if (!complete) {
+      await this.approvals.update(key, JSON.stringify({ ...approval, approvals } satisfies Approval), revision);
+      return { ok: true, status: "pending", granted: false, approvals: approvals.length, required: approval.required };
+    }
     const original = await deps.jsm.streams.getMessage("MESH_HANDOFF", { seq: approval.handoffSeq });
     if (!original) throw codeError(ErrorCode.QuarantineNotFound, `the original of ${approval.eventId} is no longer in MESH_HANDOFF (seq ${approval.handoffSeq})`);
     const event = NatsBinding.toEvent({ headers: original.header, data: original.data });
@@ -307,7 +309,20 @@ class Handoffs {
     const policy = deps.policy.policy().of(capability, Number(v.slice(1)));
     if (!policy) throw codeError(ErrorCode.UnknownCapability, `${approval.capability} has no policy any more`);
     await this.grant(key, policy, event, approval.coreDigest, { subject: original.subject, seq: original.seq, headers: original.header, data: original.data }, approvals.map((a) => a.approver));
+    await this.record(key, revision, { ...approval, approvals, status: "approved", decidedBy: approver });
     return { ok: true, status: "approved", granted: true, approvals: approvals.length, required: approval.required };
+  }
+
+  /**
+   * Records a settled approval after its action is done. A compare-and-set conflict means someone settled it at
+   * the same moment: a peer coordinator with the same idempotent action, or — a race at human timescale — an
+   * approval and the deadline sweep, which can leave the work both granted and quarantined. That costs an
+   * operator a look, never a second run: the critical agent's lease allows one. Logged, not an error.
+   */
+  private async record(key: string, revision: number, settled: Approval): Promise<void> {
+    await this.approvals.update(key, JSON.stringify(settled), revision).catch((err: unknown) => {
+      this.deps.log.warn({ err, eventId: settled.eventId, status: settled.status }, "approval already changed by a peer; its action is idempotent");
+    });
   }
 
   /** Pending approvals, oldest deadline first. */
@@ -337,11 +352,6 @@ class Handoffs {
       const abandoned = approval.workExpiresAt !== undefined && Date.parse(approval.workExpiresAt) <= now;
       if (!abandoned && Date.parse(approval.deadline) > now) continue;
       if (!abandoned && !approval.escalated && (await this.escalate(key, e.revision, approval, now))) continue;
-      try {
-        await this.approvals.update(key, JSON.stringify({ ...approval, status: "expired", decidedBy: this.deps.principal }), e.revision);
-      } catch {
-        continue; // a peer coordinator, or an approval, got there first
-      }
       const expired = decisionEvent(DecisionKind.Approval, {
         eventId: approval.eventId, coreDigest: approval.coreDigest, verdict: "expired", approver: this.deps.principal, via: "deadline",
         reason: abandoned ? `cancelled: the work expired at ${approval.workExpiresAt} before a decision` : `no decision by ${approval.deadline}`,
@@ -352,6 +362,9 @@ class Handoffs {
       } else {
         await this.quarantineOriginal(approval, QuarantineReason.ApprovalTimeout, `no approval by ${approval.deadline} (${approval.approvals.length} of ${approval.required})`, ErrorCode.ApprovalTimeout);
       }
+      // Recorded after the decision and the quarantine copy (both idempotent), so a failure in between is
+      // retried by the next sweep instead of leaving the work neither granted nor quarantined.
+      await this.record(key, e.revision, { ...approval, status: "expired", decidedBy: this.deps.principal });
       this.deps.log.warn({ eventId: approval.eventId, capability: approval.capability, abandoned }, "approval ended without a decision; work quarantined");
     }
   }
