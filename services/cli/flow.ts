@@ -3,7 +3,9 @@
 // step (JetStream's timestamps, parent to child), and the quarantined inputs with their reasons.
 import { jetstream, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { NatsBinding, QuarantineHeader, StreamName, correlationIdOf, type CloudEvent, type TrustStore } from "../kit/index.ts";
+import {
+  NatsBinding, QuarantineHeader, StreamName, correlationIdOf, dataJson, type CloudEvent, type TrustStore,
+} from "../kit/index.ts";
 
 /** One event of a flow. */
 export interface FlowNode {
@@ -98,7 +100,7 @@ function label(node: FlowNode): string {
 function summary(node: FlowNode): string {
   if (node.event.type !== "report.published") return "";
   try {
-    const r = JSON.parse(Buffer.from(node.event.data).toString("utf8")) as { complete: boolean; findingsCount: number };
+    const r = dataJson<{ complete: boolean; findingsCount: number }>(node.event);
     return `   (${r.complete ? "complete" : "partial: deadline passed"}, ${r.findingsCount} findings)`;
   } catch {
     return "";

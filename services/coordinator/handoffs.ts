@@ -9,8 +9,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Msg } from "@nats-io/transport-node";
 import {
-  DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, correlationIdOf, decisionEvent, encodeLease, leaseKey, parseSubject, publishDecision,
-  publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, type CausewayError, type CloudEvent, type Lease, type QuarantineReasonValue,
+  DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, correlationIdOf, dataJson, dataText, decisionEvent, encodeLease, leaseKey, parseSubject, publishDecision, publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, type CausewayError, type CloudEvent, type Lease, type QuarantineReasonValue,
 } from "../kit/index.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
 import type { CapabilityPolicy } from "./policy.ts";
@@ -243,8 +242,8 @@ class Handoffs {
     const signed = NatsBinding.toEvent({ headers: msg.headers, data: msg.data });
     const decision = deps.trust.verify(signed);
     if (decision.event.type !== "decision.approval") throw codeError(ErrorCode.UnknownCapability, `expected a decision.approval, got ${decision.event.type}`);
-    deps.schemas.validate(decision.event.dataschema ?? "", JSON.parse(Buffer.from(decision.event.data).toString("utf8")));
-    const data = JSON.parse(Buffer.from(decision.event.data).toString("utf8")) as { eventId: string; coreDigest: string; verdict: string; approver: string; reason?: string };
+    const data = dataJson<{ eventId: string; coreDigest: string; verdict: string; approver: string; reason?: string }>(decision.event);
+    deps.schemas.validate(decision.event.dataschema ?? "", data);
     const approver = decision.entry.principal;
     if (data.approver !== approver) throw codeError(ErrorCode.NotApprover, `the decision names ${data.approver} but is signed by ${approver}`);
     if (data.verdict !== verdict) throw codeError(ErrorCode.Usage, `a ${verdict} request carries verdict ${data.verdict}`);
@@ -419,7 +418,7 @@ function gateVerdict(policy: CapabilityPolicy, event: CloudEvent): { reason: Qua
   if (!gates || (gates.minConfidence === undefined && !gates.requireEvidence)) return undefined;
   let data: { confidence?: unknown; evidence?: unknown };
   try {
-    data = JSON.parse(Buffer.from(event.data).toString("utf8")) as typeof data;
+    data = dataJson<typeof data>(event);
   } catch {
     return { reason: QuarantineReason.SchemaViolation, detail: "data is not JSON, so the policy's gates cannot be checked" };
   }
@@ -433,7 +432,7 @@ function gateVerdict(policy: CapabilityPolicy, event: CloudEvent): { reason: Qua
 }
 
 function summarize(event: CloudEvent): string {
-  const text = Buffer.from(event.data).toString("utf8");
+  const text = dataText(event);
   return `${event.type} from ${event.source}: ${text.length > 300 ? text.slice(0, 297) + "…" : text}`;
 }
 

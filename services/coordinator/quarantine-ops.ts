@@ -13,8 +13,8 @@ import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import type { ServiceMsg } from "@nats-io/services";
 import type { Logger } from "pino";
 import {
-  CausewayError, DecisionKind, ErrorCode, NatsBinding, QuarantineHeader, StreamName, decisionEvent, decisionSchema, decisionSubjectOf, isCausewayError, isExpired,
-  permissionDenied, publishDecision,
+  CausewayError, DecisionKind, ErrorCode, NatsBinding, QuarantineHeader, StreamName, dataJson, decisionEvent, decisionSchema, decisionSubjectOf,
+  isCausewayError, isExpired, permissionDenied, publishDecision,
 } from "../kit/index.ts";
 import type { DecisionKindValue, ErrorCodeValue, ParsedSubject, TrustedEvent } from "../kit/index.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
@@ -258,7 +258,7 @@ class SettlementIndex {
         }
         let data: { quarantineSeq?: unknown; operator?: unknown; note?: unknown; originalSubject?: unknown; eventId?: unknown };
         try {
-          data = JSON.parse(Buffer.from(verified.event.data).toString("utf8")) as typeof data;
+          data = dataJson<typeof data>(verified.event);
         } catch {
           continue;
         }
@@ -404,7 +404,7 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
         return { ok: false, code: ErrorCode.UnknownSchema, message: `no schema ${String(event.dataschema)} is registered` };
       }
       try {
-        deps.schemas.validate(event.dataschema, JSON.parse(Buffer.from(event.data).toString("utf8")));
+        deps.schemas.validate(event.dataschema, dataJson(event));
       } catch (err) {
         return { ok: false, code: isCausewayError(err) ? err.code : ErrorCode.SchemaViolation, message: isCausewayError(err) ? err.message : `data is not JSON: ${(err as Error).message}` };
       }

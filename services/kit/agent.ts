@@ -16,7 +16,7 @@ import { NatsBinding } from "./binding.ts";
 import { childTraceparent, deriveEventId, isExpired, outputEventInit, parseTraceparent, principalSource } from "./context.ts";
 import { CausewayError, ConfigError, ErrorCode, QuarantineReason, SchemaError, quarantineReasonOf } from "./errors.ts";
 import type { QuarantineReasonValue } from "./errors.ts";
-import { createEvent, type CloudEvent } from "./event.ts";
+import { createEvent, dataJson, type CloudEvent } from "./event.ts";
 import type { SigningKey } from "./keys.ts";
 import { createLogger, eventLogger } from "./log.ts";
 import { createAgentMetrics } from "./metrics.ts";
@@ -196,7 +196,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       }
       let data: unknown;
       try {
-        data = JSON.parse(Buffer.from(verified.data).toString("utf8"));
+        data = dataJson(verified);
         accepted.validate(data);
       } catch (err) {
         const detail = err instanceof SchemaError ? err.message : `data is not JSON: ${(err as Error).message}`;

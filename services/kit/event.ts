@@ -144,9 +144,16 @@ export function normalizeTime(value: string, attribute = "time"): string {
   return new Date(ms).toISOString().slice(0, 19) + "Z";
 }
 
+const utf8Text = new TextDecoder();
+
 /** The data as a string (UTF-8). */
-export function dataText(event: CloudEvent): string {
-  return new TextDecoder().decode(event.data);
+export function dataText(event: Pick<CloudEvent, "data">): string {
+  return utf8Text.decode(event.data);
+}
+
+/** The data parsed as JSON (after verification, never before: the signature covers the bytes). Throws on invalid JSON. */
+export function dataJson<T = unknown>(event: Pick<CloudEvent, "data">): T {
+  return JSON.parse(utf8Text.decode(event.data)) as T;
 }
 
 function toBytes(data: unknown): Uint8Array {

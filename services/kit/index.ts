@@ -9,7 +9,7 @@ export {
 export type { ErrorCodeValue, QuarantineReasonValue } from "./errors.ts";
 
 // CloudEvents: the immutable event, the NATS binding, the JSON format
-export { CORE_ATTRIBUTES, createEvent, dataText, isCoreAttribute, isExtensionName, normalizeTime, withAttributes } from "./event.ts";
+export { CORE_ATTRIBUTES, createEvent, dataJson, dataText, isCoreAttribute, isExtensionName, normalizeTime, withAttributes } from "./event.ts";
 export type { CloudEvent, EventInit, ExtensionValue } from "./event.ts";
 export { DEFAULT_MAX_DATA_BYTES, NatsBinding, STRUCTURED_CONTENT_TYPE } from "./binding.ts";
 export type { DecodeOptions, NatsMessage } from "./binding.ts";

@@ -4,7 +4,7 @@ import { createUser } from "@nats-io/nkeys";
 import { headers } from "@nats-io/transport-node";
 import { NatsBinding, STRUCTURED_CONTENT_TYPE } from "../../services/kit/binding.ts";
 import { DecodeError, ErrorCode } from "../../services/kit/errors.ts";
-import { createEvent, type CloudEvent } from "../../services/kit/event.ts";
+import { createEvent, dataJson, dataText, type CloudEvent } from "../../services/kit/event.ts";
 import { decodeJsonBatch, decodeJsonEvent, encodeJsonEvent } from "../../services/kit/json-format.ts";
 import { createKeyring, signingKeyFromNkeySeed } from "../../services/kit/keys.ts";
 import { decodeHeaderValue, encodeHeaderValue } from "../../services/kit/percent.ts";
@@ -165,6 +165,13 @@ describe("bad input gets a typed error", () => {
     decodeFails(() => NatsBinding.toEvent(message(ok, "12345"), { maxDataBytes: 4 }), ErrorCode.PayloadTooLarge);
     const json = encodeJsonEvent(createEvent({ id: "1", source: "s", type: "t", datacontenttype: "text/plain", data: "x".repeat(100) }));
     decodeFails(() => NatsBinding.toEvent(message([["content-type", STRUCTURED_CONTENT_TYPE]], json), { maxDataBytes: 50 }), ErrorCode.PayloadTooLarge);
+  });
+
+  test("event - dataText and dataJson read the data bytes as they are", () => {
+    const e = createEvent({ id: "1", source: "s", type: "t", data: '{"a": [1, "é"]}' });
+    assert.equal(dataText(e), '{"a": [1, "é"]}');
+    assert.deepEqual(dataJson(e), { a: [1, "é"] });
+    assert.throws(() => dataJson(createEvent({ id: "1", source: "s", type: "t", data: "not json" })), SyntaxError);
   });
 
   test("json format - null members are absent, the exact data text is kept, and batches decode per element", () => {

@@ -111,9 +111,6 @@ const ASPECT_WORDS: readonly (readonly string[])[] = [
 const RUMOR = /\brumou?rs?\b/i;
 const WORD = /[a-z0-9]+/g;
 
-/** The ids of the corpus entries, in corpus order (for docs and tests). */
-export const CORPUS_ENTRIES: readonly string[] = Object.freeze(CORPUS.map((e) => e.id));
-
 /** True when the query contains the word rumor / rumour (singular or plural). */
 export function isRumor(query: string): boolean {
   return RUMOR.test(query);

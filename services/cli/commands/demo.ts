@@ -10,8 +10,7 @@ import { join } from "node:path";
 import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, capabilitySubject, connectAs, createEvent, dataDir, eventSubject, inboxPrefix, loadPrincipals, newTraceparent, openTrustStore,
-  readSeed, seedPath, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent, type TrustStore,
+  NatsBinding, capabilitySubject, connectAs, createEvent, dataDir, dataJson, eventSubject, inboxPrefix, loadPrincipals, newTraceparent, openTrustStore, readSeed, seedPath, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent, type TrustStore,
 } from "../../kit/index.ts";
 import { MESH_SERVICES, spawnAgents, waitForAgents, type AgentProcess } from "../agent-processes.ts";
 import { applyMeshInfra, ensureIdentities, seedTrust } from "../bootstrap.ts";
@@ -92,13 +91,13 @@ export async function run(args: string[]): Promise<number> {
     }, (a) => `${a.stream} seq ${a.seq}, id ${request.id}`);
     const report = await step("report.published", () => reports(request.id), (r) => `${r.elapsedMs} ms after the request`);
     const pending = await step("publishing the report is critical: the coordinator asks for approval", () => approvalRequests(request.id),
-      (r) => `decision.approval.requested for ${(JSON.parse(Buffer.from(r.event.data).toString("utf8")) as { eventId: string }).eventId}`);
-    const workId = (JSON.parse(Buffer.from(pending.event.data).toString("utf8")) as { eventId: string }).eventId;
+      (r) => `decision.approval.requested for ${dataJson<{ eventId: string }>(r.event).eventId}`);
+    const workId = dataJson<{ eventId: string }>(pending.event).eventId;
     const approveArgs = ["approve", workId, "--as", "approver-alice", "--reason", "checked the draft", "--server", url];
     console.log(`\n$ causeway ${approveArgs.map((a) => (a.includes(" ") ? `"${a}"` : a)).join(" ").replace(url, "$NATS_URL")}`);
     console.log(execFileSync(process.execPath, [join(repoRoot, "services", "cli", "main.ts"), ...approveArgs], { encoding: "utf8", env: { ...process.env, CAUSEWAY_DATA_DIR: data } }).trimEnd() + "\n");
     await step("report.released — published once, under the grant's lease", () => releases(request.id),
-      (r) => (JSON.parse(Buffer.from(r.event.data).toString("utf8")) as { location: string }).location);
+      (r) => dataJson<{ location: string }>(r.event).location);
 
     console.log(`\nThe flow (correlation id ${request.id}), read back from the streams and verified:\n`);
     console.log(renderFlow(await collectFlow(operator, trust, request.id)));
@@ -147,7 +146,7 @@ async function watchFor(nc: NatsConnection, stream: string, subject: string): Pr
 }
 
 function printReport(event: CloudEvent): void {
-  const r = JSON.parse(Buffer.from(event.data).toString("utf8")) as { title: string; complete: boolean; findingsCount: number; sections: { heading: string; body: string }[] };
+  const r = dataJson<{ title: string; complete: boolean; findingsCount: number; sections: { heading: string; body: string }[] }>(event);
   console.log(`\nThe report: “${r.title}” — ${r.complete ? "complete" : "partial"}, ${r.findingsCount} verified findings`);
   for (const s of r.sections) {
     const first = s.body.split("\n", 1)[0]!;
