@@ -4,10 +4,11 @@ import { jetstream, jetstreamManager, type JetStreamManager, type JsMsg } from "
 import { createUser } from "@nats-io/nkeys";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, applyStreams, createEvent, ensureMeshBuckets, defaultStreamsDir, loadPrincipals, loadStreamDefinitions, newTraceparent, openTrustStore,
+  NatsBinding, createEvent, loadPrincipals, newTraceparent, openTrustStore,
   seedTrustStore, signEvent, signingKeyFromNkeySeed, trustEntriesFromPrincipals, uuidv7,
   type CloudEvent, type EventInit, type SigningKey, type TrustStore,
 } from "../services/kit/index.ts";
+import { applyMeshInfra } from "../services/cli/bootstrap.ts";
 import { readMessages } from "../services/cli/flow.ts";
 import { startServer, type NatsServer } from "./harness/index.ts";
 
@@ -37,9 +38,7 @@ export async function startMesh(opts: { config?: string } = {}): Promise<Mesh> {
   const server = await startServer(opts.config === undefined ? {} : { config: opts.config });
   const nc = await connect({ servers: server.url });
   const jsm = await jetstreamManager(nc);
-  const report = await applyStreams(jsm, await loadStreamDefinitions(defaultStreamsDir));
-  if (!report.ok) throw new Error("streams were refused");
-  await ensureMeshBuckets(nc);
+  await applyMeshInfra(nc);
   const principals = loadPrincipals();
   const seeds: Record<string, string> = {};
   const keys: Record<string, SigningKey> = {};

@@ -7,10 +7,11 @@ import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { createUser } from "@nats-io/nkeys";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import {
-  applyStreams, createEvent, createSchemaRegistry, ensureMeshBuckets, defaultStreamsDir, formatTime, loadStreamDefinitions, newTraceparent, openTrustStore,
+  createEvent, createSchemaRegistry, formatTime, newTraceparent, openTrustStore,
   seedTrustStore, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent, type SchemaRegistry, type SigningKey, type TrustRecord,
   type TrustStore,
 } from "../../services/kit/index.ts";
+import { applyMeshInfra } from "../../services/cli/bootstrap.ts";
 import { startServer, type NatsServer } from "../harness/index.ts";
 
 export const HOP_TYPE = "bench.hop";
@@ -33,8 +34,7 @@ export async function startBenchMesh(hops: number): Promise<BenchMesh> {
   const server = await startServer();
   const nc = await connect({ servers: server.url });
   const jsm = await jetstreamManager(nc);
-  if (!(await applyStreams(jsm, await loadStreamDefinitions(defaultStreamsDir))).ok) throw new Error("streams refused");
-  await ensureMeshBuckets(nc);
+  await applyMeshInfra(nc);
   const keys: Record<string, SigningKey> = {};
   const records: TrustRecord[] = [];
   const notBefore = formatTime(Date.now() - 60_000);
