@@ -110,7 +110,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // --- publishing outputs -------------------------------------------------------------------------
 
   /** Signs and publishes `emits` caused by `cause`; resolves once JetStream acknowledged every one. */
-  const publishOutputs = async (cause: CloudEvent, emits: readonly Emit[], parentSpan?: ReturnType<typeof startProcessSpan>) => {
+  const publishOutputs = async (cause: CloudEvent, emits: readonly Emit[], startedAt: string, parentSpan?: ReturnType<typeof startProcessSpan>) => {
     const events = emits.map((emit, index) => {
       const declared = emitValidators.get(emit.type);
       if (!declared) {
@@ -118,7 +118,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       }
       declared.validate(emit.data);
       const init = outputEventInit(cause, def.principal, index, {
-        type: emit.type, data: emit.data, dataschema: declared.dataschema,
+        type: emit.type, data: emit.data, dataschema: declared.dataschema, startedAt,
         ...(emit.subject !== undefined && { subject: emit.subject }),
         ...(emit.extensions !== undefined && { extensions: emit.extensions }),
       });
@@ -155,6 +155,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   };
 
   const handle = async (msg: JsMsg) => {
+    // Signed into every output as `startedat`: lineage's queue wait and processing time come from it.
+    const startedAt = new Date().toISOString();
     // The per-event child logger is built on first use: most inputs never log, and building one costs µs.
     let eventLog: Logger | undefined;
     let logFields: (() => Parameters<typeof eventLogger>[1]) | undefined;
@@ -230,7 +232,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         try {
           emits = await def.handler(input, ctx);
           // 8. publish every output and wait for JetStream's acknowledgements
-          await publishOutputs(verified, emits, span);
+          await publishOutputs(verified, emits, startedAt, span);
         } catch (err) {
           // A handler that throws reports it did not complete: the claim goes back so a retry may run it.
           if (claim) await leases!.update(claim.key, encodeLease({ ...claim.lease, state: "granted" }), claim.revision).catch(() => undefined);
@@ -371,7 +373,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     async emit(cause: Cause, emits: readonly Emit[]) {
       const { correlationid, traceparent, tracestate, expirytime } = cause;
       const extensions = { correlationid, ...(traceparent && { traceparent }), ...(tracestate && { tracestate }), ...(expirytime && { expirytime }) };
-      await publishOutputs(createEvent({ id: cause.id, source: cause.source, type: "causeway.cause", extensions }), emits);
+      await publishOutputs(createEvent({ id: cause.id, source: cause.source, type: "causeway.cause", extensions }), emits, new Date().toISOString());
     },
     [Symbol.asyncDispose]: stop,
   };

@@ -13,6 +13,14 @@ export const ContextExtension = {
   TraceParent: "traceparent",
   TraceState: "tracestate",
   ExpiryTime: "expirytime",
+  /**
+   * When the producer began handling the input this event answers: RFC 3339 UTC with milliseconds. A String
+   * extension, signed like every other: the verifiability digest keeps `time` only to the second, and lineage
+   * reports queue wait (`startedat` − the input's `emittedat`) from signed values only.
+   */
+  StartedAt: "startedat",
+  /** When the producer created this event, RFC 3339 UTC with milliseconds (String, signed); see `startedat`. */
+  EmittedAt: "emittedat",
 } as const;
 
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
@@ -121,6 +129,8 @@ export interface OutputSpec {
   subject?: string;
   /** Extra extensions (signed like every other). */
   extensions?: EventInit["extensions"];
+  /** When handling of the input began (RFC 3339 with milliseconds); becomes the signed `startedat`. */
+  startedAt?: string;
 }
 
 /**
@@ -129,8 +139,11 @@ export interface OutputSpec {
  */
 export function outputEventInit(input: CloudEvent, principal: string, index: number, spec: OutputSpec, now = new Date()): EventInit {
   const ext = input.extensions;
+  const time = now.toISOString();
   const extensions: NonNullable<EventInit["extensions"]> = {
     ...spec.extensions,
+    ...(spec.startedAt !== undefined && { [ContextExtension.StartedAt]: spec.startedAt }),
+    [ContextExtension.EmittedAt]: time,
     [ContextExtension.CorrelationId]: correlationIdOf(input),
     [ContextExtension.CausationId]: input.id,
     [ContextExtension.TraceParent]: childTraceparent(ext[ContextExtension.TraceParent]),
@@ -141,7 +154,7 @@ export function outputEventInit(input: CloudEvent, principal: string, index: num
     id: deriveEventId(input, principal, index),
     source: principalSource(principal),
     type: spec.type,
-    time: now.toISOString(),
+    time,
     datacontenttype: spec.datacontenttype ?? "application/json",
     ...(spec.dataschema !== undefined && { dataschema: spec.dataschema }),
     ...(spec.subject !== undefined && { subject: spec.subject }),

@@ -54,14 +54,16 @@ export function decisionEvent(kind: DecisionKindValue, data: unknown, opts: Deci
   const source = principalSource(opts.principal);
   const about = opts.about;
   const correlation = about ? String(about.extensions?.correlationid ?? about.id) : undefined;
+  const time = (opts.now ?? new Date()).toISOString();
   return signEvent(createEvent({
     id: deriveEventId({ source, id: `decision/${kind}/${opts.idKey}` }, opts.principal, 0),
     source,
     type: `decision.${kind}`,
-    time: (opts.now ?? new Date()).toISOString(),
+    time,
     datacontenttype: "application/json",
     dataschema: decisionSchema(kind),
     extensions: {
+      emittedat: time, // signed millisecond time for lineage (the digest keeps `time` to the second)
       ...(correlation !== undefined && { correlationid: correlation }),
       ...(about && { causationid: about.id }),
       traceparent: about ? childTraceparent(about.extensions?.traceparent) : newTraceparent(),

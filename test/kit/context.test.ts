@@ -52,6 +52,10 @@ test("context - outputs carry causation = input id, the flow's correlation, cont
   assert.equal(parseTraceparent(out.extensions!.traceparent)!.traceId, "0af7651916cd43dd8448eb211c80319c");
   assert.equal(out.extensions!.tracestate, "vendor=1");
   assert.equal(out.extensions!.expirytime, "2030-01-01T00:00:00Z");
+  assert.equal(out.extensions!.emittedat, "2026-11-21T10:00:01.000Z", "the millisecond emit time travels as a signed extension");
+  assert.equal(out.extensions!.startedat, undefined, "no handling start unless the runtime gives one");
+  const timed = outputEventInit(input, "planner", 0, { type: "research.task.created", startedAt: "2026-11-21T10:00:00.250Z" });
+  assert.equal(timed.extensions!.startedat, "2026-11-21T10:00:00.250Z");
   const next = createEvent(outputEventInit(createEvent(out), "researcher", 0, { type: "research.finding.created" }));
   assert.equal(correlationIdOf(next), "in-1");
   assert.equal(next.extensions.causationid, out.id);
