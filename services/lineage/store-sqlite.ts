@@ -1,0 +1,180 @@
+// The default lineage store: one SQLite file (node:sqlite) under the data directory, WAL mode, one writer.
+// node:sqlite is synchronous; its calls are short (indexed lookups, one transaction per batch), so the async
+// interface simply wraps them.
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { RecordColumns } from "./record.ts";
+import { listLimit, recordKeyString, type LineageStore, type ListFilter, type LogState, type RecordKey, type StoredCheckpoint, type StoredRecord } from "./store.ts";
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS records (
+  idx INTEGER PRIMARY KEY,
+  stream TEXT NOT NULL,
+  stream_seq INTEGER NOT NULL,
+  subject TEXT NOT NULL,
+  source TEXT,
+  id TEXT,
+  type TEXT,
+  time_ms INTEGER,
+  correlationid TEXT,
+  causationid TEXT,
+  principal TEXT,
+  verified INTEGER NOT NULL,
+  leaf_hash BLOB NOT NULL,
+  record BLOB NOT NULL,
+  UNIQUE (stream, stream_seq),
+  UNIQUE (stream, source, id)
+);
+CREATE INDEX IF NOT EXISTS records_id ON records (id);
+CREATE INDEX IF NOT EXISTS records_correlation ON records (correlationid);
+CREATE INDEX IF NOT EXISTS records_causation ON records (causationid);
+CREATE INDEX IF NOT EXISTS records_principal ON records (principal, idx);
+CREATE INDEX IF NOT EXISTS records_type ON records (type, idx);
+CREATE INDEX IF NOT EXISTS records_time ON records (time_ms);
+CREATE TABLE IF NOT EXISTS log_state (
+  one INTEGER PRIMARY KEY CHECK (one = 1),
+  size INTEGER NOT NULL,
+  frontier BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+  size INTEGER PRIMARY KEY,
+  root TEXT NOT NULL,
+  time TEXT NOT NULL,
+  note TEXT NOT NULL,
+  audit_seq INTEGER NOT NULL
+);
+`;
+
+const COLUMNS = "idx, stream, stream_seq, subject, source, id, type, time_ms, correlationid, causationid, principal, verified, leaf_hash, record";
+
+interface Row {
+  idx: number; stream: string; stream_seq: number; subject: string; source: string | null; id: string | null; type: string | null;
+  time_ms: number | null; correlationid: string | null; causationid: string | null; principal: string | null; verified: number;
+  leaf_hash: Uint8Array; record: Uint8Array;
+}
+
+/** Opens (creating if needed) the SQLite store at `path`. */
+export function openSqliteStore(path: string): LineageStore {
+  mkdirSync(dirname(path), { recursive: true });
+  const db = new DatabaseSync(path);
+  db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;");
+  db.exec(SCHEMA);
+  const statements = new Map<string, StatementSync>();
+  const prepared = (sql: string): StatementSync => {
+    let s = statements.get(sql);
+    if (!s) statements.set(sql, (s = db.prepare(sql)));
+    return s;
+  };
+  const rows = (sql: string, ...params: (string | number | null)[]): StoredRecord[] =>
+    (prepared(sql).all(...params) as unknown as Row[]).map(toStored);
+
+  const insert = prepared(`INSERT INTO records (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+  const saveState = prepared("INSERT INTO log_state (one, size, frontier) VALUES (1, ?, ?) ON CONFLICT (one) DO UPDATE SET size = excluded.size, frontier = excluded.frontier");
+
+  const store: LineageStore = {
+    kind: "sqlite",
+    location: path,
+    async state() {
+      const row = prepared("SELECT size, frontier FROM log_state WHERE one = 1").get() as { size: number; frontier: Uint8Array } | undefined;
+      return row ? { size: row.size, frontier: splitFrontier(row.frontier) } : { size: 0, frontier: [] };
+    },
+    async known(keys: readonly RecordKey[]) {
+      const found = new Set<string>();
+      const bySeq = prepared("SELECT 1 FROM records WHERE stream = ? AND stream_seq = ?");
+      const byIdentity = prepared("SELECT 1 FROM records WHERE stream = ? AND source = ? AND id = ?");
+      for (const key of keys) {
+        const [seqKey, identityKey] = recordKeyString(key);
+        if (bySeq.get(key.stream, key.seq)) found.add(seqKey!);
+        if (identityKey && byIdentity.get(key.stream, key.source, key.id)) found.add(identityKey);
+      }
+      return found;
+    },
+    async append(records: readonly StoredRecord[], state: LogState) {
+      db.exec("BEGIN IMMEDIATE");
+      try {
+        const current = (prepared("SELECT size FROM log_state WHERE one = 1").get() as { size: number } | undefined)?.size ?? 0;
+        checkContinues(records, current, state);
+        for (const r of records) insert.run(...columnValues(r.columns), r.leafHash, r.bytes);
+        saveState.run(state.size, Buffer.concat(state.frontier));
+        db.exec("COMMIT");
+      } catch (err) {
+        db.exec("ROLLBACK");
+        throw err;
+      }
+    },
+    async leafHashes(from: number, to: number) {
+      return (prepared("SELECT leaf_hash FROM records WHERE idx >= ? AND idx < ? ORDER BY idx").all(from, to) as { leaf_hash: Uint8Array }[])
+        .map((r) => Buffer.from(r.leaf_hash));
+    },
+    async range(from: number, to: number) {
+      return rows(`SELECT ${COLUMNS} FROM records WHERE idx >= ? AND idx < ? ORDER BY idx`, from, to);
+    },
+    async byId(id: string) {
+      return rows(`SELECT ${COLUMNS} FROM records WHERE id = ? ORDER BY idx`, id);
+    },
+    async byCorrelation(correlationid: string) {
+      return rows(`SELECT ${COLUMNS} FROM records WHERE correlationid = ? ORDER BY idx`, correlationid);
+    },
+    async byCausation(ids: readonly string[]) {
+      if (ids.length === 0) return [];
+      return rows(`SELECT ${COLUMNS} FROM records WHERE causationid IN (${ids.map(() => "?").join(", ")}) ORDER BY idx`, ...ids);
+    },
+    async list(filter: ListFilter) {
+      const where: string[] = [];
+      const params: (string | number)[] = [];
+      if (filter.principal !== undefined) { where.push("principal = ?"); params.push(filter.principal); }
+      if (filter.type !== undefined) { where.push("type = ?"); params.push(filter.type); }
+      if (filter.stream !== undefined) { where.push("stream = ?"); params.push(filter.stream); }
+      if (filter.fromMs !== undefined) { where.push("time_ms >= ?"); params.push(filter.fromMs); }
+      if (filter.toMs !== undefined) { where.push("time_ms < ?"); params.push(filter.toMs); }
+      if (filter.failedOnly) where.push("verified = 0");
+      if (filter.afterIndex !== undefined) { where.push("idx > ?"); params.push(filter.afterIndex); }
+      const clause = where.length > 0 ? `WHERE ${where.join(" AND ")}` : "";
+      return rows(`SELECT ${COLUMNS} FROM records ${clause} ORDER BY idx LIMIT ${listLimit(filter)}`, ...params);
+    },
+    async saveCheckpoint(c: StoredCheckpoint) {
+      prepared("INSERT INTO checkpoints (size, root, time, note, audit_seq) VALUES (?, ?, ?, ?, ?) ON CONFLICT (size) DO NOTHING")
+        .run(c.size, c.root, c.time, c.note, c.auditSeq);
+    },
+    async checkpoints() {
+      return (prepared("SELECT size, root, time, note, audit_seq FROM checkpoints ORDER BY size").all() as {
+        size: number; root: string; time: string; note: string; audit_seq: number;
+      }[]).map((r) => ({ size: r.size, root: r.root, time: r.time, note: r.note, auditSeq: r.audit_seq }));
+    },
+    async [Symbol.asyncDispose]() {
+      if (db.isOpen) db.close();
+    },
+  };
+  return store;
+}
+
+function toStored(r: Row): StoredRecord {
+  return {
+    columns: {
+      index: r.idx, stream: r.stream, seq: r.stream_seq, subject: r.subject, source: r.source, id: r.id, type: r.type, timeMs: r.time_ms,
+      correlationid: r.correlationid, causationid: r.causationid, principal: r.principal, verified: r.verified === 1,
+    },
+    bytes: Buffer.from(r.record),
+    leafHash: Buffer.from(r.leaf_hash),
+  };
+}
+
+function columnValues(c: RecordColumns): (string | number | null)[] {
+  return [c.index, c.stream, c.seq, c.subject, c.source, c.id, c.type, c.timeMs, c.correlationid, c.causationid, c.principal, c.verified ? 1 : 0];
+}
+
+/** Throws unless `records` continue a log of `current` leaves and `state` is the log after them. */
+export function checkContinues(records: readonly StoredRecord[], current: number, state: LogState): void {
+  records.forEach((r, i) => {
+    if (r.columns.index !== current + i) throw new RangeError(`record index ${r.columns.index} does not continue the log at ${current + i}`);
+  });
+  if (state.size !== current + records.length) throw new RangeError(`log state size ${state.size} is not ${current + records.length}`);
+}
+
+/** The persisted frontier: concatenated 32-byte hashes. */
+export function splitFrontier(bytes: Uint8Array): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = 0; i < bytes.length; i += 32) out.push(Buffer.from(bytes.subarray(i, i + 32)));
+  return out;
+}
