@@ -62,6 +62,8 @@ export const ErrorCode = {
   DestructiveChange: "CW_ERR_DESTRUCTIVE_CHANGE",
   Usage: "CW_ERR_USAGE",
   PermissionDenied: "CW_ERR_PERMISSION_DENIED",
+  // Lineage's store
+  LineageStore: "CW_ERR_LINEAGE_STORE",
 } as const;
 
 /** One of the stable error codes. */

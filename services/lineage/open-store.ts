@@ -1,0 +1,35 @@
+// Which lineage store to open: PostgreSQL when a database URL is configured (LINEAGE_DATABASE_URL), else the
+// default SQLite file under the data directory. Both fail the same way, CW_ERR_LINEAGE_STORE, so the service
+// and the CLI report a bad URL, an unreachable server or an unwritable data directory alike.
+import { join } from "node:path";
+import { dataDir } from "../kit/connect.ts";
+import { CausewayError, ErrorCode, isCausewayError } from "../kit/errors.ts";
+import { openPostgresStore } from "./store-postgres.ts";
+import { openSqliteStore } from "./store-sqlite.ts";
+import type { LineageStore } from "./store.ts";
+
+/** Options for {@link openLineageStore}. */
+export interface OpenLineageStoreOptions {
+  /** PostgreSQL URL. Default: env LINEAGE_DATABASE_URL; unset or empty means SQLite. */
+  readonly databaseUrl?: string;
+  /** Data directory of the SQLite store (`<dataDir>/lineage/lineage.db`). Default: the kit's `dataDir()`. */
+  readonly dataDir?: string;
+}
+
+/** The SQLite store's file under a data directory. */
+export function sqliteStorePath(dir: string = dataDir()): string {
+  return join(dir, "lineage", "lineage.db");
+}
+
+/** Opens the configured lineage store; CausewayError CW_ERR_LINEAGE_STORE when it cannot. */
+export async function openLineageStore(opts: OpenLineageStoreOptions = {}): Promise<LineageStore> {
+  const url = opts.databaseUrl ?? process.env.LINEAGE_DATABASE_URL;
+  if (url !== undefined && url !== "") return openPostgresStore(url);
+  const path = sqliteStorePath(opts.dataDir ?? dataDir());
+  try {
+    return openSqliteStore(path);
+  } catch (err) {
+    if (isCausewayError(err)) throw err;
+    throw new CausewayError(ErrorCode.LineageStore, `cannot open the lineage store at ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}

@@ -1,0 +1,300 @@
+// The lineage store on PostgreSQL (when LINEAGE_DATABASE_URL is set): the SQLite store's tables, columns and
+// indexes with PostgreSQL types, through a small pg pool. Every batch operation is one round trip — `known`
+// matches a whole batch of keys through unnest(), `append` inserts a whole batch through unnest() — because
+// both sit on the ingest hot path, where a round trip per key would cost more than verifying the signature.
+//
+// Raw SQL written for one store runs on the other (tamper tests do): same names, integers for indices and
+// sequences, and `verified` a SMALLINT 0/1 as in SQLite (a BOOLEAN would reject `SET verified = 0`).
+import { DatabaseError, Pool, TypeOverrides, type PoolClient, type QueryConfig } from "pg";
+import { CausewayError, ErrorCode } from "../kit/errors.ts";
+import type { RecordColumns } from "./record.ts";
+import { checkContinues, splitFrontier } from "./store-sqlite.ts";
+import { listLimit, recordKeyString, type LineageStore, type ListFilter, type LogState, type RecordKey, type StoredCheckpoint, type StoredRecord } from "./store.ts";
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS records (
+  idx BIGINT PRIMARY KEY,
+  stream TEXT NOT NULL,
+  stream_seq BIGINT NOT NULL,
+  subject TEXT NOT NULL,
+  source TEXT,
+  id TEXT,
+  type TEXT,
+  time_ms BIGINT,
+  correlationid TEXT,
+  causationid TEXT,
+  principal TEXT,
+  verified SMALLINT NOT NULL,
+  leaf_hash BYTEA NOT NULL,
+  record BYTEA NOT NULL,
+  UNIQUE (stream, stream_seq),
+  UNIQUE (stream, source, id)
+);
+CREATE INDEX IF NOT EXISTS records_id ON records (id);
+CREATE INDEX IF NOT EXISTS records_correlation ON records (correlationid);
+CREATE INDEX IF NOT EXISTS records_causation ON records (causationid);
+CREATE INDEX IF NOT EXISTS records_principal ON records (principal, idx);
+CREATE INDEX IF NOT EXISTS records_type ON records (type, idx);
+CREATE INDEX IF NOT EXISTS records_time ON records (time_ms);
+CREATE TABLE IF NOT EXISTS log_state (
+  one SMALLINT PRIMARY KEY CHECK (one = 1),
+  size BIGINT NOT NULL,
+  frontier BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+  size BIGINT PRIMARY KEY,
+  root TEXT NOT NULL,
+  time TEXT NOT NULL,
+  note TEXT NOT NULL,
+  audit_seq BIGINT NOT NULL
+);
+`;
+
+const COLUMNS = "idx, stream, stream_seq, subject, source, id, type, time_ms, correlationid, causationid, principal, verified, leaf_hash, record";
+
+/** Element type of each column in the unnest() of a batch insert, in {@link COLUMNS} order. */
+const COLUMN_TYPES = ["bigint", "text", "bigint", "text", "text", "text", "text", "bigint", "text", "text", "text", "smallint", "bytea", "bytea"];
+
+/**
+ * Transaction-scoped advisory lock keys (any constants, the same in every process): one serializes appends,
+ * so two writers cannot interleave between reading the size and storing the batch (log_state has no row to
+ * lock before the first append); one serializes schema creation, which CREATE … IF NOT EXISTS alone does not.
+ */
+const APPEND_LOCK = 0x63_77_6c_61; // "cwla"
+const SCHEMA_LOCK = 0x63_77_6c_73; // "cwls"
+
+/** Connections in the pool: one writer plus a few concurrent queries. */
+const POOL_SIZE = 4;
+/** How long opening a connection may take before the store reports the database unreachable. */
+const CONNECT_TIMEOUT_MS = 10_000;
+
+interface Row {
+  idx: number; stream: string; stream_seq: number; subject: string; source: string | null; id: string | null; type: string | null;
+  time_ms: number | null; correlationid: string | null; causationid: string | null; principal: string | null; verified: number;
+  leaf_hash: Buffer; record: Buffer;
+}
+
+/**
+ * Opens (creating the schema if needed) the PostgreSQL store at `url` (`postgres://user:pass@host:port/db`).
+ * CausewayError CW_ERR_LINEAGE_STORE when the URL is malformed or the database cannot be reached; neither
+ * error message nor `location` carries the password.
+ */
+export async function openPostgresStore(url: string): Promise<LineageStore> {
+  const location = redactDatabaseUrl(url);
+  if (!/^postgres(ql)?:\/\//.test(url) || !URL.canParse(url)) {
+    throw new CausewayError(ErrorCode.LineageStore, `the lineage database URL ${location} is not a postgres://user:password@host:port/database URL`);
+  }
+  const pool = new Pool({
+    connectionString: url,
+    max: POOL_SIZE,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    allowExitOnIdle: true,
+    types: bigintAsNumber(),
+    application_name: "causeway-lineage",
+  });
+  // An idle connection that breaks (server restart, network) is dropped by the pool and replaced on the next
+  // query, which reports any lasting failure; without a listener the 'error' event would crash the process.
+  pool.on("error", () => {});
+  try {
+    await withClient(pool, async (client) => {
+      await client.query("BEGIN");
+      try {
+        await client.query(`SELECT pg_advisory_xact_lock(${SCHEMA_LOCK})`);
+        await client.query(SCHEMA);
+        await client.query("COMMIT");
+      } catch (err) {
+        await client.query("ROLLBACK").catch(() => {});
+        throw err;
+      }
+    });
+  } catch (err) {
+    await pool.end().catch(() => {});
+    throw new CausewayError(ErrorCode.LineageStore, `cannot open the lineage store at ${location}: ${redactSecrets((err as Error).message, url)}`, { cause: err });
+  }
+
+  const rows = async (query: QueryConfig): Promise<StoredRecord[]> => (await pool.query<Row>(query)).rows.map(toStored);
+  let ended = false;
+
+  const store: LineageStore = {
+    kind: "postgres",
+    location,
+    async state() {
+      const { rows: found } = await pool.query<{ size: number; frontier: Buffer }>({
+        name: "lineage_state", text: "SELECT size, frontier FROM log_state WHERE one = 1",
+      });
+      const row = found[0];
+      return row ? { size: row.size, frontier: splitFrontier(row.frontier) } : { size: 0, frontier: [] };
+    },
+    async known(keys: readonly RecordKey[]) {
+      const found = new Set<string>();
+      if (keys.length === 0) return found;
+      const { rows: hits } = await pool.query<{ i: number; by_seq: boolean; by_identity: boolean }>({
+        name: "lineage_known",
+        text: `SELECT k.i, k.by_seq, k.by_identity FROM (
+                 SELECT k.i,
+                   EXISTS (SELECT 1 FROM records r WHERE r.stream = k.stream AND r.stream_seq = k.seq) AS by_seq,
+                   (k.source IS NOT NULL AND k.id IS NOT NULL AND EXISTS (
+                     SELECT 1 FROM records r WHERE r.stream = k.stream AND r.source = k.source AND r.id = k.id)) AS by_identity
+                 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS k (stream, seq, source, id, i)
+               ) k WHERE k.by_seq OR k.by_identity`,
+        values: [keys.map((k) => k.stream), keys.map((k) => k.seq), keys.map((k) => k.source), keys.map((k) => k.id)],
+      });
+      for (const hit of hits) {
+        const [seqKey, identityKey] = recordKeyString(keys[hit.i - 1]!);
+        if (hit.by_seq) found.add(seqKey!);
+        if (hit.by_identity && identityKey) found.add(identityKey);
+      }
+      return found;
+    },
+    async append(records: readonly StoredRecord[], state: LogState) {
+      await withClient(pool, async (client) => {
+        await client.query("BEGIN");
+        try {
+          await client.query({ name: "lineage_append_lock", text: `SELECT pg_advisory_xact_lock(${APPEND_LOCK})` });
+          const { rows: current } = await client.query<{ size: number }>({ name: "lineage_size", text: "SELECT size FROM log_state WHERE one = 1" });
+          checkContinues(records, current[0]?.size ?? 0, state);
+          if (records.length > 0) {
+            const columns = COLUMN_TYPES.map((): unknown[] => []);
+            for (const r of records) columnValues(r).forEach((value, i) => columns[i]!.push(value));
+            await client.query({
+              name: "lineage_insert",
+              text: `INSERT INTO records (${COLUMNS}) SELECT * FROM unnest(${COLUMN_TYPES.map((t, i) => `$${i + 1}::${t}[]`).join(", ")})`,
+              values: columns,
+            });
+          }
+          await client.query({
+            name: "lineage_save_state",
+            text: "INSERT INTO log_state (one, size, frontier) VALUES (1, $1, $2) ON CONFLICT (one) DO UPDATE SET size = excluded.size, frontier = excluded.frontier",
+            values: [state.size, Buffer.concat(state.frontier)],
+          });
+          await client.query("COMMIT");
+        } catch (err) {
+          await client.query("ROLLBACK").catch(() => {});
+          throw err;
+        }
+      });
+    },
+    async leafHashes(from: number, to: number) {
+      const { rows: found } = await pool.query<{ leaf_hash: Buffer }>({
+        name: "lineage_leaf_hashes", text: "SELECT leaf_hash FROM records WHERE idx >= $1 AND idx < $2 ORDER BY idx", values: [from, to],
+      });
+      return found.map((r) => r.leaf_hash);
+    },
+    async range(from: number, to: number) {
+      return rows({ name: "lineage_range", text: `SELECT ${COLUMNS} FROM records WHERE idx >= $1 AND idx < $2 ORDER BY idx`, values: [from, to] });
+    },
+    async byId(id: string) {
+      return rows({ name: "lineage_by_id", text: `SELECT ${COLUMNS} FROM records WHERE id = $1 ORDER BY idx`, values: [id] });
+    },
+    async byCorrelation(correlationid: string) {
+      return rows({ name: "lineage_by_correlation", text: `SELECT ${COLUMNS} FROM records WHERE correlationid = $1 ORDER BY idx`, values: [correlationid] });
+    },
+    async byCausation(ids: readonly string[]) {
+      if (ids.length === 0) return [];
+      return rows({ name: "lineage_by_causation", text: `SELECT ${COLUMNS} FROM records WHERE causationid = ANY ($1::text[]) ORDER BY idx`, values: [ids] });
+    },
+    async list(filter: ListFilter) {
+      const where: string[] = [];
+      const values: (string | number)[] = [];
+      const param = (value: string | number): string => `$${values.push(value)}`;
+      if (filter.principal !== undefined) where.push(`principal = ${param(filter.principal)}`);
+      if (filter.type !== undefined) where.push(`type = ${param(filter.type)}`);
+      if (filter.stream !== undefined) where.push(`stream = ${param(filter.stream)}`);
+      if (filter.fromMs !== undefined) where.push(`time_ms >= ${param(filter.fromMs)}`);
+      if (filter.toMs !== undefined) where.push(`time_ms < ${param(filter.toMs)}`);
+      if (filter.failedOnly) where.push("verified = 0");
+      if (filter.afterIndex !== undefined) where.push(`idx > ${param(filter.afterIndex)}`);
+      const clause = where.length > 0 ? `WHERE ${where.join(" AND ")}` : "";
+      return rows({ text: `SELECT ${COLUMNS} FROM records ${clause} ORDER BY idx LIMIT ${listLimit(filter)}`, values });
+    },
+    async saveCheckpoint(c: StoredCheckpoint) {
+      await pool.query({
+        name: "lineage_save_checkpoint",
+        text: "INSERT INTO checkpoints (size, root, time, note, audit_seq) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (size) DO NOTHING",
+        values: [c.size, c.root, c.time, c.note, c.auditSeq],
+      });
+    },
+    async checkpoints() {
+      const { rows: found } = await pool.query<{ size: number; root: string; time: string; note: string; audit_seq: number }>({
+        name: "lineage_checkpoints", text: "SELECT size, root, time, note, audit_seq FROM checkpoints ORDER BY size",
+      });
+      return found.map((r) => ({ size: r.size, root: r.root, time: r.time, note: r.note, auditSeq: r.audit_seq }));
+    },
+    async [Symbol.asyncDispose]() {
+      if (ended) return;
+      ended = true;
+      await pool.end();
+    },
+  };
+  return store;
+}
+
+/**
+ * `url` without its password (in the authority or a `password` / `sslpassword` parameter), for messages and
+ * `location`. A string that is not a URL is not shown at all: it may be a key=value string holding one.
+ */
+export function redactDatabaseUrl(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return "(a database URL that does not parse)";
+  }
+  if (parsed.password !== "") parsed.password = "";
+  for (const name of ["password", "sslpassword"]) if (parsed.searchParams.has(name)) parsed.searchParams.set(name, "redacted");
+  return parsed.toString();
+}
+
+/** `message` with every occurrence of the password `url` carries replaced (drivers may echo their options). */
+function redactSecrets(message: string, url: string): string {
+  let secrets: string[] = [];
+  try {
+    const parsed = new URL(url);
+    secrets = [decodeURIComponent(parsed.password), parsed.password, parsed.searchParams.get("password") ?? "", parsed.searchParams.get("sslpassword") ?? ""];
+  } catch {
+    return message.split(url).join("(the database URL)");
+  }
+  return secrets.filter((s) => s !== "").reduce((text, secret) => text.split(secret).join("***"), message);
+}
+
+/** Runs `fn` on one pooled connection; a connection that failed mid-way is destroyed, not reused. */
+async function withClient<T>(pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let failed: Error | undefined;
+  try {
+    return await fn(client);
+  } catch (err) {
+    // A DatabaseError (constraint, gap) leaves the connection usable; anything else may not.
+    if (!(err instanceof DatabaseError) && !(err instanceof RangeError)) failed = err as Error;
+    throw err;
+  } finally {
+    client.release(failed);
+  }
+}
+
+/** int8 (BIGINT, and count(*)) as a JavaScript number: indices and sequences are safe integers by design. */
+function bigintAsNumber(): TypeOverrides {
+  const types = new TypeOverrides();
+  types.setTypeParser(20, (text: string) => {
+    const n = Number(text);
+    if (!Number.isSafeInteger(n)) throw new RangeError(`BIGINT ${text} is beyond JavaScript's safe integers`);
+    return n;
+  });
+  return types;
+}
+
+function toStored(r: Row): StoredRecord {
+  return {
+    columns: {
+      index: r.idx, stream: r.stream, seq: r.stream_seq, subject: r.subject, source: r.source, id: r.id, type: r.type, timeMs: r.time_ms,
+      correlationid: r.correlationid, causationid: r.causationid, principal: r.principal, verified: r.verified === 1,
+    },
+    bytes: r.record,
+    leafHash: r.leaf_hash,
+  };
+}
+
+function columnValues(r: StoredRecord): unknown[] {
+  const c: RecordColumns = r.columns;
+  return [c.index, c.stream, c.seq, c.subject, c.source, c.id, c.type, c.timeMs, c.correlationid, c.causationid, c.principal, c.verified ? 1 : 0, r.leafHash, r.bytes];
+}
