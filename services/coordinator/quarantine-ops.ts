@@ -14,7 +14,7 @@ import type { ServiceMsg } from "@nats-io/services";
 import type { Logger } from "pino";
 import {
   CausewayError, DecisionKind, ErrorCode, NatsBinding, QuarantineHeader, StreamName, dataJson, decisionEvent, decisionSchema, decisionSubjectOf,
-  isCausewayError, isExpired, permissionDenied, publishDecision,
+  isCausewayError, isExpired, permissionDenied, publishDecision, readStream,
 } from "../kit/index.ts";
 import type { DecisionKindValue, ErrorCodeValue, ParsedSubject, TrustedEvent } from "../kit/index.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
@@ -82,7 +82,6 @@ export interface QuarantineDetail {
 const REASON_HEADERS = new Set<string>(Object.values(QuarantineHeader).map((h) => h.toLowerCase()));
 const DEFAULT_LIMIT = 100;
 const MAX_LIMIT = 10_000;
-const SCAN_BATCH = 256;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 const RFC3339 = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$/i;
 
@@ -106,29 +105,6 @@ export function capabilityToken(parse: (subject: string) => ParsedSubject, subje
     return p.kind === "cap" || p.kind === "handoff" ? p.capability : `_${p.kind}`;
   } catch {
     return "_unknown";
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Reading a stream by sequence: direct batch gets from a cursor until the stream has nothing more.
-
-async function* readFrom(jsm: JetStreamManager, stream: string, from: number, subject?: string): AsyncGenerator<StoredMsg> {
-  let seq = from;
-  for (;;) {
-    let got = 0, pending = 0;
-    try {
-      const batch = await jsm.direct.getBatch(stream, { seq, batch: SCAN_BATCH, ...(subject !== undefined && { next_by_subj: subject }) });
-      for await (const m of batch) {
-        got++;
-        pending = m.pending;
-        seq = m.seq + 1;
-        yield m;
-      }
-    } catch (err) {
-      if ((err as { code?: unknown }).code === 404) return; // nothing at or after `seq`
-      throw err;
-    }
-    if (got === 0 || pending === 0) return;
   }
 }
 
@@ -159,7 +135,7 @@ export class QuarantineIndex {
     this.#jsm = deps.jsm;
     this.#parse = (s) => deps.subjects.parse(s);
     this.refresh = serialized(async () => {
-      for await (const m of readFrom(this.#jsm, StreamName.Quarantine, this.#next)) {
+      for await (const m of readStream(this.#jsm, StreamName.Quarantine, this.#next)) {
         this.#next = m.seq + 1;
         const e = this.#index(m);
         this.#entries.set(e.seq, e);
@@ -243,7 +219,7 @@ class SettlementIndex {
   constructor(deps: Pick<CoordinatorDeps, "jsm" | "trust" | "principal" | "subjects">, log: Logger) {
     const read = async (kind: "release" | "rejection") => {
       const subject = decisionSubjectOf(kind === "release" ? DecisionKind.Release : DecisionKind.Rejection, deps.subjects.prefix);
-      for await (const m of readFrom(deps.jsm, StreamName.Decision, this.#next[kind], subject)) {
+      for await (const m of readStream(deps.jsm, StreamName.Decision, this.#next[kind], subject)) {
         this.#next[kind] = m.seq + 1;
         let verified: TrustedEvent;
         try {

@@ -52,6 +52,17 @@ export const ErrorCode = {
   // Subjects
   InvalidSubject: "CW_ERR_INVALID_SUBJECT",
   InvalidToken: "CW_ERR_INVALID_TOKEN",
+  // The gateway: upstream systems publishing over HTTP and NATS
+  Unauthenticated: "CW_ERR_UNAUTHENTICATED",
+  UnknownUpstream: "CW_ERR_UNKNOWN_UPSTREAM",
+  SourceNotAllowed: "CW_ERR_SOURCE_NOT_ALLOWED",
+  SignerMismatch: "CW_ERR_SIGNER_MISMATCH",
+  NoRoute: "CW_ERR_NO_ROUTE",
+  RateLimited: "CW_ERR_RATE_LIMITED",
+  Unavailable: "CW_ERR_UNAVAILABLE",
+  HttpEndpoint: "CW_ERR_HTTP_ENDPOINT",
+  UpstreamsInvalid: "CW_ERR_UPSTREAMS_INVALID",
+  RoutesInvalid: "CW_ERR_ROUTES_INVALID",
   // Configuration, identities, streams, CLI
   Config: "CW_ERR_CONFIG",
   PrincipalsInvalid: "CW_ERR_PRINCIPALS_INVALID",
@@ -64,6 +75,13 @@ export const ErrorCode = {
   PermissionDenied: "CW_ERR_PERMISSION_DENIED",
   // Lineage's store
   LineageStore: "CW_ERR_LINEAGE_STORE",
+  // Lineage queries and proofs
+  LineageNotFound: "CW_ERR_LINEAGE_NOT_FOUND",
+  LineageAmbiguousId: "CW_ERR_LINEAGE_AMBIGUOUS_ID",
+  LineageNotCovered: "CW_ERR_LINEAGE_NOT_COVERED",
+  LineageCheckpointMismatch: "CW_ERR_LINEAGE_CHECKPOINT_MISMATCH",
+  // Lineage's API: a missing or malformed parameter, an unknown operation
+  LineageQuery: "CW_ERR_LINEAGE_QUERY",
 } as const;
 
 /** One of the stable error codes. */

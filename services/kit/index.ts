@@ -78,6 +78,9 @@ export type {
   QuarantineSubject, StreamNameValue, SubjectKindValue,
 } from "./subjects.ts";
 
+// Reading a stream by sequence (direct get)
+export { readStream } from "./stream-read.ts";
+
 // Streams and consumers as files, applied idempotently
 export {
   applyStreams, capabilityConsumerConfig, defaultStreamsDir, describeResult, diffConfig, loadStreamDefinitions, parseConsumerConfig,

@@ -1,0 +1,156 @@
+// Ingest: lineage's durable consumers over every mesh stream feed one writer. The writer examines a batch
+// (decode + verify), drops what the store already holds (redelivery after a crash, or a replayed event), gives
+// the rest consecutive leaf indices, appends them to the Merkle log and commits records and log state in one
+// transaction — and only then acks. A crash before the commit redelivers the batch; a crash after it
+// redelivers messages the store already knows. Either way: no gap, no duplicate.
+import type { ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import type { Logger } from "pino";
+import type { TrustStore } from "../kit/index.ts";
+import { examine } from "./examine.ts";
+import { createMerkleLog, type MerkleLog } from "./merkle.ts";
+import { encodeRecord } from "./record.ts";
+import { recordKeyString, type LineageStore, type RecordKey, type StoredRecord } from "./store.ts";
+
+/** The streams lineage records, each through its durable consumer `lineage`. */
+export const RECORDED_STREAMS = ["MESH_INGEST", "MESH_CAP", "MESH_HANDOFF", "MESH_EVT", "MESH_DECISION", "MESH_QUARANTINE"] as const;
+export const LINEAGE_DURABLE = "lineage";
+
+export interface IngestOptions {
+  readonly js: JetStreamClient;
+  readonly store: LineageStore;
+  readonly trust: TrustStore;
+  readonly log: Logger;
+  /** Streams to record. Default {@link RECORDED_STREAMS}. */
+  readonly streams?: readonly string[];
+  /** Most messages per transaction. Default 512. */
+  readonly batchSize?: number;
+  /** Called after each commit with the log (for checkpoints). */
+  readonly onCommit?: (log: MerkleLog) => void;
+}
+
+export interface IngestStats {
+  /** Records in the log. */
+  readonly size: number;
+  /** Messages recorded, and absorbed as already recorded, since start. */
+  readonly recorded: number;
+  readonly absorbed: number;
+  /** Of the recorded, how many failed verification. */
+  readonly failed: number;
+  readonly batches: number;
+}
+
+export interface Ingest {
+  /** The live Merkle log (its size is the store's size after the last commit). */
+  readonly log: MerkleLog;
+  stats(): IngestStats;
+  /** Stops consuming, finishes the batch in hand, resolves when nothing is left in flight. */
+  stop(): Promise<void>;
+  /** Rejects if consumption fails for good (e.g. a consumer was deleted). */
+  readonly stopped: Promise<void>;
+}
+
+/** Starts recording; resolves once every consumer is attached. */
+export async function startIngest(opts: IngestOptions): Promise<Ingest> {
+  const { js, store, trust, log } = opts;
+  const batchSize = opts.batchSize ?? 512;
+  const leafAt = async (i: number) => (await store.leafHashes(i, i + 1))[0]!;
+  const restore = async () => {
+    const state = await store.state();
+    return createMerkleLog({ leafAt, size: state.size, frontier: state.frontier });
+  };
+  let merkle = await restore();
+  log.info({ size: merkle.size, store: store.kind, location: store.location }, "audit log opened");
+
+  const counters = { recorded: 0, absorbed: 0, failed: 0, batches: 0 };
+  const pending: JsMsg[] = [];
+  let writing: Promise<void> | undefined;
+  let failure: Error | undefined;
+
+  const writeBatch = async (batch: JsMsg[]) => {
+    const examined = batch.map((msg) => ({ msg, content: examine(msg, trust) }));
+    const keys: RecordKey[] = examined.map(({ content }) => ({
+      stream: content.stream, seq: content.seq, source: content.attributes?.source ?? null, id: content.attributes?.id ?? null,
+    }));
+    const known = await store.known(keys);
+    const records: StoredRecord[] = [];
+    const next = createMerkleLog({ leafAt, size: merkle.size, frontier: merkle.frontier() });
+    examined.forEach(({ content }, i) => {
+      const names = recordKeyString(keys[i]!);
+      if (names.some((n) => known.has(n))) {
+        counters.absorbed++;
+        return;
+      }
+      for (const n of names) known.add(n); // the same event twice in one batch is recorded once
+      const encoded = encodeRecord(next.size, content);
+      next.append(encoded.leafHash);
+      records.push(encoded);
+      if (content.verification.result === "failed") counters.failed++;
+    });
+    if (records.length > 0) {
+      await store.append(records, { size: next.size, frontier: next.frontier() });
+      merkle = next;
+      counters.recorded += records.length;
+      opts.onCommit?.(merkle);
+    }
+    counters.batches++;
+    for (const { msg } of examined) msg.ack();
+  };
+
+  const drain = async () => {
+    while (pending.length > 0 && !failure) {
+      const batch = pending.splice(0, batchSize);
+      try {
+        await writeBatch(batch);
+      } catch (err) {
+        // Nothing of the batch is stored (one transaction): leave it to redelivery, and rebuild the log from
+        // the store so the next batch continues exactly where the store is.
+        log.error({ err, messages: batch.length }, "audit batch not stored; it will be redelivered");
+        for (const msg of batch) msg.nak(1_000);
+        merkle = await restore().catch((e: unknown) => {
+          failure = e as Error;
+          return merkle;
+        });
+      }
+    }
+  };
+  const kick = () => {
+    writing ??= drain().finally(() => {
+      writing = undefined;
+      if (pending.length > 0 && !failure) kick();
+    });
+  };
+
+  const streams = opts.streams ?? RECORDED_STREAMS;
+  const subscriptions: ConsumerMessages[] = [];
+  for (const stream of streams) {
+    const consumer = await js.consumers.get(stream, LINEAGE_DURABLE);
+    subscriptions.push(await consumer.consume({ max_messages: batchSize, expires: 5_000, abort_on_missing_resource: true }));
+  }
+  const loops = subscriptions.map(async (messages) => {
+    for await (const msg of messages) {
+      pending.push(msg);
+      kick();
+    }
+  });
+  let stopping = false;
+  const stopped = Promise.all(loops).then(async () => {
+    await writing;
+    if (failure) throw failure;
+    if (!stopping) throw new Error("a lineage consumer ended: was it deleted?");
+  });
+  stopped.catch(() => undefined);
+
+  return {
+    get log() {
+      return merkle;
+    },
+    stats: () => ({ size: merkle.size, ...counters }),
+    async stop() {
+      stopping = true;
+      await Promise.all(subscriptions.map((s) => s.close()));
+      await Promise.all(loops).catch(() => undefined);
+      while (writing) await writing;
+    },
+    stopped,
+  };
+}

@@ -1,0 +1,85 @@
+// The lineage service, assembled: ingest (consumers → verify → Merkle → store), the checkpointer, and the
+// auditor's API on NATS micro-service endpoints and HTTP. main.ts runs it as a process; tests and benchmarks
+// start it in-process with their own store.
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Svcm, type Service } from "@nats-io/services";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "pino";
+import { StreamName, readStream, subjectsFor, type SigningKey, type TrustStore } from "../kit/index.ts";
+import { createLineageApi, type LineageApi } from "./api.ts";
+import { startCheckpointer, type Checkpointer } from "./checkpointer.ts";
+import type { LineageConfig } from "./config.ts";
+import { addLineageEndpoints } from "./endpoints.ts";
+import { startLineageHttp, type LineageHttp } from "./http.ts";
+import { startIngest, type Ingest } from "./ingest.ts";
+import type { LineageStore } from "./store.ts";
+
+export interface LineageServiceOptions {
+  readonly nc: NatsConnection;
+  readonly store: LineageStore;
+  readonly trust: TrustStore;
+  /** Lineage's key: signs checkpoints; its public half verifies them. */
+  readonly key: SigningKey;
+  readonly config: LineageConfig;
+  readonly log: Logger;
+  /** Streams to record (default: every mesh stream). */
+  readonly streams?: readonly string[];
+}
+
+export interface LineageService {
+  readonly ingest: Ingest;
+  readonly checkpointer: Checkpointer;
+  readonly api: LineageApi;
+  /** The HTTP API, unless turned off. */
+  readonly http?: LineageHttp;
+  /** Rejects when ingest fails for good. */
+  readonly stopped: Promise<void>;
+  /** Stops consuming, publishes a final checkpoint, closes the endpoints (not the store or connection). */
+  stop(): Promise<void>;
+}
+
+export async function startLineageService(opts: LineageServiceOptions): Promise<LineageService> {
+  const { nc, store, config, log } = opts;
+  const js = jetstream(nc);
+  const jsm = await jetstreamManager(nc);
+  const subjects = subjectsFor();
+  let ingest: Ingest | undefined;
+  const checkpointer = await startCheckpointer({
+    js, store, key: opts.key, origin: config.origin, subject: subjects.checkpoint(), every: config.checkpointEvery,
+    intervalMs: config.checkpointIntervalMs, log, current: () => ingest!.log,
+  });
+  ingest = await startIngest({ js, store, trust: opts.trust, log, batchSize: config.batchSize, onCommit: () => checkpointer.grew(), ...(opts.streams && { streams: opts.streams }) });
+  const published = async () => {
+    const notes: string[] = [];
+    for await (const m of readStream(jsm, StreamName.Audit, 1, subjects.checkpoint())) notes.push(m.string());
+    return notes;
+  };
+  const api = createLineageApi({ store, publicKey: opts.key, published, ingest, checkpointNow: () => checkpointer.publishNow() });
+  let service: Service | undefined;
+  let http: LineageHttp | undefined;
+  try {
+    service = await new Svcm(nc).add({
+      name: "lineage", version: "1.0.0",
+      description: "Tamper-evident audit log: why, trace, impact, listings, verify, prove, exports",
+      metadata: { store: store.kind },
+    });
+    addLineageEndpoints(service, api, subjects);
+    if (config.httpPort >= 0) http = await startLineageHttp(api, config.httpHost, config.httpPort, log);
+  } catch (err) {
+    await ingest.stop();
+    await checkpointer.stop().catch(() => undefined);
+    await service?.stop().catch(() => undefined);
+    throw err;
+  }
+  log.info({ http: http?.url, size: ingest.log.size }, "lineage started");
+  return {
+    ingest, checkpointer, api, ...(http && { http }),
+    stopped: ingest.stopped,
+    async stop() {
+      await ingest.stop();
+      await checkpointer.stop();
+      await service?.stop().catch(() => undefined);
+      await http?.close();
+    },
+  };
+}
