@@ -8,6 +8,7 @@ export type Command = (args: string[]) => Promise<number>;
 
 const commands: Record<string, { summary: string; load: () => Promise<{ run: Command }> }> = {
   keys: { summary: "keys new <principal>          create a principal's NKey seed (0600) and print its public key", load: () => import("./commands/keys.ts") },
+  tokens: { summary: "tokens ensure                 create the upstreams' development bearer tokens (0600) for the gateway", load: () => import("./commands/tokens.ts") },
   infra: { summary: "infra render                  render the dev nats-server config from infra/principals.json", load: () => import("./commands/infra.ts") },
   trust: { summary: "trust seed|ls|revoke          seed, list and revoke the keys services trust (KV causeway_trust)", load: () => import("./commands/trust.ts") },
   streams: { summary: "streams apply [--force]       create or update streams/*.json idempotently", load: () => import("./commands/streams.ts") },

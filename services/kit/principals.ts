@@ -280,7 +280,9 @@ export function permissionsFor(principals: Principals, name: string, opts: Permi
   for (const subject of spec.publish) pub.add(at(subject), "declared in principals.json");
   for (const subject of spec.subscribe) sub.add(at(subject), "declared in principals.json");
 
-  for (const ref of spec.addresses) {
+  // An upstream's events reach capabilities only through the gateway: its `addresses` is trust (what its own
+  // signed events may address once the gateway forwards them), never a permission to publish there.
+  for (const ref of spec.role === Role.Upstream ? [] : spec.addresses) {
     const cap = principals.capabilities[ref]!;
     if (cap.critical) pub.add(`${prefix}.handoff.${cap.name}.v${cap.major}`, `addresses critical capability ${ref}: held by the coordinator until granted`);
     else pub.add(`${prefix}.cap.${cap.name}.v${cap.major}`, `addresses capability ${ref}`);

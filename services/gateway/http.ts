@@ -1,0 +1,268 @@
+// HTTP ingress, the CloudEvents HTTP binding: binary mode (`ce-` headers, the body is the data, Content-Type
+// its datacontenttype), structured mode (`application/cloudevents+json`) and batch mode
+// (`application/cloudevents-batch+json`, all or nothing). Node's own HTTP server (keep-alive); the event
+// decoding is the kit's (NatsBinding, the JSON format): the ce- headers of both bindings read the same.
+//
+//   POST /events  → 202 {id, traceid, …} | 400/401/403/413/429/503 {code, message, attribute?, violations?}
+//   GET  /health  → 200 {status: "ok"} while the NATS connection is up, else 503
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { JetStreamClient } from "@nats-io/jetstream";
+import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "pino";
+import {
+  ErrorCode, NatsBinding, STRUCTURED_CONTENT_TYPE, decodeJsonBatch, decodeJsonEvent, encodeHeaderValue, encodeJsonEvent,
+  type CloudEvent, type MeshSubjects, type QuarantineOriginal,
+} from "../kit/index.ts";
+import type { GatewayConfig } from "./config.ts";
+import type { Ledger } from "./ledger.ts";
+import type { Notary } from "./notarize.ts";
+import { IngestError, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
+import { quarantineCopy, quarantineTarget } from "./quarantine.ts";
+import type { RateLimiter } from "./rate-limit.ts";
+import type { Upstream, Upstreams } from "./upstreams.ts";
+
+/** The batch-mode media type. */
+export const BATCH_CONTENT_TYPE = "application/cloudevents-batch+json";
+/** Where upstreams POST events. */
+export const EVENTS_PATH = "/events";
+/** The health endpoint. */
+export const HEALTH_PATH = "/health";
+// Structured bodies carry attributes besides the data; the binding allows the same margin.
+const STRUCTURED_MARGIN = 64 * 1024;
+
+/** What the HTTP ingress needs. */
+export interface HttpDeps {
+  readonly config: GatewayConfig;
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly subjects: MeshSubjects;
+  readonly upstreams: Upstreams;
+  readonly limiter: RateLimiter;
+  readonly notary: Notary;
+  readonly ledger: Ledger;
+  readonly principal: string;
+  readonly log: Logger;
+}
+
+/** A listening HTTP ingress. */
+export interface HttpIngress {
+  /** `http://host:port`. */
+  readonly url: string;
+  /** Stops accepting connections, lets requests in progress finish, closes idle keep-alive connections. */
+  close(): Promise<void>;
+}
+
+/** Starts the HTTP ingress on the configured host and port. */
+export async function startHttp(deps: HttpDeps): Promise<HttpIngress> {
+  const server: Server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 30_000 }, (req, res) => {
+    handle(deps, req, res).catch((err: unknown) => {
+      deps.log.error({ err }, "HTTP request failed");
+      if (!res.headersSent) send(res, unavailable(err));
+      else res.destroy();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(deps.config.port, deps.config.host, () => resolve());
+  });
+  const { address, port } = server.address() as AddressInfo;
+  return {
+    url: `http://${address.includes(":") ? `[${address}]` : address}:${port}`,
+    close: () => new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeIdleConnections();
+    }),
+  };
+}
+
+async function handle(deps: HttpDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const path = (req.url ?? "/").split("?", 1)[0];
+  if (path === HEALTH_PATH && (req.method === "GET" || req.method === "HEAD")) {
+    const up = !deps.nc.isClosed();
+    res.writeHead(up ? 200 : 503, { "content-type": "application/json" }).end(JSON.stringify({ status: up ? "ok" : "nats connection closed" }));
+    return;
+  }
+  if (path !== EVENTS_PATH || req.method !== "POST") {
+    const status = path === EVENTS_PATH || path === HEALTH_PATH ? 405 : 404;
+    req.resume();
+    send(res, { status, code: ErrorCode.HttpEndpoint, message: `${req.method} ${path}: the gateway takes POST ${EVENTS_PATH} and GET ${HEALTH_PATH}` });
+    return;
+  }
+  const upstream = deps.upstreams.authenticate(req.headers.authorization);
+  if (upstream === undefined) {
+    req.resume();
+    const message = req.headers.authorization === undefined ? "no Authorization header: send Authorization: Bearer <token>" : "the bearer token matches no upstream";
+    send(res, { status: 401, code: ErrorCode.Unauthenticated, message }, { "www-authenticate": 'Bearer realm="causeway"' });
+    return;
+  }
+  const contentType = (req.headers["content-type"] ?? "").trim();
+  const mediaType = contentType.split(";", 1)[0]!.trim().toLowerCase();
+  const batch = mediaType === BATCH_CONTENT_TYPE;
+  const structured = !batch && mediaType.startsWith("application/cloudevents");
+  const limit = batch ? deps.config.maxBatchBytes : deps.config.maxDataBytes + (structured ? STRUCTURED_MARGIN : 0);
+  const body = await readBody(req, limit);
+  if (body === undefined) {
+    send(res, {
+      status: 413, code: ErrorCode.PayloadTooLarge, attribute: "data",
+      message: `the request body is over ${limit} bytes (${batch ? "batch limit" : `event data limit ${deps.config.maxDataBytes} bytes`}); send large content by reference`,
+    }, { connection: "close" });
+    return;
+  }
+  const original: QuarantineOriginal = {
+    subject: deps.subjects.ingest(upstream.name, "http"), stream: "", seq: 0, consumer: "",
+    headers: batch || structured ? contentTypeHeaders(contentType) : binaryHeaders(req), data: body,
+  };
+  if (batch) await ingestBatch(deps, upstream, original, res);
+  else await ingestOne(deps, upstream, original, res);
+}
+
+async function ingestOne(deps: HttpDeps, upstream: Upstream, original: QuarantineOriginal, res: ServerResponse): Promise<void> {
+  let event: CloudEvent;
+  try {
+    event = NatsBinding.toEvent(original, { maxDataBytes: deps.config.maxDataBytes });
+  } catch (err) {
+    send(res, limited(deps, upstream, 1) ?? (await refuse(deps, original, rejectionOf(err))));
+    return;
+  }
+  const over = limited(deps, upstream, 1);
+  if (over) return send(res, over);
+  let checked;
+  try {
+    checked = deps.notary.check(event, upstream);
+  } catch (err) {
+    send(res, await refuse(deps, original, rejectionOf(err)));
+    return;
+  }
+  send(res, await deps.ledger.publish(checked, deps.notary.notarize(checked)).catch(unavailable));
+}
+
+async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: QuarantineOriginal, res: ServerResponse): Promise<void> {
+  let events: CloudEvent[];
+  try {
+    events = decodeJsonBatch(Buffer.from(original.data).toString("utf8"));
+    const big = events.findIndex((e) => e.data.length > deps.config.maxDataBytes);
+    if (big >= 0) {
+      throw new IngestError(ErrorCode.PayloadTooLarge, 413, `event ${big} of the batch has ${events[big]!.data.length} bytes of data; the limit is ${deps.config.maxDataBytes}`, { attribute: "data" });
+    }
+  } catch (err) {
+    const over = limited(deps, upstream, 1);
+    if (over) return send(res, over);
+    const rejected = await refuse(deps, original, rejectionOf(err));
+    const index = failingIndex(original.data);
+    send(res, index === undefined ? rejected : { ...rejected, message: `event ${index} of the batch: ${rejected.message}`, index });
+    return;
+  }
+  if (events.length > upstream.burst) {
+    send(res, { status: 429, code: ErrorCode.RateLimited, message: `a batch of ${events.length} events is more than upstream ${upstream.name}'s burst of ${upstream.burst}: send smaller batches` });
+    return;
+  }
+  const over = limited(deps, upstream, events.length);
+  if (over) return send(res, over);
+  const checked = [];
+  const errors: (Rejected & { index: number })[] = [];
+  for (const [index, event] of events.entries()) {
+    try {
+      checked.push(deps.notary.check(event, upstream));
+    } catch (err) {
+      // Each refused event is kept on its own, in structured mode with its exact data bytes.
+      const copy = { ...original, headers: contentTypeHeaders(STRUCTURED_CONTENT_TYPE), data: Buffer.from(encodeJsonEvent(event)) };
+      errors.push({ ...(await refuse(deps, copy, rejectionOf(err))), index });
+    }
+  }
+  if (errors.length > 0) {
+    const first = errors[0]!;
+    const status = errors.some((e) => e.status === 503) ? 503 : first.status;
+    send(res, { status, code: first.code, message: `${errors.length} of ${events.length} events refused (first: event ${first.index}: ${first.message}); nothing in the batch was accepted`, errors });
+    return;
+  }
+  const results: Outcome[] = await Promise.all(checked.map((c) => deps.ledger.publish(c, deps.notary.notarize(c)).catch(unavailable)));
+  const failed = results.some((r) => r.status !== 202);
+  send(res, { status: failed ? 503 : 202, results, ...(failed && { retryafter: 1 }) });
+}
+
+/** 429 when the upstream is over its rate for `n` more events, else undefined (the tokens are taken). */
+function limited(deps: HttpDeps, upstream: Upstream, n: number): Rejected | undefined {
+  const waitMs = deps.limiter.take(upstream, n);
+  if (waitMs === 0) return undefined;
+  const retryafter = Math.ceil(waitMs / 1000);
+  return { status: 429, code: ErrorCode.RateLimited, message: `upstream ${upstream.name} is over its rate of ${upstream.perSecond}/s (burst ${upstream.burst}); retry after ${retryafter} s`, retryafter };
+}
+
+/** Quarantines the input when the rejection keeps it; 503 instead when the quarantine cannot take it. */
+async function refuse(deps: HttpDeps, original: QuarantineOriginal, rejected: Rejected): Promise<Rejected> {
+  if (rejected.quarantined === undefined) return rejected;
+  try {
+    await quarantineCopy(deps.js, original, quarantineTarget(deps.subjects, { ...rejected, quarantined: rejected.quarantined }, deps.principal));
+  } catch (err) {
+    deps.log.warn({ err, code: rejected.code }, "quarantine copy failed");
+    return unavailable(err);
+  }
+  deps.log.debug({ code: rejected.code, reason: rejected.quarantined }, "input quarantined");
+  return rejected;
+}
+
+function send(res: ServerResponse, body: Outcome | (Rejected & Record<string, unknown>) | { status: number; results: readonly Outcome[]; retryafter?: number }, extra: Record<string, string> = {}): void {
+  const headers: Record<string, string> = { "content-type": "application/json", ...extra };
+  const retry = (body as { retryafter?: number }).retryafter;
+  if (retry !== undefined) headers["retry-after"] = String(retry);
+  res.writeHead(body.status, headers).end(replyBody(body as Outcome));
+}
+
+/** Reads the body, or undefined as soon as it is over `limit` bytes (Content-Length or counted). */
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  const declared = Number(req.headers["content-length"]);
+  if (Number.isFinite(declared) && declared > limit) {
+    req.resume();
+    return undefined;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) {
+      req.resume();
+      return undefined;
+    }
+    chunks.push(chunk);
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+// Binary mode: the ce- headers as they came (duplicates kept, so the decoder refuses them), Content-Type as
+// ce-datacontenttype — the HTTP binding carries datacontenttype there.
+function binaryHeaders(req: IncomingMessage): MsgHdrs {
+  const h = natsHeaders();
+  for (const [name, values] of Object.entries(req.headersDistinct)) {
+    if (name.startsWith("ce-")) for (const v of values ?? []) h.append(name, v);
+  }
+  const ct = req.headers["content-type"];
+  if (ct !== undefined && !h.has("ce-datacontenttype")) h.append("ce-datacontenttype", encodeHeaderValue(ct));
+  return h;
+}
+
+function contentTypeHeaders(contentType: string): MsgHdrs {
+  const h = natsHeaders();
+  h.set("Content-Type", contentType);
+  return h;
+}
+
+// Which element of a batch failed to decode (only on the error path): the first that fails on its own.
+function failingIndex(body: Uint8Array): number | undefined {
+  let items: unknown;
+  try {
+    items = JSON.parse(Buffer.from(body).toString("utf8"));
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(items)) return undefined;
+  for (const [i, item] of items.entries()) {
+    try {
+      decodeJsonEvent(JSON.stringify(item));
+    } catch {
+      return i;
+    }
+  }
+  return undefined;
+}
+

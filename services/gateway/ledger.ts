@@ -1,0 +1,57 @@
+// Dedupe on (source, id) and publish. Within JetStream's duplicate window (2 minutes on MESH_CAP) the msg id
+// — the event's dedupe key — keeps one copy; beyond it a create-only mark in KV causeway_processed (7 days)
+// remembers what was accepted. The mark is written before the publish, so a resubmission after the window
+// finds it; a mark younger than the window is republished on conflict (JetStream absorbs the copy), which
+// covers a gateway that died between mark and publish while the upstream or the stream retries.
+import type { JetStreamClient } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import { NatsBinding, type CloudEvent } from "../kit/index.ts";
+import type { Accepted } from "./outcome.ts";
+import { traceIdOf, type Checked } from "./notarize.ts";
+
+/** The KV key prefix of the gateway's marks in causeway_processed. */
+export const MARK_PREFIX = "gateway";
+
+/** Publishes checked events once per (source, id). */
+export interface Ledger {
+  /** Publishes `event` (the notarized form of `checked`) unless its (source, id) was accepted before. Throws when the mesh cannot take it. */
+  publish(checked: Checked, event: CloudEvent): Promise<Accepted>;
+}
+
+/**
+ * A ledger over the stream client and the processed-set bucket. `duplicateWindowMs` is the target streams'
+ * duplicate window; a mark is republished only while it is younger than 80% of it (margin for clocks and latency).
+ */
+export function createLedger(js: JetStreamClient, kv: KV, duplicateWindowMs: number): Ledger {
+  const republishWithinMs = duplicateWindowMs * 0.8;
+  const send = (checked: Checked, event: CloudEvent) => {
+    const { headers, data } = NatsBinding.binary(event);
+    return js.publish(checked.route.subject, data, { headers, msgID: checked.key });
+  };
+  return {
+    async publish(checked, event) {
+      const accepted: Accepted = {
+        status: 202, id: event.id, source: event.source, type: event.type, traceid: traceIdOf(checked.traceparent),
+        subject: checked.route.subject, duplicate: false,
+      };
+      const markKey = `${MARK_PREFIX}.${checked.key}`;
+      try {
+        await kv.create(markKey, JSON.stringify({ ...accepted, upstream: checked.upstream.name }));
+      } catch (err) {
+        const mark = await kv.get(markKey);
+        if (mark === null || mark.operation !== "PUT") throw err;
+        const first = mark.json<Accepted>();
+        if (Date.now() - mark.created.getTime() < republishWithinMs) await send(checked, event);
+        return { status: 202, id: first.id, source: first.source, type: first.type, traceid: first.traceid, subject: first.subject, duplicate: true };
+      }
+      try {
+        const ack = await send(checked, event);
+        return ack.duplicate ? { ...accepted, duplicate: true } : accepted;
+      } catch (err) {
+        // Not published: forget the mark so a retry is not taken for a duplicate (best effort; see above).
+        await kv.delete(markKey).catch(() => undefined);
+        throw err;
+      }
+    },
+  };
+}

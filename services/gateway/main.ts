@@ -1,0 +1,86 @@
+// The gateway's process entry: connect as `gateway`, load the upstreams and the routing table, open the trust
+// store and the processed-set bucket, start the HTTP and NATS ingress, register the `gateway` micro service
+// (its metadata carries the HTTP URL: `nats micro info gateway`), and drain on SIGTERM / SIGINT.
+import { jetstream } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { Svcm } from "@nats-io/services";
+import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  KvBucket, connectAs, controlSubject, createLogger, createSchemaRegistry, dataDir, loadPrincipals, openTrustStore, readSeed,
+  signingKeyFromNkeySeed, subjectsFor,
+} from "../kit/index.ts";
+import { loadConfig } from "./config.ts";
+import { startHttp, type HttpIngress } from "./http.ts";
+import { createLedger } from "./ledger.ts";
+import { startNatsIngress, type NatsIngress } from "./nats-ingress.ts";
+import { createNotary } from "./notarize.ts";
+import { createRateLimiter } from "./rate-limit.ts";
+import { loadRoutes } from "./routes.ts";
+import { loadUpstreams } from "./upstreams.ts";
+
+const PRINCIPAL = "gateway";
+
+async function main(): Promise<void> {
+  const log = createLogger({ name: PRINCIPAL });
+  let nc: NatsConnection | undefined;
+  let http: HttpIngress | undefined;
+  let ingress: NatsIngress | undefined;
+  try {
+    const config = loadConfig();
+    const principals = loadPrincipals();
+    const schemas = createSchemaRegistry();
+    const upstreams = loadUpstreams(config.upstreamsPath, principals, dataDir());
+    for (const warning of upstreams.warnings) log.warn(warning);
+    const routes = loadRoutes(config.routesPath, principals, PRINCIPAL, schemas);
+    nc = await connectAs(PRINCIPAL);
+    const trust = await openTrustStore(nc, { onProblem: (err) => log.warn({ err }, "trust store entry ignored") });
+    const js = jetstream(nc);
+    const kv = await new Kvm(nc).open(KvBucket.Processed);
+    await kv.status();
+    const subjects = subjectsFor(principals.prefix);
+    const deps = {
+      config, nc, js, subjects, upstreams, limiter: createRateLimiter(), principal: PRINCIPAL, log,
+      notary: createNotary({ trust, schemas, routes, key: signingKeyFromNkeySeed(readSeed(PRINCIPAL)) }),
+      ledger: createLedger(js, kv, config.duplicateWindowMs),
+    };
+    http = await startHttp(deps);
+    ingress = await startNatsIngress(deps);
+    const service = await new Svcm(nc).add({
+      name: PRINCIPAL, version: "1.0.0",
+      description: "Ingress for upstream systems: HTTP (CloudEvents HTTP binding) and NATS (mesh.ingest.<upstream>.>), notarized and routed",
+      metadata: { http: http.url, routes: [...routes.values()].map((r) => `${r.type}→${r.ref}`).join(","), upstreams: upstreams.list().map((u) => u.name).join(",") },
+    });
+    const healthUrl = http.url;
+    service.addEndpoint("health", {
+      subject: controlSubject(PRINCIPAL, "health", principals.prefix),
+      handler: (err, msg) => {
+        if (!err) msg.respond(JSON.stringify({ status: "ok", http: healthUrl }));
+      },
+    });
+    log.info({ http: http.url, upstreams: upstreams.list().length, routes: routes.size }, "gateway started");
+    const stopped = new Promise<void>((resolve) => {
+      const onSignal = (signal: NodeJS.Signals) => {
+        log.info({ signal }, "draining");
+        resolve();
+      };
+      process.once("SIGTERM", onSignal);
+      process.once("SIGINT", onSignal);
+    });
+    await Promise.race([stopped, nc.closed()]);
+    await http.close();
+    await ingress.stop();
+    await service.stop();
+    await trust.close();
+    await nc.drain();
+    process.exitCode = 0;
+  } catch (err) {
+    log.error({ err }, "gateway failed");
+    console.error(`gateway: ${err instanceof Error ? err.message : String(err)}`);
+    await http?.close().catch(() => undefined);
+    await ingress?.stop().catch(() => undefined);
+    await nc?.close().catch(() => undefined);
+    process.exitCode = 1;
+  }
+}
+
+await main();

@@ -1,0 +1,192 @@
+// NATS ingress. Upstreams publish on `mesh.ingest.<upstream>.>` — the server lets each publish only under its
+// own name — in binary or structured mode (`nats pub` with `-H ce-…` headers). MESH_INGEST stores every such
+// message (no_ack: the stream does not answer, the gateway does), so nothing published while the gateway is
+// down is lost; the gateway processes them from its durable consumer `gateway`.
+//
+// An upstream that asks for a reply (`nats req`) gets the same JSON as over HTTP, once the event is processed.
+// The request's reply subject is not stored in the stream, so a plain subscription on the ingest subjects
+// notes it by the message's content, and the consumer answers when it settles the same message. Every gateway
+// replica notes it (no queue group), so whichever replica's consumer takes the message can answer.
+import { hash } from "node:crypto";
+import { AckPolicy, DeliverPolicy, jetstreamManager, type Consumer, type ConsumerMessages, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
+import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { Logger } from "pino";
+import { ErrorCode, NatsBinding, QuarantineReason, StreamName, quarantine, type CloudEvent, type MeshSubjects } from "../kit/index.ts";
+import type { GatewayConfig } from "./config.ts";
+import type { Ledger } from "./ledger.ts";
+import type { Notary } from "./notarize.ts";
+import { IngestError, rejectionOf, replyBody, type Outcome } from "./outcome.ts";
+import { quarantineTarget } from "./quarantine.ts";
+import type { RateLimiter } from "./rate-limit.ts";
+import type { Upstreams } from "./upstreams.ts";
+
+/** The gateway's durable consumer on MESH_INGEST. */
+export const INGEST_DURABLE = "gateway";
+
+/** What the NATS ingress needs. */
+export interface NatsIngressDeps {
+  readonly config: GatewayConfig;
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly subjects: MeshSubjects;
+  readonly upstreams: Upstreams;
+  readonly limiter: RateLimiter;
+  readonly notary: Notary;
+  readonly ledger: Ledger;
+  readonly principal: string;
+  readonly log: Logger;
+}
+
+/** A running NATS ingress. */
+export interface NatsIngress {
+  /** Stops pulling; messages in progress finish (the rest stay in MESH_INGEST). */
+  stop(): Promise<void>;
+}
+
+/** Creates or updates the durable consumer, then consumes MESH_INGEST and notes requesters. */
+export async function startNatsIngress(deps: NatsIngressDeps): Promise<NatsIngress> {
+  const jsm = await jetstreamManager(deps.nc);
+  await jsm.consumers.add(StreamName.Ingest, {
+    durable_name: INGEST_DURABLE, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All,
+    ack_wait: 30_000_000_000, max_deliver: -1, max_ack_pending: deps.config.concurrency * 4,
+    description: "The gateway: notarizes and routes upstream events",
+  });
+  const replies = createReplyBook(deps.config.replyTtlMs);
+  const sub: Subscription = deps.nc.subscribe(`${deps.subjects.prefix}.ingest.>`, {
+    callback: (err, msg) => {
+      if (err || !msg.reply) return;
+      if (msg.data.length > deps.config.maxDataBytes + 64 * 1024) {
+        // Too large for MESH_INGEST: the stream drops it, so answer now.
+        const message = `the message is ${msg.data.length} bytes; the event data limit is ${deps.config.maxDataBytes}`;
+        msg.respond(replyBody({ status: 413, code: ErrorCode.PayloadTooLarge, message, attribute: "data" }));
+        return;
+      }
+      replies.note(msg);
+    },
+  });
+  const consumer: Consumer = await deps.js.consumers.get(StreamName.Ingest, INGEST_DURABLE);
+  const messages: ConsumerMessages = await consumer.consume({ max_messages: deps.config.concurrency });
+  const inFlight = new Set<Promise<void>>();
+  const loop = (async () => {
+    for await (const msg of messages) {
+      const p = settle(deps, msg, replies).catch((err: unknown) => {
+        deps.log.error({ err, seq: msg.seq }, "ingest message failed; redelivered later");
+        msg.nak(1_000);
+      }).finally(() => inFlight.delete(p));
+      inFlight.add(p);
+      if (inFlight.size >= deps.config.concurrency) await Promise.race(inFlight);
+    }
+  })();
+  return {
+    async stop() {
+      await messages.close().catch(() => undefined);
+      await loop;
+      await Promise.all(inFlight);
+      sub.unsubscribe();
+      replies.close();
+    },
+  };
+}
+
+async function settle(deps: NatsIngressDeps, msg: JsMsg, replies: ReplyBook): Promise<void> {
+  const answer = (outcome: Outcome) => {
+    const to = replies.take(msg);
+    if (to !== undefined) deps.nc.publish(to, replyBody(outcome));
+  };
+  const refuse = async (err: unknown) => {
+    const rejected = rejectionOf(err);
+    if (rejected.quarantined === undefined) {
+      msg.term(`${rejected.code}: ${rejected.message}`.slice(0, 256));
+    } else if (!(await quarantine(deps.js, msg, quarantineTarget(deps.subjects, { ...rejected, quarantined: rejected.quarantined }, deps.principal).subject, {
+      reason: rejected.quarantined, detail: rejected.message, code: rejected.code, detectedBy: deps.principal,
+    }))) {
+      return; // nak'ed by quarantine(): redelivered, answered then
+    }
+    answer(rejected);
+  };
+
+  let upstreamName: string;
+  try {
+    const parsed = deps.subjects.parse(msg.subject);
+    upstreamName = parsed.kind === "ingest" ? parsed.source : "";
+  } catch {
+    upstreamName = "";
+  }
+  const upstream = deps.upstreams.byName(upstreamName);
+  if (upstream === undefined) {
+    return refuse(new IngestError(ErrorCode.UnknownUpstream, 403, `${msg.subject}: no upstream "${upstreamName}" in infra/upstreams.json`, { reason: QuarantineReason.PolicyDenied, attribute: "subject" }));
+  }
+  const waitMs = deps.limiter.take(upstream, 1);
+  if (waitMs > 0) {
+    const to = replies.take(msg);
+    if (to === undefined) {
+      // Nobody waits for an answer: the stream holds it until the upstream's rate allows it.
+      msg.nak(waitMs);
+      return;
+    }
+    const retryafter = Math.ceil(waitMs / 1000);
+    msg.term(`${ErrorCode.RateLimited}`);
+    deps.nc.publish(to, replyBody({ status: 429, code: ErrorCode.RateLimited, message: `upstream ${upstream.name} is over its rate of ${upstream.perSecond}/s (burst ${upstream.burst}); retry after ${retryafter} s`, retryafter }));
+    return;
+  }
+  let event: CloudEvent;
+  let checked;
+  try {
+    event = NatsBinding.toEvent(msg, { maxDataBytes: deps.config.maxDataBytes });
+    checked = deps.notary.check(event, upstream);
+  } catch (err) {
+    return refuse(err);
+  }
+  let outcome: Outcome;
+  try {
+    outcome = await deps.ledger.publish(checked, deps.notary.notarize(checked));
+  } catch (err) {
+    deps.log.warn({ err }, "publish failed; the ingest message is redelivered");
+    msg.nak(1_000);
+    return;
+  }
+  msg.ack();
+  answer(outcome);
+}
+
+/** Reply subjects of requests, by message content, until the consumer settles the same message. */
+interface ReplyBook {
+  note(msg: Msg): void;
+  /** The reply subject noted for the message with this content (the oldest, when several are identical). */
+  take(msg: JsMsg): string | undefined;
+  close(): void;
+}
+
+function createReplyBook(ttlMs: number): ReplyBook {
+  const waiting = new Map<string, { reply: string; at: number }[]>();
+  const keyOf = (m: { subject: string; data: Uint8Array; headers?: Msg["headers"] }) => {
+    const h = m.headers ? [...m.headers].filter(([k]) => !k.startsWith("Nats-")) : [];
+    return hash("sha256", `${m.subject}\0${JSON.stringify(h)}\0${Buffer.from(m.data).toString("base64")}`, "hex");
+  };
+  const sweep = setInterval(() => {
+    const old = performance.now() - ttlMs;
+    for (const [k, list] of waiting) {
+      const kept = list.filter((w) => w.at > old);
+      if (kept.length === 0) waiting.delete(k);
+      else waiting.set(k, kept);
+    }
+  }, Math.min(ttlMs, 5_000));
+  sweep.unref();
+  return {
+    note(msg) {
+      const k = keyOf(msg);
+      const list = waiting.get(k) ?? [];
+      list.push({ reply: msg.reply!, at: performance.now() });
+      waiting.set(k, list);
+    },
+    take(msg) {
+      if (waiting.size === 0) return undefined;
+      const k = keyOf(msg);
+      const list = waiting.get(k);
+      const first = list?.shift();
+      if (list?.length === 0) waiting.delete(k);
+      return first?.reply;
+    },
+    close: () => clearInterval(sweep),
+  };
+}

@@ -1,0 +1,137 @@
+// Checking and notarizing an upstream event. The checks: the source belongs to the upstream, the type has a
+// route, the event has not expired, the data matches the route's schema, and a signed event verifies under
+// the upstream's own key. Notarizing signs the upstream's event as the gateway, keeping its data bytes and
+// attributes, and adds signed extensions: `upstream` (who sent it), `emittedat` (when it entered the mesh),
+// `traceparent` and `correlationid` when absent. A signed upstream event is forwarded as it came.
+import { hash } from "node:crypto";
+import {
+  ContextExtension, DSSE_MATERIAL, DecodeError, ErrorCode, QuarantineReason, createEvent, dataJson, isExpired, isJsonContentType, parseTraceparent,
+  signEvent, type CloudEvent, type ExtensionValue, type SchemaRegistry, type SigningKey, type TrustStore,
+} from "../kit/index.ts";
+import { IngestError } from "./outcome.ts";
+import type { Routes, Route } from "./routes.ts";
+import { sourceAllowed, type Upstream } from "./upstreams.ts";
+
+/** The signed extension naming the upstream a notarized event came from. */
+export const UPSTREAM_EXTENSION = "upstream";
+
+/** An event that passed every check, ready to be published. */
+export interface Checked {
+  readonly event: CloudEvent;
+  readonly upstream: Upstream;
+  readonly route: Route;
+  /** SHA-256 (hex) of (source, id): the dedupe key, the JetStream msg id and the seed of a derived trace id. */
+  readonly key: string;
+  /** Signed by the upstream itself: forwarded unchanged. */
+  readonly signed: boolean;
+  readonly traceparent: string;
+}
+
+/** What notarizing needs. */
+export interface NotaryDeps {
+  readonly trust: TrustStore;
+  readonly schemas: SchemaRegistry;
+  readonly routes: Routes;
+  readonly key: SigningKey;
+}
+
+/** Checks and notarizes upstream events. */
+export interface Notary {
+  /** Every check of the event from `upstream`; throws IngestError, DecodeError, SchemaError or VerificationError. */
+  check(event: CloudEvent, upstream: Upstream): Checked;
+  /** The event to publish: signed by the gateway, or the upstream's own signed event unchanged. */
+  notarize(checked: Checked, now?: Date): CloudEvent;
+}
+
+/** The dedupe key of an event: SHA-256 over its source and id (ids are unique per source only). */
+export function dedupeKey(event: Pick<CloudEvent, "source" | "id">): string {
+  return hash("sha256", `causeway/ingest/v1\0${event.source}\0${event.id}`, "hex");
+}
+
+/** A notary over the trust store, schemas and routes. */
+export function createNotary(deps: NotaryDeps): Notary {
+  return {
+    check(event, upstream) {
+      if (!sourceAllowed(upstream, event.source)) {
+        throw new IngestError(ErrorCode.SourceNotAllowed, 403, `source "${event.source}" is not one of upstream ${upstream.name}'s sources (${upstream.sources.join(", ")})`, {
+          reason: QuarantineReason.PolicyDenied, attribute: "source",
+        });
+      }
+      const route = deps.routes.get(event.type);
+      if (route === undefined) {
+        throw new IngestError(ErrorCode.NoRoute, 400, `no route for type "${event.type}": the gateway routes ${[...deps.routes.keys()].join(", ")}`, {
+          reason: QuarantineReason.UnknownCapability, attribute: "type",
+        });
+      }
+      if (isExpired(event)) {
+        throw new IngestError(ErrorCode.Expired, 400, `the event expired at ${String(event.extensions[ContextExtension.ExpiryTime])}`, {
+          reason: QuarantineReason.Expired, attribute: ContextExtension.ExpiryTime,
+        });
+      }
+      const signed = event.extensions[DSSE_MATERIAL] !== undefined;
+      if (signed) {
+        const trusted = deps.trust.verify(event);
+        if (trusted.entry.principal !== upstream.name) {
+          throw new IngestError(ErrorCode.SignerMismatch, 403, `signed by ${trusted.entry.principal}, but sent by upstream ${upstream.name}`, {
+            reason: QuarantineReason.PolicyDenied, attribute: DSSE_MATERIAL,
+          });
+        }
+        if (!deps.trust.mayAddress(trusted.entry, route.capability, route.major)) {
+          throw new IngestError(ErrorCode.UnauthorizedAddress, 403, `${upstream.name}'s key may not address ${route.ref} (its trust store entry)`, {
+            reason: QuarantineReason.PolicyDenied, attribute: "type",
+          });
+        }
+        // Its signature covers every attribute: nothing can be filled in, so it must be complete.
+        for (const name of ["dataschema", "time"] as const) {
+          if (event[name] === undefined) throw new DecodeError(ErrorCode.MissingAttribute, `a signed upstream event must carry "${name}"`, name);
+        }
+      }
+      const dataschema = event.dataschema ?? route.dataschema;
+      if (dataschema !== route.dataschema) {
+        throw new IngestError(ErrorCode.UnknownCapability, 400, `type ${event.type} goes to ${route.ref}, which accepts dataschema ${route.dataschema}, not ${dataschema}`, {
+          reason: QuarantineReason.UnknownCapability, attribute: "dataschema",
+        });
+      }
+      if (!isJsonContentType(event.datacontenttype)) {
+        throw new DecodeError(ErrorCode.InvalidAttribute, `attribute "datacontenttype" must be JSON for ${dataschema}, not ${event.datacontenttype}`, "datacontenttype");
+      }
+      let data: unknown;
+      try {
+        data = dataJson(event);
+      } catch (err) {
+        throw new DecodeError(ErrorCode.DecodeJson, `the data is not valid JSON: ${(err as Error).message}`, "data", { cause: err });
+      }
+      deps.schemas.validator(dataschema)(data);
+      const key = dedupeKey(event);
+      const upstreamTrace = event.extensions[ContextExtension.TraceParent];
+      const traceparent = parseTraceparent(upstreamTrace) ? String(upstreamTrace) : derivedTraceparent(key);
+      return { event, upstream, route, key, signed, traceparent };
+    },
+
+    notarize(checked, now = new Date()) {
+      if (checked.signed) return checked.event;
+      const e = checked.event;
+      // Binary mode carries every extension as a string, so sign the strings consumers will read.
+      const extensions: Record<string, ExtensionValue> = {};
+      for (const [name, value] of Object.entries(e.extensions)) extensions[name] = String(value);
+      extensions[UPSTREAM_EXTENSION] = checked.upstream.name;
+      extensions[ContextExtension.EmittedAt] = now.toISOString();
+      extensions[ContextExtension.TraceParent] = checked.traceparent;
+      extensions[ContextExtension.CorrelationId] ??= e.id;
+      return signEvent(createEvent({
+        ...e, time: e.time ?? now.toISOString(), dataschema: checked.route.dataschema, extensions, data: e.data,
+      }), deps.key);
+    },
+  };
+}
+
+/** The W3C trace id of a traceparent. */
+export function traceIdOf(traceparent: string): string {
+  return traceparent.slice(3, 35);
+}
+
+// An event without a traceparent gets one derived from its dedupe key, so a resubmission reports the same trace.
+function derivedTraceparent(key: string): string {
+  const h = hash("sha256", `causeway/trace/v1\0${key}`, "hex");
+  return `00-${h.slice(0, 32)}-${h.slice(32, 48)}-01`;
+}

@@ -1,0 +1,93 @@
+// What an upstream gets back, the same over HTTP and NATS: 202 with the accepted event's id and trace id, or
+// an error with a stable code, the attribute or schema paths at fault, and the quarantine reason when the
+// input was quarantined. Over HTTP the status is the response status; over NATS it is the `status` member.
+import {
+  CausewayError, DecodeError, ErrorCode, QuarantineReason, SchemaError, VerificationError, quarantineReasonOf,
+  type ErrorCodeValue, type QuarantineReasonValue, type SchemaViolation,
+} from "../kit/index.ts";
+
+/** An accepted event. */
+export interface Accepted {
+  readonly status: 202;
+  readonly id: string;
+  readonly source: string;
+  readonly type: string;
+  /** The W3C trace id the flow runs under (the upstream's traceparent, or one derived from source and id). */
+  readonly traceid: string;
+  /** Where it was routed. */
+  readonly subject: string;
+  /** True when this (source, id) was accepted before: nothing new was published. */
+  readonly duplicate: boolean;
+}
+
+/** A refused input. */
+export interface Rejected {
+  readonly status: number;
+  readonly code: ErrorCodeValue;
+  readonly message: string;
+  /** The CloudEvents attribute (or header) at fault. */
+  readonly attribute?: string;
+  /** Schema violations: JSON pointer into the data and what failed there. */
+  readonly violations?: readonly SchemaViolation[];
+  /** The quarantine reason, when the input was quarantined. */
+  readonly quarantined?: QuarantineReasonValue;
+  /** Seconds to wait before retrying (429, 503). */
+  readonly retryafter?: number;
+}
+
+/** The outcome of one event. */
+export type Outcome = Accepted | Rejected;
+
+/** A gateway refusal: the HTTP status it maps to and, when the input is kept, the quarantine reason. */
+export class IngestError extends CausewayError {
+  readonly status: number;
+  readonly reason: QuarantineReasonValue | undefined;
+  readonly attribute: string | undefined;
+  readonly retryAfterSeconds: number | undefined;
+  constructor(code: ErrorCodeValue, status: number, message: string, opts: { reason?: QuarantineReasonValue; attribute?: string; retryAfterSeconds?: number; cause?: unknown } = {}) {
+    super(code, message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.status = status;
+    this.reason = opts.reason;
+    this.attribute = opts.attribute;
+    this.retryAfterSeconds = opts.retryAfterSeconds;
+  }
+}
+
+/**
+ * The rejection for a failure of an input, and whether it is quarantined (`quarantined` set). Inputs that are
+ * too large, unauthenticated or over the rate are refused at the edge, not kept: keeping them would let
+ * anyone fill the quarantine.
+ */
+export function rejectionOf(err: unknown): Rejected {
+  if (err instanceof IngestError) {
+    return {
+      status: err.status, code: err.code, message: err.message,
+      ...(err.attribute !== undefined && { attribute: err.attribute }),
+      ...(err.reason !== undefined && { quarantined: err.reason }),
+      ...(err.retryAfterSeconds !== undefined && { retryafter: err.retryAfterSeconds }),
+    };
+  }
+  if (err instanceof DecodeError) {
+    if (err.code === ErrorCode.PayloadTooLarge) return { status: 413, code: err.code, message: err.message, ...(err.attribute !== undefined && { attribute: err.attribute }) };
+    return { status: 400, code: err.code, message: err.message, ...(err.attribute !== undefined && { attribute: err.attribute }), quarantined: QuarantineReason.DecodeError };
+  }
+  if (err instanceof SchemaError) {
+    return {
+      status: 400, code: err.code, message: err.message, attribute: err.code === ErrorCode.UnknownSchema ? "dataschema" : "data",
+      ...(err.violations.length > 0 && { violations: err.violations }), quarantined: quarantineReasonOf(err),
+    };
+  }
+  if (err instanceof VerificationError) return { status: 403, code: err.code, message: err.message, attribute: "dssematerial", quarantined: err.reason };
+  return unavailable(err);
+}
+
+/** 503: the mesh could not take the event now (JetStream unreachable); nothing was accepted. */
+export function unavailable(err: unknown): Rejected {
+  const why = err instanceof Error ? err.message : String(err);
+  return { status: 503, code: ErrorCode.Unavailable, message: `the mesh could not store the event now (${why}); retry`, retryafter: 1 };
+}
+
+/** The reply body, as JSON text. */
+export function replyBody(outcome: Outcome | { status: number; results: readonly Outcome[] }): string {
+  return JSON.stringify(outcome);
+}

@@ -1,0 +1,110 @@
+// The upstream systems (infra/upstreams.json): who may publish, with which CloudEvents sources, at what rate.
+// Over HTTP an upstream proves itself with a bearer token, declared by its SHA-256 (never the token itself);
+// over NATS the server has already proved it (its NKey), and the ingest subject's source token names it.
+import { createHash, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { ErrorCode, Role, type Principals } from "../kit/index.ts";
+import { invalidFile, readInfraFile } from "./infra-file.ts";
+
+/** One upstream, validated and frozen. */
+export interface Upstream {
+  /** Its principal name: the `<source>` token of `mesh.ingest.<source>.>`. */
+  readonly name: string;
+  readonly description: string;
+  /** Allowed `source` values: exact, or a prefix when the entry ends in `/`. */
+  readonly sources: readonly string[];
+  /** Token bucket refill per second. */
+  readonly perSecond: number;
+  /** Token bucket size. */
+  readonly burst: number;
+  /** Whether it may publish over HTTP (a bearer token is declared and available). */
+  readonly http: boolean;
+}
+
+/** The upstream directory the gateway works with. */
+export interface Upstreams {
+  /** The upstream named by an ingest subject's source token. */
+  byName(name: string): Upstream | undefined;
+  /** The upstream whose bearer token is in `authorization` (`Bearer <token>`); undefined when none matches. */
+  authenticate(authorization: string | undefined): Upstream | undefined;
+  /** Every upstream. */
+  list(): readonly Upstream[];
+  /** Problems that do not stop the gateway (a dev token not generated yet): one line each, for the log. */
+  readonly warnings: readonly string[];
+}
+
+interface RawUpstream {
+  description: string;
+  sources: string[];
+  bearer?: { sha256: string } | { dev_token: true };
+  rate: { per_second: number; burst: number };
+}
+
+/** Where a development bearer token lives: `<data>/tokens/<upstream>.token`. */
+export function devTokenPath(dataDir: string, upstream: string): string {
+  return join(dataDir, "tokens", `${upstream}.token`);
+}
+
+/** True when `source` is one of the upstream's sources (exact, or under one ending in `/`). */
+export function sourceAllowed(upstream: Upstream, source: string): boolean {
+  return upstream.sources.some((s) => source === s || (s.endsWith("/") && source.startsWith(s)));
+}
+
+/**
+ * Loads infra/upstreams.json. Every upstream must be a principal of role `upstream` in principals.json.
+ * ConfigError CW_ERR_UPSTREAMS_INVALID names the JSON path at fault.
+ */
+export function loadUpstreams(path: string, principals: Principals, dataDir: string): Upstreams {
+  const doc = readInfraFile<{ upstreams: Record<string, RawUpstream> }>(path, "upstreams.schema.json", ErrorCode.UpstreamsInvalid);
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  const byName = new Map<string, Upstream>();
+  const byDigest = new Map<string, Upstream>();
+  for (const [name, raw] of Object.entries(doc.upstreams)) {
+    const principal = Object.hasOwn(principals.principals, name) ? principals.principals[name] : undefined;
+    if (principal?.role !== Role.Upstream) {
+      problems.push(`/upstreams/${name}: ${principals.source} declares no principal "${name}" of role upstream (its NATS identity)`);
+      continue;
+    }
+    let digest: string | undefined;
+    if (raw.bearer && "sha256" in raw.bearer) digest = raw.bearer.sha256;
+    else if (raw.bearer) {
+      const file = devTokenPath(dataDir, name);
+      try {
+        digest = sha256Hex(readFileSync(file, "utf8").trim());
+      } catch {
+        warnings.push(`upstream ${name}: no development token at ${file} (\`causeway tokens ensure\` creates it); it can publish over NATS only`);
+      }
+    }
+    const upstream: Upstream = Object.freeze({
+      name, description: raw.description, sources: Object.freeze([...raw.sources]),
+      perSecond: raw.rate.per_second, burst: raw.rate.burst, http: digest !== undefined,
+    });
+    if (digest !== undefined) {
+      if (byDigest.has(digest)) problems.push(`/upstreams/${name}/bearer: the same token as upstream ${byDigest.get(digest)!.name}`);
+      byDigest.set(digest, upstream);
+    }
+    byName.set(name, upstream);
+  }
+  if (problems.length > 0) throw invalidFile(path, ErrorCode.UpstreamsInvalid, problems);
+  const digests = [...byDigest.entries()].map(([hex, u]) => [Buffer.from(hex, "hex"), u] as const);
+  return Object.freeze({
+    byName: (name: string) => byName.get(name),
+    authenticate(authorization: string | undefined) {
+      const m = authorization === undefined ? null : /^Bearer +(\S+) *$/i.exec(authorization);
+      if (!m) return undefined;
+      const presented = createHash("sha256").update(m[1]!).digest();
+      // Compare against every declared digest in constant time, so timing says nothing about which was close.
+      let found: Upstream | undefined;
+      for (const [digest, u] of digests) if (timingSafeEqual(digest, presented)) found = u;
+      return found;
+    },
+    list: () => [...byName.values()],
+    warnings: Object.freeze(warnings),
+  });
+}
+
+function sha256Hex(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}

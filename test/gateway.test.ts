@@ -1,0 +1,274 @@
+// The gateway as upstream systems use it: a process on a real mesh with least-privilege identities; HTTP in
+// binary, structured and batch mode; NATS through the real `nats` CLI with ce- headers; every refusal with its
+// stable code, and a quarantine entry where DESIGN.md keeps the input.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { jetstreamManager } from "@nats-io/jetstream";
+import {
+  DSSE_MATERIAL, NatsBinding, createEvent, encodeJsonEvent, readSeed, signEvent, signingKeyFromNkeySeed,
+} from "../services/kit/index.ts";
+import { DEMO_SOURCE, REQUEST_SCHEMA, requestData, startGatewayMesh, type GatewayMesh } from "./gateway-fixture.ts";
+import { waitFor } from "./harness/index.ts";
+
+const binary = (id: string, extra: Record<string, string> = {}) => ({
+  "content-type": "application/json", "ce-specversion": "1.0", "ce-id": id, "ce-source": DEMO_SOURCE, "ce-type": "report.requested",
+  "ce-dataschema": REQUEST_SCHEMA, ...extra,
+});
+const routedById = async (g: GatewayMesh, id: string) => (await g.routed()).filter((e) => e.id === id);
+const quarantinedWith = async (g: GatewayMesh, code: string) => (await g.quarantined()).filter((q) => q.code === code);
+
+describe("gateway", () => {
+  let g: GatewayMesh;
+  before(async () => {
+    // A small data limit, so oversized inputs are cheap to make.
+    g = await startGatewayMesh({ env: { CAUSEWAY_MAX_DATA_BYTES: "4096" } });
+  });
+  after(async () => {
+    await g?.[Symbol.asyncDispose]();
+  });
+
+  test("gateway - HTTP binary mode: 202 with id and trace id; the event is notarized by the gateway with the upstream's bytes and attributes", async () => {
+    const data = `{"topic": "binary mode",  "requester": "analyst@example.com", "questions": ["q1"]}`;
+    const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const res = await g.post(data, binary("bin-1", { "ce-subject": "ticket 42", "ce-traceparent": traceparent, "ce-ticketref": "T%2042" }));
+    assert.equal(res.status, 202, JSON.stringify(res.json));
+    assert.deepEqual(res.json, {
+      status: 202, id: "bin-1", source: DEMO_SOURCE, type: "report.requested", traceid: "0af7651916cd43dd8448eb211c80319c", subject: "mesh.cap.plan.v1", duplicate: false,
+    });
+    const [event] = await routedById(g, "bin-1");
+    assert.ok(event);
+    const trusted = g.mesh.trust.verify(event);
+    assert.equal(trusted.entry.principal, "gateway");
+    assert.equal(Buffer.from(event.data).toString(), data, "data bytes exactly as sent");
+    assert.equal(event.source, DEMO_SOURCE);
+    assert.equal(event.subject, "ticket 42");
+    assert.equal(event.datacontenttype, "application/json");
+    assert.equal(trusted.event.extensions.ticketref, "T 42");
+    assert.equal(trusted.event.extensions.upstream, "upstream-demo", "the upstream identity, signed");
+    assert.equal(trusted.event.extensions.traceparent, traceparent);
+    assert.match(String(trusted.event.extensions.emittedat), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assert.equal(trusted.event.extensions.correlationid, "bin-1");
+  });
+
+  test("gateway - HTTP structured mode keeps the data bytes exactly; a missing dataschema and time are filled in", async () => {
+    const structured = `{"specversion":"1.0","id":"str-1","source":"${DEMO_SOURCE}","type":"report.requested","datacontenttype":"application/json","data":{ "topic" : "structured", "requester":"a@example.com","questions":["q"] }}`;
+    const res = await g.post(structured, { "content-type": "application/cloudevents+json; charset=utf-8" });
+    assert.equal(res.status, 202, JSON.stringify(res.json));
+    const [event] = await routedById(g, "str-1");
+    assert.ok(event);
+    assert.equal(Buffer.from(event.data).toString(), `{ "topic" : "structured", "requester":"a@example.com","questions":["q"] }`);
+    assert.equal(event.dataschema, REQUEST_SCHEMA);
+    assert.ok(event.time);
+    assert.equal(g.mesh.trust.verify(event).entry.principal, "gateway");
+  });
+
+  test("gateway - HTTP batch mode: every event accepted and routed, results in order", async () => {
+    const events = ["batch-1", "batch-2", "batch-3"].map((id) => JSON.parse(encodeJsonEvent(createEvent({
+      id, source: `${DEMO_SOURCE}/batch`, type: "report.requested", datacontenttype: "application/json", data: requestData(id),
+    }))) as object);
+    const res = await g.post(JSON.stringify(events), { "content-type": "application/cloudevents-batch+json" });
+    assert.equal(res.status, 202, JSON.stringify(res.json));
+    assert.deepEqual((res.json.results as { id: string; status: number }[]).map((r) => [r.id, r.status]), [["batch-1", 202], ["batch-2", 202], ["batch-3", 202]]);
+    const routed = (await g.routed()).filter((e) => e.id.startsWith("batch-"));
+    assert.deepEqual(routed.map((e) => e.id).sort(), ["batch-1", "batch-2", "batch-3"]);
+  });
+
+  test("gateway - HTTP batch mode is all or nothing: one schema-invalid event refuses the batch, names its index and is quarantined", async () => {
+    const good = JSON.parse(encodeJsonEvent(createEvent({ id: "bad-batch-1", source: DEMO_SOURCE, type: "report.requested", data: requestData() }))) as object;
+    const bad = JSON.parse(encodeJsonEvent(createEvent({ id: "bad-batch-2", source: DEMO_SOURCE, type: "report.requested", data: { topic: "no questions" } }))) as object;
+    const res = await g.post(JSON.stringify([good, bad]), { "content-type": "application/cloudevents-batch+json" });
+    assert.equal(res.status, 400);
+    assert.equal(res.json.code, "CW_ERR_SCHEMA_VIOLATION");
+    const errors = res.json.errors as { index: number; code: string; violations: { instancePath: string }[] }[];
+    assert.deepEqual(errors.map((e) => [e.index, e.code]), [[1, "CW_ERR_SCHEMA_VIOLATION"]]);
+    assert.ok(errors[0]!.violations.some((v) => v.instancePath === "/requester"));
+    assert.deepEqual(await routedById(g, "bad-batch-1"), [], "nothing of a refused batch is routed");
+    const q = await waitFor(async () => (await g.quarantined()).find((e) => e.data.includes('"bad-batch-2"')), { what: "the quarantined batch event" });
+    assert.equal(q.reason, "schema_violation");
+  });
+
+  test("gateway - nats pub with ce- headers through the real CLI: routed; nats req gets the same answer as HTTP", async () => {
+    const pub = await g.natsAsUpstream(["pub", "mesh.ingest.upstream-demo.reports", requestData("over nats"),
+      "-H", "ce-specversion:1.0", "-H", "ce-id:nats-1", "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested", "-H", "ce-datacontenttype:application/json"]);
+    assert.equal(pub.code, 0, pub.stderr);
+    const [event] = await waitFor(async () => { const e = await routedById(g, "nats-1"); return e.length > 0 && e; }, { what: "the event published with nats pub" });
+    assert.equal(g.mesh.trust.verify(event!).event.extensions.upstream, "upstream-demo");
+    assert.equal(Buffer.from(event!.data).toString(), requestData("over nats"));
+
+    const req = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", requestData("request"),
+      "-H", "ce-specversion:1.0", "-H", "ce-id:nats-2", "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"]);
+    assert.equal(req.code, 0, req.stderr);
+    const reply = JSON.parse(req.stdout) as Record<string, unknown>;
+    assert.deepEqual({ ...reply, traceid: typeof reply.traceid }, {
+      status: 202, id: "nats-2", source: DEMO_SOURCE, type: "report.requested", traceid: "string", subject: "mesh.cap.plan.v1", duplicate: false,
+    });
+    assert.equal((await routedById(g, "nats-2")).length, 1);
+  });
+
+  test("gateway - nats req in structured mode, and a malformed one gets its precise error and a decode_error quarantine entry", async () => {
+    const structured = encodeJsonEvent(createEvent({ id: "nats-str-1", source: DEMO_SOURCE, type: "report.requested", datacontenttype: "application/json", data: requestData() }));
+    const ok = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", structured, "-H", "Content-Type:application/cloudevents+json"]);
+    assert.equal(JSON.parse(ok.stdout).status, 202, ok.stdout + ok.stderr);
+
+    const bad = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:nats-bad-1", "-H", `ce-source:${DEMO_SOURCE}`]);
+    assert.deepEqual(JSON.parse(bad.stdout), {
+      status: 400, code: "CW_ERR_MISSING_ATTRIBUTE", message: 'required attribute "type" is missing', attribute: "type", quarantined: "decode_error",
+    });
+    const q = await waitFor(async () => (await quarantinedWith(g, "CW_ERR_MISSING_ATTRIBUTE")).find((e) => e.headers["ce-id"] === "nats-bad-1"), { what: "the malformed message in quarantine" });
+    assert.equal(q.subject, "mesh.quarantine.decode_error.ingest");
+    assert.equal(q.headers["Causeway-Original-Subject"], "mesh.ingest.upstream-demo.reports");
+    assert.equal(q.headers["Causeway-Original-Stream"], "MESH_INGEST");
+    assert.equal(q.data, requestData(), "the original bytes");
+  });
+
+  test("gateway - duplicates over HTTP and NATS produce one event, and every answer names the same id and trace id", async () => {
+    const first = await g.post(requestData("dup"), binary("dup-1"));
+    const again = await g.post(requestData("dup"), binary("dup-1"));
+    assert.equal(first.status, 202);
+    assert.equal(again.status, 202);
+    assert.equal(first.json.duplicate, false);
+    assert.equal(again.json.duplicate, true);
+    assert.equal(again.json.traceid, first.json.traceid);
+    const overNats = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", requestData("dup"),
+      "-H", "ce-specversion:1.0", "-H", "ce-id:dup-1", "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"]);
+    assert.deepEqual(JSON.parse(overNats.stdout), { ...first.json, duplicate: true });
+    assert.equal((await routedById(g, "dup-1")).length, 1);
+    // The same id from another source is another event (ids are unique per source).
+    assert.equal((await g.post(requestData("dup"), binary("dup-1", { "ce-source": `${DEMO_SOURCE}/other` }))).json.duplicate, false);
+    assert.equal((await routedById(g, "dup-1")).length, 2);
+  });
+
+  test("gateway - a signed upstream event is verified and forwarded with its own signature intact", async () => {
+    const key = signingKeyFromNkeySeed(readSeed("upstream-demo", g.mesh.dataDir));
+    const signed = signEvent(createEvent({
+      id: "signed-1", source: DEMO_SOURCE, type: "report.requested", time: new Date().toISOString(), datacontenttype: "application/json",
+      dataschema: REQUEST_SCHEMA, data: requestData("signed"),
+    }), key);
+    const { headers, data } = NatsBinding.binary(signed);
+    const h: Record<string, string> = {};
+    for (const [k, v] of headers) h[k] = v[0]!;
+    const res = await g.post(data, { ...h, "content-type": "application/json" });
+    assert.equal(res.status, 202, JSON.stringify(res.json));
+    const [event] = await routedById(g, "signed-1");
+    assert.equal(event!.extensions[DSSE_MATERIAL], signed.extensions[DSSE_MATERIAL], "the upstream's own signature");
+    assert.equal(g.mesh.trust.verify(event!).entry.principal, "upstream-demo");
+
+    // Tampered after signing: refused and quarantined, never forwarded.
+    const tampered = await g.post(Buffer.from(requestData("tampered")), { ...h, "ce-id": "signed-2", "content-type": "application/json" });
+    assert.equal(tampered.status, 403);
+    assert.equal(tampered.json.code, "CW_ERR_CORE_DIGEST_MISMATCH");
+    assert.equal(tampered.json.quarantined, "bad_signature");
+    assert.deepEqual(await routedById(g, "signed-2"), []);
+    // Signed by another principal's key (one that may emit the type): not this upstream's to send.
+    const gatewaySigned = signEvent(createEvent({ ...signed, id: "signed-3", extensions: {} }), signingKeyFromNkeySeed(readSeed("gateway", g.mesh.dataDir)));
+    const enc = NatsBinding.binary(gatewaySigned);
+    const h3: Record<string, string> = {};
+    for (const [k, v] of enc.headers) h3[k] = v[0]!;
+    const mismatch = await g.post(enc.data, { ...h3, "content-type": "application/json" });
+    assert.equal(mismatch.status, 403);
+    assert.equal(mismatch.json.code, "CW_ERR_SIGNER_MISMATCH");
+    assert.equal(mismatch.json.quarantined, "policy_denied");
+    assert.deepEqual(await routedById(g, "signed-3"), []);
+  });
+
+  test("gateway - a wrong or missing token gets 401 and nothing is kept", async () => {
+    const before = (await g.quarantined()).length;
+    const wrong = await g.post(requestData(), { ...binary("auth-1"), authorization: "Bearer not-the-token" });
+    assert.equal(wrong.status, 401);
+    assert.equal(wrong.json.code, "CW_ERR_UNAUTHENTICATED");
+    assert.equal(wrong.headers.get("www-authenticate"), 'Bearer realm="causeway"');
+    const res = await fetch(`${g.url}/events`, { method: "POST", body: requestData(), headers: binary("auth-2") });
+    assert.equal(res.status, 401);
+    assert.equal(((await res.json()) as { code: string }).code, "CW_ERR_UNAUTHENTICATED");
+    assert.equal((await g.quarantined()).length, before);
+    assert.deepEqual([...await routedById(g, "auth-1"), ...await routedById(g, "auth-2")], []);
+  });
+
+  test("gateway - wrong source: another upstream's ingest subject is refused by the server; a source outside the upstream's is 403 and quarantined", async () => {
+    const jsm = await jetstreamManager(g.mesh.operator);
+    const before = (await jsm.streams.info("MESH_INGEST")).state.messages;
+    const spoof = await g.natsAsUpstream(["pub", "mesh.ingest.upstream-other.reports", requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:spoof-1",
+      "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"]);
+    assert.match(spoof.stdout + spoof.stderr, /[Pp]ermissions [Vv]iolation.*mesh\.ingest\.upstream-other\.reports/);
+    assert.equal((await jsm.streams.info("MESH_INGEST")).state.messages, before);
+
+    const res = await g.post(requestData(), binary("src-1", { "ce-source": "https://crm.example.com/" }));
+    assert.equal(res.status, 403);
+    assert.equal(res.json.code, "CW_ERR_SOURCE_NOT_ALLOWED");
+    assert.equal(res.json.attribute, "source");
+    const q = await waitFor(async () => (await quarantinedWith(g, "CW_ERR_SOURCE_NOT_ALLOWED")).find((e) => e.headers["ce-id"] === "src-1"), { what: "the quarantine entry" });
+    assert.equal(q.reason, "policy_denied");
+    assert.equal(q.headers["Causeway-Original-Subject"], "mesh.ingest.upstream-demo.http");
+  });
+
+  test("gateway - oversized input gets 413 over HTTP and NATS, and is not kept", async () => {
+    const big = JSON.stringify({ topic: "x".repeat(5000), requester: "a@example.com", questions: ["q"] });
+    const res = await g.post(big, binary("big-1"));
+    assert.equal(res.status, 413);
+    assert.equal(res.json.code, "CW_ERR_PAYLOAD_TOO_LARGE");
+    const overNats = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", big, "-H", "ce-specversion:1.0", "-H", "ce-id:big-2",
+      "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"]);
+    assert.equal(JSON.parse(overNats.stdout).code, "CW_ERR_PAYLOAD_TOO_LARGE");
+    assert.deepEqual(await quarantinedWith(g, "CW_ERR_PAYLOAD_TOO_LARGE"), []);
+    assert.deepEqual([...await routedById(g, "big-1"), ...await routedById(g, "big-2")], []);
+  });
+
+  test("gateway - malformed HTTP input: each gets its precise 400 naming the attribute, and a decode_error quarantine entry with the original", async () => {
+    const cases: [string, string | Uint8Array, Record<string, string>, string, string | undefined][] = [
+      ["missing type", requestData(), { ...binary("mal-1"), "ce-type": "" }, "CW_ERR_INVALID_ATTRIBUTE", "type"],
+      ["bad time", requestData(), binary("mal-2", { "ce-time": "yesterday" }), "CW_ERR_INVALID_ATTRIBUTE", "time"],
+      ["bad percent-encoding", requestData(), binary("mal-3", { "ce-ticketref": "%zz" }), "CW_ERR_DECODE_HEADER", "ce-ticketref"],
+      ["unsupported specversion", requestData(), binary("mal-4", { "ce-specversion": "0.3" }), "CW_ERR_UNSUPPORTED_SPECVERSION", "specversion"],
+      ["invalid JSON structured", '{"specversion":"1.0", "id": "mal-5"', { "content-type": "application/cloudevents+json" }, "CW_ERR_DECODE_JSON", undefined],
+      ["data not JSON", "not json", binary("mal-6"), "CW_ERR_DECODE_JSON", "data"],
+    ];
+    for (const [what, body, headers, code, attribute] of cases) {
+      const res = await g.post(body, headers);
+      assert.equal(res.status, 400, what);
+      assert.equal(res.json.code, code, what);
+      assert.equal(res.json.attribute, attribute, what);
+      assert.equal(res.json.quarantined, "decode_error", what);
+    }
+    const entries = await waitFor(async () => { const q = (await g.quarantined()).filter((e) => e.reason === "decode_error" && e.subject.endsWith(".ingest")); return q.length >= cases.length && q; }, { what: "every malformed input in quarantine" });
+    const missingType = entries.find((e) => e.headers["ce-id"] === "mal-1")!;
+    assert.equal(missingType.data, requestData(), "original body");
+    assert.equal(missingType.headers["ce-datacontenttype"], "application/json", "Content-Type kept as ce-datacontenttype");
+  });
+
+  test("gateway - schema-invalid data: 400 naming each schema path, quarantined as schema_violation", async () => {
+    const res = await g.post(JSON.stringify({ topic: "", questions: [] }), binary("schema-1"));
+    assert.equal(res.status, 400);
+    assert.equal(res.json.code, "CW_ERR_SCHEMA_VIOLATION");
+    assert.equal(res.json.quarantined, "schema_violation");
+    const paths = (res.json.violations as { instancePath: string }[]).map((v) => v.instancePath).sort();
+    assert.deepEqual(paths, ["/questions", "/requester", "/topic"]);
+    const wrongSchema = await g.post(requestData(), binary("schema-2", { "ce-dataschema": "https://causeway.dev/schemas/report.requested/2.0.0" }));
+    assert.equal(wrongSchema.status, 400);
+    assert.equal(wrongSchema.json.code, "CW_ERR_UNKNOWN_CAPABILITY");
+    assert.equal(wrongSchema.json.attribute, "dataschema");
+    await waitFor(async () => (await quarantinedWith(g, "CW_ERR_SCHEMA_VIOLATION")).some((e) => e.headers["ce-id"] === "schema-1"), { what: "the quarantine entry" });
+  });
+
+  test("gateway - an unroutable type: 400 CW_ERR_NO_ROUTE over HTTP and NATS, quarantined as unknown_capability", async () => {
+    const res = await g.post(requestData(), binary("route-1", { "ce-type": "ticket.created" }));
+    assert.equal(res.status, 400);
+    assert.deepEqual({ code: res.json.code, attribute: res.json.attribute, quarantined: res.json.quarantined }, { code: "CW_ERR_NO_ROUTE", attribute: "type", quarantined: "unknown_capability" });
+    const overNats = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.tickets", requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:route-2",
+      "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:ticket.created"]);
+    assert.equal(JSON.parse(overNats.stdout).code, "CW_ERR_NO_ROUTE");
+    const entries = await waitFor(async () => { const q = await quarantinedWith(g, "CW_ERR_NO_ROUTE"); return q.length === 2 && q; }, { what: "both unroutable events in quarantine" });
+    assert.deepEqual(entries.map((e) => e.subject), ["mesh.quarantine.unknown_capability.ingest", "mesh.quarantine.unknown_capability.ingest"]);
+  });
+
+  test("gateway - health endpoint, and unknown endpoints answer with a code", async () => {
+    const health = await fetch(`${g.url}/health`);
+    assert.equal(health.status, 200);
+    assert.deepEqual(await health.json(), { status: "ok" });
+    const nope = await fetch(`${g.url}/nope`);
+    assert.equal(nope.status, 404);
+    assert.equal(((await nope.json()) as { code: string }).code, "CW_ERR_HTTP_ENDPOINT");
+    const get = await fetch(`${g.url}/events`);
+    assert.equal(get.status, 405);
+  });
+});
+
