@@ -11,12 +11,15 @@ import { repoRoot } from "./nats-process.ts";
 /** The reference workflow's agents, in flow order. */
 export const REFERENCE_AGENTS = ["planner", "researcher", "verifier", "reporter"] as const;
 /** Every service of the mesh `make demo` and `make up` run: the coordinator, then the agents. */
-export const MESH_SERVICES = ["coordinator", ...REFERENCE_AGENTS, "publisher"] as const;
+export const MESH_SERVICES = ["coordinator", "lineage", ...REFERENCE_AGENTS, "publisher"] as const;
 
 /** The process entry of a service: the coordinator's, or an agent's under services/agents/. */
 function entryOf(name: string): string {
-  return name === "coordinator" ? join(repoRoot, "services", "coordinator", "main.ts") : join(repoRoot, "services", "agents", name, "main.ts");
+  return MESH_INFRA_SERVICES.has(name) ? join(repoRoot, "services", name, "main.ts") : join(repoRoot, "services", "agents", name, "main.ts");
 }
+
+/** Services with their own folder under services/ (the rest are agents under services/agents/). */
+const MESH_INFRA_SERVICES: ReadonlySet<string> = new Set(["coordinator", "lineage", "gateway"]);
 
 /** A started agent process. */
 export interface AgentProcess {

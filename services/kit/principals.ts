@@ -30,6 +30,7 @@ export const Role = {
   Operator: "operator",
   Sysadmin: "sysadmin",
   Upstream: "upstream",
+  Auditor: "auditor",
 } as const;
 
 /** One of the roles. */
@@ -395,7 +396,7 @@ export function subjectMatches(pattern: string, subject: string): boolean {
 // Buckets a principal reads: the trust store for everyone who verifies signatures (all but upstreams and the
 // system account), the declared ones, and every bucket it writes (writers read back, e.g. create-only leases).
 function readBuckets(spec: PrincipalSpec): KvBucketValue[] {
-  const verifies = spec.role !== Role.Upstream && spec.role !== Role.Sysadmin && spec.role !== Role.Operator;
+  const verifies = spec.role !== Role.Upstream && spec.role !== Role.Sysadmin && spec.role !== Role.Operator && spec.role !== Role.Auditor;
   return [...new Set<KvBucketValue>([...(verifies ? [KvBucket.Trust] : []), ...spec.kv.read, ...spec.kv.write])];
 }
 

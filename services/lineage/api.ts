@@ -3,6 +3,8 @@
 // CLI all call these, so they answer the same questions with the same results and the same error codes.
 import { CausewayError, ErrorCode, type VerificationKey } from "../kit/index.ts";
 import { verifyLog } from "./audit.ts";
+import { proveConsistency, proveEvent } from "./proofs.ts";
+import { impact, listEvents, trace, why } from "./queries.ts";
 import type { Ingest } from "./ingest.ts";
 import type { LineageStore } from "./store.ts";
 
@@ -53,7 +55,67 @@ export function time(params: Params, name: string): number | undefined {
 
 export function createLineageApi(deps: ApiDeps): LineageApi {
   const { store } = deps;
+  const source = (params: Params) => (params.source?.trim() ? { source: params.source.trim() } : {});
+  // The checkpoint a proof is against: the one of the given size, else the newest (published now if the
+  // log grew, so what was just recorded can be proved at once).
+  const checkpointFor = async (size: number | undefined) => {
+    if (size === undefined && deps.checkpointNow) await deps.checkpointNow();
+    const all = await store.checkpoints();
+    const chosen = size === undefined ? all.at(-1) : all.find((c) => c.size === size);
+    if (!chosen) {
+      throw new CausewayError(ErrorCode.LineageNotCovered, size === undefined ? "no checkpoint has been published yet" : `no checkpoint of size ${size}; sizes: ${all.map((c) => c.size).join(", ") || "none"}`);
+    }
+    return chosen;
+  };
   return {
+    why: {
+      description: "the causal ancestry of an event to the upstream root: agent, key id, verification, inputs, queue wait and processing time per step",
+      params: ["id", "source"],
+      run: (p) => why(store, required(p, "id"), source(p)),
+    },
+    trace: {
+      description: "a whole flow by correlation id: the DAG, its timeline and its critical path",
+      params: ["correlation"],
+      run: (p) => trace(store, required(p, "correlation")),
+    },
+    impact: {
+      description: "every event an event caused, by depth",
+      params: ["id", "source"],
+      run: (p) => impact(store, required(p, "id"), source(p)),
+    },
+    events: {
+      description: "records by agent, type, stream and time range, oldest first, in pages (next → after)",
+      params: ["agent", "type", "stream", "from", "to", "failed", "limit", "after"],
+      run: async (p) => {
+        const fromMs = time(p, "from");
+        const toMs = time(p, "to");
+        const limit = integer(p, "limit");
+        const afterIndex = integer(p, "after");
+        return listEvents(store, {
+          ...(p.agent?.trim() && { principal: p.agent.trim() }), ...(p.type?.trim() && { type: p.type.trim() }),
+          ...(p.stream?.trim() && { stream: p.stream.trim() }), ...(fromMs !== undefined && { fromMs }), ...(toMs !== undefined && { toMs }),
+          ...(p.failed === "true" && { failedOnly: true }), ...(limit !== undefined && { limit }), ...(afterIndex !== undefined && { afterIndex }),
+        });
+      },
+    },
+    prove: {
+      description: "an inclusion proof of an event (or a leaf index) against a signed checkpoint, checkable offline with the lineage public key",
+      params: ["id", "source", "index", "size"],
+      run: async (p) => {
+        const index = integer(p, "index");
+        const target = index !== undefined ? { index } : { id: required(p, "id"), ...source(p) };
+        return proveEvent(store, target, await checkpointFor(integer(p, "size")));
+      },
+    },
+    consistency: {
+      description: "a consistency proof between two signed checkpoints (sizes from and to; to defaults to the newest)",
+      params: ["from", "to"],
+      run: async (p) => {
+        const from = integer(p, "from");
+        if (from === undefined) throw new CausewayError(ErrorCode.LineageQuery, 'missing parameter "from"');
+        return proveConsistency(store, await checkpointFor(from), await checkpointFor(integer(p, "to")));
+      },
+    },
     verify: {
       description: "whole-log integrity: every record re-hashed, every signed checkpoint's root recomputed; names the first bad entry",
       params: [],

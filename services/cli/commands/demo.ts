@@ -7,11 +7,13 @@
 import { execFileSync } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
+import { setTimeout as delay } from "node:timers/promises";
+import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, capabilitySubject, connectAs, createEvent, dataDir, dataJson, eventSubject, inboxPrefix, loadPrincipals, newTraceparent, openTrustStore, readSeed, seedPath, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent, type TrustStore,
+  NatsBinding, capabilitySubject, connectAs, subjectsFor, createEvent, dataDir, dataJson, eventSubject, inboxPrefix, loadPrincipals, newTraceparent, openTrustStore, readSeed, seedPath, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent, type TrustStore,
 } from "../../kit/index.ts";
+import { RECORDED_STREAMS } from "../../lineage/ingest.ts";
 import { MESH_SERVICES, spawnAgents, waitForAgents, type AgentProcess } from "../agent-processes.ts";
 import { applyMeshInfra, ensureIdentities, seedTrust } from "../bootstrap.ts";
 import { collectFlow, renderFlow } from "../flow.ts";
@@ -66,7 +68,8 @@ export async function run(args: string[]): Promise<number> {
     agents = spawnAgents(MESH_SERVICES, {
       natsUrl: url, dataDir: data, logDir: join(demoDir, "logs"),
       // A short deadline so the demo's partial report (one finding is quarantined) comes quickly.
-      env: { CAUSEWAY_REPORT_DEADLINE_MS: "3000", CAUSEWAY_REPORT_SWEEP_MS: "200", LOG_LEVEL: "info", CAUSEWAY_OUTBOX_DIR: join(demoDir, "outbox") },
+      env: { CAUSEWAY_REPORT_DEADLINE_MS: "3000", CAUSEWAY_REPORT_SWEEP_MS: "200", LOG_LEVEL: "info", CAUSEWAY_OUTBOX_DIR: join(demoDir, "outbox"),
+        LINEAGE_HTTP_PORT: "0", LINEAGE_CHECKPOINT_INTERVAL_MS: "200" },
     });
     await step("services", () => waitForAgents(operator, agents), () => `${agents.map((a) => `${a.name} (pid ${a.child.pid})`).join(", ")} running; logs in ${join(demoDir, "logs")}`);
 
@@ -96,12 +99,20 @@ export async function run(args: string[]): Promise<number> {
     const approveArgs = ["approve", workId, "--as", "approver-alice", "--reason", "checked the draft", "--server", url];
     console.log(`\n$ causeway ${approveArgs.map((a) => (a.includes(" ") ? `"${a}"` : a)).join(" ").replace(url, "$NATS_URL")}`);
     console.log(execFileSync(process.execPath, [join(repoRoot, "services", "cli", "main.ts"), ...approveArgs], { encoding: "utf8", env: { ...process.env, CAUSEWAY_DATA_DIR: data } }).trimEnd() + "\n");
-    await step("report.released — published once, under the grant's lease", () => releases(request.id),
+    const released = await step("report.released — published once, under the grant's lease", () => releases(request.id),
       (r) => dataJson<{ location: string }>(r.event).location);
 
     console.log(`\nThe flow (correlation id ${request.id}), read back from the streams and verified:\n`);
     console.log(renderFlow(await collectFlow(operator, trust, request.id)));
     printReport(report.event);
+
+    // The audit log: lineage recorded every message of every stream; ask it, as the auditor, why the report
+    // exists, then check the whole log against its signed checkpoints.
+    await step("lineage recorded every message and signed a checkpoint", () => lineageCaughtUp(operator), (n) => `${n} records`);
+    for (const args of [["lineage", "why", released.event.id], ["lineage", "verify"]]) {
+      console.log(`\n$ causeway ${args.join(" ")}`);
+      console.log(execFileSync(process.execPath, [join(repoRoot, "services", "cli", "main.ts"), ...args, "--server", url], { encoding: "utf8", env: { ...process.env, CAUSEWAY_DATA_DIR: data } }).trimEnd());
+    }
 
     const cliArgs = ["--server", url, "--nkey", seedPath("operator", data), "--inbox-prefix", inboxPrefix("operator"), "micro", "ls"];
     console.log(`\n$ nats ${cliArgs.join(" ").replace(url, "$NATS_URL").replace(data, "$CAUSEWAY_DATA_DIR")}`);
@@ -143,6 +154,21 @@ async function watchFor(nc: NatsConnection, stream: string, subject: string): Pr
       messages.stop();
     }
   };
+}
+
+/** Waits until lineage holds one record per message of every recorded stream and a checkpoint covers them all. */
+async function lineageCaughtUp(nc: NatsConnection): Promise<number> {
+  const jsm = await jetstreamManager(nc);
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    let messages = 0;
+    for (const stream of RECORDED_STREAMS) messages += (await jsm.streams.info(stream)).state.messages;
+    const reply = await nc.request(subjectsFor().control("lineage", "checkpoints"), "{}", { timeout: 5_000 }).catch(() => undefined);
+    const newest = reply?.json<{ ok: boolean; result?: { size: number }[] }>().result?.at(-1)?.size ?? 0;
+    if (newest >= messages && messages > 0) return newest;
+    if (Date.now() > deadline) throw new Error(`lineage holds a checkpoint of ${newest} records of ${messages} within ${WAIT_MS / 1000} s; see its log`);
+    await delay(100);
+  }
 }
 
 function printReport(event: CloudEvent): void {

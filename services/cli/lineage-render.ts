@@ -1,0 +1,87 @@
+// How `causeway lineage` prints lineage's answers for a person: why as a chain from the event up to its root,
+// trace as a timeline plus the critical path, verify as a verdict naming the first bad entry. `--json` prints
+// the answers as they are.
+import type { AuditReport } from "../lineage/audit.ts";
+import type { EventList, EventStep, ImpactResult, Timing, TraceResult, WhyResult } from "../lineage/queries.ts";
+
+const short = (id: string | null | undefined, n = 12): string => (id ? (id.length > n ? `${id.slice(0, n)}…` : id) : "-");
+const ms = (t: Timing): string => (t.ms === null ? "-" : `${t.ms} ms`);
+const mark = (s: EventStep): string => (s.verification.result === "verified" ? "✓" : `✗ ${s.verification.code ?? ""}`.trim());
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length)));
+  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join("  ").trimEnd()).join("\n");
+}
+
+function quarantineNote(s: EventStep): string {
+  const q = s.appearances.find((a) => a.quarantine)?.quarantine;
+  return q ? ` quarantined: ${q.reason ?? "?"} by ${q.detectedBy ?? "?"}` : "";
+}
+
+export function renderWhy(w: WhyResult): string {
+  const head = w.steps[0];
+  const lines = [`why ${w.eventId} — ${head?.type ?? "?"} by ${head?.principal ?? "?"}, ${w.steps.length} step${w.steps.length === 1 ? "" : "s"} to ${endText(w)}`, ""];
+  const rows = [["STEP", "EVENT", "TYPE", "AGENT", "KEY", "VERIFIED", "QUEUE", "PROCESSING", "INPUT"]];
+  w.steps.forEach((s, i) => {
+    rows.push([String(i), short(s.id), s.type ?? "-", s.principal ?? "-", short(s.keyid, 10), mark(s), ms(s.queueWait), ms(s.processing), short(s.inputs[0]) + quarantineNote(s)]);
+  });
+  lines.push(table(rows));
+  lines.push("", "QUEUE = when the agent started handling its input − when the input was emitted; PROCESSING = emitted − started (signed values only).");
+  return lines.join("\n");
+}
+
+function endText(w: WhyResult): string {
+  switch (w.end.kind) {
+    case "root": return "the upstream root";
+    case "missing": return `a missing input ${w.end.id}`;
+    case "ambiguous": return `an input ${w.end.id} recorded under several sources`;
+    case "cycle": return `a causation loop at ${w.end.id}`;
+  }
+}
+
+export function renderTrace(t: TraceResult): string {
+  const first = t.timeline.find((e) => e.at !== null)?.at;
+  const t0 = first ? Date.parse(first) : 0;
+  const lines = [`trace ${t.correlationId} — ${t.nodes.length} events, ${t.edges.length} causal edges`, ""];
+  const rows = [["AT", "EVENT", "TYPE", "AGENT", "STREAMS"]];
+  for (const e of t.timeline) {
+    rows.push([e.at ? `+${Date.parse(e.at) - t0} ms` : "-", short(e.id), e.type ?? "-", e.principal ?? "-", e.streams.join(",")]);
+  }
+  lines.push(table(rows));
+  if (t.criticalPath) {
+    const p = t.criticalPath;
+    lines.push("", `critical path: ${p.events.length} events, ${p.totalMs} ms${p.signed ? " (signed timings)" : " (partly from unsigned or second-precision times)"}`);
+    const byId = new Map(t.nodes.map((n) => [n.id, n]));
+    p.edges.forEach((e) => lines.push(`  ${byId.get(e.from)?.type ?? short(e.from)} → ${byId.get(e.to)?.type ?? short(e.to)}  ${e.ms} ms`));
+  }
+  if (t.missingInputs.length > 0) lines.push("", `inputs not recorded: ${t.missingInputs.join(", ")}`);
+  return lines.join("\n");
+}
+
+export function renderImpact(r: ImpactResult): string {
+  const lines = [`impact ${r.eventId} — ${r.event.type ?? "?"} by ${r.event.principal ?? "?"}: ${r.descendants.length} descendant${r.descendants.length === 1 ? "" : "s"}`, ""];
+  const rows = [["DEPTH", "EVENT", "TYPE", "AGENT", "VERIFIED"]];
+  for (const d of r.descendants) rows.push([String(d.depth), short(d.id), d.type ?? "-", d.principal ?? "-", mark(d) + quarantineNote(d)]);
+  lines.push(table(rows));
+  return lines.join("\n");
+}
+
+export function renderEvents(list: EventList): string {
+  const rows = [["INDEX", "STREAM", "SEQ", "TIME", "TYPE", "AGENT", "VERIFIED", "EVENT"]];
+  for (const e of list.events) {
+    rows.push([String(e.index), e.stream, String(e.seq), e.time ?? "-", e.type ?? "-", e.principal ?? "-", e.verified ? "✓" : `✗ ${e.code ?? ""}`, short(e.id)]);
+  }
+  return [table(rows), "", list.next === null ? `${list.events.length} records` : `${list.events.length} records; more with --after ${list.next}`].join("\n");
+}
+
+export function renderVerify(r: AuditReport): string {
+  if (r.ok) {
+    const latest = r.latest ? `; newest checkpoint: size ${r.latest.size}, root ${r.latest.root}, ${r.latest.time}` : "";
+    return `✓ the audit log is intact: ${r.records} records re-hashed, ${r.checkpointsVerified} signed checkpoint${r.checkpointsVerified === 1 ? "" : "s"} match${latest}` +
+      (r.uncheckpointed > 0 ? `\n  ${r.uncheckpointed} records after the newest checkpoint (covered by the next one)` : "");
+  }
+  const lines = [`✗ the audit log does NOT verify: ${r.problems.length} problem${r.problems.length === 1 ? "" : "s"}`];
+  if (r.firstBad) lines.push(`  first bad entry: ${r.firstBad.index !== undefined ? `record ${r.firstBad.index}` : `checkpoint at size ${r.firstBad.size}`}: ${r.firstBad.message}`);
+  for (const p of r.problems.slice(0, 10)) lines.push(`  - ${p.message}`);
+  return lines.join("\n");
+}
