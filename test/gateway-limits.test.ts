@@ -1,0 +1,73 @@
+// The gateway under load and over time: per-upstream rate limits with 429 and Retry-After, a burst of ten
+// times the rate that loses nothing accepted, and duplicates past JetStream's duplicate window.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { DEMO_SOURCE, REQUEST_SCHEMA, requestData, startGatewayMesh } from "./gateway-fixture.ts";
+import { waitFor } from "./harness/index.ts";
+
+const binary = (id: string) => ({
+  "content-type": "application/json", "ce-specversion": "1.0", "ce-id": id, "ce-source": DEMO_SOURCE, "ce-type": "report.requested", "ce-dataschema": REQUEST_SCHEMA,
+});
+
+describe("gateway limits", () => {
+  test("gateway - over its rate an upstream gets 429 with Retry-After over HTTP and NATS requests; nothing is accepted or kept", async () => {
+    await using g = await startGatewayMesh({ rate: { per_second: 0.2, burst: 3 } });
+    const statuses = [];
+    for (let i = 0; i < 3; i++) statuses.push((await g.post(requestData(), binary(`rate-${i}`))).status);
+    assert.deepEqual(statuses, [202, 202, 202]);
+    const over = await g.post(requestData(), binary("rate-3"));
+    assert.equal(over.status, 429);
+    assert.equal(over.json.code, "CW_ERR_RATE_LIMITED");
+    // 0.2 events/s: the next token is about 5 s away.
+    assert.ok(Number(over.headers.get("retry-after")) >= 4 && Number(over.headers.get("retry-after")) <= 5, `Retry-After ${over.headers.get("retry-after")}`);
+    assert.equal(over.json.retryafter, Number(over.headers.get("retry-after")));
+    const overNats = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:rate-4",
+      "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"]);
+    assert.equal(JSON.parse(overNats.stdout).status, 429, overNats.stdout + overNats.stderr);
+    assert.deepEqual((await g.routed()).map((e) => e.id).sort(), ["rate-0", "rate-1", "rate-2"]);
+    assert.deepEqual(await g.quarantined(), []);
+  });
+
+  test("gateway - a burst of 10× the configured rate: every accepted event is routed exactly once, the rest get 429", async () => {
+    const rate = { per_second: 20, burst: 20 };
+    await using g = await startGatewayMesh({ rate });
+    const sent = rate.per_second * 10;
+    const results = await Promise.all(Array.from({ length: sent }, (_, i) => g.post(requestData(), binary(`burst-${i}`)).then((r) => ({ i, ...r }))));
+    const accepted = results.filter((r) => r.status === 202).map((r) => r.json.id as string);
+    const refused = results.filter((r) => r.status === 429);
+    assert.equal(accepted.length + refused.length, sent, `only 202 and 429: ${[...new Set(results.map((r) => r.status))].join(", ")}`);
+    assert.ok(accepted.length >= rate.burst && accepted.length < sent / 2, `${accepted.length} accepted`);
+    const routed = await waitFor(async () => { const r = await g.routed(); return r.length >= accepted.length && r; }, { what: "every accepted event in MESH_CAP" });
+    assert.deepEqual(routed.map((e) => e.id).sort(), [...accepted].sort(), "each accepted event exactly once, nothing else");
+  });
+
+  test("gateway - events published without a reply over the rate wait in MESH_INGEST and are all routed", async () => {
+    await using g = await startGatewayMesh({ rate: { per_second: 10, burst: 5 } });
+    const ids = Array.from({ length: 15 }, (_, i) => `paced-${i}`);
+    for (const id of ids) {
+      const pub = await g.natsAsUpstream(["pub", "mesh.ingest.upstream-demo.reports", requestData(), "-H", "ce-specversion:1.0", "-H", `ce-id:${id}`,
+        "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"]);
+      assert.equal(pub.code, 0, pub.stderr);
+    }
+    const routed = await waitFor(async () => { const r = await g.routed(); return r.length >= ids.length && r; }, { what: "every paced event routed", timeoutMs: 20_000 });
+    assert.deepEqual(routed.map((e) => e.id).sort(), [...ids].sort());
+  });
+
+  test("gateway - a resubmission after the stream's duplicate window is still one event (the gateway's mark)", async () => {
+    await using g = await startGatewayMesh({ env: { CAUSEWAY_GATEWAY_DUPLICATE_WINDOW_MS: "1000" } });
+    const jsm = await jetstreamManager(g.mesh.operator);
+    const cap = await jsm.streams.info("MESH_CAP");
+    await jsm.streams.update("MESH_CAP", { ...cap.config, duplicate_window: 1_000_000_000 });
+    const first = await g.post(requestData(), binary("late-1"));
+    assert.equal(first.status, 202);
+    const acceptedAt = Date.now();
+    // Past the window JetStream no longer knows the msg id; only the mark stops a second copy.
+    await waitFor(() => Date.now() - acceptedAt > 1_500, { what: "the duplicate window to pass" });
+    const again = await g.post(requestData(), binary("late-1"));
+    assert.equal(again.status, 202);
+    assert.equal(again.json.duplicate, true);
+    assert.equal(again.json.traceid, first.json.traceid);
+    assert.equal((await g.routed()).filter((e) => e.id === "late-1").length, 1);
+  });
+});
