@@ -1,16 +1,22 @@
 // The lineage service as operators run it: a process with its own identity on the operated mesh, recording
 // every stream, answering over NATS, resuming after SIGKILL without gap or duplicate.
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { join } from "node:path";
 import { describe, test } from "node:test";
+import { promisify } from "node:util";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
 import {
   NatsBinding, createEvent, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7,
 } from "../services/kit/index.ts";
+import type { TraceResult, WhyResult } from "../services/lineage/queries.ts";
 import { openSqliteStore } from "../services/lineage/store-sqlite.ts";
 import { sqliteStorePath } from "../services/lineage/open-store.ts";
 import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
-import { waitFor } from "./harness/index.ts";
+import { repoRoot, runNatsJson, waitFor } from "./harness/index.ts";
+import { readMessages } from "../services/cli/flow.ts";
+import { seedPath, inboxPrefix } from "../services/kit/index.ts";
 
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
 
@@ -83,5 +89,65 @@ describe("lineage service", () => {
     assert.deepEqual(seqs, Array.from({ length: total }, (_, i) => i + 1), "every MESH_CAP sequence once: no gap, no duplicate");
     const failed = rows.filter((r) => !r.columns.verified).map((r) => JSON.parse(r.bytes.toString()) as { verification: { code: string } });
     assert.deepEqual(failed.map((f) => f.verification.code).sort(), ["CW_ERR_UNSIGNED", "CW_ERR_UNSUPPORTED_SPECVERSION"]);
+  });
+
+  test("lineage - a reference flow answers why and trace through NATS, the nats CLI, the causeway CLI and HTTP, with signed timings", async () => {
+    await using mesh = await startOperatedMesh();
+    const lineage = mesh.spawn("services/lineage/main.ts", { LINEAGE_HTTP_PORT: "0", LINEAGE_CHECKPOINT_INTERVAL_MS: "200" });
+    for (const name of ["coordinator", "planner", "researcher", "verifier", "reporter"]) {
+      mesh.spawn(name === "coordinator" ? "services/coordinator/main.ts" : `services/agents/${name}/main.ts`, { CAUSEWAY_REPORT_DEADLINE_MS: "2000", CAUSEWAY_REPORT_SWEEP_MS: "100" });
+    }
+    const http = await waitFor(() => /lineage: HTTP API on (http:\/\/\S+)/.exec(lineage.output())?.[1], { what: "lineage's HTTP API", timeoutMs: 15_000 });
+    const gateway = await mesh.as("gateway");
+    const now = new Date().toISOString();
+    const root = signEvent(createEvent({
+      id: uuidv7(), source: "causeway://gateway", type: "report.requested", time: now, datacontenttype: "application/json", dataschema: REQUEST_SCHEMA,
+      extensions: { traceparent: newTraceparent(), emittedat: now },
+      data: JSON.stringify({ topic: "Grid storage", requester: "analyst@example.com", questions: ["Which battery chemistries lead grid-scale storage?", "Is the rumor true that sodium-ion replaces lithium by 2027?"] }),
+    }), signingKeyFromNkeySeed(readSeed("gateway", mesh.dataDir)));
+    const { headers, data } = NatsBinding.binary(root);
+    await jetstream(gateway).publish("mesh.cap.plan.v1", data, { headers, msgID: root.id });
+    const report = await waitFor(async () => (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.published"))[0], { what: "report.published", timeoutMs: 30_000 });
+    const reportId = NatsBinding.toEvent(report).id;
+    await waitFor(async () => (await readMessages(mesh.operator, "MESH_DECISION", "mesh.decision.approval_requested")).length > 0, { what: "the approval request", timeoutMs: 15_000 });
+
+    const auditor = await mesh.as("auditor");
+    const why = await waitFor(async () => {
+      const w = await ask<WhyResult>(auditor, "why", { id: reportId }).catch(() => undefined);
+      return w?.end.kind === "root" && w;
+    }, { what: "lineage to record the report's ancestry", timeoutMs: 15_000 });
+    assert.deepEqual(why.steps.map((s) => s.type), ["report.published", "research.finding.verified", "research.finding.created", "research.task.created", "report.requested"]);
+    assert.deepEqual(why.steps.map((s) => s.principal), ["reporter", "verifier", "researcher", "planner", "gateway"]);
+    assert.ok(why.steps.every((s) => s.verification.result === "verified" && s.keyid?.startsWith("U")));
+    assert.equal(why.steps.at(-1)!.id, root.id);
+    why.steps.slice(0, -1).forEach((s, i) => {
+      const input = why.steps[i + 1]!;
+      assert.equal(s.inputs[0], input.id, "each step's input is the next step");
+      assert.equal(s.queueWait.ms, Date.parse(s.startedAt!) - Date.parse(input.emittedAt!), `${s.type}: queue wait from signed startedat − input emittedat`);
+      assert.equal(s.processing.ms, Date.parse(s.emittedAt!) - Date.parse(s.startedAt!), `${s.type}: processing from signed values`);
+      assert.ok(s.queueWait.ms! >= 0 && s.processing.ms! >= 0);
+    });
+
+    const trace = await waitFor(async () => {
+      const t = await ask<TraceResult>(auditor, "trace", { correlation: root.id });
+      return t.nodes.some((n) => n.type === "decision.approval.requested") && t.nodes.some((n) => n.appearances.some((a) => a.quarantine)) && t;
+    }, { what: "the flow with its decision and quarantine entry", timeoutMs: 15_000 });
+    const quarantined = trace.nodes.find((n) => n.appearances.some((a) => a.quarantine))!;
+    assert.equal(quarantined.type, "research.finding.created");
+    assert.equal(quarantined.appearances.find((a) => a.quarantine)!.quarantine!.reason, "low_confidence");
+    assert.equal(trace.criticalPath!.events[0], root.id, "the critical path starts at the root");
+    assert.ok(trace.edges.length >= trace.nodes.length - 1);
+
+    // The same answers through the real nats CLI, the causeway CLI and the HTTP API.
+    const cli = await runNatsJson<{ ok: boolean; result: TraceResult }>(["--inbox-prefix", inboxPrefix("auditor"), "req", "mesh.ctl.lineage.trace", JSON.stringify({ correlation: root.id }), "--raw"],
+      { server: mesh.server.url, nkey: seedPath("auditor", mesh.dataDir) });
+    assert.equal(cli.result.nodes.length, trace.nodes.length);
+    const { stdout } = await promisify(execFile)(process.execPath, [join(repoRoot, "services/cli/main.ts"), "lineage", "why", reportId, "--server", mesh.server.url], { env: { ...process.env, CAUSEWAY_DATA_DIR: mesh.dataDir } });
+    assert.match(stdout, /report\.published by reporter, 5 steps to the upstream root/);
+    const viaHttp = await (await fetch(`${http}/v1/why/${reportId}`)).json() as { ok: boolean; result: WhyResult };
+    assert.deepEqual(viaHttp.result.steps.map((s) => s.id), why.steps.map((s) => s.id));
+    const missing = await fetch(`${http}/v1/why/no-such-event`);
+    assert.equal(missing.status, 404);
+    assert.equal(((await missing.json()) as { code: string }).code, "CW_ERR_LINEAGE_NOT_FOUND");
   });
 });
