@@ -12,7 +12,8 @@ import {
   type ConsistencyProof, type EventProof,
 } from "../services/lineage/proofs.ts";
 import type { LineageStore, StoredCheckpoint } from "../services/lineage/store.ts";
-import { checkpoint, newKey, populate, referenceFlow, tempStore, type FlowFixture } from "./lineage-flow-fixture.ts";
+import { checkExport, CSV_COLUMNS, exportCsv, exportJsonl, exportOpenLineage, exportProv, ExportRejection } from "../services/lineage/exports.ts";
+import { checkpoint, ms, newKey, populate, referenceFlow, T0, tempStore, type FlowFixture } from "./lineage-flow-fixture.ts";
 import type { SigningKey } from "../services/kit/keys.ts";
 
 interface Setup {
@@ -155,4 +156,150 @@ test("proofs - the batch prover gives merkle.ts's audit paths for every index of
     const indices = size > 64 ? [0, 1, size >> 1, size - 2, size - 1, 255 % size, 256 % size] : [...Array(size).keys()];
     for (const index of indices) assert.deepEqual(prove(index), await inclusionProof(index, size, (i) => leaves[i]!), `${index} of ${size}`);
   }
+});
+
+// ---- exports -------------------------------------------------------------------------------------------------
+
+const flowIndices = (flow: FlowFixture): number[] => flow.contents.flatMap((c, i) => ((c.attributes?.correlationid ?? c.attributes?.id) === flow.correlationId ? [i] : []));
+const failedAt = (check: ReturnType<typeof checkExport>, line: number, reason: string): void => {
+  assert.equal(check.ok, false, `expected line ${line} to fail with ${reason}`);
+  if (!check.ok) assert.deepEqual([check.line, check.reason], [line, reason], check.message);
+};
+
+test("exports - a flow's JSONL carries the checkpoint, leaf hashes, canonical records and proofs, and passes the offline check", async (t) => {
+  const { store, flow, key, latest } = await setup(t);
+  const text = await exportJsonl(store, { correlationId: flow.correlationId }, latest, { publicKey: key.keyid });
+  const [header, ...lines] = text.trimEnd().split("\n").map((l) => JSON.parse(l));
+  assert.deepEqual(Object.keys(header).slice(0, 2), ["checkpoint", "publicKey"]);
+  assert.equal(header.checkpoint, latest.note);
+  assert.equal(header.publicKey, key.keyid);
+  assert.deepEqual([header.size, header.root, header.records, header.omitted], [latest.size, latest.root, lines.length, 0]);
+  assert.deepEqual(lines.map((l) => l.index), flowIndices(flow));
+  for (const l of lines) {
+    assert.equal(leafHash(Buffer.from(l.record, "utf8")).toString("base64"), l.leafHash);
+    assert.deepEqual(verifyEventProof({ ...l, size: latest.size, root: latest.root, checkpoint: latest.note }, key), { ok: true });
+  }
+  const check = checkExport(text, key.keyid);
+  assert.equal(check.ok, true, check.ok ? "" : check.message);
+  assert.deepEqual(check.ok && [check.format, check.records, check.checkpoint.size], ["jsonl", lines.length, latest.size]);
+});
+
+test("exports - a changed, moved or removed JSONL line, and another key, are reported with the line number", async (t) => {
+  const { store, flow, key, latest } = await setup(t);
+  const text = await exportJsonl(store, { correlationId: flow.correlationId }, latest);
+  const lines = text.trimEnd().split("\n");
+  const edit = (n: number, change: (line: string) => string): string => lines.map((l, i) => (i === n - 1 ? change(l) : l)).join("\n") + "\n";
+  const changed = checkExport(edit(5, (l) => l.replace("researcher", "researchex").replace("planner", "plannex")), key);
+  failedAt(changed, 5, ExportRejection.LeafMismatch);
+  assert.equal(!changed.ok && changed.records, 3);
+  failedAt(checkExport(edit(4, (l) => l.replace(/"proof":\["(.)/, (_m, c: string) => `"proof":["${c === "A" ? "B" : "A"}`)), key), 4, ExportRejection.BadPath);
+  const swapped = [...lines];
+  [swapped[3], swapped[4]] = [swapped[4]!, swapped[3]!];
+  failedAt(checkExport(swapped.join("\n"), key), 5, ExportRejection.Count);
+  failedAt(checkExport(lines.filter((_l, i) => i !== 6).join("\n"), key), 1, ExportRejection.Count);
+  failedAt(checkExport(text, newKey()), 1, ExportRejection.BadCheckpoint);
+  failedAt(checkExport(edit(7, () => "{not json"), key), 7, ExportRejection.Malformed);
+  failedAt(checkExport("hello\n", key), 1, ExportRejection.Malformed);
+});
+
+test("exports - CSV has the documented columns and comment header, passes the offline check, and a changed cell is reported", async (t) => {
+  const { store, flow, key, latest } = await setup(t);
+  const text = await exportCsv(store, { correlationId: flow.correlationId }, latest, { publicKey: key.keyid });
+  const lines = text.trimEnd().split("\n");
+  assert.equal(lines[0], "# causeway-lineage-export/1 csv");
+  assert.equal(lines[1], `# publicKey: ${key.keyid}`);
+  assert.equal(Buffer.from(lines[2]!.slice("# checkpoint: ".length), "base64").toString("utf8"), latest.note);
+  assert.equal(lines[4], CSV_COLUMNS.join(","));
+  const rows = lines.slice(5);
+  assert.equal(rows.length, flowIndices(flow).length);
+  const released = rows.find((r) => r.includes(flow.released.id))!.split(",");
+  assert.deepEqual(released.slice(1, 10), [
+    "MESH_EVT", "1", "causeway://publisher", flow.released.id, "report.released", flow.released.attributes.time, "publisher", flow.keyids.publisher, "true",
+  ]);
+  const record = Buffer.from(released[11]!, "base64");
+  assert.equal(leafHash(record).toString("base64"), released[10]);
+  assert.equal(JSON.parse(record.toString("utf8")).attributes.id, flow.released.id);
+  const check = checkExport(text, key);
+  assert.equal(check.ok, true, check.ok ? "" : check.message);
+  assert.equal(check.ok && check.format, "csv");
+  const n = lines.findIndex((l) => l.includes(flow.released.id)) + 1;
+  const edit = (change: (line: string) => string): string => lines.map((l, i) => (i === n - 1 ? change(l) : l)).join("\n");
+  failedAt(checkExport(edit((l) => l.replace(",publisher,", ",reporter,")), key), n, ExportRejection.ColumnMismatch);
+  failedAt(checkExport(edit((l) => l.replace(released[11]!, flipBit(released[11]!, 900))), key), n, ExportRejection.LeafMismatch);
+  failedAt(checkExport(edit((l) => l.replace(`${released[0]},`, `${Number(released[0]) + 1},`)), key), n, ExportRejection.IndexMismatch);
+});
+
+test("exports - records after the checkpoint are omitted and counted; index and time ranges select their records", async (t) => {
+  const { store, flow, key, early, latest } = await setup(t);
+  const text = await exportJsonl(store, { correlationId: flow.correlationId }, early);
+  const header = JSON.parse(text.split("\n", 1)[0]!);
+  const covered = flowIndices(flow).filter((i) => i < early.size);
+  assert.deepEqual([header.records, header.omitted], [covered.length, flowIndices(flow).length - covered.length]);
+  assert.equal(checkExport(text, key).ok, true);
+  const range = await exportCsv(store, { fromIndex: 3, toIndex: 9 }, latest);
+  assert.deepEqual(range.trimEnd().split("\n").slice(5).map((r) => Number(r.split(",")[0])), [3, 4, 5, 6, 7, 8]);
+  assert.equal(checkExport(range, key).ok, true);
+  const timed = await exportJsonl(store, { fromMs: T0 + 9000, toMs: T0 + 10_000 }, latest);
+  assert.deepEqual(timed.trimEnd().split("\n").slice(1).map((l) => JSON.parse(JSON.parse(l).record).attributes.id), [flow.ambiguousId, flow.ambiguousId]);
+  await assert.rejects(exportJsonl(store, { correlationId: "nope" }, latest), (err: unknown) => isCausewayError(err, ErrorCode.LineageNotFound));
+});
+
+test("exports - PROV-JSON declares its prefixes and has used, wasGeneratedBy, wasDerivedFrom and wasAssociatedWith for each step", async (t) => {
+  const { store, flow } = await setup(t);
+  const prov = await exportProv(store, { correlationId: flow.correlationId });
+  assert.equal(prov.prefix.prov, "http://www.w3.org/ns/prov#");
+  for (const p of ["cw", "event", "step", "principal"]) assert.ok(prov.prefix[p], p);
+  const has = (relation: Record<string, Record<string, unknown>>, attrs: Record<string, unknown>): boolean =>
+    Object.values(relation).some((r) => Object.entries(attrs).every(([k, v]) => r[k] === v));
+  const ev = (id: string) => `event:${id}`, step = (id: string) => `step:${id}`;
+  assert.equal(Object.keys(prov.entity).length, 15);
+  assert.equal(prov.entity[ev(flow.released.id)]!["cw:type"], "report.released");
+  assert.deepEqual(prov.activity[step(flow.released.id)], {
+    "prov:type": "cw:Step", "prov:startTime": flow.released.attributes.startedat, "prov:endTime": flow.released.attributes.emittedat,
+  });
+  assert.ok(has(prov.wasGeneratedBy, { "prov:entity": ev(flow.released.id), "prov:activity": step(flow.released.id), "prov:time": flow.released.attributes.emittedat }));
+  assert.ok(has(prov.used, { "prov:activity": step(flow.released.id), "prov:entity": ev(flow.report.id) }));
+  assert.ok(has(prov.wasDerivedFrom, { "prov:generatedEntity": ev(flow.released.id), "prov:usedEntity": ev(flow.report.id) }));
+  assert.ok(has(prov.wasAssociatedWith, { "prov:activity": step(flow.released.id), "prov:agent": "principal:publisher" }));
+  assert.ok(has(prov.wasAssociatedWith, { "prov:activity": step(flow.approval.id), "prov:agent": "principal:approver" }));
+  for (const p of ["gateway", "planner", "researcher", "verifier", "reporter", "coordinator", "approver", "publisher"]) {
+    assert.equal(prov.agent[`principal:${p}`]?.["prov:type"], "prov:SoftwareAgent", p);
+  }
+  // Every non-root event is derived from its input; the forged finding has no agent (it did not verify).
+  assert.equal(Object.keys(prov.wasDerivedFrom).length, 14);
+  assert.ok(!has(prov.wasAssociatedWith, { "prov:activity": step(flow.forged.id) }));
+  assert.equal(prov.entity[ev(flow.forged.id)]!["cw:verified"], false);
+  // The low-confidence quarantine: an activity of the verifier that used the finding.
+  const [q] = Object.entries(prov.activity).filter(([, a]) => a["cw:reason"] === "low_confidence");
+  assert.ok(q);
+  assert.ok(has(prov.used, { "prov:activity": q[0], "prov:entity": ev(flow.findings[2]!.id) }));
+  assert.ok(has(prov.wasAssociatedWith, { "prov:activity": q[0], "prov:agent": "principal:verifier" }));
+});
+
+test("exports - OpenLineage has START at startedat and COMPLETE at emittedat per step, FAIL for failed and quarantined steps", async (t) => {
+  const { store, flow } = await setup(t);
+  const events = await exportOpenLineage(store, { correlationId: flow.correlationId });
+  assert.ok(events.every((e) => e.producer === "https://causeway.dev/lineage" && e.schemaURL.startsWith("https://openlineage.io/spec/") && e.job.namespace === "causeway"));
+  const times = events.map((e) => Date.parse(e.eventTime));
+  assert.deepEqual(times, [...times].sort((a, b) => a - b));
+  const released = events.filter((e) => e.run.runId === flow.released.id);
+  assert.deepEqual(released.map((e) => [e.eventType, e.eventTime]), [["START", flow.released.attributes.startedat], ["COMPLETE", flow.released.attributes.emittedat]]);
+  assert.deepEqual(released[0]!.job, { namespace: "causeway", name: "publisher/publish.v1" });
+  assert.deepEqual(released[0]!.inputs, [{ namespace: "causeway", name: "report.published" }]);
+  assert.deepEqual(released[0]!.outputs, [{ namespace: "causeway", name: "report.released" }]);
+  const task = events.filter((e) => e.run.runId === flow.tasks[0]!.id);
+  assert.deepEqual(task.map((e) => [e.eventType, Date.parse(e.eventTime)]), [["START", ms(flow.tasks[0]!, "startedat")], ["COMPLETE", ms(flow.tasks[0]!, "emittedat")]]);
+  assert.equal(task[0]!.job.name, "planner/plan.v1");
+  // A decision has no startedat: COMPLETE only.
+  assert.deepEqual(events.filter((e) => e.run.runId === flow.grant.id).map((e) => e.eventType), ["COMPLETE"]);
+  // The forged finding failed verification.
+  const forged = events.filter((e) => e.run.runId === flow.forged.id);
+  assert.deepEqual(forged.map((e) => [e.eventType, e.eventTime, e.job.name]), [["FAIL", flow.forged.attributes.time, "unverified/research.v1"]]);
+  // The low-confidence finding completed, then the verifier's run on it failed at detection.
+  const low = flow.findings[2]!;
+  const quarantined = events.filter((e) => e.eventType === "FAIL" && e.inputs.some((i) => i.name === "research.finding.created") && e.job.name === "verifier/verify.v1");
+  assert.equal(quarantined.length, 2);
+  const lowFail = quarantined.find((e) => (e.run.facets?.errorMessage as { message: string }).message.startsWith("low_confidence"))!;
+  assert.equal(Date.parse(lowFail.eventTime), ms(low, "emittedat") + 45);
+  assert.deepEqual(events.filter((e) => e.run.runId === low.id).map((e) => e.eventType), ["START", "COMPLETE"]);
 });

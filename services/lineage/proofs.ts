@@ -125,13 +125,21 @@ export function verifyEventProof(proof: unknown, publicKey: LineagePublicKey): P
     || typeof p.checkpoint !== "string" || !Array.isArray(p.proof)) {
     return reject(ProofRejection.Malformed, "not an inclusion proof: it needs index, record, leafHash, size, root, proof and checkpoint");
   }
-  const leaf = hash32(p.leafHash), root = hash32(p.root), path = p.proof.map(hash32);
-  if (leaf === undefined || root === undefined || !path.every((h) => h !== undefined)) {
-    return reject(ProofRejection.Malformed, `leafHash, root and every proof node must be standard base64 of ${HASH_BYTES} bytes`);
-  }
   const signed = signedCheckpoint(p.checkpoint, publicKey);
   if (!("checkpoint" in signed)) return signed;
-  const mismatched = endMismatch(signed.checkpoint, { size: p.size, root: p.root as string }, "the proof");
+  return verifyInclusionAgainst(proof as EventProof, signed.checkpoint);
+}
+
+/**
+ * The part of {@link verifyEventProof} after the checkpoint's signature: the proof against an already verified
+ * checkpoint (exports verify their one checkpoint once). `proof.checkpoint` is not read. Never throws.
+ */
+export function verifyInclusionAgainst(p: EventProof, checkpoint: Checkpoint): ProofVerdict {
+  const leaf = hash32(p.leafHash), root = hash32(p.root), path = p.proof.map(hash32);
+  if (!isIndex(p.index) || !isIndex(p.size) || typeof p.record !== "string" || leaf === undefined || root === undefined || !path.every((h) => h !== undefined)) {
+    return reject(ProofRejection.Malformed, `index and size must be non-negative integers, leafHash, root and every proof node standard base64 of ${HASH_BYTES} bytes`);
+  }
+  const mismatched = endMismatch(checkpoint, { size: p.size, root: p.root }, "the proof");
   if (mismatched) return mismatched;
   if (p.index >= p.size) return reject(ProofRejection.IndexMismatch, `index ${p.index} is not in a tree of ${p.size} records`);
   const bytes = Buffer.from(p.record, "utf8");

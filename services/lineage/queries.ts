@@ -261,11 +261,7 @@ export async function trace(store: LineageStore, correlationId: string): Promise
     if (found) outside.set(input, found);
     else missingInputs.push(input);
   }
-  const nodes = groups.map((g) => {
-    const input = causeOf(g);
-    const parent = input === undefined ? undefined : (pickFrom(byId.get(input), g) ?? outside.get(input));
-    return toStep(g, parent === undefined ? (input === undefined ? NO_INPUT : MISSING_INPUT) : parent);
-  });
+  const nodes = stepsOf(groups, outside);
   const edges: FlowEdge[] = [];
   for (const n of nodes) for (const input of n.inputs) edges.push({ from: input, to: n.id });
   const timeline = nodes.map(timelineEntry).sort(byTime);
@@ -361,6 +357,16 @@ export function groupEvents(records: readonly StoredRecord[]): EventGroup[] {
     ...g,
     primary: (g.records.find((r) => r.record.verification.result === "verified") ?? g.records[0]!).record,
   }));
+}
+
+/** The steps of `groups` (a flow, an export), each input found among them, else in `outside` (by id). */
+export function stepsOf(groups: readonly EventGroup[], outside: ReadonlyMap<string, EventGroup> = new Map()): EventStep[] {
+  const byId = indexById(groups);
+  return groups.map((g) => {
+    const input = causeOf(g);
+    const parent = input === undefined ? undefined : (pickFrom(byId.get(input), g) ?? outside.get(input));
+    return toStep(g, parent === undefined ? (input === undefined ? NO_INPUT : MISSING_INPUT) : parent);
+  });
 }
 
 /** The step of an event whose input is `input`. */
