@@ -11,7 +11,7 @@ import { repoRoot } from "./nats-process.ts";
 /** The reference workflow's agents, in flow order. */
 export const REFERENCE_AGENTS = ["planner", "researcher", "verifier", "reporter"] as const;
 /** Every service of the mesh `make demo` and `make up` run: the coordinator, then the agents. */
-export const MESH_SERVICES = ["coordinator", "lineage", ...REFERENCE_AGENTS, "publisher"] as const;
+export const MESH_SERVICES = ["coordinator", "lineage", "gateway", ...REFERENCE_AGENTS, "publisher"] as const;
 
 /** The process entry of a service: the coordinator's, or an agent's under services/agents/. */
 function entryOf(name: string): string {

@@ -1,19 +1,21 @@
 // `causeway demo`: the mesh end to end with embedded defaults, then everything stops. A nats-server with the
 // rendered least-privilege config, streams, buckets and trust store; the coordinator and the five agents as
-// child processes; a signed report request (one of its questions chases a rumor, so one finding is quarantined
+// child processes; a report request POSTed to the gateway as an upstream would (one of its questions chases a rumor, so one finding is quarantined
 // for low confidence and the report is published at its deadline); publishing the report outside the mesh is
 // critical, so the coordinator holds it until an approver approves with `causeway approve` — which the demo
 // does, as approver-alice — and then grants it; the flow printed as a tree.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, capabilitySubject, connectAs, subjectsFor, createEvent, dataDir, dataJson, eventSubject, inboxPrefix, loadPrincipals, newTraceparent, openTrustStore, readSeed, seedPath, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent, type TrustStore,
+  NatsBinding, connectAs, subjectsFor, dataDir, dataJson, eventSubject, inboxPrefix, loadPrincipals, openTrustStore, seedPath, uuidv7, type CloudEvent, type TrustStore,
 } from "../../kit/index.ts";
 import { RECORDED_STREAMS } from "../../lineage/ingest.ts";
+import { Svcm } from "@nats-io/services";
+import { devTokenPath, ensureDevTokens } from "./tokens.ts";
 import { MESH_SERVICES, spawnAgents, waitForAgents, type AgentProcess } from "../agent-processes.ts";
 import { applyMeshInfra, ensureIdentities, seedTrust } from "../bootstrap.ts";
 import { collectFlow, renderFlow } from "../flow.ts";
@@ -22,6 +24,7 @@ import { step } from "../progress.ts";
 import { renderInfra } from "./infra.ts";
 
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
+const DEMO_SOURCE = "https://demo.causeway.dev/requests";
 const WAIT_MS = 30_000;
 
 export async function run(args: string[]): Promise<number> {
@@ -40,6 +43,7 @@ export async function run(args: string[]): Promise<number> {
   try {
     const principals = loadPrincipals();
     await step("identities", () => ensureIdentities(principals, data), (n) => `${Object.keys(principals.principals).length} principals, ${n} new NKey seeds in ${join(data, "keys")}`);
+    await step("upstream tokens", () => ensureDevTokens(data), (created) => `${created.length} new development bearer tokens in ${join(data, "tokens")}`);
     const config = await step("nats-server config", () => {
       const rendered = renderInfra({ dataDir: data });
       rmSync(demoDir, { recursive: true, force: true });
@@ -69,29 +73,36 @@ export async function run(args: string[]): Promise<number> {
       natsUrl: url, dataDir: data, logDir: join(demoDir, "logs"),
       // A short deadline so the demo's partial report (one finding is quarantined) comes quickly.
       env: { CAUSEWAY_REPORT_DEADLINE_MS: "3000", CAUSEWAY_REPORT_SWEEP_MS: "200", LOG_LEVEL: "info", CAUSEWAY_OUTBOX_DIR: join(demoDir, "outbox"),
-        LINEAGE_HTTP_PORT: "0", LINEAGE_CHECKPOINT_INTERVAL_MS: "200" },
+        LINEAGE_HTTP_PORT: "0", LINEAGE_CHECKPOINT_INTERVAL_MS: "200", CAUSEWAY_GATEWAY_PORT: "0" },
     });
     await step("services", () => waitForAgents(operator, agents), () => `${agents.map((a) => `${a.name} (pid ${a.child.pid})`).join(", ")} running; logs in ${join(demoDir, "logs")}`);
 
-    // The gateway (issue 6 brings its HTTP and NATS ingress) signs the request with its own NKey.
-    const gateway = await connectAs("gateway", { servers: url });
-    connections.push(gateway);
-    const request = signEvent(createEvent({
-      id: uuidv7(), source: "causeway://gateway", type: "report.requested", time: new Date().toISOString(),
-      datacontenttype: "application/json", dataschema: REQUEST_SCHEMA, extensions: { traceparent: newTraceparent() },
-      data: JSON.stringify({
-        topic: "Grid-scale battery storage in 2026", requester: "analyst@example.com",
-        questions: ["Which battery chemistries lead grid-scale storage?", "What does a megawatt-hour of storage cost?", "Is the rumor true that sodium-ion replaces lithium by 2027?"],
-      }),
-    }), signingKeyFromNkeySeed(readSeed("gateway", data)));
-    const subject = capabilitySubject("plan", 1);
+    // The flow starts as an upstream system starts it: a CloudEvent POSTed to the gateway over HTTP (binary
+    // mode) with upstream-demo's bearer token; the gateway notarizes it and routes it to plan.v1.
+    const gatewayUrl = await gatewayHttpUrl(operator);
+    const token = readFileSync(devTokenPath(data, "upstream-demo"), "utf8").trim();
+    const request = { id: uuidv7() };
     const reports = await watchFor(operator, "MESH_EVT", eventSubject("report", "published"));
     const approvalRequests = await watchFor(operator, "MESH_DECISION", "mesh.decision.approval_requested");
     const releases = await watchFor(operator, "MESH_EVT", eventSubject("report", "released"));
-    await step(`gateway publishes report.requested on ${subject}`, async () => {
-      const { headers, data: payload } = NatsBinding.binary(request);
-      return jetstream(gateway).publish(subject, payload, { headers, msgID: request.id });
-    }, (a) => `${a.stream} seq ${a.seq}, id ${request.id}`);
+    console.log(`\n$ curl -X POST ${gatewayUrl}/events -H "Authorization: Bearer $(cat $CAUSEWAY_DATA_DIR/tokens/upstream-demo.token)" -H "Content-Type: application/json" \\
+    -H "ce-specversion: 1.0" -H "ce-id: ${request.id}" -H "ce-source: ${DEMO_SOURCE}" -H "ce-type: report.requested" -d '{"topic": …}'`);
+    await step("upstream-demo → gateway (HTTP): report.requested accepted", async () => {
+      const res = await fetch(`${gatewayUrl}/events`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${token}`, "content-type": "application/json",
+          "ce-specversion": "1.0", "ce-id": request.id, "ce-source": DEMO_SOURCE, "ce-type": "report.requested", "ce-dataschema": REQUEST_SCHEMA,
+        },
+        body: JSON.stringify({
+          topic: "Grid-scale battery storage in 2026", requester: "analyst@example.com",
+          questions: ["Which battery chemistries lead grid-scale storage?", "What does a megawatt-hour of storage cost?", "Is the rumor true that sodium-ion replaces lithium by 2027?"],
+        }),
+      });
+      const body = await res.text();
+      if (res.status !== 202) throw new Error(`the gateway answered ${res.status}: ${body}`);
+      return JSON.parse(body) as { id: string; traceid: string; subject: string };
+    }, (a) => `202, id ${a.id}, trace ${a.traceid}, notarized and routed to ${a.subject}`);
     const report = await step("report.published", () => reports(request.id), (r) => `${r.elapsedMs} ms after the request`);
     const pending = await step("publishing the report is critical: the coordinator asks for approval", () => approvalRequests(request.id),
       (r) => `decision.approval.requested for ${dataJson<{ eventId: string }>(r.event).eventId}`);
@@ -169,6 +180,14 @@ async function lineageCaughtUp(nc: NatsConnection): Promise<number> {
     if (Date.now() > deadline) throw new Error(`lineage holds a checkpoint of ${newest} records of ${messages} within ${WAIT_MS / 1000} s; see its log`);
     await delay(100);
   }
+}
+
+/** The gateway's HTTP URL, from its micro service metadata (`nats micro info gateway`). */
+async function gatewayHttpUrl(nc: NatsConnection): Promise<string> {
+  for await (const info of await new Svcm(nc).client({ strategy: "timer", maxWait: 500 }).info("gateway")) {
+    if (info.metadata?.http) return info.metadata.http;
+  }
+  throw new Error("the gateway did not answer `nats micro info gateway`; see its log");
 }
 
 function printReport(event: CloudEvent): void {

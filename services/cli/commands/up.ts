@@ -12,6 +12,7 @@ import { applyMeshInfra, ensureIdentities, seedTrust } from "../bootstrap.ts";
 import { spawnNatsServer } from "../nats-process.ts";
 import { step } from "../progress.ts";
 import { renderInfra } from "./infra.ts";
+import { ensureDevTokens } from "./tokens.ts";
 
 const CLIENT_PORT = 4222;
 
@@ -36,6 +37,7 @@ export async function run(args: string[]): Promise<number> {
   }
   const principals = loadPrincipals();
   await step("identities", () => ensureIdentities(principals, data), () => `${Object.keys(principals.principals).length} principals`);
+  await step("upstream tokens", () => ensureDevTokens(data), (created) => `${created.length} new in ${join(data, "tokens")}`);
   const config = await step("nats-server config", () => renderInfra({ dataDir: data, full: true }), (r) => r.path);
   mkdirSync(runDir(data), { recursive: true });
   const server = await step("nats-server", () => spawnNatsServer({
