@@ -11,10 +11,11 @@ import {
   NatsBinding, createEvent, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7,
 } from "../services/kit/index.ts";
 import type { TraceResult, WhyResult } from "../services/lineage/queries.ts";
+import { openPostgresStore } from "../services/lineage/store-postgres.ts";
 import { openSqliteStore } from "../services/lineage/store-sqlite.ts";
 import { sqliteStorePath } from "../services/lineage/open-store.ts";
 import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
-import { repoRoot, runNatsJson, waitFor } from "./harness/index.ts";
+import { repoRoot, runNatsJson, startPostgres, waitFor } from "./harness/index.ts";
 import { readMessages } from "../services/cli/flow.ts";
 import { seedPath, inboxPrefix } from "../services/kit/index.ts";
 
@@ -54,42 +55,45 @@ async function publishWork(mesh: OperatedMesh, n: number): Promise<number> {
 }
 
 describe("lineage service", () => {
-  test("lineage - SIGKILLed mid-batch, the restarted process resumes with no gap and no duplicate; bad messages are recorded as failed", async () => {
-    await using mesh = await startOperatedMesh();
-    const total = await publishWork(mesh, 1_000);
-    const env = { LINEAGE_BATCH: "25", LINEAGE_HTTP_PORT: "-1", LINEAGE_CHECKPOINT_EVERY: "200" };
-    const first = mesh.spawn("services/lineage/main.ts", env);
-    const jsm = await jetstreamManager(mesh.operator);
-    const acked = async () => (await jsm.consumers.info("MESH_CAP", "lineage")).ack_floor.stream_seq;
-    await waitFor(async () => (await acked()) >= 300, { what: "lineage to record a few hundred messages", timeoutMs: 20_000 });
-    first.child.kill("SIGKILL");
-    assert.equal(await first.exited, null);
-    const atKill = await acked();
-    assert.ok(atKill < total, `killed mid-ingest (acked ${atKill} of ${total})`);
+  for (const kind of ["sqlite", "postgres"] as const) {
+    test(`lineage on ${kind} - SIGKILLed mid-batch, the restarted process resumes with no gap and no duplicate; bad messages are recorded as failed`, async () => {
+      await using mesh = await startOperatedMesh();
+      await using postgres = kind === "postgres" ? await startPostgres() : undefined;
+      const total = await publishWork(mesh, 1_000);
+      const env = { LINEAGE_BATCH: "25", LINEAGE_HTTP_PORT: "-1", LINEAGE_CHECKPOINT_EVERY: "200", ...(postgres && { LINEAGE_DATABASE_URL: postgres.url }) };
+      const first = mesh.spawn("services/lineage/main.ts", env);
+      const jsm = await jetstreamManager(mesh.operator);
+      const acked = async () => (await jsm.consumers.info("MESH_CAP", "lineage")).ack_floor.stream_seq;
+      await waitFor(async () => (await acked()) >= 300, { what: "lineage to record a few hundred messages", timeoutMs: 20_000 });
+      first.child.kill("SIGKILL");
+      assert.equal(await first.exited, null);
+      const atKill = await acked();
+      assert.ok(atKill < total, `killed mid-ingest (acked ${atKill} of ${total})`);
 
-    const second = mesh.spawn("services/lineage/main.ts", env);
-    const stats = await waitFor(async () => {
-      const s = await ask<{ size: number }>(mesh.operator, "stats").catch(() => undefined);
-      return s !== undefined && s.size >= total && s;
-    }, { what: "every message recorded after the restart", timeoutMs: 30_000 });
-    assert.equal(stats.size, total, "exactly one record per message");
+      const second = mesh.spawn("services/lineage/main.ts", env);
+      const stats = await waitFor(async () => {
+        const s = await ask<{ size: number }>(mesh.operator, "stats").catch(() => undefined);
+        return s !== undefined && s.size >= total && s;
+      }, { what: "every message recorded after the restart", timeoutMs: 30_000 });
+      assert.equal(stats.size, total, "exactly one record per message");
 
-    const report = await ask<{ ok: boolean; records: number; checkpointsVerified: number; problems: unknown[] }>(mesh.operator, "verify");
-    assert.deepEqual(report.problems, []);
-    assert.equal(report.ok, true);
-    assert.equal(report.records, total);
-    assert.ok(report.checkpointsVerified >= 1, "checkpoints were published and match");
+      const report = await ask<{ ok: boolean; records: number; checkpointsVerified: number; problems: unknown[] }>(mesh.operator, "verify");
+      assert.deepEqual(report.problems, []);
+      assert.equal(report.ok, true);
+      assert.equal(report.records, total);
+      assert.ok(report.checkpointsVerified >= 1, "checkpoints were published and match");
 
-    second.child.kill("SIGTERM");
-    assert.equal(await second.exited, 0);
-    await using store = openSqliteStore(sqliteStorePath(mesh.dataDir));
-    const rows = await store.range(0, total + 10);
-    assert.equal(rows.length, total);
-    const seqs = rows.map((r) => r.columns.seq).sort((a, b) => a - b);
-    assert.deepEqual(seqs, Array.from({ length: total }, (_, i) => i + 1), "every MESH_CAP sequence once: no gap, no duplicate");
-    const failed = rows.filter((r) => !r.columns.verified).map((r) => JSON.parse(r.bytes.toString()) as { verification: { code: string } });
-    assert.deepEqual(failed.map((f) => f.verification.code).sort(), ["CW_ERR_UNSIGNED", "CW_ERR_UNSUPPORTED_SPECVERSION"]);
-  });
+      second.child.kill("SIGTERM");
+      assert.equal(await second.exited, 0);
+      await using store = postgres ? await openPostgresStore(postgres.url) : openSqliteStore(sqliteStorePath(mesh.dataDir));
+      const rows = await store.range(0, total + 10);
+      assert.equal(rows.length, total);
+      const seqs = rows.map((r) => r.columns.seq).sort((a, b) => a - b);
+      assert.deepEqual(seqs, Array.from({ length: total }, (_, i) => i + 1), "every MESH_CAP sequence once: no gap, no duplicate");
+      const failed = rows.filter((r) => !r.columns.verified).map((r) => JSON.parse(r.bytes.toString()) as { verification: { code: string } });
+      assert.deepEqual(failed.map((f) => f.verification.code).sort(), ["CW_ERR_UNSIGNED", "CW_ERR_UNSUPPORTED_SPECVERSION"]);
+    });
+  }
 
   test("lineage - a reference flow answers why and trace through NATS, the nats CLI, the causeway CLI and HTTP, with signed timings", async () => {
     await using mesh = await startOperatedMesh();
