@@ -1,5 +1,6 @@
 // Offline checks for `causeway lineage check-proof | check-export`: nothing but the file and lineage's public
 // key — no NATS, no store. What an auditor runs on evidence handed to them.
+import { checkExport } from "../lineage/exports.ts";
 import { verifyConsistencyProof, verifyEventProof } from "../lineage/proofs.ts";
 
 export interface OfflineOutcome {
@@ -30,7 +31,7 @@ function checkProof(text: string, publicKey: string): OfflineOutcome {
 }
 
 function checkExportFile(text: string, publicKey: string): OfflineOutcome {
-  void text;
-  void publicKey;
-  return { ok: false, message: "✗ check-export is not available yet" };
+  const r = checkExport(text, publicKey);
+  if (!r.ok) return { ok: false, message: `✗ the export does not verify: line ${r.line}: ${r.message} (${r.reason}); ${r.records} record lines passed before it` };
+  return { ok: true, message: `✓ ${r.format} export verifies: ${r.records} records, each re-hashed and proved against the checkpoint of ${r.checkpoint.origin} at size ${r.checkpoint.size} (root ${r.checkpoint.root}, ${r.checkpoint.time})` };
 }

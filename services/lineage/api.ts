@@ -3,6 +3,7 @@
 // CLI all call these, so they answer the same questions with the same results and the same error codes.
 import { CausewayError, ErrorCode, type VerificationKey } from "../kit/index.ts";
 import { verifyLog } from "./audit.ts";
+import { exportCsv, exportJsonl, exportOpenLineage, exportProv, type ExportSelection } from "./exports.ts";
 import { proveConsistency, proveEvent } from "./proofs.ts";
 import { impact, listEvents, trace, why } from "./queries.ts";
 import type { Ingest } from "./ingest.ts";
@@ -18,6 +19,20 @@ export interface LineageOperation {
 }
 
 export type LineageApi = Readonly<Record<string, LineageOperation>>;
+
+/** A result that is a document rather than JSON (exports): HTTP sends `body` as is; NATS sends this object. */
+export class Document {
+  readonly format: string;
+  readonly contentType: string;
+  readonly body: string;
+  constructor(format: string, contentType: string, body: string) {
+    this.format = format;
+    this.contentType = contentType;
+    this.body = body;
+  }
+}
+
+const EXPORT_FORMATS = ["jsonl", "csv", "prov", "openlineage"] as const;
 
 export interface ApiDeps {
   readonly store: LineageStore;
@@ -105,6 +120,25 @@ export function createLineageApi(deps: ApiDeps): LineageApi {
         const index = integer(p, "index");
         const target = index !== undefined ? { index } : { id: required(p, "id"), ...source(p) };
         return proveEvent(store, target, await checkpointFor(integer(p, "size")));
+      },
+    },
+    export: {
+      description: "evidence of a flow (correlation) or an event-time range (from, to): format jsonl or csv (records, leaf hashes, inclusion proofs, the signed checkpoint; checkable offline), prov (W3C PROV-JSON) or openlineage (run events)",
+      params: ["correlation", "format", "from", "to"],
+      run: async (p) => {
+        const format = required(p, "format");
+        if (!(EXPORT_FORMATS as readonly string[]).includes(format)) throw new CausewayError(ErrorCode.LineageQuery, `format must be one of ${EXPORT_FORMATS.join(", ")}, not ${JSON.stringify(format)}`);
+        const fromMs = time(p, "from");
+        const correlation = p.correlation?.trim();
+        if (!correlation && fromMs === undefined) throw new CausewayError(ErrorCode.LineageQuery, 'export needs "correlation" or "from" (and optionally "to")');
+        const selection: ExportSelection = correlation ? { correlationId: correlation } : { fromMs: fromMs!, toMs: time(p, "to") ?? Date.now() + 1 };
+        const publicKey = { publicKey: deps.publicKey.keyid };
+        switch (format) {
+          case "jsonl": return new Document(format, "application/x-ndjson", await exportJsonl(store, selection, await checkpointFor(undefined), publicKey));
+          case "csv": return new Document(format, "text/csv; charset=utf-8", await exportCsv(store, selection, await checkpointFor(undefined), publicKey));
+          case "prov": return new Document(format, "application/json", JSON.stringify(await exportProv(store, selection), null, 2) + "\n");
+          default: return new Document(format, "application/x-ndjson", (await exportOpenLineage(store, selection)).map((e) => JSON.stringify(e)).join("\n") + "\n");
+        }
       },
     },
     consistency: {

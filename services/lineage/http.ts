@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import { ErrorCode } from "../kit/index.ts";
-import type { LineageApi, Params } from "./api.ts";
+import { Document, type LineageApi, type Params } from "./api.ts";
 import { errorReply } from "./endpoints.ts";
 
 export interface LineageHttp {
@@ -63,7 +63,13 @@ async function answer(api: LineageApi, req: IncomingMessage, res: ServerResponse
     if (p !== undefined) params[p] = value;
   });
   try {
-    send(200, { ok: true, result: await op.run(params as Params) });
+    const result = await op.run(params as Params);
+    if (result instanceof Document) {
+      res.writeHead(200, { "content-type": result.contentType, "content-length": Buffer.byteLength(result.body), "cache-control": "no-store" });
+      res.end(result.body);
+      return;
+    }
+    send(200, { ok: true, result });
   } catch (err) {
     const reply = errorReply(err);
     const status = STATUS[reply.code] ?? 500;
