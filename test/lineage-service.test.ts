@@ -2,6 +2,8 @@
 // every stream, answering over NATS, resuming after SIGKILL without gap or duplicate.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { promisify } from "node:util";
@@ -17,7 +19,7 @@ import { sqliteStorePath } from "../services/lineage/open-store.ts";
 import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
 import { repoRoot, runNatsJson, startPostgres, waitFor } from "./harness/index.ts";
 import { readMessages } from "../services/cli/flow.ts";
-import { seedPath, inboxPrefix } from "../services/kit/index.ts";
+import { inboxPrefix, publicKeyOf, seedPath } from "../services/kit/index.ts";
 
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
 
@@ -150,6 +152,36 @@ describe("lineage service", () => {
     assert.match(stdout, /report\.published by reporter, 5 steps to the upstream root/);
     const viaHttp = await (await fetch(`${http}/v1/why/${reportId}`)).json() as { ok: boolean; result: WhyResult };
     assert.deepEqual(viaHttp.result.steps.map((s) => s.id), why.steps.map((s) => s.id));
+    const csv = await fetch(`${http}/v1/export/${root.id}?format=csv`);
+    assert.equal(csv.status, 200);
+    assert.match(csv.headers.get("content-type") ?? "", /^text\/csv/);
+
+    // Evidence an auditor takes away and checks offline, with nothing but lineage's public key.
+    const cwd = mkdtempSync(join(tmpdir(), "causeway-audit-"));
+    const causeway = (...args: string[]) => promisify(execFile)(process.execPath, [join(repoRoot, "services/cli/main.ts"), "lineage", ...args], { env: { ...process.env, CAUSEWAY_DATA_DIR: mesh.dataDir } });
+    const key = publicKeyOf("lineage", mesh.dataDir);
+    for (const format of ["jsonl", "csv"]) {
+      const file = join(cwd, `flow.${format}`);
+      await causeway("export", root.id, "--format", format, "--out", file, "--server", mesh.server.url);
+      const checked = await causeway("check-export", file, "--key", key);
+      assert.match(checked.stdout, new RegExp(`✓ ${format} export verifies: \\d+ records`));
+      // Change one letter of the last record line.
+      const lines = readFileSync(file, "utf8").split("\n");
+      const last = lines.length - 2; // the file ends with a newline
+      lines[last] = lines[last]!.replace(/[A-Za-z]/, (c) => (c === "a" ? "b" : "a"));
+      writeFileSync(file, lines.join("\n"));
+      const tampered = await causeway("check-export", file, "--key", key).then(() => undefined, (e: { code: number; stdout: string }) => e);
+      assert.equal(tampered?.code, 1, `a changed ${format} line fails the offline check`);
+      assert.match(tampered!.stdout, new RegExp(`line ${last + 1}:`));
+    }
+    const proofFile = join(cwd, "proof.json");
+    await causeway("prove", reportId, "--out", proofFile, "--server", mesh.server.url);
+    assert.match((await causeway("check-proof", proofFile, "--key", key)).stdout, /✓ inclusion proof verifies/);
+    const prov = JSON.parse((await causeway("export", root.id, "--format", "prov", "--server", mesh.server.url)).stdout) as Record<string, unknown>;
+    for (const relation of ["entity", "activity", "agent", "used", "wasGeneratedBy", "wasDerivedFrom", "wasAssociatedWith"]) assert.ok(prov[relation], `PROV-JSON has ${relation}`);
+    const runs = (await causeway("export", root.id, "--format", "openlineage", "--server", mesh.server.url)).stdout.trim().split("\n").map((l) => JSON.parse(l) as { eventType: string });
+    assert.deepEqual([...new Set(runs.map((r) => r.eventType))].sort(), ["COMPLETE", "FAIL", "START"]);
+
     const missing = await fetch(`${http}/v1/why/no-such-event`);
     assert.equal(missing.status, 404);
     assert.equal(((await missing.json()) as { code: string }).code, "CW_ERR_LINEAGE_NOT_FOUND");
