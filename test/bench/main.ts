@@ -2,6 +2,7 @@
 // run, and the ratio against the goal. Absolute numbers vary with the machine; ratios are the result.
 import { cpus } from "node:os";
 import { cryptoBenchmarks } from "./crypto.bench.ts";
+import { gatewayThroughput } from "./gateway.bench.ts";
 import { chainLatency, hopThroughput } from "./hop.bench.ts";
 import { printTable, type Comparison } from "./measure.ts";
 
@@ -14,8 +15,11 @@ const hop = await hopThroughput();
 results.push(...hop.results);
 console.log("… 5-hop chain latency, one event in flight");
 const chain = await chainLatency();
+console.log("… gateway: accepted events/s over HTTP and NATS vs a hand-written JetStream publisher");
+const gateway = await gatewayThroughput();
+results.push(...gateway.results);
 console.log("");
 const met = printTable(results);
-for (const note of [...hop.notes, ...chain.notes]) console.log(note);
+for (const note of [...hop.notes, ...chain.notes, ...gateway.notes]) console.log(note);
 const chainMet = chain.p50 <= 1.25 && chain.p99 <= 1.5;
 console.log(met && chainMet ? "\nall goals met" : "\nsome goals not met (see the ✗ marks)");

@@ -1,0 +1,101 @@
+// The gateway benchmark's second process: a load generator driven over IPC by gateway.bench.ts. It holds its
+// connections across rounds, so a round measures traffic, not process start-up.
+//   {mode: "http", n}     POST n events to the gateway (keep-alive, CONCURRENCY requests in flight); done when all are 202
+//   {mode: "nats", n}     publish n raw events on mesh.ingest.upstream-demo.bench as upstream-demo; done when flushed
+//   {mode: "baseline", n} the hand-written JetStream publisher: sign each event as the gateway, publish to
+//                         mesh.cap.plan.v1 with a msg id, PUBLISH_WINDOW in flight; done when every ack is in
+import { Agent, request } from "node:http";
+import { jetstream } from "@nats-io/jetstream";
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import {
+  NatsBinding, connectAs, createEvent, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7,
+} from "../../services/kit/index.ts";
+
+const CONCURRENCY = 64;
+const PUBLISH_WINDOW = 256;
+const SOURCE = "https://demo.causeway.dev/bench";
+const SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
+// ~1 KiB of JSON data, like the other benchmarks' events.
+const DATA = JSON.stringify({ topic: "Benchmark", requester: "bench@example.com", questions: ["a".repeat(450), "b".repeat(450)] });
+
+const { GATEWAY_URL, GATEWAY_TOKEN, NATS_URL } = process.env as Record<string, string>;
+const upstream = await connectAs("upstream-demo", { servers: NATS_URL });
+const gateway = await connectAs("gateway", { servers: NATS_URL });
+const js = jetstream(gateway);
+const key = signingKeyFromNkeySeed(readSeed("gateway"));
+const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
+const url = new URL(`${GATEWAY_URL}/events`);
+
+function post(id: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request({
+      agent, host: url.hostname, port: url.port, path: url.pathname, method: "POST",
+      headers: {
+        authorization: `Bearer ${GATEWAY_TOKEN}`, "content-type": "application/json", "content-length": Buffer.byteLength(DATA),
+        "ce-specversion": "1.0", "ce-id": id, "ce-source": SOURCE, "ce-type": "report.requested", "ce-dataschema": SCHEMA,
+      },
+    }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode ?? 0));
+    });
+    req.on("error", reject);
+    req.end(DATA);
+  });
+}
+
+async function http(n: number): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      next++;
+      const status = await post(uuidv7());
+      if (status !== 202) throw new Error(`the gateway answered ${status}`);
+    }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+}
+
+async function nats(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const h = natsHeaders();
+    h.append("ce-specversion", "1.0");
+    h.append("ce-id", uuidv7());
+    h.append("ce-source", SOURCE);
+    h.append("ce-type", "report.requested");
+    h.append("ce-datacontenttype", "application/json");
+    h.append("ce-dataschema", SCHEMA);
+    upstream.publish("mesh.ingest.upstream-demo.bench", DATA, { headers: h });
+  }
+  await upstream.flush();
+}
+
+async function baseline(n: number): Promise<void> {
+  const inFlight = new Set<Promise<unknown>>();
+  for (let i = 0; i < n; i++) {
+    const now = new Date().toISOString();
+    const event = signEvent(createEvent({
+      id: uuidv7(), source: SOURCE, type: "report.requested", time: now, datacontenttype: "application/json", dataschema: SCHEMA,
+      extensions: { upstream: "upstream-demo", emittedat: now, traceparent: newTraceparent() }, data: DATA,
+    }), key);
+    const { headers, data } = NatsBinding.binary(event);
+    const p = js.publish("mesh.cap.plan.v1", data, { headers, msgID: event.id }).finally(() => inFlight.delete(p));
+    inFlight.add(p);
+    if (inFlight.size >= PUBLISH_WINDOW) await Promise.race(inFlight);
+  }
+  await Promise.all(inFlight);
+}
+
+const modes = { http, nats, baseline } as const;
+process.on("message", (msg: { mode: keyof typeof modes; n: number } | "exit") => {
+  if (msg === "exit") {
+    agent.destroy();
+    void Promise.all([upstream.close(), gateway.close()]).then(() => process.exit(0));
+    return;
+  }
+  const started = performance.now();
+  modes[msg.mode](msg.n).then(
+    () => process.send!({ ok: true, ms: performance.now() - started }),
+    (err: unknown) => process.send!({ ok: false, error: String(err) }),
+  );
+});
+process.send!("ready");

@@ -1,0 +1,58 @@
+// Gateway benchmarks (issue 6): accepted events per second through the gateway process, over HTTP (keep-alive,
+// the load generator in a second process) and over NATS (raw events on mesh.ingest, counted when routed to
+// MESH_CAP), against a hand-written JetStream publisher of the same signed events — sign as the gateway,
+// publish to mesh.cap.plan.v1 with a msg id, 256 in flight — in the same second process, same run, alternating.
+import { fork, type ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { startGatewayMesh } from "../gateway-fixture.ts";
+import { repoRoot, waitFor } from "../harness/index.ts";
+import { compare, type Comparison } from "./measure.ts";
+
+const ROUND = 2000;
+
+export async function gatewayThroughput(): Promise<{ results: Comparison[]; notes: string[] }> {
+  await using g = await startGatewayMesh({ rate: { per_second: 1_000_000, burst: 1_000_000 }, env: { LOG_LEVEL: "warn", ...(process.env.GATEWAY_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.GATEWAY_PROF}` } : {}) } });
+  const load: ChildProcess = fork(join(repoRoot, "test", "bench", "gateway-load.ts"), [], {
+    env: { ...process.env, GATEWAY_URL: g.url, GATEWAY_TOKEN: g.token, NATS_URL: g.mesh.server.url, CAUSEWAY_DATA_DIR: g.mesh.dataDir },
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      load.once("message", () => resolve());
+      load.once("exit", (code) => reject(new Error(`the load generator exited with ${code}`)));
+    });
+    const ask = (mode: string, n: number) => new Promise<void>((resolve, reject) => {
+      load.once("message", (m: { ok: boolean; error?: string }) => (m.ok ? resolve() : reject(new Error(`${mode}: ${m.error}`))));
+      load.send({ mode, n });
+    });
+    const jsm = await jetstreamManager(g.mesh.operator);
+    const routed = async () => (await jsm.streams.info("MESH_CAP")).state.messages;
+    const http = { name: "gateway HTTP", run: (n: number) => ask("http", n) };
+    const nats = {
+      name: "gateway NATS",
+      async run(n: number) {
+        const target = (await routed()) + n;
+        await ask("nats", n);
+        await waitFor(async () => (await routed()) >= target, { what: `${n} events routed`, intervalMs: 5, timeoutMs: 120_000 });
+      },
+    };
+    const baseline = { name: "hand-written publisher", run: (n: number) => ask("baseline", n) };
+    const results = [
+      await compare("gateway: HTTP vs hand-written publisher", http, baseline, { ops: ROUND, rounds: 5, goal: 0.6 }),
+      await compare("gateway: NATS vs hand-written publisher", nats, baseline, { ops: ROUND, rounds: 5, goal: 0.85 }),
+    ];
+    return { results, notes: [`gateway: rounds of ${ROUND} events of ~1 KiB, HTTP with 64 keep-alive connections; every side in its own process beside the gateway's`] };
+  } finally {
+    load.send("exit");
+    await new Promise((r) => load.once("exit", r));
+  }
+}
+
+// `node test/bench/gateway.bench.ts` runs this benchmark alone.
+if (import.meta.main) {
+  const { printTable } = await import("./measure.ts");
+  const { results, notes } = await gatewayThroughput();
+  printTable(results);
+  for (const n of notes) console.log(n);
+}
