@@ -7,10 +7,8 @@
 // decisions and the notarized request, so expected queue waits and processing times are known exactly.
 //
 // Also: an orphan whose input was never recorded, and one id recorded under two sources.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { TestContext } from "node:test";
+import { lineageStoreKinds, type LineageStoreKind } from "./lineage-stores.ts";
 import { createUser } from "@nats-io/nkeys";
 import { deriveEventId, uuidv7 } from "../services/kit/context.ts";
 import type { SigningKey } from "../services/kit/keys.ts";
@@ -19,21 +17,16 @@ import { QuarantineHeader } from "../services/kit/quarantine.ts";
 import { signCheckpoint } from "../services/lineage/checkpoint.ts";
 import { createMerkleLog, rootOf } from "../services/lineage/merkle.ts";
 import { dataDigest, encodeRecord, type RecordContent } from "../services/lineage/record.ts";
-import { openSqliteStore } from "../services/lineage/store-sqlite.ts";
 import type { LineageStore, StoredCheckpoint } from "../services/lineage/store.ts";
 
 /** The lineage log's name in test checkpoints. */
 export const ORIGIN = "causeway.test/lineage";
 
-/** A fresh SQLite store in a temporary directory, closed and removed after the test. */
-export function tempStore(t: TestContext): LineageStore {
-  const dir = mkdtempSync(join(tmpdir(), "causeway-lineage-"));
-  const store = openSqliteStore(join(dir, "lineage.db"));
-  t.after(async () => {
-    await store[Symbol.asyncDispose]();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return store;
+/** A fresh store of `kind` (default SQLite), closed and removed after the test. */
+export async function tempStore(t: TestContext, kind: LineageStoreKind = lineageStoreKinds[0]!): Promise<LineageStore> {
+  const opened = await kind.open();
+  t.after(() => opened.dispose());
+  return opened.store;
 }
 
 /** A new Ed25519 key from a fresh NKey user seed. */
