@@ -14,6 +14,8 @@ export interface OpenLineageStoreOptions {
   readonly databaseUrl?: string;
   /** Data directory of the SQLite store (`<dataDir>/lineage/lineage.db`). Default: the kit's `dataDir()`. */
   readonly dataDir?: string;
+  /** The SQLite file itself, overriding `dataDir`. Default: env LINEAGE_SQLITE_PATH. */
+  readonly sqlitePath?: string;
 }
 
 /** The SQLite store's file under a data directory. */
@@ -25,7 +27,7 @@ export function sqliteStorePath(dir: string = dataDir()): string {
 export async function openLineageStore(opts: OpenLineageStoreOptions = {}): Promise<LineageStore> {
   const url = opts.databaseUrl ?? process.env.LINEAGE_DATABASE_URL;
   if (url !== undefined && url !== "") return openPostgresStore(url);
-  const path = sqliteStorePath(opts.dataDir ?? dataDir());
+  const path = opts.sqlitePath || process.env.LINEAGE_SQLITE_PATH || sqliteStorePath(opts.dataDir ?? dataDir());
   try {
     return openSqliteStore(path);
   } catch (err) {
