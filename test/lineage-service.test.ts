@@ -15,11 +15,14 @@ import {
 import type { TraceResult, WhyResult } from "../services/lineage/queries.ts";
 import { openPostgresStore } from "../services/lineage/store-postgres.ts";
 import { openSqliteStore } from "../services/lineage/store-sqlite.ts";
+import { startIngest } from "../services/lineage/ingest.ts";
+import { createMerkleLog } from "../services/lineage/merkle.ts";
+import { encodeRecord } from "../services/lineage/record.ts";
 import { sqliteStorePath } from "../services/lineage/open-store.ts";
 import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
 import { repoRoot, runNatsJson, startPostgres, waitFor } from "./harness/index.ts";
 import { readMessages } from "../services/cli/flow.ts";
-import { inboxPrefix, publicKeyOf, seedPath } from "../services/kit/index.ts";
+import { createLogger, inboxPrefix, publicKeyOf, seedPath } from "../services/kit/index.ts";
 
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
 
@@ -185,5 +188,22 @@ describe("lineage service", () => {
     const missing = await fetch(`${http}/v1/why/no-such-event`);
     assert.equal(missing.status, 404);
     assert.equal(((await missing.json()) as { code: string }).code, "CW_ERR_LINEAGE_NOT_FOUND");
+  });
+
+  test("lineage - a store that recorded sequences the streams never reached (another mesh) is refused, not silently absorbed", async () => {
+    await using mesh = await startOperatedMesh();
+    await using store = openSqliteStore(join(mkdtempSync(join(tmpdir(), "causeway-other-")), "lineage.db"));
+    const record = encodeRecord(0, {
+      stream: "MESH_CAP", seq: 50, subject: "mesh.cap.plan.v1", recorded: new Date().toISOString(), verification: { result: "failed", code: "CW_ERR_UNSIGNED" },
+      attributes: null, headers: {}, datadigest: "", data: "",
+    });
+    const log = createMerkleLog({ leafAt: () => record.leafHash });
+    log.append(record.leafHash);
+    await store.append([record], { size: 1, frontier: log.frontier() });
+    const nc = await mesh.as("lineage");
+    await assert.rejects(
+      startIngest({ js: jetstream(nc), store, trust: mesh.trust, log: createLogger({ name: "lineage", level: "silent" }) }),
+      (err: Error & { code?: string }) => err.code === "CW_ERR_LINEAGE_STORE" && /recorded MESH_CAP up to sequence 50, but the stream ends at 0/.test(err.message),
+    );
   });
 });

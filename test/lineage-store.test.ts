@@ -94,6 +94,13 @@ for (const kind of lineageStoreKinds) {
       assert.deepEqual(await s.store.known([{ stream: "MESH_EVENTS", seq: 1, source: "s", id: "i" }]), new Set());
     });
 
+    test(`${kind.name} - lastSequences gives the highest recorded sequence per stream`, async () => {
+      await using s = await kind.open();
+      assert.deepEqual(await s.store.lastSequences(), {});
+      await append(s.store, [...seqs(3), { seq: 7, stream: "MESH_CAP" }, { seq: 2, stream: "MESH_CAP" }]);
+      assert.deepEqual(await s.store.lastSequences(), { MESH_EVENTS: 3, MESH_CAP: 7 });
+    });
+
     test(`${kind.name} - append stores records and state as given, and reads them back byte for byte`, async () => {
       await using s = await kind.open();
       const first = await append(s.store, seqs(3));

@@ -5,7 +5,7 @@
 // redelivers messages the store already knows. Either way: no gap, no duplicate.
 import type { ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import type { Logger } from "pino";
-import type { TrustStore } from "../kit/index.ts";
+import { CausewayError, ErrorCode, type TrustStore } from "../kit/index.ts";
 import { examine } from "./examine.ts";
 import { createMerkleLog, type MerkleLog } from "./merkle.ts";
 import { encodeRecord } from "./record.ts";
@@ -121,6 +121,7 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   };
 
   const streams = opts.streams ?? RECORDED_STREAMS;
+  await checkSameMesh(js, store, streams);
   const subscriptions: ConsumerMessages[] = [];
   for (const stream of streams) {
     const consumer = await js.consumers.get(stream, LINEAGE_DURABLE);
@@ -153,4 +154,18 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     },
     stopped,
   };
+}
+
+// A store that recorded sequences a stream never reached belongs to another mesh (or to streams since
+// deleted and recreated): recording into it would absorb new messages as "already recorded". Refuse.
+async function checkSameMesh(js: JetStreamClient, store: LineageStore, streams: readonly string[]): Promise<void> {
+  const recorded = await store.lastSequences();
+  const jsm = await js.jetstreamManager();
+  for (const stream of streams) {
+    const last = (await jsm.streams.info(stream)).state.last_seq;
+    const seen = recorded[stream] ?? 0;
+    if (seen > last) {
+      throw new CausewayError(ErrorCode.LineageStore, `the lineage store (${store.location}) recorded ${stream} up to sequence ${seen}, but the stream ends at ${last}: the store belongs to another mesh or to a stream since recreated; point lineage at a new store (LINEAGE_SQLITE_PATH, LINEAGE_DATABASE_URL) and keep this one as evidence`);
+    }
+  }
 }

@@ -214,6 +214,12 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
         values: [c.size, c.root, c.time, c.note, c.auditSeq],
       });
     },
+    async lastSequences() {
+      const { rows: found } = await pool.query<{ stream: string; seq: string }>({
+        name: "lineage_last_sequences", text: "SELECT stream, MAX(stream_seq) AS seq FROM records GROUP BY stream",
+      });
+      return Object.fromEntries(found.map((r) => [r.stream, Number(r.seq)]));
+    },
     async checkpoints() {
       const { rows: found } = await pool.query<{ size: number; root: string; time: string; note: string; audit_seq: number }>({
         name: "lineage_checkpoints", text: "SELECT size, root, time, note, audit_seq FROM checkpoints ORDER BY size",

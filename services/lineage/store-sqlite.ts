@@ -133,6 +133,10 @@ export function openSqliteStore(path: string): LineageStore {
       const clause = where.length > 0 ? `WHERE ${where.join(" AND ")}` : "";
       return rows(`SELECT ${COLUMNS} FROM records ${clause} ORDER BY idx LIMIT ${listLimit(filter)}`, ...params);
     },
+    async lastSequences() {
+      const found = prepared("SELECT stream, MAX(stream_seq) AS seq FROM records GROUP BY stream").all() as { stream: string; seq: number }[];
+      return Object.fromEntries(found.map((r) => [r.stream, r.seq]));
+    },
     async saveCheckpoint(c: StoredCheckpoint) {
       prepared("INSERT INTO checkpoints (size, root, time, note, audit_seq) VALUES (?, ?, ?, ?, ?) ON CONFLICT (size) DO NOTHING")
         .run(c.size, c.root, c.time, c.note, c.auditSeq);

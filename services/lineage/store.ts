@@ -92,6 +92,9 @@ export interface LineageStore extends AsyncDisposable {
   /** Records matching `filter`, in index order. */
   list(filter: ListFilter): Promise<StoredRecord[]>;
 
+  /** The highest stream sequence recorded per stream (streams with no record are absent). */
+  lastSequences(): Promise<Record<string, number>>;
+
   /** Keeps a copy of a published checkpoint (idempotent on size). */
   saveCheckpoint(checkpoint: StoredCheckpoint): Promise<void>;
   /** Stored checkpoints, by size ascending. */
