@@ -7,20 +7,15 @@
 //   GET  /health  → 200 {status: "ok"} while the NATS connection is up, else 503
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { JetStreamClient } from "@nats-io/jetstream";
-import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
-import type { Logger } from "pino";
+import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import {
   ErrorCode, NatsBinding, STRUCTURED_CONTENT_TYPE, decodeJsonBatch, decodeJsonEvent, encodeHeaderValue, encodeJsonEvent,
-  type CloudEvent, type MeshSubjects, type QuarantineOriginal,
+  type CloudEvent, type QuarantineOriginal,
 } from "../kit/index.ts";
-import type { GatewayConfig } from "./config.ts";
-import type { Ledger } from "./ledger.ts";
-import type { Notary } from "./notarize.ts";
+import type { IngressDeps } from "./ingress.ts";
 import { IngestError, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
 import { quarantineCopy, quarantineTarget } from "./quarantine.ts";
-import type { RateLimiter } from "./rate-limit.ts";
-import type { Upstream, Upstreams } from "./upstreams.ts";
+import type { Upstream } from "./upstreams.ts";
 
 /** The batch-mode media type. */
 export const BATCH_CONTENT_TYPE = "application/cloudevents-batch+json";
@@ -32,18 +27,7 @@ export const HEALTH_PATH = "/health";
 const STRUCTURED_MARGIN = 64 * 1024;
 
 /** What the HTTP ingress needs. */
-export interface HttpDeps {
-  readonly config: GatewayConfig;
-  readonly nc: NatsConnection;
-  readonly js: JetStreamClient;
-  readonly subjects: MeshSubjects;
-  readonly upstreams: Upstreams;
-  readonly limiter: RateLimiter;
-  readonly notary: Notary;
-  readonly ledger: Ledger;
-  readonly principal: string;
-  readonly log: Logger;
-}
+export type HttpDeps = IngressDeps;
 
 /** A listening HTTP ingress. */
 export interface HttpIngress {

@@ -8,34 +8,18 @@
 // notes it by the message's content, and the consumer answers when it settles the same message. Every gateway
 // replica notes it (no queue group), so whichever replica's consumer takes the message can answer.
 import { hash } from "node:crypto";
-import { AckPolicy, DeliverPolicy, jetstreamManager, type Consumer, type ConsumerMessages, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
-import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
-import type { Logger } from "pino";
-import { ErrorCode, NatsBinding, QuarantineReason, StreamName, quarantine, type CloudEvent, type MeshSubjects } from "../kit/index.ts";
-import type { GatewayConfig } from "./config.ts";
-import type { Ledger } from "./ledger.ts";
-import type { Notary } from "./notarize.ts";
+import { AckPolicy, DeliverPolicy, jetstreamManager, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import type { Msg, Subscription } from "@nats-io/transport-node";
+import { ErrorCode, NatsBinding, QuarantineReason, StreamName, quarantine, type CloudEvent } from "../kit/index.ts";
+import type { IngressDeps } from "./ingress.ts";
 import { IngestError, rejectionOf, replyBody, type Outcome } from "./outcome.ts";
 import { quarantineTarget } from "./quarantine.ts";
-import type { RateLimiter } from "./rate-limit.ts";
-import type { Upstreams } from "./upstreams.ts";
 
 /** The gateway's durable consumer on MESH_INGEST. */
 export const INGEST_DURABLE = "gateway";
 
 /** What the NATS ingress needs. */
-export interface NatsIngressDeps {
-  readonly config: GatewayConfig;
-  readonly nc: NatsConnection;
-  readonly js: JetStreamClient;
-  readonly subjects: MeshSubjects;
-  readonly upstreams: Upstreams;
-  readonly limiter: RateLimiter;
-  readonly notary: Notary;
-  readonly ledger: Ledger;
-  readonly principal: string;
-  readonly log: Logger;
-}
+export type NatsIngressDeps = IngressDeps;
 
 /** A running NATS ingress. */
 export interface NatsIngress {
