@@ -2,7 +2,7 @@
 // every stream, answering over NATS, resuming after SIGKILL without gap or duplicate.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
@@ -205,5 +205,45 @@ describe("lineage service", () => {
       startIngest({ js: jetstream(nc), store, trust: mesh.trust, log: createLogger({ name: "lineage", level: "silent" }) }),
       (err: Error & { code?: string }) => err.code === "CW_ERR_LINEAGE_STORE" && /recorded MESH_CAP up to sequence 50, but the stream ends at 0/.test(err.message),
     );
+  });
+
+  test("lineage - a lost store is rebuilt from the streams under a new log name; the same name is refused with the way out", async () => {
+    await using mesh = await startOperatedMesh();
+    const total = await publishWork(mesh, 300);
+    const path = join(mesh.dataDir, "rebuild", "lineage.db");
+    const env = { LINEAGE_HTTP_PORT: "-1", LINEAGE_CHECKPOINT_INTERVAL_MS: "200", LINEAGE_SQLITE_PATH: path };
+    const recordedAll = async () => waitFor(async () => {
+      const s = await ask<{ size: number }>(mesh.operator, "stats").catch(() => undefined);
+      return s !== undefined && s.size >= total && s;
+    }, { what: "every message recorded", timeoutMs: 20_000 });
+    const first = mesh.spawn("services/lineage/main.ts", env);
+    await recordedAll();
+    await waitFor(async () => (await ask<{ size: number }[]>(mesh.operator, "checkpoints")).at(-1)?.size === total, { what: "a checkpoint of everything" });
+    const before = await (async () => {
+      await using store = openSqliteStore(path);
+      return (await store.range(0, total)).map((r) => `${r.columns.stream}#${r.columns.seq} ${r.columns.id} ${r.columns.verified}`).sort();
+    })();
+    first.child.kill("SIGTERM");
+    assert.equal(await first.exited, 0);
+    rmSync(path, { force: true });
+    rmSync(`${path}-wal`, { force: true });
+    rmSync(`${path}-shm`, { force: true });
+
+    const refused = mesh.spawn("services/lineage/main.ts", env);
+    assert.equal(await refused.exited, 1, "an empty store under a name with published checkpoints is refused");
+    assert.match(refused.output(), /is empty, but MESH_AUDIT holds \d+ checkpoints of the log "causeway.local\/lineage".*LINEAGE_ORIGIN=causeway.local\/lineage\/2/);
+
+    const rebuilt = mesh.spawn("services/lineage/main.ts", { ...env, LINEAGE_ORIGIN: "causeway.local/lineage/2" });
+    const stats = await recordedAll().catch((e: Error) => { throw new Error(`${e.message}\n${rebuilt.output()}`); });
+    assert.equal(stats.size, total);
+    await waitFor(async () => (await ask<{ size: number }[]>(mesh.operator, "checkpoints")).at(-1)?.size === total, { what: "a checkpoint of the rebuilt log" });
+    const report = await ask<{ ok: boolean; problems: unknown[]; checkpointsVerified: number }>(mesh.operator, "verify");
+    assert.deepEqual(report.problems, []);
+    assert.ok(report.checkpointsVerified >= 1);
+    rebuilt.child.kill("SIGTERM");
+    assert.equal(await rebuilt.exited, 0);
+    await using store = openSqliteStore(path);
+    const after = (await store.range(0, total + 1)).map((r) => `${r.columns.stream}#${r.columns.seq} ${r.columns.id} ${r.columns.verified}`).sort();
+    assert.deepEqual(after, before, "the rebuilt log records the same messages with the same verification results");
   });
 });

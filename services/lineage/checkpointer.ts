@@ -19,13 +19,11 @@ export interface CheckpointerOptions {
   readonly every: number;
   readonly intervalMs: number;
   readonly log: Logger;
-  /** The live log, read when a checkpoint is due. */
-  readonly current: () => MerkleLog;
 }
 
 export interface Checkpointer {
-  /** Tells the checkpointer the log grew (after a commit). */
-  grew(): void;
+  /** Tells the checkpointer the log grew: `log` is the log as just committed. */
+  grew(log: MerkleLog): void;
   /** Publishes a checkpoint now if the log grew since the last one; resolves with it (or the last one). */
   publishNow(): Promise<StoredCheckpoint | undefined>;
   /** Stops the timer and publishes a final checkpoint if the log grew. */
@@ -36,13 +34,14 @@ export async function startCheckpointer(opts: CheckpointerOptions): Promise<Chec
   const stored = await opts.store.checkpoints();
   let last: StoredCheckpoint | undefined = stored.at(-1);
   let publishing: Promise<StoredCheckpoint | undefined> = Promise.resolve(last);
+  let current: MerkleLog | undefined; // the log as last committed
   let queued = false; // a publication is waiting: more growth before it runs needs no second one
 
   const publish = async (): Promise<StoredCheckpoint | undefined> => {
-    const log = opts.current();
+    const log = current;
     // Size and root are read together, from one committed state of the log.
-    const size = log.size;
-    if (size === 0 || (last !== undefined && size <= last.size)) return last;
+    const size = log?.size ?? 0;
+    if (!log || size === 0 || (last !== undefined && size <= last.size)) return last;
     const checkpoint = { origin: opts.origin, size, root: log.root().toString("base64"), time: formatTime(Date.now()) };
     const note = signCheckpoint(checkpoint, opts.key);
     // The msgID makes a retried publication of the same size one message.
@@ -70,8 +69,9 @@ export async function startCheckpointer(opts: CheckpointerOptions): Promise<Chec
   timer.unref();
 
   return {
-    grew() {
-      if (opts.current().size - (last?.size ?? 0) >= opts.every) void schedule();
+    grew(log) {
+      current = log;
+      if (log.size - (last?.size ?? 0) >= opts.every) void schedule();
     },
     publishNow: schedule,
     async stop() {

@@ -5,7 +5,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Svcm, type Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { StreamName, readStream, subjectsFor, type SigningKey, type TrustStore } from "../kit/index.ts";
+import { CausewayError, ErrorCode, StreamName, readStream, subjectsFor, type SigningKey, type TrustStore } from "../kit/index.ts";
 import { createLineageApi, type LineageApi } from "./api.ts";
 import { startCheckpointer, type Checkpointer } from "./checkpointer.ts";
 import type { LineageConfig } from "./config.ts";
@@ -43,17 +43,20 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
   const js = jetstream(nc);
   const jsm = await jetstreamManager(nc);
   const subjects = subjectsFor();
-  let ingest: Ingest | undefined;
-  const checkpointer = await startCheckpointer({
-    js, store, key: opts.key, origin: config.origin, subject: subjects.checkpoint(), every: config.checkpointEvery,
-    intervalMs: config.checkpointIntervalMs, log, current: () => ingest!.log,
-  });
-  ingest = await startIngest({ js, store, trust: opts.trust, log, batchSize: config.batchSize, onCommit: () => checkpointer.grew(), ...(opts.streams && { streams: opts.streams }) });
   const published = async () => {
     const notes: string[] = [];
-    for await (const m of readStream(jsm, StreamName.Audit, 1, subjects.checkpoint())) notes.push(m.string());
+    for await (const m of readStream(jsm, StreamName.Audit, 1, subjects.checkpoint())) {
+      const note = m.string();
+      if (note.startsWith(`${config.origin}\n`)) notes.push(note); // this log's checkpoints, not an earlier log's
+    }
     return notes;
   };
+  await refuseSilentRebuild(store, config.origin, published);
+  const checkpointer = await startCheckpointer({
+    js, store, key: opts.key, origin: config.origin, subject: subjects.checkpoint(), every: config.checkpointEvery,
+    intervalMs: config.checkpointIntervalMs, log,
+  });
+  const ingest = await startIngest({ js, store, trust: opts.trust, log, batchSize: config.batchSize, onCommit: (merkle) => checkpointer.grew(merkle), ...(opts.streams && { streams: opts.streams }) });
   const api = createLineageApi({ store, publicKey: opts.key, published, ingest, checkpointNow: () => checkpointer.publishNow() });
   let service: Service | undefined;
   let http: LineageHttp | undefined;
@@ -82,4 +85,15 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
       await http?.close();
     },
   };
+}
+
+// An empty store under a log name that already has published checkpoints would rebuild a log those
+// checkpoints cannot vouch for (the streams interleave differently the second time): a rebuilt log is a new
+// log and needs its own name.
+async function refuseSilentRebuild(store: LineageStore, origin: string, published: () => Promise<string[]>): Promise<void> {
+  if ((await store.state()).size > 0) return;
+  const notes = await published();
+  if (notes.length === 0) return;
+  const newest = notes.at(-1)!.split("\n")[1];
+  throw new CausewayError(ErrorCode.LineageStore, `the store (${store.location}) is empty, but MESH_AUDIT holds ${notes.length} checkpoints of the log "${origin}" (up to size ${newest}): to rebuild the store from the streams, give the rebuilt log its own name, e.g. LINEAGE_ORIGIN=${origin}/2, and keep the old store as the evidence for the old checkpoints`);
 }
