@@ -23,9 +23,8 @@ export function examine(msg: ExaminedMessage, trust: TrustStore, now = new Date(
   } catch (err) {
     return { ...base, verification: failure(err), attributes: null, datadigest: dataDigest(msg.data), data: Buffer.from(msg.data).toString("base64") };
   }
-  const keyid = keyidOf(event);
   let verification: RecordVerification;
-  let attributes = attributesOf(event);
+  let attributes: Record<string, string>;
   try {
     const trusted = trust.verify(event);
     const v = trusted.verification;
@@ -36,7 +35,10 @@ export function examine(msg: ExaminedMessage, trust: TrustStore, now = new Date(
     // Strict mode: only what the signature covers is recorded as the event's attributes (plus the envelope).
     attributes = { ...attributesOf(trusted.event), [DSSE_MATERIAL]: String(event.extensions[DSSE_MATERIAL]) };
   } catch (err) {
+    // Only a failed record reads the key id from the envelope itself (verified ones have it from verify).
+    const keyid = keyidOf(event);
     verification = { ...failure(err), ...(keyid !== undefined && { keyid }) };
+    attributes = attributesOf(event);
   }
   return { ...base, verification, attributes, datadigest: dataDigest(event.data), data: Buffer.from(event.data).toString("base64") };
 }
