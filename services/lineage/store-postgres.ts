@@ -8,49 +8,12 @@
 import { DatabaseError, Pool, TypeOverrides, type PoolClient, type QueryConfig } from "pg";
 import { CausewayError, ErrorCode } from "../kit/errors.ts";
 import type { RecordColumns } from "./record.ts";
-import { checkContinues, splitFrontier } from "./store-sqlite.ts";
+import { RECORD_COLUMNS, checkContinues, schemaSql, splitFrontier } from "./store-schema.ts";
 import { listLimit, recordKeyString, type LineageStore, type ListFilter, type LogState, type RecordKey, type StoredCheckpoint, type StoredRecord } from "./store.ts";
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS records (
-  idx BIGINT PRIMARY KEY,
-  stream TEXT NOT NULL,
-  stream_seq BIGINT NOT NULL,
-  subject TEXT NOT NULL,
-  source TEXT,
-  id TEXT,
-  type TEXT,
-  time_ms BIGINT,
-  correlationid TEXT,
-  causationid TEXT,
-  principal TEXT,
-  verified SMALLINT NOT NULL,
-  leaf_hash BYTEA NOT NULL,
-  record BYTEA NOT NULL,
-  UNIQUE (stream, stream_seq),
-  UNIQUE (stream, source, id)
-);
-CREATE INDEX IF NOT EXISTS records_id ON records (id);
-CREATE INDEX IF NOT EXISTS records_correlation ON records (correlationid);
-CREATE INDEX IF NOT EXISTS records_causation ON records (causationid);
-CREATE INDEX IF NOT EXISTS records_principal ON records (principal, idx);
-CREATE INDEX IF NOT EXISTS records_type ON records (type, idx);
-CREATE INDEX IF NOT EXISTS records_time ON records (time_ms);
-CREATE TABLE IF NOT EXISTS log_state (
-  one SMALLINT PRIMARY KEY CHECK (one = 1),
-  size BIGINT NOT NULL,
-  frontier BYTEA NOT NULL
-);
-CREATE TABLE IF NOT EXISTS checkpoints (
-  size BIGINT PRIMARY KEY,
-  root TEXT NOT NULL,
-  time TEXT NOT NULL,
-  note TEXT NOT NULL,
-  audit_seq BIGINT NOT NULL
-);
-`;
+const SCHEMA = schemaSql({ key: "BIGINT PRIMARY KEY", integer: "BIGINT", small: "SMALLINT", bytes: "BYTEA" });
 
-const COLUMNS = "idx, stream, stream_seq, subject, source, id, type, time_ms, correlationid, causationid, principal, verified, leaf_hash, record";
+const COLUMNS = RECORD_COLUMNS;
 
 /** Element type of each column in the unnest() of a batch insert, in {@link COLUMNS} order. */
 const COLUMN_TYPES = ["bigint", "text", "bigint", "text", "text", "text", "text", "bigint", "text", "text", "text", "smallint", "bytea", "bytea"];

@@ -5,48 +5,12 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { RecordColumns } from "./record.ts";
+import { RECORD_COLUMNS, checkContinues, schemaSql, splitFrontier } from "./store-schema.ts";
 import { listLimit, recordKeyString, type LineageStore, type ListFilter, type LogState, type RecordKey, type StoredCheckpoint, type StoredRecord } from "./store.ts";
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS records (
-  idx INTEGER PRIMARY KEY,
-  stream TEXT NOT NULL,
-  stream_seq INTEGER NOT NULL,
-  subject TEXT NOT NULL,
-  source TEXT,
-  id TEXT,
-  type TEXT,
-  time_ms INTEGER,
-  correlationid TEXT,
-  causationid TEXT,
-  principal TEXT,
-  verified INTEGER NOT NULL,
-  leaf_hash BLOB NOT NULL,
-  record BLOB NOT NULL,
-  UNIQUE (stream, stream_seq),
-  UNIQUE (stream, source, id)
-);
-CREATE INDEX IF NOT EXISTS records_id ON records (id);
-CREATE INDEX IF NOT EXISTS records_correlation ON records (correlationid);
-CREATE INDEX IF NOT EXISTS records_causation ON records (causationid);
-CREATE INDEX IF NOT EXISTS records_principal ON records (principal, idx);
-CREATE INDEX IF NOT EXISTS records_type ON records (type, idx);
-CREATE INDEX IF NOT EXISTS records_time ON records (time_ms);
-CREATE TABLE IF NOT EXISTS log_state (
-  one INTEGER PRIMARY KEY CHECK (one = 1),
-  size INTEGER NOT NULL,
-  frontier BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS checkpoints (
-  size INTEGER PRIMARY KEY,
-  root TEXT NOT NULL,
-  time TEXT NOT NULL,
-  note TEXT NOT NULL,
-  audit_seq INTEGER NOT NULL
-);
-`;
+const SCHEMA = schemaSql({ key: "INTEGER PRIMARY KEY", integer: "INTEGER", small: "INTEGER", bytes: "BLOB" });
 
-const COLUMNS = "idx, stream, stream_seq, subject, source, id, type, time_ms, correlationid, causationid, principal, verified, leaf_hash, record";
+const COLUMNS = RECORD_COLUMNS;
 
 interface Row {
   idx: number; stream: string; stream_seq: number; subject: string; source: string | null; id: string | null; type: string | null;
@@ -166,19 +130,4 @@ function toStored(r: Row): StoredRecord {
 
 function columnValues(c: RecordColumns): (string | number | null)[] {
   return [c.index, c.stream, c.seq, c.subject, c.source, c.id, c.type, c.timeMs, c.correlationid, c.causationid, c.principal, c.verified ? 1 : 0];
-}
-
-/** Throws unless `records` continue a log of `current` leaves and `state` is the log after them. */
-export function checkContinues(records: readonly StoredRecord[], current: number, state: LogState): void {
-  records.forEach((r, i) => {
-    if (r.columns.index !== current + i) throw new RangeError(`record index ${r.columns.index} does not continue the log at ${current + i}`);
-  });
-  if (state.size !== current + records.length) throw new RangeError(`log state size ${state.size} is not ${current + records.length}`);
-}
-
-/** The persisted frontier: concatenated 32-byte hashes. */
-export function splitFrontier(bytes: Uint8Array): Buffer[] {
-  const out: Buffer[] = [];
-  for (let i = 0; i < bytes.length; i += 32) out.push(Buffer.from(bytes.subarray(i, i + 32)));
-  return out;
 }

@@ -1,0 +1,76 @@
+// The lineage store's tables, once for both stores: the same names everywhere (tests tamper with both through
+// the same SQL), with each database's types filled in. Also the pieces both stores share: the continuity check
+// of an append and the persisted frontier's encoding.
+import type { LogState, StoredRecord } from "./store.ts";
+
+/** Each database's names for the column types the schema uses. */
+export interface SqlTypes {
+  /** The leaf index: SQLite's `INTEGER PRIMARY KEY` (the rowid), PostgreSQL's `BIGINT PRIMARY KEY`. */
+  readonly key: string;
+  /** A 64-bit integer. */
+  readonly integer: string;
+  /** A small integer (the 0/1 `verified` flag, so the same raw SQL works on both). */
+  readonly small: string;
+  /** Bytes. */
+  readonly bytes: string;
+}
+
+/** The DDL of the lineage store, idempotent (IF NOT EXISTS). */
+export function schemaSql(t: SqlTypes): string {
+  return `
+CREATE TABLE IF NOT EXISTS records (
+  idx ${t.key},
+  stream TEXT NOT NULL,
+  stream_seq ${t.integer} NOT NULL,
+  subject TEXT NOT NULL,
+  source TEXT,
+  id TEXT,
+  type TEXT,
+  time_ms ${t.integer},
+  correlationid TEXT,
+  causationid TEXT,
+  principal TEXT,
+  verified ${t.small} NOT NULL,
+  leaf_hash ${t.bytes} NOT NULL,
+  record ${t.bytes} NOT NULL,
+  UNIQUE (stream, stream_seq),
+  UNIQUE (stream, source, id)
+);
+CREATE INDEX IF NOT EXISTS records_id ON records (id);
+CREATE INDEX IF NOT EXISTS records_correlation ON records (correlationid);
+CREATE INDEX IF NOT EXISTS records_causation ON records (causationid);
+CREATE INDEX IF NOT EXISTS records_principal ON records (principal, idx);
+CREATE INDEX IF NOT EXISTS records_type ON records (type, idx);
+CREATE INDEX IF NOT EXISTS records_time ON records (time_ms);
+CREATE TABLE IF NOT EXISTS log_state (
+  one ${t.small} PRIMARY KEY CHECK (one = 1),
+  size ${t.integer} NOT NULL,
+  frontier ${t.bytes} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+  size ${t.integer} PRIMARY KEY,
+  root TEXT NOT NULL,
+  time TEXT NOT NULL,
+  note TEXT NOT NULL,
+  audit_seq ${t.integer} NOT NULL
+);
+`;
+}
+
+/** The records table's columns, in the order both stores insert and select them. */
+export const RECORD_COLUMNS = "idx, stream, stream_seq, subject, source, id, type, time_ms, correlationid, causationid, principal, verified, leaf_hash, record";
+
+/** Throws unless `records` continue a log of `current` leaves and `state` is the log after them. */
+export function checkContinues(records: readonly StoredRecord[], current: number, state: LogState): void {
+  records.forEach((r, i) => {
+    if (r.columns.index !== current + i) throw new RangeError(`record index ${r.columns.index} does not continue the log at ${current + i}`);
+  });
+  if (state.size !== current + records.length) throw new RangeError(`log state size ${state.size} is not ${current + records.length}`);
+}
+
+/** The persisted frontier: concatenated 32-byte hashes. */
+export function splitFrontier(bytes: Uint8Array): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = 0; i < bytes.length; i += 32) out.push(Buffer.from(bytes.subarray(i, i + 32)));
+  return out;
+}
