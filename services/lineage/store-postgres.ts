@@ -8,7 +8,7 @@
 import { DatabaseError, Pool, TypeOverrides, type PoolClient, type QueryConfig } from "pg";
 import { CausewayError, ErrorCode } from "../kit/errors.ts";
 import type { RecordColumns } from "./record.ts";
-import { RECORD_COLUMNS, checkContinues, schemaSql, splitFrontier } from "./store-schema.ts";
+import { RECORD_COLUMNS, checkContinues, recordOfRow, schemaSql, splitFrontier, type RecordRow } from "./store-schema.ts";
 import { listLimit, recordKeyString, type LineageStore, type ListFilter, type LogState, type RecordKey, type StoredCheckpoint, type StoredRecord } from "./store.ts";
 
 const SCHEMA = schemaSql({ key: "BIGINT PRIMARY KEY", integer: "BIGINT", small: "SMALLINT", bytes: "BYTEA" });
@@ -30,12 +30,6 @@ const SCHEMA_LOCK = 0x63_77_6c_73; // "cwls"
 const POOL_SIZE = 4;
 /** How long opening a connection may take before the store reports the database unreachable. */
 const CONNECT_TIMEOUT_MS = 10_000;
-
-interface Row {
-  idx: number; stream: string; stream_seq: number; subject: string; source: string | null; id: string | null; type: string | null;
-  time_ms: number | null; correlationid: string | null; causationid: string | null; principal: string | null; verified: number;
-  leaf_hash: Buffer; record: Buffer;
-}
 
 /**
  * Opens (creating the schema if needed) the PostgreSQL store at `url` (`postgres://user:pass@host:port/db`).
@@ -75,7 +69,7 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
     throw new CausewayError(ErrorCode.LineageStore, `cannot open the lineage store at ${location}: ${redactSecrets((err as Error).message, url)}`, { cause: err });
   }
 
-  const rows = async (query: QueryConfig): Promise<StoredRecord[]> => (await pool.query<Row>(query)).rows.map(toStored);
+  const rows = async (query: QueryConfig): Promise<StoredRecord[]> => (await pool.query<RecordRow>(query)).rows.map(recordOfRow);
   let ended = false;
 
   const store: LineageStore = {
@@ -252,16 +246,6 @@ function bigintAsNumber(): TypeOverrides {
   return types;
 }
 
-function toStored(r: Row): StoredRecord {
-  return {
-    columns: {
-      index: r.idx, stream: r.stream, seq: r.stream_seq, subject: r.subject, source: r.source, id: r.id, type: r.type, timeMs: r.time_ms,
-      correlationid: r.correlationid, causationid: r.causationid, principal: r.principal, verified: r.verified === 1,
-    },
-    bytes: r.record,
-    leafHash: r.leaf_hash,
-  };
-}
 
 function columnValues(r: StoredRecord): unknown[] {
   const c: RecordColumns = r.columns;

@@ -3,6 +3,27 @@
 // of an append and the persisted frontier's encoding.
 import type { LogState, StoredRecord } from "./store.ts";
 
+/** A row of the records table as both drivers return it (SQLite gives Uint8Array, pg gives Buffer). */
+export interface RecordRow {
+  idx: number; stream: string; stream_seq: number; subject: string; source: string | null; id: string | null; type: string | null;
+  time_ms: number | null; correlationid: string | null; causationid: string | null; principal: string | null; verified: number;
+  leaf_hash: Uint8Array; record: Uint8Array;
+}
+
+/** A row as a stored record. */
+export function recordOfRow(r: RecordRow): StoredRecord {
+  return {
+    columns: {
+      index: r.idx, stream: r.stream, seq: r.stream_seq, subject: r.subject, source: r.source, id: r.id, type: r.type, timeMs: r.time_ms,
+      correlationid: r.correlationid, causationid: r.causationid, principal: r.principal, verified: r.verified === 1,
+    },
+    bytes: asBuffer(r.record),
+    leafHash: asBuffer(r.leaf_hash),
+  };
+}
+
+const asBuffer = (b: Uint8Array): Buffer => (Buffer.isBuffer(b) ? b : Buffer.from(b));
+
 /** Each database's names for the column types the schema uses. */
 export interface SqlTypes {
   /** The leaf index: SQLite's `INTEGER PRIMARY KEY` (the rowid), PostgreSQL's `BIGINT PRIMARY KEY`. */

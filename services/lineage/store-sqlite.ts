@@ -5,18 +5,12 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { RecordColumns } from "./record.ts";
-import { RECORD_COLUMNS, checkContinues, schemaSql, splitFrontier } from "./store-schema.ts";
+import { RECORD_COLUMNS, checkContinues, recordOfRow, schemaSql, splitFrontier, type RecordRow } from "./store-schema.ts";
 import { listLimit, recordKeyString, type LineageStore, type ListFilter, type LogState, type RecordKey, type StoredCheckpoint, type StoredRecord } from "./store.ts";
 
 const SCHEMA = schemaSql({ key: "INTEGER PRIMARY KEY", integer: "INTEGER", small: "INTEGER", bytes: "BLOB" });
 
 const COLUMNS = RECORD_COLUMNS;
-
-interface Row {
-  idx: number; stream: string; stream_seq: number; subject: string; source: string | null; id: string | null; type: string | null;
-  time_ms: number | null; correlationid: string | null; causationid: string | null; principal: string | null; verified: number;
-  leaf_hash: Uint8Array; record: Uint8Array;
-}
 
 /** Opens (creating if needed) the SQLite store at `path`. */
 export function openSqliteStore(path: string): LineageStore {
@@ -31,7 +25,7 @@ export function openSqliteStore(path: string): LineageStore {
     return s;
   };
   const rows = (sql: string, ...params: (string | number | null)[]): StoredRecord[] =>
-    (prepared(sql).all(...params) as unknown as Row[]).map(toStored);
+    (prepared(sql).all(...params) as unknown as RecordRow[]).map(recordOfRow);
 
   const insert = prepared(`INSERT INTO records (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
   const saveState = prepared("INSERT INTO log_state (one, size, frontier) VALUES (1, ?, ?) ON CONFLICT (one) DO UPDATE SET size = excluded.size, frontier = excluded.frontier");
@@ -117,16 +111,6 @@ export function openSqliteStore(path: string): LineageStore {
   return store;
 }
 
-function toStored(r: Row): StoredRecord {
-  return {
-    columns: {
-      index: r.idx, stream: r.stream, seq: r.stream_seq, subject: r.subject, source: r.source, id: r.id, type: r.type, timeMs: r.time_ms,
-      correlationid: r.correlationid, causationid: r.causationid, principal: r.principal, verified: r.verified === 1,
-    },
-    bytes: Buffer.from(r.record),
-    leafHash: Buffer.from(r.leaf_hash),
-  };
-}
 
 function columnValues(c: RecordColumns): (string | number | null)[] {
   return [c.index, c.stream, c.seq, c.subject, c.source, c.id, c.type, c.timeMs, c.correlationid, c.causationid, c.principal, c.verified ? 1 : 0];
