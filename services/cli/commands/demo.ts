@@ -73,7 +73,8 @@ export async function run(args: string[]): Promise<number> {
       natsUrl: url, dataDir: data, logDir: join(demoDir, "logs"),
       // A short deadline so the demo's partial report (one finding is quarantined) comes quickly.
       env: { CAUSEWAY_REPORT_DEADLINE_MS: "3000", CAUSEWAY_REPORT_SWEEP_MS: "200", LOG_LEVEL: "info", CAUSEWAY_OUTBOX_DIR: join(demoDir, "outbox"),
-        LINEAGE_HTTP_PORT: "0", LINEAGE_CHECKPOINT_INTERVAL_MS: "200", CAUSEWAY_GATEWAY_PORT: "0" },
+        // The demo's streams are new every run, so its audit log is too (make up keeps one in the data directory).
+        LINEAGE_HTTP_PORT: "0", LINEAGE_CHECKPOINT_INTERVAL_MS: "200", LINEAGE_SQLITE_PATH: join(demoDir, "lineage.db"), CAUSEWAY_GATEWAY_PORT: "0" },
     });
     await step("services", () => waitForAgents(operator, agents), () => `${agents.map((a) => `${a.name} (pid ${a.child.pid})`).join(", ")} running; logs in ${join(demoDir, "logs")}`);
 
