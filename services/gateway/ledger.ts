@@ -2,7 +2,8 @@
 // — the event's dedupe key — keeps one copy; beyond it a create-only mark in KV causeway_processed (7 days)
 // remembers what was accepted. The mark is written before the publish, so a resubmission after the window
 // finds it; a mark younger than the window is republished on conflict (JetStream absorbs the copy), which
-// covers a gateway that died between mark and publish while the upstream or the stream retries.
+// covers a gateway that died between mark and publish while the upstream or the stream retries. Marks and
+// publishes leave in one socket write per event-loop turn (turnBatcher), not one per event.
 import type { JetStreamClient } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { NatsBinding, type CloudEvent } from "../kit/index.ts";
@@ -24,9 +25,10 @@ export interface Ledger {
  */
 export function createLedger(js: JetStreamClient, kv: KV, duplicateWindowMs: number): Ledger {
   const republishWithinMs = duplicateWindowMs * 0.8;
+  const batch = turnBatcher();
   const send = (checked: Checked, event: CloudEvent) => {
     const { headers, data } = NatsBinding.binary(event);
-    return js.publish(checked.route.subject, data, { headers, msgID: checked.key });
+    return batch(() => js.publish(checked.route.subject, data, { headers, msgID: checked.key }));
   };
   return {
     async publish(checked, event) {
@@ -36,7 +38,7 @@ export function createLedger(js: JetStreamClient, kv: KV, duplicateWindowMs: num
       };
       const markKey = `${MARK_PREFIX}.${checked.key}`;
       try {
-        await kv.create(markKey, JSON.stringify({ ...accepted, upstream: checked.upstream.name }));
+        await batch(() => kv.create(markKey, JSON.stringify({ ...accepted, upstream: checked.upstream.name })));
       } catch (err) {
         const mark = await kv.get(markKey);
         if (mark === null || mark.operation !== "PUT") throw err;
@@ -54,4 +56,27 @@ export function createLedger(js: JetStreamClient, kv: KV, duplicateWindowMs: num
       }
     },
   };
+}
+
+/**
+ * Defers calls to the end of the event-loop turn and runs them together, so the NATS client sends their
+ * requests in one socket write (it flushes once per microtask checkpoint, else once per request).
+ */
+function turnBatcher(): <T>(fn: () => Promise<T>) => Promise<T> {
+  let queue: (() => void)[] = [];
+  const run = () => {
+    const q = queue;
+    queue = [];
+    for (const f of q) f();
+  };
+  return <T>(fn: () => Promise<T>) => new Promise<T>((resolve, reject) => {
+    if (queue.length === 0) setImmediate(run);
+    queue.push(() => {
+      try {
+        fn().then(resolve, reject);
+      } catch (err) {
+        reject(err);
+      }
+    });
+  });
 }

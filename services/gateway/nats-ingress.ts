@@ -51,14 +51,22 @@ export async function startNatsIngress(deps: NatsIngressDeps): Promise<NatsIngre
   const consumer: Consumer = await deps.js.consumers.get(StreamName.Ingest, INGEST_DURABLE);
   const messages: ConsumerMessages = await consumer.consume({ max_messages: deps.config.concurrency });
   const inFlight = new Set<Promise<void>>();
+  // At the limit the loop waits for one message to settle. (Promise.race over the in-flight set would hang a
+  // reaction on every pending message per message taken: O(concurrency) work per event.)
+  let wake: (() => void) | undefined;
   const loop = (async () => {
     for await (const msg of messages) {
       const p = settle(deps, msg, replies).catch((err: unknown) => {
         deps.log.error({ err, seq: msg.seq }, "ingest message failed; redelivered later");
         msg.nak(1_000);
-      }).finally(() => inFlight.delete(p));
+      }).finally(() => {
+        inFlight.delete(p);
+        const w = wake;
+        wake = undefined;
+        w?.();
+      });
       inFlight.add(p);
-      if (inFlight.size >= deps.config.concurrency) await Promise.race(inFlight);
+      if (inFlight.size >= deps.config.concurrency) await new Promise<void>((resolve) => { wake = resolve; });
     }
   })();
   return {
