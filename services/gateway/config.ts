@@ -15,6 +15,11 @@ export interface GatewayConfig {
   readonly maxDataBytes: number;
   /** Largest batch request body in bytes. `CAUSEWAY_GATEWAY_MAX_BATCH_BYTES`, default 4 MiB. */
   readonly maxBatchBytes: number;
+  /**
+   * Gateway processes: 1 runs in this process; more forks that many workers sharing the HTTP port (node:cluster)
+   * and the NATS ingress consumer, each with its share of the rate limits. `CAUSEWAY_GATEWAY_WORKERS`, default 1.
+   */
+  readonly workers: number;
   /** NATS ingress messages processed at once. `CAUSEWAY_GATEWAY_CONCURRENCY`, default 256. */
   readonly concurrency: number;
   /** How long a NATS requester's reply is awaited before it is forgotten (ms). `CAUSEWAY_GATEWAY_REPLY_TTL_MS`, default 30000. */
@@ -38,6 +43,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): GatewayConfig 
     port: envInteger(env, "CAUSEWAY_GATEWAY_PORT", 0, 65535, 8480),
     maxDataBytes: envInteger(env, "CAUSEWAY_MAX_DATA_BYTES", 1, 64 * 1024 * 1024, DEFAULT_MAX_DATA_BYTES, " bytes"),
     maxBatchBytes: envInteger(env, "CAUSEWAY_GATEWAY_MAX_BATCH_BYTES", 1024, 256 * 1024 * 1024, 4 * 1024 * 1024, " bytes"),
+    workers: envInteger(env, "CAUSEWAY_GATEWAY_WORKERS", 1, 64, 1),
     concurrency: envInteger(env, "CAUSEWAY_GATEWAY_CONCURRENCY", 1, 4096, 256),
     replyTtlMs: envInteger(env, "CAUSEWAY_GATEWAY_REPLY_TTL_MS", 100, 600_000, 30_000, " ms"),
     duplicateWindowMs: envInteger(env, "CAUSEWAY_GATEWAY_DUPLICATE_WINDOW_MS", 1, 24 * 3600 * 1000, 120_000, " ms"),

@@ -1,6 +1,7 @@
 // The gateway's process entry: connect as `gateway`, load the upstreams and the routing table, open the trust
 // store and the processed-set bucket, start the HTTP and NATS ingress, register the `gateway` micro service
-// (its metadata carries the HTTP URL: `nats micro info gateway`), and drain on SIGTERM / SIGINT.
+// (its metadata carries the HTTP URL: `nats micro info gateway`), and drain on SIGTERM / SIGINT. With
+// CAUSEWAY_GATEWAY_WORKERS > 1 this process only supervises that many workers (workers.ts), each a whole gateway.
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
@@ -17,6 +18,7 @@ import { createNotary } from "./notarize.ts";
 import { createRateLimiter } from "./rate-limit.ts";
 import { loadRoutes } from "./routes.ts";
 import { loadUpstreams } from "./upstreams.ts";
+import { isWorker, releaseWorker, superviseWorkers } from "./workers.ts";
 
 const PRINCIPAL = "gateway";
 
@@ -41,7 +43,7 @@ async function main(): Promise<void> {
     await kv.status();
     const subjects = subjectsFor(principals.prefix);
     const deps = {
-      config, nc, js, subjects, upstreams, limiter: createRateLimiter(), principal: PRINCIPAL, log,
+      config, nc, js, subjects, upstreams, limiter: createRateLimiter(isWorker() ? config.workers : 1), principal: PRINCIPAL, log,
       notary: createNotary({ trust, schemas, routes, key: signingKeyFromNkeySeed(readSeed(PRINCIPAL)) }),
       ledger: createLedger(js, kv, config.duplicateWindowMs),
     };
@@ -85,4 +87,9 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+const { workers } = loadConfig();
+if (workers > 1 && !isWorker()) process.exitCode = await superviseWorkers(workers, createLogger({ name: PRINCIPAL }));
+else {
+  await main();
+  releaseWorker();
+}

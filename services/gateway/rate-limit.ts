@@ -7,11 +7,16 @@ export interface RateLimiter {
   take(upstream: { name: string; perSecond: number; burst: number }, n: number, now?: number): number;
 }
 
-/** A limiter with one bucket per upstream name, full at first use. */
-export function createRateLimiter(): RateLimiter {
+/**
+ * A limiter with one bucket per upstream name, full at first use. With `share` > 1 (one of several gateway
+ * worker processes) each bucket is that share of the upstream's rate and burst, so the workers together allow
+ * the declared rate; connections are spread over the workers, so the split is even only on average.
+ */
+export function createRateLimiter(share = 1): RateLimiter {
   const buckets = new Map<string, { tokens: number; at: number }>();
   return {
-    take(upstream, n, now = performance.now()) {
+    take(declared, n, now = performance.now()) {
+      const upstream = share === 1 ? declared : { name: declared.name, perSecond: declared.perSecond / share, burst: Math.max(1, Math.floor(declared.burst / share)) };
       let b = buckets.get(upstream.name);
       if (b === undefined) {
         b = { tokens: upstream.burst, at: now };

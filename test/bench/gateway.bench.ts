@@ -3,6 +3,7 @@
 // MESH_CAP), against a hand-written JetStream publisher of the same signed events — sign as the gateway,
 // publish to mesh.cap.plan.v1 with a msg id, 256 in flight — in the same second process, same run, alternating.
 import { fork, type ChildProcess } from "node:child_process";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { startGatewayMesh } from "../gateway-fixture.ts";
@@ -10,9 +11,11 @@ import { repoRoot, waitFor } from "../harness/index.ts";
 import { compare, type Comparison } from "./measure.ts";
 
 const ROUND = 2000;
+const WORKERS = Math.min(2, availableParallelism());
 
 export async function gatewayThroughput(): Promise<{ results: Comparison[]; notes: string[] }> {
-  await using g = await startGatewayMesh({ rate: { per_second: 1_000_000, burst: 1_000_000 }, env: { LOG_LEVEL: "warn", ...(process.env.GATEWAY_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.GATEWAY_PROF}` } : {}) } });
+  // The gateway as it would run on this machine: one worker per core, up to two (CAUSEWAY_GATEWAY_WORKERS).
+  await using g = await startGatewayMesh({ rate: { per_second: 1_000_000, burst: 1_000_000 }, env: { LOG_LEVEL: "warn", CAUSEWAY_GATEWAY_WORKERS: String(WORKERS), ...(process.env.GATEWAY_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.GATEWAY_PROF}` } : {}) } });
   const load: ChildProcess = fork(join(repoRoot, "test", "bench", "gateway-load.ts"), [], {
     env: { ...process.env, GATEWAY_URL: g.url, GATEWAY_TOKEN: g.token, NATS_URL: g.mesh.server.url, CAUSEWAY_DATA_DIR: g.mesh.dataDir },
     stdio: ["ignore", "inherit", "inherit", "ipc"],
@@ -42,7 +45,7 @@ export async function gatewayThroughput(): Promise<{ results: Comparison[]; note
       await compare("gateway: HTTP vs hand-written publisher", http, baseline, { ops: ROUND, rounds: 5, goal: 0.6 }),
       await compare("gateway: NATS vs hand-written publisher", nats, baseline, { ops: ROUND, rounds: 5, goal: 0.85 }),
     ];
-    return { results, notes: [`gateway: rounds of ${ROUND} events of ~1 KiB, HTTP with 64 keep-alive connections; every side in its own process beside the gateway's`] };
+    return { results, notes: [`gateway: rounds of ${ROUND} events of ~1 KiB, HTTP with 64 keep-alive connections; the gateway with ${WORKERS} worker process${WORKERS === 1 ? "" : "es"}; every side in its own process beside the gateway's`] };
   } finally {
     load.send("exit");
     await new Promise((r) => load.once("exit", r));
