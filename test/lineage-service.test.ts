@@ -2,6 +2,7 @@
 // every stream, answering over NATS, resuming after SIGKILL without gap or duplicate.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -95,6 +96,10 @@ describe("lineage service", () => {
       assert.equal(rows.length, total);
       const seqs = rows.map((r) => r.columns.seq).sort((a, b) => a - b);
       assert.deepEqual(seqs, Array.from({ length: total }, (_, i) => i + 1), "every MESH_CAP sequence once: no gap, no duplicate");
+      for (const r of rows) {
+        const record = JSON.parse(r.bytes.toString()) as { datadigest: string; data: string };
+        assert.equal(record.datadigest, createHash("sha256").update(Buffer.from(record.data, "base64")).digest("hex"), "datadigest is SHA-256 of the recorded data");
+      }
       const failed = rows.filter((r) => !r.columns.verified).map((r) => JSON.parse(r.bytes.toString()) as { verification: { code: string } });
       assert.deepEqual(failed.map((f) => f.verification.code).sort(), ["CW_ERR_UNSIGNED", "CW_ERR_UNSUPPORTED_SPECVERSION"]);
     });

@@ -73,6 +73,8 @@ export const ErrorCode = {
   DestructiveChange: "CW_ERR_DESTRUCTIVE_CHANGE",
   Usage: "CW_ERR_USAGE",
   PermissionDenied: "CW_ERR_PERMISSION_DENIED",
+  // An error without a code of its own (a bug, or a library's exception): recorded and answered, never hidden
+  Internal: "CW_ERR_INTERNAL",
   // Lineage's store
   LineageStore: "CW_ERR_LINEAGE_STORE",
   // Lineage queries and proofs

@@ -27,7 +27,7 @@ export function addLineageEndpoints(service: Service, api: LineageApi, subjects:
 
 /** The error reply every lineage interface gives. */
 export function errorReply(e: unknown): { ok: false; code: string; error: string } {
-  return { ok: false, code: isCausewayError(e) ? e.code : "CW_ERR_INTERNAL", error: (e as Error).message };
+  return { ok: false, code: isCausewayError(e) ? e.code : ErrorCode.Internal, error: (e as Error).message };
 }
 
 function parseParams(data: Uint8Array): Params {

@@ -3,7 +3,7 @@
 // failure's stable code. A quarantined copy is the original's bytes plus reason headers, so it is examined
 // like any other message and usually records the failure that put it there.
 import type { MsgHdrs } from "@nats-io/transport-node";
-import { CORE_ATTRIBUTES, DSSE_MATERIAL, NatsBinding, isCausewayError, openEnvelope, type CloudEvent, type TrustStore } from "../kit/index.ts";
+import { CORE_ATTRIBUTES, DSSE_MATERIAL, ErrorCode, NatsBinding, isCausewayError, openEnvelope, type CloudEvent, type TrustStore } from "../kit/index.ts";
 import { dataDigest, type RecordContent, type RecordVerification } from "./record.ts";
 
 /** A message as lineage reads it: a JsMsg fits. */
@@ -25,6 +25,7 @@ export function examine(msg: ExaminedMessage, trust: TrustStore, now = new Date(
   }
   let verification: RecordVerification;
   let attributes: Record<string, string>;
+  let datadigest: string;
   try {
     const trusted = trust.verify(event);
     const v = trusted.verification;
@@ -34,17 +35,19 @@ export function examine(msg: ExaminedMessage, trust: TrustStore, now = new Date(
     };
     // Strict mode: only what the signature covers is recorded as the event's attributes (plus the envelope).
     attributes = { ...attributesOf(trusted.event), [DSSE_MATERIAL]: String(event.extensions[DSSE_MATERIAL]) };
+    datadigest = v.dataDigest; // verify hashed the data already: once per message is enough
   } catch (err) {
     // Only a failed record reads the key id from the envelope itself (verified ones have it from verify).
     const keyid = keyidOf(event);
     verification = { ...failure(err), ...(keyid !== undefined && { keyid }) };
     attributes = attributesOf(event);
+    datadigest = dataDigest(event.data);
   }
-  return { ...base, verification, attributes, datadigest: dataDigest(event.data), data: Buffer.from(event.data).toString("base64") };
+  return { ...base, verification, attributes, datadigest, data: Buffer.from(event.data).toString("base64") };
 }
 
 function failure(err: unknown): RecordVerification {
-  const code = isCausewayError(err) ? err.code : "CW_ERR_INTERNAL";
+  const code = isCausewayError(err) ? err.code : ErrorCode.Internal;
   return { result: "failed", code, detail: (err as Error).message };
 }
 
