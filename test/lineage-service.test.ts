@@ -251,4 +251,20 @@ describe("lineage service", () => {
     const after = (await store.range(0, total + 1)).map((r) => `${r.columns.stream}#${r.columns.seq} ${r.columns.id} ${r.columns.verified}`).sort();
     assert.deepEqual(after, before, "the rebuilt log records the same messages with the same verification results");
   });
+
+  test("lineage - when the store cannot be written nor its log restored, ingest stops consuming and says why", async () => {
+    await using mesh = await startOperatedMesh();
+    await using inner = openSqliteStore(join(mkdtempSync(join(tmpdir(), "causeway-broken-")), "lineage.db"));
+    let broken = false;
+    const down = () => Promise.reject(new Error("database is down"));
+    const store: typeof inner = Object.create(inner, {
+      append: { value: (...args: Parameters<typeof inner.append>) => (broken ? down() : inner.append(...args)) },
+      state: { value: () => (broken ? down() : inner.state()) },
+    });
+    const ingest = await startIngest({ js: jetstream(await mesh.as("lineage")), store, trust: mesh.trust, log: createLogger({ name: "lineage", level: "silent" }) });
+    broken = true;
+    await publishWork(mesh, 3);
+    await assert.rejects(ingest.stopped, /database is down/);
+    await ingest.stop();
+  });
 });

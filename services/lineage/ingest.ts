@@ -134,10 +134,11 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
         // the store so the next batch continues exactly where the store is.
         log.error({ err, messages: batch.length }, "audit batch not stored; it will be redelivered");
         for (const msg of batch) msg.nak(1_000);
-        merkle = await restore().catch((e: unknown) => {
-          failure = e as Error;
-          return merkle;
-        });
+        try {
+          merkle = await restore();
+        } catch (e) {
+          fail(e as Error);
+        }
       }
     }
   };
@@ -148,11 +149,19 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     });
   };
 
+  // Ingest that cannot go on (the log cannot be restored from the store) stops consuming, so `stopped`
+  // rejects and the process exits for its supervisor, instead of queueing deliveries nobody will write.
+  const subscriptions: ConsumerMessages[] = [];
+  const fail = (err: Error) => {
+    failure = err;
+    log.error({ err }, "audit log writer stopped: consumption ends");
+    for (const s of subscriptions) void s.close().catch(() => undefined);
+  };
+
   const streams = opts.streams ?? RECORDED_STREAMS;
   const recorded = await checkSameMesh(js, store, streams);
   const jsm = await js.jetstreamManager();
   for (const stream of streams) await rebuild(jsm, stream, recorded[stream] ?? 0);
-  const subscriptions: ConsumerMessages[] = [];
   for (const stream of streams) {
     const consumer = await js.consumers.get(stream, LINEAGE_DURABLE);
     subscriptions.push(await consumer.consume({ max_messages: batchSize, expires: 5_000, abort_on_missing_resource: true }));
