@@ -5,7 +5,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  connectAs, createLogger, createSchemaRegistry, loadPrincipals, openTrustStore, readSeed, signingKeyFromNkeySeed, subjectsFor,
+  drainSignal, connectAs, createLogger, createSchemaRegistry, loadPrincipals, openTrustStore, readSeed, signingKeyFromNkeySeed, subjectsFor,
 } from "../kit/index.ts";
 import type { CoordinatorModule, StartModule } from "./module.ts";
 import { watchPolicy } from "./policy.ts";
@@ -37,15 +37,7 @@ async function main(): Promise<void> {
     };
     for (const start of MODULES) started.push(await start(deps));
     log.info({ modules: started.map((m) => m.name) }, "coordinator started");
-    const stopped = new Promise<void>((resolve) => {
-      const onSignal = (signal: NodeJS.Signals) => {
-        log.info({ signal }, "draining");
-        resolve();
-      };
-      process.once("SIGTERM", onSignal);
-      process.once("SIGINT", onSignal);
-    });
-    await Promise.race([stopped, nc.closed()]);
+    await Promise.race([drainSignal(log), nc.closed()]);
     for (const m of started.reverse()) await m.stop();
     await service.stop();
     policy.close();

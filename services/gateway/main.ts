@@ -7,7 +7,7 @@ import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  KvBucket, connectAs, controlSubject, createLogger, createSchemaRegistry, dataDir, loadPrincipals, openTrustStore, readSeed,
+  drainSignal, KvBucket, connectAs, controlSubject, createLogger, createSchemaRegistry, dataDir, loadPrincipals, openTrustStore, readSeed,
   signingKeyFromNkeySeed, subjectsFor,
 } from "../kit/index.ts";
 import { loadConfig } from "./config.ts";
@@ -62,15 +62,7 @@ async function main(): Promise<void> {
       },
     });
     log.info({ http: http.url, upstreams: upstreams.list().length, routes: routes.size }, "gateway started");
-    const stopped = new Promise<void>((resolve) => {
-      const onSignal = (signal: NodeJS.Signals) => {
-        log.info({ signal }, "draining");
-        resolve();
-      };
-      process.once("SIGTERM", onSignal);
-      process.once("SIGINT", onSignal);
-    });
-    await Promise.race([stopped, nc.closed()]);
+    await Promise.race([drainSignal(log), nc.closed()]);
     await http.close();
     await ingress.stop();
     await service.stop();

@@ -6,6 +6,7 @@
 // the process supervisor restarts the whole gateway rather than running it short-handed without saying so.
 import cluster, { type Worker } from "node:cluster";
 import type { Logger } from "pino";
+import { drainSignal } from "../kit/index.ts";
 
 /** True in a forked worker. */
 export function isWorker(): boolean {
@@ -37,12 +38,7 @@ export async function superviseWorkers(count: number, log: Logger): Promise<numb
     stopping = true;
     for (const w of workers) if (!w.isDead()) w.process.kill("SIGTERM");
   };
-  const onSignal = (signal: NodeJS.Signals) => {
-    log.info({ signal, workers: count }, "draining the workers");
-    stopAll();
-  };
-  process.once("SIGTERM", onSignal);
-  process.once("SIGINT", onSignal);
+  void drainSignal(log, { workers: count }).then(stopAll);
   log.info({ workers: count }, "gateway workers started");
   await Promise.all(exited);
   return failed ? 1 : 0;

@@ -6,6 +6,7 @@ import type { Agent, AgentDefinition } from "./agent-api.ts";
 import { startAgent, type AgentOptions } from "./agent.ts";
 import { connectAs, readSeed } from "./connect.ts";
 import { signingKeyFromNkeySeed } from "./keys.ts";
+import { drainSignal } from "./signals.ts";
 import { createLogger } from "./log.ts";
 import { openTrustStore } from "./trust.ts";
 
@@ -29,12 +30,7 @@ export async function runAgentProcess<In>(
     const { onStarted, ...agentOpts } = opts;
     const agent = await startAgent(nc, definition, { trust, signingKey, log, ...agentOpts });
     const cleanup = onStarted?.(agent, nc);
-    const onSignal = (signal: NodeJS.Signals) => {
-      log.info({ signal }, "draining");
-      void agent.stop();
-    };
-    process.once("SIGTERM", onSignal);
-    process.once("SIGINT", onSignal);
+    void drainSignal(log).then(() => agent.stop());
     await agent.stopped;
     cleanup?.();
     await trust.close();

@@ -2,7 +2,7 @@
 // when LINEAGE_DATABASE_URL is set) and the trust store, run the service, drain on SIGTERM / SIGINT. One
 // lineage process writes a store at a time.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { connectAs, createLogger, openTrustStore, readSeed, signingKeyFromNkeySeed } from "../kit/index.ts";
+import { connectAs, createLogger, drainSignal, openTrustStore, readSeed, signingKeyFromNkeySeed } from "../kit/index.ts";
 import { lineageConfig } from "./config.ts";
 import { openLineageStore } from "./open-store.ts";
 import { startLineageService } from "./service.ts";
@@ -21,15 +21,7 @@ async function main(): Promise<void> {
     const trust = await openTrustStore(nc, { onProblem: (err) => log.warn({ err }, "trust store entry ignored") });
     const service = await startLineageService({ nc, store, trust, key: signingKeyFromNkeySeed(readSeed(PRINCIPAL)), config, log });
     if (service.http) console.log(`lineage: HTTP API on ${service.http.url}`);
-    const signalled = new Promise<void>((resolve) => {
-      const onSignal = (signal: NodeJS.Signals) => {
-        log.info({ signal }, "draining");
-        resolve();
-      };
-      process.once("SIGTERM", onSignal);
-      process.once("SIGINT", onSignal);
-    });
-    await Promise.race([signalled, service.stopped, nc.closed()]);
+    await Promise.race([drainSignal(log), service.stopped, nc.closed()]);
     await service.stop();
     await trust.close();
     await nc.drain();
