@@ -7,6 +7,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { ErrorCode, connectAs, publicKeyOf, subjectsFor } from "../../kit/index.ts";
 import { renderTrace, renderVerify, renderWhy, renderImpact, renderEvents } from "../lineage-render.ts";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
+import { isNoResponders } from "../no-responders.ts";
 
 const USAGE = `usage: causeway lineage why <event-id> [--source URI]
        causeway lineage trace <correlation-id>
@@ -173,7 +174,7 @@ async function request(nc: NatsConnection, subject: string, params: Record<strin
     return (await nc.request(subject, JSON.stringify(params), { timeout: REQUEST_TIMEOUT_MS })).json<Reply>();
   } catch (err) {
     const e = err as Error;
-    const why = e.name === "NoRespondersError" || /no responders/i.test(e.message) ? "no lineage service is answering: is it running?" : e.message;
+    const why = isNoResponders(e) ? "no lineage service is answering: is it running?" : e.message;
     return { ok: false, code: ErrorCode.LineageQuery, error: `${subject}: ${why}` };
   }
 }

@@ -6,6 +6,7 @@ import { userInfo } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ErrorCode, connectAs, subjectsFor } from "../../kit/index.ts";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
+import { isNoResponders } from "../no-responders.ts";
 
 const USAGE = `usage: causeway quarantine ls [--reason R] [--capability C] [--status S] [--since T] [--until T] [--limit N] [--json]
        causeway quarantine show <seq> [--json]
@@ -128,7 +129,7 @@ async function request(nc: NatsConnection, subject: string, body: unknown): Prom
     text = (await nc.request(subject, JSON.stringify(body), { timeout: REQUEST_TIMEOUT_MS })).string();
   } catch (err) {
     const e = err as Error;
-    const why = e.name === "NoRespondersError" || /no responders/i.test(e.message) ? "no coordinator is serving it: is the coordinator running?" : e.message;
+    const why = isNoResponders(e) ? "no coordinator is serving it: is the coordinator running?" : e.message;
     return { error: { code: ErrorCode.Config, message: `${subject}: ${why}` } };
   }
   try {

@@ -15,6 +15,7 @@ import {
   type SwitchStatusReply,
 } from "../../kit/switches.ts";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
+import { isNoResponders } from "../no-responders.ts";
 
 const USAGE = `usage: causeway pause <capability|principal|mesh> <target> --reason TEXT [--until RFC3339] [--operator NAME]
        causeway resume <capability|principal|mesh> <target> [--reason TEXT] [--operator NAME]
@@ -165,7 +166,7 @@ async function request<T>(server: string | undefined, action: SwitchActionValue,
   try {
     const msg = await nc.request(subject, JSON.stringify(body), { timeout: REQUEST_TIMEOUT_MS }).catch((err: unknown) => {
       const e = err as Error;
-      const why = e.name === "NoRespondersError" || (e.cause as Error | undefined)?.name === "NoRespondersError" ? "no coordinator is running" : e.message;
+      const why = isNoResponders(e) ? "no coordinator is running" : e.message;
       throw new ConfigError(ErrorCode.Config, `${subject} did not answer: ${why}`, { cause: err });
     });
     const reply = msg.json<T | SwitchErrorReply>();
