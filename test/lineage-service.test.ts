@@ -190,6 +190,9 @@ describe("lineage service", () => {
     const runs = (await causeway("export", root.id, "--format", "openlineage", "--server", mesh.server.url)).stdout.trim().split("\n").map((l) => JSON.parse(l) as { eventType: string });
     assert.deepEqual([...new Set(runs.map((r) => r.eventType))].sort(), ["COMPLETE", "FAIL", "START"]);
 
+    const malformed = await fetch(`${http}/v1/why/%E0%A4%A`);
+    assert.equal(malformed.status, 400);
+    assert.equal(((await malformed.json()) as { code: string }).code, "CW_ERR_LINEAGE_QUERY");
     const missing = await fetch(`${http}/v1/why/no-such-event`);
     assert.equal(missing.status, 404);
     assert.equal(((await missing.json()) as { code: string }).code, "CW_ERR_LINEAGE_NOT_FOUND");

@@ -23,7 +23,14 @@ const STATUS: Readonly<Record<string, number>> = {
 };
 
 export async function startLineageHttp(api: LineageApi, host: string, port: number, log: Logger): Promise<LineageHttp> {
-  const server: Server = createServer((req, res) => void answer(api, req, res, log));
+  const server: Server = createServer((req, res) => {
+    answer(api, req, res, log).catch((err: unknown) => {
+      // Never an unhandled rejection (it would end the process): answer what can still be answered.
+      log.error({ err, path: req.url }, "lineage HTTP request failed");
+      if (!res.headersSent) res.writeHead(500, { "content-type": "application/json; charset=utf-8" });
+      res.end();
+    });
+  });
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -52,7 +59,13 @@ async function answer(api: LineageApi, req: IncomingMessage, res: ServerResponse
     return send(405, { ok: false, code: ErrorCode.LineageQuery, error: `${req.method} is not supported: the lineage API is read-only (GET)` });
   }
   if (url.pathname === "/healthz") return send(200, { ok: true });
-  const [version, name, ...rest] = url.pathname.split("/").filter((s) => s !== "").map(decodeURIComponent);
+  let segments: string[];
+  try {
+    segments = url.pathname.split("/").filter((seg) => seg !== "").map(decodeURIComponent);
+  } catch {
+    return send(400, { ok: false, code: ErrorCode.LineageQuery, error: `the path ${url.pathname} is not valid percent-encoding` });
+  }
+  const [version, name, ...rest] = segments;
   const op = version === "v1" && name !== undefined ? api[name] : undefined;
   if (!op) {
     return send(404, { ok: false, code: ErrorCode.LineageQuery, error: `no operation at ${url.pathname}; try /v1/{${Object.keys(api).join(",")}}` });
