@@ -70,4 +70,25 @@ describe("gateway limits", () => {
     assert.equal(again.json.traceid, first.json.traceid);
     assert.equal((await g.routed()).filter((e) => e.id === "late-1").length, 1);
   });
+
+  test("gateway - a publish the stream refuses is a 503 that accepts nothing, and the upstream's retry is published once", async () => {
+    await using g = await startGatewayMesh();
+    const jsm = await jetstreamManager(g.mesh.operator);
+    const cap = await jsm.streams.info("MESH_CAP");
+    // MESH_CAP refuses messages this large: the mark is written, the publish fails.
+    await jsm.streams.update("MESH_CAP", { ...cap.config, max_msg_size: 256 });
+    const refused = await g.post(requestData(), binary("retry-1"));
+    assert.equal(refused.status, 503, JSON.stringify(refused.json));
+    assert.equal(refused.json.code, "CW_ERR_UNAVAILABLE");
+    assert.equal(refused.headers.get("retry-after"), "1");
+    assert.deepEqual(await g.routed(), []);
+    // The mark was forgotten, so the retry is not taken for a duplicate: it takes the key over and publishes.
+    await jsm.streams.update("MESH_CAP", cap.config);
+    const retried = await g.post(requestData(), binary("retry-1"));
+    assert.equal(retried.status, 202, JSON.stringify(retried.json));
+    assert.equal(retried.json.duplicate, false);
+    const again = await g.post(requestData(), binary("retry-1"));
+    assert.equal(again.json.duplicate, true);
+    assert.deepEqual((await g.routed()).map((e) => e.id), ["retry-1"]);
+  });
 });

@@ -7,8 +7,8 @@ import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  drainSignal, KvBucket, connectAs, controlSubject, createLogger, createSchemaRegistry, dataDir, loadPrincipals, openTrustStore, readSeed,
-  signingKeyFromNkeySeed, subjectsFor,
+  drainSignal, KvBucket, connectAs, controlSubject, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, inboxPrefix, loadPrincipals,
+  openTrustStore, readSeed, signingKeyFromNkeySeed, subjectsFor,
 } from "../kit/index.ts";
 import { loadConfig } from "./config.ts";
 import { startHttp, type HttpIngress } from "./http.ts";
@@ -45,7 +45,7 @@ async function main(): Promise<void> {
     const deps = {
       config, nc, js, subjects, upstreams, limiter: createRateLimiter(isWorker() ? config.workers : 1), principal: PRINCIPAL, log,
       notary: createNotary({ trust, schemas, routes, key: signingKeyFromNkeySeed(readSeed(PRINCIPAL)) }),
-      ledger: createLedger(js, kv, config.duplicateWindowMs),
+      ledger: createLedger({ publisher: createStreamPublisher(nc, inboxPrefix(PRINCIPAL)), kv, bucket: KvBucket.Processed, duplicateWindowMs: config.duplicateWindowMs }),
     };
     http = await startHttp(deps);
     ingress = await startNatsIngress(deps);

@@ -82,6 +82,10 @@ export type {
 // Reading a stream by sequence (direct get)
 export { readStream } from "./stream-read.ts";
 
+// Publishing to streams with many acks in flight (one inbox subscription, not one request per message)
+export { StreamPublishError, WRONG_LAST_SEQUENCE, createStreamPublisher } from "./stream-publisher.ts";
+export type { PubAck, StreamPublishOptions, StreamPublisher } from "./stream-publisher.ts";
+
 // Streams and consumers as files, applied idempotently
 export {
   applyStreams, capabilityConsumerConfig, defaultStreamsDir, describeResult, diffConfig, loadStreamDefinitions, parseConsumerConfig,
