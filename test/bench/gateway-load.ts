@@ -3,12 +3,14 @@
 //   {mode: "http", n}     POST n events to the gateway (keep-alive, CONCURRENCY requests in flight); done when all are 202
 //   {mode: "nats", n}     publish n raw events on mesh.ingest.upstream-demo.bench as upstream-demo; done when flushed
 //   {mode: "baseline", n} the hand-written JetStream publisher: sign each event as the gateway, publish to
-//                         mesh.cap.plan.v1 with a msg id, PUBLISH_WINDOW in flight; done when every ack is in
+//                         mesh.cap.plan.v1 with a msg id (nats.js js.publish), PUBLISH_WINDOW in flight; done when every ack is in
+//   {mode: "tuned", n}    the same through the gateway's own publish path (the kit's StreamPublisher, a connection
+//                         without async traces): for reference, how much of the gap is the client library
 import { Pool } from "undici";
 import { jetstream } from "@nats-io/jetstream";
-import { headers as natsHeaders } from "@nats-io/transport-node";
+import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import {
-  NatsBinding, connectAs, createEvent, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7,
+  NatsBinding, connectAs, createEvent, createStreamPublisher, inboxPrefix, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7,
 } from "../../services/kit/index.ts";
 
 const CONCURRENCY = 64;
@@ -22,6 +24,8 @@ const { GATEWAY_URL, GATEWAY_TOKEN, NATS_URL } = process.env as Record<string, s
 const upstream = await connectAs("upstream-demo", { servers: NATS_URL });
 const gateway = await connectAs("gateway", { servers: NATS_URL });
 const js = jetstream(gateway);
+const gatewayTuned = await connectAs("gateway", { servers: NATS_URL, options: { noAsyncTraces: true } });
+const publisher = createStreamPublisher(gatewayTuned, inboxPrefix("gateway"));
 const key = signingKeyFromNkeySeed(readSeed("gateway"));
 // undici (the engine of Node's fetch) rather than node:http's client: it costs the machine a third as much CPU
 // per request, and on a 2-core machine every cycle the load generator spends is taken from the gateway.
@@ -65,8 +69,16 @@ async function nats(n: number): Promise<void> {
   await upstream.flush();
 }
 
-async function baseline(n: number): Promise<void> {
-  const inFlight = new Set<Promise<unknown>>();
+type Publish = (subject: string, data: Uint8Array, opts: { headers: MsgHdrs; msgID: string }) => Promise<unknown>;
+
+const baseline = (n: number) => signAndPublish(n, (subject, data, opts) => js.publish(subject, data, opts));
+const tuned = (n: number) => signAndPublish(n, (subject, data, opts) => publisher.publish(subject, data, opts));
+
+async function signAndPublish(n: number, publish: Publish): Promise<void> {
+  // At the window the loop waits for one ack (a counter and a wake-up, not Promise.race over the whole window).
+  let inFlight = 0;
+  let wake: (() => void) | undefined;
+  let failed: unknown;
   for (let i = 0; i < n; i++) {
     const now = new Date().toISOString();
     const event = signEvent(createEvent({
@@ -74,17 +86,24 @@ async function baseline(n: number): Promise<void> {
       extensions: { upstream: "upstream-demo", emittedat: now, traceparent: newTraceparent() }, data: DATA,
     }), key);
     const { headers, data } = NatsBinding.binary(event);
-    const p = js.publish("mesh.cap.plan.v1", data, { headers, msgID: event.id }).finally(() => inFlight.delete(p));
-    inFlight.add(p);
-    if (inFlight.size >= PUBLISH_WINDOW) await Promise.race(inFlight);
+    inFlight++;
+    publish("mesh.cap.plan.v1", data, { headers, msgID: event.id }).then(undefined, (err: unknown) => { failed ??= err; }).finally(() => {
+      inFlight--;
+      const w = wake;
+      wake = undefined;
+      w?.();
+    });
+    while (inFlight >= PUBLISH_WINDOW) await new Promise<void>((resolve) => { wake = resolve; });
+    if (failed !== undefined) throw failed;
   }
-  await Promise.all(inFlight);
+  while (inFlight > 0) await new Promise<void>((resolve) => { wake = resolve; });
+  if (failed !== undefined) throw failed;
 }
 
-const modes = { http, nats, baseline } as const;
+const modes = { http, nats, baseline, tuned } as const;
 process.on("message", (msg: { mode: keyof typeof modes; n: number } | "exit") => {
   if (msg === "exit") {
-    void Promise.all([pool.close(), upstream.close(), gateway.close()]).then(() => process.exit(0));
+    void Promise.all([pool.close(), upstream.close(), gateway.close(), gatewayTuned.close()]).then(() => process.exit(0));
     return;
   }
   const started = performance.now();
