@@ -201,16 +201,37 @@ describe("gateway", () => {
     assert.equal(q.headers["Causeway-Original-Subject"], "mesh.ingest.upstream-demo.http");
   });
 
-  test("gateway - oversized input gets 413 over HTTP and NATS, and is not kept", async () => {
+  test("gateway - oversized input gets 413 over HTTP and NATS requests and is not kept; published without a reply it is terminated for the coordinator to keep", async () => {
     const big = JSON.stringify({ topic: "x".repeat(5000), requester: "a@example.com", questions: ["q"] });
     const res = await g.post(big, binary("big-1"));
     assert.equal(res.status, 413);
     assert.equal(res.json.code, "CW_ERR_PAYLOAD_TOO_LARGE");
-    const overNats = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", big, "-H", "ce-specversion:1.0", "-H", "ce-id:big-2",
-      "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"]);
+    const ce = (id: string) => ["-H", "ce-specversion:1.0", "-H", `ce-id:${id}`, "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"];
+    const overNats = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", big, ...ce("big-2")]);
     assert.equal(JSON.parse(overNats.stdout).code, "CW_ERR_PAYLOAD_TOO_LARGE");
+    // Nobody to tell: dropping it would lose it silently.
+    const unanswered = await g.natsAsUpstream(["pub", "mesh.ingest.upstream-demo.reports", big, ...ce("big-3")]);
+    assert.equal(unanswered.code, 0, unanswered.stderr);
+
+    // Terminations raise MSG_TERMINATED advisories (MESH_ADVISORY), which the coordinator quarantines as `terminated`.
+    const jsm = await jetstreamManager(g.mesh.operator);
+    const terminatedIds = async () => {
+      const ids: string[] = [];
+      const { state } = await jsm.streams.info("MESH_ADVISORY");
+      for (let seq = state.first_seq; seq <= state.last_seq && state.messages > 0; seq++) {
+        const m = await jsm.streams.getMessage("MESH_ADVISORY", { seq });
+        if (!m?.subject.includes("MSG_TERMINATED.MESH_INGEST")) continue;
+        const advisory = m.json<{ stream_seq: number; reason: string }>();
+        const original = await jsm.streams.getMessage("MESH_INGEST", { seq: advisory.stream_seq });
+        ids.push(`${original?.header.get("ce-id")} ${advisory.reason.split(":", 1)[0]}`);
+      }
+      return ids;
+    };
+    const ids = await waitFor(async () => { const t = await terminatedIds(); return t.some((x) => x.startsWith("big-3")) && t; }, { what: "the MSG_TERMINATED advisory of big-3" });
+    // big-2 was settled before big-3 was sent, so its advisory, had there been one, would be there too.
+    assert.deepEqual(ids.filter((x) => x.startsWith("big-")), ["big-3 CW_ERR_PAYLOAD_TOO_LARGE"]);
     assert.deepEqual(await quarantinedWith(g, "CW_ERR_PAYLOAD_TOO_LARGE"), []);
-    assert.deepEqual([...await routedById(g, "big-1"), ...await routedById(g, "big-2")], []);
+    assert.deepEqual([...await routedById(g, "big-1"), ...await routedById(g, "big-2"), ...await routedById(g, "big-3")], []);
   });
 
   test("gateway - malformed HTTP input: each gets its precise 400 naming the attribute, and a decode_error quarantine entry with the original", async () => {

@@ -12,7 +12,7 @@ import { AckPolicy, DeliverPolicy, jetstreamManager, type Consumer, type Consume
 import type { Msg, Subscription } from "@nats-io/transport-node";
 import { ErrorCode, NatsBinding, QuarantineReason, StreamName, quarantine, type CloudEvent } from "../kit/index.ts";
 import type { IngressDeps } from "./ingress.ts";
-import { IngestError, rejectionOf, replyBody, type Outcome } from "./outcome.ts";
+import { IngestError, rejectionOf, replyBody, type Outcome, type Rejected } from "./outcome.ts";
 import { quarantineTarget } from "./quarantine.ts";
 
 /** The gateway's durable consumer on MESH_INGEST. */
@@ -38,14 +38,16 @@ export async function startNatsIngress(deps: NatsIngressDeps): Promise<NatsIngre
   const replies = createReplyBook(deps.config.replyTtlMs);
   const sub: Subscription = deps.nc.subscribe(`${deps.subjects.prefix}.ingest.>`, {
     callback: (err, msg) => {
-      if (err || !msg.reply) return;
+      if (err) return;
       if (msg.data.length > deps.config.maxDataBytes + 64 * 1024) {
-        // Too large for MESH_INGEST: the stream drops it, so answer now.
+        // Too large for MESH_INGEST (max_msg_size): the stream refuses it, so answer now. Published without a
+        // reply, nobody can be told (a no_ack stream answers no one): the log is the only trace of it.
         const message = `the message is ${msg.data.length} bytes; the event data limit is ${deps.config.maxDataBytes}`;
-        msg.respond(replyBody({ status: 413, code: ErrorCode.PayloadTooLarge, message, attribute: "data" }));
+        if (msg.reply) msg.respond(replyBody({ status: 413, code: ErrorCode.PayloadTooLarge, message, attribute: "data" }));
+        else deps.log.warn({ subject: msg.subject, bytes: msg.data.length }, "a message too large for MESH_INGEST was published without a reply; refused, nobody told");
         return;
       }
-      replies.note(msg);
+      if (msg.reply) replies.note(msg);
     },
   });
   const consumer: Consumer = await deps.js.consumers.get(StreamName.Ingest, INGEST_DURABLE);
@@ -87,14 +89,27 @@ async function settle(deps: NatsIngressDeps, msg: JsMsg, replies: ReplyBook): Pr
   };
   const refuse = async (err: unknown) => {
     const rejected = rejectionOf(err);
-    if (rejected.quarantined === undefined) {
-      msg.term(`${rejected.code}: ${rejected.message}`.slice(0, 256));
-    } else if (!(await quarantine(deps.js, msg, quarantineTarget(deps.subjects, { ...rejected, quarantined: rejected.quarantined }, deps.principal).subject, {
-      reason: rejected.quarantined, detail: rejected.message, code: rejected.code, detectedBy: deps.principal,
-    }))) {
-      return; // nak'ed by quarantine(): redelivered, answered then
+    if (rejected.quarantined !== undefined) {
+      const target = quarantineTarget(deps.subjects, { ...rejected, quarantined: rejected.quarantined }, deps.principal).subject;
+      if (!(await quarantine(deps.js, msg, target, { reason: rejected.quarantined, detail: rejected.message, code: rejected.code, detectedBy: deps.principal }))) {
+        return; // nak'ed by quarantine(): redelivered, answered then
+      }
+      answer(rejected);
+      return;
     }
-    answer(rejected);
+    dropOrKeep(rejected);
+  };
+  // Refused without a quarantine reason (over the rate, too large, an unexpected failure). A requester is told, and the
+  // stored copy is dropped, as over HTTP: it retries. With nobody to tell, dropping would lose it silently, so
+  // it is terminated instead and the coordinator keeps it in quarantine as `terminated`, with the code.
+  const dropOrKeep = (rejected: Rejected) => {
+    const to = replies.take(msg);
+    if (to === undefined) {
+      msg.term(`${rejected.code}: ${rejected.message}`.slice(0, 256));
+      return;
+    }
+    msg.ack();
+    deps.nc.publish(to, replyBody(rejected));
   };
 
   let upstreamName: string;
@@ -110,15 +125,13 @@ async function settle(deps: NatsIngressDeps, msg: JsMsg, replies: ReplyBook): Pr
   }
   const waitMs = deps.limiter.take(upstream, 1);
   if (waitMs > 0) {
-    const to = replies.take(msg);
-    if (to === undefined) {
+    if (!replies.has(msg)) {
       // Nobody waits for an answer: the stream holds it until the upstream's rate allows it.
       msg.nak(waitMs);
       return;
     }
     const retryafter = Math.ceil(waitMs / 1000);
-    msg.term(`${ErrorCode.RateLimited}`);
-    deps.nc.publish(to, replyBody({ status: 429, code: ErrorCode.RateLimited, message: `upstream ${upstream.name} is over its rate of ${upstream.perSecond}/s (burst ${upstream.burst}); retry after ${retryafter} s`, retryafter }));
+    dropOrKeep({ status: 429, code: ErrorCode.RateLimited, message: `upstream ${upstream.name} is over its rate of ${upstream.perSecond}/s (burst ${upstream.burst}); retry after ${retryafter} s`, retryafter });
     return;
   }
   let event: CloudEvent;
@@ -144,6 +157,8 @@ async function settle(deps: NatsIngressDeps, msg: JsMsg, replies: ReplyBook): Pr
 /** Reply subjects of requests, by message content, until the consumer settles the same message. */
 interface ReplyBook {
   note(msg: Msg): void;
+  /** True when a requester waits for the message with this content. */
+  has(msg: JsMsg): boolean;
   /** The reply subject noted for the message with this content (the oldest, when several are identical). */
   take(msg: JsMsg): string | undefined;
   close(): void;
@@ -171,6 +186,7 @@ function createReplyBook(ttlMs: number): ReplyBook {
       list.push({ reply: msg.reply!, at: performance.now() });
       waiting.set(k, list);
     },
+    has: (msg) => waiting.size > 0 && waiting.has(keyOf(msg)),
     take(msg) {
       if (waiting.size === 0) return undefined;
       const k = keyOf(msg);

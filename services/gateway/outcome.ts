@@ -55,8 +55,9 @@ export class IngestError extends CausewayError {
 
 /**
  * The rejection for a failure of an input, and whether it is quarantined (`quarantined` set). Inputs that are
- * too large, unauthenticated or over the rate are refused at the edge, not kept: keeping them would let
- * anyone fill the quarantine.
+ * too large, unauthenticated or over the rate are refused at the edge, not kept: the sender is told, and
+ * keeping them would let anyone fill the quarantine. (Over NATS without a reply nobody is told, so the NATS
+ * ingress keeps those: nats-ingress.ts.)
  */
 export function rejectionOf(err: unknown): Rejected {
   if (err instanceof IngestError) {
