@@ -2,7 +2,10 @@
 // times the rate that loses nothing accepted, and duplicates past JetStream's duplicate window.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { DiscardPolicy, jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { MARK_PREFIX } from "../services/gateway/ledger.ts";
+import { dedupeKey } from "../services/gateway/notarize.ts";
 import { DEMO_SOURCE, REQUEST_SCHEMA, requestData, startGatewayMesh } from "./gateway-fixture.ts";
 import { waitFor } from "./harness/index.ts";
 
@@ -90,5 +93,28 @@ describe("gateway limits", () => {
     const again = await g.post(requestData(), binary("retry-1"));
     assert.equal(again.json.duplicate, true);
     assert.deepEqual((await g.routed()).map((e) => e.id), ["retry-1"]);
+  });
+
+  test("gateway - when the mark of an unpublished event cannot be deleted either, it is deleted once the bucket takes it again", async () => {
+    await using g = await startGatewayMesh();
+    const jsm = await jetstreamManager(g.mesh.operator);
+    const cap = await jsm.streams.info("MESH_CAP");
+    const marks = await jsm.streams.info("KV_causeway_processed");
+    // MESH_CAP refuses the event, and the bucket refuses a second message on a key (discard_new_per_subject with
+    // history 1): the mark is created, its delete marker refused.
+    await jsm.streams.update("MESH_CAP", { ...cap.config, max_msg_size: 256 });
+    await jsm.streams.update("KV_causeway_processed", { ...marks.config, discard: DiscardPolicy.New, discard_new_per_subject: true });
+    const refused = await g.post(requestData(), binary("stuck-1"));
+    assert.equal(refused.status, 503, JSON.stringify(refused.json));
+    const kv = await new Kvm(g.mesh.operator).open("causeway_processed");
+    const markKey = `${MARK_PREFIX}.${dedupeKey({ source: DEMO_SOURCE, id: "stuck-1" })}`;
+    assert.equal((await kv.get(markKey))?.operation, "PUT", "the mark is left behind for now");
+    await jsm.streams.update("MESH_CAP", cap.config);
+    await jsm.streams.update("KV_causeway_processed", { ...marks.config, discard_new_per_subject: false });
+    await waitFor(async () => (await kv.get(markKey))?.operation === "DEL", { what: "the mark deleted on retry" });
+    const retried = await g.post(requestData(), binary("stuck-1"));
+    assert.equal(retried.status, 202, JSON.stringify(retried.json));
+    assert.equal(retried.json.duplicate, false);
+    assert.deepEqual((await g.routed()).map((e) => e.id), ["stuck-1"]);
   });
 });

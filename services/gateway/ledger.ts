@@ -2,10 +2,14 @@
 // — the event's dedupe key — keeps one copy; beyond it a create-only mark in KV causeway_processed (7 days)
 // remembers what was accepted. The mark is written before the publish, so a resubmission after the window
 // finds it; a mark younger than the window is republished on conflict (JetStream absorbs the copy), which
-// covers a gateway that died between mark and publish while the upstream or the stream retries. Marks and
+// covers a gateway that died between mark and publish while the upstream or the stream retries. A publish that
+// fails forgets its mark, so the upstream's retry is not taken for a duplicate; when the mark cannot be deleted
+// either (NATS unreachable), the delete is retried every second until it succeeds, because a mark left behind
+// would answer a retry after the window "duplicate" for an event never published. Marks and
 // publishes go through the kit's StreamPublisher (acks matched on one inbox subscription: a third of the
 // client CPU of nats.js requests) and leave in one socket write per event-loop turn (turnBatcher).
 import type { KV } from "@nats-io/kv";
+import type { Logger } from "pino";
 import { NatsBinding, StreamPublishError, WRONG_LAST_SEQUENCE, type CloudEvent, type StreamPublisher } from "../kit/index.ts";
 import type { Accepted } from "./outcome.ts";
 import { traceIdOf, type Checked } from "./notarize.ts";
@@ -28,15 +32,19 @@ export interface LedgerDeps {
   readonly bucket: string;
   /** The target streams' duplicate window. */
   readonly duplicateWindowMs: number;
+  readonly log: Logger;
+  /** How often a mark that could not be deleted is tried again. Default 1 s. */
+  readonly forgetRetryMs?: number;
 }
 
 /**
  * A ledger over the publisher and the processed-set bucket. A mark is republished only while it is younger
  * than 80% of the target streams' duplicate window (margin for clocks and latency).
  */
-export function createLedger({ publisher, kv, bucket, duplicateWindowMs }: LedgerDeps): Ledger {
+export function createLedger({ publisher, kv, bucket, duplicateWindowMs, log, forgetRetryMs = 1_000 }: LedgerDeps): Ledger {
   const republishWithinMs = duplicateWindowMs * 0.8;
   const batch = turnBatcher();
+  const forgetter = markForgetter(kv, log, forgetRetryMs);
   const send = (checked: Checked, event: CloudEvent) => {
     const { headers, data } = NatsBinding.binary(event);
     return batch(() => publisher.publish(checked.route.subject, data, { headers, msgID: checked.key }));
@@ -58,7 +66,10 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs }: Ledge
         if (mark === null) throw err;
         if (mark.operation === "PUT") {
           const first = mark.json<Accepted>();
-          if (Date.now() - mark.created.getTime() < republishWithinMs) await send(checked, event);
+          if (Date.now() - mark.created.getTime() < republishWithinMs) {
+            await send(checked, event);
+            forgetter.keep(markKey); // published now: a pending forget of this mark must not delete it
+          }
           return { status: 202, id: first.id, source: first.source, type: first.type, traceid: first.traceid, subject: first.subject, duplicate: true };
         }
         // The mark of an earlier attempt whose publish failed was deleted: take the key over. Its revision
@@ -69,11 +80,47 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs }: Ledge
         const ack = await send(checked, event);
         return ack.duplicate ? { ...accepted, duplicate: true } : accepted;
       } catch (err) {
-        // Not published: forget the mark so a retry is not taken for a duplicate (best effort; see above).
-        await kv.delete(markKey).catch(() => undefined);
+        await forgetter.forget(markKey);
         throw err;
       }
     },
+  };
+}
+
+/** Deletes the marks of events that were not published, retrying the deletes that fail. */
+function markForgetter(kv: KV, log: Logger, retryMs: number): { forget(key: string): Promise<void>; keep(key: string): void } {
+  const pending = new Set<string>();
+  let timer: NodeJS.Timeout | undefined;
+  let retrying = false;
+  const retry = async () => {
+    if (retrying) return; // a round still waits on its deletes
+    retrying = true;
+    for (const key of [...pending]) {
+      try {
+        await kv.delete(key);
+        if (pending.delete(key)) log.info({ key }, "mark of an unpublished event deleted on retry");
+      } catch {
+        // still unreachable: next round
+      }
+    }
+    retrying = false;
+    if (pending.size === 0) {
+      clearInterval(timer);
+      timer = undefined;
+    }
+  };
+  return {
+    async forget(key) {
+      try {
+        await kv.delete(key);
+      } catch (err) {
+        log.warn({ err, key }, "the mark of an unpublished event could not be deleted; retrying every second");
+        pending.add(key);
+        timer ??= setInterval(() => void retry(), retryMs);
+        timer.unref();
+      }
+    },
+    keep: (key) => void pending.delete(key),
   };
 }
 

@@ -45,7 +45,7 @@ async function main(): Promise<void> {
     const deps = {
       config, nc, js, subjects, upstreams, limiter: createRateLimiter(isWorker() ? config.workers : 1), principal: PRINCIPAL, log,
       notary: createNotary({ trust, schemas, routes, key: signingKeyFromNkeySeed(readSeed(PRINCIPAL)) }),
-      ledger: createLedger({ publisher: createStreamPublisher(nc, inboxPrefix(PRINCIPAL)), kv, bucket: KvBucket.Processed, duplicateWindowMs: config.duplicateWindowMs }),
+      ledger: createLedger({ publisher: createStreamPublisher(nc, inboxPrefix(PRINCIPAL)), kv, bucket: KvBucket.Processed, duplicateWindowMs: config.duplicateWindowMs, log }),
     };
     http = await startHttp(deps);
     ingress = await startNatsIngress(deps);
