@@ -217,8 +217,10 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | u
 // ce-datacontenttype — the HTTP binding carries datacontenttype there.
 function binaryHeaders(req: IncomingMessage): MsgHdrs {
   const h = natsHeaders();
-  for (const [name, values] of Object.entries(req.headersDistinct)) {
-    if (name.startsWith("ce-")) for (const v of values ?? []) h.append(name, v);
+  const raw = req.rawHeaders; // name, value, name, value, … as received
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (name.startsWith("ce-")) h.append(name, raw[i + 1]!);
   }
   const ct = req.headers["content-type"];
   if (ct !== undefined && !h.has("ce-datacontenttype")) h.append("ce-datacontenttype", encodeHeaderValue(ct));

@@ -1,7 +1,7 @@
 // The upstream systems (infra/upstreams.json): who may publish, with which CloudEvents sources, at what rate.
 // Over HTTP an upstream proves itself with a bearer token, declared by its SHA-256 (never the token itself);
 // over NATS the server has already proved it (its NKey), and the ingest subject's source token names it.
-import { createHash, timingSafeEqual } from "node:crypto";
+import { hash, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ErrorCode, Role, type Principals } from "../kit/index.ts";
@@ -94,7 +94,7 @@ export function loadUpstreams(path: string, principals: Principals, dataDir: str
     authenticate(authorization: string | undefined) {
       const m = authorization === undefined ? null : /^Bearer +(\S+) *$/i.exec(authorization);
       if (!m) return undefined;
-      const presented = createHash("sha256").update(m[1]!).digest();
+      const presented = hash("sha256", m[1]!, "buffer");
       // Compare against every declared digest in constant time, so timing says nothing about which was close.
       let found: Upstream | undefined;
       for (const [digest, u] of digests) if (timingSafeEqual(digest, presented)) found = u;
@@ -106,5 +106,5 @@ export function loadUpstreams(path: string, principals: Principals, dataDir: str
 }
 
 function sha256Hex(text: string): string {
-  return createHash("sha256").update(text).digest("hex");
+  return hash("sha256", text, "hex");
 }
