@@ -5,9 +5,9 @@
 // covers a gateway that died between mark and publish while the upstream or the stream retries. A publish that
 // fails forgets its mark, so the upstream's retry is not taken for a duplicate; when the mark cannot be deleted
 // either (NATS unreachable), the delete is retried every second until it succeeds, because a mark left behind
-// would answer a retry after the window "duplicate" for an event never published. Marks and
-// publishes go through the kit's StreamPublisher (acks matched on one inbox subscription: a third of the
-// client CPU of nats.js requests) and leave in one socket write per event-loop turn (turnBatcher).
+// would answer a retry after the window "duplicate" for an event never published. Marks and publishes go
+// through the kit's StreamPublisher (acks matched on one inbox subscription: a third of the client CPU of
+// nats.js requests) and leave in one socket write per event-loop turn (turnBatcher).
 import type { KV } from "@nats-io/kv";
 import type { Logger } from "pino";
 import { NatsBinding, StreamPublishError, WRONG_LAST_SEQUENCE, type CloudEvent, type StreamPublisher } from "../kit/index.ts";

@@ -7,7 +7,9 @@
 // The protocol is JetStream's own (ADR-22 publish acks): the stream answers the reply subject with a PubAck
 // `{stream, seq, duplicate?}` or `{error: {code, err_code, description}}`; a subject no stream takes gets a
 // 503 no-responders status message.
-import { createInbox, headers as natsHeaders, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import {
+  PermissionViolationError, createInbox, headers as natsHeaders, type MsgHdrs, type NatsConnection, type Subscription,
+} from "@nats-io/transport-node";
 
 /** What a stream answers when it has stored (or, for a known Nats-Msg-Id, deduplicated) a message. */
 export interface PubAck {
@@ -17,7 +19,7 @@ export interface PubAck {
   readonly duplicate: boolean;
 }
 
-/** A publish the stream refused, that no stream took, or that was not acknowledged in time. */
+/** A publish the stream refused, that no stream took, that permissions refused, or that was not acknowledged in time. */
 export class StreamPublishError extends Error {
   /** JetStream's error code (e.g. 10071 wrong last sequence), when the stream answered with one. */
   readonly errCode: number | undefined;
@@ -42,13 +44,14 @@ export interface StreamPublishOptions {
 
 /** Publishes to streams with acks in flight. */
 export interface StreamPublisher {
-  /** Resolves with the stream's PubAck; rejects with StreamPublishError (refused, no stream, timeout, closed). */
+  /** Resolves with the stream's PubAck; rejects with StreamPublishError (refused, no stream, no permission, timeout, closed). */
   publish(subject: string, data: Uint8Array | string, opts?: StreamPublishOptions): Promise<PubAck>;
   /** Stops listening for acks; pending publishes reject. */
   close(): void;
 }
 
 interface Pending {
+  readonly subject: string;
   readonly resolve: (ack: PubAck) => void;
   readonly reject: (err: StreamPublishError) => void;
   readonly deadline: number;
@@ -72,7 +75,11 @@ export function createStreamPublisher(nc: NatsConnection, inboxPrefix: string, o
   };
   const sub: Subscription = nc.subscribe(`${inbox}.*`, {
     callback: (err, msg) => {
-      if (err) return;
+      if (err) {
+        // The server refused the inbox subscription (permissions): no ack can arrive.
+        failAll(`acks cannot be received on ${inbox}.*: ${err.message}`);
+        return;
+      }
       const token = msg.subject.slice(tokenAt);
       const p = pending.get(token);
       if (p === undefined) return; // overdue, already failed
@@ -107,6 +114,20 @@ export function createStreamPublisher(nc: NatsConnection, inboxPrefix: string, o
     clearInterval(sweep);
     failAll("the NATS connection closed");
   });
+  // A publish the connection's permissions refuse gets no ack: the server says so on the connection instead,
+  // and the oldest pending publish to that subject is the one refused (as nats.js does for its requests).
+  const statuses = nc.status();
+  void (async () => {
+    for await (const s of statuses) {
+      if (s.type !== "error" || !(s.error instanceof PermissionViolationError) || s.error.operation !== "publish") continue;
+      for (const [token, p] of pending) {
+        if (p.subject !== s.error.subject) continue;
+        pending.delete(token);
+        p.reject(new StreamPublishError(`permission denied: this connection may not publish to ${p.subject}`));
+        break;
+      }
+    }
+  })();
 
   return {
     publish(subject, data, o = {}) {
@@ -119,7 +140,7 @@ export function createStreamPublisher(nc: NatsConnection, inboxPrefix: string, o
       }
       const token = (next++).toString(36);
       return new Promise<PubAck>((resolve, reject) => {
-        pending.set(token, { resolve, reject, deadline: performance.now() + timeoutMs });
+        pending.set(token, { subject, resolve, reject, deadline: performance.now() + timeoutMs });
         try {
           nc.publish(subject, data, { reply: `${inbox}.${token}`, ...(h && { headers: h }) });
         } catch (err) {
@@ -131,6 +152,7 @@ export function createStreamPublisher(nc: NatsConnection, inboxPrefix: string, o
     close() {
       closed = true;
       clearInterval(sweep);
+      (statuses as { stop?: () => void }).stop?.();
       sub.unsubscribe();
       failAll("the publisher is closed");
     },

@@ -79,3 +79,31 @@ test("stream publisher - acks, duplicates, create-only, and each failure with it
     await assert.rejects(publisher.publish("work.a", "x"), /the publisher is closed/);
   });
 });
+
+test("stream publisher - a publish the connection's permissions refuse is rejected as such, not left to the (30 s) timeout", async (t) => {
+  await using server = await startServer({
+    config: `
+accounts: {
+  APP: {
+    jetstream: enabled
+    users: [
+      { user: admin, password: admin }
+      { user: narrow, password: narrow, permissions: { publish: { allow: ["work.allowed"] }, subscribe: { allow: ["_INBOX.>"] } } }
+    ]
+  }
+}`,
+  });
+  const admin = await connect({ servers: server.url, user: "admin", pass: "admin" });
+  t.after(() => admin.close());
+  await (await jetstreamManager(admin)).streams.add({ name: "WORK", subjects: ["work.>"] });
+  const narrow = await connect({ servers: server.url, user: "narrow", pass: "narrow" });
+  t.after(() => narrow.close());
+  const publisher = createStreamPublisher(narrow, "_INBOX", { timeoutMs: 30_000 });
+  t.after(() => publisher.close());
+  const [allowed, refused] = await Promise.allSettled([publisher.publish("work.allowed", "x"), publisher.publish("work.other", "x")]);
+  assert.equal(allowed.status, "fulfilled");
+  assert.equal(refused.status, "rejected");
+  assert.ok(refused.reason instanceof StreamPublishError);
+  assert.match(refused.reason.message, /permission denied: this connection may not publish to work\.other/);
+});
+
