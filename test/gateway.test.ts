@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { jetstreamManager } from "@nats-io/jetstream";
+import { HTTP, CloudEvent as SdkCloudEvent } from "cloudevents";
 import {
   DSSE_MATERIAL, NatsBinding, createEvent, encodeJsonEvent, readSeed, signEvent, signingKeyFromNkeySeed,
 } from "../services/kit/index.ts";
@@ -60,6 +61,26 @@ describe("gateway", () => {
     assert.equal(event.dataschema, REQUEST_SCHEMA);
     assert.ok(event.time);
     assert.equal(g.mesh.trust.verify(event).entry.principal, "gateway");
+  });
+
+  test("gateway - an upstream using the cloudevents SDK (HTTP.binary and HTTP.structured) is accepted, attributes and data kept", async () => {
+    const sdkEvent = new SdkCloudEvent({
+      id: "sdk-1", source: DEMO_SOURCE, type: "report.requested", dataschema: REQUEST_SCHEMA, datacontenttype: "application/json",
+      ticketref: "T 42", data: { topic: "from the SDK", requester: "a@example.com", questions: ["q"] },
+    });
+    for (const message of [HTTP.binary(sdkEvent), HTTP.structured(sdkEvent.cloneWith({ id: "sdk-2" }))]) {
+      const res = await g.post(String(message.body), message.headers as Record<string, string>);
+      assert.equal(res.status, 202, JSON.stringify(res.json));
+    }
+    for (const id of ["sdk-1", "sdk-2"]) {
+      const [event] = await routedById(g, id);
+      assert.ok(event, id);
+      assert.equal(g.mesh.trust.verify(event).entry.principal, "gateway");
+      assert.deepEqual(JSON.parse(Buffer.from(event.data).toString()), sdkEvent.data);
+      assert.equal(event.time, sdkEvent.time);
+      assert.equal(event.extensions.ticketref, "T 42");
+      assert.equal(event.extensions.upstream, "upstream-demo");
+    }
   });
 
   test("gateway - HTTP batch mode: every event accepted and routed, results in order", async () => {
