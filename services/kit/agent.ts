@@ -100,9 +100,6 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const backoffMs = (info.config.backoff ?? []).map((ns) => ns / 1e6);
   const ackWaitMs = (info.config.ack_wait ?? 30e9) / 1e6;
   const js = jetstream(nc);
-  // Outputs go through a StreamPublisher (acks matched on one inbox subscription): a third of the client CPU of
-  // js.publish per output. Agents connect as their principal, whose inbox prefix their permissions allow.
-  const publisher = createStreamPublisher(nc, inboxPrefix(def.principal));
 
   const counters = { processed: 0, failed: 0, quarantined: 0, replays: 0, inFlight: 0, handlerTotalMs: 0, handlerRuns: 0, handlerMaxMs: 0 };
   const stats = (): AgentStats => ({
@@ -291,6 +288,10 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // restarts it and the consumer is created again) instead of retrying forever; pulls expire every 5 s so a
   // deletion is noticed within seconds.
   const messages = await consumer.consume({ max_messages: concurrency, expires: 5_000, abort_on_missing_resource: true });
+  // Outputs go through a StreamPublisher (acks matched on one inbox subscription): a third of the client CPU of
+  // js.publish per output. Agents connect as their principal, whose inbox prefix their permissions allow.
+  // Created last, so a start-up that fails leaves no subscription behind.
+  const publisher = createStreamPublisher(nc, inboxPrefix(def.principal));
   const running = new Set<Promise<void>>();
   let resolveStopped!: () => void;
   let rejectStopped!: (err: Error) => void;
