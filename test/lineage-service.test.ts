@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
@@ -111,7 +111,10 @@ describe("lineage service", () => {
     for (const name of ["coordinator", "planner", "researcher", "verifier", "reporter"]) {
       mesh.spawn(name === "coordinator" ? "services/coordinator/main.ts" : `services/agents/${name}/main.ts`, { CAUSEWAY_REPORT_DEADLINE_MS: "2000", CAUSEWAY_REPORT_SWEEP_MS: "100" });
     }
-    const http = await waitFor(() => /lineage: HTTP API on (http:\/\/\S+)/.exec(lineage.output())?.[1], { what: "lineage's HTTP API", timeoutMs: 15_000 });
+    const [, http, tokenFile] = await waitFor(() => /lineage: HTTP API on (http:\/\/\S+) \(bearer token in (\S+)\)/.exec(lineage.output()) ?? undefined, { what: "lineage's HTTP API", timeoutMs: 15_000 });
+    assert.equal(tokenFile, join(mesh.dataDir, "tokens", "lineage-http.token"));
+    assert.equal(statSync(tokenFile!).mode & 0o777, 0o600, "the token file is private");
+    const auth = { authorization: `Bearer ${readFileSync(tokenFile!, "utf8").trim()}` };
     const gateway = await mesh.as("gateway");
     const now = new Date().toISOString();
     const root = signEvent(createEvent({
@@ -158,9 +161,9 @@ describe("lineage service", () => {
     assert.equal(cli.result.nodes.length, trace.nodes.length);
     const { stdout } = await promisify(execFile)(process.execPath, [join(repoRoot, "services/cli/main.ts"), "lineage", "why", reportId, "--server", mesh.server.url], { env: { ...process.env, CAUSEWAY_DATA_DIR: mesh.dataDir } });
     assert.match(stdout, /report\.published by reporter, 5 steps to the upstream root/);
-    const viaHttp = await (await fetch(`${http}/v1/why/${reportId}`)).json() as { ok: boolean; result: WhyResult };
+    const viaHttp = await (await fetch(`${http}/v1/why/${reportId}`, { headers: auth })).json() as { ok: boolean; result: WhyResult };
     assert.deepEqual(viaHttp.result.steps.map((s) => s.id), why.steps.map((s) => s.id));
-    const csv = await fetch(`${http}/v1/export/${root.id}?format=csv`);
+    const csv = await fetch(`${http}/v1/export/${root.id}?format=csv`, { headers: auth });
     assert.equal(csv.status, 200);
     assert.match(csv.headers.get("content-type") ?? "", /^text\/csv/);
 
@@ -190,10 +193,18 @@ describe("lineage service", () => {
     const runs = (await causeway("export", root.id, "--format", "openlineage", "--server", mesh.server.url)).stdout.trim().split("\n").map((l) => JSON.parse(l) as { eventType: string });
     assert.deepEqual([...new Set(runs.map((r) => r.eventType))].sort(), ["COMPLETE", "FAIL", "START"]);
 
-    const malformed = await fetch(`${http}/v1/why/%E0%A4%A`);
+    // Without the token, or with another, nothing but the health check answers.
+    for (const headers of [{}, { authorization: "Bearer not-the-token" }, { authorization: auth.authorization.replace("Bearer", "Basic") }]) {
+      const refused = await fetch(`${http}/v1/why/${reportId}`, { headers });
+      assert.equal(refused.status, 401, JSON.stringify(headers));
+      assert.equal(refused.headers.get("www-authenticate"), 'Bearer realm="causeway-lineage"');
+      assert.equal(((await refused.json()) as { code: string }).code, "CW_ERR_UNAUTHENTICATED");
+    }
+    assert.equal((await fetch(`${http}/healthz`)).status, 200);
+    const malformed = await fetch(`${http}/v1/why/%E0%A4%A`, { headers: auth });
     assert.equal(malformed.status, 400);
     assert.equal(((await malformed.json()) as { code: string }).code, "CW_ERR_LINEAGE_QUERY");
-    const missing = await fetch(`${http}/v1/why/no-such-event`);
+    const missing = await fetch(`${http}/v1/why/no-such-event`, { headers: auth });
     assert.equal(missing.status, 404);
     assert.equal(((await missing.json()) as { code: string }).code, "CW_ERR_LINEAGE_NOT_FOUND");
   });

@@ -1,10 +1,9 @@
 // The upstream systems (infra/upstreams.json): who may publish, with which CloudEvents sources, at what rate.
 // Over HTTP an upstream proves itself with a bearer token, declared by its SHA-256 (never the token itself);
 // over NATS the server has already proved it (its NKey), and the ingest subject's source token names it.
-import { hash, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { ErrorCode, Role, type Principals } from "../kit/index.ts";
+import { ErrorCode, Role, bearerMatcher, tokenDigestHex, type Principals } from "../kit/index.ts";
 import { invalidFile, readInfraFile } from "./infra-file.ts";
 
 /** One upstream, validated and frozen. */
@@ -72,7 +71,7 @@ export function loadUpstreams(path: string, principals: Principals, dataDir: str
     else if (raw.bearer) {
       const file = devTokenPath(dataDir, name);
       try {
-        digest = sha256Hex(readFileSync(file, "utf8").trim());
+        digest = tokenDigestHex(readFileSync(file, "utf8").trim());
       } catch {
         warnings.push(`upstream ${name}: no development token at ${file} (\`causeway tokens ensure\` creates it); it can publish over NATS only`);
       }
@@ -88,23 +87,15 @@ export function loadUpstreams(path: string, principals: Principals, dataDir: str
     byName.set(name, upstream);
   }
   if (problems.length > 0) throw invalidFile(path, ErrorCode.UpstreamsInvalid, problems);
-  const digests = [...byDigest.entries()].map(([hex, u]) => [Buffer.from(hex, "hex"), u] as const);
+  const withTokens = [...byDigest.values()];
+  const match = bearerMatcher([...byDigest.keys()]);
   return Object.freeze({
     byName: (name: string) => byName.get(name),
     authenticate(authorization: string | undefined) {
-      const m = authorization === undefined ? null : /^Bearer +(\S+) *$/i.exec(authorization);
-      if (!m) return undefined;
-      const presented = hash("sha256", m[1]!, "buffer");
-      // Compare against every declared digest in constant time, so timing says nothing about which was close.
-      let found: Upstream | undefined;
-      for (const [digest, u] of digests) if (timingSafeEqual(digest, presented)) found = u;
-      return found;
+      const i = match(authorization);
+      return i === undefined ? undefined : withTokens[i];
     },
     list: () => [...byName.values()],
     warnings: Object.freeze(warnings),
   });
-}
-
-function sha256Hex(text: string): string {
-  return hash("sha256", text, "hex");
 }

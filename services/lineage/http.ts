@@ -1,11 +1,13 @@
 // The lineage API over HTTP (JSON), on Node's own server: `GET /v1/<operation>?param=…` (path segments after
 // the operation fill its required parameters in order: `/v1/why/<event-id>`), `GET /healthz`. Answers are
 // the same objects the NATS endpoints return; errors carry the same codes, with 400 for a bad query, 404 for
-// an unknown event or operation, 500 otherwise. Read-only: no other method is accepted.
+// an unknown event or operation, 500 otherwise. Read-only: no other method is accepted. Every request but
+// `/healthz` needs `Authorization: Bearer <token>` (401 CW_ERR_UNAUTHENTICATED otherwise): the audit log holds
+// every event's data, so "bound to localhost" is not enough on a shared machine.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
-import { ErrorCode } from "../kit/index.ts";
+import { ErrorCode, bearerMatcher } from "../kit/index.ts";
 import { Document, type LineageApi, type Params } from "./api.ts";
 import { errorReply } from "./endpoints.ts";
 
@@ -22,9 +24,20 @@ const STATUS: Readonly<Record<string, number>> = {
   [ErrorCode.LineageNotCovered]: 409,
 };
 
-export async function startLineageHttp(api: LineageApi, host: string, port: number, log: Logger): Promise<LineageHttp> {
+/** Where the HTTP API listens and whom it lets in. */
+export interface LineageHttpOptions {
+  readonly host: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  /** The SHA-256 (hex) of each accepted bearer token; at least one. */
+  readonly tokenDigests: readonly string[];
+}
+
+export async function startLineageHttp(api: LineageApi, opts: LineageHttpOptions, log: Logger): Promise<LineageHttp> {
+  if (opts.tokenDigests.length === 0) throw new Error("the lineage HTTP API needs at least one bearer token digest");
+  const authorized = bearerMatcher(opts.tokenDigests);
   const server: Server = createServer((req, res) => {
-    answer(api, req, res, log).catch((err: unknown) => {
+    answer(api, req, res, log, (authorization) => authorized(authorization) !== undefined).catch((err: unknown) => {
       // Never an unhandled rejection (it would end the process): answer what can still be answered.
       log.error({ err, path: req.url }, "lineage HTTP request failed");
       if (!res.headersSent) res.writeHead(500, { "content-type": "application/json; charset=utf-8" });
@@ -34,7 +47,7 @@ export async function startLineageHttp(api: LineageApi, host: string, port: numb
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, host, () => resolve());
+    server.listen(opts.port, opts.host, () => resolve());
   });
   const address = server.address() as AddressInfo;
   const url = `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`;
@@ -47,7 +60,7 @@ export async function startLineageHttp(api: LineageApi, host: string, port: numb
   };
 }
 
-async function answer(api: LineageApi, req: IncomingMessage, res: ServerResponse, log: Logger): Promise<void> {
+async function answer(api: LineageApi, req: IncomingMessage, res: ServerResponse, log: Logger, authorized: (authorization: string | undefined) => boolean): Promise<void> {
   const url = new URL(req.url ?? "/", "http://lineage");
   const send = (status: number, body: unknown) => {
     const text = JSON.stringify(body, null, 2) + "\n";
@@ -59,6 +72,13 @@ async function answer(api: LineageApi, req: IncomingMessage, res: ServerResponse
     return send(405, { ok: false, code: ErrorCode.LineageQuery, error: `${req.method} is not supported: the lineage API is read-only (GET)` });
   }
   if (url.pathname === "/healthz") return send(200, { ok: true });
+  if (!authorized(req.headers.authorization)) {
+    res.setHeader("www-authenticate", 'Bearer realm="causeway-lineage"');
+    const error = req.headers.authorization === undefined
+      ? "no Authorization header: send Authorization: Bearer <token> (one whose SHA-256 is in LINEAGE_HTTP_TOKEN_SHA256, or the development token in the file lineage names at start)"
+      : "the bearer token is not one the lineage HTTP API accepts";
+    return send(401, { ok: false, code: ErrorCode.Unauthenticated, error });
+  }
   let segments: string[];
   try {
     segments = url.pathname.split("/").filter((seg) => seg !== "").map(decodeURIComponent);

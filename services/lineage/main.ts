@@ -20,7 +20,10 @@ async function main(): Promise<void> {
     nc = await connectAs(PRINCIPAL);
     const trust = await openTrustStore(nc, { onProblem: (err) => log.warn({ err }, "trust store entry ignored") });
     const service = await startLineageService({ nc, store, trust, key: signingKeyFromNkeySeed(readSeed(PRINCIPAL)), config, log });
-    if (service.http) console.log(`lineage: HTTP API on ${service.http.url}`);
+    if (service.http) {
+      const token = config.httpTokenDigests.length === 0 ? ` (bearer token in ${config.httpTokenFile})` : "";
+      console.log(`lineage: HTTP API on ${service.http.url}${token}`);
+    }
     await Promise.race([drainSignal(log), service.stopped, nc.closed()]);
     await service.stop();
     await trust.close();

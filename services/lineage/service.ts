@@ -5,7 +5,9 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Svcm, type Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { CausewayError, ErrorCode, StreamName, readStream, subjectsFor, type SigningKey, type TrustStore } from "../kit/index.ts";
+import {
+  CausewayError, ErrorCode, StreamName, ensureTokenFile, readStream, subjectsFor, tokenDigestHex, type SigningKey, type TrustStore,
+} from "../kit/index.ts";
 import { createLineageApi, type LineageApi } from "./api.ts";
 import { startCheckpointer, type Checkpointer } from "./checkpointer.ts";
 import type { LineageConfig } from "./config.ts";
@@ -67,7 +69,7 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
       metadata: { store: store.kind },
     });
     addLineageEndpoints(service, api, subjects);
-    if (config.httpPort >= 0) http = await startLineageHttp(api, config.httpHost, config.httpPort, log);
+    if (config.httpPort >= 0) http = await startLineageHttp(api, { host: config.httpHost, port: config.httpPort, tokenDigests: httpTokens(config, log) }, log);
   } catch (err) {
     await ingest.stop();
     await checkpointer.stop().catch(() => undefined);
@@ -96,4 +98,12 @@ async function refuseSilentRebuild(store: LineageStore, origin: string, publishe
   if (notes.length === 0) return;
   const newest = notes.at(-1)!.split("\n")[1];
   throw new CausewayError(ErrorCode.LineageStore, `the store (${store.location}) is empty, but MESH_AUDIT holds ${notes.length} checkpoints of the log "${origin}" (up to size ${newest}): to rebuild the store from the streams, give the rebuilt log its own name, e.g. LINEAGE_ORIGIN=${origin}/2, and keep the old store as the evidence for the old checkpoints`);
+}
+
+/** The bearer tokens the HTTP API accepts: the configured digests, else the development token (created once). */
+function httpTokens(config: LineageConfig, log: Logger): readonly string[] {
+  if (config.httpTokenDigests.length > 0) return config.httpTokenDigests;
+  const { token, created } = ensureTokenFile(config.httpTokenFile);
+  log.info({ file: config.httpTokenFile, created }, "HTTP API: the development bearer token is in this file (set LINEAGE_HTTP_TOKEN_SHA256 in production)");
+  return [tokenDigestHex(token)];
 }

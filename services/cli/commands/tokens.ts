@@ -2,9 +2,9 @@
 // `dev_token`, one file per upstream under <data>/tokens (0600, in a 0700 directory). Like NKey seeds, a token
 // is a secret: written once, never printed, never logged. Production upstreams declare their token's SHA-256
 // in infra/upstreams.json instead and keep the token themselves.
-import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { ensureTokenFile } from "../../kit/bearer.ts";
 import { dataDir } from "../../kit/connect.ts";
 import { parseCommand, usageError } from "../usage.ts";
 
@@ -28,16 +28,7 @@ export function ensureDevTokens(dir: string = dataDir()): string[] {
   const created: string[] = [];
   for (const [name, u] of Object.entries(doc.upstreams)) {
     if (u.bearer?.dev_token !== true || !/^[a-z0-9][a-z0-9_-]*$/.test(name)) continue;
-    const path = devTokenPath(dir, name);
-    if (existsSync(path)) continue;
-    mkdirSync(join(dir, "tokens"), { recursive: true, mode: 0o700 });
-    const fd = openSync(path, "wx", 0o600);
-    try {
-      writeSync(fd, `${randomBytes(32).toString("base64url")}\n`);
-    } finally {
-      closeSync(fd);
-    }
-    created.push(name);
+    if (ensureTokenFile(devTokenPath(dir, name)).created) created.push(name);
   }
   return created;
 }
