@@ -16,6 +16,8 @@ import {
 import type { TraceResult, WhyResult } from "../services/lineage/queries.ts";
 import { openPostgresStore } from "../services/lineage/store-postgres.ts";
 import { openSqliteStore } from "../services/lineage/store-sqlite.ts";
+import { createLineageApi } from "../services/lineage/api.ts";
+import { startLineageHttp } from "../services/lineage/http.ts";
 import { startIngest } from "../services/lineage/ingest.ts";
 import { createMerkleLog } from "../services/lineage/merkle.ts";
 import { encodeRecord } from "../services/lineage/record.ts";
@@ -23,7 +25,7 @@ import { sqliteStorePath } from "../services/lineage/open-store.ts";
 import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
 import { repoRoot, runNatsJson, startPostgres, waitFor } from "./harness/index.ts";
 import { readMessages } from "../services/cli/flow.ts";
-import { createLogger, inboxPrefix, publicKeyOf, seedPath } from "../services/kit/index.ts";
+import { createLogger, inboxPrefix, publicKeyOf, seedPath, tokenDigestHex } from "../services/kit/index.ts";
 
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
 
@@ -264,6 +266,35 @@ describe("lineage service", () => {
     await using store = openSqliteStore(path);
     const after = (await store.range(0, total + 1)).map((r) => `${r.columns.stream}#${r.columns.seq} ${r.columns.id} ${r.columns.verified}`).sort();
     assert.deepEqual(after, before, "the rebuilt log records the same messages with the same verification results");
+  });
+
+  test("lineage - while the store refuses writes, nothing is lost and health says so (stats, /healthz 503); once it is back, all is recorded", async () => {
+    await using mesh = await startOperatedMesh();
+    await using inner = openSqliteStore(join(mkdtempSync(join(tmpdir(), "causeway-outage-")), "lineage.db"));
+    let down = false;
+    const store: typeof inner = Object.create(inner, {
+      append: { value: (...args: Parameters<typeof inner.append>) => (down ? Promise.reject(new Error("disk full")) : inner.append(...args)) },
+    });
+    const log = createLogger({ name: "lineage", level: "silent" });
+    const ingest = await startIngest({ js: jetstream(await mesh.as("lineage")), store, trust: mesh.trust, log });
+    const api = createLineageApi({ store, publicKey: signingKeyFromNkeySeed(readSeed("lineage", mesh.dataDir)), published: async () => [], ingest, checkpointNow: async () => undefined });
+    const http = await startLineageHttp(api, { host: "127.0.0.1", port: 0, tokenDigests: [tokenDigestHex("t")] }, log);
+    try {
+      down = true;
+      const sent = await publishWork(mesh, 3);
+      const failing = await waitFor(() => ingest.stats().failing, { what: "the outage in stats" });
+      assert.equal(failing.error, "disk full");
+      const health = await fetch(`${http.url}/healthz`);
+      assert.equal(health.status, 503);
+      assert.deepEqual(await health.json(), { ok: false, failing });
+      down = false;
+      await waitFor(() => ingest.stats().failing === undefined && ingest.stats().size >= sent, { what: "every message recorded after the outage", timeoutMs: 20_000 });
+      assert.equal(ingest.stats().size, sent);
+      assert.equal((await fetch(`${http.url}/healthz`)).status, 200);
+    } finally {
+      await http.close();
+      await ingest.stop();
+    }
   });
 
   test("lineage - when the store cannot be written nor its log restored, ingest stops consuming and says why", async () => {

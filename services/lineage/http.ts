@@ -71,7 +71,12 @@ async function answer(api: LineageApi, req: IncomingMessage, res: ServerResponse
     res.setHeader("allow", "GET, HEAD");
     return send(405, { ok: false, code: ErrorCode.LineageQuery, error: `${req.method} is not supported: the lineage API is read-only (GET)` });
   }
-  if (url.pathname === "/healthz") return send(200, { ok: true });
+  if (url.pathname === "/healthz") {
+    // Unhealthy while audit batches cannot be stored (they wait in the streams): a supervisor or load
+    // balancer sees it, not only the log.
+    const stats = await api.stats!.run({} as Params) as { failing?: { since: string; error: string } };
+    return stats.failing ? send(503, { ok: false, failing: stats.failing }) : send(200, { ok: true });
+  }
   if (!authorized(req.headers.authorization)) {
     res.setHeader("www-authenticate", 'Bearer realm="causeway-lineage"');
     const error = req.headers.authorization === undefined

@@ -39,6 +39,8 @@ export interface IngestStats {
   /** Messages read back from the streams at start because the store lacked them. */
   readonly rebuilt: number;
   readonly batches: number;
+  /** While batches fail to be stored (the store is down): since when, and the last error. Nothing is lost. */
+  readonly failing?: { readonly since: string; readonly error: string };
 }
 
 export interface Ingest {
@@ -68,6 +70,7 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   const pending: Delivery[] = [];
   let writing: Promise<void> | undefined;
   let failure: Error | undefined;
+  let failing: { since: string; error: string } | undefined;
 
   const writeBatch = async (batch: readonly Delivery[]) => {
     const examined = batch.map((msg) => ({ msg, content: examine(msg, trust) }));
@@ -129,10 +132,13 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
       const batch = pending.splice(0, batchSize);
       try {
         await writeBatch(batch);
+        if (failing) log.info({ since: failing.since }, "audit batches are stored again");
+        failing = undefined;
       } catch (err) {
         // Nothing of the batch is stored (one transaction): leave it to redelivery, and rebuild the log from
         // the store so the next batch continues exactly where the store is.
-        log.error({ err, messages: batch.length }, "audit batch not stored; it will be redelivered");
+        failing = { since: failing?.since ?? new Date().toISOString(), error: (err as Error).message };
+        log.error({ err, messages: batch.length, failingSince: failing.since }, "audit batch not stored; it will be redelivered");
         for (const msg of batch) msg.nak(1_000);
         try {
           merkle = await restore();
@@ -184,7 +190,7 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     get log() {
       return merkle;
     },
-    stats: () => ({ size: merkle.size, ...counters }),
+    stats: () => ({ size: merkle.size, ...counters, ...(failing && { failing: { ...failing } }) }),
     async stop() {
       stopping = true;
       await Promise.all(subscriptions.map((s) => s.close()));
