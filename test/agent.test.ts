@@ -127,6 +127,8 @@ describe("agent pipeline", () => {
       ["bad_signature", () => mesh.publish(PLAN, createEvent({ ...ok(), extensions: {} }))],
       ["unknown_key", () => mesh.publish(PLAN, stranger)],
       ["revoked_key", () => mesh.publish(PLAN, mesh.event("upstream-demo"))],
+      // Stamped before the revocation by the stolen key, but it reaches the mesh after it.
+      ["revoked_key", () => mesh.publish(PLAN, mesh.event("upstream-demo", { time: new Date(Date.now() - 60_000).toISOString() }))],
       ["unauthorized_emitter", () => mesh.publish(PLAN, mesh.event("researcher"))],
       ["expired", () => mesh.publish(PLAN, mesh.event("gateway", { extensions: { expirytime: new Date(Date.now() - 1000).toISOString() } }))],
       ["schema_violation", () => mesh.publish(PLAN, mesh.event("gateway", { data: JSON.stringify({ topic: 42 }) }))],

@@ -201,6 +201,31 @@ describe("trust - on a server running the rendered accounts", () => {
     rejectsWith(() => store.verify(before), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
   });
 
+  test("trust - a stolen key cannot backdate past its revocation or expiry: the time the mesh received the message decides too", async () => {
+    const key = newKey();
+    const start = Date.now() - 10 * 60_000;
+    await writable.put(key.keyid, encodeTrustRecord(record(key, { not_before: formatTime(start), not_after: formatTime(start + 5 * 60_000) })));
+    await waitFor(() => store.entry(key.keyid), { what: "the windowed key" });
+    const backdated = signed(key, "research.finding.created", start + 60_000); // inside the window, by its own claim
+    assert.equal(store.verify(backdated, { receivedAt: start + 61_000 }).entry.keyid, key.keyid, "received inside the window");
+    const lastSecond = Math.floor((start + 5 * 60_000) / 1000) * 1000; // entry times count whole seconds
+    assert.equal(store.verify(backdated, { receivedAt: lastSecond + 999 }).entry.keyid, key.keyid, "received in the last second of the window");
+    rejectsWith(() => store.verify(backdated, { receivedAt: lastSecond + 1_000 }), ErrorCode.KeyNotValid, QuarantineReason.UnknownKey);
+    rejectsWith(() => store.verify(backdated, { receivedAt: Date.now() }), ErrorCode.KeyNotValid, QuarantineReason.UnknownKey);
+
+    const stolen = newKey();
+    await writable.put(stolen.keyid, encodeTrustRecord(record(stolen)));
+    await waitFor(() => store.entry(stolen.keyid), { what: "the key" });
+    const stampedEarlier = signed(stolen, "research.finding.created", Date.now() - 60_000);
+    const [revocation] = await revokeTrust(operator, stolen.keyid, { reason: "key stolen" });
+    await waitFor(() => store.entry(stolen.keyid)?.revokedAt !== undefined, { what: "the revocation" });
+    assert.equal(store.verify(stampedEarlier).entry.keyid, stolen.keyid, "by its claimed time alone it would pass");
+    assert.equal(store.verify(stampedEarlier, { receivedAt: revocation!.revokedAt - 1 }).entry.keyid, stolen.keyid, "it reached the mesh before the revocation");
+    assert.throws(() => store.verify(stampedEarlier, { receivedAt: Date.now() }), (err: unknown) =>
+      err instanceof VerificationError && err.code === ErrorCode.KeyRevoked && err.reason === QuarantineReason.RevokedKey &&
+      /key stolen.*reached the mesh at .*whatever time it claims/.test(err.message));
+  });
+
   test("trust - a rotated key verifies as soon as it is put, without reopening the store", async () => {
     const old = signingKeyFromNkeySeed(readSeed("planner", env.data));
     const rotated = newKey();

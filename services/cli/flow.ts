@@ -46,7 +46,7 @@ export async function collectFlow(nc: NatsConnection, trust: TrustStore, correla
       if (nodes.has(event.id)) continue;
       let principal: string | undefined, keyid: string | undefined, problem: string | undefined, verified = false;
       try {
-        const v = trust.verify(event);
+        const v = trust.verify(event, { receivedAt: msg.info.timestampNanos / 1e6 });
         ({ principal, keyid } = v.entry);
         event = v.event;
         verified = true;

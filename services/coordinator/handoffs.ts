@@ -9,7 +9,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Msg } from "@nats-io/transport-node";
 import {
-  DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, correlationIdOf, dataJson, dataText, decisionEvent, encodeLease, leaseKey, parseSubject, publishDecision, publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, type CausewayError, type CloudEvent, type Lease, type QuarantineReasonValue,
+  DecisionKind, ErrorCode, KvBucket, storedAt, NatsBinding, QuarantineReason, correlationIdOf, dataJson, dataText, decisionEvent, encodeLease, leaseKey, parseSubject, publishDecision, publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, type CausewayError, type CloudEvent, type Lease, type QuarantineReasonValue,
 } from "../kit/index.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
 import type { CapabilityPolicy } from "./policy.ts";
@@ -144,7 +144,7 @@ class Handoffs {
     let event: CloudEvent, trusted;
     try {
       event = NatsBinding.toEvent(msg);
-      trusted = deps.trust.verify(event);
+      trusted = deps.trust.verify(event, { receivedAt: storedAt(msg) });
     } catch (err) {
       await refuse(quarantineReasonOf(err), (err as Error).message, (err as CausewayError).code);
       return;

@@ -10,7 +10,7 @@
 import { hash } from "node:crypto";
 import { AckPolicy, DeliverPolicy, jetstreamManager, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { Msg, Subscription } from "@nats-io/transport-node";
-import { ErrorCode, NatsBinding, QuarantineReason, StreamName, quarantine, type CloudEvent } from "../kit/index.ts";
+import { ErrorCode, NatsBinding, QuarantineReason, StreamName, quarantine, storedAt, type CloudEvent } from "../kit/index.ts";
 import type { IngressDeps } from "./ingress.ts";
 import { IngestError, rejectionOf, replyBody, type Outcome, type Rejected } from "./outcome.ts";
 import { quarantineTarget } from "./quarantine.ts";
@@ -138,7 +138,7 @@ async function settle(deps: NatsIngressDeps, msg: JsMsg, replies: ReplyBook): Pr
   let checked;
   try {
     event = NatsBinding.toEvent(msg, { maxDataBytes: deps.config.maxDataBytes });
-    checked = deps.notary.check(event, upstream);
+    checked = deps.notary.check(event, upstream, storedAt(msg));
   } catch (err) {
     return refuse(err);
   }

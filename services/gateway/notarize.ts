@@ -37,8 +37,12 @@ export interface NotaryDeps {
 
 /** Checks and notarizes upstream events. */
 export interface Notary {
-  /** Every check of the event from `upstream`; throws IngestError, DecodeError, SchemaError or VerificationError. */
-  check(event: CloudEvent, upstream: Upstream): Checked;
+  /**
+   * Every check of the event from `upstream`; throws IngestError, DecodeError, SchemaError or VerificationError.
+   * `receivedAt`: when the mesh got it (now over HTTP, MESH_INGEST's stored time over NATS); a signed event's
+   * key must have been good then, whatever time the event claims.
+   */
+  check(event: CloudEvent, upstream: Upstream, receivedAt?: number): Checked;
   /** The event to publish: signed by the gateway, or the upstream's own signed event unchanged. */
   notarize(checked: Checked, now?: Date): CloudEvent;
 }
@@ -51,7 +55,7 @@ export function dedupeKey(event: Pick<CloudEvent, "source" | "id">): string {
 /** A notary over the trust store, schemas and routes. */
 export function createNotary(deps: NotaryDeps): Notary {
   return {
-    check(event, upstream) {
+    check(event, upstream, receivedAt = Date.now()) {
       if (!sourceAllowed(upstream, event.source)) {
         throw new IngestError(ErrorCode.SourceNotAllowed, 403, `source "${event.source}" is not one of upstream ${upstream.name}'s sources (${upstream.sources.join(", ")})`, {
           reason: QuarantineReason.PolicyDenied, attribute: "source",
@@ -70,7 +74,7 @@ export function createNotary(deps: NotaryDeps): Notary {
       }
       const signed = event.extensions[DSSE_MATERIAL] !== undefined;
       if (signed) {
-        const trusted = deps.trust.verify(event);
+        const trusted = deps.trust.verify(event, { receivedAt });
         if (trusted.entry.principal !== upstream.name) {
           throw new IngestError(ErrorCode.SignerMismatch, 403, `signed by ${trusted.entry.principal}, but sent by upstream ${upstream.name}`, {
             reason: QuarantineReason.PolicyDenied, attribute: DSSE_MATERIAL,

@@ -30,7 +30,7 @@ import { capabilityConsumerConfig } from "./streams.ts";
 import { StreamName, subjectsFor } from "./subjects.ts";
 import { PAUSED_UNTIL_RESUMED, watchSwitches, type SwitchWatcher } from "./switches.ts";
 import { endSpan, startProcessSpan, startSendSpan, traceparentOf } from "./tracing.ts";
-import type { TrustStore } from "./trust.ts";
+import { storedAt, type TrustStore } from "./trust.ts";
 import { signEvent } from "./verifiability.ts";
 
 /** What the runtime needs besides the definition. */
@@ -168,7 +168,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     let trusted: ReturnType<TrustStore["verify"]>;
     try {
       event = NatsBinding.toEvent(msg);
-      trusted = opts.trust.verify(event);
+      trusted = opts.trust.verify(event, { receivedAt: storedAt(msg) });
     } catch (err) {
       const e = err as CausewayError;
       return toQuarantine(msg, quarantineReasonOf(err), e.message, e.code, log());

@@ -36,11 +36,11 @@ export type { OutputSpec, TraceParent } from "./context.ts";
 
 // The live trust store: who may sign what, when, and address whom (KV causeway_trust)
 export {
-  encodeTrustRecord, formatTime, listTrustEntries, openTrustStore, parseTrustEntry, revokeTrust, seedTrustStore, trustEntriesFromPrincipals,
+  encodeTrustRecord, formatTime, listTrustEntries, openTrustStore, parseTrustEntry, revokeTrust, seedTrustStore, storedAt, trustEntriesFromPrincipals,
 } from "./trust.ts";
 export type {
   OpenTrustStoreOptions, RevokeOptions, SeedTrustOptions, TrustChange, TrustEntry, TrustListing, TrustRecord, TrustRevocation, TrustStore,
-  TrustedEvent,
+  TrustVerifyOptions, TrustedEvent,
 } from "./trust.ts";
 
 // Agents: the contract, the runtime, the process entry, quarantine and replay protection

@@ -71,14 +71,29 @@ export interface TrustStore extends KeyResolver, AsyncDisposable {
    * Verifies signature and digests, then authorizes the signer at the event's signed `time` (now when absent):
    * revocation (CW_ERR_KEY_REVOKED), validity window (CW_ERR_KEY_NOT_VALID), the types it may emit
    * (CW_ERR_UNAUTHORIZED_EMITTER). Throws VerificationError with the quarantine reason.
+   *
+   * The signed time is the signer's claim, and a stolen key can claim any time: pass `receivedAt`, when the
+   * mesh itself first saw the message (JetStream's stored timestamp, or now for a message arriving now), and
+   * the key must also have been unrevoked and not past its validity then. Callers reading streams pass it.
    */
-  verify(event: CloudEvent, opts?: VerifyOptions): TrustedEvent;
+  verify(event: CloudEvent, opts?: TrustVerifyOptions): TrustedEvent;
   /** May this entry's principal address capability `<capability>.v<major>`? (false → CW_ERR_UNAUTHORIZED_ADDRESS) */
   mayAddress(entry: TrustEntry, capability: string, major: number): boolean;
   /** Number of valid entries. */
   readonly size: number;
   /** Stops watching; the last known entries stay readable. */
   close(): Promise<void>;
+}
+
+/** Options of {@link TrustStore.verify}. */
+export interface TrustVerifyOptions extends VerifyOptions {
+  /** When the mesh first saw the message (ms since the epoch): its JetStream stored timestamp, or now. */
+  receivedAt?: number;
+}
+
+/** The JetStream stored timestamp of a consumed message (what `receivedAt` takes), in ms. */
+export function storedAt(msg: { readonly info: { readonly timestampNanos: number } }): number {
+  return Math.floor(msg.info.timestampNanos / 1e6);
 }
 
 /** Options for {@link openTrustStore}. */
@@ -383,14 +398,14 @@ class LiveTrustStore implements TrustStore {
     return this.#byKeyid.get(keyid)?.entry;
   }
 
-  verify(event: CloudEvent, opts?: VerifyOptions): TrustedEvent {
+  verify(event: CloudEvent, opts?: TrustVerifyOptions): TrustedEvent {
     const verified = verifyEvent(event, this, opts);
     // verifyEvent resolved the key through this store a moment ago, synchronously: the entry is still there.
     const compiled = this.#byKeyid.get(verified.verification.keyid);
     if (compiled === undefined) {
       throw new VerificationError(ErrorCode.UnknownKey, `key ${verified.verification.keyid} is not in the trust store`, QuarantineReason.UnknownKey);
     }
-    authorize(compiled, event);
+    authorize(compiled, event, opts?.receivedAt);
     return Object.freeze({ ...verified, entry: compiled.entry });
   }
 
@@ -424,10 +439,11 @@ class LiveTrustStore implements TrustStore {
   }
 }
 
-function authorize(c: Compiled, event: CloudEvent): void {
+function authorize(c: Compiled, event: CloudEvent, receivedAt: number | undefined): void {
   const e = c.entry;
   // The signed time: `time` truncated to seconds (verifyEvent has validated it through the core digest).
   const at = event.time === undefined ? Math.floor(Date.now() / 1000) * 1000 : Date.parse(normalizeTime(event.time));
+  if (receivedAt !== undefined) checkReceived(e, receivedAt);
   if (e.revokedAt !== undefined && e.revokedAt <= at) {
     const why = e.revocationReason === undefined ? "" : ` (${e.revocationReason})`;
     throw new VerificationError(
@@ -448,6 +464,29 @@ function authorize(c: Compiled, event: CloudEvent): void {
       ErrorCode.UnauthorizedEmitter,
       `${e.principal} may not emit "${event.type}" (it may emit ${e.emits.length === 0 ? "nothing" : e.emits.join(", ")})`,
       QuarantineReason.UnauthorizedEmitter,
+    );
+  }
+}
+
+// A key must also have been usable when the mesh received the message: a stolen, revoked key signing events
+// stamped before its revocation is refused by when they arrived, not by when they claim to be from. (Not
+// before its window starts: a key is seeded with the seeding machine's clock, and a server clock a little
+// behind would refuse the first events of a rotation; a claimed time inside the window is checked above.)
+function checkReceived(e: TrustEntry, receivedAt: number): void {
+  if (e.revokedAt !== undefined && e.revokedAt <= receivedAt) {
+    const why = e.revocationReason === undefined ? "" : ` (${e.revocationReason})`;
+    throw new VerificationError(
+      ErrorCode.KeyRevoked,
+      `key ${e.keyid} of ${e.principal} was revoked at ${formatTime(e.revokedAt)}${why}; the message reached the mesh at ${formatTime(receivedAt)}, whatever time it claims`,
+      QuarantineReason.RevokedKey,
+    );
+  }
+  // notAfter is truncated to its second and covers all of it, as for the signed time.
+  if (e.notAfter !== undefined && receivedAt >= e.notAfter + 1000) {
+    throw new VerificationError(
+      ErrorCode.KeyNotValid,
+      `key ${e.keyid} of ${e.principal} was valid to ${formatTime(e.notAfter)}; the message reached the mesh at ${formatTime(receivedAt)}, whatever time it claims`,
+      QuarantineReason.UnknownKey,
     );
   }
 }

@@ -11,7 +11,8 @@ export interface ExaminedMessage {
   readonly subject: string;
   readonly headers?: MsgHdrs | undefined;
   readonly data: Uint8Array;
-  readonly info: { readonly stream: string; readonly streamSequence: number };
+  /** Where it is stored, and when the stream stored it (JetStream's timestamp). */
+  readonly info: { readonly stream: string; readonly streamSequence: number; readonly timestampNanos: number };
 }
 
 /** The record content of `msg` (everything but its index). */
@@ -27,7 +28,7 @@ export function examine(msg: ExaminedMessage, trust: TrustStore, now = new Date(
   let attributes: Record<string, string>;
   let datadigest: string;
   try {
-    const trusted = trust.verify(event);
+    const trusted = trust.verify(event, { receivedAt: msg.info.timestampNanos / 1e6 });
     const v = trusted.verification;
     verification = {
       result: "verified", keyid: v.keyid, principal: trusted.entry.principal,

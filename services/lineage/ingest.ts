@@ -220,5 +220,5 @@ async function checkSameMesh(js: JetStreamClient, store: LineageStore, streams: 
 type Delivery = ExaminedMessage & { ack(): void; nak(delayMs?: number): void };
 
 function readBack(stream: string, m: StoredMsg): Delivery {
-  return { subject: m.subject, headers: m.header, data: m.data, info: { stream, streamSequence: m.seq }, ack() {}, nak() {} };
+  return { subject: m.subject, headers: m.header, data: m.data, info: { stream, streamSequence: m.seq, timestampNanos: m.time.getTime() * 1e6 }, ack() {}, nak() {} };
 }
