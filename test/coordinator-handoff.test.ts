@@ -8,7 +8,7 @@ import { describe, test } from "node:test";
 import { promisify } from "node:util";
 import { jetstream } from "@nats-io/jetstream";
 import {
-  NatsBinding, QuarantineHeader, createEvent, createLogger, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, startAgent,
+  NatsBinding, QuarantineHeader, createEvent, createLogger, newTraceparent, readSeed, revokeTrust, signEvent, signingKeyFromNkeySeed, startAgent,
   uuidv7, type Agent, type CloudEvent,
 } from "../services/kit/index.ts";
 import { start as startHandoffs } from "../services/coordinator/handoffs.ts";
@@ -26,10 +26,10 @@ function policyWith(overrides: Record<string, unknown> = {}) {
   return { capabilities: { "publish.v1": { critical: true, approvals: { count: 1, approvers: ["approver-alice"] }, leaseTtlMs: 60_000, approvalDeadlineMs: 60_000, onDeadline: "quarantine", ...overrides } } };
 }
 
-async function handOff(mesh: OperatedMesh, requestId = `req-${uuidv7()}`, expirytime?: string): Promise<CloudEvent> {
+async function handOff(mesh: OperatedMesh, requestId = `req-${uuidv7()}`, expirytime?: string, time = new Date().toISOString()): Promise<CloudEvent> {
   const reporter = await mesh.as("reporter");
   const event = signEvent(createEvent({
-    id: uuidv7(), source: "causeway://reporter", type: "report.published", time: new Date().toISOString(), subject: requestId,
+    id: uuidv7(), source: "causeway://reporter", type: "report.published", time, subject: requestId,
     datacontenttype: "application/json", dataschema: REPORT_SCHEMA,
     extensions: { traceparent: newTraceparent(), correlationid: requestId, ...(expirytime && { expirytime }) },
     data: JSON.stringify({ requestId, title: "Report: test", complete: true, findingsCount: 1, sections: [{ heading: "Q", body: "A" }] }),
@@ -87,6 +87,32 @@ describe("critical handoffs", () => {
     const [forwarded] = await readMessages(mesh.operator, "MESH_CAP", "mesh.cap.publish.v1");
     assert.deepEqual(Buffer.from(forwarded!.data), Buffer.from(NatsBinding.binary(event).data));
     assert.equal(mesh.trust.verify(NatsBinding.toEvent(forwarded!)).entry.principal, "reporter");
+  });
+
+  test("critical - the producer's key revoked while its work waits for approval: received before, the work still runs once; new work under the key is refused", async () => {
+    await using mesh = await startOperatedMesh();
+    await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith());
+    const outbox = join(mesh.dataDir, "outbox");
+    await using pub = await publisher(mesh, outbox);
+    // Stamped a few seconds back, so the revocation below (which covers its whole second) is after it.
+    const event = await handOff(mesh, undefined, undefined, new Date(Date.now() - 5_000).toISOString());
+    await waitFor(async () => (await decisions(mesh, "approval_requested")).length > 0, { what: "the approval request" });
+    // A key rotation's last step: the old key is revoked after the work reached the mesh.
+    const [revocation] = await revokeTrust(mesh.operator, "reporter", { reason: "rotated" });
+    await waitFor(() => mesh.trust.entry(revocation!.keyid)?.revokedAt !== undefined, { what: "the revocation" });
+    const ok = await cli(mesh, "approve", event.id, "--as", "approver-alice");
+    assert.equal(ok.code, 0, ok.stderr);
+    // The forward is stored after the revocation, but the work reached the mesh (MESH_HANDOFF) before it.
+    await waitFor(() => pub.stats().processed === 1, { what: "the publisher to run" });
+    assert.equal(pub.stats().quarantined, 0);
+    assert.equal(readdirSync(outbox).length, 1);
+
+    // Work the revoked key signs now, stamped as if from before the revocation, is refused at the handoff.
+    const backdated = await handOff(mesh, `req-${uuidv7()}`, undefined, new Date(revocation!.revokedAt - 60_000).toISOString());
+    const entry = await waitFor(async () => (await readMessages(mesh.operator, "MESH_QUARANTINE", "mesh.quarantine.>")).find((m) => m.headers?.get("ce-id") === backdated.id), { what: "the backdated work in quarantine" });
+    assert.equal(entry.headers?.get(QuarantineHeader.Reason), "revoked_key");
+    assert.match(entry.headers?.get(QuarantineHeader.Detail) ?? "", /reached the mesh at .*whatever time it claims/);
+    assert.equal(pub.stats().processed, 1, "it never ran");
   });
 
   test("critical - if granting fails after the approval, the approval stays pending and a retry grants once", async () => {

@@ -4,7 +4,7 @@
 import { jetstream, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, QuarantineHeader, StreamName, correlationIdOf, dataJson, type CloudEvent, type TrustStore,
+  NatsBinding, QuarantineHeader, StreamName, correlationIdOf, criticalForwardSubjects, dataJson, loadPrincipals, type CloudEvent, type TrustStore,
 } from "../kit/index.ts";
 
 /** One event of a flow. */
@@ -29,6 +29,7 @@ export interface FlowNode {
 export async function collectFlow(nc: NatsConnection, trust: TrustStore, correlationId: string): Promise<FlowNode[]> {
   const nodes = new Map<string, FlowNode>();
   const quarantined: { id: string; note: NonNullable<FlowNode["quarantine"]> }[] = [];
+  const forwards = criticalForwardSubjects(loadPrincipals());
   for (const stream of [StreamName.Cap, StreamName.Handoff, StreamName.Evt, StreamName.Decision, StreamName.Quarantine]) {
     for (const msg of await readMessages(nc, stream)) {
       let event: CloudEvent;
@@ -46,7 +47,10 @@ export async function collectFlow(nc: NatsConnection, trust: TrustStore, correla
       if (nodes.has(event.id)) continue;
       let principal: string | undefined, keyid: string | undefined, problem: string | undefined, verified = false;
       try {
-        const v = trust.verify(event, { receivedAt: msg.info.timestampNanos / 1e6 });
+        // As the services check it: the signer as of when the mesh received the message (a forward to a
+        // critical capability was received, and checked, on its handoff subject).
+        const forwarded = stream === StreamName.Cap && forwards.has(msg.subject);
+        const v = trust.verify(event, forwarded ? {} : { receivedAt: msg.info.timestampNanos / 1e6 });
         ({ principal, keyid } = v.entry);
         event = v.event;
         verified = true;

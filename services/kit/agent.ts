@@ -168,7 +168,10 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     let trusted: ReturnType<TrustStore["verify"]>;
     try {
       event = NatsBinding.toEvent(msg);
-      trusted = opts.trust.verify(event, { receivedAt: storedAt(msg) });
+      // The signer must also have been good when the mesh received the message (a stolen key backdates). Work
+      // for a critical capability was received on the handoff subject and checked there by the coordinator;
+      // this copy is its later forward.
+      trusted = opts.trust.verify(event, def.critical ? {} : { receivedAt: storedAt(msg) });
     } catch (err) {
       const e = err as CausewayError;
       return toQuarantine(msg, quarantineReasonOf(err), e.message, e.code, log());

@@ -117,7 +117,7 @@ export { MESH_BUCKETS, ensureMeshBuckets } from "./buckets.ts";
 
 // Identities: principals, their permissions, and connecting as one
 export {
-  Account, DEFAULT_PRINCIPALS_PATH, KvBucket, Role, accountOf, capabilityDurable, getPrincipal, inboxPrefix, loadPrincipals, parsePrincipals,
+  Account, DEFAULT_PRINCIPALS_PATH, KvBucket, Role, accountOf, capabilityDurable, criticalForwardSubjects, getPrincipal, inboxPrefix, loadPrincipals, parsePrincipals,
   permissionsFor, serverPermissions, subjectMatches,
 } from "./principals.ts";
 export type {

@@ -163,6 +163,15 @@ export function capabilityDurable(capability: string, major: number): string {
   return `cap-${capability}-v${major}`;
 }
 
+/**
+ * The subjects on which the coordinator forwards granted work to critical capabilities (`<prefix>.cap.<name>.v<major>`,
+ * which nobody else may publish on). A message there was first received on `<prefix>.handoff.…`, where its
+ * signer was checked at the time the mesh received it; the forward's own stored time is later.
+ */
+export function criticalForwardSubjects(principals: Principals): ReadonlySet<string> {
+  return new Set(Object.values(principals.capabilities).filter((c) => c.critical).map((c) => `${principals.prefix}.cap.${c.name}.v${c.major}`));
+}
+
 /** The private inbox prefix of a principal; connections must set it as `inboxPrefix`. */
 export function inboxPrefix(principal: string): string {
   return `_INBOX_${principal}`;

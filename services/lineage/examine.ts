@@ -3,7 +3,9 @@
 // failure's stable code. A quarantined copy is the original's bytes plus reason headers, so it is examined
 // like any other message and usually records the failure that put it there.
 import type { MsgHdrs } from "@nats-io/transport-node";
-import { CORE_ATTRIBUTES, DSSE_MATERIAL, ErrorCode, NatsBinding, isCausewayError, openEnvelope, type CloudEvent, type TrustStore } from "../kit/index.ts";
+import {
+  CORE_ATTRIBUTES, DSSE_MATERIAL, ErrorCode, NatsBinding, StreamName, isCausewayError, openEnvelope, type CloudEvent, type TrustStore,
+} from "../kit/index.ts";
 import { dataDigest, type RecordContent, type RecordVerification } from "./record.ts";
 
 /** A message as lineage reads it: a JsMsg fits. */
@@ -15,8 +17,16 @@ export interface ExaminedMessage {
   readonly info: { readonly stream: string; readonly streamSequence: number; readonly timestampNanos: number };
 }
 
+/** How to examine. */
+export interface ExamineOptions {
+  /** MESH_CAP subjects of critical capabilities: their messages are the coordinator's forwards (see below). */
+  readonly forwards?: ReadonlySet<string>;
+  readonly now?: Date;
+}
+
 /** The record content of `msg` (everything but its index). */
-export function examine(msg: ExaminedMessage, trust: TrustStore, now = new Date()): RecordContent {
+export function examine(msg: ExaminedMessage, trust: TrustStore, opts: ExamineOptions = {}): RecordContent {
+  const now = opts.now ?? new Date();
   const base = { stream: msg.info.stream, seq: msg.info.streamSequence, subject: msg.subject, recorded: now.toISOString(), headers: otherHeaders(msg.headers) };
   let event: CloudEvent;
   try {
@@ -28,7 +38,10 @@ export function examine(msg: ExaminedMessage, trust: TrustStore, now = new Date(
   let attributes: Record<string, string>;
   let datadigest: string;
   try {
-    const trusted = trust.verify(event, { receivedAt: msg.info.timestampNanos / 1e6 });
+    // The signer must have been good when the mesh received the message, whatever time the event claims; a
+    // forward to a critical capability was received (and checked) on its handoff subject, earlier.
+    const forwarded = msg.info.stream === StreamName.Cap && opts.forwards?.has(msg.subject) === true;
+    const trusted = trust.verify(event, forwarded ? {} : { receivedAt: msg.info.timestampNanos / 1e6 });
     const v = trusted.verification;
     verification = {
       result: "verified", keyid: v.keyid, principal: trusted.entry.principal,

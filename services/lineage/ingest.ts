@@ -26,6 +26,8 @@ export interface IngestOptions {
   readonly batchSize?: number;
   /** Called after each commit with the log (for checkpoints). */
   readonly onCommit?: (log: MerkleLog) => void;
+  /** The coordinator's forward subjects (kit `criticalForwardSubjects`): checked at their handoff, not again. */
+  readonly forwards?: ReadonlySet<string>;
 }
 
 export interface IngestStats {
@@ -73,7 +75,7 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   let failing: { since: string; error: string } | undefined;
 
   const writeBatch = async (batch: readonly Delivery[]) => {
-    const examined = batch.map((msg) => ({ msg, content: examine(msg, trust) }));
+    const examined = batch.map((msg) => ({ msg, content: examine(msg, trust, { ...(opts.forwards && { forwards: opts.forwards }) }) }));
     const keys: RecordKey[] = examined.map(({ content }) => ({
       stream: content.stream, seq: content.seq, source: content.attributes?.source ?? null, id: content.attributes?.id ?? null,
     }));

@@ -26,6 +26,8 @@ export interface LineageServiceOptions {
   readonly log: Logger;
   /** Streams to record (default: every mesh stream). */
   readonly streams?: readonly string[];
+  /** The coordinator's forward subjects (kit `criticalForwardSubjects` of principals.json). */
+  readonly forwards?: ReadonlySet<string>;
 }
 
 export interface LineageService {
@@ -58,7 +60,7 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
     js, store, key: opts.key, origin: config.origin, subject: subjects.checkpoint(), every: config.checkpointEvery,
     intervalMs: config.checkpointIntervalMs, log,
   });
-  const ingest = await startIngest({ js, store, trust: opts.trust, log, batchSize: config.batchSize, onCommit: (merkle) => checkpointer.grew(merkle), ...(opts.streams && { streams: opts.streams }) });
+  const ingest = await startIngest({ js, store, trust: opts.trust, log, batchSize: config.batchSize, onCommit: (merkle) => checkpointer.grew(merkle), ...(opts.streams && { streams: opts.streams }), ...(opts.forwards && { forwards: opts.forwards }) });
   const api = createLineageApi({ store, publicKey: opts.key, published, ingest, checkpointNow: () => checkpointer.publishNow() });
   let service: Service | undefined;
   let http: LineageHttp | undefined;
