@@ -10,7 +10,8 @@ import { pathToFileURL } from "node:url";
 import { createUser } from "@nats-io/nkeys";
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { connectAs, readSeed } from "../services/kit/connect.ts";
 import { uuidv7 } from "../services/kit/context.ts";
 import { ErrorCode, QuarantineReason, VerificationError, isCausewayError } from "../services/kit/errors.ts";
@@ -27,6 +28,7 @@ import type { TrustChange, TrustRecord, TrustStore } from "../services/kit/trust
 import { signEvent } from "../services/kit/verifiability.ts";
 import { createSeed } from "../services/cli/commands/keys.ts";
 import { publicKeysOf, renderInfra } from "../services/cli/commands/infra.ts";
+import { startOperatedMesh } from "./e2e-fixture.ts";
 import { repoRoot, startServer, waitFor } from "./harness/index.ts";
 import type { NatsServer } from "./harness/index.ts";
 
@@ -423,4 +425,39 @@ test("trust - causeway trust seed, ls and revoke end to end", async (t) => {
     assert.equal(res.code, code, `${args.join(" ")}: ${res.stderr}`);
     assert.match(res.stderr, expected);
   }
+});
+
+describe("trust - a deleted trust store bucket", () => {
+  test("trust - the open store notices that its bucket was deleted (the watch itself says nothing) and reports it as lost", async () => {
+    await using server = await startServer();
+    const nc = await connect({ servers: server.url });
+    try {
+      const kv = await new Kvm(nc).create("trust_probe");
+      const problems: CausewayError[] = [];
+      const store = await openTrustStore(nc, { bucket: "trust_probe", checkMs: 100, onProblem: (err) => problems.push(err) });
+      await kv.destroy();
+      const lost = await store.lost;
+      assert.equal(lost.code, ErrorCode.Config);
+      assert.match(lost.message, /the trust store bucket trust_probe was deleted.*rotations and revocations can no longer be followed; restore it \(`causeway trust seed`\)/);
+      assert.deepEqual(problems, [lost], "reported once, through onProblem");
+      await store.close();
+    } finally {
+      await nc.close();
+    }
+  });
+
+  test("trust - an agent process whose trust store bucket is deleted stops with exit code 1, says why, and does not start again until it is restored", async () => {
+    await using mesh = await startOperatedMesh();
+    const planner = mesh.spawn("services/agents/planner/main.ts", {});
+    const jsm = await jetstreamManager(mesh.operator);
+    // Its durable consumer exists once it runs (the trust store is open by then).
+    await waitFor(() => jsm.consumers.info("MESH_CAP", "cap-plan-v1").then(() => true, () => false), { what: "the planner to start", timeoutMs: 15_000 });
+    await jsm.streams.delete(`KV_${KvBucket.Trust}`);
+    assert.equal(await planner.exited, 1);
+    assert.match(planner.output(), /the trust store bucket causeway_trust was deleted/);
+    // Restarting it is refused until the bucket is restored, rather than running without revocations.
+    const again = mesh.spawn("services/agents/planner/main.ts", {});
+    assert.equal(await again.exited, 1);
+    assert.match(again.output(), /trust store bucket causeway_trust does not exist: run `causeway trust seed`/);
+  });
 });

@@ -5,7 +5,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  drainSignal, connectAs, createLogger, createSchemaRegistry, loadPrincipals, openTrustStore, readSeed, signingKeyFromNkeySeed, subjectsFor,
+  untilStop, connectAs, createLogger, createSchemaRegistry, loadPrincipals, openTrustStore, readSeed, signingKeyFromNkeySeed, subjectsFor,
 } from "../kit/index.ts";
 import type { CoordinatorModule, StartModule } from "./module.ts";
 import { watchPolicy } from "./policy.ts";
@@ -37,13 +37,14 @@ async function main(): Promise<void> {
     };
     for (const start of MODULES) started.push(await start(deps));
     log.info({ modules: started.map((m) => m.name) }, "coordinator started");
-    await Promise.race([drainSignal(log), nc.closed()]);
+    const lost = await untilStop(log, nc, [trust.lost]);
     for (const m of started.reverse()) await m.stop();
     await service.stop();
     policy.close();
     await trust.close();
     await nc.drain();
-    process.exitCode = 0;
+    if (lost) console.error(`coordinator: ${lost.message}`);
+    process.exitCode = lost ? 1 : 0;
   } catch (err) {
     log.error({ err }, "coordinator failed");
     console.error(`coordinator: ${err instanceof Error ? err.message : String(err)}`);

@@ -7,7 +7,7 @@ import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  drainSignal, KvBucket, connectAs, controlSubject, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, inboxPrefix, loadPrincipals,
+  KvBucket, untilStop, connectAs, controlSubject, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, inboxPrefix, loadPrincipals,
   openTrustStore, readSeed, signingKeyFromNkeySeed, subjectsFor,
 } from "../kit/index.ts";
 import { loadConfig } from "./config.ts";
@@ -62,13 +62,14 @@ async function main(): Promise<void> {
       },
     });
     log.info({ http: http.url, upstreams: upstreams.list().length, routes: routes.size }, "gateway started");
-    await Promise.race([drainSignal(log), nc.closed()]);
+    const lost = await untilStop(log, nc, [trust.lost]);
     await http.close();
     await ingress.stop();
     await service.stop();
     await trust.close();
     await nc.drain();
-    process.exitCode = 0;
+    if (lost) console.error(`gateway: ${lost.message}`);
+    process.exitCode = lost ? 1 : 0;
   } catch (err) {
     log.error({ err }, "gateway failed");
     console.error(`gateway: ${err instanceof Error ? err.message : String(err)}`);

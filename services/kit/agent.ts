@@ -374,6 +374,14 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     return stopping;
   };
   void nc.closed().then(() => stop());
+  // A trust store or switch bucket that was deleted can deliver no more revocations or pauses: stop, non-zero,
+  // rather than act on what was loaded; the inputs wait in the stream for a restart on a restored bucket.
+  void Promise.race([opts.trust.lost, switches.lost]).then((err) => {
+    if (shutdown.signal.aborted) return;
+    failure ??= err;
+    baseLog.error({ err }, "a followed bucket is gone; the agent stops");
+    void stop();
+  });
 
   return {
     definition: def,

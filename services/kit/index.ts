@@ -49,7 +49,7 @@ export type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, H
 export { startAgent } from "./agent.ts";
 export type { AgentOptions } from "./agent.ts";
 export { runAgentProcess } from "./agent-process.ts";
-export { drainSignal } from "./signals.ts";
+export { drainSignal, untilStop } from "./signals.ts";
 export { QuarantineHeader, originalOf, publishQuarantineCopy, quarantine, quarantineHeaders } from "./quarantine.ts";
 export type { QuarantineNote, QuarantineOriginal } from "./quarantine.ts";
 export { PROCESSED_BUCKET, PROCESSED_TTL_MS, openProcessedSet } from "./processed.ts";

@@ -21,6 +21,8 @@ export interface FollowOptions {
   onProblem?: (err: CausewayError) => void;
   /** Milliseconds for the initial state to load. Default 10000. */
   timeoutMs?: number;
+  /** How often to check that the bucket still exists (a deleted bucket's watch just goes quiet). Default 5000. */
+  checkMs?: number;
 }
 
 /**
@@ -41,6 +43,11 @@ export async function openExistingBucket(nc: NatsConnection, bucket: string, wha
 /** A followed bucket; close it to stop watching. */
 export interface Following {
   close(): Promise<void>;
+  /**
+   * Settles (never rejects) with CW_ERR_CONFIG when the bucket is deleted, or deleted and created again: the
+   * watch then says nothing, so what was loaded can no longer be kept current. A service should stop.
+   */
+  readonly lost: Promise<ConfigError>;
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -100,8 +107,30 @@ export async function followBucket(nc: NatsConnection, opts: FollowOptions): Pro
       report(new ConfigError(ErrorCode.Config, `the watch on ${what} ${bucket} stopped: ${opts.consequence} no longer apply until the service restarts`));
     }
   })();
+  // A deleted stream ends no watch and raises no error (nats.js's ordered consumer waits for it quietly), so the
+  // bucket is checked now and then: gone, or replaced by a new one (its creation time changed), it is lost.
+  let markLost: (err: ConfigError) => void = () => undefined;
+  const lost = new Promise<ConfigError>((resolve) => { markLost = resolve; });
+  const created = status.streamInfo.created;
+  const check = setInterval(() => {
+    kv.status().then((now) => {
+      if (now.streamInfo.created !== created) loseIt("was deleted and created again");
+    }, (err: unknown) => {
+      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) loseIt("was deleted");
+      // anything else (a timeout, a reconnect) is transient: checked again next time
+    });
+  }, opts.checkMs ?? 5_000);
+  check.unref();
+  const loseIt = (what: string) => {
+    if (closed) return;
+    clearInterval(check);
+    const err = new ConfigError(ErrorCode.Config, `${opts.what} bucket ${bucket} ${what}: ${opts.consequence} can no longer be followed; restore it (\`${opts.createdBy}\`) and restart the service`);
+    report(err);
+    markLost(err);
+  };
   const close = async () => {
     closed = true;
+    clearInterval(check);
     watch.stop();
     await done;
   };
@@ -119,5 +148,5 @@ export async function followBucket(nc: NatsConnection, opts: FollowOptions): Pro
   } finally {
     clearTimeout(timer);
   }
-  return { close };
+  return { close, lost };
 }

@@ -1,7 +1,9 @@
 // Draining on SIGTERM / SIGINT, the same way in every process entry. The first signal starts the drain; later
 // ones are absorbed, because one stop often brings two (Ctrl-C reaches a whole process group, and a
 // supervisor such as the gateway's primary then sends its own SIGTERM to the workers).
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import type { CausewayError } from "./errors.ts";
 
 /** Resolves with the first SIGTERM or SIGINT, logged as "draining" with `fields`. */
 export function drainSignal(log: Logger, fields: Record<string, unknown> = {}): Promise<NodeJS.Signals> {
@@ -16,4 +18,14 @@ export function drainSignal(log: Logger, fields: Record<string, unknown> = {}): 
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
   });
+}
+
+/**
+ * Waits until the process should stop: a signal or the connection closing (undefined: a normal stop), or one of
+ * `lost` settling (a followed bucket such as the trust store was deleted: that error, logged; exit non-zero).
+ */
+export async function untilStop(log: Logger, nc: NatsConnection, lost: readonly Promise<CausewayError>[] = []): Promise<CausewayError | undefined> {
+  const reason = await Promise.race([drainSignal(log).then(() => undefined), nc.closed().then(() => undefined), ...lost]);
+  if (reason !== undefined) log.error({ err: reason }, "stopping: a bucket this service follows is gone");
+  return reason;
 }

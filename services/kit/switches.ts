@@ -87,6 +87,8 @@ export interface SwitchWatcher extends AsyncDisposable {
   onChange(listener: (change: SwitchChange) => void): () => void;
   /** Stops watching; the last known state stays readable. */
   close(): Promise<void>;
+  /** Settles with CW_ERR_CONFIG if the bucket is deleted or replaced: pauses can no longer arrive. Never rejects. */
+  readonly lost: Promise<CausewayError>;
 }
 
 /** Options for {@link watchSwitches}. */
@@ -95,6 +97,8 @@ export interface WatchSwitchesOptions {
   bucket?: string;
   /** How long to wait for the initial state. Default 10000 ms. */
   timeoutMs?: number;
+  /** How often to check that the bucket still exists. Default 5000 ms. */
+  checkMs?: number;
   /**
    * Called with a CW_ERR_SWITCH_INVALID error for an unreadable value (which counts as paused: a kill switch
    * fails closed) and a CW_ERR_CONFIG error when the watch stops. Default: process.emitWarning.
@@ -262,6 +266,7 @@ export async function watchSwitches(nc: NatsConnection, opts: WatchSwitchesOptio
     bucket: opts.bucket ?? KvBucket.Switches, what: "the kill switches", createdBy: "causeway streams apply",
     consequence: "pauses and resumes", apply: (change, report) => watcher.apply(change, report),
     ...(opts.onProblem && { onProblem: opts.onProblem }), ...(opts.timeoutMs !== undefined && { timeoutMs: opts.timeoutMs }),
+    ...(opts.checkMs !== undefined && { checkMs: opts.checkMs }),
   });
   return watcher;
 }
@@ -280,6 +285,10 @@ class LiveSwitches implements SwitchWatcher {
   readonly #listeners = new Set<(change: SwitchChange) => void>();
   /** Set by watchSwitches once the bucket's initial state is applied. */
   following: Following | undefined;
+
+  get lost(): Promise<CausewayError> {
+    return this.following?.lost ?? new Promise<never>(() => undefined);
+  }
 
   isPaused(subject: SwitchSubject, now?: number | Date): SwitchState | undefined {
     const t = now === undefined ? Date.now() : typeof now === "number" ? now : now.getTime();

@@ -83,6 +83,11 @@ export interface TrustStore extends KeyResolver, AsyncDisposable {
   readonly size: number;
   /** Stops watching; the last known entries stay readable. */
   close(): Promise<void>;
+  /**
+   * Settles with CW_ERR_CONFIG if the bucket is deleted or replaced: revocations can no longer arrive, so the
+   * service must stop (its messages wait in their streams) rather than trust what it loaded. Never rejects.
+   */
+  readonly lost: Promise<CausewayError>;
 }
 
 /** Options of {@link TrustStore.verify}. */
@@ -107,6 +112,8 @@ export interface OpenTrustStoreOptions {
   onProblem?: (err: CausewayError) => void;
   /** Milliseconds to wait for the initial state. Default 10000. */
   timeoutMs?: number;
+  /** How often to check that the bucket still exists. Default 5000. */
+  checkMs?: number;
 }
 
 /** Options for {@link seedTrustStore}. */
@@ -191,6 +198,7 @@ export async function openTrustStore(nc: NatsConnection, opts: OpenTrustStoreOpt
     bucket: opts.bucket ?? KvBucket.Trust, what: "the trust store", createdBy: TRUST_CREATED_BY,
     consequence: "rotations and revocations", apply: (change, report) => store.apply(change, report),
     ...(opts.onProblem && { onProblem: opts.onProblem }), ...(opts.timeoutMs !== undefined && { timeoutMs: opts.timeoutMs }),
+    ...(opts.checkMs !== undefined && { checkMs: opts.checkMs }),
   });
   return store;
 }
@@ -388,6 +396,10 @@ class LiveTrustStore implements TrustStore {
 
   get size(): number {
     return this.#byKeyid.size;
+  }
+
+  get lost(): Promise<CausewayError> {
+    return this.following?.lost ?? new Promise<never>(() => undefined);
   }
 
   key(keyid: string): VerificationKey | undefined {

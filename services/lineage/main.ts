@@ -2,7 +2,7 @@
 // when LINEAGE_DATABASE_URL is set) and the trust store, run the service, drain on SIGTERM / SIGINT. One
 // lineage process writes a store at a time.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { connectAs, createLogger, criticalForwardSubjects, drainSignal, loadPrincipals, openTrustStore, readSeed, signingKeyFromNkeySeed } from "../kit/index.ts";
+import { connectAs, createLogger, criticalForwardSubjects, loadPrincipals, openTrustStore, readSeed, signingKeyFromNkeySeed, untilStop } from "../kit/index.ts";
 import { lineageConfig } from "./config.ts";
 import { openLineageStore } from "./open-store.ts";
 import { startLineageService } from "./service.ts";
@@ -25,12 +25,13 @@ async function main(): Promise<void> {
       const token = config.httpTokenDigests.length === 0 ? ` (bearer token in ${config.httpTokenFile})` : "";
       console.log(`lineage: HTTP API on ${service.http.url}${token}`);
     }
-    await Promise.race([drainSignal(log), service.stopped, nc.closed()]);
+    const lost = await Promise.race([untilStop(log, nc, [trust.lost]), service.stopped.then(() => undefined)]);
     await service.stop();
     await trust.close();
     await nc.drain();
     await store[Symbol.asyncDispose]();
-    process.exitCode = 0;
+    if (lost) console.error(`lineage: ${lost.message}`);
+    process.exitCode = lost ? 1 : 0;
   } catch (err) {
     log.error({ err }, "lineage failed");
     console.error(`lineage: ${err instanceof Error ? err.message : String(err)}`);
