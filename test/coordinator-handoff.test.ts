@@ -143,10 +143,13 @@ describe("critical handoffs", () => {
     const event = await handOff(mesh);
     await waitFor(async () => (await decisions(mesh, "approval_requested")).length === 1, { what: "the approval request" });
     const body = JSON.stringify({ eventId: event.id, reason: "fine by me" });
-    const stranger = await runNats(["--inbox-prefix", "_INBOX_researcher", "req", "--timeout", "1s", "mesh.ctl.coordinator.approve.approver-alice", body], { server: mesh.server.url, nkey: join(mesh.dataDir, "keys", "researcher.nk") });
-    // The server drops the stranger's publish, so no reply ever comes (`nats req` still exits 0).
-    assert.doesNotMatch(stranger.stdout + stranger.stderr, /Received/);
-    assert.equal((await decisions(mesh, "approval")).length, 0, "the stranger approved nothing");
+    // Not another principal, and not the operator either: running the mesh is not approving its critical work.
+    for (const who of ["researcher", "operator"]) {
+      const stranger = await runNats(["--inbox-prefix", `_INBOX_${who}`, "req", "--timeout", "1s", "mesh.ctl.coordinator.approve.approver-alice", body], { server: mesh.server.url, nkey: join(mesh.dataDir, "keys", `${who}.nk`) });
+      // The server drops the stranger's publish, so no reply ever comes (`nats req` still exits 0).
+      assert.doesNotMatch(stranger.stdout + stranger.stderr, /Received/, who);
+    }
+    assert.equal((await decisions(mesh, "approval")).length, 0, "no stranger approved anything");
     const res = await runNats(["--inbox-prefix", "_INBOX_approver-alice", "req", "mesh.ctl.coordinator.approve.approver-alice", body], { server: mesh.server.url, nkey: join(mesh.dataDir, "keys", "approver-alice.nk") });
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stdout, /"status":"approved","granted":true/);
