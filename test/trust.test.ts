@@ -427,7 +427,7 @@ test("trust - causeway trust seed, ls and revoke end to end", async (t) => {
   }
 });
 
-describe("trust - a deleted trust store bucket", () => {
+describe("trust - a deleted followed bucket (trust store, kill switches)", () => {
   test("trust - the open store notices that its bucket was deleted (the watch itself says nothing) and reports it as lost", async () => {
     await using server = await startServer();
     const nc = await connect({ servers: server.url });
@@ -459,5 +459,15 @@ describe("trust - a deleted trust store bucket", () => {
     const again = mesh.spawn("services/agents/planner/main.ts", {});
     assert.equal(await again.exited, 1);
     assert.match(again.output(), /trust store bucket causeway_trust does not exist: run `causeway trust seed`/);
+  });
+
+  test("trust - the coordinator stops the same way when the kill switch bucket is deleted", async () => {
+    await using mesh = await startOperatedMesh();
+    const coordinator = mesh.spawn("services/coordinator/main.ts", { LOG_LEVEL: "info" });
+    const jsm = await jetstreamManager(mesh.operator);
+    await waitFor(() => /"msg":"coordinator started"/.test(coordinator.output()), { what: "every coordinator module started", timeoutMs: 15_000 });
+    await jsm.streams.delete(`KV_${KvBucket.Switches}`);
+    assert.equal(await coordinator.exited, 1);
+    assert.match(coordinator.output(), /the kill switches bucket causeway_switches was deleted: pauses and resumes can no longer be followed/);
   });
 });

@@ -37,7 +37,7 @@ async function main(): Promise<void> {
     };
     for (const start of MODULES) started.push(await start(deps));
     log.info({ modules: started.map((m) => m.name) }, "coordinator started");
-    const lost = await untilStop(log, nc, [trust.lost]);
+    const lost = await untilStop(log, nc, [trust.lost, ...started.flatMap((m) => (m.lost ? [m.lost] : []))]);
     for (const m of started.reverse()) await m.stop();
     await service.stop();
     policy.close();

@@ -6,7 +6,7 @@ import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import type { Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import type { MeshSubjects, SchemaRegistry, SigningKey, TrustStore } from "../kit/index.ts";
+import type { CausewayError, MeshSubjects, SchemaRegistry, SigningKey, TrustStore } from "../kit/index.ts";
 import type { PolicyStore } from "./policy.ts";
 
 /** Shared by every module. */
@@ -30,6 +30,8 @@ export interface CoordinatorDeps {
 /** A started module. */
 export interface CoordinatorModule {
   readonly name: string;
+  /** Settles when a bucket the module follows is deleted: the coordinator then stops (exit code 1). */
+  readonly lost?: Promise<CausewayError>;
   /** Stops consuming and timers; in-flight work finishes. */
   stop(): Promise<void>;
 }

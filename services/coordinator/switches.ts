@@ -266,6 +266,7 @@ export const start: StartModule = async (deps: CoordinatorDeps): Promise<Coordin
 
   return {
     name: "switches",
+    lost: watcher.lost,
     async stop() {
       stopped = true;
       unsubscribe();
