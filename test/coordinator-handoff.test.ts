@@ -11,7 +11,8 @@ import {
   NatsBinding, QuarantineHeader, createEvent, createLogger, newTraceparent, readSeed, revokeTrust, signEvent, signingKeyFromNkeySeed, startAgent,
   uuidv7, type Agent, type CloudEvent,
 } from "../services/kit/index.ts";
-import { start as startHandoffs } from "../services/coordinator/handoffs.ts";
+import { Kvm } from "@nats-io/kv";
+import { Handoffs, start as startHandoffs } from "../services/coordinator/handoffs.ts";
 import { createPublisherDefinition } from "../services/agents/publisher/definition.ts";
 import { readMessages } from "../services/cli/flow.ts";
 import { startCoordinator } from "./coordinator-fixture.ts";
@@ -113,6 +114,60 @@ describe("critical handoffs", () => {
     assert.equal(entry.headers?.get(QuarantineHeader.Reason), "revoked_key");
     assert.match(entry.headers?.get(QuarantineHeader.Detail) ?? "", /reached the mesh at .*whatever time it claims/);
     assert.equal(pub.stats().processed, 1, "it never ran");
+  });
+
+  test("critical - an approval racing the deadline sweep of another replica: each work is either granted or expired, never both", async () => {
+    await using mesh = await startOperatedMesh();
+    await using coordinator = await startCoordinator(mesh, [startHandoffs], policyWith());
+    const outbox = join(mesh.dataDir, "outbox");
+    await using pub = await publisher(mesh, outbox);
+    const kvm = new Kvm(coordinator.deps.nc);
+    // A second replica whose deadline sweep runs as if the deadline had passed, at the moment the approvals land.
+    const replica = new Handoffs(coordinator.deps, await kvm.open("causeway_leases"), await kvm.open("causeway_approvals"));
+    const events = [];
+    for (let i = 0; i < 4; i++) events.push(await handOff(mesh));
+    await waitFor(async () => (await decisions(mesh, "approval_requested")).length === events.length, { what: "the approval requests" });
+    const alice = await mesh.as("approver-alice");
+    const approve = (e: CloudEvent) => alice.request("mesh.ctl.coordinator.approve.approver-alice", JSON.stringify({ eventId: e.id }), { timeout: 10_000 }).then((m) => m.json<{ ok: boolean; status?: string }>());
+    const [replies] = await Promise.all([Promise.all(events.map(approve)), replica.expireDue(Date.now() + 3_600_000)]);
+
+    const granted = new Set((await decisions(mesh, "grant")).map((g) => (JSON.parse(Buffer.from(g.event.data).toString()) as { eventId: string }).eventId));
+    const expired = new Set((await decisions(mesh, "approval")).map((d) => JSON.parse(Buffer.from(d.event.data).toString()) as { eventId: string; verdict: string }).filter((d) => d.verdict === "expired").map((d) => d.eventId));
+    const quarantined = new Set((await readMessages(mesh.operator, "MESH_QUARANTINE", "mesh.quarantine.>")).map((m) => m.headers?.get("ce-id")));
+    for (const [i, e] of events.entries()) {
+      const g = granted.has(e.id), x = expired.has(e.id), q = quarantined.has(e.id);
+      assert.ok(g !== x, `${e.id}: granted ${g}, expired ${x}: exactly one`);
+      assert.equal(q, x, `${e.id}: quarantined exactly when expired`);
+      assert.equal(replies[i]!.ok, g, `${e.id}: the approver is told whether it was granted (${JSON.stringify(replies[i])})`);
+    }
+    await waitFor(() => pub.stats().processed === granted.size, { what: "every granted work to run" });
+    assert.equal(readdirSync(outbox).length, granted.size);
+  });
+
+  test("critical - a settlement claimed by a coordinator that died before acting is finished by the sweep", async () => {
+    await using mesh = await startOperatedMesh();
+    await using coordinator = await startCoordinator(mesh, [startHandoffs], policyWith());
+    await using pub = await publisher(mesh, join(mesh.dataDir, "outbox"));
+    const kvm = new Kvm(coordinator.deps.nc);
+    const approvals = await kvm.open("causeway_approvals");
+    const replica = new Handoffs(coordinator.deps, await kvm.open("causeway_leases"), approvals);
+    const event = await handOff(mesh);
+    await waitFor(async () => (await decisions(mesh, "approval_requested")).length === 1, { what: "the approval request" });
+    const key = await waitFor(async () => { for await (const k of await approvals.keys()) return k; return undefined; }, { what: "the approval" });
+    const pending = (await approvals.get(key))!;
+    // What a coordinator leaves when it dies right after claiming the approval: approved, decided, never acted.
+    const decidedAt = new Date(Date.now() - 31_000).toISOString();
+    const claimed = { ...pending.json<Record<string, unknown>>(), status: "approved", approvals: [{ approver: "approver-alice", at: decidedAt }], decidedBy: "approver-alice", decidedAt };
+    await approvals.update(key, JSON.stringify(claimed), pending.revision);
+    await replica.expireDue();
+    await waitFor(() => pub.stats().processed === 1, { what: "the granted work to run" });
+    const [grant] = await decisions(mesh, "grant");
+    assert.equal((JSON.parse(Buffer.from(grant!.event.data).toString()) as { eventId: string }).eventId, event.id);
+    const done = (await approvals.get(key))!.json<{ status: string; actedAt?: string }>();
+    assert.equal(done.status, "approved");
+    assert.ok(done.actedAt, "recorded as acted");
+    await replica.expireDue();
+    assert.equal((await decisions(mesh, "grant")).length, 1, "finished once");
   });
 
   test("critical - if granting fails after the approval, the approval stays pending and a retry grants once", async () => {

@@ -36,7 +36,17 @@ export interface Approval {
   readonly reason?: string;
   /** Set once the first deadline escalated the approval to more approvers. */
   readonly escalated?: boolean;
+  /**
+   * When the final status was claimed (compare-and-set from pending), and when its action (grant, or quarantine)
+   * completed. Claimed but not acted after STUCK_CLAIM_MS means a coordinator died in between: the sweep
+   * finishes it. Records written before claims existed have neither and count as done.
+   */
+  readonly decidedAt?: string;
+  readonly actedAt?: string;
 }
+
+/** A settled status whose action has not completed after this long was left by a coordinator that died. */
+const STUCK_CLAIM_MS = 30_000;
 
 /** A reply of the approve / deny endpoints. */
 export interface ApprovalReply {
@@ -116,7 +126,7 @@ export const start: StartModule = async (deps) => {
   } satisfies CoordinatorModule;
 };
 
-class Handoffs {
+export class Handoffs {
   private readonly deps: CoordinatorDeps;
   private readonly leases: KV;
   private readonly approvals: KV;
@@ -283,40 +293,89 @@ class Handoffs {
     const { key, revision, approval } = found;
     if (approval.status !== "pending") throw codeError(ErrorCode.NoPendingApproval, `the approval of ${eventId} is already ${approval.status}`);
     if (!approval.approvers.includes(approver)) throw codeError(ErrorCode.NotApprover, `${approver} is not an approver of ${approval.capability} (policy: ${approval.approvers.join(", ")})`);
+    // The approver's decision is recorded whatever happens next: it is what the approver did.
     const decision = decisionFor(approval);
     const { headers, data: bytes } = NatsBinding.binary(decision);
     await deps.js.publish(deps.subjects.decision("approval"), bytes, { headers, msgID: decision.id });
 
-    // Act first, record after: every action here is idempotent (derived ids, msgIDs), so a failure before the
-    // record leaves the approval pending and a retry completes it; the reverse order could strand the work.
-    const entry = { approver, at: new Date().toISOString(), ...(reason && { reason }) };
-    if (verdict === "denied") {
-      await this.quarantineOriginal(approval, QuarantineReason.PolicyDenied, `denied by ${approver}${reason ? `: ${reason}` : ""}`, ErrorCode.PolicyVerdict);
-      await this.record(key, revision, { ...approval, status: "denied", decidedBy: approver, ...(reason && { reason }) });
-      return { ok: true, status: "denied", granted: false };
-    }
-    const approvals = approval.approvals.some((a) => a.approver === approver) ? approval.approvals : [...approval.approvals, entry];
-    const complete = approvals.length >= approval.required;
-    if (!complete) {
+    const now = new Date().toISOString();
+    const entry = { approver, at: now, ...(reason && { reason }) };
+    const approvals = verdict === "denied" || approval.approvals.some((a) => a.approver === approver) ? approval.approvals : [...approval.approvals, entry];
+    if (verdict === "approved" && approvals.length < approval.required) {
       await this.approvals.update(key, JSON.stringify({ ...approval, approvals } satisfies Approval), revision);
       return { ok: true, status: "pending", granted: false, approvals: approvals.length, required: approval.required };
     }
-    const original = await deps.jsm.streams.getMessage("MESH_HANDOFF", { seq: approval.handoffSeq });
-    if (!original) throw codeError(ErrorCode.QuarantineNotFound, `the original of ${approval.eventId} is no longer in MESH_HANDOFF (seq ${approval.handoffSeq})`);
+    // Settling: claim the final status first (compare-and-set), so the deadline sweep or a peer coordinator cannot
+    // settle the same approval differently at the same moment; then act; then record that the action is done.
+    const settled: Approval = verdict === "denied"
+      ? { ...approval, status: "denied", decidedBy: approver, decidedAt: now, ...(reason && { reason }) }
+      : { ...approval, approvals, status: "approved", decidedBy: approver, decidedAt: now };
+    const claimed = await this.claim(key, revision, settled);
+    try {
+      await this.act(key, settled);
+    } catch (err) {
+      await this.unclaim(key, claimed, approval); // pending again: the approver's retry (or the sweep) completes it
+      throw err;
+    }
+    await this.record(key, claimed, { ...settled, actedAt: new Date().toISOString() });
+    return verdict === "denied"
+      ? { ok: true, status: "denied", granted: false }
+      : { ok: true, status: "approved", granted: true, approvals: approvals.length, required: approval.required };
+  }
+
+  /** Moves a pending approval to its settled status; CW_ERR_NO_PENDING_APPROVAL naming what it is now when someone else moved it first. */
+  private async claim(key: string, revision: number, settled: Approval): Promise<number> {
+    try {
+      return await this.approvals.update(key, JSON.stringify(settled), revision);
+    } catch {
+      const now = await this.approvals.get(key);
+      const status = now?.operation === "PUT" ? now.json<Approval>().status : "gone";
+      throw codeError(ErrorCode.NoPendingApproval, status === "pending"
+        ? `the approval of ${settled.eventId} changed at the same moment (another approval); try again`
+        : `the approval of ${settled.eventId} is already ${status}`);
+    }
+  }
+
+  /** Back to pending after a failed action (best effort: if this fails too, the sweep finishes the claim later). */
+  private async unclaim(key: string, claimed: number, pending: Approval): Promise<void> {
+    await this.approvals.update(key, JSON.stringify(pending), claimed).catch((err: unknown) => {
+      this.deps.log.warn({ err, eventId: pending.eventId }, "a failed settlement could not be undone; the sweep finishes it");
+    });
+  }
+
+  /** The action of a settled approval: grant and forward, or quarantine the original. Idempotent. */
+  private async act(key: string, settled: Approval): Promise<void> {
+    const { deps } = this;
+    if (settled.status === "denied") {
+      await this.quarantineOriginal(settled, QuarantineReason.PolicyDenied, `denied by ${settled.decidedBy}${settled.reason ? `: ${settled.reason}` : ""}`, ErrorCode.PolicyVerdict);
+      return;
+    }
+    if (settled.status === "expired") {
+      const abandoned = settled.workExpiresAt !== undefined && Date.parse(settled.workExpiresAt) <= Date.parse(settled.decidedAt ?? new Date().toISOString());
+      const expired = decisionEvent(DecisionKind.Approval, {
+        eventId: settled.eventId, coreDigest: settled.coreDigest, verdict: "expired", approver: deps.principal, via: "deadline",
+        reason: abandoned ? `cancelled: the work expired at ${settled.workExpiresAt} before a decision` : `no decision by ${settled.deadline}`,
+      }, { principal: deps.principal, key: deps.key, about: { id: settled.eventId, source: settled.eventSource, extensions: { correlationid: settled.correlationId } }, idKey: `approval-expired/${settled.eventId}` });
+      await publishDecision(deps.js, DecisionKind.Approval, expired);
+      if (abandoned) {
+        await this.quarantineOriginal(settled, QuarantineReason.Expired, `approval cancelled: the work expired at ${settled.workExpiresAt}`, ErrorCode.Expired);
+      } else {
+        await this.quarantineOriginal(settled, QuarantineReason.ApprovalTimeout, `no approval by ${settled.deadline} (${settled.approvals.length} of ${settled.required})`, ErrorCode.ApprovalTimeout);
+      }
+      return;
+    }
+    const original = await deps.jsm.streams.getMessage("MESH_HANDOFF", { seq: settled.handoffSeq });
+    if (!original) throw codeError(ErrorCode.QuarantineNotFound, `the original of ${settled.eventId} is no longer in MESH_HANDOFF (seq ${settled.handoffSeq})`);
     const event = NatsBinding.toEvent({ headers: original.header, data: original.data });
-    const [capability, v] = approval.capability.split(".") as [string, string];
+    const [capability, v] = settled.capability.split(".") as [string, string];
     const policy = deps.policy.policy().of(capability, Number(v.slice(1)));
-    if (!policy) throw codeError(ErrorCode.UnknownCapability, `${approval.capability} has no policy any more`);
-    await this.grant(key, policy, event, approval.coreDigest, { subject: original.subject, seq: original.seq, headers: original.header, data: original.data }, approvals.map((a) => a.approver));
-    await this.record(key, revision, { ...approval, approvals, status: "approved", decidedBy: approver });
-    return { ok: true, status: "approved", granted: true, approvals: approvals.length, required: approval.required };
+    if (!policy) throw codeError(ErrorCode.UnknownCapability, `${settled.capability} has no policy any more`);
+    await this.grant(key, policy, event, settled.coreDigest, { subject: original.subject, seq: original.seq, headers: original.header, data: original.data }, settled.approvals.map((a) => a.approver));
   }
 
   /**
-   * Records a settled approval after its action is done. A compare-and-set conflict means someone settled it at
-   * the same moment: a peer coordinator with the same idempotent action, or — a race at human timescale — an
-   * approval and the deadline sweep, which can leave the work both granted and quarantined. That costs an
-   * operator a look, never a second run: the critical agent's lease allows one. Logged, not an error.
+   * Records that a claimed settlement's action is done. A compare-and-set conflict means a peer coordinator
+   * finished the same claim (its actions are the same, and idempotent). Logged, not an error.
    */
   private async record(key: string, revision: number, settled: Approval): Promise<void> {
     await this.approvals.update(key, JSON.stringify(settled), revision).catch((err: unknown) => {
@@ -347,23 +406,33 @@ class Handoffs {
       const e = await this.approvals.get(key);
       if (!e || e.operation !== "PUT") continue;
       const approval = e.json<Approval>();
-      if (approval.status !== "pending") continue;
+      if (approval.status !== "pending") {
+        // Claimed, never acted, and long enough ago that its coordinator is gone: finish it (idempotent).
+        if (approval.decidedAt !== undefined && approval.actedAt === undefined && Date.parse(approval.decidedAt) + STUCK_CLAIM_MS <= now) {
+          await this.act(key, approval);
+          await this.record(key, e.revision, { ...approval, actedAt: new Date(now).toISOString() });
+          this.deps.log.warn({ eventId: approval.eventId, status: approval.status }, "finished a settlement a coordinator left undone");
+        }
+        continue;
+      }
       const abandoned = approval.workExpiresAt !== undefined && Date.parse(approval.workExpiresAt) <= now;
       if (!abandoned && Date.parse(approval.deadline) > now) continue;
       if (!abandoned && !approval.escalated && (await this.escalate(key, e.revision, approval, now))) continue;
-      const expired = decisionEvent(DecisionKind.Approval, {
-        eventId: approval.eventId, coreDigest: approval.coreDigest, verdict: "expired", approver: this.deps.principal, via: "deadline",
-        reason: abandoned ? `cancelled: the work expired at ${approval.workExpiresAt} before a decision` : `no decision by ${approval.deadline}`,
-      }, { principal: this.deps.principal, key: this.deps.key, about: { id: approval.eventId, source: approval.eventSource, extensions: { correlationid: approval.correlationId } }, idKey: `approval-expired/${approval.eventId}` });
-      await publishDecision(this.deps.js, DecisionKind.Approval, expired);
-      if (abandoned) {
-        await this.quarantineOriginal(approval, QuarantineReason.Expired, `approval cancelled: the work expired at ${approval.workExpiresAt}`, ErrorCode.Expired);
-      } else {
-        await this.quarantineOriginal(approval, QuarantineReason.ApprovalTimeout, `no approval by ${approval.deadline} (${approval.approvals.length} of ${approval.required})`, ErrorCode.ApprovalTimeout);
+      // Claimed before acting, as approvals are: an approval landing now finds it expired, not pending.
+      const settled: Approval = { ...approval, status: "expired", decidedBy: this.deps.principal, decidedAt: new Date(now).toISOString() };
+      let claimed: number;
+      try {
+        claimed = await this.approvals.update(key, JSON.stringify(settled), e.revision);
+      } catch {
+        continue; // an approval or a peer got there first; the next sweep looks again
       }
-      // Recorded after the decision and the quarantine copy (both idempotent), so a failure in between is
-      // retried by the next sweep instead of leaving the work neither granted nor quarantined.
-      await this.record(key, e.revision, { ...approval, status: "expired", decidedBy: this.deps.principal });
+      try {
+        await this.act(key, settled);
+      } catch (err) {
+        await this.unclaim(key, claimed, approval); // pending again: the next sweep retries
+        throw err;
+      }
+      await this.record(key, claimed, { ...settled, actedAt: new Date().toISOString() });
       this.deps.log.warn({ eventId: approval.eventId, capability: approval.capability, abandoned }, "approval ended without a decision; work quarantined");
     }
   }
