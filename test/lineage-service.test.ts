@@ -286,7 +286,9 @@ describe("lineage service", () => {
       assert.equal(failing.error, "disk full");
       const health = await fetch(`${http.url}/healthz`);
       assert.equal(health.status, 503);
-      assert.deepEqual(await health.json(), { ok: false, failing });
+      assert.deepEqual(await health.json(), { ok: false, failingSince: failing.since }, "no error text without a token");
+      const stats = await fetch(`${http.url}/v1/stats`, { headers: { authorization: "Bearer t" } });
+      assert.deepEqual(((await stats.json()) as { result: { failing: unknown } }).result.failing, failing);
       down = false;
       await waitFor(() => ingest.stats().failing === undefined && ingest.stats().size >= sent, { what: "every message recorded after the outage", timeoutMs: 20_000 });
       assert.equal(ingest.stats().size, sent);

@@ -73,9 +73,10 @@ async function answer(api: LineageApi, req: IncomingMessage, res: ServerResponse
   }
   if (url.pathname === "/healthz") {
     // Unhealthy while audit batches cannot be stored (they wait in the streams): a supervisor or load
-    // balancer sees it, not only the log.
+    // balancer sees it, not only the log. Since when only: the error itself (which may name hosts) is for
+    // those with a token (`/v1/stats`) and the log.
     const stats = await api.stats!.run({} as Params) as { failing?: { since: string; error: string } };
-    return stats.failing ? send(503, { ok: false, failing: stats.failing }) : send(200, { ok: true });
+    return stats.failing ? send(503, { ok: false, failingSince: stats.failing.since }) : send(200, { ok: true });
   }
   if (!authorized(req.headers.authorization)) {
     res.setHeader("www-authenticate", 'Bearer realm="causeway-lineage"');
