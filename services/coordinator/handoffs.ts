@@ -9,7 +9,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Msg } from "@nats-io/transport-node";
 import {
-  DecisionKind, ErrorCode, KvBucket, storedAt, NatsBinding, QuarantineReason, correlationIdOf, dataJson, dataText, decisionEvent, encodeLease, leaseKey, parseSubject, publishDecision, publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, type CausewayError, type CloudEvent, type Lease, type QuarantineReasonValue,
+  DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, correlationIdOf, dataJson, dataText, decisionEvent, encodeLease, leaseKey, parseSubject, publishDecision, publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, storedAt, type CausewayError, type CloudEvent, type Lease, type QuarantineReasonValue,
 } from "../kit/index.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
 import type { CapabilityPolicy } from "./policy.ts";

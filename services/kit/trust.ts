@@ -455,7 +455,6 @@ function authorize(c: Compiled, event: CloudEvent, receivedAt: number | undefine
   const e = c.entry;
   // The signed time: `time` truncated to seconds (verifyEvent has validated it through the core digest).
   const at = event.time === undefined ? Math.floor(Date.now() / 1000) * 1000 : Date.parse(normalizeTime(event.time));
-  if (receivedAt !== undefined) checkReceived(e, receivedAt);
   if (e.revokedAt !== undefined && e.revokedAt <= at) {
     const why = e.revocationReason === undefined ? "" : ` (${e.revocationReason})`;
     throw new VerificationError(
@@ -471,6 +470,8 @@ function authorize(c: Compiled, event: CloudEvent, receivedAt: number | undefine
       QuarantineReason.UnknownKey,
     );
   }
+  // Then as of when the mesh received it, which a stolen key cannot choose.
+  if (receivedAt !== undefined) checkReceived(e, receivedAt);
   if (!c.anyType && !c.exactTypes.has(event.type) && !matchesPrefix(c.typePrefixes, event.type)) {
     throw new VerificationError(
       ErrorCode.UnauthorizedEmitter,
@@ -483,7 +484,7 @@ function authorize(c: Compiled, event: CloudEvent, receivedAt: number | undefine
 // A key must also have been usable when the mesh received the message: a stolen, revoked key signing events
 // stamped before its revocation is refused by when they arrived, not by when they claim to be from. (Not
 // before its window starts: a key is seeded with the seeding machine's clock, and a server clock a little
-// behind would refuse the first events of a rotation; a claimed time inside the window is checked above.)
+// behind would refuse the first events of a rotation; the claimed time is checked against the whole window.)
 function checkReceived(e: TrustEntry, receivedAt: number): void {
   if (e.revokedAt !== undefined && e.revokedAt <= receivedAt) {
     const why = e.revocationReason === undefined ? "" : ` (${e.revocationReason})`;
