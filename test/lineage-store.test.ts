@@ -6,10 +6,14 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import { createUser } from "@nats-io/nkeys";
 import { ErrorCode, isCausewayError } from "../services/kit/errors.ts";
+import { signingKeyFromNkeySeed } from "../services/kit/index.ts";
 import { createMerkleLog, rootOf } from "../services/lineage/merkle.ts";
 import { openLineageStore, sqliteStorePath } from "../services/lineage/open-store.ts";
-import { dataDigest, encodeRecord, type RecordContent } from "../services/lineage/record.ts";
+import { columnsOf, dataDigest, decodeRecord, encodeRecord, type RecordContent } from "../services/lineage/record.ts";
+import { findEvent } from "../services/lineage/queries.ts";
+import { verifyLog } from "../services/lineage/audit.ts";
 import { recordKeyString, type LineageStore, type LogState, type StoredRecord } from "../services/lineage/store.ts";
 import { lineageStoreKinds } from "./lineage-stores.ts";
 
@@ -270,6 +274,35 @@ for (const kind of lineageStoreKinds) {
         index: 2, stream: "MESH_EVENTS", seq: 1, subject: "mesh.events.1", source: "causeway://agents/planner", id: "step-1",
         type: "io.causeway.plan.v1", timeMs: T0 + 1000, correlationid: "root", causationid: "root", principal: "planner", verified: true,
       });
+    });
+
+    test(`${kind.name} - an event whose attributes hold U+0000 is recorded and found by them; its bytes keep them exactly`, async () => {
+      await using s = await kind.open();
+      // PostgreSQL's text refuses U+0000: the columns hold U+FFFD instead, and lookups map the same way.
+      const nul = { id: "a\u0000b", source: "src\u0000", type: "t\u0000", correlationid: "flow\u0000", causationid: "cause\u0000" };
+      const [stored] = await append(s.store, [
+        { seq: 1, ...nul, principal: "planner\u0000" },
+        { seq: 2, id: "a\uFFFDb", source: "other" }, // the same id as the columns hold it, under another source
+      ]);
+      assert.deepEqual(stored!.columns, {
+        index: 0, stream: "MESH_EVENTS", seq: 1, subject: "mesh.events.1", source: "src\uFFFD", id: "a\uFFFDb", type: "t\uFFFD",
+        timeMs: T0 + 1000, correlationid: "flow\uFFFD", causationid: "cause\uFFFD", principal: "planner\uFFFD", verified: true,
+      });
+      const [found] = await s.store.range(0, 1);
+      assert.deepEqual(found, stored);
+      assert.deepEqual(found!.columns, columnsOf(decodeRecord(found!.bytes)), "verify recomputes the same columns");
+      assert.equal(decodeRecord(found!.bytes).attributes?.id, "a\u0000b");
+      assert.deepEqual(indices(await s.store.byId("a\u0000b")), [0, 1]);
+      assert.deepEqual(indices(await s.store.byCorrelation("flow\u0000")), [0]);
+      assert.deepEqual(indices(await s.store.byCausation(["cause\u0000"])), [0]);
+      assert.deepEqual(indices(await s.store.list({ type: "t\u0000", principal: "planner\u0000" })), [0]);
+      const key = { stream: "MESH_EVENTS", seq: 9, source: "src\u0000", id: "a\u0000b" };
+      assert.deepEqual(await s.store.known([key]), new Set([recordKeyString(key)[1]]));
+      const event = await findEvent(s.store, "a\u0000b");
+      assert.deepEqual([event.id, event.source, indices(event.records.map((r) => r.stored))], ["a\u0000b", "src\u0000", [0]]);
+      assert.equal((await findEvent(s.store, "a\uFFFDb")).source, "other");
+      const report = await verifyLog(s.store, { publicKey: signingKeyFromNkeySeed(createUser().getSeed()) });
+      assert.deepEqual(report.problems, []);
     });
 
     test(`${kind.name} - list filters by principal, type, stream, time range and failure, combined with AND`, async () => {

@@ -9,7 +9,7 @@ import { CausewayError, ErrorCode, readStream, type TrustStore } from "../kit/in
 import { examine, type ExaminedMessage } from "./examine.ts";
 import { createMerkleLog, type MerkleLog } from "./merkle.ts";
 import { encodeRecord } from "./record.ts";
-import { recordKeyString, type LineageStore, type RecordKey, type StoredRecord } from "./store.ts";
+import { recordKeyOf, recordKeyString, type LineageStore, type RecordKey, type StoredRecord } from "./store.ts";
 
 /** The streams lineage records, each through its durable consumer `lineage`. */
 export const RECORDED_STREAMS = ["MESH_INGEST", "MESH_CAP", "MESH_HANDOFF", "MESH_EVT", "MESH_DECISION", "MESH_QUARANTINE"] as const;
@@ -76,9 +76,7 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
 
   const writeBatch = async (batch: readonly Delivery[]) => {
     const examined = batch.map((msg) => ({ msg, content: examine(msg, trust, { ...(opts.forwards && { forwards: opts.forwards }) }) }));
-    const keys: RecordKey[] = examined.map(({ content }) => ({
-      stream: content.stream, seq: content.seq, source: content.attributes?.source ?? null, id: content.attributes?.id ?? null,
-    }));
+    const keys: RecordKey[] = examined.map(({ content }) => recordKeyOf(content));
     const known = await store.known(keys);
     const records: StoredRecord[] = [];
     const next = createMerkleLog({ leafAt, size: merkle.size, frontier: merkle.frontier() });

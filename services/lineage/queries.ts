@@ -227,7 +227,7 @@ export async function why(store: LineageStore, eventId: string, opts: EventSelec
       end = { kind: "cycle", id: input };
       break;
     }
-    const candidates = groupEvents(await store.byId(input));
+    const candidates = await eventsWithId(store, input);
     const parent = pickInput(candidates, current);
     if (parent === undefined) {
       end = candidates.length === 0 ? { kind: "missing", id: input } : { kind: "ambiguous", id: input, sources: candidates.map((g) => g.source) };
@@ -245,7 +245,7 @@ export async function why(store: LineageStore, eventId: string, opts: EventSelec
 export async function trace(store: LineageStore, correlationId: string): Promise<TraceResult> {
   const groups = groupEvents(await store.byCorrelation(correlationId));
   if (groups.length === 0) {
-    const asEvent = groupEvents(await store.byId(correlationId));
+    const asEvent = await eventsWithId(store, correlationId);
     const flows = [...new Set(asEvent.map((g) => g.primary.attributes?.[ContextExtension.CorrelationId] ?? g.id))];
     const hint = flows.length > 0 ? `; an event with that id belongs to the flow ${flows.join(", ")}` : "";
     throw new LineageQueryError(ErrorCode.LineageNotFound, `no recorded flow has the correlation id "${correlationId}"${hint}`);
@@ -257,7 +257,7 @@ export async function trace(store: LineageStore, correlationId: string): Promise
   for (const g of groups) {
     const input = causeOf(g);
     if (input === undefined || byId.has(input) || outside.has(input) || missingInputs.includes(input)) continue;
-    const found = pickInput(groupEvents(await store.byId(input)), g);
+    const found = pickInput(await eventsWithId(store, input), g);
     if (found) outside.set(input, found);
     else missingInputs.push(input);
   }
@@ -272,7 +272,7 @@ export async function trace(store: LineageStore, correlationId: string): Promise
 export async function impact(store: LineageStore, eventId: string, opts: EventSelector = {}): Promise<ImpactResult> {
   const root = await findEvent(store, eventId, opts.source);
   const parentOfRoot = causeOf(root);
-  const rootInput = parentOfRoot === undefined ? NO_INPUT : pickInput(groupEvents(await store.byId(parentOfRoot)), root) ?? MISSING_INPUT;
+  const rootInput = parentOfRoot === undefined ? NO_INPUT : pickInput(await eventsWithId(store, parentOfRoot), root) ?? MISSING_INPUT;
   const descendants: DescendantStep[] = [];
   const seen = new Set([root.id]);
   let level = new Map([[root.id, root]]);
@@ -460,7 +460,7 @@ function processing(r: LineageRecord): Timing {
 
 /** The event `id` (under `source` when given); throws not-found or ambiguous. */
 export async function findEvent(store: LineageStore, id: string, source?: string): Promise<EventGroup> {
-  const all = groupEvents(await store.byId(id));
+  const all = await eventsWithId(store, id);
   const groups = source === undefined ? all : all.filter((g) => g.source === source);
   if (groups.length === 0) {
     const under = source === undefined ? "" : ` under the source "${source}"`;
@@ -476,6 +476,12 @@ export async function findEvent(store: LineageStore, id: string, source?: string
     );
   }
   return groups[0]!;
+}
+
+// The events whose id is exactly `id`: the store matches ids as its columns hold them (U+0000 as U+FFFD, see
+// record.ts `columnText`), so its answer may include ids that differ from `id` only there.
+async function eventsWithId(store: LineageStore, id: string): Promise<EventGroup[]> {
+  return groupEvents(await store.byId(id)).filter((g) => g.id === id);
 }
 
 function causeOf(g: EventGroup): string | undefined {

@@ -117,24 +117,33 @@ export function decodeRecord(bytes: Uint8Array): LineageRecord {
   return r as LineageRecord;
 }
 
-/** The query columns of a record. */
+/** The query columns of a record (text through {@link columnText}). */
 export function columnsOf(record: LineageRecord): RecordColumns {
   const a = record.attributes;
   const time = a?.time !== undefined ? Date.parse(a.time) : NaN;
   return {
     index: record.index,
-    stream: record.stream,
+    stream: columnText(record.stream),
     seq: record.seq,
-    subject: record.subject,
-    source: a?.source ?? null,
-    id: a?.id ?? null,
-    type: a?.type ?? null,
+    subject: columnText(record.subject),
+    source: columnText(a?.source ?? null),
+    id: columnText(a?.id ?? null),
+    type: columnText(a?.type ?? null),
     timeMs: Number.isFinite(time) ? time : null,
-    correlationid: a?.correlationid ?? (a?.id !== undefined ? a.id : null),
-    causationid: a?.causationid ?? null,
-    principal: record.verification.principal ?? null,
+    correlationid: columnText(a?.correlationid ?? a?.id ?? null),
+    causationid: columnText(a?.causationid ?? null),
+    principal: columnText(record.verification.principal ?? null),
     verified: record.verification.result === "verified",
   };
+}
+
+/**
+ * A text column's value, and the value to look one up by: U+0000 becomes U+FFFD. PostgreSQL's text refuses
+ * U+0000 (22021), and a decoded attribute can hold one (`ce-id: a%00b`); both stores map alike so their
+ * columns agree. Only the columns: the record's bytes keep the exact value.
+ */
+export function columnText<T extends string | null>(value: T): T {
+  return (value !== null && value.includes("\u0000") ? value.replaceAll("\u0000", "\uFFFD") : value) as T;
 }
 
 /** Which columns of `stored` differ from those the record's bytes imply (empty when they agree). */

@@ -7,7 +7,7 @@
 // sequences, and `verified` a SMALLINT 0/1 as in SQLite (a BOOLEAN would reject `SET verified = 0`).
 import { DatabaseError, Pool, TypeOverrides, type PoolClient, type QueryConfig } from "pg";
 import { CausewayError, ErrorCode } from "../kit/errors.ts";
-import type { RecordColumns } from "./record.ts";
+import { columnText, type RecordColumns } from "./record.ts";
 import { RECORD_COLUMNS, checkContinues, recordOfRow, schemaSql, splitFrontier, type RecordRow } from "./store-schema.ts";
 import { listLimit, recordKeyString, type LineageStore, type ListFilter, type LogState, type RecordKey, type StoredCheckpoint, type StoredRecord } from "./store.ts";
 
@@ -94,7 +94,7 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
                      SELECT 1 FROM records r WHERE r.stream = k.stream AND r.source = k.source AND r.id = k.id)) AS by_identity
                  FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS k (stream, seq, source, id, i)
                ) k WHERE k.by_seq OR k.by_identity`,
-        values: [keys.map((k) => k.stream), keys.map((k) => k.seq), keys.map((k) => k.source), keys.map((k) => k.id)],
+        values: [keys.map((k) => columnText(k.stream)), keys.map((k) => k.seq), keys.map((k) => columnText(k.source)), keys.map((k) => columnText(k.id))],
       });
       for (const hit of hits) {
         const [seqKey, identityKey] = recordKeyString(keys[hit.i - 1]!);
@@ -141,22 +141,22 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
       return rows({ name: "lineage_range", text: `SELECT ${COLUMNS} FROM records WHERE idx >= $1 AND idx < $2 ORDER BY idx`, values: [from, to] });
     },
     async byId(id: string) {
-      return rows({ name: "lineage_by_id", text: `SELECT ${COLUMNS} FROM records WHERE id = $1 ORDER BY idx`, values: [id] });
+      return rows({ name: "lineage_by_id", text: `SELECT ${COLUMNS} FROM records WHERE id = $1 ORDER BY idx`, values: [columnText(id)] });
     },
     async byCorrelation(correlationid: string) {
-      return rows({ name: "lineage_by_correlation", text: `SELECT ${COLUMNS} FROM records WHERE correlationid = $1 ORDER BY idx`, values: [correlationid] });
+      return rows({ name: "lineage_by_correlation", text: `SELECT ${COLUMNS} FROM records WHERE correlationid = $1 ORDER BY idx`, values: [columnText(correlationid)] });
     },
     async byCausation(ids: readonly string[]) {
       if (ids.length === 0) return [];
-      return rows({ name: "lineage_by_causation", text: `SELECT ${COLUMNS} FROM records WHERE causationid = ANY ($1::text[]) ORDER BY idx`, values: [ids] });
+      return rows({ name: "lineage_by_causation", text: `SELECT ${COLUMNS} FROM records WHERE causationid = ANY ($1::text[]) ORDER BY idx`, values: [ids.map(columnText)] });
     },
     async list(filter: ListFilter) {
       const where: string[] = [];
       const values: (string | number)[] = [];
       const param = (value: string | number): string => `$${values.push(value)}`;
-      if (filter.principal !== undefined) where.push(`principal = ${param(filter.principal)}`);
-      if (filter.type !== undefined) where.push(`type = ${param(filter.type)}`);
-      if (filter.stream !== undefined) where.push(`stream = ${param(filter.stream)}`);
+      if (filter.principal !== undefined) where.push(`principal = ${param(columnText(filter.principal))}`);
+      if (filter.type !== undefined) where.push(`type = ${param(columnText(filter.type))}`);
+      if (filter.stream !== undefined) where.push(`stream = ${param(columnText(filter.stream))}`);
       if (filter.fromMs !== undefined) where.push(`time_ms >= ${param(filter.fromMs)}`);
       if (filter.toMs !== undefined) where.push(`time_ms < ${param(filter.toMs)}`);
       if (filter.failedOnly) where.push("verified = 0");

@@ -4,7 +4,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import type { RecordColumns } from "./record.ts";
+import { columnText, type RecordColumns } from "./record.ts";
 import { RECORD_COLUMNS, checkContinues, recordOfRow, schemaSql, splitFrontier, type RecordRow } from "./store-schema.ts";
 import { listLimit, recordKeyString, type LineageStore, type ListFilter, type LogState, type RecordKey, type StoredCheckpoint, type StoredRecord } from "./store.ts";
 
@@ -43,8 +43,9 @@ export function openSqliteStore(path: string): LineageStore {
       const byIdentity = prepared("SELECT 1 FROM records WHERE stream = ? AND source = ? AND id = ?");
       for (const key of keys) {
         const [seqKey, identityKey] = recordKeyString(key);
-        if (bySeq.get(key.stream, key.seq)) found.add(seqKey!);
-        if (identityKey && byIdentity.get(key.stream, key.source, key.id)) found.add(identityKey);
+        const stream = columnText(key.stream);
+        if (bySeq.get(stream, key.seq)) found.add(seqKey!);
+        if (identityKey && byIdentity.get(stream, columnText(key.source), columnText(key.id))) found.add(identityKey);
       }
       return found;
     },
@@ -69,21 +70,21 @@ export function openSqliteStore(path: string): LineageStore {
       return rows(`SELECT ${COLUMNS} FROM records WHERE idx >= ? AND idx < ? ORDER BY idx`, from, to);
     },
     async byId(id: string) {
-      return rows(`SELECT ${COLUMNS} FROM records WHERE id = ? ORDER BY idx`, id);
+      return rows(`SELECT ${COLUMNS} FROM records WHERE id = ? ORDER BY idx`, columnText(id));
     },
     async byCorrelation(correlationid: string) {
-      return rows(`SELECT ${COLUMNS} FROM records WHERE correlationid = ? ORDER BY idx`, correlationid);
+      return rows(`SELECT ${COLUMNS} FROM records WHERE correlationid = ? ORDER BY idx`, columnText(correlationid));
     },
     async byCausation(ids: readonly string[]) {
       if (ids.length === 0) return [];
-      return rows(`SELECT ${COLUMNS} FROM records WHERE causationid IN (${ids.map(() => "?").join(", ")}) ORDER BY idx`, ...ids);
+      return rows(`SELECT ${COLUMNS} FROM records WHERE causationid IN (${ids.map(() => "?").join(", ")}) ORDER BY idx`, ...ids.map(columnText));
     },
     async list(filter: ListFilter) {
       const where: string[] = [];
       const params: (string | number)[] = [];
-      if (filter.principal !== undefined) { where.push("principal = ?"); params.push(filter.principal); }
-      if (filter.type !== undefined) { where.push("type = ?"); params.push(filter.type); }
-      if (filter.stream !== undefined) { where.push("stream = ?"); params.push(filter.stream); }
+      if (filter.principal !== undefined) { where.push("principal = ?"); params.push(columnText(filter.principal)); }
+      if (filter.type !== undefined) { where.push("type = ?"); params.push(columnText(filter.type)); }
+      if (filter.stream !== undefined) { where.push("stream = ?"); params.push(columnText(filter.stream)); }
       if (filter.fromMs !== undefined) { where.push("time_ms >= ?"); params.push(filter.fromMs); }
       if (filter.toMs !== undefined) { where.push("time_ms < ?"); params.push(filter.toMs); }
       if (filter.failedOnly) where.push("verified = 0");

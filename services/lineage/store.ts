@@ -5,7 +5,7 @@
 //
 // One writer: the lineage service appends, everyone else reads. Records are never updated or deleted by
 // Causeway; `verify` detects anyone who does.
-import type { RecordColumns } from "./record.ts";
+import { columnText, type RecordColumns, type RecordContent } from "./record.ts";
 
 /** A stored record: its columns, canonical bytes and leaf hash, as the store holds them. */
 export interface StoredRecord {
@@ -105,6 +105,12 @@ export interface LineageStore extends AsyncDisposable {
 export function recordKeyString(key: RecordKey): string[] {
   const bySeq = `${key.stream}#${key.seq}`;
   return key.source === null || key.id === null ? [bySeq] : [bySeq, `${key.stream}|${key.source}|${key.id}`];
+}
+
+/** The key of a record about to be stored, its values as its columns will hold them (see record.ts `columnText`). */
+export function recordKeyOf(content: RecordContent): RecordKey {
+  const a = content.attributes;
+  return { stream: columnText(content.stream), seq: content.seq, source: columnText(a?.source ?? null), id: columnText(a?.id ?? null) };
 }
 
 /** Default and largest page size of {@link LineageStore.list}. */
