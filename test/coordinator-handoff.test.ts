@@ -8,7 +8,7 @@ import { describe, test } from "node:test";
 import { promisify } from "node:util";
 import { jetstream } from "@nats-io/jetstream";
 import {
-  NatsBinding, QuarantineHeader, createEvent, createLogger, newTraceparent, readSeed, revokeTrust, signEvent, signingKeyFromNkeySeed, startAgent,
+  DecisionKind, NatsBinding, QuarantineHeader, createEvent, createLogger, decisionEvent, newTraceparent, readSeed, revokeTrust, signEvent, signingKeyFromNkeySeed, startAgent,
   uuidv7, type Agent, type CloudEvent,
 } from "../services/kit/index.ts";
 import { Kvm } from "@nats-io/kv";
@@ -168,6 +168,33 @@ describe("critical handoffs", () => {
     assert.ok(done.actedAt, "recorded as acted");
     await replica.expireDue();
     assert.equal((await decisions(mesh, "grant")).length, 1, "finished once");
+  });
+
+  test("critical - an approval signed with a revoked approver key and backdated to before the revocation is refused", async () => {
+    await using mesh = await startOperatedMesh();
+    await using coordinator = await startCoordinator(mesh, [startHandoffs], policyWith());
+    await using pub = await publisher(mesh, join(mesh.dataDir, "outbox"));
+    const event = await handOff(mesh);
+    const [requested] = await waitFor(async () => { const d = await decisions(mesh, "approval_requested"); return d.length > 0 && d; }, { what: "the approval request" });
+    const { coreDigest } = JSON.parse(Buffer.from(requested!.event.data).toString()) as { coreDigest: string };
+    // Alice's key has been valid for an hour, so a time before its revocation is inside its window.
+    const trustKv = await new Kvm(mesh.operator).open("causeway_trust");
+    const aliceKey = signingKeyFromNkeySeed(readSeed("approver-alice", mesh.dataDir));
+    const hourAgo = Date.now() - 3_600_000;
+    const current = (await trustKv.get(aliceKey.keyid))!;
+    await trustKv.put(aliceKey.keyid, JSON.stringify({ ...current.json<Record<string, unknown>>(), not_before: new Date(hourAgo).toISOString().replace(/\.\d+Z$/, "Z") }));
+    await waitFor(() => (coordinator.deps.trust.entry(aliceKey.keyid)?.notBefore ?? Infinity) < hourAgo + 1000, { what: "the coordinator to see the longer window" });
+    const [revocation] = await revokeTrust(mesh.operator, "approver-alice", { reason: "laptop stolen" });
+    await waitFor(() => coordinator.deps.trust.entry(revocation!.keyid)?.revokedAt !== undefined, { what: "the coordinator to see the revocation" });
+    const forged = decisionEvent(DecisionKind.Approval, { eventId: event.id, coreDigest, verdict: "approved", approver: "approver-alice" }, {
+      principal: "approver-alice", key: aliceKey, about: event, idKey: `approved/${event.id}`,
+      now: new Date(revocation!.revokedAt - 120_000),
+    });
+    const { headers, data } = NatsBinding.binary(forged);
+    const reply = (await (await mesh.as("approver-alice")).request("mesh.ctl.coordinator.approve", data, { headers, timeout: 10_000 })).json<{ ok: boolean; code: string }>();
+    assert.deepEqual({ ok: reply.ok, code: reply.code }, { ok: false, code: "CW_ERR_KEY_REVOKED" });
+    assert.equal((await decisions(mesh, "grant")).length, 0);
+    assert.equal(pub.stats().processed, 0);
   });
 
   test("critical - if granting fails after the approval, the approval stays pending and a retry grants once", async () => {

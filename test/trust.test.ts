@@ -168,9 +168,11 @@ describe("trust - on a server running the rendered accounts", () => {
     const start = Date.now() - 10 * 60_000;
     await writable.put(key.keyid, encodeTrustRecord(record(key, { not_before: formatTime(start), not_after: formatTime(start + 5 * 60_000) })));
     await waitFor(() => store.entry(key.keyid), { what: "the windowed key" });
-    assert.equal(store.verify(signed(key, "research.finding.created", start + 60_000)).entry.keyid, key.keyid);
-    rejectsWith(() => store.verify(signed(key, "research.finding.created", start - 1_000)), ErrorCode.KeyNotValid, QuarantineReason.UnknownKey);
-    rejectsWith(() => store.verify(signed(key, "research.finding.created", start + 6 * 60_000)), ErrorCode.KeyNotValid, QuarantineReason.UnknownKey);
+    // Received inside the window (a message read back from a stream), so only the signed time decides here.
+    const inside = { receivedAt: start + 60_000 };
+    assert.equal(store.verify(signed(key, "research.finding.created", start + 60_000), inside).entry.keyid, key.keyid);
+    rejectsWith(() => store.verify(signed(key, "research.finding.created", start - 1_000), inside), ErrorCode.KeyNotValid, QuarantineReason.UnknownKey);
+    rejectsWith(() => store.verify(signed(key, "research.finding.created", start + 6 * 60_000), inside), ErrorCode.KeyNotValid, QuarantineReason.UnknownKey);
     rejectsWith(() => store.verify(signed(key, "research.finding.created")), ErrorCode.KeyNotValid, QuarantineReason.UnknownKey);
   });
 
@@ -178,8 +180,10 @@ describe("trust - on a server running the rendered accounts", () => {
     const key = newKey();
     await writable.put(key.keyid, encodeTrustRecord(record(key)));
     await waitFor(() => store.entry(key.keyid), { what: "the new key" });
-    const before = signed(key, "research.finding.created", Date.now() - 60_000);
+    const beforeAt = Date.now() - 60_000;
+    const before = signed(key, "research.finding.created", beforeAt);
     assert.equal(store.verify(before).entry.keyid, key.keyid);
+    const receivedBefore = { receivedAt: beforeAt }; // stored in a stream then, read back later
 
     const [revocation] = await revokeTrust(operator, key.keyid, { reason: "key compromised" });
     assert.equal(revocation!.status, "revoked");
@@ -190,7 +194,7 @@ describe("trust - on a server running the rendered accounts", () => {
     rejectsWith(() => store.verify(signed(key, "research.finding.created", Date.now())), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
     rejectsWith(() => store.verify(signed(key, "research.finding.created")), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
     rejectsWith(() => store.verify(signed(key, "research.finding.created", Date.now() + HOUR)), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
-    assert.equal(store.verify(before).entry.keyid, key.keyid, "an event signed before the revocation still verifies");
+    assert.equal(store.verify(before, receivedBefore).entry.keyid, key.keyid, "an event signed and received before the revocation still verifies");
     assert.ok(store.key(key.keyid), "a revoked key still resolves, so the error says revoked, not unknown");
 
     // Revoking again later keeps the earlier time; revoking earlier moves it back.
@@ -200,7 +204,7 @@ describe("trust - on a server running the rendered accounts", () => {
     const [earlier] = await revokeTrust(operator, key.keyid, { at: Date.now() - 2 * 60_000 });
     assert.equal(earlier!.status, "revoked");
     await waitFor(() => store.entry(key.keyid)?.revokedAt === earlier!.revokedAt, { what: "the earlier revocation" });
-    rejectsWith(() => store.verify(before), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
+    rejectsWith(() => store.verify(before, receivedBefore), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
   });
 
   test("trust - a stolen key cannot backdate past its revocation or expiry: the time the mesh received the message decides too", async () => {
@@ -221,11 +225,13 @@ describe("trust - on a server running the rendered accounts", () => {
     const stampedEarlier = signed(stolen, "research.finding.created", Date.now() - 60_000);
     const [revocation] = await revokeTrust(operator, stolen.keyid, { reason: "key stolen" });
     await waitFor(() => store.entry(stolen.keyid)?.revokedAt !== undefined, { what: "the revocation" });
-    assert.equal(store.verify(stampedEarlier).entry.keyid, stolen.keyid, "by its claimed time alone it would pass");
+    assert.equal(store.verify(stampedEarlier, { receivedAt: "forwarded" }).entry.keyid, stolen.keyid, "as a forward (checked at its handoff) only its claimed time counts");
     assert.equal(store.verify(stampedEarlier, { receivedAt: revocation!.revokedAt - 1 }).entry.keyid, stolen.keyid, "it reached the mesh before the revocation");
     assert.throws(() => store.verify(stampedEarlier, { receivedAt: Date.now() }), (err: unknown) =>
       err instanceof VerificationError && err.code === ErrorCode.KeyRevoked && err.reason === QuarantineReason.RevokedKey &&
       /key stolen.*reached the mesh at .*whatever time it claims/.test(err.message));
+    // Without a reception time, verify takes now: a caller that forgets it is refused, not fooled.
+    rejectsWith(() => store.verify(stampedEarlier), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
   });
 
   test("trust - a rotated key verifies as soon as it is put, without reopening the store", async () => {

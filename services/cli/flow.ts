@@ -4,7 +4,7 @@
 import { jetstream, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, QuarantineHeader, StreamName, correlationIdOf, criticalForwardSubjects, dataJson, loadPrincipals, type CloudEvent, type TrustStore,
+  NatsBinding, QuarantineHeader, StreamName, correlationIdOf, criticalForwardSubjects, dataJson, loadPrincipals, receivedAtOf, type CloudEvent, type TrustStore,
 } from "../kit/index.ts";
 
 /** One event of a flow. */
@@ -47,10 +47,8 @@ export async function collectFlow(nc: NatsConnection, trust: TrustStore, correla
       if (nodes.has(event.id)) continue;
       let principal: string | undefined, keyid: string | undefined, problem: string | undefined, verified = false;
       try {
-        // As the services check it: the signer as of when the mesh received the message (a forward to a
-        // critical capability was received, and checked, on its handoff subject).
-        const forwarded = stream === StreamName.Cap && forwards.has(msg.subject);
-        const v = trust.verify(event, forwarded ? {} : { receivedAt: msg.info.timestampNanos / 1e6 });
+        // As the services check it: the signer as of when the mesh received the message.
+        const v = trust.verify(event, { receivedAt: receivedAtOf(msg, forwards) });
         ({ principal, keyid } = v.entry);
         event = v.event;
         verified = true;

@@ -171,7 +171,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       // The signer must also have been good when the mesh received the message (a stolen key backdates). Work
       // for a critical capability was received on the handoff subject and checked there by the coordinator;
       // this copy is its later forward.
-      trusted = opts.trust.verify(event, def.critical ? {} : { receivedAt: storedAt(msg) });
+      trusted = opts.trust.verify(event, { receivedAt: def.critical ? "forwarded" : storedAt(msg) });
     } catch (err) {
       const e = err as CausewayError;
       return toQuarantine(msg, quarantineReasonOf(err), e.message, e.code, log());

@@ -36,7 +36,7 @@ export type { OutputSpec, TraceParent } from "./context.ts";
 
 // The live trust store: who may sign what, when, and address whom (KV causeway_trust)
 export {
-  encodeTrustRecord, formatTime, listTrustEntries, openTrustStore, parseTrustEntry, revokeTrust, seedTrustStore, storedAt, trustEntriesFromPrincipals,
+  encodeTrustRecord, formatTime, listTrustEntries, openTrustStore, parseTrustEntry, revokeTrust, receivedAtOf, seedTrustStore, storedAt, trustEntriesFromPrincipals,
 } from "./trust.ts";
 export type {
   OpenTrustStoreOptions, RevokeOptions, SeedTrustOptions, TrustChange, TrustEntry, TrustListing, TrustRecord, TrustRevocation, TrustStore,

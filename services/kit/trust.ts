@@ -18,6 +18,7 @@ import type { CloudEvent } from "./event.ts";
 import { SignatureAlgorithm, verificationKeyFromNkey } from "./keys.ts";
 import type { KeyResolver, VerificationKey } from "./keys.ts";
 import { KvBucket, Role } from "./principals.ts";
+import { StreamName } from "./subjects.ts";
 import type { Principals, RoleValue } from "./principals.ts";
 import { followBucket, openExistingBucket, type Following } from "./kv-follow.ts";
 import { verifyEvent } from "./verifiability.ts";
@@ -72,9 +73,9 @@ export interface TrustStore extends KeyResolver, AsyncDisposable {
    * revocation (CW_ERR_KEY_REVOKED), validity window (CW_ERR_KEY_NOT_VALID), the types it may emit
    * (CW_ERR_UNAUTHORIZED_EMITTER). Throws VerificationError with the quarantine reason.
    *
-   * The signed time is the signer's claim, and a stolen key can claim any time: pass `receivedAt`, when the
-   * mesh itself first saw the message (JetStream's stored timestamp, or now for a message arriving now), and
-   * the key must also have been unrevoked and not past its validity then. Callers reading streams pass it.
+   * The signed time is the signer's claim, and a stolen key can claim any time, so the key must also have
+   * been unrevoked and inside its window when the mesh received the message: `receivedAt`, now by default (a
+   * message arriving now); a message read from a stream passes its stored time (`receivedAtOf`).
    */
   verify(event: CloudEvent, opts?: TrustVerifyOptions): TrustedEvent;
   /** May this entry's principal address capability `<capability>.v<major>`? (false → CW_ERR_UNAUTHORIZED_ADDRESS) */
@@ -92,13 +93,28 @@ export interface TrustStore extends KeyResolver, AsyncDisposable {
 
 /** Options of {@link TrustStore.verify}. */
 export interface TrustVerifyOptions extends VerifyOptions {
-  /** When the mesh first saw the message (ms since the epoch): its JetStream stored timestamp, or now. */
-  receivedAt?: number;
+  /**
+   * When the mesh received the message, in ms (default: now). `"forwarded"`: the coordinator's forward of
+   * critical work, stored later than the handoff where the coordinator checked it (see `receivedAtOf`).
+   */
+  receivedAt?: number | "forwarded";
 }
 
-/** The JetStream stored timestamp of a consumed message (what `receivedAt` takes), in ms. */
+/** The JetStream stored timestamp of a consumed message, in ms. */
 export function storedAt(msg: { readonly info: { readonly timestampNanos: number } }): number {
   return Math.floor(msg.info.timestampNanos / 1e6);
+}
+
+/**
+ * What `receivedAt` takes for a message read from a stream: its stored time, or `"forwarded"` when it is on
+ * one of `forwards` in MESH_CAP (kit `criticalForwardSubjects`): a forward was received, and checked, on its
+ * handoff subject, perhaps long before (an approval), so its own stored time says nothing about the signer.
+ */
+export function receivedAtOf(
+  msg: { readonly subject: string; readonly info: { readonly stream: string; readonly timestampNanos: number } },
+  forwards: ReadonlySet<string>,
+): number | "forwarded" {
+  return msg.info.stream === StreamName.Cap && forwards.has(msg.subject) ? "forwarded" : storedAt(msg);
 }
 
 /** Options for {@link openTrustStore}. */
@@ -451,7 +467,7 @@ class LiveTrustStore implements TrustStore {
   }
 }
 
-function authorize(c: Compiled, event: CloudEvent, receivedAt: number | undefined): void {
+function authorize(c: Compiled, event: CloudEvent, receivedAt: number | "forwarded" | undefined): void {
   const e = c.entry;
   // The signed time: `time` truncated to seconds (verifyEvent has validated it through the core digest).
   const at = event.time === undefined ? Math.floor(Date.now() / 1000) * 1000 : Date.parse(normalizeTime(event.time));
@@ -471,7 +487,7 @@ function authorize(c: Compiled, event: CloudEvent, receivedAt: number | undefine
     );
   }
   // Then as of when the mesh received it, which a stolen key cannot choose.
-  if (receivedAt !== undefined) checkReceived(e, receivedAt);
+  if (receivedAt !== "forwarded") checkReceived(e, receivedAt ?? Date.now());
   if (!c.anyType && !c.exactTypes.has(event.type) && !matchesPrefix(c.typePrefixes, event.type)) {
     throw new VerificationError(
       ErrorCode.UnauthorizedEmitter,

@@ -4,7 +4,7 @@
 // like any other message and usually records the failure that put it there.
 import type { MsgHdrs } from "@nats-io/transport-node";
 import {
-  CORE_ATTRIBUTES, DSSE_MATERIAL, ErrorCode, NatsBinding, StreamName, isCausewayError, openEnvelope, type CloudEvent, type TrustStore,
+  CORE_ATTRIBUTES, DSSE_MATERIAL, ErrorCode, NatsBinding, isCausewayError, openEnvelope, receivedAtOf, type CloudEvent, type TrustStore,
 } from "../kit/index.ts";
 import { dataDigest, type RecordContent, type RecordVerification } from "./record.ts";
 
@@ -24,6 +24,8 @@ export interface ExamineOptions {
   readonly now?: Date;
 }
 
+const NO_FORWARDS: ReadonlySet<string> = new Set();
+
 /** The record content of `msg` (everything but its index). */
 export function examine(msg: ExaminedMessage, trust: TrustStore, opts: ExamineOptions = {}): RecordContent {
   const now = opts.now ?? new Date();
@@ -38,10 +40,8 @@ export function examine(msg: ExaminedMessage, trust: TrustStore, opts: ExamineOp
   let attributes: Record<string, string>;
   let datadigest: string;
   try {
-    // The signer must have been good when the mesh received the message, whatever time the event claims; a
-    // forward to a critical capability was received (and checked) on its handoff subject, earlier.
-    const forwarded = msg.info.stream === StreamName.Cap && opts.forwards?.has(msg.subject) === true;
-    const trusted = trust.verify(event, forwarded ? {} : { receivedAt: msg.info.timestampNanos / 1e6 });
+    // The signer must have been good when the mesh received the message, whatever time the event claims.
+    const trusted = trust.verify(event, { receivedAt: receivedAtOf(msg, opts.forwards ?? NO_FORWARDS) });
     const v = trusted.verification;
     verification = {
       result: "verified", keyid: v.keyid, principal: trusted.entry.principal,
