@@ -20,9 +20,11 @@ import { createLineageApi } from "../services/lineage/api.ts";
 import { startLineageHttp } from "../services/lineage/http.ts";
 import { startIngest } from "../services/lineage/ingest.ts";
 import { createMerkleLog } from "../services/lineage/merkle.ts";
-import { encodeRecord } from "../services/lineage/record.ts";
+import { decodeRecord, encodeRecord } from "../services/lineage/record.ts";
+import { findEvent } from "../services/lineage/queries.ts";
 import { sqliteStorePath } from "../services/lineage/open-store.ts";
 import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
+import { lineageStoreKinds } from "./lineage-stores.ts";
 import { repoRoot, runNatsJson, startPostgres, waitFor } from "./harness/index.ts";
 import { readMessages } from "../services/cli/flow.ts";
 import { createLogger, inboxPrefix, publicKeyOf, seedPath, tokenDigestHex } from "../services/kit/index.ts";
@@ -267,6 +269,47 @@ describe("lineage service", () => {
     const after = (await store.range(0, total + 1)).map((r) => `${r.columns.stream}#${r.columns.seq} ${r.columns.id} ${r.columns.verified}`).sort();
     assert.deepEqual(after, before, "the rebuilt log records the same messages with the same verification results");
   });
+
+  for (const kind of lineageStoreKinds) {
+    test(`lineage on ${kind.name} - a forged or tampered copy reusing an event's id is recorded as failed, and never keeps the genuine event out`, async () => {
+      await using mesh = await startOperatedMesh();
+      await using s = await kind.open();
+      const key = signingKeyFromNkeySeed(readSeed("gateway", mesh.dataDir));
+      const signed = () => signEvent(createEvent({
+        id: uuidv7(), source: "causeway://gateway", type: "report.requested", time: new Date().toISOString(), datacontenttype: "application/json",
+        dataschema: REQUEST_SCHEMA, data: JSON.stringify({ topic: "genuine", requester: "analyst@example.com", questions: ["q"] }),
+      }), key);
+      const [first, second] = [signed(), signed()];
+      const genuine = (event: typeof first) => NatsBinding.binary(event);
+      const forged = (event: typeof first) => ({ ...NatsBinding.binary(event), data: Buffer.from(JSON.stringify({ topic: "forged" })) });
+      // A forgery of the first event (its headers and signature, other data) ahead of it; a tampered copy of the
+      // second after it; then the genuine second again under a new sequence (a replay: absorbed).
+      const js = jetstream(await mesh.as("gateway"));
+      for (const m of [forged(first), genuine(first), genuine(second), forged(second), genuine(second)]) {
+        await js.publish("mesh.cap.plan.v1", m.data, { headers: m.headers });
+      }
+      const ingest = await startIngest({ js: jetstream(await mesh.as("lineage")), store: s.store, trust: mesh.trust, log: createLogger({ name: "lineage", level: "silent" }) });
+      try {
+        await waitFor(() => ingest.stats().recorded + ingest.stats().absorbed === 5, { what: "every message recorded or absorbed" });
+        const { recorded, absorbed, failed } = ingest.stats();
+        assert.deepEqual({ recorded, absorbed, failed }, { recorded: 4, absorbed: 1, failed: 2 });
+        const rows = (await s.store.range(0, 10)).map((r) => ({
+          seq: r.columns.seq, id: r.columns.id, verified: r.columns.verified, code: decodeRecord(r.bytes).verification.code,
+        }));
+        assert.deepEqual(rows, [
+          { seq: 1, id: first.id, verified: false, code: "CW_ERR_CORE_DIGEST_MISMATCH" },
+          { seq: 2, id: first.id, verified: true, code: undefined },
+          { seq: 3, id: second.id, verified: true, code: undefined },
+          { seq: 4, id: second.id, verified: false, code: "CW_ERR_CORE_DIGEST_MISMATCH" },
+        ]);
+        const event = await findEvent(s.store, first.id);
+        assert.equal(event.primary.verification.result, "verified", "the genuine record speaks for the event");
+        assert.deepEqual(event.records.map((r) => r.stored.columns.seq), [1, 2]);
+      } finally {
+        await ingest.stop();
+      }
+    });
+  }
 
   test("lineage - while the store refuses writes, nothing is lost and health says so (stats, /healthz 503); once it is back, all is recorded", async () => {
     await using mesh = await startOperatedMesh();

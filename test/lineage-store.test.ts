@@ -153,6 +153,7 @@ for (const kind of lineageStoreKinds) {
         { seq: 1, id: "a", source: "src" },
         { seq: 2, id: "b", source: "src" },
         { seq: 5, undecodable: true },
+        { seq: 3, id: "forged", source: "src", failed: true },
       ]);
       const keys = [
         { stream: "MESH_EVENTS", seq: 1, source: "src", id: "a" }, // both
@@ -162,6 +163,7 @@ for (const kind of lineageStoreKinds) {
         { stream: "MESH_EVENTS", seq: 6, source: null, id: null }, // undecodable, new
         { stream: "MESH_HANDOFF", seq: 1, source: "src", id: "a" }, // another stream
         { stream: "MESH_EVENTS", seq: 10, source: "other", id: "a" }, // same id, other source
+        { stream: "MESH_EVENTS", seq: 12, source: "src", id: "forged" }, // the identity a failed record claims is none
       ];
       const found = await s.store.known(keys);
       assert.deepEqual([...found].sort(), [
@@ -169,6 +171,36 @@ for (const kind of lineageStoreKinds) {
         recordKeyString(keys[2]!)[0], recordKeyString(keys[3]!)[0],
       ].sort());
       assert.deepEqual(await s.store.known([]), new Set());
+    });
+
+    test(`${kind.name} - only verified records claim their (stream, source, id): a failed one shares it either way`, async () => {
+      await using s = await kind.open();
+      await append(s.store, [{ seq: 1, id: "e", failed: true }, { seq: 2, id: "e" }, { seq: 3, id: "e", failed: true }]);
+      assert.deepEqual(indices(await s.store.byId("e")), [0, 1, 2]);
+      const { records, state } = await batch(s.store, [{ seq: 4, id: "e" }]);
+      await assert.rejects(s.store.append(records, state), "a second verified record of the same event");
+    });
+
+    test(`${kind.name} - a store whose table has the former UNIQUE (stream, source, id) is upgraded on open, its records kept`, async () => {
+      await using s = await kind.open();
+      const written = await append(s.store, [{ seq: 1, id: "e" }, { seq: 2, id: "f", failed: true }]);
+      // The table as stores created it before: the identity constraint on every record.
+      const t = kind.name === "sqlite"
+        ? { key: "INTEGER PRIMARY KEY", integer: "INTEGER", small: "INTEGER", bytes: "BLOB" }
+        : { key: "BIGINT PRIMARY KEY", integer: "BIGINT", small: "SMALLINT", bytes: "BYTEA" };
+      await s.sql("CREATE TABLE records_saved AS SELECT * FROM records");
+      await s.sql("DROP TABLE records");
+      await s.sql(`CREATE TABLE records (idx ${t.key}, stream TEXT NOT NULL, stream_seq ${t.integer} NOT NULL, subject TEXT NOT NULL,
+        source TEXT, id TEXT, type TEXT, time_ms ${t.integer}, correlationid TEXT, causationid TEXT, principal TEXT, verified ${t.small} NOT NULL,
+        leaf_hash ${t.bytes} NOT NULL, record ${t.bytes} NOT NULL, UNIQUE (stream, stream_seq), UNIQUE (stream, source, id))`);
+      await s.sql("INSERT INTO records SELECT * FROM records_saved");
+      await s.sql("DROP TABLE records_saved");
+      const store = await s.reopen();
+      assert.deepEqual(await store.range(0, 10), written);
+      await append(store, [{ seq: 3, id: "e", failed: true }]);
+      const { records, state } = await batch(store, [{ seq: 4, id: "e" }]);
+      await assert.rejects(store.append(records, state), "a second verified record of the same event");
+      assert.deepEqual(indices(await (await s.reopen()).byId("e")), [0, 2]);
     });
 
     test(`${kind.name} - known answers a large batch`, async () => {

@@ -15,6 +15,9 @@ const SCHEMA = schemaSql({ key: "BIGINT PRIMARY KEY", integer: "BIGINT", small: 
 
 const COLUMNS = RECORD_COLUMNS;
 
+/** Stores created before only verified records claimed their (stream, source, id) have it as a table constraint. */
+const UPGRADE = "ALTER TABLE records DROP CONSTRAINT IF EXISTS records_stream_source_id_key";
+
 /** Element type of each column in the unnest() of a batch insert, in {@link COLUMNS} order. */
 const COLUMN_TYPES = ["bigint", "text", "bigint", "text", "text", "text", "text", "bigint", "text", "text", "text", "smallint", "bytea", "bytea"];
 
@@ -58,6 +61,7 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
       try {
         await client.query(`SELECT pg_advisory_xact_lock(${SCHEMA_LOCK})`);
         await client.query(SCHEMA);
+        await client.query(UPGRADE);
         await client.query("COMMIT");
       } catch (err) {
         await client.query("ROLLBACK").catch(() => {});
@@ -91,7 +95,7 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
                  SELECT k.i,
                    EXISTS (SELECT 1 FROM records r WHERE r.stream = k.stream AND r.stream_seq = k.seq) AS by_seq,
                    (k.source IS NOT NULL AND k.id IS NOT NULL AND EXISTS (
-                     SELECT 1 FROM records r WHERE r.stream = k.stream AND r.source = k.source AND r.id = k.id)) AS by_identity
+                     SELECT 1 FROM records r WHERE r.stream = k.stream AND r.source = k.source AND r.id = k.id AND r.verified = 1)) AS by_identity
                  FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS k (stream, seq, source, id, i)
                ) k WHERE k.by_seq OR k.by_identity`,
         values: [keys.map((k) => columnText(k.stream)), keys.map((k) => k.seq), keys.map((k) => columnText(k.source)), keys.map((k) => columnText(k.id))],

@@ -54,9 +54,11 @@ CREATE TABLE IF NOT EXISTS records (
   verified ${t.small} NOT NULL,
   leaf_hash ${t.bytes} NOT NULL,
   record ${t.bytes} NOT NULL,
-  UNIQUE (stream, stream_seq),
-  UNIQUE (stream, source, id)
+  UNIQUE (stream, stream_seq)
 );
+-- Only a verified record's (source, id) is authenticated: a failed one (a forgery, a tampered copy) must not
+-- claim the identity of the event it imitates, so it is told apart by (stream, stream_seq) alone.
+CREATE UNIQUE INDEX IF NOT EXISTS records_identity ON records (stream, source, id) WHERE verified = 1;
 CREATE INDEX IF NOT EXISTS records_id ON records (id);
 CREATE INDEX IF NOT EXISTS records_correlation ON records (correlationid);
 CREATE INDEX IF NOT EXISTS records_causation ON records (causationid);

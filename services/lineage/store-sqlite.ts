@@ -18,6 +18,7 @@ export function openSqliteStore(path: string): LineageStore {
   const db = new DatabaseSync(path);
   db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;");
   db.exec(SCHEMA);
+  upgradeIdentityConstraint(db);
   const statements = new Map<string, StatementSync>();
   const prepared = (sql: string): StatementSync => {
     let s = statements.get(sql);
@@ -40,7 +41,7 @@ export function openSqliteStore(path: string): LineageStore {
     async known(keys: readonly RecordKey[]) {
       const found = new Set<string>();
       const bySeq = prepared("SELECT 1 FROM records WHERE stream = ? AND stream_seq = ?");
-      const byIdentity = prepared("SELECT 1 FROM records WHERE stream = ? AND source = ? AND id = ?");
+      const byIdentity = prepared("SELECT 1 FROM records WHERE stream = ? AND source = ? AND id = ? AND verified = 1");
       for (const key of keys) {
         const [seqKey, identityKey] = recordKeyString(key);
         const stream = columnText(key.stream);
@@ -112,6 +113,27 @@ export function openSqliteStore(path: string): LineageStore {
   return store;
 }
 
+// A store created before only verified records claimed their (stream, source, id) has that constraint in the
+// table itself, where SQLite cannot drop it: its records move once into a table created by SCHEMA.
+function upgradeIdentityConstraint(db: DatabaseSync): void {
+  const old = () => (db.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'").get() as { sql: string } | undefined)
+    ?.sql.includes("UNIQUE (stream, source, id)") === true;
+  if (!old()) return;
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    if (old()) {
+      db.exec("ALTER TABLE records RENAME TO records_old");
+      const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records_old' AND sql IS NOT NULL").all() as { name: string }[];
+      for (const { name } of indexes) db.exec(`DROP INDEX "${name}"`);
+      db.exec(SCHEMA);
+      db.exec(`INSERT INTO records (${COLUMNS}) SELECT ${COLUMNS} FROM records_old; DROP TABLE records_old`);
+    }
+    db.exec("COMMIT");
+  } catch (err) {
+    db.exec("ROLLBACK");
+    throw err;
+  }
+}
 
 function columnValues(c: RecordColumns): (string | number | null)[] {
   return [c.index, c.stream, c.seq, c.subject, c.source, c.id, c.type, c.timeMs, c.correlationid, c.causationid, c.principal, c.verified ? 1 : 0];

@@ -35,11 +35,14 @@ export interface StoredCheckpoint {
   readonly auditSeq: number;
 }
 
-/** What identifies a message already recorded: its place in a stream, or its event identity within that stream. */
+/**
+ * What identifies a message already recorded: its place in a stream, or its event identity within that stream
+ * — the identity of a verified record only, the one whose source and id are authenticated.
+ */
 export interface RecordKey {
   readonly stream: string;
   readonly seq: number;
-  /** Null for a message that did not decode (it has no event identity). */
+  /** Null for a message that did not decode or did not verify (it has no authenticated event identity). */
   readonly source: string | null;
   readonly id: string | null;
 }
@@ -69,8 +72,8 @@ export interface LineageStore extends AsyncDisposable {
   /** The persisted log state (size 0 and no frontier for a new store). */
   state(): Promise<LogState>;
   /**
-   * Keys (from `keys`) already recorded, matched on (stream, seq) or on (stream, source, id), as strings made
-   * by {@link recordKeyString}. Lets the writer skip redeliveries and replays before it assigns leaf indices.
+   * Keys (from `keys`) already recorded, matched on (stream, seq) or on the (stream, source, id) of a verified
+   * record, as strings made by {@link recordKeyString}. Lets the writer skip redeliveries and replays before it assigns leaf indices.
    */
   known(keys: readonly RecordKey[]): Promise<Set<string>>;
   /**
@@ -107,9 +110,13 @@ export function recordKeyString(key: RecordKey): string[] {
   return key.source === null || key.id === null ? [bySeq] : [bySeq, `${key.stream}|${key.source}|${key.id}`];
 }
 
-/** The key of a record about to be stored, its values as its columns will hold them (see record.ts `columnText`). */
+/**
+ * The key of a record about to be stored, its values as its columns will hold them (see record.ts `columnText`).
+ * A record that failed verification has no event identity: its source and id are whatever a forger wrote, and
+ * must neither be absorbed as the genuine event nor keep the genuine event out.
+ */
 export function recordKeyOf(content: RecordContent): RecordKey {
-  const a = content.attributes;
+  const a = content.verification.result === "verified" ? content.attributes : null;
   return { stream: columnText(content.stream), seq: content.seq, source: columnText(a?.source ?? null), id: columnText(a?.id ?? null) };
 }
 
