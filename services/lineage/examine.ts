@@ -21,20 +21,18 @@ export interface ExaminedMessage {
 export interface ExamineOptions {
   /** MESH_CAP subjects of critical capabilities: their messages are the coordinator's forwards (see below). */
   readonly forwards?: ReadonlySet<string>;
-  readonly now?: Date;
 }
 
 const NO_FORWARDS: ReadonlySet<string> = new Set();
 
 /** The record content of `msg` (everything but its index). */
 export function examine(msg: ExaminedMessage, trust: TrustStore, opts: ExamineOptions = {}): RecordContent {
-  const now = opts.now ?? new Date();
-  const base = { stream: msg.info.stream, seq: msg.info.streamSequence, subject: msg.subject, recorded: now.toISOString(), headers: otherHeaders(msg.headers) };
+  const base = { stream: msg.info.stream, seq: msg.info.streamSequence, subject: msg.subject, recorded: new Date().toISOString(), headers: otherHeaders(msg.headers) };
   let event: CloudEvent;
   try {
     event = NatsBinding.toEvent(msg);
   } catch (err) {
-    return { ...base, verification: failure(err), attributes: null, datadigest: dataDigest(msg.data), data: Buffer.from(msg.data).toString("base64") };
+    return { ...base, verification: failure(err), attributes: null, datadigest: dataDigest(msg.data), data: base64(msg.data) };
   }
   let verification: RecordVerification;
   let attributes: Record<string, string>;
@@ -57,7 +55,12 @@ export function examine(msg: ExaminedMessage, trust: TrustStore, opts: ExamineOp
     attributes = attributesOf(event);
     datadigest = dataDigest(event.data);
   }
-  return { ...base, verification, attributes, datadigest, data: Buffer.from(event.data).toString("base64") };
+  return { ...base, verification, attributes, datadigest, data: base64(event.data) };
+}
+
+// Base64 of the bytes, read in place (Buffer.from(bytes) would copy them first).
+function base64(d: Uint8Array): string {
+  return Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString("base64");
 }
 
 function failure(err: unknown): RecordVerification {

@@ -6,7 +6,7 @@
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import type { Logger } from "pino";
 import { CausewayError, ErrorCode, readStream, type TrustStore } from "../kit/index.ts";
-import { examine, type ExaminedMessage } from "./examine.ts";
+import { examine, type ExamineOptions, type ExaminedMessage } from "./examine.ts";
 import { createMerkleLog, type MerkleLog } from "./merkle.ts";
 import { encodeRecord } from "./record.ts";
 import { recordKeyOf, recordKeyString, type LineageStore, type RecordKey, type StoredRecord } from "./store.ts";
@@ -59,6 +59,7 @@ export interface Ingest {
 export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   const { js, store, trust, log } = opts;
   const batchSize = opts.batchSize ?? 512;
+  const examineOptions: ExamineOptions = opts.forwards ? { forwards: opts.forwards } : {};
   const leafAt = async (i: number) => (await store.leafHashes(i, i + 1))[0]!;
   const restore = async () => {
     const state = await store.state();
@@ -75,7 +76,7 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   let failing: { since: string; error: string } | undefined;
 
   const writeBatch = async (batch: readonly Delivery[]) => {
-    const examined = batch.map((msg) => ({ msg, content: examine(msg, trust, { ...(opts.forwards && { forwards: opts.forwards }) }) }));
+    const examined = batch.map((msg) => ({ msg, content: examine(msg, trust, examineOptions) }));
     const keys: RecordKey[] = examined.map(({ content }) => recordKeyOf(content));
     const known = await store.known(keys);
     const records: StoredRecord[] = [];

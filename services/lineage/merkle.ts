@@ -4,7 +4,7 @@
 //
 // Sizes and indices are plain numbers, safe integers (< 2^53). The bit operations of RFC 9162's verifiers are
 // written as arithmetic (`% 2`, `Math.floor(x / 2)`) because JavaScript's bitwise operators cut at 32 bits.
-import { hash } from "node:crypto";
+import { createHash, hash } from "node:crypto";
 
 /** Bytes in a SHA-256 hash: every leaf hash, node hash, proof node and root. */
 export const HASH_BYTES = 32;
@@ -18,7 +18,7 @@ const EMPTY_ROOT = hash("sha256", Buffer.alloc(0), "buffer");
 
 /** RFC 9162 §2.1.1: the hash of a leaf, SHA-256(0x00 ‖ record). */
 export function leafHash(record: Uint8Array): Buffer {
-  return hash("sha256", Buffer.concat([LEAF_PREFIX, record]), "buffer");
+  return createHash("sha256").update(LEAF_PREFIX).update(record).digest(); // no copy of the record
 }
 
 /** RFC 9162 §2.1.1: the hash of an interior node, SHA-256(0x01 ‖ left ‖ right). */
