@@ -197,6 +197,18 @@ describe("critical handoffs", () => {
     assert.equal(pub.stats().processed, 0);
   });
 
+  test("critical - if announcing the approval request fails, the redelivered handoff announces it (approvers are never left untold)", async () => {
+    await using mesh = await startOperatedMesh();
+    let failures = 1;
+    await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith(), (subject) => subject === "mesh.decision.approval_requested" && failures-- > 0);
+    const event = await handOff(mesh);
+    const [requested] = await waitFor(async () => { const d = await decisions(mesh, "approval_requested"); return d.length > 0 && d; }, { what: "the approval request, after the redelivery" });
+    assert.equal(failures, -1, "the first announcement failed");
+    assert.equal((JSON.parse(Buffer.from(requested!.event.data).toString()) as { eventId: string }).eventId, event.id);
+    const pending = await cli(mesh, "approvals", "--as", "approver-alice");
+    assert.match(pending.stdout, new RegExp(`${event.id}  publish\\.v1  0/1 approvals`));
+  });
+
   test("critical - if granting fails after the approval, the approval stays pending and a retry grants once", async () => {
     await using mesh = await startOperatedMesh();
     let failures = 1;

@@ -79,15 +79,21 @@ export const start: StartModule = async (deps) => {
     }
   })();
 
+  // Requests in progress, so stop() lets them finish (a settlement half done at shutdown waits for the sweep).
+  const inFlight = new Set<Promise<void>>();
+  const serve = (msg: Msg, work: () => Promise<unknown>) => {
+    const task = work().then(
+      (reply) => msg.respond(JSON.stringify(reply)),
+      (e: unknown) => msg.respond(JSON.stringify({ ok: false, code: (e as CausewayError).code ?? ErrorCode.Config, error: (e as Error).message })),
+    ).then(() => undefined, (err: unknown) => deps.log.warn({ err, subject: msg.subject }, "could not answer a request (connection closing?)"));
+    inFlight.add(task);
+    void task.finally(() => inFlight.delete(task));
+  };
   const endpoint = (name: "approve" | "deny") => deps.service.addEndpoint(name, {
     subject: deps.subjects.control("coordinator", name),
     metadata: { description: `${name} pending critical work: the request is a ${"`decision.approval`"} signed by an approver (causeway ${name})` },
     handler: (err, msg) => {
-      if (err) return;
-      void handoffs.decide(msg, name === "approve" ? "approved" : "denied").then(
-        (reply) => msg.respond(JSON.stringify(reply)),
-        (e: unknown) => msg.respond(JSON.stringify({ ok: false, code: (e as CausewayError).code ?? ErrorCode.Config, error: (e as Error).message })),
-      );
+      if (!err) serve(msg, () => handoffs.decide(msg, name === "approve" ? "approved" : "denied"));
     },
   });
   endpoint("approve");
@@ -98,11 +104,7 @@ export const start: StartModule = async (deps) => {
       subject: `${deps.subjects.control("coordinator", name)}.*`,
       metadata: { description: `${name} by request: body {"eventId", "reason"}; only <approver> may publish on ${name}.<approver>` },
       handler: (err, msg) => {
-        if (err) return;
-        void handoffs.decideByRequest(msg, name === "approve" ? "approved" : "denied").then(
-          (reply) => msg.respond(JSON.stringify(reply)),
-          (e: unknown) => msg.respond(JSON.stringify({ ok: false, code: (e as CausewayError).code ?? ErrorCode.Config, error: (e as Error).message })),
-        );
+        if (!err) serve(msg, () => handoffs.decideByRequest(msg, name === "approve" ? "approved" : "denied"));
       },
     });
   }
@@ -110,18 +112,22 @@ export const start: StartModule = async (deps) => {
     subject: deps.subjects.control("coordinator", "approvals"),
     metadata: { description: "pending approvals with their deadlines" },
     handler: (err, msg) => {
-      if (err) return;
-      void handoffs.pending().then((list) => msg.respond(JSON.stringify(list)), (e: unknown) => msg.respond(JSON.stringify({ ok: false, error: (e as Error).message })));
+      if (!err) serve(msg, () => handoffs.pending());
     },
   });
 
-  const sweep = setInterval(() => void handoffs.expireDue().catch((err: unknown) => deps.log.error({ err }, "approval deadline sweep failed")), SWEEP_MS);
+  // One sweep at a time: a slow store must not pile them up.
+  let sweeping: Promise<void> | undefined;
+  const sweep = setInterval(() => {
+    sweeping ??= handoffs.expireDue().catch((err: unknown) => deps.log.error({ err }, "approval deadline sweep failed")).finally(() => { sweeping = undefined; });
+  }, SWEEP_MS);
   return {
     name: "handoffs",
     async stop() {
       clearInterval(sweep);
       await messages.close().catch(() => undefined);
       await loop.catch(() => undefined);
+      await Promise.allSettled([...inFlight, sweeping]);
     },
   } satisfies CoordinatorModule;
 };
@@ -183,7 +189,9 @@ export class Handoffs {
         return;
       }
       const approval = existing.json<Approval>();
-      // Pending: this is a redelivery, the request stands. Denied or expired: already quarantined.
+      // Pending: a redelivery. The record is written before the request is published, so announce it again
+      // (same id: deduplicated if it went out). Denied or expired: already quarantined.
+      if (approval.status === "pending") await this.announce(approval, trusted.event);
       if (approval.status !== "approved") {
         msg.ack();
         return;
@@ -206,14 +214,19 @@ export class Handoffs {
     try {
       await this.approvals.create(key, JSON.stringify(approval));
     } catch {
-      return; // another coordinator (or an earlier delivery) recorded it first; its request stands
+      return; // another coordinator (or an earlier delivery) recorded it first; it announces the request
     }
-    const requested = decisionEvent(DecisionKind.ApprovalRequested, {
-      eventId: event.id, eventSource: event.source, coreDigest, capability: policy.ref,
-      required: approvals.count, approvers: approvals.approvers, deadline, summary: summarize(event),
-    }, { principal: deps.principal, key: deps.key, about: event, idKey: `approval-requested/${event.id}` });
-    await publishDecision(deps.js, DecisionKind.ApprovalRequested, requested);
+    await this.announce(approval, event);
     deps.log.info({ eventId: event.id, capability: policy.ref, deadline }, "approval requested");
+  }
+
+  /** Publishes the signed request of a pending approval; its id is derived from the event, so a repeat is one request. */
+  private async announce(approval: Approval, event: CloudEvent): Promise<void> {
+    const requested = decisionEvent(DecisionKind.ApprovalRequested, {
+      eventId: event.id, eventSource: event.source, coreDigest: approval.coreDigest, capability: approval.capability,
+      required: approval.required, approvers: approval.approvers, deadline: approval.deadline, summary: summarize(event),
+    }, { principal: this.deps.principal, key: this.deps.key, about: event, idKey: `approval-requested/${event.id}` });
+    await publishDecision(this.deps.js, DecisionKind.ApprovalRequested, requested);
   }
 
   /**
@@ -302,7 +315,10 @@ export class Handoffs {
     const entry = { approver, at: now, ...(reason && { reason }) };
     const approvals = verdict === "denied" || approval.approvals.some((a) => a.approver === approver) ? approval.approvals : [...approval.approvals, entry];
     if (verdict === "approved" && approvals.length < approval.required) {
-      await this.approvals.update(key, JSON.stringify({ ...approval, approvals } satisfies Approval), revision);
+      await this.approvals.update(key, JSON.stringify({ ...approval, approvals } satisfies Approval), revision).catch(() => {
+        // Another approver's vote (or the deadline) changed it at the same moment: this vote is not counted yet.
+        throw codeError(ErrorCode.NoPendingApproval, `the approval of ${eventId} changed at the same moment; send your approval again`);
+      });
       return { ok: true, status: "pending", granted: false, approvals: approvals.length, required: approval.required };
     }
     // Settling: claim the final status first (compare-and-set), so the deadline sweep or a peer coordinator cannot
@@ -403,38 +419,43 @@ export class Handoffs {
    */
   async expireDue(now = Date.now()): Promise<void> {
     for await (const key of await this.approvals.keys()) {
-      const e = await this.approvals.get(key);
-      if (!e || e.operation !== "PUT") continue;
-      const approval = e.json<Approval>();
-      if (approval.status !== "pending") {
-        // Claimed, never acted, and long enough ago that its coordinator is gone: finish it (idempotent).
-        if (approval.decidedAt !== undefined && approval.actedAt === undefined && Date.parse(approval.decidedAt) + STUCK_CLAIM_MS <= now) {
-          await this.act(key, approval);
-          await this.record(key, e.revision, { ...approval, actedAt: new Date(now).toISOString() });
-          this.deps.log.warn({ eventId: approval.eventId, status: approval.status }, "finished a settlement a coordinator left undone");
-        }
-        continue;
-      }
-      const abandoned = approval.workExpiresAt !== undefined && Date.parse(approval.workExpiresAt) <= now;
-      if (!abandoned && Date.parse(approval.deadline) > now) continue;
-      if (!abandoned && !approval.escalated && (await this.escalate(key, e.revision, approval, now))) continue;
-      // Claimed before acting, as approvals are: an approval landing now finds it expired, not pending.
-      const settled: Approval = { ...approval, status: "expired", decidedBy: this.deps.principal, decidedAt: new Date(now).toISOString() };
-      let claimed: number;
-      try {
-        claimed = await this.approvals.update(key, JSON.stringify(settled), e.revision);
-      } catch {
-        continue; // an approval or a peer got there first; the next sweep looks again
-      }
-      try {
-        await this.act(key, settled);
-      } catch (err) {
-        await this.unclaim(key, claimed, approval); // pending again: the next sweep retries
-        throw err;
-      }
-      await this.record(key, claimed, { ...settled, actedAt: new Date().toISOString() });
-      this.deps.log.warn({ eventId: approval.eventId, capability: approval.capability, abandoned }, "approval ended without a decision; work quarantined");
+      // One approval that cannot be settled now must not hold up the others: logged, retried next sweep.
+      await this.sweepOne(key, now).catch((err: unknown) => this.deps.log.error({ err, key }, "approval sweep failed for this approval; retried next sweep"));
     }
+  }
+
+  private async sweepOne(key: string, now: number): Promise<void> {
+    const e = await this.approvals.get(key);
+    if (!e || e.operation !== "PUT") return;
+    const approval = e.json<Approval>();
+    if (approval.status !== "pending") {
+      // Claimed, never acted, and long enough ago that its coordinator is gone: finish it (idempotent).
+      if (approval.decidedAt !== undefined && approval.actedAt === undefined && Date.parse(approval.decidedAt) + STUCK_CLAIM_MS <= now) {
+        await this.act(key, approval);
+        await this.record(key, e.revision, { ...approval, actedAt: new Date(now).toISOString() });
+        this.deps.log.warn({ eventId: approval.eventId, status: approval.status }, "finished a settlement a coordinator left undone");
+      }
+      return;
+    }
+    const abandoned = approval.workExpiresAt !== undefined && Date.parse(approval.workExpiresAt) <= now;
+    if (!abandoned && Date.parse(approval.deadline) > now) return;
+    if (!abandoned && !approval.escalated && (await this.escalate(key, e.revision, approval, now))) return;
+    // Claimed before acting, as approvals are: an approval landing now finds it expired, not pending.
+    const settled: Approval = { ...approval, status: "expired", decidedBy: this.deps.principal, decidedAt: new Date(now).toISOString() };
+    let claimed: number;
+    try {
+      claimed = await this.approvals.update(key, JSON.stringify(settled), e.revision);
+    } catch {
+      return; // an approval or a peer got there first; the next sweep looks again
+    }
+    try {
+      await this.act(key, settled);
+    } catch (err) {
+      await this.unclaim(key, claimed, approval); // pending again: the next sweep retries
+      throw err;
+    }
+    await this.record(key, claimed, { ...settled, actedAt: new Date().toISOString() });
+    this.deps.log.warn({ eventId: approval.eventId, capability: approval.capability, abandoned }, "approval ended without a decision; work quarantined");
   }
 
   /**
@@ -447,16 +468,18 @@ export class Handoffs {
     if (policy?.onDeadline !== "escalate" || !policy.escalation) return false;
     const approvers = [...new Set([...approval.approvers, ...policy.escalation.approvers])];
     const deadline = new Date(now + policy.escalation.deadlineMs).toISOString();
-    try {
-      await this.approvals.update(key, JSON.stringify({ ...approval, approvers, deadline, escalated: true } satisfies Approval), revision);
-    } catch {
-      return true; // a peer coordinator escalated it (or an approval landed): nothing more to do now
-    }
+    // Announced before it is recorded: if the publish fails the approval stays unescalated and the next sweep
+    // tries again (the same id: a repeat is one request), instead of widening it with nobody told.
     const requested = decisionEvent(DecisionKind.ApprovalRequested, {
       eventId: approval.eventId, eventSource: approval.eventSource, coreDigest: approval.coreDigest, capability: approval.capability,
       required: approval.required, approvers, deadline, summary: `escalated: no decision by ${approval.deadline}`,
     }, { principal: this.deps.principal, key: this.deps.key, about: { id: approval.eventId, source: approval.eventSource, extensions: { correlationid: approval.correlationId } }, idKey: `approval-escalated/${approval.eventId}` });
     await publishDecision(this.deps.js, DecisionKind.ApprovalRequested, requested);
+    try {
+      await this.approvals.update(key, JSON.stringify({ ...approval, approvers, deadline, escalated: true } satisfies Approval), revision);
+    } catch {
+      return true; // a peer coordinator escalated it (or an approval landed): nothing more to do now
+    }
     this.deps.log.warn({ eventId: approval.eventId, approvers, deadline }, "approval escalated");
     return true;
   }
