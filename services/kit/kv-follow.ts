@@ -112,15 +112,19 @@ export async function followBucket(nc: NatsConnection, opts: FollowOptions): Pro
   let markLost: (err: ConfigError) => void = () => undefined;
   const lost = new Promise<ConfigError>((resolve) => { markLost = resolve; });
   const created = status.streamInfo.created;
+  let checking = false; // one check at a time: a slow server must not pile them up
   const check = setInterval(() => {
+    if (checking || nc.isClosed()) return;
+    checking = true;
     kv.status().then((now) => {
       if (now.streamInfo.created !== created) loseIt("was deleted and created again");
     }, (err: unknown) => {
       if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) loseIt("was deleted");
       // anything else (a timeout, a reconnect) is transient: checked again next time
-    });
+    }).finally(() => { checking = false; });
   }, opts.checkMs ?? 5_000);
   check.unref();
+  void nc.closed().then(() => clearInterval(check));
   const loseIt = (what: string) => {
     if (closed) return;
     clearInterval(check);

@@ -76,7 +76,8 @@ export function createStreamPublisher(nc: NatsConnection, inboxPrefix: string, o
   const sub: Subscription = nc.subscribe(`${inbox}.*`, {
     callback: (err, msg) => {
       if (err) {
-        // The server refused the inbox subscription (permissions): no ack can arrive.
+        // The server refused the inbox subscription (permissions): no ack can arrive, now or later.
+        closed = true;
         failAll(`acks cannot be received on ${inbox}.*: ${err.message}`);
         return;
       }
@@ -127,7 +128,7 @@ export function createStreamPublisher(nc: NatsConnection, inboxPrefix: string, o
         break;
       }
     }
-  })();
+  })().catch(() => undefined); // the status stream ends with the connection; pending publishes fail then anyway
 
   return {
     publish(subject, data, o = {}) {
