@@ -1,5 +1,6 @@
 // Command-line parsing shared by every `causeway` command group: node's parseArgs in strict mode, `--help`,
 // and one form for usage errors (exit 2, the CW_ERR_USAGE code, then the usage text).
+import { userInfo } from "node:os";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { ErrorCode } from "../kit/errors.ts";
 
@@ -26,4 +27,16 @@ export function parseCommand<const O extends ParseArgsOptionsConfig>(command: st
 export function usageError(command: string, usage: string, problem: string): number {
   console.error(`causeway ${command}: ${problem} (${ErrorCode.Usage})\n\n${usage}`);
   return 2;
+}
+
+/** Who is acting, for signed operator decisions: `--operator`, else $CAUSEWAY_OPERATOR, else the OS user. */
+export function operatorName(given: string | undefined): string {
+  if (given !== undefined && given.trim() !== "") return given;
+  const fromEnv = process.env.CAUSEWAY_OPERATOR;
+  if (fromEnv !== undefined && fromEnv.trim() !== "") return fromEnv;
+  try {
+    return userInfo().username || "operator";
+  } catch {
+    return "operator"; // no passwd entry (a container with an arbitrary uid)
+  }
 }

@@ -2,10 +2,9 @@
 // subcommand is one request, as the operator principal, to the coordinator's endpoint
 // mesh.ctl.coordinator.quarantine-<action>; the same requests work with `nats req`. Release and reject are
 // signed decisions the coordinator publishes; the command prints the decision id.
-import { userInfo } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ErrorCode, connectAs, subjectsFor } from "../../kit/index.ts";
-import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
+import { operatorName, parseCommand, usageError as sharedUsageError } from "../usage.ts";
 import { isNoResponders } from "../no-responders.ts";
 
 const USAGE = `usage: causeway quarantine ls [--reason R] [--capability C] [--status S] [--since T] [--until T] [--limit N] [--json]
@@ -83,7 +82,7 @@ export async function run(args: string[]): Promise<number> {
     if (rest.length !== 1 || !/^[1-9][0-9]*$/.test(rest[0]!)) return usageError(`${action} takes one quarantine sequence (a positive integer)`);
     body = { seq: Number(rest[0]) };
     if (action === "release" || action === "reject") {
-      body.operator = values.operator ?? (process.env.CAUSEWAY_OPERATOR || userInfo().username);
+      body.operator = operatorName(values.operator);
       if (values.note !== undefined) body.note = values.note;
     }
   }

@@ -2,7 +2,6 @@
 // operator, to the coordinator's endpoints (mesh.ctl.coordinator.pause|resume|status), which writes the flag
 // agents watch, pauses or resumes the JetStream consumers concerned and signs a decision.switch; the same
 // requests work with `nats req` (docs/operators.md, "Kill switches").
-import { userInfo } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { DEFAULT_NATS_URL, connectAs } from "../../kit/connect.ts";
 import { CausewayError, ConfigError, ErrorCode } from "../../kit/errors.ts";
@@ -14,7 +13,7 @@ import {
   type ConsumerSwitch, type SwitchActionValue, type SwitchErrorReply, type SwitchReply, type SwitchRequest, type SwitchScopeValue,
   type SwitchStatusReply,
 } from "../../kit/switches.ts";
-import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
+import { operatorName, parseCommand, usageError as sharedUsageError } from "../usage.ts";
 import { isNoResponders } from "../no-responders.ts";
 
 const USAGE = `usage: causeway pause <capability|principal|mesh> <target> --reason TEXT [--until RFC3339] [--operator NAME]
@@ -144,16 +143,6 @@ function scopeAndTarget(command: string, positionals: readonly string[]): { scop
   return { scope: scope as SwitchScopeValue, target };
 }
 
-function operatorName(given: string | undefined): string {
-  if (given !== undefined && given.trim() !== "") return given;
-  const fromEnv = process.env.CAUSEWAY_OPERATOR;
-  if (fromEnv !== undefined && fromEnv.trim() !== "") return fromEnv;
-  try {
-    return userInfo().username || "operator";
-  } catch {
-    return "operator"; // no passwd entry (a container with an arbitrary uid)
-  }
-}
 
 /** Sends `body` to the coordinator's `action` endpoint as the operator; a refusal throws its CausewayError. */
 async function request<T>(server: string | undefined, action: SwitchActionValue, body: object): Promise<T> {
