@@ -320,3 +320,11 @@ describe("gateway", () => {
   });
 });
 
+
+test("gateway - when its consumer on MESH_INGEST is deleted the gateway stops with exit code 1 and says why, instead of serving HTTP with NATS ingress dead", async () => {
+  await using g = await startGatewayMesh();
+  const jsm = await jetstreamManager(g.mesh.operator);
+  await jsm.consumers.delete("MESH_INGEST", "gateway");
+  assert.equal(await g.gateway.exited, 1, g.gateway.output());
+  assert.match(g.gateway.output(), /gateway: the gateway consumer on MESH_INGEST ended \(.*\): NATS ingress stopped/);
+});

@@ -62,7 +62,7 @@ async function main(): Promise<void> {
       },
     });
     log.info({ http: http.url, upstreams: upstreams.list().length, routes: routes.size }, "gateway started");
-    const lost = await untilStop(log, nc, [trust.lost]);
+    const lost = await untilStop(log, nc, [trust.lost, ingress.lost]);
     await http.close();
     await ingress.stop();
     await service.stop();

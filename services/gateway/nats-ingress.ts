@@ -10,7 +10,9 @@
 import { hash } from "node:crypto";
 import { AckPolicy, DeliverPolicy, jetstreamManager, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { Msg, Subscription } from "@nats-io/transport-node";
-import { ErrorCode, NatsBinding, QuarantineReason, StreamName, quarantine, storedAt, type CloudEvent } from "../kit/index.ts";
+import {
+  ConfigError, ErrorCode, NatsBinding, QuarantineReason, StreamName, quarantine, storedAt, type CausewayError, type CloudEvent,
+} from "../kit/index.ts";
 import type { IngressDeps } from "./ingress.ts";
 import { IngestError, rejectionOf, replyBody, type Outcome, type Rejected } from "./outcome.ts";
 import { quarantineTarget } from "./quarantine.ts";
@@ -25,6 +27,11 @@ export type NatsIngressDeps = IngressDeps;
 export interface NatsIngress {
   /** Stops pulling; messages in progress finish (the rest stay in MESH_INGEST). */
   stop(): Promise<void>;
+  /**
+   * Settles (never rejects) with CW_ERR_CONFIG when consumption ends other than by stop(): the `gateway`
+   * consumer on MESH_INGEST was deleted, or pulling failed. NATS ingress then takes nothing: the process should stop.
+   */
+  readonly lost: Promise<CausewayError>;
 }
 
 /** Creates or updates the durable consumer, then consumes MESH_INGEST and notes requesters. */
@@ -51,7 +58,9 @@ export async function startNatsIngress(deps: NatsIngressDeps): Promise<NatsIngre
     },
   });
   const consumer: Consumer = await deps.js.consumers.get(StreamName.Ingest, INGEST_DURABLE);
-  const messages: ConsumerMessages = await consumer.consume({ max_messages: deps.config.concurrency });
+  // A deleted consumer ends consumption (reported as `lost`: the process exits non-zero and is restarted, which
+  // creates the consumer again) instead of retrying forever; pulls expire every 5 s so a deletion is noticed soon.
+  const messages: ConsumerMessages = await consumer.consume({ max_messages: deps.config.concurrency, expires: 5_000, abort_on_missing_resource: true });
   const inFlight = new Set<Promise<void>>();
   // At the limit the loop waits for one message to settle. (Promise.race over the in-flight set would hang a
   // reaction on every pending message per message taken: O(concurrency) work per event.)
@@ -71,10 +80,22 @@ export async function startNatsIngress(deps: NatsIngressDeps): Promise<NatsIngre
       if (inFlight.size >= deps.config.concurrency) await new Promise<void>((resolve) => { wake = resolve; });
     }
   })();
+  let stopping = false;
+  let markLost: (err: CausewayError) => void = () => undefined;
+  const lost = new Promise<CausewayError>((resolve) => { markLost = resolve; });
+  // Awaited here, so a failing loop is never an unhandled rejection; a connection that closed is the caller's to see.
+  const ended = loop.then(() => undefined, (err: unknown) => err);
+  void ended.then((err) => {
+    if (stopping || deps.nc.isClosed()) return;
+    const why = err === undefined ? "its message iterator ended" : err instanceof Error ? err.message : String(err);
+    markLost(new ConfigError(ErrorCode.Config, `the ${INGEST_DURABLE} consumer on ${StreamName.Ingest} ended (${why}): NATS ingress stopped; the gateway stops (started again, it creates the consumer again)`, { cause: err }));
+  });
   return {
+    lost,
     async stop() {
+      stopping = true;
       await messages.close().catch(() => undefined);
-      await loop;
+      await ended;
       await Promise.all(inFlight);
       sub.unsubscribe();
       replies.close();
