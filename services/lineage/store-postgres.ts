@@ -7,18 +7,19 @@
 // sequences, and `verified` a SMALLINT 0/1 as in SQLite (a BOOLEAN would reject `SET verified = 0`).
 import { DatabaseError, Pool, TypeOverrides, type PoolClient, type QueryConfig } from "pg";
 import { CausewayError, ErrorCode } from "../kit/errors.ts";
-import { columnText, type RecordColumns } from "./record.ts";
-import { RECORD_COLUMNS, checkContinues, recordOfRow, schemaSql, splitFrontier, type RecordRow } from "./store-schema.ts";
+import { columnText } from "./record.ts";
+import {
+  CHECKPOINT_COLUMNS, RECORD_COLUMNS, checkContinues, checkpointOfRow, checkpointValues, recordOfRow, recordValues, schemaSql, splitFrontier,
+  type CheckpointRow, type RecordRow,
+} from "./store-schema.ts";
 import { listLimit, recordKeyString, type LineageStore, type ListFilter, type LogState, type RecordKey, type StoredCheckpoint, type StoredRecord } from "./store.ts";
 
 const SCHEMA = schemaSql({ key: "BIGINT PRIMARY KEY", integer: "BIGINT", small: "SMALLINT", bytes: "BYTEA" });
 
-const COLUMNS = RECORD_COLUMNS;
-
 /** Stores created before only verified records claimed their (stream, source, id) have it as a table constraint. */
 const UPGRADE = "ALTER TABLE records DROP CONSTRAINT IF EXISTS records_stream_source_id_key";
 
-/** Element type of each column in the unnest() of a batch insert, in {@link COLUMNS} order. */
+/** Element type of each column in the unnest() of a batch insert, in RECORD_COLUMNS order. */
 const COLUMN_TYPES = ["bigint", "text", "bigint", "text", "text", "text", "text", "bigint", "text", "text", "text", "smallint", "bytea", "bytea"];
 
 /**
@@ -116,10 +117,10 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
           checkContinues(records, current[0]?.size ?? 0, state);
           if (records.length > 0) {
             const columns = COLUMN_TYPES.map((): unknown[] => []);
-            for (const r of records) columnValues(r).forEach((value, i) => columns[i]!.push(value));
+            for (const r of records) recordValues(r).forEach((value, i) => columns[i]!.push(value));
             await client.query({
               name: "lineage_insert",
-              text: `INSERT INTO records (${COLUMNS}) SELECT * FROM unnest(${COLUMN_TYPES.map((t, i) => `$${i + 1}::${t}[]`).join(", ")})`,
+              text: `INSERT INTO records (${RECORD_COLUMNS}) SELECT * FROM unnest(${COLUMN_TYPES.map((t, i) => `$${i + 1}::${t}[]`).join(", ")})`,
               values: columns,
             });
           }
@@ -142,17 +143,17 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
       return found.map((r) => r.leaf_hash);
     },
     async range(from: number, to: number) {
-      return rows({ name: "lineage_range", text: `SELECT ${COLUMNS} FROM records WHERE idx >= $1 AND idx < $2 ORDER BY idx`, values: [from, to] });
+      return rows({ name: "lineage_range", text: `SELECT ${RECORD_COLUMNS} FROM records WHERE idx >= $1 AND idx < $2 ORDER BY idx`, values: [from, to] });
     },
     async byId(id: string) {
-      return rows({ name: "lineage_by_id", text: `SELECT ${COLUMNS} FROM records WHERE id = $1 ORDER BY idx`, values: [columnText(id)] });
+      return rows({ name: "lineage_by_id", text: `SELECT ${RECORD_COLUMNS} FROM records WHERE id = $1 ORDER BY idx`, values: [columnText(id)] });
     },
     async byCorrelation(correlationid: string) {
-      return rows({ name: "lineage_by_correlation", text: `SELECT ${COLUMNS} FROM records WHERE correlationid = $1 ORDER BY idx`, values: [columnText(correlationid)] });
+      return rows({ name: "lineage_by_correlation", text: `SELECT ${RECORD_COLUMNS} FROM records WHERE correlationid = $1 ORDER BY idx`, values: [columnText(correlationid)] });
     },
     async byCausation(ids: readonly string[]) {
       if (ids.length === 0) return [];
-      return rows({ name: "lineage_by_causation", text: `SELECT ${COLUMNS} FROM records WHERE causationid = ANY ($1::text[]) ORDER BY idx`, values: [ids.map(columnText)] });
+      return rows({ name: "lineage_by_causation", text: `SELECT ${RECORD_COLUMNS} FROM records WHERE causationid = ANY ($1::text[]) ORDER BY idx`, values: [ids.map(columnText)] });
     },
     async list(filter: ListFilter) {
       const where: string[] = [];
@@ -166,13 +167,13 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
       if (filter.failedOnly) where.push("verified = 0");
       if (filter.afterIndex !== undefined) where.push(`idx > ${param(filter.afterIndex)}`);
       const clause = where.length > 0 ? `WHERE ${where.join(" AND ")}` : "";
-      return rows({ text: `SELECT ${COLUMNS} FROM records ${clause} ORDER BY idx LIMIT ${listLimit(filter)}`, values });
+      return rows({ text: `SELECT ${RECORD_COLUMNS} FROM records ${clause} ORDER BY idx LIMIT ${listLimit(filter)}`, values });
     },
     async saveCheckpoint(c: StoredCheckpoint) {
       await pool.query({
         name: "lineage_save_checkpoint",
-        text: "INSERT INTO checkpoints (size, root, time, note, audit_seq) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (size) DO NOTHING",
-        values: [c.size, c.root, c.time, c.note, c.auditSeq],
+        text: `INSERT INTO checkpoints (${CHECKPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (size) DO NOTHING`,
+        values: checkpointValues(c),
       });
     },
     async lastSequences() {
@@ -182,10 +183,8 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
       return Object.fromEntries(found.map((r) => [r.stream, Number(r.seq)]));
     },
     async checkpoints() {
-      const { rows: found } = await pool.query<{ size: number; root: string; time: string; note: string; audit_seq: number }>({
-        name: "lineage_checkpoints", text: "SELECT size, root, time, note, audit_seq FROM checkpoints ORDER BY size",
-      });
-      return found.map((r) => ({ size: r.size, root: r.root, time: r.time, note: r.note, auditSeq: r.audit_seq }));
+      const { rows: found } = await pool.query<CheckpointRow>({ name: "lineage_checkpoints", text: `SELECT ${CHECKPOINT_COLUMNS} FROM checkpoints ORDER BY size` });
+      return found.map(checkpointOfRow);
     },
     async [Symbol.asyncDispose]() {
       if (ended) return;
@@ -248,10 +247,4 @@ function bigintAsNumber(): TypeOverrides {
     return n;
   });
   return types;
-}
-
-
-function columnValues(r: StoredRecord): unknown[] {
-  const c: RecordColumns = r.columns;
-  return [c.index, c.stream, c.seq, c.subject, c.source, c.id, c.type, c.timeMs, c.correlationid, c.causationid, c.principal, c.verified ? 1 : 0, r.leafHash, r.bytes];
 }

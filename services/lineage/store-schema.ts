@@ -1,7 +1,7 @@
 // The lineage store's tables, once for both stores: the same names everywhere (tests tamper with both through
 // the same SQL), with each database's types filled in. Also the pieces both stores share: the continuity check
 // of an append and the persisted frontier's encoding.
-import type { LogState, StoredRecord } from "./store.ts";
+import type { LogState, StoredCheckpoint, StoredRecord } from "./store.ts";
 
 /** A row of the records table as both drivers return it (SQLite gives Uint8Array, pg gives Buffer). */
 export interface RecordRow {
@@ -82,6 +82,28 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 /** The records table's columns, in the order both stores insert and select them. */
 export const RECORD_COLUMNS = "idx, stream, stream_seq, subject, source, id, type, time_ms, correlationid, causationid, principal, verified, leaf_hash, record";
+
+/** A stored record's values in {@link RECORD_COLUMNS} order (`verified` as 0/1). */
+export function recordValues(r: StoredRecord): (string | number | null | Buffer)[] {
+  const c = r.columns;
+  return [c.index, c.stream, c.seq, c.subject, c.source, c.id, c.type, c.timeMs, c.correlationid, c.causationid, c.principal, c.verified ? 1 : 0, r.leafHash, r.bytes];
+}
+
+/** The checkpoints table's columns, in the order both stores insert and select them. */
+export const CHECKPOINT_COLUMNS = "size, root, time, note, audit_seq";
+
+/** A row of the checkpoints table. */
+export interface CheckpointRow { size: number; root: string; time: string; note: string; audit_seq: number }
+
+/** A checkpoint's values in {@link CHECKPOINT_COLUMNS} order. */
+export function checkpointValues(c: StoredCheckpoint): (string | number)[] {
+  return [c.size, c.root, c.time, c.note, c.auditSeq];
+}
+
+/** A row as a stored checkpoint. */
+export function checkpointOfRow(r: CheckpointRow): StoredCheckpoint {
+  return { size: r.size, root: r.root, time: r.time, note: r.note, auditSeq: r.audit_seq };
+}
 
 /** Throws unless `records` continue a log of `current` leaves and `state` is the log after them. */
 export function checkContinues(records: readonly StoredRecord[], current: number, state: LogState): void {

@@ -4,13 +4,14 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { columnText, type RecordColumns } from "./record.ts";
-import { RECORD_COLUMNS, checkContinues, recordOfRow, schemaSql, splitFrontier, type RecordRow } from "./store-schema.ts";
+import { columnText } from "./record.ts";
+import {
+  CHECKPOINT_COLUMNS, RECORD_COLUMNS, checkContinues, checkpointOfRow, checkpointValues, recordOfRow, recordValues, schemaSql, splitFrontier,
+  type CheckpointRow, type RecordRow,
+} from "./store-schema.ts";
 import { listLimit, recordKeyString, type LineageStore, type ListFilter, type LogState, type RecordKey, type StoredCheckpoint, type StoredRecord } from "./store.ts";
 
 const SCHEMA = schemaSql({ key: "INTEGER PRIMARY KEY", integer: "INTEGER", small: "INTEGER", bytes: "BLOB" });
-
-const COLUMNS = RECORD_COLUMNS;
 
 /** Opens (creating if needed) the SQLite store at `path`. */
 export function openSqliteStore(path: string): LineageStore {
@@ -28,7 +29,7 @@ export function openSqliteStore(path: string): LineageStore {
   const rows = (sql: string, ...params: (string | number | null)[]): StoredRecord[] =>
     (prepared(sql).all(...params) as unknown as RecordRow[]).map(recordOfRow);
 
-  const insert = prepared(`INSERT INTO records (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+  const insert = prepared(`INSERT INTO records (${RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
   const saveState = prepared("INSERT INTO log_state (one, size, frontier) VALUES (1, ?, ?) ON CONFLICT (one) DO UPDATE SET size = excluded.size, frontier = excluded.frontier");
 
   const store: LineageStore = {
@@ -55,7 +56,7 @@ export function openSqliteStore(path: string): LineageStore {
       try {
         const current = (prepared("SELECT size FROM log_state WHERE one = 1").get() as { size: number } | undefined)?.size ?? 0;
         checkContinues(records, current, state);
-        for (const r of records) insert.run(...columnValues(r.columns), r.leafHash, r.bytes);
+        for (const r of records) insert.run(...recordValues(r));
         saveState.run(state.size, Buffer.concat(state.frontier));
         db.exec("COMMIT");
       } catch (err) {
@@ -68,17 +69,17 @@ export function openSqliteStore(path: string): LineageStore {
         .map((r) => Buffer.from(r.leaf_hash));
     },
     async range(from: number, to: number) {
-      return rows(`SELECT ${COLUMNS} FROM records WHERE idx >= ? AND idx < ? ORDER BY idx`, from, to);
+      return rows(`SELECT ${RECORD_COLUMNS} FROM records WHERE idx >= ? AND idx < ? ORDER BY idx`, from, to);
     },
     async byId(id: string) {
-      return rows(`SELECT ${COLUMNS} FROM records WHERE id = ? ORDER BY idx`, columnText(id));
+      return rows(`SELECT ${RECORD_COLUMNS} FROM records WHERE id = ? ORDER BY idx`, columnText(id));
     },
     async byCorrelation(correlationid: string) {
-      return rows(`SELECT ${COLUMNS} FROM records WHERE correlationid = ? ORDER BY idx`, columnText(correlationid));
+      return rows(`SELECT ${RECORD_COLUMNS} FROM records WHERE correlationid = ? ORDER BY idx`, columnText(correlationid));
     },
     async byCausation(ids: readonly string[]) {
       if (ids.length === 0) return [];
-      return rows(`SELECT ${COLUMNS} FROM records WHERE causationid IN (${ids.map(() => "?").join(", ")}) ORDER BY idx`, ...ids.map(columnText));
+      return rows(`SELECT ${RECORD_COLUMNS} FROM records WHERE causationid IN (${ids.map(() => "?").join(", ")}) ORDER BY idx`, ...ids.map(columnText));
     },
     async list(filter: ListFilter) {
       const where: string[] = [];
@@ -91,20 +92,17 @@ export function openSqliteStore(path: string): LineageStore {
       if (filter.failedOnly) where.push("verified = 0");
       if (filter.afterIndex !== undefined) { where.push("idx > ?"); params.push(filter.afterIndex); }
       const clause = where.length > 0 ? `WHERE ${where.join(" AND ")}` : "";
-      return rows(`SELECT ${COLUMNS} FROM records ${clause} ORDER BY idx LIMIT ${listLimit(filter)}`, ...params);
+      return rows(`SELECT ${RECORD_COLUMNS} FROM records ${clause} ORDER BY idx LIMIT ${listLimit(filter)}`, ...params);
     },
     async lastSequences() {
       const found = prepared("SELECT stream, MAX(stream_seq) AS seq FROM records GROUP BY stream").all() as { stream: string; seq: number }[];
       return Object.fromEntries(found.map((r) => [r.stream, r.seq]));
     },
     async saveCheckpoint(c: StoredCheckpoint) {
-      prepared("INSERT INTO checkpoints (size, root, time, note, audit_seq) VALUES (?, ?, ?, ?, ?) ON CONFLICT (size) DO NOTHING")
-        .run(c.size, c.root, c.time, c.note, c.auditSeq);
+      prepared(`INSERT INTO checkpoints (${CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT (size) DO NOTHING`).run(...checkpointValues(c));
     },
     async checkpoints() {
-      return (prepared("SELECT size, root, time, note, audit_seq FROM checkpoints ORDER BY size").all() as {
-        size: number; root: string; time: string; note: string; audit_seq: number;
-      }[]).map((r) => ({ size: r.size, root: r.root, time: r.time, note: r.note, auditSeq: r.audit_seq }));
+      return (prepared(`SELECT ${CHECKPOINT_COLUMNS} FROM checkpoints ORDER BY size`).all() as unknown as CheckpointRow[]).map(checkpointOfRow);
     },
     async [Symbol.asyncDispose]() {
       if (db.isOpen) db.close();
@@ -126,15 +124,11 @@ function upgradeIdentityConstraint(db: DatabaseSync): void {
       const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records_old' AND sql IS NOT NULL").all() as { name: string }[];
       for (const { name } of indexes) db.exec(`DROP INDEX "${name}"`);
       db.exec(SCHEMA);
-      db.exec(`INSERT INTO records (${COLUMNS}) SELECT ${COLUMNS} FROM records_old; DROP TABLE records_old`);
+      db.exec(`INSERT INTO records (${RECORD_COLUMNS}) SELECT ${RECORD_COLUMNS} FROM records_old; DROP TABLE records_old`);
     }
     db.exec("COMMIT");
   } catch (err) {
     db.exec("ROLLBACK");
     throw err;
   }
-}
-
-function columnValues(c: RecordColumns): (string | number | null)[] {
-  return [c.index, c.stream, c.seq, c.subject, c.source, c.id, c.type, c.timeMs, c.correlationid, c.causationid, c.principal, c.verified ? 1 : 0];
 }
