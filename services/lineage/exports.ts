@@ -26,6 +26,7 @@
 // for lineage tools; they carry no proofs.
 import { hash } from "node:crypto";
 import { CausewayError, ErrorCode } from "../kit/errors.ts";
+import { SubjectKind, parseSubject, type ParsedSubject } from "../kit/subjects.ts";
 import type { Checkpoint } from "./checkpoint.ts";
 import { createBatchProver, leavesOf, ProofRejection, signedCheckpoint, verifyInclusionAgainst, type LineagePublicKey, type ProofRejectionValue } from "./proofs.ts";
 import { groupEvents, stepsOf, summarize, type EventStep } from "./queries.ts";
@@ -460,10 +461,18 @@ function entityNames(steps: readonly EventStep[]): Map<EventStep, string> {
 // The capability an event was addressed to, from its first capability or handoff subject: `<name>.v<major>`.
 function capabilityOf(step: EventStep | undefined): string | undefined {
   for (const a of step?.appearances ?? []) {
-    const m = /\.(?:cap|handoff)\.([a-z0-9_-]+)\.v(\d+)$/.exec(a.subject);
-    if (m) return `${m[1]}.v${m[2]}`;
+    const subject = parsedSubject(a.subject);
+    if (subject?.kind === SubjectKind.Cap || subject?.kind === SubjectKind.Handoff) return `${subject.capability}.v${subject.major}`;
   }
   return undefined;
+}
+
+function parsedSubject(subject: string): ParsedSubject | undefined {
+  try {
+    return parseSubject(subject);
+  } catch {
+    return undefined; // a recorded subject outside the grammar (a forgery's) names no capability
+  }
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -5,14 +5,14 @@
 // redelivers messages the store already knows. Either way: no gap, no duplicate.
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import type { Logger } from "pino";
-import { CausewayError, ErrorCode, readStream, type TrustStore } from "../kit/index.ts";
+import { CausewayError, ErrorCode, StreamName, readStream, type TrustStore } from "../kit/index.ts";
 import { examine, type ExamineOptions, type ExaminedMessage } from "./examine.ts";
 import { createMerkleLog, type MerkleLog } from "./merkle.ts";
 import { encodeRecord } from "./record.ts";
 import { recordKeyOf, recordKeyString, type LineageStore, type RecordKey, type StoredRecord } from "./store.ts";
 
 /** The streams lineage records, each through its durable consumer `lineage`. */
-export const RECORDED_STREAMS = ["MESH_INGEST", "MESH_CAP", "MESH_HANDOFF", "MESH_EVT", "MESH_DECISION", "MESH_QUARANTINE"] as const;
+export const RECORDED_STREAMS = [StreamName.Ingest, StreamName.Cap, StreamName.Handoff, StreamName.Evt, StreamName.Decision, StreamName.Quarantine] as const;
 export const LINEAGE_DURABLE = "lineage";
 
 export interface IngestOptions {
@@ -166,8 +166,8 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   };
 
   const streams = opts.streams ?? RECORDED_STREAMS;
-  const recorded = await checkSameMesh(js, store, streams);
   const jsm = await js.jetstreamManager();
+  const recorded = await checkSameMesh(jsm, store, streams);
   for (const stream of streams) await rebuild(jsm, stream, recorded[stream] ?? 0);
   for (const stream of streams) {
     const consumer = await js.consumers.get(stream, LINEAGE_DURABLE);
@@ -204,9 +204,8 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
 
 // A store that recorded sequences a stream never reached belongs to another mesh (or to streams since
 // deleted and recreated): recording into it would absorb new messages as "already recorded". Refuse.
-async function checkSameMesh(js: JetStreamClient, store: LineageStore, streams: readonly string[]): Promise<Record<string, number>> {
+async function checkSameMesh(jsm: JetStreamManager, store: LineageStore, streams: readonly string[]): Promise<Record<string, number>> {
   const recorded = await store.lastSequences();
-  const jsm = await js.jetstreamManager();
   for (const stream of streams) {
     const last = (await jsm.streams.info(stream)).state.last_seq;
     const seen = recorded[stream] ?? 0;
