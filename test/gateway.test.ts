@@ -2,6 +2,7 @@
 // binary, structured and batch mode; NATS through the real `nats` CLI with ce- headers; every refusal with its
 // stable code, and a quarantine entry where DESIGN.md keeps the input.
 import assert from "node:assert/strict";
+import { Agent, request, type IncomingMessage } from "node:http";
 import { after, before, describe, test } from "node:test";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { HTTP, CloudEvent as SdkCloudEvent } from "cloudevents";
@@ -327,4 +328,26 @@ test("gateway - when its consumer on MESH_INGEST is deleted the gateway stops wi
   await jsm.consumers.delete("MESH_INGEST", "gateway");
   assert.equal(await g.gateway.exited, 1, g.gateway.output());
   assert.match(g.gateway.output(), /gateway: the gateway consumer on MESH_INGEST ended \(.*\): NATS ingress stopped/);
+});
+
+test("gateway - SIGTERM with a request in flight on a keep-alive connection: it is answered with connection: close and the gateway exits at once", async () => {
+  await using g = await startGatewayMesh({ env: { LOG_LEVEL: "info" } });
+  const agent = new Agent({ keepAlive: true });
+  const body = Buffer.from(requestData());
+  // Expect: 100-continue: the gateway's "100 Continue" says it has taken the request (it is in flight).
+  const req = request(`${g.url}/events`, {
+    method: "POST", agent, headers: { authorization: `Bearer ${g.token}`, ...binary("drain-1"), "content-length": String(body.length), expect: "100-continue" },
+  });
+  const response = new Promise<IncomingMessage>((resolve, reject) => { req.once("response", resolve); req.once("error", reject); });
+  req.flushHeaders();
+  await new Promise<void>((resolve) => { req.once("continue", resolve); });
+  g.gateway.child.kill("SIGTERM");
+  await waitFor(() => g.gateway.output().includes('"msg":"draining"'), { what: "the gateway draining" });
+  req.end(body);
+  const res = await response;
+  res.resume();
+  assert.equal(res.statusCode, 202);
+  assert.equal(res.headers.connection, "close", "the keep-alive connection is not kept (it would hold the server open for 65 s)");
+  assert.equal(await g.gateway.exited, 0, g.gateway.output());
+  agent.destroy();
 });

@@ -33,13 +33,25 @@ export type HttpDeps = IngressDeps;
 export interface HttpIngress {
   /** `http://host:port`. */
   readonly url: string;
-  /** Stops accepting connections, lets requests in progress finish, closes idle keep-alive connections. */
+  /**
+   * Stops accepting connections, closes idle keep-alive connections, and lets requests in progress finish:
+   * their responses (and those of requests still arriving on open connections) say `connection: close`.
+   */
   close(): Promise<void>;
 }
 
 /** Starts the HTTP ingress on the configured host and port. */
 export async function startHttp(deps: HttpDeps): Promise<HttpIngress> {
+  // While closing, every response closes its connection: a keep-alive connection would otherwise stay open (and
+  // the server with it) until keepAliveTimeout. Responses not yet written when close() is called are marked then.
+  let closing = false;
+  const pending = new Set<ServerResponse>();
   const server: Server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 30_000 }, (req, res) => {
+    if (closing) res.setHeader("connection", "close");
+    else {
+      pending.add(res);
+      res.once("close", () => pending.delete(res));
+    }
     handle(deps, req, res).catch((err: unknown) => {
       deps.log.error({ err }, "HTTP request failed");
       if (!res.headersSent) send(res, unavailable(err));
@@ -54,6 +66,9 @@ export async function startHttp(deps: HttpDeps): Promise<HttpIngress> {
   return {
     url: `http://${address.includes(":") ? `[${address}]` : address}:${port}`,
     close: () => new Promise<void>((resolve) => {
+      closing = true;
+      for (const res of pending) if (!res.headersSent) res.setHeader("connection", "close");
+      pending.clear();
       server.close(() => resolve());
       server.closeIdleConnections();
     }),
