@@ -6,6 +6,7 @@ import { DiscardPolicy, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { MARK_PREFIX } from "../services/gateway/ledger.ts";
 import { dedupeKey } from "../services/gateway/notarize.ts";
+import { createRateLimiter } from "../services/gateway/rate-limit.ts";
 import { DEMO_SOURCE, REQUEST_SCHEMA, requestData, startGatewayMesh } from "./gateway-fixture.ts";
 import { waitFor } from "./harness/index.ts";
 
@@ -14,6 +15,25 @@ const binary = (id: string) => ({
 });
 
 describe("gateway limits", () => {
+  test("gateway - the rate limiter of one of two workers: half the rate and burst; a take larger than its share never fits and takes nothing", () => {
+    const limiter = createRateLimiter(2);
+    const upstream = { name: "u", perSecond: 10, burst: 40 };
+    assert.equal(limiter.capacity(upstream), 20);
+    assert.equal(limiter.take(upstream, 21, 0), Infinity, "more than this worker's share of the burst: waiting never helps");
+    assert.equal(limiter.take(upstream, 41, 0), Infinity);
+    assert.equal(limiter.take(upstream, 20, 0), 0, "the never-fitting takes took nothing");
+    // Refilled at 5/s (half of 10/s): one token is 200 ms away, four are 800 ms away.
+    assert.equal(limiter.take(upstream, 1, 0), 200);
+    assert.equal(limiter.take(upstream, 4, 0), 800);
+    assert.equal(limiter.take(upstream, 1, 200), 0);
+    assert.equal(limiter.take(upstream, 20, 200), 4000, "a full share is 4 s away at 5/s");
+    assert.equal(limiter.take(upstream, 20, 4200), 0);
+    const whole = createRateLimiter(1);
+    assert.equal(whole.capacity(upstream), 40);
+    assert.equal(whole.take(upstream, 40, 0), 0);
+    assert.equal(whole.take(upstream, 41, 0), Infinity);
+  });
+
   test("gateway - over its rate an upstream gets 429 with Retry-After over HTTP and NATS requests; nothing is accepted or kept", async () => {
     await using g = await startGatewayMesh({ rate: { per_second: 0.2, burst: 3 } });
     const statuses = [];

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Svcm } from "@nats-io/services";
+import { createEvent, encodeJsonEvent } from "../services/kit/index.ts";
 import { DEMO_SOURCE, REQUEST_SCHEMA, requestData, startGatewayMesh } from "./gateway-fixture.ts";
 import { waitFor } from "./harness/index.ts";
 
@@ -19,6 +20,17 @@ test("gateway workers - two processes share the port and the ingress; every even
     return found.size;
   };
   assert.equal(await waitFor(async () => (await instances()) === 2 && 2, { what: "both workers registered" }), 2);
+
+  // A batch of 21 fits the declared burst of 40 but never a worker's share of 20: refused without Retry-After
+  // (waiting would not help), and it takes no tokens.
+  const batch = Array.from({ length: 21 }, (_, i) => JSON.parse(encodeJsonEvent(createEvent({
+    id: `wb-${i}`, source: DEMO_SOURCE, type: "report.requested", datacontenttype: "application/json", data: requestData(),
+  }))) as object);
+  const tooBig = await g.post(JSON.stringify(batch), { "content-type": "application/cloudevents-batch+json" });
+  assert.equal(tooBig.status, 429, JSON.stringify(tooBig.json));
+  assert.equal(tooBig.json.code, "CW_ERR_RATE_LIMITED");
+  assert.match(String(tooBig.json.message), /a batch of 21 events is more than upstream upstream-demo's burst of 20 \(its burst of 40 shared out over the gateway's 2 workers\): send smaller batches/);
+  assert.equal(tooBig.headers.get("retry-after"), null);
 
   // 40 tokens split over two workers: each takes 20, so 60 requests spread over both get 40 × 202 at most.
   const results = await Promise.all(Array.from({ length: 60 }, (_, i) => g.post(requestData(), binary(`w-${i}`))));

@@ -152,10 +152,6 @@ async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: Quarant
     send(res, index === undefined ? rejected : { ...rejected, message: `event ${index} of the batch: ${rejected.message}`, index });
     return;
   }
-  if (events.length > upstream.burst) {
-    send(res, { status: 429, code: ErrorCode.RateLimited, message: `a batch of ${events.length} events is more than upstream ${upstream.name}'s burst of ${upstream.burst}: send smaller batches` });
-    return;
-  }
   const over = limited(deps, upstream, events.length);
   if (over) return send(res, over);
   const checked = [];
@@ -180,10 +176,18 @@ async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: Quarant
   send(res, { status: failed ? 503 : 202, results, ...(failed && { retryafter: 1 }) });
 }
 
-/** 429 when the upstream is over its rate for `n` more events, else undefined (the tokens are taken). */
+/**
+ * 429 when the upstream is over its rate for `n` more events, else undefined (the tokens are taken). A batch
+ * larger than the bucket ever holds gets a 429 without Retry-After: waiting would not help.
+ */
 function limited(deps: HttpDeps, upstream: Upstream, n: number): Rejected | undefined {
   const waitMs = deps.limiter.take(upstream, n);
   if (waitMs === 0) return undefined;
+  if (waitMs === Infinity) {
+    const burst = deps.limiter.capacity(upstream);
+    const shared = burst < upstream.burst ? ` (its burst of ${upstream.burst} shared out over the gateway's ${deps.config.workers} workers)` : "";
+    return { status: 429, code: ErrorCode.RateLimited, message: `a batch of ${n} events is more than upstream ${upstream.name}'s burst of ${burst}${shared}: send smaller batches` };
+  }
   const retryafter = Math.ceil(waitMs / 1000);
   return { status: 429, code: ErrorCode.RateLimited, message: `upstream ${upstream.name} is over its rate of ${upstream.perSecond}/s (burst ${upstream.burst}); retry after ${retryafter} s`, retryafter };
 }

@@ -1,10 +1,30 @@
 // Per-upstream rate limits: a token bucket per upstream (refill `perSecond`, size `burst`). Taking n tokens
-// either succeeds whole or tells how long until it would, which becomes `Retry-After`.
+// either succeeds whole or tells how long until it would, which becomes `Retry-After` — or that it never will.
+
+/** What the limiter reads of an upstream. */
+export interface RateLimitedUpstream {
+  readonly name: string;
+  readonly perSecond: number;
+  readonly burst: number;
+}
 
 /** The limiter of every upstream. */
 export interface RateLimiter {
-  /** Takes `n` tokens for `upstream`: 0 when granted, else the milliseconds until `n` would be available. */
-  take(upstream: { name: string; perSecond: number; burst: number }, n: number, now?: number): number;
+  /**
+   * Takes `n` tokens for `upstream`: 0 when granted, else the milliseconds until `n` would be available, or
+   * Infinity when `n` is more than the bucket ever holds (capacity()): waiting never helps, nothing is taken.
+   */
+  take(upstream: RateLimitedUpstream, n: number, now?: number): number;
+  /** The most tokens one take() can get for `upstream`: its burst, or this worker's share of it. */
+  capacity(upstream: RateLimitedUpstream): number;
+}
+
+interface Bucket {
+  tokens: number;
+  at: number;
+  /** This process's share of the upstream's rate and burst, fixed when the bucket is made. */
+  readonly perSecond: number;
+  readonly burst: number;
 }
 
 /**
@@ -13,24 +33,25 @@ export interface RateLimiter {
  * the declared rate; connections are spread over the workers, so the split is even only on average.
  */
 export function createRateLimiter(share = 1): RateLimiter {
-  const buckets = new Map<string, { tokens: number; at: number }>();
+  const buckets = new Map<string, Bucket>();
+  const burstOf = (upstream: RateLimitedUpstream) => (share === 1 ? upstream.burst : Math.max(1, Math.floor(upstream.burst / share)));
   return {
-    take(declared, n, now = performance.now()) {
-      const upstream = share === 1 ? declared : { name: declared.name, perSecond: declared.perSecond / share, burst: Math.max(1, Math.floor(declared.burst / share)) };
+    take(upstream, n, now = performance.now()) {
       let b = buckets.get(upstream.name);
       if (b === undefined) {
-        b = { tokens: upstream.burst, at: now };
+        const burst = burstOf(upstream);
+        b = { tokens: burst, at: now, perSecond: upstream.perSecond / share, burst };
         buckets.set(upstream.name, b);
       }
-      b.tokens = Math.min(upstream.burst, b.tokens + ((now - b.at) / 1000) * upstream.perSecond);
+      if (n > b.burst) return Infinity;
+      b.tokens = Math.min(b.burst, b.tokens + ((now - b.at) / 1000) * b.perSecond);
       b.at = now;
       if (b.tokens >= n) {
         b.tokens -= n;
         return 0;
       }
-      // More than the bucket holds never fits: say when a full bucket would be back, the best it gets.
-      const missing = Math.min(n, upstream.burst) - b.tokens;
-      return Math.max(1, Math.ceil((missing / upstream.perSecond) * 1000));
+      return Math.max(1, Math.ceil(((n - b.tokens) / b.perSecond) * 1000));
     },
+    capacity: (upstream) => buckets.get(upstream.name)?.burst ?? burstOf(upstream),
   };
 }
