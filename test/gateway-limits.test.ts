@@ -4,9 +4,11 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { DiscardPolicy, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
+import { headers } from "@nats-io/transport-node";
 import { MARK_PREFIX } from "../services/gateway/ledger.ts";
 import { dedupeKey } from "../services/gateway/notarize.ts";
 import { createRateLimiter } from "../services/gateway/rate-limit.ts";
+import { connectAs } from "../services/kit/index.ts";
 import { DEMO_SOURCE, REQUEST_SCHEMA, requestData, startGatewayMesh } from "./gateway-fixture.ts";
 import { waitFor } from "./harness/index.ts";
 
@@ -75,6 +77,27 @@ describe("gateway limits", () => {
     }
     const routed = await waitFor(async () => { const r = await g.routed(); return r.length >= ids.length && r; }, { what: "every paced event routed", timeoutMs: 20_000 });
     assert.deepEqual(routed.map((e) => e.id).sort(), [...ids].sort());
+  });
+
+  test("gateway - MESH_INGEST's max_msg_size (headers and data): a request it refuses is answered 413 at once; a data limit it cannot hold stops the gateway", async () => {
+    await using g = await startGatewayMesh();
+    const maxMsgSize = (await (await jetstreamManager(g.mesh.operator)).streams.info("MESH_INGEST")).config.max_msg_size;
+    const nc = await connectAs("upstream-demo", { dataDir: g.mesh.dataDir, servers: g.mesh.server.url });
+    try {
+      const h = headers();
+      for (const [k, v] of Object.entries({ "ce-specversion": "1.0", "ce-id": "huge-1", "ce-source": DEMO_SOURCE, "ce-type": "report.requested" })) h.set(k, v);
+      // The data alone fits MESH_INGEST; with its headers it does not, so the stream would refuse it unanswered.
+      const reply = await nc.request("mesh.ingest.upstream-demo.reports", new Uint8Array(maxMsgSize - 16).fill(0x20), { headers: h, timeout: 5_000 });
+      const answer = reply.json<{ status: number; code: string; message: string }>();
+      assert.deepEqual([answer.status, answer.code], [413, "CW_ERR_PAYLOAD_TOO_LARGE"]);
+      assert.match(answer.message, new RegExp(`bytes with its headers, more than MESH_INGEST stores \\(${maxMsgSize}\\)`));
+    } finally {
+      await nc.close();
+    }
+    // CAUSEWAY_MAX_DATA_BYTES + the structured-mode margin must fit MESH_INGEST, or such events would be refused unseen.
+    const tooLarge = g.mesh.spawn("services/gateway/main.ts", { CAUSEWAY_GATEWAY_PORT: "0", CAUSEWAY_MAX_DATA_BYTES: String(maxMsgSize) });
+    assert.equal(await tooLarge.exited, 1, tooLarge.output());
+    assert.match(tooLarge.output(), new RegExp(`gateway: CAUSEWAY_MAX_DATA_BYTES ${maxMsgSize} \\+ 65536 bytes .* more than MESH_INGEST's max_msg_size of ${maxMsgSize}: lower CAUSEWAY_MAX_DATA_BYTES`));
   });
 
   test("gateway - a resubmission after the stream's duplicate window is still one event (the gateway's mark)", async () => {

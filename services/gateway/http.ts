@@ -9,7 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import {
-  ErrorCode, NatsBinding, STRUCTURED_CONTENT_TYPE, decodeJsonBatch, decodeJsonEvent, encodeHeaderValue, encodeJsonEvent,
+  ErrorCode, NatsBinding, STRUCTURED_CONTENT_TYPE, STRUCTURED_MARGIN_BYTES, decodeJsonBatch, decodeJsonEvent, encodeHeaderValue, encodeJsonEvent,
   type CloudEvent, type QuarantineOriginal,
 } from "../kit/index.ts";
 import type { IngressDeps } from "./ingress.ts";
@@ -23,8 +23,6 @@ export const BATCH_CONTENT_TYPE = "application/cloudevents-batch+json";
 export const EVENTS_PATH = "/events";
 /** The health endpoint. */
 export const HEALTH_PATH = "/health";
-// Structured bodies carry attributes besides the data; the binding allows the same margin.
-const STRUCTURED_MARGIN = 64 * 1024;
 
 /** What the HTTP ingress needs. */
 export type HttpDeps = IngressDeps;
@@ -99,7 +97,7 @@ async function handle(deps: HttpDeps, req: IncomingMessage, res: ServerResponse)
   const mediaType = contentType.split(";", 1)[0]!.trim().toLowerCase();
   const batch = mediaType === BATCH_CONTENT_TYPE;
   const structured = !batch && mediaType.startsWith("application/cloudevents");
-  const limit = batch ? deps.config.maxBatchBytes : deps.config.maxDataBytes + (structured ? STRUCTURED_MARGIN : 0);
+  const limit = batch ? deps.config.maxBatchBytes : deps.config.maxDataBytes + (structured ? STRUCTURED_MARGIN_BYTES : 0);
   const body = await readBody(req, limit);
   if (body === undefined) {
     send(res, {

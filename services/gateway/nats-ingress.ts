@@ -11,7 +11,7 @@ import { hash } from "node:crypto";
 import { AckPolicy, DeliverPolicy, jetstreamManager, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { Msg, Subscription } from "@nats-io/transport-node";
 import {
-  ConfigError, ErrorCode, NatsBinding, QuarantineReason, StreamName, quarantine, storedAt, type CausewayError, type CloudEvent,
+  ConfigError, ErrorCode, NatsBinding, QuarantineReason, STRUCTURED_MARGIN_BYTES, StreamName, quarantine, storedAt, type CausewayError, type CloudEvent,
 } from "../kit/index.ts";
 import type { IngressDeps } from "./ingress.ts";
 import { IngestError, rejectionOf, replyBody, type Outcome, type Rejected } from "./outcome.ts";
@@ -37,6 +37,13 @@ export interface NatsIngress {
 /** Creates or updates the durable consumer, then consumes MESH_INGEST and notes requesters. */
 export async function startNatsIngress(deps: NatsIngressDeps): Promise<NatsIngress> {
   const jsm = await jetstreamManager(deps.nc);
+  // The largest message MESH_INGEST stores (headers and data; -1: no limit of its own). A structured event of
+  // the largest data the gateway accepts must fit, or it would be refused unseen.
+  const maxMsgSize = (await jsm.streams.info(StreamName.Ingest)).config.max_msg_size ?? -1;
+  const largest = deps.config.maxDataBytes + STRUCTURED_MARGIN_BYTES;
+  if (maxMsgSize > 0 && largest > maxMsgSize) {
+    throw new ConfigError(ErrorCode.Config, `CAUSEWAY_MAX_DATA_BYTES ${deps.config.maxDataBytes} + ${STRUCTURED_MARGIN_BYTES} bytes for a structured event's attributes is ${largest} bytes, more than ${StreamName.Ingest}'s max_msg_size of ${maxMsgSize}: lower CAUSEWAY_MAX_DATA_BYTES or raise max_msg_size in streams/${StreamName.Ingest}.json`);
+  }
   await jsm.consumers.add(StreamName.Ingest, {
     durable_name: INGEST_DURABLE, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All,
     ack_wait: 30_000_000_000, max_deliver: -1, max_ack_pending: deps.config.concurrency * 4,
@@ -46,12 +53,13 @@ export async function startNatsIngress(deps: NatsIngressDeps): Promise<NatsIngre
   const sub: Subscription = deps.nc.subscribe(`${deps.subjects.prefix}.ingest.>`, {
     callback: (err, msg) => {
       if (err) return;
-      if (msg.data.length > deps.config.maxDataBytes + 64 * 1024) {
-        // Too large for MESH_INGEST (max_msg_size): the stream refuses it, so answer now. Published without a
-        // reply, nobody can be told (a no_ack stream answers no one): the log is the only trace of it.
-        const message = `the message is ${msg.data.length} bytes; the event data limit is ${deps.config.maxDataBytes}`;
+      const stored = maxMsgSize > 0 ? storedSize(msg) : 0;
+      if (stored > maxMsgSize) {
+        // Too large for MESH_INGEST (its max_msg_size counts headers and data): the stream refuses it, so answer
+        // now. Published without a reply, nobody can be told (a no_ack stream answers no one): the log is the only trace of it.
+        const message = `the message is ${stored} bytes with its headers, more than ${StreamName.Ingest} stores (${maxMsgSize}); the event data limit is ${deps.config.maxDataBytes}`;
         if (msg.reply) msg.respond(replyBody({ status: 413, code: ErrorCode.PayloadTooLarge, message, attribute: "data" }));
-        else deps.log.warn({ subject: msg.subject, bytes: msg.data.length }, "a message too large for MESH_INGEST was published without a reply; refused, nobody told");
+        else deps.log.warn({ subject: msg.subject, bytes: stored }, "a message too large for MESH_INGEST was published without a reply; refused, nobody told");
         return;
       }
       if (msg.reply) replies.note(msg);
@@ -101,6 +109,16 @@ export async function startNatsIngress(deps: NatsIngressDeps): Promise<NatsIngre
       replies.close();
     },
   };
+}
+
+/**
+ * The bytes a stream counts against max_msg_size: headers and data. nats.js's received message (MsgImpl) has
+ * size(), its subject, reply, headers and data as received, though the Msg interface does not declare it.
+ */
+function storedSize(msg: Msg): number {
+  const size = (msg as Msg & { size?: () => number }).size;
+  if (typeof size !== "function") return msg.data.length;
+  return size.call(msg) - Buffer.byteLength(msg.subject) - (msg.reply ? Buffer.byteLength(msg.reply) : 0);
 }
 
 async function settle(deps: NatsIngressDeps, msg: JsMsg, replies: ReplyBook): Promise<void> {

@@ -23,6 +23,8 @@ export interface DecodeOptions {
 export const STRUCTURED_CONTENT_TYPE = "application/cloudevents+json";
 /** Default largest data size (DESIGN.md: 1 MiB). */
 export const DEFAULT_MAX_DATA_BYTES = 1024 * 1024;
+/** What a structured-mode message may carry on top of the data limit: its attributes (64 KiB). */
+export const STRUCTURED_MARGIN_BYTES = 64 * 1024;
 
 const HEADER_PREFIX = "ce-";
 const CORE_HEADERS = new Set(["specversion", "id", "source", "type", "datacontenttype", "dataschema", "subject", "time"]);
@@ -72,7 +74,7 @@ function toEvent(msg: NatsMessage, opts: DecodeOptions = {}): CloudEvent {
   const max = opts.maxDataBytes ?? DEFAULT_MAX_DATA_BYTES;
   if (isStructured(msg)) {
     // Structured payloads carry attributes too; allow for them on top of the data limit.
-    if (msg.data.length > max + 64 * 1024) tooLarge(msg.data.length, max);
+    if (msg.data.length > max + STRUCTURED_MARGIN_BYTES) tooLarge(msg.data.length, max);
     let text: string;
     try {
       text = strictUtf8.decode(msg.data);
