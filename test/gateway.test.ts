@@ -109,6 +109,28 @@ describe("gateway", () => {
     assert.equal(q.reason, "schema_violation");
   });
 
+  test("gateway - HTTP batch mode refuses invalid UTF-8 with CW_ERR_DECODE_JSON, as structured mode does, and quarantines the original bytes", async () => {
+    const event = encodeJsonEvent(createEvent({ id: "utf8-1", source: DEMO_SOURCE, type: "report.requested", datacontenttype: "application/json", data: requestData("INVALID") }));
+    const [before, after] = `[${event}]`.split("INVALID");
+    // A lone 0xff: replaced with U+FFFD, the gateway would sign bytes the upstream never sent.
+    const body = Buffer.concat([Buffer.from(before!), Buffer.from([0xff]), Buffer.from(after!)]);
+    const res = await g.post(body, { "content-type": "application/cloudevents-batch+json" });
+    assert.equal(res.status, 400, JSON.stringify(res.json));
+    assert.deepEqual({ code: res.json.code, quarantined: res.json.quarantined, index: res.json.index }, { code: "CW_ERR_DECODE_JSON", quarantined: "decode_error", index: undefined });
+    assert.match(String(res.json.message), /not valid UTF-8/);
+    assert.deepEqual(await routedById(g, "utf8-1"), []);
+    const entry = await waitFor(async () => (await quarantinedWith(g, "CW_ERR_DECODE_JSON")).find((e) => e.data.includes('"utf8-1"')), { what: "the batch in quarantine" });
+    assert.equal(entry.reason, "decode_error");
+    const jsm = await jetstreamManager(g.mesh.operator);
+    const { state } = await jsm.streams.info("MESH_QUARANTINE");
+    let stored: Uint8Array | undefined;
+    for (let seq = state.first_seq; seq <= state.last_seq && stored === undefined; seq++) {
+      const m = await jsm.streams.getMessage("MESH_QUARANTINE", { seq });
+      if (m !== null && Buffer.from(m.data).includes('"utf8-1"')) stored = m.data;
+    }
+    assert.deepEqual(Buffer.from(stored!), body, "the original bytes, 0xff included");
+  });
+
   test("gateway - nats pub with ce- headers through the real CLI: routed; nats req gets the same answer as HTTP", async () => {
     const pub = await g.natsAsUpstream(["pub", "mesh.ingest.upstream-demo.reports", requestData("over nats"),
       "-H", "ce-specversion:1.0", "-H", "ce-id:nats-1", "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested", "-H", "ce-datacontenttype:application/json"]);

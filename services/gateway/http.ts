@@ -9,7 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import {
-  ErrorCode, NatsBinding, STRUCTURED_CONTENT_TYPE, STRUCTURED_MARGIN_BYTES, decodeJsonBatch, decodeJsonEvent, encodeHeaderValue, encodeJsonEvent,
+  DecodeError, ErrorCode, NatsBinding, STRUCTURED_CONTENT_TYPE, STRUCTURED_MARGIN_BYTES, decodeJsonBatch, decodeJsonEvent, encodeHeaderValue, encodeJsonEvent,
   type CloudEvent, type QuarantineOriginal,
 } from "../kit/index.ts";
 import type { IngressDeps } from "./ingress.ts";
@@ -137,7 +137,7 @@ async function ingestOne(deps: HttpDeps, upstream: Upstream, original: Quarantin
 async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: QuarantineOriginal, res: ServerResponse): Promise<void> {
   let events: CloudEvent[];
   try {
-    events = decodeJsonBatch(Buffer.from(original.data).toString("utf8"));
+    events = decodeJsonBatch(batchText(original.data));
     const big = events.findIndex((e) => e.data.length > deps.config.maxDataBytes);
     if (big >= 0) {
       throw new IngestError(ErrorCode.PayloadTooLarge, 413, `event ${big} of the batch has ${events[big]!.data.length} bytes of data; the limit is ${deps.config.maxDataBytes}`, { attribute: "data" });
@@ -261,11 +261,24 @@ function contentTypeHeaders(contentType: string): MsgHdrs {
   return h;
 }
 
+// Strict, as in structured mode: invalid UTF-8 is refused, never replaced with U+FFFD (the gateway would sign
+// bytes the upstream never sent); a BOM is kept, so JSON.parse refuses it.
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** A batch body as text; DecodeError CW_ERR_DECODE_JSON (quarantined as decode_error) when it is not UTF-8. */
+function batchText(body: Uint8Array): string {
+  try {
+    return strictUtf8.decode(body);
+  } catch (err) {
+    throw new DecodeError(ErrorCode.DecodeJson, "the batch is not valid UTF-8", undefined, { cause: err });
+  }
+}
+
 // Which element of a batch failed to decode (only on the error path): the first that fails on its own.
 function failingIndex(body: Uint8Array): number | undefined {
   let items: unknown;
   try {
-    items = JSON.parse(Buffer.from(body).toString("utf8"));
+    items = JSON.parse(batchText(body));
   } catch {
     return undefined;
   }
