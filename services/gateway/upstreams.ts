@@ -2,8 +2,7 @@
 // Over HTTP an upstream proves itself with a bearer token, declared by its SHA-256 (never the token itself);
 // over NATS the server has already proved it (its NKey), and the ingest subject's source token names it.
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
-import { ErrorCode, Role, bearerMatcher, tokenDigestHex, type Principals } from "../kit/index.ts";
+import { ErrorCode, Role, bearerMatcher, devTokenPath, tokenDigestHex, type Principals } from "../kit/index.ts";
 import { invalidFile, readInfraFile } from "./infra-file.ts";
 
 /** One upstream, validated and frozen. */
@@ -38,11 +37,6 @@ interface RawUpstream {
   sources: string[];
   bearer?: { sha256: string } | { dev_token: true };
   rate: { per_second: number; burst: number };
-}
-
-/** Where a development bearer token lives: `<data>/tokens/<upstream>.token`. */
-export function devTokenPath(dataDir: string, upstream: string): string {
-  return join(dataDir, "tokens", `${upstream}.token`);
 }
 
 /** True when `source` is one of the upstream's sources (exact, or under one ending in `/`). */

@@ -4,7 +4,7 @@
 // <data>/tokens (0600, in a 0700 directory), like NKey seeds: never logged, never committed.
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
 import { randomBytes, hash, timingSafeEqual } from "node:crypto";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 
 /** The SHA-256 of a token, as hex (how tokens are declared in configuration). */
 export function tokenDigestHex(token: string): string {
@@ -30,6 +30,11 @@ export function bearerMatcher(digests: readonly string[]): (authorization: strin
     for (const [i, digest] of known.entries()) if (timingSafeEqual(digest, presented)) found = i;
     return found;
   };
+}
+
+/** Where a development bearer token lives: `<data>/tokens/<name>.token` (the gateway's upstreams, `causeway tokens ensure`). */
+export function devTokenPath(dataDir: string, name: string): string {
+  return join(dataDir, "tokens", `${name}.token`);
 }
 
 /** Reads the token in `path`, creating it first (32 random bytes, base64url, mode 0600) when it is missing. */

@@ -83,7 +83,7 @@ export type {
 export { readStream } from "./stream-read.ts";
 
 // Bearer tokens for the HTTP APIs: digests compared in constant time, development token files
-export { bearerMatcher, ensureTokenFile, isTokenDigest, tokenDigestHex } from "./bearer.ts";
+export { bearerMatcher, devTokenPath, ensureTokenFile, isTokenDigest, tokenDigestHex } from "./bearer.ts";
 
 // Publishing to streams with many acks in flight (one inbox subscription, not one request per message)
 export { StreamPublishError, WRONG_LAST_SEQUENCE, createStreamPublisher } from "./stream-publisher.ts";

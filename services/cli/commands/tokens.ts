@@ -3,8 +3,8 @@
 // is a secret: written once, never printed, never logged. Production upstreams declare their token's SHA-256
 // in infra/upstreams.json instead and keep the token themselves.
 import { readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { ensureTokenFile } from "../../kit/bearer.ts";
+import { resolve } from "node:path";
+import { devTokenPath, ensureTokenFile } from "../../kit/bearer.ts";
 import { dataDir } from "../../kit/connect.ts";
 import { parseCommand, usageError } from "../usage.ts";
 
@@ -15,12 +15,10 @@ const USAGE = `usage: causeway tokens ensure
 Tokens live in <data>/tokens/<upstream>.token; <data> is $CAUSEWAY_DATA_DIR (default: <repo>/.data).
 Use one as: curl -H "Authorization: Bearer $(cat <data>/tokens/<upstream>.token)" …`;
 
-const upstreamsPath = resolve(import.meta.dirname, "..", "..", "..", "infra", "upstreams.json");
+// Where the gateway reads an upstream's development token (re-exported for the CLI's other commands).
+export { devTokenPath };
 
-/** Where the gateway reads an upstream's development token. */
-export function devTokenPath(dir: string, upstream: string): string {
-  return join(dir, "tokens", `${upstream}.token`);
-}
+const upstreamsPath = resolve(import.meta.dirname, "..", "..", "..", "infra", "upstreams.json");
 
 /** Creates each missing development token; returns the upstreams it created one for. */
 export function ensureDevTokens(dir: string = dataDir()): string[] {
