@@ -129,8 +129,8 @@ async function settle(deps: NatsIngressDeps, msg: JsMsg, replies: ReplyBook): Pr
   const refuse = async (err: unknown) => {
     const rejected = rejectionOf(err);
     if (rejected.quarantined !== undefined) {
-      const target = quarantineTarget(deps.subjects, { ...rejected, quarantined: rejected.quarantined }, deps.principal).subject;
-      if (!(await quarantine(deps.js, msg, target, { reason: rejected.quarantined, detail: rejected.message, code: rejected.code, detectedBy: deps.principal }))) {
+      const target = quarantineTarget(deps.subjects, { ...rejected, quarantined: rejected.quarantined }, deps.principal);
+      if (!(await quarantine(deps.js, msg, target.subject, target.note))) {
         return; // nak'ed by quarantine(): redelivered, answered then
       }
       answer(rejected);
