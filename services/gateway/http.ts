@@ -13,7 +13,7 @@ import {
   type CloudEvent, type QuarantineOriginal,
 } from "../kit/index.ts";
 import type { IngressDeps } from "./ingress.ts";
-import { IngestError, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
+import { IngestError, rateLimited, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
 import { quarantineCopy, quarantineTarget } from "./quarantine.ts";
 import type { Upstream } from "./upstreams.ts";
 
@@ -186,8 +186,7 @@ function limited(deps: HttpDeps, upstream: Upstream, n: number): Rejected | unde
     const shared = burst < upstream.burst ? ` (its burst of ${upstream.burst} shared out over the gateway's ${deps.config.workers} workers)` : "";
     return { status: 429, code: ErrorCode.RateLimited, message: `a batch of ${n} events is more than upstream ${upstream.name}'s burst of ${burst}${shared}: send smaller batches` };
   }
-  const retryafter = Math.ceil(waitMs / 1000);
-  return { status: 429, code: ErrorCode.RateLimited, message: `upstream ${upstream.name} is over its rate of ${upstream.perSecond}/s (burst ${upstream.burst}); retry after ${retryafter} s`, retryafter };
+  return rateLimited(upstream, waitMs);
 }
 
 /** Quarantines the input when the rejection keeps it; 503 instead when the quarantine cannot take it. */

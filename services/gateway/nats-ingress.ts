@@ -14,7 +14,7 @@ import {
   ConfigError, ErrorCode, NatsBinding, QuarantineReason, STRUCTURED_MARGIN_BYTES, StreamName, quarantine, storedAt, type CausewayError, type CloudEvent,
 } from "../kit/index.ts";
 import type { IngressDeps } from "./ingress.ts";
-import { IngestError, rejectionOf, replyBody, type Outcome, type Rejected } from "./outcome.ts";
+import { IngestError, rateLimited, rejectionOf, replyBody, type Outcome, type Rejected } from "./outcome.ts";
 import { quarantineTarget } from "./quarantine.ts";
 
 /** The gateway's durable consumer on MESH_INGEST. */
@@ -169,8 +169,7 @@ async function settle(deps: NatsIngressDeps, msg: JsMsg, replies: ReplyBook): Pr
       msg.nak(waitMs);
       return;
     }
-    const retryafter = Math.ceil(waitMs / 1000);
-    dropOrKeep({ status: 429, code: ErrorCode.RateLimited, message: `upstream ${upstream.name} is over its rate of ${upstream.perSecond}/s (burst ${upstream.burst}); retry after ${retryafter} s`, retryafter });
+    dropOrKeep(rateLimited(upstream, waitMs));
     return;
   }
   let event: CloudEvent;

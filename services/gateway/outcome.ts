@@ -5,6 +5,7 @@ import {
   CausewayError, DecodeError, ErrorCode, QuarantineReason, SchemaError, VerificationError, quarantineReasonOf,
   type ErrorCodeValue, type QuarantineReasonValue, type SchemaViolation,
 } from "../kit/index.ts";
+import type { Upstream } from "./upstreams.ts";
 
 /** An accepted event. */
 export interface Accepted {
@@ -86,6 +87,12 @@ export function rejectionOf(err: unknown): Rejected {
 export function unavailable(err: unknown): Rejected {
   const why = err instanceof Error ? err.message : String(err);
   return { status: 503, code: ErrorCode.Unavailable, message: `the mesh could not store the event now (${why}); retry`, retryafter: 1 };
+}
+
+/** 429: `upstream` is over its rate; the tokens it needs are `waitMs` away (Retry-After, in whole seconds). */
+export function rateLimited(upstream: Pick<Upstream, "name" | "perSecond" | "burst">, waitMs: number): Rejected {
+  const retryafter = Math.ceil(waitMs / 1000);
+  return { status: 429, code: ErrorCode.RateLimited, message: `upstream ${upstream.name} is over its rate of ${upstream.perSecond}/s (burst ${upstream.burst}); retry after ${retryafter} s`, retryafter };
 }
 
 /** The reply body, as JSON text. */
