@@ -7,7 +7,7 @@
 // The request's reply subject is not stored in the stream, so a plain subscription on the ingest subjects
 // notes it by the message's content, and the consumer answers when it settles the same message. Every gateway
 // replica notes it (no queue group), so whichever replica's consumer takes the message can answer.
-import { hash } from "node:crypto";
+import { createHash } from "node:crypto";
 import { AckPolicy, DeliverPolicy, jetstreamManager, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { Msg, Subscription } from "@nats-io/transport-node";
 import {
@@ -122,8 +122,9 @@ function storedSize(msg: Msg): number {
 }
 
 async function settle(deps: NatsIngressDeps, msg: JsMsg, replies: ReplyBook): Promise<void> {
+  const requesters = replies.lookup(msg);
   const answer = (outcome: Outcome) => {
-    const to = replies.take(msg);
+    const to = requesters.take();
     if (to !== undefined) deps.nc.publish(to, replyBody(outcome));
   };
   const refuse = async (err: unknown) => {
@@ -142,7 +143,7 @@ async function settle(deps: NatsIngressDeps, msg: JsMsg, replies: ReplyBook): Pr
   // stored copy is dropped, as over HTTP: it retries. With nobody to tell, dropping would lose it silently, so
   // it is terminated instead and the coordinator keeps it in quarantine as `terminated`, with the code.
   const dropOrKeep = (rejected: Rejected) => {
-    const to = replies.take(msg);
+    const to = requesters.take();
     if (to === undefined) {
       msg.term(`${rejected.code}: ${rejected.message}`.slice(0, 256));
       return;
@@ -164,7 +165,7 @@ async function settle(deps: NatsIngressDeps, msg: JsMsg, replies: ReplyBook): Pr
   }
   const waitMs = deps.limiter.take(upstream, 1);
   if (waitMs > 0) {
-    if (!replies.has(msg)) {
+    if (!requesters.has()) {
       // Nobody waits for an answer: the stream holds it until the upstream's rate allows it.
       msg.nak(waitMs);
       return;
@@ -195,19 +196,36 @@ async function settle(deps: NatsIngressDeps, msg: JsMsg, replies: ReplyBook): Pr
 /** Reply subjects of requests, by message content, until the consumer settles the same message. */
 interface ReplyBook {
   note(msg: Msg): void;
-  /** True when a requester waits for the message with this content. */
-  has(msg: JsMsg): boolean;
-  /** The reply subject noted for the message with this content (the oldest, when several are identical). */
-  take(msg: JsMsg): string | undefined;
+  /** The requesters of `msg`'s content. Its content is hashed at most once, and only when someone waits at all. */
+  lookup(msg: JsMsg): Requesters;
   close(): void;
+}
+
+/** Who waits for one message's content. */
+interface Requesters {
+  /** True when a requester waits for the message with this content. */
+  has(): boolean;
+  /** The reply subject noted for the message with this content (the oldest, when several are identical). */
+  take(): string | undefined;
+}
+
+/**
+ * A message's content as a key: subject, headers (but the server's Nats-*) and data, hashed as they stream in,
+ * framed like the wire format (subject, `name:value` lines, a blank line, the data), so no two contents collide.
+ */
+function contentKey(m: { subject: string; data: Uint8Array; headers?: Msg["headers"] }): string {
+  const h = createHash("sha256").update(m.subject).update("\r\n");
+  if (m.headers) {
+    for (const [name, values] of m.headers) {
+      if (name.startsWith("Nats-")) continue;
+      for (const value of values) h.update(name).update(":").update(value).update("\r\n");
+    }
+  }
+  return h.update("\r\n").update(m.data).digest("base64");
 }
 
 function createReplyBook(ttlMs: number): ReplyBook {
   const waiting = new Map<string, { reply: string; at: number }[]>();
-  const keyOf = (m: { subject: string; data: Uint8Array; headers?: Msg["headers"] }) => {
-    const h = m.headers ? [...m.headers].filter(([k]) => !k.startsWith("Nats-")) : [];
-    return hash("sha256", `${m.subject}\0${JSON.stringify(h)}\0${Buffer.from(m.data).toString("base64")}`, "hex");
-  };
   const sweep = setInterval(() => {
     const old = performance.now() - ttlMs;
     for (const [k, list] of waiting) {
@@ -219,19 +237,25 @@ function createReplyBook(ttlMs: number): ReplyBook {
   sweep.unref();
   return {
     note(msg) {
-      const k = keyOf(msg);
+      const k = contentKey(msg);
       const list = waiting.get(k) ?? [];
       list.push({ reply: msg.reply!, at: performance.now() });
       waiting.set(k, list);
     },
-    has: (msg) => waiting.size > 0 && waiting.has(keyOf(msg)),
-    take(msg) {
-      if (waiting.size === 0) return undefined;
-      const k = keyOf(msg);
-      const list = waiting.get(k);
-      const first = list?.shift();
-      if (list?.length === 0) waiting.delete(k);
-      return first?.reply;
+    lookup(msg) {
+      let key: string | undefined;
+      const keyOf = () => (key ??= contentKey(msg));
+      return {
+        has: () => waiting.size > 0 && waiting.has(keyOf()),
+        take() {
+          if (waiting.size === 0) return undefined;
+          const k = keyOf();
+          const list = waiting.get(k);
+          const first = list?.shift();
+          if (list?.length === 0) waiting.delete(k);
+          return first?.reply;
+        },
+      };
     },
     close: () => clearInterval(sweep),
   };
