@@ -18,11 +18,11 @@ import { quarantineCopy, quarantineTarget } from "./quarantine.ts";
 import type { Upstream } from "./upstreams.ts";
 
 /** The batch-mode media type. */
-export const BATCH_CONTENT_TYPE = "application/cloudevents-batch+json";
+const BATCH_CONTENT_TYPE = "application/cloudevents-batch+json";
 /** Where upstreams POST events. */
-export const EVENTS_PATH = "/events";
+const EVENTS_PATH = "/events";
 /** The health endpoint. */
-export const HEALTH_PATH = "/health";
+const HEALTH_PATH = "/health";
 
 /** What the HTTP ingress needs. */
 export type HttpDeps = IngressDeps;

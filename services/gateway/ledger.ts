@@ -33,18 +33,19 @@ export interface LedgerDeps {
   /** The target streams' duplicate window. */
   readonly duplicateWindowMs: number;
   readonly log: Logger;
-  /** How often a mark that could not be deleted is tried again. Default 1 s. */
-  readonly forgetRetryMs?: number;
 }
+
+/** How often a mark that could not be deleted is tried again. */
+const FORGET_RETRY_MS = 1_000;
 
 /**
  * A ledger over the publisher and the processed-set bucket. A mark is republished only while it is younger
  * than 80% of the target streams' duplicate window (margin for clocks and latency).
  */
-export function createLedger({ publisher, kv, bucket, duplicateWindowMs, log, forgetRetryMs = 1_000 }: LedgerDeps): Ledger {
+export function createLedger({ publisher, kv, bucket, duplicateWindowMs, log }: LedgerDeps): Ledger {
   const republishWithinMs = duplicateWindowMs * 0.8;
   const batch = turnBatcher();
-  const forgetter = markForgetter(kv, log, forgetRetryMs);
+  const forgetter = markForgetter(kv, log, FORGET_RETRY_MS);
   const send = (checked: Checked, event: CloudEvent) => {
     const { headers, data } = NatsBinding.binary(event);
     return batch(() => publisher.publish(checked.route.subject, data, { headers, msgID: checked.key }));

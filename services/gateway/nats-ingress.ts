@@ -18,7 +18,7 @@ import { IngestError, rateLimited, rejectionOf, replyBody, type Outcome, type Re
 import { quarantineTarget } from "./quarantine.ts";
 
 /** The gateway's durable consumer on MESH_INGEST. */
-export const INGEST_DURABLE = "gateway";
+const INGEST_DURABLE = "gateway";
 
 /** What the NATS ingress needs. */
 export type NatsIngressDeps = IngressDeps;

@@ -13,7 +13,7 @@ import type { Routes, Route } from "./routes.ts";
 import { sourceAllowed, type Upstream } from "./upstreams.ts";
 
 /** The signed extension naming the upstream a notarized event came from. */
-export const UPSTREAM_EXTENSION = "upstream";
+const UPSTREAM_EXTENSION = "upstream";
 
 /** An event that passed every check, ready to be published. */
 export interface Checked {

@@ -44,13 +44,11 @@ export class IngestError extends CausewayError {
   readonly status: number;
   readonly reason: QuarantineReasonValue | undefined;
   readonly attribute: string | undefined;
-  readonly retryAfterSeconds: number | undefined;
-  constructor(code: ErrorCodeValue, status: number, message: string, opts: { reason?: QuarantineReasonValue; attribute?: string; retryAfterSeconds?: number; cause?: unknown } = {}) {
+  constructor(code: ErrorCodeValue, status: number, message: string, opts: { reason?: QuarantineReasonValue; attribute?: string; cause?: unknown } = {}) {
     super(code, message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.status = status;
     this.reason = opts.reason;
     this.attribute = opts.attribute;
-    this.retryAfterSeconds = opts.retryAfterSeconds;
   }
 }
 
@@ -66,7 +64,6 @@ export function rejectionOf(err: unknown): Rejected {
       status: err.status, code: err.code, message: err.message,
       ...(err.attribute !== undefined && { attribute: err.attribute }),
       ...(err.reason !== undefined && { quarantined: err.reason }),
-      ...(err.retryAfterSeconds !== undefined && { retryafter: err.retryAfterSeconds }),
     };
   }
   if (err instanceof DecodeError) {

@@ -8,7 +8,7 @@ import { quarantineHeaders, type MeshSubjects, type QuarantineNote, type Quarant
 import type { Rejected } from "./outcome.ts";
 
 /** The last token of the gateway's quarantine subjects: inputs refused before any capability took them. */
-export const QUARANTINE_TOKEN = "ingest";
+const QUARANTINE_TOKEN = "ingest";
 
 /** The quarantine subject and note of a rejection that keeps its input. */
 export function quarantineTarget(subjects: MeshSubjects, rejected: Rejected & { quarantined: NonNullable<Rejected["quarantined"]> }, principal: string): { subject: string; note: QuarantineNote } {
