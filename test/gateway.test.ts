@@ -3,6 +3,7 @@
 // stable code, and a quarantine entry where DESIGN.md keeps the input.
 import assert from "node:assert/strict";
 import { Agent, request, type IncomingMessage } from "node:http";
+import { connect as connectTcp } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { HTTP, CloudEvent as SdkCloudEvent } from "cloudevents";
@@ -372,4 +373,22 @@ test("gateway - SIGTERM with a request in flight on a keep-alive connection: it 
   assert.equal(res.headers.connection, "close", "the keep-alive connection is not kept (it would hold the server open for 65 s)");
   assert.equal(await g.gateway.exited, 0, g.gateway.output());
   agent.destroy();
+});
+
+test("gateway - a client that disconnects mid-body is logged at debug level, not as a gateway error, and the gateway keeps serving", async () => {
+  await using g = await startGatewayMesh({ env: { LOG_LEVEL: "debug" } });
+  const { hostname, port } = new URL(g.url);
+  const socket = connectTcp(Number(port), hostname);
+  let received = "";
+  socket.setEncoding("utf8").on("data", (chunk: string) => { received += chunk; });
+  // Expect: 100-continue: the gateway's "100 Continue" says it is reading the body when the client goes away.
+  socket.write(`POST /events HTTP/1.1\r\nhost: ${hostname}\r\nauthorization: Bearer ${g.token}\r\ncontent-type: application/json\r\n`
+    + `ce-specversion: 1.0\r\nce-id: gone-1\r\nce-source: ${DEMO_SOURCE}\r\nce-type: report.requested\r\ncontent-length: 1000\r\nexpect: 100-continue\r\n\r\n`);
+  await waitFor(() => received.startsWith("HTTP/1.1 100 Continue"), { what: "100 Continue" });
+  socket.write('{"topic":');
+  socket.destroy();
+  const line = await waitFor(() => g.gateway.output().split("\n").find((l) => l.includes("went away mid-request")), { what: "the disconnect logged" });
+  assert.equal((JSON.parse(line) as { level: string }).level, "debug", line);
+  assert.doesNotMatch(g.gateway.output(), /"level":"error"/, "nothing logged at error level");
+  assert.equal((await g.post(requestData(), binary("after-disconnect"))).status, 202);
 });

@@ -51,6 +51,12 @@ export async function startHttp(deps: HttpDeps): Promise<HttpIngress> {
       res.once("close", () => pending.delete(res));
     }
     handle(deps, req, res).catch((err: unknown) => {
+      if (err instanceof ClientGoneError) {
+        // The client's doing, not the gateway's: nobody is left to answer.
+        deps.log.debug({ err }, "HTTP client went away mid-request");
+        res.destroy();
+        return;
+      }
       deps.log.error({ err }, "HTTP request failed");
       if (!res.headersSent) send(res, unavailable(err));
       else res.destroy();
@@ -209,6 +215,9 @@ function send(res: ServerResponse, body: Outcome | (Rejected & Record<string, un
   res.writeHead(body.status, headers).end(replyBody(body as Outcome));
 }
 
+/** The client went away before its request body was complete. */
+class ClientGoneError extends Error {}
+
 /**
  * Reads the body, or undefined as soon as it is over `limit` bytes (Content-Length or counted). Events, not
  * `for await`: the async iterator costs ~10 µs more per request, on the gateway's hottest path.
@@ -234,9 +243,9 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefin
     };
     req.on("data", onData);
     req.once("end", () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
-    req.once("error", reject);
-    // After "end" this is a no-op; before it, the client went away mid-body.
-    req.once("close", () => reject(new Error("the client closed the connection before the body was complete")));
+    // An error or a close before "end" is the client going away mid-body (after "end" these are no-ops).
+    req.once("error", (err) => reject(new ClientGoneError(`the request failed before its body was complete: ${err.message}`, { cause: err })));
+    req.once("close", () => reject(new ClientGoneError("the client closed the connection before the body was complete")));
   });
 }
 
