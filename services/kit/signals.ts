@@ -22,10 +22,10 @@ export function drainSignal(log: Logger, fields: Record<string, unknown> = {}): 
 
 /**
  * Waits until the process should stop: a signal or the connection closing (undefined: a normal stop), or one of
- * `lost` settling (a followed bucket such as the trust store was deleted: that error, logged; exit non-zero).
+ * `lost` settling (a followed bucket such as the trust store, or a consumer, is gone: that error, logged; exit non-zero).
  */
 export async function untilStop(log: Logger, nc: NatsConnection, lost: readonly Promise<CausewayError>[] = []): Promise<CausewayError | undefined> {
   const reason = await Promise.race([drainSignal(log).then(() => undefined), nc.closed().then(() => undefined), ...lost]);
-  if (reason !== undefined) log.error({ err: reason }, "stopping: a bucket this service follows is gone");
+  if (reason !== undefined) log.error({ err: reason }, "stopping: something this service depends on is gone (a followed bucket, its consumer)");
   return reason;
 }
