@@ -17,6 +17,9 @@ import type { IngressDeps } from "./ingress.ts";
 import { IngestError, rateLimited, rejectionOf, replyBody, type Outcome, type Rejected } from "./outcome.ts";
 import { quarantineTarget } from "./quarantine.ts";
 
+/** How long a first delivery over the rate waits for a late requester note before it is held for the rate. */
+const REQUEST_NOTE_GRACE_MS = 250;
+
 /** The gateway's durable consumer on MESH_INGEST. */
 const INGEST_DURABLE = "gateway";
 
@@ -166,8 +169,11 @@ async function settle(deps: NatsIngressDeps, msg: JsMsg, replies: ReplyBook): Pr
   const waitMs = deps.limiter.take(upstream, 1);
   if (waitMs > 0) {
     if (!requesters.has()) {
-      // Nobody waits for an answer: the stream holds it until the upstream's rate allows it.
-      msg.nak(waitMs);
+      // Nobody waits for an answer: the stream holds it until the upstream's rate allows it. A request's reply
+      // subject is noted by the core subscription, which under load can be a moment behind the stored copy, so
+      // the first delivery looks again shortly before deciding nobody waits (else a requester over its rate got
+      // a late 202 instead of its 429).
+      msg.nak(msg.info.deliveryCount === 1 ? Math.min(waitMs, REQUEST_NOTE_GRACE_MS) : waitMs);
       return;
     }
     dropOrKeep(rateLimited(upstream, waitMs));
