@@ -4,7 +4,7 @@ import { describe, test } from "node:test";
 import type { JsMsg } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import {
-  NatsBinding, QuarantineHeader, RetryableError, createEvent, createLogger, deriveEventId, parseTraceparent, revokeTrust, signEvent, startAgent,
+  ErrorCode, NatsBinding, QuarantineHeader, RetryableError, createEvent, createLogger, deriveEventId, parseTraceparent, revokeTrust, signEvent, startAgent,
   encodeSwitch, switchKey, verifyEvent, type AgentDefinition, type AgentOptions, type Emit,
 } from "../services/kit/index.ts";
 import { REQUEST_SCHEMA, TASK_SCHEMA, startMesh, type Mesh } from "./mesh-fixture.ts";
@@ -59,7 +59,7 @@ describe("agent pipeline", () => {
     assert.equal(outputs.length, 3);
     const inputTrace = parseTraceparent(input.extensions.traceparent)!.traceId;
     outputs.forEach((m, i) => {
-      const v = mesh.trust.verify(NatsBinding.toEvent(m));
+      const v = mesh.trust.verify(NatsBinding.toEvent(m), { receivedAt: "now" });
       assert.equal(v.entry.principal, "planner");
       assert.equal(v.event.id, deriveEventId(input, "planner", i));
       assert.equal(v.event.source, "causeway://planner");
@@ -106,7 +106,7 @@ describe("agent pipeline", () => {
     assert.deepEqual(Buffer.from(q.data), Buffer.from(original.data));
     for (const name of original.headers.keys()) assert.equal(q.headers?.get(name), original.headers.get(name), name);
     // The quarantined copy still verifies: it is the producer's event, byte for byte.
-    assert.equal(mesh.trust.verify(NatsBinding.toEvent(q)).event.id, input.id);
+    assert.equal(mesh.trust.verify(NatsBinding.toEvent(q), { receivedAt: "now" }).event.id, input.id);
   });
 
   test("agent - bad inputs are quarantined with their reason and never reach the handler", async () => {
@@ -252,7 +252,9 @@ describe("agent pipeline", () => {
     await using mesh = await startMesh();
     const agent = await run(mesh, planner());
     await mesh.jsm.consumers.delete("MESH_CAP", "cap-plan-v1");
-    await assert.rejects(agent.stopped, /consum/);
+    const lost = await agent.lost;
+    assert.equal(lost.code, ErrorCode.Config);
+    assert.match(lost.message, /consumer cap-plan-v1 on MESH_CAP ended/);
   });
 
   test("agent - under a kill switch the agent creates its consumer paused and runs nothing until resumed", async () => {

@@ -54,7 +54,7 @@ function cli(mesh: OperatedMesh, ...args: string[]) {
   }).then((r) => ({ code: 0, ...r }), (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }));
 }
 
-const decisions = async (mesh: OperatedMesh, kind: string) => (await readMessages(mesh.operator, "MESH_DECISION", `mesh.decision.${kind}`)).map((m) => mesh.trust.verify(NatsBinding.toEvent(m)));
+const decisions = async (mesh: OperatedMesh, kind: string) => (await readMessages(mesh.operator, "MESH_DECISION", `mesh.decision.${kind}`)).map((m) => mesh.trust.verify(NatsBinding.toEvent(m), { receivedAt: "now" }));
 
 describe("critical handoffs", () => {
   test("critical - approve with the CLI: the coordinator grants under a lease and the publisher publishes once", async () => {
@@ -81,13 +81,13 @@ describe("critical handoffs", () => {
     const g = JSON.parse(Buffer.from(grant!.event.data).toString()) as { eventId: string; coreDigest: string; approvals: string[]; lease: { revision: number } };
     assert.equal(g.eventId, event.id);
     assert.deepEqual(g.approvals, ["approver-alice"]);
-    const [released] = (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.released")).map((m) => mesh.trust.verify(NatsBinding.toEvent(m)));
+    const [released] = (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.released")).map((m) => mesh.trust.verify(NatsBinding.toEvent(m), { receivedAt: "now" }));
     assert.equal(released!.event.extensions.causationid, event.id);
     assert.equal((JSON.parse(Buffer.from(released!.event.data).toString()) as { leaseRevision: number }).leaseRevision, g.lease.revision + 1, "the fencing token is the claimed lease's revision");
     // The forwarded work is the reporter's own signed bytes, unchanged.
     const [forwarded] = await readMessages(mesh.operator, "MESH_CAP", "mesh.cap.publish.v1");
     assert.deepEqual(Buffer.from(forwarded!.data), Buffer.from(NatsBinding.binary(event).data));
-    assert.equal(mesh.trust.verify(NatsBinding.toEvent(forwarded!)).entry.principal, "reporter");
+    assert.equal(mesh.trust.verify(NatsBinding.toEvent(forwarded!), { receivedAt: "now" }).entry.principal, "reporter");
   });
 
   test("critical - the producer's key revoked while its work waits for approval: received before, the work still runs once; new work under the key is refused", async () => {

@@ -207,7 +207,7 @@ describe("coordinator quarantine", () => {
     await waitFor(() => planner.stats().processed === 1, { what: "the released input to be processed" });
     const tasks = await readMessages(mesh.operator, "MESH_CAP", "mesh.cap.research.v1");
     assert.equal(tasks.length, 1);
-    assert.equal(mesh.trust.verify(NatsBinding.toEvent(tasks[0]!)).event.extensions.causationid, input.id);
+    assert.equal(mesh.trust.verify(NatsBinding.toEvent(tasks[0]!), { receivedAt: "now" }).event.extensions.causationid, input.id);
     // The republished copy is the original, byte for byte, under the release's msgID.
     const copies = await readMessages(mesh.operator, "MESH_CAP", PLAN);
     assert.equal(copies.length, 2);
@@ -218,7 +218,7 @@ describe("coordinator quarantine", () => {
     // One signed decision that verifies; the entry is released; the quarantine stream kept everything.
     const decisions = await readMessages(mesh.operator, "MESH_DECISION", "mesh.decision.release");
     assert.equal(decisions.length, 1);
-    const decision = mesh.trust.verify(NatsBinding.toEvent(decisions[0]!));
+    const decision = mesh.trust.verify(NatsBinding.toEvent(decisions[0]!), { receivedAt: "now" });
     assert.equal(decision.entry.principal, "coordinator");
     assert.equal(decision.event.extensions.causationid, input.id);
     const data = JSON.parse(Buffer.from(decision.event.data).toString()) as Record<string, unknown>;
@@ -292,7 +292,7 @@ describe("coordinator quarantine", () => {
     assert.equal(rejected.code, 0, rejected.stderr);
     assert.match(rejected.stdout, new RegExp(`✓ rejected quarantine entry ${entry!.seq}: it will not be processed`));
     const [decision] = await readMessages(mesh.operator, "MESH_DECISION", "mesh.decision.rejection");
-    const verified = mesh.trust.verify(NatsBinding.toEvent(decision!));
+    const verified = mesh.trust.verify(NatsBinding.toEvent(decision!), { receivedAt: "now" });
     assert.equal(verified.entry.principal, "coordinator");
     assert.deepEqual(JSON.parse(Buffer.from(verified.event.data).toString()), {
       quarantineSeq: entry!.seq, originalSubject: PLAN, reason: "schema_violation", operator: "alice", note: "upstream bug, ticket 42", eventId: input.id,
@@ -383,7 +383,7 @@ describe("coordinator quarantine", () => {
     assert.match(entry.detail, /consumer legacy-worker gave up after 2 deliveries/);
     const [copy] = await readMessages(mesh.operator, "MESH_QUARANTINE", "mesh.quarantine.max_deliveries.plan");
     assert.deepEqual(Buffer.from(copy!.data), Buffer.from(input.data), "the original bytes");
-    assert.equal(mesh.trust.verify(NatsBinding.toEvent(copy!)).event.id, input.id, "the copy still verifies");
+    assert.equal(mesh.trust.verify(NatsBinding.toEvent(copy!), { receivedAt: "now" }).event.id, input.id, "the copy still verifies");
   });
 
   test("dead letters - a terminated message is quarantined as terminated with the consumer's reason", async () => {

@@ -130,7 +130,7 @@ async function startSwitchMesh(): Promise<SwitchMesh> {
     },
     async decisions() {
       return (await readMessages(mesh.operator, "MESH_DECISION", "mesh.decision.switch")).map((m) => {
-        const v = coordinator.deps.trust.verify(NatsBinding.toEvent(m));
+        const v = coordinator.deps.trust.verify(NatsBinding.toEvent(m), { receivedAt: "now" });
         assert.equal(v.event.type, "decision.switch");
         assert.equal(v.event.dataschema, SWITCH_SCHEMA);
         assert.equal(v.event.source, "causeway://coordinator");

@@ -40,7 +40,7 @@ describe("gateway", () => {
     });
     const [event] = await routedById(g, "bin-1");
     assert.ok(event);
-    const trusted = g.mesh.trust.verify(event);
+    const trusted = g.mesh.trust.verify(event, { receivedAt: "now" });
     assert.equal(trusted.entry.principal, "gateway");
     assert.equal(Buffer.from(event.data).toString(), data, "data bytes exactly as sent");
     assert.equal(event.source, DEMO_SOURCE);
@@ -62,7 +62,7 @@ describe("gateway", () => {
     assert.equal(Buffer.from(event.data).toString(), `{ "topic" : "structured", "requester":"a@example.com","questions":["q"] }`);
     assert.equal(event.dataschema, REQUEST_SCHEMA);
     assert.ok(event.time);
-    assert.equal(g.mesh.trust.verify(event).entry.principal, "gateway");
+    assert.equal(g.mesh.trust.verify(event, { receivedAt: "now" }).entry.principal, "gateway");
   });
 
   test("gateway - an upstream using the cloudevents SDK (HTTP.binary and HTTP.structured) is accepted, attributes and data kept", async () => {
@@ -77,7 +77,7 @@ describe("gateway", () => {
     for (const id of ["sdk-1", "sdk-2"]) {
       const [event] = await routedById(g, id);
       assert.ok(event, id);
-      assert.equal(g.mesh.trust.verify(event).entry.principal, "gateway");
+      assert.equal(g.mesh.trust.verify(event, { receivedAt: "now" }).entry.principal, "gateway");
       assert.deepEqual(JSON.parse(Buffer.from(event.data).toString()), sdkEvent.data);
       assert.equal(event.time, sdkEvent.time);
       assert.equal(event.extensions.ticketref, "T 42");
@@ -137,7 +137,7 @@ describe("gateway", () => {
       "-H", "ce-specversion:1.0", "-H", "ce-id:nats-1", "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested", "-H", "ce-datacontenttype:application/json"]);
     assert.equal(pub.code, 0, pub.stderr);
     const [event] = await waitFor(async () => { const e = await routedById(g, "nats-1"); return e.length > 0 && e; }, { what: "the event published with nats pub" });
-    assert.equal(g.mesh.trust.verify(event!).event.extensions.upstream, "upstream-demo");
+    assert.equal(g.mesh.trust.verify(event!, { receivedAt: "now" }).event.extensions.upstream, "upstream-demo");
     assert.equal(Buffer.from(event!.data).toString(), requestData("over nats"));
 
     const req = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", requestData("request"),
@@ -196,7 +196,7 @@ describe("gateway", () => {
     assert.equal(res.status, 202, JSON.stringify(res.json));
     const [event] = await routedById(g, "signed-1");
     assert.equal(event!.extensions[DSSE_MATERIAL], signed.extensions[DSSE_MATERIAL], "the upstream's own signature");
-    assert.equal(g.mesh.trust.verify(event!).entry.principal, "upstream-demo");
+    assert.equal(g.mesh.trust.verify(event!, { receivedAt: "now" }).entry.principal, "upstream-demo");
 
     // Tampered after signing: refused and quarantined, never forwarded.
     const tampered = await g.post(Buffer.from(requestData("tampered")), { ...h, "ce-id": "signed-2", "content-type": "application/json" });

@@ -11,7 +11,7 @@ import { promisify } from "node:util";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, createEvent, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7,
+  ErrorCode, NatsBinding, createEvent, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7,
 } from "../services/kit/index.ts";
 import type { TraceResult, WhyResult } from "../services/lineage/queries.ts";
 import { openPostgresStore } from "../services/lineage/store-postgres.ts";
@@ -225,7 +225,7 @@ describe("lineage service", () => {
     await store.append([record], { size: 1, frontier: log.frontier() });
     const nc = await mesh.as("lineage");
     await assert.rejects(
-      startIngest({ js: jetstream(nc), store, trust: mesh.trust, log: createLogger({ name: "lineage", level: "silent" }) }),
+      startIngest({ nc, store, trust: mesh.trust, log: createLogger({ name: "lineage", level: "silent" }) }),
       (err: Error & { code?: string }) => err.code === "CW_ERR_LINEAGE_STORE" && /recorded MESH_CAP up to sequence 50, but the stream ends at 0/.test(err.message),
     );
   });
@@ -288,7 +288,7 @@ describe("lineage service", () => {
       for (const m of [forged(first), genuine(first), genuine(second), forged(second), genuine(second)]) {
         await js.publish("mesh.cap.plan.v1", m.data, { headers: m.headers });
       }
-      const ingest = await startIngest({ js: jetstream(await mesh.as("lineage")), store: s.store, trust: mesh.trust, log: createLogger({ name: "lineage", level: "silent" }) });
+      const ingest = await startIngest({ nc: await mesh.as("lineage"), store: s.store, trust: mesh.trust, log: createLogger({ name: "lineage", level: "silent" }) });
       try {
         await waitFor(() => ingest.stats().recorded + ingest.stats().absorbed === 5, { what: "every message recorded or absorbed" });
         const { recorded, absorbed, failed } = ingest.stats();
@@ -319,7 +319,7 @@ describe("lineage service", () => {
       append: { value: (...args: Parameters<typeof inner.append>) => (down ? Promise.reject(new Error("disk full")) : inner.append(...args)) },
     });
     const log = createLogger({ name: "lineage", level: "silent" });
-    const ingest = await startIngest({ js: jetstream(await mesh.as("lineage")), store, trust: mesh.trust, log });
+    const ingest = await startIngest({ nc: await mesh.as("lineage"), store, trust: mesh.trust, log });
     const api = createLineageApi({ store, publicKey: signingKeyFromNkeySeed(readSeed("lineage", mesh.dataDir)), published: async () => [], ingest, checkpointNow: async () => undefined });
     const http = await startLineageHttp(api, { host: "127.0.0.1", port: 0, tokenDigests: [tokenDigestHex("t")] }, log);
     try {
@@ -351,10 +351,12 @@ describe("lineage service", () => {
       append: { value: (...args: Parameters<typeof inner.append>) => (broken ? down() : inner.append(...args)) },
       state: { value: () => (broken ? down() : inner.state()) },
     });
-    const ingest = await startIngest({ js: jetstream(await mesh.as("lineage")), store, trust: mesh.trust, log: createLogger({ name: "lineage", level: "silent" }) });
+    const ingest = await startIngest({ nc: await mesh.as("lineage"), store, trust: mesh.trust, log: createLogger({ name: "lineage", level: "silent" }) });
     broken = true;
     await publishWork(mesh, 3);
-    await assert.rejects(ingest.stopped, /database is down/);
+    const lost = await ingest.lost;
+    assert.equal(lost.code, ErrorCode.LineageStore);
+    assert.match(lost.message, /database is down/);
     await ingest.stop();
   });
 });

@@ -142,25 +142,25 @@ describe("trust - on a server running the rendered accounts", () => {
     for (const p of signers) {
       const key = signingKeyFromNkeySeed(readSeed(p.name, env.data));
       const type = p.emits[0]!.replace(/\*$/, "grant");
-      const trusted = store.verify(signed(key, type, Date.now() - 60_000));
+      const trusted = store.verify(signed(key, type, Date.now() - 60_000), { receivedAt: "now" });
       assert.equal(trusted.entry.principal, p.name);
       assert.equal(trusted.verification.keyid, key.keyid);
       assert.equal(trusted.event.type, type);
       // Without a time, the event is authorized now.
-      assert.equal(store.verify(signed(key, type)).entry.principal, p.name);
+      assert.equal(store.verify(signed(key, type), { receivedAt: "now" }).entry.principal, p.name);
     }
   });
 
   test("trust - a key id that is not in the store fails with unknown_key", () => {
-    rejectsWith(() => store.verify(signed(newKey(), "research.finding.created")), ErrorCode.UnknownKey, QuarantineReason.UnknownKey);
+    rejectsWith(() => store.verify(signed(newKey(), "research.finding.created"), { receivedAt: "now" }), ErrorCode.UnknownKey, QuarantineReason.UnknownKey);
     assert.equal(store.key(newKey().keyid), undefined);
   });
 
   test("trust - verification still checks signature and digests first", () => {
     const key = signingKeyFromNkeySeed(readSeed("researcher", env.data));
     const event = signed(key, "research.finding.created");
-    rejectsWith(() => store.verify(withAttributes(event, { data: { n: 2 } })), ErrorCode.CoreDigestMismatch, QuarantineReason.BadSignature);
-    rejectsWith(() => store.verify(createEvent({ id: "1", source: "causeway://test", type: "research.finding.created" })), ErrorCode.Unsigned, QuarantineReason.BadSignature);
+    rejectsWith(() => store.verify(withAttributes(event, { data: { n: 2 } }), { receivedAt: "now" }), ErrorCode.CoreDigestMismatch, QuarantineReason.BadSignature);
+    rejectsWith(() => store.verify(createEvent({ id: "1", source: "causeway://test", type: "research.finding.created" }), { receivedAt: "now" }), ErrorCode.Unsigned, QuarantineReason.BadSignature);
   });
 
   test("trust - events stamped outside the key's validity window fail with CW_ERR_KEY_NOT_VALID", async () => {
@@ -173,7 +173,7 @@ describe("trust - on a server running the rendered accounts", () => {
     assert.equal(store.verify(signed(key, "research.finding.created", start + 60_000), inside).entry.keyid, key.keyid);
     rejectsWith(() => store.verify(signed(key, "research.finding.created", start - 1_000), inside), ErrorCode.KeyNotValid, QuarantineReason.UnknownKey);
     rejectsWith(() => store.verify(signed(key, "research.finding.created", start + 6 * 60_000), inside), ErrorCode.KeyNotValid, QuarantineReason.UnknownKey);
-    rejectsWith(() => store.verify(signed(key, "research.finding.created")), ErrorCode.KeyNotValid, QuarantineReason.UnknownKey);
+    rejectsWith(() => store.verify(signed(key, "research.finding.created"), { receivedAt: "now" }), ErrorCode.KeyNotValid, QuarantineReason.UnknownKey);
   });
 
   test("trust - a revocation applies to the open store: later events fail with CW_ERR_KEY_REVOKED, earlier ones still verify", async () => {
@@ -182,7 +182,7 @@ describe("trust - on a server running the rendered accounts", () => {
     await waitFor(() => store.entry(key.keyid), { what: "the new key" });
     const beforeAt = Date.now() - 60_000;
     const before = signed(key, "research.finding.created", beforeAt);
-    assert.equal(store.verify(before).entry.keyid, key.keyid);
+    assert.equal(store.verify(before, { receivedAt: "now" }).entry.keyid, key.keyid);
     const receivedBefore = { receivedAt: beforeAt }; // stored in a stream then, read back later
 
     const [revocation] = await revokeTrust(operator, key.keyid, { reason: "key compromised" });
@@ -191,9 +191,9 @@ describe("trust - on a server running the rendered accounts", () => {
     assert.equal(entry.revokedAt, revocation!.revokedAt);
     assert.equal(entry.revocationReason, "key compromised");
 
-    rejectsWith(() => store.verify(signed(key, "research.finding.created", Date.now())), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
-    rejectsWith(() => store.verify(signed(key, "research.finding.created")), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
-    rejectsWith(() => store.verify(signed(key, "research.finding.created", Date.now() + HOUR)), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
+    rejectsWith(() => store.verify(signed(key, "research.finding.created", Date.now()), { receivedAt: "now" }), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
+    rejectsWith(() => store.verify(signed(key, "research.finding.created"), { receivedAt: "now" }), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
+    rejectsWith(() => store.verify(signed(key, "research.finding.created", Date.now() + HOUR), { receivedAt: "now" }), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
     assert.equal(store.verify(before, receivedBefore).entry.keyid, key.keyid, "an event signed and received before the revocation still verifies");
     assert.ok(store.key(key.keyid), "a revoked key still resolves, so the error says revoked, not unknown");
 
@@ -231,7 +231,7 @@ describe("trust - on a server running the rendered accounts", () => {
       err instanceof VerificationError && err.code === ErrorCode.KeyRevoked && err.reason === QuarantineReason.RevokedKey &&
       /key stolen.*reached the mesh at .*whatever time it claims/.test(err.message));
     // Without a reception time, verify takes now: a caller that forgets it is refused, not fooled.
-    rejectsWith(() => store.verify(stampedEarlier), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
+    rejectsWith(() => store.verify(stampedEarlier, { receivedAt: "now" }), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
   });
 
   test("trust - a rotated key verifies as soon as it is put, without reopening the store", async () => {
@@ -239,8 +239,8 @@ describe("trust - on a server running the rendered accounts", () => {
     const rotated = newKey();
     await writable.put(rotated.keyid, encodeTrustRecord(record(rotated, { principal: "planner", emits: ["research.task.created"], addresses: ["plan.v1", "research.v1"] })));
     await waitFor(() => store.entry(rotated.keyid), { what: "the rotated key" });
-    assert.equal(store.verify(signed(rotated, "research.task.created")).entry.principal, "planner");
-    assert.equal(store.verify(signed(old, "research.task.created")).entry.principal, "planner", "the old key works until it is revoked");
+    assert.equal(store.verify(signed(rotated, "research.task.created"), { receivedAt: "now" }).entry.principal, "planner");
+    assert.equal(store.verify(signed(old, "research.task.created"), { receivedAt: "now" }).entry.principal, "planner", "the old key works until it is revoked");
   });
 
   test("trust - a deleted or purged key becomes unknown", async () => {
@@ -252,18 +252,18 @@ describe("trust - on a server running the rendered accounts", () => {
       await remove(key.keyid);
       await waitFor(() => store.entry(key.keyid) === undefined, { what: "the removal" });
       assert.equal(store.size, size - 1);
-      rejectsWith(() => store.verify(signed(key, "research.finding.created")), ErrorCode.UnknownKey, QuarantineReason.UnknownKey);
+      rejectsWith(() => store.verify(signed(key, "research.finding.created"), { receivedAt: "now" }), ErrorCode.UnknownKey, QuarantineReason.UnknownKey);
     }
   });
 
   test("trust - emitting a type the principal may not emit fails with unauthorized_emitter", () => {
     const researcherKey = signingKeyFromNkeySeed(readSeed("researcher", env.data));
-    rejectsWith(() => store.verify(signed(researcherKey, "report.published")), ErrorCode.UnauthorizedEmitter, QuarantineReason.UnauthorizedEmitter);
+    rejectsWith(() => store.verify(signed(researcherKey, "report.published"), { receivedAt: "now" }), ErrorCode.UnauthorizedEmitter, QuarantineReason.UnauthorizedEmitter);
     // decision.* covers every type under decision., on whole tokens only.
     const coordinatorKey = signingKeyFromNkeySeed(readSeed("coordinator", env.data));
-    for (const type of ["decision.grant", "decision.approval", "decision.kill.switch"]) assert.equal(store.verify(signed(coordinatorKey, type)).entry.principal, "coordinator");
+    for (const type of ["decision.grant", "decision.approval", "decision.kill.switch"]) assert.equal(store.verify(signed(coordinatorKey, type), { receivedAt: "now" }).entry.principal, "coordinator");
     for (const type of ["decision", "decisions.grant", "report.published"]) {
-      rejectsWith(() => store.verify(signed(coordinatorKey, type)), ErrorCode.UnauthorizedEmitter, QuarantineReason.UnauthorizedEmitter);
+      rejectsWith(() => store.verify(signed(coordinatorKey, type), { receivedAt: "now" }), ErrorCode.UnauthorizedEmitter, QuarantineReason.UnauthorizedEmitter);
     }
   });
 
@@ -312,7 +312,7 @@ describe("trust - on a server running the rendered accounts", () => {
       assert.equal(store.entry(keyid), undefined);
     }
     assert.equal(store.size, size - 1, "the key whose entry turned malformed verifies nothing");
-    rejectsWith(() => store.verify(signed(valid, "research.finding.created")), ErrorCode.UnknownKey, QuarantineReason.UnknownKey);
+    rejectsWith(() => store.verify(signed(valid, "research.finding.created"), { receivedAt: "now" }), ErrorCode.UnknownKey, QuarantineReason.UnknownKey);
 
     // A store opened now reports them too, and still loads the rest.
     const atOpen: CausewayError[] = [];
@@ -402,7 +402,7 @@ test("trust - causeway trust seed, ls and revoke end to end", async (t) => {
   assert.match(revoke.stdout, new RegExp(`^✓ researcher ${keys.researcher} revoked at \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ\n$`));
   await waitFor(() => store.entry(keys.researcher!)?.revokedAt !== undefined, { what: "the CLI's revocation in the agent's store" });
   const signer = signingKeyFromNkeySeed(readSeed("researcher", env.data));
-  rejectsWith(() => store.verify(signed(signer, "research.finding.created")), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
+  rejectsWith(() => store.verify(signed(signer, "research.finding.created"), { receivedAt: "now" }), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
 
   const byKey = await trustCli(["revoke", keys.researcher!, "--at", "2020-01-01T00:00:00+01:00"], env);
   assert.equal(byKey.code, 0, byKey.stderr);

@@ -4,7 +4,7 @@
 import { jetstream, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, QuarantineHeader, StreamName, correlationIdOf, criticalForwardSubjects, dataJson, loadPrincipals, receivedAtOf, type CloudEvent, type TrustStore,
+  NatsBinding, QuarantineHeader, StreamName, correlationIdOf, dataJson, type CloudEvent, type TrustStore,
 } from "../kit/index.ts";
 
 /** One event of a flow. */
@@ -29,7 +29,6 @@ export interface FlowNode {
 export async function collectFlow(nc: NatsConnection, trust: TrustStore, correlationId: string): Promise<FlowNode[]> {
   const nodes = new Map<string, FlowNode>();
   const quarantined: { id: string; note: NonNullable<FlowNode["quarantine"]> }[] = [];
-  const forwards = criticalForwardSubjects(loadPrincipals());
   for (const stream of [StreamName.Cap, StreamName.Handoff, StreamName.Evt, StreamName.Decision, StreamName.Quarantine]) {
     for (const msg of await readMessages(nc, stream)) {
       let event: CloudEvent;
@@ -48,7 +47,7 @@ export async function collectFlow(nc: NatsConnection, trust: TrustStore, correla
       let principal: string | undefined, keyid: string | undefined, problem: string | undefined, verified = false;
       try {
         // As the services check it: the signer as of when the mesh received the message.
-        const v = trust.verify(event, { receivedAt: receivedAtOf(msg, forwards) });
+        const v = trust.verifyMessage(msg, { event });
         ({ principal, keyid } = v.entry);
         event = v.event;
         verified = true;

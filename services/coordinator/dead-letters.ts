@@ -9,8 +9,8 @@
 // advisory for a message that already has its entry. Such advisories add nothing: an existing entry for the
 // same original stream and sequence is looked up first, and the quarantine copy's msgID
 // `quarantine/<stream>/<seq>` is the runtime's, so the duplicate window absorbs a race between the two.
-import type { JsMsg, ConsumerMessages } from "@nats-io/jetstream";
-import { QuarantineReason, StreamName, permissionDenied, publishQuarantineCopy } from "../kit/index.ts";
+import type { JsMsg } from "@nats-io/jetstream";
+import { QuarantineReason, StreamName, consumeDurable, permissionDenied, publishQuarantineCopy } from "../kit/index.ts";
 import type { QuarantineOriginal, QuarantineReasonValue } from "../kit/index.ts";
 import type { CoordinatorModule, StartModule } from "./module.ts";
 import { QuarantineIndex, capabilityToken } from "./quarantine-ops.ts";
@@ -48,9 +48,6 @@ export const start: StartModule = async (deps): Promise<CoordinatorModule> => {
   const log = deps.log.child({ module: "dead-letters" });
   const index = new QuarantineIndex(deps);
   await index.refresh();
-  const consumer = await deps.js.consumers.get(StreamName.Advisory, DEAD_LETTERS_DURABLE);
-  const messages: ConsumerMessages = await consumer.consume({ max_messages: 64, expires: 5_000 });
-  let stopping = false;
 
   /** Keeps `original` in quarantine as `reason`; throws when the publish fails. */
   const keep = async (original: QuarantineOriginal, reason: QuarantineReasonValue, capability: string, detail: string) => {
@@ -107,30 +104,19 @@ export const start: StartModule = async (deps): Promise<CoordinatorModule> => {
     log.info({ original: what, consumer: advisory.consumer, reason: kind }, "dead letter quarantined");
   };
 
-  const loop = (async () => {
-    for await (const m of messages) {
-      if (stopping) {
-        m.nak(); // fetched but not handled: back to the stream for the next coordinator
-        continue;
-      }
-      try {
-        await handle(m);
-        // Acked only now that the quarantine copy is stored (or it already was).
-        await m.ackAck().catch((err: unknown) => log.warn({ err, seq: m.info.streamSequence }, "advisory ack not confirmed; it will be redelivered and absorbed"));
-      } catch (err) {
-        log.error({ err, subject: m.subject, seq: m.info.streamSequence }, "dead letter not quarantined yet; the advisory will be redelivered");
-        m.nak(RETRY_MS);
-      }
-    }
-  })();
-  loop.catch((err: unknown) => log.error({ err }, "dead-letter consumption ended"));
+  // One advisory at a time: each looks up the quarantine index the one before may have just extended.
+  const consumer = await consumeDurable(deps.nc, {
+    stream: StreamName.Advisory, durable: DEAD_LETTERS_DURABLE, concurrency: 1, log, retryDelayMs: RETRY_MS,
+    handler: async (m) => {
+      await handle(m);
+      // Acked only now that the quarantine copy is stored (or it already was).
+      await m.ackAck().catch((err: unknown) => log.warn({ err, seq: m.info.streamSequence }, "advisory ack not confirmed; it will be redelivered and absorbed"));
+    },
+  });
 
   return {
     name: "dead-letters",
-    async stop() {
-      stopping = true;
-      await messages.close();
-      await loop.catch(() => undefined);
-    },
+    lost: consumer.lost,
+    stop: () => consumer.stop(),
   };
 };

@@ -9,7 +9,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Msg } from "@nats-io/transport-node";
 import {
-  DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, correlationIdOf, dataJson, dataText, decisionEvent, encodeLease, leaseKey, parseSubject, publishDecision, publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, storedAt, type CausewayError, type CloudEvent, type Lease, type QuarantineReasonValue,
+  DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, StreamName, consumeDurable, correlationIdOf, dataJson, dataText, decisionEvent, encodeLease, leaseKey, parseSubject, publishDecision, publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, type CausewayError, type CloudEvent, type Lease, type QuarantineReasonValue,
 } from "../kit/index.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
 import type { CapabilityPolicy } from "./policy.ts";
@@ -61,6 +61,9 @@ export interface ApprovalReply {
 
 const SWEEP_MS = 1_000;
 
+/** The durable consumer on MESH_HANDOFF (streams/consumers/MESH_HANDOFF.coordinator-handoff.json). */
+export const HANDOFF_DURABLE = "coordinator-handoff";
+
 export const start: StartModule = async (deps) => {
   const kvm = new Kvm(deps.nc);
   const leases = await kvm.open(KvBucket.Leases);
@@ -68,16 +71,11 @@ export const start: StartModule = async (deps) => {
   await Promise.all([leases.status(), approvals.status()]);
   const handoffs = new Handoffs(deps, leases, approvals);
 
-  const consumer = await deps.js.consumers.get("MESH_HANDOFF", "coordinator-handoff");
-  const messages = await consumer.consume({ max_messages: 16, expires: 5_000 });
-  const loop = (async () => {
-    for await (const msg of messages) {
-      await handoffs.handle(msg).catch((err: unknown) => {
-        deps.log.error({ err, seq: msg.info.streamSequence }, "handoff failed; redelivered");
-        msg.nak(1_000);
-      });
-    }
-  })();
+  // One handoff at a time, as it always was: a grant is a sequence of writes (lease, decision, forward).
+  const consumer = await consumeDurable(deps.nc, {
+    stream: StreamName.Handoff, durable: HANDOFF_DURABLE, concurrency: 1, log: deps.log.child({ module: "handoffs" }),
+    handler: (msg) => handoffs.handle(msg),
+  });
 
   // Requests in progress, so stop() lets them finish (a settlement half done at shutdown waits for the sweep).
   const inFlight = new Set<Promise<void>>();
@@ -123,10 +121,10 @@ export const start: StartModule = async (deps) => {
   }, SWEEP_MS);
   return {
     name: "handoffs",
+    lost: consumer.lost,
     async stop() {
       clearInterval(sweep);
-      await messages.close().catch(() => undefined);
-      await loop.catch(() => undefined);
+      await consumer.stop();
       await Promise.allSettled([...inFlight, sweeping]);
     },
   } satisfies CoordinatorModule;
@@ -160,7 +158,7 @@ export class Handoffs {
     let event: CloudEvent, trusted;
     try {
       event = NatsBinding.toEvent(msg);
-      trusted = deps.trust.verify(event, { receivedAt: storedAt(msg) });
+      trusted = deps.trust.verifyMessage(msg, { event });
     } catch (err) {
       await refuse(quarantineReasonOf(err), (err as Error).message, (err as CausewayError).code);
       return;
@@ -263,7 +261,7 @@ export class Handoffs {
   async decide(msg: Msg, verdict: "approved" | "denied"): Promise<ApprovalReply> {
     const { deps } = this;
     const signed = NatsBinding.toEvent({ headers: msg.headers, data: msg.data });
-    const decision = deps.trust.verify(signed);
+    const decision = deps.trust.verify(signed, { receivedAt: "now" }); // a request, arriving now
     if (decision.event.type !== "decision.approval") throw codeError(ErrorCode.UnknownCapability, `expected a decision.approval, got ${decision.event.type}`);
     const data = dataJson<{ eventId: string; coreDigest: string; verdict: string; approver: string; reason?: string }>(decision.event);
     deps.schemas.validate(decision.event.dataschema ?? "", data);

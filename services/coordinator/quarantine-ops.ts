@@ -14,7 +14,7 @@ import type { ServiceMsg } from "@nats-io/services";
 import type { Logger } from "pino";
 import {
   CausewayError, DecisionKind, ErrorCode, NatsBinding, QuarantineHeader, StreamName, dataJson, decisionEvent, decisionSchema, decisionSubjectOf,
-  isCausewayError, isExpired, permissionDenied, publishDecision, readStream,
+  isCausewayError, isExpired, permissionDenied, publishDecision, readStream, storedMessage,
 } from "../kit/index.ts";
 import type { DecisionKindValue, ErrorCodeValue, ParsedSubject, TrustedEvent } from "../kit/index.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
@@ -223,7 +223,7 @@ class SettlementIndex {
         this.#next[kind] = m.seq + 1;
         let verified: TrustedEvent;
         try {
-          verified = deps.trust.verify(NatsBinding.toEvent({ headers: m.header, data: m.data }), { receivedAt: m.time.getTime() }); // stored when decided
+          verified = deps.trust.verifyMessage(storedMessage(StreamName.Decision, m));
         } catch (err) {
           log.warn({ err, seq: m.seq }, "a quarantine decision does not verify; ignored");
           continue;
@@ -351,8 +351,8 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
   /** Decodes and verifies the original now. */
   const verify = (headers: MsgHdrs, data: Uint8Array): { check: Check; trusted?: TrustedEvent } => {
     try {
-      // A release publishes the original again now: the signer's key must be good now (verify's default).
-      const trusted = deps.trust.verify(NatsBinding.toEvent({ headers, data }));
+      // A release publishes the original again now: the signer's key must be good now.
+      const trusted = deps.trust.verify(NatsBinding.toEvent({ headers, data }), { receivedAt: "now" });
       return { trusted, check: { ok: true, principal: trusted.entry.principal, keyid: trusted.entry.keyid, eventId: trusted.event.id, eventType: trusted.event.type } };
     } catch (err) {
       return { check: { ok: false, ...(isCausewayError(err) && { code: err.code }), message: (err as Error).message } };

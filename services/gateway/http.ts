@@ -132,7 +132,7 @@ async function ingestOne(deps: HttpDeps, upstream: Upstream, original: Quarantin
   if (over) return send(res, over);
   let checked;
   try {
-    checked = deps.notary.check(event, upstream);
+    checked = deps.notary.check(event, upstream, "now");
   } catch (err) {
     send(res, await refuse(deps, original, rejectionOf(err)));
     return;
@@ -162,7 +162,7 @@ async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: Quarant
   const errors: (Rejected & { index: number })[] = [];
   for (const [index, event] of events.entries()) {
     try {
-      checked.push(deps.notary.check(event, upstream));
+      checked.push(deps.notary.check(event, upstream, "now"));
     } catch (err) {
       // Each refused event is kept on its own, in structured mode with its exact data bytes.
       const copy = { ...original, headers: contentTypeHeaders(STRUCTURED_CONTENT_TYPE), data: Buffer.from(encodeJsonEvent(event)) };

@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import { AckPolicy, DeliverPolicy, jetstreamManager, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { Msg, Subscription } from "@nats-io/transport-node";
 import {
-  ConfigError, ErrorCode, NatsBinding, QuarantineReason, STRUCTURED_MARGIN_BYTES, StreamName, quarantine, storedAt, type CausewayError, type CloudEvent,
+  ConfigError, ErrorCode, NatsBinding, QuarantineReason, STRUCTURED_MARGIN_BYTES, StreamName, quarantine, type CausewayError, type CloudEvent,
 } from "../kit/index.ts";
 import type { IngressDeps } from "./ingress.ts";
 import { IngestError, rateLimited, rejectionOf, replyBody, type Outcome, type Rejected } from "./outcome.ts";
@@ -183,7 +183,7 @@ async function settle(deps: NatsIngressDeps, msg: JsMsg, replies: ReplyBook): Pr
   let checked;
   try {
     event = NatsBinding.toEvent(msg, { maxDataBytes: deps.config.maxDataBytes });
-    checked = deps.notary.check(event, upstream, storedAt(msg));
+    checked = deps.notary.check(event, upstream, msg);
   } catch (err) {
     return refuse(err);
   }

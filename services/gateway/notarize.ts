@@ -6,7 +6,7 @@
 import { hash } from "node:crypto";
 import {
   ContextExtension, DSSE_MATERIAL, DecodeError, ErrorCode, QuarantineReason, createEvent, dataJson, isExpired, isJsonContentType, parseTraceparent,
-  signEvent, type CloudEvent, type ExtensionValue, type SchemaRegistry, type SigningKey, type TrustStore,
+  signEvent, type CloudEvent, type StoredMessage, type ExtensionValue, type SchemaRegistry, type SigningKey, type TrustStore,
 } from "../kit/index.ts";
 import { IngestError } from "./outcome.ts";
 import type { Routes, Route } from "./routes.ts";
@@ -39,10 +39,11 @@ export interface NotaryDeps {
 export interface Notary {
   /**
    * Every check of the event from `upstream`; throws IngestError, DecodeError, SchemaError or VerificationError.
-   * `receivedAt`: when the mesh got it (now over HTTP, MESH_INGEST's stored time over NATS); a signed event's
-   * key must have been good then, whatever time the event claims.
+   * `received`: `"now"` for a request (HTTP, a NATS request), or the MESH_INGEST message it was decoded from
+   * (the trust store derives when the mesh got it); a signed event's key must have been good then, whatever
+   * time the event claims.
    */
-  check(event: CloudEvent, upstream: Upstream, receivedAt?: number): Checked;
+  check(event: CloudEvent, upstream: Upstream, received: StoredMessage | "now"): Checked;
   /** The event to publish: signed by the gateway, or the upstream's own signed event unchanged. */
   notarize(checked: Checked, now?: Date): CloudEvent;
 }
@@ -55,7 +56,7 @@ export function dedupeKey(event: Pick<CloudEvent, "source" | "id">): string {
 /** A notary over the trust store, schemas and routes. */
 export function createNotary(deps: NotaryDeps): Notary {
   return {
-    check(event, upstream, receivedAt = Date.now()) {
+    check(event, upstream, received) {
       if (!sourceAllowed(upstream, event.source)) {
         throw new IngestError(ErrorCode.SourceNotAllowed, 403, `source "${event.source}" is not one of upstream ${upstream.name}'s sources (${upstream.sources.join(", ")})`, {
           reason: QuarantineReason.PolicyDenied, attribute: "source",
@@ -74,7 +75,7 @@ export function createNotary(deps: NotaryDeps): Notary {
       }
       const signed = event.extensions[DSSE_MATERIAL] !== undefined;
       if (signed) {
-        const trusted = deps.trust.verify(event, { receivedAt });
+        const trusted = received === "now" ? deps.trust.verify(event, { receivedAt: "now" }) : deps.trust.verifyMessage(received, { event });
         if (trusted.entry.principal !== upstream.name) {
           throw new IngestError(ErrorCode.SignerMismatch, 403, `signed by ${trusted.entry.principal}, but sent by upstream ${upstream.name}`, {
             reason: QuarantineReason.PolicyDenied, attribute: DSSE_MATERIAL,

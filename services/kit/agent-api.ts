@@ -4,7 +4,7 @@
 // heartbeats, drain, micro-service registration, spans and logs.
 import type { Logger } from "pino";
 import type { CloudEvent, ExtensionValue } from "./event.ts";
-import type { QuarantineReasonValue } from "./errors.ts";
+import type { CausewayError, QuarantineReasonValue } from "./errors.ts";
 import type { MeshSubjects } from "./subjects.ts";
 import type { Verification } from "./verifiability.ts";
 
@@ -123,8 +123,11 @@ export interface Agent extends AsyncDisposable {
   stats(): AgentStats;
   /** Stops consuming, waits for in-flight handlers, naks what was fetched but not started. */
   stop(): Promise<void>;
-  /** Resolves when the agent has stopped (by stop(), or because its connection closed). */
-  readonly stopped: Promise<void>;
+  /**
+   * Settles (never rejects) when the agent stopped on its own: its consumer or stream deleted, its connection
+   * closed, or the trust store or switch bucket deleted. The process should exit non-zero with this reason.
+   */
+  readonly lost: Promise<CausewayError>;
 }
 
 /** A policy decision to quarantine the input rather than handle it. */

@@ -6,7 +6,7 @@ import type { Agent, AgentDefinition } from "./agent-api.ts";
 import { startAgent, type AgentOptions } from "./agent.ts";
 import { connectAs, readSeed } from "./connect.ts";
 import { signingKeyFromNkeySeed } from "./keys.ts";
-import { drainSignal } from "./signals.ts";
+import { untilStop } from "./signals.ts";
 import { createLogger } from "./log.ts";
 import { openTrustStore } from "./trust.ts";
 
@@ -30,12 +30,13 @@ export async function runAgentProcess<In>(
     const { onStarted, ...agentOpts } = opts;
     const agent = await startAgent(nc, definition, { trust, signingKey, log, ...agentOpts });
     const cleanup = onStarted?.(agent, nc);
-    void drainSignal(log).then(() => agent.stop());
-    await agent.stopped;
+    const lost = await untilStop(log, nc, [agent.lost]);
+    await agent.stop();
     cleanup?.();
     await trust.close();
-    await nc.drain();
-    process.exitCode = 0;
+    await nc.drain().catch(() => undefined);
+    if (lost) console.error(`${principal}: ${lost.message}`);
+    process.exitCode = lost ? 1 : 0;
   } catch (err) {
     log.error({ err }, "agent failed");
     console.error(`${principal}: ${err instanceof Error ? err.message : String(err)}`);

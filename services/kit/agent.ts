@@ -19,6 +19,7 @@ import type { QuarantineReasonValue } from "./errors.ts";
 import { createEvent, dataJson, type CloudEvent } from "./event.ts";
 import type { SigningKey } from "./keys.ts";
 import { createLogger, eventLogger } from "./log.ts";
+import { consumeDurable, type DurableConsumer } from "./consumer.ts";
 import { createAgentMetrics } from "./metrics.ts";
 import { encodeLease, leaseKey, openLeases, readLease, type Lease } from "./leases.ts";
 import { openProcessedSet, type ProcessedSet } from "./processed.ts";
@@ -30,7 +31,7 @@ import { capabilityConsumerConfig } from "./streams.ts";
 import { StreamName, subjectsFor } from "./subjects.ts";
 import { PAUSED_UNTIL_RESUMED, watchSwitches, type SwitchWatcher } from "./switches.ts";
 import { endSpan, startProcessSpan, startSendSpan, traceparentOf } from "./tracing.ts";
-import { storedAt, type TrustStore } from "./trust.ts";
+import type { TrustStore, TrustedEvent } from "./trust.ts";
 import { signEvent } from "./verifiability.ts";
 
 /** What the runtime needs besides the definition. */
@@ -164,14 +165,9 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     let logFields: (() => Parameters<typeof eventLogger>[1]) | undefined;
     const log = (): Logger => (eventLog ??= logFields ? eventLogger(baseLog, logFields()) : baseLog);
     // 1. decode — 2. verify (signature, trust window, revocation, emitter) — before any data is parsed.
-    let event: CloudEvent;
-    let trusted: ReturnType<TrustStore["verify"]>;
+    let trusted: TrustedEvent;
     try {
-      event = NatsBinding.toEvent(msg);
-      // The signer must also have been good when the mesh received the message (a stolen key backdates). Work
-      // for a critical capability was received on the handoff subject and checked there by the coordinator;
-      // this copy is its later forward.
-      trusted = opts.trust.verify(event, { receivedAt: def.critical ? "forwarded" : storedAt(msg) });
+      trusted = opts.trust.verifyMessage(msg);
     } catch (err) {
       const e = err as CausewayError;
       return toQuarantine(msg, quarantineReasonOf(err), e.message, e.code, log());
@@ -281,27 +277,10 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     }
   };
 
-  // --- consuming with a concurrency limit ---------------------------------------------------------------
+  // --- consuming: the kit's durable-consumer runtime, with the pipeline as its handler -------------------
 
   // Registered before consuming, so a failure here leaves nothing running.
   const service = await registerService(nc, def, { input: inputSubject, stats: subjects.control(def.principal, "stats") }, durable, stats);
-  const concurrency = def.concurrency ?? DEFAULT_CONCURRENCY;
-  const consumer = await js.consumers.get(StreamName.Cap, durable);
-  // A deleted consumer ends consumption (below: the agent stops, the process exits non-zero, a supervisor
-  // restarts it and the consumer is created again) instead of retrying forever; pulls expire every 5 s so a
-  // deletion is noticed within seconds.
-  const messages = await consumer.consume({ max_messages: concurrency, expires: 5_000, abort_on_missing_resource: true });
-  // Outputs go through a StreamPublisher (acks matched on one inbox subscription): a third of the client CPU of
-  // js.publish per output. Agents connect as their principal, whose inbox prefix their permissions allow.
-  // Created last, so a start-up that fails leaves no subscription behind.
-  const publisher = createStreamPublisher(nc, inboxPrefix(def.principal));
-  const running = new Set<Promise<void>>();
-  let resolveStopped!: () => void;
-  let rejectStopped!: (err: Error) => void;
-  const stopped = new Promise<void>((resolve, reject) => { resolveStopped = resolve; rejectStopped = reject; });
-  stopped.catch(() => undefined); // a caller that never awaits `stopped` must not crash on an unhandled rejection
-  let failure: Error | undefined;
-
   // Say so once when a switch pauses or resumes this agent (the check per message allocates nothing).
   let pausedBy = switches.isPaused(switchSubject);
   if (pausedBy) baseLog.warn({ scope: pausedBy.scope, target: pausedBy.target, reason: pausedBy.reason, by: pausedBy.by, until: pausedBy.expires_at }, "paused by a kill switch");
@@ -312,46 +291,38 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     if (now) baseLog.warn({ scope: now.scope, target: now.target, reason: now.reason, by: now.by, until: now.expires_at }, "paused by a kill switch");
     else baseLog.info("kill switch lifted; consuming again");
   });
-
-  const loop = (async () => {
-    for await (const msg of messages) {
-      if (shutdown.signal.aborted) {
-        msg.nak(); // fetched but not started: redeliver to a replica that is still running
-        continue;
-      }
-      // Kill switch: the server stops delivering once the coordinator pauses the consumer; what was already
-      // pulled is handed back untouched (no verify, no handler) and waits for the resume.
-      if (switches.isPaused(switchSubject) !== undefined) {
-        msg.nak(PAUSED_RETRY_MS);
-        continue;
-      }
-      counters.inFlight++;
-      metrics.inFlight(1);
-      const task = handle(msg).catch((err: unknown) => {
-        // handle() settles every message itself; reaching here is a bug, and the message is redelivered.
-        baseLog.error({ err }, "unexpected pipeline error");
-        msg.nak();
-      }).finally(() => {
-        counters.inFlight--;
-        metrics.inFlight(-1);
-        running.delete(task);
-      });
-      running.add(task);
-      while (running.size >= concurrency) await Promise.race(running);
-    }
-  })();
-
-  // Consumption ending on its own (the consumer deleted, the iterator failing) must not leave a zombie that is
-  // registered but consumes nothing: the agent stops and `stopped` rejects, so the process exits non-zero.
-  loop.then(
-    () => { if (!shutdown.signal.aborted) failure = new Error("consumption ended unexpectedly"); },
-    (err: unknown) => { if (!shutdown.signal.aborted) failure = err instanceof Error ? err : new Error(String(err)); },
-  ).finally(() => {
-    if (failure) {
-      baseLog.error({ err: failure }, "consumption stopped; the agent stops");
-      void stop();
-    }
-  }).catch(() => undefined);
+  // Outputs go through a StreamPublisher (acks matched on one inbox subscription): a third of the client CPU of
+  // js.publish per output. Agents connect as their principal, whose inbox prefix their permissions allow.
+  const publisher = createStreamPublisher(nc, inboxPrefix(def.principal));
+  const concurrency = def.concurrency ?? DEFAULT_CONCURRENCY;
+  let consumer: DurableConsumer;
+  try {
+    consumer = await consumeDurable(nc, {
+      stream: StreamName.Cap, durable, concurrency, log: baseLog,
+      handler: async (msg) => {
+        // Kill switch: the server stops delivering once the coordinator pauses the consumer; what was already
+        // pulled is handed back untouched (no verify, no handler) and waits for the resume.
+        if (switches.isPaused(switchSubject) !== undefined) {
+          msg.nak(PAUSED_RETRY_MS);
+          return;
+        }
+        counters.inFlight++;
+        metrics.inFlight(1);
+        try {
+          await handle(msg);
+        } finally {
+          counters.inFlight--;
+          metrics.inFlight(-1);
+        }
+      },
+    });
+  } catch (err) {
+    unwatchSwitches();
+    publisher.close();
+    await service.stop().catch(() => undefined);
+    if (opts.switches === undefined) await switches.close().catch(() => undefined);
+    throw err;
+  }
 
   baseLog.info({ subject: inputSubject, consumer: durable, concurrency }, "agent started");
 
@@ -360,34 +331,28 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     stopping ??= (async () => {
       shutdown.abort();
       unwatchSwitches();
-      // Close the pull: buffered messages come through the iterator and are nak'ed above.
-      await messages.close().catch(() => undefined);
-      await loop.catch(() => undefined);
-      await Promise.allSettled([...running]);
+      await consumer.stop();
       await service.stop().catch(() => undefined);
       publisher.close();
       if (opts.switches === undefined) await switches.close().catch(() => undefined);
       baseLog.info(stats(), "agent stopped");
-      if (failure) rejectStopped(failure);
-      else resolveStopped();
     })();
     return stopping;
   };
-  void nc.closed().then(() => stop());
-  // A trust store or switch bucket that was deleted can deliver no more revocations or pauses: stop, non-zero,
-  // rather than act on what was loaded; the inputs wait in the stream for a restart on a restored bucket.
-  void Promise.race([opts.trust.lost, switches.lost]).then((err) => {
-    if (shutdown.signal.aborted) return;
-    failure ??= err;
-    baseLog.error({ err }, "a followed bucket is gone; the agent stops");
+  // One loss signal: the consumer gone (or its connection closed), or a trust store or switch bucket deleted —
+  // which can deliver no more revocations or pauses. The agent stops rather than act on what was loaded; the
+  // inputs wait in the stream for a restart.
+  const lost = Promise.race([consumer.lost, opts.trust.lost, switches.lost]).then((err) => {
+    baseLog.error({ err }, "the agent stops: something it depends on is gone");
     void stop();
+    return err;
   });
 
   return {
     definition: def,
     stats,
     stop,
-    stopped,
+    lost,
     async emit(cause: Cause, emits: readonly Emit[]) {
       const { correlationid, traceparent, tracestate, expirytime } = cause;
       const extensions = { correlationid, ...(traceparent && { traceparent }), ...(tracestate && { tracestate }), ...(expirytime && { expirytime }) };

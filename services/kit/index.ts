@@ -36,11 +36,11 @@ export type { OutputSpec, TraceParent } from "./context.ts";
 
 // The live trust store: who may sign what, when, and address whom (KV causeway_trust)
 export {
-  encodeTrustRecord, formatTime, listTrustEntries, openTrustStore, parseTrustEntry, revokeTrust, receivedAtOf, seedTrustStore, storedAt, trustEntriesFromPrincipals,
+  encodeTrustRecord, formatTime, listTrustEntries, openTrustStore, parseTrustEntry, revokeTrust, seedTrustStore, storedMessage, trustEntriesFromPrincipals,
 } from "./trust.ts";
 export type {
-  OpenTrustStoreOptions, RevokeOptions, SeedTrustOptions, TrustChange, TrustEntry, TrustListing, TrustRecord, TrustRevocation, TrustStore,
-  TrustVerifyOptions, TrustedEvent,
+  OpenTrustStoreOptions, RevokeOptions, SeedTrustOptions, StoredMessage, TrustChange, TrustEntry, TrustListing, TrustRecord, TrustRevocation, TrustStore,
+  TrustVerifyOptions, TrustedEvent, VerifyMessageOptions,
 } from "./trust.ts";
 
 // Agents: the contract, the runtime, the process entry, quarantine and replay protection
@@ -49,6 +49,8 @@ export type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, H
 export { startAgent } from "./agent.ts";
 export type { AgentOptions } from "./agent.ts";
 export { runAgentProcess } from "./agent-process.ts";
+export { consumeDurable } from "./consumer.ts";
+export type { ConsumeOptions, DurableConsumer } from "./consumer.ts";
 export { drainSignal, untilStop } from "./signals.ts";
 export { QuarantineHeader, originalOf, publishQuarantineCopy, quarantine, quarantineHeaders } from "./quarantine.ts";
 export type { QuarantineNote, QuarantineOriginal } from "./quarantine.ts";

@@ -3,7 +3,7 @@
 // supervisor such as the gateway's primary then sends its own SIGTERM to the workers).
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import type { CausewayError } from "./errors.ts";
+import { CausewayError, ErrorCode } from "./errors.ts";
 
 /** Resolves with the first SIGTERM or SIGINT, logged as "draining" with `fields`. */
 export function drainSignal(log: Logger, fields: Record<string, unknown> = {}): Promise<NodeJS.Signals> {
@@ -21,11 +21,13 @@ export function drainSignal(log: Logger, fields: Record<string, unknown> = {}): 
 }
 
 /**
- * Waits until the process should stop: a signal or the connection closing (undefined: a normal stop), or one of
- * `lost` settling (a followed bucket such as the trust store, or a consumer, is gone: that error, logged; exit non-zero).
+ * Waits until the process should stop: a signal (undefined: a normal stop), or the connection closing, or one of
+ * `lost` settling (a followed bucket such as the trust store, or a consumer, is gone): that error, logged, and
+ * the caller exits non-zero with it. The one way every Causeway process learns it must stop.
  */
 export async function untilStop(log: Logger, nc: NatsConnection, lost: readonly Promise<CausewayError>[] = []): Promise<CausewayError | undefined> {
-  const reason = await Promise.race([drainSignal(log).then(() => undefined), nc.closed().then(() => undefined), ...lost]);
-  if (reason !== undefined) log.error({ err: reason }, "stopping: something this service depends on is gone (a followed bucket, its consumer)");
+  const closed = nc.closed().then((err) => new CausewayError(ErrorCode.Unavailable, `the NATS connection closed${err ? `: ${err.message}` : ""}`, err ? { cause: err } : {}));
+  const reason = await Promise.race([drainSignal(log).then(() => undefined), closed, ...lost]);
+  if (reason !== undefined) log.error({ err: reason }, "stopping: something this service depends on is gone (its connection, a followed bucket, its consumer)");
   return reason;
 }

@@ -8,16 +8,17 @@
 // revocation cover its whole second (fail closed) and a window start at the beginning of its first second.
 import { Ajv2020 } from "ajv/dist/2020.js";
 import type { ValidateFunction } from "ajv/dist/2020.js";
-import { StorageType } from "@nats-io/jetstream";
+import { StorageType, type StoredMsg } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { KV, KvWatchEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { NatsBinding, type DecodeOptions, type NatsMessage } from "./binding.ts";
 import { CausewayError, ConfigError, ErrorCode, QuarantineReason, VerificationError, permissionDenied } from "./errors.ts";
 import { normalizeTime } from "./event.ts";
 import type { CloudEvent } from "./event.ts";
 import { SignatureAlgorithm, verificationKeyFromNkey } from "./keys.ts";
 import type { KeyResolver, VerificationKey } from "./keys.ts";
-import { KvBucket, Role } from "./principals.ts";
+import { KvBucket, Role, criticalForwardSubjects, loadPrincipals } from "./principals.ts";
 import { StreamName } from "./subjects.ts";
 import type { Principals, RoleValue } from "./principals.ts";
 import { followBucket, openExistingBucket, type Following } from "./kv-follow.ts";
@@ -74,10 +75,23 @@ export interface TrustStore extends KeyResolver, AsyncDisposable {
    * (CW_ERR_UNAUTHORIZED_EMITTER). Throws VerificationError with the quarantine reason.
    *
    * The signed time is the signer's claim, and a stolen key can claim any time, so the key must also have
-   * been unrevoked and inside its window when the mesh received the message: `receivedAt`, now by default (a
-   * message arriving now); a message read from a stream passes its stored time (`receivedAtOf`).
+   * been unrevoked and inside its window when the mesh received the message: `receivedAt`, which every caller
+   * states. A consumer of a stream never calls this: it calls {@link verifyMessage}, which derives it.
    */
-  verify(event: CloudEvent, opts?: TrustVerifyOptions): TrustedEvent;
+  verify(event: CloudEvent, opts: TrustVerifyOptions): TrustedEvent;
+  /**
+   * The one entry every stream consumer verifies through: decodes `msg` (or takes `opts.event`, already decoded
+   * from it) and verifies it as of when the mesh received it ({@link receivedAt}). Throws DecodeError or
+   * VerificationError, each with its quarantine reason.
+   */
+  verifyMessage(msg: StoredMessage, opts?: VerifyMessageOptions): TrustedEvent;
+  /**
+   * When the mesh received a stored message, by the mesh's one rule: its stored time, except the coordinator's
+   * forwards of critical work on MESH_CAP (`"forwarded"`), which were received, and checked, on their handoff
+   * subject, perhaps long before (an approval). A released quarantine entry is checked as of its release, and
+   * its republished copy is stored then: its stored time is right as it is.
+   */
+  receivedAt(msg: StoredMessage): number | "forwarded";
   /** May this entry's principal address capability `<capability>.v<major>`? (false → CW_ERR_UNAUTHORIZED_ADDRESS) */
   mayAddress(entry: TrustEntry, capability: string, major: number): boolean;
   /** Number of valid entries. */
@@ -94,27 +108,36 @@ export interface TrustStore extends KeyResolver, AsyncDisposable {
 /** Options of {@link TrustStore.verify}. */
 export interface TrustVerifyOptions extends VerifyOptions {
   /**
-   * When the mesh received the message, in ms (default: now). `"forwarded"`: the coordinator's forward of
-   * critical work, stored later than the handoff where the coordinator checked it (see `receivedAtOf`).
+   * When the mesh received the message, in ms; `"now"` for a message arriving now (an HTTP request, a release
+   * or decision being made); `"forwarded"` for the coordinator's forward of critical work. No default: a
+   * caller that cannot know says so. Stream consumers use {@link TrustStore.verifyMessage} instead.
    */
-  receivedAt?: number | "forwarded";
+  receivedAt: number | "now" | "forwarded";
 }
 
-/** The JetStream stored timestamp of a consumed message, in ms. */
-export function storedAt(msg: { readonly info: { readonly timestampNanos: number } }): number {
+/** Options of {@link TrustStore.verifyMessage}. */
+export interface VerifyMessageOptions extends VerifyOptions {
+  /** The event already decoded from this message (lineage decodes first, to record what fails). */
+  event?: CloudEvent;
+  /** Decoding limits, as NatsBinding.toEvent takes them. */
+  decode?: DecodeOptions;
+}
+
+/** A message as a stream stored it: a JsMsg fits; {@link storedMessage} adapts a direct get's StoredMsg. */
+export interface StoredMessage extends NatsMessage {
+  readonly subject: string;
+  /** Its stream, and when the stream stored it (JetStream's timestamp, ns). */
+  readonly info: { readonly stream: string; readonly timestampNanos: number };
+}
+
+/** A message read by sequence (direct get), in the shape stream consumers see. */
+export function storedMessage(stream: string, m: StoredMsg): StoredMessage & { readonly info: { readonly streamSequence: number } } {
+  return { subject: m.subject, headers: m.header, data: m.data, info: { stream, streamSequence: m.seq, timestampNanos: m.time.getTime() * 1e6 } };
+}
+
+/** The JetStream stored timestamp of a stored message, in ms. */
+function storedAt(msg: StoredMessage): number {
   return Math.floor(msg.info.timestampNanos / 1e6);
-}
-
-/**
- * What `receivedAt` takes for a message read from a stream: its stored time, or `"forwarded"` when it is on
- * one of `forwards` in MESH_CAP (kit `criticalForwardSubjects`): a forward was received, and checked, on its
- * handoff subject, perhaps long before (an approval), so its own stored time says nothing about the signer.
- */
-export function receivedAtOf(
-  msg: { readonly subject: string; readonly info: { readonly stream: string; readonly timestampNanos: number } },
-  forwards: ReadonlySet<string>,
-): number | "forwarded" {
-  return msg.info.stream === StreamName.Cap && forwards.has(msg.subject) ? "forwarded" : storedAt(msg);
 }
 
 /** Options for {@link openTrustStore}. */
@@ -130,6 +153,11 @@ export interface OpenTrustStoreOptions {
   timeoutMs?: number;
   /** How often to check that the bucket still exists. Default 5000. */
   checkMs?: number;
+  /**
+   * The coordinator's forward subjects of critical work on MESH_CAP (kit `criticalForwardSubjects`).
+   * Default: those of infra/principals.json.
+   */
+  forwards?: ReadonlySet<string>;
 }
 
 /** Options for {@link seedTrustStore}. */
@@ -209,7 +237,7 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
  * not exist (`causeway trust seed` creates it), CW_ERR_PERMISSION_DENIED when the connection may not read it.
  */
 export async function openTrustStore(nc: NatsConnection, opts: OpenTrustStoreOptions = {}): Promise<TrustStore> {
-  const store = new LiveTrustStore();
+  const store = new LiveTrustStore(opts.forwards ?? criticalForwardSubjects(loadPrincipals()));
   store.following = await followBucket(nc, {
     bucket: opts.bucket ?? KvBucket.Trust, what: "the trust store", createdBy: TRUST_CREATED_BY,
     consequence: "rotations and revocations", apply: (change, report) => store.apply(change, report),
@@ -407,6 +435,11 @@ interface Compiled {
 
 class LiveTrustStore implements TrustStore {
   readonly #byKeyid = new Map<string, Compiled>();
+  readonly #forwards: ReadonlySet<string>;
+
+  constructor(forwards: ReadonlySet<string>) {
+    this.#forwards = forwards;
+  }
   /** Set by openTrustStore once the bucket's initial state is applied. */
   following: Following | undefined;
 
@@ -426,14 +459,23 @@ class LiveTrustStore implements TrustStore {
     return this.#byKeyid.get(keyid)?.entry;
   }
 
-  verify(event: CloudEvent, opts?: TrustVerifyOptions): TrustedEvent {
+  verifyMessage(msg: StoredMessage, opts: VerifyMessageOptions = {}): TrustedEvent {
+    const { event, decode, ...verifyOptions } = opts;
+    return this.verify(event ?? NatsBinding.toEvent(msg, decode), { ...verifyOptions, receivedAt: this.receivedAt(msg) });
+  }
+
+  receivedAt(msg: StoredMessage): number | "forwarded" {
+    return msg.info.stream === StreamName.Cap && this.#forwards.has(msg.subject) ? "forwarded" : storedAt(msg);
+  }
+
+  verify(event: CloudEvent, opts: TrustVerifyOptions): TrustedEvent {
     const verified = verifyEvent(event, this, opts);
     // verifyEvent resolved the key through this store a moment ago, synchronously: the entry is still there.
     const compiled = this.#byKeyid.get(verified.verification.keyid);
     if (compiled === undefined) {
       throw new VerificationError(ErrorCode.UnknownKey, `key ${verified.verification.keyid} is not in the trust store`, QuarantineReason.UnknownKey);
     }
-    authorize(compiled, event, opts?.receivedAt);
+    authorize(compiled, event, opts.receivedAt);
     return Object.freeze({ ...verified, entry: compiled.entry });
   }
 
@@ -467,7 +509,7 @@ class LiveTrustStore implements TrustStore {
   }
 }
 
-function authorize(c: Compiled, event: CloudEvent, receivedAt: number | "forwarded" | undefined): void {
+function authorize(c: Compiled, event: CloudEvent, receivedAt: TrustVerifyOptions["receivedAt"]): void {
   const e = c.entry;
   // The signed time: `time` truncated to seconds (verifyEvent has validated it through the core digest).
   const at = event.time === undefined ? Math.floor(Date.now() / 1000) * 1000 : Date.parse(normalizeTime(event.time));
@@ -487,7 +529,7 @@ function authorize(c: Compiled, event: CloudEvent, receivedAt: number | "forward
     );
   }
   // Then as of when the mesh received it, which a stolen key cannot choose.
-  if (receivedAt !== "forwarded") checkReceived(e, receivedAt ?? Date.now());
+  if (receivedAt !== "forwarded") checkReceived(e, receivedAt === "now" ? Date.now() : receivedAt);
   if (!c.anyType && !c.exactTypes.has(event.type) && !matchesPrefix(c.typePrefixes, event.type)) {
     throw new VerificationError(
       ErrorCode.UnauthorizedEmitter,

@@ -4,7 +4,7 @@
 // like any other message and usually records the failure that put it there.
 import type { MsgHdrs } from "@nats-io/transport-node";
 import {
-  CORE_ATTRIBUTES, DSSE_MATERIAL, ErrorCode, NatsBinding, isCausewayError, openEnvelope, receivedAtOf, type CloudEvent, type TrustStore,
+  CORE_ATTRIBUTES, DSSE_MATERIAL, ErrorCode, NatsBinding, isCausewayError, openEnvelope, type CloudEvent, type TrustStore,
 } from "../kit/index.ts";
 import { dataDigest, type RecordContent, type RecordVerification } from "./record.ts";
 
@@ -17,16 +17,8 @@ export interface ExaminedMessage {
   readonly info: { readonly stream: string; readonly streamSequence: number; readonly timestampNanos: number };
 }
 
-/** How to examine. */
-export interface ExamineOptions {
-  /** MESH_CAP subjects of critical capabilities: their messages are the coordinator's forwards (see below). */
-  readonly forwards?: ReadonlySet<string>;
-}
-
-const NO_FORWARDS: ReadonlySet<string> = new Set();
-
 /** The record content of `msg` (everything but its index). */
-export function examine(msg: ExaminedMessage, trust: TrustStore, opts: ExamineOptions = {}): RecordContent {
+export function examine(msg: ExaminedMessage, trust: TrustStore): RecordContent {
   const base = { stream: msg.info.stream, seq: msg.info.streamSequence, subject: msg.subject, recorded: new Date().toISOString(), headers: otherHeaders(msg.headers) };
   let event: CloudEvent;
   try {
@@ -39,7 +31,7 @@ export function examine(msg: ExaminedMessage, trust: TrustStore, opts: ExamineOp
   let datadigest: string;
   try {
     // The signer must have been good when the mesh received the message, whatever time the event claims.
-    const trusted = trust.verify(event, { receivedAt: receivedAtOf(msg, opts.forwards ?? NO_FORWARDS) });
+    const trusted = trust.verifyMessage(msg, { event });
     const v = trusted.verification;
     verification = {
       result: "verified", keyid: v.keyid, principal: trusted.entry.principal,

@@ -3,10 +3,11 @@
 // the rest consecutive leaf indices, appends them to the Merkle log and commits records and log state in one
 // transaction — and only then acks. A crash before the commit redelivers the batch; a crash after it
 // redelivers messages the store already knows. Either way: no gap, no duplicate.
-import type { ConsumerMessages, JetStreamClient, JetStreamManager, StoredMsg } from "@nats-io/jetstream";
+import { jetstreamManager, type JetStreamManager, type JsMsg, type StoredMsg } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { CausewayError, ErrorCode, StreamName, readStream, type TrustStore } from "../kit/index.ts";
-import { examine, type ExamineOptions, type ExaminedMessage } from "./examine.ts";
+import { CausewayError, ErrorCode, StreamName, consumeDurable, readStream, type DurableConsumer, type TrustStore } from "../kit/index.ts";
+import { examine, type ExaminedMessage } from "./examine.ts";
 import { createMerkleLog, type MerkleLog } from "./merkle.ts";
 import { encodeRecord } from "./record.ts";
 import { recordKeyOf, recordKeyString, type LineageStore, type RecordKey, type StoredRecord } from "./store.ts";
@@ -16,7 +17,7 @@ export const RECORDED_STREAMS = [StreamName.Ingest, StreamName.Cap, StreamName.H
 export const LINEAGE_DURABLE = "lineage";
 
 export interface IngestOptions {
-  readonly js: JetStreamClient;
+  readonly nc: NatsConnection;
   readonly store: LineageStore;
   readonly trust: TrustStore;
   readonly log: Logger;
@@ -26,8 +27,6 @@ export interface IngestOptions {
   readonly batchSize?: number;
   /** Called after each commit with the log (for checkpoints). */
   readonly onCommit?: (log: MerkleLog) => void;
-  /** The coordinator's forward subjects (kit `criticalForwardSubjects`): checked at their handoff, not again. */
-  readonly forwards?: ReadonlySet<string>;
 }
 
 export interface IngestStats {
@@ -51,15 +50,17 @@ export interface Ingest {
   stats(): IngestStats;
   /** Stops consuming, finishes the batch in hand, resolves when nothing is left in flight. */
   stop(): Promise<void>;
-  /** Rejects if consumption fails for good (e.g. a consumer was deleted). */
-  readonly stopped: Promise<void>;
+  /**
+   * Settles (never rejects) when recording ended on its own: a consumer or stream deleted, the connection
+   * closed, or the log could not be restored from the store. The process should exit non-zero with it.
+   */
+  readonly lost: Promise<CausewayError>;
 }
 
 /** Starts recording; resolves once every consumer is attached. */
 export async function startIngest(opts: IngestOptions): Promise<Ingest> {
-  const { js, store, trust, log } = opts;
+  const { nc, store, trust, log } = opts;
   const batchSize = opts.batchSize ?? 512;
-  const examineOptions: ExamineOptions = opts.forwards ? { forwards: opts.forwards } : {};
   const leafAt = async (i: number) => (await store.leafHashes(i, i + 1))[0]!;
   const restore = async () => {
     const state = await store.state();
@@ -72,11 +73,11 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
   const counters = { recorded: 0, absorbed: 0, failed: 0, batches: 0, rebuilt: 0 };
   const pending: Delivery[] = [];
   let writing: Promise<void> | undefined;
-  let failure: Error | undefined;
+  let failure: CausewayError | undefined;
   let failing: { since: string; error: string } | undefined;
 
   const writeBatch = async (batch: readonly Delivery[]) => {
-    const examined = batch.map((msg) => ({ msg, content: examine(msg, trust, examineOptions) }));
+    const examined = batch.map((msg) => ({ msg, content: examine(msg, trust) }));
     const keys: RecordKey[] = examined.map(({ content }) => recordKeyOf(content));
     const known = await store.known(keys);
     const records: StoredRecord[] = [];
@@ -146,8 +147,12 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
         } catch (e) {
           fail(e as Error);
         }
+      } finally {
+        for (const msg of batch) msg.done();
       }
     }
+    // The writer stopped: what is still queued goes back to its stream.
+    if (failure) for (const msg of pending.splice(0)) { msg.nak(); msg.done(); }
   };
   const kick = () => {
     writing ??= drain().finally(() => {
@@ -156,36 +161,40 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     });
   };
 
-  // Ingest that cannot go on (the log cannot be restored from the store) stops consuming, so `stopped`
-  // rejects and the process exits for its supervisor, instead of queueing deliveries nobody will write.
-  const subscriptions: ConsumerMessages[] = [];
+  // Ingest that cannot go on (the log cannot be restored from the store) stops consuming and reports it on
+  // `lost`, so the process exits for its supervisor, instead of queueing deliveries nobody will write.
+  let markFailed: (err: CausewayError) => void = () => undefined;
+  const writerLost = new Promise<CausewayError>((resolve) => { markFailed = resolve; });
   const fail = (err: Error) => {
-    failure = err;
+    failure = new CausewayError(ErrorCode.LineageStore, `the audit log writer stopped: ${err.message}`, { cause: err });
     log.error({ err }, "audit log writer stopped: consumption ends");
-    for (const s of subscriptions) void s.close().catch(() => undefined);
+    markFailed(failure);
+    void stopConsumers();
   };
 
   const streams = opts.streams ?? RECORDED_STREAMS;
-  const jsm = await js.jetstreamManager();
+  const jsm = await jetstreamManager(nc);
   const recorded = await checkSameMesh(jsm, store, streams);
   for (const stream of streams) await rebuild(jsm, stream, recorded[stream] ?? 0);
-  for (const stream of streams) {
-    const consumer = await js.consumers.get(stream, LINEAGE_DURABLE);
-    subscriptions.push(await consumer.consume({ max_messages: batchSize, expires: 5_000, abort_on_missing_resource: true }));
-  }
-  const loops = subscriptions.map(async (messages) => {
-    for await (const msg of messages) {
-      pending.push(msg);
-      kick();
+  // One durable consumer per stream, through the kit's runtime; each message's handler settles when the
+  // writer has stored (and acked) or given back its batch, so at most batchSize per stream wait in memory.
+  const consumers: DurableConsumer[] = [];
+  const stopConsumers = () => Promise.all(consumers.map((c) => c.stop()));
+  try {
+    for (const stream of streams) {
+      consumers.push(await consumeDurable(nc, {
+        stream, durable: LINEAGE_DURABLE, concurrency: batchSize, log,
+        handler: (msg) => new Promise<void>((done) => {
+          pending.push(delivery(msg, done));
+          kick();
+        }),
+      }));
     }
-  });
-  let stopping = false;
-  const stopped = Promise.all(loops).then(async () => {
-    await writing;
-    if (failure) throw failure;
-    if (!stopping) throw new Error("a lineage consumer ended: was it deleted?");
-  });
-  stopped.catch(() => undefined);
+  } catch (err) {
+    await stopConsumers();
+    throw err;
+  }
+  const lost = Promise.race([writerLost, ...consumers.map((c) => c.lost)]);
 
   return {
     get log() {
@@ -193,12 +202,10 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     },
     stats: () => ({ size: merkle.size, ...counters, ...(failing && { failing: { ...failing } }) }),
     async stop() {
-      stopping = true;
-      await Promise.all(subscriptions.map((s) => s.close()));
-      await Promise.all(loops).catch(() => undefined);
+      await stopConsumers();
       while (writing) await writing;
     },
-    stopped,
+    lost,
   };
 }
 
@@ -217,8 +224,12 @@ async function checkSameMesh(jsm: JetStreamManager, store: LineageStore, streams
 }
 
 /** A message to record and how to settle it: a consumer delivery, or a message read back by sequence. */
-type Delivery = ExaminedMessage & { ack(): void; nak(delayMs?: number): void };
+type Delivery = ExaminedMessage & { ack(): void; nak(delayMs?: number): void; done(): void };
+
+function delivery(msg: JsMsg, done: () => void): Delivery {
+  return { subject: msg.subject, headers: msg.headers, data: msg.data, info: msg.info, ack: () => msg.ack(), nak: (ms) => msg.nak(ms), done };
+}
 
 function readBack(stream: string, m: StoredMsg): Delivery {
-  return { subject: m.subject, headers: m.header, data: m.data, info: { stream, streamSequence: m.seq, timestampNanos: m.time.getTime() * 1e6 }, ack() {}, nak() {} };
+  return { subject: m.subject, headers: m.header, data: m.data, info: { stream, streamSequence: m.seq, timestampNanos: m.time.getTime() * 1e6 }, ack() {}, nak() {}, done() {} };
 }

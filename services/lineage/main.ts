@@ -2,7 +2,7 @@
 // when LINEAGE_DATABASE_URL is set) and the trust store, run the service, drain on SIGTERM / SIGINT. One
 // lineage process writes a store at a time.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { connectAs, createLogger, criticalForwardSubjects, loadPrincipals, openTrustStore, readSeed, signingKeyFromNkeySeed, untilStop } from "../kit/index.ts";
+import { connectAs, createLogger, openTrustStore, readSeed, signingKeyFromNkeySeed, untilStop } from "../kit/index.ts";
 import { lineageConfig } from "./config.ts";
 import { openLineageStore } from "./open-store.ts";
 import { startLineageService } from "./service.ts";
@@ -19,13 +19,12 @@ async function main(): Promise<void> {
     store = await openLineageStore(config.databaseUrl !== undefined ? { databaseUrl: config.databaseUrl } : {});
     nc = await connectAs(PRINCIPAL);
     const trust = await openTrustStore(nc, { onProblem: (err) => log.warn({ err }, "trust store entry ignored") });
-    const forwards = criticalForwardSubjects(loadPrincipals());
-    const service = await startLineageService({ nc, store, trust, key: signingKeyFromNkeySeed(readSeed(PRINCIPAL)), config, log, forwards });
+    const service = await startLineageService({ nc, store, trust, key: signingKeyFromNkeySeed(readSeed(PRINCIPAL)), config, log });
     if (service.http) {
       const token = config.httpTokenDigests.length === 0 ? ` (bearer token in ${config.httpTokenFile})` : "";
       console.log(`lineage: HTTP API on ${service.http.url}${token}`);
     }
-    const lost = await Promise.race([untilStop(log, nc, [trust.lost]), service.stopped.then(() => undefined)]);
+    const lost = await untilStop(log, nc, [trust.lost, service.lost]);
     await service.stop();
     await trust.close();
     await nc.drain();

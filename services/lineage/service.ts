@@ -26,8 +26,6 @@ export interface LineageServiceOptions {
   readonly log: Logger;
   /** Streams to record (default: every mesh stream). */
   readonly streams?: readonly string[];
-  /** The coordinator's forward subjects (kit `criticalForwardSubjects` of principals.json). */
-  readonly forwards?: ReadonlySet<string>;
 }
 
 export interface LineageService {
@@ -36,8 +34,8 @@ export interface LineageService {
   readonly api: LineageApi;
   /** The HTTP API, unless turned off. */
   readonly http?: LineageHttp;
-  /** Rejects when ingest fails for good. */
-  readonly stopped: Promise<void>;
+  /** Settles (never rejects) when ingest ended on its own (kit `untilStop` takes it). */
+  readonly lost: Promise<CausewayError>;
   /** Stops consuming, publishes a final checkpoint, closes the endpoints (not the store or connection). */
   stop(): Promise<void>;
 }
@@ -60,7 +58,7 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
     js, store, key: opts.key, origin: config.origin, subject: subjects.checkpoint(), every: config.checkpointEvery,
     intervalMs: config.checkpointIntervalMs, log,
   });
-  const ingest = await startIngest({ js, store, trust: opts.trust, log, batchSize: config.batchSize, onCommit: (merkle) => checkpointer.grew(merkle), ...(opts.streams && { streams: opts.streams }), ...(opts.forwards && { forwards: opts.forwards }) });
+  const ingest = await startIngest({ nc, store, trust: opts.trust, log, batchSize: config.batchSize, onCommit: (merkle) => checkpointer.grew(merkle), ...(opts.streams && { streams: opts.streams }) });
   const api = createLineageApi({ store, publicKey: opts.key, published, ingest, checkpointNow: () => checkpointer.publishNow() });
   let service: Service | undefined;
   let http: LineageHttp | undefined;
@@ -81,7 +79,7 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
   log.info({ http: http?.url, size: ingest.log.size }, "lineage started");
   return {
     ingest, checkpointer, api, ...(http && { http }),
-    stopped: ingest.stopped,
+    lost: ingest.lost,
     async stop() {
       await ingest.stop();
       await checkpointer.stop();

@@ -78,7 +78,7 @@ async function ingestRound(mesh: BenchMesh, round: number): Promise<Round> {
   const result = await timed(async () => {
     const done = Promise.withResolvers<void>();
     ingest = await startIngest({
-      js: jetstream(mesh.nc), store, trust: mesh.trust, log: quiet, streams: [STREAM],
+      nc: mesh.nc, store, trust: mesh.trust, log: quiet, streams: [STREAM],
       onCommit: (log) => { if (log.size >= EVENTS) done.resolve(); },
     });
     await done.promise;
@@ -100,7 +100,7 @@ async function verifyLoopRound(mesh: BenchMesh): Promise<Round> {
     let n = 0;
     for await (const m of messages) {
       try {
-        mesh.trust.verify(NatsBinding.toEvent(m));
+        mesh.trust.verify(NatsBinding.toEvent(m), { receivedAt: "now" });
       } catch {
         failed++;
       }
