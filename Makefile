@@ -15,13 +15,13 @@ tools: ## build pinned nats-server and nats CLI into .tools/bin (skips what is i
 	@./tools/install.sh
 
 up: setup ## run a local mesh in the background (nats-server with the rendered dev config)
-	node services/cli/main.ts up
+	bin/causeway up
 
 down: ## stop what `make up` started
-	node services/cli/main.ts down
+	bin/causeway down
 
 demo: setup ## run the mesh end to end with embedded defaults, then stop it
-	node services/cli/main.ts demo
+	bin/causeway demo
 
 test: setup ## the whole test suite on real nats-servers
 	npm test

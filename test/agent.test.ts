@@ -1,4 +1,4 @@
-// The agent runtime on a real server: the pipeline's outcomes, in DESIGN.md's table.
+// The agent runtime on a real server: the pipeline's outcomes (the failure table in docs/architecture.md).
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { JsMsg } from "@nats-io/jetstream";

@@ -1,6 +1,6 @@
 // The gateway as upstream systems use it: a process on a real mesh with least-privilege identities; HTTP in
 // binary, structured and batch mode; NATS through the real `nats` CLI with ce- headers; every refusal with its
-// stable code, and a quarantine entry where DESIGN.md keeps the input.
+// stable code, and a quarantine entry for every refused input the gateway keeps.
 import assert from "node:assert/strict";
 import { Agent, request, type IncomingMessage } from "node:http";
 import { connect as connectTcp } from "node:net";

@@ -77,7 +77,7 @@ function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: nu
   });
 }
 
-test("streams - the files define every stream of DESIGN.md and skip the capability template", async () => {
+test("streams - the files define every stream of the mesh and skip the capability template", async () => {
   const defs = await loadStreamDefinitions(streamsDir);
   assert.deepEqual(defs.map((d) => d.config.name).sort(), [
     "MESH_ADVISORY", "MESH_AUDIT", "MESH_CAP", "MESH_DECISION", "MESH_EVT", "MESH_HANDOFF", "MESH_INGEST", "MESH_QUARANTINE",

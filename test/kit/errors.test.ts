@@ -24,6 +24,6 @@ test("errors - codes are unique and follow CW_ERR_*", () => {
   for (const code of codes) assert.match(code, /^CW_ERR_[A-Z_]+$/);
 });
 
-test("errors - quarantine reasons are the lowercase tokens DESIGN.md names", () => {
+test("errors - quarantine reasons are lowercase tokens", () => {
   for (const reason of Object.values(QuarantineReason)) assert.match(reason, /^[a-z_]+$/);
 });

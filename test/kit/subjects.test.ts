@@ -54,7 +54,7 @@ const examples: [string, ParsedSubject, string | undefined][] = [
   [checkpointSubject(), { kind: "checkpoint", prefix: "mesh" }, StreamName.Audit],
 ];
 
-test("subjects - builders follow the grammar of DESIGN.md", () => {
+test("subjects - builders follow the subject grammar", () => {
   assert.deepEqual(
     examples.map(([s]) => s),
     [

@@ -109,7 +109,7 @@ export async function run(args: string[]): Promise<number> {
       (r) => `decision.approval.requested for ${dataJson<{ eventId: string }>(r.event).eventId}`);
     const workId = dataJson<{ eventId: string }>(pending.event).eventId;
     const approveArgs = ["approve", workId, "--as", "approver-alice", "--reason", "checked the draft", "--server", url];
-    console.log(`\n$ causeway ${approveArgs.map((a) => (a.includes(" ") ? `"${a}"` : a)).join(" ").replace(url, "$NATS_URL")}`);
+    console.log(`\n$ bin/causeway ${approveArgs.map((a) => (a.includes(" ") ? `"${a}"` : a)).join(" ").replace(url, "$NATS_URL")}`);
     console.log(execFileSync(process.execPath, [join(repoRoot, "services", "cli", "main.ts"), ...approveArgs], { encoding: "utf8", env: { ...process.env, CAUSEWAY_DATA_DIR: data } }).trimEnd() + "\n");
     const released = await step("report.released — published once, under the grant's lease", () => releases(request.id),
       (r) => dataJson<{ location: string }>(r.event).location);
@@ -122,7 +122,7 @@ export async function run(args: string[]): Promise<number> {
     // exists, then check the whole log against its signed checkpoints.
     await step("lineage recorded every message and signed a checkpoint", () => lineageCaughtUp(operator), (n) => `${n} records`);
     for (const args of [["lineage", "why", released.event.id], ["lineage", "verify"]]) {
-      console.log(`\n$ causeway ${args.join(" ")}`);
+      console.log(`\n$ bin/causeway ${args.join(" ")}`);
       console.log(execFileSync(process.execPath, [join(repoRoot, "services", "cli", "main.ts"), ...args, "--server", url], { encoding: "utf8", env: { ...process.env, CAUSEWAY_DATA_DIR: data } }).trimEnd());
     }
 
