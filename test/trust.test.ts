@@ -20,7 +20,8 @@ import { createEvent, withAttributes } from "../services/kit/event.ts";
 import type { CloudEvent } from "../services/kit/event.ts";
 import { signingKeyFromNkeySeed } from "../services/kit/keys.ts";
 import type { SigningKey } from "../services/kit/keys.ts";
-import { KvBucket, loadPrincipals } from "../services/kit/principals.ts";
+import { KvBucket, criticalForwardSubjects, loadPrincipals } from "../services/kit/principals.ts";
+import { NatsBinding } from "../services/kit/binding.ts";
 import {
   encodeTrustRecord, formatTime, openTrustStore, revokeTrust, seedTrustStore, trustEntriesFromPrincipals,
 } from "../services/kit/trust.ts";
@@ -230,8 +231,22 @@ describe("trust - on a server running the rendered accounts", () => {
     assert.throws(() => store.verify(stampedEarlier, { receivedAt: Date.now() }), (err: unknown) =>
       err instanceof VerificationError && err.code === ErrorCode.KeyRevoked && err.reason === QuarantineReason.RevokedKey &&
       /key stolen.*reached the mesh at .*whatever time it claims/.test(err.message));
-    // Without a reception time, verify takes now: a caller that forgets it is refused, not fooled.
+    // A message arriving now (a request) says so, and is judged now.
     rejectsWith(() => store.verify(stampedEarlier, { receivedAt: "now" }), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
+
+    // A stream consumer states nothing: verifyMessage derives the time from the stored message, by one rule.
+    const stored = (stream: string, subject: string, at: number) => ({ subject, ...NatsBinding.binary(stampedEarlier), info: { stream, timestampNanos: at * 1e6 } });
+    const [forward] = [...criticalForwardSubjects(principals)];
+    assert.ok(forward, "principals.json declares a critical capability");
+    const ordinary = `${principals.prefix}.cap.verify.v1`;
+    const handoff = forward.replace(`${principals.prefix}.cap.`, `${principals.prefix}.handoff.`);
+    const afterRevocation = revocation!.revokedAt + 1_000;
+    assert.equal(store.receivedAt(stored("MESH_CAP", forward, afterRevocation)), "forwarded", "the coordinator's forward of critical work");
+    assert.equal(store.receivedAt(stored("MESH_HANDOFF", handoff, afterRevocation)), afterRevocation, "the handoff itself: its stored time");
+    assert.equal(store.verifyMessage(stored("MESH_CAP", forward, afterRevocation)).entry.keyid, stolen.keyid);
+    assert.equal(store.verifyMessage(stored("MESH_CAP", ordinary, revocation!.revokedAt - 1_000)).entry.keyid, stolen.keyid, "stored before the revocation");
+    rejectsWith(() => store.verifyMessage(stored("MESH_CAP", ordinary, afterRevocation)), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
+    rejectsWith(() => store.verifyMessage(stored("MESH_HANDOFF", handoff, afterRevocation)), ErrorCode.KeyRevoked, QuarantineReason.RevokedKey);
   });
 
   test("trust - a rotated key verifies as soon as it is put, without reopening the store", async () => {
