@@ -58,8 +58,6 @@ export { PROCESSED_BUCKET, PROCESSED_TTL_MS, openProcessedSet } from "./processe
 export { encodeLease, leaseKey, openLeases, readLease } from "./leases.ts";
 export type { Lease, LeaseState } from "./leases.ts";
 export type { ProcessedSet } from "./processed.ts";
-export { createModelFromEnv } from "./model.ts";
-export type { Model } from "./model.ts";
 
 // Telemetry and logs (import services/kit/telemetry.ts with --import to start the SDK)
 export { MessagingOperation, SpanAttribute, TRACER_NAME, endSpan, startProcessSpan, startSendSpan, traceparentOf, tracestateOf } from "./tracing.ts";

@@ -8,7 +8,7 @@ import { NatsBinding } from "../../services/kit/binding.ts";
 import { deriveEventId, outputEventInit, principalSource } from "../../services/kit/context.ts";
 import { createEvent, type CloudEvent, type EventInit } from "../../services/kit/event.ts";
 import { createLogger } from "../../services/kit/log.ts";
-import type { Model, ModelRequest } from "../../services/kit/model.ts";
+import type { Model, ModelRequest } from "../../services/agents/model.ts";
 import { createSchemaRegistry } from "../../services/kit/schemas.ts";
 import { subjectsFor } from "../../services/kit/subjects.ts";
 

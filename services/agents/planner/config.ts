@@ -2,7 +2,7 @@
 // message naming the variable and the form it expects.
 import { envInteger } from "../../kit/config.ts";
 
-/** The environment variables the planner reads (the model's are in services/kit/model.ts). */
+/** The environment variables the planner reads (the model's are in services/agents/model.ts). */
 export const PlannerEnv = {
   /** Requests planned at once in one process. */
   Concurrency: "CAUSEWAY_PLANNER_CONCURRENCY",

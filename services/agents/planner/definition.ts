@@ -4,7 +4,7 @@
 // phrases the three aspect queries; a malformed answer falls back to the fixed templates with a warning.
 import type { AgentDefinition, Emit, HandlerContext, HandlerInput } from "../../kit/agent-api.ts";
 import type { ExtensionValue } from "../../kit/event.ts";
-import { completeJson, type Model } from "../../kit/model.ts";
+import { completeJson, type Model } from "../model.ts";
 import { plannerDefaults, type PlannerConfig } from "./config.ts";
 
 /** The data of report.requested (schemas/report/report.requested.v1.json). */

@@ -1,6 +1,6 @@
 // The planner's process entry: connect as `planner`, serve plan.v1, drain on SIGTERM / SIGINT.
 import { runAgentProcess } from "../../kit/agent-process.ts";
-import { createModelFromEnv } from "../../kit/model.ts";
+import { createModelFromEnv } from "../model.ts";
 import { loadPlannerConfig } from "./config.ts";
 import { createPlannerDefinition } from "./definition.ts";
 

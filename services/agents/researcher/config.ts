@@ -2,7 +2,7 @@
 // a message naming the variable and the form it expects.
 import { envInteger } from "../../kit/config.ts";
 
-/** The environment variables the researcher reads (the model's are in services/kit/model.ts). */
+/** The environment variables the researcher reads (the model's are in services/agents/model.ts). */
 export const ResearcherEnv = {
   /** Tasks researched at once in one process. */
   Concurrency: "CAUSEWAY_RESEARCHER_CONCURRENCY",

@@ -2,7 +2,7 @@
 // message naming the variable and the form it expects.
 import { envInteger, envFraction } from "../../kit/config.ts";
 
-/** The environment variables the verifier reads (the model's are in services/kit/model.ts). */
+/** The environment variables the verifier reads (the model's are in services/agents/model.ts). */
 export const VerifierEnv = {
   /** Findings below this confidence are quarantined as low_confidence. */
   MinConfidence: "CAUSEWAY_MIN_CONFIDENCE",

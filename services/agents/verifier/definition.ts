@@ -6,7 +6,7 @@
 import type { AgentDefinition, Emit, HandlerContext, HandlerInput, PolicyVerdict } from "../../kit/agent-api.ts";
 import { QuarantineReason } from "../../kit/errors.ts";
 import type { ExtensionValue } from "../../kit/event.ts";
-import { completeJson, type Model } from "../../kit/model.ts";
+import { completeJson, type Model } from "../model.ts";
 import { verifierDefaults, type VerifierConfig } from "./config.ts";
 
 /** The data of research.finding.created (schemas/research/research.finding.created.v1.json). */

@@ -6,7 +6,7 @@ import type { AddressInfo } from "node:net";
 import { test, type TestContext } from "node:test";
 import { RetryableError } from "../../services/kit/agent-api.ts";
 import { ConfigError } from "../../services/kit/errors.ts";
-import { ModelAnswerError, completeJson, createModelFromEnv } from "../../services/kit/model.ts";
+import { ModelAnswerError, completeJson, createModelFromEnv } from "../../services/agents/model.ts";
 
 interface Seen {
   method: string;

@@ -3,8 +3,7 @@
 // default. Failures are classified for the agent pipeline: what may succeed later (429, 5xx, timeouts, network)
 // is a RetryableError, so the input is nak'ed with backoff; the rest is a plain Error. The API key lives in a
 // closure only: never logged, never in an error message (a server echoing it back is redacted).
-import { RetryableError } from "./agent-api.ts";
-import { ConfigError, ErrorCode } from "./errors.ts";
+import { ConfigError, ErrorCode, RetryableError } from "../kit/index.ts";
 
 /** One completion request: a system prompt, a user prompt, and whether the answer must be a JSON object. */
 export interface ModelRequest {
