@@ -4,11 +4,11 @@ import { describe, test } from "node:test";
 import type { JsMsg } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import {
-  ErrorCode, NatsBinding, QuarantineHeader, RetryableError, createEvent, createLogger, deriveEventId, parseTraceparent, revokeTrust, signEvent, startAgent,
-  encodeSwitch, switchKey, verifyEvent, type AgentDefinition, type AgentOptions, type Emit,
+  ErrorCode, NatsBinding, QuarantineHeader, RetryableError, createEvent, createLogger, deriveEventId, parseTraceparent, signEvent, startAgent, encodeSwitch, switchKey, verifyEvent, type AgentDefinition, type AgentOptions, type Emit,
 } from "../services/kit/index.ts";
 import { REQUEST_SCHEMA, TASK_SCHEMA, startMesh, type Mesh } from "./mesh-fixture.ts";
 import { runNatsJson, waitFor } from "./harness/index.ts";
+import { revokeTrust } from "../services/kit/ops/index.ts";
 
 const PLAN = "mesh.cap.plan.v1";
 // Fast redelivery for tests: the template's 30 s backoff would make every retry test slow.

@@ -8,8 +8,7 @@ import { describe, test } from "node:test";
 import { promisify } from "node:util";
 import { jetstream } from "@nats-io/jetstream";
 import {
-  DecisionKind, NatsBinding, QuarantineHeader, createEvent, createLogger, decisionEvent, newTraceparent, readSeed, revokeTrust, signEvent, signingKeyFromNkeySeed, startAgent,
-  uuidv7, type Agent, type CloudEvent,
+  DecisionKind, NatsBinding, QuarantineHeader, createEvent, createLogger, decisionEvent, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, startAgent, uuidv7, type Agent, type CloudEvent,
 } from "../services/kit/index.ts";
 import { Kvm } from "@nats-io/kv";
 import { Handoffs, start as startHandoffs } from "../services/coordinator/handoffs.ts";
@@ -18,6 +17,7 @@ import { readMessages } from "../services/cli/flow.ts";
 import { startCoordinator } from "./coordinator-fixture.ts";
 import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
 import { repoRoot, runNats, waitFor } from "./harness/index.ts";
+import { revokeTrust } from "../services/kit/ops/index.ts";
 
 const run = promisify(execFile);
 const REPORT_SCHEMA = "https://causeway.dev/schemas/report.published/1.0.0";

@@ -4,13 +4,12 @@ import { jetstream, jetstreamManager, type JetStreamManager, type JsMsg } from "
 import { createUser } from "@nats-io/nkeys";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, createEvent, loadPrincipals, newTraceparent, openTrustStore,
-  seedTrustStore, signEvent, signingKeyFromNkeySeed, trustEntriesFromPrincipals, uuidv7,
-  type CloudEvent, type EventInit, type SigningKey, type TrustStore,
+  NatsBinding, createEvent, loadPrincipals, newTraceparent, openTrustStore, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent, type EventInit, type SigningKey, type TrustStore,
 } from "../services/kit/index.ts";
 import { applyMeshInfra } from "../services/cli/bootstrap.ts";
 import { readMessages } from "../services/cli/flow.ts";
 import { startServer, type NatsServer } from "./harness/index.ts";
+import { seedTrustStore, trustEntriesFromPrincipals } from "../services/kit/ops/index.ts";
 
 /** A running test mesh; dispose it to close the connection and stop the server. */
 export interface Mesh extends AsyncDisposable {

@@ -23,15 +23,16 @@ import type { SigningKey } from "../services/kit/keys.ts";
 import { KvBucket, criticalForwardSubjects, loadPrincipals } from "../services/kit/principals.ts";
 import { NatsBinding } from "../services/kit/binding.ts";
 import {
-  encodeTrustRecord, formatTime, openTrustStore, revokeTrust, seedTrustStore, trustEntriesFromPrincipals,
+  encodeTrustRecord, formatTime, openTrustStore,
 } from "../services/kit/trust.ts";
-import type { TrustChange, TrustRecord, TrustStore } from "../services/kit/trust.ts";
+import type { TrustRecord, TrustStore } from "../services/kit/trust.ts";
 import { signEvent } from "../services/kit/verifiability.ts";
 import { createSeed } from "../services/cli/commands/keys.ts";
 import { publicKeysOf, renderInfra } from "../services/cli/commands/infra.ts";
 import { startOperatedMesh } from "./e2e-fixture.ts";
 import { repoRoot, startServer, waitFor } from "./harness/index.ts";
 import type { NatsServer } from "./harness/index.ts";
+import { revokeTrust, seedTrustStore, trustEntriesFromPrincipals, type TrustChange } from "../services/kit/ops/index.ts";
 
 const principals = loadPrincipals();
 const signers = Object.values(principals.principals).filter((p) => p.emits.length > 0);

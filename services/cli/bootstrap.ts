@@ -4,10 +4,10 @@ import { existsSync } from "node:fs";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  applyStreams, defaultStreamsDir, ensureMeshBuckets, loadStreamDefinitions, publicKeyOf, seedPath, seedTrustStore, trustEntriesFromPrincipals,
-  type Principals,
+  applyStreams, defaultStreamsDir, ensureMeshBuckets, loadStreamDefinitions, publicKeyOf, seedPath, type Principals,
 } from "../kit/index.ts";
 import { createSeed } from "./commands/keys.ts";
+import { seedTrustStore, trustEntriesFromPrincipals } from "../kit/ops/index.ts";
 
 /** Creates the seed of every principal that has none; returns how many it created. */
 export function ensureIdentities(principals: Principals, dataDir: string): number {

@@ -36,11 +36,10 @@ export type { OutputSpec, TraceParent } from "./context.ts";
 
 // The live trust store: who may sign what, when, and address whom (KV causeway_trust)
 export {
-  encodeTrustRecord, formatTime, listTrustEntries, openTrustStore, parseTrustEntry, revokeTrust, seedTrustStore, storedMessage, trustEntriesFromPrincipals,
+  encodeTrustRecord, formatTime, openTrustStore, parseTrustEntry, storedMessage,
 } from "./trust.ts";
 export type {
-  OpenTrustStoreOptions, RevokeOptions, SeedTrustOptions, StoredMessage, TrustChange, TrustEntry, TrustListing, TrustRecord, TrustRevocation, TrustStore,
-  TrustVerifyOptions, TrustedEvent, VerifyMessageOptions,
+  OpenTrustStoreOptions, StoredMessage, TrustEntry, TrustRecord, TrustStore, TrustVerifyOptions, TrustedEvent, VerifyMessageOptions,
 } from "./trust.ts";
 
 // Agents: the contract, the runtime, the process entry, quarantine and replay protection

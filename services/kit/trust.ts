@@ -8,20 +8,19 @@
 // revocation cover its whole second (fail closed) and a window start at the beginning of its first second.
 import { Ajv2020 } from "ajv/dist/2020.js";
 import type { ValidateFunction } from "ajv/dist/2020.js";
-import { StorageType, type StoredMsg } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
-import type { KV, KvWatchEntry } from "@nats-io/kv";
+import type { StoredMsg } from "@nats-io/jetstream";
+import type { KvWatchEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { NatsBinding, type DecodeOptions, type NatsMessage } from "./binding.ts";
-import { CausewayError, ConfigError, ErrorCode, QuarantineReason, VerificationError, permissionDenied } from "./errors.ts";
+import { CausewayError, ErrorCode, QuarantineReason, VerificationError } from "./errors.ts";
 import { normalizeTime } from "./event.ts";
 import type { CloudEvent } from "./event.ts";
 import { SignatureAlgorithm, verificationKeyFromNkey } from "./keys.ts";
 import type { KeyResolver, VerificationKey } from "./keys.ts";
 import { KvBucket, Role, criticalForwardSubjects, loadPrincipals } from "./principals.ts";
 import { StreamName } from "./subjects.ts";
-import type { Principals, RoleValue } from "./principals.ts";
-import { followBucket, openExistingBucket, type Following } from "./kv-follow.ts";
+import type { RoleValue } from "./principals.ts";
+import { followBucket, type Following } from "./kv-follow.ts";
 import { verifyEvent } from "./verifiability.ts";
 import type { VerifiedEvent, VerifyOptions } from "./verifiability.ts";
 
@@ -160,51 +159,8 @@ export interface OpenTrustStoreOptions {
   forwards?: ReadonlySet<string>;
 }
 
-/** Options for {@link seedTrustStore}. */
-export interface SeedTrustOptions {
-  /** KV bucket. Default `causeway_trust`. */
-  bucket?: string;
-  /** Replicas of a bucket this call creates (3 in production clusters). Default 1; an existing bucket is kept as it is. */
-  replicas?: 1 | 3 | 5;
-}
-
-/** What {@link seedTrustStore} did with one record. */
-export interface TrustChange {
-  readonly principal: string;
-  readonly keyid: string;
-  /** `invalid`: the stored entry is malformed and was left alone (fix or delete it); see `problem`. */
-  readonly status: "created" | "updated" | "unchanged" | "invalid";
-  readonly problem?: CausewayError;
-}
-
-/** Options for {@link revokeTrust}. */
-export interface RevokeOptions {
-  /** Revocation time. Default now. Events stamped at or after it (to the second) fail. */
-  at?: number | Date;
-  /** Why, kept in the entry and shown by `causeway trust ls`. */
-  reason?: string;
-  /** KV bucket. Default `causeway_trust`. */
-  bucket?: string;
-}
-
-/** What {@link revokeTrust} did with one key. */
-export interface TrustRevocation {
-  readonly principal: string;
-  readonly keyid: string;
-  /** `already revoked`: it was revoked at or before the requested time, which is kept. */
-  readonly status: "revoked" | "already revoked";
-  /** The revocation time now in effect (ms). */
-  readonly revokedAt: number;
-}
-
-/** What {@link listTrustEntries} found. */
-export interface TrustListing {
-  readonly entries: readonly TrustEntry[];
-  /** One CW_ERR_TRUST_ENTRY_INVALID error per malformed entry. */
-  readonly problems: readonly CausewayError[];
-}
-
-const KEYID = /^U[A-Z2-7]{55}$/;
+/** A key id: an NKey user public key. */
+export const KEYID = /^U[A-Z2-7]{55}$/;
 const RECORD_SCHEMA = {
   $schema: "https://json-schema.org/draft/2020-12/schema",
   type: "object",
@@ -226,7 +182,7 @@ const RECORD_SCHEMA = {
 } as const;
 
 // The command that creates and fills the trust bucket, named in the error when it is missing.
-const TRUST_CREATED_BY = "causeway trust seed";
+export const TRUST_CREATED_BY = "causeway trust seed";
 
 let recordValidator: ValidateFunction | undefined;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -245,152 +201,6 @@ export async function openTrustStore(nc: NatsConnection, opts: OpenTrustStoreOpt
     ...(opts.checkMs !== undefined && { checkMs: opts.checkMs }),
   });
   return store;
-}
-
-/**
- * The seed records of every principal that declares `emits` in principals.json: its key from `publicKeys`
- * (principal → `U…`), the types it may emit, the capabilities it serves and addresses, valid from `now` with
- * no end. ConfigError CW_ERR_SEED_MISSING names the signers without a public key.
- */
-export function trustEntriesFromPrincipals(
-  principals: Principals,
-  publicKeys: Readonly<Record<string, string>>,
-  opts: { now?: number | Date } = {},
-): readonly TrustRecord[] {
-  const notBefore = formatTime(Number(opts.now ?? Date.now()));
-  const signers = Object.values(principals.principals).filter((p) => p.emits.length > 0);
-  const missing = signers.filter((p) => !Object.hasOwn(publicKeys, p.name)).map((p) => p.name);
-  if (missing.length > 0) {
-    throw new ConfigError(ErrorCode.SeedMissing, `no public key for ${missing.join(", ")}: run \`causeway keys ensure\``);
-  }
-  return Object.freeze(signers.map((p) => {
-    const record: TrustRecord = {
-      principal: p.name,
-      role: p.role,
-      algorithm: SignatureAlgorithm.Ed25519,
-      public_key: publicKeys[p.name]!,
-      emits: [...p.emits],
-      addresses: [...new Set([...p.serves, ...p.addresses])],
-      not_before: notBefore,
-      not_after: null,
-      revoked_at: null,
-    };
-    parseTrustEntry(record.public_key, encodeTrustRecord(record)); // refuses a bad key before anything is written
-    return deepFreeze(record);
-  }));
-}
-
-/**
- * Creates the bucket if missing (history 5, file storage) and writes each record whose stored entry differs,
- * compare-and-set, so a concurrent change is never overwritten. An existing entry keeps its window and its
- * revocation: seeding again never un-revokes a key. Resolves with what happened to each record.
- */
-export async function seedTrustStore(nc: NatsConnection, records: readonly TrustRecord[], opts: SeedTrustOptions = {}): Promise<readonly TrustChange[]> {
-  const bucket = opts.bucket ?? KvBucket.Trust;
-  const who = `writing the trust store ${bucket}`;
-  const denied = (err: unknown) => permissionDenied(err, who) ?? err;
-  const kv = await new Kvm(nc)
-    .create(bucket, {
-      history: 5,
-      storage: StorageType.File,
-      replicas: opts.replicas ?? 1,
-      description: "Causeway trust store: key id -> principal, emits, addresses, validity window, revocation",
-    })
-    .catch((err: unknown) => {
-      throw denied(err);
-    });
-  const changes: TrustChange[] = [];
-  for (const record of records) {
-    const keyid = record.public_key;
-    const base = { principal: record.principal, keyid };
-    try {
-      const current = await kv.get(keyid);
-      if (current === null || current.operation !== "PUT") {
-        await kv.create(keyid, encodeTrustRecord(record));
-        changes.push({ ...base, status: "created" });
-        continue;
-      }
-      let stored: TrustRecord;
-      try {
-        stored = decodeTrustRecord(keyid, current.value);
-      } catch (err) {
-        changes.push({ ...base, status: "invalid", problem: err as CausewayError });
-        continue;
-      }
-      const merged: TrustRecord = {
-        ...record,
-        not_before: stored.not_before,
-        not_after: stored.not_after ?? null,
-        revoked_at: stored.revoked_at ?? null,
-        ...(stored.revocation_reason != null && { revocation_reason: stored.revocation_reason }),
-      };
-      const text = encodeTrustRecord(merged);
-      if (text === encodeTrustRecord(stored)) {
-        changes.push({ ...base, status: "unchanged" });
-      } else {
-        await kv.update(keyid, text, current.revision);
-        changes.push({ ...base, status: "updated" });
-      }
-    } catch (err) {
-      throw denied(err);
-    }
-  }
-  return Object.freeze(changes);
-}
-
-/**
- * Revokes the key `target` (a key id), or every key of the principal `target`, at `at` (default now). A key
- * revoked earlier keeps its earlier time; one revoked later is moved back to `at`. CW_ERR_UNKNOWN_KEY or
- * CW_ERR_UNKNOWN_PRINCIPAL when nothing matches; CW_ERR_TRUST_ENTRY_INVALID when the key's entry is malformed.
- */
-export async function revokeTrust(nc: NatsConnection, target: string, opts: RevokeOptions = {}): Promise<readonly TrustRevocation[]> {
-  const bucket = opts.bucket ?? KvBucket.Trust;
-  const who = `writing the trust store ${bucket}`;
-  const at = formatTime(Number(opts.at ?? Date.now()));
-  const atMs = Date.parse(at);
-  const kv = await openExisting(nc, bucket);
-  const stored = await readAll(kv).catch((err: unknown) => {
-    throw permissionDenied(err, who) ?? err;
-  });
-  const byKey = KEYID.test(target);
-  const matches = stored.filter((s) => (byKey ? s.keyid === target : s.record?.principal === target));
-  if (matches.length === 0) {
-    throw byKey
-      ? new CausewayError(ErrorCode.UnknownKey, `no trust store entry for key ${target} in ${bucket}`)
-      : new ConfigError(ErrorCode.UnknownPrincipal, `no trust store entry for principal "${target}" in ${bucket}: \`causeway trust ls\` lists them`);
-  }
-  const results: TrustRevocation[] = [];
-  for (const s of matches) {
-    if (s.problem !== undefined || s.record === undefined) throw s.problem ?? invalidEntry(s.keyid, "unreadable");
-    const previous = s.record.revoked_at == null ? undefined : parseTime(s.record.revoked_at, "revoked_at", s.keyid);
-    if (previous !== undefined && previous <= atMs) {
-      results.push({ principal: s.record.principal, keyid: s.keyid, status: "already revoked", revokedAt: previous });
-      continue;
-    }
-    const next: TrustRecord = { ...s.record, revoked_at: at, revocation_reason: opts.reason ?? s.record.revocation_reason ?? null };
-    await kv.update(s.keyid, encodeTrustRecord(next), s.revision).catch((err: unknown) => {
-      throw permissionDenied(err, who) ?? err;
-    });
-    results.push({ principal: s.record.principal, keyid: s.keyid, status: "revoked", revokedAt: atMs });
-  }
-  return Object.freeze(results);
-}
-
-/** Reads every entry of the bucket once (what `causeway trust ls` prints), malformed ones as problems. */
-export async function listTrustEntries(nc: NatsConnection, opts: { bucket?: string } = {}): Promise<TrustListing> {
-  const bucket = opts.bucket ?? KvBucket.Trust;
-  const who = `reading the trust store ${bucket}`;
-  const kv = await openExisting(nc, bucket);
-  const stored = await readAll(kv).catch((err: unknown) => {
-    throw permissionDenied(err, who) ?? err;
-  });
-  const entries: TrustEntry[] = [];
-  const problems: CausewayError[] = [];
-  for (const s of stored) {
-    if (s.entry !== undefined) entries.push(s.entry);
-    else problems.push(s.problem ?? invalidEntry(s.keyid, "unreadable"));
-  }
-  return Object.freeze({ entries: Object.freeze(entries), problems: Object.freeze(problems) });
 }
 
 /**
@@ -579,7 +389,8 @@ function compile(entry: TrustEntry): Compiled {
   return { entry, anyType, exactTypes, typePrefixes };
 }
 
-function decodeTrustRecord(keyid: string, value: Uint8Array | string): TrustRecord {
+/** Parses and validates a stored record (CW_ERR_TRUST_ENTRY_INVALID naming the key and the fault). */
+export function decodeTrustRecord(keyid: string, value: Uint8Array | string): TrustRecord {
   let doc: unknown;
   try {
     doc = JSON.parse(typeof value === "string" ? value : utf8.decode(value));
@@ -604,7 +415,8 @@ function decodeTrustRecord(keyid: string, value: Uint8Array | string): TrustReco
   return record;
 }
 
-function toEntry(keyid: string, record: TrustRecord, key?: VerificationKey): TrustEntry {
+/** The frozen entry of a validated record. */
+export function toEntry(keyid: string, record: TrustRecord, key?: VerificationKey): TrustEntry {
   let verificationKey = key;
   if (verificationKey === undefined || verificationKey.keyid !== keyid) {
     try {
@@ -627,8 +439,8 @@ function toEntry(keyid: string, record: TrustRecord, key?: VerificationKey): Tru
   });
 }
 
-// RFC 3339 → ms, truncated to the second like the signed event time.
-function parseTime(value: string, field: string, keyid: string): number {
+/** RFC 3339 → ms, truncated to the second like the signed event time. */
+export function parseTime(value: string, field: string, keyid: string): number {
   try {
     return Date.parse(normalizeTime(value, field));
   } catch (err) {
@@ -636,45 +448,7 @@ function parseTime(value: string, field: string, keyid: string): number {
   }
 }
 
-interface StoredEntry {
-  readonly keyid: string;
-  readonly revision: number;
-  readonly record?: TrustRecord;
-  readonly entry?: TrustEntry;
-  readonly problem?: CausewayError;
-}
-
-async function readAll(kv: KV): Promise<StoredEntry[]> {
-  const keys: string[] = [];
-  for await (const k of await kv.keys()) keys.push(k);
-  const out: StoredEntry[] = [];
-  for (const keyid of keys.sort()) {
-    const current = await kv.get(keyid);
-    if (current === null || current.operation !== "PUT") continue;
-    try {
-      const record = decodeTrustRecord(keyid, current.value);
-      out.push({ keyid, revision: current.revision, record, entry: toEntry(keyid, record) });
-    } catch (err) {
-      out.push({ keyid, revision: current.revision, problem: err as CausewayError });
-    }
-  }
-  return out;
-}
-
-async function openExisting(nc: NatsConnection, bucket: string): Promise<KV> {
-  return (await openExistingBucket(nc, bucket, "the trust store", TRUST_CREATED_BY)).kv;
-}
-
-
-function invalidEntry(keyid: string, problem: string, cause?: unknown): CausewayError {
+/** CW_ERR_TRUST_ENTRY_INVALID for the entry `keyid`. */
+export function invalidEntry(keyid: string, problem: string, cause?: unknown): CausewayError {
   return new CausewayError(ErrorCode.TrustEntryInvalid, `trust store entry ${keyid} is invalid and ignored: ${problem}`, cause === undefined ? undefined : { cause });
-}
-
-
-function deepFreeze<T>(value: T): T {
-  if (value && typeof value === "object" && !Object.isFrozen(value)) {
-    for (const v of Object.values(value)) deepFreeze(v);
-    Object.freeze(value);
-  }
-  return value;
 }

@@ -7,12 +7,11 @@ import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { createUser } from "@nats-io/nkeys";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import {
-  createEvent, createSchemaRegistry, formatTime, newTraceparent, openTrustStore,
-  seedTrustStore, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent, type SchemaRegistry, type SigningKey, type TrustRecord,
-  type TrustStore,
+  createEvent, createSchemaRegistry, formatTime, newTraceparent, openTrustStore, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent, type SchemaRegistry, type SigningKey, type TrustRecord, type TrustStore,
 } from "../../services/kit/index.ts";
 import { applyMeshInfra } from "../../services/cli/bootstrap.ts";
 import { startServer, type NatsServer } from "../harness/index.ts";
+import { seedTrustStore } from "../../services/kit/ops/index.ts";
 
 export const HOP_TYPE = "bench.hop";
 export const HOP_SCHEMA = "https://causeway.dev/schemas/bench.hop/1.0.0";

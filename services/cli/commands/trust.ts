@@ -8,9 +8,12 @@ import { DEFAULT_NATS_URL, connectAs, dataDir, publicKeyOf, seedPath } from "../
 import { ConfigError, ErrorCode } from "../../kit/errors.ts";
 import { normalizeTime } from "../../kit/event.ts";
 import { KvBucket, loadPrincipals } from "../../kit/principals.ts";
-import { formatTime, listTrustEntries, revokeTrust, seedTrustStore, trustEntriesFromPrincipals } from "../../kit/trust.ts";
+import {
+  formatTime,
+} from "../../kit/trust.ts";
 import type { TrustEntry } from "../../kit/trust.ts";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
+import { listTrustEntries, revokeTrust, seedTrustStore, trustEntriesFromPrincipals } from "../../kit/ops/index.ts";
 
 const USAGE = `usage: causeway trust <subcommand> [--server URL]
 
