@@ -6,6 +6,7 @@ import type { Agent, AgentDefinition } from "./agent-api.ts";
 import { startAgent, type AgentOptions } from "./agent.ts";
 import { connectAs, readSeed } from "./connect.ts";
 import { signingKeyFromNkeySeed } from "./keys.ts";
+import { defaultLayout } from "./layout.ts";
 import { drainSignal } from "./signals.ts";
 import { createLogger } from "./log.ts";
 import { openTrustStore } from "./trust.ts";
@@ -28,7 +29,7 @@ export async function runAgentProcess<In>(
     const definition = await build(nc);
     if (definition.principal !== principal) throw new Error(`definition is for ${definition.principal}, process runs as ${principal}`);
     const { onStarted, ...agentOpts } = opts;
-    const agent = await startAgent(nc, definition, { trust, signingKey, log, ...agentOpts });
+    const agent = await startAgent(nc, definition, { trust, signingKey, log, prefix: defaultLayout().prefix, ...agentOpts });
     const cleanup = onStarted?.(agent, nc);
     void drainSignal(log).then(() => agent.stop());
     await agent.stopped;

@@ -65,7 +65,7 @@ const PAUSED_RETRY_MS = 5_000;
 export async function startAgent<In>(nc: NatsConnection, definition: AgentDefinition<In>, opts: AgentOptions): Promise<Agent> {
   const def = definition as AgentDefinition;
   checkDefinition(def);
-  const prefix = opts.prefix ?? "mesh";
+  const prefix = opts.prefix ?? subjectsFor().prefix;
   const subjects = subjectsFor(prefix);
   const inputSubject = subjects.capability(def.capability, def.major);
   if (opts.signingKey.keyid !== opts.trust.entry(opts.signingKey.keyid)?.keyid) {

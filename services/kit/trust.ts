@@ -17,6 +17,7 @@ import { normalizeTime } from "./event.ts";
 import type { CloudEvent } from "./event.ts";
 import { SignatureAlgorithm, verificationKeyFromNkey } from "./keys.ts";
 import type { KeyResolver, VerificationKey } from "./keys.ts";
+import { MESH_BUCKETS } from "./buckets.ts";
 import { KvBucket, Role } from "./principals.ts";
 import { StreamName } from "./subjects.ts";
 import type { Principals, RoleValue } from "./principals.ts";
@@ -198,7 +199,7 @@ const RECORD_SCHEMA = {
 } as const;
 
 // The command that creates and fills the trust bucket, named in the error when it is missing.
-const TRUST_CREATED_BY = "causeway trust seed";
+const TRUST_CREATED_BY = MESH_BUCKETS[KvBucket.Trust].createdBy;
 
 let recordValidator: ValidateFunction | undefined;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -253,7 +254,7 @@ export function trustEntriesFromPrincipals(
 }
 
 /**
- * Creates the bucket if missing (history 5, file storage) and writes each record whose stored entry differs,
+ * Creates the bucket if missing (the trust store's settings in the bucket table, file storage) and writes each record whose stored entry differs,
  * compare-and-set, so a concurrent change is never overwritten. An existing entry keeps its window and its
  * revocation: seeding again never un-revokes a key. Resolves with what happened to each record.
  */
@@ -261,12 +262,13 @@ export async function seedTrustStore(nc: NatsConnection, records: readonly Trust
   const bucket = opts.bucket ?? KvBucket.Trust;
   const who = `writing the trust store ${bucket}`;
   const denied = (err: unknown) => permissionDenied(err, who) ?? err;
+  const table = MESH_BUCKETS[KvBucket.Trust];
   const kv = await new Kvm(nc)
     .create(bucket, {
-      history: 5,
+      history: table.history,
       storage: StorageType.File,
       replicas: opts.replicas ?? 1,
-      description: "Causeway trust store: key id -> principal, emits, addresses, validity window, revocation",
+      description: table.description,
     })
     .catch((err: unknown) => {
       throw denied(err);
