@@ -111,6 +111,14 @@ test("layout - every durable principals.json and the services name exists as a f
   }
 });
 
+test("layout - the principals schema's stream and bucket names are the layout's", () => {
+  const layout = loadLayout();
+  const schema = readJson(join(repoRoot, "infra", "principals.schema.json")) as { $defs: Record<string, { enum: string[] }> };
+  assert.deepEqual([...schema.$defs.stream!.enum].sort(), Object.keys(layout.streams).sort());
+  assert.deepEqual([...schema.$defs.bucket!.enum].sort(), Object.keys(layout.buckets).sort());
+  for (const [name, b] of Object.entries(layout.buckets)) assert.equal(b.name, name);
+});
+
 test("layout - the gateway's durable file matches what the gateway creates with its default concurrency", () => {
   const gateway = loadLayout().durable("MESH_INGEST", "gateway");
   assert.equal(gateway.ack_policy, "explicit");
