@@ -5,14 +5,12 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { StreamName } from "../services/kit/index.ts";
+import { defaultLayout } from "../services/kit/index.ts";
 import { waitFor } from "./harness/index.ts";
 import { startOperatedMesh } from "./e2e-fixture.ts";
-import { HANDOFF_DURABLE } from "../services/coordinator/handoffs.ts";
-import { DEAD_LETTERS_DURABLE } from "../services/coordinator/dead-letters.ts";
 
 describe("consumer loss", () => {
-  for (const [stream, durable] of [[StreamName.Handoff, HANDOFF_DURABLE], [StreamName.Advisory, DEAD_LETTERS_DURABLE]] as const) {
+  for (const { stream, durable } of defaultLayout().consumersOf("coordinator")) {
     test(`consumer loss - the coordinator exits 1 and names ${durable} when it is deleted`, async () => {
       await using mesh = await startOperatedMesh();
       const coordinator = mesh.spawn("services/coordinator/main.ts", { LOG_LEVEL: "info" });

@@ -2,7 +2,7 @@
 // that need to see inside; the process-level tests spawn services/coordinator/main.ts instead.
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
-import { createLogger, createSchemaRegistry, loadPrincipals, openTrustStore, readSeed, signingKeyFromNkeySeed, subjectsFor } from "../services/kit/index.ts";
+import { createLogger, createSchemaRegistry, defaultLayout, loadPrincipals, openTrustStore, readSeed, signingKeyFromNkeySeed } from "../services/kit/index.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "../services/coordinator/module.ts";
 import { loadPolicy, parsePolicy, type PolicyStore } from "../services/coordinator/policy.ts";
 import type { OperatedMesh } from "./e2e-fixture.ts";
@@ -28,7 +28,7 @@ export async function startCoordinator(mesh: OperatedMesh, modules: StartModule[
   });
   const deps: CoordinatorDeps = {
     nc, js, jsm: await jetstreamManager(nc), trust, key: signingKeyFromNkeySeed(readSeed("coordinator", mesh.dataDir)),
-    principal: "coordinator", subjects: subjectsFor(), schemas: createSchemaRegistry(), policy: store, service,
+    principal: "coordinator", layout: defaultLayout(), subjects: defaultLayout().subjects, schemas: createSchemaRegistry(), policy: store, service,
     log: createLogger({ name: "coordinator", level: process.env.LOG_LEVEL ?? "silent" }),
   };
   const started: CoordinatorModule[] = [];

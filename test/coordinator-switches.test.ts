@@ -10,7 +10,7 @@ import { Svcm, type Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   CausewayError, ErrorCode, KvBucket, NatsBinding, createEvent, createLogger, createSchemaRegistry, decisionSchema, loadPrincipals, newTraceparent,
-  openTrustStore, readSeed, seedPath, signEvent, signingKeyFromNkeySeed, startAgent, subjectsFor, uuidv7,
+  openTrustStore, readSeed, seedPath, signEvent, signingKeyFromNkeySeed, startAgent, subjectsFor, defaultLayout, uuidv7,
   type Agent, type TrustStore,
 } from "../services/kit/index.ts";
 import {
@@ -68,7 +68,7 @@ async function startReplica(mesh: OperatedMesh, lines?: string[]): Promise<Repli
   const service: Service = await new Svcm(nc).add({ name: "coordinator", version: "1.0.0", description: "test coordinator" });
   const deps: CoordinatorDeps = {
     nc, js: jetstream(nc), jsm: await jetstreamManager(nc), trust, key: signingKeyFromNkeySeed(readSeed("coordinator", mesh.dataDir)),
-    principal: "coordinator", subjects: subjectsFor(), schemas: createSchemaRegistry(),
+    principal: "coordinator", layout: defaultLayout(), subjects: defaultLayout().subjects, schemas: createSchemaRegistry(),
     policy: { policy: () => loadPolicy(loadPrincipals()), close() {} }, service,
     log: lines ? createLogger({ name: "coordinator", level: "debug", destination: { write: (line: string) => { lines.push(line); } } }) : quiet("coordinator"),
   };

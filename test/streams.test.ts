@@ -10,7 +10,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import { createUser } from "@nats-io/nkeys";
 import { startServer, runNats, runNatsJson, repoRoot } from "./harness/index.ts";
-import { MESH_BUCKETS } from "../services/kit/buckets.ts";
+import { MESH_BUCKETS, STREAMS_APPLY } from "../services/kit/buckets.ts";
 import { applyStreams, loadStreamDefinitions } from "../services/kit/streams.ts";
 import type { ApplyResult, StreamDefinition } from "../services/kit/streams.ts";
 import { ErrorCode, isCausewayError } from "../services/kit/errors.ts";
@@ -267,7 +267,7 @@ test("streams - the CLI applies the files, exits 0, then exits 1 on a refused ch
   assert.equal(first.code, 0, first.stderr);
   assert.deepEqual(first.stdout.trim().split("\n"), [
     ...allItems(defs).map((i) => `✓ ${i} created`),
-    ...Object.keys(MESH_BUCKETS).map((b) => `✓ KV ${b} created`),
+    ...Object.values(MESH_BUCKETS).filter((b) => b.createdBy === STREAMS_APPLY).map((b) => `✓ KV ${b.name} created`),
   ]);
   const again = await runCli(["streams", "apply", "--server", server.url]);
   assert.equal(again.code, 0, again.stderr);

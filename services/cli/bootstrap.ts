@@ -4,7 +4,7 @@ import { existsSync } from "node:fs";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  applyStreams, defaultStreamsDir, ensureMeshBuckets, loadStreamDefinitions, publicKeyOf, seedPath, type Principals,
+  applyStreams, defaultLayout, ensureMeshBuckets, publicKeyOf, seedPath, type MeshLayout, type Principals,
 } from "../kit/index.ts";
 import { createSeed } from "./commands/keys.ts";
 import { seedTrustStore, trustEntriesFromPrincipals } from "../kit/ops/index.ts";
@@ -21,13 +21,16 @@ export function ensureIdentities(principals: Principals, dataDir: string): numbe
   return created;
 }
 
-/** Applies streams/*.json and creates the mesh's KV buckets; throws when a definition is refused. */
-export async function applyMeshInfra(operator: NatsConnection): Promise<string> {
-  const report = await applyStreams(await jetstreamManager(operator), await loadStreamDefinitions(defaultStreamsDir));
+/**
+ * Applies the layout's streams and durable consumers (streams/, rendered for its prefix) and creates its KV
+ * buckets; throws when a definition is refused. Default: the repository's layout.
+ */
+export async function applyMeshInfra(operator: NatsConnection, layout: MeshLayout = defaultLayout()): Promise<string> {
+  const report = await applyStreams(await jetstreamManager(operator), Object.values(layout.streams));
   if (!report.ok) {
     throw new Error(report.results.filter((r) => r.status === "refused").map((r) => `${r.name}: ${r.reason}`).join("; "));
   }
-  const buckets = await ensureMeshBuckets(operator);
+  const buckets = await ensureMeshBuckets(operator, { buckets: layout.buckets });
   const count = (kind: string, status: string) => report.results.filter((r) => r.kind === kind && r.status === status).length;
   return `${count("stream", "created")} streams, ${count("consumer", "created")} consumers, ${buckets.length} KV buckets created; ${report.results.filter((r) => r.status === "unchanged").length} unchanged`;
 }

@@ -15,8 +15,6 @@ import type { QuarantineOriginal, QuarantineReasonValue } from "../kit/index.ts"
 import type { CoordinatorModule, StartModule } from "./module.ts";
 import { QuarantineIndex, capabilityToken } from "./quarantine-ops.ts";
 
-/** The durable consumer on MESH_ADVISORY (streams/consumers/MESH_ADVISORY.coordinator-dead-letters.json). */
-export const DEAD_LETTERS_DURABLE = "coordinator-dead-letters";
 
 const MAX_DELIVERIES_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.";
 const TERMINATED_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.";
@@ -46,6 +44,7 @@ function parseAdvisory(data: Uint8Array): DeliveryAdvisory | undefined {
 /** Starts consuming MESH_ADVISORY. */
 export const start: StartModule = async (deps): Promise<CoordinatorModule> => {
   const log = deps.log.child({ module: "dead-letters" });
+  const durable = deps.layout.durableOf(deps.principal, StreamName.Advisory);
   const index = new QuarantineIndex(deps);
   await index.refresh();
 
@@ -59,7 +58,7 @@ export const start: StartModule = async (deps): Promise<CoordinatorModule> => {
       : m.subject.startsWith(TERMINATED_PREFIX) ? QuarantineReason.Terminated : undefined;
     const advisory = parseAdvisory(m.data);
     // The advisory as an original of its own: what is kept when the failed message cannot be.
-    const itself: QuarantineOriginal = { subject: m.subject, stream: m.info.stream, seq: m.info.streamSequence, consumer: DEAD_LETTERS_DURABLE, headers: m.headers, data: m.data };
+    const itself: QuarantineOriginal = { subject: m.subject, stream: m.info.stream, seq: m.info.streamSequence, consumer: durable, headers: m.headers, data: m.data };
     if (!kind || !advisory) {
       await keep(itself, QuarantineReason.DecodeError, "_advisory", `not a delivery advisory this coordinator understands (${m.subject})`);
       log.warn({ subject: m.subject, seq: m.info.streamSequence }, "unexpected advisory quarantined");
@@ -106,7 +105,7 @@ export const start: StartModule = async (deps): Promise<CoordinatorModule> => {
 
   // One advisory at a time: each looks up the quarantine index the one before may have just extended.
   const consumer = await consumeDurable(deps.nc, {
-    stream: StreamName.Advisory, durable: DEAD_LETTERS_DURABLE, concurrency: 1, log, retryDelayMs: RETRY_MS,
+    stream: StreamName.Advisory, durable, concurrency: 1, log, retryDelayMs: RETRY_MS,
     handler: async (m) => {
       await handle(m);
       // Acked only now that the quarantine copy is stored (or it already was).

@@ -5,11 +5,11 @@
 // token), a signed decision.grant bound to the event's id and core digest, and the original bytes forwarded
 // unchanged to the capability. Work that needs approval waits in KV causeway_approvals (with the handoff's
 // stream sequence, so its bytes stay in MESH_HANDOFF) until approvers decide or the deadline passes.
-import { Kvm, type KV } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { Msg } from "@nats-io/transport-node";
 import {
-  DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, StreamName, consumeDurable, correlationIdOf, dataJson, dataText, decisionEvent, encodeLease, leaseKey, parseSubject, publishDecision, publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, type CausewayError, type CloudEvent, type Lease, type QuarantineReasonValue,
+  DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, StreamName, consumeDurable, openMeshBucket, correlationIdOf, dataJson, dataText, decisionEvent, encodeLease, leaseKey, parseSubject, publishDecision, publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, type CausewayError, type CloudEvent, type Lease, type QuarantineReasonValue,
 } from "../kit/index.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
 import type { CapabilityPolicy } from "./policy.ts";
@@ -61,19 +61,14 @@ export interface ApprovalReply {
 
 const SWEEP_MS = 1_000;
 
-/** The durable consumer on MESH_HANDOFF (streams/consumers/MESH_HANDOFF.coordinator-handoff.json). */
-export const HANDOFF_DURABLE = "coordinator-handoff";
-
 export const start: StartModule = async (deps) => {
-  const kvm = new Kvm(deps.nc);
-  const leases = await kvm.open(KvBucket.Leases);
-  const approvals = await kvm.open(KvBucket.Approvals);
-  await Promise.all([leases.status(), approvals.status()]);
+  const leases = await openMeshBucket(deps.nc, deps.layout.buckets[KvBucket.Leases].name, "leases of critical work");
+  const approvals = await openMeshBucket(deps.nc, deps.layout.buckets[KvBucket.Approvals].name, "pending approvals");
   const handoffs = new Handoffs(deps, leases, approvals);
 
   // One handoff at a time, as it always was: a grant is a sequence of writes (lease, decision, forward).
   const consumer = await consumeDurable(deps.nc, {
-    stream: StreamName.Handoff, durable: HANDOFF_DURABLE, concurrency: 1, log: deps.log.child({ module: "handoffs" }),
+    stream: StreamName.Handoff, durable: deps.layout.durableOf(deps.principal, StreamName.Handoff), concurrency: 1, log: deps.log.child({ module: "handoffs" }),
     handler: (msg) => handoffs.handle(msg),
   });
 

@@ -5,7 +5,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  untilStop, connectAs, createLogger, createSchemaRegistry, loadPrincipals, openTrustStore, readSeed, signingKeyFromNkeySeed, subjectsFor,
+  untilStop, connectAs, createLogger, createSchemaRegistry, loadLayout, openTrustStore, readSeed, signingKeyFromNkeySeed,
 } from "../kit/index.ts";
 import type { CoordinatorModule, StartModule } from "./module.ts";
 import { watchPolicy } from "./policy.ts";
@@ -23,7 +23,8 @@ async function main(): Promise<void> {
   const started: CoordinatorModule[] = [];
   try {
     nc = await connectAs(PRINCIPAL);
-    const principals = loadPrincipals();
+    const layout = loadLayout();
+    const principals = layout.principals;
     const policy = watchPolicy(principals, { onReload: (err) => (err ? log.error({ err }, "policy reload refused; the last good policy stays") : log.info("policy reloaded")) });
     const trust = await openTrustStore(nc, { onProblem: (err) => log.warn({ err }, "trust store entry ignored") });
     const service = await new Svcm(nc).add({
@@ -33,7 +34,7 @@ async function main(): Promise<void> {
     });
     const deps = {
       nc, js: jetstream(nc), jsm: await jetstreamManager(nc), trust, key: signingKeyFromNkeySeed(readSeed(PRINCIPAL)), principal: PRINCIPAL,
-      subjects: subjectsFor(), schemas: createSchemaRegistry(), policy, service, log,
+      layout, subjects: layout.subjects, schemas: createSchemaRegistry(), policy, service, log,
     };
     for (const start of MODULES) started.push(await start(deps));
     log.info({ modules: started.map((m) => m.name) }, "coordinator started");

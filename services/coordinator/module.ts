@@ -6,7 +6,7 @@ import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import type { Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import type { CausewayError, MeshSubjects, SchemaRegistry, SigningKey, TrustStore } from "../kit/index.ts";
+import type { CausewayError, MeshLayout, MeshSubjects, SchemaRegistry, SigningKey, TrustStore } from "../kit/index.ts";
 import type { PolicyStore } from "./policy.ts";
 
 /** Shared by every module. */
@@ -19,6 +19,9 @@ export interface CoordinatorDeps {
   readonly key: SigningKey;
   /** Always "coordinator" (the principal); decisions carry `causeway://coordinator` as source. */
   readonly principal: string;
+  /** The mesh layout: prefix, durables (streams/consumers/), buckets. */
+  readonly layout: MeshLayout;
+  /** `layout.subjects`. */
   readonly subjects: MeshSubjects;
   readonly schemas: SchemaRegistry;
   readonly policy: PolicyStore;

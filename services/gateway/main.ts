@@ -3,12 +3,11 @@
 // (its metadata carries the HTTP URL: `nats micro info gateway`), and drain on SIGTERM / SIGINT. With
 // CAUSEWAY_GATEWAY_WORKERS > 1 this process only supervises that many workers (workers.ts), each a whole gateway.
 import { jetstream } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  KvBucket, untilStop, connectAs, controlSubject, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, inboxPrefix, loadPrincipals,
-  openTrustStore, readSeed, signingKeyFromNkeySeed, subjectsFor,
+  KvBucket, untilStop, connectAs, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, inboxPrefix, loadLayout, openMeshBucket,
+  openTrustStore, readSeed, signingKeyFromNkeySeed,
 } from "../kit/index.ts";
 import { loadConfig } from "./config.ts";
 import { startHttp, type HttpIngress } from "./http.ts";
@@ -29,7 +28,8 @@ async function main(): Promise<void> {
   let ingress: NatsIngress | undefined;
   try {
     const config = loadConfig();
-    const principals = loadPrincipals();
+    const layout = loadLayout();
+    const principals = layout.principals;
     const schemas = createSchemaRegistry();
     const upstreams = loadUpstreams(config.upstreamsPath, principals, dataDir());
     for (const warning of upstreams.warnings) log.warn(warning);
@@ -39,13 +39,13 @@ async function main(): Promise<void> {
     nc = await connectAs(PRINCIPAL, { options: { noAsyncTraces: true } });
     const trust = await openTrustStore(nc, { onProblem: (err) => log.warn({ err }, "trust store entry ignored") });
     const js = jetstream(nc);
-    const kv = await new Kvm(nc).open(KvBucket.Processed);
-    await kv.status();
-    const subjects = subjectsFor(principals.prefix);
+    const processed = layout.buckets[KvBucket.Processed].name;
+    const kv = await openMeshBucket(nc, processed, "the gateway's dedupe marks");
+    const subjects = layout.subjects;
     const deps = {
       config, nc, js, subjects, upstreams, limiter: createRateLimiter(isWorker() ? config.workers : 1), principal: PRINCIPAL, log,
       notary: createNotary({ trust, schemas, routes, key: signingKeyFromNkeySeed(readSeed(PRINCIPAL)) }),
-      ledger: createLedger({ publisher: createStreamPublisher(nc, inboxPrefix(PRINCIPAL)), kv, bucket: KvBucket.Processed, duplicateWindowMs: config.duplicateWindowMs, log }),
+      ledger: createLedger({ publisher: createStreamPublisher(nc, inboxPrefix(PRINCIPAL)), kv, bucket: processed, duplicateWindowMs: config.duplicateWindowMs, log }),
     };
     http = await startHttp(deps);
     ingress = await startNatsIngress(deps);
@@ -56,7 +56,7 @@ async function main(): Promise<void> {
     });
     const healthUrl = http.url;
     service.addEndpoint("health", {
-      subject: controlSubject(PRINCIPAL, "health", principals.prefix),
+      subject: subjects.control(PRINCIPAL, "health"),
       handler: (err, msg) => {
         if (!err) msg.respond(JSON.stringify({ status: "ok", http: healthUrl }));
       },

@@ -14,7 +14,7 @@ import { openTrustStore } from "./trust.ts";
 export async function runAgentProcess<In>(
   principal: string,
   build: (nc: NatsConnection) => Promise<AgentDefinition<In>> | AgentDefinition<In>,
-  opts: Partial<Pick<AgentOptions, "consumer" | "prefix">> & {
+  opts: Partial<Pick<AgentOptions, "consumer" | "layout">> & {
     /** Runs once the agent consumes (timers such as a deadline sweep); the returned function runs at drain. */
     onStarted?: (agent: Agent, nc: NatsConnection) => (() => void) | void;
   } = {},

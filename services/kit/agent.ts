@@ -19,7 +19,9 @@ import type { QuarantineReasonValue } from "./errors.ts";
 import { createEvent, dataJson, type CloudEvent } from "./event.ts";
 import type { SigningKey } from "./keys.ts";
 import { createLogger, eventLogger } from "./log.ts";
+import { KvBucket } from "./buckets.ts";
 import { consumeDurable, type DurableConsumer } from "./consumer.ts";
+import { defaultLayout, type MeshLayout } from "./layout.ts";
 import { createAgentMetrics } from "./metrics.ts";
 import { encodeLease, leaseKey, openLeases, readLease, type Lease } from "./leases.ts";
 import { openProcessedSet, type ProcessedSet } from "./processed.ts";
@@ -27,8 +29,7 @@ import { quarantine } from "./quarantine.ts";
 import { inboxPrefix } from "./principals.ts";
 import { createSchemaRegistry, type DataValidator, type SchemaRegistry } from "./schemas.ts";
 import { createStreamPublisher } from "./stream-publisher.ts";
-import { capabilityConsumerConfig } from "./streams.ts";
-import { StreamName, subjectsFor } from "./subjects.ts";
+import { StreamName } from "./subjects.ts";
 import { PAUSED_UNTIL_RESUMED, watchSwitches, type SwitchWatcher } from "./switches.ts";
 import { endSpan, startProcessSpan, startSendSpan, traceparentOf } from "./tracing.ts";
 import type { TrustStore, TrustedEvent } from "./trust.ts";
@@ -42,8 +43,8 @@ export interface AgentOptions {
   signingKey: SigningKey;
   /** Compiled schemas. Default: every schema in schemas/. */
   schemas?: SchemaRegistry;
-  /** Subject prefix. Default "mesh". */
-  prefix?: string;
+  /** The mesh's names (prefix, the capability consumer template, buckets). Default: the repository's (infra/, streams/). */
+  layout?: MeshLayout;
   log?: Logger;
   /** Overrides of the capability consumer template (tests shorten ack_wait and backoff). */
   consumer?: Partial<ConsumerConfig>;
@@ -66,8 +67,8 @@ const PAUSED_RETRY_MS = 5_000;
 export async function startAgent<In>(nc: NatsConnection, definition: AgentDefinition<In>, opts: AgentOptions): Promise<Agent> {
   const def = definition as AgentDefinition;
   checkDefinition(def);
-  const prefix = opts.prefix ?? "mesh";
-  const subjects = subjectsFor(prefix);
+  const layout = opts.layout ?? defaultLayout();
+  const subjects = layout.subjects;
   const inputSubject = subjects.capability(def.capability, def.major);
   if (opts.signingKey.keyid !== opts.trust.entry(opts.signingKey.keyid)?.keyid) {
     throw new CausewayError(ErrorCode.UnknownKey, `${def.principal}'s key ${opts.signingKey.keyid} is not in the trust store: run \`causeway trust seed\``);
@@ -79,7 +80,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // Per-message lines are debug; checking the level once keeps their cost off the hot path when off.
   const debugOn = baseLog.isLevelEnabled("debug");
   const metrics = createAgentMetrics({ principal: def.principal, capability: def.capability, major: def.major });
-  const processed: ProcessedSet | undefined = def.sideEffects ? await openProcessedSet(nc, def.capability, def.major) : undefined;
+  const processed: ProcessedSet | undefined = def.sideEffects ? await openProcessedSet(nc, def.capability, def.major, { bucket: layout.buckets[KvBucket.Processed].name }) : undefined;
   const leases = def.critical ? await openLeases(nc) : undefined;
 
   // Kill switches: watched before the consumer exists, so a consumer created during a pause is created paused.
@@ -87,8 +88,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const switchSubject = Object.freeze({ capability: def.capability, major: def.major, principal: def.principal });
 
   const jsm = await jetstreamManager(nc);
-  const template = await capabilityConsumerConfig(def.capability, def.major, { prefix });
-  const consumerConfig = { ...template, ...opts.consumer } as ConsumerConfig;
+  const consumerConfig = { ...layout.capabilityConsumer(def.capability, def.major), ...opts.consumer } as ConsumerConfig;
   const durable = consumerConfig.durable_name!;
   try {
     await jsm.consumers.info(StreamName.Cap, durable);

@@ -1,31 +1,127 @@
-// The mesh's KV buckets, created by the operator's tooling (`causeway streams apply`, `make up`, the demo):
-// services read and write them but may not create them, so a typo in a service cannot conjure a bucket.
-// The trust bucket is created by `causeway trust seed`, which also fills it.
-import { Kvm } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
-import { KvBucket } from "./principals.ts";
+// The mesh's KV buckets: one table of names and settings. Operator tooling creates them (`causeway streams
+// apply`, `causeway up`, the demo, test fixtures: all through ensureMeshBuckets; the trust bucket through
+// `causeway trust seed`, which also fills it). Services open them with openMeshBucket and never create one,
+// so a typo or a missing step fails loudly instead of conjuring a bucket with the wrong settings.
+import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { ConfigError, ErrorCode, permissionDenied } from "./errors.ts";
+
+/** The KV buckets of the mesh, by name. */
+export const KvBucket = {
+  /** Key id → principal, role, validity; everyone reads it, only the operator writes it. */
+  Trust: "causeway_trust",
+  /** Leases of critical work (create-only; the revision is the fencing token). */
+  Leases: "causeway_leases",
+  /** Pending human approvals with their deadline. */
+  Approvals: "causeway_approvals",
+  /** Kill switches agents watch. */
+  Switches: "causeway_switches",
+  /** Processed inputs of agents with side effects (replay protection past the duplicate window). */
+  Processed: "causeway_processed",
+  /** The reporter's joins: verified findings per request, until the report is published. */
+  Joins: "causeway_joins",
+} as const;
+
+/** One of the KV bucket names. */
+export type KvBucketValue = (typeof KvBucket)[keyof typeof KvBucket];
+
+/** The command that creates most buckets; named in the error a service gives when one is missing. */
+export const STREAMS_APPLY = "causeway streams apply";
+/** The command that creates and fills the trust bucket. */
+export const TRUST_SEED = "causeway trust seed";
+
+/** How a bucket is created. Frozen. */
+export interface BucketSpec {
+  readonly name: KvBucketValue;
+  readonly description: string;
+  /** Values kept per key. */
+  readonly history: number;
+  /** Max age of a value in ms (the bucket's `max_age`); 0 keeps values until deleted. */
+  readonly ttlMs: number;
+  /**
+   * Per-key TTLs (`allow_msg_ttl`, the bucket's delete markers kept this many ms); 0 means off. The server cannot
+   * turn it off once on, so it stays 0 unless a bucket's keys really expire one by one (heartbeats).
+   */
+  readonly markerTtlMs: number;
+  /** The operator command that creates it. */
+  readonly createdBy: string;
+}
 
 const DAY_MS = 24 * 3600 * 1000;
 
-/** Each bucket and the settings it is created with (history, max age of a key in ms; 0 keeps keys). */
-export const MESH_BUCKETS: Readonly<Record<string, { history: number; ttl: number; description: string }>> = Object.freeze({
-  [KvBucket.Leases]: { history: 1, ttl: 0, description: "leases of critical work; the revision is the fencing token" },
-  [KvBucket.Approvals]: { history: 5, ttl: 0, description: "pending human approvals with their deadline" },
-  [KvBucket.Switches]: { history: 10, ttl: 0, description: "kill switches agents watch" },
-  [KvBucket.Processed]: { history: 1, ttl: 7 * DAY_MS, description: "processed inputs of agents with side effects" },
-  [KvBucket.Joins]: { history: 1, ttl: 7 * DAY_MS, description: "the reporter's joins of verified findings per request" },
+const spec = (name: KvBucketValue, s: Omit<BucketSpec, "name" | "markerTtlMs" | "createdBy"> & Partial<BucketSpec>): BucketSpec =>
+  Object.freeze({ name, markerTtlMs: 0, createdBy: STREAMS_APPLY, ...s });
+
+/** Every bucket of the mesh and how it is created: the one table. */
+export const MESH_BUCKETS: Readonly<Record<KvBucketValue, BucketSpec>> = Object.freeze({
+  [KvBucket.Trust]: spec(KvBucket.Trust, {
+    history: 5, ttlMs: 0, createdBy: TRUST_SEED,
+    description: "Causeway trust store: key id -> principal, emits, addresses, validity window, revocation",
+  }),
+  [KvBucket.Leases]: spec(KvBucket.Leases, { history: 1, ttlMs: 0, description: "leases of critical work; the revision is the fencing token" }),
+  [KvBucket.Approvals]: spec(KvBucket.Approvals, { history: 5, ttlMs: 0, description: "pending human approvals with their deadline" }),
+  [KvBucket.Switches]: spec(KvBucket.Switches, { history: 10, ttlMs: 0, description: "kill switches agents watch" }),
+  // Marks outlive any replay the duplicate window misses; a replay older than this runs again (processed.ts).
+  [KvBucket.Processed]: spec(KvBucket.Processed, { history: 1, ttlMs: 7 * DAY_MS, description: "processed inputs of agents with side effects" }),
+  // Longer than any join deadline and any redelivery of a finding (reporter/joins.ts).
+  [KvBucket.Joins]: spec(KvBucket.Joins, { history: 1, ttlMs: 7 * DAY_MS, description: "the reporter's joins of verified findings per request" }),
 });
 
-/** Creates every missing mesh bucket; returns the names of those it created. Existing buckets are left alone. */
-export async function ensureMeshBuckets(nc: NatsConnection, opts: { replicas?: number } = {}): Promise<string[]> {
+/** The table entry of `name`; CW_ERR_CONFIG for a bucket the mesh does not have. */
+export function bucketSpec(name: string): BucketSpec {
+  const found = Object.hasOwn(MESH_BUCKETS, name) ? MESH_BUCKETS[name as KvBucketValue] : undefined;
+  if (!found) throw new ConfigError(ErrorCode.Config, `unknown KV bucket ${name}: the mesh's buckets are ${Object.keys(MESH_BUCKETS).join(", ")}`);
+  return found;
+}
+
+/**
+ * Opens a bucket of the mesh that must already exist; never creates it. ConfigError CW_ERR_CONFIG naming the
+ * bucket and the command that creates it when it is missing, CW_ERR_PERMISSION_DENIED when the connection may
+ * not read it. `what` names its use in the message ("the processed set").
+ */
+export async function openMeshBucket(nc: NatsConnection, name: KvBucketValue | string, what = "the"): Promise<KV> {
+  const createdBy = Object.hasOwn(MESH_BUCKETS, name) ? MESH_BUCKETS[name as KvBucketValue].createdBy : STREAMS_APPLY;
+  const kv = await new Kvm(nc).open(name);
+  await kv.status().catch((err: unknown) => {
+    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
+      throw new ConfigError(ErrorCode.Config, `KV bucket ${name} (${what}) does not exist: services never create buckets; run \`${createdBy}\` to create it`, { cause: err });
+    }
+    throw permissionDenied(err, `opening KV bucket ${name}`) ?? err;
+  });
+  return kv;
+}
+
+/** Options for {@link ensureMeshBuckets}. */
+export interface EnsureBucketsOptions {
+  /** Replicas of the buckets it creates (3 in production). Default 1; existing buckets are left as they are. */
+  replicas?: number;
+  /** The bucket table (a layout's `buckets`). Default: {@link MESH_BUCKETS}. */
+  buckets?: Readonly<Record<string, BucketSpec>>;
+}
+
+/**
+ * Creates every missing bucket of the table that `causeway streams apply` creates (all but the trust store,
+ * which `causeway trust seed` creates and fills); returns the names of those it created. Existing buckets are
+ * left alone.
+ */
+export async function ensureMeshBuckets(nc: NatsConnection, opts: EnsureBucketsOptions = {}): Promise<string[]> {
   const kvm = new Kvm(nc);
   const created: string[] = [];
-  for (const [name, spec] of Object.entries(MESH_BUCKETS)) {
-    const kv = await kvm.open(name);
+  for (const b of Object.values(opts.buckets ?? MESH_BUCKETS).filter((b) => b.createdBy === STREAMS_APPLY)) {
+    const kv = await kvm.open(b.name);
     const exists = await kv.status().then(() => true, () => false);
     if (exists) continue;
-    await kvm.create(name, { history: spec.history, ttl: spec.ttl, description: spec.description, replicas: opts.replicas ?? 1 });
-    created.push(name);
+    await createMeshBucket(kvm, b, opts.replicas);
+    created.push(b.name);
   }
   return created;
+}
+
+/** Creates (or, when it exists with the same settings, opens) one bucket of the table. */
+export async function createMeshBucket(kvm: Kvm, b: BucketSpec, replicas = 1): Promise<KV> {
+  return kvm.create(b.name, {
+    history: b.history, ttl: b.ttlMs, description: b.description, replicas,
+    ...(b.markerTtlMs > 0 && { markerTTL: b.markerTtlMs }),
+  });
 }

@@ -53,7 +53,7 @@ export type { ConsumeOptions, DurableConsumer } from "./consumer.ts";
 export { drainSignal, untilStop } from "./signals.ts";
 export { QuarantineHeader, originalOf, publishQuarantineCopy, quarantine, quarantineHeaders } from "./quarantine.ts";
 export type { QuarantineNote, QuarantineOriginal } from "./quarantine.ts";
-export { PROCESSED_BUCKET, PROCESSED_TTL_MS, openProcessedSet } from "./processed.ts";
+export { openProcessedSet } from "./processed.ts";
 export { encodeLease, leaseKey, openLeases, readLease } from "./leases.ts";
 export type { Lease, LeaseState } from "./leases.ts";
 export type { ProcessedSet } from "./processed.ts";
@@ -90,8 +90,9 @@ export type { PubAck, StreamPublishOptions, StreamPublisher } from "./stream-pub
 
 // Streams and consumers as files, applied idempotently
 export {
-  applyStreams, capabilityConsumerConfig, defaultStreamsDir, describeResult, diffConfig, loadStreamDefinitions, parseConsumerConfig,
-  parseStreamConfig,
+  CAPABILITY_TEMPLATE, FILES_PREFIX, applyStreams, capabilityConsumerConfig, defaultStreamsDir, describeResult, diffConfig, loadCapabilityTemplate,
+  loadStreamDefinitions, loadStreamDefinitionsSync, parseConsumerConfig, parseStreamConfig, renderCapabilityConsumer, renderConsumerConfig,
+  renderStreamConfig, renderStreamDefinitions, renderSubject,
 } from "./streams.ts";
 export type {
   ApplyOptions, ApplyReport, ApplyResult, ApplyTarget, ChangeEffect, ConsumerDefinition, ConsumerFileConfig, FieldChange, StreamDefinition,
@@ -111,8 +112,13 @@ export type {
   SwitchStatusReply, SwitchSubject, SwitchValue, SwitchWatcher, WatchSwitchesOptions,
 } from "./switches.ts";
 
-// The mesh's KV buckets (created by operator tooling)
-export { MESH_BUCKETS, ensureMeshBuckets } from "./buckets.ts";
+// The mesh's KV buckets: one table; operator tooling creates them, services only open them
+export { MESH_BUCKETS, STREAMS_APPLY, TRUST_SEED, bucketSpec, createMeshBucket, ensureMeshBuckets, openMeshBucket } from "./buckets.ts";
+export type { BucketSpec, EnsureBucketsOptions } from "./buckets.ts";
+
+// The mesh layout: prefix, streams, durables and buckets, read once from infra/ and streams/
+export { defaultLayout, loadLayout } from "./layout.ts";
+export type { LayoutOptions, MeshLayout } from "./layout.ts";
 
 // Identities: principals, their permissions, and connecting as one
 export {

@@ -4,9 +4,9 @@
 // after (running → consumed). A redelivery or a second replica finds the lease running or consumed and never
 // runs the action again: at most once per grant, exactly once when the holder does not crash mid-action.
 import { hash } from "node:crypto";
-import { Kvm, type KV } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { KvBucket } from "./principals.ts";
+import { KvBucket, openMeshBucket } from "./buckets.ts";
 
 /** A lease's life: granted by the coordinator, running while the agent acts, consumed when done. */
 export type LeaseState = "granted" | "running" | "consumed";
@@ -34,11 +34,9 @@ export function leaseKey(capability: string, major: number, event: { source: str
   return `${capability}_v${major}.${hash("sha256", `${event.source}\0${event.id}`, "hex")}`;
 }
 
-/** Opens the leases bucket (created by operator tooling). */
+/** Opens the leases bucket (created by operator tooling, never here): CW_ERR_CONFIG naming the command when it is missing. */
 export async function openLeases(nc: NatsConnection): Promise<KV> {
-  const kv = await new Kvm(nc).open(KvBucket.Leases);
-  await kv.status();
-  return kv;
+  return openMeshBucket(nc, KvBucket.Leases, "leases of critical work");
 }
 
 /** Reads a lease and its revision; undefined when there is none. */

@@ -10,6 +10,7 @@ import { join, resolve } from "node:path";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import type { ErrorObject, ValidateFunction } from "ajv/dist/2020.js";
 import { ConfigError, ErrorCode } from "./errors.ts";
+import { KvBucket, type KvBucketValue } from "./buckets.ts";
 import { StreamName } from "./subjects.ts";
 import type { StreamNameValue } from "./subjects.ts";
 
@@ -42,24 +43,9 @@ export const Account = { Mesh: "MESH", System: "SYS" } as const;
 /** One of the accounts. */
 export type AccountValue = (typeof Account)[keyof typeof Account];
 
-/** The KV buckets of the mesh. */
-export const KvBucket = {
-  /** Key id → principal, role, validity; everyone reads it, only the operator writes it. */
-  Trust: "causeway_trust",
-  /** Leases of critical work (create-only; the revision is the fencing token). */
-  Leases: "causeway_leases",
-  /** Pending human approvals with their deadline. */
-  Approvals: "causeway_approvals",
-  /** Kill switches agents watch. */
-  Switches: "causeway_switches",
-  /** Processed inputs of agents with side effects (replay protection past the duplicate window). */
-  Processed: "causeway_processed",
-  /** The reporter's joins: verified findings per request, until the report is published. */
-  Joins: "causeway_joins",
-} as const;
-
-/** One of the KV bucket names. */
-export type KvBucketValue = (typeof KvBucket)[keyof typeof KvBucket];
+// The bucket names live with their settings, in the one table of buckets.ts.
+export { KvBucket } from "./buckets.ts";
+export type { KvBucketValue } from "./buckets.ts";
 
 /** A capability of the mesh, keyed `<name>.v<major>` in principals.json. */
 export interface CapabilitySpec {

@@ -8,16 +8,12 @@
 //
 // The trade-off: the mark is written after the outputs are published and before the ack, so a crash between
 // the handler's effect and the mark can still repeat the effect once on redelivery; exactly-once effects
-// need the coordinator's leases (critical capabilities). Marks expire with the bucket's max_age (7 days), so
-// memory stays bounded and a replay older than that runs again.
+// need the coordinator's leases (critical capabilities). Marks expire with the bucket's max_age (7 days, in the
+// bucket table of buckets.ts), so memory stays bounded and a replay older than that runs again. One bucket
+// serves every capability; keys start with the capability and major version.
 import { hash } from "node:crypto";
-import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-
-/** The processed-set bucket. */
-export const PROCESSED_BUCKET = "causeway_processed";
-/** How long a processed mark is kept. */
-export const PROCESSED_TTL_MS = 7 * 24 * 3600 * 1000;
+import { KvBucket, openMeshBucket } from "./buckets.ts";
 
 /** A cluster-wide set of processed inputs for one capability. */
 export interface ProcessedSet {
@@ -27,17 +23,12 @@ export interface ProcessedSet {
   mark(event: { source: string; id: string }): Promise<void>;
 }
 
-/** Opens (creating if needed) the processed-set of `capability` v`major`. */
+/**
+ * Opens the processed-set of `capability` v`major` in the existing bucket (never creates it). ConfigError
+ * CW_ERR_CONFIG naming the bucket and `causeway streams apply` when it is missing.
+ */
 export async function openProcessedSet(nc: NatsConnection, capability: string, major: number, opts: { bucket?: string } = {}): Promise<ProcessedSet> {
-  const kvm = new Kvm(nc);
-  const bucket = opts.bucket ?? PROCESSED_BUCKET;
-  let kv: KV;
-  try {
-    kv = await kvm.open(bucket);
-    await kv.status();
-  } catch {
-    kv = await kvm.create(bucket, { history: 1, ttl: PROCESSED_TTL_MS });
-  }
+  const kv = await openMeshBucket(nc, opts.bucket ?? KvBucket.Processed, "processed inputs of agents with side effects");
   // One key per input: capability, then a digest of (source, id), which may hold any characters.
   const keyOf = (e: { source: string; id: string }) => `${capability}_v${major}.${hash("sha256", `${e.source}\0${e.id}`, "hex")}`;
   const has = async (e: { source: string; id: string }) => {

@@ -3,12 +3,13 @@
 // `nats stream add --config`; this module validates them with errors that name the file and the field,
 // compares only what a file declares with what the server reports, and refuses changes that lose data or
 // that the server cannot make in place unless the caller forces them.
-import { readdir, readFile } from "node:fs/promises";
+import { readdirSync, readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { ConsumerConfig, JetStreamManager, StreamConfig } from "@nats-io/jetstream";
 import { ConfigError, ErrorCode } from "./errors.ts";
 import type { CausewayError, ErrorCodeValue } from "./errors.ts";
+import { DEFAULT_PREFIX, subjectsFor } from "./subjects.ts";
 
 /** The repository's `streams/` directory. */
 export const defaultStreamsDir = resolve(import.meta.dirname, "..", "..", "streams");
@@ -203,20 +204,26 @@ const MIN_DURATION = 100_000_000; // the server refuses max_age and duplicate_wi
 /**
  * Reads `<dir>/*.json` (streams) and `<dir>/consumers/<STREAM>.<durable>.json` (consumers; `*.template.json`
  * is skipped), validates every file and returns frozen definitions sorted by file name. A bad file throws a
- * ConfigError (CW_ERR_STREAM_CONFIG_INVALID) naming the file and the field.
+ * ConfigError (CW_ERR_STREAM_CONFIG_INVALID) naming the file and the field. Subjects are as written (under
+ * {@link FILES_PREFIX}); {@link renderStreamDefinitions} moves them to another prefix.
  */
 export async function loadStreamDefinitions(dir: string): Promise<readonly StreamDefinition[]> {
-  const streamFiles = await jsonFiles(dir, true);
+  return loadStreamDefinitionsSync(dir);
+}
+
+/** {@link loadStreamDefinitions}, synchronously: configuration is read once at start, before anything runs. */
+export function loadStreamDefinitionsSync(dir: string): readonly StreamDefinition[] {
+  const streamFiles = jsonFiles(dir, true);
   const streams = new Map<string, { file: string; config: StreamFileConfig; consumers: ConsumerDefinition[] }>();
   for (const file of streamFiles) {
-    const config = parseStreamConfig(await readFile(file, "utf8"), file);
+    const config = parseStreamConfig(readFileSync(file, "utf8"), file);
     const other = streams.get(config.name);
     if (other) throw invalid(file, "name", `stream ${config.name} is already defined by ${other.file}`);
     streams.set(config.name, { file, config, consumers: [] });
   }
   const consumersDir = join(dir, "consumers");
-  for (const file of await jsonFiles(consumersDir, false)) {
-    if (file.endsWith(".template.json")) continue;
+  for (const file of jsonFiles(consumersDir, false)) {
+    if (file.endsWith(TEMPLATE_SUFFIX)) continue;
     const stem = basename(file, ".json");
     const dot = stem.indexOf(".");
     if (dot <= 0 || dot === stem.length - 1) {
@@ -225,7 +232,7 @@ export async function loadStreamDefinitions(dir: string): Promise<readonly Strea
     const stream = stem.slice(0, dot);
     const owner = streams.get(stream);
     if (!owner) throw invalid(file, undefined, `the file name binds it to stream ${stream}, which no file in ${dir} defines`);
-    const config = parseConsumerConfig(await readFile(file, "utf8"), file);
+    const config = parseConsumerConfig(readFileSync(file, "utf8"), file);
     if (config.durable_name !== stem.slice(dot + 1)) {
       throw invalid(file, "durable_name", `"${config.durable_name}" does not match the file name (${stem.slice(dot + 1)})`);
     }
@@ -280,10 +287,10 @@ export function parseConsumerConfig(text: string, file: string): Readonly<Consum
   return deepFreeze(obj as ConsumerFileConfig);
 }
 
-async function jsonFiles(dir: string, required: boolean): Promise<string[]> {
+function jsonFiles(dir: string, required: boolean): string[] {
   let entries;
   try {
-    entries = await readdir(dir, { withFileTypes: true });
+    entries = readdirSync(dir, { withFileTypes: true });
   } catch (err) {
     if (!required && (err as NodeJS.ErrnoException).code === "ENOENT") return [];
     throw new ConfigError(ErrorCode.StreamConfigInvalid, `cannot read stream definitions from ${dir}: ${(err as Error).message}`, { cause: err });
@@ -587,17 +594,89 @@ function formatValue(v: unknown): string {
   return typeof v === "string" ? v : JSON.stringify(v);
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Rendering for a prefix
+
+/** The prefix the files' subjects are written with (so they work as they are with `nats stream add --config`). */
+export const FILES_PREFIX = DEFAULT_PREFIX;
+
+/** The per-capability consumer template in `<dir>/consumers/`; `{capability}` and `{major}` are its placeholders. */
+export const CAPABILITY_TEMPLATE = "capability.template.json";
+const TEMPLATE_SUFFIX = ".template.json";
+
 /**
- * The shared durable consumer of one capability, instantiated from `streams/consumers/capability.template.json`
- * (the single definition agents, the demo and operators use): `{capability}` and `{major}` are substituted
- * and the subject prefix applied. Validated like any consumer file.
+ * `subject` moved from {@link FILES_PREFIX} to `prefix`, token-wise: only a first token equal to the files' prefix
+ * is replaced (`mesh.cap.>` → `acme.cap.>`); other subjects (`$JS.EVENT.…`, `meshy.x`) are returned unchanged.
  */
-export async function capabilityConsumerConfig(capability: string, major: number, opts: { dir?: string; prefix?: string } = {}): Promise<Readonly<ConsumerFileConfig>> {
+export function renderSubject(subject: string, prefix: string): string {
+  if (prefix === FILES_PREFIX) return subject;
+  const tokens = subject.split(".");
+  return tokens[0] === FILES_PREFIX ? [prefix, ...tokens.slice(1)].join(".") : subject;
+}
+
+/** A stream's config with its subject fields (`subjects`) under `prefix`. Deep-frozen. */
+export function renderStreamConfig(config: Readonly<StreamFileConfig>, prefix: string): Readonly<StreamFileConfig> {
+  subjectsFor(prefix); // refuses a bad prefix with CW_ERR_INVALID_TOKEN
+  const out = structuredClone(config) as StreamFileConfig;
+  if (out.subjects !== undefined) out.subjects = out.subjects.map((s) => renderSubject(s, prefix));
+  return deepFreeze(out);
+}
+
+/** A consumer's config with its subject fields (`filter_subject`, `filter_subjects`) under `prefix`. Deep-frozen. */
+export function renderConsumerConfig(config: Readonly<ConsumerFileConfig>, prefix: string): Readonly<ConsumerFileConfig> {
+  subjectsFor(prefix);
+  const out = structuredClone(config) as ConsumerFileConfig;
+  if (out.filter_subject !== undefined) out.filter_subject = renderSubject(out.filter_subject, prefix);
+  if (out.filter_subjects !== undefined) out.filter_subjects = out.filter_subjects.map((s) => renderSubject(s, prefix));
+  return deepFreeze(out);
+}
+
+/** Every definition of `defs` (streams and their consumers) rendered for `prefix`. Frozen. */
+export function renderStreamDefinitions(defs: readonly StreamDefinition[], prefix: string): readonly StreamDefinition[] {
+  return Object.freeze(defs.map((d) => Object.freeze({
+    file: d.file,
+    config: renderStreamConfig(d.config, prefix),
+    consumers: Object.freeze(d.consumers.map((c) => Object.freeze({ file: c.file, stream: c.stream, config: renderConsumerConfig(c.config, prefix) }))),
+  })));
+}
+
+/** Reads and validates `<dir>/consumers/capability.template.json` (placeholders in place). */
+export function loadCapabilityTemplate(dir: string): Readonly<ConsumerFileConfig> {
+  const file = join(dir, "consumers", CAPABILITY_TEMPLATE);
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new ConfigError(ErrorCode.StreamConfigInvalid, `cannot read the capability consumer template ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  return parseConsumerConfig(text, file);
+}
+
+/**
+ * The shared consumer of `capability` v`major` from the template: `{capability}` and `{major}` substituted in its
+ * string fields (not in the JSON text), then its subjects rendered for `prefix` and the result validated like
+ * any consumer file. CW_ERR_STREAM_CONFIG_INVALID for a capability that is not a subject token.
+ */
+export function renderCapabilityConsumer(template: Readonly<ConsumerFileConfig>, capability: string, major: number, prefix: string, file = CAPABILITY_TEMPLATE): Readonly<ConsumerFileConfig> {
   if (!/^[a-z0-9_-]+$/.test(capability) || !Number.isSafeInteger(major) || major < 0) {
     throw new ConfigError(ErrorCode.StreamConfigInvalid, `capability "${capability}" v${major} is not a valid capability token and major version`);
   }
-  const file = join(opts.dir ?? defaultStreamsDir, "consumers", "capability.template.json");
-  let text = (await readFile(file, "utf8")).replaceAll("{capability}", capability).replaceAll("{major}", String(major));
-  if (opts.prefix !== undefined && opts.prefix !== "mesh") text = text.replaceAll('"mesh.cap.', `"${opts.prefix}.cap.`);
-  return parseConsumerConfig(text, file);
+  const fill = (v: unknown): unknown => {
+    if (typeof v === "string") return v.replaceAll("{capability}", capability).replaceAll("{major}", String(major));
+    if (Array.isArray(v)) return v.map(fill);
+    if (isPlainObject(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, fill(x)]));
+    return v;
+  };
+  const filled = parseConsumerConfig(JSON.stringify(fill(template)), file);
+  return renderConsumerConfig(filled, prefix);
+}
+
+/**
+ * The shared durable consumer of one capability, instantiated from `streams/consumers/capability.template.json`
+ * (the single definition agents, the demo and operators use): `{capability}` and `{major}` are substituted
+ * and the subject prefix applied. Validated like any consumer file. Prefer `MeshLayout.capabilityConsumer`.
+ */
+export async function capabilityConsumerConfig(capability: string, major: number, opts: { dir?: string; prefix?: string } = {}): Promise<Readonly<ConsumerFileConfig>> {
+  const dir = opts.dir ?? defaultStreamsDir;
+  return renderCapabilityConsumer(loadCapabilityTemplate(dir), capability, major, opts.prefix ?? FILES_PREFIX, join(dir, "consumers", CAPABILITY_TEMPLATE));
 }

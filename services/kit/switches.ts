@@ -8,6 +8,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { CausewayError, ErrorCode } from "./errors.ts";
 import { normalizeTime } from "./event.ts";
 import { followBucket, type Following } from "./kv-follow.ts";
+import { MESH_BUCKETS } from "./buckets.ts";
 import { KvBucket } from "./principals.ts";
 
 /** What a switch applies to. */
@@ -263,7 +264,7 @@ export function switchExpiry(state: Pick<SwitchValue, "expires_at">): number {
 export async function watchSwitches(nc: NatsConnection, opts: WatchSwitchesOptions = {}): Promise<SwitchWatcher> {
   const watcher = new LiveSwitches();
   watcher.following = await followBucket(nc, {
-    bucket: opts.bucket ?? KvBucket.Switches, what: "the kill switches", createdBy: "causeway streams apply",
+    bucket: opts.bucket ?? KvBucket.Switches, what: "the kill switches", createdBy: MESH_BUCKETS[KvBucket.Switches].createdBy,
     consequence: "pauses and resumes", apply: (change, report) => watcher.apply(change, report),
     ...(opts.onProblem && { onProblem: opts.onProblem }), ...(opts.timeoutMs !== undefined && { timeoutMs: opts.timeoutMs }),
     ...(opts.checkMs !== undefined && { checkMs: opts.checkMs }),

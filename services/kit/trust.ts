@@ -17,6 +17,7 @@ import { normalizeTime } from "./event.ts";
 import type { CloudEvent } from "./event.ts";
 import { SignatureAlgorithm, verificationKeyFromNkey } from "./keys.ts";
 import type { KeyResolver, VerificationKey } from "./keys.ts";
+import { MESH_BUCKETS } from "./buckets.ts";
 import { KvBucket, Role, criticalForwardSubjects, loadPrincipals } from "./principals.ts";
 import { StreamName } from "./subjects.ts";
 import type { RoleValue } from "./principals.ts";
@@ -182,7 +183,7 @@ const RECORD_SCHEMA = {
 } as const;
 
 // The command that creates and fills the trust bucket, named in the error when it is missing.
-export const TRUST_CREATED_BY = "causeway trust seed";
+export const TRUST_CREATED_BY = MESH_BUCKETS[KvBucket.Trust].createdBy;
 
 let recordValidator: ValidateFunction | undefined;
 const utf8 = new TextDecoder("utf-8", { fatal: true });

@@ -6,23 +6,24 @@
 import { jetstreamManager, type JetStreamManager, type JsMsg, type StoredMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { CausewayError, ErrorCode, StreamName, consumeDurable, readStream, type DurableConsumer, type TrustStore } from "../kit/index.ts";
+import { CausewayError, ErrorCode, consumeDurable, defaultLayout, readStream, type DurableConsumer, type MeshLayout, type TrustStore } from "../kit/index.ts";
 import { examine, type ExaminedMessage } from "./examine.ts";
 import { createMerkleLog, type MerkleLog } from "./merkle.ts";
 import { encodeRecord } from "./record.ts";
 import { recordKeyOf, recordKeyString, type LineageStore, type RecordKey, type StoredRecord } from "./store.ts";
 
-/** The streams lineage records, each through its durable consumer `lineage`. */
-export const RECORDED_STREAMS = [StreamName.Ingest, StreamName.Cap, StreamName.Handoff, StreamName.Evt, StreamName.Decision, StreamName.Quarantine] as const;
-export const LINEAGE_DURABLE = "lineage";
+/** The durables lineage records through, one per stream: those principals.json says `lineage` consumes. */
+export function recordedConsumers(layout: MeshLayout = defaultLayout()): readonly { readonly stream: string; readonly durable: string }[] {
+  return layout.consumersOf("lineage");
+}
 
 export interface IngestOptions {
   readonly nc: NatsConnection;
   readonly store: LineageStore;
   readonly trust: TrustStore;
   readonly log: Logger;
-  /** Streams to record. Default {@link RECORDED_STREAMS}. */
-  readonly streams?: readonly string[];
+  /** The durables to record through. Default {@link recordedConsumers}. */
+  readonly consumers?: readonly { readonly stream: string; readonly durable: string }[];
   /** Most messages per transaction. Default 512. */
   readonly batchSize?: number;
   /** Called after each commit with the log (for checkpoints). */
@@ -106,8 +107,8 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
 
   // Rebuild: what a stream holds up to the durable consumer's ack floor but the store lacks (a new or restored
   // store) is read by sequence and recorded before consuming resumes; nothing acked is ever missing.
-  const rebuild = async (jsm: JetStreamManager, stream: string, storedUpTo: number) => {
-    const floor = (await jsm.consumers.info(stream, LINEAGE_DURABLE)).ack_floor.stream_seq;
+  const rebuild = async (jsm: JetStreamManager, { stream, durable }: { stream: string; durable: string }, storedUpTo: number) => {
+    const floor = (await jsm.consumers.info(stream, durable)).ack_floor.stream_seq;
     if (floor <= storedUpTo) return;
     log.warn({ stream, from: storedUpTo + 1, to: floor }, "the store lacks messages the consumer already acked: rebuilding them from the stream");
     let batch: Delivery[] = [];
@@ -172,18 +173,18 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     void stopConsumers();
   };
 
-  const streams = opts.streams ?? RECORDED_STREAMS;
+  const recordedBy = opts.consumers ?? recordedConsumers();
   const jsm = await jetstreamManager(nc);
-  const recorded = await checkSameMesh(jsm, store, streams);
-  for (const stream of streams) await rebuild(jsm, stream, recorded[stream] ?? 0);
+  const recorded = await checkSameMesh(jsm, store, recordedBy.map((c) => c.stream));
+  for (const c of recordedBy) await rebuild(jsm, c, recorded[c.stream] ?? 0);
   // One durable consumer per stream, through the kit's runtime; each message's handler settles when the
   // writer has stored (and acked) or given back its batch, so at most batchSize per stream wait in memory.
   const consumers: DurableConsumer[] = [];
   const stopConsumers = () => Promise.all(consumers.map((c) => c.stop()));
   try {
-    for (const stream of streams) {
+    for (const { stream, durable } of recordedBy) {
       consumers.push(await consumeDurable(nc, {
-        stream, durable: LINEAGE_DURABLE, concurrency: batchSize, log,
+        stream, durable, concurrency: batchSize, log,
         handler: (msg) => new Promise<void>((done) => {
           pending.push(delivery(msg, done));
           kick();

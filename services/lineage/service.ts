@@ -6,14 +6,14 @@ import { Svcm, type Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import {
-  CausewayError, ErrorCode, StreamName, ensureTokenFile, readStream, subjectsFor, tokenDigestHex, type SigningKey, type TrustStore,
+  CausewayError, ErrorCode, StreamName, defaultLayout, ensureTokenFile, readStream, tokenDigestHex, type MeshLayout, type SigningKey, type TrustStore,
 } from "../kit/index.ts";
 import { createLineageApi, type LineageApi } from "./api.ts";
 import { startCheckpointer, type Checkpointer } from "./checkpointer.ts";
 import type { LineageConfig } from "./config.ts";
 import { addLineageEndpoints } from "./endpoints.ts";
 import { startLineageHttp, type LineageHttp } from "./http.ts";
-import { startIngest, type Ingest } from "./ingest.ts";
+import { recordedConsumers, startIngest, type Ingest } from "./ingest.ts";
 import type { LineageStore } from "./store.ts";
 
 export interface LineageServiceOptions {
@@ -24,8 +24,8 @@ export interface LineageServiceOptions {
   readonly key: SigningKey;
   readonly config: LineageConfig;
   readonly log: Logger;
-  /** Streams to record (default: every mesh stream). */
-  readonly streams?: readonly string[];
+  /** The mesh's names (subjects, the durables lineage records through). Default: the repository's. */
+  readonly layout?: MeshLayout;
 }
 
 export interface LineageService {
@@ -44,7 +44,8 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
   const { nc, store, config, log } = opts;
   const js = jetstream(nc);
   const jsm = await jetstreamManager(nc);
-  const subjects = subjectsFor();
+  const layout = opts.layout ?? defaultLayout();
+  const subjects = layout.subjects;
   const published = async () => {
     const notes: string[] = [];
     for await (const m of readStream(jsm, StreamName.Audit, 1, subjects.checkpoint())) {
@@ -58,7 +59,7 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
     js, store, key: opts.key, origin: config.origin, subject: subjects.checkpoint(), every: config.checkpointEvery,
     intervalMs: config.checkpointIntervalMs, log,
   });
-  const ingest = await startIngest({ nc, store, trust: opts.trust, log, batchSize: config.batchSize, onCommit: (merkle) => checkpointer.grew(merkle), ...(opts.streams && { streams: opts.streams }) });
+  const ingest = await startIngest({ nc, store, trust: opts.trust, log, batchSize: config.batchSize, onCommit: (merkle) => checkpointer.grew(merkle), consumers: recordedConsumers(layout) });
   const api = createLineageApi({ store, publicKey: opts.key, published, ingest, checkpointNow: () => checkpointer.publishNow() });
   let service: Service | undefined;
   let http: LineageHttp | undefined;

@@ -3,9 +3,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Kvm, type KV } from "@nats-io/kv";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
+import { KvBucket, MESH_BUCKETS, ensureMeshBuckets } from "../../services/kit/buckets.ts";
 import { ConfigError } from "../../services/kit/errors.ts";
-import { CorruptJoinError, JOIN_BUCKET, JOIN_TTL_MS, createKvJoinStore, createMemoryJoinStore, joinKey, openKvJoinStore, type JoinMeta, type JoinStore, type JoinedFinding } from "../../services/agents/reporter/joins.ts";
+import { CorruptJoinError, createKvJoinStore, createMemoryJoinStore, joinKey, openKvJoinStore, type JoinMeta, type JoinStore, type JoinedFinding } from "../../services/agents/reporter/joins.ts";
 import { startServer } from "../harness/index.ts";
 
 const meta = (deadline = "2026-03-01T10:00:10.000Z", totalTasks = 3): JoinMeta => ({
@@ -49,11 +51,12 @@ test("joins kv - the KV store behaves like the memory store, and its state outli
   await using server = await startServer();
   const nc = await connect({ servers: server.url });
   t.after(() => nc.close());
-  await exercise(await openKvJoinStore(nc, { create: true }));
+  await ensureMeshBuckets(nc);
+  await exercise(await openKvJoinStore(nc));
 
   const restarted = await openKvJoinStore(nc);
   assert.deepEqual((await restarted.due(T + 10_000)).map((s) => s.requestId), ["req-2", "id with spaces/ü"]);
-  const kv = await new Kvm(nc).open(JOIN_BUCKET);
+  const kv = await new Kvm(nc).open(KvBucket.Joins);
   const keys: string[] = [];
   for await (const key of await kv.keys()) keys.push(key);
   assert.deepEqual(keys.sort(), [joinKey("id with spaces/ü"), "r.req-1", "r.req-2"].sort());
@@ -68,7 +71,8 @@ test("joins kv - two replicas adding findings of one request at once lose none",
     await one.close();
     await two.close();
   });
-  const a = await openKvJoinStore(one, { create: true });
+  await ensureMeshBuckets(one);
+  const a = await openKvJoinStore(one);
   const b = await openKvJoinStore(two);
   const total = 40;
   const adds = Array.from({ length: total }, (_, i) => (i % 2 === 0 ? a : b).add("req-race", finding(i), meta(undefined, total)));
@@ -103,8 +107,9 @@ test("joins kv - a write that loses the compare-and-set is retried from a fresh 
   await using server = await startServer();
   const nc = await connect({ servers: server.url });
   t.after(() => nc.close());
-  const other = await openKvJoinStore(nc, { create: true });
-  const kv = await new Kvm(nc).open(JOIN_BUCKET);
+  await ensureMeshBuckets(nc);
+  const other = await openKvJoinStore(nc);
+  const kv = await new Kvm(nc).open(KvBucket.Joins);
 
   // Both find no join; the other replica creates it first.
   const creating = createKvJoinStore(interfering(kv, () => other.add("req-c", finding(1), meta())));
@@ -128,24 +133,30 @@ test("joins kv - the sweep skips a corrupt join and reports it; its own request 
   const nc = await connect({ servers: server.url });
   t.after(() => nc.close());
   const problems: Error[] = [];
-  await openKvJoinStore(nc, { create: true });
-  const store = createKvJoinStore(await new Kvm(nc).open(JOIN_BUCKET), { onProblem: (err) => problems.push(err) });
+  await ensureMeshBuckets(nc);
+  const store = createKvJoinStore(await new Kvm(nc).open(KvBucket.Joins), { onProblem: (err) => problems.push(err) });
   await store.add("req-ok", finding(0), meta());
-  await (await new Kvm(nc).open(JOIN_BUCKET)).put(joinKey("req-bad"), "{not json");
+  await (await new Kvm(nc).open(KvBucket.Joins)).put(joinKey("req-bad"), "{not json");
   assert.deepEqual((await store.due(T)).map((s) => s.requestId), ["req-ok"]);
   assert.equal(problems.length, 1);
   assert.ok(problems[0] instanceof CorruptJoinError);
   await assert.rejects(store.add("req-bad", finding(0), meta()), /join req-bad in causeway_joins is corrupt: not JSON/);
 });
 
-test("joins kv - a missing bucket is created with history 1 and a max age, unless creating is off", async (t) => {
+test("joins kv - a missing bucket is never created by the store: a clear error; the operator's ensureMeshBuckets creates it from the table", async (t) => {
   await using server = await startServer();
   const nc = await connect({ servers: server.url });
   t.after(() => nc.close());
-  await assert.rejects(openKvJoinStore(nc, { create: false }), (err: unknown) =>
-    err instanceof ConfigError && err.code === "CW_ERR_CONFIG" && /KV bucket causeway_joins cannot be opened/.test(err.message) && /nats kv add causeway_joins/.test(err.message));
+  const table = MESH_BUCKETS[KvBucket.Joins];
+  await assert.rejects(openKvJoinStore(nc), (err: unknown) =>
+    err instanceof ConfigError && err.code === "CW_ERR_CONFIG"
+    && err.message.includes(`KV bucket ${KvBucket.Joins}`) && err.message.includes("does not exist") && err.message.includes(`\`${table.createdBy}\``));
+  const jsm = await jetstreamManager(nc);
+  await assert.rejects(jsm.streams.info(`KV_${KvBucket.Joins}`), /stream not found/, "the failed open created nothing");
+  assert.ok((await ensureMeshBuckets(nc)).includes(KvBucket.Joins));
   await openKvJoinStore(nc);
-  const status = await (await new Kvm(nc).open(JOIN_BUCKET)).status();
-  assert.equal(status.history, 1);
-  assert.equal(status.ttl, JOIN_TTL_MS);
+  const status = await (await new Kvm(nc).open(KvBucket.Joins)).status();
+  assert.equal(status.history, table.history);
+  assert.equal(status.ttl, table.ttlMs);
+  assert.ok(table.ttlMs > 0, "joins expire");
 });

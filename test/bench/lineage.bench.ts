@@ -11,7 +11,7 @@ import { join, resolve } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { jetstream, type ConsumerConfig } from "@nats-io/jetstream";
 import { NatsBinding, createEvent, createLogger, deriveEventId, newTraceparent, signEvent, uuidv7, type CloudEvent } from "../../services/kit/index.ts";
-import { LINEAGE_DURABLE, startIngest } from "../../services/lineage/ingest.ts";
+import { startIngest } from "../../services/lineage/ingest.ts";
 import { trace, why } from "../../services/lineage/queries.ts";
 import { openSqliteStore } from "../../services/lineage/store-sqlite.ts";
 import { HOP_SCHEMA, HOP_TYPE, startBenchMesh, type BenchMesh } from "./bench-mesh.ts";
@@ -70,7 +70,7 @@ async function timed(run: () => Promise<void>): Promise<Round> {
 
 /** One round of lineage's ingest: a fresh `lineage` consumer and a fresh SQLite store, until every event is committed. */
 async function ingestRound(mesh: BenchMesh, round: number): Promise<Round> {
-  await mesh.jsm.consumers.delete(STREAM, LINEAGE_DURABLE).catch(() => undefined);
+  await mesh.jsm.consumers.delete(STREAM, lineageConsumer.durable_name!).catch(() => undefined);
   await mesh.jsm.consumers.add(STREAM, lineageConsumer);
   const path = join(BENCH_DIR, `ingest-${process.pid}-${round}.db`);
   const store = openSqliteStore(path);
@@ -78,7 +78,7 @@ async function ingestRound(mesh: BenchMesh, round: number): Promise<Round> {
   const result = await timed(async () => {
     const done = Promise.withResolvers<void>();
     ingest = await startIngest({
-      nc: mesh.nc, store, trust: mesh.trust, log: quiet, streams: [STREAM],
+      nc: mesh.nc, store, trust: mesh.trust, log: quiet, consumers: [{ stream: STREAM, durable: lineageConsumer.durable_name! }],
       onCommit: (log) => { if (log.size >= EVENTS) done.resolve(); },
     });
     await done.promise;

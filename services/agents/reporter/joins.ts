@@ -4,13 +4,10 @@
 // conflict, so replicas adding findings of one request at once lose none. The in-memory store has the same
 // semantics, for tests. Both share one pure merge function.
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
-import { Kvm, type KV } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { RetryableError, type Cause } from "../../kit/agent-api.ts";
-import { ConfigError, ErrorCode } from "../../kit/errors.ts";
-
-/** The KV bucket of the joins. */
-export const JOIN_BUCKET = "causeway_joins";
+import { KvBucket, openMeshBucket } from "../../kit/buckets.ts";
 
 /** One verified finding of a request. */
 export interface JoinedFinding {
@@ -108,38 +105,22 @@ export function createMemoryJoinStore(): JoinStore {
   };
 }
 
-/** How long a join is kept (the bucket's max_age): longer than any deadline, and than any redelivery of a finding. */
-export const JOIN_TTL_MS = 7 * 24 * 3600 * 1000;
-
 /** Options for {@link openKvJoinStore}. */
 export interface KvJoinStoreOptions {
-  /**
-   * Create the bucket (history 1, max_age {@link JOIN_TTL_MS}) when it does not exist. Default true; where the
-   * principal may not create streams, the operator creates it and a missing bucket fails with a clear message.
-   */
-  create?: boolean;
+  /** The bucket (created by `causeway streams apply` with the settings of the bucket table). Default `causeway_joins`. */
+  bucket?: string;
   /** Conflicting writes retried before giving up with a RetryableError. Default 100. */
   maxAttempts?: number;
   /** Told about a corrupt join the sweep skips (the handler of its request fails loudly instead). Default: ignore. */
   onProblem?: (err: Error) => void;
 }
 
-/** Opens the KV bucket causeway_joins on `nc` as a join store. Throws ConfigError when it is missing and cannot be created. */
+/**
+ * Opens the existing KV bucket of the joins on `nc` as a join store; never creates it. ConfigError CW_ERR_CONFIG
+ * naming the bucket and `causeway streams apply` when it is missing.
+ */
 export async function openKvJoinStore(nc: NatsConnection, opts: KvJoinStoreOptions = {}): Promise<JoinStore> {
-  const kvm = new Kvm(nc);
-  let kv: KV;
-  try {
-    kv = await kvm.open(JOIN_BUCKET);
-    await kv.status();
-  } catch (err) {
-    const advice = `the operator creates it, e.g. \`nats kv add ${JOIN_BUCKET} --history 1 --ttl 168h\``;
-    if (opts.create === false) throw new ConfigError(ErrorCode.Config, `KV bucket ${JOIN_BUCKET} cannot be opened (${(err as Error).message}): ${advice}`, { cause: err });
-    try {
-      kv = await kvm.create(JOIN_BUCKET, { history: 1, ttl: JOIN_TTL_MS });
-    } catch (createErr) {
-      throw new ConfigError(ErrorCode.Config, `KV bucket ${JOIN_BUCKET} cannot be opened or created (${(createErr as Error).message}): ${advice}`, { cause: createErr });
-    }
-  }
+  const kv = await openMeshBucket(nc, opts.bucket ?? KvBucket.Joins, "the reporter's joins");
   return createKvJoinStore(kv, opts);
 }
 
@@ -250,7 +231,7 @@ export class CorruptJoinError extends Error {
 /** Parses a stored join, checking its shape: a corrupt value fails loudly instead of losing findings. */
 function decodeJoin(text: string, requestId: string | undefined): JoinState {
   const fail = (why: string): never => {
-    throw new CorruptJoinError(`join ${requestId ?? "(found by the sweep)"} in ${JOIN_BUCKET} is corrupt: ${why}`);
+    throw new CorruptJoinError(`join ${requestId ?? "(found by the sweep)"} in ${KvBucket.Joins} is corrupt: ${why}`);
   };
   let v: Record<string, unknown>;
   try {

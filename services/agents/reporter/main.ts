@@ -2,6 +2,8 @@
 // report.v1, run the deadline sweep every CAUSEWAY_REPORT_SWEEP_MS once the agent consumes, and drain on
 // SIGTERM / SIGINT.
 import { runAgentProcess } from "../../kit/agent-process.ts";
+import { KvBucket } from "../../kit/buckets.ts";
+import { defaultLayout } from "../../kit/layout.ts";
 import { createLogger } from "../../kit/log.ts";
 import { loadReporterConfig } from "./config.ts";
 import { createReporterDefinition } from "./definition.ts";
@@ -10,10 +12,11 @@ import { startDeadlineSweep } from "./sweep.ts";
 
 const config = loadReporterConfig();
 const log = createLogger({ name: "reporter-joins" });
+const layout = defaultLayout();
 let store: JoinStore | undefined;
 await runAgentProcess("reporter", async (nc) => {
-  store = await openKvJoinStore(nc, { onProblem: (err) => log.error({ err }, "corrupt join skipped by the deadline sweep") });
+  store = await openKvJoinStore(nc, { bucket: layout.buckets[KvBucket.Joins].name, onProblem: (err) => log.error({ err }, "corrupt join skipped by the deadline sweep") });
   return createReporterDefinition({ store, config });
 }, {
-  onStarted: (agent) => store && startDeadlineSweep(agent, store, { intervalMs: config.sweepMs, log }),
+  onStarted: (agent) => store && startDeadlineSweep(agent, store, { intervalMs: config.sweepMs, log, subjects: layout.subjects }),
 });

@@ -11,9 +11,8 @@ import { setTimeout as delay } from "node:timers/promises";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, connectAs, subjectsFor, dataDir, dataJson, eventSubject, inboxPrefix, loadPrincipals, openTrustStore, seedPath, uuidv7, type CloudEvent, type TrustStore,
+  KvBucket, NatsBinding, connectAs, dataDir, dataJson, inboxPrefix, loadLayout, openTrustStore, seedPath, uuidv7, type CloudEvent, type MeshLayout, type TrustStore,
 } from "../../kit/index.ts";
-import { RECORDED_STREAMS } from "../../lineage/ingest.ts";
 import { Svcm } from "@nats-io/services";
 import { devTokenPath, ensureDevTokens } from "./tokens.ts";
 import { MESH_SERVICES, spawnAgents, waitForAgents, type AgentProcess } from "../agent-processes.ts";
@@ -41,11 +40,13 @@ export async function run(args: string[]): Promise<number> {
   const connections: NatsConnection[] = [];
   console.log("Causeway demo — a report request through planner → researcher → verifier → reporter → publisher (critical: approved, then granted), every hop signed and verified\n");
   try {
-    const principals = loadPrincipals();
+    const layout = loadLayout();
+    const principals = layout.principals;
+    const subjects = layout.subjects;
     await step("identities", () => ensureIdentities(principals, data), (n) => `${Object.keys(principals.principals).length} principals, ${n} new NKey seeds in ${join(data, "keys")}`);
     await step("upstream tokens", () => ensureDevTokens(data), (created) => `${created.length} new development bearer tokens in ${join(data, "tokens")}`);
     const config = await step("nats-server config", () => {
-      const rendered = renderInfra({ dataDir: data });
+      const rendered = renderInfra({ dataDir: data, principals, prefix: layout.prefix });
       rmSync(demoDir, { recursive: true, force: true });
       mkdirSync(demoDir, { recursive: true });
       const path = join(demoDir, "server.conf");
@@ -65,8 +66,8 @@ export async function run(args: string[]): Promise<number> {
 
     const operator = await connectAs("operator", { servers: url });
     connections.push(operator);
-    await step("streams and buckets", () => applyMeshInfra(operator), (summary) => summary);
-    await step("trust store", () => seedTrust(operator, principals, data), (summary) => `KV causeway_trust: ${summary}`);
+    await step("streams and buckets", () => applyMeshInfra(operator, layout), (summary) => summary);
+    await step("trust store", () => seedTrust(operator, principals, data), (summary) => `KV ${layout.buckets[KvBucket.Trust].name}: ${summary}`);
     trust = await openTrustStore(operator);
 
     agents = spawnAgents(MESH_SERVICES, {
@@ -83,9 +84,9 @@ export async function run(args: string[]): Promise<number> {
     const gatewayUrl = await gatewayHttpUrl(operator);
     const token = readFileSync(devTokenPath(data, "upstream-demo"), "utf8").trim();
     const request = { id: uuidv7() };
-    const reports = await watchFor(operator, "MESH_EVT", eventSubject("report", "published"));
-    const approvalRequests = await watchFor(operator, "MESH_DECISION", "mesh.decision.approval_requested");
-    const releases = await watchFor(operator, "MESH_EVT", eventSubject("report", "released"));
+    const reports = await watchFor(operator, "MESH_EVT", subjects.event("report", "published"));
+    const approvalRequests = await watchFor(operator, "MESH_DECISION", subjects.decision("approval_requested"));
+    const releases = await watchFor(operator, "MESH_EVT", subjects.event("report", "released"));
     console.log(`\n$ curl -X POST ${gatewayUrl}/events -H "Authorization: Bearer $(cat $CAUSEWAY_DATA_DIR/tokens/upstream-demo.token)" -H "Content-Type: application/json" \\
     -H "ce-specversion: 1.0" -H "ce-id: ${request.id}" -H "ce-source: ${DEMO_SOURCE}" -H "ce-type: report.requested" -d '{"topic": …}'`);
     await step("upstream-demo → gateway (HTTP): report.requested accepted", async () => {
@@ -120,7 +121,7 @@ export async function run(args: string[]): Promise<number> {
 
     // The audit log: lineage recorded every message of every stream; ask it, as the auditor, why the report
     // exists, then check the whole log against its signed checkpoints.
-    await step("lineage recorded every message and signed a checkpoint", () => lineageCaughtUp(operator), (n) => `${n} records`);
+    await step("lineage recorded every message and signed a checkpoint", () => lineageCaughtUp(operator, layout), (n) => `${n} records`);
     for (const args of [["lineage", "why", released.event.id], ["lineage", "verify"]]) {
       console.log(`\n$ bin/causeway ${args.join(" ")}`);
       console.log(execFileSync(process.execPath, [join(repoRoot, "services", "cli", "main.ts"), ...args, "--server", url], { encoding: "utf8", env: { ...process.env, CAUSEWAY_DATA_DIR: data } }).trimEnd());
@@ -169,13 +170,14 @@ async function watchFor(nc: NatsConnection, stream: string, subject: string): Pr
 }
 
 /** Waits until lineage holds one record per message of every recorded stream and a checkpoint covers them all. */
-async function lineageCaughtUp(nc: NatsConnection): Promise<number> {
+async function lineageCaughtUp(nc: NatsConnection, layout: MeshLayout): Promise<number> {
+  const subjects = layout.subjects;
   const jsm = await jetstreamManager(nc);
   const deadline = Date.now() + WAIT_MS;
   for (;;) {
     let messages = 0;
-    for (const stream of RECORDED_STREAMS) messages += (await jsm.streams.info(stream)).state.messages;
-    const reply = await nc.request(subjectsFor().control("lineage", "checkpoints"), "{}", { timeout: 5_000 }).catch(() => undefined);
+    for (const { stream } of layout.consumersOf("lineage")) messages += (await jsm.streams.info(stream)).state.messages;
+    const reply = await nc.request(subjects.control("lineage", "checkpoints"), "{}", { timeout: 5_000 }).catch(() => undefined);
     const newest = reply?.json<{ ok: boolean; result?: { size: number }[] }>().result?.at(-1)?.size ?? 0;
     if (newest >= messages && messages > 0) return newest;
     if (Date.now() > deadline) throw new Error(`lineage holds a checkpoint of ${newest} records of ${messages} within ${WAIT_MS / 1000} s; see its log`);

@@ -5,7 +5,8 @@ import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { dataDir as defaultDataDir, publicKeyOf, seedPath } from "../../kit/connect.ts";
 import { ConfigError, ErrorCode } from "../../kit/errors.ts";
-import { Account, loadPrincipals, permissionsFor } from "../../kit/principals.ts";
+import { defaultLayout } from "../../kit/layout.ts";
+import { Account, permissionsFor } from "../../kit/principals.ts";
 import type { AccountValue, Grant, Principals } from "../../kit/principals.ts";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
 
@@ -28,7 +29,7 @@ export interface RenderInfraOptions {
   dataDir?: string;
   /** Subject prefix. Default: the prefix principals.json is written with. */
   prefix?: string;
-  /** Principals to render. Default: loadPrincipals(). */
+  /** Principals to render. Default: those of the mesh layout (infra/principals.json, checked against streams/). */
   principals?: Principals;
 }
 
@@ -68,7 +69,8 @@ export async function run(args: string[]): Promise<number> {
 /** Renders the accounts fragment (or, with `full`, the dev server config) and writes it. */
 export function renderInfra(opts: RenderInfraOptions = {}): RenderInfraResult {
   const data = opts.dataDir ?? defaultDataDir();
-  const principals = opts.principals ?? loadPrincipals();
+  // The layout checks that principals.json and streams/ agree before any permission is rendered from them.
+  const principals = opts.principals ?? defaultLayout().principals;
   const keys = publicKeysOf(principals, data);
   const accountsText = renderAccounts(principals, keys, { prefix: opts.prefix });
   const text = opts.full ? renderDevConfig(accountsText, { dataDir: data }) : accountsText;

@@ -1,29 +1,31 @@
-// `causeway streams apply`: create or update the JetStream streams and consumers of streams/*.json,
-// idempotently, printing one line per stream or consumer. Exit 0 when everything declared is in effect,
-// 1 when anything was refused, 2 on a usage error.
+// `causeway streams apply`: create or update the JetStream streams and consumers of streams/*.json (rendered
+// for the mesh's prefix, from infra/principals.json) and the mesh's KV buckets, idempotently, printing one line
+// per stream, consumer or bucket. Exit 0 when everything declared is in effect, 1 when anything was refused,
+// 2 on a usage error.
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { connect, nkeyAuthenticator } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { ConfigError, ErrorCode, permissionDenied } from "../../kit/errors.ts";
-import { applyStreams, loadStreamDefinitions } from "../../kit/streams.ts";
+import { applyStreams, defaultStreamsDir } from "../../kit/streams.ts";
 import { connectAs } from "../../kit/connect.ts";
 import { ensureMeshBuckets } from "../../kit/buckets.ts";
+import { DEFAULT_PRINCIPALS_PATH } from "../../kit/principals.ts";
+import { loadLayout } from "../../kit/layout.ts";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
 
 const DEFAULT_SERVER = "nats://127.0.0.1:4222";
-// The definitions shipped with Causeway, wherever the command is run from.
-const DEFAULT_DIR = resolve(import.meta.dirname, "..", "..", "..", "streams");
 
-const USAGE = `usage: causeway streams apply [--force] [--replicas N] [--server URL] [--as PRINCIPAL | --nkey SEEDFILE] [--dir DIR]
+const USAGE = `usage: causeway streams apply [--force] [--replicas N] [--server URL] [--as PRINCIPAL | --nkey SEEDFILE] [--dir DIR] [--principals FILE]
 
   --force         apply destructive changes (shrinking limits, removing subjects, lowering replicas)
   --replicas N    replicas for every stream, overriding the files (1 in the files; 3 in production)
   --server URL    NATS server (default: $NATS_URL or ${DEFAULT_SERVER})
   --as PRINCIPAL  connect as this principal of infra/principals.json (its seed, its private inbox), e.g. operator
   --nkey FILE     NKey seed file to authenticate with (default: $CAUSEWAY_NKEY); uses the default _INBOX prefix
-  --dir DIR       definitions directory (default: the streams/ directory of Causeway)`;
+  --dir DIR       definitions directory (default: the streams/ directory of Causeway)
+  --principals FILE  principals file whose prefix the subjects are rendered for (default: infra/principals.json)`;
 
 /** Runs `causeway streams <args>`; resolves with the exit code. */
 export async function run(args: string[]): Promise<number> {
@@ -33,7 +35,8 @@ export async function run(args: string[]): Promise<number> {
         server: { type: "string" },
         nkey: { type: "string" },
         as: { type: "string" },
-        dir: { type: "string" }
+        dir: { type: "string" },
+        principals: { type: "string" }
       });
   if (parsed.exit !== undefined) return parsed.exit;
   const { values, positionals } = parsed;
@@ -46,8 +49,10 @@ export async function run(args: string[]): Promise<number> {
     replicas = Number(values.replicas);
   }
 
-  const dir = values.dir === undefined ? DEFAULT_DIR : resolve(values.dir);
-  const defs = await loadStreamDefinitions(dir);
+  const layout = loadLayout({
+    streamsDir: values.dir === undefined ? defaultStreamsDir : resolve(values.dir),
+    principalsPath: values.principals === undefined ? DEFAULT_PRINCIPALS_PATH : resolve(values.principals),
+  });
   const server = values.server ?? process.env.NATS_URL ?? DEFAULT_SERVER;
   if (values.as !== undefined && values.nkey !== undefined) return usageError("--as and --nkey are alternatives");
   const nkey = values.nkey ?? process.env.CAUSEWAY_NKEY;
@@ -57,11 +62,11 @@ export async function run(args: string[]): Promise<number> {
     const jsm = await jetstreamManager(nc).catch((err: unknown) => {
       throw new ConfigError(ErrorCode.Config, `JetStream is not available at ${server}: ${(err as Error).message}`, { cause: err });
     });
-    const report = await applyStreams(jsm, defs, { force: values.force, replicas, log: (line) => console.log(line) }).catch((err: unknown) => {
+    const report = await applyStreams(jsm, Object.values(layout.streams), { force: values.force, replicas, log: (line) => console.log(line) }).catch((err: unknown) => {
       throw permissionDenied(err, `${values.as ?? "this identity"} managing streams`) ?? err;
     });
     if (report.ok) {
-      const created = await ensureMeshBuckets(nc, { replicas }).catch((err: unknown) => {
+      const created = await ensureMeshBuckets(nc, { replicas, buckets: layout.buckets }).catch((err: unknown) => {
         throw permissionDenied(err, `${values.as ?? "this identity"} creating KV buckets`) ?? err;
       });
       for (const name of created) console.log(`✓ KV ${name} created`);

@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync
 import { connect as netConnect } from "node:net";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
-import { connectAs, dataDir, inboxPrefix, loadPrincipals, seedPath } from "../../kit/index.ts";
+import { connectAs, dataDir, inboxPrefix, loadLayout, seedPath } from "../../kit/index.ts";
 import { MESH_SERVICES, spawnAgents, waitForAgents } from "../agent-processes.ts";
 import { applyMeshInfra, ensureIdentities, seedTrust } from "../bootstrap.ts";
 import { spawnNatsServer } from "../nats-process.ts";
@@ -35,10 +35,11 @@ export async function run(args: string[]): Promise<number> {
     console.error(`✗ port ${CLIENT_PORT} is in use by another process: stop it, or use \`make demo\`, which picks a free port`);
     return 1;
   }
-  const principals = loadPrincipals();
+  const layout = loadLayout();
+  const principals = layout.principals;
   await step("identities", () => ensureIdentities(principals, data), () => `${Object.keys(principals.principals).length} principals`);
   await step("upstream tokens", () => ensureDevTokens(data), (created) => `${created.length} new in ${join(data, "tokens")}`);
-  const config = await step("nats-server config", () => renderInfra({ dataDir: data, full: true }), (r) => r.path);
+  const config = await step("nats-server config", () => renderInfra({ dataDir: data, full: true, principals, prefix: layout.prefix }), (r) => r.path);
   mkdirSync(runDir(data), { recursive: true });
   const server = await step("nats-server", () => spawnNatsServer({
     configPath: config.path, portsDir: runDir(data), detached: true, logFile: join(runDir(data), "nats-server.log"),
@@ -46,7 +47,7 @@ export async function run(args: string[]): Promise<number> {
   writeFileSync(pidFile(data, "nats-server"), `${server.pid}\n`);
   const nc = await connectAs("operator", { servers: server.url });
   try {
-    await step("streams and buckets", () => applyMeshInfra(nc), (summary) => summary);
+    await step("streams and buckets", () => applyMeshInfra(nc, layout), (summary) => summary);
     await step("trust store", () => seedTrust(nc, principals, data), (summary) => summary);
     const agents = spawnAgents(MESH_SERVICES, { natsUrl: server.url, dataDir: data, logDir: join(runDir(data), "logs"), detached: true });
     for (const a of agents) writeFileSync(pidFile(data, a.name), `${a.child.pid}\n`);

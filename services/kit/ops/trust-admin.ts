@@ -8,6 +8,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { CausewayError, ConfigError, ErrorCode, permissionDenied } from "../errors.ts";
 import { SignatureAlgorithm } from "../keys.ts";
 import { openExistingBucket } from "../kv-follow.ts";
+import { MESH_BUCKETS } from "../buckets.ts";
 import { KvBucket } from "../principals.ts";
 import type { Principals } from "../principals.ts";
 import {
@@ -93,7 +94,7 @@ export function trustEntriesFromPrincipals(
 }
 
 /**
- * Creates the bucket if missing (history 5, file storage) and writes each record whose stored entry differs,
+ * Creates the bucket if missing (the trust store's settings in the bucket table, file storage) and writes each record whose stored entry differs,
  * compare-and-set, so a concurrent change is never overwritten. An existing entry keeps its window and its
  * revocation: seeding again never un-revokes a key. Resolves with what happened to each record.
  */
@@ -101,12 +102,13 @@ export async function seedTrustStore(nc: NatsConnection, records: readonly Trust
   const bucket = opts.bucket ?? KvBucket.Trust;
   const who = `writing the trust store ${bucket}`;
   const denied = (err: unknown) => permissionDenied(err, who) ?? err;
+  const table = MESH_BUCKETS[KvBucket.Trust];
   const kv = await new Kvm(nc)
     .create(bucket, {
-      history: 5,
+      history: table.history,
       storage: StorageType.File,
       replicas: opts.replicas ?? 1,
-      description: "Causeway trust store: key id -> principal, emits, addresses, validity window, revocation",
+      description: table.description,
     })
     .catch((err: unknown) => {
       throw denied(err);

@@ -1,0 +1,168 @@
+// The mesh layout: every name the mesh is made of — the subject prefix, the streams, the durable consumers, the
+// KV buckets — read once from the files that declare them (infra/principals.json for the prefix and who
+// consumes what, streams/*.json and streams/consumers/*.json for the streams and durables, the bucket table of
+// buckets.ts) and frozen. Services, the CLI and the tests take names from here instead of defining them where
+// they use them; the stream files stay written under the default prefix, so `nats stream add --config` takes
+// them as they are, and the layout renders their subject fields for the mesh's prefix.
+import { MESH_BUCKETS, type BucketSpec, type KvBucketValue } from "./buckets.ts";
+import { ConfigError, ErrorCode } from "./errors.ts";
+import { DEFAULT_PRINCIPALS_PATH, capabilityDurable, loadPrincipals, type Principals } from "./principals.ts";
+import {
+  defaultStreamsDir, loadCapabilityTemplate, loadStreamDefinitionsSync, renderCapabilityConsumer, renderStreamDefinitions,
+  type ConsumerDefinition, type ConsumerFileConfig, type StreamDefinition, type StreamFileConfig,
+} from "./streams.ts";
+import { StreamName, subjectsFor, type MeshSubjects } from "./subjects.ts";
+
+/** Where {@link loadLayout} reads the layout from. */
+export interface LayoutOptions {
+  /** The principals file, which holds the mesh's prefix. Default: infra/principals.json. */
+  principalsPath?: string;
+  /** Principals already loaded (instead of `principalsPath`). */
+  principals?: Principals;
+  /** The stream and consumer definitions. Default: the repository's streams/ directory. */
+  streamsDir?: string;
+  /** Another subject prefix than the principals file's (a second mesh on one server). Default: the file's. */
+  prefix?: string;
+}
+
+/** Every name of the mesh, each rendered for its prefix. Deep-frozen; build it once with {@link loadLayout}. */
+export interface MeshLayout {
+  /** The subject prefix, e.g. `mesh`. */
+  readonly prefix: string;
+  /** Subject builders and parser for the prefix. */
+  readonly subjects: MeshSubjects;
+  /** The principals file the prefix came from (subjects written under `principals.prefix`). */
+  readonly principals: Principals;
+  /** Every stream with its consumer files, subjects rendered for the prefix, by stream name in file order: what `causeway streams apply` applies. */
+  readonly streams: Readonly<Record<string, StreamDefinition>>;
+  /** Every durable consumer that has a file, rendered for the prefix. */
+  readonly consumers: readonly ConsumerDefinition[];
+  /** Every KV bucket of the mesh and how it is created. */
+  readonly buckets: Readonly<Record<KvBucketValue, BucketSpec>>;
+  /** Where it was read from. */
+  readonly sources: { readonly principals: string; readonly streams: string };
+  /** The stream's config; CW_ERR_CONFIG when no file defines it. */
+  stream(name: string): Readonly<StreamFileConfig>;
+  /** The config of durable `name` on `stream`, from `streams/consumers/<stream>.<name>.json`; CW_ERR_CONFIG when there is no such file. */
+  durable(stream: string, name: string): Readonly<ConsumerFileConfig>;
+  /** The shared consumer of a capability on MESH_CAP, from `capability.template.json`. CW_ERR_STREAM_CONFIG_INVALID for a bad token. */
+  capabilityConsumer(capability: string, major: number): Readonly<ConsumerFileConfig>;
+  /**
+   * The streams `principal` consumes through a durable of its own (principals.json `consumes`, each checked
+   * against its file), with the durable's name: how a service finds its consumers. Capability consumers are
+   * {@link capabilityConsumer}'s.
+   */
+  consumersOf(principal: string): readonly { readonly stream: string; readonly durable: string }[];
+  /** The one durable `principal` consumes on `stream`; CW_ERR_CONFIG when it has none there. */
+  durableOf(principal: string, stream: string): string;
+}
+
+/**
+ * Reads the principals file and the stream and consumer files, renders them for the prefix and checks that
+ * they agree: every durable a principal consumes has its file (with the same filter), every consumer file has
+ * a principal that consumes it, and the capability template names the durables principals.json derives.
+ * ConfigError (CW_ERR_CONFIG, CW_ERR_STREAM_CONFIG_INVALID or CW_ERR_PRINCIPALS_INVALID) naming the file at fault.
+ */
+export function loadLayout(opts: LayoutOptions = {}): MeshLayout {
+  const principals = opts.principals ?? loadPrincipals(opts.principalsPath ?? DEFAULT_PRINCIPALS_PATH);
+  const prefix = opts.prefix ?? principals.prefix;
+  const subjects = subjectsFor(prefix);
+  const streamsDir = opts.streamsDir ?? defaultStreamsDir;
+  const defs = renderStreamDefinitions(loadStreamDefinitionsSync(streamsDir), prefix);
+  const template = loadCapabilityTemplate(streamsDir);
+
+  const streams: Record<string, StreamDefinition> = {};
+  for (const d of defs) streams[d.config.name] = d;
+  const consumers = Object.freeze(defs.flatMap((d) => d.consumers));
+  const byKey = new Map(consumers.map((c) => [`${c.stream}.${c.config.durable_name}`, c]));
+
+  const capabilityConsumer = (capability: string, major: number) => renderCapabilityConsumer(template, capability, major, prefix);
+
+  const consumersOf = (principal: string) => {
+    const p = Object.hasOwn(principals.principals, principal) ? principals.principals[principal] : undefined;
+    if (!p) throw new ConfigError(ErrorCode.UnknownPrincipal, `no principal "${principal}" in ${principals.source}`);
+    return Object.freeze(p.consumes.filter((c) => !(c.stream === StreamName.Cap && c.durable.startsWith("cap-"))).map((c) => Object.freeze({ stream: c.stream, durable: c.durable })));
+  };
+
+  const problems = checkAgreement(principals, prefix, byKey, capabilityConsumer);
+  if (problems.length > 0) {
+    throw new ConfigError(ErrorCode.Config, `the mesh layout (${principals.source}, ${streamsDir}) is inconsistent:\n  ${problems.join("\n  ")}`);
+  }
+
+  return Object.freeze({
+    prefix,
+    subjects,
+    principals,
+    streams: Object.freeze(streams),
+    consumers,
+    buckets: MESH_BUCKETS,
+    sources: Object.freeze({ principals: principals.source, streams: streamsDir }),
+    stream(name: string) {
+      const def = Object.hasOwn(streams, name) ? streams[name] : undefined;
+      if (!def) throw new ConfigError(ErrorCode.Config, `no stream ${name} in ${streamsDir} (streams: ${Object.keys(streams).join(", ")})`);
+      return def.config;
+    },
+    durable(stream: string, name: string) {
+      const c = byKey.get(`${stream}.${name}`);
+      if (!c) throw new ConfigError(ErrorCode.Config, `no durable consumer ${stream}/${name}: every durable has its file, ${streamsDir}/consumers/${stream}.${name}.json`);
+      return c.config;
+    },
+    capabilityConsumer,
+    consumersOf,
+    durableOf(principal: string, stream: string) {
+      const found = consumersOf(principal).find((c) => c.stream === stream);
+      if (!found) throw new ConfigError(ErrorCode.Config, `${principal} consumes nothing on ${stream} in ${principals.source}`);
+      return found.durable;
+    },
+  });
+}
+
+let memo: MeshLayout | undefined;
+
+/** The layout of the repository's own files ({@link loadLayout} without options), loaded on first use. */
+export function defaultLayout(): MeshLayout {
+  memo ??= loadLayout();
+  return memo;
+}
+
+function checkAgreement(
+  principals: Principals,
+  prefix: string,
+  byKey: ReadonlyMap<string, ConsumerDefinition>,
+  capabilityConsumer: (capability: string, major: number) => Readonly<ConsumerFileConfig>,
+): string[] {
+  const problems: string[] = [];
+  // principals.json is written under its own prefix; compare both sides under the layout's.
+  const rebase = (s: string) => (s === principals.prefix || s.startsWith(`${principals.prefix}.`) ? `${prefix}${s.slice(principals.prefix.length)}` : s);
+  const consumed = new Set<string>();
+  for (const p of Object.values(principals.principals)) {
+    for (const c of p.consumes) {
+      if (c.stream === StreamName.Cap && c.durable.startsWith("cap-")) continue; // derived from `serves`, checked below
+      const key = `${c.stream}.${c.durable}`;
+      consumed.add(key);
+      const file = byKey.get(key);
+      if (!file) {
+        problems.push(`${p.name} consumes ${c.stream}/${c.durable}, which has no file streams/consumers/${key}.json`);
+        continue;
+      }
+      const filter = file.config.filter_subject;
+      const declared = c.filter === undefined ? undefined : rebase(c.filter);
+      if (declared !== filter) {
+        problems.push(`${p.name} consumes ${c.stream}/${c.durable} with filter ${declared ?? "(none)"}, but ${file.file} declares ${filter ?? "(none)"}`);
+      }
+    }
+  }
+  for (const key of byKey.keys()) {
+    if (!consumed.has(key)) problems.push(`${byKey.get(key)!.file} is consumed by no principal of ${principals.source}`);
+  }
+  for (const cap of Object.values(principals.capabilities)) {
+    const config = capabilityConsumer(cap.name, cap.major);
+    const durable = capabilityDurable(cap.name, cap.major);
+    const filter = subjectsFor(prefix).capability(cap.name, cap.major);
+    if (config.durable_name !== durable || config.filter_subject !== filter) {
+      problems.push(`capability.template.json gives ${cap.ref} durable ${config.durable_name} filtering ${config.filter_subject ?? "(none)"}; principals expect ${durable} filtering ${filter}`);
+    }
+  }
+  return problems;
+}
+
