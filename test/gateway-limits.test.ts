@@ -8,10 +8,11 @@ import { headers } from "@nats-io/transport-node";
 import { MARK_PREFIX } from "../services/gateway/ledger.ts";
 import { dedupeKey } from "../services/gateway/notarize.ts";
 import { createRateLimiter } from "../services/gateway/rate-limit.ts";
-import { connectAs } from "../services/kit/index.ts";
 import { DEMO_SOURCE, REQUEST_SCHEMA, requestData, startGatewayMesh } from "./gateway-fixture.ts";
 import { waitFor } from "./harness/index.ts";
 
+/** upstream-demo's request subject on the gateway. */
+const REQUEST_SUBJECT = "mesh.ctl.gateway.publish.upstream-demo";
 const binary = (id: string) => ({
   "content-type": "application/json", "ce-specversion": "1.0", "ce-id": id, "ce-source": DEMO_SOURCE, "ce-type": "report.requested", "ce-dataschema": REQUEST_SCHEMA,
 });
@@ -47,9 +48,12 @@ describe("gateway limits", () => {
     // 0.2 events/s: the next token is about 5 s away.
     assert.ok(Number(over.headers.get("retry-after")) >= 4 && Number(over.headers.get("retry-after")) <= 5, `Retry-After ${over.headers.get("retry-after")}`);
     assert.equal(over.json.retryafter, Number(over.headers.get("retry-after")));
-    const overNats = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:rate-4",
+    const overNats = await g.natsAsUpstream(["req", REQUEST_SUBJECT, requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:rate-4",
       "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"]);
-    assert.equal(JSON.parse(overNats.stdout).status, 429, overNats.stdout + overNats.stderr);
+    const answer = JSON.parse(overNats.stdout) as { status: number; code: string; retryafter: number; message: string };
+    assert.deepEqual([answer.status, answer.code], [429, "CW_ERR_RATE_LIMITED"], overNats.stdout + overNats.stderr);
+    assert.ok(answer.retryafter >= 4 && answer.retryafter <= 5, `retryafter ${answer.retryafter}`);
+    assert.match(answer.message, /upstream upstream-demo is over its rate of 0\.2\/s \(burst 3\)/);
     assert.deepEqual((await g.routed()).map((e) => e.id).sort(), ["rate-0", "rate-1", "rate-2"]);
     assert.deepEqual(await g.quarantined(), []);
   });
@@ -79,21 +83,27 @@ describe("gateway limits", () => {
     assert.deepEqual(routed.map((e) => e.id).sort(), [...ids].sort());
   });
 
-  test("gateway - MESH_INGEST's max_msg_size (headers and data): a request it refuses is answered 413 at once; a data limit it cannot hold stops the gateway", async () => {
+  test("gateway - a request over the size limit (headers and data, as MESH_INGEST counts) is answered 413 before any work; a data limit MESH_INGEST cannot hold stops the gateway", async () => {
     await using g = await startGatewayMesh();
-    const maxMsgSize = (await (await jetstreamManager(g.mesh.operator)).streams.info("MESH_INGEST")).config.max_msg_size;
-    const nc = await connectAs("upstream-demo", { dataDir: g.mesh.dataDir, servers: g.mesh.server.url });
-    try {
-      const h = headers();
-      for (const [k, v] of Object.entries({ "ce-specversion": "1.0", "ce-id": "huge-1", "ce-source": DEMO_SOURCE, "ce-type": "report.requested" })) h.set(k, v);
-      // The data alone fits MESH_INGEST; with its headers it does not, so the stream would refuse it unanswered.
-      const reply = await nc.request("mesh.ingest.upstream-demo.reports", new Uint8Array(maxMsgSize - 16).fill(0x20), { headers: h, timeout: 5_000 });
-      const answer = reply.json<{ status: number; code: string; message: string }>();
-      assert.deepEqual([answer.status, answer.code], [413, "CW_ERR_PAYLOAD_TOO_LARGE"]);
-      assert.match(answer.message, new RegExp(`bytes with its headers, more than MESH_INGEST stores \\(${maxMsgSize}\\)`));
-    } finally {
-      await nc.close();
-    }
+    const jsm = await jetstreamManager(g.mesh.operator);
+    const ingest = await jsm.streams.info("MESH_INGEST");
+    const maxMsgSize = ingest.config.max_msg_size;
+    const nc = await g.mesh.as("upstream-demo");
+    const h = headers();
+    for (const [k, v] of Object.entries({ "ce-specversion": "1.0", "ce-id": "huge-1", "ce-source": DEMO_SOURCE, "ce-type": "report.requested" })) h.set(k, v);
+    // The data fits the event data limit (1 MiB); with 64 KiB of headers the request does not fit data limit + 64 KiB.
+    h.set("ce-padding", "x".repeat(64 * 1024));
+    const reply = await nc.request(REQUEST_SUBJECT, new Uint8Array(1024 * 1024 - 16).fill(0x20), { headers: h, timeout: 5_000 });
+    const answer = reply.json<{ status: number; code: string; message: string }>();
+    assert.deepEqual([answer.status, answer.code], [413, "CW_ERR_PAYLOAD_TOO_LARGE"]);
+    assert.match(answer.message, /bytes with its headers, over 1114112 bytes \(event data limit 1048576 bytes \+ 65536 for attributes\)/);
+    // Data over the limit: the same 413 as over HTTP.
+    h.delete("ce-padding");
+    const big = (await nc.request(REQUEST_SUBJECT, new Uint8Array(1024 * 1024 + 1).fill(0x20), { headers: h, timeout: 5_000 })).json<{ status: number; code: string }>();
+    assert.deepEqual([big.status, big.code], [413, "CW_ERR_PAYLOAD_TOO_LARGE"]);
+    assert.equal((await jsm.streams.info("MESH_INGEST")).state.messages, ingest.state.messages, "nothing stored in MESH_INGEST");
+    assert.deepEqual(await g.routed(), []);
+    assert.deepEqual(await g.quarantined(), []);
     // CAUSEWAY_MAX_DATA_BYTES + the structured-mode margin must fit MESH_INGEST, or such events would be refused unseen.
     const tooLarge = g.mesh.spawn("services/gateway/main.ts", { CAUSEWAY_GATEWAY_PORT: "0", CAUSEWAY_MAX_DATA_BYTES: String(maxMsgSize) });
     assert.equal(await tooLarge.exited, 1, tooLarge.output());

@@ -37,7 +37,7 @@ test("gateway workers - two processes share the port and the ingress; every even
   const accepted = results.filter((r) => r.status === 202).map((r) => r.json.id as string);
   assert.ok(results.every((r) => r.status === 202 || r.status === 429), "only 202 and 429");
   assert.ok(accepted.length <= 40 && accepted.length >= 20, `${accepted.length} accepted of a shared burst of 40`);
-  const nats = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:w-nats",
+  const nats = await g.natsAsUpstream(["req", "mesh.ctl.gateway.publish.upstream-demo", requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:w-nats",
     "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"]);
   const natsStatus = (JSON.parse(nats.stdout) as { status: number }).status;
   assert.ok(natsStatus === 202 || natsStatus === 429, nats.stdout + nats.stderr);

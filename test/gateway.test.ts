@@ -6,17 +6,23 @@ import { Agent, request, type IncomingMessage } from "node:http";
 import { connect as connectTcp } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { PermissionViolationError, headers } from "@nats-io/transport-node";
 import { HTTP, CloudEvent as SdkCloudEvent } from "cloudevents";
 import {
-  DSSE_MATERIAL, NatsBinding, createEvent, encodeJsonEvent, readSeed, signEvent, signingKeyFromNkeySeed,
+  DSSE_MATERIAL, NatsBinding, createEvent, encodeJsonEvent, readSeed, seedPath, signEvent, signingKeyFromNkeySeed,
 } from "../services/kit/index.ts";
+import { MARK_PREFIX } from "../services/gateway/ledger.ts";
+import { dedupeKey } from "../services/gateway/notarize.ts";
 import { DEMO_SOURCE, REQUEST_SCHEMA, requestData, startGatewayMesh, type GatewayMesh } from "./gateway-fixture.ts";
-import { waitFor } from "./harness/index.ts";
+import { runNats, waitFor } from "./harness/index.ts";
 
 const binary = (id: string, extra: Record<string, string> = {}) => ({
   "content-type": "application/json", "ce-specversion": "1.0", "ce-id": id, "ce-source": DEMO_SOURCE, "ce-type": "report.requested",
   "ce-dataschema": REQUEST_SCHEMA, ...extra,
 });
+/** upstream-demo's request subject: answered by the gateway's endpoint, not stored. */
+const REQUEST_SUBJECT = "mesh.ctl.gateway.publish.upstream-demo";
 const routedById = async (g: GatewayMesh, id: string) => (await g.routed()).filter((e) => e.id === id);
 const quarantinedWith = async (g: GatewayMesh, code: string) => (await g.quarantined()).filter((q) => q.code === code);
 
@@ -132,37 +138,67 @@ describe("gateway", () => {
     assert.deepEqual(Buffer.from(stored!), body, "the original bytes, 0xff included");
   });
 
-  test("gateway - nats pub with ce- headers through the real CLI: routed; nats req gets the same answer as HTTP", async () => {
+  test("gateway - nats pub with ce- headers through the real CLI: stored in MESH_INGEST, then routed; nats req on the request subject is answered at once, as over HTTP, and nothing of it is stored", async () => {
+    const jsm = await jetstreamManager(g.mesh.operator);
+    const ingested = async () => (await jsm.streams.info("MESH_INGEST")).state.messages;
+    const before = await ingested();
     const pub = await g.natsAsUpstream(["pub", "mesh.ingest.upstream-demo.reports", requestData("over nats"),
       "-H", "ce-specversion:1.0", "-H", "ce-id:nats-1", "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested", "-H", "ce-datacontenttype:application/json"]);
     assert.equal(pub.code, 0, pub.stderr);
     const [event] = await waitFor(async () => { const e = await routedById(g, "nats-1"); return e.length > 0 && e; }, { what: "the event published with nats pub" });
     assert.equal(g.mesh.trust.verify(event!, { receivedAt: "now" }).event.extensions.upstream, "upstream-demo");
     assert.equal(Buffer.from(event!.data).toString(), requestData("over nats"));
+    assert.equal(await ingested(), before + 1, "the plain publish is stored in MESH_INGEST");
 
-    const req = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", requestData("request"),
+    const req = await g.natsAsUpstream(["req", REQUEST_SUBJECT, requestData("request"),
       "-H", "ce-specversion:1.0", "-H", "ce-id:nats-2", "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"]);
     assert.equal(req.code, 0, req.stderr);
     const reply = JSON.parse(req.stdout) as Record<string, unknown>;
     assert.deepEqual({ ...reply, traceid: typeof reply.traceid }, {
       status: 202, id: "nats-2", source: DEMO_SOURCE, type: "report.requested", traceid: "string", subject: "mesh.cap.plan.v1", duplicate: false,
     });
-    assert.equal((await routedById(g, "nats-2")).length, 1);
+    // Answered after the publish to MESH_CAP was acknowledged: it is there now, once, and MESH_INGEST holds nothing of it.
+    const [routed, ...more] = await routedById(g, "nats-2");
+    assert.deepEqual(more, []);
+    assert.equal(String(g.mesh.trust.verify(routed!, { receivedAt: "now" }).event.extensions.traceparent).slice(3, 35), reply.traceid);
+    assert.equal(await ingested(), before + 1, "the request is not stored in MESH_INGEST");
+  });
+
+  test("gateway - a plain publish is stream-only: a request on an ingest subject gets no answer (the stream takes it, nobody answers), and its refusal ends in quarantine", async () => {
+    const upstream = await g.mesh.as("upstream-demo");
+    const h = headers();
+    for (const [k, v] of Object.entries({ "ce-specversion": "1.0", "ce-id": "plain-1", "ce-source": DEMO_SOURCE, "ce-type": "report.requested" })) h.set(k, v);
+    await assert.rejects(upstream.request("mesh.ingest.upstream-demo.reports", requestData("stream only"), { headers: h, timeout: 1_000 }),
+      (err: Error) => err.name === "TimeoutError" || /timeout/i.test(err.message), "no answer from the consumer path");
+    await upstream.close();
+    await waitFor(async () => (await routedById(g, "plain-1")).length === 1, { what: "the unanswered publish routed from MESH_INGEST" });
+
+    const bad = await g.natsAsUpstream(["pub", "mesh.ingest.upstream-demo.reports", requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:plain-bad-1", "-H", `ce-source:${DEMO_SOURCE}`]);
+    assert.equal(bad.code, 0, bad.stderr);
+    const q = await waitFor(async () => (await quarantinedWith(g, "CW_ERR_MISSING_ATTRIBUTE")).find((e) => e.headers["ce-id"] === "plain-bad-1"), { what: "the refused publish in quarantine" });
+    assert.equal(q.subject, "mesh.quarantine.decode_error.ingest");
+    assert.equal(q.headers["Causeway-Original-Subject"], "mesh.ingest.upstream-demo.reports");
+    assert.equal(q.headers["Causeway-Original-Stream"], "MESH_INGEST");
+    assert.equal(q.data, requestData(), "the original bytes");
+    assert.deepEqual(await routedById(g, "plain-bad-1"), []);
   });
 
   test("gateway - nats req in structured mode, and a malformed one gets its precise error and a decode_error quarantine entry", async () => {
     const structured = encodeJsonEvent(createEvent({ id: "nats-str-1", source: DEMO_SOURCE, type: "report.requested", datacontenttype: "application/json", data: requestData() }));
-    const ok = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", structured, "-H", "Content-Type:application/cloudevents+json"]);
+    const ok = await g.natsAsUpstream(["req", REQUEST_SUBJECT, structured, "-H", "Content-Type:application/cloudevents+json"]);
     assert.equal(JSON.parse(ok.stdout).status, 202, ok.stdout + ok.stderr);
+    assert.equal((await routedById(g, "nats-str-1")).length, 1);
 
-    const bad = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:nats-bad-1", "-H", `ce-source:${DEMO_SOURCE}`]);
+    const bad = await g.natsAsUpstream(["req", REQUEST_SUBJECT, requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:nats-bad-1", "-H", `ce-source:${DEMO_SOURCE}`]);
     assert.deepEqual(JSON.parse(bad.stdout), {
       status: 400, code: "CW_ERR_MISSING_ATTRIBUTE", message: 'required attribute "type" is missing', attribute: "type", quarantined: "decode_error",
     });
-    const q = await waitFor(async () => (await quarantinedWith(g, "CW_ERR_MISSING_ATTRIBUTE")).find((e) => e.headers["ce-id"] === "nats-bad-1"), { what: "the malformed message in quarantine" });
+    // Quarantined before the answer, like an HTTP input: under the upstream's ingest subject, from no stream.
+    const q = (await quarantinedWith(g, "CW_ERR_MISSING_ATTRIBUTE")).find((e) => e.headers["ce-id"] === "nats-bad-1");
+    assert.ok(q, "the malformed request in quarantine");
     assert.equal(q.subject, "mesh.quarantine.decode_error.ingest");
-    assert.equal(q.headers["Causeway-Original-Subject"], "mesh.ingest.upstream-demo.reports");
-    assert.equal(q.headers["Causeway-Original-Stream"], "MESH_INGEST");
+    assert.equal(q.headers["Causeway-Original-Subject"], "mesh.ingest.upstream-demo.request");
+    assert.equal(q.headers["Causeway-Original-Stream"], "");
     assert.equal(q.data, requestData(), "the original bytes");
   });
 
@@ -174,7 +210,7 @@ describe("gateway", () => {
     assert.equal(first.json.duplicate, false);
     assert.equal(again.json.duplicate, true);
     assert.equal(again.json.traceid, first.json.traceid);
-    const overNats = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", requestData("dup"),
+    const overNats = await g.natsAsUpstream(["req", REQUEST_SUBJECT, requestData("dup"),
       "-H", "ce-specversion:1.0", "-H", "ce-id:dup-1", "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"]);
     assert.deepEqual(JSON.parse(overNats.stdout), { ...first.json, duplicate: true });
     assert.equal((await routedById(g, "dup-1")).length, 1);
@@ -229,13 +265,30 @@ describe("gateway", () => {
     assert.deepEqual([...await routedById(g, "auth-1"), ...await routedById(g, "auth-2")], []);
   });
 
-  test("gateway - wrong source: another upstream's ingest subject is refused by the server; a source outside the upstream's is 403 and quarantined", async () => {
+  test("gateway - wrong source: another upstream's ingest or request subject is refused by the server (the operator may not request as an upstream either); a source outside the upstream's is 403 and quarantined", async () => {
     const jsm = await jetstreamManager(g.mesh.operator);
     const before = (await jsm.streams.info("MESH_INGEST")).state.messages;
     const spoof = await g.natsAsUpstream(["pub", "mesh.ingest.upstream-other.reports", requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:spoof-1",
       "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"]);
     assert.match(spoof.stdout + spoof.stderr, /[Pp]ermissions [Vv]iolation.*mesh\.ingest\.upstream-other\.reports/);
     assert.equal((await jsm.streams.info("MESH_INGEST")).state.messages, before);
+    // Nor may it request on another upstream's request subject; the operator's mesh.ctl.*.* does not cover them either.
+    const ce = ["-H", "ce-specversion:1.0", "-H", "ce-id:spoof-2", "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"];
+    const other = await g.natsAsUpstream(["pub", "mesh.ctl.gateway.publish.upstream-other", requestData(), ...ce]);
+    assert.match(other.stdout + other.stderr, /[Pp]ermissions [Vv]iolation.*mesh\.ctl\.gateway\.publish\.upstream-other/);
+    const operator = await runNats(["--inbox-prefix", "_INBOX_operator", "pub", REQUEST_SUBJECT, requestData(), ...ce], { server: g.mesh.server.url, nkey: seedPath("operator", g.mesh.dataDir) });
+    assert.match(operator.stdout + operator.stderr, /[Pp]ermissions [Vv]iolation.*mesh\.ctl\.gateway\.publish\.upstream-demo/);
+    // The same as requests from a client library: the server refuses the request itself.
+    const upstream = await g.mesh.as("upstream-demo");
+    for (const [nc, subject] of [[upstream, "mesh.ctl.gateway.publish.upstream-other"], [g.mesh.operator, REQUEST_SUBJECT]] as const) {
+      await assert.rejects(nc.request(subject, requestData(), { timeout: 5_000 }), (err: Error) => {
+        const cause = err instanceof PermissionViolationError ? err : err.cause;
+        assert.ok(cause instanceof PermissionViolationError, `expected a permissions violation on ${subject}, got ${String(err)}`);
+        return true;
+      });
+    }
+    await upstream.close();
+    assert.deepEqual(await routedById(g, "spoof-2"), []);
 
     const res = await g.post(requestData(), binary("src-1", { "ce-source": "https://crm.example.com/" }));
     assert.equal(res.status, 403);
@@ -258,8 +311,11 @@ describe("gateway", () => {
     assert.equal(counted.status, 413);
     assert.equal(((await counted.json()) as { code: string }).code, "CW_ERR_PAYLOAD_TOO_LARGE");
     const ce = (id: string) => ["-H", "ce-specversion:1.0", "-H", `ce-id:${id}`, "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"];
-    const overNats = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.reports", big, ...ce("big-2")]);
-    assert.equal(JSON.parse(overNats.stdout).code, "CW_ERR_PAYLOAD_TOO_LARGE");
+    const overNats = await g.natsAsUpstream(["req", REQUEST_SUBJECT, big, ...ce("big-2")]);
+    assert.deepEqual(JSON.parse(overNats.stdout), {
+      status: 413, code: "CW_ERR_PAYLOAD_TOO_LARGE", attribute: "data",
+      message: `the request's data is ${big.length} bytes, over 4096 bytes (event data limit 4096 bytes); send large content by reference`,
+    });
     // Nobody to tell: dropping it would lose it silently.
     const unanswered = await g.natsAsUpstream(["pub", "mesh.ingest.upstream-demo.reports", big, ...ce("big-3")]);
     assert.equal(unanswered.code, 0, unanswered.stderr);
@@ -325,11 +381,63 @@ describe("gateway", () => {
     const res = await g.post(requestData(), binary("route-1", { "ce-type": "ticket.created" }));
     assert.equal(res.status, 400);
     assert.deepEqual({ code: res.json.code, attribute: res.json.attribute, quarantined: res.json.quarantined }, { code: "CW_ERR_NO_ROUTE", attribute: "type", quarantined: "unknown_capability" });
-    const overNats = await g.natsAsUpstream(["req", "mesh.ingest.upstream-demo.tickets", requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:route-2",
+    const overNats = await g.natsAsUpstream(["req", REQUEST_SUBJECT, requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:route-2",
       "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:ticket.created"]);
-    assert.equal(JSON.parse(overNats.stdout).code, "CW_ERR_NO_ROUTE");
+    assert.deepEqual(JSON.parse(overNats.stdout), res.json, "the same answer as over HTTP");
     const entries = await waitFor(async () => { const q = await quarantinedWith(g, "CW_ERR_NO_ROUTE"); return q.length === 2 && q; }, { what: "both unroutable events in quarantine" });
     assert.deepEqual(entries.map((e) => e.subject), ["mesh.quarantine.unknown_capability.ingest", "mesh.quarantine.unknown_capability.ingest"]);
+  });
+
+  test("gateway - a request whose reply subject is not the upstream's own inbox is not answered there and nothing runs", async () => {
+    const upstream = await g.mesh.as("upstream-demo");
+    const spy = g.mesh.operator.subscribe("_INBOX_operator.stolen.>");
+    const seen: string[] = [];
+    void (async () => { for await (const m of spy) seen.push(m.subject); })();
+    await g.mesh.operator.flush();
+    try {
+      const h = headers();
+      for (const [k, v] of Object.entries({ "ce-specversion": "1.0", "ce-source": DEMO_SOURCE, "ce-type": "report.requested" })) h.set(k, v);
+      const cases: [string, string | undefined][] = [
+        ["reply-1", "$KV.causeway_switches.mesh"], // would make the gateway (allowed any response) write a kill switch
+        ["reply-2", "_INBOX_operator.stolen.1"], // another principal's inbox
+        ["reply-3", "_INBOX_upstream-demo"], // the inbox prefix itself, not a subject within it
+        ["reply-4", undefined], // no reply at all: publish on mesh.ingest.upstream-demo.> for that
+      ];
+      for (const [id, reply] of cases) {
+        h.set("ce-id", id);
+        upstream.publish(REQUEST_SUBJECT, requestData(), { headers: h, ...(reply !== undefined && { reply }) });
+      }
+      await upstream.flush();
+      const warnings = await waitFor(() => {
+        const lines = g.gateway.output().split("\n").filter((l) => l.includes("reply subject is not the caller's own inbox"));
+        return lines.length >= cases.length && lines;
+      }, { what: "a warning per request" });
+      assert.deepEqual(warnings.map((l) => (JSON.parse(l) as { reply?: string }).reply), cases.map(([, reply]) => reply));
+      // A request answered normally right after: the refused ones were not merely slow.
+      h.set("ce-id", "reply-5");
+      assert.equal((await upstream.request(REQUEST_SUBJECT, requestData(), { headers: h, timeout: 5_000 })).json<{ status: number }>().status, 202);
+      const switches = await new Kvm(g.mesh.operator).open("causeway_switches");
+      assert.equal(await switches.get("mesh"), null, "nothing written to the kill switch");
+      assert.deepEqual(seen, [], "nothing published on the operator's inbox");
+      assert.deepEqual((await g.routed()).filter((e) => e.id.startsWith("reply-")).map((e) => e.id), ["reply-5"]);
+      assert.deepEqual((await g.quarantined()).filter((q) => q.headers["ce-id"]?.startsWith("reply-")), []);
+      const marks = await new Kvm(g.mesh.operator).open("causeway_processed");
+      for (const [id] of cases) assert.equal(await marks.get(`${MARK_PREFIX}.${dedupeKey({ source: DEMO_SOURCE, id })}`), null, `no mark for ${id}`);
+    } finally {
+      spy.unsubscribe();
+      await upstream.close();
+    }
+  });
+
+  test("gateway - the request endpoint shows in nats micro info, on the per-caller subject, in a queue group", async () => {
+    const info = await runNats(["--inbox-prefix", "_INBOX_operator", "micro", "info", "gateway", "--json"], { server: g.mesh.server.url, nkey: seedPath("operator", g.mesh.dataDir) });
+    assert.equal(info.code, 0, info.stderr);
+    const endpoints = (JSON.parse(info.stdout) as { info: { endpoints: { name: string; subject: string; queue_group: string; metadata?: Record<string, string> }[] } }).info.endpoints;
+    const publish = endpoints.find((e) => e.name === "publish");
+    assert.ok(publish, JSON.stringify(endpoints));
+    assert.equal(publish.subject, "mesh.ctl.gateway.publish.*");
+    assert.ok(publish.queue_group, "in a queue group: one replica answers each request");
+    assert.match(publish.metadata?.description ?? "", /only <upstream> may request on publish\.<upstream>/);
   });
 
   test("gateway - health endpoint, and unknown endpoints answer with a code", async () => {
@@ -350,7 +458,7 @@ test("gateway - when its consumer on MESH_INGEST is deleted the gateway stops wi
   const jsm = await jetstreamManager(g.mesh.operator);
   await jsm.consumers.delete("MESH_INGEST", "gateway");
   assert.equal(await g.gateway.exited, 1, g.gateway.output());
-  assert.match(g.gateway.output(), /gateway: the gateway consumer on MESH_INGEST ended \(.*\): NATS ingress stopped/);
+  assert.match(g.gateway.output(), /gateway: consumer gateway on MESH_INGEST ended \(.*\): was it or its stream deleted\?/);
 });
 
 test("gateway - SIGTERM with a request in flight on a keep-alive connection: it is answered with connection: close and the gateway exits at once", async () => {

@@ -15,7 +15,7 @@ import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
 import { connectAs, seedPath } from "../services/kit/connect.ts";
 import { ErrorCode, isCausewayError } from "../services/kit/errors.ts";
-import { loadPrincipals, parsePrincipals, permissionsFor } from "../services/kit/principals.ts";
+import { loadPrincipals, parsePrincipals, permissionsFor, subjectMatches } from "../services/kit/principals.ts";
 import { renderInfra } from "../services/cli/commands/infra.ts";
 import { repoRoot, runNats, startServer, toolPath, waitFor } from "./harness/index.ts";
 import type { NatsServer } from "./harness/index.ts";
@@ -195,6 +195,17 @@ test("identities - permissions follow the prefix", () => {
   assert.ok(publish.includes("acme.mesh.cap.verify.v1"));
   assert.ok(publish.includes("$JS.API.CONSUMER.CREATE.MESH_CAP.cap-research-v1.acme.mesh.cap.research.v1"));
   assert.ok(!publish.some((s) => s.startsWith("mesh.")), publish.join(", "));
+});
+
+test("identities - an upstream's request subject on the gateway: only that upstream may publish there, and the gateway serves it", () => {
+  const own = "mesh.ctl.gateway.publish.upstream-demo";
+  for (const name of names) {
+    const perms = permissionsFor(principals, name);
+    const may = perms.publish.some((g) => subjectMatches(g.subject, own));
+    assert.equal(may, name === "upstream-demo", `${name} ${may ? "may" : "may not"} publish on ${own}`);
+  }
+  assert.ok(permissionsFor(principals, "gateway").subscribe.some((g) => subjectMatches(g.subject, own)), "the gateway subscribes to it");
+  assert.ok(permissionsFor(principals, "upstream-demo", { prefix: "acme.mesh" }).publish.some((g) => g.subject === "acme.mesh.ctl.gateway.publish.upstream-demo"), "under the prefix");
 });
 
 test("identities - the rendered dev config is valid for nats-server", async (t) => {

@@ -105,10 +105,9 @@ test("layout - every durable principals.json and the services name exists as a f
   for (const p of Object.values(layout.principals.principals)) {
     for (const c of layout.consumersOf(p.name)) assert.equal(layout.durable(c.stream, c.durable).durable_name, layout.durableOf(p.name, c.stream));
   }
-  // Durables still named in code (until every consumer takes its name from the layout): each has its file.
-  for (const [file, stream, durable] of namedInCode()) {
-    assert.doesNotThrow(() => layout.durable(stream, durable), `${file} consumes ${stream}/${durable}`);
-  }
+  // And no service names a durable in code: a literal (or a string constant) beside a consumer call would be a
+  // second source of truth.
+  assert.deepEqual(namedInCode(), []);
 });
 
 test("layout - the principals schema's stream and bucket names are the layout's", () => {
@@ -119,15 +118,16 @@ test("layout - the principals schema's stream and bucket names are the layout's"
   for (const [name, b] of Object.entries(layout.buckets)) assert.equal(b.name, name);
 });
 
-test("layout - the gateway's durable file matches what the gateway creates with its default concurrency", () => {
-  const gateway = loadLayout().durable("MESH_INGEST", "gateway");
+test("layout - the gateway's durable file lets the gateway run its default concurrency", () => {
+  const layout = loadLayout();
+  const gateway = layout.durable("MESH_INGEST", layout.durableOf("gateway", "MESH_INGEST"));
   assert.equal(gateway.ack_policy, "explicit");
   assert.equal(gateway.deliver_policy, "all");
   assert.equal(gateway.max_deliver, -1);
   assert.equal(gateway.ack_wait, 30_000_000_000);
   const source = readFileSync(join(repoRoot, "services", "gateway", "config.ts"), "utf8");
   const concurrency = Number(/CAUSEWAY_GATEWAY_CONCURRENCY", \d+, \d+, (\d+)\)/.exec(source)?.[1]);
-  assert.equal(gateway.max_ack_pending, concurrency * 4);
+  assert.ok(gateway.max_ack_pending! >= concurrency, `max_ack_pending ${gateway.max_ack_pending} holds ${concurrency} messages in flight`);
 });
 
 test("layout - files that disagree are refused, naming the file", () => {
@@ -201,6 +201,5 @@ function namedInCode(): [string, string, string][] {
       if (durable !== undefined) found.push([file, streamOf(m[1]!), durable]);
     }
   }
-  assert.ok(found.length > 0, "the scan finds the services' durables");
   return found;
 }

@@ -22,8 +22,6 @@ export interface GatewayConfig {
   readonly workers: number;
   /** NATS ingress messages processed at once. `CAUSEWAY_GATEWAY_CONCURRENCY`, default 256. */
   readonly concurrency: number;
-  /** How long a NATS requester's reply is awaited before it is forgotten (ms). `CAUSEWAY_GATEWAY_REPLY_TTL_MS`, default 30000. */
-  readonly replyTtlMs: number;
   /**
    * The duplicate window of the streams the gateway routes to (ms): within it JetStream absorbs a republished
    * copy, past it only the gateway's marks do. `CAUSEWAY_GATEWAY_DUPLICATE_WINDOW_MS`, default 120000 (MESH_CAP's).
@@ -45,7 +43,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): GatewayConfig 
     maxBatchBytes: envInteger(env, "CAUSEWAY_GATEWAY_MAX_BATCH_BYTES", 1024, 256 * 1024 * 1024, 4 * 1024 * 1024, " bytes"),
     workers: envInteger(env, "CAUSEWAY_GATEWAY_WORKERS", 1, 64, 1),
     concurrency: envInteger(env, "CAUSEWAY_GATEWAY_CONCURRENCY", 1, 4096, 256),
-    replyTtlMs: envInteger(env, "CAUSEWAY_GATEWAY_REPLY_TTL_MS", 100, 600_000, 30_000, " ms"),
     duplicateWindowMs: envInteger(env, "CAUSEWAY_GATEWAY_DUPLICATE_WINDOW_MS", 1, 24 * 3600 * 1000, 120_000, " ms"),
     upstreamsPath: resolve(text("CAUSEWAY_UPSTREAMS", join(infraDir, "upstreams.json"))),
     routesPath: resolve(text("CAUSEWAY_ROUTES", join(infraDir, "routes.json"))),

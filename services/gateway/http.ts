@@ -9,12 +9,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import {
-  DecodeError, ErrorCode, NatsBinding, STRUCTURED_CONTENT_TYPE, STRUCTURED_MARGIN_BYTES, decodeJsonBatch, decodeJsonEvent, encodeHeaderValue, encodeJsonEvent,
+  DecodeError, ErrorCode, STRUCTURED_CONTENT_TYPE, STRUCTURED_MARGIN_BYTES, decodeJsonBatch, decodeJsonEvent, encodeHeaderValue, encodeJsonEvent,
   type CloudEvent, type QuarantineOriginal,
 } from "../kit/index.ts";
+import { ingestOne, limited, refuse } from "./ingest-one.ts";
 import type { IngressDeps } from "./ingress.ts";
-import { IngestError, rateLimited, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
-import { quarantineCopy, quarantineTarget } from "./quarantine.ts";
+import { IngestError, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
 import type { Upstream } from "./upstreams.ts";
 
 /** The batch-mode media type. */
@@ -117,27 +117,7 @@ async function handle(deps: HttpDeps, req: IncomingMessage, res: ServerResponse)
     headers: batch || structured ? contentTypeHeaders(contentType) : binaryHeaders(req), data: body,
   };
   if (batch) await ingestBatch(deps, upstream, original, res);
-  else await ingestOne(deps, upstream, original, res);
-}
-
-async function ingestOne(deps: HttpDeps, upstream: Upstream, original: QuarantineOriginal, res: ServerResponse): Promise<void> {
-  let event: CloudEvent;
-  try {
-    event = NatsBinding.toEvent(original, { maxDataBytes: deps.config.maxDataBytes });
-  } catch (err) {
-    send(res, limited(deps, upstream, 1) ?? (await refuse(deps, original, rejectionOf(err))));
-    return;
-  }
-  const over = limited(deps, upstream, 1);
-  if (over) return send(res, over);
-  let checked;
-  try {
-    checked = deps.notary.check(event, upstream, "now");
-  } catch (err) {
-    send(res, await refuse(deps, original, rejectionOf(err)));
-    return;
-  }
-  send(res, await deps.ledger.publish(checked, deps.notary.notarize(checked)).catch(unavailable));
+  else send(res, await ingestOne(deps, upstream, original));
 }
 
 async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: QuarantineOriginal, res: ServerResponse): Promise<void> {
@@ -178,34 +158,6 @@ async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: Quarant
   const results: Outcome[] = await Promise.all(checked.map((c) => deps.ledger.publish(c, deps.notary.notarize(c)).catch(unavailable)));
   const failed = results.some((r) => r.status !== 202);
   send(res, { status: failed ? 503 : 202, results, ...(failed && { retryafter: 1 }) });
-}
-
-/**
- * 429 when the upstream is over its rate for `n` more events, else undefined (the tokens are taken). A batch
- * larger than the bucket ever holds gets a 429 without Retry-After: waiting would not help.
- */
-function limited(deps: HttpDeps, upstream: Upstream, n: number): Rejected | undefined {
-  const waitMs = deps.limiter.take(upstream, n);
-  if (waitMs === 0) return undefined;
-  if (waitMs === Infinity) {
-    const burst = deps.limiter.capacity(upstream);
-    const shared = burst < upstream.burst ? ` (its burst of ${upstream.burst} shared out over the gateway's ${deps.config.workers} workers)` : "";
-    return { status: 429, code: ErrorCode.RateLimited, message: `a batch of ${n} events is more than upstream ${upstream.name}'s burst of ${burst}${shared}: send smaller batches` };
-  }
-  return rateLimited(upstream, waitMs);
-}
-
-/** Quarantines the input when the rejection keeps it; 503 instead when the quarantine cannot take it. */
-async function refuse(deps: HttpDeps, original: QuarantineOriginal, rejected: Rejected): Promise<Rejected> {
-  if (rejected.quarantined === undefined) return rejected;
-  try {
-    await quarantineCopy(deps.js, original, quarantineTarget(deps.subjects, { ...rejected, quarantined: rejected.quarantined }, deps.principal));
-  } catch (err) {
-    deps.log.warn({ err, code: rejected.code }, "quarantine copy failed");
-    return unavailable(err);
-  }
-  deps.log.debug({ code: rejected.code, reason: rejected.quarantined }, "input quarantined");
-  return rejected;
 }
 
 function send(res: ServerResponse, body: Outcome | (Rejected & Record<string, unknown>) | { status: number; results: readonly Outcome[]; retryafter?: number }, extra: Record<string, string> = {}): void {

@@ -13,6 +13,7 @@ import { loadConfig } from "./config.ts";
 import { startHttp, type HttpIngress } from "./http.ts";
 import { createLedger } from "./ledger.ts";
 import { startNatsIngress, type NatsIngress } from "./nats-ingress.ts";
+import { startNatsRequests, type NatsRequests } from "./nats-requests.ts";
 import { createNotary } from "./notarize.ts";
 import { createRateLimiter } from "./rate-limit.ts";
 import { loadRoutes } from "./routes.ts";
@@ -26,6 +27,7 @@ async function main(): Promise<void> {
   let nc: NatsConnection | undefined;
   let http: HttpIngress | undefined;
   let ingress: NatsIngress | undefined;
+  let requests: NatsRequests | undefined;
   try {
     const config = loadConfig();
     const layout = loadLayout();
@@ -48,10 +50,10 @@ async function main(): Promise<void> {
       ledger: createLedger({ publisher: createStreamPublisher(nc, inboxPrefix(PRINCIPAL)), kv, bucket: processed, duplicateWindowMs: config.duplicateWindowMs, log }),
     };
     http = await startHttp(deps);
-    ingress = await startNatsIngress(deps);
+    ingress = await startNatsIngress({ ...deps, layout });
     const service = await new Svcm(nc).add({
       name: PRINCIPAL, version: "1.0.0",
-      description: "Ingress for upstream systems: HTTP (CloudEvents HTTP binding) and NATS (mesh.ingest.<upstream>.>), notarized and routed",
+      description: `Ingress for upstream systems: HTTP (CloudEvents HTTP binding), NATS requests (${subjects.control(PRINCIPAL, "publish")}.<upstream>) and NATS publishes (${subjects.prefix}.ingest.<upstream>.>, stored in MESH_INGEST), notarized and routed`,
       metadata: { http: http.url, routes: [...routes.values()].map((r) => `${r.type}→${r.ref}`).join(","), upstreams: upstreams.list().map((u) => u.name).join(",") },
     });
     const healthUrl = http.url;
@@ -61,11 +63,13 @@ async function main(): Promise<void> {
         if (!err) msg.respond(JSON.stringify({ status: "ok", http: healthUrl }));
       },
     });
-    log.info({ http: http.url, upstreams: upstreams.list().length, routes: routes.size }, "gateway started");
+    requests = startNatsRequests(deps, service, PRINCIPAL);
+    log.info({ http: http.url, requests: requests.subject, upstreams: upstreams.list().length, routes: routes.size }, "gateway started");
     const lost = await untilStop(log, nc, [trust.lost, ingress.lost]);
     await http.close();
+    await service.stop(); // takes no more requests
+    await requests.settled();
     await ingress.stop();
-    await service.stop();
     await trust.close();
     await nc.drain();
     if (lost) console.error(`gateway: ${lost.message}`);

@@ -269,6 +269,12 @@ export function permissionsFor(principals: Principals, name: string, opts: Permi
     case Role.Sysadmin:
       pub.add("$SYS.REQ.>", "server-wide monitoring requests (nats server report/list/ping)");
       break;
+    case Role.Upstream:
+      // Its own per-caller request subject on the gateway (5 tokens: the operator's `ctl.*.*` does not cover it).
+      for (const gw of Object.values(principals.principals).filter((p) => p.role === Role.Gateway && p.service !== undefined)) {
+        pub.add(`${prefix}.ctl.${gw.service!}.publish.${name}`, `requests to ${gw.name} (nats req): answered at once on its inbox, not stored`);
+      }
+      break;
     default:
       break;
   }

@@ -1,0 +1,59 @@
+// The synchronous path of one event, shared by HTTP (binary and structured mode) and NATS requests
+// (nats-requests.ts): decode, rate limit, check, notarize, publish through the ledger, and the answer. What it
+// refuses with a quarantine reason is kept in quarantine first; a refusal the quarantine cannot take is a 503.
+import { ErrorCode, NatsBinding, type CloudEvent, type QuarantineOriginal } from "../kit/index.ts";
+import type { IngressDeps } from "./ingress.ts";
+import { rateLimited, rejectionOf, unavailable, type Outcome, type Rejected } from "./outcome.ts";
+import { quarantineCopy, quarantineTarget } from "./quarantine.ts";
+import type { Upstream } from "./upstreams.ts";
+
+/**
+ * The outcome of one event from an authenticated `upstream`, `original` being its input as received (its
+ * headers and data as a NATS message would carry them, on the upstream's ingest subject). Rejects only on an
+ * unexpected failure (the caller answers 503).
+ */
+export async function ingestOne(deps: IngressDeps, upstream: Upstream, original: QuarantineOriginal): Promise<Outcome> {
+  let event: CloudEvent;
+  try {
+    event = NatsBinding.toEvent(original, { maxDataBytes: deps.config.maxDataBytes });
+  } catch (err) {
+    return limited(deps, upstream, 1) ?? (await refuse(deps, original, rejectionOf(err)));
+  }
+  const over = limited(deps, upstream, 1);
+  if (over) return over;
+  let checked;
+  try {
+    checked = deps.notary.check(event, upstream, "now");
+  } catch (err) {
+    return refuse(deps, original, rejectionOf(err));
+  }
+  return deps.ledger.publish(checked, deps.notary.notarize(checked)).catch(unavailable);
+}
+
+/**
+ * 429 when the upstream is over its rate for `n` more events, else undefined (the tokens are taken). A batch
+ * larger than the bucket ever holds gets a 429 without Retry-After: waiting would not help.
+ */
+export function limited(deps: IngressDeps, upstream: Upstream, n: number): Rejected | undefined {
+  const waitMs = deps.limiter.take(upstream, n);
+  if (waitMs === 0) return undefined;
+  if (waitMs === Infinity) {
+    const burst = deps.limiter.capacity(upstream);
+    const shared = burst < upstream.burst ? ` (its burst of ${upstream.burst} shared out over the gateway's ${deps.config.workers} workers)` : "";
+    return { status: 429, code: ErrorCode.RateLimited, message: `a batch of ${n} events is more than upstream ${upstream.name}'s burst of ${burst}${shared}: send smaller batches` };
+  }
+  return rateLimited(upstream, waitMs);
+}
+
+/** Quarantines the input when the rejection keeps it; 503 instead when the quarantine cannot take it. */
+export async function refuse(deps: IngressDeps, original: QuarantineOriginal, rejected: Rejected): Promise<Rejected> {
+  if (rejected.quarantined === undefined) return rejected;
+  try {
+    await quarantineCopy(deps.js, original, quarantineTarget(deps.subjects, { ...rejected, quarantined: rejected.quarantined }, deps.principal));
+  } catch (err) {
+    deps.log.warn({ err, code: rejected.code }, "quarantine copy failed");
+    return unavailable(err);
+  }
+  deps.log.debug({ code: rejected.code, reason: rejected.quarantined }, "input quarantined");
+  return rejected;
+}
