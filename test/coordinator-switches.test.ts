@@ -14,9 +14,9 @@ import {
   type Agent, type TrustStore,
 } from "../services/kit/index.ts";
 import {
-  MESH_TARGET, PAUSED_UNTIL_RESUMED, encodeSwitch, parseSwitch, parseSwitchKey, switchKey, watchSwitches,
-  type SwitchReply, type SwitchStatusReply, type SwitchValue,
+  MESH_TARGET, PAUSED_UNTIL_RESUMED, encodeSwitch, parseSwitch, parseSwitchKey, switchKey, watchSwitches, type SwitchValue,
 } from "../services/kit/switches.ts";
+import type { SwitchReply, SwitchStatusReply } from "../services/coordinator/contract.ts";
 import { createPlannerDefinition } from "../services/agents/planner/definition.ts";
 import { readMessages } from "../services/cli/flow.ts";
 import { run as runSwitchCommand } from "../services/cli/commands/switch.ts";

@@ -341,6 +341,7 @@ describe("gateway", () => {
     assert.equal(((await nope.json()) as { code: string }).code, "CW_ERR_HTTP_ENDPOINT");
     const get = await fetch(`${g.url}/events`);
     assert.equal(get.status, 405);
+    assert.equal(((await get.json()) as { code: string }).code, "CW_ERR_HTTP_METHOD");
   });
 });
 

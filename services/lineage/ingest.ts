@@ -5,14 +5,13 @@
 // redelivers messages the store already knows. Either way: no gap, no duplicate.
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import type { Logger } from "pino";
-import { CausewayError, ErrorCode, StreamName, readStream, type TrustStore } from "../kit/index.ts";
+import { CausewayError, ErrorCode, readStream, type TrustStore } from "../kit/index.ts";
 import { examine, type ExamineOptions, type ExaminedMessage } from "./examine.ts";
 import { createMerkleLog, type MerkleLog } from "./merkle.ts";
 import { encodeRecord } from "./record.ts";
 import { recordKeyOf, recordKeyString, type LineageStore, type RecordKey, type StoredRecord } from "./store.ts";
+import { RECORDED_STREAMS } from "./contract.ts";
 
-/** The streams lineage records, each through its durable consumer `lineage`. */
-export const RECORDED_STREAMS = [StreamName.Ingest, StreamName.Cap, StreamName.Handoff, StreamName.Evt, StreamName.Decision, StreamName.Quarantine] as const;
 export const LINEAGE_DURABLE = "lineage";
 
 export interface IngestOptions {

@@ -6,7 +6,8 @@ import { Svcm, type Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import {
-  CausewayError, ErrorCode, StreamName, ensureTokenFile, readStream, subjectsFor, tokenDigestHex, type SigningKey, type TrustStore,
+  CausewayError, ErrorCode, StreamName, ensureTokenFile, readStream, subjectsFor, tokenDigestHex, type ServedControlEndpoint, type SigningKey,
+  type TrustStore,
 } from "../kit/index.ts";
 import { createLineageApi, type LineageApi } from "./api.ts";
 import { startCheckpointer, type Checkpointer } from "./checkpointer.ts";
@@ -63,6 +64,7 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
   const ingest = await startIngest({ js, store, trust: opts.trust, log, batchSize: config.batchSize, onCommit: (merkle) => checkpointer.grew(merkle), ...(opts.streams && { streams: opts.streams }), ...(opts.forwards && { forwards: opts.forwards }) });
   const api = createLineageApi({ store, publicKey: opts.key, published, ingest, checkpointNow: () => checkpointer.publishNow() });
   let service: Service | undefined;
+  let endpoints: ServedControlEndpoint | undefined;
   let http: LineageHttp | undefined;
   try {
     service = await new Svcm(nc).add({
@@ -70,7 +72,7 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
       description: "Tamper-evident audit log: why, trace, impact, listings, verify, prove, exports",
       metadata: { store: store.kind },
     });
-    addLineageEndpoints(service, api, subjects);
+    endpoints = addLineageEndpoints(service, api, subjects, log);
     if (config.httpPort >= 0) http = await startLineageHttp(api, { host: config.httpHost, port: config.httpPort, tokenDigests: httpTokens(config, log) }, log);
   } catch (err) {
     await ingest.stop();
@@ -83,6 +85,7 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
     ingest, checkpointer, api, ...(http && { http }),
     stopped: ingest.stopped,
     async stop() {
+      await endpoints?.stop();
       await ingest.stop();
       await checkpointer.stop();
       await service?.stop().catch(() => undefined);

@@ -11,9 +11,9 @@ import { setTimeout as delay } from "node:timers/promises";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, connectAs, subjectsFor, dataDir, dataJson, eventSubject, inboxPrefix, loadPrincipals, openTrustStore, seedPath, uuidv7, type CloudEvent, type TrustStore,
+  NatsBinding, connectAs, controlRequest, dataDir, dataJson, eventSubject, inboxPrefix, loadPrincipals, openTrustStore, seedPath, uuidv7, type CloudEvent, type TrustStore,
 } from "../../kit/index.ts";
-import { RECORDED_STREAMS } from "../../lineage/ingest.ts";
+import { RECORDED_STREAMS, lineageEndpoint } from "../../lineage/contract.ts";
 import { Svcm } from "@nats-io/services";
 import { devTokenPath, ensureDevTokens } from "./tokens.ts";
 import { MESH_SERVICES, spawnAgents, waitForAgents, type AgentProcess } from "../agent-processes.ts";
@@ -175,8 +175,9 @@ async function lineageCaughtUp(nc: NatsConnection): Promise<number> {
   for (;;) {
     let messages = 0;
     for (const stream of RECORDED_STREAMS) messages += (await jsm.streams.info(stream)).state.messages;
-    const reply = await nc.request(subjectsFor().control("lineage", "checkpoints"), "{}", { timeout: 5_000 }).catch(() => undefined);
-    const newest = reply?.json<{ ok: boolean; result?: { size: number }[] }>().result?.at(-1)?.size ?? 0;
+    // Not answering yet (still starting) is the same as no checkpoint yet.
+    const checkpoints = await controlRequest(nc, lineageEndpoint("checkpoints"), {}, { timeout: 5_000 }).catch(() => []);
+    const newest = checkpoints.at(-1)?.size ?? 0;
     if (newest >= messages && messages > 0) return newest;
     if (Date.now() > deadline) throw new Error(`lineage holds a checkpoint of ${newest} records of ${messages} within ${WAIT_MS / 1000} s; see its log`);
     await delay(100);
