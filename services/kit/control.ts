@@ -283,7 +283,7 @@ export async function controlRequest<Req, Reply>(nc: NatsConnection, endpoint: C
 /** True when `err` says no service answered the request's subject (nats.js: a NoRespondersError, maybe as a cause). */
 export function isNoResponders(err: unknown): boolean {
   for (let e: unknown = err; e instanceof Error; e = e.cause) {
-    if (e.name === "NoRespondersError") return true;
+    if (e.name === "NoResponders" || e.name === "NoRespondersError" || (e as { isNoResponders?: () => boolean }).isNoResponders?.() === true || /^no responders\b/i.test(e.message)) return true;
   }
   return false;
 }
