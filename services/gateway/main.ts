@@ -7,10 +7,11 @@ import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  KvBucket, untilStop, connectAs, controlSubject, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, inboxPrefix, loadPrincipals,
+  KvBucket, addControlEndpoint, untilStop, connectAs, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, inboxPrefix, loadPrincipals,
   openTrustStore, readSeed, signingKeyFromNkeySeed, subjectsFor,
 } from "../kit/index.ts";
 import { loadConfig } from "./config.ts";
+import { health } from "./contract.ts";
 import { startHttp, type HttpIngress } from "./http.ts";
 import { createLedger } from "./ledger.ts";
 import { startNatsIngress, type NatsIngress } from "./nats-ingress.ts";
@@ -55,12 +56,7 @@ async function main(): Promise<void> {
       metadata: { http: http.url, routes: [...routes.values()].map((r) => `${r.type}→${r.ref}`).join(","), upstreams: upstreams.list().map((u) => u.name).join(",") },
     });
     const healthUrl = http.url;
-    service.addEndpoint("health", {
-      subject: controlSubject(PRINCIPAL, "health", principals.prefix),
-      handler: (err, msg) => {
-        if (!err) msg.respond(JSON.stringify({ status: "ok", http: healthUrl }));
-      },
-    });
+    addControlEndpoint(service, health, { subjects, log, handle: () => Promise.resolve({ status: "ok", http: healthUrl }) });
     log.info({ http: http.url, upstreams: upstreams.list().length, routes: routes.size }, "gateway started");
     const lost = await untilStop(log, nc, [trust.lost, ingress.lost]);
     await http.close();
