@@ -62,7 +62,7 @@ export function controlEndpoint<Req, Reply>(spec: ControlEndpointSpec<Req>): Con
 }
 
 /** The subject an endpoint listens on (`…approve.*` for per-caller endpoints), or a caller sends to. */
-export function controlSubjectOf(endpoint: ControlEndpoint<unknown, unknown>, subjects: MeshSubjects, caller?: string): string {
+export function controlSubjectOf(endpoint: Pick<ControlEndpoint<unknown, unknown>, "service" | "action" | "perCaller">, subjects: MeshSubjects, caller?: string): string {
   const base = subjects.control(endpoint.service, endpoint.action);
   if (!endpoint.perCaller) return base;
   return `${base}.${caller ?? "*"}`;
@@ -139,7 +139,7 @@ export function isInboxOf(principal: string, reply: string): boolean {
 export function addControlEndpoint<Req, Reply>(service: Service, endpoint: ControlEndpoint<Req, Reply>, opts: ControlServeOptions<Req, Reply>): ServedControlEndpoint {
   const { log } = opts;
   const principals = opts.principals ?? defaultPrincipals();
-  const subject = controlSubjectOf(endpoint as ControlEndpoint<unknown, unknown>, opts.subjects);
+  const subject = controlSubjectOf(endpoint, opts.subjects);
   const inFlight = new Set<Promise<void>>();
   let stopping = false;
 
@@ -250,7 +250,7 @@ const DEFAULT_TIMEOUT_MS = 10_000;
  */
 export async function controlRequest<Req, Reply>(nc: NatsConnection, endpoint: ControlEndpoint<Req, Reply>, request: Req, opts: ControlRequestOptions = {}): Promise<Reply> {
   if (endpoint.perCaller && opts.caller === undefined) throw new CausewayError(ErrorCode.Usage, `${endpoint.service} ${endpoint.name} is addressed per caller: pass the caller`);
-  const subject = controlSubjectOf(endpoint as ControlEndpoint<unknown, unknown>, subjectsFor(opts.prefix), opts.caller);
+  const subject = controlSubjectOf(endpoint, subjectsFor(opts.prefix), opts.caller);
   const timeout = opts.timeout ?? DEFAULT_TIMEOUT_MS;
   const { data, headers } = endpoint.encode(request);
   let msg;
