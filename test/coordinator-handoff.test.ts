@@ -8,8 +8,10 @@ import { describe, test } from "node:test";
 import { promisify } from "node:util";
 import { jetstream } from "@nats-io/jetstream";
 import {
-  DecisionKind, NatsBinding, QuarantineHeader, createEvent, createLogger, decisionEvent, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, startAgent, uuidv7, type Agent, type CloudEvent,
+  DecisionKind, ErrorCode, NatsBinding, QuarantineHeader, controlRequest, createEvent, createLogger, decisionEvent, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, startAgent,
+  isCausewayError, uuidv7, type Agent, type CloudEvent,
 } from "../services/kit/index.ts";
+import { approveAs } from "../services/coordinator/contract.ts";
 import { Kvm } from "@nats-io/kv";
 import { Handoffs, start as startHandoffs } from "../services/coordinator/handoffs.ts";
 import { createPublisherDefinition } from "../services/agents/publisher/definition.ts";
@@ -128,7 +130,11 @@ describe("critical handoffs", () => {
     for (let i = 0; i < 4; i++) events.push(await handOff(mesh));
     await waitFor(async () => (await decisions(mesh, "approval_requested")).length === events.length, { what: "the approval requests" });
     const alice = await mesh.as("approver-alice");
-    const approve = (e: CloudEvent) => alice.request("mesh.ctl.coordinator.approve.approver-alice", JSON.stringify({ eventId: e.id }), { timeout: 10_000 }).then((m) => m.json<{ ok: boolean; status?: string }>());
+    // Granted, or refused because the deadline sweep settled it first.
+    const approve = (e: CloudEvent) => controlRequest(alice, approveAs, { eventId: e.id }, { caller: "approver-alice" }).then((r) => r.granted, (err: unknown) => {
+      assert.ok(isCausewayError(err, ErrorCode.NoPendingApproval), String(err));
+      return false;
+    });
     const [replies] = await Promise.all([Promise.all(events.map(approve)), replica.expireDue(Date.now() + 3_600_000)]);
 
     const granted = new Set((await decisions(mesh, "grant")).map((g) => (JSON.parse(Buffer.from(g.event.data).toString()) as { eventId: string }).eventId));
@@ -138,7 +144,7 @@ describe("critical handoffs", () => {
       const g = granted.has(e.id), x = expired.has(e.id), q = quarantined.has(e.id);
       assert.ok(g !== x, `${e.id}: granted ${g}, expired ${x}: exactly one`);
       assert.equal(q, x, `${e.id}: quarantined exactly when expired`);
-      assert.equal(replies[i]!.ok, g, `${e.id}: the approver is told whether it was granted (${JSON.stringify(replies[i])})`);
+      assert.equal(replies[i], g, `${e.id}: the approver is told whether it was granted`);
     }
     await waitFor(() => pub.stats().processed === granted.size, { what: "every granted work to run" });
     assert.equal(readdirSync(outbox).length, granted.size);
@@ -191,8 +197,12 @@ describe("critical handoffs", () => {
       now: new Date(revocation!.revokedAt - 120_000),
     });
     const { headers, data } = NatsBinding.binary(forged);
-    const reply = (await (await mesh.as("approver-alice")).request("mesh.ctl.coordinator.approve", data, { headers, timeout: 10_000 })).json<{ ok: boolean; code: string }>();
-    assert.deepEqual({ ok: reply.ok, code: reply.code }, { ok: false, code: "CW_ERR_KEY_REVOKED" });
+    const reply = await (await mesh.as("approver-alice")).request("mesh.ctl.coordinator.approve", data, { headers, timeout: 10_000 });
+    // The control plane's refusal: micro service error headers with the code's status, and the error body.
+    assert.equal(reply.headers?.get("Nats-Service-Error-Code"), "403");
+    const message = reply.headers?.get("Nats-Service-Error");
+    assert.match(message ?? "", /revoked/);
+    assert.deepEqual(reply.json(), { error: { code: "CW_ERR_KEY_REVOKED", message } });
     assert.equal((await decisions(mesh, "grant")).length, 0);
     assert.equal(pub.stats().processed, 0);
   });
@@ -218,7 +228,9 @@ describe("critical handoffs", () => {
     await waitFor(async () => (await decisions(mesh, "approval_requested")).length === 1, { what: "the approval request" });
     const first = await cli(mesh, "approve", event.id, "--as", "approver-alice");
     assert.equal(first.code, 1, "the forward failed, so the approval is not reported done");
-    assert.match(first.stderr, /injected failure/);
+    // An error without a code is answered as CW_ERR_INTERNAL, without its text (the coordinator's log has it).
+    assert.match(first.stderr, /internal error in coordinator approve; its log has the details \(CW_ERR_INTERNAL\)/);
+    assert.doesNotMatch(first.stderr, /injected failure/);
     const pending = await cli(mesh, "approvals", "--as", "approver-alice");
     // The completing approval is recorded only once its grant succeeds.
     assert.match(pending.stdout, new RegExp(`${event.id}  publish\\.v1  0/1 approvals`), "still pending");

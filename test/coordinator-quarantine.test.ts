@@ -116,7 +116,7 @@ async function publish(nc: NatsConnection, subject: string, event: CloudEvent): 
 }
 
 interface Entry { seq: number; reason: string; detail: string; capability: string; consumer?: string; originalSubject: string; originalStream: string; originalSeq?: number; eventId?: string; status: string; detectedBy: string; decision?: { id: string; operator: string } }
-interface ErrorReply { error: { code: string; message: string; check?: { code?: string } } }
+interface ErrorReply { error: { code: string; message: string; details?: Record<string, unknown> } }
 
 async function quarantineCount(mesh: OperatedMesh): Promise<number> {
   return (await (await jetstream(mesh.operator).jetstreamManager()).streams.info("MESH_QUARANTINE")).state.messages;
@@ -229,10 +229,19 @@ describe("coordinator quarantine", () => {
     assert.deepEqual(after!.decision, { id: decision.event.id, operator: "alice", at: decision.event.time, note: "model endpoint fixed" });
     assert.equal(await quarantineCount(mesh), before, "a release neither removes nor adds quarantine entries");
 
-    // A second release: already settled, same decision, nothing republished.
-    const again = await natsReq<ErrorReply>(mesh, "release", { seq: entry!.seq, operator: "bob" });
-    assert.equal(again.error.code, "CW_ERR_ALREADY_SETTLED");
-    assert.match(again.error.message, new RegExp(decision.event.id));
+    // A second release: already settled, same decision, nothing republished. The refusal: the micro service
+    // error headers (the message, and the code's status) and the error body with the details.
+    const raw = await nats(mesh, ["req", ctl("release"), JSON.stringify({ seq: entry!.seq, operator: "bob" })]);
+    assert.equal(raw.code, 0, raw.stderr);
+    const again = JSON.parse(raw.stdout) as ErrorReply;
+    assert.deepEqual(again, {
+      error: {
+        code: "CW_ERR_ALREADY_SETTLED", message: `quarantine entry ${entry!.seq} was already released by alice at ${decision.event.time} (decision ${decision.event.id})`,
+        details: { status: "released", decisionId: decision.event.id },
+      },
+    });
+    assert.match(raw.stderr, /Nats-Service-Error-Code: 409\n/);
+    assert.ok(raw.stderr.includes(`Nats-Service-Error: ${again.error.message}\n`), raw.stderr);
     assert.equal((await readMessages(mesh.operator, "MESH_CAP", PLAN)).length, 2);
     assert.equal((await readMessages(mesh.operator, "MESH_DECISION", "mesh.decision.release")).length, 1);
   });

@@ -14,9 +14,9 @@ import {
   type Agent, type TrustStore,
 } from "../services/kit/index.ts";
 import {
-  MESH_TARGET, PAUSED_UNTIL_RESUMED, encodeSwitch, parseSwitch, parseSwitchKey, switchKey, watchSwitches,
-  type SwitchReply, type SwitchStatusReply, type SwitchValue,
+  MESH_TARGET, PAUSED_UNTIL_RESUMED, encodeSwitch, parseSwitch, parseSwitchKey, switchKey, watchSwitches, type SwitchValue,
 } from "../services/kit/switches.ts";
+import type { SwitchReply, SwitchStatusReply } from "../services/coordinator/contract.ts";
 import { createPlannerDefinition } from "../services/agents/planner/definition.ts";
 import { readMessages } from "../services/cli/flow.ts";
 import { run as runSwitchCommand } from "../services/cli/commands/switch.ts";
@@ -349,10 +349,12 @@ describe("kill switches", () => {
     const kv = await new Kvm(s.mesh.operator).open(KvBucket.Switches);
     assert.equal((await kv.status()).values, 0, "no flag written");
     assert.deepEqual(await s.decisions(), []);
-    // The service error headers carry the code too.
+    // The control plane's refusal: the service error headers (the message, and the code's status) and the error body.
     const raw = await runNats(["--inbox-prefix", "_INBOX_operator", "req", "mesh.ctl.coordinator.pause", JSON.stringify(pauseBody("nope.v1"))], s.cli);
-    assert.match(raw.stderr, /Nats-Service-Error-Code: 400/);
-    assert.match(raw.stderr, /Nats-Service-Error: CW_ERR_SWITCH_INVALID: unknown capability/);
+    const message = 'unknown capability "nope.v1": the mesh declares plan.v1, research.v1, verify.v1, report.v1, publish.v1';
+    assert.match(raw.stderr, /Nats-Service-Error-Code: 400\n/);
+    assert.ok(raw.stderr.includes(`Nats-Service-Error: ${message}\n`), raw.stderr);
+    assert.deepEqual(JSON.parse(raw.stdout), { error: { code: "CW_ERR_SWITCH_INVALID", message } });
   });
 
   test("switches - the real nats req as the operator pauses and resumes", async () => {

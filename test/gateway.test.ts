@@ -409,10 +409,10 @@ describe("gateway", () => {
       }
       await upstream.flush();
       const warnings = await waitFor(() => {
-        const lines = g.gateway.output().split("\n").filter((l) => l.includes("reply subject is not the caller's own inbox"));
+        const lines = g.gateway.output().split("\n").filter((l) => l.includes(`"code":"${ErrorCode.ReplyRefused}"`));
         return lines.length >= cases.length && lines;
       }, { what: "a warning per request" });
-      assert.deepEqual(warnings.map((l) => (JSON.parse(l) as { reply?: string }).reply), cases.map(([, reply]) => reply));
+      assert.deepEqual(warnings.map((l) => (JSON.parse(l) as { reply: string | null }).reply), cases.map(([, reply]) => reply ?? null));
       // A request answered normally right after: the refused ones were not merely slow.
       h.set("ce-id", "reply-5");
       assert.equal((await upstream.request(REQUEST_SUBJECT, requestData(), { headers: h, timeout: 5_000 })).json<{ status: number }>().status, 202);
@@ -449,6 +449,7 @@ describe("gateway", () => {
     assert.equal(((await nope.json()) as { code: string }).code, "CW_ERR_HTTP_ENDPOINT");
     const get = await fetch(`${g.url}/events`);
     assert.equal(get.status, 405);
+    assert.equal(((await get.json()) as { code: string }).code, "CW_ERR_HTTP_METHOD");
   });
 });
 

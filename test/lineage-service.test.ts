@@ -13,7 +13,7 @@ import { headers as natsHeaders, type NatsConnection } from "@nats-io/transport-
 import {
   ErrorCode, NatsBinding, createEvent, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7,
 } from "../services/kit/index.ts";
-import type { TraceResult, WhyResult } from "../services/lineage/queries.ts";
+import { lineageEndpoint, type LineageOperationName, type LineageReplies, type LineageStats, type TraceResult, type WhyResult } from "../services/lineage/contract.ts";
 import { openPostgresStore } from "../services/lineage/store-postgres.ts";
 import { openSqliteStore } from "../services/lineage/store-sqlite.ts";
 import { createLineageApi } from "../services/lineage/api.ts";
@@ -27,16 +27,13 @@ import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
 import { lineageStoreKinds } from "./lineage-stores.ts";
 import { repoRoot, runNatsJson, startPostgres, waitFor } from "./harness/index.ts";
 import { readMessages } from "../services/cli/flow.ts";
-import { createLogger, inboxPrefix, publicKeyOf, seedPath, tokenDigestHex } from "../services/kit/index.ts";
+import { controlRequest, createLogger, inboxPrefix, publicKeyOf, seedPath, statusOf, tokenDigestHex, type ControlErrorBody } from "../services/kit/index.ts";
 
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
 
-/** Asks lineage over NATS, as the operator; throws on an error reply. */
-export async function ask<T>(nc: NatsConnection, operation: string, params: Record<string, unknown> = {}): Promise<T> {
-  const reply = await nc.request(`mesh.ctl.lineage.${operation}`, JSON.stringify(params), { timeout: 10_000 });
-  const body = reply.json<{ ok: boolean; result?: T; code?: string; error?: string }>();
-  if (!body.ok) throw Object.assign(new Error(`${body.code}: ${body.error}`), { code: body.code });
-  return body.result as T;
+/** Asks lineage over NATS through its contract; a refusal rejects with the CausewayError lineage answered. */
+export function ask<K extends LineageOperationName>(nc: NatsConnection, operation: K, params: Record<string, string> = {}): Promise<LineageReplies[K]> {
+  return controlRequest(nc, lineageEndpoint(operation), params);
 }
 
 /** Publishes `n` signed report requests as the gateway, plus one unsigned event and one undecodable message. */
@@ -82,12 +79,12 @@ describe("lineage service", () => {
 
       const second = mesh.spawn("services/lineage/main.ts", env);
       const stats = await waitFor(async () => {
-        const s = await ask<{ size: number }>(mesh.operator, "stats").catch(() => undefined);
+        const s = await ask(mesh.operator, "stats").catch(() => undefined);
         return s !== undefined && s.size >= total && s;
       }, { what: "every message recorded after the restart", timeoutMs: 30_000 });
       assert.equal(stats.size, total, "exactly one record per message");
 
-      const report = await ask<{ ok: boolean; records: number; checkpointsVerified: number; problems: unknown[] }>(mesh.operator, "verify");
+      const report = await ask(mesh.operator, "verify");
       assert.deepEqual(report.problems, []);
       assert.equal(report.ok, true);
       assert.equal(report.records, total);
@@ -134,7 +131,7 @@ describe("lineage service", () => {
 
     const auditor = await mesh.as("auditor");
     const why = await waitFor(async () => {
-      const w = await ask<WhyResult>(auditor, "why", { id: reportId }).catch(() => undefined);
+      const w = await ask(auditor, "why", { id: reportId }).catch(() => undefined);
       return w?.end.kind === "root" && w;
     }, { what: "lineage to record the report's ancestry", timeoutMs: 15_000 });
     assert.deepEqual(why.steps.map((s) => s.type), ["report.published", "research.finding.verified", "research.finding.created", "research.task.created", "report.requested"]);
@@ -150,7 +147,7 @@ describe("lineage service", () => {
     });
 
     const trace = await waitFor(async () => {
-      const t = await ask<TraceResult>(auditor, "trace", { correlation: root.id });
+      const t = await ask(auditor, "trace", { correlation: root.id });
       return t.nodes.some((n) => n.type === "decision.approval.requested") && t.nodes.some((n) => n.appearances.some((a) => a.quarantine)) && t;
     }, { what: "the flow with its decision and quarantine entry", timeoutMs: 15_000 });
     const quarantined = trace.nodes.find((n) => n.appearances.some((a) => a.quarantine))!;
@@ -160,13 +157,13 @@ describe("lineage service", () => {
     assert.ok(trace.edges.length >= trace.nodes.length - 1);
 
     // The same answers through the real nats CLI, the causeway CLI and the HTTP API.
-    const cli = await runNatsJson<{ ok: boolean; result: TraceResult }>(["--inbox-prefix", inboxPrefix("auditor"), "req", "mesh.ctl.lineage.trace", JSON.stringify({ correlation: root.id }), "--raw"],
+    const cli = await runNatsJson<TraceResult>(["--inbox-prefix", inboxPrefix("auditor"), "req", "mesh.ctl.lineage.trace", JSON.stringify({ correlation: root.id }), "--raw"],
       { server: mesh.server.url, nkey: seedPath("auditor", mesh.dataDir) });
-    assert.equal(cli.result.nodes.length, trace.nodes.length);
+    assert.equal(cli.nodes.length, trace.nodes.length);
     const { stdout } = await promisify(execFile)(process.execPath, [join(repoRoot, "services/cli/main.ts"), "lineage", "why", reportId, "--server", mesh.server.url], { env: { ...process.env, CAUSEWAY_DATA_DIR: mesh.dataDir } });
     assert.match(stdout, /report\.published by reporter, 5 steps to the upstream root/);
-    const viaHttp = await (await fetch(`${http}/v1/why/${reportId}`, { headers: auth })).json() as { ok: boolean; result: WhyResult };
-    assert.deepEqual(viaHttp.result.steps.map((s) => s.id), why.steps.map((s) => s.id));
+    const viaHttp = await (await fetch(`${http}/v1/why/${reportId}`, { headers: auth })).json() as WhyResult;
+    assert.deepEqual(viaHttp.steps.map((s) => s.id), why.steps.map((s) => s.id));
     const csv = await fetch(`${http}/v1/export/${root.id}?format=csv`, { headers: auth });
     assert.equal(csv.status, 200);
     assert.match(csv.headers.get("content-type") ?? "", /^text\/csv/);
@@ -202,15 +199,22 @@ describe("lineage service", () => {
       const refused = await fetch(`${http}/v1/why/${reportId}`, { headers });
       assert.equal(refused.status, 401, JSON.stringify(headers));
       assert.equal(refused.headers.get("www-authenticate"), 'Bearer realm="causeway-lineage"');
-      assert.equal(((await refused.json()) as { code: string }).code, "CW_ERR_UNAUTHENTICATED");
+      assert.equal(((await refused.json()) as ControlErrorBody).error.code, "CW_ERR_UNAUTHENTICATED");
     }
     assert.equal((await fetch(`${http}/healthz`)).status, 200);
-    const malformed = await fetch(`${http}/v1/why/%E0%A4%A`, { headers: auth });
-    assert.equal(malformed.status, 400);
-    assert.equal(((await malformed.json()) as { code: string }).code, "CW_ERR_LINEAGE_QUERY");
-    const missing = await fetch(`${http}/v1/why/no-such-event`, { headers: auth });
-    assert.equal(missing.status, 404);
-    assert.equal(((await missing.json()) as { code: string }).code, "CW_ERR_LINEAGE_NOT_FOUND");
+    // Every refusal is {error: {code, message}} with the code's status from the error table.
+    const refusal = async (path: string, init: RequestInit = { headers: auth }) => {
+      const res = await fetch(`${http}${path}`, init);
+      const body = (await res.json()) as ControlErrorBody;
+      assert.deepEqual(Object.keys(body), ["error"]);
+      assert.deepEqual(Object.keys(body.error), ["code", "message"]);
+      assert.equal(res.status, statusOf(body.error.code));
+      return { status: res.status, code: body.error.code, allow: res.headers.get("allow") };
+    };
+    assert.deepEqual(await refusal("/v1/why/%E0%A4%A"), { status: 400, code: "CW_ERR_LINEAGE_QUERY", allow: null });
+    assert.deepEqual(await refusal("/v1/why/no-such-event"), { status: 404, code: "CW_ERR_LINEAGE_NOT_FOUND", allow: null });
+    assert.deepEqual(await refusal("/v1/nope"), { status: 404, code: "CW_ERR_HTTP_ENDPOINT", allow: null });
+    assert.deepEqual(await refusal("/v1/why/x", { method: "POST", headers: auth }), { status: 405, code: "CW_ERR_HTTP_METHOD", allow: "GET, HEAD" });
   });
 
   test("lineage - a store that recorded sequences the streams never reached (another mesh) is refused, not silently absorbed", async () => {
@@ -236,12 +240,12 @@ describe("lineage service", () => {
     const path = join(mesh.dataDir, "rebuild", "lineage.db");
     const env = { LINEAGE_HTTP_PORT: "-1", LINEAGE_CHECKPOINT_INTERVAL_MS: "200", LINEAGE_SQLITE_PATH: path };
     const recordedAll = async () => waitFor(async () => {
-      const s = await ask<{ size: number }>(mesh.operator, "stats").catch(() => undefined);
+      const s = await ask(mesh.operator, "stats").catch(() => undefined);
       return s !== undefined && s.size >= total && s;
     }, { what: "every message recorded", timeoutMs: 20_000 });
     const first = mesh.spawn("services/lineage/main.ts", env);
     await recordedAll();
-    await waitFor(async () => (await ask<{ size: number }[]>(mesh.operator, "checkpoints")).at(-1)?.size === total, { what: "a checkpoint of everything" });
+    await waitFor(async () => (await ask(mesh.operator, "checkpoints")).at(-1)?.size === total, { what: "a checkpoint of everything" });
     const before = await (async () => {
       await using store = openSqliteStore(path);
       return (await store.range(0, total)).map((r) => `${r.columns.stream}#${r.columns.seq} ${r.columns.id} ${r.columns.verified}`).sort();
@@ -259,8 +263,8 @@ describe("lineage service", () => {
     const rebuilt = mesh.spawn("services/lineage/main.ts", { ...env, LINEAGE_ORIGIN: "causeway.local/lineage/2" });
     const stats = await recordedAll().catch((e: Error) => { throw new Error(`${e.message}\n${rebuilt.output()}`); });
     assert.equal(stats.size, total);
-    await waitFor(async () => (await ask<{ size: number }[]>(mesh.operator, "checkpoints")).at(-1)?.size === total, { what: "a checkpoint of the rebuilt log" });
-    const report = await ask<{ ok: boolean; problems: unknown[]; checkpointsVerified: number }>(mesh.operator, "verify");
+    await waitFor(async () => (await ask(mesh.operator, "checkpoints")).at(-1)?.size === total, { what: "a checkpoint of the rebuilt log" });
+    const report = await ask(mesh.operator, "verify");
     assert.deepEqual(report.problems, []);
     assert.ok(report.checkpointsVerified >= 1);
     rebuilt.child.kill("SIGTERM");
@@ -331,7 +335,7 @@ describe("lineage service", () => {
       assert.equal(health.status, 503);
       assert.deepEqual(await health.json(), { ok: false, failingSince: failing.since }, "no error text without a token");
       const stats = await fetch(`${http.url}/v1/stats`, { headers: { authorization: "Bearer t" } });
-      assert.deepEqual(((await stats.json()) as { result: { failing: unknown } }).result.failing, failing);
+      assert.deepEqual(((await stats.json()) as LineageStats).failing, failing);
       down = false;
       await waitFor(() => ingest.stats().failing === undefined && ingest.stats().size >= sent, { what: "every message recorded after the outage", timeoutMs: 20_000 });
       assert.equal(ingest.stats().size, sent);

@@ -1,7 +1,6 @@
 // Offline checks for `causeway lineage check-proof | check-export`: nothing but the file and lineage's public
 // key — no NATS, no store. What an auditor runs on evidence handed to them.
-import { checkExport } from "../lineage/exports.ts";
-import { verifyConsistencyProof, verifyEventProof } from "../lineage/proofs.ts";
+import { checkExport, verifyConsistencyProof, verifyEventProof } from "../lineage/contract.ts";
 
 export interface OfflineOutcome {
   readonly ok: boolean;

@@ -1,8 +1,7 @@
 // How `causeway lineage` prints lineage's answers for a person: why as a chain from the event up to its root,
 // trace as a timeline plus the critical path, verify as a verdict naming the first bad entry. `--json` prints
 // the answers as they are.
-import type { AuditReport } from "../lineage/audit.ts";
-import type { EventList, EventStep, ImpactResult, Timing, TraceResult, WhyResult } from "../lineage/queries.ts";
+import type { AuditReport, EventList, EventStep, ImpactResult, Timing, TraceResult, WhyResult } from "../lineage/contract.ts";
 
 const short = (id: string | null | undefined, n = 12): string => (id ? (id.length > n ? `${id.slice(0, n)}…` : id) : "-");
 const ms = (t: Timing): string => (t.ms === null ? "-" : `${t.ms} ms`);

@@ -7,57 +7,15 @@
 // stream sequence, so its bytes stay in MESH_HANDOFF) until approvers decide or the deadline passes.
 import type { KV } from "@nats-io/kv";
 import type { JsMsg } from "@nats-io/jetstream";
-import type { Msg } from "@nats-io/transport-node";
 import {
-  DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, StreamName, consumeDurable, openMeshBucket, correlationIdOf, dataJson, dataText, decisionEvent, encodeLease, leaseKey, parseSubject, publishDecision, publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, type CausewayError, type CloudEvent, type Lease, type QuarantineReasonValue,
+  CausewayError, DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, StreamName, addControlEndpoint, consumeDurable, correlationIdOf, dataJson, dataText, decisionEvent, encodeLease, leaseKey, openMeshBucket, parseSubject, publishDecision, publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, type CloudEvent, type Lease, type QuarantineReasonValue,
 } from "../kit/index.ts";
+import { approvals as pendingApprovals, approve, approveAs, deny, denyAs, type Approval, type ApprovalReply, type DecideByRequest } from "./contract.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
 import type { CapabilityPolicy } from "./policy.ts";
 
-/** A pending or settled approval (KV causeway_approvals, same key as the lease). */
-export interface Approval {
-  readonly eventId: string;
-  readonly eventSource: string;
-  /** The flow the work belongs to, so the approvers' decisions join it in lineage. */
-  readonly correlationId: string;
-  readonly coreDigest: string;
-  readonly capability: string;
-  readonly status: "pending" | "approved" | "denied" | "expired";
-  readonly required: number;
-  readonly approvers: readonly string[];
-  readonly approvals: readonly { approver: string; at: string; reason?: string }[];
-  readonly deadline: string;
-  /** The work's own `expirytime`, if it has one: past it the flow has ended and the approval is cancelled. */
-  readonly workExpiresAt?: string;
-  /** Where the original bytes are: MESH_HANDOFF at this sequence, on this subject. */
-  readonly handoffSeq: number;
-  readonly handoffSubject: string;
-  readonly decidedBy?: string;
-  readonly reason?: string;
-  /** Set once the first deadline escalated the approval to more approvers. */
-  readonly escalated?: boolean;
-  /**
-   * When the final status was claimed (compare-and-set from pending), and when its action (grant, or quarantine)
-   * completed. Claimed but not acted after STUCK_CLAIM_MS means a coordinator died in between: the sweep
-   * finishes it. Records written before claims existed have neither and count as done.
-   */
-  readonly decidedAt?: string;
-  readonly actedAt?: string;
-}
-
 /** A settled status whose action has not completed after this long was left by a coordinator that died. */
 const STUCK_CLAIM_MS = 30_000;
-
-/** A reply of the approve / deny endpoints. */
-export interface ApprovalReply {
-  ok: boolean;
-  status?: Approval["status"];
-  granted?: boolean;
-  approvals?: number;
-  required?: number;
-  code?: string;
-  error?: string;
-}
 
 const SWEEP_MS = 1_000;
 
@@ -72,42 +30,15 @@ export const start: StartModule = async (deps) => {
     handler: (msg) => handoffs.handle(msg),
   });
 
-  // Requests in progress, so stop() lets them finish (a settlement half done at shutdown waits for the sweep).
-  const inFlight = new Set<Promise<void>>();
-  const serve = (msg: Msg, work: () => Promise<unknown>) => {
-    const task = work().then(
-      (reply) => msg.respond(JSON.stringify(reply)),
-      (e: unknown) => msg.respond(JSON.stringify({ ok: false, code: (e as CausewayError).code ?? ErrorCode.Config, error: (e as Error).message })),
-    ).then(() => undefined, (err: unknown) => deps.log.warn({ err, subject: msg.subject }, "could not answer a request (connection closing?)"));
-    inFlight.add(task);
-    void task.finally(() => inFlight.delete(task));
-  };
-  const endpoint = (name: "approve" | "deny") => deps.service.addEndpoint(name, {
-    subject: deps.subjects.control("coordinator", name),
-    metadata: { description: `${name} pending critical work: the request is a ${"`decision.approval`"} signed by an approver (causeway ${name})` },
-    handler: (err, msg) => {
-      if (!err) serve(msg, () => handoffs.decide(msg, name === "approve" ? "approved" : "denied"));
-    },
-  });
-  endpoint("approve");
-  endpoint("deny");
-  // The same, for plain `nats req` by an approver identity: mesh.ctl.coordinator.approve.<approver>.
-  for (const name of ["approve", "deny"] as const) {
-    deps.service.addEndpoint(`${name}-as`, {
-      subject: `${deps.subjects.control("coordinator", name)}.*`,
-      metadata: { description: `${name} by request: body {"eventId", "reason"}; only <approver> may publish on ${name}.<approver>` },
-      handler: (err, msg) => {
-        if (!err) serve(msg, () => handoffs.decideByRequest(msg, name === "approve" ? "approved" : "denied"));
-      },
-    });
-  }
-  deps.service.addEndpoint("approvals", {
-    subject: deps.subjects.control("coordinator", "approvals"),
-    metadata: { description: "pending approvals with their deadlines" },
-    handler: (err, msg) => {
-      if (!err) serve(msg, () => handoffs.pending());
-    },
-  });
+  // Requests in progress finish before stop() returns (a settlement half done at shutdown waits for the sweep).
+  const serve = { subjects: deps.subjects, log: deps.log };
+  const endpoints = [
+    addControlEndpoint(deps.service, approve, { ...serve, handle: (event) => handoffs.decide(event, "approved"), requester: (event) => handoffs.signer(event) }),
+    addControlEndpoint(deps.service, deny, { ...serve, handle: (event) => handoffs.decide(event, "denied"), requester: (event) => handoffs.signer(event) }),
+    addControlEndpoint(deps.service, approveAs, { ...serve, handle: (req, msg) => handoffs.decideByRequest(callerOf(msg.subject), req, "approved") }),
+    addControlEndpoint(deps.service, denyAs, { ...serve, handle: (req, msg) => handoffs.decideByRequest(callerOf(msg.subject), req, "denied") }),
+    addControlEndpoint(deps.service, pendingApprovals, { ...serve, handle: () => handoffs.pending() }),
+  ];
 
   // One sweep at a time: a slow store must not pile them up.
   let sweeping: Promise<void> | undefined;
@@ -120,7 +51,7 @@ export const start: StartModule = async (deps) => {
     async stop() {
       clearInterval(sweep);
       await consumer.stop();
-      await Promise.allSettled([...inFlight, sweeping]);
+      await Promise.allSettled([...endpoints.map((e) => e.stop()), sweeping]);
     },
   } satisfies CoordinatorModule;
 };
@@ -252,40 +183,35 @@ export class Handoffs {
     deps.log.info({ eventId: event.id, capability: policy.ref, lease: key, revision }, "granted");
   }
 
+  /** The approver who signed a decision.approval: its signature verifies against the trust store. */
+  signer(signed: CloudEvent): string {
+    return this.deps.trust.verify(signed, { receivedAt: "now" }).entry.principal; // a request, arriving now
+  }
+
   /** An approve or deny request carrying a decision.approval signed by the approver (`causeway approve`). */
-  async decide(msg: Msg, verdict: "approved" | "denied"): Promise<ApprovalReply> {
+  async decide(signed: CloudEvent, verdict: "approved" | "denied"): Promise<ApprovalReply> {
     const { deps } = this;
-    const signed = NatsBinding.toEvent({ headers: msg.headers, data: msg.data });
     const decision = deps.trust.verify(signed, { receivedAt: "now" }); // a request, arriving now
-    if (decision.event.type !== "decision.approval") throw codeError(ErrorCode.UnknownCapability, `expected a decision.approval, got ${decision.event.type}`);
+    if (decision.event.type !== "decision.approval") throw new CausewayError(ErrorCode.UnknownCapability, `expected a decision.approval, got ${decision.event.type}`);
     const data = dataJson<{ eventId: string; coreDigest: string; verdict: string; approver: string; reason?: string }>(decision.event);
     deps.schemas.validate(decision.event.dataschema ?? "", data);
     const approver = decision.entry.principal;
-    if (data.approver !== approver) throw codeError(ErrorCode.NotApprover, `the decision names ${data.approver} but is signed by ${approver}`);
-    if (data.verdict !== verdict) throw codeError(ErrorCode.Usage, `a ${verdict} request carries verdict ${data.verdict}`);
+    if (data.approver !== approver) throw new CausewayError(ErrorCode.NotApprover, `the decision names ${data.approver} but is signed by ${approver}`);
+    if (data.verdict !== verdict) throw new CausewayError(ErrorCode.Usage, `a ${verdict} request carries verdict ${data.verdict}`);
     return this.apply(data.eventId, approver, verdict, data.reason, (approval) => {
-      if (data.coreDigest !== approval.coreDigest) throw codeError(ErrorCode.NoPendingApproval, "the decision is for other bytes than the pending event (core digest differs)");
+      if (data.coreDigest !== approval.coreDigest) throw new CausewayError(ErrorCode.NoPendingApproval, "the decision is for other bytes than the pending event (core digest differs)");
       return signed; // the approver's own signature goes into MESH_DECISION as it is
     });
   }
 
   /**
    * An approve or deny sent with plain `nats req` on mesh.ctl.coordinator.<approve|deny>.<approver>: the server
-   * lets each approver publish only on its own subject, so the subject's last token is its authenticated NATS
-   * identity. The body is `{"eventId": "…", "reason": "…"}`; the coordinator signs the decision on its behalf
-   * (`via: "request"`). `causeway approve` is the stronger path: there the approver signs with its own key.
+   * lets each approver publish only on its own subject, so `approver` (the subject's last token) is its
+   * authenticated NATS identity. The coordinator signs the decision on its behalf (`via: "request"`).
+   * `causeway approve` is the stronger path: there the approver signs with its own key.
    */
-  async decideByRequest(msg: Msg, verdict: "approved" | "denied"): Promise<ApprovalReply> {
-    const approver = msg.subject.split(".").at(-1)!;
-    let body: { eventId?: unknown; reason?: unknown };
-    try {
-      body = JSON.parse(msg.string() || "{}") as typeof body;
-    } catch {
-      throw codeError(ErrorCode.Usage, 'the request body must be JSON: {"eventId": "…", "reason": "…"}');
-    }
-    if (typeof body.eventId !== "string") throw codeError(ErrorCode.Usage, 'the request body needs "eventId"');
-    const reason = typeof body.reason === "string" ? body.reason.slice(0, 2000) : undefined;
-    const eventId = body.eventId;
+  async decideByRequest(approver: string, req: DecideByRequest, verdict: "approved" | "denied"): Promise<ApprovalReply> {
+    const { eventId, reason } = req;
     return this.apply(eventId, approver, verdict, reason, (approval) => decisionEvent(DecisionKind.Approval, {
       eventId, coreDigest: approval.coreDigest, verdict, approver, via: "request", ...(reason && { reason }),
     }, { principal: this.deps.principal, key: this.deps.key, about: { id: eventId, source: approval.eventSource, extensions: { correlationid: approval.correlationId } }, idKey: `${verdict}/${approver}/${eventId}` }));
@@ -295,10 +221,10 @@ export class Handoffs {
   private async apply(eventId: string, approver: string, verdict: "approved" | "denied", reason: string | undefined, decisionFor: (approval: Approval) => CloudEvent): Promise<ApprovalReply> {
     const { deps } = this;
     const found = await this.findApproval(eventId);
-    if (!found) throw codeError(ErrorCode.NoPendingApproval, `no approval is pending for event ${eventId}`);
+    if (!found) throw new CausewayError(ErrorCode.NoPendingApproval, `no approval is pending for event ${eventId}`);
     const { key, revision, approval } = found;
-    if (approval.status !== "pending") throw codeError(ErrorCode.NoPendingApproval, `the approval of ${eventId} is already ${approval.status}`);
-    if (!approval.approvers.includes(approver)) throw codeError(ErrorCode.NotApprover, `${approver} is not an approver of ${approval.capability} (policy: ${approval.approvers.join(", ")})`);
+    if (approval.status !== "pending") throw new CausewayError(ErrorCode.NoPendingApproval, `the approval of ${eventId} is already ${approval.status}`);
+    if (!approval.approvers.includes(approver)) throw new CausewayError(ErrorCode.NotApprover, `${approver} is not an approver of ${approval.capability} (policy: ${approval.approvers.join(", ")})`);
     // The approver's decision is recorded whatever happens next: it is what the approver did.
     const decision = decisionFor(approval);
     const { headers, data: bytes } = NatsBinding.binary(decision);
@@ -310,9 +236,9 @@ export class Handoffs {
     if (verdict === "approved" && approvals.length < approval.required) {
       await this.approvals.update(key, JSON.stringify({ ...approval, approvals } satisfies Approval), revision).catch(() => {
         // Another approver's vote (or the deadline) changed it at the same moment: this vote is not counted yet.
-        throw codeError(ErrorCode.NoPendingApproval, `the approval of ${eventId} changed at the same moment; send your approval again`);
+        throw new CausewayError(ErrorCode.NoPendingApproval, `the approval of ${eventId} changed at the same moment; send your approval again`);
       });
-      return { ok: true, status: "pending", granted: false, approvals: approvals.length, required: approval.required };
+      return { status: "pending", granted: false, approvals: approvals.length, required: approval.required };
     }
     // Settling: claim the final status first (compare-and-set), so the deadline sweep or a peer coordinator cannot
     // settle the same approval differently at the same moment; then act; then record that the action is done.
@@ -328,8 +254,8 @@ export class Handoffs {
     }
     await this.record(key, claimed, { ...settled, actedAt: new Date().toISOString() });
     return verdict === "denied"
-      ? { ok: true, status: "denied", granted: false }
-      : { ok: true, status: "approved", granted: true, approvals: approvals.length, required: approval.required };
+      ? { status: "denied", granted: false }
+      : { status: "approved", granted: true, approvals: approvals.length, required: approval.required };
   }
 
   /** Moves a pending approval to its settled status; CW_ERR_NO_PENDING_APPROVAL naming what it is now when someone else moved it first. */
@@ -339,7 +265,7 @@ export class Handoffs {
     } catch {
       const now = await this.approvals.get(key);
       const status = now?.operation === "PUT" ? now.json<Approval>().status : "gone";
-      throw codeError(ErrorCode.NoPendingApproval, status === "pending"
+      throw new CausewayError(ErrorCode.NoPendingApproval, status === "pending"
         ? `the approval of ${settled.eventId} changed at the same moment (another approval); try again`
         : `the approval of ${settled.eventId} is already ${status}`);
     }
@@ -374,11 +300,11 @@ export class Handoffs {
       return;
     }
     const original = await deps.jsm.streams.getMessage("MESH_HANDOFF", { seq: settled.handoffSeq });
-    if (!original) throw codeError(ErrorCode.QuarantineNotFound, `the original of ${settled.eventId} is no longer in MESH_HANDOFF (seq ${settled.handoffSeq})`);
+    if (!original) throw new CausewayError(ErrorCode.QuarantineNotFound, `the original of ${settled.eventId} is no longer in MESH_HANDOFF (seq ${settled.handoffSeq})`);
     const event = NatsBinding.toEvent({ headers: original.header, data: original.data });
     const [capability, v] = settled.capability.split(".") as [string, string];
     const policy = deps.policy.policy().of(capability, Number(v.slice(1)));
-    if (!policy) throw codeError(ErrorCode.UnknownCapability, `${settled.capability} has no policy any more`);
+    if (!policy) throw new CausewayError(ErrorCode.UnknownCapability, `${settled.capability} has no policy any more`);
     await this.grant(key, policy, event, settled.coreDigest, { subject: original.subject, seq: original.seq, headers: original.header, data: original.data }, settled.approvals.map((a) => a.approver));
   }
 
@@ -521,6 +447,7 @@ function summarize(event: CloudEvent): string {
   return `${event.type} from ${event.source}: ${text.length > 300 ? text.slice(0, 297) + "…" : text}`;
 }
 
-function codeError(code: string, message: string): Error & { code: string } {
-  return Object.assign(new Error(message), { code });
+/** The approver of a per-caller request: the last token of mesh.ctl.coordinator.<approve|deny>.<approver>. */
+function callerOf(subject: string): string {
+  return subject.split(".").at(-1)!;
 }

@@ -25,7 +25,7 @@ export interface CoordinatorDeps {
   readonly subjects: MeshSubjects;
   readonly schemas: SchemaRegistry;
   readonly policy: PolicyStore;
-  /** The coordinator's micro service: modules add their endpoints (`service.addEndpoint(name, …)`). */
+  /** The coordinator's micro service: modules serve their endpoints of contract.ts on it (`addControlEndpoint`). */
   readonly service: Service;
   readonly log: Logger;
 }

@@ -10,74 +10,17 @@
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { MsgHdrs } from "@nats-io/transport-node";
 import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
-import type { ServiceMsg } from "@nats-io/services";
 import type { Logger } from "pino";
 import {
   CausewayError, DecisionKind, ErrorCode, NatsBinding, QuarantineHeader, StreamName, dataJson, decisionEvent, decisionSchema, decisionSubjectOf,
-  isCausewayError, isExpired, permissionDenied, publishDecision, readStream, storedMessage,
+  addControlEndpoint, isCausewayError, isExpired, permissionDenied, publishDecision, readStream, storedMessage,
 } from "../kit/index.ts";
-import type { DecisionKindValue, ErrorCodeValue, ParsedSubject, TrustedEvent } from "../kit/index.ts";
+import type { DecisionKindValue, ParsedSubject, TrustedEvent } from "../kit/index.ts";
+import {
+  quarantineList, quarantineReject, quarantineRelease, quarantineShow,
+  type Check, type ListReply, type ListRequest, type QuarantineDetail, type QuarantineEntry, type RejectReply, type ReleaseReply, type SettleRequest,
+} from "./contract.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
-
-/** The endpoint actions, each on `<prefix>.ctl.coordinator.<action>`. */
-export const QuarantineAction = {
-  List: "quarantine-list",
-  Show: "quarantine-show",
-  Release: "quarantine-release",
-  Reject: "quarantine-reject",
-} as const;
-
-/** Where an entry stands: open until a signed release or rejection decision settles it. */
-export type QuarantineStatus = "open" | "released" | "rejected";
-
-/** One quarantine entry as `list` returns it: the reason headers, the original's identity, its status. */
-export interface QuarantineEntry {
-  /** Sequence in MESH_QUARANTINE: the entry's identity for show, release and reject. */
-  readonly seq: number;
-  readonly reason: string;
-  readonly detail: string;
-  readonly code?: string;
-  /** The capability token of the quarantine subject (`_evt`, `_ingest`, … for originals outside a capability). */
-  readonly capability: string;
-  readonly originalSubject: string;
-  readonly originalStream: string;
-  readonly originalSeq?: number;
-  /** The consumer that failed it, when one did. */
-  readonly consumer?: string;
-  /** The CloudEvent id and type, when the original decodes. */
-  readonly eventId?: string;
-  readonly eventType?: string;
-  readonly detectedBy: string;
-  /** RFC 3339; when the detecting principal quarantined it. */
-  readonly detectedAt: string;
-  readonly status: QuarantineStatus;
-  /** The decision that settled it. */
-  readonly decision?: { readonly id: string; readonly operator: string; readonly at: string; readonly note?: string };
-}
-
-/** The result of checking an original now, as show reports it and release requires it. */
-export type Check =
-  | { readonly ok: true; readonly principal: string; readonly keyid: string; readonly eventId: string; readonly eventType: string }
-  | { readonly ok: false; readonly code?: string; readonly message: string };
-
-/** An entry with everything `show` returns. */
-export interface QuarantineDetail {
-  readonly entry: QuarantineEntry;
-  /** When JetStream stored the entry (RFC 3339). */
-  readonly storedAt: string;
-  /** The original headers exactly as quarantined (JetStream bookkeeping and reason headers left out). */
-  readonly headers: Readonly<Record<string, readonly string[]>>;
-  /** The reason headers. */
-  readonly reasonHeaders: Readonly<Record<string, string>>;
-  /** The original data: UTF-8 text when it is valid UTF-8, base64 otherwise. */
-  readonly data: string;
-  readonly dataEncoding: "utf8" | "base64";
-  readonly dataBytes: number;
-  /** Decode and signature verification against the trust store, now. */
-  readonly verification: Check;
-  /** Whether a release would be accepted now (verification plus expiry, addressing and schema for capability subjects). */
-  readonly release: { readonly ok: true } | { readonly ok: false; readonly code?: string; readonly message: string };
-}
 
 const REASON_HEADERS = new Set<string>(Object.values(QuarantineHeader).map((h) => h.toLowerCase()));
 const DEFAULT_LIMIT = 100;
@@ -271,46 +214,14 @@ class SettlementIndex {
 // ---------------------------------------------------------------------------------------------------------
 // The operations, without I/O of their own beyond deps: testable in-process.
 
-/** A failed operation: a stable code, a status for the micro service error header, and extra reply fields. */
-class OperationError extends CausewayError {
-  readonly status: number;
-  readonly extra: Readonly<Record<string, unknown>>;
-  constructor(code: ErrorCodeValue, status: number, message: string, extra: Record<string, unknown> = {}) {
-    super(code, message);
-    this.status = status;
-    this.extra = extra;
-  }
-}
-
-const usage = (message: string) => new OperationError(ErrorCode.Usage, 400, message);
-
-/** The request of `quarantine-list`; every field optional. */
-export interface ListRequest {
-  reason?: string;
-  capability?: string;
-  status?: QuarantineStatus;
-  /** RFC 3339 (or a date): entries detected at or after it. */
-  since?: string;
-  /** RFC 3339 (or a date): entries detected before it. */
-  until?: string;
-  /** The newest N matching entries. Default 100, at most 10000. */
-  limit?: number;
-}
-
-/** The request of `quarantine-release` and `quarantine-reject`. */
-export interface SettleRequest {
-  seq: number;
-  /** Who asked (recorded in the signed decision). */
-  operator: string;
-  note?: string;
-}
+const usage = (message: string) => new CausewayError(ErrorCode.Usage, message);
 
 /** The four operations; each resolves with the reply body or rejects with a CausewayError. */
 export interface QuarantineOps {
-  list(req: ListRequest): Promise<{ entries: QuarantineEntry[]; matched: number }>;
+  list(req: ListRequest): Promise<ListReply>;
   show(seq: number): Promise<QuarantineDetail>;
-  release(req: SettleRequest): Promise<{ released: true; seq: number; decisionId: string; subject: string; republished: { stream: string; seq: number; duplicate: boolean } }>;
-  reject(req: SettleRequest): Promise<{ rejected: true; seq: number; decisionId: string }>;
+  release(req: SettleRequest): Promise<ReleaseReply>;
+  reject(req: SettleRequest): Promise<RejectReply>;
 }
 
 /** Builds the operations over `deps`. */
@@ -344,7 +255,7 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
     await refresh();
     const indexed = index.get(seq);
     const stored = indexed && (await deps.jsm.streams.getMessage(StreamName.Quarantine, { seq }));
-    if (!indexed || !stored) throw new OperationError(ErrorCode.QuarantineNotFound, 404, `no quarantine entry at sequence ${seq} of ${StreamName.Quarantine}`);
+    if (!indexed || !stored) throw new CausewayError(ErrorCode.QuarantineNotFound, `no quarantine entry at sequence ${seq} of ${StreamName.Quarantine}`);
     return { indexed, stored, headers: originalHeaders(stored.header) };
   };
 
@@ -393,7 +304,7 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
     const s = settlements.get(entry);
     const seq = entry.seq;
     if (s) {
-      throw new OperationError(ErrorCode.AlreadySettled, 409, `quarantine entry ${seq} was already ${s.status} by ${s.operator || "an operator"} at ${s.at} (decision ${s.id})`, { status: s.status, decisionId: s.id });
+      throw new CausewayError(ErrorCode.AlreadySettled, `quarantine entry ${seq} was already ${s.status} by ${s.operator || "an operator"} at ${s.at} (decision ${s.id})`, { details: { status: s.status, decisionId: s.id } });
     }
   };
 
@@ -470,7 +381,7 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
         const verdict = releaseCheck(indexed, check, trusted);
         if (!verdict.ok || !trusted) {
           const why = verdict.ok ? "it does not verify" : `${verdict.code ? `${verdict.code}: ` : ""}${verdict.message}`;
-          throw new OperationError(ErrorCode.ReleaseRefused, 409, `release of quarantine entry ${req.seq} refused: it would fail again (${why})`, { check: verdict });
+          throw new CausewayError(ErrorCode.ReleaseRefused, `release of quarantine entry ${req.seq} refused: it would fail again (${why})`, { details: { check: verdict } });
         }
         // The original bytes and headers, under a msgID of their own: the original's msgID must not absorb the
         // redelivery, and a second release within the duplicate window is absorbed.
@@ -515,82 +426,23 @@ function parseTime(name: string, value: unknown): number {
 // ---------------------------------------------------------------------------------------------------------
 // The endpoints.
 
-function parseBody(msg: ServiceMsg): Record<string, unknown> {
-  const text = msg.string().trim();
-  if (text === "") return {};
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw usage(`the request is not JSON: ${text.slice(0, 80)}`);
-  }
-  // `nats req mesh.ctl.coordinator.quarantine-show 7` is a fine way to ask.
-  if (typeof body === "number") return { seq: body };
-  if (typeof body !== "object" || body === null || Array.isArray(body)) throw usage("the request must be a JSON object");
-  return body as Record<string, unknown>;
-}
-
-function seqOf(body: Record<string, unknown>): number {
-  const seq = typeof body.seq === "string" && /^[1-9][0-9]*$/.test(body.seq) ? Number(body.seq) : body.seq;
-  if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 1) throw usage("seq (the quarantine entry's sequence, a positive integer) is required");
-  return seq;
-}
-
-function optionalString(body: Record<string, unknown>, name: string): string | undefined {
-  const v = body[name];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== "string") throw usage(`${name} must be a string`);
-  return v;
-}
-
 /** Starts the quarantine endpoints on the coordinator's micro service. */
 export const start: StartModule = async (deps): Promise<CoordinatorModule> => {
   const log = deps.log.child({ module: "quarantine" });
   const ops = createQuarantineOps(deps, log);
-  const inFlight = new Set<Promise<void>>();
-
-  const endpoint = (action: string, description: string, handle: (body: Record<string, unknown>) => Promise<unknown>) => {
-    deps.service.addEndpoint(action, {
-      subject: deps.subjects.control(deps.principal, action),
-      metadata: { description },
-      handler: (err, msg) => {
-        if (err) return;
-        const task = (async () => {
-          try {
-            msg.respond(JSON.stringify(await handle(parseBody(msg))));
-          } catch (e) {
-            const known = e instanceof OperationError ? e : isCausewayError(e) ? e : undefined;
-            if (!known) log.error({ err: e, action }, "quarantine operation failed");
-            const status = e instanceof OperationError ? e.status : known ? 400 : 500;
-            const code = known?.code;
-            const message = (e as Error).message;
-            msg.respondError(status, code ? `${code}: ${message}` : message, JSON.stringify({ error: { ...(code && { code }), message, ...(e instanceof OperationError ? e.extra : {}) } }));
-          }
-        })();
-        inFlight.add(task);
-        void task.finally(() => inFlight.delete(task));
-      },
-    });
-  };
-
-  endpoint(QuarantineAction.List, "list quarantine entries: {reason?, capability?, status?, since?, until?, limit?}", (b) => ops.list({
-    reason: optionalString(b, "reason"), capability: optionalString(b, "capability"), since: optionalString(b, "since"), until: optionalString(b, "until"),
-    status: optionalString(b, "status") as QuarantineStatus | undefined,
-    limit: b.limit === undefined || b.limit === null ? undefined : Number(b.limit),
-  }));
-  endpoint(QuarantineAction.Show, "one entry with its original headers, data and verification now: {seq}", (b) => ops.show(seqOf(b)));
-  endpoint(QuarantineAction.Release, "re-verify and republish the original bytes to the original subject: {seq, operator, note?}", (b) => ops.release({
-    seq: seqOf(b), operator: optionalString(b, "operator") ?? "", ...(optionalString(b, "note") !== undefined && { note: optionalString(b, "note") }),
-  }));
-  endpoint(QuarantineAction.Reject, "settle an entry for good: {seq, operator, note?}", (b) => ops.reject({
-    seq: seqOf(b), operator: optionalString(b, "operator") ?? "", ...(optionalString(b, "note") !== undefined && { note: optionalString(b, "note") }),
-  }));
+  const serve = { subjects: deps.subjects, log };
+  const endpoints = [
+    addControlEndpoint(deps.service, quarantineList, { ...serve, handle: (req) => ops.list(req) }),
+    addControlEndpoint(deps.service, quarantineShow, { ...serve, handle: (req) => ops.show(req.seq) }),
+    addControlEndpoint(deps.service, quarantineRelease, { ...serve, handle: (req) => ops.release(req) }),
+    addControlEndpoint(deps.service, quarantineReject, { ...serve, handle: (req) => ops.reject(req) }),
+  ];
   log.debug("quarantine endpoints registered");
 
   return {
     name: "quarantine",
     async stop() {
-      await Promise.allSettled([...inFlight]);
+      await Promise.all(endpoints.map((e) => e.stop()));
     },
   };
 };

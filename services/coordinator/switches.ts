@@ -10,16 +10,18 @@
 // by a timer in every replica (the loser of the race finds the key changed) and by isPaused ignoring them.
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import { Kvm, type KvEntry } from "@nats-io/kv";
-import type { ServiceMsg } from "@nats-io/services";
 import {
-  CausewayError, DecisionKind, ErrorCode, KvBucket, StreamName, capabilityDurable, decisionEvent, decisionSchema, loadPrincipals, normalizeTime,
-  publishDecision, type Principals,
+  CausewayError, DecisionKind, ErrorCode, KvBucket, StreamName, addControlEndpoint, capabilityDurable, decisionEvent, decisionSchema, loadPrincipals,
+  normalizeTime, publishDecision, type Principals,
 } from "../kit/index.ts";
 import {
-  MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchAction, SwitchScope, encodeSwitch, parseSwitch, parseSwitchKey, switchExpiry, switchKey, watchSwitches,
-  type ConsumerSwitch, type SwitchActionValue, type SwitchReply, type SwitchRequest, type SwitchScopeValue, type SwitchState, type SwitchStatus,
-  type SwitchStatusReply, type SwitchValue,
+  MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchScope, encodeSwitch, parseSwitch, parseSwitchKey, switchExpiry, switchKey, watchSwitches,
+  type SwitchScopeValue, type SwitchState, type SwitchValue,
 } from "../kit/switches.ts";
+import {
+  SwitchAction, pause as pauseEndpoint, resume as resumeEndpoint, status as statusEndpoint,
+  type ConsumerSwitch, type SwitchReply, type SwitchRequest, type SwitchStatus, type SwitchStatusReply,
+} from "./contract.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
 
 const FOREVER = new Date(PAUSED_UNTIL_RESUMED);
@@ -31,7 +33,6 @@ const CAS_ATTEMPTS = 5;
 /** The reason of a resume the coordinator makes when a pause expires. */
 export const EXPIRED_REASON = "expired";
 const DEFAULT_RESUME_REASON = "resumed";
-const REQUEST_FIELDS = new Set(["scope", "target", "reason", "operator", "expires_at"]);
 
 /** A JetStream consumer a switch may pause. */
 interface ConsumerRef {
@@ -229,39 +230,13 @@ export const start: StartModule = async (deps: CoordinatorDeps): Promise<Coordin
     await serial(() => reconcile(refs)).catch((err: unknown) => log.error({ err }, "could not re-apply the consumer pauses of the switches in effect"));
   }
 
-  const handlers: Record<SwitchActionValue, (msg: ServiceMsg) => Promise<unknown>> = {
-    [SwitchAction.Pause]: (msg) => serial(() => pause(parseRequest(msg.data))),
-    [SwitchAction.Resume]: (msg) => serial(() => resume(parseRequest(msg.data))),
-    [SwitchAction.Status]: () => status(),
-  };
-  const descriptions: Record<SwitchActionValue, string> = {
-    [SwitchAction.Pause]: 'pause a capability, principal or the mesh: {"scope","target","reason","operator","expires_at"?}',
-    [SwitchAction.Resume]: 'resume it: {"scope","target","reason"?,"operator"}',
-    [SwitchAction.Status]: "every pause in effect: reason, by, since, expiry, consumers",
-  };
-  for (const action of Object.values(SwitchAction)) {
-    deps.service.addEndpoint(action, {
-      subject: deps.subjects.control(deps.principal, action),
-      metadata: { description: descriptions[action] },
-      handler: (err, msg) => {
-        if (err) {
-          log.error({ err, action }, "kill switch endpoint failed");
-          return;
-        }
-        if (stopped) {
-          respondError(msg, new CausewayError(ErrorCode.Config, "the coordinator is stopping; retry against another replica"), 503);
-          return;
-        }
-        (async () => handlers[action](msg))().then(
-          (reply) => msg.respond(JSON.stringify(reply)),
-          (e: unknown) => {
-            if (!(e instanceof CausewayError && e.code === ErrorCode.SwitchInvalid)) log.error({ err: e, action }, "kill switch request failed");
-            respondError(msg, e);
-          },
-        );
-      },
-    });
-  }
+  // Pause and resume run one at a time; a refusal (CW_ERR_SWITCH_INVALID) is the requester's mistake, anything else is logged.
+  const serve = { subjects: deps.subjects, log };
+  const endpoints = [
+    addControlEndpoint(deps.service, pauseEndpoint, { ...serve, handle: (req) => serial(() => pause(req)) }),
+    addControlEndpoint(deps.service, resumeEndpoint, { ...serve, handle: async (req) => (await serial(() => resume(req)))! }),
+    addControlEndpoint(deps.service, statusEndpoint, { ...serve, handle: () => status() }),
+  ];
   log.info({ inEffect: inEffect.length }, "kill switches ready");
 
   return {
@@ -269,6 +244,7 @@ export const start: StartModule = async (deps: CoordinatorDeps): Promise<Coordin
     lost: watcher.lost,
     async stop() {
       stopped = true;
+      await Promise.all(endpoints.map((e) => e.stop()));
       unsubscribe();
       for (const timer of timers.values()) clearTimeout(timer);
       timers.clear();
@@ -334,26 +310,6 @@ function resolveTarget(principals: Principals, map: ReturnType<typeof consumerMa
   return { scope, target, key, consumers: consumersOf(principals, map, scope, target) };
 }
 
-/** Parses a request body: a JSON object with known fields only (a misspelt field is refused, not ignored). */
-function parseRequest(data: Uint8Array): SwitchRequest {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(new TextDecoder().decode(data));
-  } catch (err) {
-    throw invalid(`the request is not JSON: ${(err as Error).message}`);
-  }
-  if (doc === null || typeof doc !== "object" || Array.isArray(doc)) throw invalid('the request is not a JSON object like {"scope":"capability","target":"research.v1","reason":"…","operator":"…"}');
-  const unknown = Object.keys(doc).filter((k) => !REQUEST_FIELDS.has(k));
-  if (unknown.length > 0) throw invalid(`unknown field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}: a request has ${[...REQUEST_FIELDS].join(", ")}`);
-  const r = doc as Record<string, unknown>;
-  if (typeof r.scope !== "string") throw invalid(`scope must be one of ${Object.values(SwitchScope).join(", ")}`);
-  if (r.target !== undefined && typeof r.target !== "string") throw invalid("target must be a string");
-  for (const field of ["reason", "operator", "expires_at"] as const) {
-    if (r[field] !== undefined && typeof r[field] !== "string") throw invalid(`${field} must be a string`);
-  }
-  return r as unknown as SwitchRequest;
-}
-
 function text(value: string | undefined, field: string, max: number): string {
   if (value === undefined || value.trim() === "") throw invalid(`${field} is required`);
   if (value.length > max) throw invalid(`${field} is longer than ${max} characters`);
@@ -385,12 +341,6 @@ async function consumerState(deps: CoordinatorDeps, ref: ConsumerRef): Promise<C
 const scopeRank = (key: string) => (key === "mesh" ? 0 : key.startsWith("principal.") ? 1 : 2);
 function byScope(a: string, b: string): number {
   return scopeRank(a) - scopeRank(b) || a.localeCompare(b);
-}
-
-function respondError(msg: ServiceMsg, err: unknown, status?: number): void {
-  const code = err instanceof CausewayError ? err.code : ErrorCode.Config;
-  const message = err instanceof Error ? err.message : String(err);
-  msg.respondError(status ?? (code === ErrorCode.SwitchInvalid ? 400 : 500), `${code}: ${message}`, JSON.stringify({ error: { code, message } }));
 }
 
 function isWrongRevision(err: unknown): boolean {

@@ -9,12 +9,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import {
-  DecodeError, ErrorCode, STRUCTURED_CONTENT_TYPE, STRUCTURED_MARGIN_BYTES, decodeJsonBatch, decodeJsonEvent, encodeHeaderValue, encodeJsonEvent,
+  DecodeError, ErrorCode, STRUCTURED_CONTENT_TYPE, STRUCTURED_MARGIN_BYTES, decodeJsonBatch, decodeJsonEvent, encodeHeaderValue, encodeJsonEvent, statusOf,
   type CloudEvent, type QuarantineOriginal,
 } from "../kit/index.ts";
 import { ingestOne, limited, refuse } from "./ingest-one.ts";
 import type { IngressDeps } from "./ingress.ts";
-import { IngestError, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
+import { IngestError, rejected, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
 import type { Upstream } from "./upstreams.ts";
 
 /** The batch-mode media type. */
@@ -87,16 +87,16 @@ async function handle(deps: HttpDeps, req: IncomingMessage, res: ServerResponse)
     return;
   }
   if (path !== EVENTS_PATH || req.method !== "POST") {
-    const status = path === EVENTS_PATH || path === HEALTH_PATH ? 405 : 404;
+    const code = path === EVENTS_PATH || path === HEALTH_PATH ? ErrorCode.HttpMethod : ErrorCode.HttpEndpoint;
     req.resume();
-    send(res, { status, code: ErrorCode.HttpEndpoint, message: `${req.method} ${path}: the gateway takes POST ${EVENTS_PATH} and GET ${HEALTH_PATH}` });
+    send(res, rejected(code, `${req.method} ${path}: the gateway takes POST ${EVENTS_PATH} and GET ${HEALTH_PATH}`));
     return;
   }
   const upstream = deps.upstreams.authenticate(req.headers.authorization);
   if (upstream === undefined) {
     req.resume();
     const message = req.headers.authorization === undefined ? "no Authorization header: send Authorization: Bearer <token>" : "the bearer token matches no upstream";
-    send(res, { status: 401, code: ErrorCode.Unauthenticated, message }, { "www-authenticate": 'Bearer realm="causeway"' });
+    send(res, rejected(ErrorCode.Unauthenticated, message), { "www-authenticate": 'Bearer realm="causeway"' });
     return;
   }
   const contentType = (req.headers["content-type"] ?? "").trim();
@@ -106,10 +106,9 @@ async function handle(deps: HttpDeps, req: IncomingMessage, res: ServerResponse)
   const limit = batch ? deps.config.maxBatchBytes : deps.config.maxDataBytes + (structured ? STRUCTURED_MARGIN_BYTES : 0);
   const body = await readBody(req, limit);
   if (body === undefined) {
-    send(res, {
-      status: 413, code: ErrorCode.PayloadTooLarge, attribute: "data",
-      message: `the request body is over ${limit} bytes (${batch ? "batch limit" : `event data limit ${deps.config.maxDataBytes} bytes`}); send large content by reference`,
-    }, { connection: "close" });
+    send(res, rejected(ErrorCode.PayloadTooLarge,
+      `the request body is over ${limit} bytes (${batch ? "batch limit" : `event data limit ${deps.config.maxDataBytes} bytes`}); send large content by reference`,
+      { attribute: "data" }), { connection: "close" });
     return;
   }
   const original: QuarantineOriginal = {
@@ -126,14 +125,14 @@ async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: Quarant
     events = decodeJsonBatch(batchText(original.data));
     const big = events.findIndex((e) => e.data.length > deps.config.maxDataBytes);
     if (big >= 0) {
-      throw new IngestError(ErrorCode.PayloadTooLarge, 413, `event ${big} of the batch has ${events[big]!.data.length} bytes of data; the limit is ${deps.config.maxDataBytes}`, { attribute: "data" });
+      throw new IngestError(ErrorCode.PayloadTooLarge, `event ${big} of the batch has ${events[big]!.data.length} bytes of data; the limit is ${deps.config.maxDataBytes}`, { attribute: "data" });
     }
   } catch (err) {
     const over = limited(deps, upstream, 1);
     if (over) return send(res, over);
-    const rejected = await refuse(deps, original, rejectionOf(err));
+    const refusal = await refuse(deps, original, rejectionOf(err));
     const index = failingIndex(original.data);
-    send(res, index === undefined ? rejected : { ...rejected, message: `event ${index} of the batch: ${rejected.message}`, index });
+    send(res, index === undefined ? refusal : { ...refusal, message: `event ${index} of the batch: ${refusal.message}`, index });
     return;
   }
   const over = limited(deps, upstream, events.length);
@@ -151,13 +150,14 @@ async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: Quarant
   }
   if (errors.length > 0) {
     const first = errors[0]!;
-    const status = errors.some((e) => e.status === 503) ? 503 : first.status;
+    const unavailableStatus = statusOf(ErrorCode.Unavailable);
+    const status = errors.some((e) => e.status === unavailableStatus) ? unavailableStatus : first.status;
     send(res, { status, code: first.code, message: `${errors.length} of ${events.length} events refused (first: event ${first.index}: ${first.message}); nothing in the batch was accepted`, errors });
     return;
   }
   const results: Outcome[] = await Promise.all(checked.map((c) => deps.ledger.publish(c, deps.notary.notarize(c)).catch(unavailable)));
   const failed = results.some((r) => r.status !== 202);
-  send(res, { status: failed ? 503 : 202, results, ...(failed && { retryafter: 1 }) });
+  send(res, { status: failed ? statusOf(ErrorCode.Unavailable) : 202, results, ...(failed && { retryafter: 1 }) });
 }
 
 function send(res: ServerResponse, body: Outcome | (Rejected & Record<string, unknown>) | { status: number; results: readonly Outcome[]; retryafter?: number }, extra: Record<string, string> = {}): void {

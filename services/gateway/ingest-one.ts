@@ -3,7 +3,7 @@
 // refuses with a quarantine reason is kept in quarantine first; a refusal the quarantine cannot take is a 503.
 import { ErrorCode, NatsBinding, type CloudEvent, type QuarantineOriginal } from "../kit/index.ts";
 import type { IngressDeps } from "./ingress.ts";
-import { rateLimited, rejectionOf, unavailable, type Outcome, type Rejected } from "./outcome.ts";
+import { rateLimited, rejected, rejectionOf, unavailable, type Outcome, type Rejected } from "./outcome.ts";
 import { quarantineCopy, quarantineTarget } from "./quarantine.ts";
 import type { Upstream } from "./upstreams.ts";
 
@@ -40,20 +40,20 @@ export function limited(deps: IngressDeps, upstream: Upstream, n: number): Rejec
   if (waitMs === Infinity) {
     const burst = deps.limiter.capacity(upstream);
     const shared = burst < upstream.burst ? ` (its burst of ${upstream.burst} shared out over the gateway's ${deps.config.workers} workers)` : "";
-    return { status: 429, code: ErrorCode.RateLimited, message: `a batch of ${n} events is more than upstream ${upstream.name}'s burst of ${burst}${shared}: send smaller batches` };
+    return rejected(ErrorCode.RateLimited, `a batch of ${n} events is more than upstream ${upstream.name}'s burst of ${burst}${shared}: send smaller batches`);
   }
   return rateLimited(upstream, waitMs);
 }
 
 /** Quarantines the input when the rejection keeps it; 503 instead when the quarantine cannot take it. */
-export async function refuse(deps: IngressDeps, original: QuarantineOriginal, rejected: Rejected): Promise<Rejected> {
-  if (rejected.quarantined === undefined) return rejected;
+export async function refuse(deps: IngressDeps, original: QuarantineOriginal, refusal: Rejected): Promise<Rejected> {
+  if (refusal.quarantined === undefined) return refusal;
   try {
-    await quarantineCopy(deps.js, original, quarantineTarget(deps.subjects, { ...rejected, quarantined: rejected.quarantined }, deps.principal));
+    await quarantineCopy(deps.js, original, quarantineTarget(deps.subjects, { ...refusal, quarantined: refusal.quarantined }, deps.principal));
   } catch (err) {
-    deps.log.warn({ err, code: rejected.code }, "quarantine copy failed");
+    deps.log.warn({ err, code: refusal.code }, "quarantine copy failed");
     return unavailable(err);
   }
-  deps.log.debug({ code: rejected.code, reason: rejected.quarantined }, "input quarantined");
-  return rejected;
+  deps.log.debug({ code: refusal.code, reason: refusal.quarantined }, "input quarantined");
+  return refusal;
 }

@@ -6,10 +6,11 @@ import { jetstream } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  KvBucket, untilStop, connectAs, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, inboxPrefix, loadLayout, openMeshBucket,
+  KvBucket, addControlEndpoint, untilStop, connectAs, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, inboxPrefix, loadLayout, openMeshBucket,
   openTrustStore, readSeed, signingKeyFromNkeySeed,
 } from "../kit/index.ts";
 import { loadConfig } from "./config.ts";
+import { health } from "./contract.ts";
 import { startHttp, type HttpIngress } from "./http.ts";
 import { createLedger } from "./ledger.ts";
 import { startNatsIngress, type NatsIngress } from "./nats-ingress.ts";
@@ -57,12 +58,7 @@ async function main(): Promise<void> {
       metadata: { http: http.url, routes: [...routes.values()].map((r) => `${r.type}→${r.ref}`).join(","), upstreams: upstreams.list().map((u) => u.name).join(",") },
     });
     const healthUrl = http.url;
-    service.addEndpoint("health", {
-      subject: subjects.control(PRINCIPAL, "health"),
-      handler: (err, msg) => {
-        if (!err) msg.respond(JSON.stringify({ status: "ok", http: healthUrl }));
-      },
-    });
+    addControlEndpoint(service, health, { subjects, log, handle: () => Promise.resolve({ status: "ok", http: healthUrl }) });
     requests = startNatsRequests(deps, service, PRINCIPAL);
     log.info({ http: http.url, requests: requests.subject, upstreams: upstreams.list().length, routes: routes.size }, "gateway started");
     const lost = await untilStop(log, nc, [trust.lost, ingress.lost]);

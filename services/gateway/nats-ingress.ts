@@ -63,7 +63,7 @@ async function settle(deps: NatsIngressDeps, msg: JsMsg): Promise<void> {
   }
   const upstream = deps.upstreams.byName(upstreamName);
   if (upstream === undefined) {
-    return refuse(new IngestError(ErrorCode.UnknownUpstream, 403, `${msg.subject}: no upstream "${upstreamName}" in infra/upstreams.json`, { reason: QuarantineReason.PolicyDenied, attribute: "subject" }));
+    return refuse(new IngestError(ErrorCode.UnknownUpstream, `${msg.subject}: no upstream "${upstreamName}" in infra/upstreams.json`, { reason: QuarantineReason.PolicyDenied, attribute: "subject" }));
   }
   const waitMs = deps.limiter.take(upstream, 1);
   if (waitMs > 0) {

@@ -8,10 +8,10 @@
 // one answers each request.
 import type { Service, ServiceMsg } from "@nats-io/services";
 import type { MsgHdrs } from "@nats-io/transport-node";
-import { ErrorCode, QuarantineReason, STRUCTURED_MARGIN_BYTES, inboxPrefix, type QuarantineOriginal } from "../kit/index.ts";
+import { ErrorCode, QuarantineReason, STRUCTURED_MARGIN_BYTES, isInboxOf, type QuarantineOriginal } from "../kit/index.ts";
 import { ingestOne, refuse } from "./ingest-one.ts";
 import type { IngressDeps } from "./ingress.ts";
-import { IngestError, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
+import { IngestError, rejected, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
 
 /** The endpoint's name in `nats micro info gateway`, and the action token of its subject. */
 const PUBLISH_ACTION = "publish";
@@ -49,10 +49,10 @@ export function startNatsRequests(deps: IngressDeps, service: Service, serviceNa
 async function serve(deps: IngressDeps, msg: ServiceMsg): Promise<void> {
   // The upstream, from the last token, exactly as the stream path takes it from the ingest subject's source token.
   const name = msg.subject.slice(msg.subject.lastIndexOf(".") + 1);
-  if (!replyWithinCallerInbox(name, msg.reply)) {
+  if (!isInboxOf(name, msg.reply ?? "")) {
     // The gateway may answer any request (allow_responses): answering on a subject outside the caller's own inbox
     // would let a caller make the gateway publish there (a KV key, another principal's inbox). Nothing runs.
-    deps.log.warn({ subject: msg.subject, reply: msg.reply || undefined, inbox: `${inboxPrefix(name)}.` }, "a request whose reply subject is not the caller's own inbox: not answered, nothing done");
+    deps.log.warn({ code: ErrorCode.ReplyRefused, subject: msg.subject, reply: msg.reply || null, requester: name }, "request not answered: its reply subject is not the requester's own inbox; nothing done");
     return;
   }
   const tooLarge = sizeRefusal(deps, msg);
@@ -67,21 +67,11 @@ async function serve(deps: IngressDeps, msg: ServiceMsg): Promise<void> {
   };
   const upstream = deps.upstreams.byName(name);
   if (upstream === undefined) {
-    const unknown = new IngestError(ErrorCode.UnknownUpstream, 403, `${msg.subject}: no upstream "${name}" in infra/upstreams.json`, { reason: QuarantineReason.PolicyDenied, attribute: "subject" });
+    const unknown = new IngestError(ErrorCode.UnknownUpstream, `${msg.subject}: no upstream "${name}" in infra/upstreams.json`, { reason: QuarantineReason.PolicyDenied, attribute: "subject" });
     answer(deps, msg, await refuse(deps, original, rejectionOf(unknown)));
     return;
   }
   answer(deps, msg, await ingestOne(deps, upstream, original));
-}
-
-/**
- * True when `reply` is within the private inbox of principal `caller` (`_INBOX_<caller>.…`), which only the
- * caller may subscribe to. A local stand-in for the kit's general check of control requests (services/kit/
- * control.ts, in progress): swap it for that one when it lands.
- */
-function replyWithinCallerInbox(caller: string, reply: string | undefined): boolean {
-  const inbox = `${inboxPrefix(caller)}.`;
-  return reply !== undefined && reply.length > inbox.length && reply.startsWith(inbox);
 }
 
 /**
@@ -98,12 +88,10 @@ function sizeRefusal(deps: IngressDeps, msg: ServiceMsg): Rejected | undefined {
   const limit = maxDataBytes + STRUCTURED_MARGIN_BYTES;
   const size = msg.data.length + headerBytes(msg.headers);
   if (msg.data.length <= dataLimit && size <= limit) return undefined;
-  return {
-    status: 413, code: ErrorCode.PayloadTooLarge, attribute: "data",
-    message: msg.data.length > dataLimit
-      ? `the request's data is ${msg.data.length} bytes, over ${dataLimit} bytes (event data limit ${maxDataBytes} bytes); send large content by reference`
-      : `the request is ${size} bytes with its headers, over ${limit} bytes (event data limit ${maxDataBytes} bytes + ${STRUCTURED_MARGIN_BYTES} for attributes); send large content by reference`,
-  };
+  return rejected(ErrorCode.PayloadTooLarge, msg.data.length > dataLimit
+    ? `the request's data is ${msg.data.length} bytes, over ${dataLimit} bytes (event data limit ${maxDataBytes} bytes); send large content by reference`
+    : `the request is ${size} bytes with its headers, over ${limit} bytes (event data limit ${maxDataBytes} bytes + ${STRUCTURED_MARGIN_BYTES} for attributes); send large content by reference`,
+  { attribute: "data" });
 }
 
 /** The bytes of `headers` on the wire (`name: value\r\n` lines), near enough for a size limit. */

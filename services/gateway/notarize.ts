@@ -58,18 +58,18 @@ export function createNotary(deps: NotaryDeps): Notary {
   return {
     check(event, upstream, received) {
       if (!sourceAllowed(upstream, event.source)) {
-        throw new IngestError(ErrorCode.SourceNotAllowed, 403, `source "${event.source}" is not one of upstream ${upstream.name}'s sources (${upstream.sources.join(", ")})`, {
+        throw new IngestError(ErrorCode.SourceNotAllowed, `source "${event.source}" is not one of upstream ${upstream.name}'s sources (${upstream.sources.join(", ")})`, {
           reason: QuarantineReason.PolicyDenied, attribute: "source",
         });
       }
       const route = deps.routes.get(event.type);
       if (route === undefined) {
-        throw new IngestError(ErrorCode.NoRoute, 400, `no route for type "${event.type}": the gateway routes ${[...deps.routes.keys()].join(", ")}`, {
+        throw new IngestError(ErrorCode.NoRoute, `no route for type "${event.type}": the gateway routes ${[...deps.routes.keys()].join(", ")}`, {
           reason: QuarantineReason.UnknownCapability, attribute: "type",
         });
       }
       if (isExpired(event)) {
-        throw new IngestError(ErrorCode.Expired, 400, `the event expired at ${String(event.extensions[ContextExtension.ExpiryTime])}`, {
+        throw new IngestError(ErrorCode.Expired, `the event expired at ${String(event.extensions[ContextExtension.ExpiryTime])}`, {
           reason: QuarantineReason.Expired, attribute: ContextExtension.ExpiryTime,
         });
       }
@@ -77,12 +77,12 @@ export function createNotary(deps: NotaryDeps): Notary {
       if (signed) {
         const trusted = received === "now" ? deps.trust.verify(event, { receivedAt: "now" }) : deps.trust.verifyMessage(received, { event });
         if (trusted.entry.principal !== upstream.name) {
-          throw new IngestError(ErrorCode.SignerMismatch, 403, `signed by ${trusted.entry.principal}, but sent by upstream ${upstream.name}`, {
+          throw new IngestError(ErrorCode.SignerMismatch, `signed by ${trusted.entry.principal}, but sent by upstream ${upstream.name}`, {
             reason: QuarantineReason.PolicyDenied, attribute: DSSE_MATERIAL,
           });
         }
         if (!deps.trust.mayAddress(trusted.entry, route.capability, route.major)) {
-          throw new IngestError(ErrorCode.UnauthorizedAddress, 403, `${upstream.name}'s key may not address ${route.ref} (its trust store entry)`, {
+          throw new IngestError(ErrorCode.UnauthorizedAddress, `${upstream.name}'s key may not address ${route.ref} (its trust store entry)`, {
             reason: QuarantineReason.PolicyDenied, attribute: "type",
           });
         }
@@ -93,7 +93,7 @@ export function createNotary(deps: NotaryDeps): Notary {
       }
       const dataschema = event.dataschema ?? route.dataschema;
       if (dataschema !== route.dataschema) {
-        throw new IngestError(ErrorCode.UnknownCapability, 400, `type ${event.type} goes to ${route.ref}, which accepts dataschema ${route.dataschema}, not ${dataschema}`, {
+        throw new IngestError(ErrorCode.UnknownCapability, `type ${event.type} goes to ${route.ref}, which accepts dataschema ${route.dataschema}, not ${dataschema}`, {
           reason: QuarantineReason.UnknownCapability, attribute: "dataschema",
         });
       }

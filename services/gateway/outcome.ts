@@ -2,7 +2,7 @@
 // an error with a stable code, the attribute or schema paths at fault, and the quarantine reason when the
 // input was quarantined. Over HTTP the status is the response status; over NATS it is the `status` member.
 import {
-  CausewayError, DecodeError, ErrorCode, QuarantineReason, SchemaError, VerificationError, quarantineReasonOf,
+  CausewayError, DecodeError, ErrorCode, QuarantineReason, SchemaError, VerificationError, quarantineReasonOf, statusOf,
   type ErrorCodeValue, type QuarantineReasonValue, type SchemaViolation,
 } from "../kit/index.ts";
 import type { Upstream } from "./upstreams.ts";
@@ -39,17 +39,29 @@ export interface Rejected {
 /** The outcome of one event. */
 export type Outcome = Accepted | Rejected;
 
-/** A gateway refusal: the HTTP status it maps to and, when the input is kept, the quarantine reason. */
+/** A gateway refusal and, when the input is kept, the quarantine reason; its status is the code's (`statusOf`). */
 export class IngestError extends CausewayError {
-  readonly status: number;
   readonly reason: QuarantineReasonValue | undefined;
   readonly attribute: string | undefined;
-  constructor(code: ErrorCodeValue, status: number, message: string, opts: { reason?: QuarantineReasonValue; attribute?: string; cause?: unknown } = {}) {
+  constructor(code: ErrorCodeValue, message: string, opts: IngestErrorOptions = {}) {
     super(code, message, opts.cause === undefined ? undefined : { cause: opts.cause });
-    this.status = status;
     this.reason = opts.reason;
     this.attribute = opts.attribute;
   }
+}
+
+/** What an {@link IngestError} carries besides its code and message. */
+export interface IngestErrorOptions {
+  /** The quarantine reason, when the input is kept. */
+  readonly reason?: QuarantineReasonValue;
+  /** The CloudEvents attribute (or header) at fault. */
+  readonly attribute?: string;
+  readonly cause?: unknown;
+}
+
+/** A refusal with `code`'s status. */
+export function rejected(code: ErrorCodeValue, message: string, extra: Omit<Rejected, "status" | "code" | "message"> = {}): Rejected {
+  return { status: statusOf(code), code, message, ...extra };
 }
 
 /**
@@ -60,36 +72,36 @@ export class IngestError extends CausewayError {
  */
 export function rejectionOf(err: unknown): Rejected {
   if (err instanceof IngestError) {
-    return {
-      status: err.status, code: err.code, message: err.message,
+    return rejected(err.code, err.message, {
       ...(err.attribute !== undefined && { attribute: err.attribute }),
       ...(err.reason !== undefined && { quarantined: err.reason }),
-    };
+    });
   }
   if (err instanceof DecodeError) {
-    if (err.code === ErrorCode.PayloadTooLarge) return { status: 413, code: err.code, message: err.message, ...(err.attribute !== undefined && { attribute: err.attribute }) };
-    return { status: 400, code: err.code, message: err.message, ...(err.attribute !== undefined && { attribute: err.attribute }), quarantined: QuarantineReason.DecodeError };
+    const attribute = err.attribute !== undefined ? { attribute: err.attribute } : {};
+    if (err.code === ErrorCode.PayloadTooLarge) return rejected(err.code, err.message, attribute);
+    return rejected(err.code, err.message, { ...attribute, quarantined: QuarantineReason.DecodeError });
   }
   if (err instanceof SchemaError) {
-    return {
-      status: 400, code: err.code, message: err.message, attribute: err.code === ErrorCode.UnknownSchema ? "dataschema" : "data",
+    return rejected(err.code, err.message, {
+      attribute: err.code === ErrorCode.UnknownSchema ? "dataschema" : "data",
       ...(err.violations.length > 0 && { violations: err.violations }), quarantined: quarantineReasonOf(err),
-    };
+    });
   }
-  if (err instanceof VerificationError) return { status: 403, code: err.code, message: err.message, attribute: "dssematerial", quarantined: err.reason };
+  if (err instanceof VerificationError) return rejected(err.code, err.message, { attribute: "dssematerial", quarantined: err.reason });
   return unavailable(err);
 }
 
 /** 503: the mesh could not take the event now (JetStream unreachable); nothing was accepted. */
 export function unavailable(err: unknown): Rejected {
   const why = err instanceof Error ? err.message : String(err);
-  return { status: 503, code: ErrorCode.Unavailable, message: `the mesh could not store the event now (${why}); retry`, retryafter: 1 };
+  return rejected(ErrorCode.Unavailable, `the mesh could not store the event now (${why}); retry`, { retryafter: 1 });
 }
 
 /** 429: `upstream` is over its rate; the tokens it needs are `waitMs` away (Retry-After, in whole seconds). */
 export function rateLimited(upstream: Pick<Upstream, "name" | "perSecond" | "burst">, waitMs: number): Rejected {
   const retryafter = Math.ceil(waitMs / 1000);
-  return { status: 429, code: ErrorCode.RateLimited, message: `upstream ${upstream.name} is over its rate of ${upstream.perSecond}/s (burst ${upstream.burst}); retry after ${retryafter} s`, retryafter };
+  return rejected(ErrorCode.RateLimited, `upstream ${upstream.name} is over its rate of ${upstream.perSecond}/s (burst ${upstream.burst}); retry after ${retryafter} s`, { retryafter });
 }
 
 /** The reply body, as JSON text. */

@@ -3,6 +3,7 @@
 // consume → verify → dedupe → expiry → schema → policy → handle → publish → ack pipeline, concurrency,
 // heartbeats, drain, micro-service registration, spans and logs.
 import type { Logger } from "pino";
+import { controlEndpoint, type ControlEndpoint } from "./control.ts";
 import type { CloudEvent, ExtensionValue } from "./event.ts";
 import type { CausewayError, QuarantineReasonValue } from "./errors.ts";
 import type { MeshSubjects } from "./subjects.ts";
@@ -113,6 +114,18 @@ export interface AgentStats {
   /** Mean and maximum handler time in milliseconds. */
   readonly handlerMeanMs: number;
   readonly handlerMaxMs: number;
+}
+
+/**
+ * The agent's `stats` control endpoint (`<prefix>.ctl.<principal>.stats`, no parameters): its {@link AgentStats}.
+ * `nats req --inbox-prefix _INBOX_operator mesh.ctl.planner.stats ''` or `controlRequest(nc, agentStatsEndpoint("planner"), {})`.
+ */
+export function agentStatsEndpoint(principal: string): ControlEndpoint<Record<string, never>, AgentStats> {
+  return controlEndpoint<Record<string, never>, AgentStats>({
+    service: principal, name: "stats", description: "processed, failed, quarantined, replays, in-flight, handler latency",
+    // No parameters: whatever the body says (`''`, `{}`), the answer is the counters.
+    parse: () => ({}),
+  });
 }
 
 /** A running agent. Dispose it (or call stop) to drain: in-flight work finishes, the rest is redelivered. */

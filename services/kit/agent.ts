@@ -11,9 +11,10 @@ import { Svcm, type Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, HandlerInput } from "./agent-api.ts";
-import { RetryableError } from "./agent-api.ts";
+import { RetryableError, agentStatsEndpoint } from "./agent-api.ts";
 import { NatsBinding } from "./binding.ts";
 import { childTraceparent, deriveEventId, isExpired, outputEventInit, parseTraceparent, principalSource } from "./context.ts";
+import { addControlEndpoint } from "./control.ts";
 import { CausewayError, ConfigError, ErrorCode, QuarantineReason, SchemaError, quarantineReasonOf } from "./errors.ts";
 import type { QuarantineReasonValue } from "./errors.ts";
 import { createEvent, dataJson, type CloudEvent } from "./event.ts";
@@ -29,7 +30,7 @@ import { quarantine } from "./quarantine.ts";
 import { inboxPrefix } from "./principals.ts";
 import { createSchemaRegistry, type DataValidator, type SchemaRegistry } from "./schemas.ts";
 import { createStreamPublisher } from "./stream-publisher.ts";
-import { StreamName } from "./subjects.ts";
+import { StreamName, type MeshSubjects } from "./subjects.ts";
 import { PAUSED_UNTIL_RESUMED, watchSwitches, type SwitchWatcher } from "./switches.ts";
 import { endSpan, startProcessSpan, startSendSpan, traceparentOf } from "./tracing.ts";
 import type { TrustStore, TrustedEvent } from "./trust.ts";
@@ -280,7 +281,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // --- consuming: the kit's durable-consumer runtime, with the pipeline as its handler -------------------
 
   // Registered before consuming, so a failure here leaves nothing running.
-  const service = await registerService(nc, def, { input: inputSubject, stats: subjects.control(def.principal, "stats") }, durable, stats);
+  const service = await registerService(nc, def, inputSubject, durable, stats, { subjects, log: baseLog });
   // Say so once when a switch pauses or resumes this agent (the check per message allocates nothing).
   let pausedBy = switches.isPaused(switchSubject);
   if (pausedBy) baseLog.warn({ scope: pausedBy.scope, target: pausedBy.target, reason: pausedBy.reason, by: pausedBy.by, until: pausedBy.expires_at }, "paused by a kill switch");
@@ -425,22 +426,15 @@ function spanIds(span: ReturnType<typeof startProcessSpan>, event: CloudEvent): 
 }
 
 /** Registers the agent as a NATS micro service: `nats micro ls` lists it, `nats micro stats` shows its counters. */
-async function registerService(nc: NatsConnection, def: AgentDefinition, subject: { input: string; stats: string }, durable: string, stats: () => AgentStats): Promise<Service> {
+async function registerService(nc: NatsConnection, def: AgentDefinition, input: string, durable: string, stats: () => AgentStats, on: { subjects: MeshSubjects; log: Logger }): Promise<Service> {
   const service = await new Svcm(nc).add({
     name: def.principal,
     version: def.version,
     description: def.description,
-    metadata: { capability: `${def.capability}.v${def.major}`, subject: subject.input, consumer: durable, accepts: Object.keys(def.accepts).join(","), emits: Object.keys(def.emits).join(",") },
+    metadata: { capability: `${def.capability}.v${def.major}`, subject: input, consumer: durable, accepts: Object.keys(def.accepts).join(","), emits: Object.keys(def.emits).join(",") },
     statsHandler: () => Promise.resolve(stats()),
   });
   // The stats endpoint on the agent's control subject: `nats req mesh.ctl.<principal>.stats ''`.
-  service.addEndpoint("stats", {
-    subject: subject.stats,
-    handler: (err, msg) => {
-      if (!err) msg.respond(JSON.stringify(stats()));
-    },
-    metadata: { description: "processed, failed, quarantined, replays, in-flight, handler latency" },
-  });
+  addControlEndpoint(service, agentStatsEndpoint(def.principal), { ...on, handle: () => Promise.resolve(stats()) });
   return service;
 }
-

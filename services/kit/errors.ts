@@ -1,93 +1,119 @@
 // Every error a user can see carries a stable code (fastify's FST_ERR_* pattern). docs/errors.md
 // documents each code, and test/kit/errors.test.ts fails when one is missing there.
 
-/** Stable error codes. Never rename one: operators and upstream systems match on them. */
-export const ErrorCode = {
+/**
+ * Every code with the HTTP status it is answered with (fastify's `createError(code, message, status)`): over HTTP,
+ * in a control endpoint's `Nats-Service-Error-Code` header, in the gateway's `status` member. No service picks
+ * a status of its own; change it here and in docs/errors.md.
+ */
+const ERRORS = {
   // Decoding a CloudEvent from a NATS message or JSON (quarantine reason: decode_error)
-  DecodeHeader: "CW_ERR_DECODE_HEADER",
-  DecodeJson: "CW_ERR_DECODE_JSON",
-  MissingAttribute: "CW_ERR_MISSING_ATTRIBUTE",
-  InvalidAttribute: "CW_ERR_INVALID_ATTRIBUTE",
-  UnsupportedSpecVersion: "CW_ERR_UNSUPPORTED_SPECVERSION",
-  PayloadTooLarge: "CW_ERR_PAYLOAD_TOO_LARGE",
+  DecodeHeader: { code: "CW_ERR_DECODE_HEADER", status: 400 },
+  DecodeJson: { code: "CW_ERR_DECODE_JSON", status: 400 },
+  MissingAttribute: { code: "CW_ERR_MISSING_ATTRIBUTE", status: 400 },
+  InvalidAttribute: { code: "CW_ERR_INVALID_ATTRIBUTE", status: 400 },
+  UnsupportedSpecVersion: { code: "CW_ERR_UNSUPPORTED_SPECVERSION", status: 400 },
+  PayloadTooLarge: { code: "CW_ERR_PAYLOAD_TOO_LARGE", status: 413 },
   // Verifying the DSSE material (quarantine reasons: bad_signature, unknown_key, revoked_key, unauthorized_emitter)
-  Unsigned: "CW_ERR_UNSIGNED",
-  MaterialCorrupt: "CW_ERR_MATERIAL_CORRUPT",
-  UnknownPayloadType: "CW_ERR_UNKNOWN_PAYLOAD_TYPE",
-  SignedExtAttrsInvalid: "CW_ERR_SIGNEDEXTATTRS_INVALID",
-  UnknownKey: "CW_ERR_UNKNOWN_KEY",
-  BadSignature: "CW_ERR_BAD_SIGNATURE",
-  CoreDigestMismatch: "CW_ERR_CORE_DIGEST_MISMATCH",
-  ExtDigestMismatch: "CW_ERR_EXT_DIGEST_MISMATCH",
+  Unsigned: { code: "CW_ERR_UNSIGNED", status: 403 },
+  MaterialCorrupt: { code: "CW_ERR_MATERIAL_CORRUPT", status: 403 },
+  UnknownPayloadType: { code: "CW_ERR_UNKNOWN_PAYLOAD_TYPE", status: 403 },
+  SignedExtAttrsInvalid: { code: "CW_ERR_SIGNEDEXTATTRS_INVALID", status: 403 },
+  UnknownKey: { code: "CW_ERR_UNKNOWN_KEY", status: 403 },
+  BadSignature: { code: "CW_ERR_BAD_SIGNATURE", status: 403 },
+  CoreDigestMismatch: { code: "CW_ERR_CORE_DIGEST_MISMATCH", status: 403 },
+  ExtDigestMismatch: { code: "CW_ERR_EXT_DIGEST_MISMATCH", status: 403 },
   // The trust store: who may sign, when, what (quarantine reasons: unknown_key, revoked_key, unauthorized_emitter, policy_denied)
-  KeyNotValid: "CW_ERR_KEY_NOT_VALID",
-  KeyRevoked: "CW_ERR_KEY_REVOKED",
-  UnauthorizedEmitter: "CW_ERR_UNAUTHORIZED_EMITTER",
-  UnauthorizedAddress: "CW_ERR_UNAUTHORIZED_ADDRESS",
-  TrustEntryInvalid: "CW_ERR_TRUST_ENTRY_INVALID",
+  KeyNotValid: { code: "CW_ERR_KEY_NOT_VALID", status: 403 },
+  KeyRevoked: { code: "CW_ERR_KEY_REVOKED", status: 403 },
+  UnauthorizedEmitter: { code: "CW_ERR_UNAUTHORIZED_EMITTER", status: 403 },
+  UnauthorizedAddress: { code: "CW_ERR_UNAUTHORIZED_ADDRESS", status: 403 },
+  TrustEntryInvalid: { code: "CW_ERR_TRUST_ENTRY_INVALID", status: 500 },
   // The agent pipeline (quarantine reasons: expired, unknown_capability, policy verdicts)
-  Expired: "CW_ERR_EXPIRED",
-  UnknownCapability: "CW_ERR_UNKNOWN_CAPABILITY",
-  PolicyVerdict: "CW_ERR_POLICY_VERDICT",
-  UndeclaredOutput: "CW_ERR_UNDECLARED_OUTPUT",
+  Expired: { code: "CW_ERR_EXPIRED", status: 400 },
+  UnknownCapability: { code: "CW_ERR_UNKNOWN_CAPABILITY", status: 400 },
+  PolicyVerdict: { code: "CW_ERR_POLICY_VERDICT", status: 403 },
+  UndeclaredOutput: { code: "CW_ERR_UNDECLARED_OUTPUT", status: 500 },
   // The coordinator: critical handoffs, leases, approvals, quarantine operations, kill switches
-  PolicyInvalid: "CW_ERR_POLICY_INVALID",
-  NoGrant: "CW_ERR_NO_GRANT",
-  LeaseHeld: "CW_ERR_LEASE_HELD",
-  LeaseExpired: "CW_ERR_LEASE_EXPIRED",
-  NotApprover: "CW_ERR_NOT_APPROVER",
-  NoPendingApproval: "CW_ERR_NO_PENDING_APPROVAL",
-  ApprovalTimeout: "CW_ERR_APPROVAL_TIMEOUT",
-  QuarantineNotFound: "CW_ERR_QUARANTINE_NOT_FOUND",
-  ReleaseRefused: "CW_ERR_RELEASE_REFUSED",
-  AlreadySettled: "CW_ERR_ALREADY_SETTLED",
-  SwitchInvalid: "CW_ERR_SWITCH_INVALID",
+  PolicyInvalid: { code: "CW_ERR_POLICY_INVALID", status: 500 },
+  NoGrant: { code: "CW_ERR_NO_GRANT", status: 403 },
+  LeaseHeld: { code: "CW_ERR_LEASE_HELD", status: 409 },
+  LeaseExpired: { code: "CW_ERR_LEASE_EXPIRED", status: 410 },
+  NotApprover: { code: "CW_ERR_NOT_APPROVER", status: 403 },
+  NoPendingApproval: { code: "CW_ERR_NO_PENDING_APPROVAL", status: 404 },
+  ApprovalTimeout: { code: "CW_ERR_APPROVAL_TIMEOUT", status: 410 },
+  QuarantineNotFound: { code: "CW_ERR_QUARANTINE_NOT_FOUND", status: 404 },
+  ReleaseRefused: { code: "CW_ERR_RELEASE_REFUSED", status: 409 },
+  AlreadySettled: { code: "CW_ERR_ALREADY_SETTLED", status: 409 },
+  SwitchInvalid: { code: "CW_ERR_SWITCH_INVALID", status: 400 },
   // Producing signed events
-  SignRefused: "CW_ERR_SIGN_REFUSED",
-  KeyInvalid: "CW_ERR_KEY_INVALID",
+  SignRefused: { code: "CW_ERR_SIGN_REFUSED", status: 403 },
+  KeyInvalid: { code: "CW_ERR_KEY_INVALID", status: 400 },
   // Schemas (quarantine reason: schema_violation)
-  SchemaViolation: "CW_ERR_SCHEMA_VIOLATION",
-  UnknownSchema: "CW_ERR_UNKNOWN_SCHEMA",
-  SchemaInvalid: "CW_ERR_SCHEMA_INVALID",
+  SchemaViolation: { code: "CW_ERR_SCHEMA_VIOLATION", status: 400 },
+  UnknownSchema: { code: "CW_ERR_UNKNOWN_SCHEMA", status: 400 },
+  SchemaInvalid: { code: "CW_ERR_SCHEMA_INVALID", status: 500 },
   // Subjects
-  InvalidSubject: "CW_ERR_INVALID_SUBJECT",
-  InvalidToken: "CW_ERR_INVALID_TOKEN",
+  InvalidSubject: { code: "CW_ERR_INVALID_SUBJECT", status: 400 },
+  InvalidToken: { code: "CW_ERR_INVALID_TOKEN", status: 400 },
   // The gateway: upstream systems publishing over HTTP and NATS
-  Unauthenticated: "CW_ERR_UNAUTHENTICATED",
-  UnknownUpstream: "CW_ERR_UNKNOWN_UPSTREAM",
-  SourceNotAllowed: "CW_ERR_SOURCE_NOT_ALLOWED",
-  SignerMismatch: "CW_ERR_SIGNER_MISMATCH",
-  NoRoute: "CW_ERR_NO_ROUTE",
-  RateLimited: "CW_ERR_RATE_LIMITED",
-  Unavailable: "CW_ERR_UNAVAILABLE",
-  HttpEndpoint: "CW_ERR_HTTP_ENDPOINT",
-  UpstreamsInvalid: "CW_ERR_UPSTREAMS_INVALID",
-  RoutesInvalid: "CW_ERR_ROUTES_INVALID",
+  Unauthenticated: { code: "CW_ERR_UNAUTHENTICATED", status: 401 },
+  UnknownUpstream: { code: "CW_ERR_UNKNOWN_UPSTREAM", status: 403 },
+  SourceNotAllowed: { code: "CW_ERR_SOURCE_NOT_ALLOWED", status: 403 },
+  SignerMismatch: { code: "CW_ERR_SIGNER_MISMATCH", status: 403 },
+  NoRoute: { code: "CW_ERR_NO_ROUTE", status: 400 },
+  RateLimited: { code: "CW_ERR_RATE_LIMITED", status: 429 },
+  Unavailable: { code: "CW_ERR_UNAVAILABLE", status: 503 },
+  HttpEndpoint: { code: "CW_ERR_HTTP_ENDPOINT", status: 404 },
+  HttpMethod: { code: "CW_ERR_HTTP_METHOD", status: 405 },
+  UpstreamsInvalid: { code: "CW_ERR_UPSTREAMS_INVALID", status: 500 },
+  RoutesInvalid: { code: "CW_ERR_ROUTES_INVALID", status: 500 },
   // Configuration, identities, streams, CLI
-  Config: "CW_ERR_CONFIG",
-  PrincipalsInvalid: "CW_ERR_PRINCIPALS_INVALID",
-  UnknownPrincipal: "CW_ERR_UNKNOWN_PRINCIPAL",
-  SeedExists: "CW_ERR_SEED_EXISTS",
-  SeedMissing: "CW_ERR_SEED_MISSING",
-  StreamConfigInvalid: "CW_ERR_STREAM_CONFIG_INVALID",
-  DestructiveChange: "CW_ERR_DESTRUCTIVE_CHANGE",
-  Usage: "CW_ERR_USAGE",
-  PermissionDenied: "CW_ERR_PERMISSION_DENIED",
+  Config: { code: "CW_ERR_CONFIG", status: 500 },
+  PrincipalsInvalid: { code: "CW_ERR_PRINCIPALS_INVALID", status: 500 },
+  UnknownPrincipal: { code: "CW_ERR_UNKNOWN_PRINCIPAL", status: 400 },
+  SeedExists: { code: "CW_ERR_SEED_EXISTS", status: 409 },
+  SeedMissing: { code: "CW_ERR_SEED_MISSING", status: 500 },
+  StreamConfigInvalid: { code: "CW_ERR_STREAM_CONFIG_INVALID", status: 500 },
+  DestructiveChange: { code: "CW_ERR_DESTRUCTIVE_CHANGE", status: 409 },
+  Usage: { code: "CW_ERR_USAGE", status: 400 },
+  PermissionDenied: { code: "CW_ERR_PERMISSION_DENIED", status: 403 },
   // An error without a code of its own (a bug, or a library's exception): recorded and answered, never hidden
-  Internal: "CW_ERR_INTERNAL",
+  Internal: { code: "CW_ERR_INTERNAL", status: 500 },
   // Lineage's store
-  LineageStore: "CW_ERR_LINEAGE_STORE",
+  LineageStore: { code: "CW_ERR_LINEAGE_STORE", status: 503 },
   // Lineage queries and proofs
-  LineageNotFound: "CW_ERR_LINEAGE_NOT_FOUND",
-  LineageAmbiguousId: "CW_ERR_LINEAGE_AMBIGUOUS_ID",
-  LineageNotCovered: "CW_ERR_LINEAGE_NOT_COVERED",
-  LineageCheckpointMismatch: "CW_ERR_LINEAGE_CHECKPOINT_MISMATCH",
+  LineageNotFound: { code: "CW_ERR_LINEAGE_NOT_FOUND", status: 404 },
+  LineageAmbiguousId: { code: "CW_ERR_LINEAGE_AMBIGUOUS_ID", status: 409 },
+  LineageNotCovered: { code: "CW_ERR_LINEAGE_NOT_COVERED", status: 409 },
+  LineageCheckpointMismatch: { code: "CW_ERR_LINEAGE_CHECKPOINT_MISMATCH", status: 500 },
   // Lineage's API: a missing or malformed parameter, an unknown operation
-  LineageQuery: "CW_ERR_LINEAGE_QUERY",
-} as const;
+  LineageQuery: { code: "CW_ERR_LINEAGE_QUERY", status: 400 },
+  // Control endpoints: a request whose reply subject is not the requester's inbox is not answered
+  ReplyRefused: { code: "CW_ERR_REPLY_REFUSED", status: 403 },
+} as const satisfies Readonly<Record<string, { readonly code: `CW_ERR_${string}`; readonly status: number }>>;
+
+type ErrorTable = typeof ERRORS;
+
+/** Stable error codes, by name. Never rename one: operators and upstream systems match on them. */
+export const ErrorCode = Object.freeze(Object.fromEntries(Object.entries(ERRORS).map(([name, e]) => [name, e.code]))) as {
+  readonly [K in keyof ErrorTable]: ErrorTable[K]["code"];
+};
 
 /** One of the stable error codes. */
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+const STATUS: ReadonlyMap<string, number> = new Map(Object.values(ERRORS).map((e) => [e.code, e.status]));
+
+/** The HTTP status `code` is answered with. */
+export function statusOf(code: ErrorCodeValue): number {
+  return STATUS.get(code)!;
+}
+
+/** True when `value` is one of the stable error codes (e.g. one read from a reply). */
+export function isErrorCode(value: unknown): value is ErrorCodeValue {
+  return typeof value === "string" && STATUS.has(value);
+}
 
 /** Why a message went to quarantine; the typed reasons of DESIGN.md's pipeline table. */
 export const QuarantineReason = {
@@ -110,13 +136,26 @@ export const QuarantineReason = {
 /** One of the quarantine reasons. */
 export type QuarantineReasonValue = (typeof QuarantineReason)[keyof typeof QuarantineReason];
 
-/** Base of every Causeway error: a stable `code`, a human message, an optional `cause`. */
+/** Options of a {@link CausewayError}: the standard `cause`, and `details` a reply may carry. */
+export interface CausewayErrorOptions extends ErrorOptions {
+  /** Structured facts for the requester (answered as `error.details`); never secrets, never a stack. */
+  readonly details?: Readonly<Record<string, unknown>>;
+}
+
+/** Base of every Causeway error: a stable `code`, a human message, optional `details` and `cause`. */
 export class CausewayError extends Error {
   readonly code: ErrorCodeValue;
-  constructor(code: ErrorCodeValue, message: string, options?: ErrorOptions) {
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+  constructor(code: ErrorCodeValue, message: string, options?: CausewayErrorOptions) {
     super(message, options);
     this.code = code;
+    this.details = options?.details;
     this.name = new.target.name;
+  }
+
+  /** The HTTP status of the code (services/kit/errors.ts's table). */
+  get status(): number {
+    return statusOf(this.code);
   }
 }
 

@@ -4,9 +4,9 @@
 // Errors with stable codes (documented in docs/errors.md) and the quarantine reasons they map to
 export {
   CausewayError, ConfigError, DecodeError, ErrorCode, QuarantineReason, SchemaError, SubjectError, VerificationError,
-  isCausewayError, permissionDenied, quarantineReasonOf,
+  isCausewayError, isErrorCode, permissionDenied, quarantineReasonOf, statusOf,
 } from "./errors.ts";
-export type { ErrorCodeValue, QuarantineReasonValue } from "./errors.ts";
+export type { CausewayErrorOptions, ErrorCodeValue, QuarantineReasonValue } from "./errors.ts";
 
 // CloudEvents: the immutable event, the NATS binding, the JSON format
 export { CORE_ATTRIBUTES, createEvent, dataJson, dataText, isCoreAttribute, isExtensionName, normalizeTime, withAttributes } from "./event.ts";
@@ -43,7 +43,7 @@ export type {
 } from "./trust.ts";
 
 // Agents: the contract, the runtime, the process entry, quarantine and replay protection
-export { RetryableError } from "./agent-api.ts";
+export { RetryableError, agentStatsEndpoint } from "./agent-api.ts";
 export type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, HandlerInput, PolicyVerdict } from "./agent-api.ts";
 export { startAgent } from "./agent.ts";
 export type { AgentOptions } from "./agent.ts";
@@ -103,13 +103,13 @@ export type {
 export { DecisionKind, decisionEvent, decisionSchema, decisionSubjectOf, publishDecision } from "./decisions.ts";
 export type { DecisionAbout, DecisionKindValue, DecisionOptions } from "./decisions.ts";
 
-// Kill switches: the state the coordinator writes and agents watch (KV causeway_switches), and the endpoints' shapes
+// Kill switches: the state the coordinator writes and agents watch (KV causeway_switches); the coordinator's
+// endpoints that switch them are in services/coordinator/contract.ts
 export {
-  MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchAction, SwitchScope, encodeSwitch, parseSwitch, parseSwitchKey, switchExpiry, switchKey, watchSwitches,
+  MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchScope, encodeSwitch, parseSwitch, parseSwitchKey, switchExpiry, switchKey, watchSwitches,
 } from "./switches.ts";
 export type {
-  ConsumerSwitch, SwitchActionValue, SwitchChange, SwitchErrorReply, SwitchReply, SwitchRequest, SwitchScopeValue, SwitchState, SwitchStatus,
-  SwitchStatusReply, SwitchSubject, SwitchValue, SwitchWatcher, WatchSwitchesOptions,
+  SwitchChange, SwitchScopeValue, SwitchState, SwitchSubject, SwitchValue, SwitchWatcher, WatchSwitchesOptions,
 } from "./switches.ts";
 
 // The mesh's KV buckets: one table; operator tooling creates them, services only open them
@@ -119,6 +119,14 @@ export type { BucketSpec, EnsureBucketsOptions } from "./buckets.ts";
 // The mesh layout: prefix, streams, durables and buckets, read once from infra/ and streams/
 export { defaultLayout, loadLayout } from "./layout.ts";
 export type { LayoutOptions, MeshLayout } from "./layout.ts";
+
+// The control plane: one contract for every request/reply endpoint on <prefix>.ctl.<service>.<action>
+export {
+  addControlEndpoint, controlEndpoint, controlRequest, controlSubjectOf, isInboxOf, isNoResponders, jsonObjectBody,
+} from "./control.ts";
+export type {
+  ControlEndpoint, ControlEndpointSpec, ControlErrorBody, ControlRequestOptions, ControlServeOptions, ServedControlEndpoint,
+} from "./control.ts";
 
 // Identities: principals, their permissions, and connecting as one
 export {

@@ -107,64 +107,6 @@ export interface WatchSwitchesOptions {
   onProblem?: (err: CausewayError) => void;
 }
 
-/** The coordinator's kill switch endpoints: `<prefix>.ctl.coordinator.<action>`. */
-export const SwitchAction = {
-  Pause: "pause",
-  Resume: "resume",
-  Status: "status",
-} as const;
-/** One of the switch actions. */
-export type SwitchActionValue = (typeof SwitchAction)[keyof typeof SwitchAction];
-
-/** The body of a pause or resume request (JSON). */
-export interface SwitchRequest {
-  readonly scope: SwitchScopeValue;
-  /** `research.v1` (capability), `planner` (principal) or `*` (mesh). */
-  readonly target: string;
-  /** Why; required to pause, default "resumed" to resume. */
-  readonly reason?: string;
-  /** Who asks (a person's name); it is recorded as `by` and in the decision. */
-  readonly operator: string;
-  /** Pause only: when the pause ends by itself (RFC 3339 with a zone). Default: until resumed. */
-  readonly expires_at?: string;
-}
-
-/** A JetStream consumer a switch pauses, and its state after the switch. */
-export interface ConsumerSwitch {
-  readonly stream: string;
-  readonly name: string;
-  readonly paused: boolean;
-  /** When the server resumes it by itself; null when it is not paused. */
-  readonly pause_until: string | null;
-  /** The consumer does not exist yet (no agent has started); the flag still applies to agents that start. */
-  readonly missing?: true;
-}
-
-/** The reply to pause and resume. */
-export interface SwitchReply extends Omit<SwitchValue, "decision_id"> {
-  readonly key: string;
-  readonly scope: SwitchScopeValue;
-  readonly target: string;
-  /** The decision.switch event emitted, or null when nothing changed (resuming what was not paused). */
-  readonly decision_id: string | null;
-  readonly consumers: readonly ConsumerSwitch[];
-}
-
-/** One pause in effect, as `status` lists it. */
-export interface SwitchStatus extends SwitchState {
-  readonly consumers: readonly ConsumerSwitch[];
-}
-
-/** The reply to status. */
-export interface SwitchStatusReply {
-  readonly switches: readonly SwitchStatus[];
-}
-
-/** The body of a refused request (the service error headers carry the same message). */
-export interface SwitchErrorReply {
-  readonly error: { readonly code: string; readonly message: string };
-}
-
 const MAX_TEXT = 2000;
 const CAPABILITY_KEY = /^capability\.([a-z0-9_-]+)_v(0|[1-9][0-9]*)$/;
 const PRINCIPAL_KEY = /^principal\.([a-z0-9][a-z0-9_-]*)$/;

@@ -8,20 +8,23 @@ import { proveConsistency, proveEvent } from "./proofs.ts";
 import { impact, listEvents, trace, why } from "./queries.ts";
 import type { Ingest } from "./ingest.ts";
 import type { LineageStore } from "./store.ts";
+import { LINEAGE_OPERATIONS, type ExportDocument, type LineageOperationName, type LineageReplies, type Params } from "./contract.ts";
 
-export type Params = Readonly<Record<string, string | undefined>>;
+export type { Params } from "./contract.ts";
 
-export interface LineageOperation {
+/** An operation: its contract's description and parameters, and how it answers. */
+export interface LineageOperation<Reply = unknown> {
   readonly description: string;
   /** Parameter names, required ones first, for usage messages. */
   readonly params: readonly string[];
-  run(params: Params): Promise<unknown>;
+  run(params: Params): Promise<Reply>;
 }
 
-export type LineageApi = Readonly<Record<string, LineageOperation>>;
+/** Every operation of the contract (services/lineage/contract.ts), answering its reply type. */
+export type LineageApi = { readonly [K in LineageOperationName]: LineageOperation<LineageReplies[K]> };
 
 /** A result that is a document rather than JSON (exports): HTTP sends `body` as is; NATS sends this object. */
-export class Document {
+export class Document implements ExportDocument {
   readonly format: string;
   readonly contentType: string;
   readonly body: string;
@@ -84,23 +87,19 @@ export function createLineageApi(deps: ApiDeps): LineageApi {
   };
   return {
     why: {
-      description: "the causal ancestry of an event to the upstream root: agent, key id, verification, inputs, queue wait and processing time per step",
-      params: ["id", "source"],
+      ...LINEAGE_OPERATIONS.why,
       run: (p) => why(store, required(p, "id"), source(p)),
     },
     trace: {
-      description: "a whole flow by correlation id: the DAG, its timeline and its critical path",
-      params: ["correlation"],
+      ...LINEAGE_OPERATIONS.trace,
       run: (p) => trace(store, required(p, "correlation")),
     },
     impact: {
-      description: "every event an event caused, by depth",
-      params: ["id", "source"],
+      ...LINEAGE_OPERATIONS.impact,
       run: (p) => impact(store, required(p, "id"), source(p)),
     },
     events: {
-      description: "records by agent, type, stream and time range, oldest first, in pages (next → after)",
-      params: ["agent", "type", "stream", "from", "to", "failed", "limit", "after"],
+      ...LINEAGE_OPERATIONS.events,
       run: async (p) => {
         const fromMs = time(p, "from");
         const toMs = time(p, "to");
@@ -114,8 +113,7 @@ export function createLineageApi(deps: ApiDeps): LineageApi {
       },
     },
     prove: {
-      description: "an inclusion proof of an event (or a leaf index) against a signed checkpoint, checkable offline with the lineage public key",
-      params: ["id", "source", "index", "size"],
+      ...LINEAGE_OPERATIONS.prove,
       run: async (p) => {
         const index = integer(p, "index");
         const target = index !== undefined ? { index } : { id: required(p, "id"), ...source(p) };
@@ -123,8 +121,7 @@ export function createLineageApi(deps: ApiDeps): LineageApi {
       },
     },
     export: {
-      description: "evidence of a flow (correlation) or an event-time range (from, to): format jsonl or csv (records, leaf hashes, inclusion proofs, the signed checkpoint; checkable offline), prov (W3C PROV-JSON) or openlineage (run events)",
-      params: ["correlation", "format", "from", "to"],
+      ...LINEAGE_OPERATIONS.export,
       run: async (p) => {
         const format = required(p, "format");
         if (!(EXPORT_FORMATS as readonly string[]).includes(format)) throw new CausewayError(ErrorCode.LineageQuery, `format must be one of ${EXPORT_FORMATS.join(", ")}, not ${JSON.stringify(format)}`);
@@ -142,8 +139,7 @@ export function createLineageApi(deps: ApiDeps): LineageApi {
       },
     },
     consistency: {
-      description: "a consistency proof between two signed checkpoints (sizes from and to; to defaults to the newest)",
-      params: ["from", "to"],
+      ...LINEAGE_OPERATIONS.consistency,
       run: async (p) => {
         const from = integer(p, "from");
         if (from === undefined) throw new CausewayError(ErrorCode.LineageQuery, 'missing parameter "from"');
@@ -151,18 +147,15 @@ export function createLineageApi(deps: ApiDeps): LineageApi {
       },
     },
     verify: {
-      description: "whole-log integrity: every record re-hashed, every signed checkpoint's root recomputed; names the first bad entry",
-      params: [],
+      ...LINEAGE_OPERATIONS.verify,
       run: async () => verifyLog(store, { publicKey: deps.publicKey, published: await deps.published() }),
     },
     checkpoints: {
-      description: "the signed checkpoints lineage published (size, root, time, note)",
-      params: [],
+      ...LINEAGE_OPERATIONS.checkpoints,
       run: async () => store.checkpoints(),
     },
     stats: {
-      description: "records in the log, recorded and absorbed since start, store kind",
-      params: [],
+      ...LINEAGE_OPERATIONS.stats,
       run: async () => ({ store: store.kind, location: store.location, ...(deps.ingest ? deps.ingest.stats() : { size: (await store.state()).size }) }),
     },
   };

@@ -1,47 +1,20 @@
-// The lineage API as NATS micro-service endpoints: `mesh.ctl.lineage.<operation>`, request body a JSON object
-// of parameters (or empty), reply `{"ok":true,"result":…}` or `{"ok":false,"code":"CW_ERR_…","error":"…"}`.
-// `nats micro ls` shows the service; `nats req mesh.ctl.lineage.why '{"id":"…"}'` asks a question.
+// The lineage API as NATS micro-service endpoints: `mesh.ctl.lineage.<operation>`, request body a JSON object of
+// parameters (or empty), as contract.ts declares them. A reply is the operation's result; a refusal is the
+// control plane's error (services/kit/control.ts). `nats micro ls` shows the service;
+// `nats req --inbox-prefix _INBOX_auditor mesh.ctl.lineage.why '{"id":"…"}'` asks a question.
 import type { Service } from "@nats-io/services";
-import { CausewayError, ErrorCode, isCausewayError, type MeshSubjects } from "../kit/index.ts";
-import type { LineageApi, Params } from "./api.ts";
+import type { Logger } from "pino";
+import { addControlEndpoint, type MeshSubjects, type ServedControlEndpoint } from "../kit/index.ts";
+import type { LineageApi } from "./api.ts";
+import { lineageEndpoint, type LineageOperationName } from "./contract.ts";
 
-export function addLineageEndpoints(service: Service, api: LineageApi, subjects: MeshSubjects): void {
-  for (const [name, op] of Object.entries(api)) {
-    service.addEndpoint(name, {
-      subject: subjects.control("lineage", name),
-      metadata: { description: op.description, params: op.params.join(",") },
-      handler: (err, msg) => {
-        if (err) return;
-        void (async () => {
-          try {
-            const result = await op.run(parseParams(msg.data));
-            msg.respond(JSON.stringify({ ok: true, result }));
-          } catch (e) {
-            msg.respond(JSON.stringify(errorReply(e)));
-          }
-        })();
-      },
-    });
-  }
-}
-
-/** The error reply every lineage interface gives. */
-export function errorReply(e: unknown): { ok: false; code: string; error: string } {
-  return { ok: false, code: isCausewayError(e) ? e.code : ErrorCode.Internal, error: (e as Error).message };
-}
-
-function parseParams(data: Uint8Array): Params {
-  if (data.length === 0) return {};
-  const text = Buffer.from(data).toString("utf8").trim();
-  if (text === "") return {};
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-    throw new CausewayError(ErrorCode.LineageQuery, 'the request body must be a JSON object of parameters, e.g. {"id":"…"}');
-  }
-  return Object.fromEntries(Object.entries(parsed).map(([k, v]) => [k, v === undefined || v === null ? undefined : String(v)]));
+/** Serves every operation of `api`; stop() refuses new questions and waits for those being answered. */
+export function addLineageEndpoints(service: Service, api: LineageApi, subjects: MeshSubjects, log: Logger): ServedControlEndpoint {
+  const served = (Object.keys(api) as LineageOperationName[]).map((name) =>
+    addControlEndpoint(service, lineageEndpoint(name), { subjects, log, handle: (params) => api[name].run(params) }));
+  return {
+    async stop() {
+      await Promise.all(served.map((e) => e.stop()));
+    },
+  };
 }

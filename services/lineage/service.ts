@@ -6,7 +6,8 @@ import { Svcm, type Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import {
-  CausewayError, ErrorCode, StreamName, defaultLayout, ensureTokenFile, readStream, tokenDigestHex, type MeshLayout, type SigningKey, type TrustStore,
+  CausewayError, ErrorCode, StreamName, defaultLayout, ensureTokenFile, readStream, tokenDigestHex, type MeshLayout, type ServedControlEndpoint, type SigningKey,
+  type TrustStore,
 } from "../kit/index.ts";
 import { createLineageApi, type LineageApi } from "./api.ts";
 import { startCheckpointer, type Checkpointer } from "./checkpointer.ts";
@@ -62,6 +63,7 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
   const ingest = await startIngest({ nc, store, trust: opts.trust, log, batchSize: config.batchSize, onCommit: (merkle) => checkpointer.grew(merkle), consumers: recordedConsumers(layout) });
   const api = createLineageApi({ store, publicKey: opts.key, published, ingest, checkpointNow: () => checkpointer.publishNow() });
   let service: Service | undefined;
+  let endpoints: ServedControlEndpoint | undefined;
   let http: LineageHttp | undefined;
   try {
     service = await new Svcm(nc).add({
@@ -69,7 +71,7 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
       description: "Tamper-evident audit log: why, trace, impact, listings, verify, prove, exports",
       metadata: { store: store.kind },
     });
-    addLineageEndpoints(service, api, subjects);
+    endpoints = addLineageEndpoints(service, api, subjects, log);
     if (config.httpPort >= 0) http = await startLineageHttp(api, { host: config.httpHost, port: config.httpPort, tokenDigests: httpTokens(config, log) }, log);
   } catch (err) {
     await ingest.stop();
@@ -82,6 +84,7 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
     ingest, checkpointer, api, ...(http && { http }),
     lost: ingest.lost,
     async stop() {
+      await endpoints?.stop();
       await ingest.stop();
       await checkpointer.stop();
       await service?.stop().catch(() => undefined);

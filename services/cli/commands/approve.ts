@@ -6,8 +6,9 @@
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  DecisionKind, KvBucket, NatsBinding, connectAs, decisionEvent, permissionDenied, readSeed, signingKeyFromNkeySeed, subjectsFor,
+  DecisionKind, KvBucket, connectAs, controlRequest, decisionEvent, isCausewayError, permissionDenied, readSeed, signingKeyFromNkeySeed,
 } from "../../kit/index.ts";
+import { approve as approveEndpoint, deny as denyEndpoint, type Approval } from "../../coordinator/contract.ts";
 import { parseCommand, usageError } from "../usage.ts";
 
 const USAGE = `usage: causeway approve <event-id> --as <approver> [--reason text] [--server URL]
@@ -17,17 +18,16 @@ const USAGE = `usage: causeway approve <event-id> --as <approver> [--reason text
 The decision is signed with the approver's own key (<data>/keys/<approver>.nk) and checked by the coordinator
 against policy (infra/policy.json) and against the pending event's exact bytes.`;
 
-interface Pending { eventId: string; eventSource: string; correlationId: string; coreDigest: string; capability: string; status: string; required: number; approvers: string[]; approvals: { approver: string }[]; deadline: string }
-
 const options = { as: { type: "string" }, reason: { type: "string" }, server: { type: "string" } } as const;
 
-async function pendingApprovals(nc: NatsConnection, who: string): Promise<Pending[]> {
+/** The approvals in KV causeway_approvals, which approvers may read (they may not ask the coordinator's `approvals`). */
+async function pendingApprovals(nc: NatsConnection, who: string): Promise<Approval[]> {
   try {
     const kv = await new Kvm(nc).open(KvBucket.Approvals);
-    const out: Pending[] = [];
+    const out: Approval[] = [];
     for await (const key of await kv.keys()) {
       const e = await kv.get(key);
-      if (e?.operation === "PUT") out.push(e.json<Pending>());
+      if (e?.operation === "PUT") out.push(e.json<Approval>());
     }
     return out;
   } catch (err) {
@@ -65,14 +65,15 @@ async function decide(command: "approve" | "deny", args: string[]): Promise<numb
     const decision = decisionEvent(DecisionKind.Approval, {
       eventId, coreDigest: pending.coreDigest, verdict, approver, via: "cli", ...(values.reason && { reason: values.reason }),
     }, { principal: approver, key: signingKeyFromNkeySeed(readSeed(approver)), about: { id: eventId, source: pending.eventSource, extensions: { correlationid: pending.correlationId } }, idKey: `${verdict}/${approver}/${eventId}` });
-    const { headers, data } = NatsBinding.binary(decision);
-    const reply = await nc.request(subjectsFor().control("coordinator", command), data, { headers, timeout: 10_000 });
-    const answer = JSON.parse(reply.string()) as { ok: boolean; status?: string; granted?: boolean; approvals?: number; required?: number; code?: string; error?: string };
-    if (!answer.ok) {
-      console.error(`causeway ${command}: ${answer.error} (${answer.code})`);
+    let answer;
+    try {
+      answer = await controlRequest(nc, command === "approve" ? approveEndpoint : denyEndpoint, decision);
+    } catch (err) {
+      if (!isCausewayError(err)) throw err;
+      console.error(`causeway ${command}: ${err.message} (${err.code})`);
       return 1;
     }
-    const progress = answer.approvals !== undefined ? ` (${answer.approvals} of ${answer.required} approvals)` : "";
+    const progress = answer.status !== "denied" ? ` (${answer.approvals} of ${answer.required} approvals)` : "";
     console.log(`✓ ${approver} ${verdict} ${pending.capability} work ${eventId}: ${answer.status}${progress}${answer.granted ? " — granted and forwarded" : ""}`);
     console.log(`  decision ${decision.id}, signed ${decision.extensions.dssematerial ? "by " + approver : ""}`);
     return 0;

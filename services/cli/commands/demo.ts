@@ -11,8 +11,9 @@ import { setTimeout as delay } from "node:timers/promises";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  KvBucket, NatsBinding, connectAs, dataDir, dataJson, inboxPrefix, loadLayout, openTrustStore, seedPath, uuidv7, type CloudEvent, type MeshLayout, type TrustStore,
+  KvBucket, NatsBinding, connectAs, controlRequest, dataDir, dataJson, inboxPrefix, loadLayout, openTrustStore, seedPath, uuidv7, type CloudEvent, type MeshLayout, type TrustStore,
 } from "../../kit/index.ts";
+import { lineageEndpoint } from "../../lineage/contract.ts";
 import { Svcm } from "@nats-io/services";
 import { devTokenPath, ensureDevTokens } from "./tokens.ts";
 import { MESH_SERVICES, spawnAgents, waitForAgents, type AgentProcess } from "../agent-processes.ts";
@@ -171,14 +172,14 @@ async function watchFor(nc: NatsConnection, stream: string, subject: string): Pr
 
 /** Waits until lineage holds one record per message of every recorded stream and a checkpoint covers them all. */
 async function lineageCaughtUp(nc: NatsConnection, layout: MeshLayout): Promise<number> {
-  const subjects = layout.subjects;
   const jsm = await jetstreamManager(nc);
   const deadline = Date.now() + WAIT_MS;
   for (;;) {
     let messages = 0;
     for (const { stream } of layout.consumersOf("lineage")) messages += (await jsm.streams.info(stream)).state.messages;
-    const reply = await nc.request(subjects.control("lineage", "checkpoints"), "{}", { timeout: 5_000 }).catch(() => undefined);
-    const newest = reply?.json<{ ok: boolean; result?: { size: number }[] }>().result?.at(-1)?.size ?? 0;
+    // Not answering yet (still starting) is the same as no checkpoint yet.
+    const checkpoints = await controlRequest(nc, lineageEndpoint("checkpoints"), {}, { timeout: 5_000 }).catch(() => []);
+    const newest = checkpoints.at(-1)?.size ?? 0;
     if (newest >= messages && messages > 0) return newest;
     if (Date.now() > deadline) throw new Error(`lineage holds a checkpoint of ${newest} records of ${messages} within ${WAIT_MS / 1000} s; see its log`);
     await delay(100);

@@ -3,11 +3,10 @@
 // `auditor` principal by default, which may ask lineage and nothing else. `check-proof` and `check-export`
 // run offline: they need only the file and lineage's public key.
 import { readFileSync, writeFileSync } from "node:fs";
-import type { NatsConnection } from "@nats-io/transport-node";
-import { ErrorCode, connectAs, publicKeyOf, subjectsFor } from "../../kit/index.ts";
+import { connectAs, controlRequest, isCausewayError, publicKeyOf } from "../../kit/index.ts";
+import { lineageEndpoint, type LineageOperationName } from "../../lineage/contract.ts";
 import { renderTrace, renderVerify, renderWhy, renderImpact, renderEvents } from "../lineage-render.ts";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
-import { isNoResponders } from "../no-responders.ts";
 
 const USAGE = `usage: causeway lineage why <event-id> [--source URI]
        causeway lineage trace <correlation-id>
@@ -66,7 +65,7 @@ export async function run(args: string[]): Promise<number> {
   }
 
   const one = (): string | undefined => (rest.length === 1 ? rest[0] : undefined);
-  let operation: string;
+  let operation: LineageOperationName;
   let params: Record<string, string> = {};
   const put = (name: string, value: string | undefined) => {
     if (value !== undefined) params[name] = value;
@@ -123,59 +122,43 @@ export async function run(args: string[]): Promise<number> {
   }
 
   const nc = await connectAs(values.as, values.server ? { servers: values.server } : {});
-  try {
-    const reply = await request(nc, subjectsFor().control("lineage", operation), params);
-    if (!reply.ok) {
-      console.error(`causeway lineage ${sub}: ${reply.error}${reply.code ? ` (${reply.code})` : ""}`);
-      return 1;
-    }
-    const result = reply.result;
-    if (sub === "prove" || sub === "consistency" || sub === "export") {
-      const text = sub === "export" ? (result as { body: string }).body : JSON.stringify(result, null, 2) + "\n";
-      if (values.out) {
-        writeFileSync(values.out, text);
-        console.error(`wrote ${values.out} (${Buffer.byteLength(text)} bytes)`);
-      } else {
-        process.stdout.write(text);
-      }
-      return 0;
-    }
-    if (values.json) {
-      console.log(JSON.stringify(result, null, 2));
-      return sub === "verify" && !(result as { ok: boolean }).ok ? 1 : 0;
-    }
-    switch (sub) {
-      case "why": console.log(renderWhy(result as Parameters<typeof renderWhy>[0])); break;
-      case "trace": console.log(renderTrace(result as Parameters<typeof renderTrace>[0])); break;
-      case "impact": console.log(renderImpact(result as Parameters<typeof renderImpact>[0])); break;
-      case "events": console.log(renderEvents(result as Parameters<typeof renderEvents>[0])); break;
-      case "verify": {
-        const report = result as Parameters<typeof renderVerify>[0];
-        console.log(renderVerify(report));
-        return report.ok ? 0 : 1;
-      }
-      default: console.log(JSON.stringify(result, null, 2));
+  const ask = <K extends LineageOperationName>(name: K) => controlRequest(nc, lineageEndpoint(name), params, { timeout: REQUEST_TIMEOUT_MS });
+  const show = <T>(result: T, render: (r: T) => string): number => {
+    console.log(values.json ? JSON.stringify(result, null, 2) : render(result));
+    return 0;
+  };
+  const write = (text: string): number => {
+    if (values.out) {
+      writeFileSync(values.out, text);
+      console.error(`wrote ${values.out} (${Buffer.byteLength(text)} bytes)`);
+    } else {
+      process.stdout.write(text);
     }
     return 0;
+  };
+  const json = (result: unknown) => JSON.stringify(result, null, 2);
+  try {
+    switch (operation) {
+      case "why": return show(await ask("why"), renderWhy);
+      case "trace": return show(await ask("trace"), renderTrace);
+      case "impact": return show(await ask("impact"), renderImpact);
+      case "events": return show(await ask("events"), renderEvents);
+      case "verify": {
+        const report = await ask("verify");
+        show(report, renderVerify);
+        return report.ok ? 0 : 1;
+      }
+      case "prove": return write(json(await ask("prove")) + "\n");
+      case "consistency": return write(json(await ask("consistency")) + "\n");
+      case "export": return write((await ask("export")).body);
+      case "checkpoints": return show(await ask("checkpoints"), json);
+    }
+  } catch (err) {
+    if (!isCausewayError(err)) throw err;
+    console.error(`causeway lineage ${sub}: ${err.message} (${err.code})`);
+    return 1;
   } finally {
     await nc.close();
-  }
-}
-
-interface Reply {
-  ok: boolean;
-  result?: unknown;
-  code?: string;
-  error?: string;
-}
-
-async function request(nc: NatsConnection, subject: string, params: Record<string, string>): Promise<Reply> {
-  try {
-    return (await nc.request(subject, JSON.stringify(params), { timeout: REQUEST_TIMEOUT_MS })).json<Reply>();
-  } catch (err) {
-    const e = err as Error;
-    const why = isNoResponders(e) ? "no lineage service is answering: is it running?" : e.message;
-    return { ok: false, code: ErrorCode.LineageQuery, error: `${subject}: ${why}` };
   }
 }
 

@@ -2,10 +2,12 @@
 // subcommand is one request, as the operator principal, to the coordinator's endpoint
 // mesh.ctl.coordinator.quarantine-<action>; the same requests work with `nats req`. Release and reject are
 // signed decisions the coordinator publishes; the command prints the decision id.
-import type { NatsConnection } from "@nats-io/transport-node";
-import { ErrorCode, connectAs, subjectsFor } from "../../kit/index.ts";
+import { connectAs, controlRequest, isCausewayError } from "../../kit/index.ts";
+import {
+  quarantineList, quarantineReject, quarantineRelease, quarantineShow,
+  type ListReply, type ListRequest, type QuarantineDetail, type SettleRequest,
+} from "../../coordinator/contract.ts";
 import { operatorName, parseCommand, usageError as sharedUsageError } from "../usage.ts";
-import { isNoResponders } from "../no-responders.ts";
 
 const USAGE = `usage: causeway quarantine ls [--reason R] [--capability C] [--status S] [--since T] [--until T] [--limit N] [--json]
        causeway quarantine show <seq> [--json]
@@ -37,21 +39,9 @@ const options = {
   limit: { type: "string" }, note: { type: "string" }, operator: { type: "string" }, server: { type: "string" }, json: { type: "boolean", default: false },
 } as const;
 
-const ACTIONS = { ls: "quarantine-list", show: "quarantine-show", release: "quarantine-release", reject: "quarantine-reject" } as const;
-type Sub = keyof typeof ACTIONS;
+const SUBCOMMANDS = ["ls", "show", "release", "reject"] as const;
+type Sub = (typeof SUBCOMMANDS)[number];
 const REQUEST_TIMEOUT_MS = 15_000;
-
-/** An entry as the coordinator lists it (the wire shape of mesh.ctl.coordinator.quarantine-list). */
-interface Entry {
-  seq: number; reason: string; detail: string; code?: string; capability: string; originalSubject: string; originalStream: string;
-  originalSeq?: number; consumer?: string; eventId?: string; eventType?: string; detectedBy: string; detectedAt: string;
-  status: "open" | "released" | "rejected"; decision?: { id: string; operator: string; at: string; note?: string };
-}
-type Check = { ok: true; principal: string; keyid: string; eventId: string; eventType: string } | { ok: false; code?: string; message: string };
-interface Detail {
-  entry: Entry; storedAt: string; headers: Record<string, string[]>; reasonHeaders: Record<string, string>; data: string;
-  dataEncoding: "utf8" | "base64"; dataBytes: number; verification: Check; release: { ok: true } | { ok: false; code?: string; message: string };
-}
 
 /** Runs `causeway quarantine <args>`; resolves with the exit code. */
 export async function run(args: string[]): Promise<number> {
@@ -60,14 +50,20 @@ export async function run(args: string[]): Promise<number> {
   const { values, positionals } = parsed;
   const [sub, ...rest] = positionals;
   if (sub === undefined) return usageError("missing subcommand");
-  if (!Object.hasOwn(ACTIONS, sub)) return usageError(`unknown subcommand "${sub}"`);
+  if (!(SUBCOMMANDS as readonly string[]).includes(sub)) return usageError(`unknown subcommand "${sub}"`);
   const action = sub as Sub;
 
-  let body: Record<string, unknown>;
+  let list: ListRequest = {};
+  let seq = 0;
   if (action === "ls") {
     if (rest.length > 0) return usageError(`ls takes no arguments, got "${rest.join(" ")}"`);
-    body = {};
-    for (const name of ["reason", "capability", "status"] as const) if (values[name] !== undefined) body[name] = values[name];
+    const body: { -readonly [K in keyof ListRequest]: ListRequest[K] } = {};
+    if (values.reason !== undefined) body.reason = values.reason;
+    if (values.capability !== undefined) body.capability = values.capability;
+    if (values.status !== undefined) {
+      if (values.status !== "open" && values.status !== "released" && values.status !== "rejected") return usageError(`--status must be open, released or rejected, got "${values.status}"`);
+      body.status = values.status;
+    }
     for (const name of ["since", "until"] as const) {
       if (values[name] === undefined) continue;
       const t = timeArg(values[name]);
@@ -78,63 +74,54 @@ export async function run(args: string[]): Promise<number> {
       if (!/^[1-9][0-9]*$/.test(values.limit)) return usageError(`--limit must be a positive integer, got "${values.limit}"`);
       body.limit = Number(values.limit);
     }
+    list = body;
   } else {
     if (rest.length !== 1 || !/^[1-9][0-9]*$/.test(rest[0]!)) return usageError(`${action} takes one quarantine sequence (a positive integer)`);
-    body = { seq: Number(rest[0]) };
-    if (action === "release" || action === "reject") {
-      body.operator = operatorName(values.operator);
-      if (values.note !== undefined) body.note = values.note;
-    }
+    seq = Number(rest[0]);
   }
+  const settle = (): SettleRequest => ({ seq, operator: operatorName(values.operator), ...(values.note !== undefined && { note: values.note }) });
 
   const nc = await connectAs("operator", values.server ? { servers: values.server } : {});
+  const opts = { timeout: REQUEST_TIMEOUT_MS };
+  const print = (reply: unknown, lines: () => readonly string[]) => {
+    for (const line of values.json ? [JSON.stringify(reply, null, 2)] : lines()) console.log(line);
+  };
   try {
-    const subject = subjectsFor().control("coordinator", ACTIONS[action]);
-    const reply = await request(nc, subject, body);
-    if ("error" in reply) {
-      const e = reply.error as { code?: string; message?: string };
-      console.error(`causeway quarantine ${action}: ${e.message ?? "the coordinator refused"}${e.code ? ` (${e.code})` : ""}`);
-      return 1;
-    }
-    if (values.json) {
-      console.log(JSON.stringify(reply, null, 2));
-      return 0;
-    }
     switch (action) {
-      case "ls": console.log(renderList(reply as unknown as { entries: Entry[]; matched: number })); break;
-      case "show": console.log(renderDetail(reply as unknown as Detail)); break;
+      case "ls": {
+        const reply = await controlRequest(nc, quarantineList, list, opts);
+        print(reply, () => [renderList(reply)]);
+        break;
+      }
+      case "show": {
+        const reply = await controlRequest(nc, quarantineShow, { seq }, opts);
+        print(reply, () => [renderDetail(reply)]);
+        break;
+      }
       case "release": {
-        const r = reply as unknown as { seq: number; decisionId: string; subject: string; republished: { stream: string; seq: number; duplicate: boolean } };
-        console.log(`✓ released quarantine entry ${r.seq}: the original bytes republished to ${r.subject} (${r.republished.stream} #${r.republished.seq}${r.republished.duplicate ? ", already there" : ""})`);
-        console.log(`  decision ${r.decisionId} (decision.release, signed by the coordinator)`);
+        const r = await controlRequest(nc, quarantineRelease, settle(), opts);
+        print(r, () => [
+          `✓ released quarantine entry ${r.seq}: the original bytes republished to ${r.subject} (${r.republished.stream} #${r.republished.seq}${r.republished.duplicate ? ", already there" : ""})`,
+          `  decision ${r.decisionId} (decision.release, signed by the coordinator)`,
+        ]);
         break;
       }
       case "reject": {
-        const r = reply as unknown as { seq: number; decisionId: string };
-        console.log(`✓ rejected quarantine entry ${r.seq}: it will not be processed`);
-        console.log(`  decision ${r.decisionId} (decision.rejection, signed by the coordinator)`);
+        const r = await controlRequest(nc, quarantineReject, settle(), opts);
+        print(r, () => [
+          `✓ rejected quarantine entry ${r.seq}: it will not be processed`,
+          `  decision ${r.decisionId} (decision.rejection, signed by the coordinator)`,
+        ]);
         break;
       }
     }
     return 0;
+  } catch (err) {
+    if (!isCausewayError(err)) throw err;
+    console.error(`causeway quarantine ${action}: ${err.message} (${err.code})`);
+    return 1;
   } finally {
     await nc.close();
-  }
-}
-
-async function request(nc: NatsConnection, subject: string, body: unknown): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = (await nc.request(subject, JSON.stringify(body), { timeout: REQUEST_TIMEOUT_MS })).string();
-  } catch (err) {
-    const e = err as Error;
-    const why = isNoResponders(e) ? "no coordinator is serving it: is the coordinator running?" : e.message;
-    return { error: { code: ErrorCode.Config, message: `${subject}: ${why}` } };
-  }
-  try {
-    return JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    return { error: { code: ErrorCode.Config, message: `${subject} answered something that is not JSON: ${text.slice(0, 200)}` } };
   }
 }
 
@@ -155,7 +142,7 @@ function clip(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
 
-function renderList({ entries, matched }: { entries: Entry[]; matched: number }): string {
+function renderList({ entries, matched }: ListReply): string {
   if (entries.length === 0) return "no quarantine entries match";
   const rows = entries.map((e) => [
     String(e.seq), e.detectedAt.replace(/\.\d+Z$/, "Z"), e.reason, e.capability, e.status, e.eventType ?? "-", clip(e.detail, 70),
@@ -164,7 +151,7 @@ function renderList({ entries, matched }: { entries: Entry[]; matched: number })
   return `${table(["SEQ", "DETECTED", "REASON", "CAPABILITY", "STATUS", "EVENT TYPE", "DETAIL"], rows)}\n\n${shown}`;
 }
 
-function renderDetail(d: Detail): string {
+function renderDetail(d: QuarantineDetail): string {
   const e = d.entry;
   const field = (name: string, value: string) => `  ${name.padEnd(13)}${value}`;
   const lines = [

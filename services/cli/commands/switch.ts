@@ -3,18 +3,14 @@
 // agents watch, pauses or resumes the JetStream consumers concerned and signs a decision.switch; the same
 // requests work with `nats req` (docs/operators.md, "Kill switches").
 import type { NatsConnection } from "@nats-io/transport-node";
-import { DEFAULT_NATS_URL, connectAs } from "../../kit/connect.ts";
-import { CausewayError, ConfigError, ErrorCode } from "../../kit/errors.ts";
-import type { ErrorCodeValue } from "../../kit/errors.ts";
-import { normalizeTime } from "../../kit/event.ts";
-import { subjectsFor } from "../../kit/subjects.ts";
 import {
-  MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchAction, SwitchScope,
-  type ConsumerSwitch, type SwitchActionValue, type SwitchErrorReply, type SwitchReply, type SwitchRequest, type SwitchScopeValue,
-  type SwitchStatusReply,
-} from "../../kit/switches.ts";
+  ConfigError, DEFAULT_NATS_URL, ErrorCode, MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchScope, connectAs, controlRequest, normalizeTime,
+  type ControlEndpoint, type SwitchScopeValue,
+} from "../../kit/index.ts";
+import {
+  pause as pauseEndpoint, resume as resumeEndpoint, status as statusEndpoint, type ConsumerSwitch, type SwitchReply, type SwitchRequest,
+} from "../../coordinator/contract.ts";
 import { operatorName, parseCommand, usageError as sharedUsageError } from "../usage.ts";
-import { isNoResponders } from "../no-responders.ts";
 
 const USAGE = `usage: causeway pause <capability|principal|mesh> <target> --reason TEXT [--until RFC3339] [--operator NAME]
        causeway resume <capability|principal|mesh> <target> [--reason TEXT] [--operator NAME]
@@ -79,7 +75,7 @@ export async function pause(args: string[]): Promise<number> {
     }
   }
   const body: SwitchRequest = { ...target, reason: values.reason, operator: operatorName(values.operator), ...(expiresAt !== undefined && { expires_at: expiresAt }) };
-  const reply = await request<SwitchReply>(values.server, SwitchAction.Pause, body);
+  const reply = await request(values.server, pauseEndpoint, body);
   if (values.json) console.log(JSON.stringify(reply, null, 2));
   else printSwitch(reply);
   return 0;
@@ -95,7 +91,7 @@ export async function resume(args: string[]): Promise<number> {
   if (typeof target === "number") return target;
   if (values.reason !== undefined && values.reason.trim() === "") return usageError("resume", "--reason must not be empty");
   const body: SwitchRequest = { ...target, operator: operatorName(values.operator), ...(values.reason !== undefined && { reason: values.reason }) };
-  const reply = await request<SwitchReply>(values.server, SwitchAction.Resume, body);
+  const reply = await request(values.server, resumeEndpoint, body);
   if (values.json) console.log(JSON.stringify(reply, null, 2));
   else printSwitch(reply);
   return 0;
@@ -109,7 +105,7 @@ export async function switches(args: string[]): Promise<number> {
   if (positionals.length !== 0) return usageError("switches", "switches takes no arguments");
   const extra = (["reason", "until", "operator"] as const).filter((k) => values[k] !== undefined);
   if (extra.length > 0) return usageError("switches", `switches does not take ${extra.map((k) => `--${k}`).join(", ")}`);
-  const reply = await request<SwitchStatusReply>(values.server, SwitchAction.Status, {});
+  const reply = await request(values.server, statusEndpoint, {});
   if (values.json) {
     console.log(JSON.stringify(reply, null, 2));
     return 0;
@@ -144,26 +140,15 @@ function scopeAndTarget(command: string, positionals: readonly string[]): { scop
 }
 
 
-/** Sends `body` to the coordinator's `action` endpoint as the operator; a refusal throws its CausewayError. */
-async function request<T>(server: string | undefined, action: SwitchActionValue, body: object): Promise<T> {
-  const subject = subjectsFor().control("coordinator", action);
+/** Sends `body` to the coordinator's endpoint as the operator; a refusal throws its CausewayError. */
+async function request<Req, Reply>(server: string | undefined, endpoint: ControlEndpoint<Req, Reply>, body: Req): Promise<Reply> {
   const where = server ?? (process.env.NATS_URL || DEFAULT_NATS_URL);
-  const nc: NatsConnection = await connectAs("operator", { ...(server !== undefined && { servers: server }), name: `causeway ${action}` }).catch((err: unknown) => {
+  const nc: NatsConnection = await connectAs("operator", { ...(server !== undefined && { servers: server }), name: `causeway ${endpoint.name}` }).catch((err: unknown) => {
     if (err instanceof ConfigError) throw err;
     throw new ConfigError(ErrorCode.Config, `cannot connect to ${where} as the operator: ${(err as Error).message}`, { cause: err });
   });
   try {
-    const msg = await nc.request(subject, JSON.stringify(body), { timeout: REQUEST_TIMEOUT_MS }).catch((err: unknown) => {
-      const e = err as Error;
-      const why = isNoResponders(e) ? "no coordinator is running" : e.message;
-      throw new ConfigError(ErrorCode.Config, `${subject} did not answer: ${why}`, { cause: err });
-    });
-    const reply = msg.json<T | SwitchErrorReply>();
-    if (reply !== null && typeof reply === "object" && "error" in reply) {
-      const code = (Object.values(ErrorCode) as string[]).includes(reply.error.code) ? (reply.error.code as ErrorCodeValue) : ErrorCode.Config;
-      throw new CausewayError(code, reply.error.message);
-    }
-    return reply;
+    return await controlRequest(nc, endpoint, body, { timeout: REQUEST_TIMEOUT_MS });
   } finally {
     await nc.drain().catch(() => nc.close());
   }

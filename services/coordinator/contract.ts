@@ -1,0 +1,359 @@
+// The coordinator's control contract: every endpoint of its micro service (`nats micro info coordinator`), with
+// its request, its reply and the request's validation. The coordinator serves these with addControlEndpoint;
+// the `causeway` CLI and tests call them with controlRequest. Nothing else of the coordinator is imported
+// from outside it.
+import {
+  CausewayError, ErrorCode, NatsBinding, SwitchScope, controlEndpoint, jsonObjectBody,
+  type CloudEvent, type ControlEndpoint, type SwitchScopeValue, type SwitchState, type SwitchValue,
+} from "../kit/index.ts";
+
+/** The coordinator's micro service name and principal. */
+export const COORDINATOR = "coordinator";
+
+// ---------------------------------------------------------------------------------------------------------
+// Approvals of critical work
+
+/** A pending or settled approval (KV causeway_approvals, same key as the lease). */
+export interface Approval {
+  readonly eventId: string;
+  readonly eventSource: string;
+  /** The flow the work belongs to, so the approvers' decisions join it in lineage. */
+  readonly correlationId: string;
+  readonly coreDigest: string;
+  readonly capability: string;
+  readonly status: "pending" | "approved" | "denied" | "expired";
+  readonly required: number;
+  readonly approvers: readonly string[];
+  readonly approvals: readonly { approver: string; at: string; reason?: string }[];
+  readonly deadline: string;
+  /** The work's own `expirytime`, if it has one: past it the flow has ended and the approval is cancelled. */
+  readonly workExpiresAt?: string;
+  /** Where the original bytes are: MESH_HANDOFF at this sequence, on this subject. */
+  readonly handoffSeq: number;
+  readonly handoffSubject: string;
+  readonly decidedBy?: string;
+  readonly reason?: string;
+  /** Set once the first deadline escalated the approval to more approvers. */
+  readonly escalated?: boolean;
+  /**
+   * When the final status was claimed (compare-and-set from pending), and when its action (grant, or quarantine)
+   * completed. Claimed but not acted after a while means a coordinator died in between: the sweep finishes it.
+   * Records written before claims existed have neither and count as done.
+   */
+  readonly decidedAt?: string;
+  readonly actedAt?: string;
+}
+
+/** The reply of approve, deny, approve-as and deny-as: where the approval stands after this decision. */
+export type ApprovalReply =
+  /** More approvals are needed: this one is counted. */
+  | { readonly status: "pending"; readonly granted: false; readonly approvals: number; readonly required: number }
+  /** Enough approvals: the work was granted and forwarded. */
+  | { readonly status: "approved"; readonly granted: true; readonly approvals: number; readonly required: number }
+  | { readonly status: "denied"; readonly granted: false };
+
+/** The body of approve-as / deny-as: `{"eventId": "…", "reason": "…"}`. */
+export interface DecideByRequest {
+  readonly eventId: string;
+  /** At most 2000 characters are kept. */
+  readonly reason?: string;
+}
+
+const MAX_REASON = 2000;
+
+/** Decodes a signed decision.approval (binary CloudEvents over NATS); the coordinator verifies it. */
+function parseSignedDecision(data: Uint8Array, headers: CloudEventHeaders): CloudEvent {
+  return NatsBinding.toEvent({ headers, data });
+}
+type CloudEventHeaders = Parameters<typeof NatsBinding.toEvent>[0]["headers"];
+
+function parseDecideByRequest(data: Uint8Array): DecideByRequest {
+  const body = jsonObjectBody(data, '{"eventId": "…", "reason": "…"}');
+  if (typeof body.eventId !== "string" || body.eventId === "") throw usage('the request body needs "eventId"');
+  if (body.reason !== undefined && typeof body.reason !== "string") throw usage('"reason" must be a string');
+  return { eventId: body.eventId, ...(typeof body.reason === "string" && body.reason !== "" && { reason: body.reason.slice(0, MAX_REASON) }) };
+}
+
+const signed = (name: "approve" | "deny") => controlEndpoint<CloudEvent, ApprovalReply>({
+  service: COORDINATOR, name,
+  description: `${name} pending critical work: the request is a \`decision.approval\` signed by an approver (causeway ${name})`,
+  parse: parseSignedDecision,
+  encode: (event) => NatsBinding.binary(event),
+});
+
+const byRequest = (name: "approve" | "deny") => controlEndpoint<DecideByRequest, ApprovalReply>({
+  service: COORDINATOR, name: `${name}-as`, action: name, perCaller: true,
+  description: `${name} by request: body {"eventId", "reason"}; only <approver> may publish on ${name}.<approver>`,
+  parse: parseDecideByRequest,
+});
+
+/** `mesh.ctl.coordinator.approve`: a decision.approval signed by the approver (`causeway approve`). */
+export const approve = signed("approve");
+/** `mesh.ctl.coordinator.deny`: a decision.approval with verdict denied, signed by the approver. */
+export const deny = signed("deny");
+/** `mesh.ctl.coordinator.approve.<approver>`: plain `nats req` by the approver; the coordinator signs on its behalf. */
+export const approveAs = byRequest("approve");
+/** `mesh.ctl.coordinator.deny.<approver>`. */
+export const denyAs = byRequest("deny");
+/** `mesh.ctl.coordinator.approvals`: pending approvals, oldest deadline first. No parameters. */
+export const approvals: ControlEndpoint<Record<string, never>, Approval[]> = controlEndpoint<Record<string, never>, Approval[]>({
+  service: COORDINATOR, name: "approvals", description: "pending approvals with their deadlines",
+  parse: () => ({}),
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Quarantine operations
+
+/** The endpoint actions, each on `<prefix>.ctl.coordinator.<action>`. */
+export const QuarantineAction = {
+  List: "quarantine-list",
+  Show: "quarantine-show",
+  Release: "quarantine-release",
+  Reject: "quarantine-reject",
+} as const;
+
+/** Where an entry stands: open until a signed release or rejection decision settles it. */
+export type QuarantineStatus = "open" | "released" | "rejected";
+const STATUSES: readonly QuarantineStatus[] = ["open", "released", "rejected"];
+
+/** One quarantine entry as `list` returns it: the reason headers, the original's identity, its status. */
+export interface QuarantineEntry {
+  /** Sequence in MESH_QUARANTINE: the entry's identity for show, release and reject. */
+  readonly seq: number;
+  readonly reason: string;
+  readonly detail: string;
+  readonly code?: string;
+  /** The capability token of the quarantine subject (`_evt`, `_ingest`, … for originals outside a capability). */
+  readonly capability: string;
+  readonly originalSubject: string;
+  readonly originalStream: string;
+  readonly originalSeq?: number;
+  /** The consumer that failed it, when one did. */
+  readonly consumer?: string;
+  /** The CloudEvent id and type, when the original decodes. */
+  readonly eventId?: string;
+  readonly eventType?: string;
+  readonly detectedBy: string;
+  /** RFC 3339; when the detecting principal quarantined it. */
+  readonly detectedAt: string;
+  readonly status: QuarantineStatus;
+  /** The decision that settled it. */
+  readonly decision?: { readonly id: string; readonly operator: string; readonly at: string; readonly note?: string };
+}
+
+/** The result of checking an original now, as show reports it and release requires it. */
+export type Check =
+  | { readonly ok: true; readonly principal: string; readonly keyid: string; readonly eventId: string; readonly eventType: string }
+  | { readonly ok: false; readonly code?: string; readonly message: string };
+
+/** An entry with everything `show` returns. */
+export interface QuarantineDetail {
+  readonly entry: QuarantineEntry;
+  /** When JetStream stored the entry (RFC 3339). */
+  readonly storedAt: string;
+  /** The original headers exactly as quarantined (JetStream bookkeeping and reason headers left out). */
+  readonly headers: Readonly<Record<string, readonly string[]>>;
+  /** The reason headers. */
+  readonly reasonHeaders: Readonly<Record<string, string>>;
+  /** The original data: UTF-8 text when it is valid UTF-8, base64 otherwise. */
+  readonly data: string;
+  readonly dataEncoding: "utf8" | "base64";
+  readonly dataBytes: number;
+  /** Decode and signature verification against the trust store, now. */
+  readonly verification: Check;
+  /** Whether a release would be accepted now (verification plus expiry, addressing and schema for capability subjects). */
+  readonly release: { readonly ok: true } | { readonly ok: false; readonly code?: string; readonly message: string };
+}
+
+/** The request of `quarantine-list`; every field optional. */
+export interface ListRequest {
+  readonly reason?: string;
+  readonly capability?: string;
+  readonly status?: QuarantineStatus;
+  /** RFC 3339 (or a date): entries detected at or after it. */
+  readonly since?: string;
+  /** RFC 3339 (or a date): entries detected before it. */
+  readonly until?: string;
+  /** The newest N matching entries. Default 100, at most 10000. */
+  readonly limit?: number;
+}
+
+/** The reply of `quarantine-list`: the newest `limit` of the `matched` entries, oldest first. */
+export interface ListReply {
+  readonly entries: QuarantineEntry[];
+  readonly matched: number;
+}
+
+/** The request of `quarantine-show`. `nats req … quarantine-show 7` (a bare number) works too. */
+export interface ShowRequest {
+  readonly seq: number;
+}
+
+/** The request of `quarantine-release` and `quarantine-reject`. */
+export interface SettleRequest {
+  readonly seq: number;
+  /** Who asked (recorded in the signed decision), 1 to 100 characters. */
+  readonly operator: string;
+  /** Why, at most 2000 characters (recorded in the signed decision). */
+  readonly note?: string;
+}
+
+/** The reply of `quarantine-release`: the decision, and where the original bytes were republished. */
+export interface ReleaseReply {
+  readonly released: true;
+  readonly seq: number;
+  readonly decisionId: string;
+  readonly subject: string;
+  readonly republished: { readonly stream: string; readonly seq: number; readonly duplicate: boolean };
+}
+
+/** The reply of `quarantine-reject`. */
+export interface RejectReply {
+  readonly rejected: true;
+  readonly seq: number;
+  readonly decisionId: string;
+}
+
+/** The body of a quarantine request: a JSON object, a bare sequence number, or nothing. */
+function quarantineBody(data: Uint8Array): Record<string, unknown> {
+  const text = Buffer.from(data).toString("utf8").trim();
+  if (/^[0-9]+$/.test(text)) return { seq: Number(text) };
+  return jsonObjectBody(data, '{"seq": 7}');
+}
+
+function seqOf(body: Record<string, unknown>): number {
+  const seq = typeof body.seq === "string" && /^[1-9][0-9]*$/.test(body.seq) ? Number(body.seq) : body.seq;
+  if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 1) throw usage("seq (the quarantine entry's sequence, a positive integer) is required");
+  return seq;
+}
+
+function optionalString(body: Record<string, unknown>, name: string): string | undefined {
+  const v = body[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "string") throw usage(`${name} must be a string`);
+  return v;
+}
+
+function parseList(data: Uint8Array): ListRequest {
+  const b = quarantineBody(data);
+  const status = optionalString(b, "status");
+  if (status !== undefined && !(STATUSES as readonly string[]).includes(status)) throw usage("status must be open, released or rejected");
+  const limit = b.limit === undefined || b.limit === null ? undefined : Number(b.limit);
+  const out: Record<string, unknown> = { limit };
+  for (const name of ["reason", "capability", "since", "until"] as const) out[name] = optionalString(b, name);
+  return Object.fromEntries(Object.entries({ ...out, status }).filter(([, v]) => v !== undefined)) as ListRequest;
+}
+
+function parseSettle(data: Uint8Array): SettleRequest {
+  const b = quarantineBody(data);
+  const note = optionalString(b, "note");
+  return { seq: seqOf(b), operator: optionalString(b, "operator") ?? "", ...(note !== undefined && { note }) };
+}
+
+const quarantineEndpoint = <Req, Reply>(name: string, description: string, parse: (data: Uint8Array) => Req) =>
+  controlEndpoint<Req, Reply>({ service: COORDINATOR, name, description, parse });
+
+export const quarantineList = quarantineEndpoint<ListRequest, ListReply>(QuarantineAction.List,
+  "list quarantine entries: {reason?, capability?, status?, since?, until?, limit?}", parseList);
+export const quarantineShow = quarantineEndpoint<ShowRequest, QuarantineDetail>(QuarantineAction.Show,
+  "one entry with its original headers, data and verification now: {seq}", (data) => ({ seq: seqOf(quarantineBody(data)) }));
+export const quarantineRelease = quarantineEndpoint<SettleRequest, ReleaseReply>(QuarantineAction.Release,
+  "re-verify and republish the original bytes to the original subject: {seq, operator, note?}", parseSettle);
+export const quarantineReject = quarantineEndpoint<SettleRequest, RejectReply>(QuarantineAction.Reject,
+  "settle an entry for good: {seq, operator, note?}", parseSettle);
+
+// ---------------------------------------------------------------------------------------------------------
+// Kill switches
+
+/** The kill switch endpoints: `<prefix>.ctl.coordinator.<action>`. */
+export const SwitchAction = {
+  Pause: "pause",
+  Resume: "resume",
+  Status: "status",
+} as const;
+/** One of the switch actions. */
+export type SwitchActionValue = (typeof SwitchAction)[keyof typeof SwitchAction];
+
+/** The body of a pause or resume request (JSON). */
+export interface SwitchRequest {
+  readonly scope: SwitchScopeValue;
+  /** `research.v1` (capability), `planner` (principal) or `*` (mesh; may be left out). */
+  readonly target?: string;
+  /** Why; required to pause, default "resumed" to resume. */
+  readonly reason?: string;
+  /** Who asks (a person's name); it is recorded as `by` and in the decision. */
+  readonly operator?: string;
+  /** Pause only: when the pause ends by itself (RFC 3339 with a zone). Default: until resumed. */
+  readonly expires_at?: string;
+}
+
+/** A JetStream consumer a switch pauses, and its state after the switch. */
+export interface ConsumerSwitch {
+  readonly stream: string;
+  readonly name: string;
+  readonly paused: boolean;
+  /** When the server resumes it by itself; null when it is not paused. */
+  readonly pause_until: string | null;
+  /** The consumer does not exist yet (no agent has started); the flag still applies to agents that start. */
+  readonly missing?: true;
+}
+
+/** The reply to pause and resume. */
+export interface SwitchReply extends Omit<SwitchValue, "decision_id"> {
+  readonly key: string;
+  readonly scope: SwitchScopeValue;
+  readonly target: string;
+  /** The decision.switch event emitted, or null when nothing changed (resuming what was not paused). */
+  readonly decision_id: string | null;
+  readonly consumers: readonly ConsumerSwitch[];
+}
+
+/** One pause in effect, as `status` lists it. */
+export interface SwitchStatus extends SwitchState {
+  readonly consumers: readonly ConsumerSwitch[];
+}
+
+/** The reply to status. */
+export interface SwitchStatusReply {
+  readonly switches: readonly SwitchStatus[];
+}
+
+const SWITCH_FIELDS = new Set(["scope", "target", "reason", "operator", "expires_at"]);
+const SWITCH_EXAMPLE = '{"scope":"capability","target":"research.v1","reason":"…","operator":"…"}';
+
+/** A pause or resume request: a JSON object with known fields only (a misspelt field is refused, not ignored). */
+export function parseSwitchRequest(data: Uint8Array): SwitchRequest {
+  if (Buffer.from(data).toString("utf8").trim() === "") throw invalid(`the request is not JSON: it is empty; send ${SWITCH_EXAMPLE}`);
+  const r = jsonObjectBody(data, SWITCH_EXAMPLE, ErrorCode.SwitchInvalid);
+  const unknown = Object.keys(r).filter((k) => !SWITCH_FIELDS.has(k));
+  if (unknown.length > 0) throw invalid(`unknown field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}: a request has ${[...SWITCH_FIELDS].join(", ")}`);
+  const scope = Object.values(SwitchScope).find((s) => s === r.scope);
+  if (typeof r.scope !== "string") throw invalid(`scope must be one of ${Object.values(SwitchScope).join(", ")}`);
+  if (scope === undefined) throw invalid(`unknown scope ${JSON.stringify(r.scope)}: one of ${Object.values(SwitchScope).join(", ")}`);
+  const text = (field: "target" | "reason" | "operator" | "expires_at"): { [field]?: string } => {
+    const v = r[field];
+    if (v === undefined) return {};
+    if (typeof v !== "string") throw invalid(`${field} must be a string`);
+    return { [field]: v };
+  };
+  return { scope, ...text("target"), ...text("reason"), ...text("operator"), ...text("expires_at") };
+}
+
+export const pause = controlEndpoint<SwitchRequest, SwitchReply>({
+  service: COORDINATOR, name: SwitchAction.Pause,
+  description: 'pause a capability, principal or the mesh: {"scope","target","reason","operator","expires_at"?}', parse: parseSwitchRequest,
+});
+export const resume = controlEndpoint<SwitchRequest, SwitchReply>({
+  service: COORDINATOR, name: SwitchAction.Resume, description: 'resume it: {"scope","target","reason"?,"operator"}', parse: parseSwitchRequest,
+});
+export const status = controlEndpoint<Record<string, never>, SwitchStatusReply>({
+  service: COORDINATOR, name: SwitchAction.Status, description: "every pause in effect: reason, by, since, expiry, consumers", parse: () => ({}),
+});
+
+function usage(message: string): CausewayError {
+  return new CausewayError(ErrorCode.Usage, message);
+}
+
+function invalid(message: string): CausewayError {
+  return new CausewayError(ErrorCode.SwitchInvalid, message);
+}
