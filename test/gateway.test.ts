@@ -10,7 +10,7 @@ import { Kvm } from "@nats-io/kv";
 import { PermissionViolationError, headers } from "@nats-io/transport-node";
 import { HTTP, CloudEvent as SdkCloudEvent } from "cloudevents";
 import {
-  DSSE_MATERIAL, NatsBinding, createEvent, encodeJsonEvent, readSeed, seedPath, signEvent, signingKeyFromNkeySeed,
+  DSSE_MATERIAL, ErrorCode, NatsBinding, createEvent, encodeJsonEvent, readSeed, seedPath, signEvent, signingKeyFromNkeySeed,
 } from "../services/kit/index.ts";
 import { MARK_PREFIX } from "../services/gateway/ledger.ts";
 import { dedupeKey } from "../services/gateway/notarize.ts";
