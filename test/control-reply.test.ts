@@ -14,12 +14,17 @@ import { waitFor } from "./harness/index.ts";
 const SWITCH_KEY = "$KV.causeway_switches.mesh";
 const DECISION = "mesh.decision.switch";
 
-/** Starts `script` and resolves once `subject` answers a plain request from `nc`. */
-async function started(mesh: OperatedMesh, script: string, nc: NatsConnection, subject: string, env: NodeJS.ProcessEnv = {}): Promise<SpawnedProcess> {
+/**
+ * Starts `script` and resolves once each of `subjects` answers a plain request from `nc`: a service registers its
+ * endpoints module by module, and a request to one not yet registered would go nowhere (nothing to refuse).
+ */
+async function started(mesh: OperatedMesh, script: string, nc: NatsConnection, subjects: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<SpawnedProcess> {
   const proc = mesh.spawn(script, env);
   const failed = new AbortController();
   void proc.exited.then((code) => failed.abort(new Error(`${script} exited ${code}: ${proc.output()}`)));
-  await waitFor(async () => (await nc.request(subject, "{}", { timeout: 1_000 })).data.length > 0, { what: `${script} to answer`, timeoutMs: 20_000, signal: failed.signal });
+  for (const subject of subjects) {
+    await waitFor(async () => (await nc.request(subject, "{}", { timeout: 1_000 })).data.length > 0, { what: `${script} to answer on ${subject}`, timeoutMs: 20_000, signal: failed.signal });
+  }
   return proc;
 }
 
@@ -42,11 +47,12 @@ async function attack(mesh: OperatedMesh, proc: SpawnedProcess, nc: NatsConnecti
 describe("control endpoints reply only to the requester's inbox", () => {
   test("control - a coordinator endpoint asked to reply onto a KV key or a decision subject publishes nothing there", async () => {
     await using mesh = await startOperatedMesh();
-    const coordinator = await started(mesh, "services/coordinator/main.ts", mesh.operator, "mesh.ctl.coordinator.status");
-    const outcome = await attack(mesh, coordinator, mesh.operator, [
+    const requests = [
       { subject: "mesh.ctl.coordinator.status", reply: SWITCH_KEY },
       { subject: "mesh.ctl.coordinator.quarantine-list", reply: DECISION },
-    ]);
+    ];
+    const coordinator = await started(mesh, "services/coordinator/main.ts", mesh.operator, requests.map((r) => r.subject));
+    const outcome = await attack(mesh, coordinator, mesh.operator, requests);
     assert.equal(outcome.switchValue, null, "no kill switch value was written (an unreadable one pauses the whole mesh)");
     assert.deepEqual(outcome.decisions, [], "nothing was published as a decision");
     assert.equal(outcome.refused, 2);
@@ -56,11 +62,12 @@ describe("control endpoints reply only to the requester's inbox", () => {
   test("control - a lineage endpoint asked by the auditor to reply onto a KV key or a decision subject publishes nothing there", async () => {
     await using mesh = await startOperatedMesh();
     const auditor = await mesh.as("auditor");
-    const lineage = await started(mesh, "services/lineage/main.ts", auditor, "mesh.ctl.lineage.stats", { LINEAGE_HTTP_PORT: "-1" });
-    const outcome = await attack(mesh, lineage, auditor, [
+    const requests = [
       { subject: "mesh.ctl.lineage.stats", reply: SWITCH_KEY },
       { subject: "mesh.ctl.lineage.checkpoints", reply: DECISION },
-    ]);
+    ];
+    const lineage = await started(mesh, "services/lineage/main.ts", auditor, requests.map((r) => r.subject), { LINEAGE_HTTP_PORT: "-1" });
+    const outcome = await attack(mesh, lineage, auditor, requests);
     assert.equal(outcome.switchValue, null, "no kill switch value was written");
     assert.deepEqual(outcome.decisions, [], "nothing was published as a decision");
     assert.equal(outcome.refused, 2);

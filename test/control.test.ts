@@ -73,10 +73,12 @@ describe("control plane", () => {
   test("control - an error without a code is answered as CW_ERR_INTERNAL (500) without its text; the log has it", async () => {
     await using mesh = await startOperatedMesh();
     const { log, lines } = captured("planner");
-    const service = await new Svcm(await mesh.as("planner")).add({ name: "planner", version: "1.0.0" });
+    const planner = await mesh.as("planner");
+    const service = await new Svcm(planner).add({ name: "planner", version: "1.0.0" });
     const served = addControlEndpoint(service, agentStatsEndpoint("planner"), {
       subjects: subjectsFor(), log, handle: () => Promise.reject(new Error("connect ECONNREFUSED 10.0.0.7:5432 (password=hunter2)")),
     });
+    await planner.flush(); // the endpoint's subscription is on the server before anyone asks
     try {
       const r = await refusal(mesh.operator, "mesh.ctl.planner.stats", "");
       const message = "internal error in planner stats; its log has the details";
@@ -92,9 +94,11 @@ describe("control plane", () => {
 
   test("control - an agent's stats through the contract; a stopping endpoint answers CW_ERR_UNAVAILABLE (503)", async () => {
     await using mesh = await startOperatedMesh();
-    const service = await new Svcm(await mesh.as("planner")).add({ name: "planner", version: "1.0.0" });
+    const planner = await mesh.as("planner");
+    const service = await new Svcm(planner).add({ name: "planner", version: "1.0.0" });
     const stats = { processed: 3, failed: 1, quarantined: 0, replays: 0, inFlight: 0, handlerMeanMs: 2, handlerMaxMs: 5 };
     const served = addControlEndpoint(service, agentStatsEndpoint("planner"), { subjects: subjectsFor(), log: createLogger({ name: "planner", level: "silent" }), handle: () => Promise.resolve(stats) });
+    await planner.flush(); // the endpoint's subscription is on the server before anyone asks
     try {
       assert.deepEqual(await controlRequest(mesh.operator, agentStatsEndpoint("planner"), {}), stats);
       await served.stop();

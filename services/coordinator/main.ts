@@ -37,6 +37,7 @@ async function main(): Promise<void> {
       layout, subjects: layout.subjects, schemas: createSchemaRegistry(), policy, service, log,
     };
     for (const start of MODULES) started.push(await start(deps));
+    await nc.flush(); // every module's endpoints are subscribed on the server before "started"
     log.info({ modules: started.map((m) => m.name) }, "coordinator started");
     const lost = await untilStop(log, nc, [trust.lost, ...started.flatMap((m) => (m.lost ? [m.lost] : []))]);
     for (const m of started.reverse()) await m.stop();

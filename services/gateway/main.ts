@@ -60,6 +60,7 @@ async function main(): Promise<void> {
     const healthUrl = http.url;
     addControlEndpoint(service, health, { subjects, log, handle: () => Promise.resolve({ status: "ok", http: healthUrl }) });
     requests = startNatsRequests(deps, service, PRINCIPAL);
+    await nc.flush(); // the endpoints are subscribed on the server before "started"
     log.info({ http: http.url, requests: requests.subject, upstreams: upstreams.list().length, routes: routes.size }, "gateway started");
     const lost = await untilStop(log, nc, [trust.lost, ingress.lost]);
     await http.close();

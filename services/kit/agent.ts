@@ -325,6 +325,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     throw err;
   }
 
+  // Started means answering: the server has the endpoints' subscriptions before anyone is told the agent runs.
+  await nc.flush();
   baseLog.info({ subject: inputSubject, consumer: durable, concurrency }, "agent started");
 
   let stopping: Promise<void> | undefined;

@@ -79,6 +79,7 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
     await service?.stop().catch(() => undefined);
     throw err;
   }
+  await nc.flush(); // the endpoints are subscribed on the server before "started"
   log.info({ http: http?.url, size: ingest.log.size }, "lineage started");
   return {
     ingest, checkpointer, api, ...(http && { http }),
