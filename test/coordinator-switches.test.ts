@@ -9,13 +9,8 @@ import { Kvm } from "@nats-io/kv";
 import { Svcm, type Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  CausewayError, ErrorCode, KvBucket, NatsBinding, createEvent, createLogger, createSchemaRegistry, decisionSchema, loadPrincipals, newTraceparent,
-  openTrustStore, readSeed, seedPath, signEvent, signingKeyFromNkeySeed, startAgent, subjectsFor, defaultLayout, uuidv7,
-  type Agent, type TrustStore,
+  CausewayError, ErrorCode, KvBucket, NatsBinding, createEvent, createLogger, createSchemaRegistry, decisionSchema, loadPrincipals, newTraceparent, openTrustStore, readSeed, seedPath, signEvent, signingKeyFromNkeySeed, startAgent, subjectsFor, defaultLayout, uuidv7, type Agent, type TrustStore, MESH_TARGET, PAUSED_UNTIL_RESUMED, encodeSwitch, parseSwitch, parseSwitchKey, switchKey, watchSwitches, type SwitchValue,
 } from "../services/kit/index.ts";
-import {
-  MESH_TARGET, PAUSED_UNTIL_RESUMED, encodeSwitch, parseSwitch, parseSwitchKey, switchKey, watchSwitches, type SwitchValue,
-} from "../services/kit/switches.ts";
 import type { SwitchReply, SwitchStatusReply } from "../services/coordinator/contract.ts";
 import { createPlannerDefinition } from "../services/agents/planner/definition.ts";
 import { readMessages } from "../services/cli/flow.ts";

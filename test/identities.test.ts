@@ -13,12 +13,11 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
-import { connectAs, seedPath } from "../services/kit/connect.ts";
-import { ErrorCode, isCausewayError } from "../services/kit/errors.ts";
-import { loadPrincipals, parsePrincipals, permissionsFor, subjectMatches } from "../services/kit/principals.ts";
 import { renderInfra } from "../services/cli/commands/infra.ts";
 import { repoRoot, runNats, startServer, toolPath, waitFor } from "./harness/index.ts";
 import type { NatsServer } from "./harness/index.ts";
+import { ErrorCode, connectAs, isCausewayError, loadPrincipals, parsePrincipals, seedPath, subjectMatches } from "../services/kit/index.ts";
+import { permissionsFor } from "../services/kit/ops/index.ts";
 
 const principals = loadPrincipals();
 const names = Object.keys(principals.principals);

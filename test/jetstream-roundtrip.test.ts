@@ -4,13 +4,10 @@ import { test } from "node:test";
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { createUser } from "@nats-io/nkeys";
 import { connect } from "@nats-io/transport-node";
-import { NatsBinding } from "../services/kit/binding.ts";
-import { outputEventInit, uuidv7 } from "../services/kit/context.ts";
-import { VerificationError } from "../services/kit/errors.ts";
-import { createEvent, type CloudEvent } from "../services/kit/event.ts";
-import { createKeyring, signingKeyFromNkeySeed, verificationKeyFromNkey } from "../services/kit/keys.ts";
-import { signEvent, verifyEvent } from "../services/kit/verifiability.ts";
 import { startServer } from "./harness/index.ts";
+import {
+  NatsBinding, VerificationError, createEvent, createKeyring, outputEventInit, signEvent, signingKeyFromNkeySeed, uuidv7, verificationKeyFromNkey, verifyEvent, type CloudEvent,
+} from "../services/kit/index.ts";
 
 const seedOf = () => new TextDecoder().decode(createUser().getSeed());
 

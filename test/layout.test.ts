@@ -9,14 +9,12 @@ import { test } from "node:test";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
-import { KvBucket, MESH_BUCKETS, STREAMS_APPLY, ensureMeshBuckets, openMeshBucket } from "../services/kit/buckets.ts";
-import { ConfigError, ErrorCode, isCausewayError } from "../services/kit/errors.ts";
-import { loadLayout, type MeshLayout } from "../services/kit/layout.ts";
-import { openLeases } from "../services/kit/leases.ts";
-import { loadPrincipals } from "../services/kit/principals.ts";
-import { openProcessedSet } from "../services/kit/processed.ts";
-import { CAPABILITY_TEMPLATE, FILES_PREFIX } from "../services/kit/streams.ts";
 import { repoRoot, startServer } from "./harness/index.ts";
+import {
+  ConfigError, ErrorCode, KvBucket, MESH_BUCKETS, STREAMS_APPLY, isCausewayError, loadLayout, loadPrincipals, openLeases, openMeshBucket, openProcessedSet, type MeshLayout,
+} from "../services/kit/index.ts";
+import { ensureMeshBuckets } from "../services/kit/ops/index.ts";
+import { CAPABILITY_TEMPLATE, FILES_PREFIX } from "../services/kit/internal.ts";
 
 const streamsDir = join(repoRoot, "streams");
 const consumersDir = join(streamsDir, "consumers");

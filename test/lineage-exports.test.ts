@@ -5,7 +5,6 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import type { TestContext } from "node:test";
-import { ErrorCode, isCausewayError } from "../services/kit/errors.ts";
 import { inclusionProof, leafHash, rootOf } from "../services/lineage/merkle.ts";
 import {
   createBatchProver, ProofRejection, proveConsistency, proveEvent, verifyConsistencyProof, verifyEventProof,
@@ -15,7 +14,7 @@ import type { LineageStore, StoredCheckpoint } from "../services/lineage/store.t
 import { checkExport, CSV_COLUMNS, exportCsv, exportJsonl, exportOpenLineage, exportProv, ExportRejection } from "../services/lineage/exports.ts";
 import { checkpoint, ms, newKey, populate, referenceFlow, T0, tempStore, type FlowFixture } from "./lineage-flow-fixture.ts";
 import { lineageStoreKinds, type LineageStoreKind } from "./lineage-stores.ts";
-import type { SigningKey } from "../services/kit/keys.ts";
+import { ErrorCode, isCausewayError, type SigningKey } from "../services/kit/index.ts";
 
 interface Setup {
   store: LineageStore;

@@ -10,14 +10,11 @@
 import type { TestContext } from "node:test";
 import { lineageStoreKinds, type LineageStoreKind } from "./lineage-stores.ts";
 import { createUser } from "@nats-io/nkeys";
-import { deriveEventId, uuidv7 } from "../services/kit/context.ts";
-import type { SigningKey } from "../services/kit/keys.ts";
-import { signingKeyFromNkeySeed } from "../services/kit/keys.ts";
-import { QuarantineHeader } from "../services/kit/quarantine.ts";
 import { signCheckpoint } from "../services/lineage/checkpoint.ts";
 import { createMerkleLog, rootOf } from "../services/lineage/merkle.ts";
 import { dataDigest, encodeRecord, type RecordContent } from "../services/lineage/record.ts";
 import type { LineageStore, StoredCheckpoint } from "../services/lineage/store.ts";
+import { QuarantineHeader, deriveEventId, signingKeyFromNkeySeed, uuidv7, type SigningKey } from "../services/kit/index.ts";
 
 /** The lineage log's name in test checkpoints. */
 export const ORIGIN = "causeway.test/lineage";

@@ -9,8 +9,6 @@ import assert from "node:assert/strict";
 import { createPrivateKey, createPublicKey, generateKeyPairSync, hash, randomBytes, sign } from "node:crypto";
 import type { KeyObject } from "node:crypto";
 import { createUser } from "@nats-io/nkeys";
-import { ErrorCode, isCausewayError } from "../services/kit/errors.ts";
-import { signingKeyFromNkeySeed, verificationKeyFromNkey } from "../services/kit/keys.ts";
 import {
   CheckpointRejection, encodeCheckpoint, signCheckpoint, verifyCheckpoint,
 } from "../services/lineage/checkpoint.ts";
@@ -19,6 +17,7 @@ import {
   consistencyProof, createMerkleLog, emptyRoot, frontierAt, inclusionProof, leafHash, nodeHash, rootAt, rootOf, verifyConsistency,
   verifyInclusion,
 } from "../services/lineage/merkle.ts";
+import { ErrorCode, isCausewayError, signingKeyFromNkeySeed, verificationKeyFromNkey } from "../services/kit/index.ts";
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString("hex");
 const unhex = (s: string): Buffer => Buffer.from(s, "hex");

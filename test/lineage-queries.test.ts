@@ -2,12 +2,12 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import type { TestContext } from "node:test";
-import { ErrorCode, isCausewayError } from "../services/kit/errors.ts";
 import { impact, LineageQueryError, listEvents, trace, why } from "../services/lineage/queries.ts";
 import type { EventStep } from "../services/lineage/queries.ts";
 import { ms, populate, referenceFlow, T0, tempStore, type FixtureEvent, type FlowFixture } from "./lineage-flow-fixture.ts";
 import { lineageStoreKinds, type LineageStoreKind } from "./lineage-stores.ts";
 import type { LineageStore } from "../services/lineage/store.ts";
+import { ErrorCode, isCausewayError } from "../services/kit/index.ts";
 
 async function setup(t: TestContext, kind: LineageStoreKind): Promise<{ store: LineageStore; flow: FlowFixture }> {
   const store = await tempStore(t, kind);

@@ -10,10 +10,8 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import { createUser } from "@nats-io/nkeys";
 import { startServer, runNats, runNatsJson, repoRoot } from "./harness/index.ts";
-import { MESH_BUCKETS, STREAMS_APPLY } from "../services/kit/buckets.ts";
-import { applyStreams, loadStreamDefinitions } from "../services/kit/streams.ts";
-import type { ApplyResult, StreamDefinition } from "../services/kit/streams.ts";
-import { ErrorCode, isCausewayError } from "../services/kit/errors.ts";
+import { ErrorCode, MESH_BUCKETS, STREAMS_APPLY, isCausewayError } from "../services/kit/index.ts";
+import { applyStreams, loadStreamDefinitions, type ApplyResult, type StreamDefinition } from "../services/kit/ops/index.ts";
 
 const streamsDir = join(repoRoot, "streams");
 const nodeBin = join(repoRoot, "node_modules", ".bin", "node");

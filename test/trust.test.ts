@@ -12,27 +12,15 @@ import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { connectAs, readSeed } from "../services/kit/connect.ts";
-import { uuidv7 } from "../services/kit/context.ts";
-import { ErrorCode, QuarantineReason, VerificationError, isCausewayError } from "../services/kit/errors.ts";
-import type { CausewayError } from "../services/kit/errors.ts";
-import { createEvent, withAttributes } from "../services/kit/event.ts";
-import type { CloudEvent } from "../services/kit/event.ts";
-import { signingKeyFromNkeySeed } from "../services/kit/keys.ts";
-import type { SigningKey } from "../services/kit/keys.ts";
-import { KvBucket, criticalForwardSubjects, loadPrincipals } from "../services/kit/principals.ts";
-import { NatsBinding } from "../services/kit/binding.ts";
-import {
-  encodeTrustRecord, formatTime, openTrustStore,
-} from "../services/kit/trust.ts";
-import type { TrustRecord, TrustStore } from "../services/kit/trust.ts";
-import { signEvent } from "../services/kit/verifiability.ts";
 import { createSeed } from "../services/cli/commands/keys.ts";
 import { publicKeysOf, renderInfra } from "../services/cli/commands/infra.ts";
 import { startOperatedMesh } from "./e2e-fixture.ts";
 import { repoRoot, startServer, waitFor } from "./harness/index.ts";
 import type { NatsServer } from "./harness/index.ts";
 import { revokeTrust, seedTrustStore, trustEntriesFromPrincipals, type TrustChange } from "../services/kit/ops/index.ts";
+import {
+  ErrorCode, KvBucket, NatsBinding, QuarantineReason, VerificationError, connectAs, createEvent, criticalForwardSubjects, encodeTrustRecord, formatTime, isCausewayError, loadPrincipals, openTrustStore, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7, withAttributes, type CausewayError, type CloudEvent, type SigningKey, type TrustRecord, type TrustStore,
+} from "../services/kit/index.ts";
 
 const principals = loadPrincipals();
 const signers = Object.values(principals.principals).filter((p) => p.emits.length > 0);

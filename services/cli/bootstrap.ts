@@ -3,11 +3,9 @@
 import { existsSync } from "node:fs";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import {
-  applyStreams, defaultLayout, ensureMeshBuckets, publicKeyOf, seedPath, type MeshLayout, type Principals,
-} from "../kit/index.ts";
 import { createSeed } from "./commands/keys.ts";
-import { seedTrustStore, trustEntriesFromPrincipals } from "../kit/ops/index.ts";
+import { seedTrustStore, trustEntriesFromPrincipals, applyStreams, ensureMeshBuckets } from "../kit/ops/index.ts";
+import { defaultLayout, publicKeyOf, seedPath, type MeshLayout, type Principals } from "../kit/index.ts";
 
 /** Creates the seed of every principal that has none; returns how many it created. */
 export function ensureIdentities(principals: Principals, dataDir: string): number {

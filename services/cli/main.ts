@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `causeway` command: one module per command group under commands/, loaded on demand so a
 // command never pays for another's imports.
-import { CausewayError } from "../kit/errors.ts";
+import { CausewayError } from "../kit/index.ts";
 
 /** A command group: receives the arguments after its name, returns the process exit code. */
 export type Command = (args: string[]) => Promise<number>;

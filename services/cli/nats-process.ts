@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
-import { ConfigError, ErrorCode } from "../kit/errors.ts";
+import { ConfigError, ErrorCode } from "../kit/index.ts";
 
 /** The repository root. */
 export const repoRoot = resolve(import.meta.dirname, "..", "..");

@@ -2,7 +2,7 @@
 // and one form for usage errors (exit 2, the CW_ERR_USAGE code, then the usage text).
 import { userInfo } from "node:os";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { ErrorCode } from "../kit/errors.ts";
+import { ErrorCode } from "../kit/index.ts";
 
 /** Parsed arguments, or the exit code when parsing ended the command (help printed or a usage error). */
 export type Parsed<O extends ParseArgsOptionsConfig> =

@@ -11,13 +11,8 @@
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import { Kvm, type KvEntry } from "@nats-io/kv";
 import {
-  CausewayError, DecisionKind, ErrorCode, KvBucket, StreamName, addControlEndpoint, capabilityDurable, decisionEvent, decisionSchema, loadPrincipals,
-  normalizeTime, publishDecision, type Principals,
+  CausewayError, DecisionKind, ErrorCode, KvBucket, StreamName, addControlEndpoint, capabilityDurable, decisionEvent, decisionSchema, loadPrincipals, normalizeTime, publishDecision, type Principals, MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchScope, encodeSwitch, parseSwitch, parseSwitchKey, switchExpiry, switchKey, watchSwitches, type SwitchScopeValue, type SwitchState, type SwitchValue,
 } from "../kit/index.ts";
-import {
-  MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchScope, encodeSwitch, parseSwitch, parseSwitchKey, switchExpiry, switchKey, watchSwitches,
-  type SwitchScopeValue, type SwitchState, type SwitchValue,
-} from "../kit/switches.ts";
 import {
   SwitchAction, pause as pauseEndpoint, resume as resumeEndpoint, status as statusEndpoint,
   type ConsumerSwitch, type SwitchReply, type SwitchRequest, type SwitchStatus, type SwitchStatusReply,

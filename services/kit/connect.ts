@@ -7,7 +7,7 @@ import { fromSeed } from "@nats-io/nkeys";
 import { connect, nkeyAuthenticator } from "@nats-io/transport-node";
 import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
 import { ConfigError, ErrorCode } from "./errors.ts";
-import { inboxPrefix } from "./principals.ts";
+import { inboxPrefix } from "./subjects.ts";
 
 /** The repository root (two levels above services/kit). */
 const repoRoot = resolve(import.meta.dirname, "..", "..");

@@ -12,7 +12,8 @@ import type { Service, ServiceMsg } from "@nats-io/services";
 import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { CausewayError, ErrorCode, isCausewayError, isErrorCode, statusOf, type ErrorCodeValue } from "./errors.ts";
-import { inboxPrefix, loadPrincipals } from "./principals.ts";
+import { loadPrincipals } from "./principals.ts";
+import { inboxPrefix } from "./subjects.ts";
 import { subjectsFor, type MeshSubjects } from "./subjects.ts";
 
 /** A control endpoint as its service's contract declares it. Create with {@link controlEndpoint}; frozen. */

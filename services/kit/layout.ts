@@ -10,7 +10,7 @@ import { DEFAULT_PRINCIPALS_PATH, capabilityDurable, loadPrincipals, type Princi
 import {
   defaultStreamsDir, loadCapabilityTemplate, loadStreamDefinitionsSync, renderCapabilityConsumer, renderStreamDefinitions,
   type ConsumerDefinition, type ConsumerFileConfig, type StreamDefinition, type StreamFileConfig,
-} from "./streams.ts";
+} from "./stream-files.ts";
 import { StreamName, subjectsFor, type MeshSubjects } from "./subjects.ts";
 
 /** Where {@link loadLayout} reads the layout from. */

@@ -286,3 +286,8 @@ function describeBadToken(token: string, position: number): string {
   if (token === "*" || token === ">") return `wildcard "${token}" at position ${position}: a concrete subject has none`;
   return `token ${JSON.stringify(token)} at position ${position} is not ${TOKEN_RULE}`;
 }
+
+/** The private inbox prefix of a principal; connections must set it as `inboxPrefix`. */
+export function inboxPrefix(principal: string): string {
+  return `_INBOX_${principal}`;
+}

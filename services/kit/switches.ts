@@ -9,7 +9,7 @@ import { CausewayError, ErrorCode } from "./errors.ts";
 import { normalizeTime } from "./event.ts";
 import { followBucket, type Following } from "./kv-follow.ts";
 import { MESH_BUCKETS } from "./buckets.ts";
-import { KvBucket } from "./principals.ts";
+import { KvBucket } from "./buckets.ts";
 
 /** What a switch applies to. */
 export const SwitchScope = {

@@ -16,8 +16,7 @@
 // Imports come from the kit's files rather than its index: this module is pure and loads in milliseconds.
 import { createHash, createPublicKey, sign, verify } from "node:crypto";
 import type { KeyObject } from "node:crypto";
-import { CausewayError, ErrorCode } from "../kit/errors.ts";
-import type { SigningKey, VerificationKey } from "../kit/keys.ts";
+import { CausewayError, ErrorCode, type SigningKey, type VerificationKey } from "../kit/index.ts";
 
 /** A checkpoint: the log named `origin` had `size` leaves with this `root` at `time`. Validated, then frozen. */
 export interface Checkpoint {

@@ -1,9 +1,6 @@
 // The lineage service's configuration, from the environment (see docs/auditors.md). Frozen once built.
 import { join } from "node:path";
-import { isTokenDigest } from "../kit/bearer.ts";
-import { envInteger } from "../kit/config.ts";
-import { dataDir } from "../kit/connect.ts";
-import { ConfigError, ErrorCode } from "../kit/errors.ts";
+import { ConfigError, ErrorCode, dataDir, envInteger, isTokenDigest } from "../kit/index.ts";
 
 export interface LineageConfig {
   /** PostgreSQL URL; unset → SQLite under the data directory. */

@@ -25,13 +25,12 @@
 // quarantine, agents = principals) and OpenLineage run events (one run per step) describe the same records
 // for lineage tools; they carry no proofs.
 import { hash } from "node:crypto";
-import { CausewayError, ErrorCode } from "../kit/errors.ts";
-import { SubjectKind, parseSubject, type ParsedSubject } from "../kit/subjects.ts";
 import type { Checkpoint } from "./checkpoint.ts";
 import { createBatchProver, leavesOf, ProofRejection, signedCheckpoint, verifyInclusionAgainst, type LineagePublicKey, type ProofRejectionValue } from "./proofs.ts";
 import { groupEvents, stepsOf, summarize, type EventStep } from "./queries.ts";
 import { decodeRecord } from "./record.ts";
 import { MAX_LIST_LIMIT, type LineageStore, type StoredCheckpoint, type StoredRecord } from "./store.ts";
+import { CausewayError, ErrorCode, SubjectKind, parseSubject, type ParsedSubject } from "../kit/index.ts";
 
 /** What to export: a flow, leaf indices [fromIndex, toIndex), or events whose `time` is in [fromMs, toMs). */
 export type ExportSelection =

@@ -2,11 +2,10 @@
 // default SQLite file under the data directory. Both fail the same way, CW_ERR_LINEAGE_STORE, so the service
 // and the CLI report a bad URL, an unreachable server or an unwritable data directory alike.
 import { join } from "node:path";
-import { dataDir } from "../kit/connect.ts";
-import { CausewayError, ErrorCode, isCausewayError } from "../kit/errors.ts";
 import { openPostgresStore } from "./store-postgres.ts";
 import { openSqliteStore } from "./store-sqlite.ts";
 import type { LineageStore } from "./store.ts";
+import { CausewayError, ErrorCode, dataDir, isCausewayError } from "../kit/index.ts";
 
 /** Options for {@link openLineageStore}. */
 export interface OpenLineageStoreOptions {

@@ -6,13 +6,12 @@
 // roots, recomputed from the leaves) and checks the proof against the checkpoint before returning it, so a
 // store that no longer matches what it signed fails here with CW_ERR_LINEAGE_CHECKPOINT_MISMATCH instead of
 // handing out a proof that cannot verify. Verifying is pure and never throws: it returns a verdict.
-import { CausewayError, ErrorCode } from "../kit/errors.ts";
-import { verificationKeyFromNkey, type VerificationKey } from "../kit/keys.ts";
 import { verifyCheckpoint, type Checkpoint } from "./checkpoint.ts";
 import { consistencyProof, HASH_BYTES, inclusionProof, leafHash, nodeHash, verifyConsistency, verifyInclusion } from "./merkle.ts";
 import { findEvent } from "./queries.ts";
 import { decodeRecord } from "./record.ts";
 import type { LineageStore, StoredCheckpoint, StoredRecord } from "./store.ts";
+import { CausewayError, ErrorCode, verificationKeyFromNkey, type VerificationKey } from "../kit/index.ts";
 
 /** An inclusion proof of one record, with everything needed to check it offline. */
 export interface EventProof {

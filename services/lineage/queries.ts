@@ -9,11 +9,9 @@
 //
 // Cost: `why` is one indexed lookup per step, `trace` one lookup for the flow (plus one per input recorded
 // outside it), `impact` one batched lookup per level. No scans.
-import { CausewayError, ErrorCode } from "../kit/errors.ts";
-import { ContextExtension } from "../kit/context.ts";
-import { QuarantineHeader } from "../kit/quarantine.ts";
 import { decodeRecord, type LineageRecord } from "./record.ts";
 import { listLimit, type LineageStore, type ListFilter, type StoredRecord } from "./store.ts";
+import { CausewayError, ContextExtension, ErrorCode, QuarantineHeader } from "../kit/index.ts";
 
 /** A duration from signed values, or null and why not. */
 export interface Timing {

@@ -6,13 +6,13 @@
 // Raw SQL written for one store runs on the other (tamper tests do): same names, integers for indices and
 // sequences, and `verified` a SMALLINT 0/1 as in SQLite (a BOOLEAN would reject `SET verified = 0`).
 import { DatabaseError, Pool, TypeOverrides, type PoolClient, type QueryConfig } from "pg";
-import { CausewayError, ErrorCode } from "../kit/errors.ts";
 import { columnText } from "./record.ts";
 import {
   CHECKPOINT_COLUMNS, RECORD_COLUMNS, checkContinues, checkpointOfRow, checkpointValues, recordOfRow, recordValues, schemaSql, splitFrontier,
   type CheckpointRow, type RecordRow,
 } from "./store-schema.ts";
 import { listLimit, recordKeyString, type LineageStore, type ListFilter, type LogState, type RecordKey, type StoredCheckpoint, type StoredRecord } from "./store.ts";
+import { CausewayError, ErrorCode } from "../kit/index.ts";
 
 const SCHEMA = schemaSql({ key: "BIGINT PRIMARY KEY", integer: "BIGINT", small: "SMALLINT", bytes: "BYTEA" });
 

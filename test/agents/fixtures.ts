@@ -3,14 +3,10 @@
 // arrive as strings as they do off the wire), a scripted model, and the checks every output must pass.
 import assert from "node:assert/strict";
 import { Writable } from "node:stream";
-import type { AgentDefinition, Emit, HandlerContext, HandlerInput } from "../../services/kit/agent-api.ts";
-import { NatsBinding } from "../../services/kit/binding.ts";
-import { deriveEventId, outputEventInit, principalSource } from "../../services/kit/context.ts";
-import { createEvent, type CloudEvent, type EventInit } from "../../services/kit/event.ts";
-import { createLogger } from "../../services/kit/log.ts";
 import type { Model, ModelRequest } from "../../services/agents/model.ts";
-import { createSchemaRegistry } from "../../services/kit/schemas.ts";
-import { subjectsFor } from "../../services/kit/subjects.ts";
+import {
+  NatsBinding, createEvent, createLogger, createSchemaRegistry, deriveEventId, outputEventInit, principalSource, subjectsFor, type AgentDefinition, type CloudEvent, type Emit, type EventInit, type HandlerContext, type HandlerInput,
+} from "../../services/kit/index.ts";
 
 export const schemas = createSchemaRegistry();
 export const subjects = subjectsFor("mesh");

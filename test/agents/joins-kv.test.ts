@@ -5,10 +5,10 @@ import { test } from "node:test";
 import { Kvm, type KV } from "@nats-io/kv";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { KvBucket, MESH_BUCKETS, ensureMeshBuckets } from "../../services/kit/buckets.ts";
-import { ConfigError } from "../../services/kit/errors.ts";
 import { CorruptJoinError, createKvJoinStore, createMemoryJoinStore, joinKey, openKvJoinStore, type JoinMeta, type JoinStore, type JoinedFinding } from "../../services/agents/reporter/joins.ts";
 import { startServer } from "../harness/index.ts";
+import { ConfigError, KvBucket, MESH_BUCKETS } from "../../services/kit/index.ts";
+import { ensureMeshBuckets } from "../../services/kit/ops/index.ts";
 
 const meta = (deadline = "2026-03-01T10:00:10.000Z", totalTasks = 3): JoinMeta => ({
   totalTasks, deadline, topic: "T", cause: { id: "cause-1", source: "causeway://verifier", correlationid: "req-1", traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },

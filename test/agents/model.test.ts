@@ -4,9 +4,8 @@ import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { test, type TestContext } from "node:test";
-import { RetryableError } from "../../services/kit/agent-api.ts";
-import { ConfigError } from "../../services/kit/errors.ts";
 import { ModelAnswerError, completeJson, createModelFromEnv } from "../../services/agents/model.ts";
+import { ConfigError, RetryableError } from "../../services/kit/index.ts";
 
 interface Seen {
   method: string;

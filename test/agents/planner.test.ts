@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { RetryableError } from "../../services/kit/agent-api.ts";
-import { ConfigError } from "../../services/kit/errors.ts";
 import { loadPlannerConfig } from "../../services/agents/planner/config.ts";
 import { PLANNER_ASPECTS, createPlannerDefinition, type ResearchTask } from "../../services/agents/planner/definition.ts";
 import { dataOf, fakeContext, requestEvent, run, scriptedModel } from "./fixtures.ts";
+import { ConfigError, RetryableError } from "../../services/kit/index.ts";
 
 const questions = ["Which chemistries lead?", "What does a MWh cost?", "Is the rumor about sodium-ion true?"];
 

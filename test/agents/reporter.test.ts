@@ -1,8 +1,5 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { Cause, Emit } from "../../services/kit/agent-api.ts";
-import { createEvent, type CloudEvent } from "../../services/kit/event.ts";
-import { ConfigError } from "../../services/kit/errors.ts";
 import { createPlannerDefinition } from "../../services/agents/planner/definition.ts";
 import { loadReporterConfig } from "../../services/agents/reporter/config.ts";
 import { createReporterDefinition, deadlineOf, reporterDeadlineSweep, startDeadlineSweep } from "../../services/agents/reporter/definition.ts";
@@ -11,6 +8,7 @@ import { buildReport, reportKey, type ReportPublished } from "../../services/age
 import { createResearcherDefinition } from "../../services/agents/researcher/definition.ts";
 import { createVerifierDefinition } from "../../services/agents/verifier/definition.ts";
 import { dataOf, outputs, requestEvent, run, schemas, subjects } from "./fixtures.ts";
+import { ConfigError, createEvent, type Cause, type CloudEvent, type Emit } from "../../services/kit/index.ts";
 
 const T0 = Date.parse("2026-03-01T10:00:00.000Z");
 

@@ -1,13 +1,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { RetryableError } from "../../services/kit/agent-api.ts";
-import { createEvent } from "../../services/kit/event.ts";
-import { ConfigError } from "../../services/kit/errors.ts";
 import { createPlannerDefinition } from "../../services/agents/planner/definition.ts";
 import { loadResearcherConfig } from "../../services/agents/researcher/config.ts";
 import { RUMOR_CONFIDENCE, isRumor, researchFromCorpus } from "../../services/agents/researcher/corpus.ts";
 import { createResearcherDefinition, type FindingCreated } from "../../services/agents/researcher/definition.ts";
 import { dataOf, fakeContext, requestEvent, run, scriptedModel } from "./fixtures.ts";
+import { ConfigError, RetryableError, createEvent } from "../../services/kit/index.ts";
 
 /** The research tasks the planner makes of a request. */
 async function tasksFor(questions?: string[], topic = "Grid-scale battery storage") {

@@ -1,12 +1,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { createEvent, type CloudEvent } from "../../services/kit/event.ts";
-import { ConfigError } from "../../services/kit/errors.ts";
 import { createPlannerDefinition } from "../../services/agents/planner/definition.ts";
 import { createResearcherDefinition } from "../../services/agents/researcher/definition.ts";
 import { loadVerifierConfig } from "../../services/agents/verifier/config.ts";
 import { checkEvidence, createVerifierDefinition, type FindingCreated, type FindingVerified } from "../../services/agents/verifier/definition.ts";
 import { dataOf, fakeContext, requestEvent, run, scriptedModel } from "./fixtures.ts";
+import { ConfigError, createEvent, type CloudEvent } from "../../services/kit/index.ts";
 
 /** The finding the researcher makes of the first question. */
 async function findingFor(question: string): Promise<CloudEvent> {

@@ -2,8 +2,6 @@
 // through policy then handler, each output through the checks and the binary binding a consumer would see.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { Cause, Emit } from "../../services/kit/agent-api.ts";
-import type { CloudEvent } from "../../services/kit/event.ts";
 import { createPlannerDefinition } from "../../services/agents/planner/definition.ts";
 import { createReporterDefinition, reporterDeadlineSweep } from "../../services/agents/reporter/definition.ts";
 import { createMemoryJoinStore, type JoinStore } from "../../services/agents/reporter/joins.ts";
@@ -11,6 +9,7 @@ import type { ReportPublished } from "../../services/agents/reporter/report.ts";
 import { createResearcherDefinition } from "../../services/agents/researcher/definition.ts";
 import { createVerifierDefinition } from "../../services/agents/verifier/definition.ts";
 import { dataOf, requestEvent, run, subjects } from "./fixtures.ts";
+import type { Cause, CloudEvent, Emit } from "../../services/kit/index.ts";
 
 async function flow(data: Record<string, unknown>, store: JoinStore) {
   const planner = createPlannerDefinition(), researcher = createResearcherDefinition(), verifier = createVerifierDefinition();

@@ -2,12 +2,10 @@
 // same DSSE material (PAE bytes prepared in advance): what the envelope costs on top of the signature.
 import { sign as rawSign, verify as rawVerify } from "node:crypto";
 import { createUser } from "@nats-io/nkeys";
-import { NatsBinding } from "../../services/kit/binding.ts";
-import { outputEventInit, uuidv7 } from "../../services/kit/context.ts";
-import { createEvent, type CloudEvent } from "../../services/kit/event.ts";
-import { createKeyring, signingKeyFromNkeySeed } from "../../services/kit/keys.ts";
-import { DSSE_PAYLOAD_TYPE, openEnvelope, pae, signEvent, verifyEvent } from "../../services/kit/verifiability.ts";
 import { compare, type Comparison } from "./measure.ts";
+import {
+  DSSE_PAYLOAD_TYPE, NatsBinding, createEvent, createKeyring, openEnvelope, outputEventInit, pae, signEvent, signingKeyFromNkeySeed, uuidv7, verifyEvent, type CloudEvent,
+} from "../../services/kit/index.ts";
 
 export async function cryptoBenchmarks(): Promise<Comparison[]> {
   const key = signingKeyFromNkeySeed(new TextDecoder().decode(createUser().getSeed()));

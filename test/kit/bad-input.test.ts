@@ -4,11 +4,9 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { createUser } from "@nats-io/nkeys";
 import { headers } from "@nats-io/transport-node";
-import { NatsBinding, STRUCTURED_CONTENT_TYPE } from "../../services/kit/binding.ts";
-import { CausewayError, ErrorCode } from "../../services/kit/errors.ts";
-import { createEvent } from "../../services/kit/event.ts";
-import { createKeyring, signingKeyFromNkeySeed } from "../../services/kit/keys.ts";
-import { signEvent, verifyEvent } from "../../services/kit/verifiability.ts";
+import {
+  CausewayError, ErrorCode, NatsBinding, STRUCTURED_CONTENT_TYPE, createEvent, createKeyring, signEvent, signingKeyFromNkeySeed, verifyEvent,
+} from "../../services/kit/index.ts";
 
 const key = signingKeyFromNkeySeed(new TextDecoder().decode(createUser().getSeed()));
 const ring = createKeyring([key]);

@@ -4,8 +4,8 @@ import { mkdtempSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { bearerMatcher, ensureTokenFile, isTokenDigest, tokenDigestHex } from "../../services/kit/bearer.ts";
 import { lineageConfig } from "../../services/lineage/config.ts";
+import { bearerMatcher, ensureTokenFile, isTokenDigest, tokenDigestHex } from "../../services/kit/index.ts";
 
 test("bearer - a presented token matches the digest it hashes to, and nothing else does", () => {
   const match = bearerMatcher([tokenDigestHex("alpha"), tokenDigestHex("beta").toUpperCase()]);

@@ -2,13 +2,9 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { createUser } from "@nats-io/nkeys";
 import { headers } from "@nats-io/transport-node";
-import { NatsBinding, STRUCTURED_CONTENT_TYPE } from "../../services/kit/binding.ts";
-import { DecodeError, ErrorCode } from "../../services/kit/errors.ts";
-import { createEvent, dataJson, dataText, type CloudEvent } from "../../services/kit/event.ts";
-import { decodeJsonBatch, decodeJsonEvent, encodeJsonEvent } from "../../services/kit/json-format.ts";
-import { createKeyring, signingKeyFromNkeySeed } from "../../services/kit/keys.ts";
-import { decodeHeaderValue, encodeHeaderValue } from "../../services/kit/percent.ts";
-import { signEvent, verifyEvent } from "../../services/kit/verifiability.ts";
+import {
+  DecodeError, ErrorCode, NatsBinding, STRUCTURED_CONTENT_TYPE, createEvent, createKeyring, dataJson, dataText, decodeHeaderValue, decodeJsonBatch, decodeJsonEvent, encodeHeaderValue, encodeJsonEvent, signEvent, signingKeyFromNkeySeed, verifyEvent, type CloudEvent,
+} from "../../services/kit/index.ts";
 
 const key = signingKeyFromNkeySeed(new TextDecoder().decode(createUser().getSeed()));
 const ring = createKeyring([key]);

@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
-  childTraceparent, correlationIdOf, deriveEventId, expiryIn, isExpired, newTraceparent, outputEventInit, parseTraceparent, principalSource, uuidv7,
-} from "../../services/kit/context.ts";
-import { createEvent } from "../../services/kit/event.ts";
+  childTraceparent, correlationIdOf, createEvent, deriveEventId, expiryIn, isExpired, newTraceparent, outputEventInit, parseTraceparent, principalSource, uuidv7,
+} from "../../services/kit/index.ts";
 
 const input = createEvent({
   id: "in-1", source: "https://crm.example/upstream", type: "report.requested", time: "2026-11-21T10:00:00Z",

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { CausewayError, ErrorCode, QuarantineReason, isErrorCode, statusOf } from "../../services/kit/errors.ts";
 import { repoRoot } from "../harness/index.ts";
+import { CausewayError, ErrorCode, QuarantineReason, isErrorCode, statusOf } from "../../services/kit/index.ts";
 
 const doc = readFileSync(join(repoRoot, "docs", "errors.md"), "utf8");
 

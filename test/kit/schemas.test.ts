@@ -3,9 +3,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
-import { createSchemaRegistry, defaultSchemaDir, SCHEMA_DIALECT } from "../../services/kit/schemas.ts";
-import { ErrorCode, SchemaError } from "../../services/kit/errors.ts";
-import type { ErrorCodeValue } from "../../services/kit/errors.ts";
+import { ErrorCode, SCHEMA_DIALECT, SchemaError, createSchemaRegistry, defaultSchemaDir, type ErrorCodeValue } from "../../services/kit/index.ts";
 
 const base = "https://causeway.dev/schemas";
 const ids = {

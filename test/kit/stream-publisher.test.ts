@@ -5,8 +5,8 @@ import { test } from "node:test";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, headers } from "@nats-io/transport-node";
-import { StreamPublishError, WRONG_LAST_SEQUENCE, createStreamPublisher } from "../../services/kit/stream-publisher.ts";
 import { startServer } from "../harness/index.ts";
+import { StreamPublishError, WRONG_LAST_SEQUENCE, createStreamPublisher } from "../../services/kit/index.ts";
 
 test("stream publisher - acks, duplicates, create-only, and each failure with its reason", async (t) => {
   await using server = await startServer();

@@ -1,23 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  capabilitySubject,
-  checkpointSubject,
-  controlSubject,
-  decisionSubject,
-  eventSubject,
-  handoffSubject,
-  ingestSubject,
-  parseSubject,
-  quarantineSubject,
-  streamFor,
-  StreamName,
-  subjectsFor,
-  SubjectKind,
-} from "../../services/kit/subjects.ts";
-import type { ParsedSubject } from "../../services/kit/subjects.ts";
-import { ErrorCode, SubjectError } from "../../services/kit/errors.ts";
-import type { ErrorCodeValue } from "../../services/kit/errors.ts";
+  ErrorCode, StreamName, SubjectError, SubjectKind, capabilitySubject, checkpointSubject, controlSubject, decisionSubject, eventSubject, handoffSubject, ingestSubject, parseSubject, quarantineSubject, streamFor, subjectsFor, type ErrorCodeValue, type ParsedSubject,
+} from "../../services/kit/index.ts";
 
 function subjectError(code: ErrorCodeValue, ...fragments: string[]) {
   return (err: unknown) => {

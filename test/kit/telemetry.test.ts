@@ -14,12 +14,10 @@ import type { HistogramMetricData, MetricData, SumMetricData } from "@openteleme
 // @opentelemetry/sdk-trace is the 3.x successor of sdk-trace-base (TracerProvider = BasicTracerProvider);
 // sdk-node pins it, and sdk-trace-base 2.x does not accept @opentelemetry/api 1.10.
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from "@opentelemetry/sdk-trace";
-import { ConfigError, ErrorCode, QuarantineReason } from "../../services/kit/errors.ts";
-import { parseTraceparent } from "../../services/kit/context.ts";
-import { createEvent } from "../../services/kit/event.ts";
-import { createLogger, eventLogger } from "../../services/kit/log.ts";
-import { AgentMetric, AgentMetricAttribute, createAgentMetrics } from "../../services/kit/metrics.ts";
-import { SpanAttribute, endSpan, startProcessSpan, startSendSpan, traceparentOf, tracestateOf } from "../../services/kit/tracing.ts";
+import {
+  ConfigError, ErrorCode, QuarantineReason, SpanAttribute, createEvent, createLogger, endSpan, eventLogger, parseTraceparent, startProcessSpan, startSendSpan, traceparentOf, tracestateOf,
+} from "../../services/kit/index.ts";
+import { AgentMetric, AgentMetricAttribute, createAgentMetrics } from "../../services/kit/internal.ts";
 
 const NODE = "node_modules/.bin/node";
 const PRODUCER = { traceId: "0af7651916cd43dd8448eb211c80319c", spanId: "b7ad6b7169203331" };

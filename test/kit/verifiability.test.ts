@@ -4,13 +4,10 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { createUser } from "@nats-io/nkeys";
-import { ErrorCode, QuarantineReason, VerificationError } from "../../services/kit/errors.ts";
-import { createEvent, type CloudEvent } from "../../services/kit/event.ts";
-import { createKeyring, p256Key, signingKeyFromNkeySeed, verificationKeyFromNkey } from "../../services/kit/keys.ts";
-import {
-  coreDigest, DSSE_PAYLOAD_TYPE, extDigest, openEnvelope, pae, signBytes, signEvent, verifyBytes, verifyEvent,
-} from "../../services/kit/verifiability.ts";
 import { repoRoot } from "../harness/index.ts";
+import {
+  DSSE_PAYLOAD_TYPE, ErrorCode, QuarantineReason, VerificationError, coreDigest, createEvent, createKeyring, extDigest, openEnvelope, p256Key, pae, signBytes, signEvent, signingKeyFromNkeySeed, verificationKeyFromNkey, verifyBytes, verifyEvent, type CloudEvent,
+} from "../../services/kit/index.ts";
 
 interface VectorCase {
   case: string;

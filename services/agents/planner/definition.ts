@@ -2,10 +2,9 @@
 // to research.v1 — one per question when the request lists questions, otherwise one per aspect of
 // PLANNER_ASPECTS (background, current state, risks). With a model configured and no questions, the model
 // phrases the three aspect queries; a malformed answer falls back to the fixed templates with a warning.
-import type { AgentDefinition, Emit, HandlerContext, HandlerInput } from "../../kit/agent-api.ts";
-import type { ExtensionValue } from "../../kit/event.ts";
 import { completeJson, type Model } from "../model.ts";
 import { plannerDefaults, type PlannerConfig } from "./config.ts";
+import type { AgentDefinition, Emit, ExtensionValue, HandlerContext, HandlerInput } from "../../kit/index.ts";
 
 /** The data of report.requested (schemas/report/report.requested.v1.json). */
 export interface ReportRequested {

@@ -3,13 +3,12 @@
 // deadline passes first are published by the deadline sweep (sweep.ts) with what they have. Both paths build
 // the report from the join alone and give it the stable key "report/" + requestId, so a request gets one report.
 // The reporter uses no model: the report must be a pure function of the join for both paths to agree.
-import type { AgentDefinition, Cause, Emit, HandlerContext, HandlerInput, PolicyVerdict } from "../../kit/agent-api.ts";
-import { correlationIdOf } from "../../kit/context.ts";
-import { QuarantineReason } from "../../kit/errors.ts";
-import type { CloudEvent, ExtensionValue } from "../../kit/event.ts";
 import { reporterDefaults, type ReporterConfig } from "./config.ts";
 import { isComplete, type JoinMeta, type JoinStore, type JoinedFinding } from "./joins.ts";
 import { ReportSchema, reportEmits } from "./report.ts";
+import {
+  QuarantineReason, correlationIdOf, type AgentDefinition, type Cause, type CloudEvent, type Emit, type ExtensionValue, type HandlerContext, type HandlerInput, type PolicyVerdict,
+} from "../../kit/index.ts";
 
 export { reporterDeadlineSweep, startDeadlineSweep } from "./sweep.ts";
 export type { SweepOptions } from "./sweep.ts";

@@ -6,8 +6,7 @@
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { RetryableError, type Cause } from "../../kit/agent-api.ts";
-import { KvBucket, openMeshBucket } from "../../kit/buckets.ts";
+import { KvBucket, RetryableError, openMeshBucket, type Cause } from "../../kit/index.ts";
 
 /** One verified finding of a request. */
 export interface JoinedFinding {

@@ -1,14 +1,11 @@
 // The reporter's process entry: connect as `reporter`, open the join store (KV bucket causeway_joins), serve
 // report.v1, run the deadline sweep every CAUSEWAY_REPORT_SWEEP_MS once the agent consumes, and drain on
 // SIGTERM / SIGINT.
-import { runAgentProcess } from "../../kit/agent-process.ts";
-import { KvBucket } from "../../kit/buckets.ts";
-import { defaultLayout } from "../../kit/layout.ts";
-import { createLogger } from "../../kit/log.ts";
 import { loadReporterConfig } from "./config.ts";
 import { createReporterDefinition } from "./definition.ts";
 import { openKvJoinStore, type JoinStore } from "./joins.ts";
 import { startDeadlineSweep } from "./sweep.ts";
+import { KvBucket, createLogger, defaultLayout, runAgentProcess } from "../../kit/index.ts";
 
 const config = loadReporterConfig();
 const log = createLogger({ name: "reporter-joins" });

@@ -1,9 +1,8 @@
 // The report of a join: a pure function of the join state, so the two paths that may publish it — the last
 // finding's handler run and the deadline sweep — build the same data, and its stable key ("report/" + request
 // id) gives both the same event id, which JetStream's duplicate window keeps once.
-import type { Emit } from "../../kit/agent-api.ts";
-import type { MeshSubjects } from "../../kit/subjects.ts";
 import { isComplete, type JoinState } from "./joins.ts";
+import type { Emit, MeshSubjects } from "../../kit/index.ts";
 
 /** The data of report.published (schemas/report/report.published.v1.json). */
 export interface ReportPublished {

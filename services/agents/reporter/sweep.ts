@@ -3,10 +3,9 @@
 // verified finding. The report's stable key makes a sweep that races the last finding's handler run, or two
 // replicas sweeping at once, produce one report event.
 import type { Logger } from "pino";
-import type { Agent } from "../../kit/agent-api.ts";
-import { subjectsFor, type MeshSubjects } from "../../kit/subjects.ts";
 import type { JoinStore } from "./joins.ts";
 import { reportEmits } from "./report.ts";
+import { subjectsFor, type Agent, type MeshSubjects } from "../../kit/index.ts";
 
 /** Options of {@link reporterDeadlineSweep}. */
 export interface SweepOptions {

@@ -1,6 +1,6 @@
 // The researcher's configuration: environment → typed → validated → frozen. A bad value fails at startup with
 // a message naming the variable and the form it expects.
-import { envInteger } from "../../kit/config.ts";
+import { envInteger } from "../../kit/index.ts";
 
 /** The environment variables the researcher reads (the model's are in services/agents/model.ts). */
 export const ResearcherEnv = {

@@ -3,12 +3,12 @@
 // answers and its JSON is checked against the finding's shape, falling back to the corpus with a warning when
 // it is malformed. The finding schema has no room for the request's context, so it travels in signed
 // extensions (ResearcherExtension) that the verifier carries on to the reporter.
-import type { AgentDefinition, Emit, HandlerContext, HandlerInput, PolicyVerdict } from "../../kit/agent-api.ts";
-import { QuarantineReason } from "../../kit/errors.ts";
-import type { ExtensionValue } from "../../kit/event.ts";
 import { completeJson, type Model } from "../model.ts";
 import { researcherDefaults, type ResearcherConfig } from "./config.ts";
 import { researchFromCorpus, type Evidence, type Research } from "./corpus.ts";
+import {
+  QuarantineReason, type AgentDefinition, type Emit, type ExtensionValue, type HandlerContext, type HandlerInput, type PolicyVerdict,
+} from "../../kit/index.ts";
 
 /** The data of research.task.created (schemas/research/research.task.created.v1.json). */
 export interface ResearchTask {

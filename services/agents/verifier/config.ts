@@ -1,6 +1,6 @@
 // The verifier's configuration: environment → typed → validated → frozen. A bad value fails at startup with a
 // message naming the variable and the form it expects.
-import { envInteger, envFraction } from "../../kit/config.ts";
+import { envFraction, envInteger } from "../../kit/index.ts";
 
 /** The environment variables the verifier reads (the model's are in services/agents/model.ts). */
 export const VerifierEnv = {

@@ -3,11 +3,11 @@
 // the evidence against the claim and emits research.finding.verified to report.v1. Deterministic by default:
 // a claim is `supported` when one quote shares at least two content words with it, else `inconclusive`. With a
 // model configured, the model judges, and a malformed answer falls back to the word check with a warning.
-import type { AgentDefinition, Emit, HandlerContext, HandlerInput, PolicyVerdict } from "../../kit/agent-api.ts";
-import { QuarantineReason } from "../../kit/errors.ts";
-import type { ExtensionValue } from "../../kit/event.ts";
 import { completeJson, type Model } from "../model.ts";
 import { verifierDefaults, type VerifierConfig } from "./config.ts";
+import {
+  QuarantineReason, type AgentDefinition, type Emit, type ExtensionValue, type HandlerContext, type HandlerInput, type PolicyVerdict,
+} from "../../kit/index.ts";
 
 /** The data of research.finding.created (schemas/research/research.finding.created.v1.json). */
 export interface FindingCreated {

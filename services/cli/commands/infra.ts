@@ -3,12 +3,11 @@
 // come from permissionsFor(), and each allowed subject is written with the reason it exists.
 import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { dataDir as defaultDataDir, publicKeyOf, seedPath } from "../../kit/connect.ts";
-import { ConfigError, ErrorCode } from "../../kit/errors.ts";
-import { defaultLayout } from "../../kit/layout.ts";
-import { Account, permissionsFor } from "../../kit/principals.ts";
-import type { AccountValue, Grant, Principals } from "../../kit/principals.ts";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
+import {
+  Account, ConfigError, ErrorCode, dataDir as defaultDataDir, defaultLayout, publicKeyOf, seedPath, type AccountValue, type Principals,
+} from "../../kit/index.ts";
+import { permissionsFor, type Grant } from "../../kit/ops/index.ts";
 
 const USAGE = `usage: causeway infra render [--out FILE] [--full] [--prefix PREFIX]
 

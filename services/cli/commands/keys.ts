@@ -4,10 +4,8 @@
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { createUser } from "@nats-io/nkeys";
-import { dataDir, publicKeyOf, seedPath } from "../../kit/connect.ts";
-import { ConfigError, ErrorCode } from "../../kit/errors.ts";
-import { getPrincipal, loadPrincipals } from "../../kit/principals.ts";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
+import { ConfigError, ErrorCode, dataDir, getPrincipal, loadPrincipals, publicKeyOf, seedPath } from "../../kit/index.ts";
 
 const USAGE = `usage: causeway keys <subcommand>
 

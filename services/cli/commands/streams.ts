@@ -7,13 +7,9 @@ import { resolve } from "node:path";
 import { connect, nkeyAuthenticator } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { ConfigError, ErrorCode, permissionDenied } from "../../kit/errors.ts";
-import { applyStreams, defaultStreamsDir } from "../../kit/streams.ts";
-import { connectAs } from "../../kit/connect.ts";
-import { ensureMeshBuckets } from "../../kit/buckets.ts";
-import { DEFAULT_PRINCIPALS_PATH } from "../../kit/principals.ts";
-import { loadLayout } from "../../kit/layout.ts";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
+import { ConfigError, DEFAULT_PRINCIPALS_PATH, ErrorCode, connectAs, loadLayout, permissionDenied } from "../../kit/index.ts";
+import { applyStreams, defaultStreamsDir, ensureMeshBuckets } from "../../kit/ops/index.ts";
 
 const DEFAULT_SERVER = "nats://127.0.0.1:4222";
 

@@ -4,9 +4,8 @@
 // in infra/upstreams.json instead and keep the token themselves.
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { devTokenPath, ensureTokenFile } from "../../kit/bearer.ts";
-import { dataDir } from "../../kit/connect.ts";
 import { parseCommand, usageError } from "../usage.ts";
+import { dataDir, devTokenPath, ensureTokenFile } from "../../kit/index.ts";
 
 const USAGE = `usage: causeway tokens ensure
 

@@ -4,16 +4,11 @@
 // Everything connects as the operator, the only principal allowed to write the bucket.
 import { existsSync } from "node:fs";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { DEFAULT_NATS_URL, connectAs, dataDir, publicKeyOf, seedPath } from "../../kit/connect.ts";
-import { ConfigError, ErrorCode } from "../../kit/errors.ts";
-import { normalizeTime } from "../../kit/event.ts";
-import { KvBucket, loadPrincipals } from "../../kit/principals.ts";
-import {
-  formatTime,
-} from "../../kit/trust.ts";
-import type { TrustEntry } from "../../kit/trust.ts";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
 import { listTrustEntries, revokeTrust, seedTrustStore, trustEntriesFromPrincipals } from "../../kit/ops/index.ts";
+import {
+  ConfigError, DEFAULT_NATS_URL, ErrorCode, KvBucket, connectAs, dataDir, formatTime, loadPrincipals, normalizeTime, publicKeyOf, seedPath, type TrustEntry,
+} from "../../kit/index.ts";
 
 const USAGE = `usage: causeway trust <subcommand> [--server URL]
 

@@ -8,8 +8,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { CausewayError, ConfigError, ErrorCode, permissionDenied } from "../errors.ts";
 import { SignatureAlgorithm } from "../keys.ts";
 import { openExistingBucket } from "../kv-follow.ts";
-import { MESH_BUCKETS } from "../buckets.ts";
-import { KvBucket } from "../principals.ts";
+import { KvBucket, MESH_BUCKETS } from "../buckets.ts";
 import type { Principals } from "../principals.ts";
 import {
   KEYID, TRUST_CREATED_BY, decodeTrustRecord, encodeTrustRecord, formatTime, invalidEntry, parseTime, parseTrustEntry, toEntry,

@@ -1,0 +1,8 @@
+// What tests reach inside the kit for, beyond its public index (as nats.js has internal_mod.ts): module
+// internals a test checks directly. Only test/ imports this file (the lint rule in eslint.config.js).
+
+// The agents' OpenTelemetry instruments, checked by the telemetry tests
+export { AgentMetric, AgentMetricAttribute, createAgentMetrics } from "./metrics.ts";
+
+// The stream files' own prefix and the capability consumer template, checked by the layout tests
+export { CAPABILITY_TEMPLATE, FILES_PREFIX } from "./stream-files.ts";

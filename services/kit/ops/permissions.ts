@@ -1,0 +1,186 @@
+// The least-privilege NATS permissions of each principal, derived from infra/principals.json: what `causeway
+// infra render` writes into the server config, with the reason for every subject. Operator tooling: services
+// never render permissions, the server enforces them.
+import { KvBucket, type KvBucketValue } from "../buckets.ts";
+import { Role, getPrincipal, type AccountValue, type PrincipalSpec, type Principals, type RoleValue } from "../principals.ts";
+import { StreamName, inboxPrefix } from "../subjects.ts";
+
+/** One allowed subject and why the principal needs it. */
+export interface Grant {
+  readonly subject: string;
+  readonly why: string;
+}
+
+/** The NATS permissions of one principal, each subject with its reason. */
+export interface Permissions {
+  readonly principal: string;
+  readonly role: RoleValue;
+  readonly account: AccountValue;
+  readonly publish: readonly Grant[];
+  readonly subscribe: readonly Grant[];
+  /** May reply once to each request it receives (services answering requests and discovery pings). */
+  readonly allowResponses: boolean;
+}
+
+
+/** Options for {@link permissionsFor}. */
+export interface PermissionOptions {
+  /** The subject prefix of the mesh. Default: the prefix principals.json is written with. */
+  prefix?: string;
+}
+
+
+/**
+ * Derives the least-privilege NATS permissions of a principal. Subscriptions are limited to its private
+ * inbox (plus service discovery and endpoints for services); publishing to the declared subjects, the
+ * capabilities it addresses, and exactly the JetStream API subjects its consumers, fetches and KV buckets use.
+ */
+export function permissionsFor(principals: Principals, name: string, opts: PermissionOptions = {}): Permissions {
+  const spec = getPrincipal(principals, name);
+  const prefix = opts.prefix ?? principals.prefix;
+  const at = (subject: string) => rebase(subject, principals.prefix, prefix);
+  const pub = new Grants();
+  const sub = new Grants();
+
+  // Replies (JetStream API responses, PubAcks, pull batches, service responses) come back on the private
+  // inbox; nobody else may subscribe to it, so no principal can read another's replies.
+  sub.add(`${inboxPrefix(name)}.>`, "its private inbox: replies to its requests, PubAcks, pulled messages");
+
+  switch (spec.role) {
+    case Role.Operator:
+      pub.add("$JS.API.>", "full JetStream management of the mesh account (nats stream/consumer/kv, causeway streams apply)");
+      pub.add("$JS.ACK.>", "acks while inspecting consumers (nats consumer next)");
+      pub.add("$JS.FC.>", "flow control replies of push consumers it creates while inspecting (nats stream view, kv watch)");
+      pub.add("$SRV.>", "service discovery (nats micro ls/info/stats)");
+      break;
+    case Role.Sysadmin:
+      pub.add("$SYS.REQ.>", "server-wide monitoring requests (nats server report/list/ping)");
+      break;
+    case Role.Upstream:
+      // Its own per-caller request subject on the gateway (5 tokens: the operator's `ctl.*.*` does not cover it).
+      for (const gw of Object.values(principals.principals).filter((p) => p.role === Role.Gateway && p.service !== undefined)) {
+        pub.add(`${prefix}.ctl.${gw.service!}.publish.${name}`, `requests to ${gw.name} (nats req): answered at once on its inbox, not stored`);
+      }
+      break;
+    default:
+      break;
+  }
+
+  for (const subject of spec.publish) pub.add(at(subject), "declared in principals.json");
+  for (const subject of spec.subscribe) sub.add(at(subject), "declared in principals.json");
+
+  // An upstream's events reach capabilities only through the gateway: its `addresses` is trust (what its own
+  // signed events may address once the gateway forwards them), never a permission to publish there.
+  for (const ref of spec.role === Role.Upstream ? [] : spec.addresses) {
+    const cap = principals.capabilities[ref]!;
+    if (cap.critical) pub.add(`${prefix}.handoff.${cap.name}.v${cap.major}`, `addresses critical capability ${ref}: held by the coordinator until granted`);
+    else pub.add(`${prefix}.cap.${cap.name}.v${cap.major}`, `addresses capability ${ref}`);
+  }
+
+  for (const ref of spec.serves) {
+    const cap = principals.capabilities[ref]!;
+    // Pipeline steps 1–6 quarantine the capability's own failed inputs, and only those.
+    pub.add(`${prefix}.quarantine.*.${cap.name}`, `quarantines inputs of ${ref} that fail verification, schema or policy`);
+  }
+
+  if (spec.role === Role.Coordinator) {
+    for (const cap of Object.values(principals.capabilities).filter((c) => c.critical)) {
+      pub.add(`${prefix}.cap.${cap.name}.v${cap.major}`, `forwards granted work to critical capability ${cap.ref}: nobody else may publish here`);
+    }
+    // Kill switches pause the consumers of a capability, an agent or the whole mesh, and report their state.
+    for (const stream of [StreamName.Cap, StreamName.Handoff]) {
+      pub.add(`$JS.API.CONSUMER.PAUSE.${stream}.*`, "kill switches pause and resume consumers");
+      pub.add(`$JS.API.CONSUMER.INFO.${stream}.*`, "kill switches report whether a consumer is paused");
+    }
+  }
+
+  const usesJetStream = spec.role !== Role.Operator && (spec.consumes.length > 0 || spec.fetches.length > 0 || readBuckets(spec).length > 0);
+  if (usesJetStream) pub.add("$JS.API.INFO", "JetStream readiness check when the client starts (account info)");
+
+  for (const c of spec.consumes) {
+    pub.add(`$JS.API.STREAM.INFO.${c.stream}`, `checks that ${c.stream}, which it consumes, exists`);
+    pub.add(`$JS.API.CONSUMER.INFO.${c.stream}.${c.durable}`, `binds to its durable ${c.stream}/${c.durable}`);
+    pub.add(`$JS.API.CONSUMER.MSG.NEXT.${c.stream}.${c.durable}`, `pulls batches from ${c.stream}/${c.durable}`);
+    pub.add(`$JS.ACK.${c.stream}.${c.durable}.>`, `ack, nak, term and working() on messages of ${c.stream}/${c.durable}`);
+    if (!c.create) continue;
+    if (c.filter !== undefined) {
+      // The filter is part of the subject and the server rejects a config whose filter differs from it,
+      // so this principal cannot re-point its consumer at someone else's subjects.
+      pub.add(`$JS.API.CONSUMER.CREATE.${c.stream}.${c.durable}.${at(c.filter)}`, `creates or updates ${c.stream}/${c.durable}, only with filter ${at(c.filter)}`);
+    } else {
+      const why = `creates or updates ${c.stream}/${c.durable} (it reads the whole stream anyway)`;
+      pub.add(`$JS.API.CONSUMER.CREATE.${c.stream}.${c.durable}`, why);
+      pub.add(`$JS.API.CONSUMER.CREATE.${c.stream}.${c.durable}.>`, why);
+      pub.add(`$JS.API.CONSUMER.DURABLE.CREATE.${c.stream}.${c.durable}`, why);
+    }
+  }
+
+  for (const stream of spec.fetches) {
+    const why = `fetches messages of ${stream} by sequence or subject (dead letters, quarantine, rebuilds)`;
+    pub.add(`$JS.API.STREAM.INFO.${stream}`, `reads the state of ${stream}`);
+    pub.add(`$JS.API.DIRECT.GET.${stream}`, why);
+    pub.add(`$JS.API.DIRECT.GET.${stream}.>`, why);
+    pub.add(`$JS.API.STREAM.MSG.GET.${stream}`, `${why}, on streams without allow_direct`);
+  }
+
+  // The operator's `$JS.API.>` already covers reading every bucket.
+  for (const bucket of spec.role === Role.Operator ? [] : readBuckets(spec)) {
+    const stream = `KV_${bucket}`;
+    pub.add(`$JS.API.STREAM.INFO.${stream}`, `opens KV bucket ${bucket}`);
+    pub.add(`$JS.API.DIRECT.GET.${stream}`, `reads keys of ${bucket}`);
+    pub.add(`$JS.API.DIRECT.GET.${stream}.>`, `reads keys of ${bucket} (last value by key subject)`);
+    pub.add(`$JS.API.STREAM.MSG.GET.${stream}`, `reads keys of ${bucket} (a bucket opened without allow_direct)`);
+    // Watchers are ordered push consumers with generated names, delivered to the private inbox.
+    pub.add(`$JS.API.CONSUMER.CREATE.${stream}.>`, `watches ${bucket} (ordered consumer)`);
+    pub.add(`$JS.API.CONSUMER.INFO.${stream}.>`, `watches ${bucket} (ordered consumer state)`);
+    pub.add(`$JS.API.CONSUMER.DELETE.${stream}.>`, `stops watching ${bucket}`);
+    pub.add(`$JS.FC.${stream}.>`, `flow control replies of its ${bucket} watchers`);
+  }
+  for (const bucket of spec.kv.write) pub.add(`$KV.${bucket}.>`, `writes ${bucket} (put, create, update, delete, purge a key)`);
+
+  if (spec.service !== undefined) {
+    const s = spec.service;
+    // NATS micro discovery: `nats micro ls` pings every service; the service answers for its own name only.
+    for (const verb of ["PING", "INFO", "STATS"]) sub.add(`$SRV.${verb}`, "answers service discovery (nats micro ls/info/stats)");
+    sub.add(`$SRV.*.${s}`, `answers discovery addressed to service ${s}`);
+    sub.add(`$SRV.*.${s}.*`, `answers discovery addressed to an instance of ${s}`);
+    sub.add(`${prefix}.ctl.${s}.*`, `serves its control endpoints`);
+    // Endpoints addressed per caller (e.g. the coordinator's approve.<approver>): the server proves who called.
+    sub.add(`${prefix}.ctl.${s}.*.*`, `serves its per-caller control endpoints`);
+  }
+
+  return Object.freeze({
+    principal: name,
+    role: spec.role,
+    account: spec.account,
+    publish: pub.list(),
+    subscribe: sub.list(),
+    allowResponses: spec.service !== undefined,
+  });
+}
+
+
+
+// Buckets a principal reads: the trust store for everyone who verifies signatures (all but upstreams and the
+// system account), the declared ones, and every bucket it writes (writers read back, e.g. create-only leases).
+function readBuckets(spec: PrincipalSpec): KvBucketValue[] {
+  const verifies = spec.role !== Role.Upstream && spec.role !== Role.Sysadmin && spec.role !== Role.Operator && spec.role !== Role.Auditor;
+  return [...new Set<KvBucketValue>([...(verifies ? [KvBucket.Trust] : []), ...spec.kv.read, ...spec.kv.write])];
+}
+
+/** Ordered, de-duplicated grants; the first reason given for a subject is kept. */
+class Grants {
+  readonly #byKey = new Map<string, Grant>();
+  add(subject: string, why: string): void {
+    if (!this.#byKey.has(subject)) this.#byKey.set(subject, Object.freeze({ subject, why }));
+  }
+  list(): readonly Grant[] {
+    return Object.freeze([...this.#byKey.values()]);
+  }
+}
+
+function rebase(subject: string, from: string, to: string): string {
+  if (from === to) return subject;
+  return subject === from ? to : subject.startsWith(`${from}.`) ? `${to}${subject.slice(from.length)}` : subject;
+}
+
