@@ -42,6 +42,8 @@ export type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, H
 export { startAgent } from "./agent.ts";
 export type { AgentOptions } from "./agent.ts";
 export { runAgentProcess } from "./agent-process.ts";
+export { runServiceProcess } from "./service-process.ts";
+export type { ServiceContext, ServiceProcessOptions, StartedService } from "./service-process.ts";
 export { consumeDurable } from "./consumer.ts";
 export type { ConsumeOptions, DurableConsumer } from "./consumer.ts";
 export { drainSignal, untilStop } from "./signals.ts";
