@@ -8,8 +8,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { CausewayError, ErrorCode } from "./errors.ts";
 import { normalizeTime } from "./event.ts";
 import { followBucket, type Following } from "./kv-follow.ts";
-import { MESH_BUCKETS } from "./buckets.ts";
-import { KvBucket } from "./buckets.ts";
+import { KvBucket, MESH_BUCKETS } from "./buckets.ts";
 
 /** What a switch applies to. */
 export const SwitchScope = {
