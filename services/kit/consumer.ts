@@ -75,18 +75,29 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
     wake?.();
     if (running === 0) for (const resolve of idle.splice(0)) resolve();
   };
+  const failed = (msg: JsMsg, err: unknown) => {
+    log.error({ err, stream, consumer: durable, seq: msg.info.streamSequence }, "handler failed; the message is redelivered");
+    try {
+      msg.nak(retryMs);
+    } catch {
+      // The connection is gone: the server redelivers after ack_wait anyway.
+    }
+  };
+  // One reaction per message on the hot path (no catch/finally chain).
   const start = (msg: JsMsg) => {
     running++;
     let task: Promise<void>;
     try {
       task = handler(msg);
     } catch (err) {
-      task = Promise.reject(err);
+      failed(msg, err);
+      finished();
+      return;
     }
-    task.catch((err: unknown) => {
-      log.error({ err, stream, consumer: durable, seq: msg.info.streamSequence }, "handler failed; the message is redelivered");
-      msg.nak(retryMs);
-    }).finally(finished).catch(() => undefined);
+    task.then(finished, (err: unknown) => {
+      failed(msg, err);
+      finished();
+    });
   };
 
   const loop = (async () => {
