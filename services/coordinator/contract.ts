@@ -311,6 +311,11 @@ export interface SwitchReply extends Omit<SwitchValue, "decision_id"> {
 /** One pause in effect, as `status` lists it. */
 export interface SwitchStatus extends SwitchState {
   readonly consumers: readonly ConsumerSwitch[];
+  /**
+   * Set when the stored value cannot be read: agents treat it as a pause without end (a kill switch fails
+   * closed) until it is rewritten or deleted; `causeway resume <scope> <target>` repairs it. The reason says why.
+   */
+  readonly unreadable?: true;
 }
 
 /** The reply to status. */

@@ -65,15 +65,15 @@ export const start: StartModule = async (deps: CoordinatorDeps): Promise<Coordin
     return next;
   };
 
-  /** The pause recorded under `key`, or undefined; an unreadable value counts as a pause without end. */
-  const read = async (key: string): Promise<{ entry: KvEntry | null; state: SwitchState | undefined; until: number }> => {
+  /** The pause recorded under `key`, or undefined; an unreadable value counts as a pause without end (`unreadable` says why). */
+  const read = async (key: string): Promise<{ entry: KvEntry | null; state: SwitchState | undefined; until: number; unreadable?: string }> => {
     const entry = await kv.get(key);
     if (entry === null || entry.operation !== "PUT") return { entry, state: undefined, until: 0 };
     try {
       const state = parseSwitch(key, entry.value);
       return { entry, state, until: state ? switchExpiry(state) : 0 };
-    } catch {
-      return { entry, state: undefined, until: Infinity };
+    } catch (err) {
+      return { entry, state: undefined, until: Infinity, unreadable: (err as Error).message };
     }
   };
 
@@ -177,7 +177,23 @@ export const start: StartModule = async (deps: CoordinatorDeps): Promise<Coordin
     for await (const key of await kv.keys()) keys.push(key);
     const switches: SwitchStatus[] = [];
     for (const key of keys.sort(byScope)) {
-      const { state, until } = await read(key).catch(() => ({ state: undefined, until: 0 }));
+      const { entry, state, until, unreadable } = await read(key);
+      if (unreadable !== undefined && entry !== null) {
+        // What agents see as a pause without end must show here too, with the repair.
+        let where: { scope: SwitchScopeValue; target: string };
+        try {
+          where = parseSwitchKey(key);
+        } catch {
+          continue; // a key that is no switch pauses nothing
+        }
+        const refs = consumersOf(principals, consumers, where.scope, where.target);
+        switches.push({
+          key, ...where, paused: true, reason: `unreadable switch value (agents treat it as paused until it is repaired with \`causeway resume\`): ${unreadable}`,
+          by: "", at: entry.created.toISOString(), expires_at: null, decision_id: "", unreadable: true,
+          consumers: await Promise.all(refs.map((ref) => consumerState(deps, ref))),
+        });
+        continue;
+      }
       if (state === undefined || until <= now) continue;
       const refs = consumersOf(principals, consumers, state.scope, state.target);
       switches.push({ ...state, consumers: await Promise.all(refs.map((ref) => consumerState(deps, ref))) });

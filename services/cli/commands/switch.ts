@@ -123,6 +123,10 @@ export async function switches(args: string[]): Promise<number> {
   const line = (r: readonly string[]) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ");
   console.log(line(header));
   for (const r of rows) console.log(line(r));
+  for (const s of reply.switches.filter((x) => x.unreadable)) {
+    const target = s.scope === SwitchScope.Mesh ? "mesh" : `${s.scope} ${s.target}`;
+    console.log(`! the switch ${s.key} cannot be read, so agents treat it as paused until it is repaired: bin/causeway resume ${target} --reason "repair an unreadable switch"`);
+  }
   return 0;
 }
 
