@@ -2,18 +2,20 @@
 // unreadable kill switch value pauses what it names for every agent (fail closed); `causeway switches` used to
 // skip it and say "no switch is on: every capability runs".
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { join } from "node:path";
 import { test } from "node:test";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
 import {
-  KvBucket, createLogger, createSchemaRegistry, defaultLayout, openTrustStore, readSeed, signingKeyFromNkeySeed, switchKey, watchSwitches,
+  KvBucket, createLogger, createSchemaRegistry, defaultLayout, openTrustStore, publicKeyOf, readSeed, signingKeyFromNkeySeed, switchKey, watchSwitches,
 } from "../../services/kit/index.ts";
 import { loadPolicy } from "../../services/coordinator/policy.ts";
 import { start } from "../../services/coordinator/switches.ts";
 import { run as runSwitchCommand } from "../../services/cli/commands/switch.ts";
 import { startOperatedMesh } from "../e2e-fixture.ts";
-import { waitFor } from "../harness/index.ts";
+import { repoRoot, waitFor } from "../harness/index.ts";
 
 test("fail closed - an unreadable switch value that agents treat as a pause is listed by causeway switches, with the repair that clears it", async (t) => {
   await using mesh = await startOperatedMesh();
@@ -64,4 +66,28 @@ test("fail closed - an unreadable switch value that agents treat as a pause is l
   await waitFor(() => agentView.isPaused(target) === undefined, { what: "agents to run again" });
   assert.equal(await cmd("switches"), 0);
   assert.deepEqual(out, ["no switch is on: every capability runs"]);
+});
+
+test("fail closed - a malformed trust entry, whose key then verifies nothing, is reported by causeway trust ls with the repair that works", async () => {
+  await using mesh = await startOperatedMesh();
+  const causeway = (...args: string[]) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve, reject) => {
+    execFile(join(repoRoot, "bin", "causeway"), args, { env: { ...process.env, CAUSEWAY_DATA_DIR: mesh.dataDir, NATS_URL: mesh.server.url }, timeout: 30_000 }, (err, stdout, stderr) => {
+      if (err && typeof err.code !== "number") return reject(err);
+      resolve({ code: err ? Number(err.code) : 0, stdout, stderr });
+    });
+  });
+  const planner = publicKeyOf("planner", mesh.dataDir);
+  const trust = await new Kvm(mesh.operator).open(KvBucket.Trust);
+  await trust.put(planner, "{\"principal\":\"planner\"}"); // junk over the planner's entry
+  const ls = await causeway("trust", "ls");
+  assert.equal(ls.code, 1, ls.stderr);
+  assert.match(ls.stderr, new RegExp(`^✗ trust store entry ${planner} is invalid and ignored: .*\\(CW_ERR_TRUST_ENTRY_INVALID\\): events signed with ${planner} fail as unknown_key until it is repaired: nats kv del causeway_trust ${planner}, then bin/causeway trust seed$`, "m"));
+
+  // The repair it names.
+  await trust.delete(planner);
+  const seed = await causeway("trust", "seed");
+  assert.equal(seed.code, 0, seed.stderr);
+  const again = await causeway("trust", "ls");
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, new RegExp(`^planner +${planner} `, "m"));
 });

@@ -108,7 +108,10 @@ async function list(nc: NatsConnection): Promise<number> {
   const line = (r: readonly string[]) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ");
   console.log(line(header));
   for (const r of rows) console.log(line(r));
-  for (const p of problems) console.error(`✗ ${p.message} (${p.code})`);
+  // A malformed entry verifies nothing (its key fails closed): say so, and how to repair it.
+  for (const p of problems) {
+    console.error(`✗ ${p.error.message} (${p.error.code}): events signed with ${p.keyid} fail as unknown_key until it is repaired: nats kv del ${KvBucket.Trust} ${p.keyid}, then bin/causeway trust seed`);
+  }
   return problems.length > 0 ? 1 : 0;
 }
 

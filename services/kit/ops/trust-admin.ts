@@ -56,7 +56,7 @@ export interface TrustRevocation {
 export interface TrustListing {
   readonly entries: readonly TrustEntry[];
   /** One CW_ERR_TRUST_ENTRY_INVALID error per malformed entry. */
-  readonly problems: readonly CausewayError[];
+  readonly problems: readonly { readonly keyid: string; readonly error: CausewayError }[];
 }
 
 /**
@@ -198,10 +198,10 @@ export async function listTrustEntries(nc: NatsConnection, opts: { bucket?: stri
     throw permissionDenied(err, who) ?? err;
   });
   const entries: TrustEntry[] = [];
-  const problems: CausewayError[] = [];
+  const problems: { keyid: string; error: CausewayError }[] = [];
   for (const s of stored) {
     if (s.entry !== undefined) entries.push(s.entry);
-    else problems.push(s.problem ?? invalidEntry(s.keyid, "unreadable"));
+    else problems.push(Object.freeze({ keyid: s.keyid, error: s.problem ?? invalidEntry(s.keyid, "unreadable") }));
   }
   return Object.freeze({ entries: Object.freeze(entries), problems: Object.freeze(problems) });
 }
