@@ -9,7 +9,7 @@ import { promisify } from "node:util";
 import { jetstream } from "@nats-io/jetstream";
 import {
   DecisionKind, ErrorCode, NatsBinding, QuarantineHeader, controlRequest, createEvent, createLogger, decisionEvent, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, startAgent,
-  isCausewayError, uuidv7, type Agent, type CloudEvent,
+  encodeSwitch, isCausewayError, switchKey, uuidv7, type Agent, type CloudEvent,
 } from "../services/kit/index.ts";
 import { approveAs } from "../services/coordinator/contract.ts";
 import { Kvm } from "@nats-io/kv";
@@ -92,6 +92,30 @@ describe("critical handoffs", () => {
     assert.equal(mesh.trust.verify(NatsBinding.toEvent(forwarded!), { receivedAt: "now" }).entry.principal, "reporter");
   });
 
+  test("critical - approved while its capability is paused: the grant is held (no lease runs out during the pause) and given when the pause is lifted", async () => {
+    await using mesh = await startOperatedMesh();
+    await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith());
+    const outbox = join(mesh.dataDir, "outbox");
+    await using pub = await publisher(mesh, outbox);
+    const switches = await new Kvm(await mesh.as("coordinator")).open("causeway_switches");
+    const key = switchKey("capability", "publish.v1");
+    await switches.put(key, encodeSwitch({ paused: true, reason: "publishing frozen", by: "alice", at: new Date().toISOString(), expires_at: null, decision_id: "test" }));
+    const event = await handOff(mesh);
+    await waitFor(async () => (await decisions(mesh, "approval_requested")).length > 0, { what: "the approval request" });
+
+    const ok = await cli(mesh, "approve", event.id, "--as", "approver-alice");
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /approved \(1 of 1 approvals\) — not granted yet: capability publish\.v1 is paused: publishing frozen; it is granted when the pause is lifted/);
+    assert.deepEqual(await decisions(mesh, "grant"), [], "no grant, so no lease runs out during the pause");
+    assert.equal(pub.stats().processed, 0);
+
+    await switches.delete(key);
+    await waitFor(async () => (await decisions(mesh, "grant")).length === 1, { what: "the grant once the pause is lifted", timeoutMs: 10_000 });
+    await waitFor(() => pub.stats().processed === 1, { what: "the publisher to run once" });
+    assert.equal(readdirSync(outbox).length, 1);
+    assert.equal(pub.stats().quarantined, 0, "not quarantined as expired");
+  });
+
   test("critical - the producer's key revoked while its work waits for approval: received before, the work still runs once; new work under the key is refused", async () => {
     await using mesh = await startOperatedMesh();
     await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith());
@@ -125,7 +149,7 @@ describe("critical handoffs", () => {
     await using pub = await publisher(mesh, outbox);
     const kvm = new Kvm(coordinator.deps.nc);
     // A second replica whose deadline sweep runs as if the deadline had passed, at the moment the approvals land.
-    const replica = new Handoffs(coordinator.deps, await kvm.open("causeway_leases"), await kvm.open("causeway_approvals"));
+    const replica = new Handoffs(coordinator.deps, await kvm.open("causeway_leases"), await kvm.open("causeway_approvals"), () => undefined);
     const events = [];
     for (let i = 0; i < 4; i++) events.push(await handOff(mesh));
     await waitFor(async () => (await decisions(mesh, "approval_requested")).length === events.length, { what: "the approval requests" });
@@ -156,7 +180,7 @@ describe("critical handoffs", () => {
     await using pub = await publisher(mesh, join(mesh.dataDir, "outbox"));
     const kvm = new Kvm(coordinator.deps.nc);
     const approvals = await kvm.open("causeway_approvals");
-    const replica = new Handoffs(coordinator.deps, await kvm.open("causeway_leases"), approvals);
+    const replica = new Handoffs(coordinator.deps, await kvm.open("causeway_leases"), approvals, () => undefined);
     const event = await handOff(mesh);
     await waitFor(async () => (await decisions(mesh, "approval_requested")).length === 1, { what: "the approval request" });
     const key = await waitFor(async () => { for await (const k of await approvals.keys()) return k; return undefined; }, { what: "the approval" });

@@ -42,6 +42,8 @@ export interface Approval {
    */
   readonly decidedAt?: string;
   readonly actedAt?: string;
+  /** Approved while a kill switch paused the capability: why the grant waits (given when the pause is lifted). */
+  readonly heldBy?: string;
 }
 
 /** The reply of approve, deny, approve-as and deny-as: where the approval stands after this decision. */
@@ -50,6 +52,11 @@ export type ApprovalReply =
   | { readonly status: "pending"; readonly granted: false; readonly approvals: number; readonly required: number }
   /** Enough approvals: the work was granted and forwarded. */
   | { readonly status: "approved"; readonly granted: true; readonly approvals: number; readonly required: number }
+  /**
+   * Enough approvals, but a kill switch pauses the capability: the grant is held (a lease would expire while
+   * paused) and given within seconds of the resume. `held` says which switch.
+   */
+  | { readonly status: "approved"; readonly granted: false; readonly approvals: number; readonly required: number; readonly held: string }
   | { readonly status: "denied"; readonly granted: false };
 
 /** The body of approve-as / deny-as: `{"eventId": "…", "reason": "…"}`. */

@@ -8,7 +8,7 @@
 import type { KV } from "@nats-io/kv";
 import type { JsMsg } from "@nats-io/jetstream";
 import {
-  CausewayError, DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, StreamName, addControlEndpoint, consumeDurable, correlationIdOf, dataJson, dataText, decisionEvent, encodeLease, leaseKey, openMeshBucket, parseSubject, publishDecision, publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, type CloudEvent, type Lease, type QuarantineReasonValue,
+  CausewayError, DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, StreamName, addControlEndpoint, consumeDurable, watchSwitches, correlationIdOf, dataJson, dataText, decisionEvent, encodeLease, leaseKey, openMeshBucket, parseSubject, publishDecision, publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, type CloudEvent, type Lease, type QuarantineReasonValue,
 } from "../kit/index.ts";
 import { approvals as pendingApprovals, approve, approveAs, deny, denyAs, type Approval, type ApprovalReply, type DecideByRequest } from "./contract.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
@@ -19,10 +19,25 @@ const STUCK_CLAIM_MS = 30_000;
 
 const SWEEP_MS = 1_000;
 
+/** How long a handoff for a paused capability waits before it is offered again (the pause is checked then). */
+const PAUSED_RETRY_MS = 5_000;
+
 export const start: StartModule = async (deps) => {
   const leases = await openMeshBucket(deps.nc, deps.layout.buckets[KvBucket.Leases].name, "leases of critical work");
   const approvals = await openMeshBucket(deps.nc, deps.layout.buckets[KvBucket.Approvals].name, "pending approvals");
-  const handoffs = new Handoffs(deps, leases, approvals);
+  // Kill switches: critical work is not granted while its capability, its agent or the mesh is paused — the
+  // lease would run out during the pause and the work be quarantined as expired on resume.
+  const switches = await watchSwitches(deps.nc, { onProblem: (err) => deps.log.warn({ err }, "kill switch problem") });
+  const handoffs = new Handoffs(deps, leases, approvals, (ref) => {
+    const [capability, v] = ref.split(".") as [string, string];
+    const major = Number(v.slice(1));
+    const principals = Object.values(deps.layout.principals.principals).filter((p) => p.serves.includes(ref)).map((p) => p.name);
+    for (const principal of principals.length > 0 ? principals : [""]) {
+      const on = switches.isPaused({ capability, major, principal });
+      if (on) return `${on.scope} ${on.target} is paused${on.reason ? `: ${on.reason}` : ""}`;
+    }
+    return undefined;
+  });
 
   // One handoff at a time, as it always was: a grant is a sequence of writes (lease, decision, forward).
   const consumer = await consumeDurable(deps.nc, {
@@ -47,11 +62,12 @@ export const start: StartModule = async (deps) => {
   }, SWEEP_MS);
   return {
     name: "handoffs",
-    lost: consumer.lost,
+    lost: Promise.race([consumer.lost, switches.lost]),
     async stop() {
       clearInterval(sweep);
       await consumer.stop();
       await Promise.allSettled([...endpoints.map((e) => e.stop()), sweeping]);
+      await switches.close().catch(() => undefined);
     },
   } satisfies CoordinatorModule;
 };
@@ -60,11 +76,14 @@ export class Handoffs {
   private readonly deps: CoordinatorDeps;
   private readonly leases: KV;
   private readonly approvals: KV;
+  /** Why a capability (`research.v1`) may not be granted now (a kill switch on it, its agent or the mesh), or undefined. */
+  private readonly paused: (ref: string) => string | undefined;
 
-  constructor(deps: CoordinatorDeps, leases: KV, approvals: KV) {
+  constructor(deps: CoordinatorDeps, leases: KV, approvals: KV, paused: (ref: string) => string | undefined) {
     this.deps = deps;
     this.leases = leases;
     this.approvals = approvals;
+    this.paused = paused;
   }
 
   /** One handoff message: verify, apply policy, then hold for approval or grant. Acks when settled. */
@@ -120,6 +139,13 @@ export class Handoffs {
         msg.ack();
         return;
       }
+    }
+    const held = this.paused(policy.ref);
+    if (held) {
+      // Not granted during a pause: the handoff waits in MESH_HANDOFF and is offered again.
+      deps.log.debug({ eventId: trusted.event.id, capability: policy.ref, held }, "grant held by a kill switch");
+      msg.nak(PAUSED_RETRY_MS);
+      return;
     }
     await this.grant(key, policy, trusted.event, coreDigest, { subject: msg.subject, seq: msg.info.streamSequence, headers: msg.headers, data: msg.data }, []);
     msg.ack();
@@ -246,11 +272,20 @@ export class Handoffs {
       ? { ...approval, status: "denied", decidedBy: approver, decidedAt: now, ...(reason && { reason }) }
       : { ...approval, approvals, status: "approved", decidedBy: approver, decidedAt: now };
     const claimed = await this.claim(key, revision, settled);
+    let held: string | undefined;
     try {
-      await this.act(key, settled);
+      held = await this.act(key, settled);
     } catch (err) {
       await this.unclaim(key, claimed, approval); // pending again: the approver's retry (or the sweep) completes it
       throw err;
+    }
+    if (held !== undefined) {
+      // Approved, not granted: the claim stays unacted, marked held, and the sweep grants it once the pause is lifted.
+      await this.approvals.update(key, JSON.stringify({ ...settled, heldBy: held } satisfies Approval), claimed).catch((err: unknown) => {
+        deps.log.warn({ err, eventId }, "a held grant could not be marked; the sweep grants it 30 s after the pause is lifted");
+      });
+      deps.log.info({ eventId, capability: approval.capability, held }, "approved; grant held by a kill switch");
+      return { status: "approved", granted: false, approvals: approvals.length, required: approval.required, held };
     }
     await this.record(key, claimed, { ...settled, actedAt: new Date().toISOString() });
     return verdict === "denied"
@@ -278,12 +313,15 @@ export class Handoffs {
     });
   }
 
-  /** The action of a settled approval: grant and forward, or quarantine the original. Idempotent. */
-  private async act(key: string, settled: Approval): Promise<void> {
+  /**
+   * The action of a settled approval: grant and forward, or quarantine the original. Idempotent. Resolves with
+   * why an approved grant is held (a kill switch), in which case nothing was done and the sweep acts later.
+   */
+  private async act(key: string, settled: Approval): Promise<string | undefined> {
     const { deps } = this;
     if (settled.status === "denied") {
       await this.quarantineOriginal(settled, QuarantineReason.PolicyDenied, `denied by ${settled.decidedBy}${settled.reason ? `: ${settled.reason}` : ""}`, ErrorCode.PolicyVerdict);
-      return;
+      return undefined;
     }
     if (settled.status === "expired") {
       const abandoned = settled.workExpiresAt !== undefined && Date.parse(settled.workExpiresAt) <= Date.parse(settled.decidedAt ?? new Date().toISOString());
@@ -297,8 +335,10 @@ export class Handoffs {
       } else {
         await this.quarantineOriginal(settled, QuarantineReason.ApprovalTimeout, `no approval by ${settled.deadline} (${settled.approvals.length} of ${settled.required})`, ErrorCode.ApprovalTimeout);
       }
-      return;
+      return undefined;
     }
+    const held = this.paused(settled.capability);
+    if (held) return held;
     const original = await deps.jsm.streams.getMessage("MESH_HANDOFF", { seq: settled.handoffSeq });
     if (!original) throw new CausewayError(ErrorCode.QuarantineNotFound, `the original of ${settled.eventId} is no longer in MESH_HANDOFF (seq ${settled.handoffSeq})`);
     const event = NatsBinding.toEvent({ headers: original.header, data: original.data });
@@ -306,6 +346,7 @@ export class Handoffs {
     const policy = deps.policy.policy().of(capability, Number(v.slice(1)));
     if (!policy) throw new CausewayError(ErrorCode.UnknownCapability, `${settled.capability} has no policy any more`);
     await this.grant(key, policy, event, settled.coreDigest, { subject: original.subject, seq: original.seq, headers: original.header, data: original.data }, settled.approvals.map((a) => a.approver));
+    return undefined;
   }
 
   /**
@@ -349,8 +390,10 @@ export class Handoffs {
     const approval = e.json<Approval>();
     if (approval.status !== "pending") {
       // Claimed, never acted, and long enough ago that its coordinator is gone: finish it (idempotent).
-      if (approval.decidedAt !== undefined && approval.actedAt === undefined && Date.parse(approval.decidedAt) + STUCK_CLAIM_MS <= now) {
-        await this.act(key, approval);
+      // A grant held by a kill switch is given as soon as the pause is lifted.
+      const heldBefore = approval.status === "approved" && this.paused(approval.capability) === undefined && approval.heldBy !== undefined;
+      if (approval.decidedAt !== undefined && approval.actedAt === undefined && (heldBefore || Date.parse(approval.decidedAt) + STUCK_CLAIM_MS <= now)) {
+        if ((await this.act(key, approval)) !== undefined) return; // still paused
         await this.record(key, e.revision, { ...approval, actedAt: new Date(now).toISOString() });
         this.deps.log.warn({ eventId: approval.eventId, status: approval.status }, "finished a settlement a coordinator left undone");
       }

@@ -74,7 +74,7 @@ async function decide(command: "approve" | "deny", args: string[]): Promise<numb
       return 1;
     }
     const progress = answer.status !== "denied" ? ` (${answer.approvals} of ${answer.required} approvals)` : "";
-    console.log(`✓ ${approver} ${verdict} ${pending.capability} work ${eventId}: ${answer.status}${progress}${answer.granted ? " — granted and forwarded" : ""}`);
+    console.log(`✓ ${approver} ${verdict} ${pending.capability} work ${eventId}: ${answer.status}${progress}${answer.granted ? " — granted and forwarded" : "held" in answer ? ` — not granted yet: ${answer.held}; it is granted when the pause is lifted` : ""}`);
     console.log(`  decision ${decision.id}, signed ${decision.extensions.dssematerial ? "by " + approver : ""}`);
     return 0;
   } finally {
