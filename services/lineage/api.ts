@@ -1,7 +1,7 @@
 // The auditor's API, once: every query lineage answers, as named operations on string parameters. The NATS
 // micro-service endpoints (endpoints.ts), the HTTP API (http.ts) and, through NATS, the `causeway lineage`
 // CLI all call these, so they answer the same questions with the same results and the same error codes.
-import { CausewayError, ErrorCode, type VerificationKey } from "../kit/index.ts";
+import { CausewayError, ErrorCode, isCausewayError, type VerificationKey } from "../kit/index.ts";
 import { verifyLog } from "./audit.ts";
 import { exportCsv, exportJsonl, exportOpenLineage, exportProv, type ExportSelection } from "./exports.ts";
 import { proveConsistency, proveEvent } from "./proofs.ts";
@@ -74,10 +74,12 @@ export function time(params: Params, name: string): number | undefined {
 export function createLineageApi(deps: ApiDeps): LineageApi {
   const { store } = deps;
   const source = (params: Params) => (params.source?.trim() ? { source: params.source.trim() } : {});
-  // The checkpoint a proof is against: the one of the given size, else the newest (published now if the
-  // log grew, so what was just recorded can be proved at once).
-  const checkpointFor = async (size: number | undefined) => {
-    if (size === undefined && deps.checkpointNow) await deps.checkpointNow();
+  // The checkpoint a proof is against: the one of the given size, else the newest one there is. A checkpoint is
+  // permanent (MESH_AUDIT denies deletes), so a question never publishes one (a read-only auditor could otherwise
+  // write one per question): only when none exists yet, or — `fresh` — when the newest does not cover the record
+  // asked about (see prove), is one published now.
+  const checkpointFor = async (size: number | undefined, fresh = false) => {
+    if (size === undefined && deps.checkpointNow && (fresh || (await store.checkpoints()).length === 0)) await deps.checkpointNow();
     const all = await store.checkpoints();
     const chosen = size === undefined ? all.at(-1) : all.find((c) => c.size === size);
     if (!chosen) {
@@ -117,7 +119,14 @@ export function createLineageApi(deps: ApiDeps): LineageApi {
       run: async (p) => {
         const index = integer(p, "index");
         const target = index !== undefined ? { index } : { id: required(p, "id"), ...source(p) };
-        return proveEvent(store, target, await checkpointFor(integer(p, "size")));
+        const size = integer(p, "size");
+        try {
+          return await proveEvent(store, target, await checkpointFor(size));
+        } catch (err) {
+          // Recorded after the newest checkpoint: publish one that covers it (once per growth of the log), then prove.
+          if (size !== undefined || !isCausewayError(err, ErrorCode.LineageNotCovered)) throw err;
+          return proveEvent(store, target, await checkpointFor(undefined, true));
+        }
       },
     },
     export: {
