@@ -12,7 +12,7 @@ import {
   DecodeError, ErrorCode, STRUCTURED_CONTENT_TYPE, STRUCTURED_MARGIN_BYTES, decodeJsonBatch, decodeJsonEvent, encodeHeaderValue, encodeJsonEvent, statusOf,
   type CloudEvent, type QuarantineOriginal,
 } from "../kit/index.ts";
-import { ingestOne, limited, refuse } from "./ingest-one.ts";
+import { ingestOne, limited, publishOutcome, refuse } from "./ingest-one.ts";
 import type { IngressDeps } from "./ingress.ts";
 import { IngestError, rejected, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
 import type { Upstream } from "./upstreams.ts";
@@ -155,9 +155,16 @@ async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: Quarant
     send(res, { status, code: first.code, message: `${errors.length} of ${events.length} events refused (first: event ${first.index}: ${first.message}); nothing in the batch was accepted`, errors });
     return;
   }
-  const results: Outcome[] = await Promise.all(checked.map((c) => deps.ledger.publish(c, deps.notary.notarize(c)).catch(unavailable)));
-  const failed = results.some((r) => r.status !== 202);
-  send(res, { status: failed ? statusOf(ErrorCode.Unavailable) : 202, results, ...(failed && { retryafter: 1 }) });
+  const results: Outcome[] = await Promise.all(checked.map((c) => {
+    // An event the mesh cannot store is kept on its own, as a refused one is (structured mode, exact data bytes).
+    const copy = { ...original, headers: contentTypeHeaders(STRUCTURED_CONTENT_TYPE), data: Buffer.from(encodeJsonEvent(c.event)) };
+    return publishOutcome(deps, copy, deps.ledger.publish(c, deps.notary.notarize(c)));
+  }));
+  // 503 (retry) when any publish may pass on a retry; else the status of the first permanent refusal.
+  const unavailableStatus = statusOf(ErrorCode.Unavailable);
+  const failed = results.find((r) => r.status !== 202);
+  const retry = results.some((r) => r.status === unavailableStatus);
+  send(res, { status: retry ? unavailableStatus : failed?.status ?? 202, results, ...(retry && { retryafter: 1 }) });
 }
 
 function send(res: ServerResponse, body: Outcome | (Rejected & Record<string, unknown>) | { status: number; results: readonly Outcome[]; retryafter?: number }, extra: Record<string, string> = {}): void {

@@ -3,7 +3,7 @@
 // refuses with a quarantine reason is kept in quarantine first; a refusal the quarantine cannot take is a 503.
 import { ErrorCode, NatsBinding, type CloudEvent, type QuarantineOriginal } from "../kit/index.ts";
 import type { IngressDeps } from "./ingress.ts";
-import { rateLimited, rejected, rejectionOf, unavailable, type Outcome, type Rejected } from "./outcome.ts";
+import { IngestError, rateLimited, rejected, rejectionOf, unavailable, type Outcome, type Rejected } from "./outcome.ts";
 import { quarantineCopy, quarantineTarget } from "./quarantine.ts";
 import type { Upstream } from "./upstreams.ts";
 
@@ -27,7 +27,16 @@ export async function ingestOne(deps: IngressDeps, upstream: Upstream, original:
   } catch (err) {
     return refuse(deps, original, rejectionOf(err));
   }
-  return deps.ledger.publish(checked, deps.notary.notarize(checked)).catch(unavailable);
+  return publishOutcome(deps, original, deps.ledger.publish(checked, deps.notary.notarize(checked)));
+}
+
+/**
+ * The outcome of a ledger publish: an event the mesh can never store (CW_ERR_UNSTORABLE) is refused and kept in
+ * quarantine, as the refusals before it are — a 503 would have the upstream retry it forever; any other failure
+ * is a 503 (retry).
+ */
+export function publishOutcome(deps: IngressDeps, original: QuarantineOriginal, publishing: Promise<Outcome>): Promise<Outcome> {
+  return publishing.catch((err: unknown) => err instanceof IngestError ? refuse(deps, original, rejectionOf(err)) : unavailable(err));
 }
 
 /**

@@ -8,10 +8,17 @@
 // would answer a retry after the window "duplicate" for an event never published. Marks and publishes go
 // through the kit's StreamPublisher (acks matched on one inbox subscription: a third of the client CPU of
 // nats.js requests) and leave in one socket write per event-loop turn (turnBatcher).
+//
+// An event the mesh can never store is refused, never retried: over MAX_ATTRIBUTE_BYTES of headers in binary
+// mode (checked before the mark), or refused by the stream as too large (its max_msg_size, JetStream's 64 KiB
+// header limit). Both throw an IngestError CW_ERR_UNSTORABLE (413, quarantined): a retry would fail again.
 import type { KV } from "@nats-io/kv";
 import type { Logger } from "pino";
-import { NatsBinding, StreamPublishError, WRONG_LAST_SEQUENCE, type CloudEvent, type StreamPublisher } from "../kit/index.ts";
-import type { Accepted } from "./outcome.ts";
+import {
+  ErrorCode, MAX_ATTRIBUTE_BYTES, NatsBinding, QuarantineReason, StreamPublishError, WRONG_LAST_SEQUENCE, binaryHeaderBytes, type CloudEvent,
+  type StreamPublisher,
+} from "../kit/index.ts";
+import { IngestError, type Accepted } from "./outcome.ts";
 import { traceIdOf, type Checked } from "./notarize.ts";
 
 /** The KV key prefix of the gateway's marks in causeway_processed. */
@@ -35,6 +42,20 @@ export interface LedgerDeps {
   readonly log: Logger;
 }
 
+/**
+ * JetStream's err_codes for a message a stream refuses whatever the retry: over the stream's max_msg_size
+ * (JSStreamMessageExceedsMaximumErr), headers over the server's 64 KiB (JSStreamHeaderExceedsMaximumErr).
+ */
+export const PERMANENT_PUBLISH_ERRORS: ReadonlySet<number> = new Set([10054, 10097]);
+
+/** The refusal of an event the mesh cannot store, or undefined when `err` may pass on a retry. */
+function unstorable(err: unknown, subject: string): IngestError | undefined {
+  if (!(err instanceof StreamPublishError && err.errCode !== undefined && PERMANENT_PUBLISH_ERRORS.has(err.errCode))) return undefined;
+  return new IngestError(ErrorCode.Unstorable, `the stream behind ${subject} refuses the event as too large (${err.message}, err_code ${err.errCode}); it is never retried`, {
+    reason: QuarantineReason.DecodeError, cause: err,
+  });
+}
+
 /** How often a mark that could not be deleted is tried again. */
 const FORGET_RETRY_MS = 1_000;
 
@@ -56,6 +77,12 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, log }: 
         status: 202, id: event.id, source: event.source, type: event.type, traceid: traceIdOf(checked.traceparent),
         subject: checked.route.subject, duplicate: false,
       };
+      const size = binaryHeaderBytes(event);
+      if (size > MAX_ATTRIBUTE_BYTES) {
+        throw new IngestError(ErrorCode.Unstorable, `as the gateway publishes it (notarized, binary mode) the event's headers take ${size} bytes; the limit is ${MAX_ATTRIBUTE_BYTES} (MAX_ATTRIBUTE_BYTES): send fewer or smaller extension attributes`, {
+          reason: QuarantineReason.DecodeError,
+        });
+      }
       const markKey = `${MARK_PREFIX}.${checked.key}`;
       const markBody = JSON.stringify({ ...accepted, upstream: checked.upstream.name });
       try {
@@ -68,7 +95,9 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, log }: 
         if (mark.operation === "PUT") {
           const first = mark.json<Accepted>();
           if (Date.now() - mark.created.getTime() < republishWithinMs) {
-            await send(checked, event);
+            await send(checked, event).catch((e: unknown) => {
+              throw unstorable(e, checked.route.subject) ?? e;
+            });
             forgetter.keep(markKey); // published now: a pending forget of this mark must not delete it
           }
           return { status: 202, id: first.id, source: first.source, type: first.type, traceid: first.traceid, subject: first.subject, duplicate: true };
@@ -82,7 +111,7 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, log }: 
         return ack.duplicate ? { ...accepted, duplicate: true } : accepted;
       } catch (err) {
         await forgetter.forget(markKey);
-        throw err;
+        throw unstorable(err, checked.route.subject) ?? err;
       }
     },
   };

@@ -82,6 +82,8 @@ async function settle(deps: NatsIngressDeps, msg: JsMsg): Promise<void> {
   try {
     await deps.ledger.publish(checked, deps.notary.notarize(checked));
   } catch (err) {
+    // An event the mesh can never store (CW_ERR_UNSTORABLE) is quarantined: redelivering it would fail forever.
+    if (err instanceof IngestError) return refuse(err);
     deps.log.warn({ err }, "publish failed; the ingest message is redelivered");
     msg.nak(1_000);
     return;

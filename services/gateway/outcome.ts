@@ -79,7 +79,7 @@ export function rejectionOf(err: unknown): Rejected {
   }
   if (err instanceof DecodeError) {
     const attribute = err.attribute !== undefined ? { attribute: err.attribute } : {};
-    if (err.code === ErrorCode.PayloadTooLarge) return rejected(err.code, err.message, attribute);
+    if (err.code === ErrorCode.PayloadTooLarge || err.code === ErrorCode.AttributesTooLarge) return rejected(err.code, err.message, attribute);
     return rejected(err.code, err.message, { ...attribute, quarantined: QuarantineReason.DecodeError });
   }
   if (err instanceof SchemaError) {

@@ -25,6 +25,14 @@ export const STRUCTURED_CONTENT_TYPE = "application/cloudevents+json";
 export const DEFAULT_MAX_DATA_BYTES = 1024 * 1024;
 /** What a structured-mode message may carry on top of the data limit: its attributes (64 KiB). */
 export const STRUCTURED_MARGIN_BYTES = 64 * 1024;
+/**
+ * The most header bytes an event may take in binary mode (32 KiB): its attributes as `ce-` headers
+ * (`name: value\r\n`, values percent-encoded) plus the message's other headers. JetStream refuses a message whose
+ * headers exceed 64 KiB, whatever the stream's settings, so an event over this limit could never be stored (or
+ * its quarantine copy, which adds reason headers); the other half is the room for what the mesh adds. A
+ * structured-mode event is measured as its binary re-encoding. Over it: CW_ERR_ATTRIBUTES_TOO_LARGE.
+ */
+export const MAX_ATTRIBUTE_BYTES = 32 * 1024;
 
 const HEADER_PREFIX = "ce-";
 const CORE_HEADERS = new Set(["specversion", "id", "source", "type", "datacontenttype", "dataschema", "subject", "time"]);
@@ -83,10 +91,15 @@ function toEvent(msg: NatsMessage, opts: DecodeOptions = {}): CloudEvent {
     }
     const event = decodeJsonEvent(text);
     if (event.data.length > max) tooLarge(event.data.length, max);
+    const size = headerBytes(msg.headers) + attributeBytes(event);
+    if (size > MAX_ATTRIBUTE_BYTES) attributesTooLarge(size, "as binary-mode headers, the event's attributes and the message's headers");
     return event;
   }
   if (msg.data.length > max) tooLarge(msg.data.length, max);
   if (!msg.headers) throw new DecodeError(ErrorCode.MissingAttribute, "message has no headers: not a binary-mode CloudEvent", "specversion");
+  // Bounded before any value is decoded: the whole header block, as JetStream counts it.
+  const size = headerBytes(msg.headers);
+  if (size > MAX_ATTRIBUTE_BYTES) attributesTooLarge(size, "the message's headers");
   const attrs: Record<string, string> = {};
   const extensions: Record<string, ExtensionValue> = {};
   for (const [rawName, values] of msg.headers) {
@@ -106,6 +119,36 @@ function toEvent(msg: NatsMessage, opts: DecodeOptions = {}): CloudEvent {
   return createEvent({ ...(attrs as { id: string; source: string; type: string }), extensions, data: msg.data });
 }
 
+/** The bytes of `headers` as the NATS protocol carries them (`name: value\r\n` per value). */
+function headerBytes(headers: MsgHdrs | undefined): number {
+  let n = 0;
+  if (headers) for (const [name, values] of headers) for (const v of values) n += Buffer.byteLength(name) + Buffer.byteLength(v) + 4;
+  return n;
+}
+
+/** The bytes of `event`'s attributes as binary-mode `ce-` headers ({@link binary}'s encoding, without building it). */
+function attributeBytes(event: CloudEvent): number {
+  let n = 0;
+  const add = (name: string, value: string | undefined) => {
+    // Percent-encoded values are ASCII: their length is their size.
+    if (value !== undefined) n += HEADER_PREFIX.length + name.length + encodeHeaderValue(value).length + 4;
+  };
+  add("specversion", event.specversion);
+  add("id", event.id);
+  add("source", event.source);
+  add("type", event.type);
+  add("datacontenttype", event.datacontenttype);
+  add("dataschema", event.dataschema);
+  add("subject", event.subject);
+  add("time", event.time);
+  for (const [name, value] of Object.entries(event.extensions)) add(name, String(value));
+  return n;
+}
+
+function attributesTooLarge(size: number, what: string): never {
+  throw new DecodeError(ErrorCode.AttributesTooLarge, `${what} take ${size} bytes; the limit is ${MAX_ATTRIBUTE_BYTES} (MAX_ATTRIBUTE_BYTES, under JetStream's 64 KiB header limit): send large values in the data`);
+}
+
 function headerValue(h: MsgHdrs, lowerName: string): string | undefined {
   for (const [k, v] of h) if (k.toLowerCase() === lowerName) return v[0];
   return undefined;
@@ -117,3 +160,8 @@ function tooLarge(size: number, max: number): never {
 
 /** The NATS binding as one immutable object of four functions, like the cloudevents SDK's HTTP binding. */
 export const NatsBinding = Object.freeze({ binary, structured, toEvent, isEvent });
+
+/** The header bytes of `event` in binary mode, as {@link MAX_ATTRIBUTE_BYTES} counts them (e.g. before publishing an event the mesh made). */
+export function binaryHeaderBytes(event: CloudEvent): number {
+  return attributeBytes(event);
+}

@@ -14,6 +14,7 @@ const ERRORS = {
   InvalidAttribute: { code: "CW_ERR_INVALID_ATTRIBUTE", status: 400 },
   UnsupportedSpecVersion: { code: "CW_ERR_UNSUPPORTED_SPECVERSION", status: 400 },
   PayloadTooLarge: { code: "CW_ERR_PAYLOAD_TOO_LARGE", status: 413 },
+  AttributesTooLarge: { code: "CW_ERR_ATTRIBUTES_TOO_LARGE", status: 413 },
   // Verifying the DSSE material (quarantine reasons: bad_signature, unknown_key, revoked_key, unauthorized_emitter)
   Unsigned: { code: "CW_ERR_UNSIGNED", status: 403 },
   MaterialCorrupt: { code: "CW_ERR_MATERIAL_CORRUPT", status: 403 },
@@ -23,6 +24,7 @@ const ERRORS = {
   BadSignature: { code: "CW_ERR_BAD_SIGNATURE", status: 403 },
   CoreDigestMismatch: { code: "CW_ERR_CORE_DIGEST_MISMATCH", status: 403 },
   ExtDigestMismatch: { code: "CW_ERR_EXT_DIGEST_MISMATCH", status: 403 },
+  EnvelopeTooLarge: { code: "CW_ERR_ENVELOPE_TOO_LARGE", status: 413 },
   // The trust store: who may sign, when, what (quarantine reasons: unknown_key, revoked_key, unauthorized_emitter, policy_denied)
   KeyNotValid: { code: "CW_ERR_KEY_NOT_VALID", status: 403 },
   KeyRevoked: { code: "CW_ERR_KEY_REVOKED", status: 403 },
@@ -63,6 +65,7 @@ const ERRORS = {
   SignerMismatch: { code: "CW_ERR_SIGNER_MISMATCH", status: 403 },
   NoRoute: { code: "CW_ERR_NO_ROUTE", status: 400 },
   RateLimited: { code: "CW_ERR_RATE_LIMITED", status: 429 },
+  Unstorable: { code: "CW_ERR_UNSTORABLE", status: 413 },
   Unavailable: { code: "CW_ERR_UNAVAILABLE", status: 503 },
   HttpEndpoint: { code: "CW_ERR_HTTP_ENDPOINT", status: 404 },
   HttpMethod: { code: "CW_ERR_HTTP_METHOD", status: 405 },

@@ -12,13 +12,13 @@ export type { ErrorCodeValue, QuarantineReasonValue } from "./errors.ts";
 // CloudEvents: the immutable event, the NATS binding, the JSON format
 export { CORE_ATTRIBUTES, createEvent, dataJson, dataText, normalizeTime, withAttributes } from "./event.ts";
 export type { CloudEvent, EventInit, ExtensionValue } from "./event.ts";
-export { DEFAULT_MAX_DATA_BYTES, NatsBinding, STRUCTURED_CONTENT_TYPE, STRUCTURED_MARGIN_BYTES } from "./binding.ts";
+export { DEFAULT_MAX_DATA_BYTES, MAX_ATTRIBUTE_BYTES, NatsBinding, STRUCTURED_CONTENT_TYPE, STRUCTURED_MARGIN_BYTES, binaryHeaderBytes } from "./binding.ts";
 export type { DecodeOptions, NatsMessage } from "./binding.ts";
 export { decodeJsonBatch, decodeJsonEvent, encodeJsonEvent, isJsonContentType } from "./json-format.ts";
 export { decodeHeaderValue, encodeHeaderValue } from "./percent.ts";
 
 // Signing and verification: the Verifiability extension (DSSE) and keys
-export { DSSE_MATERIAL, DSSE_PAYLOAD_TYPE, coreDigest, extDigest, openEnvelope, pae, signBytes, signEvent, verifyBytes, verifyEvent } from "./verifiability.ts";
+export { DSSE_MATERIAL, DSSE_MATERIAL_MAX_BYTES, DSSE_MAX_SIGNATURES, DSSE_PAYLOAD_TYPE, coreDigest, extDigest, openEnvelope, pae, signBytes, signEvent, verifyBytes, verifyEvent } from "./verifiability.ts";
 export type { SignOptions, Verification, VerifiedEvent, VerifyOptions } from "./verifiability.ts";
 export { createKeyring, p256Key, signingKeyFromNkeySeed, verificationKeyFromNkey } from "./keys.ts";
 export type { KeyResolver, SigningKey, VerificationKey } from "./keys.ts";

@@ -14,6 +14,16 @@ import { SignatureAlgorithm, type KeyResolver, type SigningKey, type Verificatio
 export const DSSE_PAYLOAD_TYPE = "https://cloudevents.io/verifiability/dsse/v0.1";
 /** The extension attribute carrying the verification material. */
 export const DSSE_MATERIAL = "dssematerial";
+/**
+ * The most signatures an envelope may carry (the mesh signs with one). Checked before any signature is decoded
+ * or verified: each costs a public-key verification, at the gateway and again at every verifier downstream.
+ */
+export const DSSE_MAX_SIGNATURES = 4;
+/**
+ * The largest `dssematerial` (its base64 text) accepted, checked before it is decoded: 32 KiB, the most header
+ * bytes any event may take (MAX_ATTRIBUTE_BYTES in binding.ts), so no event the mesh can store is refused.
+ */
+export const DSSE_MATERIAL_MAX_BYTES = 32 * 1024;
 
 /** CloudEvents attribute types, which decide an extension value's canonical bytes. */
 export type AttributeType = "String" | "Boolean" | "Integer" | "Binary" | "URI" | "URI-reference" | "Timestamp";
@@ -262,6 +272,9 @@ export function openEnvelope(material: ExtensionValue | undefined): DsseEnvelope
     throw new VerificationError(ErrorCode.Unsigned, "event is not signed (no dssematerial)");
   }
   if (typeof material !== "string") corrupt("dssematerial is not base64");
+  if (material.length > DSSE_MATERIAL_MAX_BYTES) {
+    envelopeTooLarge(`dssematerial is ${material.length} bytes; the limit is ${DSSE_MATERIAL_MAX_BYTES} (DSSE_MATERIAL_MAX_BYTES)`);
+  }
   const bytes = Buffer.from(material, "base64");
   // Node's decoder skips characters outside the alphabet; re-encoding must give the input back exactly.
   if (bytes.toString("base64") !== material) corrupt("dssematerial is not canonical base64");
@@ -275,6 +288,9 @@ export function openEnvelope(material: ExtensionValue | undefined): DsseEnvelope
   const { payloadType, payload, signatures } = parsed as Record<string, unknown>;
   if (typeof payloadType !== "string" || typeof payload !== "string" || !Array.isArray(signatures) || signatures.length === 0) {
     corrupt("the DSSE envelope needs payloadType, payload and at least one signature");
+  }
+  if (signatures.length > DSSE_MAX_SIGNATURES) {
+    envelopeTooLarge(`the DSSE envelope carries ${signatures.length} signatures; the limit is ${DSSE_MAX_SIGNATURES} (DSSE_MAX_SIGNATURES)`);
   }
   if (payloadType !== DSSE_PAYLOAD_TYPE) {
     throw new VerificationError(ErrorCode.UnknownPayloadType, `unknown DSSE payloadType "${payloadType}"`);
@@ -319,7 +335,11 @@ export function verifyEvent(event: CloudEvent, keys: KeyResolver, opts: VerifyOp
   const signed = pae(envelope.payloadType, envelope.payload);
   let signer: VerificationKey | undefined;
   let acceptable = false;
+  // At most one verification per keyid: a second signature under a key already tried proves nothing new.
+  const tried: string[] = [];
   for (const s of envelope.signatures) {
+    if (tried.includes(s.keyid)) continue;
+    tried.push(s.keyid);
     const key = keys.key(s.keyid);
     if (key === undefined) continue;
     acceptable = true;
@@ -405,6 +425,10 @@ function digestField(value: unknown, field: string): string {
   // Canonical base64 only, so comparing strings compares bytes and no stray character slips through.
   if (bytes.toString("base64") !== value) corrupt(`verification material "${field}" is not canonical base64`);
   return value;
+}
+
+function envelopeTooLarge(message: string): never {
+  throw new VerificationError(ErrorCode.EnvelopeTooLarge, message, QuarantineReason.BadSignature);
 }
 
 function corrupt(message: string, cause?: unknown): never {
