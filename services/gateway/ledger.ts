@@ -10,12 +10,12 @@
 // nats.js requests) and leave in one socket write per event-loop turn (turnBatcher).
 import type { KV } from "@nats-io/kv";
 import type { Logger } from "pino";
-import { NatsBinding, StreamPublishError, WRONG_LAST_SEQUENCE, type CloudEvent, type StreamPublisher } from "../kit/index.ts";
+import { GATEWAY_MARK_PREFIX, NatsBinding, StreamPublishError, WRONG_LAST_SEQUENCE, type CloudEvent, type StreamPublisher } from "../kit/index.ts";
 import type { Accepted } from "./outcome.ts";
 import { traceIdOf, type Checked } from "./notarize.ts";
 
-/** The KV key prefix of the gateway's marks in causeway_processed. */
-export const MARK_PREFIX = "gateway";
+/** The KV key prefix of the gateway's marks in causeway_processed (the kit's, which its permissions are scoped to). */
+export const MARK_PREFIX = GATEWAY_MARK_PREFIX;
 
 /** Publishes checked events once per (source, id). */
 export interface Ledger {
