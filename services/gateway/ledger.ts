@@ -15,14 +15,14 @@
 import type { KV } from "@nats-io/kv";
 import type { Logger } from "pino";
 import {
-  ErrorCode, MAX_ATTRIBUTE_BYTES, NatsBinding, QuarantineReason, StreamPublishError, WRONG_LAST_SEQUENCE, binaryHeaderBytes, type CloudEvent,
-  type StreamPublisher,
+  ErrorCode, GATEWAY_MARK_PREFIX, MAX_ATTRIBUTE_BYTES, NatsBinding, QuarantineReason, StreamPublishError, WRONG_LAST_SEQUENCE, binaryHeaderBytes,
+  type CloudEvent, type StreamPublisher,
 } from "../kit/index.ts";
 import { IngestError, type Accepted } from "./outcome.ts";
 import { traceIdOf, type Checked } from "./notarize.ts";
 
-/** The KV key prefix of the gateway's marks in causeway_processed. */
-export const MARK_PREFIX = "gateway";
+/** The KV key prefix of the gateway's marks in causeway_processed (the kit's, which its permissions are scoped to). */
+export const MARK_PREFIX = GATEWAY_MARK_PREFIX;
 
 /** Publishes checked events once per (source, id). */
 export interface Ledger {

@@ -51,6 +51,7 @@ export { QuarantineHeader, publishQuarantineCopy, quarantine, quarantineHeaders 
 export type { QuarantineNote, QuarantineOriginal } from "./quarantine.ts";
 export { openProcessedSet } from "./processed.ts";
 export { encodeLease, leaseKey, openLeases, readLease } from "./leases.ts";
+export { GATEWAY_MARK_PREFIX, capabilityKeyPrefix } from "./kv-keys.ts";
 export type { Lease } from "./leases.ts";
 export type { ProcessedSet } from "./processed.ts";
 

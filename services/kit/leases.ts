@@ -7,6 +7,7 @@ import { hash } from "node:crypto";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { KvBucket, openMeshBucket } from "./buckets.ts";
+import { capabilityKeyPrefix } from "./kv-keys.ts";
 
 /** A lease's life: granted by the coordinator, running while the agent acts, consumed when done. */
 export type LeaseState = "granted" | "running" | "consumed";
@@ -31,7 +32,7 @@ export interface Lease {
 
 /** The lease key of an event addressed to a capability: `<capability>_v<major>.<sha256(source, id)>`. */
 export function leaseKey(capability: string, major: number, event: { source: string; id: string }): string {
-  return `${capability}_v${major}.${hash("sha256", `${event.source}\0${event.id}`, "hex")}`;
+  return `${capabilityKeyPrefix(capability, major)}.${hash("sha256", `${event.source}\0${event.id}`, "hex")}`;
 }
 
 /** Opens the leases bucket (created by operator tooling, never here): CW_ERR_CONFIG naming the command when it is missing. */

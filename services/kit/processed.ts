@@ -14,6 +14,7 @@
 import { hash } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { KvBucket, openMeshBucket } from "./buckets.ts";
+import { capabilityKeyPrefix } from "./kv-keys.ts";
 
 /** A cluster-wide set of processed inputs for one capability. */
 export interface ProcessedSet {
@@ -30,7 +31,7 @@ export interface ProcessedSet {
 export async function openProcessedSet(nc: NatsConnection, capability: string, major: number, opts: { bucket?: string } = {}): Promise<ProcessedSet> {
   const kv = await openMeshBucket(nc, opts.bucket ?? KvBucket.Processed, "processed inputs of agents with side effects");
   // One key per input: capability, then a digest of (source, id), which may hold any characters.
-  const keyOf = (e: { source: string; id: string }) => `${capability}_v${major}.${hash("sha256", `${e.source}\0${e.id}`, "hex")}`;
+  const keyOf = (e: { source: string; id: string }) => `${capabilityKeyPrefix(capability, major)}.${hash("sha256", `${e.source}\0${e.id}`, "hex")}`;
   const has = async (e: { source: string; id: string }) => {
     const entry = await kv.get(keyOf(e));
     return entry !== null && entry.operation === "PUT";

@@ -126,7 +126,6 @@ export function renderAccounts(principals: Principals, publicKeys: Readonly<Reco
       out.push("        permissions: {");
       out.push(...renderDirection("publish", perms.publish));
       out.push(...renderDirection("subscribe", perms.subscribe));
-      if (perms.allowResponses) out.push("          allow_responses: true  # replies once to each request it receives, whatever the requester's inbox");
       out.push("        }");
       out.push("      }");
     }

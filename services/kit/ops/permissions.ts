@@ -3,6 +3,7 @@
 // never render permissions, the server enforces them.
 import { KvBucket, type KvBucketValue } from "../buckets.ts";
 import { Role, getPrincipal, type AccountValue, type PrincipalSpec, type Principals, type RoleValue } from "../principals.ts";
+import { GATEWAY_MARK_PREFIX, capabilityKeyPrefix } from "../kv-keys.ts";
 import { StreamName, inboxPrefix } from "../subjects.ts";
 
 /** One allowed subject and why the principal needs it. */
@@ -18,8 +19,6 @@ export interface Permissions {
   readonly account: AccountValue;
   readonly publish: readonly Grant[];
   readonly subscribe: readonly Grant[];
-  /** May reply once to each request it receives (services answering requests and discovery pings). */
-  readonly allowResponses: boolean;
 }
 
 
@@ -34,8 +33,55 @@ export interface PermissionOptions {
  * Derives the least-privilege NATS permissions of a principal. Subscriptions are limited to its private
  * inbox (plus service discovery and endpoints for services); publishing to the declared subjects, the
  * capabilities it addresses, and exactly the JetStream API subjects its consumers, fetches and KV buckets use.
+ * A service answers requests by publishing on the inboxes of the principals that may send it one, and on no
+ * other subject: there is no `allow_responses`, which would let any requester choose where the service
+ * publishes (a KV key, a decision subject) by setting its reply subject.
  */
 export function permissionsFor(principals: Principals, name: string, opts: PermissionOptions = {}): Permissions {
+  const { spec, pub, sub } = baseGrants(principals, name, opts);
+  if (spec.service !== undefined) {
+    const served = sub.list().map((g) => g.subject).filter((s) => !s.startsWith("_INBOX_"));
+    for (const requester of requestersOf(principals, spec, served, opts)) {
+      pub.add(`${inboxPrefix(requester)}.>`, `answers requests from ${requester}, on its inbox only (no allow_responses)`);
+    }
+  }
+  return Object.freeze({ principal: name, role: spec.role, account: spec.account, publish: pub.list(), subscribe: sub.list() });
+}
+
+/**
+ * The principals that may send `spec`'s service a request: those of its account whose publish grants reach one
+ * of the subjects it serves (control endpoints and discovery). Their inboxes are where it may answer.
+ */
+function requestersOf(principals: Principals, spec: PrincipalSpec, served: readonly string[], opts: PermissionOptions): string[] {
+  return Object.values(principals.principals)
+    .filter((q) => q.account === spec.account)
+    .filter((q) => baseGrants(principals, q.name, opts).pub.list().some((g) => served.some((s) => subjectIntersection(g.subject, s) !== undefined)))
+    .map((q) => q.name);
+}
+
+/**
+ * The subjects two NATS subject patterns both match, as a pattern (`mesh.ctl.*.*` and `mesh.ctl.lineage.>` give
+ * `mesh.ctl.lineage.*`), or undefined when no subject matches both. Wildcards are whole tokens.
+ */
+export function subjectIntersection(a: string, b: string): string | undefined {
+  const x = a.split(".");
+  const y = b.split(".");
+  const out: string[] = [];
+  for (let i = 0; ; i++) {
+    const s = x[i];
+    const t = y[i];
+    if (s === undefined && t === undefined) return out.join(".");
+    if (s === ">" && t !== undefined) return [...out, ...y.slice(i)].join(".");
+    if (t === ">" && s !== undefined) return [...out, ...x.slice(i)].join(".");
+    if (s === undefined || t === undefined) return undefined;
+    if (s === "*") out.push(t);
+    else if (t === "*" || t === s) out.push(s);
+    else return undefined;
+  }
+}
+
+// Everything but the answers of a service, which depend on the other principals' grants.
+function baseGrants(principals: Principals, name: string, opts: PermissionOptions): { spec: PrincipalSpec; pub: Grants; sub: Grants } {
   const spec = getPrincipal(principals, name);
   const prefix = opts.prefix ?? principals.prefix;
   const at = (subject: string) => rebase(subject, principals.prefix, prefix);
@@ -136,7 +182,11 @@ export function permissionsFor(principals: Principals, name: string, opts: Permi
     pub.add(`$JS.API.CONSUMER.DELETE.${stream}.>`, `stops watching ${bucket}`);
     pub.add(`$JS.FC.${stream}.>`, `flow control replies of its ${bucket} watchers`);
   }
-  for (const bucket of spec.kv.write) pub.add(`$KV.${bucket}.>`, `writes ${bucket} (put, create, update, delete, purge a key)`);
+  for (const bucket of spec.kv.write) {
+    const owned = ownedKeyPrefixes(principals, spec, bucket);
+    if (owned === undefined) pub.add(`$KV.${bucket}.>`, `writes ${bucket} (put, create, update, delete, purge a key)`);
+    else for (const { prefix: key, why } of owned) pub.add(`$KV.${bucket}.${key}.>`, `writes ${bucket} keys ${key}.… only: ${why}`);
+  }
 
   if (spec.service !== undefined) {
     const s = spec.service;
@@ -149,14 +199,30 @@ export function permissionsFor(principals: Principals, name: string, opts: Permi
     sub.add(`${prefix}.ctl.${s}.*.*`, `serves its per-caller control endpoints`);
   }
 
-  return Object.freeze({
-    principal: name,
-    role: spec.role,
-    account: spec.account,
-    publish: pub.list(),
-    subscribe: sub.list(),
-    allowResponses: spec.service !== undefined,
-  });
+  return { spec, pub, sub };
+}
+
+/**
+ * The key spaces `spec` may write in a bucket shared by several writers, each a first key token built by the
+ * same function as the keys themselves (kv-keys.ts); undefined when it may write the whole bucket (a bucket with
+ * one writer role). Leases: the coordinator grants them for critical capabilities, an agent claims those of the
+ * capabilities it serves. Processed-set: an agent marks the inputs of the capabilities it serves, the gateway
+ * its dedupe marks. Undefined for any other writer: it gets the bucket as principals.json declares it.
+ */
+function ownedKeyPrefixes(principals: Principals, spec: PrincipalSpec, bucket: KvBucketValue): { prefix: string; why: string }[] | undefined {
+  const served = () => spec.serves.map((ref) => principals.capabilities[ref]!).map((c) => ({ prefix: capabilityKeyPrefix(c.name, c.major), why: `its own keys for ${c.ref}, which it serves` }));
+  if (bucket === KvBucket.Leases) {
+    if (spec.role === Role.Coordinator) {
+      return Object.values(principals.capabilities).filter((c) => c.critical).map((c) => ({ prefix: capabilityKeyPrefix(c.name, c.major), why: `grants leases of critical capability ${c.ref}` }));
+    }
+    if (spec.role === Role.Agent) return served();
+  }
+  if (bucket === KvBucket.Processed) {
+    if (spec.role === Role.Gateway) return [{ prefix: GATEWAY_MARK_PREFIX, why: "the gateway's dedupe marks" }];
+    if (spec.role === Role.Agent) return served();
+  }
+  // Any other writer (a role the key layout does not know) gets the bucket as principals.json declares it.
+  return undefined;
 }
 
 
