@@ -208,12 +208,12 @@ describe("coordinator quarantine", () => {
     const tasks = await readMessages(mesh.operator, "MESH_CAP", "mesh.cap.research.v1");
     assert.equal(tasks.length, 1);
     assert.equal(mesh.trust.verify(NatsBinding.toEvent(tasks[0]!), { receivedAt: "now" }).event.extensions.causationid, input.id);
-    // The republished copy is the original, byte for byte, under the release's msgID.
+    // The republished copy is the original, byte for byte, under the release's msgID (the coordinator's own, tagged: msg-ids.ts).
     const copies = await readMessages(mesh.operator, "MESH_CAP", PLAN);
     assert.equal(copies.length, 2);
     assert.deepEqual(Buffer.from(copies[1]!.data), Buffer.from(copies[0]!.data));
     for (const name of sent.keys()) assert.equal(copies[1]!.headers?.get(name), copies[0]!.headers?.get(name), name);
-    assert.equal(copies[1]!.headers?.get("Nats-Msg-Id"), `release/${entry!.seq}`);
+    assert.match(copies[1]!.headers?.get("Nats-Msg-Id") ?? "", new RegExp(`^coordinator/release/${entry!.seq}/\\S+/[A-Za-z0-9_-]{22}$`));
 
     // One signed decision that verifies; the entry is released; the quarantine stream kept everything.
     const decisions = await readMessages(mesh.operator, "MESH_DECISION", "mesh.decision.release");

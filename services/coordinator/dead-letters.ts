@@ -6,14 +6,18 @@
 // only once the quarantine copy is stored; until then it is redelivered.
 //
 // The agent runtime quarantines on the last delivery itself and then terminates, which raises a MSG_TERMINATED
-// advisory for a message that already has its entry. Such advisories add nothing: an existing entry for the
-// same original stream and sequence is looked up first, and the quarantine copy's msgID
-// `quarantine/<stream>/<seq>` is the runtime's, so the duplicate window absorbs a race between the two.
+// advisory for a message that already has its entry (stored before the term). Such advisories add nothing: an
+// existing entry for the same original stream and sequence is looked up first. Only an entry whose claim holds
+// counts (issue 12, finding 5): it keeps the original's exact bytes and subject, under a quarantine subject token
+// that takes that subject — the server lets only the capability's own agents (the gateway for `ingest`) and the
+// coordinator publish there. When the original is gone or unreadable, only the coordinator's own `_unknown` entry
+// counts. A forged entry merely claiming the original is ignored and the dead letter quarantined all the same.
+// The coordinator's copies carry its own message id (services/kit/msg-ids.ts), confirmed on a duplicate ack.
 import type { JsMsg } from "@nats-io/jetstream";
 import { QuarantineReason, StreamName, consumeDurable, permissionDenied, publishQuarantineCopy } from "../kit/index.ts";
 import type { QuarantineOriginal, QuarantineReasonValue } from "../kit/index.ts";
 import type { CoordinatorModule, StartModule } from "./module.ts";
-import { QuarantineIndex, capabilityToken } from "./quarantine-ops.ts";
+import { QuarantineIndex, capabilityToken, digestOf, quarantineTokensFor, type OriginalClaim } from "./quarantine-ops.ts";
 
 
 const MAX_DELIVERIES_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.";
@@ -50,7 +54,7 @@ export const start: StartModule = async (deps): Promise<CoordinatorModule> => {
 
   /** Keeps `original` in quarantine as `reason`; throws when the publish fails. */
   const keep = async (original: QuarantineOriginal, reason: QuarantineReasonValue, capability: string, detail: string) => {
-    await publishQuarantineCopy(deps.js, original, deps.subjects.quarantine(reason, capability), { reason, detail, detectedBy: deps.principal });
+    await publishQuarantineCopy(deps.js, original, deps.subjects.quarantine(reason, capability), { reason, detail, detectedBy: deps.principal }, deps);
   };
 
   const handle = async (m: JsMsg): Promise<void> => {
@@ -70,12 +74,15 @@ export const start: StartModule = async (deps): Promise<CoordinatorModule> => {
       ? `consumer ${advisory.consumer} gave up${deliveries} (max_deliver)`
       : `consumer ${advisory.consumer} terminated it${deliveries}: ${advisory.reason || "no reason given"}`;
 
-    await index.refresh();
-    const existing = index.findOriginal(advisory.stream, advisory.stream_seq);
-    if (existing !== undefined) {
-      log.debug({ original: what, entry: existing, kind }, "already quarantined; advisory absorbed");
-      return;
-    }
+    /** True (and logged) when an entry whose claim `accept` trusts already keeps this original. */
+    const kept = async (accept: (claim: OriginalClaim) => boolean) => {
+      await index.refresh();
+      const existing = index.findOriginal(advisory.stream, advisory.stream_seq, accept);
+      if (existing !== undefined) log.debug({ original: what, entry: existing, kind }, "already quarantined; advisory absorbed");
+      return existing !== undefined;
+    };
+    // Without the original, only the coordinator's own advisory entry (`_unknown`, where nobody else may publish) counts.
+    const keptAdvisory = () => kept((c) => c.token === "_unknown" && c.detectedBy === deps.principal);
 
     let original;
     try {
@@ -83,12 +90,14 @@ export const start: StartModule = async (deps): Promise<CoordinatorModule> => {
     } catch (err) {
       const denied = permissionDenied(err, `the coordinator reading ${advisory.stream}`);
       if (!denied) throw err; // unreachable for now: redelivered later
+      if (await keptAdvisory()) return;
       // Not a stream the coordinator may read: keep the advisory itself rather than lose the failure.
       await keep({ ...itself, stream: advisory.stream, seq: advisory.stream_seq, consumer: advisory.consumer }, kind, "_unknown",
         `${why}; the coordinator may not read ${what} (${denied.message}), so this entry keeps the advisory`);
       return;
     }
     if (!original) {
+      if (await keptAdvisory()) return;
       // Gone (stream limits, or deleted): the advisory is all that is left of it. It is recorded under the
       // original's stream and sequence, so a later advisory for the same message is recognized.
       await keep({ ...itself, stream: advisory.stream, seq: advisory.stream_seq, consumer: advisory.consumer }, kind, "_unknown",
@@ -96,6 +105,8 @@ export const start: StartModule = async (deps): Promise<CoordinatorModule> => {
       log.warn({ original: what, kind }, "dead letter gone before it could be quarantined; advisory kept");
       return;
     }
+    const digest = digestOf(original.data), tokens = quarantineTokensFor((s) => deps.subjects.parse(s), original.subject);
+    if (await kept((c) => c.dataDigest === digest && c.originalSubject === original.subject && tokens.includes(c.token))) return;
     await keep(
       { subject: original.subject, stream: advisory.stream, seq: advisory.stream_seq, consumer: advisory.consumer, headers: original.header, data: original.data },
       kind, capabilityToken((s) => deps.subjects.parse(s), original.subject), why,

@@ -8,7 +8,9 @@
 import type { KV } from "@nats-io/kv";
 import type { JsMsg } from "@nats-io/jetstream";
 import {
-  CausewayError, DecisionKind, ErrorCode, KvBucket, NatsBinding, QuarantineReason, StreamName, addControlEndpoint, consumeDurable, watchSwitches, correlationIdOf, dataJson, dataText, decisionEvent, encodeLease, leaseKey, openMeshBucket, parseSubject, publishDecision, publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, type CloudEvent, type Lease, type QuarantineReasonValue,
+  CausewayError, DecisionKind, ErrorCode, KvBucket, MsgIdKind, NatsBinding, QuarantineReason, StreamName, addControlEndpoint, confirmDuplicate, consumeDurable,
+  correlationIdOf, dataJson, dataText, decisionEvent, decisionMsgId, encodeLease, leaseKey, msgId, openMeshBucket, parseSubject, publishDecision,
+  publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, sameBytes, watchSwitches, type CloudEvent, type Lease, type QuarantineReasonValue,
 } from "../kit/index.ts";
 import { approvals as pendingApprovals, approve, approveAs, deny, denyAs, type Approval, type ApprovalReply, type DecideByRequest } from "./contract.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
@@ -98,7 +100,7 @@ export class Handoffs {
     const capability = parsed?.kind === "handoff" ? parsed.capability : "unknown";
     const major = parsed?.kind === "handoff" ? parsed.major : 0;
     const refuse = (reason: QuarantineReasonValue, detail: string, code?: string) =>
-      quarantine(deps.js, msg, deps.subjects.quarantine(reason, capability), { reason, detail, code, detectedBy: deps.principal });
+      quarantine(deps.js, msg, deps.subjects.quarantine(reason, capability), { reason, detail, code, detectedBy: deps.principal }, deps);
 
     let event: CloudEvent, trusted;
     try {
@@ -176,7 +178,7 @@ export class Handoffs {
       eventId: event.id, eventSource: event.source, coreDigest: approval.coreDigest, capability: approval.capability,
       required: approval.required, approvers: approval.approvers, deadline: approval.deadline, summary: summarize(event),
     }, { principal: this.deps.principal, key: this.deps.key, about: event, idKey: `approval-requested/${event.id}` });
-    await publishDecision(this.deps.js, DecisionKind.ApprovalRequested, requested);
+    await publishDecision(this.deps.js, DecisionKind.ApprovalRequested, requested, undefined, this.deps);
   }
 
   /**
@@ -202,10 +204,15 @@ export class Handoffs {
       eventId: event.id, eventSource: event.source, coreDigest, capability: policy.ref,
       lease: { key, revision, expiresAt }, approvals: [...approvers],
     }, { principal: deps.principal, key: deps.key, about: event, idKey: `grant/${event.id}` });
-    await publishDecision(deps.js, DecisionKind.Grant, grant);
+    await publishDecision(deps.js, DecisionKind.Grant, grant, undefined, deps);
     // The original bytes and headers, unchanged: the critical agent verifies the producer's own signature.
+    // Its message id is the coordinator's own (msg-ids.ts): a producer on another MESH_CAP subject cannot take it
+    // first, and a duplicate ack counts only when the stream holds these bytes on this subject.
     const [capability, v] = policy.ref.split(".") as [string, string];
-    await deps.js.publish(deps.subjects.capability(capability, Number(v.slice(1))), original.data, { headers: original.headers, msgID: `grant/${event.id}` });
+    const target = deps.subjects.capability(capability, Number(v.slice(1)));
+    const forwardId = msgId(deps, MsgIdKind.Grant, event.id);
+    const forwarded = await deps.js.publish(target, original.data, { headers: original.headers, msgID: forwardId });
+    await confirmDuplicate(deps.jsm, forwarded, forwardId, (stored) => sameBytes(stored, target, original.data));
     deps.log.info({ eventId: event.id, capability: policy.ref, lease: key, revision }, "granted");
   }
 
@@ -254,7 +261,9 @@ export class Handoffs {
     // The approver's decision is recorded whatever happens next: it is what the approver did.
     const decision = decisionFor(approval);
     const { headers, data: bytes } = NatsBinding.binary(decision);
-    await deps.js.publish(deps.subjects.decision("approval"), bytes, { headers, msgID: decision.id });
+    const subject = deps.subjects.decision("approval"), id = decisionMsgId(decision, deps);
+    const ack = await deps.js.publish(subject, bytes, { headers, msgID: id });
+    await confirmDuplicate(deps.jsm, ack, id, (stored) => stored.subject === subject && stored.header.get("ce-id") === decision.id);
 
     const now = new Date().toISOString();
     const entry = { approver, at: now, ...(reason && { reason }) };
@@ -329,7 +338,7 @@ export class Handoffs {
         eventId: settled.eventId, coreDigest: settled.coreDigest, verdict: "expired", approver: deps.principal, via: "deadline",
         reason: abandoned ? `cancelled: the work expired at ${settled.workExpiresAt} before a decision` : `no decision by ${settled.deadline}`,
       }, { principal: deps.principal, key: deps.key, about: { id: settled.eventId, source: settled.eventSource, extensions: { correlationid: settled.correlationId } }, idKey: `approval-expired/${settled.eventId}` });
-      await publishDecision(deps.js, DecisionKind.Approval, expired);
+      await publishDecision(deps.js, DecisionKind.Approval, expired, undefined, deps);
       if (abandoned) {
         await this.quarantineOriginal(settled, QuarantineReason.Expired, `approval cancelled: the work expired at ${settled.workExpiresAt}`, ErrorCode.Expired);
       } else {
@@ -436,7 +445,7 @@ export class Handoffs {
       eventId: approval.eventId, eventSource: approval.eventSource, coreDigest: approval.coreDigest, capability: approval.capability,
       required: approval.required, approvers, deadline, summary: `escalated: no decision by ${approval.deadline}`,
     }, { principal: this.deps.principal, key: this.deps.key, about: { id: approval.eventId, source: approval.eventSource, extensions: { correlationid: approval.correlationId } }, idKey: `approval-escalated/${approval.eventId}` });
-    await publishDecision(this.deps.js, DecisionKind.ApprovalRequested, requested);
+    await publishDecision(this.deps.js, DecisionKind.ApprovalRequested, requested, undefined, this.deps);
     try {
       await this.approvals.update(key, JSON.stringify({ ...approval, approvers, deadline, escalated: true } satisfies Approval), revision);
     } catch {
@@ -462,7 +471,7 @@ export class Handoffs {
     if (!original) return; // aged out of the stream; the decision event records what happened
     const capability = approval.capability.split(".")[0]!;
     await publishQuarantineCopy(this.deps.js, { subject: original.subject, stream: "MESH_HANDOFF", seq: original.seq, consumer: "", headers: original.header, data: original.data },
-      this.deps.subjects.quarantine(reason, capability), { reason, detail, code, detectedBy: this.deps.principal });
+      this.deps.subjects.quarantine(reason, capability), { reason, detail, code, detectedBy: this.deps.principal }, this.deps);
   }
 }
 

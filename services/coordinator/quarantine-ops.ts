@@ -7,13 +7,14 @@
 // allow nothing else there) into small in-memory indexes that catch up on every request, so any replica answers
 // from the broker's state. A release re-verifies the original and refuses when it would fail again; otherwise
 // it republishes the original bytes and headers to the original subject, then publishes the signed decision.
+import { createHash } from "node:crypto";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { MsgHdrs } from "@nats-io/transport-node";
 import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import type { Logger } from "pino";
 import {
   CausewayError, DecisionKind, ErrorCode, NatsBinding, QuarantineHeader, StreamName, dataJson, decisionEvent, decisionSchema, decisionSubjectOf,
-  addControlEndpoint, isCausewayError, isExpired, permissionDenied, publishDecision, readStream, storedMessage,
+  MsgIdKind, addControlEndpoint, confirmDuplicate, isCausewayError, isExpired, msgId, permissionDenied, publishDecision, readStream, sameBytes, storedMessage,
 } from "../kit/index.ts";
 import type { DecisionKindValue, ParsedSubject, TrustedEvent } from "../kit/index.ts";
 import {
@@ -57,9 +58,35 @@ function serialized(fn: () => Promise<void>): () => Promise<void> {
   return () => (chain = chain.catch(() => undefined).then(fn));
 }
 
+/** The quarantine subject tokens under which a copy of an original on `subject` may legitimately be stored. */
+export function quarantineTokensFor(parse: (subject: string) => ParsedSubject, subject: string): readonly string[] {
+  const token = capabilityToken(parse, subject);
+  // The gateway quarantines ingest originals under `ingest` (services/gateway), the coordinator under `_ingest`.
+  return token === "_ingest" ? [token, "ingest"] : [token];
+}
+
+/** SHA-256 of a quarantined original's bytes (hex). */
+export function digestOf(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
 /** An entry of the index: what the reason headers say, without the data. */
 interface Indexed extends Omit<QuarantineEntry, "status" | "decision"> {
   readonly storedAt: string;
+}
+
+/**
+ * What an entry claims about the original it keeps, with what the claim can be checked against: the entry's
+ * own subject token (the server lets only a capability's agents, the gateway for `ingest`, and the coordinator
+ * publish under a token) and the digest of the bytes it keeps.
+ */
+export interface OriginalClaim {
+  readonly seq: number;
+  /** The capability token of the entry's own subject (`mesh.quarantine.<reason>.<token>`). */
+  readonly token: string;
+  readonly detectedBy: string;
+  readonly originalSubject: string;
+  readonly dataDigest: string;
 }
 
 /**
@@ -70,7 +97,7 @@ export class QuarantineIndex {
   readonly #jsm: JetStreamManager;
   readonly #parse: (subject: string) => ParsedSubject;
   readonly #entries = new Map<number, Indexed>();
-  readonly #byOriginal = new Map<string, number>();
+  readonly #byOriginal = new Map<string, OriginalClaim[]>();
   #next = 1;
   readonly refresh: () => Promise<void>;
 
@@ -82,8 +109,11 @@ export class QuarantineIndex {
         this.#next = m.seq + 1;
         const e = this.#index(m);
         this.#entries.set(e.seq, e);
-        if (e.originalSeq !== undefined && !this.#byOriginal.has(`${e.originalStream}/${e.originalSeq}`)) {
-          this.#byOriginal.set(`${e.originalStream}/${e.originalSeq}`, e.seq);
+        if (e.originalSeq !== undefined) {
+          const key = `${e.originalStream}/${e.originalSeq}`;
+          const claims = this.#byOriginal.get(key) ?? [];
+          claims.push({ seq: e.seq, token: e.capability, detectedBy: e.detectedBy, originalSubject: e.originalSubject, dataDigest: digestOf(m.data) });
+          this.#byOriginal.set(key, claims);
         }
       }
     });
@@ -93,9 +123,12 @@ export class QuarantineIndex {
     return this.#entries.get(seq);
   }
 
-  /** The first entry that quarantined `stream` #`seq`, if any. */
-  findOriginal(stream: string, seq: number): number | undefined {
-    return this.#byOriginal.get(`${stream}/${seq}`);
+  /**
+   * The first entry that claims to keep `stream` #`seq` and whose claim `accept` trusts, if any. A claim is only
+   * headers anyone allowed to publish on MESH_QUARANTINE can write: the caller checks it against the original.
+   */
+  findOriginal(stream: string, seq: number, accept: (claim: OriginalClaim) => boolean): number | undefined {
+    return this.#byOriginal.get(`${stream}/${seq}`)?.find(accept)?.seq;
   }
 
   entries(): IterableIterator<Indexed> {
@@ -281,7 +314,12 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
     } catch (err) {
       return { ok: false, code: (err as CausewayError).code, message: `the original subject cannot be published to: ${(err as Error).message}` };
     }
+    const refusedTarget = targetProblem(indexed, target);
+    if (refusedTarget) return { ok: false, code: ErrorCode.ReleaseTarget, message: refusedTarget };
     if (!verification.ok || !trusted) return { ok: false, ...(verification.ok ? {} : { code: verification.code }), message: verification.ok ? "not verified" : verification.message };
+    if (target.kind === "ingest" && target.source !== trusted.entry.principal) {
+      return { ok: false, code: ErrorCode.ReleaseTarget, message: `an ingest original goes back only to its own upstream's subject: ${indexed.originalSubject} is ${target.source}'s, the original is signed by ${trusted.entry.principal}` };
+    }
     const event = trusted.event;
     if (isExpired(event)) return { ok: false, code: ErrorCode.Expired, message: `the event expired at ${String(event.extensions.expirytime)}` };
     if (target.kind === "cap" || target.kind === "handoff") {
@@ -298,6 +336,27 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
       }
     }
     return { ok: true };
+  };
+
+  /**
+   * Where a release may go, from what the entry's subject and the target imply (the headers naming the target are
+   * the detecting principal's word): a capability or handoff subject of the entry's own capability, or an ingest
+   * subject for an entry quarantined at ingest; never a decision, audit, quarantine, event or control subject,
+   * and never a critical capability's mesh.cap subject, which only a grant forwards to.
+   */
+  const targetProblem = (indexed: Indexed, target: ParsedSubject): string | undefined => {
+    const subject = indexed.originalSubject;
+    if (target.kind !== "cap" && target.kind !== "handoff" && target.kind !== "ingest") {
+      return `a release goes back only to a capability, handoff or ingest subject, not to ${subject} (${target.kind})`;
+    }
+    if (target.kind === "cap" && deps.policy.policy().of(target.capability, target.major)?.critical) {
+      return `${subject} is a critical capability: work reaches it only through a grant, so the producer must hand it off again`;
+    }
+    const tokens = quarantineTokensFor((s) => deps.subjects.parse(s), subject);
+    if (!tokens.includes(indexed.capability)) {
+      return `the entry was quarantined under ${indexed.capability}, which does not take ${subject}`;
+    }
+    return undefined;
   };
 
   const refuseSettled = (entry: Indexed) => {
@@ -322,7 +381,7 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
       principal: deps.principal, key: deps.key, idKey: `quarantine/${entry.seq}/${entry.storedAt}`,
       ...(about && { about: { id: about.event.id, source: about.event.source, extensions: about.event.extensions } }),
     });
-    await publishDecision(deps.js, kind, event, deps.subjects.prefix);
+    await publishDecision(deps.js, kind, event, deps.subjects.prefix, deps);
     await settlements.refresh();
     return event.id;
   };
@@ -384,10 +443,13 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
           throw new CausewayError(ErrorCode.ReleaseRefused, `release of quarantine entry ${req.seq} refused: it would fail again (${why})`, { details: { check: verdict } });
         }
         // The original bytes and headers, under a msgID of their own: the original's msgID must not absorb the
-        // redelivery, and a second release within the duplicate window is absorbed.
-        const ack = await deps.js.publish(indexed.originalSubject, stored.data, { headers, msgID: `release/${req.seq}` }).catch((err: unknown) => {
+        // redelivery, and a second release within the duplicate window is absorbed. The id is the coordinator's
+        // (msg-ids.ts), and a duplicate ack counts only when the stream holds these bytes on this subject.
+        const id = msgId(deps, MsgIdKind.Release, req.seq, indexed.storedAt);
+        const ack = await deps.js.publish(indexed.originalSubject, stored.data, { headers, msgID: id }).catch((err: unknown) => {
           throw permissionDenied(err, `the coordinator republishing on ${indexed.originalSubject}`) ?? err;
         });
+        await confirmDuplicate(deps.jsm, ack, id, (m) => sameBytes(m, indexed.originalSubject, stored.data));
         const decisionId = await decide(DecisionKind.Release, {
           quarantineSeq: req.seq, originalSubject: indexed.originalSubject, reason: indexed.reason.slice(0, 100), operator: req.operator,
           ...(indexed.originalStream && { originalStream: indexed.originalStream }),

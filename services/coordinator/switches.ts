@@ -133,7 +133,7 @@ export const start: StartModule = async (deps: CoordinatorDeps): Promise<Coordin
         throw err;
       }
       const paused = await reconcile(t.consumers);
-      await publishDecision(deps.js, DecisionKind.Switch, decision, deps.subjects.prefix);
+      await publishDecision(deps.js, DecisionKind.Switch, decision, deps.subjects.prefix, deps);
       log.info({ scope: t.scope, target: t.target, reason, operator, expiresAt, decision: decision.id }, "paused");
       return { key: t.key, scope: t.scope, target: t.target, ...value, consumers: paused };
     }
@@ -165,7 +165,7 @@ export const start: StartModule = async (deps: CoordinatorDeps): Promise<Coordin
         throw err;
       }
       const running = await reconcile(t.consumers);
-      await publishDecision(deps.js, DecisionKind.Switch, decision, deps.subjects.prefix);
+      await publishDecision(deps.js, DecisionKind.Switch, decision, deps.subjects.prefix, deps);
       log.info({ scope: t.scope, target: t.target, reason, operator, decision: decision.id }, "resumed");
       return { key: t.key, scope: t.scope, target: t.target, paused: false, reason, by: operator, at: now.toISOString(), expires_at: null, decision_id: decision.id, consumers: running };
     }

@@ -29,6 +29,7 @@ import { openProcessedSet, type ProcessedSet } from "./processed.ts";
 import { quarantine } from "./quarantine.ts";
 import { createSchemaRegistry, type DataValidator, type SchemaRegistry } from "./schemas.ts";
 import { createStreamPublisher } from "./stream-publisher.ts";
+import { MsgIdKind, msgId } from "./msg-ids.ts";
 import { StreamName, inboxPrefix, type MeshSubjects } from "./subjects.ts";
 import { PAUSED_UNTIL_RESUMED, watchSwitches, type SwitchWatcher } from "./switches.ts";
 import { endSpan, startProcessSpan, startSendSpan, traceparentOf } from "./tracing.ts";
@@ -134,8 +135,9 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         init.extensions!.traceparent = traceparentOf(span) ?? childTraceparent(cause.extensions.traceparent);
         const signed = signEvent(createEvent(init), opts.signingKey);
         const { headers, data } = NatsBinding.binary(signed);
-        // The derived id is the msgID: a redelivered input republishes the same ids and JetStream keeps one.
-        await publisher.publish(to, data, { headers, msgID: signed.id });
+        // The derived id, in this principal's own message id (msg-ids.ts): a redelivered input republishes the
+        // same ids and JetStream keeps one; nobody without the key can publish under it first.
+        await publisher.publish(to, data, { headers, msgID: msgId({ principal: def.principal, key: opts.signingKey }, MsgIdKind.Output, signed.id) });
         endSpan(span);
       } catch (err) {
         endSpan(span, err);
@@ -147,7 +149,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // --- the pipeline -----------------------------------------------------------------------------------
 
   const toQuarantine = async (msg: JsMsg, reason: QuarantineReasonValue, detail: string, code: string | undefined, log: Logger) => {
-    const ok = await quarantine(js, msg, subjects.quarantine(reason, def.capability), { reason, detail, code, detectedBy: def.principal });
+    const ok = await quarantine(js, msg, subjects.quarantine(reason, def.capability), { reason, detail, code, detectedBy: def.principal }, { key: opts.signingKey });
     if (ok) {
       counters.quarantined++;
       metrics.quarantined(reason);

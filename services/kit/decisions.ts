@@ -1,11 +1,12 @@
 // Decisions: signed events on mesh.decision.<kind> (stream MESH_DECISION: deny_delete, deny_purge). Every
 // grant, approval, release, rejection and kill switch is one, so lineage can answer who decided what, when,
 // under which key. A decision's id is derived from what it is about, so a retried decision is one event.
-import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
+import type { JetStreamClient, JetStreamManager, PubAck } from "@nats-io/jetstream";
 import { NatsBinding } from "./binding.ts";
 import { childTraceparent, deriveEventId, newTraceparent, principalSource } from "./context.ts";
 import { createEvent, type CloudEvent } from "./event.ts";
 import type { SigningKey } from "./keys.ts";
+import { MsgIdKind, confirmDuplicate, msgId, signedWith } from "./msg-ids.ts";
 import { decisionSubject } from "./subjects.ts";
 import { signEvent } from "./verifiability.ts";
 
@@ -72,8 +73,29 @@ export function decisionEvent(kind: DecisionKindValue, data: unknown, opts: Deci
   }), opts.key);
 }
 
-/** Publishes a decision on its subject; the event id is the msgID, so a retry is deduplicated. */
-export async function publishDecision(js: JetStreamClient, kind: DecisionKindValue, event: CloudEvent, prefix?: string): Promise<PubAck> {
+/** Who publishes a decision: the deciding principal and its key, and a reader of MESH_DECISION when it has one. */
+export interface DecisionPublisher {
+  readonly principal: string;
+  readonly key: SigningKey;
+  /** Confirms a duplicate ack against the stored decision (the coordinator may read MESH_DECISION). */
+  readonly jsm?: JetStreamManager | undefined;
+}
+
+/** The message id of a decision: the decider's, for the event's (derived, stable) id. */
+export function decisionMsgId(event: Pick<CloudEvent, "id">, by: Pick<DecisionPublisher, "principal" | "key">): string {
+  return msgId(by, MsgIdKind.Decision, event.id);
+}
+
+/**
+ * Publishes a decision on its subject under the decider's message id for the event id, so a retry is
+ * deduplicated and nobody else can pre-empt it. A duplicate ack counts only when the stored decision is this
+ * event signed with the decider's key (when `by.jsm` can read it back); otherwise CW_ERR_MSG_ID_TAKEN.
+ */
+export async function publishDecision(js: JetStreamClient, kind: DecisionKindValue, event: CloudEvent, prefix: string | undefined, by: DecisionPublisher): Promise<PubAck> {
   const { headers, data } = NatsBinding.binary(event);
-  return js.publish(decisionSubjectOf(kind, prefix), data, { headers, msgID: event.id });
+  const subject = decisionSubjectOf(kind, prefix);
+  const id = decisionMsgId(event, by);
+  const ack = await js.publish(subject, data, { headers, msgID: id });
+  if (by.jsm) await confirmDuplicate(by.jsm, ack, id, (stored) => signedWith(stored, subject, event.id, by.key));
+  return ack;
 }

@@ -48,9 +48,11 @@ const ERRORS = {
   ReleaseRefused: { code: "CW_ERR_RELEASE_REFUSED", status: 409 },
   AlreadySettled: { code: "CW_ERR_ALREADY_SETTLED", status: 409 },
   SwitchInvalid: { code: "CW_ERR_SWITCH_INVALID", status: 400 },
+  ReleaseTarget: { code: "CW_ERR_RELEASE_TARGET", status: 409 },
   // Producing signed events
   SignRefused: { code: "CW_ERR_SIGN_REFUSED", status: 403 },
   KeyInvalid: { code: "CW_ERR_KEY_INVALID", status: 400 },
+  MsgIdTaken: { code: "CW_ERR_MSG_ID_TAKEN", status: 409 },
   // Schemas (quarantine reason: schema_violation)
   SchemaViolation: { code: "CW_ERR_SCHEMA_VIOLATION", status: 400 },
   UnknownSchema: { code: "CW_ERR_UNKNOWN_SCHEMA", status: 400 },

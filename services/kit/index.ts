@@ -47,8 +47,8 @@ export type { ServiceContext, ServiceProcessOptions, StartedService } from "./se
 export { consumeDurable } from "./consumer.ts";
 export type { ConsumeOptions, DurableConsumer } from "./consumer.ts";
 export { drainSignal, untilStop } from "./signals.ts";
-export { QuarantineHeader, publishQuarantineCopy, quarantine, quarantineHeaders } from "./quarantine.ts";
-export type { QuarantineNote, QuarantineOriginal } from "./quarantine.ts";
+export { QuarantineHeader, isQuarantineCopyOf, publishQuarantineCopy, quarantine, quarantineHeaders, quarantineMsgId } from "./quarantine.ts";
+export type { QuarantineNote, QuarantineOriginal, QuarantinePublisher } from "./quarantine.ts";
 export { openProcessedSet } from "./processed.ts";
 export { encodeLease, leaseKey, openLeases, readLease } from "./leases.ts";
 export { GATEWAY_MARK_PREFIX, capabilityKeyPrefix } from "./kv-keys.ts";
@@ -82,9 +82,13 @@ export { bearerMatcher, devTokenPath, ensureTokenFile, isTokenDigest, tokenDiges
 export { StreamPublishError, WRONG_LAST_SEQUENCE, createStreamPublisher } from "./stream-publisher.ts";
 export type { PubAck, StreamPublishOptions, StreamPublisher } from "./stream-publisher.ts";
 
+// Message ids: namespaced by their publisher, tagged with its key; a duplicate ack confirmed before it counts
+export { MsgIdKind, confirmDuplicate, msgId, sameBytes, signedWith } from "./msg-ids.ts";
+export type { AckLike, MsgIdKindValue, MsgIdOwner } from "./msg-ids.ts";
+
 // Decisions: signed grants, approvals, releases, rejections, kill switches (MESH_DECISION)
-export { DecisionKind, decisionEvent, decisionSchema, decisionSubjectOf, publishDecision } from "./decisions.ts";
-export type { DecisionKindValue, DecisionOptions } from "./decisions.ts";
+export { DecisionKind, decisionEvent, decisionMsgId, decisionSchema, decisionSubjectOf, publishDecision } from "./decisions.ts";
+export type { DecisionKindValue, DecisionOptions, DecisionPublisher } from "./decisions.ts";
 
 // Kill switches: the state the coordinator writes and agents watch (KV causeway_switches); the coordinator's
 // endpoints that switch them are in services/coordinator/contract.ts

@@ -2,8 +2,10 @@
 // original headers — on mesh.quarantine.<reason>.<capability>, with reason headers added, and only then is
 // the original terminated. If the quarantine publish fails, the original is nak'ed instead: nothing is lost.
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
-import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import type { JetStreamClient, JetStreamManager, JsMsg, PubAck, StoredMsg } from "@nats-io/jetstream";
 import type { QuarantineReasonValue } from "./errors.ts";
+import type { SigningKey } from "./keys.ts";
+import { MsgIdKind, confirmDuplicate, msgId } from "./msg-ids.ts";
 
 /** Header names added to a quarantined message (the original headers are kept as they were). */
 export const QuarantineHeader = {
@@ -63,14 +65,28 @@ export function quarantineHeaders(msg: JsMsg | QuarantineOriginal, note: Quarant
   return h;
 }
 
+/** The detecting principal's means to publish a quarantine copy nobody else can pre-empt. */
+export interface QuarantinePublisher {
+  /** Its signing key: tags the copy's message id (services/kit/msg-ids.ts), so no other principal can publish under it first. */
+  readonly key?: SigningKey | undefined;
+  /** A publisher that may read MESH_QUARANTINE back (the coordinator): a duplicate ack is confirmed against the stored copy. */
+  readonly jsm?: JetStreamManager | undefined;
+}
+
+/** The message id of `detectedBy`'s quarantine copy of `original`: one per original, per detecting principal. */
+export function quarantineMsgId(original: Pick<QuarantineOriginal, "stream" | "seq">, detectedBy: string, key?: SigningKey): string {
+  return msgId({ principal: detectedBy, key }, MsgIdKind.Quarantine, original.stream, original.seq);
+}
+
 /**
  * Quarantines `msg` on `subject` and terminates the original. The publish is deduplicated by the original's
- * stream and sequence, so a redelivered poison message yields one quarantine entry. Returns false (after a
- * nak) when the quarantine publish failed.
+ * stream and sequence and the detecting principal, so a redelivered poison message yields one quarantine entry.
+ * Returns false (after a nak) when the quarantine publish failed — including a duplicate ack for a copy that is
+ * not this principal's (CW_ERR_MSG_ID_TAKEN): the original is never terminated with nothing stored.
  */
-export async function quarantine(js: JetStreamClient, msg: JsMsg, subject: string, note: QuarantineNote): Promise<boolean> {
+export async function quarantine(js: JetStreamClient, msg: JsMsg, subject: string, note: QuarantineNote, by: QuarantinePublisher = {}): Promise<boolean> {
   try {
-    await publishQuarantineCopy(js, originalOf(msg), subject, note);
+    await publishQuarantineCopy(js, originalOf(msg), subject, note, by);
   } catch {
     msg.nak(1_000);
     return false;
@@ -79,14 +95,22 @@ export async function quarantine(js: JetStreamClient, msg: JsMsg, subject: strin
   return true;
 }
 
+/** `stored` is `detectedBy`'s copy of `original` on `subject`: same detecting principal, original, subject and bytes. */
+export function isQuarantineCopyOf(stored: StoredMsg, subject: string, original: QuarantineOriginal, detectedBy: string): boolean {
+  const h = (name: string) => stored.header.get(name);
+  return stored.subject === subject && h(QuarantineHeader.DetectedBy) === detectedBy
+    && h(QuarantineHeader.OriginalStream) === original.stream && h(QuarantineHeader.OriginalSequence) === String(original.seq)
+    && h(QuarantineHeader.OriginalSubject) === original.subject && Buffer.from(stored.data).equals(Buffer.from(original.data));
+}
+
 /**
  * Publishes the quarantine copy of `original` (for messages fetched by sequence: dead letters, timed-out
- * approvals). Deduplicated by the original's stream and sequence, like {@link quarantine}. Throws when the
- * publish fails; the caller keeps whatever it was holding so nothing is lost.
+ * approvals). Deduplicated like {@link quarantine}. Throws when the publish fails or a duplicate ack is not
+ * confirmed as this principal's copy; the caller keeps whatever it was holding so nothing is lost.
  */
-export async function publishQuarantineCopy(js: JetStreamClient, original: QuarantineOriginal, subject: string, note: QuarantineNote): Promise<void> {
-  await js.publish(subject, original.data, {
-    headers: quarantineHeaders(original, note),
-    msgID: `quarantine/${original.stream}/${original.seq}`,
-  });
+export async function publishQuarantineCopy(js: JetStreamClient, original: QuarantineOriginal, subject: string, note: QuarantineNote, by: QuarantinePublisher = {}): Promise<PubAck> {
+  const id = quarantineMsgId(original, note.detectedBy, by.key);
+  const ack = await js.publish(subject, original.data, { headers: quarantineHeaders(original, note), msgID: id });
+  if (by.jsm) await confirmDuplicate(by.jsm, ack, id, (stored) => isQuarantineCopyOf(stored, subject, original, note.detectedBy));
+  return ack;
 }
