@@ -240,8 +240,9 @@ describe("gateway", () => {
     assert.equal(tampered.json.code, "CW_ERR_CORE_DIGEST_MISMATCH");
     assert.equal(tampered.json.quarantined, "bad_signature");
     assert.deepEqual(await routedById(g, "signed-2"), []);
-    // Signed by another principal's key (one that may emit the type): not this upstream's to send.
-    const gatewaySigned = signEvent(createEvent({ ...signed, id: "signed-3", extensions: {} }), signingKeyFromNkeySeed(readSeed("gateway", g.mesh.dataDir)));
+    // Signed by another principal's key (one that may emit the type, and sign this source: the gateway, naming
+    // this upstream as it does when notarizing): not this upstream's to send.
+    const gatewaySigned = signEvent(createEvent({ ...signed, id: "signed-3", extensions: { upstream: "upstream-demo" } }), signingKeyFromNkeySeed(readSeed("gateway", g.mesh.dataDir)));
     const enc = NatsBinding.binary(gatewaySigned);
     const h3: Record<string, string> = {};
     for (const [k, v] of enc.headers) h3[k] = v[0]!;

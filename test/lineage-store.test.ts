@@ -94,7 +94,7 @@ for (const kind of lineageStoreKinds) {
       assert.deepEqual(await s.store.byCorrelation("c"), []);
       assert.deepEqual(await s.store.byCausation(["c"]), []);
       assert.deepEqual(await s.store.checkpoints(), []);
-      assert.deepEqual(await s.store.known([{ stream: "MESH_EVENTS", seq: 1, source: "s", id: "i" }]), new Set());
+      assert.deepEqual(await s.store.known([{ stream: "MESH_EVENTS", seq: 1, source: "s", id: "i", principal: "planner" }]), new Set());
     });
 
     test(`${kind.name} - lastSequences gives the highest recorded sequence per stream`, async () => {
@@ -155,14 +155,15 @@ for (const kind of lineageStoreKinds) {
         { seq: 3, id: "forged", source: "src", failed: true },
       ]);
       const keys = [
-        { stream: "MESH_EVENTS", seq: 1, source: "src", id: "a" }, // both
-        { stream: "MESH_EVENTS", seq: 9, source: "src", id: "b" }, // redelivered under a new sequence: identity only
-        { stream: "MESH_EVENTS", seq: 2, source: "src", id: "zzz" }, // sequence only
-        { stream: "MESH_EVENTS", seq: 5, source: null, id: null }, // undecodable, recorded: sequence only
-        { stream: "MESH_EVENTS", seq: 6, source: null, id: null }, // undecodable, new
-        { stream: "MESH_HANDOFF", seq: 1, source: "src", id: "a" }, // another stream
-        { stream: "MESH_EVENTS", seq: 10, source: "other", id: "a" }, // same id, other source
-        { stream: "MESH_EVENTS", seq: 12, source: "src", id: "forged" }, // the identity a failed record claims is none
+        { stream: "MESH_EVENTS", seq: 1, source: "src", id: "a", principal: "planner" }, // both
+        { stream: "MESH_EVENTS", seq: 9, source: "src", id: "b", principal: "planner" }, // redelivered under a new sequence: identity only
+        { stream: "MESH_EVENTS", seq: 2, source: "src", id: "zzz", principal: "planner" }, // sequence only
+        { stream: "MESH_EVENTS", seq: 5, source: null, id: null, principal: null }, // undecodable, recorded: sequence only
+        { stream: "MESH_EVENTS", seq: 6, source: null, id: null, principal: null }, // undecodable, new
+        { stream: "MESH_HANDOFF", seq: 1, source: "src", id: "a", principal: "planner" }, // another stream
+        { stream: "MESH_EVENTS", seq: 10, source: "other", id: "a", principal: "planner" }, // same id, other source
+        { stream: "MESH_EVENTS", seq: 12, source: "src", id: "forged", principal: "planner" }, // the identity a failed record claims is none
+        { stream: "MESH_EVENTS", seq: 13, source: "src", id: "a", principal: "researcher" }, // the same (source, id) signed by another principal
       ];
       const found = await s.store.known(keys);
       assert.deepEqual([...found].sort(), [
@@ -178,6 +179,17 @@ for (const kind of lineageStoreKinds) {
       assert.deepEqual(indices(await s.store.byId("e")), [0, 1, 2]);
       const { records, state } = await batch(s.store, [{ seq: 4, id: "e" }]);
       await assert.rejects(s.store.append(records, state), "a second verified record of the same event");
+    });
+
+    test(`${kind.name} - a verified record's identity is its signer's: another principal's event under the same (source, id) is its own record`, async () => {
+      await using s = await kind.open();
+      await append(s.store, [{ seq: 1, id: "e", source: "causeway://researcher", principal: "planner" }]);
+      const genuine = { stream: "MESH_EVENTS", seq: 2, source: "causeway://researcher", id: "e", principal: "researcher" };
+      assert.deepEqual(await s.store.known([genuine]), new Set(), "the genuine event is not taken for the other signer's");
+      await append(s.store, [{ seq: 2, id: "e", source: "causeway://researcher", principal: "researcher" }]);
+      assert.deepEqual((await s.store.byId("e")).map((r) => r.columns.principal), ["planner", "researcher"]);
+      const { records, state } = await batch(s.store, [{ seq: 3, id: "e", source: "causeway://researcher", principal: "researcher" }]);
+      await assert.rejects(s.store.append(records, state), "a second verified record of the same signer's event");
     });
 
     test(`${kind.name} - a store whose table has the former UNIQUE (stream, source, id) is upgraded on open, its records kept`, async () => {
@@ -205,7 +217,7 @@ for (const kind of lineageStoreKinds) {
     test(`${kind.name} - known answers a large batch`, async () => {
       await using s = await kind.open();
       await append(s.store, seqs(300));
-      const keys = Array.from({ length: 600 }, (_, i) => ({ stream: "MESH_EVENTS", seq: i + 1, source: "x", id: `new-${i}` }));
+      const keys = Array.from({ length: 600 }, (_, i) => ({ stream: "MESH_EVENTS", seq: i + 1, source: "x", id: `new-${i}`, principal: "planner" }));
       const found = await s.store.known(keys);
       assert.equal(found.size, 300);
       assert.ok(found.has("MESH_EVENTS#300") && !found.has("MESH_EVENTS#301"));
@@ -262,7 +274,7 @@ for (const kind of lineageStoreKinds) {
           await assert.rejects(s.store.append(records, state));
           assert.deepEqual(await s.store.state(), before);
           assert.deepEqual(await s.store.range(0, 100), stored);
-          assert.deepEqual(await s.store.known([{ stream: "MESH_EVENTS", seq: 10, source: null, id: null }]), new Set());
+          assert.deepEqual(await s.store.known([{ stream: "MESH_EVENTS", seq: 10, source: null, id: null, principal: null }]), new Set());
           // The store is still usable: the next correct batch goes in.
           await append(s.store, [{ seq: 20 }]);
           assert.deepEqual(indices(await s.store.range(0, 100)), [0, 1, 2, 3]);
@@ -327,7 +339,7 @@ for (const kind of lineageStoreKinds) {
       assert.deepEqual(indices(await s.store.byCorrelation("flow\u0000")), [0]);
       assert.deepEqual(indices(await s.store.byCausation(["cause\u0000"])), [0]);
       assert.deepEqual(indices(await s.store.list({ type: "t\u0000", principal: "planner\u0000" })), [0]);
-      const key = { stream: "MESH_EVENTS", seq: 9, source: "src\u0000", id: "a\u0000b" };
+      const key = { stream: "MESH_EVENTS", seq: 9, source: "src\u0000", id: "a\u0000b", principal: "planner\u0000" };
       assert.deepEqual(await s.store.known([key]), new Set([recordKeyString(key)[1]]));
       const event = await findEvent(s.store, "a\u0000b");
       assert.deepEqual([event.id, event.source, indices(event.records.map((r) => r.stored))], ["a\u0000b", "src\u0000", [0]]);

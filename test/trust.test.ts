@@ -47,10 +47,11 @@ function newKey(): SigningKey {
   return signingKeyFromNkeySeed(createUser().getSeed());
 }
 
-function signed(key: SigningKey, type: string, time?: Date | number): CloudEvent {
+/** An event signed by `key` in the name of `by` (its principal: a principal signs only as causeway://<itself>). */
+function signed(key: SigningKey, type: string, time?: Date | number, by = "researcher"): CloudEvent {
   const event = createEvent({
     id: uuidv7(),
-    source: "causeway://test",
+    source: `causeway://${by}`,
     type,
     datacontenttype: "application/json",
     ...(time !== undefined && { time: new Date(time).toISOString() }),
@@ -132,12 +133,12 @@ describe("trust - on a server running the rendered accounts", () => {
     for (const p of signers) {
       const key = signingKeyFromNkeySeed(readSeed(p.name, env.data));
       const type = p.emits[0]!.replace(/\*$/, "grant");
-      const trusted = store.verify(signed(key, type, Date.now() - 60_000), { receivedAt: "now" });
+      const trusted = store.verify(signed(key, type, Date.now() - 60_000, p.name), { receivedAt: "now" });
       assert.equal(trusted.entry.principal, p.name);
       assert.equal(trusted.verification.keyid, key.keyid);
       assert.equal(trusted.event.type, type);
       // Without a time, the event is authorized now.
-      assert.equal(store.verify(signed(key, type), { receivedAt: "now" }).entry.principal, p.name);
+      assert.equal(store.verify(signed(key, type, undefined, p.name), { receivedAt: "now" }).entry.principal, p.name);
     }
   });
 
@@ -243,8 +244,8 @@ describe("trust - on a server running the rendered accounts", () => {
     const rotated = newKey();
     await writable.put(rotated.keyid, encodeTrustRecord(record(rotated, { principal: "planner", emits: ["research.task.created"], addresses: ["plan.v1", "research.v1"] })));
     await waitFor(() => store.entry(rotated.keyid), { what: "the rotated key" });
-    assert.equal(store.verify(signed(rotated, "research.task.created"), { receivedAt: "now" }).entry.principal, "planner");
-    assert.equal(store.verify(signed(old, "research.task.created"), { receivedAt: "now" }).entry.principal, "planner", "the old key works until it is revoked");
+    assert.equal(store.verify(signed(rotated, "research.task.created", undefined, "planner"), { receivedAt: "now" }).entry.principal, "planner");
+    assert.equal(store.verify(signed(old, "research.task.created", undefined, "planner"), { receivedAt: "now" }).entry.principal, "planner", "the old key works until it is revoked");
   });
 
   test("trust - a deleted or purged key becomes unknown", async () => {
@@ -265,9 +266,9 @@ describe("trust - on a server running the rendered accounts", () => {
     rejectsWith(() => store.verify(signed(researcherKey, "report.published"), { receivedAt: "now" }), ErrorCode.UnauthorizedEmitter, QuarantineReason.UnauthorizedEmitter);
     // decision.* covers every type under decision., on whole tokens only.
     const coordinatorKey = signingKeyFromNkeySeed(readSeed("coordinator", env.data));
-    for (const type of ["decision.grant", "decision.approval", "decision.kill.switch"]) assert.equal(store.verify(signed(coordinatorKey, type), { receivedAt: "now" }).entry.principal, "coordinator");
+    for (const type of ["decision.grant", "decision.approval", "decision.kill.switch"]) assert.equal(store.verify(signed(coordinatorKey, type, undefined, "coordinator"), { receivedAt: "now" }).entry.principal, "coordinator");
     for (const type of ["decision", "decisions.grant", "report.published"]) {
-      rejectsWith(() => store.verify(signed(coordinatorKey, type), { receivedAt: "now" }), ErrorCode.UnauthorizedEmitter, QuarantineReason.UnauthorizedEmitter);
+      rejectsWith(() => store.verify(signed(coordinatorKey, type, undefined, "coordinator"), { receivedAt: "now" }), ErrorCode.UnauthorizedEmitter, QuarantineReason.UnauthorizedEmitter);
     }
   });
 

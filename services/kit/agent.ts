@@ -17,7 +17,7 @@ import { childTraceparent, deriveEventId, isExpired, outputEventInit, parseTrace
 import { addControlEndpoint } from "./control.ts";
 import { CausewayError, ConfigError, ErrorCode, QuarantineReason, SchemaError, quarantineReasonOf } from "./errors.ts";
 import type { QuarantineReasonValue } from "./errors.ts";
-import { createEvent, dataJson, type CloudEvent } from "./event.ts";
+import { createEvent, dataJson, normalizeTime, type CloudEvent } from "./event.ts";
 import type { SigningKey } from "./keys.ts";
 import { createLogger, eventLogger } from "./log.ts";
 import { KvBucket } from "./buckets.ts";
@@ -81,7 +81,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // Per-message lines are debug; checking the level once keeps their cost off the hot path when off.
   const debugOn = baseLog.isLevelEnabled("debug");
   const metrics = createAgentMetrics({ principal: def.principal, capability: def.capability, major: def.major });
-  const processed: ProcessedSet | undefined = def.sideEffects ? await openProcessedSet(nc, def.capability, def.major, { bucket: layout.buckets[KvBucket.Processed].name }) : undefined;
+  // Every agent marks what it handled, so a replay after the duplicate window is absorbed (processed.ts).
+  const processed: ProcessedSet = await openProcessedSet(nc, def.capability, def.major, { bucket: layout.buckets[KvBucket.Processed].name });
   const leases = def.critical ? await openLeases(nc) : undefined;
 
   // Kill switches: watched before the consumer exists, so a consumer created during a pause is created paused.
@@ -98,6 +99,9 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     await jsm.consumers.add(StreamName.Cap, pausedNow ? { ...consumerConfig, pause_until: pausedNow.expires_at ?? PAUSED_UNTIL_RESUMED } : consumerConfig);
   }
   const info = await jsm.consumers.info(StreamName.Cap, durable);
+  // The stream's duplicate window: an input stored later than its signed time plus this may be a replay that
+  // JetStream no longer recognizes, and only such an input is looked up in the processed set.
+  const duplicateWindowMs = ((await jsm.streams.info(StreamName.Cap)).config.duplicate_window ?? 120e9) / 1e6;
   const maxDeliver = info.config.max_deliver ?? -1;
   const backoffMs = (info.config.backoff ?? []).map((ns) => ns / 1e6);
   const ackWaitMs = (info.config.ack_wait ?? 30e9) / 1e6;
@@ -182,8 +186,10 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       if (!opts.trust.mayAddress(trusted.entry, def.capability, def.major)) {
         return await toQuarantine(msg, QuarantineReason.PolicyDenied, `${trusted.entry.principal} may not address ${def.capability}.v${def.major}`, ErrorCode.UnauthorizedAddress, log());
       }
-      // 3. dedupe: a replay of an input whose effects already happened is absorbed.
-      if (processed && (await processed.has(verified))) {
+      // 3. dedupe: a replay of an input already handled is absorbed. Within the duplicate window JetStream
+      // recognizes republished outputs; past it (a late input) or for side effects, the processed set decides.
+      const late = lateBy(msg, verified, duplicateWindowMs) > 0;
+      if ((late || def.sideEffects) && (await processed.has(verified))) {
         counters.replays++;
         if (debugOn) log().debug("replay absorbed");
         msg.ack();
@@ -248,7 +254,12 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
             log().error({ err, lease: claim.key }, "lease could not be marked consumed");
           });
         }
-        if (processed) await processed.mark(verified);
+        // Marked only once its outputs are stored, so a later copy of an input that never completed still runs.
+        // A late or side-effecting input's mark is awaited (its redeliveries are looked up); a timely one's is
+        // not (nothing looks this message up again: its redeliveries are timely too), which keeps it off the
+        // hot path — best effort, see processed.ts.
+        if (late || def.sideEffects) await processed.mark(verified);
+        else processed.note(verified);
       } finally {
         clearInterval(heartbeat);
         const ms = performance.now() - started;
@@ -364,6 +375,17 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     },
     [Symbol.asyncDispose]: stop,
   };
+}
+
+/**
+ * By how many ms the stream stored `msg` later than its signed `time` plus the duplicate window (> 0: late).
+ * A late input may be a replay JetStream no longer recognizes — or a legitimate late copy (a quarantine
+ * release, the coordinator's forward of approved critical work): the processed set tells them apart. The
+ * signed time is truncated to the second, which errs towards late. No signed time: late (unknown).
+ */
+export function lateBy(msg: { readonly info: { readonly timestampNanos: number } }, event: CloudEvent, duplicateWindowMs: number): number {
+  if (event.time === undefined) return Infinity;
+  return msg.info.timestampNanos / 1e6 - (Date.parse(normalizeTime(event.time)) + duplicateWindowMs);
 }
 
 type ClaimOutcome =

@@ -31,6 +31,7 @@ const ERRORS = {
   UnauthorizedEmitter: { code: "CW_ERR_UNAUTHORIZED_EMITTER", status: 403 },
   UnauthorizedAddress: { code: "CW_ERR_UNAUTHORIZED_ADDRESS", status: 403 },
   TrustEntryInvalid: { code: "CW_ERR_TRUST_ENTRY_INVALID", status: 500 },
+  SourceMismatch: { code: "CW_ERR_SOURCE_MISMATCH", status: 403 },
   // The agent pipeline (quarantine reasons: expired, unknown_capability, policy verdicts)
   Expired: { code: "CW_ERR_EXPIRED", status: 400 },
   UnknownCapability: { code: "CW_ERR_UNKNOWN_CAPABILITY", status: 400 },

@@ -31,9 +31,9 @@ export {
 export type { TraceParent } from "./context.ts";
 
 // The live trust store: who may sign what, when, and address whom (KV causeway_trust)
-export { encodeTrustRecord, formatTime, openTrustStore, storedMessage } from "./trust.ts";
+export { UPSTREAM_EXTENSION, encodeTrustRecord, formatTime, loadUpstreamSources, openTrustStore, storedMessage } from "./trust.ts";
 export type {
-  OpenTrustStoreOptions, StoredMessage, TrustEntry, TrustRecord, TrustStore, TrustVerifyOptions, TrustedEvent, VerifyMessageOptions,
+  OpenTrustStoreOptions, StoredMessage, TrustEntry, TrustRecord, TrustStore, TrustVerifyOptions, TrustedEvent, UpstreamSources, VerifyMessageOptions,
 } from "./trust.ts";
 
 // Agents: the contract, the runtime, the process entry, quarantine and replay protection

@@ -6,13 +6,15 @@
 // Times are compared at second precision: the signature covers an event's `time` truncated to seconds, so a
 // finer comparison would trust bytes nobody signed. Entry times are truncated the same way, which makes a
 // revocation cover its whole second (fail closed) and a window start at the beginning of its first second.
+import { readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import type { ValidateFunction } from "ajv/dist/2020.js";
 import type { StoredMsg } from "@nats-io/jetstream";
 import type { KvWatchEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { NatsBinding, type DecodeOptions, type NatsMessage } from "./binding.ts";
-import { CausewayError, ErrorCode, QuarantineReason, VerificationError } from "./errors.ts";
+import { CausewayError, ConfigError, ErrorCode, QuarantineReason, VerificationError } from "./errors.ts";
 import { normalizeTime } from "./event.ts";
 import type { CloudEvent } from "./event.ts";
 import { SignatureAlgorithm, verificationKeyFromNkey } from "./keys.ts";
@@ -72,7 +74,8 @@ export interface TrustStore extends KeyResolver, AsyncDisposable {
   /**
    * Verifies signature and digests, then authorizes the signer at the event's signed `time` (now when absent):
    * revocation (CW_ERR_KEY_REVOKED), validity window (CW_ERR_KEY_NOT_VALID), the types it may emit
-   * (CW_ERR_UNAUTHORIZED_EMITTER). Throws VerificationError with the quarantine reason.
+   * (CW_ERR_UNAUTHORIZED_EMITTER), and the `source` it may sign under (CW_ERR_SOURCE_MISMATCH: see
+   * {@link sourceProblem}). Throws VerificationError with the quarantine reason.
    *
    * The signed time is the signer's claim, and a stolen key can claim any time, so the key must also have
    * been unrevoked and inside its window when the mesh received the message: `receivedAt`, which every caller
@@ -158,6 +161,47 @@ export interface OpenTrustStoreOptions {
    * Default: those of infra/principals.json.
    */
   forwards?: ReadonlySet<string>;
+  /**
+   * The CloudEvents sources of each upstream principal (infra/upstreams.json `sources`: exact, or a prefix
+   * ending in `/`): the only non-mesh sources the store accepts. Default: {@link loadUpstreamSources}.
+   */
+  upstreamSources?: UpstreamSources;
+}
+
+/** Upstream principal → its declared CloudEvents sources (exact, or a prefix when one ends in `/`). */
+export type UpstreamSources = ReadonlyMap<string, readonly string[]>;
+
+/** The extension the gateway signs into a notarized event, naming the upstream it came from. */
+export const UPSTREAM_EXTENSION = "upstream";
+/** The scheme of the mesh's own sources: `causeway://<principal>` (context.ts `principalSource`). */
+const MESH_SOURCE = "causeway://";
+
+/**
+ * The declared sources of every upstream in `path` (default: `$CAUSEWAY_UPSTREAMS`, else infra/upstreams.json,
+ * the file the gateway serves). Only the `sources` are read here; the gateway validates the whole file.
+ * ConfigError CW_ERR_UPSTREAMS_INVALID when it cannot be read.
+ */
+export function loadUpstreamSources(path = process.env.CAUSEWAY_UPSTREAMS ?? join(resolve(import.meta.dirname, "..", ".."), "infra", "upstreams.json")): UpstreamSources {
+  let doc: { upstreams?: Record<string, { sources?: unknown }> };
+  try {
+    doc = JSON.parse(readFileSync(path, "utf8")) as typeof doc;
+  } catch (err) {
+    throw new ConfigError(ErrorCode.UpstreamsInvalid, `cannot read the upstreams' sources from ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  const out = new Map<string, readonly string[]>();
+  for (const [name, upstream] of Object.entries(doc.upstreams ?? {})) {
+    const sources = upstream.sources;
+    if (!Array.isArray(sources) || !sources.every((x) => typeof x === "string")) {
+      throw new ConfigError(ErrorCode.UpstreamsInvalid, `${path}: /upstreams/${name}/sources is not a list of strings`);
+    }
+    out.set(name, Object.freeze([...sources as string[]]));
+  }
+  return out;
+}
+
+/** True when `source` is one of `sources` (exact, or under one ending in `/`), as the gateway checks it. */
+function sourceListed(sources: readonly string[] | undefined, source: string): boolean {
+  return sources !== undefined && sources.some((s) => source === s || (s.endsWith("/") && source.startsWith(s)));
 }
 
 /** A key id: an NKey user public key. */
@@ -194,7 +238,7 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
  * not exist (`causeway trust seed` creates it), CW_ERR_PERMISSION_DENIED when the connection may not read it.
  */
 export async function openTrustStore(nc: NatsConnection, opts: OpenTrustStoreOptions = {}): Promise<TrustStore> {
-  const store = new LiveTrustStore(opts.forwards ?? criticalForwardSubjects(loadPrincipals()));
+  const store = new LiveTrustStore(opts.forwards ?? criticalForwardSubjects(loadPrincipals()), opts.upstreamSources ?? loadUpstreamSources());
   store.following = await followBucket(nc, {
     bucket: opts.bucket ?? KvBucket.Trust, what: "the trust store", createdBy: TRUST_CREATED_BY,
     consequence: "rotations and revocations", apply: (change, report) => store.apply(change, report),
@@ -247,9 +291,11 @@ interface Compiled {
 class LiveTrustStore implements TrustStore {
   readonly #byKeyid = new Map<string, Compiled>();
   readonly #forwards: ReadonlySet<string>;
+  readonly #upstreams: UpstreamSources;
 
-  constructor(forwards: ReadonlySet<string>) {
+  constructor(forwards: ReadonlySet<string>, upstreams: UpstreamSources) {
     this.#forwards = forwards;
+    this.#upstreams = upstreams;
   }
   /** Set by openTrustStore once the bucket's initial state is applied. */
   following: Following | undefined;
@@ -287,6 +333,8 @@ class LiveTrustStore implements TrustStore {
       throw new VerificationError(ErrorCode.UnknownKey, `key ${verified.verification.keyid} is not in the trust store`, QuarantineReason.UnknownKey);
     }
     authorize(compiled, event, opts.receivedAt);
+    const problem = sourceProblem(compiled.entry, verified, this.#upstreams);
+    if (problem !== undefined) throw new VerificationError(ErrorCode.SourceMismatch, problem, QuarantineReason.UnauthorizedEmitter);
     return Object.freeze({ ...verified, entry: compiled.entry });
   }
 
@@ -348,6 +396,29 @@ function authorize(c: Compiled, event: CloudEvent, receivedAt: TrustVerifyOption
       QuarantineReason.UnauthorizedEmitter,
     );
   }
+}
+
+/**
+ * Why the signer may not sign under the event's `source`, or undefined when it may. A principal signs only in
+ * its own name: a mesh source `causeway://<principal>` must name the signer's principal, so nobody's key
+ * can put words in another principal's mouth (and collide with its derived ids). Any other source is an
+ * upstream system's: accepted from that upstream's own key when the source is one it declares, or from the
+ * gateway when its signed `upstream` extension names an upstream that declares it (how the gateway notarizes).
+ */
+export function sourceProblem(e: TrustEntry, verified: VerifiedEvent, upstreams: UpstreamSources): string | undefined {
+  const source = verified.event.source;
+  if (source.startsWith(MESH_SOURCE)) {
+    return source === MESH_SOURCE + e.principal ? undefined : `source "${source}" is not the signer's: ${e.principal} signs as "${MESH_SOURCE}${e.principal}"`;
+  }
+  if (e.role === Role.Upstream) {
+    return sourceListed(upstreams.get(e.principal), source) ? undefined : `source "${source}" is not one of upstream ${e.principal}'s declared sources`;
+  }
+  if (e.role === Role.Gateway) {
+    const named = verified.verification.signedExtensions.includes(UPSTREAM_EXTENSION) ? verified.event.extensions[UPSTREAM_EXTENSION] : undefined;
+    if (typeof named !== "string") return `the gateway signed source "${source}" without a signed "${UPSTREAM_EXTENSION}" extension naming the upstream it came from`;
+    return sourceListed(upstreams.get(named), source) ? undefined : `source "${source}" is not one of upstream ${named}'s declared sources, which the gateway notarized it for`;
+  }
+  return `source "${source}" is not a mesh source: ${e.principal} (${e.role}) signs only as "${MESH_SOURCE}${e.principal}"; other sources come from upstreams through the gateway`;
 }
 
 // A key must also have been usable when the mesh received the message: a stolen, revoked key signing events

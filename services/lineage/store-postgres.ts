@@ -91,15 +91,16 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
       const found = new Set<string>();
       if (keys.length === 0) return found;
       const { rows: hits } = await pool.query<{ i: number; by_seq: boolean; by_identity: boolean }>({
-        name: "lineage_known",
+        name: "lineage_known_signed",
         text: `SELECT k.i, k.by_seq, k.by_identity FROM (
                  SELECT k.i,
                    EXISTS (SELECT 1 FROM records r WHERE r.stream = k.stream AND r.stream_seq = k.seq) AS by_seq,
-                   (k.source IS NOT NULL AND k.id IS NOT NULL AND EXISTS (
-                     SELECT 1 FROM records r WHERE r.stream = k.stream AND r.source = k.source AND r.id = k.id AND r.verified = 1)) AS by_identity
-                 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS k (stream, seq, source, id, i)
+                   (k.source IS NOT NULL AND k.id IS NOT NULL AND k.principal IS NOT NULL AND EXISTS (
+                     SELECT 1 FROM records r WHERE r.stream = k.stream AND r.principal = k.principal AND r.source = k.source AND r.id = k.id
+                       AND r.verified = 1)) AS by_identity
+                 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS k (stream, seq, source, id, principal, i)
                ) k WHERE k.by_seq OR k.by_identity`,
-        values: [keys.map((k) => columnText(k.stream)), keys.map((k) => k.seq), keys.map((k) => columnText(k.source)), keys.map((k) => columnText(k.id))],
+        values: [keys.map((k) => columnText(k.stream)), keys.map((k) => k.seq), keys.map((k) => columnText(k.source)), keys.map((k) => columnText(k.id)), keys.map((k) => columnText(k.principal))],
       });
       for (const hit of hits) {
         const [seqKey, identityKey] = recordKeyString(keys[hit.i - 1]!);

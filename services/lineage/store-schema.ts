@@ -56,9 +56,12 @@ CREATE TABLE IF NOT EXISTS records (
   record ${t.bytes} NOT NULL,
   UNIQUE (stream, stream_seq)
 );
--- Only a verified record's (source, id) is authenticated: a failed one (a forgery, a tampered copy) must not
--- claim the identity of the event it imitates, so it is told apart by (stream, stream_seq) alone.
-CREATE UNIQUE INDEX IF NOT EXISTS records_identity ON records (stream, source, id) WHERE verified = 1;
+-- Only a verified record's (source, id) is authenticated, and only as its signer's: a failed one (a forgery, a
+-- tampered copy) must not claim the identity of the event it imitates, so it is told apart by (stream,
+-- stream_seq) alone, and a verified one is one per (stream, principal, source, id), so no principal's event
+-- takes the place of another's. (records_identity, on (stream, source, id), was the index before.)
+DROP INDEX IF EXISTS records_identity;
+CREATE UNIQUE INDEX IF NOT EXISTS records_signed_identity ON records (stream, principal, source, id) WHERE verified = 1;
 CREATE INDEX IF NOT EXISTS records_id ON records (id);
 CREATE INDEX IF NOT EXISTS records_correlation ON records (correlationid);
 CREATE INDEX IF NOT EXISTS records_causation ON records (causationid);

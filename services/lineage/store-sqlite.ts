@@ -42,12 +42,12 @@ export function openSqliteStore(path: string): LineageStore {
     async known(keys: readonly RecordKey[]) {
       const found = new Set<string>();
       const bySeq = prepared("SELECT 1 FROM records WHERE stream = ? AND stream_seq = ?");
-      const byIdentity = prepared("SELECT 1 FROM records WHERE stream = ? AND source = ? AND id = ? AND verified = 1");
+      const byIdentity = prepared("SELECT 1 FROM records WHERE stream = ? AND principal = ? AND source = ? AND id = ? AND verified = 1");
       for (const key of keys) {
         const [seqKey, identityKey] = recordKeyString(key);
         const stream = columnText(key.stream);
         if (bySeq.get(stream, key.seq)) found.add(seqKey!);
-        if (identityKey && byIdentity.get(stream, columnText(key.source), columnText(key.id))) found.add(identityKey);
+        if (identityKey && byIdentity.get(stream, columnText(key.principal), columnText(key.source), columnText(key.id))) found.add(identityKey);
       }
       return found;
     },

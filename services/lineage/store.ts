@@ -37,7 +37,9 @@ export interface StoredCheckpoint {
 
 /**
  * What identifies a message already recorded: its place in a stream, or its event identity within that stream
- * — the identity of a verified record only, the one whose source and id are authenticated.
+ * — the identity of a verified record only: its signer's principal with the source and id it signed. The
+ * signer is part of it, so an event under another principal's (source, id) can never absorb that principal's
+ * genuine event, even were verification to let one through.
  */
 export interface RecordKey {
   readonly stream: string;
@@ -45,6 +47,8 @@ export interface RecordKey {
   /** Null for a message that did not decode or did not verify (it has no authenticated event identity). */
   readonly source: string | null;
   readonly id: string | null;
+  /** The signer's principal (null when the message did not verify). */
+  readonly principal: string | null;
 }
 
 /** Filters for {@link LineageStore.list}; all optional, combined with AND. */
@@ -72,7 +76,7 @@ export interface LineageStore extends AsyncDisposable {
   /** The persisted log state (size 0 and no frontier for a new store). */
   state(): Promise<LogState>;
   /**
-   * Keys (from `keys`) already recorded, matched on (stream, seq) or on the (stream, source, id) of a verified
+   * Keys (from `keys`) already recorded, matched on (stream, seq) or on the (stream, principal, source, id) of a verified
    * record, as strings made by {@link recordKeyString}. Lets the writer skip redeliveries and replays before it assigns leaf indices.
    */
   known(keys: readonly RecordKey[]): Promise<Set<string>>;
@@ -107,7 +111,7 @@ export interface LineageStore extends AsyncDisposable {
 /** The string form of a key, as {@link LineageStore.known} returns them: both forms are tried. */
 export function recordKeyString(key: RecordKey): string[] {
   const bySeq = `${key.stream}#${key.seq}`;
-  return key.source === null || key.id === null ? [bySeq] : [bySeq, `${key.stream}|${key.source}|${key.id}`];
+  return key.source === null || key.id === null || key.principal === null ? [bySeq] : [bySeq, `${key.stream}|${key.principal}|${key.source}|${key.id}`];
 }
 
 /**
@@ -116,8 +120,12 @@ export function recordKeyString(key: RecordKey): string[] {
  * must neither be absorbed as the genuine event nor keep the genuine event out.
  */
 export function recordKeyOf(content: RecordContent): RecordKey {
-  const a = content.verification.result === "verified" ? content.attributes : null;
-  return { stream: columnText(content.stream), seq: content.seq, source: columnText(a?.source ?? null), id: columnText(a?.id ?? null) };
+  const verified = content.verification.result === "verified";
+  const a = verified ? content.attributes : null;
+  return {
+    stream: columnText(content.stream), seq: content.seq, source: columnText(a?.source ?? null), id: columnText(a?.id ?? null),
+    principal: columnText((verified ? content.verification.principal : undefined) ?? null),
+  };
 }
 
 /** Default and largest page size of {@link LineageStore.list}. */
