@@ -9,7 +9,7 @@ import type { CausewayError } from "./errors.ts";
 import { signingKeyFromNkeySeed, type SigningKey } from "./keys.ts";
 import { defaultLayout, type MeshLayout } from "./layout.ts";
 import { createLogger } from "./log.ts";
-import { untilStop } from "./signals.ts";
+import { drainSignal, untilStop } from "./signals.ts";
 import { openTrustStore, type TrustStore } from "./trust.ts";
 
 /** What a service's start function receives. */
@@ -54,6 +54,8 @@ export async function runServiceProcess(
     for (const cleanup of cleanups.splice(0).reverse()) await Promise.resolve().then(cleanup).catch((err: unknown) => log.warn({ err }, "cleanup failed"));
   };
   let nc: NatsConnection | undefined;
+  // Signals are taken from the start: one during start-up stops the service once it has started, cleanly.
+  void drainSignal(log);
   try {
     nc = await connectAs(principal, opts.connect ? { options: opts.connect } : {});
     const trust = await openTrustStore(nc, { onProblem: (err) => log.warn({ err }, "trust store entry ignored") });

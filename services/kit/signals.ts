@@ -5,9 +5,15 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { CausewayError, ErrorCode } from "./errors.ts";
 
-/** Resolves with the first SIGTERM or SIGINT, logged as "draining" with `fields`. */
+let draining: Promise<NodeJS.Signals> | undefined;
+
+/**
+ * Resolves with the first SIGTERM or SIGINT, logged as "draining" with `fields`. The handlers are installed by
+ * the first call in the process, and every call shares them: a service shell calls it before it starts, so a
+ * signal that arrives while the service is still starting is not the default kill but a drain once it has started.
+ */
 export function drainSignal(log: Logger, fields: Record<string, unknown> = {}): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
+  draining ??= new Promise((resolve) => {
     let first: NodeJS.Signals | undefined;
     const onSignal = (signal: NodeJS.Signals) => {
       if (first !== undefined) return;
@@ -18,6 +24,7 @@ export function drainSignal(log: Logger, fields: Record<string, unknown> = {}): 
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
   });
+  return draining;
 }
 
 /**
