@@ -63,7 +63,7 @@ export const MESH_BUCKETS: Readonly<Record<KvBucketValue, BucketSpec>> = Object.
   [KvBucket.Approvals]: spec(KvBucket.Approvals, { history: 5, ttlMs: 0, description: "pending human approvals with their deadline" }),
   [KvBucket.Switches]: spec(KvBucket.Switches, { history: 10, ttlMs: 0, description: "kill switches agents watch" }),
   // Marks outlive any replay the duplicate window misses; a replay older than this runs again (processed.ts).
-  [KvBucket.Processed]: spec(KvBucket.Processed, { history: 1, ttlMs: 7 * DAY_MS, description: "processed inputs of agents with side effects" }),
+  [KvBucket.Processed]: spec(KvBucket.Processed, { history: 1, ttlMs: 7 * DAY_MS, description: "handled inputs: late replays and side effects run once" }),
   // Longer than any join deadline and any redelivery of a finding (reporter/joins.ts).
   [KvBucket.Joins]: spec(KvBucket.Joins, { history: 1, ttlMs: 7 * DAY_MS, description: "the reporter's joins of verified findings per request" }),
 });
