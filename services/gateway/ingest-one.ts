@@ -58,7 +58,7 @@ export function limited(deps: IngressDeps, upstream: Upstream, n: number): Rejec
 export async function refuse(deps: IngressDeps, original: QuarantineOriginal, refusal: Rejected): Promise<Rejected> {
   if (refusal.quarantined === undefined) return refusal;
   try {
-    await quarantineCopy(deps.js, original, quarantineTarget(deps.subjects, { ...refusal, quarantined: refusal.quarantined }, deps.principal));
+    await quarantineCopy(deps.js, original, quarantineTarget(deps.subjects, { ...refusal, quarantined: refusal.quarantined }, deps.principal), { principal: deps.principal, key: deps.key });
   } catch (err) {
     deps.log.warn({ err, code: refusal.code }, "quarantine copy failed");
     return unavailable(err);

@@ -2,7 +2,7 @@
 import type { JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import type { MeshSubjects } from "../kit/index.ts";
+import type { MeshSubjects, SigningKey } from "../kit/index.ts";
 import type { GatewayConfig } from "./config.ts";
 import type { Ledger } from "./ledger.ts";
 import type { Notary } from "./notarize.ts";
@@ -21,5 +21,7 @@ export interface IngressDeps {
   readonly ledger: Ledger;
   /** "gateway": the detecting principal on quarantine entries. */
   readonly principal: string;
+  /** The gateway's signing key: tags its quarantine copies' msg ids (services/kit/msg-ids.ts). */
+  readonly key: SigningKey;
   readonly log: Logger;
 }

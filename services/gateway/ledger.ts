@@ -13,10 +13,11 @@
 // mode (checked before the mark), or refused by the stream as too large (its max_msg_size, JetStream's 64 KiB
 // header limit). Both throw an IngestError CW_ERR_UNSTORABLE (413, quarantined): a retry would fail again.
 import type { KV } from "@nats-io/kv";
+import type { MsgHdrs } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import {
-  ErrorCode, GATEWAY_MARK_PREFIX, MAX_ATTRIBUTE_BYTES, NatsBinding, QuarantineReason, StreamPublishError, WRONG_LAST_SEQUENCE, binaryHeaderBytes,
-  type CloudEvent, type StreamPublisher,
+  ErrorCode, GATEWAY_MARK_PREFIX, MAX_ATTRIBUTE_BYTES, MsgIdKind, NatsBinding, QuarantineReason, StreamPublishError, WRONG_LAST_SEQUENCE, binaryHeaderBytes,
+  msgId, type CloudEvent, type MsgIdOwner, type StreamPublisher,
 } from "../kit/index.ts";
 import { IngestError, type Accepted } from "./outcome.ts";
 import { traceIdOf, type Checked } from "./notarize.ts";
@@ -39,7 +40,24 @@ export interface LedgerDeps {
   readonly bucket: string;
   /** The target streams' duplicate window. */
   readonly duplicateWindowMs: number;
+  /**
+   * The server's max_payload (`nc.info.max_payload`, undefined before the connection knows it): the largest
+   * message, headers and data, the server takes from a client.
+   */
+  readonly maxPayload: () => number | undefined;
+  /** The gateway and its signing key: an event's Nats-Msg-Id is `gateway/output/<dedupe key>/<tag>` (msgId). */
+  readonly owner: MsgIdOwner;
   readonly log: Logger;
+}
+
+/**
+ * The Nats-Msg-Id of a checked event: the kit's tagged id over its dedupe key. Deterministic (a resubmission,
+ * from any worker, gets the same id and the duplicate window absorbs it), but only the gateway's key computes
+ * it, so no other principal that may publish on the event's subject (the coordinator) can take it first and
+ * make the event vanish as a "duplicate" (issue 12, finding 4).
+ */
+export function eventMsgId(owner: MsgIdOwner, checked: Pick<Checked, "key">): string {
+  return msgId(owner, MsgIdKind.Output, checked.key);
 }
 
 /**
@@ -63,14 +81,12 @@ const FORGET_RETRY_MS = 1_000;
  * A ledger over the publisher and the processed-set bucket. A mark is republished only while it is younger
  * than 80% of the target streams' duplicate window (margin for clocks and latency).
  */
-export function createLedger({ publisher, kv, bucket, duplicateWindowMs, log }: LedgerDeps): Ledger {
+export function createLedger({ publisher, kv, bucket, duplicateWindowMs, maxPayload, owner, log }: LedgerDeps): Ledger {
   const republishWithinMs = duplicateWindowMs * 0.8;
   const batch = turnBatcher();
   const forgetter = markForgetter(kv, log, FORGET_RETRY_MS);
-  const send = (checked: Checked, event: CloudEvent) => {
-    const { headers, data } = NatsBinding.binary(event);
-    return batch(() => publisher.publish(checked.route.subject, data, { headers, msgID: checked.key }));
-  };
+  const send = (checked: Checked, message: OutgoingMessage) =>
+    batch(() => publisher.publish(checked.route.subject, message.data, { headers: message.headers, msgID: message.msgID }));
   return {
     async publish(checked, event) {
       const accepted: Accepted = {
@@ -80,6 +96,15 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, log }: 
       const size = binaryHeaderBytes(event);
       if (size > MAX_ATTRIBUTE_BYTES) {
         throw new IngestError(ErrorCode.Unstorable, `as the gateway publishes it (notarized, binary mode) the event's headers take ${size} bytes; the limit is ${MAX_ATTRIBUTE_BYTES} (MAX_ATTRIBUTE_BYTES): send fewer or smaller extension attributes`, {
+          reason: QuarantineReason.DecodeError,
+        });
+      }
+      const message = outgoing(owner, checked, event);
+      const payload = message.data.length + (message.headers as unknown as { encode(): Uint8Array }).encode().length; // nats.js counts these bytes
+      const max = maxPayload();
+      if (max !== undefined && max > 0 && payload > max) {
+        // nats.js would refuse it ("max_payload size exceeded") on every retry: refused once, never retried.
+        throw new IngestError(ErrorCode.Unstorable, `as the gateway publishes it (notarized, binary mode, with its message id) the event takes ${payload} bytes of headers and data; the server's max_payload is ${max}: send less data`, {
           reason: QuarantineReason.DecodeError,
         });
       }
@@ -95,7 +120,7 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, log }: 
         if (mark.operation === "PUT") {
           const first = mark.json<Accepted>();
           if (Date.now() - mark.created.getTime() < republishWithinMs) {
-            await send(checked, event).catch((e: unknown) => {
+            await send(checked, message).catch((e: unknown) => {
               throw unstorable(e, checked.route.subject) ?? e;
             });
             forgetter.keep(markKey); // published now: a pending forget of this mark must not delete it
@@ -107,7 +132,7 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, log }: 
         await kv.update(markKey, markBody, mark.revision);
       }
       try {
-        const ack = await send(checked, event);
+        const ack = await send(checked, message);
         return ack.duplicate ? { ...accepted, duplicate: true } : accepted;
       } catch (err) {
         await forgetter.forget(markKey);
@@ -115,6 +140,20 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, log }: 
       }
     },
   };
+}
+
+/** An event as the ledger publishes it: binary mode, its Nats-Msg-Id among the headers (as the publisher sends them). */
+interface OutgoingMessage {
+  readonly headers: MsgHdrs;
+  readonly data: Uint8Array;
+  readonly msgID: string;
+}
+
+function outgoing(owner: MsgIdOwner, checked: Checked, event: CloudEvent): OutgoingMessage {
+  const { headers, data } = NatsBinding.binary(event);
+  const msgID = eventMsgId(owner, checked);
+  headers.set("Nats-Msg-Id", msgID); // the publisher sets it too; here so the size check counts it
+  return { headers, data, msgID };
 }
 
 /** Deletes the marks of events that were not published, retrying the deletes that fail. */

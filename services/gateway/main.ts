@@ -32,9 +32,11 @@ const run = () => runServiceProcess(PRINCIPAL, async ({ principal, nc, trust, ke
   const kv = await openMeshBucket(nc, processed, "the gateway's dedupe marks");
   const subjects = layout.subjects;
   const deps = {
-    config, nc, js: jetstream(nc), subjects, upstreams, limiter: createRateLimiter(isWorker() ? config.workers : 1), principal, log,
+    config, nc, js: jetstream(nc), subjects, upstreams, limiter: createRateLimiter(isWorker() ? config.workers : 1), principal, key, log,
     notary: createNotary({ trust, schemas, routes, key }),
-    ledger: createLedger({ publisher: createStreamPublisher(nc, inboxPrefix(principal)), kv, bucket: processed, duplicateWindowMs: config.duplicateWindowMs, log }),
+    ledger: createLedger({ publisher: createStreamPublisher(nc, inboxPrefix(principal)), kv, bucket: processed, duplicateWindowMs: config.duplicateWindowMs,
+      maxPayload: () => nc.info?.max_payload, owner: { principal, key }, log,
+    }),
   };
   const http = await startHttp(deps);
   defer(() => http.close());

@@ -51,7 +51,8 @@ async function settle(deps: NatsIngressDeps, msg: JsMsg): Promise<void> {
       return;
     }
     const target = quarantineTarget(deps.subjects, { ...rejected, quarantined: rejected.quarantined }, deps.principal);
-    await quarantine(deps.js, msg, target.subject, target.note); // on failure nak'ed by quarantine(): redelivered
+    // The copy's msg id is tagged with the gateway's key: nobody else can take it first.
+    await quarantine(deps.js, msg, target.subject, target.note, { key: deps.key }); // on failure nak'ed by quarantine(): redelivered
   };
 
   let upstreamName: string;

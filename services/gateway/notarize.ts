@@ -2,7 +2,14 @@
 // route, the event has not expired, the data matches the route's schema, and a signed event verifies under
 // the upstream's own key. Notarizing signs the upstream's event as the gateway, keeping its data bytes and
 // attributes, and adds signed extensions: `upstream` (who sent it), `emittedat` (when it entered the mesh),
-// `traceparent` and `correlationid` when absent. A signed upstream event is forwarded as it came.
+// `traceparent` when absent, and `correlationid`. A signed upstream event is forwarded as it came.
+//
+// Correlation and causation are the mesh's, never an upstream's (issue 12, finding 10): a flow an upstream
+// starts is correlated by the event's own id, so no upstream can graft its events into a flow another one
+// started (lineage's `trace`, the agents' logs, the coordinator's approvals all key on `correlationid`), nor
+// point `causationid` at a mesh event (lineage's `why`). An unsigned event's own values are kept, signed, as
+// `upstreamcorrelation` / `upstreamcausation`; a signed event, which the gateway cannot change, is refused with
+// CW_ERR_UPSTREAM_CONTEXT when it carries a causationid or a correlationid other than its id.
 import { hash } from "node:crypto";
 import {
   ContextExtension, DSSE_MATERIAL, DecodeError, ErrorCode, QuarantineReason, createEvent, dataJson, isExpired, isJsonContentType, parseTraceparent,
@@ -14,6 +21,9 @@ import { sourceAllowed, type Upstream } from "./upstreams.ts";
 
 /** The signed extension naming the upstream a notarized event came from. */
 const UPSTREAM_EXTENSION = "upstream";
+
+/** Where a notarized event keeps the correlation and causation ids its upstream sent (which the mesh does not use). */
+export const UpstreamContextExtension = { Correlation: "upstreamcorrelation", Causation: "upstreamcausation" } as const;
 
 /** An event that passed every check, ready to be published. */
 export interface Checked {
@@ -86,7 +96,14 @@ export function createNotary(deps: NotaryDeps): Notary {
             reason: QuarantineReason.PolicyDenied, attribute: "type",
           });
         }
-        // Its signature covers every attribute: nothing can be filled in, so it must be complete.
+        // Its signature covers every attribute: nothing can be moved, so a context pointing elsewhere is refused.
+        const correlation = event.extensions[ContextExtension.CorrelationId];
+        if (event.extensions[ContextExtension.CausationId] !== undefined || (correlation !== undefined && String(correlation) !== event.id)) {
+          throw new IngestError(ErrorCode.UpstreamContext, `a signed upstream event may not carry causationid, nor a correlationid other than its own id ("${event.id}"): the gateway correlates the flows upstreams start`, {
+            reason: QuarantineReason.PolicyDenied, attribute: event.extensions[ContextExtension.CausationId] !== undefined ? ContextExtension.CausationId : ContextExtension.CorrelationId,
+          });
+        }
+        // Nothing can be filled in either, so it must be complete.
         for (const name of ["dataschema", "time"] as const) {
           if (event[name] === undefined) throw new DecodeError(ErrorCode.MissingAttribute, `a signed upstream event must carry "${name}"`, name);
         }
@@ -119,10 +136,15 @@ export function createNotary(deps: NotaryDeps): Notary {
       // Binary mode carries every extension as a string, so sign the strings consumers will read.
       const extensions: Record<string, ExtensionValue> = {};
       for (const [name, value] of Object.entries(e.extensions)) extensions[name] = String(value);
+      // The upstream's correlation and causation, kept under names of their own; the mesh's are set below.
+      for (const [theirs, kept] of [[ContextExtension.CorrelationId, UpstreamContextExtension.Correlation], [ContextExtension.CausationId, UpstreamContextExtension.Causation]] as const) {
+        if (extensions[theirs] !== undefined) extensions[kept] = extensions[theirs];
+        delete extensions[theirs];
+      }
       extensions[UPSTREAM_EXTENSION] = checked.upstream.name;
       extensions[ContextExtension.EmittedAt] = now.toISOString();
       extensions[ContextExtension.TraceParent] = checked.traceparent;
-      extensions[ContextExtension.CorrelationId] ??= e.id;
+      extensions[ContextExtension.CorrelationId] = e.id;
       return signEvent(createEvent({
         ...e, time: e.time ?? now.toISOString(), dataschema: checked.route.dataschema, extensions, data: e.data,
       }), deps.key);

@@ -4,7 +4,7 @@
 // quarantine terminates them after the copy); HTTP inputs become a binary-mode copy of the request.
 import { hash } from "node:crypto";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import { quarantineHeaders, type MeshSubjects, type QuarantineNote, type QuarantineOriginal } from "../kit/index.ts";
+import { MsgIdKind, msgId, quarantineHeaders, type MeshSubjects, type MsgIdOwner, type QuarantineNote, type QuarantineOriginal } from "../kit/index.ts";
 import type { Rejected } from "./outcome.ts";
 
 /** The last token of the gateway's quarantine subjects: inputs refused before any capability took them. */
@@ -19,11 +19,20 @@ export function quarantineTarget(subjects: MeshSubjects, rejected: Rejected & { 
 }
 
 /**
- * Publishes the quarantine copy of an input that is not a JetStream message (an HTTP request). Identical inputs
- * make one entry (the msg id hashes subject, headers and data). Throws when the publish fails: the caller then
- * answers 503, so the upstream retries and nothing is lost.
+ * The Nats-Msg-Id of the edge quarantine copy of `original`: `gateway/quarantine/http/<hash>/<tag>`, the hash over
+ * subject, headers and data, the tag computable only with the gateway's key (msgId), so nobody else that may
+ * publish on the quarantine subjects can take the id first (issue 12, finding 4).
  */
-export async function quarantineCopy(js: JetStreamClient, original: QuarantineOriginal, target: { subject: string; note: QuarantineNote }): Promise<void> {
+export function quarantineCopyMsgId(owner: MsgIdOwner, original: Pick<QuarantineOriginal, "subject" | "headers" | "data">): string {
   const h = hash("sha256", `${original.subject}\0${JSON.stringify([...(original.headers ?? [])])}\0${Buffer.from(original.data).toString("base64")}`, "hex");
-  await js.publish(target.subject, original.data, { headers: quarantineHeaders(original, target.note), msgID: `quarantine/http/${h}` });
+  return msgId(owner, MsgIdKind.Quarantine, "http", h);
+}
+
+/**
+ * Publishes the quarantine copy of an input that is not a JetStream message (an HTTP request). Identical inputs
+ * make one entry (quarantineCopyMsgId). Throws when the publish fails: the caller then answers 503, so the
+ * upstream retries and nothing is lost.
+ */
+export async function quarantineCopy(js: JetStreamClient, original: QuarantineOriginal, target: { subject: string; note: QuarantineNote }, owner: MsgIdOwner): Promise<void> {
+  await js.publish(target.subject, original.data, { headers: quarantineHeaders(original, target.note), msgID: quarantineCopyMsgId(owner, original) });
 }

@@ -66,6 +66,7 @@ const ERRORS = {
   UnknownUpstream: { code: "CW_ERR_UNKNOWN_UPSTREAM", status: 403 },
   SourceNotAllowed: { code: "CW_ERR_SOURCE_NOT_ALLOWED", status: 403 },
   SignerMismatch: { code: "CW_ERR_SIGNER_MISMATCH", status: 403 },
+  UpstreamContext: { code: "CW_ERR_UPSTREAM_CONTEXT", status: 403 },
   NoRoute: { code: "CW_ERR_NO_ROUTE", status: 400 },
   RateLimited: { code: "CW_ERR_RATE_LIMITED", status: 429 },
   Unstorable: { code: "CW_ERR_UNSTORABLE", status: 413 },

@@ -1,17 +1,19 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { loadPlannerConfig } from "../../services/agents/planner/config.ts";
-import { PLANNER_ASPECTS, createPlannerDefinition, type ResearchTask } from "../../services/agents/planner/definition.ts";
+import { PLANNER_ASPECTS, createPlannerDefinition, requestIdOf, type ResearchTask } from "../../services/agents/planner/definition.ts";
 import { dataOf, fakeContext, requestEvent, run, scriptedModel } from "./fixtures.ts";
 import { ConfigError, RetryableError } from "../../services/kit/index.ts";
 
+/** The fixture request's id, tagged with its source. */
+const REQUEST_ID = requestIdOf({ source: "causeway://gateway", id: "req-0001" });
 const questions = ["Which chemistries lead?", "What does a MWh cost?", "Is the rumor about sodium-ion true?"];
 
 test("planner - one task per question, in order, addressed to research.v1", async () => {
   const { events, emits } = await run(createPlannerDefinition(), requestEvent({ topic: "Grid-scale battery storage", requester: "a@example.com", questions }));
   assert.equal(events.length, 3);
   assert.ok(emits.every((e) => e.to === "mesh.cap.research.v1" && e.type === "research.task.created"));
-  assert.deepEqual(events.map((e) => dataOf<ResearchTask>(e)), questions.map((query, taskIndex) => ({ requestId: "req-0001", taskIndex, totalTasks: 3, query })));
+  assert.deepEqual(events.map((e) => dataOf<ResearchTask>(e)), questions.map((query, taskIndex) => ({ requestId: REQUEST_ID, taskIndex, totalTasks: 3, query })));
 });
 
 test("planner - without questions, three tasks: background, current state, risks of the topic", async () => {
@@ -19,7 +21,7 @@ test("planner - without questions, three tasks: background, current state, risks
   const tasks = events.map((e) => dataOf<ResearchTask>(e));
   assert.equal(tasks.length, PLANNER_ASPECTS.length);
   assert.deepEqual(tasks.map((t) => t.taskIndex), [0, 1, 2]);
-  assert.ok(tasks.every((t) => t.totalTasks === 3 && t.requestId === "req-0001" && t.query.includes("NATS JetStream")));
+  assert.ok(tasks.every((t) => t.totalTasks === 3 && t.requestId === REQUEST_ID && t.query.includes("NATS JetStream")));
   assert.match(tasks[0]!.query, /^Background:/);
   assert.match(tasks[1]!.query, /^Current state:/);
   assert.match(tasks[2]!.query, /^Risks and open questions:/);
@@ -73,4 +75,14 @@ test("planner - config: concurrency from the environment; a bad value names the 
   assert.throws(() => loadPlannerConfig({ CAUSEWAY_PLANNER_CONCURRENCY: "0" }), (err: unknown) =>
     err instanceof ConfigError && err.code === "CW_ERR_CONFIG" && /CAUSEWAY_PLANNER_CONCURRENCY="0"/.test(err.message) && /integer from 1 to 1024/.test(err.message));
   assert.equal(createPlannerDefinition({ config: loadPlannerConfig({ CAUSEWAY_PLANNER_CONCURRENCY: "2" }) }).concurrency, 2);
+});
+
+test("planner - the request id is unique per (source, id): the id, then a tag over both, at most 200 characters", () => {
+  const a = requestIdOf({ source: "https://a.example/requests", id: "req-1" });
+  assert.match(a, /^req-1\.[A-Za-z0-9_-]{16}$/);
+  assert.equal(requestIdOf({ source: "https://a.example/requests", id: "req-1" }), a, "stable");
+  assert.notEqual(requestIdOf({ source: "https://b.example/requests", id: "req-1" }), a, "another source, another request");
+  const long = requestIdOf({ source: "s", id: "x".repeat(1000) });
+  assert.equal(long.length, 200);
+  assert.notEqual(requestIdOf({ source: "s", id: `${"x".repeat(999)}y` }), long, "ids that share the kept prefix still differ");
 });

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { createPlannerDefinition } from "../../services/agents/planner/definition.ts";
+import { createPlannerDefinition, requestIdOf } from "../../services/agents/planner/definition.ts";
+
+/** The fixture request's request id (the planner tags its id with its source). */
+const REQUEST_ID = requestIdOf({ source: "causeway://gateway", id: "req-0001" });
 import { loadReporterConfig } from "../../services/agents/reporter/config.ts";
 import { createReporterDefinition, deadlineOf, reporterDeadlineSweep, startDeadlineSweep } from "../../services/agents/reporter/definition.ts";
 import { createMemoryJoinStore, type JoinState } from "../../services/agents/reporter/joins.ts";
@@ -54,15 +57,15 @@ test("reporter - the Nth finding emits one complete report with the stable key",
   await run(def, verified[0]!);
   const { emits, events } = await run(def, verified[1]!);
   assert.equal(emits.length, 2, "the report as a fact, and the same report handed to publish.v1");
-  assert.equal(emits[0]!.key, reportKey("req-0001"));
-  assert.equal(emits[0]!.key, "report/req-0001");
+  assert.equal(emits[0]!.key, reportKey(REQUEST_ID));
+  assert.equal(emits[0]!.key, `report/${REQUEST_ID}`);
   assert.equal(emits[0]!.to, "mesh.evt.report.published");
   assert.equal(emits[0]!.type, "report.published");
   assert.equal(emits[1]!.to, "mesh.handoff.publish.v1", "publishing outside the mesh is critical: through the coordinator");
-  assert.equal(emits[1]!.key, "release/req-0001");
+  assert.equal(emits[1]!.key, `release/${REQUEST_ID}`);
   assert.deepEqual(emits[1]!.data, emits[0]!.data);
   const report = dataOf<ReportPublished>(events[0]!);
-  assert.equal(report.requestId, "req-0001");
+  assert.equal(report.requestId, REQUEST_ID);
   assert.equal(report.title, "Report: Grid-scale battery storage");
   assert.equal(report.complete, true);
   assert.equal(report.findingsCount, 3);
@@ -103,7 +106,7 @@ test("reporter - due() returns expired joins only, and the sweep publishes compl
   const deadline = T0 + 10_000; // the request's time plus the default CAUSEWAY_REPORT_DEADLINE_MS
   assert.deepEqual(await store.due(deadline - 1), []);
   const due = await store.due(deadline);
-  assert.deepEqual(due.map((s: JoinState) => [s.requestId, s.deadline]), [["req-0001", "2026-03-01T10:00:10.000Z"]]);
+  assert.deepEqual(due.map((s: JoinState) => [s.requestId, s.deadline]), [[REQUEST_ID, "2026-03-01T10:00:10.000Z"]]);
 
   const agent = fakeAgent();
   assert.equal(await reporterDeadlineSweep(agent, store, deadline, { subjects }), 1);
@@ -112,7 +115,7 @@ test("reporter - due() returns expired joins only, and the sweep publishes compl
   const [{ cause, emits, events }] = agent.emitted as [(typeof agent.emitted)[0]];
   assert.equal(cause.id, verified[0]!.id, "caused by the finding that opened the join");
   assert.equal(cause.correlationid, "req-0001");
-  assert.equal(emits[0]!.key, "report/req-0001");
+  assert.equal(emits[0]!.key, `report/${REQUEST_ID}`);
   const report = dataOf<ReportPublished>(events[0]!);
   assert.equal(report.complete, false);
   assert.equal(report.findingsCount, 1);

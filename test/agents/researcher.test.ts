@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { createPlannerDefinition } from "../../services/agents/planner/definition.ts";
+import { createPlannerDefinition, requestIdOf } from "../../services/agents/planner/definition.ts";
 import { loadResearcherConfig } from "../../services/agents/researcher/config.ts";
 import { RUMOR_CONFIDENCE, isRumor, researchFromCorpus } from "../../services/agents/researcher/corpus.ts";
 import { createResearcherDefinition, type FindingCreated } from "../../services/agents/researcher/definition.ts";
@@ -51,7 +51,7 @@ test("researcher - findings carry the request, the task's place and the planner'
   const tasks = await tasksFor(["q one", "q two"]);
   const { events } = await run(createResearcherDefinition(), tasks[1]!);
   const ext = events[0]!.extensions;
-  assert.equal(ext.requestid, "req-0001");
+  assert.equal(ext.requestid, requestIdOf({ source: "causeway://gateway", id: "req-0001" }), "the planner's request id");
   assert.equal(ext.taskindex, "1");
   assert.equal(ext.totaltasks, "2");
   assert.equal(ext.query, "q two");
