@@ -82,13 +82,14 @@ describe("source binding", () => {
         await waitFor(() => ingest.stats().recorded + ingest.stats().absorbed === 4, { what: "every message recorded or absorbed" });
         const { recorded, absorbed, failed } = ingest.stats();
         assert.deepEqual({ recorded, absorbed, failed }, { recorded: 4, absorbed: 0, failed: 2 }, "nothing absorbed: the forgery and its quarantine copy are failed records");
+        // Lineage records its streams concurrently: the records' order across streams is not defined, so compare them sorted.
         const rows = (await s.store.byId(findingId)).map((r) => {
           const v = decodeRecord(r.bytes).verification;
           return { stream: r.columns.stream, type: r.columns.type, verified: r.columns.verified, principal: r.columns.principal, code: v.code };
-        });
+        }).sort((a, b) => `${a.stream} ${a.type}`.localeCompare(`${b.stream} ${b.type}`));
         assert.deepEqual(rows, [
-          { stream: "MESH_CAP", type: "research.task.created", verified: false, principal: null, code: ErrorCode.SourceMismatch },
           { stream: "MESH_CAP", type: "research.finding.created", verified: true, principal: "researcher", code: undefined },
+          { stream: "MESH_CAP", type: "research.task.created", verified: false, principal: null, code: ErrorCode.SourceMismatch },
           { stream: "MESH_QUARANTINE", type: "research.task.created", verified: false, principal: null, code: ErrorCode.SourceMismatch },
         ]);
 
