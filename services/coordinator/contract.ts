@@ -3,12 +3,28 @@
 // the `causeway` CLI and tests call them with controlRequest. Nothing else of the coordinator is imported
 // from outside it.
 import {
-  CausewayError, ErrorCode, NatsBinding, SwitchScope, controlEndpoint, jsonObjectBody,
-  type CloudEvent, type ControlEndpoint, type SwitchScopeValue, type SwitchState, type SwitchValue,
+  CausewayError, ErrorCode, NatsBinding, SwitchScope, controlEndpoint, getPrincipal, jsonObjectBody, subjectMatches, subjectsFor,
+  type CloudEvent, type ControlEndpoint, type Principals, type SwitchScopeValue, type SwitchState, type SwitchValue,
 } from "../kit/index.ts";
 
 /** The coordinator's micro service name and principal. */
 export const COORDINATOR = "coordinator";
+
+/**
+ * The authenticated identity behind every request on `endpoint`: the principal of the layout (principals.json)
+ * whose publish grants reach the endpoint's subject, when exactly one does. The coordinator cannot see who sent
+ * a request, but the server refuses the request from anyone without that grant, so a decision records this
+ * (`principal`) next to the requester's claimed `operator` name. Undefined when several principals, or none,
+ * may call it: then nothing is recorded but the claim (the coordinator warns at start-up).
+ */
+export function requesterOf(principals: Principals, endpoint: Pick<ControlEndpoint<unknown, unknown>, "service" | "action">): string | undefined {
+  const subject = subjectsFor(principals.prefix).control(endpoint.service, endpoint.action);
+  const account = getPrincipal(principals, COORDINATOR).account;
+  const may = Object.values(principals.principals)
+    .filter((p) => p.account === account && p.publish.some((grant) => subjectMatches(grant, subject)))
+    .map((p) => p.name);
+  return may.length === 1 ? may[0] : undefined;
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Approvals of critical work
