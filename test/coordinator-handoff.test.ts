@@ -9,7 +9,7 @@ import { promisify } from "node:util";
 import { jetstream } from "@nats-io/jetstream";
 import {
   DecisionKind, ErrorCode, NatsBinding, QuarantineHeader, controlRequest, createEvent, createLogger, decisionEvent, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, startAgent,
-  encodeSwitch, isCausewayError, switchKey, uuidv7, type Agent, type CloudEvent,
+  encodeSwitch, formatTime, isCausewayError, switchKey, uuidv7, type Agent, type CloudEvent,
 } from "../services/kit/index.ts";
 import { approveAs } from "../services/coordinator/contract.ts";
 import { Kvm } from "@nats-io/kv";
@@ -116,7 +116,7 @@ describe("critical handoffs", () => {
     assert.equal(pub.stats().quarantined, 0, "not quarantined as expired");
   });
 
-  test("critical - the producer's key revoked while its work waits for approval: received before, the work still runs once; new work under the key is refused", async () => {
+  test("critical - the producer's key revoked while its work waits for approval: flagged to approvers, refused without --despite-revocation, then run once when approved despite it; new work under the key is refused", async () => {
     await using mesh = await startOperatedMesh();
     await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith());
     const outbox = join(mesh.dataDir, "outbox");
@@ -127,8 +127,26 @@ describe("critical handoffs", () => {
     // A key rotation's last step: the old key is revoked after the work reached the mesh.
     const [revocation] = await revokeTrust(mesh.operator, "reporter", { reason: "rotated" });
     await waitFor(() => mesh.trust.entry(revocation!.keyid)?.revokedAt !== undefined, { what: "the revocation" });
-    const ok = await cli(mesh, "approve", event.id, "--as", "approver-alice");
+    const warning = `the producer's key ${revocation!.keyid} (reporter) was revoked at ${formatTime(revocation!.revokedAt)} (rotated)`;
+    // The coordinator flags the pending approval, and approvers see it.
+    const listed = await waitFor(async () => {
+      const r = await cli(mesh, "approvals", "--as", "approver-alice");
+      return r.stdout.includes(warning) && r;
+    }, { what: "the approval flagged in causeway approvals" });
+    assert.match(listed.stdout, /approve only with --despite-revocation, or deny it/);
+    const refused = await cli(mesh, "approve", event.id, "--as", "approver-alice");
+    assert.equal(refused.code, 1);
+    assert.ok(refused.stderr.includes(warning), refused.stderr);
+    assert.match(refused.stderr, /--despite-revocation.*\(CW_ERR_PRODUCER_KEY_REVOKED\)/);
+    assert.deepEqual(await decisions(mesh, "approval"), [], "a refused approval is not recorded");
+    assert.equal(pub.stats().processed, 0);
+
+    const ok = await cli(mesh, "approve", event.id, "--as", "approver-alice", "--despite-revocation");
     assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /granted and forwarded/);
+    assert.ok(ok.stdout.includes(`! approved despite the revocation: ${warning}`), ok.stdout);
+    const [approval] = await decisions(mesh, "approval");
+    assert.equal((JSON.parse(Buffer.from(approval!.event.data).toString()) as { despiteRevocation?: boolean }).despiteRevocation, true, "the approver's signed decision says so");
     // The forward is stored after the revocation, but the work reached the mesh (MESH_HANDOFF) before it.
     await waitFor(() => pub.stats().processed === 1, { what: "the publisher to run" });
     assert.equal(pub.stats().quarantined, 0);

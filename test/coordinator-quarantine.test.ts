@@ -222,7 +222,7 @@ describe("coordinator quarantine", () => {
     assert.equal(decision.entry.principal, "coordinator");
     assert.equal(decision.event.extensions.causationid, input.id);
     const data = JSON.parse(Buffer.from(decision.event.data).toString()) as Record<string, unknown>;
-    assert.deepEqual(data, { quarantineSeq: entry!.seq, originalSubject: PLAN, originalStream: "MESH_CAP", originalSeq, reason: "max_deliveries", operator: "alice", note: "model endpoint fixed", eventId: input.id });
+    assert.deepEqual(data, { quarantineSeq: entry!.seq, originalSubject: PLAN, originalStream: "MESH_CAP", originalSeq, reason: "max_deliveries", operator: "alice", principal: "operator", note: "model endpoint fixed", eventId: input.id });
     assert.match(released.stdout, new RegExp(`decision ${decision.event.id}`));
     const [after] = await entries(mesh);
     assert.equal(after!.status, "released");
@@ -304,7 +304,7 @@ describe("coordinator quarantine", () => {
     const verified = mesh.trust.verify(NatsBinding.toEvent(decision!), { receivedAt: "now" });
     assert.equal(verified.entry.principal, "coordinator");
     assert.deepEqual(JSON.parse(Buffer.from(verified.event.data).toString()), {
-      quarantineSeq: entry!.seq, originalSubject: PLAN, reason: "schema_violation", operator: "alice", note: "upstream bug, ticket 42", eventId: input.id,
+      quarantineSeq: entry!.seq, originalSubject: PLAN, reason: "schema_violation", operator: "alice", principal: "operator", note: "upstream bug, ticket 42", eventId: input.id,
     });
 
     const release = await natsReq<ErrorReply>(mesh, "release", { seq: entry!.seq, operator: "alice" });

@@ -28,7 +28,7 @@ const quiet = (name: string) => createLogger({ name, level: process.env.LOG_LEVE
 interface SwitchDecision {
   id: string;
   principal: string;
-  data: { action: "pause" | "resume"; scope: string; target: string; reason: string; operator: string; expiresAt?: string };
+  data: { action: "pause" | "resume"; scope: string; target: string; reason: string; operator: string; principal?: string; expiresAt?: string };
 }
 
 /** A running coordinator replica: its own connection, trust store, micro service and switches module. */
@@ -235,7 +235,7 @@ describe("kill switches", () => {
       return d.length === 2 ? d : undefined;
     }, { what: "the expiry's resume decision" });
     assert.deepEqual(decisions.map((d) => d.data.action), ["pause", "resume"]);
-    assert.deepEqual(decisions[1]!.data, { action: "resume", scope: "capability", target: "plan.v1", reason: EXPIRED_REASON, operator: "coordinator" });
+    assert.deepEqual(decisions[1]!.data, { action: "resume", scope: "capability", target: "plan.v1", reason: EXPIRED_REASON, operator: "coordinator", principal: "coordinator" });
     await waitFor(async () => (await new Kvm(s.mesh.operator).open(KvBucket.Switches).then((kv) => kv.get("capability.plan_v1")))?.operation === "DEL", { what: "the flag cleared" });
     assert.equal(watcher.isPaused({ capability: "plan", major: 1, principal: "planner" }), undefined);
     await watcher.close();
@@ -305,9 +305,9 @@ describe("kill switches", () => {
     assert.deepEqual(decisions.map((d) => d.id), [first.decision_id, again.decision_id, resumed.decision_id]);
     assert.ok(decisions.every((d) => d.principal === "coordinator"));
     assert.deepEqual(decisions.map((d) => d.data), [
-      { action: "pause", scope: "capability", target: "research.v1", reason: "planner emits junk tasks", operator: "alice" },
-      { action: "pause", scope: "capability", target: "research.v1", reason: "still investigating", operator: "bob" },
-      { action: "resume", scope: "capability", target: "research.v1", reason: "done", operator: "bob" },
+      { action: "pause", scope: "capability", target: "research.v1", reason: "planner emits junk tasks", operator: "alice", principal: "operator" },
+      { action: "pause", scope: "capability", target: "research.v1", reason: "still investigating", operator: "bob", principal: "operator" },
+      { action: "resume", scope: "capability", target: "research.v1", reason: "done", operator: "bob", principal: "operator" },
     ]);
     // The flag names the decision that set it (history keeps each).
     const kv = await new Kvm(s.mesh.operator).open(KvBucket.Switches);

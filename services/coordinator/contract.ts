@@ -3,12 +3,28 @@
 // the `causeway` CLI and tests call them with controlRequest. Nothing else of the coordinator is imported
 // from outside it.
 import {
-  CausewayError, ErrorCode, NatsBinding, SwitchScope, controlEndpoint, jsonObjectBody,
-  type CloudEvent, type ControlEndpoint, type SwitchScopeValue, type SwitchState, type SwitchValue,
+  CausewayError, ErrorCode, NatsBinding, SwitchScope, controlEndpoint, getPrincipal, jsonObjectBody, subjectMatches, subjectsFor,
+  type CloudEvent, type ControlEndpoint, type Principals, type SwitchScopeValue, type SwitchState, type SwitchValue,
 } from "../kit/index.ts";
 
 /** The coordinator's micro service name and principal. */
 export const COORDINATOR = "coordinator";
+
+/**
+ * The authenticated identity behind every request on `endpoint`: the principal of the layout (principals.json)
+ * whose publish grants reach the endpoint's subject, when exactly one does. The coordinator cannot see who sent
+ * a request, but the server refuses the request from anyone without that grant, so a decision records this
+ * (`principal`) next to the requester's claimed `operator` name. Undefined when several principals, or none,
+ * may call it: then nothing is recorded but the claim (the coordinator warns at start-up).
+ */
+export function requesterOf(principals: Principals, endpoint: Pick<ControlEndpoint<unknown, unknown>, "service" | "action">): string | undefined {
+  const subject = subjectsFor(principals.prefix).control(endpoint.service, endpoint.action);
+  const account = getPrincipal(principals, COORDINATOR).account;
+  const may = Object.values(principals.principals)
+    .filter((p) => p.account === account && p.publish.some((grant) => subjectMatches(grant, subject)))
+    .map((p) => p.name);
+  return may.length === 1 ? may[0] : undefined;
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Approvals of critical work
@@ -44,10 +60,31 @@ export interface Approval {
   readonly actedAt?: string;
   /** Approved while a kill switch paused the capability: why the grant waits (given when the pause is lifted). */
   readonly heldBy?: string;
+  /** The key that signed the work (written since issue 12; older records are looked up in MESH_HANDOFF). */
+  readonly producerKeyId?: string;
+  /**
+   * Set by the coordinator when the producer's key is revoked while the work waits: approving it then needs an
+   * explicit confirmation (`causeway approve --despite-revocation`), else CW_ERR_PRODUCER_KEY_REVOKED.
+   */
+  readonly producerRevoked?: ProducerRevocation;
+}
+
+/** A revocation of the key that signed pending work, as the trust store has it. */
+export interface ProducerRevocation {
+  readonly keyid: string;
+  readonly principal: string;
+  /** RFC 3339. */
+  readonly revokedAt: string;
+  readonly reason?: string;
+}
+
+/** How approvers are told: "the producer's key … (reporter) was revoked at … (reason)". */
+export function describeRevocation(r: ProducerRevocation): string {
+  return `the producer's key ${r.keyid} (${r.principal}) was revoked at ${r.revokedAt}${r.reason === undefined ? "" : ` (${r.reason})`}`;
 }
 
 /** The reply of approve, deny, approve-as and deny-as: where the approval stands after this decision. */
-export type ApprovalReply =
+type ApprovalOutcome =
   /** More approvals are needed: this one is counted. */
   | { readonly status: "pending"; readonly granted: false; readonly approvals: number; readonly required: number }
   /** Enough approvals: the work was granted and forwarded. */
@@ -58,12 +95,16 @@ export type ApprovalReply =
    */
   | { readonly status: "approved"; readonly granted: false; readonly approvals: number; readonly required: number; readonly held: string }
   | { readonly status: "denied"; readonly granted: false };
+/** The reply also names the revocation of the producer's key when the work was approved despite it. */
+export type ApprovalReply = ApprovalOutcome & { readonly producerRevoked?: ProducerRevocation };
 
 /** The body of approve-as / deny-as: `{"eventId": "…", "reason": "…"}`. */
 export interface DecideByRequest {
   readonly eventId: string;
   /** At most 2000 characters are kept. */
   readonly reason?: string;
+  /** Approve work whose producer's key was revoked after it reached the mesh (else CW_ERR_PRODUCER_KEY_REVOKED). */
+  readonly despiteRevocation?: boolean;
 }
 
 const MAX_REASON = 2000;
@@ -78,7 +119,11 @@ function parseDecideByRequest(data: Uint8Array): DecideByRequest {
   const body = jsonObjectBody(data, '{"eventId": "…", "reason": "…"}');
   if (typeof body.eventId !== "string" || body.eventId === "") throw usage('the request body needs "eventId"');
   if (body.reason !== undefined && typeof body.reason !== "string") throw usage('"reason" must be a string');
-  return { eventId: body.eventId, ...(typeof body.reason === "string" && body.reason !== "" && { reason: body.reason.slice(0, MAX_REASON) }) };
+  if (body.despiteRevocation !== undefined && typeof body.despiteRevocation !== "boolean") throw usage('"despiteRevocation" must be true or false');
+  return {
+    eventId: body.eventId, ...(typeof body.reason === "string" && body.reason !== "" && { reason: body.reason.slice(0, MAX_REASON) }),
+    ...(body.despiteRevocation === true && { despiteRevocation: true }),
+  };
 }
 
 const signed = (name: "approve" | "deny") => controlEndpoint<CloudEvent, ApprovalReply>({

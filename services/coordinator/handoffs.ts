@@ -9,10 +9,12 @@ import type { KV } from "@nats-io/kv";
 import type { JsMsg } from "@nats-io/jetstream";
 import {
   CausewayError, DecisionKind, ErrorCode, KvBucket, MsgIdKind, NatsBinding, QuarantineReason, StreamName, addControlEndpoint, confirmDuplicate, consumeDurable,
-  correlationIdOf, dataJson, dataText, decisionEvent, decisionMsgId, encodeLease, leaseKey, msgId, openMeshBucket, parseSubject, publishDecision,
+  correlationIdOf, dataJson, dataText, decisionEvent, formatTime, decisionMsgId, encodeLease, leaseKey, msgId, openMeshBucket, parseSubject, publishDecision,
   publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, sameBytes, watchSwitches, type CloudEvent, type Lease, type QuarantineReasonValue,
 } from "../kit/index.ts";
-import { approvals as pendingApprovals, approve, approveAs, deny, denyAs, type Approval, type ApprovalReply, type DecideByRequest } from "./contract.ts";
+import {
+  approvals as pendingApprovals, approve, approveAs, deny, denyAs, describeRevocation, type Approval, type ApprovalReply, type DecideByRequest, type ProducerRevocation,
+} from "./contract.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
 import type { CapabilityPolicy } from "./policy.ts";
 
@@ -129,7 +131,7 @@ export class Handoffs {
     if (policy.approvals) {
       const existing = await this.approvals.get(key);
       if (!existing || existing.operation !== "PUT") {
-        await this.requestApproval(key, policy, trusted.event, coreDigest, msg);
+        await this.requestApproval(key, policy, trusted.event, coreDigest, msg, trusted.verification.keyid);
         msg.ack();
         return;
       }
@@ -153,7 +155,7 @@ export class Handoffs {
     msg.ack();
   }
 
-  private async requestApproval(key: string, policy: CapabilityPolicy, event: CloudEvent, coreDigest: string, msg: JsMsg): Promise<void> {
+  private async requestApproval(key: string, policy: CapabilityPolicy, event: CloudEvent, coreDigest: string, msg: JsMsg, producerKeyId: string): Promise<void> {
     const { deps } = this;
     const approvals = policy.approvals!;
     const deadline = new Date(Date.now() + policy.approvalDeadlineMs).toISOString();
@@ -161,7 +163,7 @@ export class Handoffs {
       eventId: event.id, eventSource: event.source, correlationId: correlationIdOf(event), coreDigest, capability: policy.ref, status: "pending",
       required: approvals.count, approvers: approvals.approvers, approvals: [], deadline,
       ...(typeof event.extensions.expirytime === "string" && { workExpiresAt: event.extensions.expirytime }),
-      handoffSeq: msg.info.streamSequence, handoffSubject: msg.subject,
+      handoffSeq: msg.info.streamSequence, handoffSubject: msg.subject, producerKeyId,
     };
     try {
       await this.approvals.create(key, JSON.stringify(approval));
@@ -226,12 +228,12 @@ export class Handoffs {
     const { deps } = this;
     const decision = deps.trust.verify(signed, { receivedAt: "now" }); // a request, arriving now
     if (decision.event.type !== "decision.approval") throw new CausewayError(ErrorCode.UnknownCapability, `expected a decision.approval, got ${decision.event.type}`);
-    const data = dataJson<{ eventId: string; coreDigest: string; verdict: string; approver: string; reason?: string }>(decision.event);
+    const data = dataJson<{ eventId: string; coreDigest: string; verdict: string; approver: string; reason?: string; despiteRevocation?: boolean }>(decision.event);
     deps.schemas.validate(decision.event.dataschema ?? "", data);
     const approver = decision.entry.principal;
     if (data.approver !== approver) throw new CausewayError(ErrorCode.NotApprover, `the decision names ${data.approver} but is signed by ${approver}`);
     if (data.verdict !== verdict) throw new CausewayError(ErrorCode.Usage, `a ${verdict} request carries verdict ${data.verdict}`);
-    return this.apply(data.eventId, approver, verdict, data.reason, (approval) => {
+    return this.apply(data.eventId, approver, verdict, data.reason, data.despiteRevocation === true, (approval) => {
       if (data.coreDigest !== approval.coreDigest) throw new CausewayError(ErrorCode.NoPendingApproval, "the decision is for other bytes than the pending event (core digest differs)");
       return signed; // the approver's own signature goes into MESH_DECISION as it is
     });
@@ -245,19 +247,29 @@ export class Handoffs {
    */
   async decideByRequest(approver: string, req: DecideByRequest, verdict: "approved" | "denied"): Promise<ApprovalReply> {
     const { eventId, reason } = req;
-    return this.apply(eventId, approver, verdict, reason, (approval) => decisionEvent(DecisionKind.Approval, {
-      eventId, coreDigest: approval.coreDigest, verdict, approver, via: "request", ...(reason && { reason }),
+    const despite = req.despiteRevocation === true;
+    return this.apply(eventId, approver, verdict, reason, despite, (approval) => decisionEvent(DecisionKind.Approval, {
+      eventId, coreDigest: approval.coreDigest, verdict, approver, via: "request", ...(reason && { reason }), ...(despite && { despiteRevocation: true }),
     }, { principal: this.deps.principal, key: this.deps.key, about: { id: eventId, source: approval.eventSource, extensions: { correlationid: approval.correlationId } }, idKey: `${verdict}/${approver}/${eventId}` }));
   }
 
   /** Records `approver`'s verdict on the pending approval of `eventId`, publishes the decision, and grants when complete. */
-  private async apply(eventId: string, approver: string, verdict: "approved" | "denied", reason: string | undefined, decisionFor: (approval: Approval) => CloudEvent): Promise<ApprovalReply> {
+  private async apply(
+    eventId: string, approver: string, verdict: "approved" | "denied", reason: string | undefined, despiteRevocation: boolean, decisionFor: (approval: Approval) => CloudEvent,
+  ): Promise<ApprovalReply> {
     const { deps } = this;
     const found = await this.findApproval(eventId);
     if (!found) throw new CausewayError(ErrorCode.NoPendingApproval, `no approval is pending for event ${eventId}`);
     const { key, revision, approval } = found;
     if (approval.status !== "pending") throw new CausewayError(ErrorCode.NoPendingApproval, `the approval of ${eventId} is already ${approval.status}`);
     if (!approval.approvers.includes(approver)) throw new CausewayError(ErrorCode.NotApprover, `${approver} is not an approver of ${approval.capability} (policy: ${approval.approvers.join(", ")})`);
+    // Work whose producer's key was revoked while it waited runs only if the approver says so, knowingly
+    // (checked now too, not only as flagged by the sweep: the revocation may be a second old).
+    const revoked = verdict === "approved" ? (approval.producerRevoked ?? await this.producerRevocation(approval)) : undefined;
+    if (revoked !== undefined && !despiteRevocation) {
+      throw new CausewayError(ErrorCode.ProducerKeyRevoked, `${describeRevocation(revoked)}, after the work reached the mesh: approve with --despite-revocation (a request: "despiteRevocation": true) to run it anyway, or deny it`, { details: { producerRevoked: revoked } });
+    }
+    const flag = revoked === undefined ? {} : { producerRevoked: revoked };
     // The approver's decision is recorded whatever happens next: it is what the approver did.
     const decision = decisionFor(approval);
     const { headers, data: bytes } = NatsBinding.binary(decision);
@@ -273,7 +285,7 @@ export class Handoffs {
         // Another approver's vote (or the deadline) changed it at the same moment: this vote is not counted yet.
         throw new CausewayError(ErrorCode.NoPendingApproval, `the approval of ${eventId} changed at the same moment; send your approval again`);
       });
-      return { status: "pending", granted: false, approvals: approvals.length, required: approval.required };
+      return { status: "pending", granted: false, approvals: approvals.length, required: approval.required, ...flag };
     }
     // Settling: claim the final status first (compare-and-set), so the deadline sweep or a peer coordinator cannot
     // settle the same approval differently at the same moment; then act; then record that the action is done.
@@ -294,12 +306,12 @@ export class Handoffs {
         deps.log.warn({ err, eventId }, "a held grant could not be marked; the sweep grants it 30 s after the pause is lifted");
       });
       deps.log.info({ eventId, capability: approval.capability, held }, "approved; grant held by a kill switch");
-      return { status: "approved", granted: false, approvals: approvals.length, required: approval.required, held };
+      return { status: "approved", granted: false, approvals: approvals.length, required: approval.required, held, ...flag };
     }
     await this.record(key, claimed, { ...settled, actedAt: new Date().toISOString() });
     return verdict === "denied"
       ? { status: "denied", granted: false }
-      : { status: "approved", granted: true, approvals: approvals.length, required: approval.required };
+      : { status: "approved", granted: true, approvals: approvals.length, required: approval.required, ...flag };
   }
 
   /** Moves a pending approval to its settled status; CW_ERR_NO_PENDING_APPROVAL naming what it is now when someone else moved it first. */
@@ -408,6 +420,17 @@ export class Handoffs {
       }
       return;
     }
+    if (approval.producerRevoked === undefined) {
+      // The producer's key revoked while its work waits: flag it, so approvers see it (causeway approvals).
+      const revoked = await this.producerRevocation(approval);
+      if (revoked !== undefined) {
+        await this.approvals.update(key, JSON.stringify({ ...approval, producerRevoked: revoked } satisfies Approval), e.revision).then(
+          () => this.deps.log.warn({ eventId: approval.eventId, capability: approval.capability, ...revoked }, "the producer's key was revoked while its work waits for approval: flagged"),
+          () => undefined, // changed at the same moment (a vote, a peer): the next sweep looks again
+        );
+        return;
+      }
+    }
     const abandoned = approval.workExpiresAt !== undefined && Date.parse(approval.workExpiresAt) <= now;
     if (!abandoned && Date.parse(approval.deadline) > now) return;
     if (!abandoned && !approval.escalated && (await this.escalate(key, e.revision, approval, now))) return;
@@ -453,6 +476,24 @@ export class Handoffs {
     }
     this.deps.log.warn({ eventId: approval.eventId, approvers, deadline }, "approval escalated");
     return true;
+  }
+
+  /** The revocation of the key that signed `approval`'s work, when the trust store has one. */
+  private async producerRevocation(approval: Approval): Promise<ProducerRevocation | undefined> {
+    let keyid = approval.producerKeyId;
+    if (keyid === undefined) {
+      // A record from before producerKeyId: the signer of the original in MESH_HANDOFF.
+      const original = await this.deps.jsm.streams.getMessage(StreamName.Handoff, { seq: approval.handoffSeq }).catch(() => null);
+      if (!original) return undefined;
+      try {
+        keyid = this.deps.trust.verify(NatsBinding.toEvent({ headers: original.header, data: original.data }), { receivedAt: "forwarded" }).verification.keyid;
+      } catch {
+        return undefined; // it no longer verifies at all: the critical agent refuses it if it is ever forwarded
+      }
+    }
+    const e = this.deps.trust.entry(keyid);
+    if (e?.revokedAt === undefined) return undefined;
+    return { keyid, principal: e.principal, revokedAt: formatTime(e.revokedAt), ...(e.revocationReason !== undefined && { reason: e.revocationReason }) };
   }
 
   private async findApproval(eventId: string): Promise<{ key: string; revision: number; approval: Approval } | undefined> {

@@ -14,11 +14,11 @@ import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import type { Logger } from "pino";
 import {
   CausewayError, DecisionKind, ErrorCode, NatsBinding, QuarantineHeader, StreamName, dataJson, decisionEvent, decisionSchema, decisionSubjectOf,
-  MsgIdKind, addControlEndpoint, confirmDuplicate, isCausewayError, isExpired, msgId, permissionDenied, publishDecision, readStream, sameBytes, storedMessage,
+  MsgIdKind, addControlEndpoint, confirmDuplicate, loadPrincipals, isCausewayError, isExpired, msgId, permissionDenied, publishDecision, readStream, sameBytes, storedMessage,
 } from "../kit/index.ts";
 import type { DecisionKindValue, ParsedSubject, TrustedEvent } from "../kit/index.ts";
 import {
-  quarantineList, quarantineReject, quarantineRelease, quarantineShow,
+  quarantineList, quarantineReject, quarantineRelease, quarantineShow, requesterOf,
   type Check, type ListReply, type ListRequest, type QuarantineDetail, type QuarantineEntry, type RejectReply, type ReleaseReply, type SettleRequest,
 } from "./contract.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
@@ -374,7 +374,12 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
     if (req.note !== undefined && (typeof req.note !== "string" || req.note.length > 2000)) throw usage("note must be a string of at most 2000 characters");
   };
 
-  const decide = async (kind: DecisionKindValue, data: Record<string, unknown>, entry: Indexed, about: TrustedEvent | undefined) => {
+  // Who the server lets ask (requesterOf), recorded as `principal` next to the claimed operator name.
+  const layout = loadPrincipals();
+  const requesters = new Map<DecisionKindValue, string | undefined>([[DecisionKind.Release, requesterOf(layout, quarantineRelease)], [DecisionKind.Rejection, requesterOf(layout, quarantineReject)]]);
+  const decide = async (kind: DecisionKindValue, claimed: Record<string, unknown>, entry: Indexed, about: TrustedEvent | undefined) => {
+    const principal = requesters.get(kind);
+    const data = principal === undefined ? claimed : { ...claimed, principal };
     deps.schemas.validate(decisionSchema(kind), data);
     const event = decisionEvent(kind, data, {
       // Stable for the entry (a retry is the same event), distinct for another entry at a reused sequence.

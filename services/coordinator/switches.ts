@@ -14,7 +14,7 @@ import {
   CausewayError, DecisionKind, ErrorCode, KvBucket, StreamName, addControlEndpoint, capabilityDurable, decisionEvent, decisionSchema, loadPrincipals, normalizeTime, publishDecision, type Principals, MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchScope, encodeSwitch, parseSwitch, parseSwitchKey, switchExpiry, switchKey, watchSwitches, type SwitchScopeValue, type SwitchState, type SwitchValue,
 } from "../kit/index.ts";
 import {
-  SwitchAction, pause as pauseEndpoint, resume as resumeEndpoint, status as statusEndpoint,
+  SwitchAction, requesterOf, pause as pauseEndpoint, resume as resumeEndpoint, status as statusEndpoint,
   type ConsumerSwitch, type SwitchReply, type SwitchRequest, type SwitchStatus, type SwitchStatusReply,
 } from "./contract.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "./module.ts";
@@ -54,6 +54,12 @@ export const start: StartModule = async (deps: CoordinatorDeps): Promise<Coordin
   // from colliding with an earlier one's (lineage keeps one event per id).
   const bucketBorn = (await kv.status()).streamInfo.created;
   const watcher = await watchSwitches(deps.nc, { onProblem: (err) => log.warn({ err }, "kill switch problem") });
+  // Who the server lets ask (the claimed `operator` name is free text): recorded in each decision as `principal`.
+  const pausedBy = requesterOf(principals, pauseEndpoint);
+  const resumedBy = requesterOf(principals, resumeEndpoint);
+  for (const [e, who] of [[pauseEndpoint, pausedBy], [resumeEndpoint, resumedBy]] as const) {
+    if (who === undefined) log.warn({ endpoint: e.action }, "several principals (or none) may request this endpoint: its decisions record only the claimed operator name");
+  }
   const timers = new Map<string, NodeJS.Timeout>();
   let stopped = false;
 
@@ -120,7 +126,9 @@ export const start: StartModule = async (deps: CoordinatorDeps): Promise<Coordin
     for (let attempt = 1; ; attempt++) {
       const { entry, state: previous, until } = await read(t.key);
       const revision = entry?.revision ?? 0;
-      const data = { action: SwitchAction.Pause, scope: t.scope, target: t.target, reason, operator, ...(expiresAt !== null && { expiresAt }) };
+      const data = {
+        action: SwitchAction.Pause, scope: t.scope, target: t.target, reason, operator, ...(pausedBy !== undefined && { principal: pausedBy }), ...(expiresAt !== null && { expiresAt }),
+      };
       deps.schemas.validate(decisionSchema(DecisionKind.Switch), data);
       const decision = decisionEvent(DecisionKind.Switch, data, { principal: deps.principal, key: deps.key, idKey: `${bucketBorn}/${t.key}/${revision}`, now });
       // Pausing what is already paused changes the reason, operator and expiry; it has been paused since then.
@@ -155,7 +163,9 @@ export const start: StartModule = async (deps: CoordinatorDeps): Promise<Coordin
         const running = await reconcile(t.consumers);
         return { key: t.key, scope: t.scope, target: t.target, paused: false, reason, by: operator, at: now.toISOString(), expires_at: null, decision_id: null, consumers: running };
       }
-      const data = { action: SwitchAction.Resume, scope: t.scope, target: t.target, reason, operator };
+      // An expired pause is resumed by the coordinator itself.
+      const principal = onlyIfExpired ? deps.principal : resumedBy;
+      const data = { action: SwitchAction.Resume, scope: t.scope, target: t.target, reason, operator, ...(principal !== undefined && { principal }) };
       deps.schemas.validate(decisionSchema(DecisionKind.Switch), data);
       const decision = decisionEvent(DecisionKind.Switch, data, { principal: deps.principal, key: deps.key, idKey: `${bucketBorn}/${t.key}/${entry.revision}`, now });
       try {

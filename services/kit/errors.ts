@@ -45,6 +45,7 @@ const ERRORS = {
   NotApprover: { code: "CW_ERR_NOT_APPROVER", status: 403 },
   NoPendingApproval: { code: "CW_ERR_NO_PENDING_APPROVAL", status: 404 },
   ApprovalTimeout: { code: "CW_ERR_APPROVAL_TIMEOUT", status: 410 },
+  ProducerKeyRevoked: { code: "CW_ERR_PRODUCER_KEY_REVOKED", status: 409 },
   QuarantineNotFound: { code: "CW_ERR_QUARANTINE_NOT_FOUND", status: 404 },
   ReleaseRefused: { code: "CW_ERR_RELEASE_REFUSED", status: 409 },
   AlreadySettled: { code: "CW_ERR_ALREADY_SETTLED", status: 409 },

@@ -31,7 +31,7 @@ export {
 export type { TraceParent } from "./context.ts";
 
 // The live trust store: who may sign what, when, and address whom (KV causeway_trust)
-export { UPSTREAM_EXTENSION, encodeTrustRecord, formatTime, loadUpstreamSources, openTrustStore, storedMessage } from "./trust.ts";
+export { KEY_NOT_BEFORE_SKEW_MS, UPSTREAM_EXTENSION, encodeTrustRecord, formatTime, loadUpstreamSources, openTrustStore, storedMessage } from "./trust.ts";
 export type {
   OpenTrustStoreOptions, StoredMessage, TrustEntry, TrustRecord, TrustStore, TrustVerifyOptions, TrustedEvent, UpstreamSources, VerifyMessageOptions,
 } from "./trust.ts";

@@ -421,11 +421,24 @@ export function sourceProblem(e: TrustEntry, verified: VerifiedEvent, upstreams:
   return `source "${source}" is not a mesh source: ${e.principal} (${e.role}) signs only as "${MESH_SOURCE}${e.principal}"; other sources come from upstreams through the gateway`;
 }
 
+/**
+ * How far before a key's `not_before` the mesh may receive its messages: a key is seeded with the seeding
+ * machine's clock, and a server clock a little behind it must not refuse the first events of a rotation.
+ */
+export const KEY_NOT_BEFORE_SKEW_MS = 60_000;
+
 // A key must also have been usable when the mesh received the message: a stolen, revoked key signing events
-// stamped before its revocation is refused by when they arrived, not by when they claim to be from. (Not
-// before its window starts: a key is seeded with the seeding machine's clock, and a server clock a little
-// behind would refuse the first events of a rotation; the claimed time is checked against the whole window.)
+// stamped before its revocation is refused by when they arrived, not by when they claim to be from; a stolen
+// pre-staged key (seeded with a window that starts later) cannot sign events stamped inside its future window
+// and have them accepted now. Before the window starts, KEY_NOT_BEFORE_SKEW_MS of clock skew is allowed.
 function checkReceived(e: TrustEntry, receivedAt: number): void {
+  if (receivedAt < e.notBefore - KEY_NOT_BEFORE_SKEW_MS) {
+    throw new VerificationError(
+      ErrorCode.KeyNotValid,
+      `key ${e.keyid} of ${e.principal} is valid from ${formatTime(e.notBefore)}; the message reached the mesh at ${formatTime(receivedAt)}, more than ${KEY_NOT_BEFORE_SKEW_MS / 1000} s before, whatever time it claims`,
+      QuarantineReason.UnknownKey,
+    );
+  }
   if (e.revokedAt !== undefined && e.revokedAt <= receivedAt) {
     const why = e.revocationReason === undefined ? "" : ` (${e.revocationReason})`;
     throw new VerificationError(

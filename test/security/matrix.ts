@@ -39,6 +39,8 @@ export function probesFor(principals: Principals): Probe[] {
     pub("handoff", `${m}.handoff.${critical.name}.v${critical.major}`),
     pub("evt", `${m}.evt.report.probe`),
     pub("decision", `${m}.decision.grant`),
+    // Approvers sign decision.approval events but send them to the coordinator (`causeway approve`), which publishes them.
+    pub("decision (approval)", `${m}.decision.approval`),
     pub("quarantine", `${m}.quarantine.probe.${plain.name}`),
     pub("audit", `${m}.audit.checkpoint`),
     pub("ctl", `${m}.ctl.${coordinator.service}.status`),
@@ -80,7 +82,7 @@ export function probesFor(principals: Principals): Probe[] {
 export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   gateway: ["publish cap", "kv put causeway_processed gateway.…", "kv create causeway_processed gateway.…", "kv delete causeway_processed gateway.…"],
   coordinator: [
-    "publish ingest", "publish cap", "publish cap (critical)", "publish handoff", "publish evt", "publish decision", "publish quarantine",
+    "publish ingest", "publish cap", "publish cap (critical)", "publish handoff", "publish evt", "publish decision", "publish decision (approval)", "publish quarantine",
     "kv put causeway_leases publish_v1.…", "kv create causeway_leases publish_v1.…", "kv delete causeway_leases publish_v1.…",
     "kv put causeway_approvals", "kv create causeway_approvals", "kv delete causeway_approvals",
     "kv put causeway_switches", "kv create causeway_switches", "kv delete causeway_switches",

@@ -2,23 +2,27 @@
 // approver decides on pending critical work. The decision is a decision.approval event signed with the
 // approver's own key and sent to the coordinator, which checks the approver against policy and the decision
 // against the pending event's exact bytes (core digest), records it, and grants the work when enough approvals
-// are in. `approvals` lists what is pending.
+// are in. `approvals` lists what is pending. Work whose producer's key was revoked while it waited is flagged,
+// and approving it needs --despite-revocation (CW_ERR_PRODUCER_KEY_REVOKED otherwise).
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   DecisionKind, KvBucket, connectAs, controlRequest, decisionEvent, isCausewayError, permissionDenied, readSeed, signingKeyFromNkeySeed,
 } from "../../kit/index.ts";
-import { approve as approveEndpoint, deny as denyEndpoint, type Approval } from "../../coordinator/contract.ts";
+import { approve as approveEndpoint, deny as denyEndpoint, describeRevocation, type Approval } from "../../coordinator/contract.ts";
 import { parseCommand, usageError } from "../usage.ts";
 
-const USAGE = `usage: causeway approve <event-id> --as <approver> [--reason text] [--server URL]
+const USAGE = `usage: causeway approve <event-id> --as <approver> [--reason text] [--despite-revocation] [--server URL]
        causeway deny <event-id> --as <approver> [--reason text] [--server URL]
        causeway approvals --as <approver> [--server URL]
 
 The decision is signed with the approver's own key (<data>/keys/<approver>.nk) and checked by the coordinator
-against policy (infra/policy.json) and against the pending event's exact bytes.`;
+against policy (infra/policy.json) and against the pending event's exact bytes. Work whose producer's key
+was revoked after it reached the mesh is approved only with --despite-revocation.`;
 
-const options = { as: { type: "string" }, reason: { type: "string" }, server: { type: "string" } } as const;
+const options = {
+  as: { type: "string" }, reason: { type: "string" }, server: { type: "string" }, "despite-revocation": { type: "boolean", default: false },
+} as const;
 
 /** The approvals in KV causeway_approvals, which approvers may read (they may not ask the coordinator's `approvals`). */
 async function pendingApprovals(nc: NatsConnection, who: string): Promise<Approval[]> {
@@ -62,8 +66,9 @@ async function decide(command: "approve" | "deny", args: string[]): Promise<numb
       return 1;
     }
     const verdict = command === "approve" ? "approved" : "denied";
+    const despite = command === "approve" && values["despite-revocation"] === true;
     const decision = decisionEvent(DecisionKind.Approval, {
-      eventId, coreDigest: pending.coreDigest, verdict, approver, via: "cli", ...(values.reason && { reason: values.reason }),
+      eventId, coreDigest: pending.coreDigest, verdict, approver, via: "cli", ...(values.reason && { reason: values.reason }), ...(despite && { despiteRevocation: true }),
     }, { principal: approver, key: signingKeyFromNkeySeed(readSeed(approver)), about: { id: eventId, source: pending.eventSource, extensions: { correlationid: pending.correlationId } }, idKey: `${verdict}/${approver}/${eventId}` });
     let answer;
     try {
@@ -75,6 +80,7 @@ async function decide(command: "approve" | "deny", args: string[]): Promise<numb
     }
     const progress = answer.status !== "denied" ? ` (${answer.approvals} of ${answer.required} approvals)` : "";
     console.log(`✓ ${approver} ${verdict} ${pending.capability} work ${eventId}: ${answer.status}${progress}${answer.granted ? " — granted and forwarded" : "held" in answer ? ` — not granted yet: ${answer.held}; it is granted when the pause is lifted` : ""}`);
+    if (answer.producerRevoked) console.log(`  ! approved despite the revocation: ${describeRevocation(answer.producerRevoked)}`);
     console.log(`  decision ${decision.id}, signed ${decision.extensions.dssematerial ? "by " + approver : ""}`);
     return 0;
   } finally {
@@ -97,6 +103,7 @@ export async function list(args: string[]): Promise<number> {
     }
     for (const p of pending.sort((a, b) => a.deadline.localeCompare(b.deadline))) {
       console.log(`${p.eventId}  ${p.capability}  ${p.approvals.length}/${p.required} approvals  deadline ${p.deadline}  approvers ${p.approvers.join(", ")}`);
+      if (p.producerRevoked) console.log(`  ! ${describeRevocation(p.producerRevoked)}: approve only with --despite-revocation, or deny it`);
     }
     return 0;
   } finally {
