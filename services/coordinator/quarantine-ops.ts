@@ -13,8 +13,9 @@ import type { MsgHdrs } from "@nats-io/transport-node";
 import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import type { Logger } from "pino";
 import {
-  CausewayError, DecisionKind, ErrorCode, NatsBinding, QuarantineHeader, StreamName, dataJson, decisionEvent, decisionSchema, decisionSubjectOf,
-  MsgIdKind, addControlEndpoint, confirmDuplicate, loadPrincipals, isCausewayError, isExpired, msgId, permissionDenied, publishDecision, readStream, sameBytes, storedMessage,
+  CausewayError, DecisionKind, ErrorCode, NatsBinding, QUARANTINE_DETAIL_MAX_BYTES, QUARANTINE_FIELD_MAX_BYTES, QuarantineHeader, StreamName, boundedText,
+  dataJson, decisionEvent, decisionSchema, decisionSubjectOf, MsgIdKind, addControlEndpoint, confirmDuplicate, loadPrincipals, isCausewayError, isExpired,
+  msgId, permissionDenied, publishDecision, readStream, sameBytes, storedMessage,
 } from "../kit/index.ts";
 import type { DecisionKindValue, ParsedSubject, TrustedEvent } from "../kit/index.ts";
 import {
@@ -27,6 +28,8 @@ const REASON_HEADERS = new Set<string>(Object.values(QuarantineHeader).map((h) =
 const DEFAULT_LIMIT = 100;
 const MAX_LIMIT = 10_000;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
+/** The most bytes of an original subject the index keeps: a longer one is cut (and so is never a release target). */
+const SUBJECT_MAX_BYTES = 1024;
 const RFC3339 = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$/i;
 
 /** The headers of the original: the quarantined copy's headers without the reason headers and JetStream's own. */
@@ -92,6 +95,11 @@ export interface OriginalClaim {
 /**
  * The entries of MESH_QUARANTINE, by sequence and by original (stream + sequence), read by direct get and kept
  * in memory without their data. `refresh()` reads what was appended since the last call.
+ *
+ * Anyone who may publish under a quarantine subject writes the reason headers, so what an entry keeps is bounded:
+ * the detail to QUARANTINE_DETAIL_MAX_BYTES, the original subject to SUBJECT_MAX_BYTES, every other field to
+ * QUARANTINE_FIELD_MAX_BYTES (cut values end with " [truncated]"), about 3 KiB at most. The number of entries is
+ * the stream's: MESH_QUARANTINE's max_msgs (streams/MESH_QUARANTINE.json, discard new) bounds it.
  */
 export class QuarantineIndex {
   readonly #jsm: JetStreamManager;
@@ -136,7 +144,11 @@ export class QuarantineIndex {
   }
 
   #index(m: StoredMsg): Indexed {
-    const h = (name: string) => m.header.get(name) || undefined;
+    const header = (name: string) => m.header.get(name) || undefined;
+    const h = (name: string, max = QUARANTINE_FIELD_MAX_BYTES) => {
+      const v = header(name);
+      return v === undefined ? undefined : boundedText(v, max);
+    };
     let reason = h(QuarantineHeader.Reason), capability = "_unknown";
     try {
       const p = this.#parse(m.subject);
@@ -150,17 +162,17 @@ export class QuarantineIndex {
     let eventId: string | undefined, eventType: string | undefined;
     try {
       const e = NatsBinding.toEvent({ headers: originalHeaders(m.header), data: m.data });
-      eventId = e.id;
-      eventType = e.type;
+      eventId = boundedText(e.id, QUARANTINE_FIELD_MAX_BYTES);
+      eventType = boundedText(e.type, QUARANTINE_FIELD_MAX_BYTES);
     } catch {
       // an original that does not decode (decode_error) has no id to show
     }
-    const originalSeq = Number(h(QuarantineHeader.OriginalSequence));
+    const originalSeq = Number(header(QuarantineHeader.OriginalSequence));
     const storedAt = m.time.toISOString();
     return {
-      seq: m.seq, reason: reason ?? "unknown", detail: h(QuarantineHeader.Detail) ?? "", capability,
+      seq: m.seq, reason: reason ?? "unknown", detail: h(QuarantineHeader.Detail, QUARANTINE_DETAIL_MAX_BYTES) ?? "", capability: boundedText(capability, QUARANTINE_FIELD_MAX_BYTES),
       ...(h(QuarantineHeader.Code) && { code: h(QuarantineHeader.Code) }),
-      originalSubject: h(QuarantineHeader.OriginalSubject) ?? "", originalStream: h(QuarantineHeader.OriginalStream) ?? "",
+      originalSubject: h(QuarantineHeader.OriginalSubject, SUBJECT_MAX_BYTES) ?? "", originalStream: h(QuarantineHeader.OriginalStream) ?? "",
       ...(Number.isSafeInteger(originalSeq) && originalSeq > 0 && { originalSeq }),
       ...(h(QuarantineHeader.Consumer) && { consumer: h(QuarantineHeader.Consumer) }),
       ...(eventId !== undefined && { eventId }), ...(eventType !== undefined && { eventType }),

@@ -19,6 +19,11 @@ export interface GatewayConfig {
    * and the NATS ingress consumer, each with its share of the rate limits. `CAUSEWAY_GATEWAY_WORKERS`, default 1.
    */
   readonly workers: number;
+  /**
+   * Open HTTP connections per gateway process; over it a new connection is closed as it arrives, unanswered.
+   * `CAUSEWAY_GATEWAY_MAX_CONNECTIONS`, default 1024.
+   */
+  readonly maxConnections: number;
   /** NATS ingress messages processed at once. `CAUSEWAY_GATEWAY_CONCURRENCY`, default 256. */
   readonly concurrency: number;
   /**
@@ -41,6 +46,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): GatewayConfig 
     maxDataBytes: envInteger(env, "CAUSEWAY_MAX_DATA_BYTES", 1, 64 * 1024 * 1024, DEFAULT_MAX_DATA_BYTES, " bytes"),
     maxBatchBytes: envInteger(env, "CAUSEWAY_GATEWAY_MAX_BATCH_BYTES", 1024, 256 * 1024 * 1024, 4 * 1024 * 1024, " bytes"),
     workers: envInteger(env, "CAUSEWAY_GATEWAY_WORKERS", 1, 64, 1),
+    maxConnections: envInteger(env, "CAUSEWAY_GATEWAY_MAX_CONNECTIONS", 1, 1_000_000, 1024),
     concurrency: envInteger(env, "CAUSEWAY_GATEWAY_CONCURRENCY", 1, 4096, 256),
     duplicateWindowMs: envInteger(env, "CAUSEWAY_GATEWAY_DUPLICATE_WINDOW_MS", 1, 24 * 3600 * 1000, 120_000, " ms"),
     upstreamsPath: resolve(text("CAUSEWAY_UPSTREAMS", join(infraDir, "upstreams.json"))),

@@ -3,6 +3,11 @@
 // (`application/cloudevents-batch+json`, all or nothing). Node's own HTTP server (keep-alive); the event
 // decoding is the kit's (NatsBinding, the JSON format): the ce- headers of both bindings read the same.
 //
+// What one client can hold: at most CAUSEWAY_GATEWAY_MAX_CONNECTIONS connections per gateway process (more are
+// closed as they arrive, unanswered); nothing before it is authenticated (a 401 closes its connection, its body
+// unread); and no body before its upstream's rate allows it (one token is taken before the body is read, so a
+// 429 comes first and closes the connection, the body unread).
+//
 //   POST /events  → 202 {id, traceid, …} | 400/401/403/413/429/503 {code, message, attribute?, violations?}
 //   GET  /health  → 200 {status: "ok"} while the NATS connection is up, else 503
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -13,6 +18,7 @@ import {
   type CloudEvent, type QuarantineOriginal,
 } from "../kit/index.ts";
 import { ingestOne, limited, publishOutcome, refuse } from "./ingest-one.ts";
+import type { RateLimiter } from "./rate-limit.ts";
 import type { IngressDeps } from "./ingress.ts";
 import { IngestError, rejected, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
 import type { Upstream } from "./upstreams.ts";
@@ -62,6 +68,13 @@ export async function startHttp(deps: HttpDeps): Promise<HttpIngress> {
       else res.destroy();
     });
   });
+  // Over the cap Node closes a new connection at once, before reading anything from it.
+  server.maxConnections = deps.config.maxConnections;
+  let dropped = 0;
+  server.on("drop", () => {
+    // One warning per 1000 refused connections: a flood must not flood the log too.
+    if (dropped++ % 1000 === 0) deps.log.warn({ maxConnections: deps.config.maxConnections, dropped }, "HTTP connection refused: at the connection cap (CAUSEWAY_GATEWAY_MAX_CONNECTIONS)");
+  });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(deps.config.port, deps.config.host, () => resolve());
@@ -94,9 +107,16 @@ async function handle(deps: HttpDeps, req: IncomingMessage, res: ServerResponse)
   }
   const upstream = deps.upstreams.authenticate(req.headers.authorization);
   if (upstream === undefined) {
-    req.resume();
+    // The body is not read and the connection is closed: an unauthenticated client holds nothing open.
     const message = req.headers.authorization === undefined ? "no Authorization header: send Authorization: Bearer <token>" : "the bearer token matches no upstream";
-    send(res, rejected(ErrorCode.Unauthenticated, message), { "www-authenticate": 'Bearer realm="causeway"' });
+    send(res, rejected(ErrorCode.Unauthenticated, message), { "www-authenticate": 'Bearer realm="causeway"', connection: "close" });
+    return;
+  }
+  // The rate before the body: one token now (an event, or the first of a batch), so an upstream over its rate is
+  // refused without its body being read; the connection is closed, as the unread body may still be coming.
+  const over = limited(deps, upstream, 1);
+  if (over) {
+    send(res, over, { connection: "close" });
     return;
   }
   const contentType = (req.headers["content-type"] ?? "").trim();
@@ -116,7 +136,26 @@ async function handle(deps: HttpDeps, req: IncomingMessage, res: ServerResponse)
     headers: batch || structured ? contentTypeHeaders(contentType) : binaryHeaders(req), data: body,
   };
   if (batch) await ingestBatch(deps, upstream, original, res);
-  else send(res, await ingestOne(deps, upstream, original));
+  else send(res, await ingestOne({ ...deps, limiter: paid(deps.limiter) }, upstream, original));
+}
+
+/** A limiter whose first take of one token is granted: the token the request already took before its body. */
+function paid(limiter: RateLimiter): RateLimiter {
+  let owed = true;
+  return {
+    take: (upstream, n, now) => (owed && n === 1 ? ((owed = false), 0) : limiter.take(upstream, n, now)),
+    capacity: (upstream) => limiter.capacity(upstream),
+  };
+}
+
+/**
+ * 429 when the upstream is over its rate for a batch of `n` events, of which one token was taken before the body;
+ * else undefined (the other n - 1 are taken).
+ */
+function batchLimited(deps: HttpDeps, upstream: Upstream, n: number): Rejected | undefined {
+  // More than the bucket ever holds: limited() says so (and takes nothing).
+  if (n > deps.limiter.capacity(upstream)) return limited(deps, upstream, n);
+  return n > 1 ? limited(deps, upstream, n - 1) : undefined;
 }
 
 async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: QuarantineOriginal, res: ServerResponse): Promise<void> {
@@ -128,14 +167,13 @@ async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: Quarant
       throw new IngestError(ErrorCode.PayloadTooLarge, `event ${big} of the batch has ${events[big]!.data.length} bytes of data; the limit is ${deps.config.maxDataBytes}`, { attribute: "data" });
     }
   } catch (err) {
-    const over = limited(deps, upstream, 1);
-    if (over) return send(res, over);
+    // Its one token was taken before the body.
     const refusal = await refuse(deps, original, rejectionOf(err));
     const index = failingIndex(original.data);
     send(res, index === undefined ? refusal : { ...refusal, message: `event ${index} of the batch: ${refusal.message}`, index });
     return;
   }
-  const over = limited(deps, upstream, events.length);
+  const over = batchLimited(deps, upstream, events.length);
   if (over) return send(res, over);
   const checked = [];
   const errors: (Rejected & { index: number })[] = [];

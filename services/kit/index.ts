@@ -47,7 +47,9 @@ export type { ServiceContext, ServiceProcessOptions, StartedService } from "./se
 export { consumeDurable } from "./consumer.ts";
 export type { ConsumeOptions, DurableConsumer } from "./consumer.ts";
 export { drainSignal, untilStop } from "./signals.ts";
-export { QuarantineHeader, isQuarantineCopyOf, publishQuarantineCopy, quarantine, quarantineHeaders, quarantineMsgId } from "./quarantine.ts";
+export {
+  QUARANTINE_DETAIL_MAX_BYTES, QUARANTINE_FIELD_MAX_BYTES, QuarantineHeader, TRUNCATED_MARKER, boundedText, isQuarantineCopyOf, publishQuarantineCopy, quarantine, quarantineHeaders, quarantineMsgId,
+} from "./quarantine.ts";
 export type { QuarantineNote, QuarantineOriginal, QuarantinePublisher } from "./quarantine.ts";
 export { openProcessedSet } from "./processed.ts";
 export { encodeLease, leaseKey, openLeases, readLease } from "./leases.ts";

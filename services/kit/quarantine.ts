@@ -20,10 +20,34 @@ export const QuarantineHeader = {
   DetectedAt: "Causeway-Detected-At",
 } as const;
 
+/** The most bytes (UTF-8) of `Causeway-Quarantine-Detail` a quarantine copy carries, marker included. */
+export const QUARANTINE_DETAIL_MAX_BYTES = 1024;
+/** The most bytes (UTF-8) of any other reason header a quarantine copy carries (and the coordinator's index keeps). */
+export const QUARANTINE_FIELD_MAX_BYTES = 256;
+/** What ends a value that was cut to its limit. */
+export const TRUNCATED_MARKER = " [truncated]";
+
+const encoder = new TextEncoder();
+
+/**
+ * `text` on one line (header values cannot carry line breaks), cut to at most `maxBytes` of UTF-8 — at a
+ * character boundary, ending with {@link TRUNCATED_MARKER} — when it is longer.
+ */
+export function boundedText(text: string, maxBytes: number): string {
+  const line = text.replace(/[\r\n]+/g, " ");
+  // Cheap when it fits: a UTF-16 code unit is at most 3 bytes of UTF-8.
+  if (line.length * 3 <= maxBytes || encoder.encode(line).length <= maxBytes) return line;
+  const room = Math.max(0, maxBytes - TRUNCATED_MARKER.length);
+  const bytes = encoder.encode(line.slice(0, room));
+  let end = Math.min(room, bytes.length);
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--; // not inside a character
+  return new TextDecoder().decode(bytes.subarray(0, end)) + TRUNCATED_MARKER;
+}
+
 /** Why and where a message is quarantined. */
 export interface QuarantineNote {
   reason: QuarantineReasonValue;
-  /** One line for an operator. */
+  /** One line for an operator; the copy keeps at most {@link QUARANTINE_DETAIL_MAX_BYTES} of it. */
   detail: string;
   /** The stable error code, when there is one. */
   code?: string;
@@ -53,14 +77,14 @@ export function quarantineHeaders(msg: JsMsg | QuarantineOriginal, note: Quarant
   const h = natsHeaders();
   if (original.headers) for (const [k, values] of original.headers) for (const v of values) h.append(k, v);
   h.set(QuarantineHeader.Reason, note.reason);
-  // Header values cannot carry line breaks; keep the detail to one line.
-  h.set(QuarantineHeader.Detail, note.detail.replace(/[\r\n]+/g, " ").slice(0, 1024));
-  if (note.code) h.set(QuarantineHeader.Code, note.code);
+  // One line each, bounded: the detail to QUARANTINE_DETAIL_MAX_BYTES, the rest to QUARANTINE_FIELD_MAX_BYTES.
+  h.set(QuarantineHeader.Detail, boundedText(note.detail, QUARANTINE_DETAIL_MAX_BYTES));
+  if (note.code) h.set(QuarantineHeader.Code, boundedText(note.code, QUARANTINE_FIELD_MAX_BYTES));
   h.set(QuarantineHeader.OriginalSubject, original.subject);
   h.set(QuarantineHeader.OriginalStream, original.stream);
   h.set(QuarantineHeader.OriginalSequence, String(original.seq));
   if (original.consumer) h.set(QuarantineHeader.Consumer, original.consumer);
-  h.set(QuarantineHeader.DetectedBy, note.detectedBy);
+  h.set(QuarantineHeader.DetectedBy, boundedText(note.detectedBy, QUARANTINE_FIELD_MAX_BYTES));
   h.set(QuarantineHeader.DetectedAt, now.toISOString());
   return h;
 }
