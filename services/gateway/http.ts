@@ -238,11 +238,20 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefin
       }
       chunks.push(chunk);
     };
+    let ended = false;
     req.on("data", onData);
-    req.once("end", () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
-    // An error or a close before "end" is the client going away mid-body (after "end" these are no-ops).
-    req.once("error", (err) => reject(new ClientGoneError(`the request failed before its body was complete: ${err.message}`, { cause: err })));
-    req.once("close", () => reject(new ClientGoneError("the client closed the connection before the body was complete")));
+    req.once("end", () => {
+      ended = true;
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+    });
+    // An error or a close before "end" is the client going away mid-body. After "end" they mean nothing, and no
+    // error is built: an Error captures a stack, and "close" fires after every request.
+    req.once("error", (err) => {
+      if (!ended) reject(new ClientGoneError(`the request failed before its body was complete: ${err.message}`, { cause: err }));
+    });
+    req.once("close", () => {
+      if (!ended) reject(new ClientGoneError("the client closed the connection before the body was complete"));
+    });
   });
 }
 

@@ -12,7 +12,7 @@
 // ack is not taken on trust either: `confirmDuplicate` reads the message at the ack's sequence and requires it to
 // be the publisher's (same id, same subject, its signature or its bytes). Otherwise the publish failed with
 // CW_ERR_MSG_ID_TAKEN and the caller keeps what it holds (naks, retries, answers with the code).
-import { createHash, createHmac, type KeyObject } from "node:crypto";
+import { createHash, createHmac, createSecretKey, type KeyObject } from "node:crypto";
 import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import { NatsBinding } from "./binding.ts";
 import { CausewayError, ErrorCode } from "./errors.ts";
@@ -36,13 +36,14 @@ export interface MsgIdOwner {
 }
 
 const TAG_CONTEXT = "causeway msg-id v1\0";
-const secrets = new WeakMap<KeyObject, Buffer>();
+const secrets = new WeakMap<KeyObject, KeyObject>();
 
-function secretOf(key: SigningKey): Buffer {
+// A KeyObject, made once: an HMAC keyed with a Buffer builds one on every call (about 8 µs against 1.5 µs).
+function secretOf(key: SigningKey): KeyObject {
   let secret = secrets.get(key.privateKey);
   if (secret === undefined) {
     // A one-way derivation: the secret reveals nothing of the key, and the key never leaves this process.
-    secret = createHash("sha256").update(TAG_CONTEXT).update(key.privateKey.export({ format: "der", type: "pkcs8" })).digest();
+    secret = createSecretKey(createHash("sha256").update(TAG_CONTEXT).update(key.privateKey.export({ format: "der", type: "pkcs8" })).digest());
     secrets.set(key.privateKey, secret);
   }
   return secret;
