@@ -74,6 +74,12 @@ function unstorable(err: unknown, subject: string): IngestError | undefined {
   });
 }
 
+// The parts of an encoded NATS header block besides the `name: value\r\n` lines of the event: `NATS/1.0\r\n`,
+// the message id's line (`Nats-Msg-Id: ` + id + CRLF) and the closing CRLF.
+const HEADER_PREAMBLE_BYTES = "NATS/1.0\r\n".length;
+const MSG_ID_HEADER_BYTES = "Nats-Msg-Id: \r\n".length;
+const HEADER_END_BYTES = "\r\n".length;
+
 /** How often a mark that could not be deleted is tried again. */
 const FORGET_RETRY_MS = 1_000;
 
@@ -100,7 +106,9 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, maxPayl
         });
       }
       const message = outgoing(owner, checked, event);
-      const payload = message.data.length + (message.headers as unknown as { encode(): Uint8Array }).encode().length; // nats.js counts these bytes
+      // What nats.js counts against max_payload: the data and the encoded headers — the preamble, the event's
+      // `ce-` headers (`size`), the message id and the blank line — counted without encoding them a second time.
+      const payload = message.data.length + HEADER_PREAMBLE_BYTES + size + MSG_ID_HEADER_BYTES + message.msgID.length + HEADER_END_BYTES;
       const max = maxPayload();
       if (max !== undefined && max > 0 && payload > max) {
         // nats.js would refuse it ("max_payload size exceeded") on every retry: refused once, never retried.
