@@ -7,8 +7,7 @@
 // are: nats-ingress.ts). The endpoint is in the service's queue group: of several gateway workers or replicas,
 // one answers each request.
 import type { Service, ServiceMsg } from "@nats-io/services";
-import type { MsgHdrs } from "@nats-io/transport-node";
-import { ErrorCode, QuarantineReason, STRUCTURED_MARGIN_BYTES, isInboxOf, type QuarantineOriginal } from "../kit/index.ts";
+import { ErrorCode, QuarantineReason, STRUCTURED_MARGIN_BYTES, headerBytes, isInboxOf, type QuarantineOriginal } from "../kit/index.ts";
 import { ingestOne, refuse } from "./ingest-one.ts";
 import type { IngressDeps } from "./ingress.ts";
 import { IngestError, rejected, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
@@ -92,13 +91,6 @@ function sizeRefusal(deps: IngressDeps, msg: ServiceMsg): Rejected | undefined {
     ? `the request's data is ${msg.data.length} bytes, over ${dataLimit} bytes (event data limit ${maxDataBytes} bytes); send large content by reference`
     : `the request is ${size} bytes with its headers, over ${limit} bytes (event data limit ${maxDataBytes} bytes + ${STRUCTURED_MARGIN_BYTES} for attributes); send large content by reference`,
   { attribute: "data" });
-}
-
-/** The bytes of `headers` on the wire (`name: value\r\n` lines), near enough for a size limit. */
-function headerBytes(headers: MsgHdrs | undefined): number {
-  let n = 0;
-  if (headers) for (const [name, values] of headers) for (const v of values) n += Buffer.byteLength(name) + Buffer.byteLength(v) + 4;
-  return n;
 }
 
 function answer(deps: IngressDeps, msg: ServiceMsg, outcome: Outcome): void {

@@ -120,7 +120,7 @@ function toEvent(msg: NatsMessage, opts: DecodeOptions = {}): CloudEvent {
 }
 
 /** The bytes of `headers` as the NATS protocol carries them (`name: value\r\n` per value). */
-function headerBytes(headers: MsgHdrs | undefined): number {
+export function headerBytes(headers: MsgHdrs | undefined): number {
   let n = 0;
   if (headers) for (const [name, values] of headers) for (const v of values) n += Buffer.byteLength(name) + Buffer.byteLength(v) + 4;
   return n;

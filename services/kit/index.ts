@@ -12,7 +12,7 @@ export type { ErrorCodeValue, QuarantineReasonValue } from "./errors.ts";
 // CloudEvents: the immutable event, the NATS binding, the JSON format
 export { CORE_ATTRIBUTES, createEvent, dataJson, dataText, normalizeTime, withAttributes } from "./event.ts";
 export type { CloudEvent, EventInit, ExtensionValue } from "./event.ts";
-export { DEFAULT_MAX_DATA_BYTES, MAX_ATTRIBUTE_BYTES, NatsBinding, STRUCTURED_CONTENT_TYPE, STRUCTURED_MARGIN_BYTES, binaryHeaderBytes } from "./binding.ts";
+export { DEFAULT_MAX_DATA_BYTES, MAX_ATTRIBUTE_BYTES, NatsBinding, STRUCTURED_CONTENT_TYPE, STRUCTURED_MARGIN_BYTES, binaryHeaderBytes, headerBytes } from "./binding.ts";
 export type { DecodeOptions, NatsMessage } from "./binding.ts";
 export { decodeJsonBatch, decodeJsonEvent, encodeJsonEvent, isJsonContentType } from "./json-format.ts";
 export { decodeHeaderValue, encodeHeaderValue } from "./percent.ts";
