@@ -1,12 +1,11 @@
 // The agent runtime on a real server: the pipeline's outcomes (the failure table in docs/architecture.md).
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { JsMsg } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import {
   ErrorCode, NatsBinding, QuarantineHeader, RetryableError, createEvent, createLogger, deriveEventId, parseTraceparent, signEvent, startAgent, encodeSwitch, switchKey, verifyEvent, type AgentDefinition, type AgentOptions, type Emit,
 } from "../services/kit/index.ts";
-import { REQUEST_SCHEMA, TASK_SCHEMA, startMesh, type Mesh } from "./mesh-fixture.ts";
+import { REQUEST_SCHEMA, TASK_SCHEMA, header, startMesh, type Mesh } from "./mesh-fixture.ts";
 import { runNatsJson, waitFor } from "./harness/index.ts";
 import { revokeTrust } from "../services/kit/ops/index.ts";
 
@@ -41,10 +40,6 @@ const log = createLogger({ name: "planner", level: process.env.LOG_LEVEL ?? "sil
 
 async function run(mesh: Mesh, def: AgentDefinition<Request>, consumer = fastConsumer) {
   return startAgent(mesh.nc, def, { trust: mesh.trust, signingKey: mesh.keys.planner!, consumer, log });
-}
-
-function header(m: JsMsg, name: string): string | undefined {
-  return m.headers?.get(name) || undefined;
 }
 
 describe("agent pipeline", () => {

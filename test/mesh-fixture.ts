@@ -4,7 +4,8 @@ import { jetstream, jetstreamManager, type JetStreamManager, type JsMsg } from "
 import { createUser } from "@nats-io/nkeys";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, createEvent, loadPrincipals, newTraceparent, openTrustStore, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent, type EventInit, type SigningKey, type TrustStore,
+  NatsBinding, createEvent, loadPrincipals, newTraceparent, openTrustStore, signEvent, signingKeyFromNkeySeed, uuidv7, type AgentDefinition, type CloudEvent, type Emit,
+  type EventInit, type SigningKey, type TrustStore,
 } from "../services/kit/index.ts";
 import { applyMeshInfra } from "../services/cli/bootstrap.ts";
 import { readMessages } from "../services/cli/flow.ts";
@@ -31,6 +32,34 @@ export interface Mesh extends AsyncDisposable {
 
 export const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
 export const TASK_SCHEMA = "https://causeway.dev/schemas/research.task.created/1.0.0";
+export const FINDING_SCHEMA = "https://causeway.dev/schemas/research.finding.created/1.0.0";
+/** The researcher's input subject. */
+export const RESEARCH = "mesh.cap.research.v1";
+
+/** A header of a stored message, or undefined when absent or empty. */
+export function header(m: JsMsg, name: string): string | undefined {
+  return m.headers?.get(name) || undefined;
+}
+
+/**
+ * A test researcher that answers each task with one finding (its derived id: deriveEventId(task, "researcher",
+ * 0)) and records the ids of the tasks its handler ran for in `handled`.
+ */
+export function recordingResearcher(): AgentDefinition & { handled: string[] } {
+  const def = {
+    principal: "researcher", capability: "research", major: 1, version: "0.0.1-test", description: "test researcher",
+    accepts: { "research.task.created": TASK_SCHEMA }, emits: { "research.finding.created": FINDING_SCHEMA },
+    handled: [] as string[],
+    handler(input: { event: CloudEvent; data: { query: string } }, ctx: { subjects: { capability(c: string, m: number): string } }): Promise<Emit[]> {
+      def.handled.push(input.event.id);
+      return Promise.resolve([{
+        to: ctx.subjects.capability("verify", 1), type: "research.finding.created",
+        data: { taskId: input.event.id, claim: `answer to ${input.data.query}`, evidence: [{ source: "urn:causeway:test", quote: "q" }], confidence: 0.9 },
+      }]);
+    },
+  };
+  return def as unknown as AgentDefinition & { handled: string[] };
+}
 
 /** Starts the mesh. `config` is extra nats-server configuration (the runtime tests need none). */
 export async function startMesh(opts: { config?: string } = {}): Promise<Mesh> {

@@ -5,18 +5,15 @@
 // (less KEY_NOT_BEFORE_SKEW_MS of clock skew at the start): CW_ERR_KEY_NOT_VALID otherwise.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { JsMsg } from "@nats-io/jetstream";
 import { createUser } from "@nats-io/nkeys";
 import {
   ErrorCode, KEY_NOT_BEFORE_SKEW_MS, QuarantineHeader, QuarantineReason, VerificationError, createEvent, createLogger, loadPrincipals, signEvent,
-  signingKeyFromNkeySeed, startAgent, uuidv7, type AgentDefinition, type CloudEvent, type Emit, type SigningKey,
+  signingKeyFromNkeySeed, startAgent, uuidv7, type CloudEvent, type SigningKey,
 } from "../../services/kit/index.ts";
 import { seedTrustStore, trustEntriesFromPrincipals } from "../../services/kit/ops/index.ts";
-import { TASK_SCHEMA, startMesh, type Mesh } from "../mesh-fixture.ts";
+import { RESEARCH, TASK_SCHEMA, header, recordingResearcher, startMesh, type Mesh } from "../mesh-fixture.ts";
 import { waitFor } from "../harness/index.ts";
 
-const FINDING_SCHEMA = "https://causeway.dev/schemas/research.finding.created/1.0.0";
-const RESEARCH = "mesh.cap.research.v1";
 const log = createLogger({ name: "prestaged-key", level: process.env.LOG_LEVEL ?? "silent" });
 const principals = loadPrincipals();
 
@@ -40,23 +37,7 @@ function task(key: SigningKey, at: number, query: string): CloudEvent {
   }), key);
 }
 
-function researcher(): AgentDefinition & { handled: string[] } {
-  const def = {
-    principal: "researcher", capability: "research", major: 1, version: "0.0.1-test", description: "test researcher",
-    accepts: { "research.task.created": TASK_SCHEMA }, emits: { "research.finding.created": FINDING_SCHEMA },
-    handled: [] as string[],
-    handler(input: { event: CloudEvent; data: { query: string } }, ctx: { subjects: { capability(c: string, m: number): string } }): Promise<Emit[]> {
-      def.handled.push(input.event.id);
-      return Promise.resolve([{
-        to: ctx.subjects.capability("verify", 1), type: "research.finding.created",
-        data: { taskId: input.event.id, claim: `answer to ${input.data.query}`, evidence: [{ source: "urn:causeway:test", quote: "q" }], confidence: 0.9 },
-      }]);
-    },
-  };
-  return def as unknown as AgentDefinition & { handled: string[] };
-}
 
-const header = (m: JsMsg, name: string): string | undefined => m.headers?.get(name) || undefined;
 
 describe("pre-staged keys", () => {
   test("pre-staged key - an event stamped inside the key's future window and received now is refused with CW_ERR_KEY_NOT_VALID; within the clock-skew allowance it verifies", async () => {
@@ -87,7 +68,7 @@ describe("pre-staged keys", () => {
     await mesh.publish(RESEARCH, forged);
     await mesh.publish(RESEARCH, genuine);
 
-    const def = researcher();
+    const def = recordingResearcher();
     await using agent = await startAgent(mesh.nc, def, { trust: mesh.trust, signingKey: mesh.keys.researcher!, log });
     await waitFor(() => agent.stats().processed === 1 && agent.stats().quarantined === 1, { what: "the genuine task handled and the forgery quarantined" });
     assert.deepEqual(def.handled, [genuine.id], "the forgery never reached the handler");

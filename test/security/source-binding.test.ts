@@ -5,40 +5,20 @@
 // to upstreams: the upstream's own key for a source it declares, or the gateway notarizing for that upstream.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { JsMsg } from "@nats-io/jetstream";
 import {
   ErrorCode, QuarantineHeader, QuarantineReason, UPSTREAM_EXTENSION, VerificationError, createEvent, createLogger, deriveEventId, signEvent,
-  startAgent, uuidv7, type AgentDefinition, type CloudEvent, type Emit,
+  startAgent, uuidv7, type CloudEvent,
 } from "../../services/kit/index.ts";
 import { startIngest } from "../../services/lineage/ingest.ts";
 import { trace, why } from "../../services/lineage/queries.ts";
 import { decodeRecord } from "../../services/lineage/record.ts";
-import { TASK_SCHEMA, startMesh } from "../mesh-fixture.ts";
+import { RESEARCH, TASK_SCHEMA, header, recordingResearcher, startMesh } from "../mesh-fixture.ts";
 import { lineageStoreKinds } from "../lineage-stores.ts";
 import { waitFor } from "../harness/index.ts";
 
-const FINDING_SCHEMA = "https://causeway.dev/schemas/research.finding.created/1.0.0";
-const RESEARCH = "mesh.cap.research.v1";
 const log = createLogger({ name: "source-binding", level: process.env.LOG_LEVEL ?? "silent" });
 
-/** A researcher that answers each task with one finding (its derived id: deriveEventId(task, "researcher", 0)). */
-function researcher(): AgentDefinition & { handled: string[] } {
-  const def = {
-    principal: "researcher", capability: "research", major: 1, version: "0.0.1-test", description: "test researcher",
-    accepts: { "research.task.created": TASK_SCHEMA }, emits: { "research.finding.created": FINDING_SCHEMA },
-    handled: [] as string[],
-    handler(input: { event: CloudEvent; data: { query: string } }, ctx: { subjects: { capability(c: string, m: number): string } }): Promise<Emit[]> {
-      def.handled.push(input.event.id);
-      return Promise.resolve([{
-        to: ctx.subjects.capability("verify", 1), type: "research.finding.created",
-        data: { taskId: input.event.id, claim: `genuine answer to ${input.data.query}`, evidence: [{ source: "urn:causeway:test", quote: "q" }], confidence: 0.9 },
-      }]);
-    },
-  };
-  return def as unknown as AgentDefinition & { handled: string[] };
-}
 
-const header = (m: JsMsg, name: string): string | undefined => m.headers?.get(name) || undefined;
 
 describe("source binding", () => {
   for (const kind of lineageStoreKinds) {
@@ -63,7 +43,7 @@ describe("source binding", () => {
       await mesh.publish(RESEARCH, forged, `forged-${findingId}`);
       await mesh.publish(RESEARCH, task);
 
-      const def = researcher();
+      const def = recordingResearcher();
       await using agent = await startAgent(mesh.nc, def, { trust: mesh.trust, signingKey: mesh.keys.researcher!, log });
       await waitFor(() => agent.stats().processed === 1 && agent.stats().quarantined === 1, { what: "the task handled and the forgery quarantined" });
       assert.deepEqual(def.handled, [task.id], "the forgery never reached the handler");
