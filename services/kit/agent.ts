@@ -17,7 +17,7 @@ import { childTraceparent, deriveEventId, isExpired, outputEventInit, parseTrace
 import { addControlEndpoint } from "./control.ts";
 import { CausewayError, ConfigError, ErrorCode, QuarantineReason, SchemaError, quarantineReasonOf } from "./errors.ts";
 import type { QuarantineReasonValue } from "./errors.ts";
-import { createEvent, dataJson, normalizeTime, type CloudEvent } from "./event.ts";
+import { createEvent, dataJson, type CloudEvent } from "./event.ts";
 import type { SigningKey } from "./keys.ts";
 import { createLogger, eventLogger } from "./log.ts";
 import { KvBucket } from "./buckets.ts";
@@ -188,7 +188,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       }
       // 3. dedupe: a replay of an input already handled is absorbed. Within the duplicate window JetStream
       // recognizes republished outputs; past it (a late input) or for side effects, the processed set decides.
-      const late = lateBy(msg, verified, duplicateWindowMs) > 0;
+      const late = lateBy(msg, trusted.signedAt, duplicateWindowMs) > 0;
       if ((late || def.sideEffects) && (await processed.has(verified))) {
         counters.replays++;
         if (debugOn) log().debug("replay absorbed");
@@ -381,11 +381,12 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
  * By how many ms the stream stored `msg` later than its signed `time` plus the duplicate window (> 0: late).
  * A late input may be a replay JetStream no longer recognizes — or a legitimate late copy (a quarantine
  * release, the coordinator's forward of approved critical work): the processed set tells them apart. The
- * signed time is truncated to the second, which errs towards late. No signed time: late (unknown).
+ * signed time (the trust store parsed it once, TrustedEvent.signedAt) is truncated to the second, which errs
+ * towards late. No signed time: late (unknown).
  */
-export function lateBy(msg: { readonly info: { readonly timestampNanos: number } }, event: CloudEvent, duplicateWindowMs: number): number {
-  if (event.time === undefined) return Infinity;
-  return msg.info.timestampNanos / 1e6 - (Date.parse(normalizeTime(event.time)) + duplicateWindowMs);
+function lateBy(msg: { readonly info: { readonly timestampNanos: number } }, signedAt: number | undefined, duplicateWindowMs: number): number {
+  if (signedAt === undefined) return Infinity;
+  return msg.info.timestampNanos / 1e6 - (signedAt + duplicateWindowMs);
 }
 
 type ClaimOutcome =

@@ -65,7 +65,11 @@ export interface TrustEntry {
 }
 
 /** A verified event, authorized by the trust store entry of its signer. */
-export type TrustedEvent = VerifiedEvent & { readonly entry: TrustEntry };
+export type TrustedEvent = VerifiedEvent & {
+  readonly entry: TrustEntry;
+  /** The signed `time` in ms (truncated to the second, as the signature covers it); undefined when the event has none. */
+  readonly signedAt: number | undefined;
+};
 
 /** The live trust store: keys for DSSE verification, and who may sign what, when, and address whom. */
 export interface TrustStore extends KeyResolver, AsyncDisposable {
@@ -332,10 +336,10 @@ class LiveTrustStore implements TrustStore {
     if (compiled === undefined) {
       throw new VerificationError(ErrorCode.UnknownKey, `key ${verified.verification.keyid} is not in the trust store`, QuarantineReason.UnknownKey);
     }
-    authorize(compiled, event, opts.receivedAt);
+    const signedAt = authorize(compiled, event, opts.receivedAt);
     const problem = sourceProblem(compiled.entry, verified, this.#upstreams);
     if (problem !== undefined) throw new VerificationError(ErrorCode.SourceMismatch, problem, QuarantineReason.UnauthorizedEmitter);
-    return Object.freeze({ ...verified, entry: compiled.entry });
+    return Object.freeze({ ...verified, entry: compiled.entry, signedAt });
   }
 
   mayAddress(entry: TrustEntry, capability: string, major: number): boolean {
@@ -368,10 +372,12 @@ class LiveTrustStore implements TrustStore {
   }
 }
 
-function authorize(c: Compiled, event: CloudEvent, receivedAt: TrustVerifyOptions["receivedAt"]): void {
+/** Authorizes the signer of `event`; returns the signed time (ms), parsed once here for every caller. */
+function authorize(c: Compiled, event: CloudEvent, receivedAt: TrustVerifyOptions["receivedAt"]): number | undefined {
   const e = c.entry;
   // The signed time: `time` truncated to seconds (verifyEvent has validated it through the core digest).
-  const at = event.time === undefined ? Math.floor(Date.now() / 1000) * 1000 : Date.parse(normalizeTime(event.time));
+  const signedAt = event.time === undefined ? undefined : Date.parse(normalizeTime(event.time));
+  const at = signedAt ?? Math.floor(Date.now() / 1000) * 1000;
   if (e.revokedAt !== undefined && e.revokedAt <= at) {
     const why = e.revocationReason === undefined ? "" : ` (${e.revocationReason})`;
     throw new VerificationError(
@@ -396,6 +402,7 @@ function authorize(c: Compiled, event: CloudEvent, receivedAt: TrustVerifyOption
       QuarantineReason.UnauthorizedEmitter,
     );
   }
+  return signedAt;
 }
 
 /**
