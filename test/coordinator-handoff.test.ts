@@ -6,7 +6,7 @@ import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { promisify } from "node:util";
-import { jetstream } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import {
   DecisionKind, ErrorCode, NatsBinding, QuarantineHeader, controlRequest, createEvent, createLogger, decisionEvent, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, startAgent,
   encodeSwitch, formatTime, isCausewayError, switchKey, uuidv7, type Agent, type CloudEvent,
@@ -114,6 +114,38 @@ describe("critical handoffs", () => {
     await waitFor(() => pub.stats().processed === 1, { what: "the publisher to run once" });
     assert.equal(readdirSync(outbox).length, 1);
     assert.equal(pub.stats().quarantined, 0, "not quarantined as expired");
+  });
+
+  test("critical - work that needs no approval, handed off while its capability is paused: held without spending deliveries, granted when the pause is lifted", async () => {
+    await using mesh = await startOperatedMesh();
+    await using _coordinator = await startCoordinator(mesh, [startHandoffs], { capabilities: { "publish.v1": { critical: true, leaseTtlMs: 60_000 } } });
+    const outbox = join(mesh.dataDir, "outbox");
+    await using pub = await publisher(mesh, outbox);
+    const coordinatorNc = await mesh.as("coordinator");
+    const switches = await new Kvm(coordinatorNc).open("causeway_switches");
+    const key = switchKey("capability", "publish.v1");
+    await switches.put(key, encodeSwitch({ paused: true, reason: "publishing frozen", by: "alice", at: new Date().toISOString(), expires_at: null, decision_id: "test" }));
+    const event = await handOff(mesh);
+
+    // Recorded as held and the handoff acked: nothing is re-offered against max_deliver while the pause lasts.
+    const approvals = await new Kvm(coordinatorNc).open("causeway_approvals");
+    const held = await waitFor(async () => {
+      for await (const k of await approvals.keys()) {
+        const a = (await approvals.get(k))?.json<{ eventId: string; status: string; heldBy?: string }>();
+        if (a?.eventId === event.id) return a;
+      }
+      return undefined;
+    }, { what: "the held record" });
+    assert.deepEqual([held.status, held.heldBy], ["approved", "capability publish.v1 is paused: publishing frozen"]);
+    const jsm = await jetstreamManager(mesh.operator);
+    await waitFor(async () => (await jsm.consumers.info("MESH_HANDOFF", "coordinator-handoff")).num_ack_pending === 0, { what: "the handoff acked" });
+    assert.equal((await jsm.consumers.info("MESH_HANDOFF", "coordinator-handoff")).num_redelivered, 0);
+    assert.deepEqual(await decisions(mesh, "grant"), []);
+
+    await switches.delete(key);
+    await waitFor(async () => (await decisions(mesh, "grant")).length === 1, { what: "the grant once the pause is lifted", timeoutMs: 10_000 });
+    await waitFor(() => pub.stats().processed === 1, { what: "the publisher to run once" });
+    assert.equal(pub.stats().quarantined, 0);
   });
 
   test("critical - the producer's key revoked while its work waits for approval: flagged to approvers, refused without --despite-revocation, then run once when approved despite it; new work under the key is refused", async () => {

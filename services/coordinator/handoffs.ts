@@ -8,7 +8,7 @@
 import type { KV } from "@nats-io/kv";
 import type { JsMsg } from "@nats-io/jetstream";
 import {
-  CausewayError, DecisionKind, ErrorCode, KvBucket, MsgIdKind, NatsBinding, QuarantineReason, StreamName, addControlEndpoint, confirmDuplicate, consumeDurable,
+  CausewayError, DecisionKind, ErrorCode, KvBucket, MsgIdKind, NatsBinding, QuarantineReason, StreamName, addControlEndpoint, confirmDuplicate, consumeDurable, isWrongRevision,
   correlationIdOf, dataJson, dataText, decisionEvent, formatTime, decisionMsgId, encodeLease, leaseKey, msgId, openMeshBucket, parseSubject, publishDecision,
   publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, sameBytes, watchSwitches, type CloudEvent, type Lease, type QuarantineReasonValue,
 } from "../kit/index.ts";
@@ -22,9 +22,6 @@ import type { CapabilityPolicy } from "./policy.ts";
 const STUCK_CLAIM_MS = 30_000;
 
 const SWEEP_MS = 1_000;
-
-/** How long a handoff for a paused capability waits before it is offered again (the pause is checked then). */
-const PAUSED_RETRY_MS = 5_000;
 
 export const start: StartModule = async (deps) => {
   const leases = await openMeshBucket(deps.nc, deps.layout.buckets[KvBucket.Leases].name, "leases of critical work");
@@ -146,9 +143,22 @@ export class Handoffs {
     }
     const held = this.paused(policy.ref);
     if (held) {
-      // Not granted during a pause: the handoff waits in MESH_HANDOFF and is offered again.
-      deps.log.debug({ eventId: trusted.event.id, capability: policy.ref, held }, "grant held by a kill switch");
-      msg.nak(PAUSED_RETRY_MS);
+      // Not granted during a pause. Nak'ing it until the resume would spend its deliveries (max_deliver) and end in
+      // dead letters; instead it is recorded as approved and held — as an approval given during a pause is — and
+      // the sweep grants it once the pause is lifted. Its bytes stay in MESH_HANDOFF at this sequence.
+      if (!policy.approvals) {
+        const now = new Date().toISOString();
+        const record: Approval = {
+          eventId: trusted.event.id, eventSource: trusted.event.source, correlationId: correlationIdOf(trusted.event), coreDigest, capability: policy.ref,
+          status: "approved", required: 0, approvers: [], approvals: [], deadline: now, handoffSeq: msg.info.streamSequence, handoffSubject: msg.subject,
+          producerKeyId: trusted.verification.keyid, decidedBy: deps.principal, decidedAt: now, heldBy: held,
+        };
+        await this.approvals.create(key, JSON.stringify(record)).catch(async (err: unknown) => {
+          if ((await this.approvals.get(key))?.operation !== "PUT") throw err; // else recorded already (a redelivery, a peer)
+        });
+      }
+      deps.log.info({ eventId: trusted.event.id, capability: policy.ref, held }, "grant held by a kill switch");
+      msg.ack();
       return;
     }
     await this.grant(key, policy, trusted.event, coreDigest, { subject: msg.subject, seq: msg.info.streamSequence, headers: msg.headers, data: msg.data }, []);
@@ -426,7 +436,10 @@ export class Handoffs {
       if (revoked !== undefined) {
         await this.approvals.update(key, JSON.stringify({ ...approval, producerRevoked: revoked } satisfies Approval), e.revision).then(
           () => this.deps.log.warn({ eventId: approval.eventId, capability: approval.capability, ...revoked }, "the producer's key was revoked while its work waits for approval: flagged"),
-          () => undefined, // changed at the same moment (a vote, a peer): the next sweep looks again
+          (err: unknown) => {
+            if (!isWrongRevision(err)) throw err; // reported by the sweep, retried next sweep
+            // changed at the same moment (a vote, a peer): the next sweep looks again
+          },
         );
         return;
       }
@@ -483,7 +496,8 @@ export class Handoffs {
     let keyid = approval.producerKeyId;
     if (keyid === undefined) {
       // A record from before producerKeyId: the signer of the original in MESH_HANDOFF.
-      const original = await this.deps.jsm.streams.getMessage(StreamName.Handoff, { seq: approval.handoffSeq }).catch(() => null);
+      // Gone (null): nothing to forward either. A read that fails throws, so the check never fails open.
+      const original = await this.deps.jsm.streams.getMessage(StreamName.Handoff, { seq: approval.handoffSeq });
       if (!original) return undefined;
       try {
         keyid = this.deps.trust.verify(NatsBinding.toEvent({ headers: original.header, data: original.data }), { receivedAt: "forwarded" }).verification.keyid;

@@ -14,7 +14,7 @@ import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import type { Logger } from "pino";
 import {
   CausewayError, DecisionKind, ErrorCode, NatsBinding, QUARANTINE_DETAIL_MAX_BYTES, QUARANTINE_FIELD_MAX_BYTES, QuarantineHeader, StreamName, boundedText,
-  dataJson, decisionEvent, decisionSchema, decisionSubjectOf, MsgIdKind, addControlEndpoint, confirmDuplicate, loadPrincipals, isCausewayError, isExpired,
+  dataJson, decisionEvent, decisionSchema, decisionSubjectOf, MsgIdKind, addControlEndpoint, confirmDuplicate, isCausewayError, isExpired,
   msgId, permissionDenied, publishDecision, readStream, sameBytes, storedMessage,
 } from "../kit/index.ts";
 import type { DecisionKindValue, ParsedSubject, TrustedEvent } from "../kit/index.ts";
@@ -387,8 +387,8 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
   };
 
   // Who the server lets ask (requesterOf), recorded as `principal` next to the claimed operator name.
-  const layout = loadPrincipals();
-  const requesters = new Map<DecisionKindValue, string | undefined>([[DecisionKind.Release, requesterOf(layout, quarantineRelease)], [DecisionKind.Rejection, requesterOf(layout, quarantineReject)]]);
+  const principals = deps.layout.principals;
+  const requesters = new Map<DecisionKindValue, string | undefined>([[DecisionKind.Release, requesterOf(principals, quarantineRelease)], [DecisionKind.Rejection, requesterOf(principals, quarantineReject)]]);
   const decide = async (kind: DecisionKindValue, claimed: Record<string, unknown>, entry: Indexed, about: TrustedEvent | undefined) => {
     const principal = requesters.get(kind);
     const data = principal === undefined ? claimed : { ...claimed, principal };

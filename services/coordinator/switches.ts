@@ -8,10 +8,9 @@
 // compare-and-set on the key's revision, and a decision's id is derived from (bucket, key, revision it
 // replaces), so two coordinator replicas cannot emit two decisions for one transition. Expiries are enforced
 // by a timer in every replica (the loser of the race finds the key changed) and by isPaused ignoring them.
-import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import { Kvm, type KvEntry } from "@nats-io/kv";
 import {
-  CausewayError, DecisionKind, ErrorCode, KvBucket, StreamName, addControlEndpoint, capabilityDurable, decisionEvent, decisionSchema, loadPrincipals, normalizeTime, publishDecision, type Principals, MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchScope, encodeSwitch, parseSwitch, parseSwitchKey, switchExpiry, switchKey, watchSwitches, type SwitchScopeValue, type SwitchState, type SwitchValue,
+  CausewayError, DecisionKind, ErrorCode, KvBucket, StreamName, addControlEndpoint, capabilityDurable, isConsumerNotFound, isWrongRevision, decisionEvent, decisionSchema, normalizeTime, publishDecision, type Principals, MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchScope, encodeSwitch, parseSwitch, parseSwitchKey, switchExpiry, switchKey, watchSwitches, type SwitchScopeValue, type SwitchState, type SwitchValue,
 } from "../kit/index.ts";
 import {
   SwitchAction, requesterOf, pause as pauseEndpoint, resume as resumeEndpoint, status as statusEndpoint,
@@ -47,7 +46,7 @@ interface Target {
 
 export const start: StartModule = async (deps: CoordinatorDeps): Promise<CoordinatorModule> => {
   const log = deps.log.child({ module: "switches" });
-  const principals = loadPrincipals();
+  const principals = deps.layout.principals;
   const consumers = consumerMap(principals);
   const kv = await new Kvm(deps.nc).open(KvBucket.Switches);
   // Revisions restart when the bucket is recreated; its creation time keeps decision ids of one incarnation
@@ -364,14 +363,7 @@ function byScope(a: string, b: string): number {
   return scopeRank(a) - scopeRank(b) || a.localeCompare(b);
 }
 
-function isWrongRevision(err: unknown): boolean {
-  return err instanceof JetStreamApiError
-    && (err.code === JetStreamApiCodes.StreamWrongLastSequence || err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown);
-}
 
-function isConsumerNotFound(err: unknown): boolean {
-  return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound;
-}
 
 function invalid(message: string): CausewayError {
   return new CausewayError(ErrorCode.SwitchInvalid, message);

@@ -22,6 +22,7 @@ import type { SigningKey } from "./keys.ts";
 import { createLogger, eventLogger } from "./log.ts";
 import { KvBucket } from "./buckets.ts";
 import { consumeDurable, type DurableConsumer } from "./consumer.ts";
+import { isConsumerNotFound } from "./jetstream-errors.ts";
 import { defaultLayout, type MeshLayout } from "./layout.ts";
 import { createAgentMetrics } from "./metrics.ts";
 import { encodeLease, leaseKey, openLeases, readLease, type Lease } from "./leases.ts";
@@ -82,6 +83,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const debugOn = baseLog.isLevelEnabled("debug");
   const metrics = createAgentMetrics({ principal: def.principal, capability: def.capability, major: def.major });
   // Every agent marks what it handled, so a replay after the duplicate window is absorbed (processed.ts).
+  // Who publishes the outputs: their message ids are namespaced and tagged with this (msg-ids.ts).
+  const idOwner = Object.freeze({ principal: def.principal, key: opts.signingKey });
   const processed: ProcessedSet = await openProcessedSet(nc, def.capability, def.major, { bucket: layout.buckets[KvBucket.Processed].name });
   const leases = def.critical ? await openLeases(nc) : undefined;
 
@@ -92,13 +95,11 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const jsm = await jetstreamManager(nc);
   const consumerConfig = { ...layout.capabilityConsumer(def.capability, def.major), ...opts.consumer } as ConsumerConfig;
   const durable = consumerConfig.durable_name!;
-  try {
-    await jsm.consumers.info(StreamName.Cap, durable);
-  } catch {
+  const info = await jsm.consumers.info(StreamName.Cap, durable).catch(async (err: unknown) => {
+    if (!isConsumerNotFound(err)) throw err;
     const pausedNow = switches.isPaused(switchSubject);
-    await jsm.consumers.add(StreamName.Cap, pausedNow ? { ...consumerConfig, pause_until: pausedNow.expires_at ?? PAUSED_UNTIL_RESUMED } : consumerConfig);
-  }
-  const info = await jsm.consumers.info(StreamName.Cap, durable);
+    return jsm.consumers.add(StreamName.Cap, pausedNow ? { ...consumerConfig, pause_until: pausedNow.expires_at ?? PAUSED_UNTIL_RESUMED } : consumerConfig);
+  });
   // The stream's duplicate window: an input stored later than its signed time plus this may be a replay that
   // JetStream no longer recognizes, and only such an input is looked up in the processed set.
   const duplicateWindowMs = ((await jsm.streams.info(StreamName.Cap)).config.duplicate_window ?? 120e9) / 1e6;
@@ -141,7 +142,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         const { headers, data } = NatsBinding.binary(signed);
         // The derived id, in this principal's own message id (msg-ids.ts): a redelivered input republishes the
         // same ids and JetStream keeps one; nobody without the key can publish under it first.
-        await publisher.publish(to, data, { headers, msgID: msgId({ principal: def.principal, key: opts.signingKey }, MsgIdKind.Output, signed.id) });
+        await publisher.publish(to, data, { headers, msgID: msgId(idOwner, MsgIdKind.Output, signed.id) });
         endSpan(span);
       } catch (err) {
         endSpan(span, err);
@@ -244,7 +245,12 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
           await publishOutputs(verified, emits, startedAt, span);
         } catch (err) {
           // A handler that throws reports it did not complete: the claim goes back so a retry may run it.
-          if (claim) await leases!.update(claim.key, encodeLease({ ...claim.lease, state: "granted" }), claim.revision).catch(() => undefined);
+          if (claim) {
+            await leases!.update(claim.key, encodeLease({ ...claim.lease, state: "granted" }), claim.revision).catch((e: unknown) => {
+              // The lease stays "running": every retry is then refused as CW_ERR_LEASE_HELD, and an operator decides.
+              log().error({ err: e, lease: claim.key }, "lease could not be given back after a failed handler");
+            });
+          }
           throw err;
         }
         if (claim) {
@@ -258,8 +264,13 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         // A late or side-effecting input's mark is awaited (its redeliveries are looked up); a timely one's is
         // not (nothing looks this message up again: its redeliveries are timely too), which keeps it off the
         // hot path — best effort, see processed.ts.
-        if (late || def.sideEffects) await processed.mark(verified);
-        else processed.note(verified);
+        if (late || def.sideEffects) {
+          await processed.mark(verified).catch((err: unknown) => {
+            // The outputs are stored and the handler ran: acking is right (a nak would run a side effect again).
+            // Without the mark, a copy arriving after the duplicate window would run once more; say so.
+            log().error({ err }, "input handled but could not be marked processed: a late replay of it would run again");
+          });
+        } else processed.note(verified);
       } finally {
         clearInterval(heartbeat);
         const ms = performance.now() - started;

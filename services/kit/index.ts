@@ -45,6 +45,7 @@ export { runAgentProcess } from "./agent-process.ts";
 export { runServiceProcess } from "./service-process.ts";
 export type { ServiceContext, ServiceProcessOptions, StartedService } from "./service-process.ts";
 export { consumeDurable } from "./consumer.ts";
+export { isConsumerNotFound, isWrongRevision } from "./jetstream-errors.ts";
 export type { ConsumeOptions, DurableConsumer } from "./consumer.ts";
 export { drainSignal, untilStop } from "./signals.ts";
 export {

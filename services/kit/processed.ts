@@ -40,7 +40,8 @@ export async function openProcessedSet(nc: NatsConnection, capability: string, m
   const bucket = opts.bucket ?? KvBucket.Processed;
   const kv = await openMeshBucket(nc, bucket, "processed inputs of agents");
   // One key per input: capability, then a digest of (source, id), which may hold any characters.
-  const keyOf = (e: { source: string; id: string }) => `${capabilityKeyPrefix(capability, major)}.${hash("sha256", `${e.source}\0${e.id}`, "hex")}`;
+  const prefix = capabilityKeyPrefix(capability, major);
+  const keyOf = (e: { source: string; id: string }) => `${prefix}.${hash("sha256", `${e.source}\0${e.id}`, "hex")}`;
   const has = async (e: { source: string; id: string }) => {
     const entry = await kv.get(keyOf(e));
     return entry !== null && entry.operation === "PUT";

@@ -10,6 +10,7 @@ import { signingKeyFromNkeySeed, type SigningKey } from "./keys.ts";
 import { defaultLayout, type MeshLayout } from "./layout.ts";
 import { createLogger } from "./log.ts";
 import { drainSignal, untilStop } from "./signals.ts";
+import { criticalForwardSubjects } from "./principals.ts";
 import { openTrustStore, type TrustStore } from "./trust.ts";
 
 /** What a service's start function receives. */
@@ -58,10 +59,13 @@ export async function runServiceProcess(
   void drainSignal(log);
   try {
     nc = await connectAs(principal, opts.connect ? { options: opts.connect } : {});
-    const trust = await openTrustStore(nc, { onProblem: (err) => log.warn({ err }, "trust store entry ignored") });
+    const layout = defaultLayout();
+    const trust = await openTrustStore(nc, {
+      forwards: criticalForwardSubjects(layout.principals), onProblem: (err) => log.warn({ err }, "trust store entry ignored"),
+    });
     cleanups.push(() => trust.close());
     const ctx: ServiceContext = {
-      principal, nc, trust, key: signingKeyFromNkeySeed(readSeed(principal)), layout: defaultLayout(), log,
+      principal, nc, trust, key: signingKeyFromNkeySeed(readSeed(principal)), layout, log,
       defer: (cleanup) => void cleanups.push(cleanup),
     };
     const started = (await start(ctx)) ?? {};

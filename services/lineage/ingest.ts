@@ -170,7 +170,7 @@ export async function startIngest(opts: IngestOptions): Promise<Ingest> {
     failure = new CausewayError(ErrorCode.LineageStore, `the audit log writer stopped: ${err.message}`, { cause: err });
     log.error({ err }, "audit log writer stopped: consumption ends");
     markFailed(failure);
-    void stopConsumers();
+    stopConsumers().catch((e: unknown) => log.error({ err: e }, "stopping the lineage consumers failed"));
   };
 
   const recordedBy = opts.consumers ?? recordedConsumers();

@@ -3,10 +3,9 @@
 // restarts and every replica sees the same joins; writes are compare-and-set on the key's revision, retried on
 // conflict, so replicas adding findings of one request at once lose none. The in-memory store has the same
 // semantics, for tests. Both share one pure merge function.
-import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { KvBucket, RetryableError, openMeshBucket, type Cause } from "../../kit/index.ts";
+import { KvBucket, RetryableError, isWrongRevision, openMeshBucket, type Cause } from "../../kit/index.ts";
 
 /** One verified finding of a request. */
 export interface JoinedFinding {
@@ -147,7 +146,7 @@ export function createKvJoinStore(kv: KV, opts: Pick<KvJoinStoreOptions, "maxAtt
         else await kv.update(key, encodeJoin(next), current.revision);
         return next;
       } catch (err) {
-        if (!isConflict(err)) throw err;
+        if (!isWrongRevision(err)) throw err;
       }
     }
     throw new RetryableError(`join ${requestId}: still conflicting after ${maxAttempts} attempts`);
@@ -208,10 +207,6 @@ function sortByDeadline(states: JoinState[]): JoinState[] {
   return states.sort((a, b) => Date.parse(a.deadline) - Date.parse(b.deadline));
 }
 
-function isConflict(err: unknown): boolean {
-  return err instanceof JetStreamApiError
-    && (err.code === JetStreamApiCodes.StreamWrongLastSequence || err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown);
-}
 
 const VERSION = 1;
 
