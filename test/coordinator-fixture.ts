@@ -33,6 +33,7 @@ export async function startCoordinator(mesh: OperatedMesh, modules: StartModule[
   };
   const started: CoordinatorModule[] = [];
   for (const start of modules) started.push(await start(deps));
+  await nc.flush(); // the modules' subscriptions are on the server before a test asks, as the coordinator process does
   return {
     deps,
     async [Symbol.asyncDispose]() {

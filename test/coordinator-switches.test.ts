@@ -68,6 +68,7 @@ async function startReplica(mesh: OperatedMesh, lines?: string[]): Promise<Repli
     log: lines ? createLogger({ name: "coordinator", level: "debug", destination: { write: (line: string) => { lines.push(line); } } }) : quiet("coordinator"),
   };
   const module = await start(deps);
+  await nc.flush(); // its endpoints are on the server before a test asks
   let stopped: Promise<void> | undefined;
   return {
     deps, module,
