@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Kvm } from "@nats-io/kv";
 import {
-  ErrorCode, NatsBinding, QuarantineHeader, RetryableError, createEvent, createLogger, deriveEventId, parseTraceparent, signEvent, startAgent, encodeSwitch, switchKey, verifyEvent, type AgentDefinition, type AgentOptions, type Emit,
+  ErrorCode, NatsBinding, QuarantineHeader, RetryableError, createEvent, createLogger, deriveEventId, flowIdOf, parseTraceparent, signEvent, startAgent, encodeSwitch, switchKey, verifyEvent, type AgentDefinition, type AgentOptions, type Emit,
 } from "../services/kit/index.ts";
 import { REQUEST_SCHEMA, TASK_SCHEMA, header, startMesh, type Mesh } from "./mesh-fixture.ts";
 import { runNatsJson, waitFor } from "./harness/index.ts";
@@ -59,7 +59,7 @@ describe("agent pipeline", () => {
       assert.equal(v.event.id, deriveEventId(input, "planner", i));
       assert.equal(v.event.source, "causeway://planner");
       assert.equal(v.event.extensions.causationid, input.id);
-      assert.equal(v.event.extensions.correlationid, input.id);
+      assert.equal(v.event.extensions.correlationid, flowIdOf(input), "the input starts the flow");
       assert.equal(parseTraceparent(v.event.extensions.traceparent)!.traceId, inputTrace);
       assert.equal(v.event.dataschema, TASK_SCHEMA);
     });

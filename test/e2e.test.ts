@@ -5,7 +5,7 @@ import { describe, test } from "node:test";
 import { jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, createEvent, deriveEventId, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent,
+  NatsBinding, createEvent, deriveEventId, flowIdOf, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent,
 } from "../services/kit/index.ts";
 import { REFERENCE_AGENTS } from "../services/cli/agent-processes.ts";
 import { collectFlow, readMessages } from "../services/cli/flow.ts";
@@ -37,11 +37,11 @@ describe("end to end, agents as processes", () => {
     const report = await waitFor(async () => (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.published"))[0], { what: "report.published", timeoutMs: 30_000 });
     const published = mesh.trust.verify(NatsBinding.toEvent(report), { receivedAt: "now" });
     assert.equal(published.entry.principal, "reporter");
-    assert.equal(published.event.extensions.correlationid, req.id);
+    assert.equal(published.event.extensions.correlationid, flowIdOf(req), "the request started the flow");
     const body = JSON.parse(Buffer.from(published.event.data).toString()) as { complete: boolean; findingsCount: number };
     assert.deepEqual({ complete: body.complete, findingsCount: body.findingsCount }, { complete: true, findingsCount: 2 });
 
-    const flow = await collectFlow(mesh.operator, mesh.trust, req.id);
+    const flow = await collectFlow(mesh.operator, mesh.trust, flowIdOf(req));
     const chain: string[] = [];
     const walk = (n: (typeof flow)[number], depth: number) => {
       assert.ok(n.verified, `${n.event.type} ${n.event.id} did not verify: ${n.problem}`);

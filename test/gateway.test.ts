@@ -10,7 +10,7 @@ import { Kvm } from "@nats-io/kv";
 import { PermissionViolationError, headers } from "@nats-io/transport-node";
 import { HTTP, CloudEvent as SdkCloudEvent } from "cloudevents";
 import {
-  DSSE_MATERIAL, ErrorCode, NatsBinding, createEvent, encodeJsonEvent, readSeed, seedPath, signEvent, signingKeyFromNkeySeed,
+  DSSE_MATERIAL, ErrorCode, NatsBinding, createEvent, encodeJsonEvent, flowIdOf, readSeed, seedPath, signEvent, signingKeyFromNkeySeed,
 } from "../services/kit/index.ts";
 import { MARK_PREFIX } from "../services/gateway/ledger.ts";
 import { dedupeKey } from "../services/gateway/notarize.ts";
@@ -42,7 +42,7 @@ describe("gateway", () => {
     const res = await g.post(data, binary("bin-1", { "ce-subject": "ticket 42", "ce-traceparent": traceparent, "ce-ticketref": "T%2042" }));
     assert.equal(res.status, 202, JSON.stringify(res.json));
     assert.deepEqual(res.json, {
-      status: 202, id: "bin-1", source: DEMO_SOURCE, type: "report.requested", traceid: "0af7651916cd43dd8448eb211c80319c", subject: "mesh.cap.plan.v1", duplicate: false,
+      status: 202, id: "bin-1", source: DEMO_SOURCE, type: "report.requested", correlationid: flowIdOf({ source: DEMO_SOURCE, id: "bin-1" }), traceid: "0af7651916cd43dd8448eb211c80319c", subject: "mesh.cap.plan.v1", duplicate: false,
     });
     const [event] = await routedById(g, "bin-1");
     assert.ok(event);
@@ -56,7 +56,7 @@ describe("gateway", () => {
     assert.equal(trusted.event.extensions.upstream, "upstream-demo", "the upstream identity, signed");
     assert.equal(trusted.event.extensions.traceparent, traceparent);
     assert.match(String(trusted.event.extensions.emittedat), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
-    assert.equal(trusted.event.extensions.correlationid, "bin-1");
+    assert.equal(trusted.event.extensions.correlationid, flowIdOf({ source: DEMO_SOURCE, id: "bin-1" }), "the flow the event starts");
   });
 
   test("gateway - HTTP structured mode keeps the data bytes exactly; a missing dataschema and time are filled in", async () => {
@@ -155,7 +155,7 @@ describe("gateway", () => {
     assert.equal(req.code, 0, req.stderr);
     const reply = JSON.parse(req.stdout) as Record<string, unknown>;
     assert.deepEqual({ ...reply, traceid: typeof reply.traceid }, {
-      status: 202, id: "nats-2", source: DEMO_SOURCE, type: "report.requested", traceid: "string", subject: "mesh.cap.plan.v1", duplicate: false,
+      status: 202, id: "nats-2", source: DEMO_SOURCE, type: "report.requested", correlationid: flowIdOf({ source: DEMO_SOURCE, id: "nats-2" }), traceid: "string", subject: "mesh.cap.plan.v1", duplicate: false,
     });
     // Answered after the publish to MESH_CAP was acknowledged: it is there now, once, and MESH_INGEST holds nothing of it.
     const [routed, ...more] = await routedById(g, "nats-2");

@@ -14,7 +14,7 @@ import { signCheckpoint } from "../services/lineage/checkpoint.ts";
 import { createMerkleLog, rootOf } from "../services/lineage/merkle.ts";
 import { dataDigest, encodeRecord, type RecordContent } from "../services/lineage/record.ts";
 import type { LineageStore, StoredCheckpoint } from "../services/lineage/store.ts";
-import { QuarantineHeader, deriveEventId, signingKeyFromNkeySeed, uuidv7, type SigningKey } from "../services/kit/index.ts";
+import { QuarantineHeader, deriveEventId, flowIdOf, signingKeyFromNkeySeed, uuidv7, type SigningKey } from "../services/kit/index.ts";
 
 /** The lineage log's name in test checkpoints. */
 export const ORIGIN = "causeway.test/lineage";
@@ -193,18 +193,21 @@ export function referenceFlow(): FlowFixture {
   });
 
   // The upstream request: raw on MESH_INGEST (unsigned), notarized by the gateway onto the planner's subject.
-  const requestId = uuidv7(T0);
+  const requestEventId = uuidv7(T0);
+  const requestSource = "https://crm.example/requests";
+  // The flow the request starts: the gateway's correlation id and the planner's request id.
+  const requestId = flowIdOf({ source: requestSource, id: requestEventId });
   const requestData = { topic: "lineage", requester: "ada@example.com" };
   const requestAttrs: Omit<Spec, "stream" | "subject"> = {
-    id: requestId, source: "https://crm.example/requests", type: "report.requested", atMs: T0, emittedMs: T0 + 3, data: requestData,
+    id: requestEventId, source: requestSource, type: "report.requested", atMs: T0, emittedMs: T0 + 3, data: requestData,
   };
   record({ ...requestAttrs, stream: "MESH_INGEST", subject: "mesh.ingest.crm.report", failed: { code: "CW_ERR_UNSIGNED", detail: "no dssematerial" } });
-  const request = record({ ...requestAttrs, stream: "MESH_CAP", subject: "mesh.cap.plan.v1", principal: "gateway" });
   const flow = { correlationid: requestId };
+  const request = record({ ...requestAttrs, ...flow, stream: "MESH_CAP", subject: "mesh.cap.plan.v1", principal: "gateway" });
 
   const tasks = [0, 1, 2].map((i) => record({
     stream: "MESH_CAP", subject: "mesh.cap.research.v1", id: out(request, "planner", i), source: src("planner"), type: "research.task.created",
-    atMs: T0 + 95 + i, principal: "planner", ...flow, causationid: requestId, startedMs: T0 + 40, emittedMs: T0 + 95 + i,
+    atMs: T0 + 95 + i, principal: "planner", ...flow, causationid: requestEventId, startedMs: T0 + 40, emittedMs: T0 + 95 + i,
     data: { requestId, taskIndex: i, totalTasks: 3, query: `q${i}` },
   }));
   const findings = tasks.map((task, i) => {

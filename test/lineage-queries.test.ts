@@ -259,7 +259,7 @@ for (const kind of lineageStoreKinds) {
       const summary = first.events[1]!;
       assert.deepEqual(summary, {
         index: 1, stream: "MESH_CAP", seq: 1, subject: "mesh.cap.plan.v1", source: flow.request.source, id: flow.request.id, type: "report.requested",
-        time: flow.request.attributes.time, principal: "gateway", keyid: flow.keyids.gateway, verified: true, code: null, correlationid: null,
+        time: flow.request.attributes.time, principal: "gateway", keyid: flow.keyids.gateway, verified: true, code: null, correlationid: flow.correlationId,
         causationid: null, quarantineReason: null,
       });
     });

@@ -27,7 +27,7 @@ import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
 import { lineageStoreKinds } from "./lineage-stores.ts";
 import { repoRoot, runNatsJson, startPostgres, waitFor } from "./harness/index.ts";
 import { readMessages } from "../services/cli/flow.ts";
-import { controlRequest, createLogger, inboxPrefix, publicKeyOf, seedPath, statusOf, tokenDigestHex, type ControlErrorBody } from "../services/kit/index.ts";
+import { controlRequest, correlationIdOf, createLogger, inboxPrefix, publicKeyOf, seedPath, statusOf, tokenDigestHex, type ControlErrorBody } from "../services/kit/index.ts";
 
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
 
@@ -123,6 +123,7 @@ describe("lineage service", () => {
       extensions: { traceparent: newTraceparent(), emittedat: now },
       data: JSON.stringify({ topic: "Grid storage", requester: "analyst@example.com", questions: ["Which battery chemistries lead grid-scale storage?", "Is the rumor true that sodium-ion replaces lithium by 2027?"] }),
     }), signingKeyFromNkeySeed(readSeed("gateway", mesh.dataDir)));
+    const flow = correlationIdOf(root); // the flow the root starts
     const { headers, data } = NatsBinding.binary(root);
     await jetstream(gateway).publish("mesh.cap.plan.v1", data, { headers, msgID: root.id });
     const report = await waitFor(async () => (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.published"))[0], { what: "report.published", timeoutMs: 30_000 });
@@ -147,7 +148,7 @@ describe("lineage service", () => {
     });
 
     const trace = await waitFor(async () => {
-      const t = await ask(auditor, "trace", { correlation: root.id });
+      const t = await ask(auditor, "trace", { correlation: flow });
       return t.nodes.some((n) => n.type === "decision.approval.requested") && t.nodes.some((n) => n.appearances.some((a) => a.quarantine)) && t;
     }, { what: "the flow with its decision and quarantine entry", timeoutMs: 15_000 });
     const quarantined = trace.nodes.find((n) => n.appearances.some((a) => a.quarantine))!;
@@ -157,14 +158,14 @@ describe("lineage service", () => {
     assert.ok(trace.edges.length >= trace.nodes.length - 1);
 
     // The same answers through the real nats CLI, the causeway CLI and the HTTP API.
-    const cli = await runNatsJson<TraceResult>(["--inbox-prefix", inboxPrefix("auditor"), "req", "mesh.ctl.lineage.trace", JSON.stringify({ correlation: root.id }), "--raw"],
+    const cli = await runNatsJson<TraceResult>(["--inbox-prefix", inboxPrefix("auditor"), "req", "mesh.ctl.lineage.trace", JSON.stringify({ correlation: flow }), "--raw"],
       { server: mesh.server.url, nkey: seedPath("auditor", mesh.dataDir) });
     assert.equal(cli.nodes.length, trace.nodes.length);
     const { stdout } = await promisify(execFile)(process.execPath, [join(repoRoot, "services/cli/main.ts"), "lineage", "why", reportId, "--server", mesh.server.url], { env: { ...process.env, CAUSEWAY_DATA_DIR: mesh.dataDir } });
     assert.match(stdout, /report\.published by reporter, 5 steps to the upstream root/);
     const viaHttp = await (await fetch(`${http}/v1/why/${reportId}`, { headers: auth })).json() as WhyResult;
     assert.deepEqual(viaHttp.steps.map((s) => s.id), why.steps.map((s) => s.id));
-    const csv = await fetch(`${http}/v1/export/${root.id}?format=csv`, { headers: auth });
+    const csv = await fetch(`${http}/v1/export/${flow}?format=csv`, { headers: auth });
     assert.equal(csv.status, 200);
     assert.match(csv.headers.get("content-type") ?? "", /^text\/csv/);
 
@@ -174,7 +175,7 @@ describe("lineage service", () => {
     const key = publicKeyOf("lineage", mesh.dataDir);
     for (const format of ["jsonl", "csv"]) {
       const file = join(cwd, `flow.${format}`);
-      await causeway("export", root.id, "--format", format, "--out", file, "--server", mesh.server.url);
+      await causeway("export", flow, "--format", format, "--out", file, "--server", mesh.server.url);
       const checked = await causeway("check-export", file, "--key", key);
       assert.match(checked.stdout, new RegExp(`✓ ${format} export verifies: \\d+ records`));
       // Change one letter of the last record line.
@@ -189,9 +190,9 @@ describe("lineage service", () => {
     const proofFile = join(cwd, "proof.json");
     await causeway("prove", reportId, "--out", proofFile, "--server", mesh.server.url);
     assert.match((await causeway("check-proof", proofFile, "--key", key)).stdout, /✓ inclusion proof verifies/);
-    const prov = JSON.parse((await causeway("export", root.id, "--format", "prov", "--server", mesh.server.url)).stdout) as Record<string, unknown>;
+    const prov = JSON.parse((await causeway("export", flow, "--format", "prov", "--server", mesh.server.url)).stdout) as Record<string, unknown>;
     for (const relation of ["entity", "activity", "agent", "used", "wasGeneratedBy", "wasDerivedFrom", "wasAssociatedWith"]) assert.ok(prov[relation], `PROV-JSON has ${relation}`);
-    const runs = (await causeway("export", root.id, "--format", "openlineage", "--server", mesh.server.url)).stdout.trim().split("\n").map((l) => JSON.parse(l) as { eventType: string });
+    const runs = (await causeway("export", flow, "--format", "openlineage", "--server", mesh.server.url)).stdout.trim().split("\n").map((l) => JSON.parse(l) as { eventType: string });
     assert.deepEqual([...new Set(runs.map((r) => r.eventType))].sort(), ["COMPLETE", "FAIL", "START"]);
 
     // Without the token, or with another, nothing but the health check answers.

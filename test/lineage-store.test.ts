@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { createUser } from "@nats-io/nkeys";
-import { signingKeyFromNkeySeed, ErrorCode, isCausewayError } from "../services/kit/index.ts";
+import { signingKeyFromNkeySeed, ErrorCode, flowIdOf, isCausewayError } from "../services/kit/index.ts";
 import { createMerkleLog, rootOf } from "../services/lineage/merkle.ts";
 import { openLineageStore, sqliteStorePath } from "../services/lineage/open-store.ts";
 import { columnsOf, dataDigest, decodeRecord, encodeRecord, type RecordContent } from "../services/lineage/record.ts";
@@ -296,18 +296,19 @@ for (const kind of lineageStoreKinds) {
 
     test(`${kind.name} - byId, byCorrelation and byCausation return matching records in index order`, async () => {
       await using s = await kind.open();
+      const rootFlow = flowIdOf({ source: "causeway://agents/planner", id: "root" });
       await append(s.store, [
-        { stream: "MESH_INGEST", seq: 1, id: "root" }, // a root: its own correlation id
+        { stream: "MESH_INGEST", seq: 1, id: "root" }, // a root: indexed under the flow it starts
         { stream: "MESH_CAPABILITY", seq: 1, id: "root" }, // the same event in another stream
-        { seq: 1, id: "step-1", correlationid: "root", causationid: "root" },
+        { seq: 1, id: "step-1", correlationid: rootFlow, causationid: "root" },
         { seq: 2, id: "other", correlationid: "flow-2" },
-        { seq: 3, id: "step-2", correlationid: "root", causationid: "step-1" },
-        { seq: 4, id: "step-3", correlationid: "root", causationid: "root" },
+        { seq: 3, id: "step-2", correlationid: rootFlow, causationid: "step-1" },
+        { seq: 4, id: "step-3", correlationid: rootFlow, causationid: "root" },
       ]);
       assert.deepEqual(indices(await s.store.byId("root")), [0, 1]);
       assert.deepEqual(indices(await s.store.byId("step-2")), [4]);
       assert.deepEqual(indices(await s.store.byId("nope")), []);
-      assert.deepEqual(indices(await s.store.byCorrelation("root")), [0, 1, 2, 4, 5]);
+      assert.deepEqual(indices(await s.store.byCorrelation(rootFlow)), [0, 1, 2, 4, 5]);
       assert.deepEqual(indices(await s.store.byCorrelation("flow-2")), [3]);
       assert.deepEqual(indices(await s.store.byCausation(["root"])), [2, 5]);
       assert.deepEqual(indices(await s.store.byCausation(["step-1", "root", "nope"])), [2, 4, 5]);
@@ -315,7 +316,7 @@ for (const kind of lineageStoreKinds) {
       const [record] = await s.store.byId("step-1");
       assert.deepEqual(record!.columns, {
         index: 2, stream: "MESH_EVENTS", seq: 1, subject: "mesh.events.1", source: "causeway://agents/planner", id: "step-1",
-        type: "io.causeway.plan.v1", timeMs: T0 + 1000, correlationid: "root", causationid: "root", principal: "planner", verified: true,
+        type: "io.causeway.plan.v1", timeMs: T0 + 1000, correlationid: rootFlow, causationid: "root", principal: "planner", verified: true,
       });
     });
 

@@ -37,7 +37,7 @@ export async function collectFlow(nc: NatsConnection, trust: TrustStore, correla
       } catch {
         continue; // not an event of any flow
       }
-      if (event.id !== correlationId && correlationIdOf(event) !== correlationId) continue;
+      if (correlationIdOf(event) !== correlationId) continue; // a root event belongs to the flow it starts
       if (stream === StreamName.Quarantine) {
         const h = (name: string) => msg.headers?.get(name) ?? "";
         quarantined.push({ id: event.id, note: { reason: h(QuarantineHeader.Reason), detail: h(QuarantineHeader.Detail), detectedBy: h(QuarantineHeader.DetectedBy) } });

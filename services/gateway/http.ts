@@ -8,7 +8,7 @@
 // unread); and no body before its upstream's rate allows it (one token is taken before the body is read, so a
 // 429 comes first and closes the connection, the body unread).
 //
-//   POST /events  → 202 {id, traceid, …} | 400/401/403/413/429/503 {code, message, attribute?, violations?}
+//   POST /events  → 202 {id, correlationid, traceid, …} | 400/401/403/413/429/503 {code, message, attribute?, violations?}
 //   GET  /health  → 200 {status: "ok"} while the NATS connection is up, else 503
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";

@@ -5,14 +5,14 @@
 // `traceparent` when absent, and `correlationid`. A signed upstream event is forwarded as it came.
 //
 // Correlation and causation are the mesh's, never an upstream's (issue 12, finding 10): a flow an upstream
-// starts is correlated by the event's own id, so no upstream can graft its events into a flow another one
-// started (lineage's `trace`, the agents' logs, the coordinator's approvals all key on `correlationid`), nor
+// starts is correlated by its flow id (the kit's flowIdOf: the event's id and a tag over its source and id), so no
+// upstream can graft its events into a flow another one started, even by reusing another upstream's event id (lineage's `trace`, the agents' logs, the coordinator's approvals all key on `correlationid`), nor
 // point `causationid` at a mesh event (lineage's `why`). An unsigned event's own values are kept, signed, as
 // `upstreamcorrelation` / `upstreamcausation`; a signed event, which the gateway cannot change, is refused with
-// CW_ERR_UPSTREAM_CONTEXT when it carries a causationid or a correlationid other than its id.
+// CW_ERR_UPSTREAM_CONTEXT when it carries a causationid or a correlationid other than its flow id.
 import { hash } from "node:crypto";
 import {
-  ContextExtension, DSSE_MATERIAL, DecodeError, ErrorCode, QuarantineReason, createEvent, dataJson, isExpired, isJsonContentType, parseTraceparent,
+  ContextExtension, DSSE_MATERIAL, DecodeError, ErrorCode, QuarantineReason, createEvent, dataJson, flowIdOf, isExpired, isJsonContentType, parseTraceparent,
   signEvent, type CloudEvent, type StoredMessage, type ExtensionValue, type SchemaRegistry, type SigningKey, type TrustStore,
 } from "../kit/index.ts";
 import { IngestError } from "./outcome.ts";
@@ -98,8 +98,8 @@ export function createNotary(deps: NotaryDeps): Notary {
         }
         // Its signature covers every attribute: nothing can be moved, so a context pointing elsewhere is refused.
         const correlation = event.extensions[ContextExtension.CorrelationId];
-        if (event.extensions[ContextExtension.CausationId] !== undefined || (correlation !== undefined && String(correlation) !== event.id)) {
-          throw new IngestError(ErrorCode.UpstreamContext, `a signed upstream event may not carry causationid, nor a correlationid other than its own id ("${event.id}"): the gateway correlates the flows upstreams start`, {
+        if (event.extensions[ContextExtension.CausationId] !== undefined || (correlation !== undefined && String(correlation) !== flowIdOf(event))) {
+          throw new IngestError(ErrorCode.UpstreamContext, `a signed upstream event may not carry causationid, nor a correlationid other than its flow id ("${flowIdOf(event)}", from its source and id): the gateway correlates the flows upstreams start`, {
             reason: QuarantineReason.PolicyDenied, attribute: event.extensions[ContextExtension.CausationId] !== undefined ? ContextExtension.CausationId : ContextExtension.CorrelationId,
           });
         }
@@ -145,7 +145,7 @@ export function createNotary(deps: NotaryDeps): Notary {
       extensions[UPSTREAM_EXTENSION] = checked.upstream.name;
       extensions[ContextExtension.EmittedAt] = now.toISOString();
       extensions[ContextExtension.TraceParent] = checked.traceparent;
-      extensions[ContextExtension.CorrelationId] = e.id;
+      extensions[ContextExtension.CorrelationId] = flowIdOf(e);
       return signEvent(createEvent({
         ...e, time: e.time ?? now.toISOString(), dataschema: checked.route.dataschema, extensions, data: e.data,
       }), deps.key);

@@ -1,4 +1,4 @@
-// What an upstream gets back, the same over HTTP and NATS: 202 with the accepted event's id and trace id, or
+// What an upstream gets back, the same over HTTP and NATS: 202 with the accepted event's id, correlation and trace id, or
 // an error with a stable code, the attribute or schema paths at fault, and the quarantine reason when the
 // input was quarantined. Over HTTP the status is the response status; over NATS it is the `status` member.
 import {
@@ -13,6 +13,8 @@ export interface Accepted {
   readonly id: string;
   readonly source: string;
   readonly type: string;
+  /** The flow the event starts (`causeway lineage trace <correlationid>`): its id and a tag over its source and id. */
+  readonly correlationid: string;
   /** The W3C trace id the flow runs under (the upstream's traceparent, or one derived from source and id). */
   readonly traceid: string;
   /** Where it was routed. */

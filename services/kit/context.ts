@@ -98,10 +98,25 @@ export function childTraceparent(parent: unknown): string {
   return `00-${p.traceId}-${randomSlice(8).toString("hex")}-${p.flags}`;
 }
 
-/** The correlation id of a flow: the event's own, or its id when it starts the flow. */
-export function correlationIdOf(event: CloudEvent): string {
+/** The longest flow id (report.released allows 200 characters for the request id it is). */
+const MAX_FLOW_ID = 200;
+/** Characters of a flow id's (source, id) tag: 96 bits of SHA-256, base64url. */
+const FLOW_TAG = 16;
+
+/**
+ * The id of the flow an event starts: its id, then a tag over (source, id) — `<id>.<tag>`, the id shortened to
+ * fit 200 characters. CloudEvents ids are unique per `source` only, so two upstreams (or two sources) using the
+ * same id must not share a flow (issue 12, finding 10): not its correlation, its report, nor its approvals.
+ */
+export function flowIdOf(event: Pick<CloudEvent, "source" | "id">): string {
+  const tag = hash("sha256", `causeway/flow/v1\0${event.source}\0${event.id}`, "base64url").slice(0, FLOW_TAG);
+  return `${event.id.slice(0, MAX_FLOW_ID - FLOW_TAG - 1)}.${tag}`;
+}
+
+/** The correlation id of a flow: the event's own, or {@link flowIdOf} the event when it starts the flow. */
+export function correlationIdOf(event: Pick<CloudEvent, "source" | "id" | "extensions">): string {
   const c = event.extensions[ContextExtension.CorrelationId];
-  return typeof c === "string" && c.length > 0 ? c : event.id;
+  return typeof c === "string" && c.length > 0 ? c : flowIdOf(event);
 }
 
 /** True when the event carries an `expirytime` at or before `now`. A malformed expiry counts as expired. */

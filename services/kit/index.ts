@@ -25,7 +25,7 @@ export type { KeyResolver, SigningKey, VerificationKey } from "./keys.ts";
 
 // Context that flows from input to output: ids, correlation and causation, trace context, expiry
 export {
-  ContextExtension, childTraceparent, correlationIdOf, deriveEventId, expiryIn, isExpired, newTraceparent, outputEventInit,
+  ContextExtension, childTraceparent, correlationIdOf, flowIdOf, deriveEventId, expiryIn, isExpired, newTraceparent, outputEventInit,
   parseTraceparent, principalSource, uuidv7,
 } from "./context.ts";
 export type { TraceParent } from "./context.ts";

@@ -11,7 +11,7 @@
 // outside it), `impact` one batched lookup per level. No scans.
 import { decodeRecord, type LineageRecord } from "./record.ts";
 import { listLimit, type LineageStore, type ListFilter, type StoredRecord } from "./store.ts";
-import { CausewayError, ContextExtension, ErrorCode, QuarantineHeader } from "../kit/index.ts";
+import { CausewayError, ContextExtension, ErrorCode, QuarantineHeader, flowIdOf } from "../kit/index.ts";
 
 /** A duration from signed values, or null and why not. */
 export interface Timing {
@@ -244,7 +244,7 @@ export async function trace(store: LineageStore, correlationId: string): Promise
   const groups = groupEvents(await store.byCorrelation(correlationId));
   if (groups.length === 0) {
     const asEvent = await eventsWithId(store, correlationId);
-    const flows = [...new Set(asEvent.map((g) => g.primary.attributes?.[ContextExtension.CorrelationId] ?? g.id))];
+    const flows = [...new Set(asEvent.map((g) => g.primary.attributes?.[ContextExtension.CorrelationId] ?? flowIdOf(g)))];
     const hint = flows.length > 0 ? `; an event with that id belongs to the flow ${flows.join(", ")}` : "";
     throw new LineageQueryError(ErrorCode.LineageNotFound, `no recorded flow has the correlation id "${correlationId}"${hint}`);
   }
@@ -491,7 +491,7 @@ function causeOf(g: EventGroup): string | undefined {
 function pickInput(candidates: readonly EventGroup[], child: EventGroup): EventGroup | undefined {
   if (candidates.length <= 1) return candidates[0];
   const flow = child.primary.attributes?.[ContextExtension.CorrelationId];
-  const same = candidates.filter((c) => (c.primary.attributes?.[ContextExtension.CorrelationId] ?? c.id) === flow);
+  const same = candidates.filter((c) => (c.primary.attributes?.[ContextExtension.CorrelationId] ?? flowIdOf(c)) === flow);
   return same.length === 1 ? same[0] : undefined;
 }
 

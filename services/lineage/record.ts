@@ -7,6 +7,7 @@
 // they are (they never re-serialize), so the order matters only in that it is stable across versions.
 import { hash } from "node:crypto";
 import { leafHash } from "./merkle.ts";
+import { flowIdOf } from "../kit/index.ts";
 
 /** Record format version, the first member of every record. */
 export const RECORD_VERSION = 1;
@@ -130,7 +131,7 @@ export function columnsOf(record: LineageRecord): RecordColumns {
     id: columnText(a?.id ?? null),
     type: columnText(a?.type ?? null),
     timeMs: Number.isFinite(time) ? time : null,
-    correlationid: columnText(a?.correlationid ?? a?.id ?? null),
+    correlationid: columnText(a?.correlationid ?? (a?.id !== undefined && a.source !== undefined ? flowIdOf({ source: a.source, id: a.id }) : a?.id ?? null)),
     causationid: columnText(a?.causationid ?? null),
     principal: columnText(record.verification.principal ?? null),
     verified: record.verification.result === "verified",
@@ -146,10 +147,16 @@ export function columnText<T extends string | null>(value: T): T {
   return (value !== null && value.includes("\u0000") ? value.replaceAll("\u0000", "\uFFFD") : value) as T;
 }
 
-/** Which columns of `stored` differ from those the record's bytes imply (empty when they agree). */
+/**
+ * Which columns of `stored` differ from those the record's bytes imply (empty when they agree). An event without
+ * a `correlationid` starts a flow and is indexed under its flow id; stores written before flow ids indexed it
+ * under its id, which is accepted too (both are derived from the record's own attributes).
+ */
 export function columnMismatches(stored: RecordColumns, fromRecord: RecordColumns): string[] {
   const names = Object.keys(fromRecord) as (keyof RecordColumns)[];
-  return names.filter((name) => stored[name] !== fromRecord[name]);
+  const indexedById = (): boolean => stored.correlationid === fromRecord.id && fromRecord.id !== null && fromRecord.source !== null &&
+    fromRecord.correlationid === columnText(flowIdOf({ source: fromRecord.source, id: fromRecord.id }));
+  return names.filter((name) => stored[name] !== fromRecord[name] && !(name === "correlationid" && indexedById()));
 }
 
 /** SHA-256 hex of data bytes. */

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { createPlannerDefinition, requestIdOf } from "../../services/agents/planner/definition.ts";
+import { createPlannerDefinition } from "../../services/agents/planner/definition.ts";
 
 /** The fixture request's request id (the planner tags its id with its source). */
-const REQUEST_ID = requestIdOf({ source: "causeway://gateway", id: "req-0001" });
+const REQUEST_ID = flowIdOf({ source: "causeway://gateway", id: "req-0001" });
 import { loadReporterConfig } from "../../services/agents/reporter/config.ts";
 import { createReporterDefinition, deadlineOf, reporterDeadlineSweep, startDeadlineSweep } from "../../services/agents/reporter/definition.ts";
 import { createMemoryJoinStore, type JoinState } from "../../services/agents/reporter/joins.ts";
@@ -11,7 +11,7 @@ import { buildReport, reportKey, type ReportPublished } from "../../services/age
 import { createResearcherDefinition } from "../../services/agents/researcher/definition.ts";
 import { createVerifierDefinition } from "../../services/agents/verifier/definition.ts";
 import { dataOf, outputs, requestEvent, run, schemas, subjects } from "./fixtures.ts";
-import { ConfigError, createEvent, type Cause, type CloudEvent, type Emit } from "../../services/kit/index.ts";
+import { ConfigError, createEvent, flowIdOf, type Cause, type CloudEvent, type Emit } from "../../services/kit/index.ts";
 
 const T0 = Date.parse("2026-03-01T10:00:00.000Z");
 
@@ -71,7 +71,7 @@ test("reporter - the Nth finding emits one complete report with the stable key",
   assert.equal(report.findingsCount, 3);
   assert.deepEqual(report.sections.map((s) => s.heading), request.questions, "sections in task order");
   assert.match(report.sections[0]!.body, /lithium iron phosphate[\s\S]*Verdict: supported/i);
-  assert.equal(events[0]!.extensions.correlationid, "req-0001");
+  assert.equal(events[0]!.extensions.correlationid, REQUEST_ID);
 });
 
 test("reporter - a redelivered finding is not counted twice", async () => {
@@ -114,7 +114,7 @@ test("reporter - due() returns expired joins only, and the sweep publishes compl
   assert.equal(agent.emitted.length, 1);
   const [{ cause, emits, events }] = agent.emitted as [(typeof agent.emitted)[0]];
   assert.equal(cause.id, verified[0]!.id, "caused by the finding that opened the join");
-  assert.equal(cause.correlationid, "req-0001");
+  assert.equal(cause.correlationid, REQUEST_ID);
   assert.equal(emits[0]!.key, `report/${REQUEST_ID}`);
   const report = dataOf<ReportPublished>(events[0]!);
   assert.equal(report.complete, false);

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { createPlannerDefinition, requestIdOf } from "../../services/agents/planner/definition.ts";
+import { createPlannerDefinition } from "../../services/agents/planner/definition.ts";
 import { loadResearcherConfig } from "../../services/agents/researcher/config.ts";
 import { RUMOR_CONFIDENCE, isRumor, researchFromCorpus } from "../../services/agents/researcher/corpus.ts";
 import { createResearcherDefinition, type FindingCreated } from "../../services/agents/researcher/definition.ts";
 import { dataOf, fakeContext, requestEvent, run, scriptedModel } from "./fixtures.ts";
-import { ConfigError, RetryableError, createEvent } from "../../services/kit/index.ts";
+import { ConfigError, RetryableError, createEvent, flowIdOf } from "../../services/kit/index.ts";
 
 /** The research tasks the planner makes of a request. */
 async function tasksFor(questions?: string[], topic = "Grid-scale battery storage") {
@@ -51,13 +51,13 @@ test("researcher - findings carry the request, the task's place and the planner'
   const tasks = await tasksFor(["q one", "q two"]);
   const { events } = await run(createResearcherDefinition(), tasks[1]!);
   const ext = events[0]!.extensions;
-  assert.equal(ext.requestid, requestIdOf({ source: "causeway://gateway", id: "req-0001" }), "the planner's request id");
+  assert.equal(ext.requestid, flowIdOf({ source: "causeway://gateway", id: "req-0001" }), "the planner's request id");
   assert.equal(ext.taskindex, "1");
   assert.equal(ext.totaltasks, "2");
   assert.equal(ext.query, "q two");
   assert.equal(ext.topic, "Grid-scale battery storage");
   assert.equal(ext.requesttime, "2026-03-01T10:00:00.000Z");
-  assert.equal(ext.correlationid, "req-0001");
+  assert.equal(ext.correlationid, flowIdOf({ source: "causeway://gateway", id: "req-0001" }));
   assert.equal(ext.causationid, tasks[1]!.id);
 });
 

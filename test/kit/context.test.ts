@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
-  childTraceparent, correlationIdOf, createEvent, deriveEventId, expiryIn, isExpired, newTraceparent, outputEventInit, parseTraceparent, principalSource, uuidv7,
+  childTraceparent, correlationIdOf, createEvent, flowIdOf, deriveEventId, expiryIn, isExpired, newTraceparent, outputEventInit, parseTraceparent, principalSource, uuidv7,
 } from "../../services/kit/index.ts";
 
 const input = createEvent({
@@ -47,7 +47,7 @@ test("context - outputs carry causation = input id, the flow's correlation, cont
   assert.equal(out.id, deriveEventId(input, "planner", 2));
   assert.equal(out.source, "causeway://planner");
   assert.equal(out.extensions!.causationid, "in-1");
-  assert.equal(out.extensions!.correlationid, "in-1", "a root event's id is the flow's correlation id");
+  assert.equal(out.extensions!.correlationid, flowIdOf(input), "a root event starts the flow: its flow id (source, id) is the correlation id");
   assert.equal(parseTraceparent(out.extensions!.traceparent)!.traceId, "0af7651916cd43dd8448eb211c80319c");
   assert.equal(out.extensions!.tracestate, "vendor=1");
   assert.equal(out.extensions!.expirytime, "2030-01-01T00:00:00Z");
@@ -56,7 +56,7 @@ test("context - outputs carry causation = input id, the flow's correlation, cont
   const timed = outputEventInit(input, "planner", 0, { type: "research.task.created", startedAt: "2026-11-21T10:00:00.250Z" });
   assert.equal(timed.extensions!.startedat, "2026-11-21T10:00:00.250Z");
   const next = createEvent(outputEventInit(createEvent(out), "researcher", 0, { type: "research.finding.created" }));
-  assert.equal(correlationIdOf(next), "in-1");
+  assert.equal(correlationIdOf(next), flowIdOf(input));
   assert.equal(next.extensions.causationid, out.id);
 });
 
@@ -71,4 +71,15 @@ test("expiry - events expire at their expirytime; malformed expiry counts as exp
 test("context - principal sources reject tokens outside [a-z0-9_-]", () => {
   assert.equal(principalSource("reporter"), "causeway://reporter");
   assert.throws(() => principalSource("Reporter"), /principal/);
+});
+
+test("context - a flow id is unique per (source, id): the id, then a tag over both, at most 200 characters; it is the correlation id of an event that starts a flow", () => {
+  const a = flowIdOf({ source: "https://a.example/requests", id: "req-1" });
+  assert.match(a, /^req-1\.[A-Za-z0-9_-]{16}$/);
+  assert.equal(flowIdOf({ source: "https://a.example/requests", id: "req-1" }), a, "stable");
+  assert.notEqual(flowIdOf({ source: "https://b.example/requests", id: "req-1" }), a, "another source, another flow");
+  const long = flowIdOf({ source: "s", id: "x".repeat(1000) });
+  assert.equal(long.length, 200);
+  assert.notEqual(flowIdOf({ source: "s", id: `${"x".repeat(999)}y` }), long, "ids that share the kept prefix still differ");
+  assert.equal(correlationIdOf({ source: "https://a.example/requests", id: "req-1", extensions: {} }), a);
 });

@@ -1,13 +1,13 @@
 // Issue 12, finding 10: an upstream's flows are its own. The gateway correlates the flows upstreams start (the
-// event's id), so an upstream-supplied `correlationid` or `causationid` cannot graft an event into a flow
+// flow id: the event's id and a tag over its source and id), so an upstream-supplied `correlationid` or `causationid` cannot graft an event into a flow
 // another request started: it is kept as `upstreamcorrelation` / `upstreamcausation`, and a signed event that
-// carries one is refused (CW_ERR_UPSTREAM_CONTEXT). And a report is per (source, id): two requests with the same
-// id from different sources get a report each, not one merged report. The upstream's sources here are two of
+// carries one is refused (CW_ERR_UPSTREAM_CONTEXT). And a flow is per (source, id): two requests with the same
+// id from different sources get a correlation id and a report each, not one merged flow. The upstream's sources here are two of
 // upstream-demo's (its declared prefix `https://demo.causeway.dev/`); the agents run as processes.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
-  NatsBinding, createEvent, dataJson, readSeed, signEvent, signingKeyFromNkeySeed, type CloudEvent,
+  NatsBinding, createEvent, dataJson, flowIdOf, readSeed, signEvent, signingKeyFromNkeySeed, type CloudEvent,
 } from "../../services/kit/index.ts";
 import { REFERENCE_AGENTS } from "../../services/cli/agent-processes.ts";
 import { readMessages } from "../../services/cli/flow.ts";
@@ -45,11 +45,14 @@ describe("an upstream's flows are its own", () => {
     const a = await g.post(body("A's request"), binary("flow-a", SOURCE_A, { "ce-correlationid": "flow-b", "ce-causationid": "flow-b" }));
     assert.equal(a.status, 202, JSON.stringify(a.json));
 
+    const flowB = flowIdOf({ source: SOURCE_B, id: "flow-b" });
+    const flowA = flowIdOf({ source: SOURCE_A, id: "flow-a" });
+    assert.equal(b.json.correlationid, flowB, "the gateway answers with the flow it started");
     const fromB = await routed(g, "flow-b", SOURCE_B);
-    assert.equal(fromB.extensions.correlationid, "flow-b", "a plain request: its id is its correlation id");
+    assert.equal(fromB.extensions.correlationid, flowB, "a plain request starts its own flow");
     assert.equal(fromB.extensions.upstreamcorrelation, undefined);
     const fromA = await routed(g, "flow-a", SOURCE_A);
-    assert.equal(fromA.extensions.correlationid, "flow-a", "the gateway's correlation, not the upstream's");
+    assert.equal(fromA.extensions.correlationid, flowA, "the gateway's correlation, not the upstream's");
     assert.equal(fromA.extensions.causationid, undefined, "no cause inside the mesh");
     assert.equal(fromA.extensions.upstreamcorrelation, "flow-b", "the upstream's value is kept, signed");
     assert.equal(fromA.extensions.upstreamcausation, "flow-b");
@@ -58,10 +61,12 @@ describe("an upstream's flows are its own", () => {
     const same = await g.post(body("A's second request"), binary("flow-b", SOURCE_A));
     assert.equal(same.status, 202, JSON.stringify(same.json));
     assert.equal(same.json.duplicate, false);
+    assert.notEqual(same.json.correlationid, flowB, "the same id from another source is another flow");
+    assert.equal((await routed(g, "flow-b", SOURCE_A)).extensions.correlationid, same.json.correlationid);
 
     // A signed event cannot be changed by the gateway: one naming another flow is refused.
     const key = signingKeyFromNkeySeed(readSeed("upstream-demo", g.mesh.dataDir));
-    for (const extensions of [{ correlationid: "flow-b" }, { causationid: "flow-b" }] as Record<string, string>[]) {
+    for (const extensions of [{ correlationid: "flow-b" }, { correlationid: flowB }, { causationid: "flow-b" }] as Record<string, string>[]) {
       const signed = signEvent(createEvent({
         id: "signed-graft", source: SOURCE_A, type: "report.requested", time: new Date().toISOString(), datacontenttype: "application/json",
         dataschema: REQUEST_SCHEMA, extensions, data: requestData("graft"),
@@ -87,10 +92,9 @@ describe("an upstream's flows are its own", () => {
     assert.deepEqual(summary.map((s) => [s.title, s.complete, s.findings]), [
       ["Report: A's request", true, 2], ["Report: A's second request", true, 2], ["Report: B's request", true, 2],
     ]);
-    assert.equal(summary[0]!.correlation, "flow-a");
-    assert.equal(summary[2]!.correlation, "flow-b");
-    assert.equal(new Set(summary.map((s) => s.requestId)).size, 3, "three requests, three request ids");
+    assert.deepEqual(summary.map((s) => s.correlation), [flowA, same.json.correlationid, flowB], "three flows");
+    assert.deepEqual(summary.map((s) => s.requestId), summary.map((s) => s.correlation), "a request's id is the flow it started");
     const tasks = await events(g, "MESH_CAP", "mesh.cap.research.v1");
-    assert.deepEqual(tasks.filter((t) => t.extensions.correlationid === "flow-a").map((t) => t.extensions.topic), ["A's request", "A's request"]);
+    assert.deepEqual(tasks.filter((t) => t.extensions.correlationid === flowA).map((t) => t.extensions.topic), ["A's request", "A's request"]);
   });
 });

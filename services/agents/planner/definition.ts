@@ -2,10 +2,9 @@
 // to research.v1 — one per question when the request lists questions, otherwise one per aspect of
 // PLANNER_ASPECTS (background, current state, risks). With a model configured and no questions, the model
 // phrases the three aspect queries; a malformed answer falls back to the fixed templates with a warning.
-import { hash } from "node:crypto";
 import { completeJson, type Model } from "../model.ts";
 import { plannerDefaults, type PlannerConfig } from "./config.ts";
-import type { AgentDefinition, CloudEvent, Emit, ExtensionValue, HandlerContext, HandlerInput } from "../../kit/index.ts";
+import { flowIdOf, type AgentDefinition, type Emit, type ExtensionValue, type HandlerContext, type HandlerInput } from "../../kit/index.ts";
 
 /** The data of report.requested (schemas/report/report.requested.v1.json). */
 export interface ReportRequested {
@@ -21,22 +20,6 @@ export interface ResearchTask {
   taskIndex: number;
   totalTasks: number;
   query: string;
-}
-
-/** The longest request id: report.released allows 200 characters. */
-const MAX_REQUEST_ID = 200;
-/** Characters of the (source, id) tag: 96 bits of SHA-256, base64url. */
-const REQUEST_TAG = 16;
-
-/**
- * The request id of a report.requested event: the key every task, finding and join of its report carries, and
- * the name of its report (`report/<requestId>`, the publisher's outbox file). CloudEvents ids are unique per
- * `source` only, so two upstreams (or two sources) using the same id must not share a report (issue 12,
- * finding 10): the id, then a tag over (source, id) — `<id>.<tag>`, the id shortened to fit 200 characters.
- */
-export function requestIdOf(event: Pick<CloudEvent, "source" | "id">): string {
-  const tag = hash("sha256", `causeway/request/v1\0${event.source}\0${event.id}`, "base64url").slice(0, REQUEST_TAG);
-  return `${event.id.slice(0, MAX_REQUEST_ID - REQUEST_TAG - 1)}.${tag}`;
 }
 
 /** Event types and their dataschemas. */
@@ -115,7 +98,7 @@ export function createPlannerDefinition(deps: PlannerDeps = {}): AgentDefinition
       if (input.event.time !== undefined) extensions[PlannerExtension.RequestTime] = input.event.time;
       if (request.deadline !== undefined) extensions[PlannerExtension.Deadline] = request.deadline;
       const to = ctx.subjects.capability("research", 1);
-      const requestId = requestIdOf(input.event);
+      const requestId = flowIdOf(input.event); // the flow's id: unique per (source, id) of the request
       return queries.map((query, taskIndex): Emit => {
         const data: ResearchTask = { requestId, taskIndex, totalTasks: queries.length, query };
         return { to, type: "research.task.created", data, extensions };

@@ -2,8 +2,8 @@
 // report.published on <prefix>.evt.report.published once every task has one (complete: true). Requests whose
 // deadline passes first are published by the deadline sweep (sweep.ts) with what they have. Both paths build
 // the report from the join alone and give it the stable key "report/" + requestId, so a request gets one report.
-// The requestId is the planner's requestIdOf: unique per (source, id) of the request, so requests that share an
-// id across sources are joined apart.
+// The requestId is the request's flow id (the kit's flowIdOf): unique per (source, id) of the request, so requests
+// that share an id across sources are joined apart.
 // The reporter uses no model: the report must be a pure function of the join for both paths to agree.
 import { reporterDefaults, type ReporterConfig } from "./config.ts";
 import { isComplete, type JoinMeta, type JoinStore, type JoinedFinding } from "./joins.ts";

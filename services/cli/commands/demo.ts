@@ -90,7 +90,7 @@ export async function run(args: string[]): Promise<number> {
     const releases = await watchFor(operator, "MESH_EVT", subjects.event("report", "released"));
     console.log(`\n$ curl -X POST ${gatewayUrl}/events -H "Authorization: Bearer $(cat $CAUSEWAY_DATA_DIR/tokens/upstream-demo.token)" -H "Content-Type: application/json" \\
     -H "ce-specversion: 1.0" -H "ce-id: ${request.id}" -H "ce-source: ${DEMO_SOURCE}" -H "ce-type: report.requested" -d '{"topic": …}'`);
-    await step("upstream-demo → gateway (HTTP): report.requested accepted", async () => {
+    const accepted = await step("upstream-demo → gateway (HTTP): report.requested accepted", async () => {
       const res = await fetch(`${gatewayUrl}/events`, {
         method: "POST",
         headers: {
@@ -104,20 +104,21 @@ export async function run(args: string[]): Promise<number> {
       });
       const body = await res.text();
       if (res.status !== 202) throw new Error(`the gateway answered ${res.status}: ${body}`);
-      return JSON.parse(body) as { id: string; traceid: string; subject: string };
-    }, (a) => `202, id ${a.id}, trace ${a.traceid}, notarized and routed to ${a.subject}`);
-    const report = await step("report.published", () => reports(request.id), (r) => `${r.elapsedMs} ms after the request`);
-    const pending = await step("publishing the report is critical: the coordinator asks for approval", () => approvalRequests(request.id),
+      return JSON.parse(body) as { id: string; correlationid: string; traceid: string; subject: string };
+    }, (a) => `202, id ${a.id}, flow ${a.correlationid}, trace ${a.traceid}, notarized and routed to ${a.subject}`);
+    const flow = accepted.correlationid;
+    const report = await step("report.published", () => reports(flow), (r) => `${r.elapsedMs} ms after the request`);
+    const pending = await step("publishing the report is critical: the coordinator asks for approval", () => approvalRequests(flow),
       (r) => `decision.approval.requested for ${dataJson<{ eventId: string }>(r.event).eventId}`);
     const workId = dataJson<{ eventId: string }>(pending.event).eventId;
     const approveArgs = ["approve", workId, "--as", "approver-alice", "--reason", "checked the draft", "--server", url];
     console.log(`\n$ bin/causeway ${approveArgs.map((a) => (a.includes(" ") ? `"${a}"` : a)).join(" ").replace(url, "$NATS_URL")}`);
     console.log(execFileSync(process.execPath, [join(repoRoot, "services", "cli", "main.ts"), ...approveArgs], { encoding: "utf8", env: { ...process.env, CAUSEWAY_DATA_DIR: data } }).trimEnd() + "\n");
-    const released = await step("report.released — published once, under the grant's lease", () => releases(request.id),
+    const released = await step("report.released — published once, under the grant's lease", () => releases(flow),
       (r) => dataJson<{ location: string }>(r.event).location);
 
-    console.log(`\nThe flow (correlation id ${request.id}), read back from the streams and verified:\n`);
-    console.log(renderFlow(await collectFlow(operator, trust, request.id)));
+    console.log(`\nThe flow (correlation id ${flow}), read back from the streams and verified:\n`);
+    console.log(renderFlow(await collectFlow(operator, trust, flow)));
     printReport(report.event);
 
     // The audit log: lineage recorded every message of every stream; ask it, as the auditor, why the report
