@@ -178,6 +178,19 @@ test("schemas - nested folders are searched and other files ignored", (t) => {
   assert.deepEqual(createSchemaRegistry({ dir }).list(), ["https://example.test/deep/1.0.0"]);
 });
 
+test("schemas - several folders load as one registry (a $ref may cross them); the lockfile is not a schema", (t) => {
+  const base = schemaDir(t, {
+    "schemas.lock.json": { schemas: {} },
+    "common/defs.v1.json": { $schema: SCHEMA_DIALECT, $id: "https://example.test/defs/1.0.0", $defs: { n: { type: "integer" } } },
+  });
+  const extra = schemaDir(t, { "x/x.v1.json": objectSchema("https://example.test/x/1.0.0", { n: { $ref: "https://example.test/defs/1.0.0#/$defs/n" } }) });
+  const r = createSchemaRegistry({ dir: [base, extra] });
+  assert.deepEqual(r.list(), ["https://example.test/defs/1.0.0", "https://example.test/x/1.0.0"]);
+  r.validate("https://example.test/x/1.0.0", { n: 1 });
+  // One $id in two folders is as ambiguous as in two files of one.
+  assert.throws(() => createSchemaRegistry({ dir: [extra, extra] }), schemaError(ErrorCode.SchemaInvalid, join("x", "x.v1.json"), "duplicate"));
+});
+
 test("schemas - an empty folder gives an empty registry", (t) => {
   const r = createSchemaRegistry({ dir: schemaDir(t, {}) });
   assert.deepEqual(r.list(), []);
