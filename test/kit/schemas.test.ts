@@ -1,6 +1,6 @@
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { ErrorCode, SCHEMA_DIALECT, SchemaError, createSchemaRegistry, defaultSchemaDir, type ErrorCodeValue } from "../../services/kit/index.ts";
@@ -81,8 +81,10 @@ test("schemas - repository files follow the <domain>/<type>.v<major>.json and $i
   for (const id of registry.list()) {
     const m = /^https:\/\/causeway\.dev\/schemas\/([a-z0-9]+(?:\.[a-z0-9]+)+)\/(\d+)\.(\d+)\.(\d+)$/.exec(id);
     assert.ok(m, `${id} does not follow https://causeway.dev/schemas/<type>/<major>.<minor>.<patch>`);
-    const [, type, major] = m;
-    const file = join(defaultSchemaDir, type!.split(".")[0]!, `${type}.v${major}.json`);
+    const [, type, major, minor, patch] = m;
+    // The current version of a major is <type>.v<major>.json; a superseded one moved to <type>.v<major>.<minor>.<patch>.json.
+    const superseded = join(defaultSchemaDir, type!.split(".")[0]!, `${type}.v${major}.${minor}.${patch}.json`);
+    const file = existsSync(superseded) ? superseded : join(defaultSchemaDir, type!.split(".")[0]!, `${type}.v${major}.json`);
     const schema = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
     assert.equal(schema.$id, id, relative(defaultSchemaDir, file));
     assert.equal(schema.additionalProperties, false, `${id} must set additionalProperties: false`);
