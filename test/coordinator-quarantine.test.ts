@@ -408,7 +408,8 @@ describe("coordinator quarantine", () => {
     assert.match(entry!.detail, /consumer strict-worker terminated it after 1 delivery: payload refers to a deleted account/);
     const show = await causeway(mesh, ["show", String(entry!.seq)]);
     assert.match(show.stdout, /reason\s+terminated/);
-    assert.match(show.stdout, /release\s+would be accepted/);
+    // No agent of plan.v1 has started, so nothing declares which versions plan.v1 reads: no release is promised.
+    assert.match(show.stdout, /release\s+would be refused: CW_ERR_RELEASE_TARGET: consumer cap-plan-v1 of plan\.v1 declares no accepted versions/);
   });
 
   test("dead letters - an advisory for a message already quarantined yields no second entry, inside or beyond the duplicate window", async () => {

@@ -11,6 +11,7 @@ const commands: Record<string, { summary: string; load: () => Promise<{ run: Com
   tokens: { summary: "tokens ensure                 create the upstreams' development bearer tokens (0600) for the gateway", load: () => import("./commands/tokens.ts") },
   infra: { summary: "infra render                  render the dev nats-server config from infra/principals.json", load: () => import("./commands/infra.ts") },
   trust: { summary: "trust seed|ls|revoke          seed, list and revoke the keys services trust (KV causeway_trust)", load: () => import("./commands/trust.ts") },
+  schemas: { summary: "schemas check|lock            published schemas never change: check them against schemas/schemas.lock.json, lock new ones", load: () => import("./commands/schemas.ts") },
   streams: { summary: "streams apply [--force]       create or update streams/*.json idempotently", load: () => import("./commands/streams.ts") },
   approve: { summary: "approve <event-id> --as <approver>  approve pending critical work (signed with the approver's key)", load: () => import("./commands/approve.ts") },
   deny: { summary: "deny <event-id> --as <approver>     deny pending critical work; it is quarantined", load: () => import("./commands/approve.ts").then((m) => ({ run: m.deny })) },

@@ -14,8 +14,8 @@ import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import type { Logger } from "pino";
 import {
   CausewayError, DecisionKind, ErrorCode, NatsBinding, QUARANTINE_DETAIL_MAX_BYTES, QUARANTINE_FIELD_MAX_BYTES, QuarantineHeader, StreamName, boundedText,
-  dataJson, decisionEvent, decisionSchema, decisionSubjectOf, MsgIdKind, addControlEndpoint, confirmDuplicate, isCausewayError, isExpired,
-  msgId, permissionDenied, publishDecision, readStream, sameBytes, storedMessage,
+  acceptanceOf, dataJson, decisionEvent, decisionSchema, decisionSubjectOf, MsgIdKind, addControlEndpoint, confirmDuplicate, isCausewayError, isExpired,
+  msgId, permissionDenied, publishDecision, readAcceptsDeclaration, readStream, sameBytes, storedMessage,
 } from "../kit/index.ts";
 import type { DecisionKindValue, ParsedSubject, TrustedEvent } from "../kit/index.ts";
 import {
@@ -316,7 +316,7 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
   };
 
   /** Would the pipeline accept the original again? The checks a release requires, in pipeline order. */
-  const releaseCheck = (indexed: Indexed, verification: Check, trusted: TrustedEvent | undefined): QuarantineDetail["release"] => {
+  const releaseCheck = async (indexed: Indexed, verification: Check, trusted: TrustedEvent | undefined): Promise<QuarantineDetail["release"]> => {
     if (indexed.originalSubject.startsWith("$JS.EVENT.ADVISORY.")) {
       return { ok: false, message: `the original ${indexed.originalStream} #${indexed.originalSeq ?? "?"} is gone: this entry keeps only its delivery advisory` };
     }
@@ -341,6 +341,8 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
       if (event.dataschema === undefined || !deps.schemas.has(event.dataschema)) {
         return { ok: false, code: ErrorCode.UnknownSchema, message: `no schema ${String(event.dataschema)} is registered` };
       }
+      const refused = await consumerRefusal(target.capability, target.major, event);
+      if (refused) return refused;
       try {
         deps.schemas.validate(event.dataschema, dataJson(event));
       } catch (err) {
@@ -348,6 +350,25 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
       }
     }
     return { ok: true };
+  };
+
+  /**
+   * Does the consumer the original goes to accept its type and version? Asked of what the agents on the
+   * capability's durable declare (they write it when they start), with the agents' own rule (acceptanceOf), so
+   * a release is not promised to a consumer that would quarantine it again. A handoff's consumer is the critical
+   * capability's agent, which the coordinator forwards it to once granted. Nothing declared: not promised either.
+   */
+  const consumerRefusal = async (capability: string, major: number, event: TrustedEvent["event"]): Promise<QuarantineDetail["release"] | undefined> => {
+    const durable = deps.layout.capabilityConsumer(capability, major).durable_name;
+    const declared = await readAcceptsDeclaration(deps.jsm, StreamName.Cap, durable);
+    if (!declared) {
+      return {
+        ok: false, code: ErrorCode.ReleaseTarget,
+        message: `consumer ${durable} of ${capability}.v${major} declares no accepted versions (no agent of ${capability}.v${major} has started on it): start the agent, then release`,
+      };
+    }
+    const verdict = acceptanceOf(declared.accepts, event, deps.schemas, `${capability}.v${major} (${declared.by} ${declared.version}, consumer ${durable})`);
+    return verdict.ok ? undefined : { ok: false, code: verdict.code, message: verdict.detail };
   };
 
   /**
@@ -444,7 +465,7 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
       }
       return {
         entry: entryOf(indexed), storedAt: indexed.storedAt, headers: original, reasonHeaders, data, dataEncoding, dataBytes: stored.data.length,
-        verification: check, release: releaseCheck(indexed, check, trusted),
+        verification: check, release: await releaseCheck(indexed, check, trusted),
       };
     },
 
@@ -454,7 +475,7 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
         const { indexed, stored, headers } = await load(req.seq);
         refuseSettled(indexed);
         const { check, trusted } = verify(headers, stored.data);
-        const verdict = releaseCheck(indexed, check, trusted);
+        const verdict = await releaseCheck(indexed, check, trusted);
         if (!verdict.ok || !trusted) {
           const why = verdict.ok ? "it does not verify" : `${verdict.code ? `${verdict.code}: ` : ""}${verdict.message}`;
           throw new CausewayError(ErrorCode.ReleaseRefused, `release of quarantine entry ${req.seq} refused: it would fail again (${why})`, { details: { check: verdict } });

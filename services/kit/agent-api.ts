@@ -19,10 +19,18 @@ export interface AgentDefinition<In = unknown> {
   /** Version of this implementation (semver), shown by `nats micro ls`. */
   version: string;
   description: string;
-  /** Input event types it accepts, each with the `dataschema` ($id) its data must match. */
+  /**
+   * Input event types it accepts, each with the `dataschema` ($id) it was written against. It reads that version
+   * and every older minor of the same major (`…/1.1.0` accepts 1.0.x and 1.1.x events); each event's data is
+   * validated against its own dataschema. Another major or a newer minor is quarantined as `unsupported_version`
+   * (services/kit/schema-versions.ts, docs/agents.md).
+   */
   accepts: Readonly<Record<string, string>>;
-  /** Output event types it may emit, each with its `dataschema`. Outputs of other types are refused. */
-  emits: Readonly<Record<string, string>>;
+  /**
+   * Output event types it may emit, each with its `dataschema`, or several versions of it during a migration
+   * (`["…/1.1.0", "…/2.0.0"]`; {@link Emit.dataschema} chooses). Outputs of other types are refused.
+   */
+  emits: Readonly<Record<string, string | readonly string[]>>;
   /**
    * Pipeline step 6 beyond the trust store's address check: return a verdict to quarantine the input
    * (e.g. `low_confidence`, `missing_evidence`) instead of handling it. Runs after schema validation.
@@ -78,6 +86,12 @@ export interface Emit {
   to: string;
   /** Event type; must be one of the definition's `emits`. */
   type: string;
+  /**
+   * Which declared dataschema of `type` the output is (and is validated against), when the definition declares
+   * several. Default: the only one; else, on a `<prefix>.cap` or `<prefix>.handoff` subject, the newest declared
+   * version with that subject's major; else the newest declared version.
+   */
+  dataschema?: string;
   /** JSON-serializable data (serialized once, then signed as bytes). */
   data: unknown;
   /** CloudEvents `subject`. */

@@ -28,7 +28,8 @@ import { createAgentMetrics } from "./metrics.ts";
 import { encodeLease, leaseKey, openLeases, readLease, type Lease } from "./leases.ts";
 import { openProcessedSet, type ProcessedSet } from "./processed.ts";
 import { quarantine } from "./quarantine.ts";
-import { createSchemaRegistry, type DataValidator, type SchemaRegistry } from "./schemas.ts";
+import { createSchemaRegistry, type SchemaRegistry } from "./schemas.ts";
+import { compileAccepts, compileEmits, declareAccepts } from "./schema-versions.ts";
 import { createStreamPublisher } from "./stream-publisher.ts";
 import { MsgIdKind, msgId } from "./msg-ids.ts";
 import { StreamName, inboxPrefix, type MeshSubjects } from "./subjects.ts";
@@ -76,8 +77,9 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     throw new CausewayError(ErrorCode.UnknownKey, `${def.principal}'s key ${opts.signingKey.keyid} is not in the trust store: run \`causeway trust seed\``);
   }
   const schemas = opts.schemas ?? createSchemaRegistry();
-  const acceptValidators = compileAll(schemas, def.accepts, "accepts");
-  const emitValidators = compileAll(schemas, def.emits, "emits");
+  // Step 5's rule (schema-versions.ts): each accepted type in the declared version or an older minor of its major.
+  const acceptedInputs = compileAccepts(schemas, def.accepts, `${def.capability}.v${def.major}`);
+  const declaredOutputs = compileEmits(schemas, def.emits, def.principal, subjects);
   const baseLog = (opts.log ?? createLogger({ name: def.principal })).child({ capability: `${def.capability}.v${def.major}` });
   // Per-message lines are debug; checking the level once keeps their cost off the hot path when off.
   const debugOn = baseLog.isLevelEnabled("debug");
@@ -100,6 +102,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     const pausedNow = switches.isPaused(switchSubject);
     return jsm.consumers.add(StreamName.Cap, pausedNow ? { ...consumerConfig, pause_until: pausedNow.expires_at ?? PAUSED_UNTIL_RESUMED } : consumerConfig);
   });
+  // What this agent accepts, on the durable, for the coordinator's release pre-check (schema-versions.ts).
+  await declareAccepts(jsm, info, { accepts: def.accepts, by: def.principal, version: def.version });
   // The stream's duplicate window: an input stored later than its signed time plus this may be a replay that
   // JetStream no longer recognizes, and only such an input is looked up in the processed set.
   const duplicateWindowMs = ((await jsm.streams.info(StreamName.Cap)).config.duplicate_window ?? 120e9) / 1e6;
@@ -121,10 +125,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   /** Signs and publishes `emits` caused by `cause`; resolves once JetStream acknowledged every one. */
   const publishOutputs = async (cause: CloudEvent, emits: readonly Emit[], startedAt: string, parentSpan?: ReturnType<typeof startProcessSpan>) => {
     const events = emits.map((emit, index) => {
-      const declared = emitValidators.get(emit.type);
-      if (!declared) {
-        throw new CausewayError(ErrorCode.UndeclaredOutput, `handler emitted ${emit.type}, which ${def.principal} does not declare in emits`);
-      }
+      const declared = declaredOutputs.choose(emit);
       declared.validate(emit.data);
       const init = outputEventInit(cause, def.principal, index, {
         type: emit.type, data: emit.data, dataschema: declared.dataschema, startedAt,
@@ -200,12 +201,9 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       if (isExpired(verified)) {
         return await toQuarantine(msg, QuarantineReason.Expired, `expired at ${String(verified.extensions.expirytime)}`, ErrorCode.Expired, log());
       }
-      // 5. schema: only accepted types, each with the exact dataschema the capability accepts.
-      const accepted = acceptValidators.get(verified.type);
-      if (!accepted || verified.dataschema !== accepted.dataschema) {
-        const why = accepted ? `dataschema ${String(verified.dataschema)} is not ${accepted.dataschema}` : `type ${verified.type} is not accepted by ${def.capability}.v${def.major}`;
-        return await toQuarantine(msg, QuarantineReason.UnknownCapability, why, ErrorCode.UnknownCapability, log());
-      }
+      // 5. schema: only accepted types, in a version the capability reads, each validated against its own dataschema.
+      const accepted = acceptedInputs.check(verified);
+      if (!accepted.ok) return await toQuarantine(msg, accepted.reason, accepted.detail, accepted.code, log());
       let data: unknown;
       try {
         data = dataJson(verified);
@@ -443,15 +441,6 @@ function checkDefinition(def: AgentDefinition): void {
   if (def.concurrency !== undefined && (!Number.isSafeInteger(def.concurrency) || def.concurrency < 1)) problems.push(`concurrency ${def.concurrency} must be a positive integer`);
   if (Object.keys(def.accepts).length === 0) problems.push("accepts names no event type");
   if (problems.length > 0) throw new ConfigError(ErrorCode.Config, `agent definition: ${problems.join("; ")}`);
-}
-
-function compileAll(schemas: SchemaRegistry, types: Readonly<Record<string, string>>, field: string): Map<string, { dataschema: string; validate: DataValidator }> {
-  const out = new Map<string, { dataschema: string; validate: DataValidator }>();
-  for (const [type, dataschema] of Object.entries(types)) {
-    if (!schemas.has(dataschema)) throw new SchemaError(ErrorCode.UnknownSchema, `${field}: no schema has $id ${dataschema} (for ${type})`);
-    out.set(type, { dataschema, validate: schemas.validator(dataschema) });
-  }
-  return out;
 }
 
 /** Trace and span ids for log lines: the process span's, or the event's own traceparent when telemetry is off. */

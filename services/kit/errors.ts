@@ -32,9 +32,10 @@ const ERRORS = {
   UnauthorizedAddress: { code: "CW_ERR_UNAUTHORIZED_ADDRESS", status: 403 },
   TrustEntryInvalid: { code: "CW_ERR_TRUST_ENTRY_INVALID", status: 500 },
   SourceMismatch: { code: "CW_ERR_SOURCE_MISMATCH", status: 403 },
-  // The agent pipeline (quarantine reasons: expired, unknown_capability, policy verdicts)
+  // The agent pipeline (quarantine reasons: expired, unknown_capability, unsupported_version, policy verdicts)
   Expired: { code: "CW_ERR_EXPIRED", status: 400 },
   UnknownCapability: { code: "CW_ERR_UNKNOWN_CAPABILITY", status: 400 },
+  UnsupportedVersion: { code: "CW_ERR_UNSUPPORTED_VERSION", status: 400 },
   PolicyVerdict: { code: "CW_ERR_POLICY_VERDICT", status: 403 },
   UndeclaredOutput: { code: "CW_ERR_UNDECLARED_OUTPUT", status: 500 },
   // The coordinator: critical handoffs, leases, approvals, quarantine operations, kill switches
@@ -133,6 +134,7 @@ export const QuarantineReason = {
   Expired: "expired",
   SchemaViolation: "schema_violation",
   UnknownCapability: "unknown_capability",
+  UnsupportedVersion: "unsupported_version",
   PolicyDenied: "policy_denied",
   LowConfidence: "low_confidence",
   MissingEvidence: "missing_evidence",

@@ -69,6 +69,11 @@ export type { LoggerOptions } from "./log.ts";
 // Schemas and subjects
 export { SCHEMA_DIALECT, createSchemaRegistry, defaultSchemaDir } from "./schemas.ts";
 export type { DataValidator, SchemaRegistry, SchemaRegistryOptions, SchemaViolation } from "./schemas.ts";
+// Schema versions: which versions a consumer reads (the agent's step 5 and the release pre-check), which one an output takes
+export {
+  ACCEPTS_METADATA, acceptanceOf, compileAccepts, compileEmits, declareAccepts, describeAccepted, parseSchemaVersion, readAcceptsDeclaration, readsVersion,
+} from "./schema-versions.ts";
+export type { AcceptRefusal, Acceptance, AcceptedInputs, Accepts, AcceptsDeclaration, DeclaredOutputs, Emits, SchemaVersion } from "./schema-versions.ts";
 export {
   StreamName, SubjectKind, capabilitySubject, checkpointSubject, controlSubject, decisionSubject, eventSubject, handoffSubject, inboxPrefix,
   ingestSubject, parseSubject, quarantineSubject, streamFor, subjectsFor,

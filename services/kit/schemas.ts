@@ -39,49 +39,47 @@ export interface SchemaRegistry {
 
 /** Options for {@link createSchemaRegistry}. */
 export interface SchemaRegistryOptions {
-  /** Directory searched recursively for `*.json` schemas. Default: the repository's `schemas/`. */
-  dir?: string;
+  /**
+   * Directory (or directories, e.g. schemas/ and a test's fixtures) searched recursively for `*.json` schemas.
+   * Default: the repository's `schemas/`.
+   */
+  dir?: string | readonly string[];
+}
+
+/** The lockfile of published schema digests (ops/schema-lock.ts) lives next to the schemas; it is not a schema. */
+export const SCHEMA_LOCK_FILE = "schemas.lock.json";
+
+/** One schema document as read from its file: its `$id`, the parsed JSON, where it was found. */
+export interface SchemaDocument {
+  readonly id: string;
+  readonly schema: Readonly<Record<string, unknown>>;
+  /** The file, relative to `dir`. */
+  readonly name: string;
+  readonly dir: string;
 }
 
 // A message naming every violation is what an operator reads in quarantine; past this many it stops helping.
 const maxViolationsInMessage = 10;
 
 /**
- * Loads and compiles every `**\/*.json` under `dir`. Throws SchemaError CW_ERR_SCHEMA_INVALID naming the
- * file for invalid JSON, a missing, relative or duplicate `$id`, another `$schema` than 2020-12, or a
- * schema that does not compile (strict mode: unknown keywords and formats are errors). Schemas may `$ref`
+ * Loads and compiles every `**\/*.json` under `dir` (but the lockfile, {@link SCHEMA_LOCK_FILE}). Throws
+ * SchemaError CW_ERR_SCHEMA_INVALID naming the file for invalid JSON, a missing, relative or duplicate `$id`,
+ * another `$schema` than 2020-12, or a schema that does not compile (strict mode: unknown keywords and formats are errors). Schemas may `$ref`
  * each other by `$id`: all are added before any is compiled.
  */
 export function createSchemaRegistry(opts: SchemaRegistryOptions = {}): SchemaRegistry {
-  const dir = resolve(opts.dir ?? defaultSchemaDir);
   const ajv = new Ajv2020({ allErrors: true, strict: true });
   // ajv-formats is CommonJS: its default import is `module.exports`, which carries the plugin as `.default`.
   addFormats.default(ajv);
 
-  const files = new Map<string, string>(); // $id -> file, relative to dir
-  for (const file of listJsonFiles(dir)) {
-    const name = relative(dir, file);
-    const fail = (why: string, cause?: unknown) =>
-      new SchemaError(ErrorCode.SchemaInvalid, `schema ${name} (in ${dir}): ${why}`, [], cause === undefined ? undefined : { cause });
-    let schema: unknown;
+  const files = new Map<string, string>(); // $id -> file, relative to its dir, and the dir
+  for (const doc of readSchemaDocuments(opts.dir ?? defaultSchemaDir)) {
     try {
-      schema = JSON.parse(readFileSync(file, "utf8"));
+      ajv.addSchema(doc.schema as object, doc.id);
     } catch (err) {
-      throw fail(`invalid JSON: ${(err as Error).message}`, err);
+      throw new SchemaError(ErrorCode.SchemaInvalid, `schema ${doc.name} (in ${doc.dir}): does not compile: ${(err as Error).message}`, [], { cause: err });
     }
-    if (typeof schema !== "object" || schema === null || Array.isArray(schema)) throw fail("is not a JSON object");
-    const { $schema, $id } = schema as { $schema?: unknown; $id?: unknown };
-    if ($schema !== SCHEMA_DIALECT) throw fail(`"$schema" must be "${SCHEMA_DIALECT}", got ${JSON.stringify($schema)}`);
-    if (typeof $id !== "string" || $id === "") throw fail(`missing "$id": the $id is the dataschema URI and is required`);
-    if (!isAbsoluteUriWithoutFragment($id)) throw fail(`"$id" ${JSON.stringify($id)} must be an absolute URI without a fragment`);
-    const other = files.get($id);
-    if (other !== undefined) throw fail(`duplicate "$id" ${$id}, already declared by ${other}`);
-    try {
-      ajv.addSchema(schema as object, $id);
-    } catch (err) {
-      throw fail(`does not compile: ${(err as Error).message}`, err);
-    }
-    files.set($id, name);
+    files.set(doc.id, `${doc.name} (in ${doc.dir})`);
   }
 
   const validators = new Map<string, DataValidator>();
@@ -90,9 +88,9 @@ export function createSchemaRegistry(opts: SchemaRegistryOptions = {}): SchemaRe
     try {
       compiled = ajv.getSchema(id);
     } catch (err) {
-      throw new SchemaError(ErrorCode.SchemaInvalid, `schema ${name} (in ${dir}): does not compile: ${(err as Error).message}`, [], { cause: err });
+      throw new SchemaError(ErrorCode.SchemaInvalid, `schema ${name}: does not compile: ${(err as Error).message}`, [], { cause: err });
     }
-    if (compiled === undefined) throw new SchemaError(ErrorCode.SchemaInvalid, `schema ${name} (in ${dir}): does not compile`);
+    if (compiled === undefined) throw new SchemaError(ErrorCode.SchemaInvalid, `schema ${name}: does not compile`);
     validators.set(id, checker(id, compiled));
   }
   const ids = Object.freeze([...validators.keys()].sort());
@@ -110,6 +108,39 @@ export function createSchemaRegistry(opts: SchemaRegistryOptions = {}): SchemaRe
     has: (dataschema: string) => validators.has(dataschema),
     list: () => ids,
   });
+}
+
+/**
+ * Reads every `**\/*.json` under `dirs` (the lockfile excepted) as a schema document, in file order. Throws
+ * SchemaError CW_ERR_SCHEMA_INVALID naming the file for invalid JSON, a missing, relative or duplicate `$id`
+ * (across all `dirs`), or another `$schema` than 2020-12. Compiling is the registry's business.
+ */
+export function readSchemaDocuments(dirs: string | readonly string[]): SchemaDocument[] {
+  const docs: SchemaDocument[] = [];
+  const seen = new Map<string, string>(); // $id -> where
+  for (const dir of (typeof dirs === "string" ? [dirs] : dirs).map((d) => resolve(d))) {
+    for (const file of listJsonFiles(dir)) {
+      const name = relative(dir, file);
+      const fail = (why: string, cause?: unknown) =>
+        new SchemaError(ErrorCode.SchemaInvalid, `schema ${name} (in ${dir}): ${why}`, [], cause === undefined ? undefined : { cause });
+      let schema: unknown;
+      try {
+        schema = JSON.parse(readFileSync(file, "utf8"));
+      } catch (err) {
+        throw fail(`invalid JSON: ${(err as Error).message}`, err);
+      }
+      if (typeof schema !== "object" || schema === null || Array.isArray(schema)) throw fail("is not a JSON object");
+      const { $schema, $id } = schema as { $schema?: unknown; $id?: unknown };
+      if ($schema !== SCHEMA_DIALECT) throw fail(`"$schema" must be "${SCHEMA_DIALECT}", got ${JSON.stringify($schema)}`);
+      if (typeof $id !== "string" || $id === "") throw fail(`missing "$id": the $id is the dataschema URI and is required`);
+      if (!isAbsoluteUriWithoutFragment($id)) throw fail(`"$id" ${JSON.stringify($id)} must be an absolute URI without a fragment`);
+      const other = seen.get($id);
+      if (other !== undefined) throw fail(`duplicate "$id" ${$id}, already declared by ${other}`);
+      seen.set($id, `${name} (in ${dir})`);
+      docs.push({ id: $id, schema: schema as Record<string, unknown>, name, dir });
+    }
+  }
+  return docs;
 }
 
 // The success path is a single call of the generated function; the error path (rare, and headed for
@@ -161,7 +192,7 @@ function listJsonFiles(dir: string): string[] {
     throw new SchemaError(ErrorCode.SchemaInvalid, `schema directory ${dir} cannot be read: ${(err as Error).message}`, [], { cause: err });
   }
   return entries
-    .filter((e) => e.isFile() && e.name.endsWith(".json"))
+    .filter((e) => e.isFile() && e.name.endsWith(".json") && e.name !== SCHEMA_LOCK_FILE)
     .map((e) => join(e.parentPath, e.name))
     .sort();
 }

@@ -1,6 +1,6 @@
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { ErrorCode, SCHEMA_DIALECT, SchemaError, createSchemaRegistry, defaultSchemaDir, type ErrorCodeValue } from "../../services/kit/index.ts";
@@ -81,8 +81,10 @@ test("schemas - repository files follow the <domain>/<type>.v<major>.json and $i
   for (const id of registry.list()) {
     const m = /^https:\/\/causeway\.dev\/schemas\/([a-z0-9]+(?:\.[a-z0-9]+)+)\/(\d+)\.(\d+)\.(\d+)$/.exec(id);
     assert.ok(m, `${id} does not follow https://causeway.dev/schemas/<type>/<major>.<minor>.<patch>`);
-    const [, type, major] = m;
-    const file = join(defaultSchemaDir, type!.split(".")[0]!, `${type}.v${major}.json`);
+    const [, type, major, minor, patch] = m;
+    // The current version of a major is <type>.v<major>.json; a superseded one moved to <type>.v<major>.<minor>.<patch>.json.
+    const superseded = join(defaultSchemaDir, type!.split(".")[0]!, `${type}.v${major}.${minor}.${patch}.json`);
+    const file = existsSync(superseded) ? superseded : join(defaultSchemaDir, type!.split(".")[0]!, `${type}.v${major}.json`);
     const schema = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
     assert.equal(schema.$id, id, relative(defaultSchemaDir, file));
     assert.equal(schema.additionalProperties, false, `${id} must set additionalProperties: false`);
@@ -176,6 +178,19 @@ test("schemas - nested folders are searched and other files ignored", (t) => {
     "a/b/c/deep.v1.json": objectSchema("https://example.test/deep/1.0.0", { n: { type: "integer" } }),
   });
   assert.deepEqual(createSchemaRegistry({ dir }).list(), ["https://example.test/deep/1.0.0"]);
+});
+
+test("schemas - several folders load as one registry (a $ref may cross them); the lockfile is not a schema", (t) => {
+  const base = schemaDir(t, {
+    "schemas.lock.json": { schemas: {} },
+    "common/defs.v1.json": { $schema: SCHEMA_DIALECT, $id: "https://example.test/defs/1.0.0", $defs: { n: { type: "integer" } } },
+  });
+  const extra = schemaDir(t, { "x/x.v1.json": objectSchema("https://example.test/x/1.0.0", { n: { $ref: "https://example.test/defs/1.0.0#/$defs/n" } }) });
+  const r = createSchemaRegistry({ dir: [base, extra] });
+  assert.deepEqual(r.list(), ["https://example.test/defs/1.0.0", "https://example.test/x/1.0.0"]);
+  r.validate("https://example.test/x/1.0.0", { n: 1 });
+  // One $id in two folders is as ambiguous as in two files of one.
+  assert.throws(() => createSchemaRegistry({ dir: [extra, extra] }), schemaError(ErrorCode.SchemaInvalid, join("x", "x.v1.json"), "duplicate"));
 });
 
 test("schemas - an empty folder gives an empty registry", (t) => {

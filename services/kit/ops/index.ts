@@ -19,3 +19,7 @@ export type { EnsureBucketsOptions } from "./buckets-admin.ts";
 // Trust administration: seed records from principals.json, seed, revoke, list (KV causeway_trust)
 export { listTrustEntries, revokeTrust, seedTrustStore, trustEntriesFromPrincipals } from "./trust-admin.ts";
 export type { RevokeOptions, SeedTrustOptions, TrustChange, TrustListing, TrustRevocation } from "./trust-admin.ts";
+
+// Published schemas are immutable: the lockfile of their digests (schemas/schemas.lock.json), checked and extended
+export { canonicalJson, checkSchemaLock, lockSchemas, readSchemaLock, schemaDigest, schemaLockPath } from "./schema-lock.ts";
+export type { SchemaLock, SchemaLockProblem } from "./schema-lock.ts";
