@@ -179,7 +179,7 @@ describe("agent pipeline", () => {
   test("agent - outputs of undeclared types are refused and the input retried, never published", async () => {
     await using mesh = await startMesh();
     const def = planner(() => undefined, {
-      handler: (_i, ctx) => [{ to: ctx.subjects.event("report", "published"), type: "report.published", data: {} }],
+      handler: (_i, ctx) => [{ to: ctx.subjects.event("report.published", 1), type: "report.published", data: {} }],
     });
     await using agent = await run(mesh, def, { ...fastConsumer, backoff: [300_000_000], max_deliver: 2 });
     await mesh.publish(PLAN, mesh.event("gateway"));

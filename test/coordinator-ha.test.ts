@@ -49,9 +49,9 @@ test("coordinator - two replicas, one SIGKILLed mid-handoff: each event is reque
     const res = await run(join(repoRoot, "node_modules", ".bin", "node"), [join(repoRoot, "services", "cli", "main.ts"), "approve", e.id, "--as", "approver-alice", "--server", mesh.server.url], { env: { ...process.env, CAUSEWAY_DATA_DIR: mesh.dataDir } });
     assert.match(res.stdout, /granted and forwarded/);
   }
-  await waitFor(async () => (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.released")).length >= events.length, { what: "every report released", timeoutMs: 20_000 });
+  await waitFor(async () => (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.released.v1")).length >= events.length, { what: "every report released", timeoutMs: 20_000 });
   assert.equal((await readMessages(mesh.operator, "MESH_DECISION", "mesh.decision.grant")).length, events.length, "one grant per event");
-  assert.equal((await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.released")).length, events.length, "one publication per event");
+  assert.equal((await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.released.v1")).length, events.length, "one publication per event");
   assert.equal(readdirSync(outbox).length, events.length);
   assert.equal(b.child.exitCode, null, "the surviving replica keeps running");
 });

@@ -83,7 +83,7 @@ describe("critical handoffs", () => {
     const g = JSON.parse(Buffer.from(grant!.event.data).toString()) as { eventId: string; coreDigest: string; approvals: string[]; lease: { revision: number } };
     assert.equal(g.eventId, event.id);
     assert.deepEqual(g.approvals, ["approver-alice"]);
-    const [released] = (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.released")).map((m) => mesh.trust.verify(NatsBinding.toEvent(m), { receivedAt: "now" }));
+    const [released] = (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.released.v1")).map((m) => mesh.trust.verify(NatsBinding.toEvent(m), { receivedAt: "now" }));
     assert.equal(released!.event.extensions.causationid, event.id);
     assert.equal((JSON.parse(Buffer.from(released!.event.data).toString()) as { leaseRevision: number }).leaseRevision, g.lease.revision + 1, "the fencing token is the claimed lease's revision");
     // The forwarded work is the reporter's own signed bytes, unchanged.
@@ -409,7 +409,7 @@ describe("critical handoffs", () => {
     await waitFor(() => a.stats().replays + b.stats().replays === 1, { what: "the duplicate to be absorbed" });
     assert.equal(a.stats().processed + b.stats().processed, 1);
     assert.equal(readdirSync(outbox).length, 1);
-    assert.equal((await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.released")).length, 1);
+    assert.equal((await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.released.v1")).length, 1);
   });
 
   test("critical - work forwarded without a grant is quarantined by the critical agent, never run", async () => {

@@ -34,7 +34,7 @@ describe("end to end, agents as processes", () => {
     const procs = REFERENCE_AGENTS.map((name) => mesh.spawn(agentScript(name)));
     const gateway = await mesh.as("gateway");
     const req = await request(mesh, gateway, ["Which battery chemistries lead grid-scale storage?", "What does a megawatt-hour of storage cost?"]);
-    const report = await waitFor(async () => (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.published"))[0], { what: "report.published", timeoutMs: 30_000 });
+    const report = await waitFor(async () => (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.published.v1"))[0], { what: "report.published", timeoutMs: 30_000 });
     const published = mesh.trust.verify(NatsBinding.toEvent(report), { receivedAt: "now" });
     assert.equal(published.entry.principal, "reporter");
     assert.equal(published.event.extensions.correlationid, flowIdOf(req), "the request started the flow");

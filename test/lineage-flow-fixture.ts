@@ -258,7 +258,7 @@ export function referenceFlow(): FlowFixture {
   again(report, "MESH_CAP", "mesh.cap.publish.v1");
   const publishStart = reportEmitted + 95_070;
   const released = record({
-    stream: "MESH_EVT", subject: "mesh.evt.report.released", id: out(report, "publisher", 0), source: src("publisher"), type: "report.released",
+    stream: "MESH_EVT", subject: "mesh.evt.report.released.v1", id: out(report, "publisher", 0), source: src("publisher"), type: "report.released",
     atMs: publishStart + 310, principal: "publisher", ...flow, causationid: report.id, startedMs: publishStart, emittedMs: publishStart + 310,
     data: { requestId, url: "https://reports.example/lineage" },
   });

@@ -126,7 +126,7 @@ describe("lineage service", () => {
     const flow = correlationIdOf(root); // the flow the root starts
     const { headers, data } = NatsBinding.binary(root);
     await jetstream(gateway).publish("mesh.cap.plan.v1", data, { headers, msgID: root.id });
-    const report = await waitFor(async () => (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.published"))[0], { what: "report.published", timeoutMs: 30_000 });
+    const report = await waitFor(async () => (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.published.v1"))[0], { what: "report.published", timeoutMs: 30_000 });
     const reportId = NatsBinding.toEvent(report).id;
     await waitFor(async () => (await readMessages(mesh.operator, "MESH_DECISION", "mesh.decision.approval_requested")).length > 0, { what: "the approval request", timeoutMs: 15_000 });
 

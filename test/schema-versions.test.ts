@@ -105,7 +105,7 @@ describe("schema versions in the agent pipeline", () => {
           { to: ctx.subjects.capability("research", 1), type: "research.task.created", data: taskV1("for the 1.x consumers") },
           { to: ctx.subjects.capability("research", 2), type: "research.task.created", data: taskV2("for the 2.x consumers") },
           // Named: this one says it is 1.1.0 wherever it goes.
-          { to: ctx.subjects.event("plan", "tasks"), type: "research.task.created", dataschema: V110, data: taskV1("a fact", { priority: "low" }) },
+          { to: ctx.subjects.event("research.task.created", 1), type: "research.task.created", dataschema: V110, data: taskV1("a fact", { priority: "low" }) },
         ];
       },
     };

@@ -68,7 +68,7 @@ export interface HandlerInput<In = unknown> {
 export interface HandlerContext {
   /** A child logger carrying event id, correlation id, trace id and span id. */
   readonly log: Logger;
-  /** Subject builders for the mesh's prefix: `ctx.subjects.capability("verify", 1)`, `ctx.subjects.event("report", "published")`. */
+  /** Subject builders for the mesh's prefix: `ctx.subjects.capability("verify", 1)`, `ctx.subjects.event("report.published", 1)`. */
   readonly subjects: MeshSubjects;
   /** Delivery attempt of this input, from 1. */
   readonly deliveryCount: number;

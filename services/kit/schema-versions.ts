@@ -13,7 +13,7 @@ import type { JetStreamManager, ConsumerInfo } from "@nats-io/jetstream";
 import { CausewayError, ConfigError, ErrorCode, QuarantineReason, SchemaError } from "./errors.ts";
 import { isConsumerNotFound } from "./jetstream-errors.ts";
 import type { DataValidator, SchemaRegistry } from "./schemas.ts";
-import type { MeshSubjects } from "./subjects.ts";
+import type { MeshSubjects, ParsedSubject } from "./subjects.ts";
 
 /** A versioned dataschema, split: `https://causeway.dev/schemas/report.published` and 1, 1, 0. */
 export interface SchemaVersion {
@@ -121,8 +121,9 @@ export interface DeclaredOutputs {
   /**
    * The dataschema an output takes and its validator: `emit.dataschema` when given (it must be declared); else the
    * type's only declared version; else, on a `<prefix>.cap` or `<prefix>.handoff` subject, the newest declared
-   * version with the subject's major; else the newest declared version. Throws CausewayError
-   * CW_ERR_UNDECLARED_OUTPUT for a type or dataschema the agent does not declare.
+   * version with the subject's major; else the newest declared version. A fact (`<prefix>.evt.<type>.v<major>`)
+   * takes the declared version of the subject's major, and only its own type. Throws CausewayError
+   * CW_ERR_UNDECLARED_OUTPUT for a type or dataschema the agent does not declare, or a fact on another subject.
    */
   choose(emit: { readonly type: string; readonly to: string; readonly dataschema?: string | undefined }): { readonly dataschema: string; readonly validate: DataValidator };
 }
@@ -162,8 +163,22 @@ export function compileEmits(schemas: SchemaRegistry, emits: Emits, who: string,
         if (!chosen) throw undeclared(`handler emitted ${emit.type} as ${emit.dataschema}, which ${who} does not declare in emits (it declares ${declared.map((d) => d.dataschema).join(", ")})`);
         return chosen;
       }
+      const to = parsed(subjects, emit.to);
+      // A fact is published on its own subject, `<prefix>.evt.<type>.v<major>`: subscribers filter on it.
+      if (to?.kind === "evt") {
+        const chosen = declared.find((d) => (d.version?.major ?? to.major) === to.major && d.dataschema === (emit.dataschema ?? d.dataschema));
+        if (to.type !== emit.type || !chosen) {
+          throw undeclared(`handler emitted ${emit.type} ${emit.dataschema ?? `(${declared.map((d) => d.dataschema).join(", ")})`} on ${emit.to}: a fact goes on the subject of its own type and major, ${declared.map((d) => `<prefix>.evt.${emit.type}.v${d.version?.major ?? "?"}`).join(" or ")}`);
+        }
+        return chosen;
+      }
+      if (emit.dataschema !== undefined) {
+        const chosen = declared.find((d) => d.dataschema === emit.dataschema);
+        if (!chosen) throw undeclared(`handler emitted ${emit.type} as ${emit.dataschema}, which ${who} does not declare in emits (it declares ${declared.map((d) => d.dataschema).join(", ")})`);
+        return chosen;
+      }
       if (declared.length === 1) return declared[0]!;
-      const major = majorOf(subjects, emit.to);
+      const major = to?.kind === "cap" || to?.kind === "handoff" ? to.major : undefined;
       return (major === undefined ? undefined : declared.find((d) => d.version!.major === major)) ?? declared[0]!;
     },
   };
@@ -173,10 +188,9 @@ function compareVersions(a: SchemaVersion, b: SchemaVersion): number {
   return a.major - b.major || a.minor - b.minor || a.patch - b.patch;
 }
 
-function majorOf(subjects: Pick<MeshSubjects, "parse">, subject: string): number | undefined {
+function parsed(subjects: Pick<MeshSubjects, "parse">, subject: string): ParsedSubject | undefined {
   try {
-    const p = subjects.parse(subject);
-    return p.kind === "cap" || p.kind === "handoff" ? p.major : undefined;
+    return subjects.parse(subject);
   } catch {
     return undefined;
   }

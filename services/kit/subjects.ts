@@ -63,8 +63,11 @@ export interface IngestSubject { kind: "ingest"; prefix: string; source: string;
 export interface CapSubject { kind: "cap"; prefix: string; capability: string; major: number }
 /** `<prefix>.handoff.<capability>.v<major>`: work for a critical capability, held by the coordinator. */
 export interface HandoffSubject { kind: "handoff"; prefix: string; capability: string; major: number }
-/** `<prefix>.evt.<domain>.<name>`: a fact or result that ends or branches a flow. */
-export interface EvtSubject { kind: "evt"; prefix: string; domain: string; name: string }
+/**
+ * `<prefix>.evt.<type>.v<major>`: a fact or result that ends or branches a flow — its CloudEvents type (one or
+ * more tokens, e.g. `report.published`) and the major version of its dataschema. Consumers subscribe to it.
+ */
+export interface EvtSubject { kind: "evt"; prefix: string; type: string; major: number }
 /** `<prefix>.decision.<decision>`: a signed decision (grant, approval, release, rejection, kill switch). */
 export interface DecisionSubject { kind: "decision"; prefix: string; decision: string }
 /** `<prefix>.quarantine.<reason>.<capability>`: a quarantined envelope. */
@@ -91,7 +94,8 @@ export interface MeshSubjects {
   ingest(source: string, ...rest: string[]): string;
   capability(capability: string, major: number): string;
   handoff(capability: string, major: number): string;
-  event(domain: string, name: string): string;
+  /** `<prefix>.evt.<type>.v<major>`: where facts of `type` (dataschema major `major`) are published. */
+  event(type: string, major: number): string;
   decision(kind: string): string;
   quarantine(reason: string, capability: string): string;
   control(service: string, action: string): string;
@@ -138,14 +142,11 @@ function createMeshSubjects(prefix: string): MeshSubjects {
       case SubjectToken.Cap:
       case SubjectToken.Handoff: {
         count(3, `${t[0]}.<capability>.v<major>`);
-        const m = majorPattern.exec(t[2]!);
-        const major = m ? Number(m[1]) : NaN;
-        if (!Number.isSafeInteger(major)) throw subjectError(subject, `"${t[2]}" is not a major version v<non-negative integer>`);
-        return { kind: t[0], prefix, capability: t[1]!, major };
+        return { kind: t[0], prefix, capability: t[1]!, major: majorOf(subject, t[2]!) };
       }
       case SubjectToken.Evt:
-        count(3, "evt.<domain>.<name>");
-        return { kind: "evt", prefix, domain: t[1]!, name: t[2]! };
+        if (t.length < 3) throw subjectError(subject, `evt subjects have at least ${3 + prefixTokens} tokens: ${prefix}.evt.<type>.v<major>`);
+        return { kind: "evt", prefix, type: t.slice(1, -1).join("."), major: majorOf(subject, t.at(-1)!) };
       case SubjectToken.Decision:
         count(2, "decision.<kind>");
         return { kind: "decision", prefix, decision: t[1]! };
@@ -177,8 +178,10 @@ function createMeshSubjects(prefix: string): MeshSubjects {
     handoff(capability: string, major: number) {
       return `${head}handoff.${checkToken("capability", capability)}.v${checkMajor(major)}`;
     },
-    event(domain: string, name: string) {
-      return `${head}evt.${checkToken("domain", domain)}.${checkToken("name", name)}`;
+    event(type: string, major: number) {
+      if (typeof type !== "string") throw tokenError("event type", type);
+      for (const token of type.split(".")) checkToken("event type", token);
+      return `${head}evt.${type}.v${checkMajor(major)}`;
     },
     decision(kind: string) {
       return `${head}decision.${checkToken("decision kind", kind)}`;
@@ -206,9 +209,9 @@ export function handoffSubject(capability: string, major: number, prefix?: strin
   return subjectsFor(prefix).handoff(capability, major);
 }
 
-/** `<prefix>.evt.<domain>.<name>`. */
-export function eventSubject(domain: string, name: string, prefix?: string): string {
-  return subjectsFor(prefix).event(domain, name);
+/** `<prefix>.evt.<type>.v<major>`. */
+export function eventSubject(type: string, major: number, prefix?: string): string {
+  return subjectsFor(prefix).event(type, major);
 }
 
 /** `<prefix>.decision.<kind>`. */
@@ -263,6 +266,13 @@ export function streamFor<S extends ParsedSubject>(subject: S): (typeof streamBy
 function checkToken(what: string, token: unknown): string {
   if (typeof token !== "string" || !tokenPattern.test(token)) throw tokenError(what, token);
   return token;
+}
+
+function majorOf(subject: string, token: string): number {
+  const m = majorPattern.exec(token);
+  const major = m ? Number(m[1]) : NaN;
+  if (!Number.isSafeInteger(major)) throw subjectError(subject, `"${token}" is not a major version v<non-negative integer>`);
+  return major;
 }
 
 function checkMajor(major: unknown): number {

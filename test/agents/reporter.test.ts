@@ -59,7 +59,7 @@ test("reporter - the Nth finding emits one complete report with the stable key",
   assert.equal(emits.length, 2, "the report as a fact, and the same report handed to publish.v1");
   assert.equal(emits[0]!.key, reportKey(REQUEST_ID));
   assert.equal(emits[0]!.key, `report/${REQUEST_ID}`);
-  assert.equal(emits[0]!.to, "mesh.evt.report.published");
+  assert.equal(emits[0]!.to, "mesh.evt.report.published.v1");
   assert.equal(emits[0]!.type, "report.published");
   assert.equal(emits[1]!.to, "mesh.handoff.publish.v1", "publishing outside the mesh is critical: through the coordinator");
   assert.equal(emits[1]!.key, `release/${REQUEST_ID}`);

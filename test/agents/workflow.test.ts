@@ -23,7 +23,7 @@ async function flow(data: Record<string, unknown>, store: JoinStore) {
       // The reporter also hands each report to publish.v1; the report as a fact is the one on mesh.evt.
       for (const v of verified.events) {
         const out = await run(reporter, v);
-        reports.push(...out.events.filter((_, i) => out.emits[i]!.to === "mesh.evt.report.published"));
+        reports.push(...out.events.filter((_, i) => out.emits[i]!.to === "mesh.evt.report.published.v1"));
       }
     }
   }

@@ -83,7 +83,7 @@ test("schema versions - compileEmits: the named dataschema, else the only one, e
   assert.equal(choose("mesh.evt.plan.created"), V200, "a subject without a major: the newest");
   assert.equal(choose("mesh.cap.research.v2", V100), V100, "named: taken as named");
   assert.throws(() => choose("mesh.cap.research.v1", `${TASK}/1.0.9`), (err: unknown) => isCausewayError(err, ErrorCode.UndeclaredOutput) && /declares .*1\.0\.0/.test(err.message));
-  assert.throws(() => outputs.choose({ type: "report.published", to: "mesh.evt.report.published" }), (err: unknown) => isCausewayError(err, ErrorCode.UndeclaredOutput));
+  assert.throws(() => outputs.choose({ type: "report.published", to: "mesh.evt.report.published.v1" }), (err: unknown) => isCausewayError(err, ErrorCode.UndeclaredOutput));
   // The validator is the chosen version's.
   outputs.choose({ type: "research.task.created", to: "mesh.cap.research.v2" }).validate({ requestId: "r", taskIndex: 0, totalTasks: 1, question: { text: "q", language: "en" } });
   assert.throws(() => outputs.choose({ type: "research.task.created", to: "mesh.cap.research.v2" }).validate(task), (err: unknown) => isCausewayError(err, ErrorCode.SchemaViolation));

@@ -20,7 +20,7 @@ function build(p: ParsedSubject): string {
     case "ingest": return s.ingest(p.source, ...p.rest);
     case "cap": return s.capability(p.capability, p.major);
     case "handoff": return s.handoff(p.capability, p.major);
-    case "evt": return s.event(p.domain, p.name);
+    case "evt": return s.event(p.type, p.major);
     case "decision": return s.decision(p.decision);
     case "quarantine": return s.quarantine(p.reason, p.capability);
     case "ctl": return s.control(p.service, p.action);
@@ -31,7 +31,8 @@ function build(p: ParsedSubject): string {
 const examples: [string, ParsedSubject, string | undefined][] = [
   [capabilitySubject("research", 1), { kind: "cap", prefix: "mesh", capability: "research", major: 1 }, StreamName.Cap],
   [handoffSubject("publish_report", 0), { kind: "handoff", prefix: "mesh", capability: "publish_report", major: 0 }, StreamName.Handoff],
-  [eventSubject("report", "published"), { kind: "evt", prefix: "mesh", domain: "report", name: "published" }, StreamName.Evt],
+  [eventSubject("report.published", 1), { kind: "evt", prefix: "mesh", type: "report.published", major: 1 }, StreamName.Evt],
+  [eventSubject("audit", 0), { kind: "evt", prefix: "mesh", type: "audit", major: 0 }, StreamName.Evt],
   [decisionSubject("grant"), { kind: "decision", prefix: "mesh", decision: "grant" }, StreamName.Decision],
   [quarantineSubject("schema_violation", "research"), { kind: "quarantine", prefix: "mesh", reason: "schema_violation", capability: "research" }, StreamName.Quarantine],
   [ingestSubject("crm", "report", "requested"), { kind: "ingest", prefix: "mesh", source: "crm", rest: ["report", "requested"] }, StreamName.Ingest],
@@ -45,7 +46,8 @@ test("subjects - builders follow the subject grammar", () => {
     [
       "mesh.cap.research.v1",
       "mesh.handoff.publish_report.v0",
-      "mesh.evt.report.published",
+      "mesh.evt.report.published.v1",
+      "mesh.evt.audit.v0",
       "mesh.decision.grant",
       "mesh.quarantine.schema_violation.research",
       "mesh.ingest.crm.report.requested",
@@ -78,7 +80,8 @@ test("subjects - large and zero majors", () => {
 test("subjects - builders reject invalid tokens naming the token and the rule", () => {
   const bad: [string, () => string, string][] = [
     ["uppercase", () => capabilitySubject("Research", 1), '"Research"'],
-    ["dot", () => eventSubject("report.x", "published"), '"report.x"'],
+    ["dot", () => capabilitySubject("report.x", 1), '"report.x"'],
+    ["an empty type token", () => eventSubject("report..published", 1), '""'],
     ["wildcard *", () => decisionSubject("*"), '"*"'],
     ["wildcard >", () => quarantineSubject(">", "research"), '">"'],
     ["empty", () => controlSubject("", "pause"), '""'],
@@ -147,11 +150,12 @@ test("subjects - custom prefix", () => {
 
 test("subjects - a prefix of several tokens", () => {
   const s = subjectsFor("tenant_a.mesh");
-  const subject = s.event("report", "published");
-  assert.equal(subject, "tenant_a.mesh.evt.report.published");
-  assert.deepEqual(s.parse(subject), { kind: "evt", prefix: "tenant_a.mesh", domain: "report", name: "published" });
+  const subject = s.event("report.published", 1);
+  assert.equal(subject, "tenant_a.mesh.evt.report.published.v1");
+  assert.deepEqual(s.parse(subject), { kind: "evt", prefix: "tenant_a.mesh", type: "report.published", major: 1 });
   assert.equal(build(s.parse(subject)), subject);
-  assert.throws(() => s.parse("tenant_a.mesh.evt.report"), subjectError(ErrorCode.InvalidSubject, "5 tokens"));
+  assert.throws(() => s.parse("tenant_a.mesh.evt.v1"), subjectError(ErrorCode.InvalidSubject, "at least 5 tokens"));
+  assert.throws(() => s.parse("tenant_a.mesh.evt.report.published"), subjectError(ErrorCode.InvalidSubject, '"published" is not a major version'));
   assert.throws(() => s.parse("tenant_a.mesh.evt.report.*"), subjectError(ErrorCode.InvalidSubject, "position 4"));
 });
 

@@ -82,7 +82,7 @@ describe("an upstream's flows are its own", () => {
 
     // Downstream: three requests, three complete reports, each with its own findings; B's flow holds only B's work.
     const reports = await waitFor(async () => {
-      const r = await events(g, "MESH_EVT", "mesh.evt.report.published");
+      const r = await events(g, "MESH_EVT", "mesh.evt.report.published.v1");
       return r.length >= 3 && r;
     }, { what: "three reports", timeoutMs: 60_000 });
     const summary = reports.map((r) => {

@@ -29,7 +29,7 @@ export function createPublisherDefinition(deps: { config: PublisherConfig }): Ag
       writeFileSync(file, JSON.stringify({ ...input.data, publishedAt: new Date().toISOString(), fencingToken: fencing, eventId: input.event.id }, null, 2) + "\n", { flag: "wx" });
       ctx.log.info({ requestId: input.data.requestId, file, fencing }, "report published");
       return [{
-        to: ctx.subjects.event("report", "released"), type: "report.released",
+        to: ctx.subjects.event("report.released", 1), type: "report.released",
         data: { requestId: input.data.requestId, location: pathToFileURL(file).href, leaseRevision: fencing },
       }];
     },

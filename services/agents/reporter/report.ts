@@ -62,7 +62,7 @@ export function buildReport(state: JoinState): ReportPublished {
 /** The report of a join as an output, with its stable key, addressed to `<prefix>.evt.report.published`. */
 export function reportEmit(state: JoinState, subjects: MeshSubjects): Emit {
   return {
-    to: subjects.event("report", "published"),
+    to: subjects.event("report.published", 1),
     type: "report.published",
     data: buildReport(state),
     subject: state.requestId,

@@ -85,9 +85,9 @@ export async function run(args: string[]): Promise<number> {
     const gatewayUrl = await gatewayHttpUrl(operator);
     const token = readFileSync(devTokenPath(data, "upstream-demo"), "utf8").trim();
     const request = { id: uuidv7() };
-    const reports = await watchFor(operator, "MESH_EVT", subjects.event("report", "published"));
+    const reports = await watchFor(operator, "MESH_EVT", subjects.event("report.published", 1));
     const approvalRequests = await watchFor(operator, "MESH_DECISION", subjects.decision("approval_requested"));
-    const releases = await watchFor(operator, "MESH_EVT", subjects.event("report", "released"));
+    const releases = await watchFor(operator, "MESH_EVT", subjects.event("report.released", 1));
     console.log(`\n$ curl -X POST ${gatewayUrl}/events -H "Authorization: Bearer $(cat $CAUSEWAY_DATA_DIR/tokens/upstream-demo.token)" -H "Content-Type: application/json" \\
     -H "ce-specversion: 1.0" -H "ce-id: ${request.id}" -H "ce-source: ${DEMO_SOURCE}" -H "ce-type: report.requested" -d '{"topic": …}'`);
     const accepted = await step("upstream-demo → gateway (HTTP): report.requested accepted", async () => {
