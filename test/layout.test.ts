@@ -20,7 +20,7 @@ const streamsDir = join(repoRoot, "streams");
 const consumersDir = join(streamsDir, "consumers");
 const readJson = (path: string) => JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>;
 const jsonIn = (dir: string) => readdirSync(dir).filter((f) => f.endsWith(".json")).sort();
-const consumerFiles = () => jsonIn(consumersDir).filter((f) => f !== CAPABILITY_TEMPLATE);
+const consumerFiles = () => jsonIn(consumersDir).filter((f) => !f.endsWith(".template.json"));
 
 function assertDeepFrozen(value: unknown, path: string): void {
   if (typeof value !== "object" || value === null) return;

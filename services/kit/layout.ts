@@ -6,12 +6,13 @@
 // them as they are, and the layout renders their subject fields for the mesh's prefix.
 import { MESH_BUCKETS, type BucketSpec, type KvBucketValue } from "./buckets.ts";
 import { ConfigError, ErrorCode } from "./errors.ts";
-import { DEFAULT_PRINCIPALS_PATH, capabilityDurable, loadPrincipals, type Principals } from "./principals.ts";
+import { DEFAULT_PRINCIPALS_PATH, capabilityDurable, isDerivedConsumer, loadPrincipals, parseFactRef, subscriptionDurable, type Principals } from "./principals.ts";
 import {
-  defaultStreamsDir, loadCapabilityTemplate, loadStreamDefinitionsSync, renderCapabilityConsumer, renderStreamDefinitions,
+  SUBSCRIPTION_TEMPLATE, defaultStreamsDir, loadConsumerTemplate, loadStreamDefinitionsSync, renderCapabilityConsumer, renderStreamDefinitions,
+  renderSubscriptionConsumer,
   type ConsumerDefinition, type ConsumerFileConfig, type StreamDefinition, type StreamFileConfig,
 } from "./stream-files.ts";
-import { StreamName, subjectsFor, type MeshSubjects } from "./subjects.ts";
+import { subjectsFor, type MeshSubjects } from "./subjects.ts";
 
 /** Where {@link loadLayout} reads the layout from. */
 export interface LayoutOptions {
@@ -48,9 +49,14 @@ export interface MeshLayout {
   /** The shared consumer of a capability on MESH_CAP, from `capability.template.json`. CW_ERR_STREAM_CONFIG_INVALID for a bad token. */
   capabilityConsumer(capability: string, major: number): Readonly<ConsumerFileConfig>;
   /**
+   * The consumers of `principal`'s subscriptions (principals.json `subscribes`), one per fact on MESH_EVT, from
+   * `subscription.template.json`, in declaration order with the fact each serves. Empty when it subscribes to nothing.
+   */
+  subscriptionConsumers(principal: string): readonly { readonly type: string; readonly major: number; readonly config: Readonly<ConsumerFileConfig> }[];
+  /**
    * The streams `principal` consumes through a durable of its own (principals.json `consumes`, each checked
-   * against its file), with the durable's name: how a service finds its consumers. Capability consumers are
-   * {@link capabilityConsumer}'s.
+   * against its file), with the durable's name: how a service finds its consumers. Capability and subscription
+   * consumers are {@link capabilityConsumer}'s and {@link subscriptionConsumers}'.
    */
   consumersOf(principal: string): readonly { readonly stream: string; readonly durable: string }[];
   /** The one durable `principal` consumes on `stream`; CW_ERR_CONFIG when it has none there. */
@@ -69,7 +75,8 @@ export function loadLayout(opts: LayoutOptions = {}): MeshLayout {
   const subjects = subjectsFor(prefix);
   const streamsDir = opts.streamsDir ?? defaultStreamsDir;
   const defs = renderStreamDefinitions(loadStreamDefinitionsSync(streamsDir), prefix);
-  const template = loadCapabilityTemplate(streamsDir);
+  const template = loadConsumerTemplate(streamsDir);
+  const subscriptionTemplate = loadConsumerTemplate(streamsDir, SUBSCRIPTION_TEMPLATE);
 
   const streams: Record<string, StreamDefinition> = {};
   for (const d of defs) streams[d.config.name] = d;
@@ -78,13 +85,19 @@ export function loadLayout(opts: LayoutOptions = {}): MeshLayout {
 
   const capabilityConsumer = (capability: string, major: number) => renderCapabilityConsumer(template, capability, major, prefix);
 
-  const consumersOf = (principal: string) => {
+  const principalOf = (principal: string) => {
     const p = Object.hasOwn(principals.principals, principal) ? principals.principals[principal] : undefined;
     if (!p) throw new ConfigError(ErrorCode.UnknownPrincipal, `no principal "${principal}" in ${principals.source}`);
-    return Object.freeze(p.consumes.filter((c) => !(c.stream === StreamName.Cap && c.durable.startsWith("cap-"))).map((c) => Object.freeze({ stream: c.stream, durable: c.durable })));
+    return p;
   };
+  const consumersOf = (principal: string) =>
+    Object.freeze(principalOf(principal).consumes.filter((c) => !isDerivedConsumer(c)).map((c) => Object.freeze({ stream: c.stream, durable: c.durable })));
+  const subscriptionConsumers = (principal: string) => Object.freeze(principalOf(principal).subscribes.map((ref) => {
+    const { type, major } = parseFactRef(ref)!; // checked by the principals schema
+    return Object.freeze({ type, major, config: renderSubscriptionConsumer(subscriptionTemplate, principal, type, major, prefix) });
+  }));
 
-  const problems = checkAgreement(principals, prefix, byKey, capabilityConsumer);
+  const problems = checkAgreement(principals, prefix, byKey, capabilityConsumer, subscriptionConsumers);
   if (problems.length > 0) {
     throw new ConfigError(ErrorCode.Config, `the mesh layout (${principals.source}, ${streamsDir}) is inconsistent:\n  ${problems.join("\n  ")}`);
   }
@@ -108,6 +121,7 @@ export function loadLayout(opts: LayoutOptions = {}): MeshLayout {
       return c.config;
     },
     capabilityConsumer,
+    subscriptionConsumers,
     consumersOf,
     durableOf(principal: string, stream: string) {
       const found = consumersOf(principal).find((c) => c.stream === stream);
@@ -130,6 +144,7 @@ function checkAgreement(
   prefix: string,
   byKey: ReadonlyMap<string, ConsumerDefinition>,
   capabilityConsumer: (capability: string, major: number) => Readonly<ConsumerFileConfig>,
+  subscriptionConsumers: MeshLayout["subscriptionConsumers"],
 ): string[] {
   const problems: string[] = [];
   // principals.json is written under its own prefix; compare both sides under the layout's.
@@ -137,7 +152,7 @@ function checkAgreement(
   const consumed = new Set<string>();
   for (const p of Object.values(principals.principals)) {
     for (const c of p.consumes) {
-      if (c.stream === StreamName.Cap && c.durable.startsWith("cap-")) continue; // derived from `serves`, checked below
+      if (isDerivedConsumer(c)) continue; // derived from `serves` and `subscribes`, checked below
       const key = `${c.stream}.${c.durable}`;
       consumed.add(key);
       const file = byKey.get(key);
@@ -161,6 +176,15 @@ function checkAgreement(
     const filter = subjectsFor(prefix).capability(cap.name, cap.major);
     if (config.durable_name !== durable || config.filter_subject !== filter) {
       problems.push(`capability.template.json gives ${cap.ref} durable ${config.durable_name} filtering ${config.filter_subject ?? "(none)"}; principals expect ${durable} filtering ${filter}`);
+    }
+  }
+  for (const p of Object.values(principals.principals)) {
+    for (const { type, major, config } of subscriptionConsumers(p.name)) {
+      const durable = subscriptionDurable(p.name, { type, major });
+      const filter = subjectsFor(prefix).event(type, major);
+      if (config.durable_name !== durable || config.filter_subject !== filter) {
+        problems.push(`${SUBSCRIPTION_TEMPLATE} gives ${p.name}'s subscription to ${type}.v${major} durable ${config.durable_name} filtering ${config.filter_subject ?? "(none)"}; principals expect ${durable} filtering ${filter}`);
+      }
     }
   }
   return problems;

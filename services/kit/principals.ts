@@ -77,13 +77,18 @@ export interface PrincipalSpec {
   readonly publish: readonly string[];
   readonly subscribe: readonly string[];
   readonly serves: readonly string[];
+  /** Facts it reacts to, `<type>.v<major>` (agents): each through a durable of its own on MESH_EVT. */
+  readonly subscribes: readonly string[];
   readonly addresses: readonly string[];
   /**
    * CloudEvents types it may sign (copied into its trust store entries): exact types, `<prefix>.*` for every
    * type under a prefix (whole tokens), or `*`. Empty: it signs no events.
    */
   readonly emits: readonly string[];
-  /** Declared consumers plus one `cap-<capability>-v<major>` on MESH_CAP per served capability. */
+  /**
+   * Declared consumers plus one `cap-<capability>-v<major>` on MESH_CAP per served capability and one
+   * `sub-<principal>-<type>-v<major>` on MESH_EVT per subscribed fact.
+   */
   readonly consumes: readonly ConsumerSpec[];
   readonly fetches: readonly StreamNameValue[];
   readonly kv: { readonly read: readonly KvBucketValue[]; readonly write: readonly KvBucketValue[] };
@@ -115,6 +120,37 @@ const streamTokens: Record<StreamNameValue, string | undefined> = {
 /** The shared durable consumer of a capability on MESH_CAP: `cap-<capability>-v<major>`. */
 export function capabilityDurable(capability: string, major: number): string {
   return `cap-${capability}-v${major}`;
+}
+
+/** A subscribed fact, `<type>.v<major>` split: `report.published` and 1. */
+export interface FactRef {
+  readonly type: string;
+  readonly major: number;
+}
+
+/** Splits `report.published.v1`; undefined when it is not `<type>.v<major>`. */
+export function parseFactRef(ref: string): FactRef | undefined {
+  const m = /^([a-z0-9_-]+(?:\.[a-z0-9_-]+)*)\.v(0|[1-9][0-9]*)$/.exec(ref);
+  return m ? { type: m[1]!, major: Number(m[2]) } : undefined;
+}
+
+/**
+ * The durable consumer of one agent's subscription to a fact on MESH_EVT: `sub-<principal>-<type>-v<major>`
+ * (the type's dots as `_`: durable names have no dots). One per subscribing principal, shared by its replicas.
+ */
+export function subscriptionDurable(principal: string, fact: FactRef): string {
+  return `sub-${principal}-${fact.type.replaceAll(".", "_")}-v${fact.major}`;
+}
+
+/** True for the consumers `parsePrincipals` derives from `serves` and `subscribes` (not declared in `consumes`). */
+export function isDerivedConsumer(c: Pick<ConsumerSpec, "stream" | "durable">): boolean {
+  return (c.stream === StreamName.Cap && c.durable.startsWith("cap-")) || (c.stream === StreamName.Evt && c.durable.startsWith("sub-"));
+}
+
+/** The principals subscribing to `fact`, by name. */
+export function subscribersOf(principals: Principals, fact: FactRef): readonly PrincipalSpec[] {
+  const ref = `${fact.type}.v${fact.major}`;
+  return Object.values(principals.principals).filter((p) => p.subscribes.includes(ref));
 }
 
 /**
@@ -170,6 +206,12 @@ export function parsePrincipals(doc: unknown, source = "principals.json"): Princ
       // Agents ensure their own capability consumer, pinned to its filter (see permissionsFor).
       return [{ stream: StreamName.Cap, durable: capabilityDurable(cap.name, cap.major), filter: `${prefix}.cap.${cap.name}.v${cap.major}`, create: true }];
     });
+    const subscribed: ConsumerSpec[] = (p.subscribes ?? []).flatMap((ref) => {
+      const fact = parseFactRef(ref);
+      if (!fact) return []; // refused by the schema
+      // Agents ensure their own subscription consumers, each pinned to its fact's subject (see permissionsFor).
+      return [{ stream: StreamName.Evt, durable: subscriptionDurable(name, fact), filter: `${prefix}.evt.${fact.type}.v${fact.major}`, create: true }];
+    });
     const declared: ConsumerSpec[] = (p.consumes ?? []).map((c) => ({ stream: c.stream, durable: c.durable, filter: c.filter, create: c.create ?? false }));
     principals[name] = deepFreeze({
       name,
@@ -181,9 +223,10 @@ export function parsePrincipals(doc: unknown, source = "principals.json"): Princ
       publish: [...(p.publish ?? [])],
       subscribe: [...(p.subscribe ?? [])],
       serves: [...(p.serves ?? [])],
+      subscribes: [...(p.subscribes ?? [])],
       addresses: [...(p.addresses ?? [])],
       emits: [...(p.emits ?? [])],
-      consumes: [...declared, ...derived],
+      consumes: [...declared, ...derived, ...subscribed],
       fetches: [...(p.fetches ?? [])],
       kv: { read: [...(p.kv?.read ?? [])], write: [...(p.kv?.write ?? [])] },
     });
@@ -270,6 +313,7 @@ function checkSemantics(p: Principals, raw: RawDocument): string[] {
     });
 
     (rawSpec.consumes ?? []).forEach((c, i) => {
+      if (isDerivedConsumer(c)) problems.push(`${at}/consumes/${i}: durable names cap-… on ${StreamName.Cap} and sub-… on ${StreamName.Evt} are derived from serves and subscribes; name it otherwise`);
       const token = streamTokens[c.stream];
       if (c.filter !== undefined && (token === undefined || !withinNamespace(c.filter, `${prefix}.${token}`, true))) {
         problems.push(`${at}/consumes/${i}/filter: "${c.filter}" is not within the subjects of ${c.stream}${token ? ` (${prefix}.${token}.>)` : ""}`);
@@ -287,12 +331,14 @@ function checkSemantics(p: Principals, raw: RawDocument): string[] {
     }
   }
 
-  // A capability consumer is shared by the replicas of one principal, never claimed by a second one.
+  // A derived consumer (a capability's, a subscription's) is shared by the replicas of one principal, never
+  // claimed by a second one — nor by a consumer declared with the same name.
   for (const spec of Object.values(p.principals)) {
-    for (const c of spec.consumes.filter((c) => c.stream === StreamName.Cap && c.durable.startsWith("cap-"))) {
+    for (const c of spec.consumes.filter(isDerivedConsumer)) {
       const key = `${c.stream}/${c.durable}`;
       const owner = consumerOwners.get(key);
-      if (owner !== undefined && owner !== spec.name) problems.push(`/principals/${spec.name}/serves: consumer ${key} is already consumed by ${owner}`);
+      const from = c.stream === StreamName.Cap ? "serves" : "subscribes";
+      if (owner !== undefined && owner !== spec.name) problems.push(`/principals/${spec.name}/${from}: consumer ${key} is already consumed by ${owner}`);
       consumerOwners.set(key, spec.name);
     }
   }
@@ -372,6 +418,7 @@ interface RawPrincipal {
   publish?: string[];
   subscribe?: string[];
   serves?: string[];
+  subscribes?: string[];
   addresses?: string[];
   emits?: string[];
   consumes?: { stream: StreamNameValue; durable: string; filter?: string; create?: boolean }[];

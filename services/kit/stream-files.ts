@@ -311,6 +311,8 @@ export const FILES_PREFIX = DEFAULT_PREFIX;
 
 /** The per-capability consumer template in `<dir>/consumers/`; `{capability}` and `{major}` are its placeholders. */
 export const CAPABILITY_TEMPLATE = "capability.template.json";
+/** The per-subscription consumer template in `<dir>/consumers/`; `{principal}`, `{type}`, `{type_name}` and `{major}`. */
+export const SUBSCRIPTION_TEMPLATE = "subscription.template.json";
 const TEMPLATE_SUFFIX = ".template.json";
 
 /**
@@ -349,14 +351,14 @@ export function renderStreamDefinitions(defs: readonly StreamDefinition[], prefi
   })));
 }
 
-/** Reads and validates `<dir>/consumers/capability.template.json` (placeholders in place). */
-export function loadCapabilityTemplate(dir: string): Readonly<ConsumerFileConfig> {
-  const file = join(dir, "consumers", CAPABILITY_TEMPLATE);
+/** Reads and validates a consumer template of `<dir>/consumers/` (placeholders in place). */
+export function loadConsumerTemplate(dir: string, name: string = CAPABILITY_TEMPLATE): Readonly<ConsumerFileConfig> {
+  const file = join(dir, "consumers", name);
   let text: string;
   try {
     text = readFileSync(file, "utf8");
   } catch (err) {
-    throw new ConfigError(ErrorCode.StreamConfigInvalid, `cannot read the capability consumer template ${file}: ${(err as Error).message}`, { cause: err });
+    throw new ConfigError(ErrorCode.StreamConfigInvalid, `cannot read the consumer template ${file}: ${(err as Error).message}`, { cause: err });
   }
   return parseConsumerConfig(text, file);
 }
@@ -370,8 +372,25 @@ export function renderCapabilityConsumer(template: Readonly<ConsumerFileConfig>,
   if (!/^[a-z0-9_-]+$/.test(capability) || !Number.isSafeInteger(major) || major < 0) {
     throw new ConfigError(ErrorCode.StreamConfigInvalid, `capability "${capability}" v${major} is not a valid capability token and major version`);
   }
+  return renderConsumerTemplate(template, { capability, major: String(major) }, prefix, file);
+}
+
+/**
+ * The consumer of `principal`'s subscription to facts of `type` v`major` from the subscription template:
+ * `{principal}`, `{type}` (dotted, for subjects), `{type_name}` (dots as `_`, for the durable's name) and `{major}`
+ * substituted. CW_ERR_STREAM_CONFIG_INVALID for a principal or type that is not made of subject tokens.
+ */
+export function renderSubscriptionConsumer(template: Readonly<ConsumerFileConfig>, principal: string, type: string, major: number, prefix: string, file = SUBSCRIPTION_TEMPLATE): Readonly<ConsumerFileConfig> {
+  if (!/^[a-z0-9][a-z0-9_-]*$/.test(principal) || !/^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/.test(type) || !Number.isSafeInteger(major) || major < 0) {
+    throw new ConfigError(ErrorCode.StreamConfigInvalid, `${principal}'s subscription to ${type} v${major} does not name a valid principal, type and major version`);
+  }
+  return renderConsumerTemplate(template, { principal, type, type_name: type.replaceAll(".", "_"), major: String(major) }, prefix, file);
+}
+
+function renderConsumerTemplate(template: Readonly<ConsumerFileConfig>, vars: Readonly<Record<string, string>>, prefix: string, file: string): Readonly<ConsumerFileConfig> {
+  const entries = Object.entries(vars);
   const fill = (v: unknown): unknown => {
-    if (typeof v === "string") return v.replaceAll("{capability}", capability).replaceAll("{major}", String(major));
+    if (typeof v === "string") return entries.reduce((text, [name, value]) => text.replaceAll(`{${name}}`, value), v);
     if (Array.isArray(v)) return v.map(fill);
     if (isPlainObject(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, fill(x)]));
     return v;
