@@ -3,11 +3,11 @@
 // and are tracked in pid files that are checked against the process table, never trusted blindly.
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
-import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { Svcm } from "@nats-io/services";
-import { ErrorCode, Role, defaultLayout, type MeshService } from "../services/kit/index.ts";
+import { ErrorCode, Role, defaultLayout, seedPath, type MeshService } from "../services/kit/index.ts";
 import { ensureDevTokens } from "../services/cli/commands/tokens.ts";
 import { identityFromPs, processIdentity, readPidFile } from "../services/cli/pid-files.ts";
 import { logDir, logFileOf, pidFileOf, recordedReplicas, runDir } from "../services/cli/processes.ts";
@@ -185,7 +185,7 @@ describe("services as processes", () => {
     assert.deepEqual(recordedReplicas(mesh.dataDir), []);
   });
 
-  test("services - refusals: an unknown service, a principal without an entry, --replicas without a service, an unreachable server", async () => {
+  test("services - refusals: an unknown service, a principal without an entry, --replicas without a service, an unreachable server, a service that exits at start", async () => {
     await using mesh = await meshForServices();
     const unknown = await causeway(mesh, "start", "nobody");
     assert.equal(unknown.code, 1);
@@ -205,6 +205,13 @@ describe("services as processes", () => {
     assert.equal(existsSync(pidFileOf(mesh.dataDir, agent.name, 1)), false, "nothing was started");
     const nothing = await causeway(mesh, "stop");
     assert.deepEqual([nothing.code, nothing.stdout.trim()], [0, "no service is running"]);
+
+    // A service that exits at start (here: its seed is gone) fails the start, with its last words and its log.
+    rmSync(seedPath(agent.name, mesh.dataDir));
+    const failed = await causeway(mesh, "start", agent.name);
+    assert.equal(failed.code, 1, failed.stdout);
+    assert.match(failed.stdout, new RegExp(`^✗ ${agent.name}\\.1 exited \\(code 1\\) before it answered: ${agent.name}: no seed for principal "${agent.name}".*; log \\S+${agent.name}\\.log \\(${ErrorCode.Unavailable}\\)$`, "m"));
+    assert.deepEqual(recordedReplicas(mesh.dataDir), [], "no pid file is left for it");
   });
 
   test("services - a process's identity from ps matches /proc's, so systems without /proc check pid files too", () => {

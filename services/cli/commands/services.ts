@@ -221,7 +221,7 @@ export async function startServices(nc: NatsConnection, natsUrl: string, data: s
     },
   });
   for (const { process: p } of readiness.failed) rmSync(pidFileOf(data, p.service.name, p.replica), { force: true });
-  for (const line of readinessProblems(readiness)) console.log(`✗ ${line}`);
+  for (const line of readinessProblems(readiness)) console.log(`✗ ${line} (${ErrorCode.Unavailable})`);
   return readiness.failed.length === 0 && readiness.late.length === 0;
 }
 
