@@ -167,7 +167,7 @@ describe("services as processes", () => {
     assert.equal(follow.exitCode, 0);
   });
 
-  test("services - --replicas on a running service scales it to exactly that many, and down stops replicas started by hand", async () => {
+  test("services - --replicas on a running service scales it to exactly that many; restart brings a crashed replica back; down stops replicas started by hand", async () => {
     await using mesh = await meshForServices();
     assert.equal((await causeway(mesh, "start", agent.name, "--replicas", "3")).code, 0);
     const three = (await ps(mesh)).filter((r) => r.service === agent.name);
@@ -179,6 +179,14 @@ describe("services as processes", () => {
     assert.deepEqual((await ps(mesh)).filter((r) => r.service === agent.name).map((r) => r.pid), [three[0]!.pid]);
 
     assert.equal((await causeway(mesh, "start", agent.name, "--replicas", "2")).code, 0);
+    // A replica that crashed is restarted with the others: its pid file says it was meant to run.
+    const crashed = (await ps(mesh)).find((r) => r.service === agent.name && r.replica === 2)!.pid!;
+    process.kill(crashed, "SIGKILL");
+    await waitFor(() => !alive(crashed), { what: "replica 2 gone" });
+    const restarted = await causeway(mesh, "restart", agent.name);
+    assert.equal(restarted.code, 0, restarted.stdout);
+    assert.match(restarted.stdout, new RegExp(`^! ${agent.name}\\.2: stale pid file — process ${crashed} is not running; removed$`, "m"));
+    assert.match(restarted.stdout, new RegExp(`^✓ ${agent.name} — started replica 1 \\(pid \\d+\\), replica 2 \\(pid \\d+\\)`, "m"));
     const down = await causeway(mesh, "down");
     assert.equal(down.code, 0, down.stdout);
     assert.equal(down.stdout.match(new RegExp(`^✓ stopped ${agent.name}\\.\\d`, "gm"))?.length, 2);

@@ -27,7 +27,7 @@ const USAGE = `usage: causeway ps [--json]
             until each answers a ping; with --replicas N, exactly N replicas of the service (above N drained)
   stop      drain (SIGTERM, up to 10 s, then SIGKILL) and remove the pid files; without a service, every
             process with a pid file
-  restart   stop, then start as many replicas as were running (or --replicas N)
+  restart   stop, then start as many replicas as have pid files, a crashed one's included (or --replicas N)
   logs      the last lines of a service's log (its replicas share it; nats-server has one too); -f follows it
 
   --replicas N    how many processes of the service (1 to 32); needs a service
@@ -134,7 +134,7 @@ export async function stop(args: string[]): Promise<number> {
   return (await stopReplicas(replicas)) ? 0 : 1;
 }
 
-/** `causeway restart [<service>] [--replicas N]`: stop, then start as many as were running (or N). */
+/** `causeway restart [<service>] [--replicas N]`: stop, then start as many as have pid files (a crashed replica's included), or N. */
 export async function restart(args: string[]): Promise<number> {
   const parsed = parseLifecycle("restart", args);
   if (typeof parsed === "number") return parsed;
@@ -142,10 +142,7 @@ export async function restart(args: string[]): Promise<number> {
   const data = dataDir();
   // Connected first: a restart that could not start again stops nothing.
   return withOperator(server, data, async (nc) => {
-    const plans: StartPlan[] = services.map((s) => {
-      const running = recordedReplicas(data, s.name).filter((r) => r.pidFile.state === "running").length;
-      return { service: s, replicas: replicas ?? (running || s.replicas), exact: true };
-    });
+    const plans: StartPlan[] = services.map((s) => ({ service: s, replicas: replicas ?? (recordedReplicas(data, s.name).length || s.replicas), exact: true }));
     const stopped = await stopReplicas(services.flatMap((s) => recordedReplicas(data, s.name)));
     return stopped && (await startServices(nc, server, data, plans)) ? 0 : 1;
   });
