@@ -12,6 +12,7 @@ import type { NatsConnection, RequestManyOptions } from "@nats-io/transport-node
 import type { MeshService } from "../kit/index.ts";
 import { repoRoot } from "./nats-process.ts";
 import { readPidFile, type PidFileState } from "./pid-files.ts";
+import { shown } from "./table.ts";
 
 /** Where `causeway up` and the service commands keep their state: `<data>/nats`. */
 export const runDir = (data: string): string => join(data, "nats");
@@ -147,16 +148,20 @@ export async function waitForServices(nc: NatsConnection, started: readonly Serv
 /** Why `readiness` is not all ready, one line per process or service, each naming its log; empty when all are. */
 export function readinessProblems(readiness: Readiness): string[] {
   return [
-    ...readiness.failed.map(({ process: p, exit }) => `${p.service.name}.${p.replica} exited (${exit}) before it answered${lastLine(p) ? `: ${lastLine(p)}` : ""}; log ${p.logFile}`),
-    ...readiness.late.map((l) => `${l.service.name} did not answer within ${readiness.timeoutMs / 1000} s; log ${l.logFile}`),
+    ...readiness.failed.map(({ process: p, exit }) => `${p.service.name}.${p.replica} exited (${exit}) before it answered${lastLine(p) ? `: ${lastLine(p)}` : ""}; log ${shown(p.logFile)}`),
+    ...readiness.late.map((l) => `${l.service.name} did not answer within ${readiness.timeoutMs / 1000} s; log ${shown(l.logFile)}`),
   ];
 }
 
-/** The last line `process` wrote to its log (a failed start says why there), at most 300 characters. */
+/**
+ * Why `process` stopped, from what it wrote to its log: the line a failed start prints on stderr
+ * (`<principal>: <reason>`), else its last line; at most 300 characters.
+ */
 function lastLine(process: ServiceProcess): string {
   try {
-    const text = readFileSync(process.logFile).subarray(process.logOffset).toString("utf8");
-    return (text.trimEnd().split("\n").at(-1) ?? "").slice(0, 300);
+    const lines = readFileSync(process.logFile).subarray(process.logOffset).toString("utf8").trimEnd().split("\n");
+    const reason = lines.findLast((l) => l.startsWith(`${process.service.name}: `)) ?? lines.at(-1) ?? "";
+    return reason.slice(0, 300);
   } catch {
     return "";
   }

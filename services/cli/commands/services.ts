@@ -4,7 +4,6 @@
 // gone, or its pid reused by another program) is reported and removed, never signalled. `causeway up` and `down`
 // run the same start and stop.
 import { closeSync, existsSync, openSync, readSync, rmSync, statSync } from "node:fs";
-import { relative } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ConfigError, DEFAULT_NATS_URL, ErrorCode, connectAs, dataDir, loadLayout, type MeshLayout, type MeshService } from "../../kit/index.ts";
@@ -13,7 +12,7 @@ import {
   logDir, logFileOf, pidFileOf, readinessProblems, recordedReplicas, serverLogFile, serverPidFile, spawnService, waitForServices,
   type RecordedReplica, type ServiceProcess,
 } from "../processes.ts";
-import { table } from "../table.ts";
+import { shown, table } from "../table.ts";
 import { parseCommand, usageError } from "../usage.ts";
 
 const USAGE = `usage: causeway ps [--json]
@@ -85,7 +84,7 @@ interface PsRow {
 function psRows(data: string, layout: MeshLayout): PsRow[] {
   const row = (service: string, replica: number | null, f: PidFileState | undefined, log: string, note?: string): PsRow => {
     const running = f?.state === "running";
-    const problem = f?.state === "stale" ? `stale pid file ${shown(f.path)}: ${f.why}; \`causeway stop ${service}\` removes it` : note;
+    const problem = f?.state === "stale" ? `stale pid file ${shown(f.path)}: ${f.why}; \`causeway restart ${service}\` starts it again, \`causeway stop ${service}\` removes it` : note;
     return {
       service, replica, pid: f?.record?.pid ?? null, state: f === undefined ? "stopped" : running ? "running" : "exited",
       uptimeSeconds: running ? Math.max(0, Math.round((Date.now() - Date.parse(f.record.startedAt)) / 1000)) : null,
@@ -323,12 +322,6 @@ function copyRange(path: string, from: number, to: number): number {
     closeSync(fd);
   }
   return to;
-}
-
-/** A path as a person reads it: relative to the working directory when it is below it. */
-function shown(path: string): string {
-  const rel = relative(process.cwd(), path);
-  return rel !== "" && !rel.startsWith("..") ? rel : path;
 }
 
 /** `42s`, `5m07s`, `3h02m`, `2d04h`. */

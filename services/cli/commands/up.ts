@@ -1,8 +1,8 @@
 // `causeway up` / `causeway down`: the mesh in the background on the standard ports (4222 client, 8222
 // monitoring) with the rendered dev config — streams, buckets, trust store, and every service of the layout
 // (principals with an `entry` in infra/principals.json) as detached processes, started and tracked as
-// `causeway start` does; `down` drains every process with a pid file, replicas started by hand included, then
-// stops the server. State lives in <data>/nats/ (config, store, logs, pid files).
+// `causeway start` does; `down` drains every process with a pid file (replicas added with `causeway start
+// --replicas` included), then stops the server. State lives in <data>/nats/ (config, store, logs, pid files).
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { connect as netConnect } from "node:net";
 import { join } from "node:path";
@@ -12,6 +12,7 @@ import { spawnNatsServer } from "../nats-process.ts";
 import { readPidFile, terminate, writePidFile, type PidRecord } from "../pid-files.ts";
 import { runDir, serverLogFile, serverPidFile } from "../processes.ts";
 import { step } from "../progress.ts";
+import { shown } from "../table.ts";
 import { renderInfra } from "./infra.ts";
 import { startAll, stopAll } from "./services.ts";
 import { ensureDevTokens } from "./tokens.ts";
@@ -79,7 +80,7 @@ export async function down(args: string[]): Promise<number> {
     return ok ? 0 : 1;
   }
   const t = await terminate(serverPidFile(data), server);
-  console.log(`✓ stopped nats-server (pid ${server.pid})${t.killed ? " — killed after 10 s" : ""}; the JetStream store stays in ${join(runDir(data), "store")}`);
+  console.log(`✓ stopped nats-server (pid ${server.pid})${t.killed ? " — killed after 10 s" : ""}; the JetStream store stays in ${shown(join(runDir(data), "store"))}`);
   return ok ? 0 : 1;
 }
 
