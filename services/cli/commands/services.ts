@@ -7,7 +7,7 @@ import { closeSync, existsSync, openSync, readSync, rmSync, statSync } from "nod
 import { setTimeout as delay } from "node:timers/promises";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ConfigError, DEFAULT_NATS_URL, ErrorCode, connectAs, dataDir, loadLayout, type MeshLayout, type MeshService } from "../../kit/index.ts";
-import { readPidFile, terminate, writePidFile, type PidFileState } from "../pid-files.ts";
+import { processIdentity, readPidFile, terminate, writePidFile, type PidFileState } from "../pid-files.ts";
 import {
   logDir, logFileOf, pidFileOf, readinessProblems, recordedReplicas, serverLogFile, serverPidFile, spawnService, waitForServices,
   type RecordedReplica, type ServiceProcess,
@@ -84,7 +84,8 @@ interface PsRow {
 function psRows(data: string, layout: MeshLayout): PsRow[] {
   const row = (service: string, replica: number | null, f: PidFileState | undefined, log: string, note?: string): PsRow => {
     const running = f?.state === "running";
-    const problem = f?.state === "stale" ? `stale pid file ${shown(f.path)}: ${f.why}; \`causeway restart ${service}\` starts it again, \`causeway stop ${service}\` removes it` : note;
+    const repair = replica === null ? "`causeway up` starts it again, `causeway down` removes it" : `\`causeway restart ${service}\` starts it again, \`causeway stop ${service}\` removes it`;
+    const problem = f?.state === "stale" ? `stale pid file ${shown(f.path)}: ${f.why}; ${repair}` : note;
     return {
       service, replica, pid: f?.record?.pid ?? null, state: f === undefined ? "stopped" : running ? "running" : "exited",
       uptimeSeconds: running ? Math.max(0, Math.round((Date.now() - Date.parse(f.record.startedAt)) / 1000)) : null,
@@ -201,8 +202,13 @@ export async function startServices(nc: NatsConnection, natsUrl: string, data: s
       started.push(p);
       try {
         writePidFile(pidFileOf(data, service.name, n), p.child.pid!);
-      } catch {
-        // It exited at once; the wait below reports it with its log.
+      } catch (err) {
+        // Exited at once: the wait below reports it with its log. Still running: it would run untracked, so not at all.
+        const id = processIdentity(p.child.pid!);
+        if (id !== undefined && !id.zombie) {
+          console.log(`✗ ${service.name}.${n}: cannot record its pid (${(err as Error).message}); stopped`);
+          p.child.kill("SIGKILL");
+        }
       }
     }
   }
