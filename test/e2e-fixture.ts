@@ -6,10 +6,23 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { connectAs, loadPrincipals, openTrustStore, type TrustStore } from "../services/kit/index.ts";
+import { Role, connectAs, defaultLayout, loadPrincipals, openTrustStore, type TrustStore } from "../services/kit/index.ts";
 import { applyMeshInfra, ensureIdentities, seedTrust } from "../services/cli/bootstrap.ts";
 import { renderInfra } from "../services/cli/commands/infra.ts";
 import { startServer, repoRoot, type NatsServer } from "./harness/index.ts";
+
+/**
+ * The reference workflow's agents up to the report, in principals.json order: every agent service of the layout
+ * that serves no critical capability (the publisher's work waits for a coordinator grant).
+ */
+export const REFERENCE_AGENTS: readonly string[] = (() => {
+  const { principals, services } = defaultLayout();
+  const critical = (ref: string) => principals.capabilities[ref]?.critical === true;
+  return services.filter((s) => s.role === Role.Agent && !principals.principals[s.name]!.serves.some(critical)).map((s) => s.name);
+})();
+
+/** An agent's entry point (relative to the repository), from the layout. */
+export const agentScript = (name: string): string => defaultLayout().service(name).entry;
 
 export interface OperatedMesh extends AsyncDisposable {
   readonly server: NatsServer;

@@ -7,9 +7,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import {
   NatsBinding, createEvent, deriveEventId, flowIdOf, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent,
 } from "../services/kit/index.ts";
-import { REFERENCE_AGENTS } from "../services/cli/agent-processes.ts";
 import { collectFlow, readMessages } from "../services/cli/flow.ts";
-import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
+import { REFERENCE_AGENTS, agentScript, startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
 import { runNatsJson, waitFor } from "./harness/index.ts";
 
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
@@ -25,8 +24,6 @@ async function request(mesh: OperatedMesh, gateway: NatsConnection, questions: s
   return event;
 }
 
-
-const agentScript = (name: string) => `services/agents/${name}/main.ts`;
 
 describe("end to end, agents as processes", () => {
   test("e2e - a report request flows through the four agent processes to report.published, every event verified", async () => {

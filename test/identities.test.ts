@@ -176,6 +176,11 @@ test("identities - principals.json errors name the JSON path", () => {
     ["trust write", (d) => { d.principals.researcher!.kv = { write: ["causeway_trust"] }; }, /\/principals\/researcher\/kv\/write\/0: only the operator writes causeway_trust/],
     ["agent fetching", (d) => { d.principals.researcher!.fetches = ["MESH_CAP"]; }, /\/principals\/researcher\/fetches: only the coordinator and lineage/],
     ["field not allowed for the role", (d) => { d.principals["upstream-demo"]!.service = "upstream"; }, /\/principals\/upstream-demo\/service: not allowed for this role/],
+    ["a person runs no process", (d) => { d.principals["approver-alice"]!.entry = "services/agents/planner/main.ts"; }, /\/principals\/approver-alice\/entry: not allowed for this role/],
+    ["entry outside the repository", (d) => { d.principals.planner!.entry = "../elsewhere/main.ts"; }, /\/principals\/planner\/entry: "\.\.\/elsewhere\/main\.ts" is not valid: The process that runs this principal/],
+    ["replicas without an entry", (d) => { delete d.principals.planner!.entry; }, /\/principals\/planner: must have property entry when property replicas is present/],
+    ["an entry without a micro service to wait for", (d) => { delete d.principals.planner!.service; }, /\/principals\/planner: must have property service when property entry is present/],
+    ["no replicas", (d) => { d.principals.planner!.replicas = 0; }, /\/principals\/planner\/replicas: must be >= 1/],
   ];
   for (const [what, mutate, expected] of cases) {
     const d = doc();

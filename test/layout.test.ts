@@ -2,7 +2,7 @@
 // any prefix; durables that exist as files; buckets that only operator tooling creates. Expectations are read
 // from the same files, never listed here.
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -11,7 +11,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { repoRoot, startServer } from "./harness/index.ts";
 import {
-  ConfigError, ErrorCode, KvBucket, MESH_BUCKETS, STREAMS_APPLY, isCausewayError, loadLayout, loadPrincipals, openLeases, openMeshBucket, openProcessedSet, type MeshLayout,
+  ConfigError, ErrorCode, KvBucket, MESH_BUCKETS, STREAMS_APPLY, isCausewayError, loadLayout, loadPrincipals, parsePrincipals, openLeases, openMeshBucket, openProcessedSet, type MeshLayout,
 } from "../services/kit/index.ts";
 import { ensureMeshBuckets } from "../services/kit/ops/index.ts";
 import { CAPABILITY_TEMPLATE, FILES_PREFIX } from "../services/kit/internal.ts";
@@ -148,6 +148,27 @@ test("layout - files that disagree are refused, naming the file", () => {
     assert.throws(() => loadLayout({ streamsDir: copy.dir }), (err: unknown) =>
       isCausewayError(err, ErrorCode.Config) && /coordinator consumes MESH_HANDOFF\/coordinator-handoff with filter mesh\.handoff\.>, but .* declares mesh\.handoff\.publish\.v1/.test((err as Error).message));
   }
+});
+
+test("layout - the services are the principals with an entry, each an existing file; a missing one is refused", () => {
+  const layout = loadLayout();
+  const withEntry = Object.values(layout.principals.principals).filter((p) => p.entry !== undefined);
+  assert.deepEqual(layout.services.map((s) => s.name), withEntry.map((p) => p.name));
+  for (const s of layout.services) {
+    assert.ok(existsSync(s.entryPath), `${s.name}: ${s.entry}`);
+    assert.equal(s.entryPath, join(repoRoot, s.entry));
+    assert.equal(s.service, layout.principals.principals[s.name]!.service);
+    assert.equal(layout.service(s.name), s);
+  }
+  // Every principal that registers a micro service of the mesh and is not a person or an upstream is run by it.
+  const people = new Set(["approver", "operator", "sysadmin", "upstream", "auditor"]);
+  assert.deepEqual(Object.values(layout.principals.principals).filter((p) => p.service !== undefined && !people.has(p.role) && p.entry === undefined).map((p) => p.name), []);
+  assert.throws(() => layout.service("operator"), (err: unknown) => isCausewayError(err, ErrorCode.UnknownPrincipal) && /principal "operator" runs no process/.test((err as Error).message));
+
+  const doc = JSON.parse(readFileSync(join(repoRoot, "infra", "principals.json"), "utf8")) as { principals: Record<string, { entry?: string }> };
+  doc.principals.planner!.entry = "services/agents/planner/missing.ts";
+  assert.throws(() => loadLayout({ principals: parsePrincipals(doc, "test.json") }), (err: unknown) =>
+    isCausewayError(err, ErrorCode.Config) && (err as Error).message.includes("planner's entry services/agents/planner/missing.ts does not exist"));
 });
 
 test("layout - services open buckets and never create them: a clear error naming the bucket and the command", async (t) => {

@@ -1,16 +1,15 @@
 // How `causeway lineage` prints lineage's answers for a person: why as a chain from the event up to its root,
 // trace as a timeline plus the critical path, verify as a verdict naming the first bad entry. `--json` prints
 // the answers as they are.
+import { table as alignedTable } from "./table.ts";
 import type { AuditReport, EventList, EventStep, ImpactResult, Timing, TraceResult, WhyResult } from "../lineage/contract.ts";
 
 const short = (id: string | null | undefined, n = 12): string => (id ? (id.length > n ? `${id.slice(0, n)}…` : id) : "-");
 const ms = (t: Timing): string => (t.ms === null ? "-" : `${t.ms} ms`);
 const mark = (s: EventStep): string => (s.verification.result === "verified" ? "✓" : `✗ ${s.verification.code ?? ""}`.trim());
 
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length)));
-  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join("  ").trimEnd()).join("\n");
-}
+/** Rows whose first is the header, aligned. */
+const table = ([header, ...rows]: string[][]): string => alignedTable(header!, rows);
 
 function quarantineNote(s: EventStep): string {
   const q = s.appearances.find((a) => a.quarantine)?.quarantine;

@@ -23,7 +23,12 @@ const commands: Record<string, { summary: string; load: () => Promise<{ run: Com
   lineage: { summary: "lineage why|trace|impact|events|verify|prove|export   ask the audit log (as the auditor)", load: () => import("./commands/lineage.ts") },
   demo: { summary: "demo                          run the mesh end to end with embedded defaults, then stop", load: () => import("./commands/demo.ts") },
   up: { summary: "up                            run a local mesh in the background", load: () => import("./commands/up.ts") },
-  down: { summary: "down                          stop what `up` started", load: () => import("./commands/up.ts").then((m) => ({ run: m.down })) },
+  down: { summary: "down                          stop every service process, then the server `up` started", load: () => import("./commands/up.ts").then((m) => ({ run: m.down })) },
+  ps: { summary: "ps                            the services' processes: replica, pid, state, uptime, log file", load: () => import("./commands/services.ts").then((m) => ({ run: m.ps })) },
+  start: { summary: "start [<service>] [--replicas N]    start services (all, from infra/principals.json) in the background", load: () => import("./commands/services.ts").then((m) => ({ run: m.start })) },
+  stop: { summary: "stop [<service>]              drain a service's processes (all without a service)", load: () => import("./commands/services.ts").then((m) => ({ run: m.stop })) },
+  restart: { summary: "restart [<service>] [--replicas N]  stop, then start again", load: () => import("./commands/services.ts").then((m) => ({ run: m.restart })) },
+  logs: { summary: "logs <service> [-f]           a service's log file, -f to follow it", load: () => import("./commands/services.ts").then((m) => ({ run: m.logs })) },
 };
 
 function usage(): string {

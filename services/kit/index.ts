@@ -111,7 +111,7 @@ export type { BucketSpec, KvBucketValue } from "./buckets.ts";
 
 // The mesh layout: prefix, streams, durables and buckets, read once from infra/ and streams/
 export { defaultLayout, loadLayout } from "./layout.ts";
-export type { LayoutOptions, MeshLayout } from "./layout.ts";
+export type { LayoutOptions, MeshLayout, MeshService } from "./layout.ts";
 
 // The control plane: one contract for every request/reply endpoint on <prefix>.ctl.<service>.<action>
 export { addControlEndpoint, controlEndpoint, controlRequest, isInboxOf, jsonObjectBody } from "./control.ts";

@@ -1,18 +1,39 @@
 // The mesh layout: every name the mesh is made of — the subject prefix, the streams, the durable consumers, the
-// KV buckets — read once from the files that declare them (infra/principals.json for the prefix and who
-// consumes what, streams/*.json and streams/consumers/*.json for the streams and durables, the bucket table of
-// buckets.ts) and frozen. Services, the CLI and the tests take names from here instead of defining them where
+// KV buckets, the services that run as processes — read once from the files that declare them
+// (infra/principals.json for the prefix, who consumes what and which principals run an entry point,
+// streams/*.json and streams/consumers/*.json for the streams and durables, the bucket table of buckets.ts) and
+// frozen. Services, the CLI and the tests take names from here instead of defining them where
 // they use them; the stream files stay written under the default prefix, so `nats stream add --config` takes
 // them as they are, and the layout renders their subject fields for the mesh's prefix.
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { MESH_BUCKETS, type BucketSpec, type KvBucketValue } from "./buckets.ts";
 import { ConfigError, ErrorCode } from "./errors.ts";
-import { DEFAULT_PRINCIPALS_PATH, capabilityDurable, isDerivedConsumer, loadPrincipals, parseFactRef, subscriptionDurable, type Principals } from "./principals.ts";
+import { DEFAULT_PRINCIPALS_PATH, capabilityDurable, isDerivedConsumer, loadPrincipals, parseFactRef, subscriptionDurable, type Principals, type RoleValue } from "./principals.ts";
 import {
   SUBSCRIPTION_TEMPLATE, defaultStreamsDir, loadConsumerTemplate, loadStreamDefinitionsSync, renderCapabilityConsumer, renderStreamDefinitions,
   renderSubscriptionConsumer,
   type ConsumerDefinition, type ConsumerFileConfig, type StreamDefinition, type StreamFileConfig,
 } from "./stream-files.ts";
 import { subjectsFor, type MeshSubjects } from "./subjects.ts";
+
+/** The repository root, which services' entry points are relative to. */
+const repoRoot = resolve(import.meta.dirname, "..", "..");
+
+/** A service of the mesh: a principal of infra/principals.json with an `entry`, run as one or more processes. */
+export interface MeshService {
+  /** The principal it runs as; also its name for `causeway start|stop|restart|logs`. */
+  readonly name: string;
+  readonly role: RoleValue;
+  /** The NATS micro service it registers: the process is ready once this answers a ping. */
+  readonly service: string;
+  /** The entry point as principals.json writes it, relative to the repository root. */
+  readonly entry: string;
+  /** The entry point's absolute path. */
+  readonly entryPath: string;
+  /** How many processes run unless told otherwise. */
+  readonly replicas: number;
+}
 
 /** Where {@link loadLayout} reads the layout from. */
 export interface LayoutOptions {
@@ -40,8 +61,12 @@ export interface MeshLayout {
   readonly consumers: readonly ConsumerDefinition[];
   /** Every KV bucket of the mesh and how it is created. */
   readonly buckets: Readonly<Record<KvBucketValue, BucketSpec>>;
+  /** The services that run as processes, in the order principals.json declares them: what `causeway up` starts. */
+  readonly services: readonly MeshService[];
   /** Where it was read from. */
   readonly sources: { readonly principals: string; readonly streams: string };
+  /** The service called `name`; CW_ERR_UNKNOWN_PRINCIPAL (listing the services) when no principal of that name runs as a process. */
+  service(name: string): MeshService;
   /** The stream's config; CW_ERR_CONFIG when no file defines it. */
   stream(name: string): Readonly<StreamFileConfig>;
   /** The config of durable `name` on `stream`, from `streams/consumers/<stream>.<name>.json`; CW_ERR_CONFIG when there is no such file. */
@@ -97,7 +122,14 @@ export function loadLayout(opts: LayoutOptions = {}): MeshLayout {
     return Object.freeze({ type, major, config: renderSubscriptionConsumer(subscriptionTemplate, principal, type, major, prefix) });
   }));
 
-  const problems = checkAgreement(principals, prefix, byKey, capabilityConsumer, subscriptionConsumers);
+  const services = Object.freeze(Object.values(principals.principals).flatMap((p) => (p.entry === undefined || p.service === undefined ? [] : [Object.freeze({
+    name: p.name, role: p.role, service: p.service, entry: p.entry, entryPath: join(repoRoot, p.entry), replicas: p.replicas,
+  })])));
+
+  const problems = [
+    ...checkAgreement(principals, prefix, byKey, capabilityConsumer, subscriptionConsumers),
+    ...services.filter((s) => !existsSync(s.entryPath)).map((s) => `${s.name}'s entry ${s.entry} does not exist (${s.entryPath})`),
+  ];
   if (problems.length > 0) {
     throw new ConfigError(ErrorCode.Config, `the mesh layout (${principals.source}, ${streamsDir}) is inconsistent:\n  ${problems.join("\n  ")}`);
   }
@@ -109,7 +141,16 @@ export function loadLayout(opts: LayoutOptions = {}): MeshLayout {
     streams: Object.freeze(streams),
     consumers,
     buckets: MESH_BUCKETS,
+    services,
     sources: Object.freeze({ principals: principals.source, streams: streamsDir }),
+    service(name: string) {
+      const found = services.find((s) => s.name === name);
+      if (!found) {
+        const what = Object.hasOwn(principals.principals, name) ? `principal "${name}" runs no process (it has no entry)` : `no principal "${name}"`;
+        throw new ConfigError(ErrorCode.UnknownPrincipal, `${what} in ${principals.source}; its services: ${services.map((s) => s.name).join(", ") || "none"}`);
+      }
+      return found;
+    },
     stream(name: string) {
       const def = Object.hasOwn(streams, name) ? streams[name] : undefined;
       if (!def) throw new ConfigError(ErrorCode.Config, `no stream ${name} in ${streamsDir} (streams: ${Object.keys(streams).join(", ")})`);

@@ -74,6 +74,13 @@ export interface PrincipalSpec {
   readonly description: string;
   /** NATS micro service name; requests arrive on `<prefix>.ctl.<service>.*`. */
   readonly service: string | undefined;
+  /**
+   * The Node entry point that runs this principal, relative to the repository root; undefined for a principal
+   * that runs no process of the mesh (people, upstream systems). The mesh layout's `services` are these.
+   */
+  readonly entry: string | undefined;
+  /** How many processes of `entry` run by default (1 when the file says nothing). */
+  readonly replicas: number;
   readonly publish: readonly string[];
   readonly subscribe: readonly string[];
   readonly serves: readonly string[];
@@ -219,6 +226,8 @@ export function parsePrincipals(doc: unknown, source = "principals.json"): Princ
       account: accountOf(p.role),
       description: p.description,
       service: p.service,
+      entry: p.entry,
+      replicas: p.replicas ?? 1,
       // Copies, so freezing the result never freezes the caller's document.
       publish: [...(p.publish ?? [])],
       subscribe: [...(p.subscribe ?? [])],
@@ -415,6 +424,8 @@ interface RawPrincipal {
   role: RoleValue;
   description: string;
   service?: string;
+  entry?: string;
+  replicas?: number;
   publish?: string[];
   subscribe?: string[];
   serves?: string[];

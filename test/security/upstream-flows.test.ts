@@ -9,8 +9,8 @@ import { describe, test } from "node:test";
 import {
   NatsBinding, createEvent, dataJson, flowIdOf, readSeed, signEvent, signingKeyFromNkeySeed, type CloudEvent,
 } from "../../services/kit/index.ts";
-import { REFERENCE_AGENTS } from "../../services/cli/agent-processes.ts";
 import { readMessages } from "../../services/cli/flow.ts";
+import { REFERENCE_AGENTS, agentScript } from "../e2e-fixture.ts";
 import { REQUEST_SCHEMA, requestData, startGatewayMesh, type GatewayMesh } from "../gateway-fixture.ts";
 import { waitFor } from "../harness/index.ts";
 
@@ -37,7 +37,7 @@ async function events(g: GatewayMesh, stream: string, subject: string): Promise<
 describe("an upstream's flows are its own", () => {
   test("upstream flows - an upstream-supplied correlationid/causationid does not join another flow; same id from two sources, two reports", async () => {
     await using g = await startGatewayMesh();
-    for (const name of REFERENCE_AGENTS) g.mesh.spawn(`services/agents/${name}/main.ts`);
+    for (const name of REFERENCE_AGENTS) g.mesh.spawn(agentScript(name));
 
     // B starts a flow; A sends a request naming B's flow as its correlation and cause.
     const b = await g.post(body("B's request"), binary("flow-b", SOURCE_B));

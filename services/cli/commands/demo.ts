@@ -16,7 +16,7 @@ import {
 import { lineageEndpoint } from "../../lineage/contract.ts";
 import { Svcm } from "@nats-io/services";
 import { devTokenPath, ensureDevTokens } from "./tokens.ts";
-import { MESH_SERVICES, spawnAgents, waitForAgents, type AgentProcess } from "../agent-processes.ts";
+import { readinessProblems, spawnServices, waitForServices, type ServiceProcess } from "../processes.ts";
 import { applyMeshInfra, ensureIdentities, seedTrust } from "../bootstrap.ts";
 import { collectFlow, renderFlow } from "../flow.ts";
 import { natsBinary, repoRoot, spawnNatsServer, type NatsProcess } from "../nats-process.ts";
@@ -36,7 +36,7 @@ export async function run(args: string[]): Promise<number> {
   const data = dataDir();
   const demoDir = join(data, "demo");
   let server: NatsProcess | undefined;
-  let agents: AgentProcess[] = [];
+  let agents: ServiceProcess[] = [];
   let trust: TrustStore | undefined;
   const connections: NatsConnection[] = [];
   console.log("Causeway demo — a report request through planner → researcher → verifier → reporter → publisher (critical: approved, then granted), every hop signed and verified\n");
@@ -71,14 +71,17 @@ export async function run(args: string[]): Promise<number> {
     await step("trust store", () => seedTrust(operator, principals, data), (summary) => `KV ${layout.buckets[KvBucket.Trust].name}: ${summary}`);
     trust = await openTrustStore(operator);
 
-    agents = spawnAgents(MESH_SERVICES, {
+    agents = spawnServices(layout.services, {
       natsUrl: url, dataDir: data, logDir: join(demoDir, "logs"),
       // A short deadline so the demo's partial report (one finding is quarantined) comes quickly.
       env: { CAUSEWAY_REPORT_DEADLINE_MS: "3000", CAUSEWAY_REPORT_SWEEP_MS: "200", LOG_LEVEL: "info", CAUSEWAY_OUTBOX_DIR: join(demoDir, "outbox"),
         // The demo's streams are new every run, so its audit log is too (make up keeps one in the data directory).
         LINEAGE_HTTP_PORT: "0", LINEAGE_CHECKPOINT_INTERVAL_MS: "200", LINEAGE_SQLITE_PATH: join(demoDir, "lineage.db"), CAUSEWAY_GATEWAY_PORT: "0" },
     });
-    await step("services", () => waitForAgents(operator, agents), () => `${agents.map((a) => `${a.name} (pid ${a.child.pid})`).join(", ")} running; logs in ${join(demoDir, "logs")}`);
+    await step("services", async () => {
+      const problems = readinessProblems(await waitForServices(operator, agents));
+      if (problems.length > 0) throw new Error(problems.join("; "));
+    }, () => `${agents.map((a) => `${a.service.name} (pid ${a.child.pid})`).join(", ")} running; logs in ${join(demoDir, "logs")}`);
 
     // The flow starts as an upstream system starts it: a CloudEvent POSTed to the gateway over HTTP (binary
     // mode) with upstream-demo's bearer token; the gateway notarizes it and routes it to plan.v1.

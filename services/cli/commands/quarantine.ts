@@ -8,6 +8,7 @@ import {
   type ListReply, type ListRequest, type QuarantineDetail, type SettleRequest,
 } from "../../coordinator/contract.ts";
 import { operatorName, parseCommand, usageError as sharedUsageError } from "../usage.ts";
+import { table } from "../table.ts";
 
 const USAGE = `usage: causeway quarantine ls [--reason R] [--capability C] [--status S] [--since T] [--until T] [--limit N] [--json]
        causeway quarantine show <seq> [--json]
@@ -130,12 +131,6 @@ function timeArg(value: string, now = Date.now()): string | undefined {
   const age = /^([0-9]+)([smhd])$/.exec(value);
   if (age) return new Date(now - Number(age[1]) * { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[age[2] as "s" | "m" | "h" | "d"]).toISOString();
   return /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$/i.test(value) && !Number.isNaN(Date.parse(value)) ? value : undefined;
-}
-
-function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: readonly string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd();
-  return [line(header), ...rows.map(line)].join("\n");
 }
 
 function clip(text: string, max: number): string {

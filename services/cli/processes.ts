@@ -1,0 +1,186 @@
+// The mesh's services as processes, as an operator runs them: one process per replica, each connected as its
+// own principal, telemetry loaded first with --import. Which services there are, their entry points and replica
+// counts come from the layout (principals with an `entry` in infra/principals.json), never from a list here.
+// `causeway demo` spawns them as children; `causeway up|start|stop|restart|ps` run them detached and track them
+// in pid files under <data>/nats/services/, their logs in <data>/nats/logs/<service>.log.
+import { spawn, type ChildProcess } from "node:child_process";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
+import { Svcm } from "@nats-io/services";
+import type { NatsConnection, RequestManyOptions } from "@nats-io/transport-node";
+import type { MeshService } from "../kit/index.ts";
+import { repoRoot } from "./nats-process.ts";
+import { readPidFile, type PidFileState } from "./pid-files.ts";
+import { shown } from "./table.ts";
+
+/** Where `causeway up` and the service commands keep their state: `<data>/nats`. */
+export const runDir = (data: string): string => join(data, "nats");
+/** The services' log files: `<data>/nats/logs`. */
+export const logDir = (data: string): string => join(runDir(data), "logs");
+const pidDir = (data: string): string => join(runDir(data), "services");
+/** The pid file of one replica: `<data>/nats/services/<service>.<replica>.pid`. */
+export const pidFileOf = (data: string, name: string, replica: number): string => join(pidDir(data), `${name}.${replica}.pid`);
+/** The pid file of the nats-server `causeway up` runs. */
+export const serverPidFile = (data: string): string => join(runDir(data), "nats-server.pid");
+/** Its log file. */
+export const serverLogFile = (data: string): string => join(runDir(data), "nats-server.log");
+/** A service's log file in `dir`; its replicas share it (each JSON line carries its pid). */
+export const logFileOf = (dir: string, name: string): string => join(dir, `${name}.log`);
+
+/** A started replica of a service. */
+export interface ServiceProcess {
+  readonly service: MeshService;
+  /** 1, 2, …: which of the service's replicas. */
+  readonly replica: number;
+  readonly child: ChildProcess;
+  readonly logFile: string;
+  /** The log file's size when the process started: what it wrote is after this offset. */
+  readonly logOffset: number;
+  /** SIGTERM and wait for the drain (SIGKILL after `graceMs`); the exit code. */
+  stop(graceMs?: number): Promise<number | null>;
+}
+
+/** Options for {@link spawnService}. */
+export interface SpawnServiceOptions {
+  natsUrl: string;
+  dataDir: string;
+  /** Directory of the log files. */
+  logDir: string;
+  /** Extra environment (deadlines, ports, log level). */
+  env?: NodeJS.ProcessEnv;
+  /** Let the process outlive this one, in its own process group (`causeway up`, `start`). Default false. */
+  detached?: boolean;
+}
+
+/** Starts replica `replica` of `service`; stdout and stderr are appended to its log file. */
+export function spawnService(service: MeshService, replica: number, opts: SpawnServiceOptions): ServiceProcess {
+  mkdirSync(opts.logDir, { recursive: true });
+  const logFile = logFileOf(opts.logDir, service.name);
+  const out = openSync(logFile, "a");
+  const logOffset = statSync(logFile).size;
+  let child: ChildProcess;
+  try {
+    child = spawn(process.execPath, ["--import", join(repoRoot, "services", "kit", "telemetry.ts"), service.entryPath], {
+      env: { ...process.env, ...opts.env, NATS_URL: opts.natsUrl, CAUSEWAY_DATA_DIR: opts.dataDir, CAUSEWAY_PRINCIPAL: service.name },
+      stdio: ["ignore", out, out],
+      detached: opts.detached ?? false,
+    });
+  } finally {
+    closeSync(out);
+  }
+  if (opts.detached) child.unref();
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  return {
+    service, replica, child, logFile, logOffset,
+    async stop(graceMs = 10_000) {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+/** Starts every service of `services` with its replica count (the demo's mesh). */
+export function spawnServices(services: readonly MeshService[], opts: SpawnServiceOptions): ServiceProcess[] {
+  return services.flatMap((s) => Array.from({ length: s.replicas }, (_, i) => spawnService(s, i + 1, opts)));
+}
+
+/** What {@link waitForServices} found. */
+export interface Readiness {
+  /** Started processes that exited before their service answered, with how: `code 1`, `SIGKILL`. */
+  readonly failed: readonly { readonly process: ServiceProcess; readonly exit: string }[];
+  /** Services that did not answer with all their replicas within `timeoutMs`, with their log file. */
+  readonly late: readonly { readonly service: MeshService; readonly logFile: string }[];
+  readonly timeoutMs: number;
+}
+
+/** Options for {@link waitForServices}. */
+export interface WaitOptions {
+  /** Replicas of a service (by name) that were running before, which answer the ping too. */
+  running?: ReadonlyMap<string, number>;
+  timeoutMs?: number;
+  /** Called once per service when every replica of it answers, with the seconds since the wait began. */
+  onReady?: (service: MeshService, processes: readonly ServiceProcess[], seconds: number) => void;
+}
+
+/**
+ * Waits until every service of `started` answers a NATS micro-service ping with as many instances as it has
+ * replicas running, i.e. it consumes and is discoverable. A started process that exits first fails its service
+ * at once; the others are still waited for, up to `timeoutMs`.
+ */
+export async function waitForServices(nc: NatsConnection, started: readonly ServiceProcess[], opts: WaitOptions = {}): Promise<Readiness> {
+  const pingWindow: RequestManyOptions = { strategy: "timer", maxWait: 500 };
+  const client = new Svcm(nc).client(pingWindow);
+  const begun = performance.now();
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const deadline = Date.now() + timeoutMs;
+  const waiting = new Map<string, ServiceProcess[]>();
+  for (const p of started) waiting.set(p.service.name, [...(waiting.get(p.service.name) ?? []), p]);
+  const failed: { process: ServiceProcess; exit: string }[] = [];
+  while (waiting.size > 0 && Date.now() <= deadline) {
+    for (const [name, processes] of waiting) {
+      const dead = processes.filter((p) => p.child.exitCode !== null || p.child.signalCode !== null);
+      if (dead.length === 0) continue;
+      failed.push(...dead.map((p) => ({ process: p, exit: p.child.signalCode ?? `code ${p.child.exitCode}` })));
+      waiting.delete(name);
+    }
+    const answers = new Map<string, number>();
+    try {
+      for await (const info of await client.ping()) answers.set(info.name, (answers.get(info.name) ?? 0) + 1);
+    } catch {
+      // No service registered yet: nobody answers the ping. Ask again shortly.
+      await delay(100);
+    }
+    for (const [name, processes] of waiting) {
+      const service = processes[0]!.service;
+      if ((answers.get(service.service) ?? 0) < processes.length + (opts.running?.get(name) ?? 0)) continue;
+      waiting.delete(name);
+      opts.onReady?.(service, processes, (performance.now() - begun) / 1000);
+    }
+  }
+  return { failed, late: [...waiting.values()].map(([p]) => ({ service: p!.service, logFile: p!.logFile })), timeoutMs };
+}
+
+/** Why `readiness` is not all ready, one line per process or service, each naming its log; empty when all are. */
+export function readinessProblems(readiness: Readiness): string[] {
+  return [
+    ...readiness.failed.map(({ process: p, exit }) => `${p.service.name}.${p.replica} exited (${exit}) before it answered${lastLine(p) ? `: ${lastLine(p)}` : ""}; log ${shown(p.logFile)}`),
+    ...readiness.late.map((l) => `${l.service.name} did not answer within ${readiness.timeoutMs / 1000} s; log ${shown(l.logFile)}`),
+  ];
+}
+
+/**
+ * Why `process` stopped, from what it wrote to its log: the line a failed start prints on stderr
+ * (`<principal>: <reason>`), else its last line; at most 300 characters.
+ */
+function lastLine(process: ServiceProcess): string {
+  try {
+    const lines = readFileSync(process.logFile).subarray(process.logOffset).toString("utf8").trimEnd().split("\n");
+    const reason = lines.findLast((l) => l.startsWith(`${process.service.name}: `)) ?? lines.at(-1) ?? "";
+    return reason.slice(0, 300);
+  } catch {
+    return "";
+  }
+}
+
+/** A replica recorded in a pid file, checked against the process table. */
+export interface RecordedReplica {
+  readonly name: string;
+  readonly replica: number;
+  readonly pidFile: PidFileState;
+}
+
+/** Every replica with a pid file (of `name`, or of every service, whether infra still declares it or not), by name and replica. */
+export function recordedReplicas(data: string, name?: string): RecordedReplica[] {
+  const dir = pidDir(data);
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).flatMap((file) => {
+    const m = /^([a-z0-9][a-z0-9_-]*)\.([1-9][0-9]*)\.pid$/.exec(file);
+    if (!m || (name !== undefined && m[1] !== name)) return [];
+    return [{ name: m[1]!, replica: Number(m[2]), pidFile: readPidFile(join(dir, file)) }];
+  }).sort((a, b) => a.name.localeCompare(b.name) || a.replica - b.replica);
+}

@@ -1,0 +1,229 @@
+// `causeway ps | start | stop | restart | logs | down` on real processes: the services come from
+// infra/principals.json (the layout's), run detached against a real nats-server with the rendered accounts,
+// and are tracked in pid files that are checked against the process table, never trusted blindly.
+import assert from "node:assert/strict";
+import { execFile, spawn } from "node:child_process";
+import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { Svcm } from "@nats-io/services";
+import { ErrorCode, Role, defaultLayout, seedPath, type MeshService } from "../services/kit/index.ts";
+import { ensureDevTokens } from "../services/cli/commands/tokens.ts";
+import { identityFromPs, processIdentity, readPidFile } from "../services/cli/pid-files.ts";
+import { logDir, logFileOf, pidFileOf, recordedReplicas, runDir } from "../services/cli/processes.ts";
+import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
+import { repoRoot, waitFor } from "./harness/index.ts";
+
+const layout = defaultLayout();
+/** An agent of the layout: the one replicas are tried on. */
+const agent: MeshService = layout.services.find((s) => s.role === Role.Agent)!;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** The environment every `causeway` run and the services it starts get: the test's server and data dir, free HTTP ports. */
+const envOf = (mesh: OperatedMesh): NodeJS.ProcessEnv => ({
+  ...process.env, CAUSEWAY_DATA_DIR: mesh.dataDir, NATS_URL: mesh.server.url, CAUSEWAY_GATEWAY_PORT: "0", LINEAGE_HTTP_PORT: "0", LOG_LEVEL: "info",
+});
+
+/** Runs the real `causeway` command. */
+function causeway(mesh: OperatedMesh, ...args: string[]): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [join(repoRoot, "services/cli/main.ts"), ...args], { env: envOf(mesh), timeout: 90_000 }, (err, stdout, stderr) => {
+      if (err && typeof err.code !== "number") return reject(err);
+      resolve({ code: err ? Number(err.code) : 0, stdout, stderr });
+    });
+  });
+}
+
+interface PsRow {
+  service: string;
+  replica: number | null;
+  pid: number | null;
+  state: string;
+  log: string;
+  problem?: string;
+}
+
+async function ps(mesh: OperatedMesh): Promise<PsRow[]> {
+  const r = await causeway(mesh, "ps", "--json");
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as PsRow[];
+}
+
+const alive = (pid: number) => processIdentity(pid) !== undefined && !processIdentity(pid)!.zombie;
+
+/** A mesh for the services, and on dispose whatever they left running is killed (a failed test must not leak processes). */
+async function meshForServices(): Promise<OperatedMesh> {
+  const mesh = await startOperatedMesh();
+  ensureDevTokens(mesh.dataDir);
+  const dispose = mesh[Symbol.asyncDispose].bind(mesh);
+  return Object.assign(mesh, {
+    async [Symbol.asyncDispose]() {
+      for (const r of recordedReplicas(mesh.dataDir)) if (r.pidFile.state === "running") process.kill(r.pidFile.record.pid, "SIGKILL");
+      await dispose();
+    },
+  });
+}
+
+describe("services as processes", () => {
+  test("services - start runs every service infra/principals.json gives an entry; ps lists them; restart gives one new pids; down stops them all", async () => {
+    await using mesh = await meshForServices();
+    const started = await causeway(mesh, "start");
+    assert.equal(started.code, 0, started.stdout + started.stderr);
+    for (const s of layout.services) assert.match(started.stdout, new RegExp(`^✓ ${s.name} — started replica 1 \\(pid \\d+\\)`, "m"));
+
+    const rows = await ps(mesh);
+    assert.deepEqual(rows.map((r) => [r.service, r.replica, r.state]), layout.services.map((s) => [s.name, 1, "running"]));
+    for (const r of rows) {
+      assert.ok(alive(r.pid!), `${r.service} pid ${r.pid} runs`);
+      assert.equal(r.log, logFileOf(logDir(mesh.dataDir), r.service));
+    }
+    const text = await causeway(mesh, "ps");
+    assert.match(text.stdout, /^SERVICE\s+REPLICA\s+PID\s+STATE\s+UPTIME\s+LOG$/m);
+    assert.match(text.stdout, new RegExp(`^${agent.name}\\s+1\\s+\\d+\\s+running\\s+\\d+s\\s+\\S+${agent.name}\\.log$`, "m"));
+
+    // Everything already runs: start starts nothing.
+    const again = await causeway(mesh, "start", agent.name);
+    assert.equal(again.code, 0, again.stdout);
+    assert.equal(again.stdout, `= already running: ${agent.name} (pid ${rows.find((r) => r.service === agent.name)!.pid})\n`);
+
+    const before = rows.find((r) => r.service === agent.name)!.pid!;
+    const restarted = await causeway(mesh, "restart", agent.name);
+    assert.equal(restarted.code, 0, restarted.stdout + restarted.stderr);
+    assert.match(restarted.stdout, new RegExp(`^✓ stopped ${agent.name}\\.1 \\(pid ${before}\\) — drained in`, "m"));
+    const after = (await ps(mesh)).find((r) => r.service === agent.name)!;
+    assert.equal(after.state, "running");
+    assert.notEqual(after.pid, before);
+    assert.ok(!alive(before), "the old process is gone");
+
+    const down = await causeway(mesh, "down");
+    assert.equal(down.code, 0, down.stdout + down.stderr);
+    for (const r of rows.filter((x) => x.service !== agent.name)) assert.match(down.stdout, new RegExp(`^✓ stopped ${r.service}\\.1 \\(pid ${r.pid}\\)`, "m"));
+    assert.match(down.stdout, /^no nats-server running$/m, "this mesh's server is the test's, not one `up` started");
+    for (const r of [...rows, after]) assert.ok(!alive(r.pid!), `${r.service} pid ${r.pid} stopped`);
+    assert.deepEqual(readdirSync(join(runDir(mesh.dataDir), "services")), []);
+    assert.deepEqual((await ps(mesh)).map((r) => r.state), layout.services.map(() => "stopped"));
+  });
+
+  test("services - --replicas 2 runs two processes; logs shows their output; a stale pid file is reported, never signalled; stop stops both", async () => {
+    await using mesh = await meshForServices();
+    const started = await causeway(mesh, "start", agent.name, "--replicas", "2");
+    assert.equal(started.code, 0, started.stdout + started.stderr);
+    const rows = (await ps(mesh)).filter((r) => r.service === agent.name);
+    assert.deepEqual(rows.map((r) => [r.replica, r.state]), [[1, "running"], [2, "running"]]);
+    const [one, two] = rows.map((r) => r.pid!);
+    assert.notEqual(one, two);
+    // Both answer as the agent's micro service.
+    const pings = await waitFor(async () => {
+      const infos = [];
+      for await (const info of await new Svcm(mesh.operator).client({ strategy: "timer", maxWait: 500 }).ping(agent.service)) infos.push(info);
+      return infos.length === 2 && infos;
+    }, { what: "two instances answering" });
+    assert.equal(pings.length, 2);
+
+    // The log is the service's output: JSON lines of both replicas, each with its pid.
+    const logs = await causeway(mesh, "logs", agent.name, "-n", "200");
+    assert.equal(logs.code, 0, logs.stderr);
+    for (const pid of [one, two]) assert.match(logs.stdout, new RegExp(`"pid":${pid},.*"name":"${agent.name}"`));
+
+    // Following the log while replica 1 drains shows its drain as it happens.
+    const follow = spawn(process.execPath, [join(repoRoot, "services/cli/main.ts"), "logs", agent.name, "-f", "-n", "0"], { env: envOf(mesh), stdio: ["ignore", "pipe", "pipe"] });
+    let followed = "";
+    follow.stdout.setEncoding("utf8").on("data", (c: string) => { followed += c; });
+    const followExit = new Promise((r) => follow.once("exit", r));
+    try {
+      // Replica 2 dies without a drain: its pid file is stale (process gone). Replica 3's pid file names a live
+      // process that is not the agent (the test's own nats-server): stale too, and never signalled.
+      process.kill(two!, "SIGKILL");
+      await waitFor(() => !alive(two!), { what: "replica 2 gone" });
+      const serverPid = mesh.server.pid;
+      writeFileSync(pidFileOf(mesh.dataDir, agent.name, 3), JSON.stringify({ ...readPidFile(pidFileOf(mesh.dataDir, agent.name, 2)).record, pid: serverPid }));
+
+      const stale = await ps(mesh);
+      const mine = stale.filter((r) => r.service === agent.name);
+      assert.deepEqual(mine.map((r) => [r.replica, r.state]), [[1, "running"], [2, "exited"], [3, "exited"]]);
+      assert.match(mine[1]!.problem!, new RegExp(`stale pid file .*${agent.name}\\.2\\.pid: process ${two} is not running`));
+      assert.match(mine[2]!.problem!, new RegExp(`pid ${serverPid} is now another process`));
+      const table = await causeway(mesh, "ps");
+      assert.match(table.stdout, new RegExp(`^! ${agent.name}\\.2: stale pid file`, "m"));
+
+      const stopped = await causeway(mesh, "stop", agent.name);
+      assert.equal(stopped.code, 0, stopped.stdout + stopped.stderr);
+      assert.match(stopped.stdout, new RegExp(`^! ${agent.name}\\.2: stale pid file — process ${two} is not running; removed$`, "m"));
+      assert.match(stopped.stdout, new RegExp(`^! ${agent.name}\\.3: stale pid file — pid ${serverPid} is now another process`, "m"));
+      assert.match(stopped.stdout, new RegExp(`^✓ stopped ${agent.name}\\.1 \\(pid ${one}\\) — drained in`, "m"));
+      assert.ok(!alive(one!), "replica 1 stopped");
+      assert.ok(alive(serverPid), "the process a stale pid file named was not signalled");
+      assert.deepEqual(recordedReplicas(mesh.dataDir), [], "every pid file removed");
+      await waitFor(() => followed.includes(`"pid":${one},`) && followed.includes("draining"), { what: "logs -f to show replica 1 draining" });
+    } finally {
+      follow.kill("SIGTERM");
+      await followExit;
+    }
+    assert.equal(follow.exitCode, 0);
+  });
+
+  test("services - --replicas on a running service scales it to exactly that many; restart brings a crashed replica back; down stops replicas started by hand", async () => {
+    await using mesh = await meshForServices();
+    assert.equal((await causeway(mesh, "start", agent.name, "--replicas", "3")).code, 0);
+    const three = (await ps(mesh)).filter((r) => r.service === agent.name);
+    assert.deepEqual(three.map((r) => r.state), ["running", "running", "running"]);
+    const scaled = await causeway(mesh, "start", agent.name, "--replicas", "1");
+    assert.equal(scaled.code, 0, scaled.stdout);
+    assert.match(scaled.stdout, new RegExp(`^✓ stopped ${agent.name}\\.3 \\(pid ${three[2]!.pid}\\)`, "m"));
+    assert.match(scaled.stdout, new RegExp(`^= already running: ${agent.name} \\(pid ${three[0]!.pid}\\)$`, "m"));
+    assert.deepEqual((await ps(mesh)).filter((r) => r.service === agent.name).map((r) => r.pid), [three[0]!.pid]);
+
+    assert.equal((await causeway(mesh, "start", agent.name, "--replicas", "2")).code, 0);
+    // A replica that crashed is restarted with the others: its pid file says it was meant to run.
+    const crashed = (await ps(mesh)).find((r) => r.service === agent.name && r.replica === 2)!.pid!;
+    process.kill(crashed, "SIGKILL");
+    await waitFor(() => !alive(crashed), { what: "replica 2 gone" });
+    const restarted = await causeway(mesh, "restart", agent.name);
+    assert.equal(restarted.code, 0, restarted.stdout);
+    assert.match(restarted.stdout, new RegExp(`^! ${agent.name}\\.2: stale pid file — process ${crashed} is not running; removed$`, "m"));
+    assert.match(restarted.stdout, new RegExp(`^✓ ${agent.name} — started replica 1 \\(pid \\d+\\), replica 2 \\(pid \\d+\\)`, "m"));
+    const down = await causeway(mesh, "down");
+    assert.equal(down.code, 0, down.stdout);
+    assert.equal(down.stdout.match(new RegExp(`^✓ stopped ${agent.name}\\.\\d`, "gm"))?.length, 2);
+    assert.deepEqual(recordedReplicas(mesh.dataDir), []);
+  });
+
+  test("services - refusals: an unknown service, a principal without an entry, --replicas without a service, an unreachable server, a service that exits at start", async () => {
+    await using mesh = await meshForServices();
+    const unknown = await causeway(mesh, "start", "nobody");
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, new RegExp(`no principal "nobody" in .*; its services: ${layout.services.map((s) => s.name).join(", ")} \\(${ErrorCode.UnknownPrincipal}\\)`));
+    const person = Object.values(layout.principals.principals).find((p) => p.entry === undefined)!;
+    const noEntry = await causeway(mesh, "stop", person.name);
+    assert.equal(noEntry.code, 1);
+    assert.match(noEntry.stderr, new RegExp(`principal "${person.name}" runs no process \\(it has no entry\\).*\\(${ErrorCode.UnknownPrincipal}\\)`));
+    const usage = await causeway(mesh, "start", "--replicas", "2");
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, new RegExp(`--replicas needs a service.*\\(${ErrorCode.Usage}\\)`));
+    const badCount = await causeway(mesh, "restart", agent.name, "--replicas", "0");
+    assert.equal(badCount.code, 2);
+    const unreachable = await causeway(mesh, "start", agent.name, "--server", "nats://127.0.0.1:1");
+    assert.equal(unreachable.code, 1);
+    assert.match(unreachable.stderr, new RegExp(`cannot reach the NATS server nats://127\\.0\\.0\\.1:1 as the operator.*\\(${ErrorCode.Unavailable}\\)`));
+    assert.equal(existsSync(pidFileOf(mesh.dataDir, agent.name, 1)), false, "nothing was started");
+    const nothing = await causeway(mesh, "stop");
+    assert.deepEqual([nothing.code, nothing.stdout.trim()], [0, "no service is running"]);
+
+    // A service that exits at start (here: its seed is gone) fails the start, with its last words and its log.
+    rmSync(seedPath(agent.name, mesh.dataDir));
+    const failed = await causeway(mesh, "start", agent.name);
+    assert.equal(failed.code, 1, failed.stdout);
+    assert.match(failed.stdout, new RegExp(`^✗ ${agent.name}\\.1 exited \\(code 1\\) before it answered: ${agent.name}: no seed for principal "${agent.name}".*; log \\S+${agent.name}\\.log \\(${ErrorCode.Unavailable}\\)$`, "m"));
+    assert.deepEqual(recordedReplicas(mesh.dataDir), [], "no pid file is left for it");
+  });
+
+  test("services - a process's identity from ps matches /proc's, so systems without /proc check pid files too", () => {
+    assert.equal(identityFromPs(process.pid)?.command, processIdentity(process.pid)?.command);
+    assert.equal(identityFromPs(2 ** 22 + 1), undefined);
+  });
+});
