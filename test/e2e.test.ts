@@ -5,7 +5,7 @@ import { describe, test } from "node:test";
 import { jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, createEvent, deriveEventId, flowIdOf, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent,
+  NatsBinding, createEvent, defaultLayout, deriveEventId, flowIdOf, parseFactRef, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent,
 } from "../services/kit/index.ts";
 import { collectFlow, readMessages } from "../services/cli/flow.ts";
 import { REFERENCE_AGENTS, agentScript, startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
@@ -47,7 +47,7 @@ describe("end to end, agents as processes", () => {
     };
     assert.equal(flow.length, 1);
     walk(flow[0]!, 0);
-    assert.deepEqual(chain.filter((c) => !c.includes("report.published")).sort(), [
+    assert.deepEqual(chain.filter((c) => !c.includes("report.published") && !c.includes("report.summarized")).sort(), [
       "0:report.requested:gateway",
       "1:research.task.created:planner", "1:research.task.created:planner",
       "2:research.finding.created:researcher", "2:research.finding.created:researcher",
@@ -55,8 +55,15 @@ describe("end to end, agents as processes", () => {
     ]);
     // The report as a fact, and the same report handed to the critical publish.v1 (held in MESH_HANDOFF: no coordinator here).
     assert.equal(chain.filter((c) => c.endsWith(":report.published:reporter")).length, 2);
+    // Every agent subscribing to the fact reacted once, caused by it (the reference listener: the summarizer).
+    const listeners = Object.values(defaultLayout().principals.principals).filter((p) => p.subscribes.includes("report.published.v1"));
+    assert.ok(listeners.length > 0);
+    const reactions = (n: (typeof flow)[number]): string[] => [
+      ...(n.event.type === "report.published" && n.stream === "MESH_EVT" ? n.children.map((c) => c.principal!) : []), ...n.children.flatMap(reactions),
+    ];
+    assert.deepEqual(reactions(flow[0]!).sort(), listeners.map((p) => p.name).sort(), "each subscriber reacted once to the fact");
     for (const p of procs) p.child.kill("SIGTERM");
-    assert.deepEqual(await Promise.all(procs.map((p) => p.exited)), [0, 0, 0, 0], "every agent drains and exits 0");
+    assert.deepEqual(await Promise.all(procs.map((p) => p.exited)), procs.map(() => 0), "every agent drains and exits 0");
   });
 
   test("e2e - an agent SIGKILLed mid-handler: the input is redelivered and exactly one set of outputs exists", async () => {
@@ -107,10 +114,13 @@ describe("end to end, agents as processes", () => {
     const cli = { server: mesh.server.url, nkey: `${mesh.dataDir}/keys/operator.nk` };
     const services = await waitFor(async () => {
       const list = await runNatsJson<{ name: string; metadata: Record<string, string> }[]>(["--inbox-prefix", "_INBOX_operator", "micro", "ls", "--json"], cli);
-      return list.length === 4 && list;
-    }, { what: "four services", timeoutMs: 20_000 });
-    assert.deepEqual(Object.fromEntries(services.map((s) => [s.name, s.metadata.capability])), {
-      planner: "plan.v1", researcher: "research.v1", verifier: "verify.v1", reporter: "report.v1",
-    });
+      return list.length === REFERENCE_AGENTS.length && list;
+    }, { what: `${REFERENCE_AGENTS.length} services`, timeoutMs: 20_000 });
+    const { principals } = defaultLayout();
+    assert.deepEqual(Object.fromEntries(services.map((s) => [s.name, s.metadata.capability])), Object.fromEntries(REFERENCE_AGENTS.map((name) => [name, principals.principals[name]!.serves[0]])));
+    for (const s of services) {
+      const facts = principals.principals[s.name]!.subscribes.map((ref) => { const f = parseFactRef(ref)!; return `mesh.evt.${f.type}.v${f.major}`; });
+      assert.equal(s.metadata.subscribes, facts.length > 0 ? facts.join(",") : undefined, `${s.name}: its subscriptions in the service metadata`);
+    }
   });
 });

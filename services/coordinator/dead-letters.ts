@@ -105,7 +105,7 @@ export const start: StartModule = async (deps): Promise<CoordinatorModule> => {
       log.warn({ original: what, kind }, "dead letter gone before it could be quarantined; advisory kept");
       return;
     }
-    const digest = digestOf(original.data), tokens = quarantineTokensFor((s) => deps.subjects.parse(s), original.subject);
+    const digest = digestOf(original.data), tokens = quarantineTokensFor(deps.layout, original.subject);
     if (await kept((c) => c.dataDigest === digest && c.originalSubject === original.subject && tokens.includes(c.token))) return;
     await keep(
       { subject: original.subject, stream: advisory.stream, seq: advisory.stream_seq, consumer: advisory.consumer, headers: original.header, data: original.data },

@@ -15,9 +15,9 @@ import type { Logger } from "pino";
 import {
   CausewayError, DecisionKind, ErrorCode, NatsBinding, QUARANTINE_DETAIL_MAX_BYTES, QUARANTINE_FIELD_MAX_BYTES, QuarantineHeader, StreamName, boundedText,
   acceptanceOf, dataJson, decisionEvent, decisionSchema, decisionSubjectOf, MsgIdKind, addControlEndpoint, confirmDuplicate, isCausewayError, isExpired,
-  msgId, permissionDenied, publishDecision, readAcceptsDeclaration, readStream, sameBytes, storedMessage,
+  msgId, permissionDenied, subscribersOf, publishDecision, readAcceptsDeclaration, readStream, sameBytes, storedMessage,
 } from "../kit/index.ts";
-import type { DecisionKindValue, ParsedSubject, TrustedEvent } from "../kit/index.ts";
+import type { DecisionKindValue, EvtSubject, MeshLayout, ParsedSubject, TrustedEvent } from "../kit/index.ts";
 import {
   quarantineList, quarantineReject, quarantineRelease, quarantineShow, requesterOf,
   type Check, type ListReply, type ListRequest, type QuarantineDetail, type QuarantineEntry, type RejectReply, type ReleaseReply, type SettleRequest,
@@ -61,11 +61,19 @@ function serialized(fn: () => Promise<void>): () => Promise<void> {
   return () => (chain = chain.catch(() => undefined).then(fn));
 }
 
-/** The quarantine subject tokens under which a copy of an original on `subject` may legitimately be stored. */
-export function quarantineTokensFor(parse: (subject: string) => ParsedSubject, subject: string): readonly string[] {
+/**
+ * The quarantine subject tokens under which a copy of an original on `subject` may legitimately be stored: its
+ * capability's; for an ingest original also `ingest` (the gateway's; the coordinator's is `_ingest`); for a fact,
+ * besides the coordinator's `_evt`, the capability of each agent subscribing to it (principals.json `subscribes`),
+ * which quarantines under its own capability what it cannot take.
+ */
+export function quarantineTokensFor(layout: Pick<MeshLayout, "subjects" | "principals">, subject: string): readonly string[] {
+  const parse = (s: string) => layout.subjects.parse(s);
   const token = capabilityToken(parse, subject);
-  // The gateway quarantines ingest originals under `ingest` (services/gateway), the coordinator under `_ingest`.
-  return token === "_ingest" ? [token, "ingest"] : [token];
+  if (token === "_ingest") return [token, "ingest"];
+  if (token !== "_evt") return [token];
+  const fact = parse(subject) as EvtSubject;
+  return [token, ...subscribersOf(layout.principals, fact).flatMap((p) => p.serves.map((ref) => layout.principals.capabilities[ref]!.name))];
 }
 
 /** SHA-256 of a quarantined original's bytes (hex). */
@@ -385,7 +393,7 @@ export function createQuarantineOps(deps: CoordinatorDeps, log: Logger = deps.lo
     if (target.kind === "cap" && deps.policy.policy().of(target.capability, target.major)?.critical) {
       return `${subject} is a critical capability: work reaches it only through a grant, so the producer must hand it off again`;
     }
-    const tokens = quarantineTokensFor((s) => deps.subjects.parse(s), subject);
+    const tokens = quarantineTokensFor(deps.layout, subject);
     if (!tokens.includes(indexed.capability)) {
       return `the entry was quarantined under ${indexed.capability}, which does not take ${subject}`;
     }

@@ -27,6 +27,14 @@ export interface AgentDefinition<In = unknown> {
    */
   accepts: Readonly<Record<string, string>>;
   /**
+   * Facts it reacts to, besides the work addressed to its capability: per fact type, the dataschema it was
+   * written against (read like `accepts`: that version or an older minor of its major). Each arrives through a
+   * durable of its own on MESH_EVT, `<prefix>.evt.<type>.v<major>`, which principals.json declares (`subscribes`:
+   * `"<type>.v<major>"`), so every subscribing agent gets each fact once and its replicas share it; the producer
+   * never changes. The handler gets facts like any input (`input.event.type` tells them apart). Default: none.
+   */
+  subscribes?: Readonly<Record<string, string>>;
+  /**
    * Output event types it may emit, each with its `dataschema`, or several versions of it during a migration
    * (`["…/1.1.0", "…/2.0.0"]`; {@link Emit.dataschema} chooses). Outputs of other types are refused.
    */
@@ -43,7 +51,7 @@ export interface AgentDefinition<In = unknown> {
    * keeps a replay after JetStream's duplicate window from running it twice. Default false.
    */
   sideEffects?: boolean;
-  /** Handlers running at once in this process. Default 8. */
+  /** Handlers running at once in this process, per durable it consumes (its capability's, each subscription's). Default 8. */
   concurrency?: number;
   /**
    * The capability is critical: work arrives only after the coordinator granted it, and the runtime claims the

@@ -1,11 +1,12 @@
-// The agent runtime: one durable pull consumer per capability shared by every replica, and per message the
+// The agent runtime: one durable pull consumer per capability shared by every replica (and one per subscribed
+// fact, on MESH_EVT, shared the same way), and per message the
 // pipeline of DESIGN.md in its order — decode, verify, dedupe, expiry, schema, policy, handler, publish, ack.
 // Steps 1–6 fail into quarantine (original bytes kept, then the original is terminated); handler failures are
 // retried with the consumer's backoff and, on the last allowed delivery, quarantined as max_deliveries.
 // Outputs are signed with derived ids and published concurrently; the input is acked only after JetStream
 // acknowledged every output. Nothing is dropped: each message is acked, terminated after a quarantine copy
 // exists, or left pending for redelivery.
-import { jetstream, jetstreamManager, type ConsumerConfig, type JsMsg } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, type ConsumerConfig, type ConsumerInfo, type JsMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { Svcm, type Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -24,12 +25,13 @@ import { KvBucket } from "./buckets.ts";
 import { consumeDurable, type DurableConsumer } from "./consumer.ts";
 import { isConsumerNotFound } from "./jetstream-errors.ts";
 import { defaultLayout, type MeshLayout } from "./layout.ts";
+import type { FactRef } from "./principals.ts";
 import { createAgentMetrics } from "./metrics.ts";
 import { encodeLease, leaseKey, openLeases, readLease, type Lease } from "./leases.ts";
 import { openProcessedSet, type ProcessedSet } from "./processed.ts";
 import { quarantine } from "./quarantine.ts";
 import { createSchemaRegistry, type SchemaRegistry } from "./schemas.ts";
-import { compileAccepts, compileEmits, declareAccepts } from "./schema-versions.ts";
+import { compileAccepts, compileEmits, declareAccepts, parseSchemaVersion, type AcceptedInputs } from "./schema-versions.ts";
 import { createStreamPublisher } from "./stream-publisher.ts";
 import { MsgIdKind, msgId } from "./msg-ids.ts";
 import { StreamName, inboxPrefix, type MeshSubjects } from "./subjects.ts";
@@ -72,7 +74,6 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   checkDefinition(def);
   const layout = opts.layout ?? defaultLayout();
   const subjects = layout.subjects;
-  const inputSubject = subjects.capability(def.capability, def.major);
   if (opts.signingKey.keyid !== opts.trust.entry(opts.signingKey.keyid)?.keyid) {
     throw new CausewayError(ErrorCode.UnknownKey, `${def.principal}'s key ${opts.signingKey.keyid} is not in the trust store: run \`causeway trust seed\``);
   }
@@ -95,21 +96,35 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const switchSubject = Object.freeze({ capability: def.capability, major: def.major, principal: def.principal });
 
   const jsm = await jetstreamManager(nc);
-  const consumerConfig = { ...layout.capabilityConsumer(def.capability, def.major), ...opts.consumer } as ConsumerConfig;
-  const durable = consumerConfig.durable_name!;
-  const info = await jsm.consumers.info(StreamName.Cap, durable).catch(async (err: unknown) => {
-    if (!isConsumerNotFound(err)) throw err;
-    const pausedNow = switches.isPaused(switchSubject);
-    return jsm.consumers.add(StreamName.Cap, pausedNow ? { ...consumerConfig, pause_until: pausedNow.expires_at ?? PAUSED_UNTIL_RESUMED } : consumerConfig);
-  });
+  /** Binds to (or creates, paused during a pause) one durable of this agent, and reads what its deliveries follow. */
+  const openInlet = async (stream: string, config: ConsumerConfig, inputs: AcceptedInputs, fact?: FactRef): Promise<Inlet> => {
+    const durable = config.durable_name!;
+    const info = await jsm.consumers.info(stream, durable).catch(async (err: unknown) => {
+      if (!isConsumerNotFound(err)) throw err;
+      const pausedNow = switches.isPaused(switchSubject);
+      return jsm.consumers.add(stream, pausedNow ? { ...config, pause_until: pausedNow.expires_at ?? PAUSED_UNTIL_RESUMED } : config);
+    });
+    return {
+      stream, durable, subject: config.filter_subject!, inputs, info, ...(fact && { fact }),
+      // The stream's duplicate window: an input stored later than its signed time plus this may be a replay that
+      // JetStream no longer recognizes, and only such an input is looked up in the processed set.
+      duplicateWindowMs: ((await jsm.streams.info(stream)).config.duplicate_window ?? 120e9) / 1e6,
+      maxDeliver: info.config.max_deliver ?? -1,
+      backoffMs: (info.config.backoff ?? []).map((ns) => ns / 1e6),
+      ackWaitMs: (info.config.ack_wait ?? 30e9) / 1e6,
+    };
+  };
+  // The capability's shared durable, then one durable per subscribed fact (principals.json `subscribes`).
+  const capabilityInlet = await openInlet(StreamName.Cap, { ...layout.capabilityConsumer(def.capability, def.major), ...opts.consumer } as ConsumerConfig, acceptedInputs);
   // What this agent accepts, on the durable, for the coordinator's release pre-check (schema-versions.ts).
-  await declareAccepts(jsm, info, { accepts: def.accepts, by: def.principal, version: def.version });
-  // The stream's duplicate window: an input stored later than its signed time plus this may be a replay that
-  // JetStream no longer recognizes, and only such an input is looked up in the processed set.
-  const duplicateWindowMs = ((await jsm.streams.info(StreamName.Cap)).config.duplicate_window ?? 120e9) / 1e6;
-  const maxDeliver = info.config.max_deliver ?? -1;
-  const backoffMs = (info.config.backoff ?? []).map((ns) => ns / 1e6);
-  const ackWaitMs = (info.config.ack_wait ?? 30e9) / 1e6;
+  await declareAccepts(jsm, capabilityInlet.info, { accepts: def.accepts, by: def.principal, version: def.version });
+  const inlets: Inlet[] = [capabilityInlet];
+  for (const { type, major, config } of subscriptionsOf(def, layout, schemas)) {
+    const inputs = compileAccepts(schemas, { [type]: def.subscribes![type]! }, `${def.principal}'s subscription to ${type}.v${major}`);
+    inlets.push(await openInlet(StreamName.Evt, { ...config, ...opts.consumer } as ConsumerConfig, inputs, { type, major }));
+  }
+  const inputSubject = capabilityInlet.subject;
+  const durable = capabilityInlet.durable;
   const js = jetstream(nc);
 
   const counters = { processed: 0, failed: 0, quarantined: 0, replays: 0, inFlight: 0, handlerTotalMs: 0, handlerRuns: 0, handlerMaxMs: 0 };
@@ -165,7 +180,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     }
   };
 
-  const handle = async (msg: JsMsg) => {
+  const handle = async (inlet: Inlet, msg: JsMsg) => {
+    const { ackWaitMs, backoffMs, maxDeliver } = inlet;
     // Signed into every output as `startedat`: lineage's queue wait and processing time come from it.
     const startedAt = new Date().toISOString();
     // The per-event child logger is built on first use: most inputs never log, and building one costs µs.
@@ -181,16 +197,17 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       return toQuarantine(msg, quarantineReasonOf(err), e.message, e.code, log());
     }
     const verified = trusted.event;
-    const span = startProcessSpan(msg.subject, verified, { consumer: durable, deliveryCount: msg.info.deliveryCount });
+    const span = startProcessSpan(msg.subject, verified, { consumer: inlet.durable, deliveryCount: msg.info.deliveryCount });
     logFields = () => ({ eventId: verified.id, correlationId: String(verified.extensions.correlationid ?? verified.id), ...spanIds(span, verified) });
     try {
-      // 2b. policy: may this principal address this capability at all?
-      if (!opts.trust.mayAddress(trusted.entry, def.capability, def.major)) {
+      // 2b. policy: may this principal address this capability at all? (A fact addresses nobody: its signer may
+      // emit its type — the trust store checked that — and the server let it publish on the fact's subject.)
+      if (inlet.fact === undefined && !opts.trust.mayAddress(trusted.entry, def.capability, def.major)) {
         return await toQuarantine(msg, QuarantineReason.PolicyDenied, `${trusted.entry.principal} may not address ${def.capability}.v${def.major}`, ErrorCode.UnauthorizedAddress, log());
       }
       // 3. dedupe: a replay of an input already handled is absorbed. Within the duplicate window JetStream
       // recognizes republished outputs; past it (a late input) or for side effects, the processed set decides.
-      const late = lateBy(msg, trusted.signedAt, duplicateWindowMs) > 0;
+      const late = lateBy(msg, trusted.signedAt, inlet.duplicateWindowMs) > 0;
       if ((late || def.sideEffects) && (await processed.has(verified))) {
         counters.replays++;
         if (debugOn) log().debug("replay absorbed");
@@ -202,7 +219,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         return await toQuarantine(msg, QuarantineReason.Expired, `expired at ${String(verified.extensions.expirytime)}`, ErrorCode.Expired, log());
       }
       // 5. schema: only accepted types, in a version the capability reads, each validated against its own dataschema.
-      const accepted = acceptedInputs.check(verified);
+      const accepted = inlet.inputs.check(verified);
       if (!accepted.ok) return await toQuarantine(msg, accepted.reason, accepted.detail, accepted.code, log());
       let data: unknown;
       try {
@@ -218,7 +235,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       if (verdict) return await toQuarantine(msg, verdict.reason, verdict.detail, ErrorCode.PolicyVerdict, log());
       // 6b. critical work: only under the coordinator's grant for exactly this event, at most once per grant.
       let claim: { key: string; revision: number; lease: Lease } | undefined;
-      if (leases) {
+      if (leases && inlet.fact === undefined) {
         const outcome = await claimLease(leases, def, verified, trusted.verification.coreDigest);
         if (outcome.kind === "done") {
           counters.replays++;
@@ -302,7 +319,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // --- consuming: the kit's durable-consumer runtime, with the pipeline as its handler -------------------
 
   // Registered before consuming, so a failure here leaves nothing running.
-  const service = await registerService(nc, def, inputSubject, durable, stats, { subjects, log: baseLog });
+  const service = await registerService(nc, def, inlets, stats, { subjects, log: baseLog });
   // Say so once when a switch pauses or resumes this agent (the check per message allocates nothing).
   let pausedBy = switches.isPaused(switchSubject);
   if (pausedBy) baseLog.warn({ scope: pausedBy.scope, target: pausedBy.target, reason: pausedBy.reason, by: pausedBy.by, until: pausedBy.expires_at }, "paused by a kill switch");
@@ -317,10 +334,10 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // js.publish per output. Agents connect as their principal, whose inbox prefix their permissions allow.
   const publisher = createStreamPublisher(nc, inboxPrefix(def.principal));
   const concurrency = def.concurrency ?? DEFAULT_CONCURRENCY;
-  let consumer: DurableConsumer;
+  const consumers: DurableConsumer[] = [];
   try {
-    consumer = await consumeDurable(nc, {
-      stream: StreamName.Cap, durable, concurrency, log: baseLog,
+    for (const inlet of inlets) consumers.push(await consumeDurable(nc, {
+      stream: inlet.stream, durable: inlet.durable, concurrency, log: baseLog,
       handler: async (msg) => {
         // Kill switch: the server stops delivering once the coordinator pauses the consumer; what was already
         // pulled is handed back untouched (no verify, no handler) and waits for the resume.
@@ -331,14 +348,15 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         counters.inFlight++;
         metrics.inFlight(1);
         try {
-          await handle(msg);
+          await handle(inlet, msg);
         } finally {
           counters.inFlight--;
           metrics.inFlight(-1);
         }
       },
-    });
+    }));
   } catch (err) {
+    await Promise.all(consumers.map((c) => c.stop()));
     unwatchSwitches();
     publisher.close();
     await service.stop().catch(() => undefined);
@@ -348,14 +366,14 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
 
   // Started means answering: the server has the endpoints' subscriptions before anyone is told the agent runs.
   await nc.flush();
-  baseLog.info({ subject: inputSubject, consumer: durable, concurrency }, "agent started");
+  baseLog.info({ subject: inputSubject, consumer: durable, subscriptions: inlets.slice(1).map((i) => i.subject), concurrency }, "agent started");
 
   let stopping: Promise<void> | undefined;
   const stop = () => {
     stopping ??= (async () => {
       shutdown.abort();
       unwatchSwitches();
-      await consumer.stop();
+      await Promise.all(consumers.map((c) => c.stop()));
       await service.stop().catch(() => undefined);
       publisher.close();
       if (opts.switches === undefined) await switches.close().catch(() => undefined);
@@ -366,7 +384,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // One loss signal: the consumer gone (or its connection closed), or a trust store or switch bucket deleted —
   // which can deliver no more revocations or pauses. The agent stops rather than act on what was loaded; the
   // inputs wait in the stream for a restart.
-  const lost = Promise.race([consumer.lost, opts.trust.lost, switches.lost]).then((err) => {
+  const lost = Promise.race([...consumers.map((c) => c.lost), opts.trust.lost, switches.lost]).then((err) => {
     baseLog.error({ err }, "the agent stops: something it depends on is gone");
     void stop();
     return err;
@@ -429,6 +447,44 @@ async function claimLease(kv: KV, def: AgentDefinition, event: CloudEvent, coreD
   return refuse(ErrorCode.LeaseHeld, `lease ${key} keeps changing under us: another holder is active`);
 }
 
+/** One durable the agent consumes, with what its deliveries follow and what arrives through it. */
+interface Inlet {
+  readonly stream: string;
+  readonly durable: string;
+  /** Its filter subject: the capability's, or the subscribed fact's. */
+  readonly subject: string;
+  /** Step 5 for what arrives here: the capability's `accepts`, or the subscribed fact type alone. */
+  readonly inputs: AcceptedInputs;
+  /** The subscribed fact; undefined for the capability's durable. */
+  readonly fact?: FactRef;
+  readonly info: ConsumerInfo;
+  readonly duplicateWindowMs: number;
+  readonly maxDeliver: number;
+  readonly backoffMs: readonly number[];
+  readonly ackWaitMs: number;
+}
+
+/**
+ * The agent's subscriptions with their consumers: `def.subscribes` (type → the dataschema it reads) must name
+ * exactly the facts its principal `subscribes` to in principals.json, each with the major of its dataschema —
+ * the durables and permissions are rendered from there. CW_ERR_CONFIG naming the difference otherwise.
+ */
+function subscriptionsOf(def: AgentDefinition, layout: MeshLayout, schemas: SchemaRegistry): MeshLayout["subscriptionConsumers"] extends (p: string) => infer R ? R : never {
+  const declared = layout.subscriptionConsumers(def.principal);
+  const wanted = Object.entries(def.subscribes ?? {}).map(([type, dataschema]) => {
+    if (!schemas.has(dataschema)) throw new SchemaError(ErrorCode.UnknownSchema, `subscribes: no schema has $id ${dataschema} (for ${type})`);
+    const major = parseSchemaVersion(dataschema)?.major;
+    if (major === undefined) throw new ConfigError(ErrorCode.Config, `subscribes: ${type}'s dataschema ${dataschema} has no <major>.<minor>.<patch> version, so its fact subject has no major`);
+    return `${type}.v${major}`;
+  });
+  const have = declared.map((d) => `${d.type}.v${d.major}`);
+  const missing = wanted.filter((ref) => !have.includes(ref)), extra = have.filter((ref) => !wanted.includes(ref));
+  if (missing.length > 0 || extra.length > 0) {
+    throw new ConfigError(ErrorCode.Config, `agent ${def.principal}: its definition subscribes to ${wanted.join(", ") || "nothing"}, ${layout.sources.principals} to ${have.join(", ") || "nothing"}${missing.length > 0 ? `; add ${missing.map((r) => `"${r}"`).join(", ")} to its "subscribes"` : ""}${extra.length > 0 ? `; ${extra.join(", ")} would have a durable nobody consumes: remove it there or subscribe to it here` : ""}`);
+  }
+  return declared;
+}
+
 const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/;
 
 /** Refuses a definition that could only fail later, with the field named. */
@@ -452,12 +508,16 @@ function spanIds(span: ReturnType<typeof startProcessSpan>, event: CloudEvent): 
 }
 
 /** Registers the agent as a NATS micro service: `nats micro ls` lists it, `nats micro stats` shows its counters. */
-async function registerService(nc: NatsConnection, def: AgentDefinition, input: string, durable: string, stats: () => AgentStats, on: { subjects: MeshSubjects; log: Logger }): Promise<Service> {
+async function registerService(nc: NatsConnection, def: AgentDefinition, inlets: readonly Inlet[], stats: () => AgentStats, on: { subjects: MeshSubjects; log: Logger }): Promise<Service> {
+  const [capability, ...subscriptions] = inlets;
   const service = await new Svcm(nc).add({
     name: def.principal,
     version: def.version,
     description: def.description,
-    metadata: { capability: `${def.capability}.v${def.major}`, subject: input, consumer: durable, accepts: Object.keys(def.accepts).join(","), emits: Object.keys(def.emits).join(",") },
+    metadata: {
+      capability: `${def.capability}.v${def.major}`, subject: capability!.subject, consumer: capability!.durable, accepts: Object.keys(def.accepts).join(","),
+      emits: Object.keys(def.emits).join(","), ...(subscriptions.length > 0 && { subscribes: subscriptions.map((i) => i.subject).join(",") }),
+    },
     statsHandler: () => Promise.resolve(stats()),
   });
   // The stats endpoint on the agent's control subject: `nats req mesh.ctl.<principal>.stats ''`.

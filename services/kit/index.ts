@@ -78,7 +78,7 @@ export {
   StreamName, SubjectKind, capabilitySubject, checkpointSubject, controlSubject, decisionSubject, eventSubject, handoffSubject, inboxPrefix,
   ingestSubject, parseSubject, quarantineSubject, streamFor, subjectsFor,
 } from "./subjects.ts";
-export type { MeshSubjects, ParsedSubject, StreamNameValue } from "./subjects.ts";
+export type { EvtSubject, MeshSubjects, ParsedSubject, StreamNameValue } from "./subjects.ts";
 
 // Reading a stream by sequence (direct get)
 export { readStream } from "./stream-read.ts";
@@ -119,9 +119,9 @@ export type { ControlEndpoint, ControlErrorBody, ControlRequestOptions, ControlS
 
 // Identities: principals (infra/principals.json) and connecting as one (their permissions: ./ops/index.ts)
 export {
-  Account, DEFAULT_PRINCIPALS_PATH, Role, capabilityDurable, criticalForwardSubjects, getPrincipal, loadPrincipals, parsePrincipals,
-  subjectMatches,
+  Account, DEFAULT_PRINCIPALS_PATH, Role, capabilityDurable, criticalForwardSubjects, getPrincipal, loadPrincipals, parseFactRef, parsePrincipals,
+  subjectMatches, subscribersOf, subscriptionDurable,
 } from "./principals.ts";
-export type { AccountValue, PrincipalSpec, Principals, RoleValue } from "./principals.ts";
+export type { AccountValue, FactRef, PrincipalSpec, Principals, RoleValue } from "./principals.ts";
 export { DEFAULT_NATS_URL, connectAs, dataDir, publicKeyOf, readSeed, seedPath } from "./connect.ts";
 export type { ConnectAsOptions } from "./connect.ts";
