@@ -224,9 +224,14 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       let data: unknown;
       try {
         data = dataJson(verified);
+      } catch (err) {
+        // JSON data that does not parse is a decoding failure, as at the gateway (CW_ERR_DECODE_JSON).
+        return await toQuarantine(msg, QuarantineReason.DecodeError, `data is not JSON: ${(err as Error).message}`, ErrorCode.DecodeJson, log());
+      }
+      try {
         accepted.validate(data);
       } catch (err) {
-        const detail = err instanceof SchemaError ? err.message : `data is not JSON: ${(err as Error).message}`;
+        const detail = err instanceof SchemaError ? err.message : (err as Error).message;
         return await toQuarantine(msg, QuarantineReason.SchemaViolation, detail, ErrorCode.SchemaViolation, log());
       }
       const input: HandlerInput = { event: verified, data, verification: trusted.verification, signer: trusted.entry.principal };
