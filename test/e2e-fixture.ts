@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { Role, connectAs, defaultLayout, loadPrincipals, openTrustStore, type TrustStore } from "../services/kit/index.ts";
+import { Role, connectAs, defaultLayout, loadPrincipals, openTrustStore, type Principals, type TrustStore } from "../services/kit/index.ts";
 import { applyMeshInfra, ensureIdentities, seedTrust } from "../services/cli/bootstrap.ts";
 import { renderInfra } from "../services/cli/commands/infra.ts";
 import { startServer, repoRoot, type NatsServer } from "./harness/index.ts";
@@ -43,11 +43,12 @@ export interface SpawnedProcess {
   readonly exited: Promise<number | null>;
 }
 
-export async function startOperatedMesh(): Promise<OperatedMesh> {
+/** `principals`: another principals document than infra/principals.json (a test's extra agent). */
+export async function startOperatedMesh(opts: { principals?: Principals } = {}): Promise<OperatedMesh> {
   const dataDir = mkdtempSync(join(tmpdir(), "causeway-e2e-"));
-  const principals = loadPrincipals();
+  const principals = opts.principals ?? loadPrincipals();
   ensureIdentities(principals, dataDir);
-  const accounts = renderInfra({ dataDir, out: join(dataDir, "accounts.conf") });
+  const accounts = renderInfra({ dataDir, principals, out: join(dataDir, "accounts.conf") });
   const server = await startServer({ config: `max_payload: 2MB\n${accounts.text}` });
   const children: ChildProcess[] = [];
   const connections: NatsConnection[] = [];

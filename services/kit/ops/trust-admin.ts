@@ -9,7 +9,7 @@ import { CausewayError, ConfigError, ErrorCode, permissionDenied } from "../erro
 import { SignatureAlgorithm } from "../keys.ts";
 import { openExistingBucket } from "../kv-follow.ts";
 import { KvBucket, MESH_BUCKETS } from "../buckets.ts";
-import type { Principals } from "../principals.ts";
+import { Role, type Principals } from "../principals.ts";
 import {
   KEYID, TRUST_CREATED_BY, decodeTrustRecord, encodeTrustRecord, formatTime, invalidEntry, parseTime, parseTrustEntry, toEntry,
   type TrustEntry, type TrustRecord,
@@ -70,7 +70,8 @@ export function trustEntriesFromPrincipals(
   opts: { now?: number | Date } = {},
 ): readonly TrustRecord[] {
   const notBefore = formatTime(Number(opts.now ?? Date.now()));
-  const signers = Object.values(principals.principals).filter((p) => p.emits.length > 0);
+  // Everyone who signs events, and every agent (it runs with its key in the trust store even when it emits nothing).
+  const signers = Object.values(principals.principals).filter((p) => p.emits.length > 0 || p.role === Role.Agent);
   const missing = signers.filter((p) => !Object.hasOwn(publicKeys, p.name)).map((p) => p.name);
   if (missing.length > 0) {
     throw new ConfigError(ErrorCode.SeedMissing, `no public key for ${missing.join(", ")}: run \`causeway keys ensure\``);
