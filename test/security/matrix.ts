@@ -92,6 +92,8 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   researcher: [],
   verifier: [],
   reporter: ["publish handoff", "publish evt", "kv put causeway_joins", "kv create causeway_joins", "kv delete causeway_joins"],
+  // A listener: it consumes its subscription's durable (derived, pinned by the server) and publishes its own fact only.
+  summarizer: [],
   publisher: [
     "publish evt",
     "kv put causeway_leases publish_v1.…", "kv create causeway_leases publish_v1.…", "kv delete causeway_leases publish_v1.…",
