@@ -9,7 +9,7 @@ import { Kvm } from "@nats-io/kv";
 import { Svcm, type Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  CausewayError, ErrorCode, KvBucket, NatsBinding, createEvent, createLogger, createSchemaRegistry, decisionSchema, loadPrincipals, newTraceparent, openTrustStore, readSeed, seedPath, signEvent, signingKeyFromNkeySeed, startAgent, subjectsFor, defaultLayout, uuidv7, type Agent, type TrustStore, MESH_TARGET, PAUSED_UNTIL_RESUMED, encodeSwitch, parseSwitch, parseSwitchKey, switchKey, watchSwitches, type SwitchValue,
+  CausewayError, ErrorCode, KvBucket, NatsBinding, createEvent, capabilityDurable, createLogger, createSchemaRegistry, decisionSchema, loadPrincipals, newTraceparent, openTrustStore, readSeed, seedPath, signEvent, signingKeyFromNkeySeed, startAgent, subjectsFor, defaultLayout, uuidv7, type Agent, type TrustStore, MESH_TARGET, PAUSED_UNTIL_RESUMED, encodeSwitch, parseSwitch, parseSwitchKey, switchKey, watchSwitches, type SwitchValue,
 } from "../services/kit/index.ts";
 import type { SwitchReply, SwitchStatusReply } from "../services/coordinator/contract.ts";
 import { createPlannerDefinition } from "../services/agents/planner/definition.ts";
@@ -275,7 +275,9 @@ describe("kill switches", () => {
     for (const w of status.switches) assert.ok(Date.parse(w.at) <= Date.now() && Date.now() - Date.parse(w.at) < 60_000, `since ${w.at}`);
     const mesh = status.switches[0]!;
     assert.deepEqual(mesh.consumers.filter((c) => !c.missing).map((c) => `${c.stream}/${c.name}:${c.paused}`), ["MESH_CAP/cap-plan-v1:true", "MESH_HANDOFF/coordinator-handoff:true"]);
-    assert.deepEqual(mesh.consumers.filter((c) => c.missing).map((c) => c.name), ["cap-research-v1", "cap-verify-v1", "cap-report-v1", "cap-publish-v1"]);
+    // Every other capability's durable, from the layout: no agent has created it yet.
+    const others = Object.values(defaultLayout().principals.capabilities).filter((c) => c.ref !== "plan.v1").map((c) => capabilityDurable(c.name, c.major));
+    assert.deepEqual(mesh.consumers.filter((c) => c.missing).map((c) => c.name), others);
     assert.deepEqual(status.switches[1]!.consumers, [{ stream: "MESH_CAP", name: "cap-plan-v1", paused: true, pause_until: PAUSED_UNTIL_RESUMED }]);
 
     // The consumer stays paused while any switch covers it.
@@ -347,7 +349,7 @@ describe("kill switches", () => {
     assert.deepEqual(await s.decisions(), []);
     // The control plane's refusal: the service error headers (the message, and the code's status) and the error body.
     const raw = await runNats(["--inbox-prefix", "_INBOX_operator", "req", "mesh.ctl.coordinator.pause", JSON.stringify(pauseBody("nope.v1"))], s.cli);
-    const message = 'unknown capability "nope.v1": the mesh declares plan.v1, research.v1, verify.v1, report.v1, publish.v1';
+    const message = `unknown capability "nope.v1": the mesh declares ${Object.keys(defaultLayout().principals.capabilities).join(", ")}`;
     assert.match(raw.stderr, /Nats-Service-Error-Code: 400\n/);
     assert.ok(raw.stderr.includes(`Nats-Service-Error: ${message}\n`), raw.stderr);
     assert.deepEqual(JSON.parse(raw.stdout), { error: { code: "CW_ERR_SWITCH_INVALID", message } });

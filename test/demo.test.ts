@@ -32,6 +32,9 @@ test("demo - the flow runs through the gateway, the critical step is approved, a
     assert.match(stdout, /report\.released — published once, under the grant's lease/);
     assert.match(stdout, /✗ quarantined by verifier: low_confidence/);
     assert.match(stdout, /why \S+ — report\.released by publisher, 6 steps to the upstream root/);
+    // The listener the reporter does not know: its output, and lineage's edge from the fact to it.
+    assert.match(stdout, /report\.summarized — the summarizer subscribes to report\.published; the reporter does not know it — caused by report /);
+    assert.match(stdout, /why \S+ — report\.summarized by summarizer, 6 steps to the upstream root/);
     assert.match(stdout, /✓ the audit log is intact: \d+ records re-hashed, \d+ signed checkpoints? match/);
     assert.match(stdout, /demo complete in/);
   } finally {

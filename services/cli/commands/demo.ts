@@ -89,6 +89,7 @@ export async function run(args: string[]): Promise<number> {
     const token = readFileSync(devTokenPath(data, "upstream-demo"), "utf8").trim();
     const request = { id: uuidv7() };
     const reports = await watchFor(operator, "MESH_EVT", subjects.event("report.published", 1));
+    const summaries = await watchFor(operator, "MESH_EVT", subjects.event("report.summarized", 1));
     const approvalRequests = await watchFor(operator, "MESH_DECISION", subjects.decision("approval_requested"));
     const releases = await watchFor(operator, "MESH_EVT", subjects.event("report.released", 1));
     console.log(`\n$ curl -X POST ${gatewayUrl}/events -H "Authorization: Bearer $(cat $CAUSEWAY_DATA_DIR/tokens/upstream-demo.token)" -H "Content-Type: application/json" \\
@@ -111,6 +112,9 @@ export async function run(args: string[]): Promise<number> {
     }, (a) => `202, id ${a.id}, flow ${a.correlationid}, trace ${a.traceid}, notarized and routed to ${a.subject}`);
     const flow = accepted.correlationid;
     const report = await step("report.published", () => reports(flow), (r) => `${r.elapsedMs} ms after the request`);
+    // A listener the reporter does not know: the summarizer subscribes to report.published in its own entry.
+    const summary = await step("report.summarized — the summarizer subscribes to report.published; the reporter does not know it", () => summaries(flow),
+      (r) => `caused by report ${String(r.event.extensions.causationid)}`);
     const pending = await step("publishing the report is critical: the coordinator asks for approval", () => approvalRequests(flow),
       (r) => `decision.approval.requested for ${dataJson<{ eventId: string }>(r.event).eventId}`);
     const workId = dataJson<{ eventId: string }>(pending.event).eventId;
@@ -127,7 +131,7 @@ export async function run(args: string[]): Promise<number> {
     // The audit log: lineage recorded every message of every stream; ask it, as the auditor, why the report
     // exists, then check the whole log against its signed checkpoints.
     await step("lineage recorded every message and signed a checkpoint", () => lineageCaughtUp(operator, layout), (n) => `${n} records`);
-    for (const args of [["lineage", "why", released.event.id], ["lineage", "verify"]]) {
+    for (const args of [["lineage", "why", released.event.id], ["lineage", "why", summary.event.id], ["lineage", "verify"]]) {
       console.log(`\n$ bin/causeway ${args.join(" ")}`);
       console.log(execFileSync(process.execPath, [join(repoRoot, "services", "cli", "main.ts"), ...args, "--server", url], { encoding: "utf8", env: { ...process.env, CAUSEWAY_DATA_DIR: data } }).trimEnd());
     }
