@@ -83,6 +83,25 @@ describe("agent pipeline", () => {
     assert.equal((await mesh.messages("MESH_CAP", "mesh.cap.research.v1")).length, 1);
   });
 
+  test("agent - a transient broker error in the handler (no responders) is retried within 2 s, not after the consumer's long backoff", async () => {
+    await using mesh = await startMesh();
+    // A 30 s backoff: what a handler failure waits for. A broker fault that passes by itself must not.
+    const slowBackoff: AgentOptions["consumer"] = { ack_wait: 60_000_000_000, backoff: [30_000_000_000, 30_000_000_000], max_deliver: 4 };
+    const at: number[] = [];
+    const def = planner(async (attempt) => {
+      at.push(Date.now());
+      // A real broker error: a request nobody answers (as JetStream during a leader election).
+      if (attempt === 1) await mesh.nc.request("nobody.answers.here", "", { timeout: 1_000 });
+    });
+    await using agent = await run(mesh, def, slowBackoff);
+    await mesh.publish(PLAN, mesh.event("gateway"));
+    await waitFor(() => agent.stats().processed === 1, { what: "the retry to succeed", timeoutMs: 8_000 });
+    assert.equal(at.length, 2);
+    const waited = at[1]! - at[0]!;
+    assert.ok(waited >= 200 && waited < 4_000, `retried after ${waited} ms`);
+    assert.equal(agent.stats().failed, 1);
+  });
+
   test("agent - a poison input is quarantined as max_deliveries after its last delivery, bytes and headers intact", async () => {
     await using mesh = await startMesh();
     const def = planner(() => { throw new Error("cannot plan this"); });

@@ -44,6 +44,9 @@ export const start: StartModule = async (deps) => {
   const consumer = await consumeDurable(deps.nc, {
     stream: StreamName.Handoff, durable: deps.layout.durableOf(deps.principal, StreamName.Handoff), concurrency: 1, log: deps.log.child({ module: "handoffs" }),
     handler: (msg) => handoffs.handle(msg),
+  }).catch(async (err: unknown) => {
+    await switches.close().catch(() => undefined); // a failed start leaves no watcher behind
+    throw err;
   });
 
   // Requests in progress finish before stop() returns (a settlement half done at shutdown waits for the sweep).

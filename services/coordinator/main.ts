@@ -4,9 +4,9 @@
 // create-only writes keep each decision single.
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
-import { createSchemaRegistry, runServiceProcess } from "../kit/index.ts";
+import { createSchemaRegistry, defaultLayout, runServiceProcess } from "../kit/index.ts";
 import type { CoordinatorModule, StartModule } from "./module.ts";
-import { watchPolicy } from "./policy.ts";
+import { loadPolicy, watchPolicy } from "./policy.ts";
 import { start as startHandoffs } from "./handoffs.ts";
 import { start as startQuarantine } from "./quarantine-ops.ts";
 import { start as startDeadLetters } from "./dead-letters.ts";
@@ -36,4 +36,7 @@ await runServiceProcess("coordinator", async ({ principal, nc, trust, key, layou
   await nc.flush(); // every endpoint is subscribed on the server before "started"
   log.info({ modules: started.map((m) => m.name) }, "coordinator started");
   return { lost: started.flatMap((m) => (m.lost ? [m.lost] : [])) };
+}, {
+  // An invalid policy is refused at once, before the coordinator waits for the mesh.
+  check: () => void loadPolicy(defaultLayout().principals),
 });

@@ -8,9 +8,9 @@
 // compare-and-set on the key's revision, and a decision's id is derived from (bucket, key, revision it
 // replaces), so two coordinator replicas cannot emit two decisions for one transition. Expiries are enforced
 // by a timer in every replica (the loser of the race finds the key changed) and by isPaused ignoring them.
-import { Kvm, type KvEntry } from "@nats-io/kv";
+import type { KvEntry } from "@nats-io/kv";
 import {
-  CausewayError, DecisionKind, ErrorCode, KvBucket, StreamName, addControlEndpoint, capabilityDurable, isConsumerNotFound, isWrongRevision, decisionEvent, decisionSchema, normalizeTime, publishDecision, type Principals, MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchScope, encodeSwitch, parseSwitch, parseSwitchKey, switchExpiry, switchKey, watchSwitches, type SwitchScopeValue, type SwitchState, type SwitchValue,
+  CausewayError, DecisionKind, ErrorCode, KvBucket, StreamName, addControlEndpoint, capabilityDurable, isConsumerNotFound, isWrongRevision, decisionEvent, decisionSchema, normalizeTime, openMeshBucket, publishDecision, type Principals, MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchScope, encodeSwitch, parseSwitch, parseSwitchKey, switchExpiry, switchKey, watchSwitches, type SwitchScopeValue, type SwitchState, type SwitchValue,
 } from "../kit/index.ts";
 import {
   SwitchAction, requesterOf, pause as pauseEndpoint, resume as resumeEndpoint, status as statusEndpoint,
@@ -48,7 +48,8 @@ export const start: StartModule = async (deps: CoordinatorDeps): Promise<Coordin
   const log = deps.log.child({ module: "switches" });
   const principals = deps.layout.principals;
   const consumers = consumerMap(principals);
-  const kv = await new Kvm(deps.nc).open(KvBucket.Switches);
+  // Missing, it is named with the command that creates it (and a starting coordinator waits for it).
+  const kv = await openMeshBucket(deps.nc, KvBucket.Switches, "kill switches");
   // Revisions restart when the bucket is recreated; its creation time keeps decision ids of one incarnation
   // from colliding with an earlier one's (lineage keeps one event per id).
   const bucketBorn = (await kv.status()).streamInfo.created;

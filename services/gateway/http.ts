@@ -9,18 +9,20 @@
 // 429 comes first and closes the connection, the body unread).
 //
 //   POST /events  → 202 {id, correlationid, traceid, …} | 400/401/403/413/429/503 {code, message, attribute?, violations?}
-//   GET  /health  → 200 {status: "ok"} while the NATS connection is up, else 503
+//   GET  /health  → 200 {status: "ok"} while connected to a NATS server, else 503 (reconnecting, closed)
+//
+// Every 503 is logged (warn) with its cause, as the NATS request path does (outcome.ts logUnavailable).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import {
-  DecodeError, ErrorCode, STRUCTURED_CONTENT_TYPE, STRUCTURED_MARGIN_BYTES, decodeJsonBatch, decodeJsonEvent, encodeHeaderValue, encodeJsonEvent, statusOf,
+  DecodeError, ErrorCode, STRUCTURED_CONTENT_TYPE, STRUCTURED_MARGIN_BYTES, decodeJsonBatch, decodeJsonEvent, encodeHeaderValue, encodeJsonEvent, isConnected, statusOf,
   type CloudEvent, type QuarantineOriginal,
 } from "../kit/index.ts";
 import { ingestOne, limited, publishOutcome, refuse } from "./ingest-one.ts";
 import type { RateLimiter } from "./rate-limit.ts";
 import type { IngressDeps } from "./ingress.ts";
-import { IngestError, rejected, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
+import { IngestError, UNAVAILABLE_STATUS, logUnavailable, rejected, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
 import type { Upstream } from "./upstreams.ts";
 
 /** The batch-mode media type. */
@@ -64,7 +66,7 @@ export async function startHttp(deps: HttpDeps): Promise<HttpIngress> {
         return;
       }
       deps.log.error({ err }, "HTTP request failed");
-      if (!res.headersSent) send(res, unavailable(err));
+      if (!res.headersSent) send(deps, res, unavailable(err));
       else res.destroy();
     });
   });
@@ -95,28 +97,31 @@ export async function startHttp(deps: HttpDeps): Promise<HttpIngress> {
 async function handle(deps: HttpDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const path = (req.url ?? "/").split("?", 1)[0];
   if (path === HEALTH_PATH && (req.method === "GET" || req.method === "HEAD")) {
-    const up = !deps.nc.isClosed();
-    res.writeHead(up ? 200 : 503, { "content-type": "application/json" }).end(JSON.stringify({ status: up ? "ok" : "nats connection closed" }));
+    // Up while connected to a server: reconnecting (a node died, the server restarts) or closed is a 503.
+    const up = isConnected(deps.nc);
+    const status = up ? "ok" : deps.nc.isClosed() ? "nats connection closed" : "nats disconnected: reconnecting";
+    if (!up) deps.log.warn({ path, status }, `health answered 503: ${status}`);
+    res.writeHead(up ? 200 : 503, { "content-type": "application/json" }).end(JSON.stringify({ status }));
     return;
   }
   if (path !== EVENTS_PATH || req.method !== "POST") {
     const code = path === EVENTS_PATH || path === HEALTH_PATH ? ErrorCode.HttpMethod : ErrorCode.HttpEndpoint;
     req.resume();
-    send(res, rejected(code, `${req.method} ${path}: the gateway takes POST ${EVENTS_PATH} and GET ${HEALTH_PATH}`));
+    send(deps, res, rejected(code, `${req.method} ${path}: the gateway takes POST ${EVENTS_PATH} and GET ${HEALTH_PATH}`));
     return;
   }
   const upstream = deps.upstreams.authenticate(req.headers.authorization);
   if (upstream === undefined) {
     // The body is not read and the connection is closed: an unauthenticated client holds nothing open.
     const message = req.headers.authorization === undefined ? "no Authorization header: send Authorization: Bearer <token>" : "the bearer token matches no upstream";
-    send(res, rejected(ErrorCode.Unauthenticated, message), { "www-authenticate": 'Bearer realm="causeway"', connection: "close" });
+    send(deps, res, rejected(ErrorCode.Unauthenticated, message), { "www-authenticate": 'Bearer realm="causeway"', connection: "close" });
     return;
   }
   // The rate before the body: one token now (an event, or the first of a batch), so an upstream over its rate is
   // refused without its body being read; the connection is closed, as the unread body may still be coming.
   const over = limited(deps, upstream, 1);
   if (over) {
-    send(res, over, { connection: "close" });
+    send(deps, res, over, { connection: "close" });
     return;
   }
   const contentType = (req.headers["content-type"] ?? "").trim();
@@ -126,7 +131,7 @@ async function handle(deps: HttpDeps, req: IncomingMessage, res: ServerResponse)
   const limit = batch ? deps.config.maxBatchBytes : deps.config.maxDataBytes + (structured ? STRUCTURED_MARGIN_BYTES : 0);
   const body = await readBody(req, limit);
   if (body === undefined) {
-    send(res, rejected(ErrorCode.PayloadTooLarge,
+    send(deps, res, rejected(ErrorCode.PayloadTooLarge,
       `the request body is over ${limit} bytes (${batch ? "batch limit" : `event data limit ${deps.config.maxDataBytes} bytes`}); send large content by reference`,
       { attribute: "data" }), { connection: "close" });
     return;
@@ -136,7 +141,7 @@ async function handle(deps: HttpDeps, req: IncomingMessage, res: ServerResponse)
     headers: batch || structured ? contentTypeHeaders(contentType) : binaryHeaders(req), data: body,
   };
   if (batch) await ingestBatch(deps, upstream, original, res);
-  else send(res, await ingestOne({ ...deps, limiter: paid(deps.limiter) }, upstream, original));
+  else send(deps, res, await ingestOne({ ...deps, limiter: paid(deps.limiter) }, upstream, original));
 }
 
 /** A limiter whose first take of one token is granted: the token the request already took before its body. */
@@ -170,11 +175,11 @@ async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: Quarant
     // Its one token was taken before the body.
     const refusal = await refuse(deps, original, rejectionOf(err));
     const index = failingIndex(original.data);
-    send(res, index === undefined ? refusal : { ...refusal, message: `event ${index} of the batch: ${refusal.message}`, index });
+    send(deps, res, index === undefined ? refusal : { ...refusal, message: `event ${index} of the batch: ${refusal.message}`, index });
     return;
   }
   const over = batchLimited(deps, upstream, events.length);
-  if (over) return send(res, over);
+  if (over) return send(deps, res, over);
   const checked = [];
   const errors: (Rejected & { index: number })[] = [];
   for (const [index, event] of events.entries()) {
@@ -190,7 +195,7 @@ async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: Quarant
     const first = errors[0]!;
     const unavailableStatus = statusOf(ErrorCode.Unavailable);
     const status = errors.some((e) => e.status === unavailableStatus) ? unavailableStatus : first.status;
-    send(res, { status, code: first.code, message: `${errors.length} of ${events.length} events refused (first: event ${first.index}: ${first.message}); nothing in the batch was accepted`, errors });
+    send(deps, res, { status, code: first.code, message: `${errors.length} of ${events.length} events refused (first: event ${first.index}: ${first.message}); nothing in the batch was accepted`, errors });
     return;
   }
   const results: Outcome[] = await Promise.all(checked.map((c) => {
@@ -202,10 +207,12 @@ async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: Quarant
   const unavailableStatus = statusOf(ErrorCode.Unavailable);
   const failed = results.find((r) => r.status !== 202);
   const retry = results.some((r) => r.status === unavailableStatus);
-  send(res, { status: retry ? unavailableStatus : failed?.status ?? 202, results, ...(retry && { retryafter: 1 }) });
+  send(deps, res, { status: retry ? unavailableStatus : failed?.status ?? 202, results, ...(retry && { retryafter: 1 }) });
 }
 
-function send(res: ServerResponse, body: Outcome | (Rejected & Record<string, unknown>) | { status: number; results: readonly Outcome[]; retryafter?: number }, extra: Record<string, string> = {}): void {
+function send(deps: Pick<HttpDeps, "log">, res: ServerResponse, body: Outcome | (Rejected & Record<string, unknown>) | { status: number; results: readonly Outcome[]; retryafter?: number }, extra: Record<string, string> = {}): void {
+  // Every 503 is logged with its cause: an upstream told to retry is an operator's signal (NATS down, JetStream electing).
+  if (body.status === UNAVAILABLE_STATUS) logUnavailable(deps.log, "HTTP", body);
   const headers: Record<string, string> = { "content-type": "application/json", ...extra };
   const retry = (body as { retryafter?: number }).retryafter;
   if (retry !== undefined) headers["retry-after"] = String(retry);

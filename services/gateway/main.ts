@@ -6,7 +6,7 @@
 import { jetstream } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import {
-  KvBucket, addControlEndpoint, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, inboxPrefix, openMeshBucket, runServiceProcess,
+  KvBucket, addControlEndpoint, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, defaultLayout, inboxPrefix, openMeshBucket, runServiceProcess,
 } from "../kit/index.ts";
 import { loadConfig } from "./config.ts";
 import { health } from "./contract.ts";
@@ -61,6 +61,11 @@ const run = () => runServiceProcess(PRINCIPAL, async ({ principal, nc, trust, ke
   // No async stack traces: nats.js would otherwise build an Error (a captured stack) per request, ~10% of the
   // gateway's CPU under load; request errors still carry their message and cause.
   connect: { noAsyncTraces: true },
+  // Its settings and upstreams are refused at once when invalid, before the gateway waits for the mesh.
+  check: () => {
+    const config = loadConfig();
+    loadUpstreams(config.upstreamsPath, defaultLayout().principals, dataDir());
+  },
 });
 
 const { workers } = loadConfig();

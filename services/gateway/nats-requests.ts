@@ -10,7 +10,7 @@ import type { Service, ServiceMsg } from "@nats-io/services";
 import { ErrorCode, QuarantineReason, STRUCTURED_MARGIN_BYTES, headerBytes, isInboxOf, type QuarantineOriginal } from "../kit/index.ts";
 import { ingestOne, refuse } from "./ingest-one.ts";
 import type { IngressDeps } from "./ingress.ts";
-import { IngestError, rejected, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
+import { IngestError, UNAVAILABLE_STATUS, logUnavailable, rejected, rejectionOf, replyBody, unavailable, type Outcome, type Rejected } from "./outcome.ts";
 
 /** The endpoint's name in `nats micro info gateway`, and the action token of its subject. */
 const PUBLISH_ACTION = "publish";
@@ -94,5 +94,7 @@ function sizeRefusal(deps: IngressDeps, msg: ServiceMsg): Rejected | undefined {
 }
 
 function answer(deps: IngressDeps, msg: ServiceMsg, outcome: Outcome): void {
+  // Every 503 is logged with its cause, as over HTTP.
+  if (outcome.status === UNAVAILABLE_STATUS) logUnavailable(deps.log, "NATS", outcome, { subject: msg.subject });
   if (!msg.respond(replyBody(outcome))) deps.log.warn({ subject: msg.subject }, "could not answer a NATS request (connection closing?)");
 }

@@ -5,6 +5,7 @@ import {
   CausewayError, DecodeError, ErrorCode, QuarantineReason, SchemaError, VerificationError, quarantineReasonOf, statusOf,
   type ErrorCodeValue, type QuarantineReasonValue, type SchemaViolation,
 } from "../kit/index.ts";
+import type { Logger } from "pino";
 import type { Upstream } from "./upstreams.ts";
 
 /** An accepted event. */
@@ -94,10 +95,31 @@ export function rejectionOf(err: unknown): Rejected {
   return unavailable(err);
 }
 
-/** 503: the mesh could not take the event now (JetStream unreachable); nothing was accepted. */
+/** The status of CW_ERR_UNAVAILABLE: retry. */
+export const UNAVAILABLE_STATUS = statusOf(ErrorCode.Unavailable);
+
+/** 503: the mesh could not take the event now (JetStream unreachable); nothing was accepted. The message names the cause. */
 export function unavailable(err: unknown): Rejected {
-  const why = err instanceof Error ? err.message : String(err);
+  const why = err instanceof Error ? causeChain(err) : String(err);
   return rejected(ErrorCode.Unavailable, `the mesh could not store the event now (${why}); retry`, { retryafter: 1 });
+}
+
+/** An error's message and its causes' (`no ack within 5000 ms ← timeout`), at most three. */
+function causeChain(err: Error): string {
+  const parts: string[] = [];
+  for (let e: unknown = err; e instanceof Error && parts.length < 3; e = e.cause) if (!parts.includes(e.message)) parts.push(e.message);
+  return parts.join(" ← ");
+}
+
+/**
+ * Logs a 503 answer (`via` HTTP or NATS) with its cause: each event's of a batch, the one of a single answer.
+ * Every 503 the gateway gives is logged here, so an operator sees why upstreams are told to retry.
+ */
+export function logUnavailable(log: Logger, via: string, body: { readonly status: number; readonly code?: string; readonly message?: string; readonly results?: readonly Outcome[]; readonly errors?: readonly Rejected[] }, fields: Record<string, unknown> = {}): void {
+  const causes = [body, ...(body.results ?? []), ...(body.errors ?? [])]
+    .filter((o): o is Rejected => o.status === UNAVAILABLE_STATUS && typeof (o as Rejected).message === "string")
+    .map((o) => o.message);
+  log.warn({ via, status: body.status, code: ErrorCode.Unavailable, causes: [...new Set(causes)], ...fields }, `answered ${body.status} over ${via}: ${causes[0] ?? "unavailable"}`);
 }
 
 /** 429: `upstream` is over its rate; the tokens it needs are `waitMs` away (Retry-After, in whole seconds). */

@@ -6,7 +6,7 @@
 // the process supervisor restarts the whole gateway rather than running it short-handed without saying so.
 import cluster, { type Worker } from "node:cluster";
 import type { Logger } from "pino";
-import { drainSignal } from "../kit/index.ts";
+import { announceStarted, detachFromSupervisor, drainSignal, isStartedMessage } from "../kit/index.ts";
 
 /** True in a forked worker. */
 export function isWorker(): boolean {
@@ -22,7 +22,17 @@ export function releaseWorker(): void {
 export async function superviseWorkers(count: number, log: Logger): Promise<number> {
   let stopping = false;
   let failed = false;
+  detachFromSupervisor();
   const workers: Worker[] = Array.from({ length: count }, () => cluster.fork());
+  // The gateway has started once every worker has: then its supervisor (if any) is told (kit supervision.ts).
+  const started = new Set<number>();
+  for (const w of workers) {
+    w.on("message", (msg: unknown) => {
+      if (!isStartedMessage(msg) || started.has(w.id)) return;
+      started.add(w.id);
+      if (started.size === count) announceStarted();
+    });
+  }
   const exited = workers.map((w) => new Promise<void>((resolve) => w.once("exit", (code: number | null, signal: string | null) => {
     if (!stopping) {
       failed = true;

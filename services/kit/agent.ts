@@ -2,7 +2,8 @@
 // fact, on MESH_EVT, shared the same way), and per message the
 // pipeline of DESIGN.md in its order — decode, verify, dedupe, expiry, schema, policy, handler, publish, ack.
 // Steps 1–6 fail into quarantine (original bytes kept, then the original is terminated); handler failures are
-// retried with the consumer's backoff and, on the last allowed delivery, quarantined as max_deliveries.
+// retried with the consumer's backoff (a transient broker fault after 250 ms–2 s) and, on the last allowed
+// delivery, quarantined as max_deliveries.
 // Outputs are signed with derived ids and published concurrently; the input is acked only after JetStream
 // acknowledged every output. Nothing is dropped: each message is acked, terminated after a quarantine copy
 // exists, or left pending for redelivery.
@@ -35,6 +36,7 @@ import { compileAccepts, compileEmits, declareAccepts, parseSchemaVersion, type 
 import { createStreamPublisher } from "./stream-publisher.ts";
 import { MsgIdKind, msgId } from "./msg-ids.ts";
 import { StreamName, inboxPrefix, type MeshSubjects } from "./subjects.ts";
+import { isTransient, transientRetryDelayMs } from "./transient.ts";
 import { PAUSED_UNTIL_RESUMED, watchSwitches, type SwitchWatcher } from "./switches.ts";
 import { endSpan, startProcessSpan, startSendSpan, traceparentOf } from "./tracing.ts";
 import type { TrustStore, TrustedEvent } from "./trust.ts";
@@ -95,34 +97,41 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const switches = opts.switches ?? (await watchSwitches(nc, { onProblem: (err) => baseLog.warn({ err }, "kill switch problem") }));
   const switchSubject = Object.freeze({ capability: def.capability, major: def.major, principal: def.principal });
 
-  const jsm = await jetstreamManager(nc);
-  /** Binds to (or creates, paused during a pause) one durable of this agent, and reads what its deliveries follow. */
-  const openInlet = async (stream: string, config: ConsumerConfig, inputs: AcceptedInputs, fact?: FactRef): Promise<Inlet> => {
-    const durable = config.durable_name!;
-    const info = await jsm.consumers.info(stream, durable).catch(async (err: unknown) => {
-      if (!isConsumerNotFound(err)) throw err;
-      const pausedNow = switches.isPaused(switchSubject);
-      return jsm.consumers.add(stream, pausedNow ? { ...config, pause_until: pausedNow.expires_at ?? PAUSED_UNTIL_RESUMED } : config);
-    });
-    return {
-      stream, durable, subject: config.filter_subject!, inputs, info, ...(fact && { fact }),
-      // The stream's duplicate window: an input stored later than its signed time plus this may be a replay that
-      // JetStream no longer recognizes, and only such an input is looked up in the processed set.
-      duplicateWindowMs: ((await jsm.streams.info(stream)).config.duplicate_window ?? 120e9) / 1e6,
-      maxDeliver: info.config.max_deliver ?? -1,
-      backoffMs: (info.config.backoff ?? []).map((ns) => ns / 1e6),
-      ackWaitMs: (info.config.ack_wait ?? 30e9) / 1e6,
+  // A start that fails from here on closes the switch watcher it opened: nothing of a failed start stays behind.
+  const { capabilityInlet, inlets } = await (async () => {
+    const jsm = await jetstreamManager(nc);
+    /** Binds to (or creates, paused during a pause) one durable of this agent, and reads what its deliveries follow. */
+    const openInlet = async (stream: string, config: ConsumerConfig, inputs: AcceptedInputs, fact?: FactRef): Promise<Inlet> => {
+      const durable = config.durable_name!;
+      const info = await jsm.consumers.info(stream, durable).catch(async (err: unknown) => {
+        if (!isConsumerNotFound(err)) throw err;
+        const pausedNow = switches.isPaused(switchSubject);
+        return jsm.consumers.add(stream, pausedNow ? { ...config, pause_until: pausedNow.expires_at ?? PAUSED_UNTIL_RESUMED } : config);
+      });
+      return {
+        stream, durable, subject: config.filter_subject!, inputs, info, ...(fact && { fact }),
+        // The stream's duplicate window: an input stored later than its signed time plus this may be a replay that
+        // JetStream no longer recognizes, and only such an input is looked up in the processed set.
+        duplicateWindowMs: ((await jsm.streams.info(stream)).config.duplicate_window ?? 120e9) / 1e6,
+        maxDeliver: info.config.max_deliver ?? -1,
+        backoffMs: (info.config.backoff ?? []).map((ns) => ns / 1e6),
+        ackWaitMs: (info.config.ack_wait ?? 30e9) / 1e6,
+      };
     };
-  };
-  // The capability's shared durable, then one durable per subscribed fact (principals.json `subscribes`).
-  const capabilityInlet = await openInlet(StreamName.Cap, { ...layout.capabilityConsumer(def.capability, def.major), ...opts.consumer } as ConsumerConfig, acceptedInputs);
-  // What this agent accepts, on the durable, for the coordinator's release pre-check (schema-versions.ts).
-  await declareAccepts(jsm, capabilityInlet.info, { accepts: def.accepts, by: def.principal, version: def.version });
-  const inlets: Inlet[] = [capabilityInlet];
-  for (const { type, major, config } of subscriptionsOf(def, layout, schemas)) {
-    const inputs = compileAccepts(schemas, { [type]: def.subscribes![type]! }, `${def.principal}'s subscription to ${type}.v${major}`);
-    inlets.push(await openInlet(StreamName.Evt, { ...config, ...opts.consumer } as ConsumerConfig, inputs, { type, major }));
-  }
+    // The capability's shared durable, then one durable per subscribed fact (principals.json `subscribes`).
+    const capabilityInlet = await openInlet(StreamName.Cap, { ...layout.capabilityConsumer(def.capability, def.major), ...opts.consumer } as ConsumerConfig, acceptedInputs);
+    // What this agent accepts, on the durable, for the coordinator's release pre-check (schema-versions.ts).
+    await declareAccepts(jsm, capabilityInlet.info, { accepts: def.accepts, by: def.principal, version: def.version });
+    const inlets: Inlet[] = [capabilityInlet];
+    for (const { type, major, config } of subscriptionsOf(def, layout, schemas)) {
+      const inputs = compileAccepts(schemas, { [type]: def.subscribes![type]! }, `${def.principal}'s subscription to ${type}.v${major}`);
+      inlets.push(await openInlet(StreamName.Evt, { ...config, ...opts.consumer } as ConsumerConfig, inputs, { type, major }));
+    }
+    return { capabilityInlet, inlets };
+  })().catch(async (err: unknown) => {
+    if (opts.switches === undefined) await switches.close().catch(() => undefined);
+    throw err;
+  });
   const inputSubject = capabilityInlet.subject;
   const durable = capabilityInlet.durable;
   const js = jetstream(nc);
@@ -315,8 +324,12 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         await toQuarantine(msg, QuarantineReason.MaxDeliveries, `handler failed ${attempt} times; last: ${(err as Error).message}`, (err as CausewayError).code, log());
         return;
       }
-      const delay = err instanceof RetryableError && err.delayMs !== undefined ? err.delayMs : backoffMs[Math.min(attempt - 1, backoffMs.length - 1)] ?? ackWaitMs;
-      log().warn({ err, attempt, retryInMs: delay }, "handler failed; will retry");
+      // The handler's own delay first; a broker fault that passes by itself (a timeout, no responders, a 503 during
+      // a leader election: kit isTransient) after 250 ms–2 s; any other failure after the consumer's backoff.
+      const transient = isTransient(err);
+      const delay = err instanceof RetryableError && err.delayMs !== undefined ? err.delayMs
+        : transient ? transientRetryDelayMs(attempt) : backoffMs[Math.min(attempt - 1, backoffMs.length - 1)] ?? ackWaitMs;
+      log().warn({ err, attempt, retryInMs: delay, transient }, "handler failed; will retry");
       msg.nak(delay);
     }
   };
@@ -324,7 +337,10 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // --- consuming: the kit's durable-consumer runtime, with the pipeline as its handler -------------------
 
   // Registered before consuming, so a failure here leaves nothing running.
-  const service = await registerService(nc, def, inlets, stats, { subjects, log: baseLog });
+  const service = await registerService(nc, def, inlets, stats, { subjects, log: baseLog }).catch(async (err: unknown) => {
+    if (opts.switches === undefined) await switches.close().catch(() => undefined);
+    throw err;
+  });
   // Say so once when a switch pauses or resumes this agent (the check per message allocates nothing).
   let pausedBy = switches.isPaused(switchSubject);
   if (pausedBy) baseLog.warn({ scope: pausedBy.scope, target: pausedBy.target, reason: pausedBy.reason, by: pausedBy.by, until: pausedBy.expires_at }, "paused by a kill switch");

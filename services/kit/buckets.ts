@@ -5,7 +5,7 @@
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { ConfigError, ErrorCode, permissionDenied } from "./errors.ts";
+import { ConfigError, ErrorCode, NotReadyError, permissionDenied } from "./errors.ts";
 
 /** The KV buckets of the mesh, by name. */
 export const KvBucket = {
@@ -76,8 +76,8 @@ export function bucketSpec(name: string): BucketSpec {
 }
 
 /**
- * Opens a bucket of the mesh that must already exist; never creates it. ConfigError CW_ERR_CONFIG naming the
- * bucket and the command that creates it when it is missing, CW_ERR_PERMISSION_DENIED when the connection may
+ * Opens a bucket of the mesh that must already exist; never creates it. NotReadyError CW_ERR_CONFIG naming the
+ * bucket and the command that creates it when it is missing (a starting service waits for it), CW_ERR_PERMISSION_DENIED when the connection may
  * not read it. `what` names its use in the message ("the processed set").
  */
 export async function openMeshBucket(nc: NatsConnection, name: KvBucketValue | string, what = "the"): Promise<KV> {
@@ -85,7 +85,7 @@ export async function openMeshBucket(nc: NatsConnection, name: KvBucketValue | s
   const kv = await new Kvm(nc).open(name);
   await kv.status().catch((err: unknown) => {
     if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
-      throw new ConfigError(ErrorCode.Config, `KV bucket ${name} (${what}) does not exist: services never create buckets; run \`${createdBy}\` to create it`, { cause: err });
+      throw new NotReadyError(ErrorCode.Config, `KV bucket ${name} (${what}) does not exist: services never create buckets; run \`${createdBy}\` to create it`, { cause: err });
     }
     throw permissionDenied(err, `opening KV bucket ${name}`) ?? err;
   });

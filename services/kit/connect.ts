@@ -1,11 +1,16 @@
 // Connecting to NATS as a principal: its NKey seed from the data dir, its name, and its private inbox prefix.
 // The seed is also the principal's signing key (DSSE keyid = NKey public key), so it is read here and never
 // logged or put in an error message.
+//
+// How a connection rides out faults is decided here, once, for every process (CONNECTION_POLICY): a server list
+// (`NATS_URL=nats://a:4222,nats://b:4222`), reconnection without a give-up, pings short enough to leave a hung
+// server within seconds, jittered reconnect waits. `watchConnection` logs what happens to it.
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fromSeed } from "@nats-io/nkeys";
 import { connect, nkeyAuthenticator } from "@nats-io/transport-node";
 import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
+import type { Logger } from "pino";
 import { ConfigError, ErrorCode } from "./errors.ts";
 import { inboxPrefix } from "./subjects.ts";
 
@@ -18,15 +23,71 @@ export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 // A principal name becomes a file name and an inbox token: one lowercase subject token, nothing else.
 const principalPattern = /^[a-z0-9][a-z0-9_-]*$/;
 
+/**
+ * How every Causeway connection behaves when the server (or a cluster node) fails, in one place:
+ *
+ * - `pingIntervalMs` × `maxPingOut`: a server that stops answering (hung, SIGSTOPped, a network partition that
+ *   keeps the socket open) is left after 2–3 unanswered pings, 4–6 s, and the client moves to another server
+ *   of the list. nats.js's default, 2 min × 2, kept a mesh on a hung node for four minutes. A ping is a few
+ *   bytes each way per connection every 2 s: nothing next to the mesh's traffic.
+ * - `maxReconnectAttempts: -1`: reconnect without a give-up. The default (10 attempts 2 s apart) closed every
+ *   connection of the mesh after a 20-second outage, and every service exited with it.
+ * - `reconnectTimeWaitMs` + up to `reconnectJitterMs`: each server is tried again every 1–2 s, jittered so that
+ *   the mesh's processes do not all knock at the same instant when a node comes back.
+ * - `dialTimeoutMs`: a dial to a node that accepts TCP but never speaks (hung) is given up after 5 s (default 20 s).
+ *
+ * A server list reorders nothing by itself: nats.js tries the servers in a random order and learns a cluster's
+ * other nodes from the one it reaches. A server that refuses the very first connection is dropped from that
+ * connection's list (nats.js); a cluster's nodes come back through its gossip.
+ */
+export const CONNECTION_POLICY = Object.freeze({
+  pingIntervalMs: 2_000,
+  maxPingOut: 2,
+  reconnectTimeWaitMs: 1_000,
+  reconnectJitterMs: 1_000,
+  dialTimeoutMs: 5_000,
+});
+
+/** The nats.js options of {@link CONNECTION_POLICY}; connectAs sets them on every connection. */
+export function connectionOptions(): Partial<NodeConnectionOptions> {
+  const p = CONNECTION_POLICY;
+  return {
+    reconnect: true, maxReconnectAttempts: -1, reconnectTimeWait: p.reconnectTimeWaitMs,
+    reconnectJitter: p.reconnectJitterMs, reconnectJitterTLS: p.reconnectJitterMs,
+    pingInterval: p.pingIntervalMs, maxPingOut: p.maxPingOut, timeout: p.dialTimeoutMs,
+  };
+}
+
+/**
+ * The servers of a `NATS_URL` or `--server` value: a comma-separated list (`nats://a:4222,nats://b:4222`),
+ * spaces around the commas allowed. CW_ERR_CONFIG naming the entry for an empty list or an entry that is no
+ * server address (`nats://host:port`, `tls://…`, `ws://…`, `wss://…`, or `host:port`).
+ */
+export function parseServers(value: string | readonly string[], source = "NATS_URL"): string[] {
+  const entries = (typeof value === "string" ? [value] : [...value]).flatMap((v) => v.split(",")).map((v) => v.trim()).filter((v) => v !== "");
+  if (entries.length === 0) throw new ConfigError(ErrorCode.Config, `${source} names no server: expected e.g. ${DEFAULT_NATS_URL}, or several separated by commas`);
+  for (const entry of entries) {
+    let ok: boolean;
+    try {
+      const url = new URL(/^[a-z]+:\/\//i.test(entry) ? entry : `nats://${entry}`);
+      ok = ["nats:", "tls:", "ws:", "wss:"].includes(url.protocol) && url.hostname !== "" && !/\s/.test(entry);
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw new ConfigError(ErrorCode.Config, `${source}: ${JSON.stringify(entry)} is not a NATS server address (nats://host:port; several separated by commas)`);
+  }
+  return entries;
+}
+
 /** Options for {@link connectAs}. */
 export interface ConnectAsOptions {
-  /** Server URL(s). Default: env NATS_URL, else nats://127.0.0.1:4222. */
+  /** Server URL(s); a string may list several, comma-separated. Default: env NATS_URL, else nats://127.0.0.1:4222. */
   servers?: string | string[];
   /** Data directory holding keys/<principal>.nk. Default: {@link dataDir}(). */
   dataDir?: string;
   /** Connection name shown by `nats server report connections`. Default: the principal. */
   name?: string;
-  /** Further connection options (timeouts, reconnect policy). Identity fields are always set by connectAs. */
+  /** Further connection options over {@link CONNECTION_POLICY}. Identity fields are always set by connectAs. */
   options?: Omit<NodeConnectionOptions, "servers" | "name" | "authenticator" | "inboxPrefix" | "user" | "pass" | "token">;
 }
 
@@ -80,13 +141,15 @@ export function publicKeyOf(principal: string, dir: string = dataDir()): string 
 
 /**
  * Connects as `principal`: NKey authentication with its seed, `name` = the principal, and its private inbox
- * prefix `_INBOX_<principal>` (the only inbox its permissions let it subscribe to). The connection is
- * AsyncDisposable: `await using nc = await connectAs("researcher")`.
+ * prefix `_INBOX_<principal>` (the only inbox its permissions let it subscribe to), with {@link CONNECTION_POLICY}.
+ * Each server of the list is tried once; none reachable rejects (a service's shell retries: service-process.ts).
+ * The connection is AsyncDisposable: `await using nc = await connectAs("researcher")`.
  */
 export async function connectAs(principal: string, opts: ConnectAsOptions = {}): Promise<NatsConnection> {
   const seed = readSeed(principal, opts.dataDir);
-  const servers = opts.servers ?? (process.env.NATS_URL || DEFAULT_NATS_URL);
+  const servers = opts.servers !== undefined ? parseServers(opts.servers, "--server") : parseServers(process.env.NATS_URL || DEFAULT_NATS_URL);
   return connect({
+    ...connectionOptions(),
     ...opts.options,
     servers,
     name: opts.name ?? principal,
@@ -99,4 +162,75 @@ function checkPrincipalName(principal: string): void {
   if (!principalPattern.test(principal)) {
     throw new ConfigError(ErrorCode.UnknownPrincipal, `invalid principal name ${JSON.stringify(principal)}: a principal is one lowercase token [a-z0-9_-]`);
   }
+}
+
+/** What {@link watchConnection} knows of a connection. */
+export interface ConnectionWatch {
+  /** False between a disconnect and the reconnect (and once closed). */
+  readonly connected: boolean;
+  /** The server the connection is on (the last one it reached). */
+  readonly server: string;
+}
+
+const watched = new WeakMap<NatsConnection, ConnectionWatch>();
+
+/**
+ * True while `nc` is connected to a server: false while it reconnects, and once closed. Precise for connections
+ * a {@link watchConnection} follows; for others, "not closed".
+ */
+export function isConnected(nc: NatsConnection): boolean {
+  return watched.get(nc)?.connected ?? !nc.isClosed();
+}
+
+/**
+ * Logs what happens to `nc`, one line per event, each naming the server: connected (now), disconnected,
+ * reconnected (with the attempts and how long it was down), a server that stopped answering pings (stale), a
+ * server in lame duck mode, the cluster's servers changing, errors the server reports, closed. The one place
+ * every service learns and says which server it is on (`quiet`: not the first line, e.g. on a start's retry).
+ * Returns the live state; ends when the connection closes.
+ */
+export function watchConnection(nc: NatsConnection, log: Logger, opts: { quiet?: boolean } = {}): ConnectionWatch {
+  const state = { connected: true, server: nc.getServer() };
+  watched.set(nc, state);
+  if (!opts.quiet) log.info({ server: state.server }, "connected to NATS");
+  let downSince = 0;
+  let attempts = 0;
+  void (async () => {
+    for await (const s of nc.status()) {
+      switch (s.type) {
+        case "disconnect":
+          state.connected = false;
+          downSince = Date.now();
+          attempts = 0;
+          log.warn({ server: s.server }, "disconnected from NATS; reconnecting (to any server of the list)");
+          break;
+        case "reconnecting":
+          attempts++;
+          break;
+        case "reconnect":
+          state.connected = true;
+          state.server = s.server;
+          log.info({ server: s.server, attempts, downMs: downSince ? Date.now() - downSince : 0 }, "reconnected to NATS");
+          break;
+        case "staleConnection":
+          log.warn({ server: state.server, pingIntervalMs: CONNECTION_POLICY.pingIntervalMs, maxPingOut: CONNECTION_POLICY.maxPingOut }, "the NATS server stopped answering pings: leaving it");
+          break;
+        case "ldm":
+          log.warn({ server: s.server }, "the NATS server is entering lame duck mode: moving to another");
+          break;
+        case "update":
+          log.info({ server: state.server, added: s.added ?? [], deleted: s.deleted ?? [] }, "the NATS cluster's servers changed");
+          break;
+        case "error":
+          log.warn({ server: state.server, err: s.error }, "the NATS server reported an error");
+          break;
+        case "close":
+          state.connected = false;
+          break;
+        default:
+          break; // pings, forced reconnects, slow consumers: nothing an operator acts on
+      }
+    }
+  })().catch(() => undefined);
+  return state;
 }

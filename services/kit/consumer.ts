@@ -7,7 +7,8 @@
 import { jetstream, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { CausewayError, ErrorCode } from "./errors.ts";
+import { CausewayError, ErrorCode, NotReadyError } from "./errors.ts";
+import { isNotReady, isTransient, transientRetryDelayMs } from "./transient.ts";
 
 /** How a consumer handles its messages. */
 export interface ConsumeOptions {
@@ -18,7 +19,8 @@ export interface ConsumeOptions {
   readonly concurrency: number;
   /**
    * Handles one message and settles it (ack, nak, term). A handler that throws leaves its message to the
-   * runtime, which naks it with `retryDelayMs` and logs the error: the message is redelivered, never lost.
+   * runtime, which naks it and logs the error: the message is redelivered, never lost — after 250 ms–2 s when
+   * the error is transient (kit `isTransient`: a timeout, no responders, a 503), else after `retryDelayMs`.
    */
   readonly handler: (msg: JsMsg) => Promise<void>;
   readonly log: Logger;
@@ -57,7 +59,9 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
   }
   const retryMs = opts.retryDelayMs ?? DEFAULT_RETRY_MS;
   const consumer = await jetstream(nc).consumers.get(stream, durable).catch((err: unknown) => {
-    throw new CausewayError(ErrorCode.Config, `consumer ${durable} on ${stream} is missing (${(err as Error).message}): create it with \`causeway streams apply\``, { cause: err });
+    // Missing (or JetStream not answering): a starting service waits for it (kit isNotReady); anything else is refused as it is.
+    const Missing = isNotReady(err) ? NotReadyError : CausewayError;
+    throw new Missing(ErrorCode.Config, `consumer ${durable} on ${stream} is missing (${(err as Error).message}): create it with \`causeway streams apply\``, { cause: err });
   });
   // abort_on_missing_resource: a deleted consumer or stream ends the iterator (reported on `lost`) instead of
   // being retried forever in silence.
@@ -76,9 +80,11 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
     if (running === 0) for (const resolve of idle.splice(0)) resolve();
   };
   const failed = (msg: JsMsg, err: unknown) => {
-    log.error({ err, stream, consumer: durable, seq: msg.info.streamSequence }, "handler failed; the message is redelivered");
+    // A broker fault that passes by itself is retried shortly (kit isTransient); anything else after retryMs.
+    const delay = isTransient(err) ? transientRetryDelayMs(msg.info.deliveryCount) : retryMs;
+    log.error({ err, stream, consumer: durable, seq: msg.info.streamSequence, retryInMs: delay }, "handler failed; the message is redelivered");
     try {
-      msg.nak(retryMs);
+      msg.nak(delay);
     } catch {
       // The connection is gone: the server redelivers after ack_wait anyway.
     }

@@ -13,6 +13,7 @@ import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { CausewayError, ErrorCode, isCausewayError, isErrorCode, statusOf, type ErrorCodeValue } from "./errors.ts";
 import { loadPrincipals } from "./principals.ts";
+import { asUnavailable } from "./transient.ts";
 import { inboxPrefix } from "./subjects.ts";
 import { subjectsFor, type MeshSubjects } from "./subjects.ts";
 
@@ -181,7 +182,10 @@ export function addControlEndpoint<Req, Reply>(service: Service, endpoint: Contr
   };
 
   const respondError = (msg: ServiceMsg, err: unknown) => {
-    const known = isCausewayError(err) ? err : undefined;
+    // A broker fault that passes by itself (JetStream electing a leader, a timeout) is CW_ERR_UNAVAILABLE: retry.
+    const unavailable = asUnavailable(err);
+    if (unavailable !== undefined && unavailable !== err) log.warn({ err, endpoint: endpoint.name, subject: msg.subject }, "control request failed on a broker fault; answered CW_ERR_UNAVAILABLE (retry)");
+    const known = unavailable ?? (isCausewayError(err) ? err : undefined);
     if (!known) log.error({ err, endpoint: endpoint.name, subject: msg.subject }, "control request failed");
     const code = known?.code ?? ErrorCode.Internal;
     // An error without a code may carry anything (hosts, paths, a driver's text): the log has it, the requester does not.

@@ -204,6 +204,13 @@ export class SubjectError extends CausewayError {}
 /** Bad configuration, identities, stream definitions or command-line usage. */
 export class ConfigError extends CausewayError {}
 
+/**
+ * Something the mesh's operator tooling creates is not there (yet): a stream, a durable consumer, a KV bucket,
+ * or a bucket that did not load in time. Its code stays CW_ERR_CONFIG and its message names the command that
+ * creates it; a starting service waits for it (`isNotReady`, services/kit/transient.ts) instead of exiting at once.
+ */
+export class NotReadyError extends ConfigError {}
+
 /** True when `err` is a Causeway error (optionally with the given code). */
 export function isCausewayError(err: unknown, code?: ErrorCodeValue): err is CausewayError {
   return err instanceof CausewayError && (code === undefined || err.code === code);

@@ -4,10 +4,12 @@
 
 // Errors with stable codes (documented in docs/errors.md) and the quarantine reasons they map to
 export {
-  CausewayError, ConfigError, DecodeError, ErrorCode, QuarantineReason, SchemaError, SubjectError, VerificationError,
+  CausewayError, ConfigError, DecodeError, ErrorCode, NotReadyError, QuarantineReason, SchemaError, SubjectError, VerificationError,
   isCausewayError, isErrorCode, permissionDenied, quarantineReasonOf, statusOf,
 } from "./errors.ts";
 export type { ErrorCodeValue, QuarantineReasonValue } from "./errors.ts";
+// Faults that pass by themselves (a leader election, a restart): retried shortly, answered CW_ERR_UNAVAILABLE
+export { TRANSIENT_RETRY_MS, UNAVAILABLE_RETRY, asUnavailable, isNotReady, isTransient, jittered, transientRetryDelayMs } from "./transient.ts";
 
 // CloudEvents: the immutable event, the NATS binding, the JSON format
 export { CORE_ATTRIBUTES, createEvent, dataJson, dataText, normalizeTime, withAttributes } from "./event.ts";
@@ -42,7 +44,9 @@ export type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, H
 export { startAgent } from "./agent.ts";
 export type { AgentOptions } from "./agent.ts";
 export { runAgentProcess } from "./agent-process.ts";
-export { runServiceProcess } from "./service-process.ts";
+export { START_TIMEOUT_ENV, runServiceProcess } from "./service-process.ts";
+export { STARTED_MESSAGE, announceStarted, detachFromSupervisor, isStartedMessage } from "./supervision.ts";
+export type { StartedMessage } from "./supervision.ts";
 export type { ServiceContext, ServiceProcessOptions, StartedService } from "./service-process.ts";
 export { consumeDurable } from "./consumer.ts";
 export { isConsumerNotFound, isWrongRevision } from "./jetstream-errors.ts";
@@ -123,5 +127,7 @@ export {
   subjectMatches, subscribersOf, subscriptionDurable,
 } from "./principals.ts";
 export type { AccountValue, FactRef, PrincipalSpec, Principals, RoleValue } from "./principals.ts";
-export { DEFAULT_NATS_URL, connectAs, dataDir, publicKeyOf, readSeed, seedPath } from "./connect.ts";
-export type { ConnectAsOptions } from "./connect.ts";
+export {
+  CONNECTION_POLICY, DEFAULT_NATS_URL, connectAs, connectionOptions, dataDir, isConnected, parseServers, publicKeyOf, readSeed, seedPath, watchConnection,
+} from "./connect.ts";
+export type { ConnectAsOptions, ConnectionWatch } from "./connect.ts";

@@ -4,7 +4,7 @@
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvStatus, type KvWatchEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { ConfigError, ErrorCode, permissionDenied, type CausewayError } from "./errors.ts";
+import { ConfigError, ErrorCode, NotReadyError, permissionDenied, type CausewayError } from "./errors.ts";
 
 /** What {@link followBucket} needs. */
 export interface FollowOptions {
@@ -26,14 +26,14 @@ export interface FollowOptions {
 }
 
 /**
- * Opens a bucket that must already exist (`Kvm.open` alone does not check). ConfigError CW_ERR_CONFIG naming
- * `createdBy` when it is missing, CW_ERR_PERMISSION_DENIED when the connection may not read it.
+ * Opens a bucket that must already exist (`Kvm.open` alone does not check). NotReadyError CW_ERR_CONFIG naming
+ * `createdBy` when it is missing (a starting service waits for it), CW_ERR_PERMISSION_DENIED when the connection may not read it.
  */
 export async function openExistingBucket(nc: NatsConnection, bucket: string, what: string, createdBy: string): Promise<{ kv: KV; status: KvStatus }> {
   const kv = await new Kvm(nc).open(bucket);
   const status = await kv.status().catch((err: unknown) => {
     if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
-      throw new ConfigError(ErrorCode.Config, `${what} bucket ${bucket} does not exist: run \`${createdBy}\` to create it`, { cause: err });
+      throw new NotReadyError(ErrorCode.Config, `${what} bucket ${bucket} does not exist: run \`${createdBy}\` to create it`, { cause: err });
     }
     throw permissionDenied(err, `reading ${what} ${bucket}`) ?? err;
   });
@@ -100,7 +100,7 @@ export async function followBucket(nc: NatsConnection, opts: FollowOptions): Pro
       report(new ConfigError(ErrorCode.Config, `the watch on ${what} ${bucket} failed: ${(err as Error).message}`, { cause: err }));
     }
     if (ready !== undefined) {
-      ready.reject(new ConfigError(ErrorCode.Config, `the watch on ${what} ${bucket} stopped before its entries were loaded`));
+      ready.reject(new NotReadyError(ErrorCode.Config, `the watch on ${what} ${bucket} stopped before its entries were loaded`));
       ready = undefined;
     } else if (!closed && !nc.isClosed() && !nc.isDraining()) {
       // Entries stay as last seen, but changes no longer arrive: the service must restart.
@@ -142,7 +142,7 @@ export async function followBucket(nc: NatsConnection, opts: FollowOptions): Pro
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new ConfigError(ErrorCode.Config, `${what} ${bucket} did not load within ${timeoutMs} ms`)), timeoutMs);
+    timer = setTimeout(() => reject(new NotReadyError(ErrorCode.Config, `${what} ${bucket} did not load within ${timeoutMs} ms`)), timeoutMs);
   });
   try {
     await Promise.race([initialized, timeout]);

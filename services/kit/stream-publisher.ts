@@ -23,10 +23,13 @@ export interface PubAck {
 export class StreamPublishError extends Error {
   /** JetStream's error code (e.g. 10071 wrong last sequence), when the stream answered with one. */
   readonly errCode: number | undefined;
-  constructor(message: string, errCode?: number) {
+  /** No ack in time, or no stream answering (a leader election, a restart): a retry may pass (kit `isTransient`). */
+  readonly transient: boolean;
+  constructor(message: string, errCode?: number, transient = false) {
     super(message);
     this.name = "StreamPublishError";
     this.errCode = errCode;
+    this.transient = transient;
   }
 }
 
@@ -86,7 +89,9 @@ export function createStreamPublisher(nc: NatsConnection, inboxPrefix: string, o
       if (p === undefined) return; // overdue, already failed
       pending.delete(token);
       if (msg.headers?.hasError) {
-        p.reject(new StreamPublishError(msg.headers.code === 503 ? "no stream takes this subject" : `publish failed: ${msg.headers.code} ${msg.headers.description}`));
+        p.reject(msg.headers.code === 503
+          ? new StreamPublishError("no stream takes this subject (or none answered: its leader may be being elected)", undefined, true)
+          : new StreamPublishError(`publish failed: ${msg.headers.code} ${msg.headers.description}`));
         return;
       }
       let ack: { stream?: string; seq?: number; duplicate?: boolean; error?: { err_code?: number; description?: string } };
@@ -107,7 +112,7 @@ export function createStreamPublisher(nc: NatsConnection, inboxPrefix: string, o
     for (const [token, p] of pending) {
       if (p.deadline > now) break;
       pending.delete(token);
-      p.reject(new StreamPublishError(`no ack within ${timeoutMs} ms (the stream may have stored it: retry with the same Nats-Msg-Id)`));
+      p.reject(new StreamPublishError(`no ack within ${timeoutMs} ms (the stream may have stored it: retry with the same Nats-Msg-Id)`, undefined, true));
     }
   }, Math.min(1_000, timeoutMs));
   sweep.unref();

@@ -18,4 +18,7 @@ await runServiceProcess("lineage", async ({ nc, trust, key, layout, log, defer }
     console.log(`lineage: HTTP API on ${service.http.url}${token}`);
   }
   return { lost: [service.lost] };
+}, {
+  // A bad LINEAGE_* setting is refused at once, before lineage waits for the mesh.
+  check: () => void lineageConfig(),
 });

@@ -7,7 +7,7 @@
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  DecisionKind, KvBucket, connectAs, controlRequest, decisionEvent, isCausewayError, permissionDenied, readSeed, signingKeyFromNkeySeed,
+  DecisionKind, KvBucket, asUnavailable, connectAs, controlRequest, decisionEvent, isCausewayError, permissionDenied, readSeed, signingKeyFromNkeySeed,
 } from "../../kit/index.ts";
 import { approve as approveEndpoint, deny as denyEndpoint, describeRevocation, type Approval } from "../../coordinator/contract.ts";
 import { parseCommand, usageError } from "../usage.ts";
@@ -35,8 +35,9 @@ async function pendingApprovals(nc: NatsConnection, who: string): Promise<Approv
     }
     return out;
   } catch (err) {
-    // Only approvers may read pending approvals: the server refuses anyone else.
-    throw permissionDenied(err, `${who} reading pending approvals (only approver principals may)`) ?? err;
+    // Only approvers may read pending approvals: the server refuses anyone else. During a leader election JetStream
+    // does not answer ("jetstream is not enabled"): that passes, so CW_ERR_UNAVAILABLE, retry.
+    throw permissionDenied(err, `${who} reading pending approvals (only approver principals may)`) ?? asUnavailable(err) ?? err;
   }
 }
 
