@@ -1,8 +1,8 @@
 // `make demo` is the README's first promise: the whole mesh end to end on embedded defaults. Run it as a user
 // would, in a data directory that already holds another mesh's audit log (the demo must not use it).
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { execFile, spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -11,7 +11,8 @@ import { sqliteStorePath } from "../services/lineage/open-store.ts";
 import { createMerkleLog } from "../services/lineage/merkle.ts";
 import { encodeRecord } from "../services/lineage/record.ts";
 import { openSqliteStore } from "../services/lineage/store-sqlite.ts";
-import { repoRoot } from "./harness/index.ts";
+import { processIdentity } from "../services/cli/pid-files.ts";
+import { repoRoot, waitFor } from "./harness/index.ts";
 
 test("demo - the flow runs through the gateway, the critical step is approved, and lineage answers why and verify", async () => {
   const dataDir = mkdtempSync(join(tmpdir(), "causeway-demo-"));
@@ -38,6 +39,40 @@ test("demo - the flow runs through the gateway, the critical step is approved, a
     assert.match(stdout, /✓ the audit log is intact: \d+ records re-hashed, \d+ signed checkpoints? match/);
     assert.match(stdout, /demo complete in/);
   } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test("demo - when its output closes early (`make demo | head`), it stops its nats-server and services: no process is left", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "causeway-demo-"));
+  const demo = spawn(process.execPath, [join(repoRoot, "services/cli/main.ts"), "demo"], { env: { ...process.env, CAUSEWAY_DATA_DIR: dataDir }, stdio: ["ignore", "pipe", "pipe"] });
+  const exited = new Promise<number | null>((resolve) => demo.once("exit", (code) => resolve(code)));
+  let out = "", err = "";
+  demo.stderr.setEncoding("utf8").on("data", (c: string) => { err += c; });
+  const alive = (pid: number) => processIdentity(pid) !== undefined && !processIdentity(pid)!.zombie;
+  try {
+    // The reader takes the lines up to the started services, as `head` would, and goes away.
+    const services = await new Promise<string>((resolve, reject) => {
+      demo.stdout.setEncoding("utf8").on("data", (c: string) => {
+        out += c;
+        const m = /^✓ services — (.*)$/m.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      void exited.then(() => reject(new Error(`the demo ended before its services started:\n${out}\n${err}`)));
+    });
+    const pids = [...services.matchAll(/\(pid (\d+)\)/g)].map((m) => Number(m[1]));
+    assert.ok(pids.length >= 8, services);
+    const ports = readdirSync(join(dataDir, "demo")).map((f) => /^nats-server_(\d+)\.ports$/.exec(f)).find((m) => m !== null);
+    assert.ok(ports, "the demo's nats-server wrote its ports file");
+    const serverPid = Number(ports[1]);
+    for (const pid of [serverPid, ...pids]) assert.ok(alive(pid), `pid ${pid} runs while the demo does`);
+    demo.stdout.destroy();
+
+    assert.equal(await exited, 0, err);
+    assert.match(err, /causeway demo: the output closed; stopped what it had started/);
+    await waitFor(() => [serverPid, ...pids].every((pid) => !alive(pid)), { what: "no process of the demo left", timeoutMs: 5_000 });
+  } finally {
+    demo.kill("SIGKILL");
     rmSync(dataDir, { recursive: true, force: true });
   }
 });

@@ -44,6 +44,9 @@ interface PsRow {
   replica: number | null;
   pid: number | null;
   state: string;
+  restarts: number | null;
+  lastExit: { at: string; how: string } | null;
+  supervisor: number | null;
   log: string;
   problem?: string;
 }
@@ -83,8 +86,8 @@ describe("services as processes", () => {
       assert.equal(r.log, logFileOf(logDir(mesh.dataDir), r.service));
     }
     const text = await causeway(mesh, "ps");
-    assert.match(text.stdout, /^SERVICE\s+REPLICA\s+PID\s+STATE\s+UPTIME\s+LOG$/m);
-    assert.match(text.stdout, new RegExp(`^${agent.name}\\s+1\\s+\\d+\\s+running\\s+\\d+s\\s+\\S+${agent.name}\\.log$`, "m"));
+    assert.match(text.stdout, /^SERVICE\s+REPLICA\s+PID\s+STATE\s+UPTIME\s+RESTARTS\s+LOG$/m);
+    assert.match(text.stdout, new RegExp(`^${agent.name}\\s+1\\s+\\d+\\s+running\\s+\\d+s\\s+0\\s+\\S+${agent.name}\\.log$`, "m"));
 
     // Everything already runs: start starts nothing.
     const again = await causeway(mesh, "start", agent.name);
@@ -136,12 +139,16 @@ describe("services as processes", () => {
     follow.stdout.setEncoding("utf8").on("data", (c: string) => { followed += c; });
     const followExit = new Promise((r) => follow.once("exit", r));
     try {
-      // Replica 2 dies without a drain: its pid file is stale (process gone). Replica 3's pid file names a live
-      // process that is not the agent (the test's own nats-server): stale too, and never signalled.
+      // Replica 2 dies without a drain, its supervisor first (or it would start it again): its pid file is stale
+      // (processes gone). Replica 3's pid file names a live process that is not the agent (the test's own
+      // nats-server), and no supervisor: stale too, and never signalled.
+      const twoRecord = readPidFile(pidFileOf(mesh.dataDir, agent.name, 2)).record!;
+      process.kill(twoRecord.supervisor!.pid, "SIGKILL");
       process.kill(two!, "SIGKILL");
-      await waitFor(() => !alive(two!), { what: "replica 2 gone" });
+      await waitFor(() => !alive(two!) && !alive(twoRecord.supervisor!.pid), { what: "replica 2 and its supervisor gone" });
       const serverPid = mesh.server.pid;
-      writeFileSync(pidFileOf(mesh.dataDir, agent.name, 3), JSON.stringify({ ...readPidFile(pidFileOf(mesh.dataDir, agent.name, 2)).record, pid: serverPid }));
+      const { supervisor: _supervisor, ...unsupervised } = twoRecord;
+      writeFileSync(pidFileOf(mesh.dataDir, agent.name, 3), JSON.stringify({ ...unsupervised, pid: serverPid }));
 
       const stale = await ps(mesh);
       const mine = stale.filter((r) => r.service === agent.name);
@@ -179,10 +186,13 @@ describe("services as processes", () => {
     assert.deepEqual((await ps(mesh)).filter((r) => r.service === agent.name).map((r) => r.pid), [three[0]!.pid]);
 
     assert.equal((await causeway(mesh, "start", agent.name, "--replicas", "2")).code, 0);
-    // A replica that crashed is restarted with the others: its pid file says it was meant to run.
-    const crashed = (await ps(mesh)).find((r) => r.service === agent.name && r.replica === 2)!.pid!;
+    // A replica that crashed with its supervisor (nothing restarted it) is restarted with the others: its pid file
+    // says it was meant to run.
+    const crashedRow = (await ps(mesh)).find((r) => r.service === agent.name && r.replica === 2)!;
+    const crashed = crashedRow.pid!;
+    process.kill(crashedRow.supervisor!, "SIGKILL");
     process.kill(crashed, "SIGKILL");
-    await waitFor(() => !alive(crashed), { what: "replica 2 gone" });
+    await waitFor(() => !alive(crashed) && !alive(crashedRow.supervisor!), { what: "replica 2 and its supervisor gone" });
     const restarted = await causeway(mesh, "restart", agent.name);
     assert.equal(restarted.code, 0, restarted.stdout);
     assert.match(restarted.stdout, new RegExp(`^! ${agent.name}\\.2: stale pid file — process ${crashed} is not running; removed$`, "m"));
@@ -190,6 +200,42 @@ describe("services as processes", () => {
     const down = await causeway(mesh, "down");
     assert.equal(down.code, 0, down.stdout);
     assert.equal(down.stdout.match(new RegExp(`^✓ stopped ${agent.name}\\.\\d`, "gm"))?.length, 2);
+    assert.deepEqual(recordedReplicas(mesh.dataDir), []);
+  });
+
+  test("services - a replica killed with SIGKILL is started again by its supervisor with a new pid, and ps reports the restart; stop stops both", async () => {
+    await using mesh = await meshForServices();
+    const started = await causeway(mesh, "start", agent.name);
+    assert.equal(started.code, 0, started.stdout + started.stderr);
+    const before = (await ps(mesh)).find((r) => r.service === agent.name)!;
+    assert.deepEqual([before.state, before.restarts, before.lastExit], ["running", 0, null]);
+    assert.match(started.stdout, new RegExp(`started replica 1 \\(pid ${before.pid}\\)`), "start prints the service's pid, not its supervisor's");
+    assert.ok(before.supervisor !== null && alive(before.supervisor), "a supervisor runs it");
+
+    process.kill(before.pid!, "SIGKILL");
+    const after = await waitFor(async () => {
+      const row = (await ps(mesh)).find((r) => r.service === agent.name)!;
+      return row.state === "running" && row.pid !== before.pid && row;
+    }, { what: "the replica to run again", timeoutMs: 20_000 });
+    assert.ok(!alive(before.pid!), "the killed process is gone");
+    assert.equal(after.supervisor, before.supervisor, "the same supervisor");
+    assert.equal(after.restarts, 1);
+    assert.equal(after.lastExit?.how, "signal SIGKILL");
+    const text = await causeway(mesh, "ps");
+    assert.match(text.stdout, new RegExp(`^${agent.name}\\s+1\\s+${after.pid}\\s+running\\s+\\d+s\\s+1\\s+`, "m"));
+    assert.match(text.stdout, new RegExp(`^! ${agent.name}\\.1: restarted 1 time by its supervisor; last exit: signal SIGKILL at `, "m"));
+    const logs = await causeway(mesh, "logs", agent.name, "-n", "100");
+    assert.match(logs.stdout, new RegExp(`"msg":"${agent.name}\\.1 exited unexpectedly \\(signal SIGKILL\\); restarting in [\\d.]+ s"`));
+    // The new process is the service: it answers as the agent's micro service.
+    await waitFor(async () => {
+      for await (const info of await new Svcm(mesh.operator).client({ strategy: "timer", maxWait: 300 }).ping(agent.service)) if (info.name === agent.service) return true;
+      return false;
+    }, { what: "the restarted replica to answer" });
+
+    const stopped = await causeway(mesh, "stop", agent.name);
+    assert.equal(stopped.code, 0, stopped.stdout + stopped.stderr);
+    assert.match(stopped.stdout, new RegExp(`^✓ stopped ${agent.name}\\.1 \\(pid ${after.pid}\\) — drained in`, "m"));
+    assert.ok(!alive(after.pid!) && !alive(after.supervisor!), "the replica and its supervisor stopped; nothing restarted it");
     assert.deepEqual(recordedReplicas(mesh.dataDir), []);
   });
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The `causeway` command: one module per command group under commands/, loaded on demand so a
 // command never pays for another's imports.
-import { CausewayError } from "../kit/index.ts";
+import { CausewayError, asUnavailable } from "../kit/index.ts";
+import { outputClosed } from "./output.ts";
 
 /** A command group: receives the arguments after its name, returns the process exit code. */
 export type Command = (args: string[]) => Promise<number>;
@@ -50,16 +51,19 @@ async function main(argv: string[]): Promise<number> {
   return run(rest);
 }
 
-// `causeway … | head` closes stdout early; that is the reader's choice, not an error.
+// `causeway … | head` closes stdout early; that is the reader's choice, not an error. What the command started for
+// its run (the demo's server and services) is stopped first (output.ts).
 process.stdout.on("error", (err: NodeJS.ErrnoException) => {
-  if (err.code === "EPIPE") process.exit(0);
+  if (err.code === "EPIPE") return void outputClosed(process.argv[2] ?? "");
   throw err;
 });
 
 main(process.argv.slice(2)).then(
   (code) => { process.exitCode = code; },
-  (err: unknown) => {
-    // Known errors print their code and message only; anything else is a bug and keeps its stack.
+  (caught: unknown) => {
+    // Known errors print their code and message only; a broker fault that passes by itself (a leader election)
+    // is CW_ERR_UNAVAILABLE, retry; anything else is a bug and keeps its stack.
+    const err = asUnavailable(caught) ?? caught;
     if (err instanceof CausewayError) console.error(`causeway: ${err.message} (${err.code})`);
     else console.error("causeway: unexpected error", err);
     process.exitCode = 1;

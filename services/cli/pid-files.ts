@@ -1,8 +1,13 @@
 // Pid files that are never trusted blindly. A pid file records the process's pid with what identifies it beyond
 // the pid: when the kernel started it and its command line. A pid whose process is gone, or is now another
 // program (pids are reused), makes the file stale: reported and removed, never signalled.
+//
+// A service started by `causeway up` / `start` runs under a supervisor (supervisor.ts), which writes the pid file
+// itself: the service's identity, the supervisor's, how often it restarted the service and why. Such a file is
+// live while either process is: while the supervisor waits to start the service again, the replica is
+// `restarting`, and stopping it stops the supervisor first (which stops the service).
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 
@@ -16,18 +21,32 @@ export interface ProcessIdentity {
   readonly zombie: boolean;
 }
 
-/** The contents of a pid file. */
-export interface PidRecord {
+/** A process as a pid file records it. */
+export interface RecordedProcess {
   readonly pid: number;
   readonly start: string;
   readonly command: string;
+}
+
+/** The contents of a pid file. */
+export interface PidRecord extends RecordedProcess {
   /** When it was started, ISO 8601: the uptime `causeway ps` shows. */
   readonly startedAt: string;
+  /** The supervisor that restarts it when it exits unexpectedly (services started by `up` / `start`). */
+  readonly supervisor?: RecordedProcess;
+  /** How many times the supervisor has restarted it. */
+  readonly restarts?: number;
+  /** Its last unexpected exit: when, and how (`code 1`, `signal SIGKILL`). */
+  readonly lastExit?: { readonly at: string; readonly how: string };
+  /** Set while the supervisor waits to start it again: when it will. */
+  readonly restartAt?: string;
 }
 
 /** A pid file read and checked against the process table. */
 export type PidFileState =
   | { readonly state: "running"; readonly path: string; readonly record: PidRecord }
+  /** The service exited and its supervisor is about to start it again. */
+  | { readonly state: "restarting"; readonly path: string; readonly record: PidRecord }
   /** The file names no process of ours: `why` says what is wrong (gone, another program, unreadable). */
   | { readonly state: "stale"; readonly path: string; readonly record: PidRecord | undefined; readonly why: string };
 
@@ -64,14 +83,26 @@ export function identityFromPs(pid: number): ProcessIdentity | undefined {
   return m ? { start: m[2]!, command: m[3]!, zombie: m[1]!.startsWith("Z") } : undefined;
 }
 
-/** Records the running process `pid` in `path` (creating its directory); its identity is read now. */
-export function writePidFile(path: string, pid: number): PidRecord {
+/** `pid` as a pid file records it, its identity read now. Throws when it is not running. */
+export function recordProcess(pid: number): RecordedProcess {
   const id = processIdentity(pid);
   if (!id || id.zombie) throw new Error(`process ${pid} exited before its pid file was written`);
-  const record: PidRecord = { pid, start: id.start, command: id.command, startedAt: new Date().toISOString() };
-  mkdirSync(dirname(path), { recursive: true });
-  writeFileSync(path, `${JSON.stringify(record)}\n`);
+  return { pid, start: id.start, command: id.command };
+}
+
+/** Records the running process `pid` in `path` (creating its directory); its identity is read now. */
+export function writePidFile(path: string, pid: number, extra: Omit<PidRecord, keyof RecordedProcess | "startedAt"> & { startedAt?: string } = {}): PidRecord {
+  const record: PidRecord = { ...recordProcess(pid), startedAt: new Date().toISOString(), ...extra };
+  writeRecord(path, record);
   return record;
+}
+
+/** Writes `record` to `path` at once (a reader never sees half a file). */
+export function writeRecord(path: string, record: PidRecord): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(record)}\n`);
+  renameSync(tmp, path);
 }
 
 /** Reads `path` and checks that its process is still the one it recorded. */
@@ -84,11 +115,18 @@ export function readPidFile(path: string): PidFileState {
     return { state: "stale", path, record: undefined, why: `unreadable pid file (${(err as Error).message}): no process is signalled for it` };
   }
   const why = staleness(record);
-  return why === undefined ? { state: "running", path, record } : { state: "stale", path, record, why };
+  if (why === undefined) return { state: "running", path, record };
+  if (record.supervisor !== undefined && staleness(record.supervisor) === undefined) return { state: "restarting", path, record };
+  return { state: "stale", path, record, why };
+}
+
+/** True while `p`'s process runs and is still the recorded one (not a reused pid). */
+export function isRecordedAlive(p: RecordedProcess): boolean {
+  return staleness(p) === undefined;
 }
 
 /** Why `record` no longer names its process, or undefined while it does. */
-function staleness(record: PidRecord): string | undefined {
+function staleness(record: RecordedProcess): string | undefined {
   const id = processIdentity(record.pid);
   if (!id || id.zombie) return `process ${record.pid} is not running`;
   if (id.start !== record.start || id.command !== record.command) return `pid ${record.pid} is now another process (${id.command.slice(0, 80)})`;
@@ -104,27 +142,37 @@ export interface Termination {
 }
 
 /**
- * Sends SIGTERM to the process `record` names (a service drains on it), waits until it is gone, SIGKILL after
- * `graceMs`; then removes the pid file. Signals only while the process is still the recorded one.
+ * Sends SIGTERM to the process `record` names (a service drains on it) — to its supervisor when it has one, which
+ * passes it on and does not restart it — waits until both are gone, SIGKILL after `graceMs`; then removes the pid
+ * file. Signals only processes that are still the recorded ones; the service's record is read again from the
+ * file each time, as a supervisor may have restarted it meanwhile.
  */
 export async function terminate(path: string, record: PidRecord, graceMs = 10_000): Promise<Termination> {
   const started = performance.now();
-  const signal = (sig: NodeJS.Signals) => {
+  const current = (): PidRecord => {
+    const f = existsSync(path) ? readPidFile(path) : undefined;
+    return f?.record !== undefined && f.record.supervisor?.pid === record.supervisor?.pid ? f.record : record;
+  };
+  const alive = (p: RecordedProcess | undefined): p is RecordedProcess => p !== undefined && staleness(p) === undefined;
+  const signal = (p: RecordedProcess | undefined, sig: NodeJS.Signals) => {
     try {
-      if (staleness(record) === undefined) process.kill(record.pid, sig);
+      if (alive(p)) process.kill(p.pid, sig);
     } catch {
       // exited between the check and the signal
     }
   };
-  signal("SIGTERM");
+  // The supervisor first: it stops the service and restarts nothing. Without one (or with it gone), the service.
+  if (alive(record.supervisor)) signal(record.supervisor, "SIGTERM");
+  else signal(record, "SIGTERM");
   let killed = false;
-  while (staleness(record) === undefined) {
+  for (let now = current(); alive(now) || alive(record.supervisor); now = current()) {
     const elapsed = performance.now() - started;
     if (!killed && elapsed > graceMs) {
-      signal("SIGKILL");
+      signal(record.supervisor, "SIGKILL");
+      signal(now, "SIGKILL");
       killed = true;
     } else if (elapsed > graceMs + 5_000) {
-      throw new Error(`process ${record.pid} is still there 5 s after SIGKILL; its pid file ${path} stays`);
+      throw new Error(`process ${now.pid} is still there 5 s after SIGKILL; its pid file ${path} stays`);
     }
     await delay(25);
   }

@@ -1,8 +1,9 @@
 // The mesh's services as processes, as an operator runs them: one process per replica, each connected as its
 // own principal, telemetry loaded first with --import. Which services there are, their entry points and replica
 // counts come from the layout (principals with an `entry` in infra/principals.json), never from a list here.
-// `causeway demo` spawns them as children; `causeway up|start|stop|restart|ps` run them detached and track them
-// in pid files under <data>/nats/services/, their logs in <data>/nats/logs/<service>.log.
+// `causeway demo` spawns them as children; `causeway up|start|stop|restart|ps` run each replica detached under a
+// supervisor (supervisor.ts) that restarts it when it exits unexpectedly and tracks it in a pid file under
+// <data>/nats/services/, their logs in <data>/nats/logs/<service>.log.
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -33,7 +34,10 @@ export interface ServiceProcess {
   readonly service: MeshService;
   /** 1, 2, …: which of the service's replicas. */
   readonly replica: number;
+  /** The process spawned: the service itself, or its supervisor (`supervise`). */
   readonly child: ChildProcess;
+  /** The service's own pid: the child's, or the one its supervisor recorded (undefined until it has). */
+  servicePid(): number | undefined;
   readonly logFile: string;
   /** The log file's size when the process started: what it wrote is after this offset. */
   readonly logOffset: number;
@@ -51,6 +55,11 @@ export interface SpawnServiceOptions {
   env?: NodeJS.ProcessEnv;
   /** Let the process outlive this one, in its own process group (`causeway up`, `start`). Default false. */
   detached?: boolean;
+  /**
+   * Run the replica under a supervisor that restarts it when it exits unexpectedly and writes its pid file here
+   * (`causeway up`, `start`). Default: the service is spawned directly, with no pid file (`causeway demo`).
+   */
+  supervise?: { readonly pidFile: string };
 }
 
 /** Starts replica `replica` of `service`; stdout and stderr are appended to its log file. */
@@ -60,8 +69,11 @@ export function spawnService(service: MeshService, replica: number, opts: SpawnS
   const out = openSync(logFile, "a");
   const logOffset = statSync(logFile).size;
   let child: ChildProcess;
+  const args = opts.supervise
+    ? [join(repoRoot, "services", "cli", "supervisor.ts"), service.name, String(replica), opts.supervise.pidFile]
+    : ["--import", join(repoRoot, "services", "kit", "telemetry.ts"), service.entryPath];
   try {
-    child = spawn(process.execPath, ["--import", join(repoRoot, "services", "kit", "telemetry.ts"), service.entryPath], {
+    child = spawn(process.execPath, args, {
       env: { ...process.env, ...opts.env, NATS_URL: opts.natsUrl, CAUSEWAY_DATA_DIR: opts.dataDir, CAUSEWAY_PRINCIPAL: service.name },
       stdio: ["ignore", out, out],
       detached: opts.detached ?? false,
@@ -71,8 +83,14 @@ export function spawnService(service: MeshService, replica: number, opts: SpawnS
   }
   if (opts.detached) child.unref();
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  const pidFile = opts.supervise?.pidFile;
   return {
     service, replica, child, logFile, logOffset,
+    servicePid() {
+      if (pidFile === undefined) return child.pid;
+      const f = existsSync(pidFile) ? readPidFile(pidFile) : undefined;
+      return f?.record !== undefined && f.record.supervisor?.pid === child.pid ? f.record.pid : undefined;
+    },
     async stop(graceMs = 10_000) {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill("SIGTERM");

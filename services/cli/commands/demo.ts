@@ -20,6 +20,7 @@ import { readinessProblems, spawnServices, waitForServices, type ServiceProcess 
 import { applyMeshInfra, ensureIdentities, seedTrust } from "../bootstrap.ts";
 import { collectFlow, renderFlow } from "../flow.ts";
 import { natsBinary, repoRoot, spawnNatsServer, type NatsProcess } from "../nats-process.ts";
+import { onOutputClosed } from "../output.ts";
 import { step } from "../progress.ts";
 import { renderInfra } from "./infra.ts";
 
@@ -39,6 +40,14 @@ export async function run(args: string[]): Promise<number> {
   let agents: ServiceProcess[] = [];
   let trust: TrustStore | undefined;
   const connections: NatsConnection[] = [];
+  // A reader that stops reading (`make demo | head`) stops the demo: its server and services with it (output.ts).
+  const stopAll = async () => {
+    await Promise.all(agents.map((a) => a.stop(2_000)));
+    await trust?.close().catch(() => undefined);
+    for (const nc of connections) await nc.close().catch(() => undefined);
+    await server?.stop();
+  };
+  const unregister = onOutputClosed(stopAll);
   console.log("Causeway demo — a report request through planner → researcher → verifier → reporter → publisher (critical: approved, then granted), every hop signed and verified\n");
   try {
     const layout = loadLayout();
@@ -151,10 +160,8 @@ export async function run(args: string[]): Promise<number> {
     console.error(`\ndemo failed: ${err instanceof Error ? err.message : String(err)}`);
     return 1;
   } finally {
-    await Promise.all(agents.map((a) => a.stop(2_000)));
-    await trust?.close().catch(() => undefined);
-    for (const nc of connections) await nc.close().catch(() => undefined);
-    if (server) await server.stop();
+    unregister();
+    await stopAll();
   }
 }
 

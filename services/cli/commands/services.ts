@@ -1,13 +1,14 @@
 // `causeway ps | start | stop | restart | logs`: the mesh's services as background processes. The services, their
 // entry points and replica counts are the layout's (principals with an `entry` in infra/principals.json); each
-// replica is tracked in a pid file that records its start time and command line, so a stale file (its process
-// gone, or its pid reused by another program) is reported and removed, never signalled. `causeway up` and `down`
-// run the same start and stop.
+// replica runs under a supervisor (supervisor.ts) that restarts it when it exits unexpectedly, and is tracked in a
+// pid file that records its start time and command line (and its supervisor's, and its restarts), so a stale file
+// (its processes gone, or its pid reused by another program) is reported and removed, never signalled.
+// `causeway up` and `down` run the same start and stop.
 import { closeSync, existsSync, openSync, readSync, rmSync, statSync } from "node:fs";
 import { setTimeout as delay } from "node:timers/promises";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ConfigError, DEFAULT_NATS_URL, ErrorCode, connectAs, dataDir, loadLayout, type MeshLayout, type MeshService } from "../../kit/index.ts";
-import { processIdentity, readPidFile, terminate, writePidFile, type PidFileState } from "../pid-files.ts";
+import { isRecordedAlive, readPidFile, terminate, type PidFileState } from "../pid-files.ts";
 import {
   logDir, logFileOf, pidFileOf, readinessProblems, recordedReplicas, serverLogFile, serverPidFile, spawnService, waitForServices,
   type RecordedReplica, type ServiceProcess,
@@ -21,9 +22,11 @@ const USAGE = `usage: causeway ps [--json]
        causeway restart [<service>] [--replicas N] [--server URL]
        causeway logs <service> [-f] [-n LINES]
 
-  ps        every service (principals with an entry in infra/principals.json): replica, pid, state, uptime, log
-  start     start what is not running, each service with its replicas from infra/principals.json, and wait
-            until each answers a ping; with --replicas N, exactly N replicas of the service (above N drained)
+  ps        every service (principals with an entry in infra/principals.json): replica, pid, state, uptime,
+            restarts, log
+  start     start what is not running, each service with its replicas from infra/principals.json, each under a
+            supervisor that restarts it when it exits unexpectedly, and wait until each answers a ping; with
+            --replicas N, exactly N replicas of the service (above N drained)
   stop      drain (SIGTERM, up to 10 s, then SIGKILL) and remove the pid files; without a service, every
             process with a pid file
   restart   stop, then start as many replicas as have pid files, a crashed one's included (or --replicas N)
@@ -61,8 +64,8 @@ export function ps(args: string[]): Promise<number> {
     return Promise.resolve(0);
   }
   const cell = (v: string | number | null) => (v === null ? "-" : String(v));
-  console.log(table(["SERVICE", "REPLICA", "PID", "STATE", "UPTIME", "LOG"],
-    rows.map((r) => [r.service, cell(r.replica), cell(r.pid), r.state, r.uptimeSeconds === null ? "-" : uptime(r.uptimeSeconds), shown(r.log)])));
+  console.log(table(["SERVICE", "REPLICA", "PID", "STATE", "UPTIME", "RESTARTS", "LOG"],
+    rows.map((r) => [r.service, cell(r.replica), cell(r.pid), r.state, r.uptimeSeconds === null ? "-" : uptime(r.uptimeSeconds), cell(r.restarts), shown(r.log)])));
   for (const r of rows.filter((row) => row.problem !== undefined)) console.log(`! ${r.service}${r.replica === null ? "" : `.${r.replica}`}: ${r.problem}`);
   return Promise.resolve(0);
 }
@@ -72,10 +75,16 @@ interface PsRow {
   readonly service: string;
   readonly replica: number | null;
   readonly pid: number | null;
-  /** `running`; `exited`: its pid file is stale; `stopped`: no pid file. */
-  readonly state: "running" | "exited" | "stopped";
+  /** `running`; `restarting`: it exited and its supervisor starts it again; `exited`: its pid file is stale; `stopped`: no pid file. */
+  readonly state: "running" | "restarting" | "exited" | "stopped";
   readonly uptimeSeconds: number | null;
   readonly startedAt: string | null;
+  /** How often its supervisor restarted it (null: not supervised, e.g. the nats-server). */
+  readonly restarts: number | null;
+  /** Its last unexpected exit, when it had one. */
+  readonly lastExit: { readonly at: string; readonly how: string } | null;
+  /** Its supervisor's pid (null: none). */
+  readonly supervisor: number | null;
   readonly log: string;
   /** A stale pid file, or a service no longer in infra/principals.json. */
   readonly problem?: string;
@@ -84,12 +93,20 @@ interface PsRow {
 function psRows(data: string, layout: MeshLayout): PsRow[] {
   const row = (service: string, replica: number | null, f: PidFileState | undefined, log: string, note?: string): PsRow => {
     const running = f?.state === "running";
+    const record = f?.record;
     const repair = replica === null ? "`causeway up` starts it again, `causeway down` removes it" : `\`causeway restart ${service}\` starts it again, \`causeway stop ${service}\` removes it`;
-    const problem = f?.state === "stale" ? `stale pid file ${shown(f.path)}: ${f.why}; ${repair}` : note;
+    const lastExit = record?.lastExit ? `last exit: ${record.lastExit.how} at ${record.lastExit.at}` : "";
+    const restarted = record?.restarts ? `restarted ${record.restarts} time${record.restarts === 1 ? "" : "s"} by its supervisor; ${lastExit}` : undefined;
+    const unsupervised = running && record?.supervisor !== undefined && !isRecordedAlive(record.supervisor)
+      ? `its supervisor (pid ${record.supervisor.pid}) is gone: it is not restarted if it exits; \`causeway restart ${service}\` supervises it again` : undefined;
+    const problem = f?.state === "stale" ? `stale pid file ${shown(f.path)}: ${f.why}; ${repair}`
+      : f?.state === "restarting" ? `exited (${record?.lastExit?.how ?? "?"}); its supervisor starts it again${record?.restartAt ? ` at ${record.restartAt}` : ""} (restart ${record?.restarts ?? 0})`
+        : [restarted, unsupervised, note].filter((x) => x !== undefined).join("; ") || undefined;
     return {
-      service, replica, pid: f?.record?.pid ?? null, state: f === undefined ? "stopped" : running ? "running" : "exited",
+      service, replica, pid: record?.pid ?? null, state: f === undefined ? "stopped" : running ? "running" : f.state === "restarting" ? "restarting" : "exited",
       uptimeSeconds: running ? Math.max(0, Math.round((Date.now() - Date.parse(f.record.startedAt)) / 1000)) : null,
-      startedAt: f?.record?.startedAt ?? null, log, ...(problem !== undefined && { problem }),
+      startedAt: record?.startedAt ?? null, restarts: record?.supervisor !== undefined ? (record.restarts ?? 0) : null,
+      lastExit: record?.lastExit ?? null, supervisor: record?.supervisor?.pid ?? null, log, ...(problem !== undefined && { problem }),
     };
   };
   const rows: PsRow[] = [];
@@ -182,8 +199,8 @@ export async function logs(args: string[]): Promise<number> {
  * Starts what `plans` asks for that is not running, detached, each replica with its pid file, and waits until
  * every service answers; prints a line per service. False when a process exited or a service did not answer.
  */
-export async function startServices(nc: NatsConnection, natsUrl: string, data: string, plans: readonly StartPlan[]): Promise<boolean> {
-  const started: ServiceProcess[] = [];
+export async function startServices(nc: NatsConnection, natsUrl: string, data: string, plans: readonly StartPlan[], spawned?: ServiceProcess[]): Promise<boolean> {
+  const started: ServiceProcess[] = spawned ?? [];
   const running = new Map<string, number>();
   const already: string[] = [];
   for (const { service, replicas, exact } of plans) {
@@ -197,20 +214,8 @@ export async function startServices(nc: NatsConnection, natsUrl: string, data: s
       already.push(`${service.name} (${kept.length === 1 ? "pid" : "pids"} ${kept.map((r) => r.pidFile.record?.pid).join(", ")})`);
       continue;
     }
-    for (const n of missing) {
-      const p = spawnService(service, n, { natsUrl, dataDir: data, logDir: logDir(data), detached: true });
-      started.push(p);
-      try {
-        writePidFile(pidFileOf(data, service.name, n), p.child.pid!);
-      } catch (err) {
-        // Exited at once: the wait below reports it with its log. Still running: it would run untracked, so not at all.
-        const id = processIdentity(p.child.pid!);
-        if (id !== undefined && !id.zombie) {
-          console.log(`✗ ${service.name}.${n}: cannot record its pid (${(err as Error).message}); stopped`);
-          p.child.kill("SIGKILL");
-        }
-      }
-    }
+    // Each replica under its supervisor, which writes the pid file and restarts the service if it exits unexpectedly.
+    for (const n of missing) started.push(spawnService(service, n, { natsUrl, dataDir: data, logDir: logDir(data), detached: true, supervise: { pidFile: pidFileOf(data, service.name, n) } }));
   }
   if (already.length > 0) console.log(`= already running: ${already.join(", ")}`);
   if (started.length === 0) return true;
@@ -219,7 +224,7 @@ export async function startServices(nc: NatsConnection, natsUrl: string, data: s
     running,
     onReady: (s, processes, seconds) => {
       const before = running.get(s.name) ?? 0;
-      console.log(`✓ ${s.name} — started ${processes.map((p) => `replica ${p.replica} (pid ${p.child.pid})`).join(", ")}${before > 0 ? `, ${before} already running` : ""} (${seconds.toFixed(2)} s)`);
+      console.log(`✓ ${s.name} — started ${processes.map((p) => `replica ${p.replica} (pid ${p.servicePid() ?? "?"})`).join(", ")}${before > 0 ? `, ${before} already running` : ""} (${seconds.toFixed(2)} s)`);
     },
   });
   for (const { process: p } of readiness.failed) rmSync(pidFileOf(data, p.service.name, p.replica), { force: true });
@@ -227,9 +232,12 @@ export async function startServices(nc: NatsConnection, natsUrl: string, data: s
   return readiness.failed.length === 0 && readiness.late.length === 0;
 }
 
-/** Starts every service of the layout with its replica count, leaving running replicas as they are (`causeway up`). */
-export function startAll(nc: NatsConnection, natsUrl: string, data: string, layout: MeshLayout): Promise<boolean> {
-  return startServices(nc, natsUrl, data, layout.services.map((s) => ({ service: s, replicas: s.replicas, exact: false })));
+/**
+ * Starts every service of the layout with its replica count, leaving running replicas as they are (`causeway up`);
+ * what it spawns (the replicas' supervisors) is added to `spawned` as it goes.
+ */
+export function startAll(nc: NatsConnection, natsUrl: string, data: string, layout: MeshLayout, spawned?: ServiceProcess[]): Promise<boolean> {
+  return startServices(nc, natsUrl, data, layout.services.map((s) => ({ service: s, replicas: s.replicas, exact: false })), spawned);
 }
 
 /** Drains every process with a pid file (`causeway down`); false when one could not be stopped. */
@@ -239,10 +247,10 @@ export async function stopAll(data: string): Promise<boolean> {
   return stopReplicas(replicas);
 }
 
-/** Drains `replicas` at once, a line each as it ends; stale pid files are reported and removed. */
+/** Drains `replicas` at once (a supervised one through its supervisor), a line each as it ends; stale pid files are reported and removed. */
 async function stopReplicas(replicas: readonly RecordedReplica[]): Promise<boolean> {
   const results = await Promise.allSettled(dropStale(replicas).map(async (r) => {
-    const f = r.pidFile as Extract<PidFileState, { state: "running" }>;
+    const f = r.pidFile as Extract<PidFileState, { state: "running" | "restarting" }>;
     const t = await terminate(f.path, f.record, GRACE_MS);
     console.log(t.killed
       ? `! ${r.name}.${r.replica} (pid ${f.record.pid}) did not drain within ${GRACE_MS / 1000} s: killed`
@@ -252,10 +260,10 @@ async function stopReplicas(replicas: readonly RecordedReplica[]): Promise<boole
   return results.every((r) => r.status === "fulfilled");
 }
 
-/** The replicas whose process is running; each stale pid file is reported and removed. */
+/** The replicas whose process (or its supervisor, restarting it) is running; each stale pid file is reported and removed. */
 function dropStale(replicas: readonly RecordedReplica[]): RecordedReplica[] {
   return replicas.filter((r) => {
-    if (r.pidFile.state === "running") return true;
+    if (r.pidFile.state !== "stale") return true;
     console.log(`! ${r.name}.${r.replica}: stale pid file — ${r.pidFile.why}; removed`);
     rmSync(r.pidFile.path, { force: true });
     return false;

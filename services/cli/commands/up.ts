@@ -1,16 +1,19 @@
 // `causeway up` / `causeway down`: the mesh in the background on the standard ports (4222 client, 8222
 // monitoring) with the rendered dev config — streams, buckets, trust store, and every service of the layout
-// (principals with an `entry` in infra/principals.json) as detached processes, started and tracked as
-// `causeway start` does; `down` drains every process with a pid file (replicas added with `causeway start
-// --replicas` included), then stops the server. State lives in <data>/nats/ (config, store, logs, pid files).
+// (principals with an `entry` in infra/principals.json) as detached processes, each under a supervisor that
+// restarts it when it exits unexpectedly, started and tracked as `causeway start` does; `down` drains every
+// process with a pid file (replicas added with `causeway start --replicas` included), then stops the server.
+// State lives in <data>/nats/ (config, store, logs, pid files). `up` returns once the mesh answers; if its output
+// closes before that (`make up | head`), it stops what this run started (output.ts) rather than leave it half up.
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { connect as netConnect } from "node:net";
 import { join } from "node:path";
-import { connectAs, dataDir, inboxPrefix, loadLayout, seedPath } from "../../kit/index.ts";
+import { connectAs, dataDir, inboxPrefix, loadLayout, seedPath, type MeshLayout } from "../../kit/index.ts";
 import { applyMeshInfra, ensureIdentities, seedTrust } from "../bootstrap.ts";
-import { spawnNatsServer } from "../nats-process.ts";
+import { spawnNatsServer, type NatsProcess } from "../nats-process.ts";
 import { readPidFile, terminate, writePidFile, type PidRecord } from "../pid-files.ts";
-import { runDir, serverLogFile, serverPidFile } from "../processes.ts";
+import { onOutputClosed } from "../output.ts";
+import { runDir, serverLogFile, serverPidFile, type ServiceProcess } from "../processes.ts";
 import { step } from "../progress.ts";
 import { shown } from "../table.ts";
 import { renderInfra } from "./infra.ts";
@@ -27,13 +30,31 @@ export async function run(args: string[]): Promise<number> {
   }
   const data = dataDir();
   const layout = loadLayout();
+  // What this run starts, stopped again if the output closes before it is done (`make up | head`).
+  const spawned: ServiceProcess[] = [];
+  let ownServer: NatsProcess | undefined;
+  const unregister = onOutputClosed(async () => {
+    await Promise.all(spawned.map((p) => p.stop()));
+    if (ownServer) {
+      await ownServer.stop();
+      rmSync(serverPidFile(data), { force: true });
+    }
+  });
+  try {
+    return await bringUp(data, layout, spawned, (s) => { ownServer = s; });
+  } finally {
+    unregister();
+  }
+}
+
+async function bringUp(data: string, layout: MeshLayout, spawned: ServiceProcess[], started: (server: NatsProcess) => void): Promise<number> {
   const running = runningServer(data);
   if (running !== undefined) {
     const url = `nats://127.0.0.1:${CLIENT_PORT}`;
     console.log(`= nats-server already running (pid ${running.pid}) on ${url}`);
     const nc = await connectAs("operator", { servers: url, dataDir: data });
     try {
-      return (await startAll(nc, url, data, layout)) ? 0 : 1;
+      return (await startAll(nc, url, data, layout, spawned)) ? 0 : 1;
     } finally {
       await nc.close();
     }
@@ -50,13 +71,14 @@ export async function run(args: string[]): Promise<number> {
   const server = await step("nats-server", () => spawnNatsServer({
     configPath: config.path, portsDir: runDir(data), detached: true, logFile: serverLogFile(data),
   }), (s) => `${s.url}, pid ${s.pid}`);
+  started(server);
   writePidFile(serverPidFile(data), server.pid);
   const nc = await connectAs("operator", { servers: server.url });
   let ok: boolean;
   try {
     await step("streams and buckets", () => applyMeshInfra(nc, layout), (summary) => summary);
     await step("trust store", () => seedTrust(nc, principals, data), (summary) => summary);
-    ok = await startAll(nc, server.url, data, layout);
+    ok = await startAll(nc, server.url, data, layout, spawned);
   } finally {
     await nc.close();
   }
@@ -88,7 +110,7 @@ export async function down(args: string[]): Promise<number> {
 function runningServer(data: string): PidRecord | undefined {
   if (!existsSync(serverPidFile(data))) return undefined;
   const f = readPidFile(serverPidFile(data));
-  if (f.state === "running") return f.record;
+  if (f.state !== "stale") return f.record;
   console.log(`! nats-server: stale pid file — ${f.why}; removed`);
   rmSync(f.path, { force: true });
   return undefined;
