@@ -316,6 +316,35 @@ describe("critical handoffs", () => {
     assert.equal((await cli(mesh, "approvals", "--as", "approver-alice")).stdout.trim(), "no approvals pending");
   });
 
+  test("critical - retried after the grant's decision failed to publish: the grant states the expiry the lease has, and the approval records the reason MESH_DECISION keeps", async () => {
+    await using mesh = await startOperatedMesh();
+    let failures = 1;
+    await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith(), (subject) => subject === "mesh.decision.grant" && failures-- > 0);
+    await using pub = await publisher(mesh, join(mesh.dataDir, "outbox"));
+    const event = await handOff(mesh);
+    await waitFor(async () => (await decisions(mesh, "approval_requested")).length === 1, { what: "the approval request" });
+    // The first try stores the approver's decision and the lease, then fails on the grant's decision.
+    const first = await cli(mesh, "approve", event.id, "--as", "approver-alice", "--reason", "checked the draft");
+    assert.equal(first.code, 1, first.stderr);
+    // The retry comes later, and its approver words the reason differently.
+    const second = await cli(mesh, "approve", event.id, "--as", "approver-alice", "--reason", "checked it twice");
+    assert.equal(second.code, 0, second.stderr);
+    await waitFor(() => pub.stats().processed === 1, { what: "the publisher to run" });
+
+    const [grant] = await decisions(mesh, "grant");
+    const granted = JSON.parse(Buffer.from(grant!.event.data).toString()) as { lease: { key: string; expiresAt: string } };
+    const lease = (await (await new Kvm(mesh.operator).open("causeway_leases")).get(granted.lease.key))!.json<{ expiresAt: string }>();
+    assert.equal(granted.lease.expiresAt, lease.expiresAt, "one grant id, one expiry: the lease's");
+
+    const [approval] = await decisions(mesh, "approval");
+    assert.equal((JSON.parse(Buffer.from(approval!.event.data).toString()) as { reason?: string }).reason, "checked the draft", "MESH_DECISION keeps the first try's decision");
+    const approvals = await new Kvm(await mesh.as("approver-alice")).open("causeway_approvals");
+    const recorded = [];
+    for await (const key of await approvals.keys()) recorded.push((await approvals.get(key))!.json<{ eventId: string; approvals: { reason?: string }[] }>());
+    const mine = recorded.find((a) => a.eventId === event.id)!;
+    assert.deepEqual(mine.approvals.map((a) => a.reason), ["checked the draft"], "the approval records what MESH_DECISION holds");
+  });
+
   test("critical - an approver approves with a plain nats req on its own subject; no one else can use it", async () => {
     await using mesh = await startOperatedMesh();
     await using _coordinator = await startCoordinator(mesh, [startHandoffs], policyWith());

@@ -204,9 +204,11 @@ export class Handoffs {
   async grant(key: string, policy: CapabilityPolicy, event: CloudEvent, coreDigest: string, original: { subject: string; seq: number; headers?: JsMsg["headers"]; data: Uint8Array }, approvers: readonly string[]): Promise<void> {
     const { deps } = this;
     const grantId = decisionEvent(DecisionKind.Grant, {}, { principal: deps.principal, key: deps.key, about: event, idKey: `grant/${event.id}` }).id;
-    const expiresAt = new Date(Date.now() + policy.leaseTtlMs).toISOString();
-    const lease: Lease = { eventId: event.id, eventSource: event.source, coreDigest, capability: policy.ref, state: "granted", grantId, expiresAt };
+    const lease: Lease = { eventId: event.id, eventSource: event.source, coreDigest, capability: policy.ref, state: "granted", grantId, expiresAt: new Date(Date.now() + policy.leaseTtlMs).toISOString() };
     let revision: number;
+    // The lease as stored: on a retry (the grant's publish or forward failed after the lease was created) the
+    // first try's, so the grant — one id, however often it is retried — says the expiry the lease really has.
+    let granted = lease;
     try {
       revision = await this.leases.create(key, encodeLease(lease));
     } catch {
@@ -214,10 +216,11 @@ export class Handoffs {
       if (!found) throw new Error(`lease ${key} exists but cannot be read`);
       if (found.lease.state !== "granted") return; // already running or consumed: nothing to forward
       revision = found.revision;
+      granted = found.lease;
     }
     const grant = decisionEvent(DecisionKind.Grant, {
       eventId: event.id, eventSource: event.source, coreDigest, capability: policy.ref,
-      lease: { key, revision, expiresAt }, approvals: [...approvers],
+      lease: { key, revision, expiresAt: granted.expiresAt }, approvals: [...approvers],
     }, { principal: deps.principal, key: deps.key, about: event, idKey: `grant/${event.id}` });
     await publishDecision(deps.js, DecisionKind.Grant, grant, undefined, deps);
     // The original bytes and headers, unchanged: the critical agent verifies the producer's own signature.
@@ -288,7 +291,18 @@ export class Handoffs {
     const { headers, data: bytes } = NatsBinding.binary(decision);
     const subject = deps.subjects.decision("approval"), id = decisionMsgId(decision, deps);
     const ack = await deps.js.publish(subject, bytes, { headers, msgID: id });
-    await confirmDuplicate(deps.jsm, ack, id, (stored) => stored.subject === subject && stored.header.get("ce-id") === decision.id);
+    let recorded: CloudEvent | undefined;
+    await confirmDuplicate(deps.jsm, ack, id, (stored) => {
+      if (stored.subject !== subject || stored.header.get("ce-id") !== decision.id) return false;
+      try {
+        recorded = NatsBinding.toEvent({ headers: stored.header, data: stored.data });
+      } catch {
+        return false;
+      }
+      return true;
+    });
+    // A retried decision (one id) is the first try's in MESH_DECISION: the approval records that one's reason.
+    if (recorded !== undefined) reason = dataJson<{ reason?: string }>(recorded).reason;
 
     const now = new Date().toISOString();
     const entry = { approver, at: now, ...(reason && { reason }) };

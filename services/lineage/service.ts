@@ -57,7 +57,7 @@ export async function startLineageService(opts: LineageServiceOptions): Promise<
   };
   await refuseSilentRebuild(store, config.origin, published);
   const checkpointer = await startCheckpointer({
-    js, store, key: opts.key, origin: config.origin, subject: subjects.checkpoint(), every: config.checkpointEvery,
+    js, jsm, store, key: opts.key, origin: config.origin, subject: subjects.checkpoint(), every: config.checkpointEvery,
     intervalMs: config.checkpointIntervalMs, log,
   });
   const ingest = await startIngest({ nc, store, trust: opts.trust, log, batchSize: config.batchSize, onCommit: (merkle) => checkpointer.grew(merkle), consumers: recordedConsumers(layout) });
