@@ -9,7 +9,7 @@ import { describe, test } from "node:test";
 import { Svcm } from "@nats-io/services";
 import { ErrorCode, Role, defaultLayout, seedPath, type MeshService } from "../services/kit/index.ts";
 import { ensureDevTokens } from "../services/cli/commands/tokens.ts";
-import { identityFromPs, processIdentity, readPidFile } from "../services/cli/pid-files.ts";
+import { identityFromPs, isRecordedAlive, processIdentity, readPidFile } from "../services/cli/pid-files.ts";
 import { logDir, logFileOf, pidFileOf, recordedReplicas, runDir } from "../services/cli/processes.ts";
 import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
 import { repoRoot, waitFor } from "./harness/index.ts";
@@ -66,7 +66,11 @@ async function meshForServices(): Promise<OperatedMesh> {
   const dispose = mesh[Symbol.asyncDispose].bind(mesh);
   return Object.assign(mesh, {
     async [Symbol.asyncDispose]() {
-      for (const r of recordedReplicas(mesh.dataDir)) if (r.pidFile.state === "running") process.kill(r.pidFile.record.pid, "SIGKILL");
+      // Supervisors first, or they would start again what is killed after them.
+      for (const r of recordedReplicas(mesh.dataDir)) {
+        const { record } = r.pidFile;
+        for (const p of [record?.supervisor, r.pidFile.state === "running" ? record : undefined]) if (p && isRecordedAlive(p)) process.kill(p.pid, "SIGKILL");
+      }
       await dispose();
     },
   });

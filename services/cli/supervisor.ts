@@ -6,7 +6,11 @@
 // as its child, writes the replica's pid file (the service's identity and its own), and when the service exits
 // unexpectedly — a crash, an OOM kill, `kill -9`, an exit 1 because something it depends on is gone — starts it
 // again after a backoff (1 s doubling to 30 s, jittered; back to 1 s once a run has lasted a minute), writes the
-// restart into the pid file (`causeway ps` shows it) and logs it. It never gives up on a service that had started.
+// restart into the pid file (`causeway ps` shows it) and logs it. A service that has started once is restarted
+// for as long as it keeps coming up; after 10 restarts in a row that never started (about 4 minutes of failing:
+// its seed or data directory gone, a configuration broken since) the supervisor gives up, says why in the pid
+// file and the log, and exits 1 — `causeway ps` shows the replica exited with the reason. A pid file removed
+// from under it (the replica is no longer wanted) stops it too.
 //
 // What it does not restart: a service that stops cleanly (exit 0: it drained on SIGTERM / SIGINT, whoever sent
 // it), and a first start that fails before the service ever answered — a configuration error would fail again,
@@ -20,7 +24,7 @@ import { repoRoot } from "./nats-process.ts";
 import { readPidFile, recordProcess, writeRecord, type PidRecord, type RecordedProcess } from "./pid-files.ts";
 
 /** Backoff between restarts: first, longest, and how long a run must last to reset it. */
-export const RESTART_BACKOFF = Object.freeze({ firstMs: 1_000, maxMs: 30_000, resetAfterMs: 60_000 });
+export const RESTART_BACKOFF = Object.freeze({ firstMs: 1_000, maxMs: 30_000, resetAfterMs: 60_000, giveUpAfter: 10 });
 
 const [name, replicaArg, pidFile] = process.argv.slice(2);
 if (name === undefined || replicaArg === undefined || pidFile === undefined) {
@@ -37,6 +41,8 @@ let record: PidRecord | undefined;
 let everStarted = false;
 let stopping = false;
 let restarts = 0;
+/** Restarts in a row whose service exited before it started. */
+let failedInARow = 0;
 let backoffMs: number = RESTART_BACKOFF.firstMs;
 let waiting: NodeJS.Timeout | undefined;
 
@@ -54,6 +60,7 @@ function launch(): void {
     if (!isStartedMessage(msg) || ready) return;
     ready = true;
     everStarted = true;
+    failedInARow = 0;
     if (restarts > 0) log.info({ pid: proc.pid, restarts }, `${name}.${replica} started again (restart ${restarts})`);
   });
   proc.once("exit", (code, signal) => exited(proc, code, signal, ready, Date.now() - launchedAt));
@@ -83,11 +90,22 @@ function exited(proc: ChildProcess, code: number | null, signal: NodeJS.Signals 
     finish(code ?? 1);
     return;
   }
+  const at = new Date();
+  if (!existsSync(pidFile!)) {
+    // Someone removed the replica's pid file: it is no longer wanted (or its data directory is gone).
+    log.warn({ pid: proc.pid, exit: how }, `${name}.${replica} exited (${how}) and its pid file is gone; not restarted`);
+    process.exit(1);
+  }
+  if (!ready && ++failedInARow >= RESTART_BACKOFF.giveUpAfter) {
+    record = { ...record!, lastExit: { at: at.toISOString(), how: `${how}; the supervisor gave up after ${failedInARow} restarts that never started` } };
+    writeRecord(pidFile!, record);
+    log.error({ pid: proc.pid, exit: how, restarts }, `${name}.${replica} failed to start ${failedInARow} times in a row; the supervisor gives up (\`causeway restart ${name}\` tries again)`);
+    process.exit(1);
+  }
   if (ready && ranMs >= RESTART_BACKOFF.resetAfterMs) backoffMs = RESTART_BACKOFF.firstMs;
   const wait = jittered(backoffMs);
   backoffMs = Math.min(RESTART_BACKOFF.maxMs, backoffMs * 2);
   restarts++;
-  const at = new Date();
   record = { ...record!, restarts, lastExit: { at: at.toISOString(), how }, restartAt: new Date(at.getTime() + wait).toISOString() };
   writeRecord(pidFile!, record);
   log.warn({ pid: proc.pid, exit: how, ranMs, restart: restarts, retryInMs: wait }, `${name}.${replica} exited unexpectedly (${how}); restarting in ${(wait / 1000).toFixed(1)} s`);

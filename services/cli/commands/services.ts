@@ -99,7 +99,7 @@ function psRows(data: string, layout: MeshLayout): PsRow[] {
     const restarted = record?.restarts ? `restarted ${record.restarts} time${record.restarts === 1 ? "" : "s"} by its supervisor; ${lastExit}` : undefined;
     const unsupervised = running && record?.supervisor !== undefined && !isRecordedAlive(record.supervisor)
       ? `its supervisor (pid ${record.supervisor.pid}) is gone: it is not restarted if it exits; \`causeway restart ${service}\` supervises it again` : undefined;
-    const problem = f?.state === "stale" ? `stale pid file ${shown(f.path)}: ${f.why}; ${repair}`
+    const problem = f?.state === "stale" ? `stale pid file ${shown(f.path)}: ${f.why}${record?.lastExit ? ` (last exit: ${record.lastExit.how} at ${record.lastExit.at})` : ""}; ${repair}`
       : f?.state === "restarting" ? `exited (${record?.lastExit?.how ?? "?"}); its supervisor starts it again${record?.restartAt ? ` at ${record.restartAt}` : ""} (restart ${record?.restarts ?? 0})`
         : [restarted, unsupervised, note].filter((x) => x !== undefined).join("; ") || undefined;
     return {
