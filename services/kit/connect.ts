@@ -219,7 +219,8 @@ export function watchConnection(nc: NatsConnection, log: Logger, opts: { quiet?:
           log.warn({ server: s.server }, "the NATS server is entering lame duck mode: moving to another");
           break;
         case "update":
-          log.info({ server: state.server, added: s.added ?? [], deleted: s.deleted ?? [] }, "the NATS cluster's servers changed");
+          // nats.js also reports an update that changes nothing (each INFO after a reconnect): not worth a line.
+          if ((s.added?.length ?? 0) + (s.deleted?.length ?? 0) > 0) log.info({ server: state.server, added: s.added ?? [], deleted: s.deleted ?? [] }, "the NATS cluster's servers changed");
           break;
         case "error":
           log.warn({ server: state.server, err: s.error }, "the NATS server reported an error");
