@@ -475,7 +475,8 @@ interface Inlet {
  * the durables and permissions are rendered from there. CW_ERR_CONFIG naming the difference otherwise.
  */
 function subscriptionsOf(def: AgentDefinition, layout: MeshLayout, schemas: SchemaRegistry): MeshLayout["subscriptionConsumers"] extends (p: string) => infer R ? R : never {
-  const declared = layout.subscriptionConsumers(def.principal);
+  // A principal principals.json does not know (a benchmark's, on an open server) subscribes to nothing there.
+  const declared = Object.hasOwn(layout.principals.principals, def.principal) ? layout.subscriptionConsumers(def.principal) : [];
   const wanted = Object.entries(def.subscribes ?? {}).map(([type, dataschema]) => {
     if (!schemas.has(dataschema)) throw new SchemaError(ErrorCode.UnknownSchema, `subscribes: no schema has $id ${dataschema} (for ${type})`);
     const major = parseSchemaVersion(dataschema)?.major;
