@@ -16,12 +16,17 @@ function quarantineNote(s: EventStep): string {
   return q ? ` quarantined: ${q.reason ?? "?"} by ${q.detectedBy ?? "?"}` : "";
 }
 
+// The agent column: the principal, and the implementation version it signed (`planner@1.2.0`) when there is one.
+function agent(s: { readonly principal: string | null; readonly version: string | null }): string {
+  return s.principal === null ? "-" : s.version === null ? s.principal : `${s.principal}@${s.version}`;
+}
+
 export function renderWhy(w: WhyResult): string {
   const head = w.steps[0];
   const lines = [`why ${w.eventId} — ${head?.type ?? "?"} by ${head?.principal ?? "?"}, ${w.steps.length} step${w.steps.length === 1 ? "" : "s"} to ${endText(w)}`, ""];
   const rows = [["STEP", "EVENT", "TYPE", "AGENT", "KEY", "VERIFIED", "QUEUE", "PROCESSING", "INPUT"]];
   w.steps.forEach((s, i) => {
-    rows.push([String(i), short(s.id), s.type ?? "-", s.principal ?? "-", short(s.keyid, 10), mark(s), ms(s.queueWait), ms(s.processing), short(s.inputs[0]) + quarantineNote(s)]);
+    rows.push([String(i), short(s.id), s.type ?? "-", agent(s), short(s.keyid, 10), mark(s), ms(s.queueWait), ms(s.processing), short(s.inputs[0]) + quarantineNote(s)]);
   });
   lines.push(table(rows));
   lines.push("", "QUEUE = when the agent started handling its input − when the input was emitted; PROCESSING = emitted − started (signed values only).");
@@ -43,7 +48,7 @@ export function renderTrace(t: TraceResult): string {
   const lines = [`trace ${t.correlationId} — ${t.nodes.length} events, ${t.edges.length} causal edges`, ""];
   const rows = [["AT", "EVENT", "TYPE", "AGENT", "STREAMS"]];
   for (const e of t.timeline) {
-    rows.push([e.at ? `+${Date.parse(e.at) - t0} ms` : "-", short(e.id), e.type ?? "-", e.principal ?? "-", e.streams.join(",")]);
+    rows.push([e.at ? `+${Date.parse(e.at) - t0} ms` : "-", short(e.id), e.type ?? "-", agent(e), e.streams.join(",")]);
   }
   lines.push(table(rows));
   if (t.criticalPath) {

@@ -14,7 +14,7 @@ import type { Logger } from "pino";
 import type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, HandlerInput } from "./agent-api.ts";
 import { RetryableError, agentStatsEndpoint } from "./agent-api.ts";
 import { NatsBinding } from "./binding.ts";
-import { childTraceparent, deriveEventId, isExpired, outputEventInit, parseTraceparent, principalSource } from "./context.ts";
+import { ContextExtension, childTraceparent, deriveEventId, isExpired, outputEventInit, parseTraceparent, principalSource } from "./context.ts";
 import { addControlEndpoint } from "./control.ts";
 import { CausewayError, ConfigError, ErrorCode, QuarantineReason, SchemaError, quarantineReasonOf } from "./errors.ts";
 import type { QuarantineReasonValue } from "./errors.ts";
@@ -148,6 +148,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         ...(emit.extensions !== undefined && { extensions: emit.extensions }),
       });
       if (emit.key !== undefined) init.id = deriveEventId({ source: principalSource(def.principal), id: emit.key }, def.principal, 0);
+      // Which implementation did the work: signed, set after the handler's extensions so it cannot be claimed.
+      init.extensions![ContextExtension.AgentVersion] = def.version;
       return { to: emit.to, init };
     });
     await Promise.all(events.map(async ({ to, init }) => {
