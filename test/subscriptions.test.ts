@@ -28,7 +28,7 @@ function withListener(): Principals {
   doc.capabilities["listen.v1"] = { description: "A test listener's capability" };
   doc.principals.listener = {
     role: "agent", description: "A second subscriber to report.published", service: "listener", serves: ["listen.v1"],
-    subscribes: [`${FACT.type}.v${FACT.major}`], kv: { read: ["causeway_switches"], write: ["causeway_processed"] },
+    subscribes: [`${FACT.type}.v${FACT.major}`], kv: doc.principals.summarizer!.kv, // what every agent reads and writes
   };
   return parsePrincipals(doc, "principals.json + listener");
 }

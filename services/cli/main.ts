@@ -20,6 +20,7 @@ const commands: Record<string, { summary: string; load: () => Promise<{ run: Com
   pause: { summary: "pause <capability|principal|mesh> <target> --reason …   kill switch: stop consumption", load: () => import("./commands/switch.ts").then((m) => ({ run: m.pause })) },
   resume: { summary: "resume <capability|principal|mesh> <target>          lift a kill switch", load: () => import("./commands/switch.ts").then((m) => ({ run: m.resume })) },
   switches: { summary: "switches                                  what is paused, why, by whom, until when", load: () => import("./commands/switch.ts").then((m) => ({ run: m.switches })) },
+  agents: { summary: "agents [--json]                            every capability with its live instances: version, heartbeat, counters", load: () => import("./commands/agents.ts").then((m) => ({ run: m.agents })) },
   lineage: { summary: "lineage why|trace|impact|events|verify|prove|export   ask the audit log (as the auditor)", load: () => import("./commands/lineage.ts") },
   demo: { summary: "demo                          run the mesh end to end with embedded defaults, then stop", load: () => import("./commands/demo.ts") },
   up: { summary: "up                            run a local mesh in the background", load: () => import("./commands/up.ts") },

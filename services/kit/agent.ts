@@ -27,6 +27,7 @@ import { isConsumerNotFound } from "./jetstream-errors.ts";
 import { defaultLayout, type MeshLayout } from "./layout.ts";
 import type { FactRef } from "./principals.ts";
 import { createAgentMetrics } from "./metrics.ts";
+import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 import { encodeLease, leaseKey, openLeases, readLease, type Lease } from "./leases.ts";
 import { openProcessedSet, type ProcessedSet } from "./processed.ts";
 import { quarantine } from "./quarantine.ts";
@@ -342,6 +343,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const publisher = createStreamPublisher(nc, inboxPrefix(def.principal));
   const concurrency = def.concurrency ?? DEFAULT_CONCURRENCY;
   const consumers: DurableConsumer[] = [];
+  let heartbeat: Heartbeat;
   try {
     for (const inlet of inlets) consumers.push(await consumeDurable(nc, {
       stream: inlet.stream, durable: inlet.durable, concurrency, log: baseLog,
@@ -362,6 +364,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         }
       },
     }));
+    // Announced once it consumes: `causeway agents` lists it, the coordinator sees it come and go (heartbeat.ts).
+    heartbeat = await startHeartbeat(nc, { principal: def.principal, capability: def.capability, major: def.major, version: def.version, subscribes: inlets.slice(1).map((i) => i.subject) }, stats, baseLog);
   } catch (err) {
     await Promise.all(consumers.map((c) => c.stop()));
     unwatchSwitches();
@@ -370,7 +374,6 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     if (opts.switches === undefined) await switches.close().catch(() => undefined);
     throw err;
   }
-
   // Started means answering: the server has the endpoints' subscriptions before anyone is told the agent runs.
   await nc.flush();
   baseLog.info({ subject: inputSubject, consumer: durable, subscriptions: inlets.slice(1).map((i) => i.subject), concurrency }, "agent started");
@@ -380,6 +383,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     stopping ??= (async () => {
       shutdown.abort();
       unwatchSwitches();
+      await heartbeat.stop();
       await Promise.all(consumers.map((c) => c.stop()));
       await service.stop().catch(() => undefined);
       publisher.close();
@@ -399,6 +403,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
 
   return {
     definition: def,
+    instance: heartbeat.instance,
     stats,
     stop,
     lost,

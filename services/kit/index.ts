@@ -107,11 +107,15 @@ export type { SwitchScopeValue, SwitchState, SwitchValue, SwitchWatcher, WatchSw
 
 // The mesh's KV buckets: one table; services only open them (operator tooling creates them: ./ops/index.ts)
 export { KvBucket, MESH_BUCKETS, STREAMS_APPLY, openMeshBucket } from "./buckets.ts";
+export { followBucket } from "./kv-follow.ts";
+export type { Following } from "./kv-follow.ts";
 export type { BucketSpec, KvBucketValue } from "./buckets.ts";
 
 // The mesh layout: prefix, streams, durables and buckets, read once from infra/ and streams/
 export { defaultLayout, loadLayout } from "./layout.ts";
 export type { LayoutOptions, MeshLayout, MeshService } from "./layout.ts";
+export { HEARTBEAT_MS, listInstances, parseBeat } from "./heartbeat.ts";
+export type { InstanceBeat } from "./heartbeat.ts";
 
 // The control plane: one contract for every request/reply endpoint on <prefix>.ctl.<service>.<action>
 export { addControlEndpoint, controlEndpoint, controlRequest, isInboxOf, jsonObjectBody } from "./control.ts";

@@ -58,6 +58,7 @@ export function probesFor(principals: Principals): Probe[] {
     [KvBucket.Switches]: ["probe"],
     [KvBucket.Processed]: [criticalKeys, GATEWAY_MARK_PREFIX],
     [KvBucket.Joins]: ["probe"],
+    [KvBucket.Instances]: [criticalKeys],
   };
   for (const bucket of Object.keys(MESH_BUCKETS) as KvBucketValue[]) {
     for (const keyPrefix of keySpaces[bucket]) {
@@ -96,6 +97,7 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   summarizer: [],
   publisher: [
     "publish evt",
+    "kv put causeway_instances publish_v1.…", "kv create causeway_instances publish_v1.…", "kv delete causeway_instances publish_v1.…",
     "kv put causeway_leases publish_v1.…", "kv create causeway_leases publish_v1.…", "kv delete causeway_leases publish_v1.…",
     "kv put causeway_processed publish_v1.…", "kv create causeway_processed publish_v1.…", "kv delete causeway_processed publish_v1.…",
   ],

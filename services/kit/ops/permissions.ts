@@ -221,6 +221,8 @@ function ownedKeyPrefixes(principals: Principals, spec: PrincipalSpec, bucket: K
     if (spec.role === Role.Gateway) return [{ prefix: GATEWAY_MARK_PREFIX, why: "the gateway's dedupe marks" }];
     if (spec.role === Role.Agent) return served();
   }
+  // Heartbeats: an agent announces instances of the capabilities it serves only.
+  if (bucket === KvBucket.Instances && spec.role === Role.Agent) return served();
   // Any other writer (a role the key layout does not know) gets the bucket as principals.json declares it.
   return undefined;
 }
