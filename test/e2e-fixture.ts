@@ -1,7 +1,7 @@
 // A mesh as operators run it, for process-level tests: a nats-server with the rendered least-privilege
 // accounts, streams, buckets and trust store applied as the operator, agents as child processes that connect
 // with their own identities. Everything lives in a temporary data dir and is removed on dispose.
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -43,12 +43,23 @@ export interface SpawnedProcess {
   readonly exited: Promise<number | null>;
 }
 
-export async function startOperatedMesh(): Promise<OperatedMesh> {
+/** Options of {@link startOperatedMesh}. */
+export interface OperatedMeshOptions {
+  /**
+   * Render the accounts where `causeway infra render` writes them, `<data>/nats/accounts.conf`, and have the server
+   * include that file (as a mesh whose accounts `causeway principal add` re-renders and reloads); default: inline.
+   */
+  includeAccounts?: boolean;
+}
+
+export async function startOperatedMesh(opts: OperatedMeshOptions = {}): Promise<OperatedMesh> {
   const dataDir = mkdtempSync(join(tmpdir(), "causeway-e2e-"));
   const principals = loadPrincipals();
   ensureIdentities(principals, dataDir);
-  const accounts = renderInfra({ dataDir, out: join(dataDir, "accounts.conf") });
-  const server = await startServer({ config: `max_payload: 2MB\n${accounts.text}` });
+  const accounts = renderInfra({ dataDir, out: join(dataDir, "nats", "accounts.conf") });
+  const server = await startServer(opts.includeAccounts
+    ? { config: "max_payload: 2MB", include: [accounts.path] }
+    : { config: `max_payload: 2MB\n${accounts.text}` });
   const children: ChildProcess[] = [];
   const connections: NatsConnection[] = [];
   const as = async (principal: string) => {
@@ -82,4 +93,21 @@ export async function startOperatedMesh(): Promise<OperatedMesh> {
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** What a run of the `causeway` command printed, and its exit code. */
+export interface CliRun {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs the real `causeway` command (services/cli/main.ts of `root`, default this repository) with `env`. */
+export function runCli(args: readonly string[], env: NodeJS.ProcessEnv, root: string = repoRoot): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [join(root, "services/cli/main.ts"), ...args], { env, cwd: root, timeout: 90_000 }, (err, stdout, stderr) => {
+      if (err && typeof err.code !== "number") return reject(err);
+      resolve({ code: err ? Number(err.code) : 0, stdout, stderr });
+    });
+  });
 }
