@@ -22,6 +22,7 @@ const commands: Record<string, { summary: string; load: () => Promise<{ run: Com
   switches: { summary: "switches                                  what is paused, why, by whom, until when", load: () => import("./commands/switch.ts").then((m) => ({ run: m.switches })) },
   lineage: { summary: "lineage why|trace|impact|events|verify|prove|export   ask the audit log (as the auditor)", load: () => import("./commands/lineage.ts") },
   principal: { summary: "principal add <name>          add a principal to a running mesh: seed, server config, reload, trust store, start", load: () => import("./commands/principal.ts") },
+  event: { summary: "event send --as <p> --type <t> --data <json|@file>   sign, validate and send an event (development meshes), then follow it", load: () => import("./commands/event.ts") },
   demo: { summary: "demo                          run the mesh end to end with embedded defaults, then stop", load: () => import("./commands/demo.ts") },
   up: { summary: "up                            run a local mesh in the background", load: () => import("./commands/up.ts") },
   down: { summary: "down                          stop every service process, then the server `up` started", load: () => import("./commands/up.ts").then((m) => ({ run: m.down })) },
