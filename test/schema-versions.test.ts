@@ -113,7 +113,7 @@ describe("schema versions in the agent pipeline", () => {
     await mesh.publish("mesh.cap.plan.v1", mesh.event("gateway"));
     await waitFor(() => agent.stats().processed === 1, { what: "the request to be planned" });
     const stored = async (subject: string) => (await mesh.messages(subject.startsWith("mesh.evt") ? "MESH_EVT" : "MESH_CAP", subject)).map((m) => mesh.trust.verify(NatsBinding.toEvent(m), { receivedAt: "now" }).event);
-    const byVersion = [[RESEARCH, V110], ["mesh.cap.research.v2", V200], ["mesh.evt.plan.tasks", V110]] as const;
+    const byVersion = [[RESEARCH, V110], ["mesh.cap.research.v2", V200], ["mesh.evt.research.task.created.v1", V110]] as const;
     for (const [subject, dataschema] of byVersion) {
       const [e, ...more] = await stored(subject);
       assert.equal(more.length, 0, subject);
