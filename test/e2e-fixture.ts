@@ -12,13 +12,27 @@ import { renderInfra } from "../services/cli/commands/infra.ts";
 import { startServer, repoRoot, type NatsServer } from "./harness/index.ts";
 
 /**
- * The reference workflow's agents up to the report, in principals.json order: every agent service of the layout
- * that serves no critical capability (the publisher's work waits for a coordinator grant).
+ * The reference workflow's agents up to the report, in the order work reaches them: the agents serving what the
+ * gateway addresses, then what those address, and so on, stopping at critical capabilities (the publisher's work
+ * waits for a coordinator grant). Derived from infra/principals.json, so an agent that joins elsewhere (one
+ * `causeway new agent` added) is not part of it.
  */
 export const REFERENCE_AGENTS: readonly string[] = (() => {
   const { principals, services } = defaultLayout();
-  const critical = (ref: string) => principals.capabilities[ref]?.critical === true;
-  return services.filter((s) => s.role === Role.Agent && !principals.principals[s.name]!.serves.some(critical)).map((s) => s.name);
+  const agents = services.filter((s) => s.role === Role.Agent).map((s) => principals.principals[s.name]!);
+  const gateway = Object.values(principals.principals).find((p) => p.role === Role.Gateway)!;
+  const chain: string[] = [];
+  const seen = new Set<string>();
+  for (const frontier = [...gateway.addresses]; frontier.length > 0;) {
+    const ref = frontier.shift()!;
+    if (seen.has(ref) || principals.capabilities[ref]?.critical) continue;
+    seen.add(ref);
+    for (const agent of agents.filter((a) => a.serves.includes(ref) && !chain.includes(a.name))) {
+      chain.push(agent.name);
+      frontier.push(...agent.addresses);
+    }
+  }
+  return chain;
 })();
 
 /** An agent's entry point (relative to the repository), from the layout. */

@@ -5,7 +5,7 @@ import { describe, test } from "node:test";
 import { jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, createEvent, deriveEventId, flowIdOf, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent,
+  NatsBinding, createEvent, defaultLayout, deriveEventId, flowIdOf, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent,
 } from "../services/kit/index.ts";
 import { collectFlow, readMessages } from "../services/cli/flow.ts";
 import { REFERENCE_AGENTS, agentScript, startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
@@ -56,7 +56,7 @@ describe("end to end, agents as processes", () => {
     // The report as a fact, and the same report handed to the critical publish.v1 (held in MESH_HANDOFF: no coordinator here).
     assert.equal(chain.filter((c) => c.endsWith(":report.published:reporter")).length, 2);
     for (const p of procs) p.child.kill("SIGTERM");
-    assert.deepEqual(await Promise.all(procs.map((p) => p.exited)), [0, 0, 0, 0], "every agent drains and exits 0");
+    assert.deepEqual(await Promise.all(procs.map((p) => p.exited)), procs.map(() => 0), "every agent drains and exits 0");
   });
 
   test("e2e - an agent SIGKILLed mid-handler: the input is redelivered and exactly one set of outputs exists", async () => {
@@ -107,10 +107,12 @@ describe("end to end, agents as processes", () => {
     const cli = { server: mesh.server.url, nkey: `${mesh.dataDir}/keys/operator.nk` };
     const services = await waitFor(async () => {
       const list = await runNatsJson<{ name: string; metadata: Record<string, string> }[]>(["--inbox-prefix", "_INBOX_operator", "micro", "ls", "--json"], cli);
-      return list.length === 4 && list;
-    }, { what: "four services", timeoutMs: 20_000 });
-    assert.deepEqual(Object.fromEntries(services.map((s) => [s.name, s.metadata.capability])), {
-      planner: "plan.v1", researcher: "research.v1", verifier: "verify.v1", reporter: "report.v1",
-    });
+      return list.length === REFERENCE_AGENTS.length && list;
+    }, { what: `${REFERENCE_AGENTS.length} services`, timeoutMs: 20_000 });
+    // Each registers as its principal's micro service, with the capability it serves (infra/principals.json).
+    const { principals } = defaultLayout();
+    assert.deepEqual(Object.fromEntries(services.map((s) => [s.name, s.metadata.capability])),
+      Object.fromEntries(REFERENCE_AGENTS.map((name) => [principals.principals[name]!.service, principals.principals[name]!.serves[0]])));
+    assert.ok(REFERENCE_AGENTS.length >= 4, "the reference workflow: plan, research, verify, report");
   });
 });

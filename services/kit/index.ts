@@ -67,7 +67,7 @@ export { createLogger, eventLogger } from "./log.ts";
 export type { LoggerOptions } from "./log.ts";
 
 // Schemas and subjects
-export { SCHEMA_DIALECT, createSchemaRegistry, defaultSchemaDir } from "./schemas.ts";
+export { SCHEMA_DIALECT, SCHEMA_LOCK_FILE, createSchemaRegistry, defaultSchemaDir } from "./schemas.ts";
 export type { DataValidator, SchemaRegistry, SchemaRegistryOptions, SchemaViolation } from "./schemas.ts";
 // Schema versions: which versions a consumer reads (the agent's step 5 and the release pre-check), which one an output takes
 export {
