@@ -8,7 +8,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, 
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { ConfigError, ErrorCode, KvBucket, Role, loadPrincipals, parseFactRef, schemaIdOf } from "../services/kit/index.ts";
+import { ConfigError, ErrorCode, KvBucket, Role, emitsCover, loadPrincipals, parseFactRef, schemaIdOf } from "../services/kit/index.ts";
 import { checkSchemaLock, readSchemaLock } from "../services/kit/ops/index.ts";
 import { planAgent, writePlan } from "../services/cli/scaffold.ts";
 import { runCli, type CliRun } from "./e2e-fixture.ts";
@@ -162,6 +162,8 @@ describe("new agent", () => {
     assert.ok(definition.includes(`"${factType}": "${dataschema}"`));
     const generated = readFileSync(join(root, "test/agents/listener.test.ts"), "utf8");
     assert.ok(generated.includes(`mesh.publishFact("${factType}", ${factMajor}, REPORT_PUBLISHED)`));
-    assert.match(r.stdout, new RegExp(`event send --as <a principal that emits ${factType}> --type ${factType} .*# a fact on ${original.prefix}\\.evt\\.${factType.replaceAll(".", "\\.")}\\.v${factMajor}`));
+    // The next commands name who can send it a fact now: a principal that emits it.
+    const producer = Object.values(original.principals).find((p) => p.role !== Role.Upstream && emitsCover(p.emits, factType))!;
+    assert.match(r.stdout, new RegExp(`event send --as ${producer.name} --type ${factType} .*# a fact on ${original.prefix}\\.evt\\.${factType.replaceAll(".", "\\.")}\\.v${factMajor}`));
   });
 });

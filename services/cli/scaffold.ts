@@ -7,7 +7,7 @@ import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync, w
 import { dirname, join, relative } from "node:path";
 import {
   ConfigError, ErrorCode, Role, SchemaError, createSchemaRegistry, newestSchemaOf, parseFactRef, parsePrincipals, parseSchemaVersion,
-  dataDir, inboxPrefix, schemaIdOf, seedPath, subjectsFor, type KvBucketValue,
+  dataDir, emitsCover, inboxPrefix, schemaIdOf, seedPath, subjectsFor, type KvBucketValue,
 } from "../kit/index.ts";
 import { checkSchemaLock, lockSchemas, readSchemaDocuments, schemaLockPath } from "../kit/ops/index.ts";
 import { exampleOf } from "./example-data.ts";
@@ -248,34 +248,44 @@ export function nextSteps(plan: AgentPlan, cwd: string = process.cwd(), data: st
   const { name, capability, major, subscribes, accepts, emits } = plan.template;
   const rel = (p: string) => relative(cwd, join(plan.root, p)) || ".";
   const bin = rel("bin/causeway");
-  const subjects = subjectsFor(readPrefix(plan));
+  const doc = readPrincipalsDoc(plan);
+  const subjects = subjectsFor(doc.prefix);
   const fact = subscribes[0];
+  // Who could send it something now: a principal that emits the fact it subscribes to (nobody addresses a new capability yet).
+  const producer = fact && Object.entries(doc.principals).find(([n, p]) => n !== name && p.role !== Role.Upstream && emitsCover((p.emits as string[] | undefined) ?? [], fact.type))?.[0];
   const nats = `nats --server nats://127.0.0.1:4222 --nkey ${shown(seedPath("operator", data))} --inbox-prefix ${inboxPrefix("operator")}`;
-  const send = fact
-    ? `${bin} event send --as <a principal that emits ${fact.type}> --type ${fact.type} --data @<file>.json   # a fact on ${subjects.event(fact.type, fact.major)}`
-    : `${bin} event send --as <a principal that addresses ${capability}.v${major}> --type ${accepts[0]!.type} --data @<file>.json`;
+  const block = (rows: readonly (readonly [string, string?])[]) => {
+    const width = Math.max(...rows.map(([cmd, note]) => (note === undefined ? 0 : cmd.length)));
+    return rows.map(([cmd, note]) => `    ${note === undefined ? cmd : `${cmd.padEnd(width)}   # ${note}`}`);
+  };
   return [
     "Next:",
-    `  ${rel("node_modules/.bin/node")} --test ${rel(join("test", "agents", `${name}.test.ts`))}   # its test, on a throwaway nats-server`,
+    ...block([[`${rel("node_modules/.bin/node")} --test ${rel(join("test", "agents", `${name}.test.ts`))}`, "its test, on a throwaway nats-server"]]),
     "",
     "  On a running mesh (`make up`), one command adds it: its seed, the server's accounts, a reload, the trust store, the process:",
-    `    ${bin} principal add ${name}`,
+    ...block([[`${bin} principal add ${name}`]]),
     "  which is, step by step:",
-    `    ${bin} keys new ${name}`,
-    `    ${bin} infra render --full                 # the config of make up's server, ${shown(join(runDir(data), "dev.conf"))}`,
-    `    nats-server --signal reload=<pid>          # the nats-server pid \`${bin} ps\` shows`,
-    `    ${bin} trust seed`,
-    `    ${bin} start ${name}`,
+    ...block([
+      [`${bin} keys new ${name}`],
+      [`${bin} infra render --full`, `the config of make up's server, ${shown(join(runDir(data), "dev.conf"))}`],
+      ["nats-server --signal reload=<pid>", `the nats-server pid \`${bin} ps\` shows`],
+      [`${bin} trust seed`],
+      [`${bin} start ${name}`],
+    ]),
     "",
     "  Check it:",
-    `    ${nats} micro ls   # lists ${name}`,
-    `    ${send}`,
-    `    ${bin} lineage trace <the flow's correlation id>   # ${emits.map((e) => e.type).join(", ")} from ${name}, verified`,
+    ...block([
+      [`${nats} micro ls`, `lists ${name}`],
+      fact
+        ? [`${bin} event send --as ${producer ?? `<a principal that emits ${fact.type}>`} --type ${fact.type} --data @${fact.type}.json`, `a fact on ${subjects.event(fact.type, fact.major)}`]
+        : [`${bin} event send --as <a principal that addresses ${capability}.v${major}> --type ${accepts[0]!.type} --data @${accepts[0]!.type}.json`, `nobody addresses ${capability}.v${major} yet: add it to a principal's addresses`],
+      [`${bin} lineage trace <the flow id event send prints>`, `${emits.map((e) => e.type).join(", ")} from ${name}, verified`],
+    ]),
   ].join("\n");
 }
 
-function readPrefix(plan: AgentPlan): string {
-  return (JSON.parse(readFileSync(join(plan.root, "infra", "principals.json"), "utf8")) as RawPrincipals).prefix;
+function readPrincipalsDoc(plan: AgentPlan): RawPrincipals {
+  return JSON.parse(readFileSync(join(plan.root, "infra", "principals.json"), "utf8")) as RawPrincipals;
 }
 
 /** The new principal's entry, in the key order of a reference agent, with the KV grants every agent has. */

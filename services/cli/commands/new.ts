@@ -63,6 +63,8 @@ export function run(args: string[]): Promise<number> {
   if (values["dry-run"]) {
     console.log(`would write the ${name} agent (--dry-run: nothing written):`);
     console.log(indent(table(["", "FILE", "WHAT"], [...rows, ...lockRows(plan.root, plan.stubs, rel)])));
+    for (const w of plan.warnings) console.log(`! ${w}`);
+    console.log(`\n${nextSteps(plan)}`);
     return Promise.resolve(0);
   }
   const written = writePlan(plan);
