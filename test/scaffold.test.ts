@@ -164,6 +164,6 @@ describe("new agent", () => {
     assert.ok(generated.includes(`mesh.publishFact("${factType}", ${factMajor}, REPORT_PUBLISHED)`));
     // The next commands name who can send it a fact now: a principal that emits it.
     const producer = Object.values(original.principals).find((p) => p.role !== Role.Upstream && emitsCover(p.emits, factType))!;
-    assert.match(r.stdout, new RegExp(`event send --as ${producer.name} --type ${factType} .*# a fact on ${original.prefix}\\.evt\\.${factType.replaceAll(".", "\\.")}\\.v${factMajor}`));
+    assert.match(r.stdout, new RegExp(`event send --as ${producer.name} --type ${factType} --to ${original.prefix}\\.evt\\.${factType.replaceAll(".", "\\.")}\\.v${factMajor} .*# the fact it subscribes to`));
   });
 });

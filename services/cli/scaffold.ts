@@ -277,7 +277,7 @@ export function nextSteps(plan: AgentPlan, cwd: string = process.cwd(), data: st
     ...block([
       [`${nats} micro ls`, `lists ${name}`],
       fact
-        ? [`${bin} event send --as ${producer ?? `<a principal that emits ${fact.type}>`} --type ${fact.type} --data @${fact.type}.json`, `a fact on ${subjects.event(fact.type, fact.major)}`]
+        ? [`${bin} event send --as ${producer ?? `<a principal that emits ${fact.type}>`} --type ${fact.type} --to ${subjects.event(fact.type, fact.major)} --data @${fact.type}.json`, `the fact it subscribes to`]
         : [`${bin} event send --as <a principal that addresses ${capability}.v${major}> --type ${accepts[0]!.type} --data @${accepts[0]!.type}.json`, `nobody addresses ${capability}.v${major} yet: add it to a principal's addresses`],
       [`${bin} lineage trace <the flow id event send prints>`, `${emits.map((e) => e.type).join(", ")} from ${name}, verified`],
     ]),
