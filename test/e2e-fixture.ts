@@ -9,6 +9,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { Role, connectAs, defaultLayout, loadPrincipals, openTrustStore, type TrustStore } from "../services/kit/index.ts";
 import { applyMeshInfra, ensureIdentities, seedTrust } from "../services/cli/bootstrap.ts";
 import { renderInfra } from "../services/cli/commands/infra.ts";
+import { recordedReplicas } from "../services/cli/processes.ts";
 import { startServer, repoRoot, type NatsServer } from "./harness/index.ts";
 
 /**
@@ -101,6 +102,8 @@ export async function startOperatedMesh(opts: OperatedMeshOptions = {}): Promise
     },
     async [Symbol.asyncDispose]() {
       for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+      // And what `causeway start` ran detached in this data dir: a failed test must not leak processes.
+      for (const r of recordedReplicas(dataDir)) if (r.pidFile.state === "running") process.kill(r.pidFile.record.pid, "SIGKILL");
       await trust.close();
       for (const nc of connections) await nc.close().catch(() => undefined);
       await server[Symbol.asyncDispose]();

@@ -8,7 +8,6 @@ import {
   ConfigError, ErrorCode, Role, connectAs, defaultLayout, publicKeyOf, type MeshService,
 } from "../services/kit/index.ts";
 import { createSeed } from "../services/cli/commands/keys.ts";
-import { recordedReplicas } from "../services/cli/processes.ts";
 import { agentScript, runCli, startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
 import { waitFor } from "./harness/index.ts";
 
@@ -16,17 +15,8 @@ const layout = defaultLayout();
 /** An agent of the layout, playing the new principal. */
 const agent: MeshService = layout.services.find((s) => s.role === Role.Agent)!;
 
-/** A mesh whose server includes <data>/nats/accounts.conf; whatever the test started is killed on dispose. */
-async function meshWithAccountsFile(): Promise<OperatedMesh> {
-  const mesh = await startOperatedMesh({ includeAccounts: true });
-  const dispose = mesh[Symbol.asyncDispose].bind(mesh);
-  return Object.assign(mesh, {
-    async [Symbol.asyncDispose]() {
-      for (const r of recordedReplicas(mesh.dataDir)) if (r.pidFile.state === "running") process.kill(r.pidFile.record.pid, "SIGKILL");
-      await dispose();
-    },
-  });
-}
+/** A mesh whose server includes <data>/nats/accounts.conf (whatever the test started is killed on dispose). */
+const meshWithAccountsFile = (): Promise<OperatedMesh> => startOperatedMesh({ includeAccounts: true });
 
 describe("principal add", () => {
   test("principal add - a principal the server does not know is told what to run, then connects after principal add", async () => {
