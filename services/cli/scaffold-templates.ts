@@ -121,9 +121,10 @@ export function definitionTs(t: AgentTemplate): string {
   const stubs = t.emits.filter((e) => e.stub);
   const others = t.emits.filter((e) => !e.stub);
   const header = [
-    `// The ${t.name} (capability ${t.capability}.v${t.major}${t.subscribes.length > 0 ? `; subscribes to ${t.subscribes.map((s) => `${s.type} v${s.major}`).join(", ")}` : ""}). Written by`,
-    "// `causeway new agent`: put the agent's work in the handler. The runtime (services/kit/agent.ts) verifies, dedupes and",
-    "// validates every input before the handler runs, and signs, validates and publishes what it returns (docs/agents.md).",
+    `// The ${t.name}: serves ${t.capability}.v${t.major}${t.subscribes.length > 0 ? `; subscribes to ${t.subscribes.map((s) => `${s.type} v${s.major}`).join(", ")}` : ""}.`,
+    "// Written by `causeway new agent`: put the agent's work in the handler. The runtime (services/kit/agent.ts) verifies,",
+    "// dedupes and validates every input before the handler runs, and signs, validates and publishes what it returns",
+    "// (docs/agents.md).",
   ];
   const interfaces = stubs.map((e) => `
 /** The data of ${e.type} (${e.file}, a stub: describe the real data there). */

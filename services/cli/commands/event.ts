@@ -11,7 +11,7 @@ import {
   ConfigError, DEFAULT_NATS_URL, ErrorCode, MsgIdKind, NatsBinding, QuarantineHeader, Role, SchemaError, StreamName, connectAs, createEvent,
   createSchemaRegistry, dataDir, emitsCover, flowIdOf, getPrincipal, loadLayout, loadUpstreamSources, msgId, newTraceparent, newestSchemaOf,
   parseSchemaVersion, parseTraceparent, permissionDenied, principalSource, readAcceptsDeclaration, readSeed, readStream, seedPath, signEvent,
-  signingKeyFromNkeySeed, subjectMatches, uuidv7, capabilityDurable, type CloudEvent, type MeshLayout, type PrincipalSpec,
+  signingKeyFromNkeySeed, subjectMatches, uuidv7, capabilityDurable, type CloudEvent, type MeshLayout, type MsgIdOwner, type PrincipalSpec,
 } from "../../kit/index.ts";
 import { shown } from "../table.ts";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
@@ -125,13 +125,14 @@ export async function sendEvent(opts: SendOptions): Promise<number> {
     } catch (err) {
       throw new ConfigError(ErrorCode.InvalidSubject, `--to ${to}: ${(err as Error).message}`, { cause: err });
     }
+    const key = signingKeyFromNkeySeed(seed);
     const event = signEvent(createEvent({
       id: uuidv7(), source: sourceOf(spec), type: opts.type, time: new Date().toISOString(), datacontenttype: "application/json", dataschema,
       data: JSON.stringify(opts.data), extensions: { traceparent: newTraceparent() },
-    }), signingKeyFromNkeySeed(seed));
+    }), key);
     const cursors = jsm === undefined ? undefined : await streamEnds(jsm);
 
-    const ack = await publishAs(spec.name, opts.server, data, to, event);
+    const ack = await publishAs({ principal: spec.name, key }, opts.server, data, to, event);
     const trace = parseTraceparent(String(event.extensions.traceparent))?.traceId;
     console.log(`✓ sent ${event.type} ${event.id} as ${spec.name} to ${to} — stream ${ack.stream}, seq ${ack.seq}${ack.duplicate ? " (a duplicate: JetStream kept the first copy)" : ""}`);
     console.log(`  flow ${flowIdOf(event)}, trace ${trace}, dataschema ${dataschema}`);
@@ -180,12 +181,12 @@ function sourceOf(spec: PrincipalSpec): string {
 }
 
 /** Publishes as the principal itself; a refusal by the server is CW_ERR_PERMISSION_DENIED naming the subject. */
-async function publishAs(principal: string, server: string, data: string, subject: string, event: CloudEvent): Promise<{ stream: string; seq: number; duplicate: boolean }> {
+async function publishAs(owner: MsgIdOwner & { principal: string }, server: string, data: string, subject: string, event: CloudEvent): Promise<{ stream: string; seq: number; duplicate: boolean }> {
+  const { principal } = owner;
   const nc: NatsConnection = await connectAs(principal, { servers: server, dataDir: data, name: "causeway event send" });
   try {
     const { headers, data: body } = NatsBinding.binary(event);
-    const key = signingKeyFromNkeySeed(readSeed(principal, data));
-    return await jetstream(nc).publish(subject, body, { headers, msgID: msgId({ principal, key }, MsgIdKind.Output, "send", event.id), timeout: 10_000 });
+    return await jetstream(nc).publish(subject, body, { headers, msgID: msgId(owner, MsgIdKind.Output, "send", event.id), timeout: 10_000 });
   } catch (err) {
     const denied = permissionDenied(err, `${principal}'s publish to ${subject}`);
     if (denied) {
