@@ -12,7 +12,7 @@ import {
 } from "../services/lineage/proofs.ts";
 import type { LineageStore, StoredCheckpoint } from "../services/lineage/store.ts";
 import { checkExport, CSV_COLUMNS, exportCsv, exportJsonl, exportOpenLineage, exportProv, ExportRejection } from "../services/lineage/exports.ts";
-import { checkpoint, ms, newKey, populate, referenceFlow, T0, tempStore, type FlowFixture } from "./lineage-flow-fixture.ts";
+import { PRINCIPALS, checkpoint, ms, newKey, populate, referenceFlow, T0, tempStore, type FlowFixture } from "./lineage-flow-fixture.ts";
 import { lineageStoreKinds, type LineageStoreKind } from "./lineage-stores.ts";
 import { ErrorCode, flowIdOf, isCausewayError, type SigningKey } from "../services/kit/index.ts";
 
@@ -268,7 +268,7 @@ for (const kind of lineageStoreKinds) {
       assert.ok(has(prov.wasDerivedFrom, { "prov:generatedEntity": ev(flow.released.id), "prov:usedEntity": ev(flow.report.id) }));
       assert.ok(has(prov.wasAssociatedWith, { "prov:activity": step(flow.released.id), "prov:agent": "principal:publisher" }));
       assert.ok(has(prov.wasAssociatedWith, { "prov:activity": step(flow.approval.id), "prov:agent": "principal:approver" }));
-      for (const p of ["gateway", "planner", "researcher", "verifier", "reporter", "coordinator", "approver", "publisher"]) {
+      for (const p of PRINCIPALS) {
         assert.equal(prov.agent[`principal:${p}`]?.["prov:type"], "prov:SoftwareAgent", p);
       }
       // Every non-root event is derived from its input; the forged finding has no agent (it did not verify).

@@ -31,7 +31,7 @@ export {
 export type { TraceParent } from "./context.ts";
 
 // The live trust store: who may sign what, when, and address whom (KV causeway_trust)
-export { KEY_NOT_BEFORE_SKEW_MS, UPSTREAM_EXTENSION, encodeTrustRecord, formatTime, loadUpstreamSources, openTrustStore, storedMessage } from "./trust.ts";
+export { KEY_NOT_BEFORE_SKEW_MS, UPSTREAM_EXTENSION, emitsCover, encodeTrustRecord, formatTime, loadUpstreamSources, openTrustStore, storedMessage } from "./trust.ts";
 export type {
   OpenTrustStoreOptions, StoredMessage, TrustEntry, TrustRecord, TrustStore, TrustVerifyOptions, TrustedEvent, UpstreamSources, VerifyMessageOptions,
 } from "./trust.ts";
@@ -67,11 +67,12 @@ export { createLogger, eventLogger } from "./log.ts";
 export type { LoggerOptions } from "./log.ts";
 
 // Schemas and subjects
-export { SCHEMA_DIALECT, createSchemaRegistry, defaultSchemaDir } from "./schemas.ts";
+export { SCHEMA_DIALECT, SCHEMA_LOCK_FILE, createSchemaRegistry, defaultSchemaDir } from "./schemas.ts";
 export type { DataValidator, SchemaRegistry, SchemaRegistryOptions, SchemaViolation } from "./schemas.ts";
 // Schema versions: which versions a consumer reads (the agent's step 5 and the release pre-check), which one an output takes
 export {
-  ACCEPTS_METADATA, acceptanceOf, compileAccepts, compileEmits, declareAccepts, describeAccepted, parseSchemaVersion, readAcceptsDeclaration, readsVersion,
+  ACCEPTS_METADATA, SCHEMA_ID_BASE, acceptanceOf, compileAccepts, compileEmits, declareAccepts, describeAccepted, newestSchemaOf, parseSchemaVersion, readAcceptsDeclaration,
+  readsVersion, schemaIdOf,
 } from "./schema-versions.ts";
 export type { AcceptRefusal, Acceptance, AcceptedInputs, Accepts, AcceptsDeclaration, DeclaredOutputs, Emits, SchemaVersion } from "./schema-versions.ts";
 export {
@@ -127,5 +128,5 @@ export {
   subjectMatches, subscribersOf, subscriptionDurable,
 } from "./principals.ts";
 export type { AccountValue, FactRef, PrincipalSpec, Principals, RoleValue } from "./principals.ts";
-export { DEFAULT_NATS_URL, connectAs, dataDir, publicKeyOf, readSeed, seedPath } from "./connect.ts";
+export { DEFAULT_NATS_URL, connectAs, dataDir, notAuthorized, publicKeyOf, readSeed, seedPath } from "./connect.ts";
 export type { ConnectAsOptions } from "./connect.ts";
