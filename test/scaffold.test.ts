@@ -60,26 +60,26 @@ describe("new agent", () => {
   after(() => { if (root) rmSync(root, { recursive: true, force: true }); });
 
   test("new agent - writes the folder, its test, a locked stub schema and its principals.json entries; prints the next commands", async () => {
-    const r = await causeway("new", "agent", "summarizer", "--capability", "summarize.v1", "--accepts", factType, "--emits", "report.summarized");
+    const r = await causeway("new", "agent", "digester", "--capability", "digest.v1", "--accepts", factType, "--emits", "report.digested");
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    const files = ["services/agents/summarizer/definition.ts", "services/agents/summarizer/config.ts", "services/agents/summarizer/main.ts", "test/agents/summarizer.test.ts", "schemas/report/report.summarized.v1.json"];
+    const files = ["services/agents/digester/definition.ts", "services/agents/digester/config.ts", "services/agents/digester/main.ts", "test/agents/digester.test.ts", "schemas/report/report.digested.v1.json"];
     for (const f of files) {
       assert.ok(existsSync(join(root, f)), f);
       assert.match(r.stdout, new RegExp(`\\+ +${f.replaceAll(".", "\\.")}`));
     }
-    assert.match(r.stdout, /~ +infra\/principals\.json +capability summarize\.v1, principal summarizer/);
-    assert.match(r.stdout, /~ +schemas\/schemas\.lock\.json +locks https:\/\/causeway\.dev\/schemas\/report\.summarized\/1\.0\.0/);
-    for (const next of ["bin/causeway principal add summarizer", "bin/causeway keys new summarizer", "bin/causeway infra render --full", "nats-server --signal reload=", "bin/causeway trust seed", "bin/causeway start summarizer", "micro ls", "bin/causeway lineage trace"]) {
+    assert.match(r.stdout, /~ +infra\/principals\.json +capability digest\.v1, principal digester/);
+    assert.match(r.stdout, /~ +schemas\/schemas\.lock\.json +locks https:\/\/causeway\.dev\/schemas\/report\.digested\/1\.0\.0/);
+    for (const next of ["bin/causeway principal add digester", "bin/causeway keys new digester", "bin/causeway infra render --full", "nats-server --signal reload=", "bin/causeway trust seed", "bin/causeway start digester", "micro ls", "bin/causeway lineage trace"]) {
       assert.ok(r.stdout.includes(next), `the next commands name ${next}`);
     }
 
     const doc = JSON.parse(readFileSync(join(root, "infra/principals.json"), "utf8")) as { capabilities: Record<string, unknown>; principals: Record<string, Record<string, unknown>> };
-    assert.deepEqual(Object.keys(doc.principals).at(-1), "summarizer", "appended");
-    assert.deepEqual(doc.capabilities["summarize.v1"], { description: "Work for summarizer" });
-    const entry = doc.principals.summarizer!;
+    assert.deepEqual(Object.keys(doc.principals).at(-1), "digester", "appended");
+    assert.deepEqual(doc.capabilities["digest.v1"], { description: "Work for digester" });
+    const entry = doc.principals.digester!;
     assert.deepEqual({ ...entry, kv: undefined }, {
-      role: "agent", description: "Serves summarize.v1; emits report.summarized", service: "summarizer", entry: "services/agents/summarizer/main.ts", replicas: 1,
-      serves: ["summarize.v1"], emits: ["report.summarized"], publish: [`${original.prefix}.evt.report.summarized.>`], kv: undefined,
+      role: "agent", description: "Serves digest.v1; emits report.digested", service: "digester", entry: "services/agents/digester/main.ts", replicas: 1,
+      serves: ["digest.v1"], emits: ["report.digested"], publish: [`${original.prefix}.evt.report.digested.>`], kv: undefined,
     });
     // The KV grants every running agent has, derived from them: the kill switches it reads, the processed set it writes.
     const kv = entry.kv as { read: string[]; write: string[] };
@@ -88,23 +88,23 @@ describe("new agent", () => {
     // The rest of the file is as it was, byte for byte in its JSON (2-space, key order kept).
     const before = JSON.parse(readFileSync(join(repoRoot, "infra/principals.json"), "utf8")) as typeof doc;
     assert.deepEqual(Object.keys(doc.principals).slice(0, -1), Object.keys(before.principals));
-    assert.equal(readFileSync(join(root, "infra/principals.json"), "utf8"), `${JSON.stringify({ ...before, capabilities: { ...before.capabilities, "summarize.v1": doc.capabilities["summarize.v1"] }, principals: { ...before.principals, summarizer: entry } }, null, 2)}\n`);
+    assert.equal(readFileSync(join(root, "infra/principals.json"), "utf8"), `${JSON.stringify({ ...before, capabilities: { ...before.capabilities, "digest.v1": doc.capabilities["digest.v1"] }, principals: { ...before.principals, digester: entry } }, null, 2)}\n`);
 
-    const stub = schemaIdOf("report.summarized", "1.0.0");
-    assert.equal((JSON.parse(readFileSync(join(root, "schemas/report/report.summarized.v1.json"), "utf8")) as { $id: string }).$id, stub);
+    const stub = schemaIdOf("report.digested", "1.0.0");
+    assert.equal((JSON.parse(readFileSync(join(root, "schemas/report/report.digested.v1.json"), "utf8")) as { $id: string }).$id, stub);
     assert.ok(Object.hasOwn(readSchemaLock(join(root, "schemas")).schemas, stub));
     assert.deepEqual(checkSchemaLock(join(root, "schemas")), []);
     // The mesh runs it: the layout (entry, consumers, schemas) loads with it, and ps lists it.
     const ps = await causeway("ps", "--json");
     assert.equal(ps.code, 0, ps.stderr);
-    assert.ok((JSON.parse(ps.stdout) as { service: string }[]).some((row) => row.service === "summarizer"));
+    assert.ok((JSON.parse(ps.stdout) as { service: string }[]).some((row) => row.service === "digester"));
   });
 
   test("new agent - the generated code typechecks, and the generated test passes as generated on a real nats-server", async () => {
-    writeFileSync(join(root, "tsconfig.generated.json"), JSON.stringify({ extends: "./tsconfig.json", include: ["services/agents/summarizer/*.ts", "test/agents/summarizer.test.ts"] }));
+    writeFileSync(join(root, "tsconfig.generated.json"), JSON.stringify({ extends: "./tsconfig.json", include: ["services/agents/digester/*.ts", "test/agents/digester.test.ts"] }));
     const tsc = await run(process.execPath, [join(repoRoot, "node_modules/typescript/bin/tsc"), "--noEmit", "-p", "tsconfig.generated.json"], root);
     assert.equal(tsc.code, 0, tsc.stdout + tsc.stderr);
-    const t = await run(process.execPath, ["--test", "--test-reporter=tap", "test/agents/summarizer.test.ts"], root, { CAUSEWAY_TOOLS_BIN: toolsBin });
+    const t = await run(process.execPath, ["--test", "--test-reporter=tap", "test/agents/digester.test.ts"], root, { CAUSEWAY_TOOLS_BIN: toolsBin });
     assert.equal(t.code, 0, t.stdout + t.stderr);
     assert.match(t.stdout, /# pass 1\n# fail 0/);
   });
@@ -112,7 +112,7 @@ describe("new agent", () => {
   test("new agent - refuses to overwrite anything, and then writes nothing", async () => {
     const unchanged = tree(root);
     const refusals: [string[], RegExp][] = [
-      [["summarizer", "--capability", "other.v1", "--accepts", factType, "--emits", "report.other"], /already declares a principal "summarizer"/],
+      [["digester", "--capability", "other.v1", "--accepts", factType, "--emits", "report.other"], /already declares a principal "digester"/],
       [[runningAgents[0]!.name, "--capability", "other.v1", "--accepts", factType, "--emits", "report.other"], new RegExp(`already declares a principal "${runningAgents[0]!.name}"`)],
       [["another", "--capability", runningAgents[0]!.serves[0]!, "--accepts", factType, "--emits", "report.other"], new RegExp(`${runningAgents[0]!.name} already serves ${runningAgents[0]!.serves[0]!.replaceAll(".", "\\.")}`)],
     ];
@@ -165,5 +165,12 @@ describe("new agent", () => {
     // The next commands name who can send it a fact now: a principal that emits it.
     const producer = Object.values(original.principals).find((p) => p.role !== Role.Upstream && emitsCover(p.emits, factType))!;
     assert.match(r.stdout, new RegExp(`event send --as ${producer.name} --type ${factType} --to ${original.prefix}\\.evt\\.${factType.replaceAll(".", "\\.")}\\.v${factMajor} .*# the fact it subscribes to`));
+    // As generated, it typechecks and its test passes: the fact reaches it through its own durable.
+    writeFileSync(join(root, "tsconfig.listener.json"), JSON.stringify({ extends: "./tsconfig.json", include: ["services/agents/listener/*.ts", "test/agents/listener.test.ts"] }));
+    const tsc = await run(process.execPath, [join(repoRoot, "node_modules/typescript/bin/tsc"), "--noEmit", "-p", "tsconfig.listener.json"], root);
+    assert.equal(tsc.code, 0, tsc.stdout + tsc.stderr);
+    const t = await run(process.execPath, ["--test", "--test-reporter=tap", "test/agents/listener.test.ts"], root, { CAUSEWAY_TOOLS_BIN: toolsBin });
+    assert.equal(t.code, 0, t.stdout + t.stderr);
+    assert.match(t.stdout, /# pass [1-9]\d*\n# fail 0/);
   });
 });
