@@ -68,7 +68,7 @@ export async function verifyLog(store: LineageStore, opts: AuditOptions): Promis
   const nodeProblem = (node: NodeId, what: string) => {
     if (++badNodes > MAX_NODE_PROBLEMS) return;
     const [from, to] = nodeLeaves(node);
-    report({ kind: "node", node, message: `the stored hash of records [${from}, ${to}) (level ${node.level}, index ${node.index}) ${what}` });
+    report({ kind: "node", node: { level: node.level, index: node.index }, message: `the stored hash of records [${from}, ${to}) (level ${node.level}, index ${node.index}) ${what}` });
   };
   // The subtree hashes the chunk's records completed, against the stored ones.
   const checkNodes = async () => {
