@@ -325,3 +325,12 @@ async function lineageProofs(store: LineageStore, db: DatabaseSync): Promise<{ n
     ],
   };
 }
+
+// `node test/bench/lineage.bench.ts` runs the lineage benchmarks alone.
+if (import.meta.main) {
+  const { printTable } = await import("./measure.ts");
+  const ingest = await lineageIngest();
+  const queries = await lineageQueries();
+  printTable(ingest.results);
+  for (const n of [...ingest.notes, ...queries.notes]) console.log(n);
+}
