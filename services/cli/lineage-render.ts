@@ -2,7 +2,7 @@
 // trace as a timeline plus the critical path, verify as a verdict naming the first bad entry. `--json` prints
 // the answers as they are.
 import { table as alignedTable } from "./table.ts";
-import type { AuditReport, EventList, EventStep, ImpactResult, Timing, TraceResult, WhyResult } from "../lineage/contract.ts";
+import type { AuditProblem, AuditReport, EventList, EventStep, ImpactResult, Timing, TraceResult, WhyResult } from "../lineage/contract.ts";
 
 const short = (id: string | null | undefined, n = 12): string => (id ? (id.length > n ? `${id.slice(0, n)}…` : id) : "-");
 const ms = (t: Timing): string => (t.ms === null ? "-" : `${t.ms} ms`);
@@ -77,6 +77,9 @@ export function renderEvents(list: EventList): string {
   return [table(rows), "", list.next === null ? `${list.events.length} records` : `${list.events.length} records; more with --after ${list.next}`].join("\n");
 }
 
+const where = (p: AuditProblem): string =>
+  p.index !== undefined ? `record ${p.index}` : p.node ? `stored subtree hash (level ${p.node.level}, index ${p.node.index})` : p.size !== undefined ? `checkpoint at size ${p.size}` : p.kind;
+
 export function renderVerify(r: AuditReport): string {
   if (r.ok) {
     const latest = r.latest ? `; newest checkpoint: size ${r.latest.size}, root ${r.latest.root}, ${r.latest.time}` : "";
@@ -84,7 +87,7 @@ export function renderVerify(r: AuditReport): string {
       (r.uncheckpointed > 0 ? `\n  ${r.uncheckpointed} records after the newest checkpoint (covered by the next one)` : "");
   }
   const lines = [`✗ the audit log does NOT verify: ${r.problems.length} problem${r.problems.length === 1 ? "" : "s"}`];
-  if (r.firstBad) lines.push(`  first bad entry: ${r.firstBad.index !== undefined ? `record ${r.firstBad.index}` : `checkpoint at size ${r.firstBad.size}`}: ${r.firstBad.message}`);
+  if (r.firstBad) lines.push(`  first bad entry: ${where(r.firstBad)}: ${r.firstBad.message}`);
   for (const p of r.problems.slice(0, 10)) lines.push(`  - ${p.message}`);
   return lines.join("\n");
 }
