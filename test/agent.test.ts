@@ -28,6 +28,8 @@ function planner(behave: (attempt: number) => Promise<void> | void = () => undef
       return questions.map((query, taskIndex) => ({
         to: ctx.subjects.capability("research", 1), type: "research.task.created",
         data: { requestId: input.event.id, taskIndex, totalTasks: questions.length, query },
+        // A handler cannot claim another implementation version: the runtime signs its own.
+        extensions: { agentversion: "9.9.9" },
       }));
     },
     ...extra,
@@ -62,6 +64,7 @@ describe("agent pipeline", () => {
       assert.equal(v.event.extensions.correlationid, flowIdOf(input), "the input starts the flow");
       assert.equal(parseTraceparent(v.event.extensions.traceparent)!.traceId, inputTrace);
       assert.equal(v.event.dataschema, TASK_SCHEMA);
+      assert.equal(v.event.extensions.agentversion, def.version, "the implementation version, signed");
     });
     const info = await mesh.jsm.consumers.info("MESH_CAP", "cap-plan-v1");
     assert.equal(info.num_ack_pending, 0);

@@ -33,8 +33,10 @@ async function startLineageEndpoints(mesh: OperatedMesh): Promise<AsyncDisposabl
   const dir = mkdtempSync(join(tmpdir(), "causeway-control-"));
   const store = openSqliteStore(join(dir, "lineage.db"));
   const api = createLineageApi({ store, publicKey: signingKeyFromNkeySeed(readSeed("lineage", mesh.dataDir)), published: async () => [] });
-  const service = await new Svcm(await mesh.as("lineage")).add({ name: "lineage", version: "1.0.0" });
+  const nc = await mesh.as("lineage");
+  const service = await new Svcm(nc).add({ name: "lineage", version: "1.0.0" });
   const endpoints = addLineageEndpoints(service, api, subjectsFor(), createLogger({ name: "lineage", level: "silent" }));
+  await nc.flush(); // the endpoints' subscriptions are on the server before a test asks from another connection
   return {
     async [Symbol.asyncDispose]() {
       await endpoints.stop();

@@ -275,8 +275,12 @@ describe("kill switches", () => {
     for (const w of status.switches) assert.ok(Date.parse(w.at) <= Date.now() && Date.now() - Date.parse(w.at) < 60_000, `since ${w.at}`);
     const mesh = status.switches[0]!;
     assert.deepEqual(mesh.consumers.filter((c) => !c.missing).map((c) => `${c.stream}/${c.name}:${c.paused}`), ["MESH_CAP/cap-plan-v1:true", "MESH_HANDOFF/coordinator-handoff:true"]);
-    // Every other capability's durable, from the layout: no agent has created it yet.
-    const others = Object.values(defaultLayout().principals.capabilities).filter((c) => c.ref !== "plan.v1").map((c) => capabilityDurable(c.name, c.major));
+    // Every other capability's durable and every subscription's, from the layout: no agent has created them yet.
+    const layout = defaultLayout();
+    const others = [
+      ...Object.values(layout.principals.capabilities).filter((c) => c.ref !== "plan.v1").map((c) => capabilityDurable(c.name, c.major)),
+      ...Object.keys(layout.principals.principals).flatMap((p) => layout.subscriptionConsumers(p).map((c) => c.config.durable_name!)),
+    ];
     assert.deepEqual(mesh.consumers.filter((c) => c.missing).map((c) => c.name), others);
     assert.deepEqual(status.switches[1]!.consumers, [{ stream: "MESH_CAP", name: "cap-plan-v1", paused: true, pause_until: PAUSED_UNTIL_RESUMED }]);
 

@@ -28,7 +28,10 @@ async function request(mesh: OperatedMesh, gateway: NatsConnection, questions: s
 describe("end to end, agents as processes", () => {
   test("e2e - a report request flows through the four agent processes to report.published, every event verified", async () => {
     await using mesh = await startOperatedMesh();
-    const procs = REFERENCE_AGENTS.map((name) => mesh.spawn(agentScript(name)));
+    // The chain of agents, and every agent listening to the report (the reference listener: the summarizer).
+    const listeners = Object.values(defaultLayout().principals.principals).filter((p) => p.subscribes.includes("report.published.v1"));
+    assert.ok(listeners.length > 0);
+    const procs = [...REFERENCE_AGENTS, ...listeners.map((p) => p.name)].map((name) => mesh.spawn(agentScript(name)));
     const gateway = await mesh.as("gateway");
     const req = await request(mesh, gateway, ["Which battery chemistries lead grid-scale storage?", "What does a megawatt-hour of storage cost?"]);
     const report = await waitFor(async () => (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.published.v1"))[0], { what: "report.published", timeoutMs: 30_000 });
@@ -55,9 +58,7 @@ describe("end to end, agents as processes", () => {
     ]);
     // The report as a fact, and the same report handed to the critical publish.v1 (held in MESH_HANDOFF: no coordinator here).
     assert.equal(chain.filter((c) => c.endsWith(":report.published:reporter")).length, 2);
-    // Every agent subscribing to the fact reacted once, caused by it (the reference listener: the summarizer).
-    const listeners = Object.values(defaultLayout().principals.principals).filter((p) => p.subscribes.includes("report.published.v1"));
-    assert.ok(listeners.length > 0);
+    // Every agent subscribing to the fact reacted once, caused by it.
     const reactions = (n: (typeof flow)[number]): string[] => [
       ...(n.event.type === "report.published" && n.stream === "MESH_EVT" ? n.children.map((c) => c.principal!) : []), ...n.children.flatMap(reactions),
     ];
@@ -116,8 +117,11 @@ describe("end to end, agents as processes", () => {
       const list = await runNatsJson<{ name: string; metadata: Record<string, string> }[]>(["--inbox-prefix", "_INBOX_operator", "micro", "ls", "--json"], cli);
       return list.length === REFERENCE_AGENTS.length && list;
     }, { what: `${REFERENCE_AGENTS.length} services`, timeoutMs: 20_000 });
+    // Each registers as its principal's micro service, with the capability it serves (infra/principals.json).
     const { principals } = defaultLayout();
-    assert.deepEqual(Object.fromEntries(services.map((s) => [s.name, s.metadata.capability])), Object.fromEntries(REFERENCE_AGENTS.map((name) => [name, principals.principals[name]!.serves[0]])));
+    assert.deepEqual(Object.fromEntries(services.map((s) => [s.name, s.metadata.capability])),
+      Object.fromEntries(REFERENCE_AGENTS.map((name) => [principals.principals[name]!.service, principals.principals[name]!.serves[0]])));
+    assert.ok(REFERENCE_AGENTS.length >= 4, "the reference workflow: plan, research, verify, report");
     for (const s of services) {
       const facts = principals.principals[s.name]!.subscribes.map((ref) => { const f = parseFactRef(ref)!; return `mesh.evt.${f.type}.v${f.major}`; });
       assert.equal(s.metadata.subscribes, facts.length > 0 ? facts.join(",") : undefined, `${s.name}: its subscriptions in the service metadata`);

@@ -92,7 +92,8 @@ test("layout - every durable principals.json and the services name exists as a f
   const layout = loadLayout();
   for (const p of Object.values(layout.principals.principals)) {
     for (const c of p.consumes) {
-      const subscription = layout.subscriptionConsumers(p.name).find((s) => s.config.durable_name === c.durable);
+      // Derived consumers come from the templates: a capability's, a subscription's; the others from their files.
+      const subscription = c.stream === "MESH_EVT" ? layout.subscriptionConsumers(p.name).find((s) => s.config.durable_name === c.durable) : undefined;
       const config = c.stream === "MESH_CAP" && c.durable.startsWith("cap-")
         ? layout.capabilityConsumer(...capabilityOf(layout, c.durable))
         : subscription?.config ?? layout.durable(c.stream, c.durable);

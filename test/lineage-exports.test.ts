@@ -3,16 +3,15 @@
 // changed line is reported by number; PROV-JSON and OpenLineage carry the relations and times they should.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 import type { TestContext } from "node:test";
 import { inclusionProof, leafHash, rootOf } from "../services/lineage/merkle.ts";
 import {
-  createBatchProver, ProofRejection, proveConsistency, proveEvent, verifyConsistencyProof, verifyEventProof,
+  auditPaths, ProofRejection, proveConsistency, proveEvent, verifyConsistencyProof, verifyEventProof,
   type ConsistencyProof, type EventProof,
 } from "../services/lineage/proofs.ts";
 import type { LineageStore, StoredCheckpoint } from "../services/lineage/store.ts";
 import { checkExport, CSV_COLUMNS, exportCsv, exportJsonl, exportOpenLineage, exportProv, ExportRejection } from "../services/lineage/exports.ts";
-import { checkpoint, ms, newKey, populate, referenceFlow, T0, tempStore, type FlowFixture } from "./lineage-flow-fixture.ts";
+import { PRINCIPALS, checkpoint, ms, newKey, populate, referenceFlow, T0, tempStore, type FlowFixture } from "./lineage-flow-fixture.ts";
 import { lineageStoreKinds, type LineageStoreKind } from "./lineage-stores.ts";
 import { ErrorCode, flowIdOf, isCausewayError, type SigningKey } from "../services/kit/index.ts";
 
@@ -151,13 +150,17 @@ for (const kind of lineageStoreKinds) {
       rejectedAs(verifyConsistencyProof(mutate({ to: forked }), key), ProofRejection.CheckpointMismatch);
     });
 
-    test("proofs - the batch prover gives merkle.ts's audit paths for every index of trees of many sizes", async () => {
-      for (const size of [1, 2, 3, 5, 8, 13, 255, 256, 257, 600, 1025]) {
-        const leaves = Array.from({ length: size }, () => leafHash(randomBytes(8)));
-        const prove = createBatchProver(leaves, rootOf(leaves));
-        const indices = size > 64 ? [0, 1, size >> 1, size - 2, size - 1, 255 % size, 256 % size] : [...Array(size).keys()];
-        for (const index of indices) assert.deepEqual(prove(index), await inclusionProof(index, size, (i) => leaves[i]!), `${index} of ${size}`);
+    test("proofs - the audit paths of an export are merkle.ts's leaf-based paths, for every record of both checkpoints", async (t) => {
+      const { store, early, latest } = await setup(t, kind);
+      for (const c of [early, latest]) {
+        const leaves = await store.leafHashes(0, c.size);
+        const records = await store.range(0, c.size);
+        const paths = await auditPaths(store, records, c);
+        assert.equal(paths.length, c.size);
+        for (const [index, path] of paths.entries()) assert.deepEqual(path, await inclusionProof(index, c.size, (i) => leaves[i]!), `${index} of ${c.size}`);
+        await assert.rejects(auditPaths(store, records, { size: c.size, root: rootOf(leaves.slice(1)).toString("base64") }), (err: unknown) => isCausewayError(err, ErrorCode.LineageCheckpointMismatch));
       }
+      await assert.rejects(auditPaths(store, await store.range(0, early.size + 1), early), (err: unknown) => isCausewayError(err, ErrorCode.LineageNotCovered));
     });
 
     // ---- exports -------------------------------------------------------------------------------------------------
@@ -268,7 +271,7 @@ for (const kind of lineageStoreKinds) {
       assert.ok(has(prov.wasDerivedFrom, { "prov:generatedEntity": ev(flow.released.id), "prov:usedEntity": ev(flow.report.id) }));
       assert.ok(has(prov.wasAssociatedWith, { "prov:activity": step(flow.released.id), "prov:agent": "principal:publisher" }));
       assert.ok(has(prov.wasAssociatedWith, { "prov:activity": step(flow.approval.id), "prov:agent": "principal:approver" }));
-      for (const p of ["gateway", "planner", "researcher", "verifier", "reporter", "coordinator", "approver", "publisher"]) {
+      for (const p of PRINCIPALS) {
         assert.equal(prov.agent[`principal:${p}`]?.["prov:type"], "prov:SoftwareAgent", p);
       }
       // Every non-root event is derived from its input; the forged finding has no agent (it did not verify).

@@ -194,6 +194,8 @@ export function referenceFlow(): FlowFixture {
 
   // The upstream request: raw on MESH_INGEST (unsigned), notarized by the gateway onto the planner's subject.
   const requestEventId = uuidv7(T0);
+  // The planner's tasks carry the implementation version it signed, as every agent output does.
+  const PLANNER_VERSION = "1.4.2";
   const requestSource = "https://crm.example/requests";
   // The flow the request starts: the gateway's correlation id and the planner's request id.
   const requestId = flowIdOf({ source: requestSource, id: requestEventId });
@@ -207,7 +209,7 @@ export function referenceFlow(): FlowFixture {
 
   const tasks = [0, 1, 2].map((i) => record({
     stream: "MESH_CAP", subject: "mesh.cap.research.v1", id: out(request, "planner", i), source: src("planner"), type: "research.task.created",
-    atMs: T0 + 95 + i, principal: "planner", ...flow, causationid: requestEventId, startedMs: T0 + 40, emittedMs: T0 + 95 + i,
+    atMs: T0 + 95 + i, principal: "planner", ...flow, causationid: requestEventId, startedMs: T0 + 40, emittedMs: T0 + 95 + i, extra: { agentversion: PLANNER_VERSION },
     data: { requestId, taskIndex: i, totalTasks: 3, query: `q${i}` },
   }));
   const findings = tasks.map((task, i) => {

@@ -177,8 +177,11 @@ for (const kind of lineageStoreKinds) {
       assert.equal(timeline.at(-1)!.id, flow.released.id);
       assert.deepEqual(timeline.find((e) => e.id === flow.tasks[0]!.id), {
         at: flow.tasks[0]!.attributes.emittedat, basis: "emittedat", id: flow.tasks[0]!.id, source: "causeway://planner",
-        type: "research.task.created", principal: "planner", streams: ["MESH_CAP"],
+        type: "research.task.created", principal: "planner", version: flow.tasks[0]!.attributes.agentversion, streams: ["MESH_CAP"],
       });
+      assert.equal(flow.tasks[0]!.attributes.agentversion, "1.4.2", "the implementation version the planner signed");
+      // The gateway's notarized request names no agent version; the forged finding's is not trusted.
+      assert.equal(timeline.find((e) => e.id === flow.request.id)!.version, null);
       // The forged finding did not verify: its emittedat is not signed, so the timeline uses its time attribute.
       const forged = timeline.find((e) => e.id === flow.forged.id)!;
       assert.deepEqual([forged.basis, forged.at], ["time", flow.forged.attributes.time]);

@@ -23,11 +23,11 @@ import { createMerkleLog } from "../services/lineage/merkle.ts";
 import { decodeRecord, encodeRecord } from "../services/lineage/record.ts";
 import { findEvent } from "../services/lineage/queries.ts";
 import { sqliteStorePath } from "../services/lineage/open-store.ts";
-import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
+import { REFERENCE_AGENTS, agentScript, startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
 import { lineageStoreKinds } from "./lineage-stores.ts";
 import { repoRoot, runNatsJson, startPostgres, waitFor } from "./harness/index.ts";
 import { readMessages } from "../services/cli/flow.ts";
-import { controlRequest, correlationIdOf, createLogger, inboxPrefix, publicKeyOf, seedPath, statusOf, tokenDigestHex, type ControlErrorBody } from "../services/kit/index.ts";
+import { Role, controlRequest, correlationIdOf, createLogger, defaultLayout, inboxPrefix, publicKeyOf, seedPath, statusOf, tokenDigestHex, type ControlErrorBody } from "../services/kit/index.ts";
 
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
 
@@ -109,9 +109,9 @@ describe("lineage service", () => {
   test("lineage - a reference flow answers why and trace through NATS, the nats CLI, the causeway CLI and HTTP, with signed timings", async () => {
     await using mesh = await startOperatedMesh();
     const lineage = mesh.spawn("services/lineage/main.ts", { LINEAGE_HTTP_PORT: "0", LINEAGE_CHECKPOINT_INTERVAL_MS: "200" });
-    for (const name of ["coordinator", "planner", "researcher", "verifier", "reporter"]) {
-      mesh.spawn(name === "coordinator" ? "services/coordinator/main.ts" : `services/agents/${name}/main.ts`, { CAUSEWAY_REPORT_DEADLINE_MS: "2000", CAUSEWAY_REPORT_SWEEP_MS: "100" });
-    }
+    // The coordinator and the reference workflow's agents, with their entries from infra/principals.json.
+    const coordinator = defaultLayout().services.find((s) => s.role === Role.Coordinator)!.name;
+    for (const name of [coordinator, ...REFERENCE_AGENTS]) mesh.spawn(agentScript(name), { CAUSEWAY_REPORT_DEADLINE_MS: "2000", CAUSEWAY_REPORT_SWEEP_MS: "100" });
     const [, http, tokenFile] = await waitFor(() => /lineage: HTTP API on (http:\/\/\S+) \(bearer token in (\S+)\)/.exec(lineage.output()) ?? undefined, { what: "lineage's HTTP API", timeoutMs: 15_000 });
     assert.equal(tokenFile, join(mesh.dataDir, "tokens", "lineage-http.token"));
     assert.equal(statSync(tokenFile!).mode & 0o777, 0o600, "the token file is private");

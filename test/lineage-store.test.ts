@@ -247,6 +247,13 @@ for (const kind of lineageStoreKinds) {
           },
         },
         {
+          name: "a state whose frontier is not the stored one extended by the batch's leaf hashes",
+          async make(store) {
+            const { records, state } = await batch(store, [{ seq: 10 }, { seq: 11 }]);
+            return { records, state: { ...state, frontier: state.frontier.map((h, i) => (i === 0 ? records[0]!.leafHash : h)) } };
+          },
+        },
+        {
           name: "a stream sequence already recorded (after a new one in the same batch)",
           async make(store) {
             return batch(store, [{ seq: 10 }, { seq: 2, id: "fresh-id" }]);
@@ -275,6 +282,7 @@ for (const kind of lineageStoreKinds) {
           assert.deepEqual(await s.store.state(), before);
           assert.deepEqual(await s.store.range(0, 100), stored);
           assert.deepEqual(await s.store.known([{ stream: "MESH_EVENTS", seq: 10, source: null, id: null, principal: null }]), new Set());
+          assert.deepEqual(await s.store.strayNodes(before.size, 10), [], "no subtree hash of the refused batch");
           // The store is still usable: the next correct batch goes in.
           await append(s.store, [{ seq: 20 }]);
           assert.deepEqual(indices(await s.store.range(0, 100)), [0, 1, 2, 3]);

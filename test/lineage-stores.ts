@@ -4,7 +4,8 @@
 //
 // `sql` reaches the same database behind the store's back (tamper tests: UPDATE / DELETE / INSERT on records
 // and checkpoints), through its own connection; write `?` placeholders, they become $1, $2, … on PostgreSQL.
-// `reopen` closes the store and opens it again on the same database, as a restart does.
+// `reopen` closes the store and opens it again on the same database, as a restart does; `another` opens a
+// second store on the same database beside it, as a second process would.
 //
 // PostgreSQL: one throwaway server per test process (test/harness/postgres.ts), started on the first open()
 // and stopped after the file's last test; each open() gets a fresh database, dropped by dispose().
@@ -16,7 +17,7 @@ import { after } from "node:test";
 import { Client } from "pg";
 import { openPostgresStore } from "../services/lineage/store-postgres.ts";
 import { openSqliteStore } from "../services/lineage/store-sqlite.ts";
-import type { LineageStore } from "../services/lineage/store.ts";
+import type { LineageStore, OpenStoreOptions } from "../services/lineage/store.ts";
 import { startPostgres, type PostgresServer } from "./harness/index.ts";
 
 /** A store opened on a fresh database, with a side door to that database. */
@@ -24,7 +25,9 @@ export interface OpenedLineageStore extends AsyncDisposable {
   /** The store currently open (the latest after {@link reopen}). */
   readonly store: LineageStore;
   /** Closes the store and opens a new one on the same database; returns it (also `store` from now on). */
-  reopen(): Promise<LineageStore>;
+  reopen(opts?: OpenStoreOptions): Promise<LineageStore>;
+  /** Opens a second store on the same database, closed with this one. */
+  another(): Promise<LineageStore>;
   /** Runs one raw SQL statement on the same database through a separate connection. */
   sql(text: string, params?: unknown[]): Promise<void>;
   /** Closes the store and the side connection, and removes the database. */
@@ -44,17 +47,24 @@ const sqlite: LineageStoreKind = {
     const path = join(dir, "lineage.db");
     let store = openSqliteStore(path);
     let side: DatabaseSync | undefined;
+    const others: LineageStore[] = [];
     const dispose = async () => {
       await store[Symbol.asyncDispose]();
+      for (const other of others) await other[Symbol.asyncDispose]();
       if (side?.isOpen) side.close();
       rmSync(dir, { recursive: true, force: true });
     };
     return {
       get store() { return store; },
-      async reopen() {
+      async reopen(opts) {
         await store[Symbol.asyncDispose]();
-        store = openSqliteStore(path);
+        store = openSqliteStore(path, opts);
         return store;
+      },
+      async another() {
+        const other = openSqliteStore(path);
+        others.push(other);
+        return other;
       },
       async sql(text, params = []) {
         side ??= new DatabaseSync(path);
@@ -83,8 +93,10 @@ const postgres: LineageStoreKind = {
     const database = new URL(url).pathname.slice(1);
     let store = await openPostgresStore(url);
     let side: Client | undefined;
+    const others: LineageStore[] = [];
     const dispose = async () => {
       await store[Symbol.asyncDispose]();
+      for (const other of others) await other[Symbol.asyncDispose]();
       await side?.end();
       side = undefined;
       const admin = new Client({ connectionString: new URL("/postgres", url).toString() });
@@ -97,10 +109,15 @@ const postgres: LineageStoreKind = {
     };
     return {
       get store() { return store; },
-      async reopen() {
+      async reopen(opts) {
         await store[Symbol.asyncDispose]();
-        store = await openPostgresStore(url);
+        store = await openPostgresStore(url, opts);
         return store;
+      },
+      async another() {
+        const other = await openPostgresStore(url);
+        others.push(other);
+        return other;
       },
       async sql(text, params = []) {
         if (!side) {

@@ -2,27 +2,21 @@
 // infra/principals.json (the layout's), run detached against a real nats-server with the rendered accounts,
 // and are tracked in pid files that are checked against the process table, never trusted blindly.
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { Svcm } from "@nats-io/services";
 import { ErrorCode, Role, defaultLayout, seedPath, type MeshService } from "../services/kit/index.ts";
 import { ensureDevTokens } from "../services/cli/commands/tokens.ts";
-import { identityFromPs, isRecordedAlive, processIdentity, readPidFile } from "../services/cli/pid-files.ts";
+import { identityFromPs, processIdentity, readPidFile } from "../services/cli/pid-files.ts";
 import { logDir, logFileOf, pidFileOf, recordedReplicas, runDir } from "../services/cli/processes.ts";
-import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
+import { runCli, startOperatedMesh, type CliRun, type OperatedMesh } from "./e2e-fixture.ts";
 import { repoRoot, waitFor } from "./harness/index.ts";
 
 const layout = defaultLayout();
 /** An agent of the layout: the one replicas are tried on. */
 const agent: MeshService = layout.services.find((s) => s.role === Role.Agent)!;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 /** The environment every `causeway` run and the services it starts get: the test's server and data dir, free HTTP ports. */
 const envOf = (mesh: OperatedMesh): NodeJS.ProcessEnv => ({
@@ -30,13 +24,8 @@ const envOf = (mesh: OperatedMesh): NodeJS.ProcessEnv => ({
 });
 
 /** Runs the real `causeway` command. */
-function causeway(mesh: OperatedMesh, ...args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [join(repoRoot, "services/cli/main.ts"), ...args], { env: envOf(mesh), timeout: 90_000 }, (err, stdout, stderr) => {
-      if (err && typeof err.code !== "number") return reject(err);
-      resolve({ code: err ? Number(err.code) : 0, stdout, stderr });
-    });
-  });
+function causeway(mesh: OperatedMesh, ...args: string[]): Promise<CliRun> {
+  return runCli(args, envOf(mesh));
 }
 
 interface PsRow {
@@ -59,21 +48,11 @@ async function ps(mesh: OperatedMesh): Promise<PsRow[]> {
 
 const alive = (pid: number) => processIdentity(pid) !== undefined && !processIdentity(pid)!.zombie;
 
-/** A mesh for the services, and on dispose whatever they left running is killed (a failed test must not leak processes). */
+/** A mesh for the services (the gateway needs the upstreams' tokens); on dispose whatever they left running is killed. */
 async function meshForServices(): Promise<OperatedMesh> {
   const mesh = await startOperatedMesh();
   ensureDevTokens(mesh.dataDir);
-  const dispose = mesh[Symbol.asyncDispose].bind(mesh);
-  return Object.assign(mesh, {
-    async [Symbol.asyncDispose]() {
-      // Supervisors first, or they would start again what is killed after them.
-      for (const r of recordedReplicas(mesh.dataDir)) {
-        const { record } = r.pidFile;
-        for (const p of [record?.supervisor, r.pidFile.state === "running" ? record : undefined]) if (p && isRecordedAlive(p)) process.kill(p.pid, "SIGKILL");
-      }
-      await dispose();
-    },
-  });
+  return mesh;
 }
 
 describe("services as processes", () => {

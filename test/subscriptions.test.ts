@@ -9,13 +9,16 @@ import { describe, test } from "node:test";
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  DEFAULT_PRINCIPALS_PATH, ErrorCode, NatsBinding, QuarantineHeader, QuarantineReason, StreamName, createEvent, createLogger, isCausewayError,
+  DEFAULT_PRINCIPALS_PATH, ErrorCode, NatsBinding, controlRequest, QuarantineHeader, QuarantineReason, StreamName, createEvent, createLogger, isCausewayError,
   loadLayout, newTraceparent, openTrustStore, parsePrincipals, readSeed, signEvent, signingKeyFromNkeySeed, startAgent, subscriptionDurable, uuidv7,
   type Agent, type AgentDefinition, type CloudEvent, type MeshLayout, type Principals,
 } from "../services/kit/index.ts";
 import { createSummarizerDefinition, SummarizerSchema, type ReportSummarized } from "../services/agents/summarizer/definition.ts";
 import { readMessages } from "../services/cli/flow.ts";
 import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
+import { startCoordinator } from "./coordinator-fixture.ts";
+import { start as startSwitches } from "../services/coordinator/switches.ts";
+import { pause, resume } from "../services/coordinator/contract.ts";
 import { waitFor } from "./harness/index.ts";
 
 const REPORT = SummarizerSchema["report.published"];
@@ -28,7 +31,7 @@ function withListener(): Principals {
   doc.capabilities["listen.v1"] = { description: "A test listener's capability" };
   doc.principals.listener = {
     role: "agent", description: "A second subscriber to report.published", service: "listener", serves: ["listen.v1"],
-    subscribes: [`${FACT.type}.v${FACT.major}`], kv: { read: ["causeway_switches"], write: ["causeway_processed"] },
+    subscribes: [`${FACT.type}.v${FACT.major}`], kv: doc.principals.summarizer!.kv, // what every agent reads and writes
   };
   return parsePrincipals(doc, "principals.json + listener");
 }
@@ -133,6 +136,29 @@ describe("agents subscribe to facts", () => {
     listener = await s.listener(seen);
     await waitFor(async () => seen.length === all.length + third.length && (await s.summaries()).length === all.length + third.length, { what: "the facts published while stopped" });
     await Promise.all([a.stop(), listener.stop()]);
+  });
+
+  test("subscriptions - pausing an agent pauses its subscriptions on the server too: facts wait in its durable, then run on resume", async () => {
+    await using mesh = await startOperatedMesh();
+    await using _coordinator = await startCoordinator(mesh, [startSwitches]);
+    const s = await subscribers(mesh, loadLayout().principals);
+    const summarizer = await s.summarizer();
+    try {
+      const durable = subscriptionDurable("summarizer", FACT);
+      await controlRequest(mesh.operator, pause, { scope: "principal", target: "summarizer", reason: "a bad prompt", operator: "test" });
+      const info = await s.jsm.consumers.info(StreamName.Evt, durable);
+      assert.equal(info.paused, true, `${durable} is paused on the server`);
+      const fact = report(mesh, "during-pause");
+      await publish(await mesh.as("reporter"), s.subject, fact);
+      await waitFor(async () => (await s.jsm.consumers.info(StreamName.Evt, durable)).num_pending === 1, { what: "the fact stored for the paused durable" });
+      const held = await s.jsm.consumers.info(StreamName.Evt, durable);
+      assert.deepEqual([held.delivered.consumer_seq, held.num_ack_pending, summarizer.stats().processed], [info.delivered.consumer_seq, 0, 0], "nothing delivered while paused");
+      await controlRequest(mesh.operator, resume, { scope: "principal", target: "summarizer", operator: "test" });
+      await waitFor(async () => (await s.summaries()).some((x) => x.reportId === fact.id), { what: "the fact handled after the resume" });
+      assert.equal((await s.jsm.consumers.info(StreamName.Evt, durable)).delivered.consumer_seq, info.delivered.consumer_seq + 1, "delivered once");
+    } finally {
+      await summarizer.stop();
+    }
   });
 
   test("subscriptions - refused: a fact of another type on the subject, a type its signer may not emit, a re-pointed durable, a definition that disagrees with principals.json", async () => {

@@ -2,7 +2,7 @@
 // trace as a timeline plus the critical path, verify as a verdict naming the first bad entry. `--json` prints
 // the answers as they are.
 import { table as alignedTable } from "./table.ts";
-import type { AuditReport, EventList, EventStep, ImpactResult, Timing, TraceResult, WhyResult } from "../lineage/contract.ts";
+import type { AuditProblem, AuditReport, EventList, EventStep, ImpactResult, Timing, TraceResult, WhyResult } from "../lineage/contract.ts";
 
 const short = (id: string | null | undefined, n = 12): string => (id ? (id.length > n ? `${id.slice(0, n)}…` : id) : "-");
 const ms = (t: Timing): string => (t.ms === null ? "-" : `${t.ms} ms`);
@@ -16,12 +16,17 @@ function quarantineNote(s: EventStep): string {
   return q ? ` quarantined: ${q.reason ?? "?"} by ${q.detectedBy ?? "?"}` : "";
 }
 
+// The agent column: the principal, and the implementation version it signed (`planner@1.2.0`) when there is one.
+function agent(s: { readonly principal: string | null; readonly version: string | null }): string {
+  return s.principal === null ? "-" : s.version === null ? s.principal : `${s.principal}@${s.version}`;
+}
+
 export function renderWhy(w: WhyResult): string {
   const head = w.steps[0];
   const lines = [`why ${w.eventId} — ${head?.type ?? "?"} by ${head?.principal ?? "?"}, ${w.steps.length} step${w.steps.length === 1 ? "" : "s"} to ${endText(w)}`, ""];
   const rows = [["STEP", "EVENT", "TYPE", "AGENT", "KEY", "VERIFIED", "QUEUE", "PROCESSING", "INPUT"]];
   w.steps.forEach((s, i) => {
-    rows.push([String(i), short(s.id), s.type ?? "-", s.principal ?? "-", short(s.keyid, 10), mark(s), ms(s.queueWait), ms(s.processing), short(s.inputs[0]) + quarantineNote(s)]);
+    rows.push([String(i), short(s.id), s.type ?? "-", agent(s), short(s.keyid, 10), mark(s), ms(s.queueWait), ms(s.processing), short(s.inputs[0]) + quarantineNote(s)]);
   });
   lines.push(table(rows));
   lines.push("", "QUEUE = when the agent started handling its input − when the input was emitted; PROCESSING = emitted − started (signed values only).");
@@ -43,7 +48,7 @@ export function renderTrace(t: TraceResult): string {
   const lines = [`trace ${t.correlationId} — ${t.nodes.length} events, ${t.edges.length} causal edges`, ""];
   const rows = [["AT", "EVENT", "TYPE", "AGENT", "STREAMS"]];
   for (const e of t.timeline) {
-    rows.push([e.at ? `+${Date.parse(e.at) - t0} ms` : "-", short(e.id), e.type ?? "-", e.principal ?? "-", e.streams.join(",")]);
+    rows.push([e.at ? `+${Date.parse(e.at) - t0} ms` : "-", short(e.id), e.type ?? "-", agent(e), e.streams.join(",")]);
   }
   lines.push(table(rows));
   if (t.criticalPath) {
@@ -72,6 +77,9 @@ export function renderEvents(list: EventList): string {
   return [table(rows), "", list.next === null ? `${list.events.length} records` : `${list.events.length} records; more with --after ${list.next}`].join("\n");
 }
 
+const where = (p: AuditProblem): string =>
+  p.index !== undefined ? `record ${p.index}` : p.node ? `stored subtree hash (level ${p.node.level}, index ${p.node.index})` : p.size !== undefined ? `checkpoint at size ${p.size}` : p.kind;
+
 export function renderVerify(r: AuditReport): string {
   if (r.ok) {
     const latest = r.latest ? `; newest checkpoint: size ${r.latest.size}, root ${r.latest.root}, ${r.latest.time}` : "";
@@ -79,7 +87,7 @@ export function renderVerify(r: AuditReport): string {
       (r.uncheckpointed > 0 ? `\n  ${r.uncheckpointed} records after the newest checkpoint (covered by the next one)` : "");
   }
   const lines = [`✗ the audit log does NOT verify: ${r.problems.length} problem${r.problems.length === 1 ? "" : "s"}`];
-  if (r.firstBad) lines.push(`  first bad entry: ${r.firstBad.index !== undefined ? `record ${r.firstBad.index}` : `checkpoint at size ${r.firstBad.size}`}: ${r.firstBad.message}`);
+  if (r.firstBad) lines.push(`  first bad entry: ${where(r.firstBad)}: ${r.firstBad.message}`);
   for (const p of r.problems.slice(0, 10)) lines.push(`  - ${p.message}`);
   return lines.join("\n");
 }

@@ -10,7 +10,7 @@ import type { JsMsg } from "@nats-io/jetstream";
 import {
   CausewayError, DecisionKind, ErrorCode, KvBucket, MsgIdKind, NatsBinding, QuarantineReason, StreamName, addControlEndpoint, confirmDuplicate, consumeDurable, isWrongRevision,
   correlationIdOf, dataJson, dataText, decisionEvent, formatTime, decisionMsgId, encodeLease, leaseKey, msgId, openMeshBucket, parseSubject, publishDecision,
-  publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, sameBytes, watchSwitches, type CloudEvent, type Lease, type QuarantineReasonValue,
+  publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, sameBytes, watchSwitches, type CloudEvent, type Lease, type QuarantineReasonValue, type SchemaRegistry,
 } from "../kit/index.ts";
 import {
   approvals as pendingApprovals, approve, approveAs, deny, denyAs, describeRevocation, type Approval, type ApprovalReply, type DecideByRequest, type ProducerRevocation,
@@ -119,6 +119,12 @@ export class Handoffs {
     }
     if (!deps.trust.mayAddress(trusted.entry, capability, major)) {
       await refuse(QuarantineReason.PolicyDenied, `${trusted.entry.principal} may not address ${policy.ref}`, ErrorCode.UnauthorizedAddress);
+      return;
+    }
+    // Bad data goes no further than it would at the agent: not to a human for approval first.
+    const invalid = schemaProblem(deps.schemas, trusted.event);
+    if (invalid) {
+      await refuse(invalid.reason, invalid.detail, invalid.code);
       return;
     }
     const gate = gateVerdict(policy, trusted.event);
@@ -574,4 +580,23 @@ function summarize(event: CloudEvent): string {
 /** The approver of a per-caller request: the last token of mesh.ctl.coordinator.<approve|deny>.<approver>. */
 function callerOf(subject: string): string {
   return subject.split(".").at(-1)!;
+}
+
+/** Why a handoff's data is not valid under its own dataschema (unknown, not JSON, or violating it); undefined when it is. */
+function schemaProblem(schemas: SchemaRegistry, event: CloudEvent): { reason: QuarantineReasonValue; detail: string; code: string } | undefined {
+  if (event.dataschema === undefined || !schemas.has(event.dataschema)) {
+    return { reason: QuarantineReason.UnsupportedVersion, detail: `no schema ${String(event.dataschema)} is registered to check its data against`, code: ErrorCode.UnsupportedVersion };
+  }
+  let data: unknown;
+  try {
+    data = dataJson(event);
+  } catch (err) {
+    return { reason: QuarantineReason.DecodeError, detail: `data is not JSON: ${(err as Error).message}`, code: ErrorCode.DecodeJson };
+  }
+  try {
+    schemas.validate(event.dataschema, data);
+  } catch (err) {
+    return { reason: QuarantineReason.SchemaViolation, detail: (err as Error).message, code: ErrorCode.SchemaViolation };
+  }
+  return undefined;
 }

@@ -11,8 +11,9 @@ import { start as startHandoffs } from "./handoffs.ts";
 import { start as startQuarantine } from "./quarantine-ops.ts";
 import { start as startDeadLetters } from "./dead-letters.ts";
 import { start as startSwitches } from "./switches.ts";
+import { start as startInstances } from "./instances.ts";
 
-const MODULES: readonly StartModule[] = [startSwitches, startHandoffs, startQuarantine, startDeadLetters];
+const MODULES: readonly StartModule[] = [startSwitches, startHandoffs, startQuarantine, startDeadLetters, startInstances];
 
 await runServiceProcess("coordinator", async ({ principal, nc, trust, key, layout, log, defer }) => {
   const policy = watchPolicy(layout.principals, { onReload: (err) => (err ? log.error({ err }, "policy reload refused; the last good policy stays") : log.info("policy reloaded")) });

@@ -10,7 +10,7 @@
 // by a timer in every replica (the loser of the race finds the key changed) and by isPaused ignoring them.
 import type { KvEntry } from "@nats-io/kv";
 import {
-  CausewayError, DecisionKind, ErrorCode, KvBucket, StreamName, addControlEndpoint, capabilityDurable, isConsumerNotFound, isWrongRevision, decisionEvent, decisionSchema, normalizeTime, openMeshBucket, publishDecision, type Principals, MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchScope, encodeSwitch, parseSwitch, parseSwitchKey, switchExpiry, switchKey, watchSwitches, type SwitchScopeValue, type SwitchState, type SwitchValue,
+  CausewayError, DecisionKind, ErrorCode, KvBucket, StreamName, addControlEndpoint, capabilityDurable, parseFactRef, subscriptionDurable, isConsumerNotFound, isWrongRevision, decisionEvent, decisionSchema, normalizeTime, openMeshBucket, publishDecision, type Principals, MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchScope, encodeSwitch, parseSwitch, parseSwitchKey, switchExpiry, switchKey, watchSwitches, type SwitchScopeValue, type SwitchState, type SwitchValue,
 } from "../kit/index.ts";
 import {
   SwitchAction, requesterOf, pause as pauseEndpoint, resume as resumeEndpoint, status as statusEndpoint,
@@ -275,8 +275,12 @@ export const start: StartModule = async (deps: CoordinatorDeps): Promise<Coordin
   };
 };
 
-/** Each capability's consumer on MESH_CAP and the coordinator's handoff consumer, with the keys covering each. */
-function consumerMap(principals: Principals): { byCapability: Map<string, ConsumerRef>; handoff: ConsumerRef } {
+/**
+ * Each capability's consumer on MESH_CAP, each agent's subscription consumers on MESH_EVT, and the coordinator's
+ * handoff consumer, with the keys covering each. An agent paused (by its principal, a capability it serves or the
+ * mesh) stops taking facts too, so its subscriptions are covered by the same keys as its capability's consumer.
+ */
+function consumerMap(principals: Principals): { byCapability: Map<string, ConsumerRef>; byPrincipal: Map<string, ConsumerRef[]>; handoff: ConsumerRef } {
   const byCapability = new Map<string, ConsumerRef>();
   for (const cap of Object.values(principals.capabilities)) {
     const servers = Object.values(principals.principals).filter((p) => p.serves.includes(cap.ref)).map((p) => switchKey(SwitchScope.Principal, p.name));
@@ -285,9 +289,14 @@ function consumerMap(principals: Principals): { byCapability: Map<string, Consum
       coveredBy: Object.freeze(["mesh", switchKey(SwitchScope.Capability, cap.ref), ...servers]),
     }));
   }
+  const byPrincipal = new Map<string, ConsumerRef[]>();
+  for (const p of Object.values(principals.principals)) {
+    const coveredBy = Object.freeze(["mesh", switchKey(SwitchScope.Principal, p.name), ...p.serves.map((ref) => switchKey(SwitchScope.Capability, ref))]);
+    byPrincipal.set(p.name, p.subscribes.map((ref) => Object.freeze({ stream: StreamName.Evt, name: subscriptionDurable(p.name, parseFactRef(ref)!), coveredBy })));
+  }
   // The whole mesh paused holds critical work before a grant, too; a single capability is held by its consumer.
   const handoff = Object.freeze({ stream: StreamName.Handoff, name: handoffDurable(principals), coveredBy: Object.freeze(["mesh"]) });
-  return { byCapability, handoff };
+  return { byCapability, byPrincipal, handoff };
 }
 
 function handoffDurable(principals: Principals): string {
@@ -297,12 +306,14 @@ function handoffDurable(principals: Principals): string {
 
 function consumersOf(principals: Principals, map: ReturnType<typeof consumerMap>, scope: SwitchScopeValue, target: string): ConsumerRef[] {
   switch (scope) {
-    case SwitchScope.Capability:
-      return [map.byCapability.get(target)].filter((r) => r !== undefined);
+    case SwitchScope.Capability: {
+      const servers = Object.values(principals.principals).filter((p) => p.serves.includes(target));
+      return [map.byCapability.get(target), ...servers.flatMap((p) => map.byPrincipal.get(p.name) ?? [])].filter((r) => r !== undefined);
+    }
     case SwitchScope.Principal:
-      return (principals.principals[target]?.serves ?? []).map((ref) => map.byCapability.get(ref)).filter((r) => r !== undefined);
+      return [...(principals.principals[target]?.serves ?? []).map((ref) => map.byCapability.get(ref)), ...(map.byPrincipal.get(target) ?? [])].filter((r) => r !== undefined);
     case SwitchScope.Mesh:
-      return [...map.byCapability.values(), map.handoff];
+      return [...map.byCapability.values(), ...[...map.byPrincipal.values()].flat(), map.handoff];
   }
 }
 

@@ -153,6 +153,8 @@ export function agentStatsEndpoint(principal: string): ControlEndpoint<Record<st
 /** A running agent. Dispose it (or call stop) to drain: in-flight work finishes, the rest is redelivered. */
 export interface Agent extends AsyncDisposable {
   readonly definition: AgentDefinition;
+  /** This instance's id, as it heartbeats in causeway_instances and `causeway agents` lists it. */
+  readonly instance: string;
   /** Emit outside a handler run, signed and published like handler outputs, caused by an earlier event. */
   emit(cause: Cause, emits: readonly Emit[]): Promise<void>;
   stats(): AgentStats;

@@ -15,7 +15,7 @@ import type { Logger } from "pino";
 import type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, HandlerInput } from "./agent-api.ts";
 import { RetryableError, agentStatsEndpoint } from "./agent-api.ts";
 import { NatsBinding } from "./binding.ts";
-import { childTraceparent, deriveEventId, isExpired, outputEventInit, parseTraceparent, principalSource } from "./context.ts";
+import { ContextExtension, childTraceparent, deriveEventId, isExpired, outputEventInit, parseTraceparent, principalSource } from "./context.ts";
 import { addControlEndpoint } from "./control.ts";
 import { CausewayError, ConfigError, ErrorCode, QuarantineReason, SchemaError, quarantineReasonOf } from "./errors.ts";
 import type { QuarantineReasonValue } from "./errors.ts";
@@ -28,6 +28,7 @@ import { isConsumerNotFound } from "./jetstream-errors.ts";
 import { defaultLayout, type MeshLayout } from "./layout.ts";
 import type { FactRef } from "./principals.ts";
 import { createAgentMetrics } from "./metrics.ts";
+import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 import { encodeLease, leaseKey, openLeases, readLease, type Lease } from "./leases.ts";
 import { openProcessedSet, type ProcessedSet } from "./processed.ts";
 import { quarantine } from "./quarantine.ts";
@@ -157,6 +158,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         ...(emit.extensions !== undefined && { extensions: emit.extensions }),
       });
       if (emit.key !== undefined) init.id = deriveEventId({ source: principalSource(def.principal), id: emit.key }, def.principal, 0);
+      // Which implementation did the work: signed, set after the handler's extensions so it cannot be claimed.
+      init.extensions![ContextExtension.AgentVersion] = def.version;
       return { to: emit.to, init };
     });
     await Promise.all(events.map(async ({ to, init }) => {
@@ -356,6 +359,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const publisher = createStreamPublisher(nc, inboxPrefix(def.principal));
   const concurrency = def.concurrency ?? DEFAULT_CONCURRENCY;
   const consumers: DurableConsumer[] = [];
+  let heartbeat: Heartbeat;
   try {
     for (const inlet of inlets) consumers.push(await consumeDurable(nc, {
       stream: inlet.stream, durable: inlet.durable, concurrency, log: baseLog,
@@ -376,6 +380,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         }
       },
     }));
+    // Announced once it consumes: `causeway agents` lists it, the coordinator sees it come and go (heartbeat.ts).
+    heartbeat = await startHeartbeat(nc, { principal: def.principal, capability: def.capability, major: def.major, version: def.version, subscribes: inlets.slice(1).map((i) => i.subject) }, stats, baseLog);
   } catch (err) {
     await Promise.all(consumers.map((c) => c.stop()));
     unwatchSwitches();
@@ -384,7 +390,6 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     if (opts.switches === undefined) await switches.close().catch(() => undefined);
     throw err;
   }
-
   // Started means answering: the server has the endpoints' subscriptions before anyone is told the agent runs.
   await nc.flush();
   baseLog.info({ subject: inputSubject, consumer: durable, subscriptions: inlets.slice(1).map((i) => i.subject), concurrency }, "agent started");
@@ -394,6 +399,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     stopping ??= (async () => {
       shutdown.abort();
       unwatchSwitches();
+      await heartbeat.stop();
       await Promise.all(consumers.map((c) => c.stop()));
       await service.stop().catch(() => undefined);
       publisher.close();
@@ -413,6 +419,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
 
   return {
     definition: def,
+    instance: heartbeat.instance,
     stats,
     stop,
     lost,
@@ -491,7 +498,8 @@ interface Inlet {
  * the durables and permissions are rendered from there. CW_ERR_CONFIG naming the difference otherwise.
  */
 function subscriptionsOf(def: AgentDefinition, layout: MeshLayout, schemas: SchemaRegistry): MeshLayout["subscriptionConsumers"] extends (p: string) => infer R ? R : never {
-  const declared = layout.subscriptionConsumers(def.principal);
+  // A principal principals.json does not know (a benchmark's, on an open server) subscribes to nothing there.
+  const declared = Object.hasOwn(layout.principals.principals, def.principal) ? layout.subscriptionConsumers(def.principal) : [];
   const wanted = Object.entries(def.subscribes ?? {}).map(([type, dataschema]) => {
     if (!schemas.has(dataschema)) throw new SchemaError(ErrorCode.UnknownSchema, `subscribes: no schema has $id ${dataschema} (for ${type})`);
     const major = parseSchemaVersion(dataschema)?.major;

@@ -21,6 +21,8 @@ export const KvBucket = {
   Processed: "causeway_processed",
   /** The reporter's joins: verified findings per request, until the report is published. */
   Joins: "causeway_joins",
+  /** Live agent instances: one key per instance, refreshed by its heartbeat, gone seconds after the last one. */
+  Instances: "causeway_instances",
 } as const;
 
 /** One of the KV bucket names. */
@@ -66,6 +68,8 @@ export const MESH_BUCKETS: Readonly<Record<KvBucketValue, BucketSpec>> = Object.
   [KvBucket.Processed]: spec(KvBucket.Processed, { history: 1, ttlMs: 7 * DAY_MS, description: "handled inputs: late replays and side effects run once" }),
   // Longer than any join deadline and any redelivery of a finding (reporter/joins.ts).
   [KvBucket.Joins]: spec(KvBucket.Joins, { history: 1, ttlMs: 7 * DAY_MS, description: "the reporter's joins of verified findings per request" }),
+  // A value older than this is gone: an instance whose heartbeats (every HEARTBEAT_MS) stop disappears (heartbeat.ts).
+  [KvBucket.Instances]: spec(KvBucket.Instances, { history: 1, ttlMs: 6_000, description: "live agent instances: capability, version, instance id, counters" }),
 });
 
 /** The table entry of `name`; CW_ERR_CONFIG for a bucket the mesh does not have. */

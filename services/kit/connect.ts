@@ -8,7 +8,7 @@
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fromSeed } from "@nats-io/nkeys";
-import { connect, nkeyAuthenticator } from "@nats-io/transport-node";
+import { connect, errors as natsErrors, nkeyAuthenticator } from "@nats-io/transport-node";
 import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { ConfigError, ErrorCode } from "./errors.ts";
@@ -148,14 +148,43 @@ export function publicKeyOf(principal: string, dir: string = dataDir()): string 
 export async function connectAs(principal: string, opts: ConnectAsOptions = {}): Promise<NatsConnection> {
   const seed = readSeed(principal, opts.dataDir);
   const servers = opts.servers !== undefined ? parseServers(opts.servers, "--server") : parseServers(process.env.NATS_URL || DEFAULT_NATS_URL);
-  return connect({
-    ...connectionOptions(),
-    ...opts.options,
-    servers,
-    name: opts.name ?? principal,
-    authenticator: nkeyAuthenticator(seed),
-    inboxPrefix: inboxPrefix(principal),
-  });
+  try {
+    return await connect({
+      ...connectionOptions(),
+      ...opts.options,
+      servers,
+      name: opts.name ?? principal,
+      authenticator: nkeyAuthenticator(seed),
+      inboxPrefix: inboxPrefix(principal),
+    });
+  } catch (err) {
+    throw notAuthorized(err, principal, servers, opts.dataDir) ?? err;
+  }
+}
+
+/**
+ * The server's bare "Authorization Violation" as what it means here: the server does not know this principal's key
+ * (a principal added, or a seed created or replaced, since the server's accounts were rendered), with the commands
+ * that fix it. Undefined for any other error.
+ */
+export function notAuthorized(err: unknown, principal: string, servers: string | string[], dir?: string): ConfigError | undefined {
+  let auth: Error | undefined;
+  for (let e: unknown = err; e instanceof Error && auth === undefined; e = e.cause) if (e instanceof natsErrors.AuthorizationError) auth = e;
+  if (auth === undefined) return undefined;
+  let key = "";
+  try {
+    key = ` ${publicKeyOf(principal, dir)}`;
+  } catch {
+    // The seed was readable a moment ago; the message stays useful without the key.
+  }
+  const where = Array.isArray(servers) ? servers.join(", ") : servers;
+  return new ConfigError(
+    ErrorCode.NotAuthorized,
+    `the NATS server at ${where} refused principal "${principal}" (${auth.message}): it does not know its key${key}. ` +
+      `On a development mesh run \`causeway principal add ${principal}\` (renders the server's accounts, reloads it, seeds the trust store, starts the service); ` +
+      `by hand: \`causeway infra render\` (\`--full\` for the server of \`causeway up\`), reload the server (\`nats-server --signal reload=<pid>\`), \`causeway trust seed\``,
+    { cause: err },
+  );
 }
 
 function checkPrincipalName(principal: string): void {

@@ -21,6 +21,11 @@ export const ContextExtension = {
   StartedAt: "startedat",
   /** When the producer created this event, RFC 3339 UTC with milliseconds (String, signed); see `startedat`. */
   EmittedAt: "emittedat",
+  /**
+   * The implementation version (semver) of the agent that produced this event (String, signed): which build,
+   * prompt or model tier did the work. Lineage shows it next to the agent; it does not travel to outputs.
+   */
+  AgentVersion: "agentversion",
 } as const;
 
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;

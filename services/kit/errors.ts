@@ -83,6 +83,8 @@ const ERRORS = {
   UnknownPrincipal: { code: "CW_ERR_UNKNOWN_PRINCIPAL", status: 400 },
   SeedExists: { code: "CW_ERR_SEED_EXISTS", status: 409 },
   SeedMissing: { code: "CW_ERR_SEED_MISSING", status: 500 },
+  NotAuthorized: { code: "CW_ERR_NOT_AUTHORIZED", status: 401 },
+  ScaffoldExists: { code: "CW_ERR_SCAFFOLD_EXISTS", status: 409 },
   StreamConfigInvalid: { code: "CW_ERR_STREAM_CONFIG_INVALID", status: 500 },
   DestructiveChange: { code: "CW_ERR_DESTRUCTIVE_CHANGE", status: 409 },
   Usage: { code: "CW_ERR_USAGE", status: 400 },

@@ -33,7 +33,7 @@ export {
 export type { TraceParent } from "./context.ts";
 
 // The live trust store: who may sign what, when, and address whom (KV causeway_trust)
-export { KEY_NOT_BEFORE_SKEW_MS, UPSTREAM_EXTENSION, encodeTrustRecord, formatTime, loadUpstreamSources, openTrustStore, storedMessage } from "./trust.ts";
+export { KEY_NOT_BEFORE_SKEW_MS, UPSTREAM_EXTENSION, emitsCover, encodeTrustRecord, formatTime, loadUpstreamSources, openTrustStore, storedMessage } from "./trust.ts";
 export type {
   OpenTrustStoreOptions, StoredMessage, TrustEntry, TrustRecord, TrustStore, TrustVerifyOptions, TrustedEvent, UpstreamSources, VerifyMessageOptions,
 } from "./trust.ts";
@@ -71,11 +71,12 @@ export { createLogger, eventLogger } from "./log.ts";
 export type { LoggerOptions } from "./log.ts";
 
 // Schemas and subjects
-export { SCHEMA_DIALECT, createSchemaRegistry, defaultSchemaDir } from "./schemas.ts";
+export { SCHEMA_DIALECT, SCHEMA_LOCK_FILE, createSchemaRegistry, defaultSchemaDir } from "./schemas.ts";
 export type { DataValidator, SchemaRegistry, SchemaRegistryOptions, SchemaViolation } from "./schemas.ts";
 // Schema versions: which versions a consumer reads (the agent's step 5 and the release pre-check), which one an output takes
 export {
-  ACCEPTS_METADATA, acceptanceOf, compileAccepts, compileEmits, declareAccepts, describeAccepted, parseSchemaVersion, readAcceptsDeclaration, readsVersion,
+  ACCEPTS_METADATA, SCHEMA_ID_BASE, acceptanceOf, compileAccepts, compileEmits, declareAccepts, describeAccepted, newestSchemaOf, parseSchemaVersion, readAcceptsDeclaration,
+  readsVersion, schemaIdOf,
 } from "./schema-versions.ts";
 export type { AcceptRefusal, Acceptance, AcceptedInputs, Accepts, AcceptsDeclaration, DeclaredOutputs, Emits, SchemaVersion } from "./schema-versions.ts";
 export {
@@ -111,11 +112,15 @@ export type { SwitchScopeValue, SwitchState, SwitchValue, SwitchWatcher, WatchSw
 
 // The mesh's KV buckets: one table; services only open them (operator tooling creates them: ./ops/index.ts)
 export { KvBucket, MESH_BUCKETS, STREAMS_APPLY, openMeshBucket } from "./buckets.ts";
+export { followBucket } from "./kv-follow.ts";
+export type { Following } from "./kv-follow.ts";
 export type { BucketSpec, KvBucketValue } from "./buckets.ts";
 
 // The mesh layout: prefix, streams, durables and buckets, read once from infra/ and streams/
 export { defaultLayout, loadLayout } from "./layout.ts";
 export type { LayoutOptions, MeshLayout, MeshService } from "./layout.ts";
+export { HEARTBEAT_MS, listInstances, parseBeat } from "./heartbeat.ts";
+export type { InstanceBeat } from "./heartbeat.ts";
 
 // The control plane: one contract for every request/reply endpoint on <prefix>.ctl.<service>.<action>
 export { addControlEndpoint, controlEndpoint, controlRequest, isInboxOf, jsonObjectBody } from "./control.ts";
@@ -128,6 +133,6 @@ export {
 } from "./principals.ts";
 export type { AccountValue, FactRef, PrincipalSpec, Principals, RoleValue } from "./principals.ts";
 export {
-  CONNECTION_POLICY, DEFAULT_NATS_URL, connectAs, connectionOptions, dataDir, isConnected, parseServers, publicKeyOf, readSeed, seedPath, watchConnection,
+  CONNECTION_POLICY, DEFAULT_NATS_URL, connectAs, connectionOptions, dataDir, isConnected, notAuthorized, parseServers, publicKeyOf, readSeed, seedPath, watchConnection,
 } from "./connect.ts";
 export type { ConnectAsOptions, ConnectionWatch } from "./connect.ts";

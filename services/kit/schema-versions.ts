@@ -49,6 +49,29 @@ export function parseSchemaVersion(id: string): SchemaVersion | undefined {
   return m ? { base: id.slice(0, slash), major: Number(m[1]), minor: Number(m[2]), patch: Number(m[3]) } : undefined;
 }
 
+/** The base of every dataschema of the mesh: `<base>/<type>/<major>.<minor>.<patch>` (schemas/README.md). */
+export const SCHEMA_ID_BASE = "https://causeway.dev/schemas";
+
+/** The dataschema ($id) of `type` at `version` (`1.0.0`). */
+export function schemaIdOf(type: string, version: string): string {
+  return `${SCHEMA_ID_BASE}/${type}/${version}`;
+}
+
+/**
+ * The newest dataschema of event type `type` among `ids` (a registry's `list()`), of major `major` when given;
+ * undefined when there is none. Newest: the highest major, then minor, then patch.
+ */
+export function newestSchemaOf(ids: Iterable<string>, type: string, major?: number): string | undefined {
+  const base = `${SCHEMA_ID_BASE}/${type}`;
+  let best: { id: string; v: SchemaVersion } | undefined;
+  for (const id of ids) {
+    const v = parseSchemaVersion(id);
+    if (v === undefined || v.base !== base || (major !== undefined && v.major !== major)) continue;
+    if (best === undefined || compareVersions(v, best.v) > 0) best = { id, v };
+  }
+  return best?.id;
+}
+
 /**
  * True when a consumer written against `declared` reads data of `dataschema`: the same $id, or the same base and
  * major with a minor no newer than the declared one (any patch).

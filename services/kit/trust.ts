@@ -464,21 +464,34 @@ function checkReceived(e: TrustEntry, receivedAt: number): void {
   }
 }
 
+/**
+ * True when `emits` — a principal's or a trust entry's patterns: exact types, `<prefix>.*` (whole tokens) or `*` —
+ * covers event type `type`, as the trust store decides it.
+ */
+export function emitsCover(emits: readonly string[], type: string): boolean {
+  const { anyType, exactTypes, typePrefixes } = compilePatterns(emits);
+  return anyType || exactTypes.has(type) || matchesPrefix(typePrefixes, type);
+}
+
 function matchesPrefix(prefixes: readonly string[], type: string): boolean {
   for (const p of prefixes) if (type.length > p.length && type.startsWith(p)) return true;
   return false;
 }
 
 function compile(entry: TrustEntry): Compiled {
+  return { entry, ...compilePatterns(entry.emits) };
+}
+
+function compilePatterns(emits: readonly string[]): Omit<Compiled, "entry"> {
   const exactTypes = new Set<string>();
   const typePrefixes: string[] = [];
   let anyType = false;
-  for (const pattern of entry.emits) {
+  for (const pattern of emits) {
     if (pattern === "*") anyType = true;
     else if (pattern.endsWith(".*")) typePrefixes.push(pattern.slice(0, -1));
     else exactTypes.add(pattern);
   }
-  return { entry, anyType, exactTypes, typePrefixes };
+  return { anyType, exactTypes, typePrefixes };
 }
 
 /** Parses and validates a stored record (CW_ERR_TRUST_ENTRY_INVALID naming the key and the fault). */

@@ -1,18 +1,21 @@
 // `verify`: whole-log integrity. Every stored record is re-hashed from its canonical bytes and checked against
 // its position, its stored leaf hash and its query columns; the Merkle root recomputed from those bytes must
-// equal the root of every signed checkpoint; the checkpoints must carry lineage's signature, and the store's
+// equal the root of every signed checkpoint; every stored subtree hash (what proofs read) must equal the one
+// recomputed, and none may lie beyond the log; the checkpoints must carry lineage's signature, and the store's
 // copies must be the ones published on MESH_AUDIT. So a changed field, a deleted, inserted or reordered record,
-// a truncated tail or a rewritten checkpoint each shows up, and the report names the first bad entry.
+// a truncated tail, a changed, missing or inserted subtree hash or a rewritten checkpoint each shows up, and the
+// report names the first bad entry.
 import type { VerificationKey } from "../kit/index.ts";
 import { verifyCheckpoint } from "./checkpoint.ts";
-import { createMerkleLog, leafHash } from "./merkle.ts";
+import { createMerkleLog, leafHash, nodeLeaves, type NodeHash, type NodeId } from "./merkle.ts";
 import { columnMismatches, columnsOf, decodeRecord } from "./record.ts";
 import type { LineageStore, StoredCheckpoint } from "./store.ts";
 
-/** One thing wrong with the log. `index` names the record, `size` the checkpoint. */
+/** One thing wrong with the log. `index` names the record, `node` the stored subtree hash, `size` the checkpoint. */
 export interface AuditProblem {
-  readonly kind: "record" | "checkpoint" | "state";
+  readonly kind: "record" | "node" | "checkpoint" | "state";
   readonly index?: number;
+  readonly node?: NodeId;
   readonly size?: number;
   readonly message: string;
 }
@@ -27,7 +30,7 @@ export interface AuditReport {
   readonly latest?: { readonly size: number; readonly root: string; readonly time: string };
   /** Records appended after the newest checkpoint: intact as far as the log's state says, not yet signed for. */
   readonly uncheckpointed: number;
-  /** The first problem by position (records before checkpoints), and all problems (at most 100). */
+  /** The first problem by position (records, then checkpoints and state, then stored subtree hashes), and all problems (at most 100). */
   readonly firstBad?: AuditProblem;
   readonly problems: readonly AuditProblem[];
 }
@@ -44,6 +47,8 @@ export interface AuditOptions {
 }
 
 const MAX_PROBLEMS = 100;
+/** Subtree hash problems reported one by one; past this many, one line counts the rest. */
+const MAX_NODE_PROBLEMS = 10;
 
 export async function verifyLog(store: LineageStore, opts: AuditOptions): Promise<AuditReport> {
   const problems: AuditProblem[] = [];
@@ -56,8 +61,29 @@ export async function verifyLog(store: LineageStore, opts: AuditOptions): Promis
   const end = Math.max(state.size, lastAnchorSize);
   const chunk = opts.chunk ?? 5_000;
 
-  // Recompute the tree from the records' own bytes; the stored leaf hashes are only compared, never trusted.
-  const tree = createMerkleLog({ leafAt: () => { throw new Error("not needed"); } });
+  // Recompute the tree from the records' own bytes; the stored leaf and subtree hashes are only compared, never trusted.
+  const completed: NodeHash[] = [];
+  const tree = createMerkleLog({ leafAt: () => { throw new Error("not needed"); }, onComplete: (node) => completed.push(node) });
+  let badNodes = 0;
+  const nodeProblem = (node: NodeId, what: string) => {
+    if (++badNodes > MAX_NODE_PROBLEMS) return;
+    const [from, to] = nodeLeaves(node);
+    report({ kind: "node", node: { level: node.level, index: node.index }, message: `the stored hash of records [${from}, ${to}) (level ${node.level}, index ${node.index}) ${what}` });
+  };
+  // The subtree hashes the chunk's records completed, against the stored ones.
+  const checkNodes = async () => {
+    const stored = await store.nodeHashes(completed);
+    completed.forEach((node, i) => {
+      const found = stored[i];
+      if (found === undefined) nodeProblem(node, "is missing (deleted): proofs that need it fail");
+      else if (!found.equals(node.hash)) {
+        nodeProblem(node, recordProblem
+          ? "does not match the records (follows from the bad records above)"
+          : "does not match the records: it, or records under it, were changed behind the store's back; proofs through it fail");
+      }
+    });
+    completed.length = 0;
+  };
   let next = 0; // the index the next record must have
   let pendingAnchor = 0;
   let verified = 0;
@@ -117,8 +143,11 @@ export async function verifyLog(store: LineageStore, opts: AuditOptions): Promis
       next = at + 1;
       checkAnchorsUpTo(tree.size);
     }
+    await checkNodes();
     opts.onProgress?.(Math.min(from + chunk, end), end);
   }
+  for (const node of await store.strayNodes(state.size, MAX_NODE_PROBLEMS)) nodeProblem(node, `is beyond the log's ${state.size} records (inserted)`);
+  if (badNodes > MAX_NODE_PROBLEMS) report({ kind: "node", message: `${badNodes - MAX_NODE_PROBLEMS} more stored subtree hashes are wrong, missing or beyond the log` });
   // A record past the log's state is an insertion at the tail.
   const beyond = await store.range(end, end + 1);
   if (beyond.length > 0) report({ kind: "record", index: beyond[0]!.columns.index, message: `record ${beyond[0]!.columns.index} is beyond the log's size ${end} (inserted)` });
@@ -167,8 +196,10 @@ function checkpointsToCheck(stored: readonly StoredCheckpoint[], opts: AuditOpti
 }
 
 function byPosition(a: AuditProblem, b: AuditProblem): number {
-  const rank = (p: AuditProblem) => (p.kind === "record" ? 0 : 1);
-  return rank(a) - rank(b) || (a.index ?? a.size ?? 0) - (b.index ?? b.size ?? 0);
+  // Records first, then what the signed checkpoints say, then the stored subtree hashes (derived data).
+  const rank = (p: AuditProblem) => (p.kind === "record" ? 0 : p.kind === "node" ? 2 : 1);
+  const position = (p: AuditProblem) => p.index ?? (p.node ? nodeLeaves(p.node)[0] : p.size ?? 0);
+  return rank(a) - rank(b) || position(a) - position(b);
 }
 
 function sameHashes(a: readonly Buffer[], b: readonly Buffer[]): boolean {

@@ -26,7 +26,7 @@
 // for lineage tools; they carry no proofs.
 import { hash } from "node:crypto";
 import type { Checkpoint } from "./checkpoint.ts";
-import { createBatchProver, leavesOf, ProofRejection, signedCheckpoint, verifyInclusionAgainst, type LineagePublicKey, type ProofRejectionValue } from "./proofs.ts";
+import { auditPaths, ProofRejection, signedCheckpoint, verifyInclusionAgainst, type LineagePublicKey, type ProofRejectionValue } from "./proofs.ts";
 import { groupEvents, stepsOf, summarize, type EventStep } from "./queries.ts";
 import { decodeRecord } from "./record.ts";
 import { MAX_LIST_LIMIT, type LineageStore, type StoredCheckpoint, type StoredRecord } from "./store.ts";
@@ -294,13 +294,13 @@ interface ProvedLine {
 async function provedRecords(store: LineageStore, selection: ExportSelection, checkpoint: StoredCheckpoint): Promise<{ lines: ProvedLine[]; omitted: number }> {
   const records = await selectRecords(store, selection);
   const covered = records.filter((r) => r.columns.index < checkpoint.size);
-  const prove = covered.length === 0 ? undefined : createBatchProver(await leavesOf(store, checkpoint.size), Buffer.from(checkpoint.root, "base64"));
-  const lines = covered.map((stored) => ({
+  const paths = await auditPaths(store, covered, checkpoint);
+  const lines = covered.map((stored, k) => ({
     stored,
     bytes: stored.bytes,
     index: stored.columns.index,
     leafHash: stored.leafHash.toString("base64"),
-    proof: prove!(stored.columns.index).map((h) => h.toString("base64")),
+    proof: paths[k]!.map((h) => h.toString("base64")),
   }));
   return { lines, omitted: records.length - covered.length };
 }

@@ -9,7 +9,7 @@ import { startLineageService } from "./service.ts";
 
 await runServiceProcess("lineage", async ({ nc, trust, key, layout, log, defer }) => {
   const config = lineageConfig();
-  const store = await openLineageStore(config.databaseUrl !== undefined ? { databaseUrl: config.databaseUrl } : {});
+  const store = await openLineageStore({ ...(config.databaseUrl !== undefined && { databaseUrl: config.databaseUrl }), log });
   defer(() => store[Symbol.asyncDispose]());
   const service = await startLineageService({ nc, store, trust, key, config, log, layout });
   defer(() => service.stop());

@@ -46,9 +46,9 @@ export function rootOf(leafHashes: readonly Uint8Array[]): Buffer {
 // Proof generation, reading leaf hashes through `leafAt`.
 //
 // Cost: each proof node is the root of a subtree, recomputed here from its leaves, so a proof reads O(n)
-// leaves in the worst case (an inclusion proof reads every leaf but its own). Fine for the sizes a first
-// store holds; the obvious improvement is to store subtree roots as they complete (a perfect subtree never
-// changes once full, as in C2SP tlog-tiles), making every proof node one read and a proof O(log n).
+// leaves in the worst case (an inclusion proof reads every leaf but its own). The stores prove from stored
+// subtree hashes instead (see "Stored subtree hashes" below); these leaf-reading functions are the reference
+// those are tested against, and what tests and small in-memory logs use.
 
 /** RFC 9162 §2.1.3.1: the audit path PATH(index, D[size]) of the leaf at `index` in the tree of `size` leaves. */
 export async function inclusionProof(index: number, size: number, leafAt: LeafAt): Promise<Buffer[]> {
@@ -196,6 +196,8 @@ export interface MerkleLogOptions {
   readonly size?: number;
   /** The frontier persisted with `size`; required when `size` > 0. */
   readonly frontier?: readonly Uint8Array[];
+  /** Told of each perfect subtree of two or more leaves an append completes (what a store keeps: see {@link extendLog}). */
+  readonly onComplete?: (node: NodeHash) => void;
 }
 
 /**
@@ -242,10 +244,7 @@ export function createMerkleLog(opts: MerkleLogOptions): MerkleLog {
     append(h) {
       if (!isHash(h)) throw new RangeError(`a leaf hash must be ${HASH_BYTES} bytes`);
       if (size === Number.MAX_SAFE_INTEGER) throw new RangeError("the log is full");
-      // Adding a leaf to a size ending in j 1-bits completes j subtrees: merge them right to left.
-      let node: Buffer = Buffer.from(h);
-      for (let s = size; isOdd(s); s = half(s)) node = nodeHash(frontier.pop()!, node);
-      frontier.push(node);
+      pushLeaf(frontier, size, h, opts.onComplete);
       size += 1;
     },
     root() {
@@ -265,6 +264,167 @@ export function createMerkleLog(opts: MerkleLogOptions): MerkleLog {
       return consistencyProof(oldSize, within(newSize, "newSize"), leafAt);
     },
   };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Stored subtree hashes: proofs from O(log n) reads.
+//
+// A perfect subtree — the 2^level leaves from index·2^level — never changes once its last leaf is in the log.
+// The stores keep the hash of each one of two or more leaves (level ≥ 1, an interior node of every later
+// tree), written in the transaction that appends its last leaf ({@link extendLog} says which); level 0 is a
+// leaf hash. Every node of an RFC 9162 proof is the root of a subtree [start, end) whose start is a multiple of
+// the power of two at or above its width, so it is the fold of the perfect subtrees its width splits into, one
+// per 1-bit: a proof needs O(log n) stored hashes, read at once. Certificate Transparency logs and C2SP
+// tlog-tiles prove the same way (tiles group 256 hashes a read; here a hash is a row).
+
+/** A perfect subtree of the log: the 2^level leaves from index·2^level. Level 0 is one leaf. */
+export interface NodeId {
+  readonly level: number;
+  readonly index: number;
+}
+
+/** A perfect subtree and its hash (MTH of its leaves). */
+export interface NodeHash extends NodeId {
+  readonly hash: Buffer;
+}
+
+/**
+ * Reads the hashes of perfect subtrees (level 0: leaf hashes) in the order asked, each {@link HASH_BYTES}
+ * bytes. A store's reader throws when it holds one not (it can name what is missing).
+ */
+export type ReadNodes = (ids: readonly NodeId[]) => Promise<readonly Uint8Array[]> | readonly Uint8Array[];
+
+/** The leaves [start, end) a perfect subtree covers. */
+export function nodeLeaves(id: NodeId): [number, number] {
+  const width = 2 ** id.level;
+  return [id.index * width, (id.index + 1) * width];
+}
+
+/**
+ * Appends `leaves` to a log of `size` leaves with `frontier` (neither argument changes): the frontier after
+ * them, and every perfect subtree of two or more leaves they complete, in the order they complete.
+ */
+export function extendLog(size: number, frontier: readonly Uint8Array[], leaves: readonly Uint8Array[]): { frontier: Buffer[]; completed: NodeHash[] } {
+  checkSize(size, "size");
+  if (frontier.length !== popCount(size)) throw new RangeError(`a log of ${size} leaves has a frontier of ${popCount(size)} hashes, not ${frontier.length}`);
+  if (!frontier.every(isHash) || !leaves.every(isHash)) throw new RangeError(`every frontier and leaf hash must be ${HASH_BYTES} bytes`);
+  if (size + leaves.length > Number.MAX_SAFE_INTEGER) throw new RangeError("the log is full");
+  const next = frontier.map((h) => Buffer.from(h));
+  const completed: NodeHash[] = [];
+  leaves.forEach((leaf, i) => pushLeaf(next, size + i, leaf, (node) => completed.push(node)));
+  return { frontier: next, completed };
+}
+
+/**
+ * The perfect subtrees the subtree [start, end) of a proof splits into, largest first: its width's binary
+ * digits from the highest. Throws a RangeError when `start` is not aligned (no RFC 9162 subtree is so).
+ */
+export function nodesOf(start: number, end: number): NodeId[] {
+  const pieces: NodeId[] = [];
+  for (let at = start; at < end;) {
+    let width = 1, level = 0;
+    while (width * 2 <= end - at) [width, level] = [width * 2, level + 1];
+    if (at % width !== 0) throw new RangeError(`[${start}, ${end}) is not a subtree of a Merkle tree: ${at} is not a multiple of ${width}`);
+    pieces.push({ level, index: at / width });
+    at += width;
+  }
+  return pieces;
+}
+
+/**
+ * {@link inclusionProof} of each of `indices` in the tree of `size` leaves, from stored subtree hashes: one
+ * read of at most 2·log2(size) hashes a proof (fewer when proofs share nodes), byte for byte the same paths.
+ */
+export async function storedInclusionProofs(indices: readonly number[], size: number, read: ReadNodes): Promise<Buffer[][]> {
+  checkSize(size, "size");
+  const paths = indices.map((index) => {
+    checkSize(index, "index");
+    if (index >= size) throw new RangeError(`no leaf ${index} in a tree of ${size}`);
+    // PATH(m, D[start:end]) top down: the sibling subtree at each split; the proof lists them leaf to root.
+    const path: [number, number][] = [];
+    for (let m = index, start = 0, end = size; end - start > 1;) {
+      const k = splitPoint(end - start);
+      if (m < k) {
+        path.push([start + k, end]);
+        end = start + k;
+      } else {
+        path.push([start, start + k]);
+        start += k;
+        m -= k;
+      }
+    }
+    return path.reverse();
+  });
+  const roots = await rootsOfSubtrees(paths.flat(), read);
+  let at = 0;
+  return paths.map((path) => roots.slice(at, (at += path.length)));
+}
+
+/** {@link consistencyProof} from stored subtree hashes: one read of O(log newSize) hashes, the same nodes. */
+export async function storedConsistencyProof(oldSize: number, newSize: number, read: ReadNodes): Promise<Buffer[]> {
+  checkSize(oldSize, "oldSize");
+  checkSize(newSize, "newSize");
+  if (oldSize > newSize) throw new RangeError(`oldSize ${oldSize} is larger than newSize ${newSize}`);
+  if (oldSize === 0 || oldSize === newSize) return [];
+  // SUBPROOF(m, D[start:end], b) top down: each step's other subtree, then where it ends — the old tree's last
+  // subtree itself, left out while it is still the whole old tree (b), whose root the verifier has.
+  const outer: [number, number][] = [];
+  let m = oldSize, start = 0, end = newSize, whole = true;
+  while (m !== end - start) {
+    const k = splitPoint(end - start);
+    if (m <= k) {
+      outer.push([start + k, end]);
+      end = start + k;
+    } else {
+      outer.push([start, start + k]);
+      start += k;
+      m -= k;
+      whole = false;
+    }
+  }
+  return rootsOfSubtrees([...(whole ? [] : [[start, end] as [number, number]]), ...outer.reverse()], read);
+}
+
+/** MTH of the first `size` leaves from stored subtree hashes: the fold of at most log2(size) + 1 of them. */
+export async function storedRoot(size: number, read: ReadNodes): Promise<Buffer> {
+  checkSize(size, "size");
+  return size === 0 ? emptyRoot() : (await rootsOfSubtrees([[0, size]], read))[0]!;
+}
+
+// Roots of the subtrees `ranges` from one read of the perfect subtrees they split into (each read once).
+async function rootsOfSubtrees(ranges: readonly (readonly [number, number])[], read: ReadNodes): Promise<Buffer[]> {
+  const pieces = ranges.map(([start, end]) => nodesOf(start, end));
+  const key = (id: NodeId): string => `${id.level}/${id.index}`;
+  const wanted = new Map<string, NodeId>();
+  for (const id of pieces.flat()) wanted.set(key(id), id);
+  const ids = [...wanted.values()];
+  const hashes = ids.length === 0 ? [] : await read(ids);
+  if (hashes.length !== ids.length) throw new RangeError(`asked for ${ids.length} subtree hashes, read ${hashes.length}`);
+  const known = new Map<string, Uint8Array>();
+  ids.forEach((id, i) => {
+    const h = hashes[i];
+    if (!h || !isHash(h)) throw new RangeError(`the stored hash of leaves [${nodeLeaves(id).join(", ")}) is ${h?.length ?? "no"} bytes, not ${HASH_BYTES}`);
+    known.set(key(id), h);
+  });
+  // MTH splits at the largest power of two below the width, which is the first piece: fold right to left.
+  return pieces.map((list) => {
+    let r: Buffer = Buffer.from(known.get(key(list.at(-1)!))!);
+    for (let i = list.length - 2; i >= 0; i--) r = nodeHash(known.get(key(list[i]!))!, r);
+    return r;
+  });
+}
+
+// Adds the leaf at index `at` to `frontier`, in place: a size ending in j 1-bits completes j subtrees, merged
+// right to left, each reported to `completed` when given.
+function pushLeaf(frontier: Buffer[], at: number, leaf: Uint8Array, completed?: (node: NodeHash) => void): void {
+  let node: Buffer = Buffer.from(leaf);
+  let width = 1;
+  for (let s = at, level = 1; isOdd(s); s = half(s), level++) {
+    node = nodeHash(frontier.pop()!, node);
+    width *= 2;
+    completed?.({ level, index: (at + 1) / width - 1, hash: node });
+  }
+  frontier.push(node);
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 import { join } from "node:path";
 import { openPostgresStore } from "./store-postgres.ts";
 import { openSqliteStore } from "./store-sqlite.ts";
-import type { LineageStore } from "./store.ts";
+import type { LineageStore, StoreLog } from "./store.ts";
 import { CausewayError, ErrorCode, dataDir, isCausewayError } from "../kit/index.ts";
 
 /** Options for {@link openLineageStore}. */
@@ -15,6 +15,8 @@ export interface OpenLineageStoreOptions {
   readonly dataDir?: string;
   /** The SQLite file itself, overriding `dataDir`. Default: env LINEAGE_SQLITE_PATH. */
   readonly sqlitePath?: string;
+  /** Progress of a schema upgrade on open (building the stored subtree hashes of a store from before them). */
+  readonly log?: StoreLog;
 }
 
 /** The SQLite store's file under a data directory. */
@@ -25,10 +27,11 @@ export function sqliteStorePath(dir: string = dataDir()): string {
 /** Opens the configured lineage store; CausewayError CW_ERR_LINEAGE_STORE when it cannot. */
 export async function openLineageStore(opts: OpenLineageStoreOptions = {}): Promise<LineageStore> {
   const url = opts.databaseUrl ?? process.env.LINEAGE_DATABASE_URL;
-  if (url !== undefined && url !== "") return openPostgresStore(url);
+  const options = opts.log ? { log: opts.log } : {};
+  if (url !== undefined && url !== "") return openPostgresStore(url, options);
   const path = opts.sqlitePath || process.env.LINEAGE_SQLITE_PATH || sqliteStorePath(opts.dataDir ?? dataDir());
   try {
-    return openSqliteStore(path);
+    return openSqliteStore(path, options);
   } catch (err) {
     if (isCausewayError(err)) throw err;
     throw new CausewayError(ErrorCode.LineageStore, `cannot open the lineage store at ${path}: ${(err as Error).message}`, { cause: err });

@@ -2,12 +2,14 @@
 // an inclusion proof for one record (its canonical bytes, leaf hash, audit path, and the signed checkpoint it
 // is proved against) and a consistency proof between two signed checkpoints (both notes embedded).
 //
-// Proving reads every leaf hash up to the checkpoint's size in one query (RFC 9162 proof nodes are subtree
-// roots, recomputed from the leaves) and checks the proof against the checkpoint before returning it, so a
-// store that no longer matches what it signed fails here with CW_ERR_LINEAGE_CHECKPOINT_MISMATCH instead of
-// handing out a proof that cannot verify. Verifying is pure and never throws: it returns a verdict.
+// Proving reads the stored hashes of the perfect subtrees the proof's nodes fold from — O(log n) of them, in
+// one query (merkle.ts, "Stored subtree hashes") — and checks the proof against the checkpoint before returning
+// it, so a store that no longer matches what it signed fails here with CW_ERR_LINEAGE_CHECKPOINT_MISMATCH
+// instead of handing out a proof that cannot verify. Verifying is pure and never throws: it returns a verdict.
 import { verifyCheckpoint, type Checkpoint } from "./checkpoint.ts";
-import { consistencyProof, HASH_BYTES, inclusionProof, leafHash, nodeHash, verifyConsistency, verifyInclusion } from "./merkle.ts";
+import {
+  HASH_BYTES, leafHash, nodeLeaves, storedConsistencyProof, storedInclusionProofs, verifyConsistency, verifyInclusion, type ReadNodes,
+} from "./merkle.ts";
 import { findEvent } from "./queries.ts";
 import { decodeRecord } from "./record.ts";
 import type { LineageStore, StoredCheckpoint, StoredRecord } from "./store.ts";
@@ -81,12 +83,11 @@ export type ProofTarget = string | { readonly id: string; readonly source?: stri
  */
 export async function proveEvent(store: LineageStore, target: ProofTarget, checkpoint: StoredCheckpoint): Promise<EventProof> {
   const stored = await recordFor(store, target, checkpoint.size);
-  const leaves = await leavesOf(store, checkpoint.size);
   const index = stored.columns.index;
-  const path = await inclusionProof(index, checkpoint.size, (i) => leaves[i]!);
+  const [path] = await storedInclusionProofs([index], checkpoint.size, storedNodes(store));
   const leaf = leafHash(stored.bytes);
-  if (!verifyInclusion(leaf, index, checkpoint.size, path, Buffer.from(checkpoint.root, "base64"))) {
-    throw mismatch(`record ${index} and the stored leaves do not lead to the root of the checkpoint of size ${checkpoint.size}`);
+  if (!verifyInclusion(leaf, index, checkpoint.size, path!, Buffer.from(checkpoint.root, "base64"))) {
+    throw mismatch(`record ${index} and the stored subtree hashes do not lead to the root of the checkpoint of size ${checkpoint.size}`);
   }
   return {
     index,
@@ -94,7 +95,7 @@ export async function proveEvent(store: LineageStore, target: ProofTarget, check
     leafHash: leaf.toString("base64"),
     size: checkpoint.size,
     root: checkpoint.root,
-    proof: path.map((h) => h.toString("base64")),
+    proof: path!.map((h) => h.toString("base64")),
     checkpoint: checkpoint.note,
   };
 }
@@ -104,10 +105,9 @@ export async function proveConsistency(store: LineageStore, from: StoredCheckpoi
   if (from.size > to.size) {
     throw new CausewayError(ErrorCode.LineageNotCovered, `a consistency proof goes from a smaller checkpoint to a larger one, not from ${from.size} to ${to.size}`);
   }
-  const leaves = await leavesOf(store, to.size);
-  const proof = await consistencyProof(from.size, to.size, (i) => leaves[i]!);
+  const proof = await storedConsistencyProof(from.size, to.size, storedNodes(store));
   if (!verifyConsistency(from.size, to.size, Buffer.from(from.root, "base64"), Buffer.from(to.root, "base64"), proof)) {
-    throw mismatch(`the stored leaves do not lead to the roots of the checkpoints of size ${from.size} and ${to.size}`);
+    throw mismatch(`the stored subtree hashes do not lead to the roots of the checkpoints of size ${from.size} and ${to.size}`);
   }
   const end = (c: StoredCheckpoint): ProvenCheckpoint => ({ size: c.size, root: c.root, checkpoint: c.note });
   return { from: end(from), to: end(to), proof: proof.map((h) => h.toString("base64")) };
@@ -182,46 +182,34 @@ export function verifyConsistencyProof(proof: unknown, publicKey: LineagePublicK
 }
 
 /**
- * Audit paths of many records in one tree, for exports: RFC 9162 PATH(m, D[n]) as merkle.ts's
- * `inclusionProof` computes it, but remembering large subtree roots across proofs, so k proofs cost about one
- * pass over the leaves instead of k. Each path is checked against `root` before it is returned.
+ * Audit paths of many records in the tree of `checkpoint`, for exports: RFC 9162 PATH(m, D[n]) of each, from
+ * one read of the stored subtree hashes they need (O(k log n) for k records, fewer where paths share nodes).
+ * Each path is checked from the record's stored leaf hash to the checkpoint's root before it is returned.
  */
-export function createBatchProver(leaves: readonly Uint8Array[], root: Uint8Array): (index: number) => Buffer[] {
-  const size = leaves.length;
-  const memo = new Map<string, Buffer>();
-  const mth = (start: number, end: number): Buffer => {
-    if (end - start === 1) return Buffer.from(leaves[start]!);
-    const key = end - start >= MEMO_MIN_LEAVES ? `${start}:${end}` : undefined;
-    const known = key === undefined ? undefined : memo.get(key);
-    if (known) return known;
-    const k = splitPoint(end - start);
-    const h = nodeHash(mth(start, start + k), mth(start + k, end));
-    if (key !== undefined) memo.set(key, h);
-    return h;
-  };
-  return (index) => {
-    const path: Buffer[] = [];
-    for (let m = index, start = 0, end = size; end - start > 1;) {
-      const k = splitPoint(end - start);
-      if (m < k) {
-        path.unshift(mth(start + k, end));
-        end = start + k;
-      } else {
-        path.unshift(mth(start, start + k));
-        start += k;
-        m -= k;
-      }
-    }
-    if (!verifyInclusion(leaves[index]!, index, size, path, root)) throw mismatch(`record ${index} and the stored leaves do not lead to the checkpoint's root`);
-    return path;
-  };
+export async function auditPaths(store: LineageStore, records: readonly StoredRecord[], checkpoint: Pick<StoredCheckpoint, "size" | "root">): Promise<Buffer[][]> {
+  const indices = records.map((r) => r.columns.index);
+  const outside = indices.find((i) => i >= checkpoint.size);
+  if (outside !== undefined) throw notCovered(`record ${outside}`, checkpoint.size);
+  const paths = await storedInclusionProofs(indices, checkpoint.size, storedNodes(store));
+  const root = Buffer.from(checkpoint.root, "base64");
+  records.forEach((r, k) => {
+    if (!verifyInclusion(r.leafHash, indices[k]!, checkpoint.size, paths[k]!, root)) throw mismatch(`record ${indices[k]} and the stored subtree hashes do not lead to the checkpoint's root`);
+  });
+  return paths;
 }
 
-/** Every leaf hash below `size`, in one query; CHECKPOINT_MISMATCH when the store holds fewer. */
-export async function leavesOf(store: LineageStore, size: number): Promise<Buffer[]> {
-  const leaves = await store.leafHashes(0, size);
-  if (leaves.length !== size) throw mismatch(`the checkpoint covers ${size} records, the store holds ${leaves.length}`);
-  return leaves;
+/** The store's subtree hashes as proofs read them; CHECKPOINT_MISMATCH naming the first one it lacks. */
+export function storedNodes(store: LineageStore): ReadNodes {
+  return async (ids) => {
+    const hashes = await store.nodeHashes(ids);
+    return hashes.map((h, i) => {
+      if (h === undefined) {
+        const [from, to] = nodeLeaves(ids[i]!);
+        throw mismatch(to - from === 1 ? `it holds no record ${from}` : `it lacks the stored hash of records [${from}, ${to}) (level ${ids[i]!.level}, index ${ids[i]!.index})`);
+      }
+      return h;
+    });
+  };
 }
 
 /** Lineage's public key as a verification key; throws CW_ERR_KEY_INVALID for a bad NKey. */
@@ -242,9 +230,6 @@ export function signedCheckpoint(note: string, publicKey: LineagePublicKey): { r
 }
 
 // ---------------------------------------------------------------------------------------------------------
-
-// Subtrees this large are remembered by the batch prover: about 2n/256 hashes kept, at most 255 recomputed per level.
-const MEMO_MIN_LEAVES = 256;
 
 async function recordFor(store: LineageStore, target: ProofTarget, size: number): Promise<StoredRecord> {
   if (typeof target === "object" && "index" in target) {
@@ -279,13 +264,6 @@ function hash32(value: unknown): Buffer | undefined {
   if (typeof value !== "string") return undefined;
   const bytes = Buffer.from(value, "base64");
   return bytes.length === HASH_BYTES && bytes.toString("base64") === value ? bytes : undefined;
-}
-
-// RFC 9162 §2.1.1: the largest power of two smaller than n (n > 1).
-function splitPoint(n: number): number {
-  let p = 1;
-  while (p * 2 < n) p *= 2;
-  return p;
 }
 
 const isIndex = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;

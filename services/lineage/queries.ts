@@ -62,6 +62,8 @@ export interface EventStep {
   readonly type: string | null;
   /** The agent: the principal the signing key maps to (verified records only). */
   readonly principal: string | null;
+  /** The agent's implementation version, from the signed `agentversion` extension (verified records only). */
+  readonly version: string | null;
   /** The DSSE key id the envelope named (the principal's NKey public key). */
   readonly keyid: string | null;
   readonly verification: StepVerification;
@@ -115,6 +117,8 @@ export interface TimelineEntry {
   readonly source: string;
   readonly type: string | null;
   readonly principal: string | null;
+  /** The agent's implementation version (signed `agentversion`), when it has one. */
+  readonly version: string | null;
   /** The streams it appears on, in index order. */
   readonly streams: readonly string[];
 }
@@ -380,6 +384,7 @@ export function toStep(g: EventGroup, input: InputOf): EventStep {
     source: g.source,
     type: a.type ?? null,
     principal: v.principal ?? null,
+    version: verified ? (a[ContextExtension.AgentVersion] ?? null) : null,
     keyid: v.keyid ?? null,
     verification: { result: v.result, ...(v.code !== undefined && { code: v.code }), ...(v.detail !== undefined && { detail: v.detail }) },
     inputs: a[ContextExtension.CausationId] !== undefined ? [a[ContextExtension.CausationId]] : [],
@@ -524,6 +529,7 @@ function timelineEntry(step: EventStep): TimelineEntry {
     source: step.source,
     type: step.type,
     principal: step.principal,
+    version: step.version,
     streams: step.appearances.map((a) => a.stream),
   };
 }

@@ -7,14 +7,17 @@
 // sequences, and `verified` a SMALLINT 0/1 as in SQLite (a BOOLEAN would reject `SET verified = 0`).
 import { DatabaseError, Pool, TypeOverrides, type PoolClient, type QueryConfig } from "pg";
 import { columnText } from "./record.ts";
+import type { NodeHash, NodeId } from "./merkle.ts";
 import {
-  CHECKPOINT_COLUMNS, RECORD_COLUMNS, checkContinues, checkpointOfRow, checkpointValues, recordOfRow, recordValues, schemaSql, splitFrontier,
-  type CheckpointRow, type RecordRow,
+  CHECKPOINT_COLUMNS, RECORD_COLUMNS, checkContinues, checkpointOfRow, checkpointValues, frontierNodes, nodeRebuild, recordOfRow, recordValues, schemaSql,
+  splitFrontier, type CheckpointRow, type RecordRow,
 } from "./store-schema.ts";
-import { listLimit, recordKeyString, type LineageStore, type ListFilter, type LogState, type RecordKey, type StoredCheckpoint, type StoredRecord } from "./store.ts";
+import {
+  listLimit, recordKeyString, type LineageStore, type ListFilter, type LogState, type OpenStoreOptions, type RecordKey, type StoredCheckpoint, type StoredRecord,
+} from "./store.ts";
 import { CausewayError, ErrorCode } from "../kit/index.ts";
 
-const SCHEMA = schemaSql({ key: "BIGINT PRIMARY KEY", integer: "BIGINT", small: "SMALLINT", bytes: "BYTEA" });
+const SCHEMA = schemaSql({ key: "BIGINT PRIMARY KEY", integer: "BIGINT", small: "SMALLINT", bytes: "BYTEA", clustered: "" });
 
 /** Stores created before only verified records claimed their (stream, source, id) have it as a table constraint. */
 const UPGRADE = "ALTER TABLE records DROP CONSTRAINT IF EXISTS records_stream_source_id_key";
@@ -36,11 +39,11 @@ const POOL_SIZE = 4;
 const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
- * Opens (creating the schema if needed) the PostgreSQL store at `url` (`postgres://user:pass@host:port/db`).
- * CausewayError CW_ERR_LINEAGE_STORE when the URL is malformed or the database cannot be reached; neither
- * error message nor `location` carries the password.
+ * Opens (creating the schema if needed) the PostgreSQL store at `url` (`postgres://user:pass@host:port/db`); a
+ * store from before subtree hashes were kept gets them now. CausewayError CW_ERR_LINEAGE_STORE when the URL is
+ * malformed or the database cannot be reached; neither error message nor `location` carries the password.
  */
-export async function openPostgresStore(url: string): Promise<LineageStore> {
+export async function openPostgresStore(url: string, opts: OpenStoreOptions = {}): Promise<LineageStore> {
   const location = redactDatabaseUrl(url);
   if (!/^postgres(ql)?:\/\//.test(url) || !URL.canParse(url)) {
     throw new CausewayError(ErrorCode.LineageStore, `the lineage database URL ${location} is not a postgres://user:password@host:port/database URL`);
@@ -63,6 +66,7 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
         await client.query(`SELECT pg_advisory_xact_lock(${SCHEMA_LOCK})`);
         await client.query(SCHEMA);
         await client.query(UPGRADE);
+        await upgradeNodes(client, location, opts);
         await client.query("COMMIT");
       } catch (err) {
         await client.query("ROLLBACK").catch(() => {});
@@ -81,11 +85,7 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
     kind: "postgres",
     location,
     async state() {
-      const { rows: found } = await pool.query<{ size: number; frontier: Buffer }>({
-        name: "lineage_state", text: "SELECT size, frontier FROM log_state WHERE one = 1",
-      });
-      const row = found[0];
-      return row ? { size: row.size, frontier: splitFrontier(row.frontier) } : { size: 0, frontier: [] };
+      return stateOf(pool);
     },
     async known(keys: readonly RecordKey[]) {
       const found = new Set<string>();
@@ -114,8 +114,7 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
         await client.query("BEGIN");
         try {
           await client.query({ name: "lineage_append_lock", text: `SELECT pg_advisory_xact_lock(${APPEND_LOCK})` });
-          const { rows: current } = await client.query<{ size: number }>({ name: "lineage_size", text: "SELECT size FROM log_state WHERE one = 1" });
-          checkContinues(records, current[0]?.size ?? 0, state);
+          const completed = checkContinues(records, await stateOf(client), state);
           if (records.length > 0) {
             const columns = COLUMN_TYPES.map((): unknown[] => []);
             for (const r of records) recordValues(r).forEach((value, i) => columns[i]!.push(value));
@@ -125,6 +124,7 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
               values: columns,
             });
           }
+          await insertNodes(client, completed);
           await client.query({
             name: "lineage_save_state",
             text: "INSERT INTO log_state (one, size, frontier) VALUES (1, $1, $2) ON CONFLICT (one) DO UPDATE SET size = excluded.size, frontier = excluded.frontier",
@@ -142,6 +142,18 @@ export async function openPostgresStore(url: string): Promise<LineageStore> {
         name: "lineage_leaf_hashes", text: "SELECT leaf_hash FROM records WHERE idx >= $1 AND idx < $2 ORDER BY idx", values: [from, to],
       });
       return found.map((r) => r.leaf_hash);
+    },
+    async nodeHashes(ids: readonly NodeId[]) {
+      return nodeHashes(pool, ids);
+    },
+    async strayNodes(size: number, limit: number) {
+      // Level l holds size >> l complete subtrees (indices below it); anything else was never written by an append.
+      const { rows: found } = await pool.query<{ level: number; idx: number }>({
+        name: "lineage_stray_nodes",
+        text: "SELECT level, idx FROM nodes WHERE level < 1 OR level > 62 OR idx < 0 OR idx >= ($1::bigint >> level) ORDER BY level, idx LIMIT $2",
+        values: [size, limit],
+      });
+      return found.map((r) => ({ level: r.level, index: r.idx }));
     },
     async range(from: number, to: number) {
       return rows({ name: "lineage_range", text: `SELECT ${RECORD_COLUMNS} FROM records WHERE idx >= $1 AND idx < $2 ORDER BY idx`, values: [from, to] });
@@ -222,6 +234,54 @@ function redactSecrets(message: string, url: string): string {
     return message.split(url).join("(the database URL)");
   }
   return secrets.filter((s) => s !== "").reduce((text, secret) => text.split(secret).join("***"), message);
+}
+
+type Queryable = Pick<Pool | PoolClient, "query">;
+
+async function stateOf(db: Queryable): Promise<LogState> {
+  const { rows: found } = await db.query<{ size: number; frontier: Buffer }>({ name: "lineage_state", text: "SELECT size, frontier FROM log_state WHERE one = 1" });
+  const row = found[0];
+  return row ? { size: row.size, frontier: splitFrontier(row.frontier) } : { size: 0, frontier: [] };
+}
+
+// One round trip for any number of ids: level 0 from the records' leaf hashes, the others from nodes.
+async function nodeHashes(db: Queryable, ids: readonly NodeId[]): Promise<(Buffer | undefined)[]> {
+  if (ids.length === 0) return [];
+  const { rows: found } = await db.query<{ i: number; hash: Buffer }>({
+    name: "lineage_node_hashes",
+    text: `SELECT k.i, CASE WHEN k.level = 0 THEN (SELECT r.leaf_hash FROM records r WHERE r.idx = k.idx)
+                            ELSE (SELECT n.hash FROM nodes n WHERE n.level = k.level AND n.idx = k.idx) END AS hash
+           FROM unnest($1::smallint[], $2::bigint[]) WITH ORDINALITY AS k (level, idx, i)`,
+    values: [ids.map((id) => id.level), ids.map((id) => id.index)],
+  });
+  const hashes: (Buffer | undefined)[] = ids.map(() => undefined);
+  for (const r of found) if (r.hash !== null) hashes[r.i - 1] = r.hash;
+  return hashes;
+}
+
+async function insertNodes(client: PoolClient, nodes: readonly NodeHash[], keepStored = false): Promise<void> {
+  if (nodes.length === 0) return;
+  await client.query({
+    name: keepStored ? "lineage_insert_nodes_missing" : "lineage_insert_nodes",
+    text: `INSERT INTO nodes (level, idx, hash) SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])${keepStored ? " ON CONFLICT DO NOTHING" : ""}`,
+    values: [nodes.map((n) => n.level), nodes.map((n) => n.index), nodes.map((n) => n.hash)],
+  });
+}
+
+// A store created before subtree hashes were kept (or appended to by a version that did not keep them) lacks
+// some: they are built once from the leaf hashes, in the schema transaction, holding appends off.
+async function upgradeNodes(client: PoolClient, location: string, opts: OpenStoreOptions): Promise<void> {
+  const lacking = async () => (await nodeHashes(client, frontierNodes((await stateOf(client)).size))).includes(undefined);
+  if (!(await lacking())) return;
+  await client.query(`SELECT pg_advisory_xact_lock(${APPEND_LOCK})`);
+  if (!(await lacking())) return;
+  const rebuild = nodeRebuild((await stateOf(client)).size, location, opts.log);
+  for (let range = rebuild.next(); range; range = rebuild.next()) {
+    const { rows: found } = await client.query<{ leaf_hash: Buffer }>({
+      name: "lineage_leaf_hashes", text: "SELECT leaf_hash FROM records WHERE idx >= $1 AND idx < $2 ORDER BY idx", values: range,
+    });
+    await insertNodes(client, rebuild.add(found.map((r) => r.leaf_hash)), true);
+  }
 }
 
 /** Runs `fn` on one pooled connection; a connection that failed mid-way is destroyed, not reused. */

@@ -1,7 +1,9 @@
 // The lineage store's tables, once for both stores: the same names everywhere (tests tamper with both through
 // the same SQL), with each database's types filled in. Also the pieces both stores share: the continuity check
-// of an append and the persisted frontier's encoding.
-import type { LogState, StoredCheckpoint, StoredRecord } from "./store.ts";
+// of an append (which also says what subtree hashes it completes), the rebuild of those hashes for a store
+// from before they were kept, and the persisted frontier's encoding.
+import { extendLog, nodesOf, type NodeHash, type NodeId } from "./merkle.ts";
+import type { LogState, StoreLog, StoredCheckpoint, StoredRecord } from "./store.ts";
 
 /** A row of the records table as both drivers return it (SQLite gives Uint8Array, pg gives Buffer). */
 export interface RecordRow {
@@ -34,6 +36,8 @@ export interface SqlTypes {
   readonly small: string;
   /** Bytes. */
   readonly bytes: string;
+  /** After the nodes table's definition: SQLite's `WITHOUT ROWID` (the key is the table), nothing on PostgreSQL. */
+  readonly clustered: string;
 }
 
 /** The DDL of the lineage store, idempotent (IF NOT EXISTS). */
@@ -73,6 +77,14 @@ CREATE TABLE IF NOT EXISTS log_state (
   size ${t.integer} NOT NULL,
   frontier ${t.bytes} NOT NULL
 );
+-- The hash of every perfect subtree of two or more leaves: the 2^level records from idx·2^level (level ≥ 1),
+-- written in the transaction that appends its last record; proofs read O(log n) of them (merkle.ts).
+CREATE TABLE IF NOT EXISTS nodes (
+  level ${t.small} NOT NULL,
+  idx ${t.integer} NOT NULL,
+  hash ${t.bytes} NOT NULL,
+  PRIMARY KEY (level, idx)
+)${t.clustered};
 CREATE TABLE IF NOT EXISTS checkpoints (
   size ${t.integer} PRIMARY KEY,
   root TEXT NOT NULL,
@@ -108,12 +120,68 @@ export function checkpointOfRow(r: CheckpointRow): StoredCheckpoint {
   return { size: r.size, root: r.root, time: r.time, note: r.note, auditSeq: r.audit_seq };
 }
 
-/** Throws unless `records` continue a log of `current` leaves and `state` is the log after them. */
-export function checkContinues(records: readonly StoredRecord[], current: number, state: LogState): void {
+/**
+ * Throws unless `records` continue the stored log `current` and `state` is the log after them (its size, and
+ * the frontier their leaf hashes make of the stored one); returns the perfect subtrees of two or more leaves they
+ * complete, which the append stores in the same transaction.
+ */
+export function checkContinues(records: readonly StoredRecord[], current: LogState, state: LogState): NodeHash[] {
   records.forEach((r, i) => {
-    if (r.columns.index !== current + i) throw new RangeError(`record index ${r.columns.index} does not continue the log at ${current + i}`);
+    if (r.columns.index !== current.size + i) throw new RangeError(`record index ${r.columns.index} does not continue the log at ${current.size + i}`);
   });
-  if (state.size !== current + records.length) throw new RangeError(`log state size ${state.size} is not ${current + records.length}`);
+  if (state.size !== current.size + records.length) throw new RangeError(`log state size ${state.size} is not ${current.size + records.length}`);
+  const after = extendLog(current.size, current.frontier, records.map((r) => r.leafHash));
+  if (after.frontier.length !== state.frontier.length || after.frontier.some((h, i) => !h.equals(state.frontier[i]!))) {
+    throw new RangeError(`log state frontier at size ${state.size} is not the stored frontier at ${current.size} extended by these records' leaf hashes`);
+  }
+  return after.completed;
+}
+
+/**
+ * The stored subtrees a log of `size` leaves must hold, if it kept its subtree hashes from its first record:
+ * those of its frontier (level ≥ 1). A store from before they were kept lacks them, and any append it took
+ * without keeping them left one missing (each completed subtree lies under a frontier one completed later).
+ */
+export function frontierNodes(size: number): NodeId[] {
+  return size === 0 ? [] : nodesOf(0, size).filter((id) => id.level > 0);
+}
+
+/** Leaves read per step of {@link nodeRebuild}. */
+const REBUILD_CHUNK = 50_000;
+
+/**
+ * The rebuild of every stored subtree hash of a log of `size` leaves from its leaf hashes, once, for a store
+ * from before they were kept. The store reads the leaves of each range `next` gives, in order, hands them to
+ * `add` and inserts the subtrees it returns (keeping any already stored), all in one transaction that
+ * excludes appends. Progress goes to `log`. Leaves missing from a range (records deleted behind the store's
+ * back) end the rebuild early with a warning: proofs that need what is missing fail, and `verify` says why.
+ */
+export function nodeRebuild(size: number, location: string, log?: StoreLog): { next(): [number, number] | undefined; add(leaves: readonly Buffer[]): NodeHash[] } {
+  const started = performance.now();
+  let frontier: Buffer[] = [];
+  let done = 0;
+  let stopped = false;
+  const fields = () => ({ location, done, total: size, seconds: Math.round((performance.now() - started) / 100) / 10 });
+  log?.info(fields(), "building the audit log's stored subtree hashes from its records, once (a store from before they were kept)");
+  return {
+    next() {
+      if (stopped || done >= size) return undefined;
+      return [done, Math.min(size, done + REBUILD_CHUNK)];
+    },
+    add(leaves) {
+      const to = Math.min(size, done + REBUILD_CHUNK);
+      if (leaves.length !== to - done) {
+        stopped = true;
+        log?.warn({ ...fields(), found: leaves.length, expected: to - done }, `records in [${done}, ${to}) are missing: stored subtree hashes end at ${done}; run verify`);
+        return [];
+      }
+      const after = extendLog(done, frontier, leaves);
+      frontier = after.frontier;
+      done = to;
+      log?.info(fields(), done === size ? "stored subtree hashes built" : "building stored subtree hashes");
+      return after.completed;
+    },
+  };
 }
 
 /** The persisted frontier: concatenated 32-byte hashes. */

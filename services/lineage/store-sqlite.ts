@@ -5,21 +5,25 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { columnText } from "./record.ts";
+import type { NodeId } from "./merkle.ts";
 import {
-  CHECKPOINT_COLUMNS, RECORD_COLUMNS, checkContinues, checkpointOfRow, checkpointValues, recordOfRow, recordValues, schemaSql, splitFrontier,
-  type CheckpointRow, type RecordRow,
+  CHECKPOINT_COLUMNS, RECORD_COLUMNS, checkContinues, checkpointOfRow, checkpointValues, frontierNodes, nodeRebuild, recordOfRow, recordValues, schemaSql,
+  splitFrontier, type CheckpointRow, type RecordRow,
 } from "./store-schema.ts";
-import { listLimit, recordKeyString, type LineageStore, type ListFilter, type LogState, type RecordKey, type StoredCheckpoint, type StoredRecord } from "./store.ts";
+import {
+  listLimit, recordKeyString, type LineageStore, type ListFilter, type LogState, type OpenStoreOptions, type RecordKey, type StoredCheckpoint, type StoredRecord,
+} from "./store.ts";
 
-const SCHEMA = schemaSql({ key: "INTEGER PRIMARY KEY", integer: "INTEGER", small: "INTEGER", bytes: "BLOB" });
+const SCHEMA = schemaSql({ key: "INTEGER PRIMARY KEY", integer: "INTEGER", small: "INTEGER", bytes: "BLOB", clustered: " WITHOUT ROWID" });
 
-/** Opens (creating if needed) the SQLite store at `path`. */
-export function openSqliteStore(path: string): LineageStore {
+/** Opens (creating if needed) the SQLite store at `path`; a store from before subtree hashes were kept gets them now. */
+export function openSqliteStore(path: string, opts: OpenStoreOptions = {}): LineageStore {
   mkdirSync(dirname(path), { recursive: true });
   const db = new DatabaseSync(path);
   db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;");
   db.exec(SCHEMA);
   upgradeIdentityConstraint(db);
+  upgradeNodes(db, path, opts);
   const statements = new Map<string, StatementSync>();
   const prepared = (sql: string): StatementSync => {
     let s = statements.get(sql);
@@ -30,14 +34,15 @@ export function openSqliteStore(path: string): LineageStore {
     (prepared(sql).all(...params) as unknown as RecordRow[]).map(recordOfRow);
 
   const insert = prepared(`INSERT INTO records (${RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+  const insertNode = prepared("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)");
   const saveState = prepared("INSERT INTO log_state (one, size, frontier) VALUES (1, ?, ?) ON CONFLICT (one) DO UPDATE SET size = excluded.size, frontier = excluded.frontier");
+  const readState = (): LogState => stateOf(db);
 
   const store: LineageStore = {
     kind: "sqlite",
     location: path,
     async state() {
-      const row = prepared("SELECT size, frontier FROM log_state WHERE one = 1").get() as { size: number; frontier: Uint8Array } | undefined;
-      return row ? { size: row.size, frontier: splitFrontier(row.frontier) } : { size: 0, frontier: [] };
+      return readState();
     },
     async known(keys: readonly RecordKey[]) {
       const found = new Set<string>();
@@ -54,9 +59,9 @@ export function openSqliteStore(path: string): LineageStore {
     async append(records: readonly StoredRecord[], state: LogState) {
       db.exec("BEGIN IMMEDIATE");
       try {
-        const current = (prepared("SELECT size FROM log_state WHERE one = 1").get() as { size: number } | undefined)?.size ?? 0;
-        checkContinues(records, current, state);
+        const completed = checkContinues(records, readState(), state);
         for (const r of records) insert.run(...recordValues(r));
+        for (const n of completed) insertNode.run(n.level, n.index, n.hash);
         saveState.run(state.size, Buffer.concat(state.frontier));
         db.exec("COMMIT");
       } catch (err) {
@@ -67,6 +72,14 @@ export function openSqliteStore(path: string): LineageStore {
     async leafHashes(from: number, to: number) {
       return (prepared("SELECT leaf_hash FROM records WHERE idx >= ? AND idx < ? ORDER BY idx").all(from, to) as { leaf_hash: Uint8Array }[])
         .map((r) => Buffer.from(r.leaf_hash));
+    },
+    async nodeHashes(ids: readonly NodeId[]) {
+      return nodeHashes(db, ids);
+    },
+    async strayNodes(size: number, limit: number) {
+      // Level l holds size >> l complete subtrees (indices below it); anything else was never written by an append.
+      return (prepared("SELECT level, idx FROM nodes WHERE level < 1 OR level > 62 OR idx < 0 OR idx >= (? >> level) ORDER BY level, idx LIMIT ?")
+        .all(size, limit) as { level: number; idx: number }[]).map((r) => ({ level: r.level, index: r.idx }));
     },
     async range(from: number, to: number) {
       return rows(`SELECT ${RECORD_COLUMNS} FROM records WHERE idx >= ? AND idx < ? ORDER BY idx`, from, to);
@@ -109,6 +122,43 @@ export function openSqliteStore(path: string): LineageStore {
     },
   };
   return store;
+}
+
+function stateOf(db: DatabaseSync): LogState {
+  const row = db.prepare("SELECT size, frontier FROM log_state WHERE one = 1").get() as { size: number; frontier: Uint8Array } | undefined;
+  return row ? { size: row.size, frontier: splitFrontier(row.frontier) } : { size: 0, frontier: [] };
+}
+
+function nodeHashes(db: DatabaseSync, ids: readonly NodeId[]): (Buffer | undefined)[] {
+  const leaf = db.prepare("SELECT leaf_hash AS hash FROM records WHERE idx = ?");
+  const node = db.prepare("SELECT hash FROM nodes WHERE level = ? AND idx = ?");
+  return ids.map(({ level, index }) => {
+    const row = (level === 0 ? leaf.get(index) : node.get(level, index)) as { hash: Uint8Array } | undefined;
+    return row ? Buffer.from(row.hash) : undefined;
+  });
+}
+
+// A store created before subtree hashes were kept (or appended to by a version that did not keep them) lacks
+// some: they are built once from the leaf hashes, in one transaction that holds appends off.
+function upgradeNodes(db: DatabaseSync, path: string, opts: OpenStoreOptions): void {
+  const lacking = () => nodeHashes(db, frontierNodes(stateOf(db).size)).includes(undefined);
+  if (!lacking()) return;
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    if (lacking()) {
+      const rebuild = nodeRebuild(stateOf(db).size, path, opts.log);
+      const leaves = db.prepare("SELECT leaf_hash FROM records WHERE idx >= ? AND idx < ? ORDER BY idx");
+      const insert = db.prepare("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?) ON CONFLICT DO NOTHING");
+      for (let range = rebuild.next(); range; range = rebuild.next()) {
+        const found = (leaves.all(...range) as { leaf_hash: Uint8Array }[]).map((r) => Buffer.from(r.leaf_hash));
+        for (const n of rebuild.add(found)) insert.run(n.level, n.index, n.hash);
+      }
+    }
+    db.exec("COMMIT");
+  } catch (err) {
+    db.exec("ROLLBACK");
+    throw err;
+  }
 }
 
 // A store created before only verified records claimed their (stream, source, id) has that constraint in the

@@ -5,6 +5,7 @@
 //
 // One writer: the lineage service appends, everyone else reads. Records are never updated or deleted by
 // Causeway; `verify` detects anyone who does.
+import type { NodeId } from "./merkle.ts";
 import { columnText, type RecordColumns, type RecordContent } from "./record.ts";
 
 /** A stored record: its columns, canonical bytes and leaf hash, as the store holds them. */
@@ -20,6 +21,18 @@ export interface LogState {
   readonly size: number;
   /** The log's frontier at `size` (see merkle.ts `MerkleLog.frontier`). */
   readonly frontier: readonly Buffer[];
+}
+
+/** Where a store reports long work when it opens (an upgrade of its schema): pino's `info` / `warn` shape. */
+export interface StoreLog {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+}
+
+/** Options of the stores' open functions. */
+export interface OpenStoreOptions {
+  /** Progress of an upgrade on open. Default: none. */
+  readonly log?: StoreLog;
 }
 
 /** A checkpoint lineage signed and published, as it keeps a copy. */
@@ -82,12 +95,20 @@ export interface LineageStore extends AsyncDisposable {
   known(keys: readonly RecordKey[]): Promise<Set<string>>;
   /**
    * Appends `records` (their indices continue the log: state().size, +1, …) and stores `state` (the log after
-   * them) in one transaction: either all of it is stored or none. Throws on a duplicate key or a gap.
+   * them), with the hash of every perfect subtree the records complete, in one transaction: either all of it is
+   * stored or none. Throws on a duplicate key, a gap, or a state that is not the stored log extended by them.
    */
   append(records: readonly StoredRecord[], state: LogState): Promise<void>;
 
   /** Leaf hashes of indices [from, to), in order. */
   leafHashes(from: number, to: number): Promise<Buffer[]>;
+  /**
+   * The stored hashes of perfect subtrees (merkle.ts `NodeId`; level 0 is a record's leaf hash), in the order
+   * asked; undefined for one the store does not hold. What proofs read: O(log n) of them each.
+   */
+  nodeHashes(ids: readonly NodeId[]): Promise<(Buffer | undefined)[]>;
+  /** Stored subtree hashes a log of `size` leaves has not completed (there should be none), at most `limit`, by level and index. */
+  strayNodes(size: number, limit: number): Promise<NodeId[]>;
   /** Records of indices [from, to), in order (the store's columns as stored, not re-derived). */
   range(from: number, to: number): Promise<StoredRecord[]>;
   /** Records whose event id is `id` (one per stream the event passed through), in index order. */

@@ -5,7 +5,8 @@ import { AckPolicy, DeliverPolicy, jetstream, type ConsumerConfig } from "@nats-
 import { trace } from "@opentelemetry/api";
 import { BatchSpanProcessor, TracerProvider, type ReadableSpan, type SpanExporter } from "@opentelemetry/sdk-trace";
 import {
-  NatsBinding, createEvent, createKeyring, createLogger, deriveEventId, startAgent, signEvent, verifyEvent, type Agent, type AgentDefinition,
+  NatsBinding, createEvent, createKeyring, createLogger, defaultLayout, deriveEventId, startAgent, signEvent, verifyEvent, type Agent, type AgentDefinition,
+  type MeshLayout,
 } from "../../services/kit/index.ts";
 import { HOP_SCHEMA, HOP_TYPE, startBenchMesh, type BenchMesh } from "./bench-mesh.ts";
 import type { Comparison } from "./measure.ts";
@@ -13,6 +14,9 @@ import type { Comparison } from "./measure.ts";
 const ROUND = 1500;
 const ROUNDS = 3;
 const quiet = createLogger({ name: "bench", level: process.env.LOG_LEVEL ?? "silent" });
+// The hop principals are the bench's own, not in infra/principals.json: they subscribe to no fact (since issue 13
+// the runtime checks an agent's subscriptions against its principal's entry there).
+const layout: MeshLayout = { ...defaultLayout(), subscriptionConsumers: () => Object.freeze([]) };
 
 /** A no-op hop: passes its input's data on to `next` as one output. */
 function hopDefinition(n: number, next: string): AgentDefinition<{ seq: number; payload: string }> {
@@ -93,7 +97,7 @@ async function timed(n: number, run: () => Promise<void>): Promise<RoundResult> 
 async function agentRound(mesh: BenchMesh, startSeq: number, log = quiet): Promise<RoundResult> {
   let agent: Agent | undefined;
   const result = await timed(ROUND, async () => {
-    agent = await startAgent(mesh.nc, hopDefinition(1, "mesh.cap.hop2.v1"), { trust: mesh.trust, signingKey: mesh.keys.hop1!, schemas: mesh.schemas, consumer: fromSeq(startSeq), log });
+    agent = await startAgent(mesh.nc, hopDefinition(1, "mesh.cap.hop2.v1"), { trust: mesh.trust, signingKey: mesh.keys.hop1!, schemas: mesh.schemas, consumer: fromSeq(startSeq), log, layout });
     await untilCount(() => agent!.stats().processed, ROUND);
   });
   await agent!.stop();
@@ -173,7 +177,7 @@ export async function chainLatency(): Promise<{ notes: string[]; p50: number; p9
   const agents: Agent[] = [];
   for (let n = 1; n <= HOPS; n++) {
     const next = n === HOPS ? "mesh.evt.bench.hop" : `mesh.cap.hop${n + 1}.v1`;
-    agents.push(await startAgent(mesh.nc, hopDefinition(n, next), { trust: mesh.trust, signingKey: mesh.keys[`hop${n}`]!, schemas: mesh.schemas, log: quiet, consumer: { deliver_policy: DeliverPolicy.New } }));
+    agents.push(await startAgent(mesh.nc, hopDefinition(n, next), { trust: mesh.trust, signingKey: mesh.keys[`hop${n}`]!, schemas: mesh.schemas, log: quiet, consumer: { deliver_policy: DeliverPolicy.New }, layout }));
   }
   const loops = [];
   for (let n = 1; n <= HOPS; n++) {

@@ -6,20 +6,26 @@
 // (hash-like) ids as the agent runtime makes them; every attribute a verified event carries (correlationid,
 // causationid, traceparent, signed startedat / emittedat, a DSSE envelope of real length); ~100 bytes of data,
 // so a record is ~1.8 KB and two fit a 4 KiB page. Built through the real code path minus the network:
-// encodeRecord → Merkle log append → store.append, 20,000 records per transaction. Two flows are planted
-// mid-log: a 20-step chain (for `why`) and a 100-event flow (for `trace`).
+// encodeRecord → Merkle log append → store.append (which also stores the hash of every perfect subtree the
+// batch completes, what proofs read), 20,000 records per transaction. Two flows are planted mid-log: a 20-step
+// chain (for `why`) and a 100-event flow (for `trace`).
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { randomBytes } from "node:crypto";
-import { deriveEventId, newTraceparent, uuidv7 } from "../../services/kit/index.ts";
+import { deriveEventId, flowIdOf, newTraceparent, uuidv7 } from "../../services/kit/index.ts";
 import { createMerkleLog } from "../../services/lineage/merkle.ts";
 import { RECORD_VERSION, dataDigest, encodeRecord, type RecordContent } from "../../services/lineage/record.ts";
 import { openSqliteStore } from "../../services/lineage/store-sqlite.ts";
 import type { StoredRecord } from "../../services/lineage/store.ts";
 
-/** Bump when the generator (or the SQLite schema) changes: a new key builds a new store. */
-const GENERATOR_VERSION = 1;
+/**
+ * Bump when the generator (or the SQLite schema) changes: a new key builds a new store. 2: the nodes table of
+ * stored subtree hashes (a g1 store would get it on open, from its leaves), and flows correlated by their
+ * root's flowIdOf as the gateway does since issue 12 (in g1 the root's own id: a g1 store built since then has
+ * its 100-event flow's root indexed under another correlation, and trace finds 99).
+ */
+const GENERATOR_VERSION = 2;
 export const BENCH_DIR = resolve(import.meta.dirname, "..", "..", ".data", "bench");
 
 export interface BenchStore {
@@ -68,7 +74,7 @@ const PRINCIPALS = Array.from({ length: 24 }, (_, i) => `agent${i}`);
 const TYPES = ["report.planned", "research.done", "draft.written", "review.done", "decision.approved", "report.released"];
 
 /** A flow being generated: its root id and the ids (with emit times) of the events so far. */
-interface Flow { readonly root: string; readonly size: number; readonly chain: boolean; readonly events: { id: string; source: string; emittedMs: number }[] }
+interface Flow { readonly root: string; readonly correlation: string; readonly size: number; readonly chain: boolean; readonly events: { id: string; source: string; emittedMs: number }[] }
 
 async function build(path: string, total: number, progress: (what: string) => void): Promise<Omit<Meta, "seconds">> {
   // Bulk load: the query indexes are dropped while loading and made again by the store's own schema when it
@@ -102,8 +108,10 @@ async function build(path: string, total: number, progress: (what: string) => vo
     planted = { chain: planted.chain || chain, hundred: planted.hundred || hundred };
     const size = chain ? 20 : hundred ? 100 : 10 + ((flowsStarted * 7919) % 91);
     const root = uuidv7(clock);
-    if (hundred) flowId = root;
-    return { root, size, chain, events: [] };
+    // The flow's correlation id is the one the gateway gives the flow its root starts (kit flowIdOf).
+    const correlation = flowIdOf({ source: "causeway://gateway", id: root });
+    if (hundred) flowId = correlation;
+    return { root, correlation, size, chain, events: [] };
   };
   let batch: StoredRecord[] = [];
   while (merkle.size + batch.length < total) {
@@ -133,7 +141,7 @@ async function build(path: string, total: number, progress: (what: string) => vo
         specversion: "1.0", id, source, type, time: new Date(emittedMs).toISOString(), datacontenttype: "application/json",
         dataschema: `https://causeway.dev/schemas/${type}/1.0.0`,
         ...(parent !== undefined && {
-          correlationid: flow.root, causationid: parent.id,
+          correlationid: flow.correlation, causationid: parent.id,
           startedat: new Date(Math.max(parent.emittedMs + 1, emittedMs - 40)).toISOString(), emittedat: new Date(emittedMs).toISOString(),
         }),
         traceparent: newTraceparent(),
@@ -148,7 +156,7 @@ async function build(path: string, total: number, progress: (what: string) => vo
     flow.events.push({ id, source, emittedMs });
     if (flow.events.length === flow.size) {
       if (flow.chain) chainLastId = id;
-      if (flow.root === flowId) flowDone = true;
+      if (flow.correlation === flowId) flowDone = true;
       active.splice(slot, 1);
     }
     if (batch.length === BATCH || merkle.size + batch.length === total) {

@@ -22,7 +22,7 @@ results.push(...gateway.results);
 console.log("… lineage ingest: verify + Merkle + SQLite vs a hand-written consume + verify loop");
 const lineage = await lineageIngest();
 results.push(...lineage.results);
-console.log("… lineage why / trace latency on a 1,000,000-record SQLite store");
+console.log("… lineage why / trace / prove / consistency latency on a 1,000,000-record SQLite store");
 const queries = await lineageQueries();
 console.log("");
 const met = printTable(results);

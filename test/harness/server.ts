@@ -3,14 +3,19 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { toolPath } from "./binaries.ts";
 import { waitFor } from "./wait.ts";
 
 /** Options for {@link startServer}. */
 export interface ServerOptions {
-  /** Extra nats-server configuration text (accounts, authorization, `include "/abs/path"`). Default none. */
+  /** Extra nats-server configuration text (accounts, authorization). Default none. */
   config?: string;
+  /**
+   * Configuration files to include, by absolute path (nats-server resolves an `include` relative to the including
+   * file, so the harness writes each relative to its config). A reload re-reads them. Default none.
+   */
+  include?: readonly string[];
   /** Enable JetStream. Default true. */
   jetstream?: boolean;
   /** server_name; defaults to a unique name. */
@@ -81,6 +86,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<NatsServer>
         ? `cluster { name: "${opts.cluster.name}", listen: "127.0.0.1:${ports.cluster}", routes: [${opts.cluster.routes.map((r) => `"${r}"`).join(", ")}] }`
         : "",
       opts.config ?? "",
+      ...(opts.include ?? []).map((file) => `include ${JSON.stringify(relative(workDir, file))}`),
     ];
     writeFileSync(configPath, lines.join("\n") + "\n");
   };

@@ -156,12 +156,12 @@ function task(s: Suite, opts: { key?: SigningKey; time?: number; type?: string; 
 }
 
 /** A report handed to the critical capability, signed by the reporter. */
-function report(s: Suite, title: string): CloudEvent {
+function report(s: Suite, title: string, data?: unknown): CloudEvent {
   const id = uuidv7();
   return signEvent(createEvent({
     id, source: `causeway://${REPORTER}`, type: REPORT_TYPE, time: new Date().toISOString(), datacontenttype: "application/json", dataschema: REPORT_SCHEMA,
     extensions: { correlationid: id, traceparent: newTraceparent() },
-    data: JSON.stringify({ requestId: id, title, complete: true, findingsCount: 1, sections: [{ heading: "Q", body: "A" }] }),
+    data: JSON.stringify(data ?? { requestId: id, title, complete: true, findingsCount: 1, sections: [{ heading: "Q", body: "A" }] }),
   }), s.key(REPORTER));
 }
 
@@ -523,6 +523,8 @@ const ROWS: readonly Row[] = [
         pipeline({ what: "data against its schema", build: (s) => wire(task(s, { data: SCHEMA_BREAKING })), reason: QuarantineReason.SchemaViolation, code: ErrorCode.SchemaViolation }),
         pipeline({ what: "an unknown major version of the schema", build: (s) => wire(task(s, { dataschema: nextMajor(TASK_SCHEMA) })), reason: QuarantineReason.UnsupportedVersion, code: ErrorCode.UnsupportedVersion }),
         pipeline({ what: "another type's schema", build: (s) => wire(task(s, { dataschema: FOREIGN_SCHEMA })), reason: QuarantineReason.UnsupportedVersion, code: ErrorCode.UnsupportedVersion }),
+        // The coordinator checks critical work's data before asking anyone to approve it.
+        pipeline({ what: "critical work's data against its schema", target: "handoff", build: (s) => wire(report(s, "bad data", { title: "no request id" })), reason: QuarantineReason.SchemaViolation, code: ErrorCode.SchemaViolation }),
         edge({ what: "HTTP, data against the route's schema", via: "http", build: () => ({ body: JSON.stringify({ topic: "no requester" }), headers: upstreamHeaders() }), code: ErrorCode.SchemaViolation, attribute: "data", reason: QuarantineReason.SchemaViolation }),
         edge({
           what: "HTTP, an unknown major version of the route's schema", via: "http", build: () => ({ body: requestData("v2"), headers: upstreamHeaders({ "ce-dataschema": nextMajor(REQUEST_SCHEMA) }) }),

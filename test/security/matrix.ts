@@ -58,6 +58,7 @@ export function probesFor(principals: Principals): Probe[] {
     [KvBucket.Switches]: ["probe"],
     [KvBucket.Processed]: [criticalKeys, GATEWAY_MARK_PREFIX],
     [KvBucket.Joins]: ["probe"],
+    [KvBucket.Instances]: [criticalKeys],
   };
   for (const bucket of Object.keys(MESH_BUCKETS) as KvBucketValue[]) {
     for (const keyPrefix of keySpaces[bucket]) {
@@ -76,8 +77,9 @@ export function probesFor(principals: Principals): Probe[] {
 }
 
 /**
- * The declared matrix: per principal, the probes it must pass. Every other probe must be refused. A principal
- * of principals.json missing here, or one here that principals.json does not have, fails the test.
+ * The declared matrix: per principal, the probes it must pass. Every other probe must be refused. A principal here
+ * that principals.json does not have fails the test, and so does one of principals.json missing here, unless it is
+ * an agent: an agent the matrix does not name (one `causeway new agent` added) is held to {@link OTHER_AGENT}.
  */
 export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   gateway: ["publish cap", "kv put causeway_processed gateway.…", "kv create causeway_processed gateway.…", "kv delete causeway_processed gateway.…"],
@@ -92,10 +94,9 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   researcher: [],
   verifier: [],
   reporter: ["publish handoff", "publish evt", "kv put causeway_joins", "kv create causeway_joins", "kv delete causeway_joins"],
-  // A listener: it consumes its subscription's durable (derived, pinned by the server) and publishes its own fact only.
-  summarizer: [],
   publisher: [
     "publish evt",
+    "kv put causeway_instances publish_v1.…", "kv create causeway_instances publish_v1.…", "kv delete causeway_instances publish_v1.…",
     "kv put causeway_leases publish_v1.…", "kv create causeway_leases publish_v1.…", "kv delete causeway_leases publish_v1.…",
     "kv put causeway_processed publish_v1.…", "kv create causeway_processed publish_v1.…", "kv delete causeway_processed publish_v1.…",
   ],
@@ -109,20 +110,34 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   "upstream-demo": ["publish ingest"],
 };
 
+/**
+ * The row of an agent the matrix does not name: none of the probed actions. What an agent may do beyond its own
+ * capability, facts and processed marks (publish work for others, quarantine, write shared buckets) is a reviewed
+ * grant, declared in {@link ALLOWED} by name.
+ */
+export const OTHER_AGENT: readonly string[] = [];
+
+/** The column of {@link OTHER_AGENT} in the rendered matrix. */
+const OTHER_AGENT_COLUMN = "any other agent ²";
+
 /** Allowed or refused, as declared. */
 export function expected(principal: string, probe: Pick<Probe, "id">): "allowed" | "refused" {
-  return ALLOWED[principal]?.includes(probe.id) ? "allowed" : "refused";
+  return (ALLOWED[principal] ?? OTHER_AGENT).includes(probe.id) ? "allowed" : "refused";
 }
 
-/** The matrix as a Markdown table (one row per probe, one column per principal), as docs/security.md prints it. */
+/**
+ * The matrix as a Markdown table (one row per probe, one column per declared principal, in principals.json order,
+ * then one for any other agent), as docs/security.md prints it: adding an agent does not change it.
+ */
 export function renderMatrix(principals: Principals): string {
-  const names = Object.keys(principals.principals);
+  const names = Object.keys(principals.principals).filter((n) => Object.hasOwn(ALLOWED, n));
   const lines = [
-    `| action | ${names.map((n) => `\`${n}\``).join(" | ")} |`,
-    `|---|${names.map(() => ":-:").join("|")}|`,
+    `| action | ${names.map((n) => `\`${n}\``).join(" | ")} | ${OTHER_AGENT_COLUMN} |`,
+    `|---|${[...names, OTHER_AGENT_COLUMN].map(() => ":-:").join("|")}|`,
   ];
+  const cell = (allowed: boolean) => (allowed ? "✅" : "—");
   for (const probe of probesFor(principals)) {
-    lines.push(`| ${probe.label} | ${names.map((n) => (expected(n, probe) === "allowed" ? "✅" : "—")).join(" | ")} |`);
+    lines.push(`| ${probe.label} | ${names.map((n) => cell(expected(n, probe) === "allowed")).join(" | ")} | ${cell(OTHER_AGENT.includes(probe.id))} |`);
   }
   return lines.join("\n") + "\n";
 }

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { loadPrincipals } from "../../services/kit/index.ts";
+import { Role, loadPrincipals } from "../../services/kit/index.ts";
 import { permissionsFor, subjectIntersection } from "../../services/kit/ops/index.ts";
 import { startOperatedMesh, type OperatedMesh } from "../e2e-fixture.ts";
 import { repoRoot, waitFor } from "../harness/index.ts";
@@ -20,8 +20,10 @@ const principals = loadPrincipals();
 const names = Object.keys(principals.principals);
 const probes = probesFor(principals);
 
-test("permission matrix - declares every principal of principals.json and only known probes", () => {
-  assert.deepEqual(Object.keys(ALLOWED).sort(), [...names].sort(), "one declared row per principal");
+test("permission matrix - declares every principal of principals.json but agents it holds to the default row, and only known probes", () => {
+  assert.deepEqual(Object.keys(ALLOWED).filter((n) => !names.includes(n)), [], "every declared row is a principal of principals.json");
+  const undeclared = names.filter((n) => !Object.hasOwn(ALLOWED, n));
+  assert.deepEqual(undeclared.filter((n) => principals.principals[n]!.role !== Role.Agent), [], "only agents may go undeclared (they get OTHER_AGENT)");
   const ids = new Set(probes.map((p) => p.id));
   assert.equal(ids.size, probes.length, "probe ids are unique");
   for (const [name, allowed] of Object.entries(ALLOWED)) for (const id of allowed) assert.ok(ids.has(id), `${name}: unknown probe "${id}"`);

@@ -17,6 +17,7 @@ import { runDir, serverLogFile, serverPidFile, type ServiceProcess } from "../pr
 import { step } from "../progress.ts";
 import { shown } from "../table.ts";
 import { renderInfra } from "./infra.ts";
+import { syncServerAccounts } from "./principal.ts";
 import { startAll, stopAll } from "./services.ts";
 import { ensureDevTokens } from "./tokens.ts";
 
@@ -52,8 +53,13 @@ async function bringUp(data: string, layout: MeshLayout, spawned: ServiceProcess
   if (running !== undefined) {
     const url = `nats://127.0.0.1:${CLIENT_PORT}`;
     console.log(`= nats-server already running (pid ${running.pid}) on ${url}`);
+    // What infra/principals.json gained since it started (a principal `causeway new agent` wrote) joins now.
+    const created = ensureIdentities(layout.principals, data);
+    if (created > 0) console.log(`✓ identities — ${created} new NKey seeds in ${shown(join(data, "keys"))}`);
     const nc = await connectAs("operator", { servers: url, dataDir: data });
     try {
+      await syncServerAccounts(nc, { server: url, data, layout });
+      await step("trust store", () => seedTrust(nc, layout.principals, data), (summary) => summary);
       return (await startAll(nc, url, data, layout, spawned)) ? 0 : 1;
     } finally {
       await nc.close();

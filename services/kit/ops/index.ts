@@ -23,3 +23,6 @@ export type { RevokeOptions, SeedTrustOptions, TrustChange, TrustListing, TrustR
 // Published schemas are immutable: the lockfile of their digests (schemas/schemas.lock.json), checked and extended
 export { canonicalJson, checkSchemaLock, lockSchemas, readSchemaLock, schemaDigest, schemaLockPath } from "./schema-lock.ts";
 export type { SchemaLock, SchemaLockProblem } from "./schema-lock.ts";
+// The schema documents as files (the registry compiles them; the scaffold reads them)
+export { readSchemaDocuments } from "../schemas.ts";
+export type { SchemaDocument } from "../schemas.ts";

@@ -134,7 +134,7 @@ function baseGrants(principals: Principals, name: string, opts: PermissionOption
       pub.add(`${prefix}.cap.${cap.name}.v${cap.major}`, `forwards granted work to critical capability ${cap.ref}: nobody else may publish here`);
     }
     // Kill switches pause the consumers of a capability, an agent or the whole mesh, and report their state.
-    for (const stream of [StreamName.Cap, StreamName.Handoff]) {
+    for (const stream of [StreamName.Cap, StreamName.Handoff, StreamName.Evt]) {
       pub.add(`$JS.API.CONSUMER.PAUSE.${stream}.*`, "kill switches pause and resume consumers");
       pub.add(`$JS.API.CONSUMER.INFO.${stream}.*`, "kill switches report whether a consumer is paused");
     }
@@ -221,6 +221,8 @@ function ownedKeyPrefixes(principals: Principals, spec: PrincipalSpec, bucket: K
     if (spec.role === Role.Gateway) return [{ prefix: GATEWAY_MARK_PREFIX, why: "the gateway's dedupe marks" }];
     if (spec.role === Role.Agent) return served();
   }
+  // Heartbeats: an agent announces instances of the capabilities it serves only.
+  if (bucket === KvBucket.Instances && spec.role === Role.Agent) return served();
   // Any other writer (a role the key layout does not know) gets the bucket as principals.json declares it.
   return undefined;
 }
