@@ -43,13 +43,16 @@ export interface SpawnedProcess {
   readonly exited: Promise<number | null>;
 }
 
-/** `principals`: another principals document than infra/principals.json (a test's extra agent). */
-export async function startOperatedMesh(opts: { principals?: Principals } = {}): Promise<OperatedMesh> {
+/**
+ * `principals`: another principals document than infra/principals.json (a test's extra agent). `serverConfig`:
+ * more nats-server configuration, e.g. `feature_flags { js_ack_fc_v2: true }`.
+ */
+export async function startOperatedMesh(opts: { principals?: Principals; serverConfig?: string } = {}): Promise<OperatedMesh> {
   const dataDir = mkdtempSync(join(tmpdir(), "causeway-e2e-"));
   const principals = opts.principals ?? loadPrincipals();
   ensureIdentities(principals, dataDir);
   const accounts = renderInfra({ dataDir, principals, out: join(dataDir, "accounts.conf") });
-  const server = await startServer({ config: `max_payload: 2MB\n${accounts.text}` });
+  const server = await startServer({ config: `max_payload: 2MB\n${opts.serverConfig ?? ""}\n${accounts.text}` });
   const children: ChildProcess[] = [];
   const connections: NatsConnection[] = [];
   const as = async (principal: string) => {
