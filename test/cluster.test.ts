@@ -235,7 +235,11 @@ describe("cluster - causeway up --cluster 3", () => {
       assert.equal(f.state, "running", `${service.name}: ${JSON.stringify(f)}`);
       const environ = readFileSync(`/proc/${f.record!.pid}/environ`, "utf8").split("\0");
       assert.ok(environ.includes(`NATS_URL=${urls.join(",")}`), `${service.name}'s NATS_URL`);
+      // Lineage indexes the cluster's streams in a store of their own, not the single server's.
+      if (service.name === "lineage") assert.ok(environ.includes(`LINEAGE_SQLITE_PATH=${join(data, "nats", "cluster", "lineage", "lineage.db")}`), environ.filter((e) => e.startsWith("LINEAGE_")).join(" "));
     }
+    assert.ok(existsSync(join(data, "nats", "cluster", "lineage", "lineage.db")), "lineage's cluster store");
+    assert.ok(!existsSync(join(data, "lineage", "lineage.db")), "the single server's store is untouched");
     const ps = await causeway(["ps"], data);
     for (const i of [1, 2, 3]) assert.match(ps.stdout, new RegExp(`^nats-server\\s+${i}\\s+\\d+\\s+running`, "m"));
     const nodePids = [1, 2, 3].map((i) => readPidFile(nodePidFile(data, `causeway-${i}`)).record!.pid);

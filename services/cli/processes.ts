@@ -216,3 +216,15 @@ export function recordedNodes(data: string): RecordedNode[] {
     return [{ name, index: Number(name.slice(CLUSTER_NAME.length + 1)), pidFile: readPidFile(join(dir, file)) }];
   }).sort((a, b) => a.index - b.index);
 }
+
+/**
+ * Environment the services of `causeway up|start|restart` get beyond their URL and data directory. While the
+ * nodes of `up --cluster` run, lineage's SQLite store is `<data>/nats/cluster/lineage/lineage.db`: a store indexes
+ * one set of streams, and the cluster's are not the single server's (lineage refuses a store that recorded more
+ * than the streams hold). An explicit LINEAGE_SQLITE_PATH or LINEAGE_DATABASE_URL is kept.
+ */
+export function serviceEnv(data: string): NodeJS.ProcessEnv {
+  const clustered = recordedNodes(data).some((n) => n.pidFile.state === "running");
+  const chosen = Boolean(process.env.LINEAGE_SQLITE_PATH) || Boolean(process.env.LINEAGE_DATABASE_URL);
+  return clustered && !chosen ? { LINEAGE_SQLITE_PATH: join(clusterDir(data), "lineage", "lineage.db") } : {};
+}

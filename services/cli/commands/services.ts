@@ -9,7 +9,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { ConfigError, DEFAULT_NATS_URL, ErrorCode, connectAs, dataDir, loadLayout, type MeshLayout, type MeshService } from "../../kit/index.ts";
 import { processIdentity, readPidFile, terminate, writePidFile, type PidFileState } from "../pid-files.ts";
 import {
-  isNodeName, logDir, logFileOf, nodeLogFile, pidFileOf, readinessProblems, recordedNodes, recordedReplicas, serverLogFile, serverPidFile, spawnService, waitForServices,
+  isNodeName, logDir, logFileOf, nodeLogFile, pidFileOf, readinessProblems, recordedNodes, recordedReplicas, serverLogFile, serverPidFile, serviceEnv, spawnService, waitForServices,
   type RecordedReplica, type ServiceProcess,
 } from "../processes.ts";
 import { shown, table } from "../table.ts";
@@ -204,7 +204,7 @@ export async function startServices(nc: NatsConnection, natsUrl: string, data: s
       continue;
     }
     for (const n of missing) {
-      const p = spawnService(service, n, { natsUrl, dataDir: data, logDir: logDir(data), detached: true });
+      const p = spawnService(service, n, { natsUrl, dataDir: data, logDir: logDir(data), detached: true, env: serviceEnv(data) });
       started.push(p);
       try {
         writePidFile(pidFileOf(data, service.name, n), p.child.pid!);
