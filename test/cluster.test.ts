@@ -21,7 +21,7 @@ import { renderClusterInfra, type RenderClusterResult } from "../services/cli/co
 import { spawnNatsServer, waitForCluster, type NatsProcess } from "../services/cli/nats-process.ts";
 import { readPidFile } from "../services/cli/pid-files.ts";
 import { nodePidFile, pidFileOf } from "../services/cli/processes.ts";
-import { repoRoot, startServer, toolPath, waitFor } from "./harness/index.ts";
+import { freePort, repoRoot, startServer, toolPath, waitFor } from "./harness/index.ts";
 
 const cliPath = join(repoRoot, "services", "cli", "main.ts");
 const layout = defaultLayout();
@@ -46,17 +46,6 @@ function causeway(args: string[], data: string, timeout = 90_000): Promise<Run> 
 function run(file: string, args: string[]): Promise<Run> {
   return new Promise((resolve) => {
     execFile(file, args, (err, stdout, stderr) => resolve({ code: err ? Number(err.code) : 0, stdout, stderr }));
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
   });
 }
 

@@ -47,7 +47,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<NatsClust
   return { nodes, urls: nodes.map((n) => n.url), [Symbol.asyncDispose]: dispose };
 }
 
-function freePort(): Promise<number> {
+/** A port the OS reports free on 127.0.0.1 (bound to 0, read, released): for ports a config must name up front. */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);
