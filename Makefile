@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup tools up down demo test bench lint typecheck check clean
+.PHONY: setup tools up up-cluster down demo test bench lint typecheck check clean
 
 setup: node_modules tools ## install npm packages and the pinned NATS binaries
 
@@ -17,7 +17,10 @@ tools: ## build pinned nats-server and nats CLI into .tools/bin (skips what is i
 up: setup ## run a local mesh in the background (nats-server with the rendered dev config)
 	bin/causeway up
 
-down: ## stop what `make up` started
+up-cluster: setup ## the same on a local 3-node JetStream cluster, every stream and bucket at R3
+	bin/causeway up --cluster 3
+
+down: ## stop what `make up` or `make up-cluster` started
 	bin/causeway down
 
 demo: setup ## run the mesh end to end with embedded defaults, then stop it

@@ -68,6 +68,8 @@ export interface OperatedMeshOptions {
   includeAccounts?: boolean;
   /** Another principals document than infra/principals.json (a test's extra agent). */
   principals?: Principals;
+  /** More nats-server configuration, e.g. `feature_flags { js_ack_fc_v2: true }`. */
+  serverConfig?: string;
 }
 
 export async function startOperatedMesh(opts: OperatedMeshOptions = {}): Promise<OperatedMesh> {
@@ -75,9 +77,8 @@ export async function startOperatedMesh(opts: OperatedMeshOptions = {}): Promise
   const principals = opts.principals ?? loadPrincipals();
   ensureIdentities(principals, dataDir);
   const accounts = renderInfra({ dataDir, principals, out: join(dataDir, "nats", "accounts.conf") });
-  const server = await startServer(opts.includeAccounts
-    ? { config: "max_payload: 2MB", include: [accounts.path] }
-    : { config: `max_payload: 2MB\n${accounts.text}` });
+  const config = `max_payload: 2MB\n${opts.serverConfig ?? ""}`;
+  const server = await startServer(opts.includeAccounts ? { config, include: [accounts.path] } : { config: `${config}\n${accounts.text}` });
   const children: ChildProcess[] = [];
   const connections: NatsConnection[] = [];
   const as = async (principal: string) => {

@@ -114,6 +114,11 @@ test("harness - a 3-node cluster keeps an R3 stream through the loss of a node",
   await using cluster = await startCluster();
   assert.equal(cluster.nodes.length, 3);
   assert.equal(new Set(cluster.nodes.map((n) => n.port)).size, 3);
+  // Formed when it resolves: one meta leader, named alike by every node, in a group of three.
+  const metas = await Promise.all(cluster.nodes.map(async (n) => ((await (await fetch(`${n.monitorUrl}/jsz`)).json()) as { meta_cluster: { leader: string; cluster_size: number } }).meta_cluster));
+  assert.equal(new Set(metas.map((m) => m.leader)).size, 1, JSON.stringify(metas));
+  assert.ok(cluster.nodes.some((n) => n.name === metas[0]!.leader), metas[0]!.leader);
+  assert.deepEqual(metas.map((m) => m.cluster_size), [3, 3, 3]);
   await using nc = await connect({ servers: cluster.urls });
   const jsm = await jetstreamManager(nc);
   await jsm.streams.add({ name: "R3", subjects: ["r3.>"], num_replicas: 3 });

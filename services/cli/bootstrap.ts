@@ -19,24 +19,34 @@ export function ensureIdentities(principals: Principals, dataDir: string): numbe
   return created;
 }
 
+/** Options of {@link applyMeshInfra} and {@link seedTrust}. */
+export interface BootstrapOptions {
+  /**
+   * Replicas of every stream (overriding the files' `num_replicas`, which stay as they are) and of every KV bucket
+   * created: 3 on a cluster (`causeway up --cluster`). Default: the files' (1), and 1 for new buckets.
+   */
+  replicas?: 1 | 3 | 5;
+}
+
 /**
  * Applies the layout's streams and durable consumers (streams/, rendered for its prefix) and creates its KV
- * buckets; throws when a definition is refused. Default: the repository's layout.
+ * buckets; throws when a definition is refused. Default: the repository's layout. Consumers take their stream's
+ * replicas (their files set none).
  */
-export async function applyMeshInfra(operator: NatsConnection, layout: MeshLayout = defaultLayout()): Promise<string> {
-  const report = await applyStreams(await jetstreamManager(operator), Object.values(layout.streams));
+export async function applyMeshInfra(operator: NatsConnection, layout: MeshLayout = defaultLayout(), opts: BootstrapOptions = {}): Promise<string> {
+  const report = await applyStreams(await jetstreamManager(operator), Object.values(layout.streams), { replicas: opts.replicas });
   if (!report.ok) {
     throw new Error(report.results.filter((r) => r.status === "refused").map((r) => `${r.name}: ${r.reason}`).join("; "));
   }
-  const buckets = await ensureMeshBuckets(operator, { buckets: layout.buckets });
+  const buckets = await ensureMeshBuckets(operator, { buckets: layout.buckets, replicas: opts.replicas });
   const count = (kind: string, status: string) => report.results.filter((r) => r.kind === kind && r.status === status).length;
   return `${count("stream", "created")} streams, ${count("consumer", "created")} consumers, ${buckets.length} KV buckets created; ${report.results.filter((r) => r.status === "unchanged").length} unchanged`;
 }
 
 /** Seeds the trust store from infra/principals.json and the principals' public keys. */
-export async function seedTrust(operator: NatsConnection, principals: Principals, dataDir: string): Promise<string> {
+export async function seedTrust(operator: NatsConnection, principals: Principals, dataDir: string, opts: BootstrapOptions = {}): Promise<string> {
   const keys = Object.fromEntries(Object.keys(principals.principals).map((name) => [name, publicKeyOf(name, dataDir)]));
   // A minute of slack, so events signed this second are inside the new keys' windows whatever the clock skew.
-  const changes = await seedTrustStore(operator, trustEntriesFromPrincipals(principals, keys, { now: Date.now() - 60_000 }));
+  const changes = await seedTrustStore(operator, trustEntriesFromPrincipals(principals, keys, { now: Date.now() - 60_000 }), { replicas: opts.replicas });
   return `${changes.length} keys (${changes.filter((c) => c.status !== "unchanged").length} new or updated)`;
 }

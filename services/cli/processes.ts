@@ -26,6 +26,18 @@ export const pidFileOf = (data: string, name: string, replica: number): string =
 export const serverPidFile = (data: string): string => join(runDir(data), "nats-server.pid");
 /** Its log file. */
 export const serverLogFile = (data: string): string => join(runDir(data), "nats-server.log");
+/** The cluster's name in every node's `cluster { name }` (`causeway up --cluster`, `infra render --cluster`). */
+export const CLUSTER_NAME = "causeway";
+/** Node i's server_name: `causeway-<i>`. */
+export const nodeName = (index: number): string => `${CLUSTER_NAME}-${index}`;
+/** Whether `name` is a node's server_name. */
+export const isNodeName = (name: string): boolean => new RegExp(`^${CLUSTER_NAME}-[1-9][0-9]*$`).test(name);
+/** Where a cluster's node configs, stores, logs, pid files and route password live: `<data>/nats/cluster`. */
+export const clusterDir = (data: string): string => join(runDir(data), "cluster");
+/** The pid file of a cluster node `causeway up --cluster` runs: `<data>/nats/cluster/<node>.pid`. */
+export const nodePidFile = (data: string, node: string): string => join(clusterDir(data), `${node}.pid`);
+/** Its log file. */
+export const nodeLogFile = (data: string, node: string): string => join(clusterDir(data), `${node}.log`);
 /** A service's log file in `dir`; its replicas share it (each JSON line carries its pid). */
 export const logFileOf = (dir: string, name: string): string => join(dir, `${name}.log`);
 
@@ -201,4 +213,36 @@ export function recordedReplicas(data: string, name?: string): RecordedReplica[]
     if (!m || (name !== undefined && m[1] !== name)) return [];
     return [{ name: m[1]!, replica: Number(m[2]), pidFile: readPidFile(join(dir, file)) }];
   }).sort((a, b) => a.name.localeCompare(b.name) || a.replica - b.replica);
+}
+
+/** A cluster node recorded in a pid file, checked against the process table. */
+export interface RecordedNode {
+  /** Its server_name, `causeway-<i>`. */
+  readonly name: string;
+  /** i. */
+  readonly index: number;
+  readonly pidFile: PidFileState;
+}
+
+/** Every cluster node with a pid file, in node order. */
+export function recordedNodes(data: string): RecordedNode[] {
+  const dir = clusterDir(data);
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).flatMap((file) => {
+    const name = file.endsWith(".pid") ? file.slice(0, -4) : "";
+    if (!isNodeName(name)) return [];
+    return [{ name, index: Number(name.slice(CLUSTER_NAME.length + 1)), pidFile: readPidFile(join(dir, file)) }];
+  }).sort((a, b) => a.index - b.index);
+}
+
+/**
+ * Environment the services of `causeway up|start|restart` get beyond their URL and data directory. While the
+ * nodes of `up --cluster` run, lineage's SQLite store is `<data>/nats/cluster/lineage/lineage.db`: a store indexes
+ * one set of streams, and the cluster's are not the single server's (lineage refuses a store that recorded more
+ * than the streams hold). An explicit LINEAGE_SQLITE_PATH or LINEAGE_DATABASE_URL is kept.
+ */
+export function serviceEnv(data: string): NodeJS.ProcessEnv {
+  const clustered = recordedNodes(data).some((n) => n.pidFile.state === "running");
+  const chosen = Boolean(process.env.LINEAGE_SQLITE_PATH) || Boolean(process.env.LINEAGE_DATABASE_URL);
+  return clustered && !chosen ? { LINEAGE_SQLITE_PATH: join(clusterDir(data), "lineage", "lineage.db") } : {};
 }

@@ -1,5 +1,6 @@
 // A 3-node JetStream cluster on loopback for replication and failover tests.
 import { createServer } from "node:net";
+import { waitForCluster } from "../../services/cli/nats-process.ts";
 import { startServer, type NatsServer, type ServerOptions } from "./server.ts";
 
 /** A running cluster. Dispose it to stop every node and remove every directory. */
@@ -20,8 +21,9 @@ export interface ClusterOptions {
 /**
  * Starts `size` nodes with a full route mesh. JetStream clustering refuses to start without configured
  * routes, so the route ports are allocated by the OS up front (bind port 0, read it, release it); client
- * and monitoring ports still come from each node's ports file. Resolves when every node's /healthz is ok,
- * i.e. JetStream has a meta leader.
+ * and monitoring ports still come from each node's ports file. Resolves when every node's /healthz is ok and
+ * the nodes have formed one JetStream meta group: the same leader on every node, every peer current (the wait
+ * `causeway up --cluster` does, `waitForCluster`).
  */
 export async function startCluster(opts: ClusterOptions = {}): Promise<NatsCluster> {
   const size = opts.size ?? 3;
@@ -37,6 +39,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<NatsClust
       nodes.push(await startServer({ cluster: { name: clusterName, routes, port }, config: opts.config, name: `${clusterName}_n${i + 1}`, waitHealthy: false }));
     }
     await Promise.all(nodes.map((n) => n.healthy(30_000)));
+    await waitForCluster(nodes.map((n) => n.monitorUrl), { timeoutMs: 30_000 });
   } catch (err) {
     await dispose();
     throw err;
@@ -44,7 +47,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<NatsClust
   return { nodes, urls: nodes.map((n) => n.url), [Symbol.asyncDispose]: dispose };
 }
 
-function freePort(): Promise<number> {
+/** A port the OS reports free on 127.0.0.1 (bound to 0, read, released): for ports a config must name up front. */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);

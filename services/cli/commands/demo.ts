@@ -22,7 +22,7 @@ import { collectFlow, renderFlow } from "../flow.ts";
 import { natsBinary, repoRoot, spawnNatsServer, type NatsProcess } from "../nats-process.ts";
 import { onOutputClosed } from "../output.ts";
 import { step } from "../progress.ts";
-import { renderInfra } from "./infra.ts";
+import { renderInfra, renderServerConfig } from "./infra.ts";
 
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
 const DEMO_SOURCE = "https://demo.causeway.dev/requests";
@@ -60,15 +60,10 @@ export async function run(args: string[]): Promise<number> {
       rmSync(demoDir, { recursive: true, force: true });
       mkdirSync(demoDir, { recursive: true });
       const path = join(demoDir, "server.conf");
-      writeFileSync(path, [
-        "server_name: causeway_demo",
-        'listen: "127.0.0.1:-1"',
-        'http: "127.0.0.1:-1"',
-        `jetstream { store_dir: "${join(demoDir, "store")}" }`,
-        "# 1 MiB of event data plus CloudEvents headers must fit in one message.",
-        "max_payload: 2MB",
-        rendered.text,
-      ].join("\n") + "\n");
+      // Free ports; the same settings as every Causeway server (max_payload, sync_interval: always).
+      writeFileSync(path, renderServerConfig(rendered.text, {
+        name: "causeway_demo", host: "127.0.0.1", ports: { client: -1, monitor: -1 }, storeDir: join(demoDir, "store"),
+      }, "demo server, written by `causeway demo`"));
       return { path, accounts: rendered.accounts };
     }, (c) => `accounts ${Object.entries(c.accounts).map(([a, users]) => `${a} (${users.length} users)`).join(", ")}, least-privilege permissions`);
     server = await step("nats-server", () => spawnNatsServer({ configPath: config.path, portsDir: demoDir }), (s) => `${version()} on ${s.url}`);

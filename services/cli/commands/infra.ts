@@ -1,8 +1,10 @@
 // `causeway infra render`: the nats-server accounts of the mesh, generated from infra/principals.json and the
 // public keys of the seeds in <data>/keys. Nothing here is hand-maintained: each principal's permissions
 // come from permissionsFor(), and each allowed subject is written with the reason it exists.
-import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import { CLUSTER_NAME, clusterDir, nodeName } from "../processes.ts";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
 import {
   Account, ConfigError, ErrorCode, dataDir as defaultDataDir, defaultLayout, publicKeyOf, seedPath, type AccountValue, type Principals,
@@ -10,13 +12,41 @@ import {
 import { permissionsFor, type Grant } from "../../kit/ops/index.ts";
 
 const USAGE = `usage: causeway infra render [--out FILE] [--full] [--prefix PREFIX]
+       causeway infra render --cluster N [--out DIR] [--prefix PREFIX] [--client-port P] [--monitor-port P] [--cluster-port P]
 
   --out FILE       where to write (default: <data>/nats/accounts.conf, or <data>/nats/dev.conf with --full)
   --full           a complete dev server config (listen 127.0.0.1:4222, monitor 127.0.0.1:8222, JetStream
                    store under <data>/nats/store) instead of the accounts fragment alone
+  --cluster N      one complete config per node of an N-node JetStream cluster (3 to 7) on this host, written to
+                   <dir>/causeway-<i>.conf (default dir: <data>/nats/cluster): server_name causeway-<i>, client,
+                   monitoring and route ports the base ports + i - 1, its own JetStream store
+                   <data>/nats/cluster/causeway-<i>/store, routes to every node with a generated route password
+  --client-port P, --monitor-port P, --cluster-port P
+                   the first node's ports with --cluster (default 4222, 8222, 6222)
   --prefix PREFIX  subject prefix of the mesh (default: the prefix infra/principals.json is written with)
 
 <data> is $CAUSEWAY_DATA_DIR (default: <repo>/.data). Every principal needs a seed: \`causeway keys ensure\`.`;
+
+/** The first node's ports of a rendered cluster; node i has each plus i - 1. */
+export const DEFAULT_CLUSTER_PORTS: Readonly<NodePorts> = Object.freeze({ client: 4222, monitor: 8222, cluster: 6222 });
+
+/** One node's ports. */
+export interface NodePorts {
+  readonly client: number;
+  readonly monitor: number;
+  readonly cluster: number;
+}
+
+/** A server of a rendered config: what {@link renderServerConfig} writes around the accounts. */
+export interface ServerNode {
+  readonly name: string;
+  readonly host: string;
+  /** -1 for a port the server picks (its ports file says which). */
+  readonly ports: { readonly client: number; readonly monitor: number };
+  readonly storeDir: string;
+  /** Its cluster: listen port, the route URLs of every node, the route credentials. */
+  readonly cluster?: { readonly name: string; readonly port: number; readonly routes: readonly string[]; readonly user: string; readonly password: string };
+}
 
 /** Options for {@link renderInfra}. */
 export interface RenderInfraOptions {
@@ -45,7 +75,11 @@ export async function run(args: string[]): Promise<number> {
   const parsed = parseCommand("infra", USAGE, args, {
         out: { type: "string" },
         full: { type: "boolean", default: false },
-        prefix: { type: "string" }
+        prefix: { type: "string" },
+        cluster: { type: "string" },
+        "client-port": { type: "string" },
+        "monitor-port": { type: "string" },
+        "cluster-port": { type: "string" },
       });
   if (parsed.exit !== undefined) return parsed.exit;
   const { values, positionals } = parsed;
@@ -55,14 +89,57 @@ export async function run(args: string[]): Promise<number> {
   if (values.prefix !== undefined && !/^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/.test(values.prefix)) {
     return usageError(`--prefix must be lowercase [a-z0-9_-] tokens separated by dots, got "${values.prefix}"`);
   }
+  if (values.cluster !== undefined) {
+    if (values.full) return usageError("--cluster writes complete configs already: drop --full");
+    const size = parseClusterSize(values.cluster);
+    if (typeof size === "string") return usageError(size);
+    const ports = parseBasePorts(values);
+    if (typeof ports === "string") return usageError(ports);
+    const result = renderClusterInfra({ size, ports, dir: values.out, prefix: values.prefix });
+    for (const node of result.nodes) {
+      console.log(`wrote ${node.path}  (${node.name}: client ${node.clientUrl}, monitoring ${node.monitorUrl}, routes ${node.routePort})`);
+    }
+    printAccounts(result.accounts);
+    console.log(`  cluster ${CLUSTER_NAME}: ${size} nodes, routes authenticated with the password in ${result.passwordFile}; JetStream stores fsync every write (sync_interval: always)`);
+    return 0;
+  }
+  if (values["client-port"] !== undefined || values["monitor-port"] !== undefined || values["cluster-port"] !== undefined) {
+    return usageError("--client-port, --monitor-port and --cluster-port go with --cluster");
+  }
   const result = renderInfra({ out: values.out, full: values.full, prefix: values.prefix });
-  const total = Object.values(result.accounts).reduce((n, names) => n + names.length, 0);
   console.log(`wrote ${result.path}`);
-  console.log(`  ${total} principals in ${Object.keys(result.accounts).length} accounts, NKey authentication, anonymous connections refused`);
-  for (const [account, names] of Object.entries(result.accounts)) {
+  printAccounts(result.accounts);
+  return 0;
+}
+
+function printAccounts(accounts: Readonly<Record<AccountValue, readonly string[]>>): void {
+  const total = Object.values(accounts).reduce((n, names) => n + names.length, 0);
+  console.log(`  ${total} principals in ${Object.keys(accounts).length} accounts, NKey authentication, anonymous connections refused`);
+  for (const [account, names] of Object.entries(accounts)) {
     console.log(`  ${account.padEnd(4)} ${String(names.length).padStart(2)} ${names.length === 1 ? "user: " : "users:"} ${names.join(", ")}`);
   }
-  return 0;
+}
+
+/** The node count of `--cluster N`, or the problem with it. */
+export function parseClusterSize(value: string): number | string {
+  const size = Number(value);
+  if (!/^[0-9]+$/.test(value) || size < 3 || size > 7) {
+    return `--cluster ${value}: a cluster has 3 to 7 nodes (fewer cannot keep R3 streams through the loss of a node)`;
+  }
+  return size;
+}
+
+/** The first node's ports from `--client-port`, `--monitor-port`, `--cluster-port`, or the problem with one. */
+export function parseBasePorts(values: { "client-port"?: string; "monitor-port"?: string; "cluster-port"?: string }): NodePorts | string {
+  const out: Record<keyof NodePorts, number> = { ...DEFAULT_CLUSTER_PORTS };
+  for (const key of ["client", "monitor", "cluster"] as const) {
+    const given = values[`${key}-port`];
+    if (given === undefined) continue;
+    const port = Number(given);
+    if (!/^[0-9]+$/.test(given) || port < 1 || port > 65_000) return `--${key}-port ${given} is not a port number`;
+    out[key] = port;
+  }
+  return out;
 }
 
 /** Renders the accounts fragment (or, with `full`, the dev server config) and writes it. */
@@ -74,12 +151,109 @@ export function renderInfra(opts: RenderInfraOptions = {}): RenderInfraResult {
   const accountsText = renderAccounts(principals, keys, { prefix: opts.prefix });
   const text = opts.full ? renderDevConfig(accountsText, { dataDir: data }) : accountsText;
   const path = resolve(opts.out ?? join(data, "nats", opts.full ? "dev.conf" : "accounts.conf"));
-  mkdirSync(dirname(path), { recursive: true });
-  // Write then rename: a server (re)loading the file never reads half of it.
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
+  writeAtomically(path, text);
   return { path, text, accounts: accountsOf(principals) };
+}
+
+/** Options for {@link renderClusterInfra}. */
+export interface RenderClusterOptions {
+  /** Number of nodes, 3 to 7. */
+  size: number;
+  /**
+   * The first node's ports (node i has each + i - 1), or every node's own; a client or monitoring port of -1 lets
+   * the server pick one (tests). Default {@link DEFAULT_CLUSTER_PORTS}.
+   */
+  ports?: NodePorts | readonly NodePorts[];
+  /** Interface every node listens on. Default 127.0.0.1. */
+  host?: string;
+  /** Directory of the configs. Default: {@link clusterDir}(data). */
+  dir?: string;
+  dataDir?: string;
+  prefix?: string;
+  principals?: Principals;
+}
+
+/** One rendered node. */
+export interface RenderedNode {
+  readonly name: string;
+  readonly path: string;
+  readonly text: string;
+  readonly ports: NodePorts;
+  /** `nats://host:port`; with a client port of -1, the server's ports file says which. */
+  readonly clientUrl: string;
+  readonly monitorUrl: string;
+  readonly routePort: number;
+  readonly storeDir: string;
+}
+
+/** What {@link renderClusterInfra} wrote. */
+export interface RenderClusterResult {
+  readonly nodes: readonly RenderedNode[];
+  /** The route password every node's `cluster { authorization }` checks (0600, made once, then reused). */
+  readonly passwordFile: string;
+  readonly accounts: Readonly<Record<AccountValue, readonly string[]>>;
+}
+
+/**
+ * Renders one complete config per node of a local JetStream cluster (`causeway infra render --cluster N`): the same
+ * accounts as the single server, each node with its server_name, ports, JetStream store and routes to every node.
+ * Routes authenticate with a password made once per data directory: a route is fully trusted by the cluster (it sees
+ * every account), so an open route port would let any local process join and bypass the NKey authentication.
+ */
+export function renderClusterInfra(opts: RenderClusterOptions): RenderClusterResult {
+  const data = opts.dataDir ?? defaultDataDir();
+  const principals = opts.principals ?? defaultLayout().principals;
+  const accountsText = renderAccounts(principals, publicKeysOf(principals, data), { prefix: opts.prefix });
+  const host = opts.host ?? "127.0.0.1";
+  const given = opts.ports ?? DEFAULT_CLUSTER_PORTS;
+  const ports: NodePorts[] = Array.from({ length: opts.size }, (_, i) => {
+    if (Array.isArray(given)) return given[i] ?? (() => { throw new ConfigError(ErrorCode.Config, `no ports for node ${i + 1} of ${opts.size}`); })();
+    const base = given as NodePorts;
+    const next = (p: number) => (p === -1 ? -1 : p + i);
+    return { client: next(base.client), monitor: next(base.monitor), cluster: base.cluster + i };
+  });
+  const dir = resolve(opts.dir ?? clusterDir(data));
+  const passwordFile = join(clusterDir(data), "route-password");
+  const password = routePassword(passwordFile);
+  const routes = ports.map((p) => `nats-route://${ROUTE_USER}:${password}@${host}:${p.cluster}`);
+  const nodes = ports.map((p, i) => {
+    const name = nodeName(i + 1);
+    const storeDir = join(resolve(clusterDir(data)), name, "store");
+    const text = renderServerConfig(accountsText, {
+      name, host, ports: { client: p.client, monitor: p.monitor }, storeDir,
+      cluster: { name: CLUSTER_NAME, port: p.cluster, routes, user: ROUTE_USER, password },
+    }, `node ${i + 1} of the ${opts.size}-node cluster ${CLUSTER_NAME}, generated by \`causeway infra render --cluster ${opts.size}\``);
+    const path = join(dir, `${name}.conf`);
+    // The route password is in it.
+    writeAtomically(path, text, 0o600);
+    return {
+      name, path, text, ports: p, storeDir, routePort: p.cluster,
+      clientUrl: `nats://${host}:${p.client}`, monitorUrl: `http://${host}:${p.monitor}`,
+    };
+  });
+  return { nodes, passwordFile, accounts: accountsOf(principals) };
+}
+
+const ROUTE_USER = "causeway-route";
+
+/** The cluster's route password from `file`, made (32 random bytes, hex, 0600) when there is none. */
+function routePassword(file: string): string {
+  if (existsSync(file)) {
+    const text = readFileSync(file, "utf8").trim();
+    if (/^[0-9a-f]{64}$/.test(text)) return text;
+    throw new ConfigError(ErrorCode.Config, `${file} does not hold a route password (64 hex digits): remove it to make a new one, then render and restart every node`);
+  }
+  const password = randomBytes(32).toString("hex");
+  writeAtomically(file, `${password}\n`, 0o600);
+  return password;
+}
+
+// Write then rename: a server (re)loading the file never reads half of it.
+function writeAtomically(path: string, text: string, mode = 0o644): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, text, { mode });
+  renameSync(tmp, path);
 }
 
 /**
@@ -140,21 +314,42 @@ export function renderAccounts(principals: Principals, publicKeys: Readonly<Reco
 
 /** A complete single-node development config around an accounts fragment. */
 export function renderDevConfig(accountsText: string, opts: { dataDir: string }): string {
-  const store = join(resolve(opts.dataDir), "nats", "store");
+  return renderServerConfig(accountsText, {
+    name: "causeway-dev", host: "127.0.0.1", ports: { client: 4222, monitor: 8222 }, storeDir: join(resolve(opts.dataDir), "nats", "store"),
+  }, "development server, generated by `causeway infra render --full`");
+}
+
+/**
+ * A complete server config around an accounts fragment: the one place the settings every Causeway server needs
+ * are written (the dev server, each cluster node, the demo's server).
+ */
+export function renderServerConfig(accountsText: string, node: ServerNode, what: string): string {
+  const c = node.cluster;
   return [
-    "# Causeway development server, generated by `causeway infra render --full`. Do not edit: render again.",
-    "server_name: causeway-dev",
-    'listen: "127.0.0.1:4222"',
-    'http: "127.0.0.1:8222"',
+    `# Causeway ${what}. Do not edit: render again.`,
+    `server_name: ${quote(node.name)}`,
+    `listen: ${quote(`${node.host}:${node.ports.client}`)}`,
+    `http: ${quote(`${node.host}:${node.ports.monitor}`)}`,
     "# Streams accept 1 MiB of event data plus ce- headers and DSSE material (max_msg_size 1 MiB + 64 KiB);",
     "# the gateway refuses larger data at the edge with a clear error.",
     "max_payload: 2MB",
     "jetstream {",
-    `  store_dir: ${quote(store)}`,
+    `  store_dir: ${quote(node.storeDir)}`,
     "  # fsync every write before acknowledging it: with the default lazy fsync (every 2 minutes) a coordinated",
     "  # power loss can lose writes JetStream has already acknowledged, and the mesh promises none is lost.",
     "  sync_interval: always",
     "}",
+    ...(c === undefined ? [] : [
+      "# Routes are trusted with every account: they authenticate with the cluster's password.",
+      "cluster {",
+      `  name: ${quote(c.name)}`,
+      `  listen: ${quote(`${node.host}:${c.port}`)}`,
+      `  authorization { user: ${quote(c.user)}, password: ${quote(c.password)} }`,
+      "  routes: [",
+      ...c.routes.map((r) => `    ${quote(r)}`),
+      "  ]",
+      "}",
+    ]),
     "",
     accountsText,
   ].join("\n");

@@ -10,7 +10,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { ConfigError, DEFAULT_NATS_URL, ErrorCode, connectAs, dataDir, loadLayout, type MeshLayout, type MeshService } from "../../kit/index.ts";
 import { isRecordedAlive, readPidFile, terminate, type PidFileState } from "../pid-files.ts";
 import {
-  logDir, logFileOf, pidFileOf, readinessProblems, recordedReplicas, serverLogFile, serverPidFile, spawnService, waitForServices,
+  isNodeName, logDir, logFileOf, nodeLogFile, pidFileOf, readinessProblems, recordedNodes, recordedReplicas, serverLogFile, serverPidFile, serviceEnv, spawnService, waitForServices,
   type RecordedReplica, type ServiceProcess,
 } from "../processes.ts";
 import { shown, table } from "../table.ts";
@@ -30,7 +30,8 @@ const USAGE = `usage: causeway ps [--json]
   stop      drain (SIGTERM, up to 10 s, then SIGKILL) and remove the pid files; without a service, every
             process with a pid file
   restart   stop, then start as many replicas as have pid files, a crashed one's included (or --replicas N)
-  logs      the last lines of a service's log (its replicas share it; nats-server has one too); -f follows it
+  logs      the last lines of a service's log (its replicas share it; nats-server has one too, and each node
+            of \`up --cluster\`: causeway-1, causeway-2, …); -f follows it
 
   --replicas N    how many processes of the service (1 to 32); needs a service
   --server URL    the NATS server the services connect to (default: $NATS_URL or ${DEFAULT_NATS_URL})
@@ -94,7 +95,9 @@ function psRows(data: string, layout: MeshLayout): PsRow[] {
   const row = (service: string, replica: number | null, f: PidFileState | undefined, log: string, note?: string): PsRow => {
     const running = f?.state === "running";
     const record = f?.record;
-    const repair = replica === null ? "`causeway up` starts it again, `causeway down` removes it" : `\`causeway restart ${service}\` starts it again, \`causeway stop ${service}\` removes it`;
+    const repair = replica === null ? "`causeway up` starts it again, `causeway down` removes it"
+      : service === "nats-server" ? "`causeway up --cluster N` starts it again, `causeway down` removes it"
+      : `\`causeway restart ${service}\` starts it again, \`causeway stop ${service}\` removes it`;
     const lastExit = record?.lastExit ? `last exit: ${record.lastExit.how} at ${record.lastExit.at}` : "";
     const restarted = record?.restarts ? `restarted ${record.restarts} time${record.restarts === 1 ? "" : "s"} by its supervisor; ${lastExit}` : undefined;
     const unsupervised = running && record?.supervisor !== undefined && !isRecordedAlive(record.supervisor)
@@ -111,6 +114,8 @@ function psRows(data: string, layout: MeshLayout): PsRow[] {
   };
   const rows: PsRow[] = [];
   if (existsSync(serverPidFile(data))) rows.push(row("nats-server", null, readPidFile(serverPidFile(data)), serverLogFile(data)));
+  // The nodes of `up --cluster`, their index as the replica.
+  for (const n of recordedNodes(data)) rows.push(row("nats-server", n.index, n.pidFile, nodeLogFile(data, n.name)));
   const recorded = recordedReplicas(data);
   for (const s of layout.services) {
     const mine = recorded.filter((r) => r.name === s.name);
@@ -175,8 +180,9 @@ export async function logs(args: string[]): Promise<number> {
   const lines = parsed.values.lines === undefined ? 20 : Number(parsed.values.lines);
   if (!Number.isInteger(lines) || lines < 0) return usageError("logs", USAGE, `--lines ${parsed.values.lines} is not a whole number`);
   const data = dataDir();
-  const path = name === "nats-server" ? serverLogFile(data) : logFileOf(logDir(data), name);
-  if (name !== "nats-server" && !existsSync(path)) loadLayout().service(name); // unknown names are refused; a service that never ran has no log yet
+  const node = isNodeName(name);
+  const path = name === "nats-server" ? serverLogFile(data) : node ? nodeLogFile(data, name) : logFileOf(logDir(data), name);
+  if (name !== "nats-server" && !node && !existsSync(path)) loadLayout().service(name); // unknown names are refused; a service that never ran has no log yet
   if (!existsSync(path) && !parsed.values.follow) {
     console.error(`${name} has no log yet (${shown(path)}): it has not run in this data directory`);
     return 0;
@@ -215,7 +221,9 @@ export async function startServices(nc: NatsConnection, natsUrl: string, data: s
       continue;
     }
     // Each replica under its supervisor, which writes the pid file and restarts the service if it exits unexpectedly.
-    for (const n of missing) started.push(spawnService(service, n, { natsUrl, dataDir: data, logDir: logDir(data), detached: true, supervise: { pidFile: pidFileOf(data, service.name, n) } }));
+    for (const n of missing) {
+      started.push(spawnService(service, n, { natsUrl, dataDir: data, logDir: logDir(data), detached: true, env: serviceEnv(data), supervise: { pidFile: pidFileOf(data, service.name, n) } }));
+    }
   }
   if (already.length > 0) console.log(`= already running: ${already.join(", ")}`);
   if (started.length === 0) return true;

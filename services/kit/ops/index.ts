@@ -3,7 +3,7 @@
 // read what it writes through the runtime in ../index.ts.
 
 // Least-privilege NATS permissions of each principal, rendered from infra/principals.json
-export { permissionsFor, subjectIntersection } from "./permissions.ts";
+export { NO_JETSTREAM_DOMAIN, accountHash, ackSubjectV2, flowControlSubjectV2, permissionsFor, subjectIntersection } from "./permissions.ts";
 export type { Grant, PermissionOptions, Permissions } from "./permissions.ts";
 
 // Stream and consumer files (streams/), applied idempotently

@@ -1,6 +1,7 @@
 // The least-privilege NATS permissions of each principal, derived from infra/principals.json: what `causeway
 // infra render` writes into the server config, with the reason for every subject. Operator tooling: services
 // never render permissions, the server enforces them.
+import { createHash } from "node:crypto";
 import { KvBucket, type KvBucketValue } from "../buckets.ts";
 import { Role, getPrincipal, type AccountValue, type PrincipalSpec, type Principals, type RoleValue } from "../principals.ts";
 import { GATEWAY_MARK_PREFIX, capabilityKeyPrefix } from "../kv-keys.ts";
@@ -147,7 +148,9 @@ function baseGrants(principals: Principals, name: string, opts: PermissionOption
     pub.add(`$JS.API.STREAM.INFO.${c.stream}`, `checks that ${c.stream}, which it consumes, exists`);
     pub.add(`$JS.API.CONSUMER.INFO.${c.stream}.${c.durable}`, `binds to its durable ${c.stream}/${c.durable}`);
     pub.add(`$JS.API.CONSUMER.MSG.NEXT.${c.stream}.${c.durable}`, `pulls batches from ${c.stream}/${c.durable}`);
-    pub.add(`$JS.ACK.${c.stream}.${c.durable}.>`, `ack, nak, term and working() on messages of ${c.stream}/${c.durable}`);
+    const acks = `ack, nak, term and working() on messages of ${c.stream}/${c.durable}`;
+    pub.add(`$JS.ACK.${c.stream}.${c.durable}.>`, `${acks} (v1 ack subjects: nats-server's default, 2.15 included)`);
+    pub.add(ackSubjectV2(spec.account, c.stream, c.durable), `${acks} (v2 ack subjects: nats-server 2.14+ with js_ack_fc_v2)`);
     if (!c.create) continue;
     if (c.filter !== undefined) {
       // The filter is part of the subject and the server rejects a config whose filter differs from it,
@@ -181,6 +184,7 @@ function baseGrants(principals: Principals, name: string, opts: PermissionOption
     pub.add(`$JS.API.CONSUMER.INFO.${stream}.>`, `watches ${bucket} (ordered consumer state)`);
     pub.add(`$JS.API.CONSUMER.DELETE.${stream}.>`, `stops watching ${bucket}`);
     pub.add(`$JS.FC.${stream}.>`, `flow control replies of its ${bucket} watchers`);
+    pub.add(flowControlSubjectV2(spec.account, stream), `flow control replies of its ${bucket} watchers (v2 subjects: nats-server 2.14+ with js_ack_fc_v2)`);
   }
   for (const bucket of spec.kv.write) {
     const owned = ownedKeyPrefixes(principals, spec, bucket);
@@ -234,6 +238,43 @@ function ownedKeyPrefixes(principals: Principals, spec: PrincipalSpec, bucket: K
 function readBuckets(spec: PrincipalSpec): KvBucketValue[] {
   const verifies = spec.role !== Role.Upstream && spec.role !== Role.Sysadmin && spec.role !== Role.Operator && spec.role !== Role.Auditor;
   return [...new Set<KvBucketValue>([...(verifies ? [KvBucket.Trust] : []), ...spec.kv.read, ...spec.kv.write])];
+}
+
+/**
+ * The JetStream domain token of the v2 ack and flow control subjects: `_` for a server without a JetStream domain,
+ * as every config `causeway infra render` writes is. A deployment that sets `jetstream { domain }` must render
+ * with it here, or its principals' v2 acks are refused.
+ */
+export const NO_JETSTREAM_DOMAIN = "_";
+
+/**
+ * The account token of the v2 ack and flow control subjects: nats-server's 8-character hash of the account name
+ * (`getHash` in its events.go: the first 8 bytes of SHA-256, each mapped to one of 62 digits).
+ */
+export function accountHash(account: string): string {
+  const digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  return [...createHash("sha256").update(account).digest().subarray(0, 8)].map((b) => digits[b % digits.length]).join("");
+}
+
+/**
+ * The v2 ack subjects of one consumer (nats-server 2.14+ with the feature flag `js_ack_fc_v2`, the default in a
+ * later release): `$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>[.…]`,
+ * exactly what the server subscribes to for it. Domain and account hash are concrete, never `*`: the server also
+ * keeps a v1 subscription `$JS.ACK.<stream>.<consumer>.*.*.*.*.*` for every consumer and does not check the names
+ * in an ack, so `$JS.ACK.*.*.<stream>.<consumer>.>` would let its holder send `+NXT` (pull with its own reply) or
+ * acks to every other consumer of the account as `$JS.ACK.<their stream>.<their consumer>.<stream>.<consumer>.…`.
+ * The four single-token wildcards make the grant need 11 tokens, so it never reaches a v1 subscription (9 tokens).
+ */
+export function ackSubjectV2(account: string, stream: string, consumer: string): string {
+  return `$JS.ACK.${NO_JETSTREAM_DOMAIN}.${accountHash(account)}.${stream}.${consumer}.*.*.*.*.>`;
+}
+
+/**
+ * The v2 flow control subjects of the push consumers on `stream` (KV watchers, whose names the client generates):
+ * `$JS.FC.<domain>.<account hash>.<stream>.<consumer>.*`, as the server subscribes; 7 tokens, never a v1 one (5).
+ */
+export function flowControlSubjectV2(account: string, stream: string): string {
+  return `$JS.FC.${NO_JETSTREAM_DOMAIN}.${accountHash(account)}.${stream}.*.*`;
 }
 
 /** Ordered, de-duplicated grants; the first reason given for a subject is kept. */
