@@ -116,8 +116,8 @@ describe("resilience: starting", () => {
         { what: "two start attempts logged", timeoutMs: 20_000 });
       assert.equal(planner.child.exitCode, null, `the planner waits:\n${planner.output()}`);
       await mesh.apply();
-      await waitFor(() => planner.output().includes("\"msg\":\"agent started\""), { what: "the planner to start once the mesh is applied", timeoutMs: 30_000 });
-      assert.match(planner.output(), /"msg":"planner started once the mesh was ready"/);
+      await waitFor(() => planner.output().includes("\"msg\":\"planner started once the mesh was ready\""), { what: "the planner to start once the mesh is applied", timeoutMs: 30_000 });
+      assert.match(planner.output(), /"msg":"agent started"/);
       const operator = await connectAs("operator", { servers: mesh.server.url, dataDir: mesh.dataDir });
       try {
         await waitFor(async () => (await answering(operator, "planner")) === 1, { what: "the planner to answer" });
