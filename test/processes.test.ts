@@ -198,11 +198,14 @@ describe("services as processes", () => {
     const nothing = await causeway(mesh, "stop");
     assert.deepEqual([nothing.code, nothing.stdout.trim()], [0, "no service is running"]);
 
-    // A service that exits at start (here: its seed is gone) fails the start, with its last words and its log.
+    // A service that exits at start (here: its seed is gone) fails the start, with its last words and its log: on a
+    // running mesh the fix is `principal add` (a seed alone is a key the server does not know), `keys new` offline.
     rmSync(seedPath(agent.name, mesh.dataDir));
     const failed = await causeway(mesh, "start", agent.name);
     assert.equal(failed.code, 1, failed.stdout);
-    assert.match(failed.stdout, new RegExp(`^✗ ${agent.name}\\.1 exited \\(code 1\\) before it answered: ${agent.name}: no seed for principal "${agent.name}".*; log \\S+${agent.name}\\.log \\(${ErrorCode.Unavailable}\\)$`, "m"));
+    assert.match(failed.stdout, new RegExp(`^✗ ${agent.name}\\.1 exited \\(code 1\\) before it answered: ${agent.name}: no seed for principal "${agent.name}" at \\S+\\. ` +
+      `On a running development mesh run \`causeway principal add ${agent.name}\` \\(creates the seed, .*\\); without a running mesh, \`causeway keys new ${agent.name}\` creates the seed alone; ` +
+      `log \\S+${agent.name}\\.log \\(${ErrorCode.Unavailable}\\)$`, "m"));
     assert.deepEqual(recordedReplicas(mesh.dataDir), [], "no pid file is left for it");
   });
 
