@@ -128,5 +128,5 @@ export {
   subjectMatches, subscribersOf, subscriptionDurable,
 } from "./principals.ts";
 export type { AccountValue, FactRef, PrincipalSpec, Principals, RoleValue } from "./principals.ts";
-export { DEFAULT_NATS_URL, connectAs, dataDir, notAuthorized, publicKeyOf, readSeed, seedPath } from "./connect.ts";
+export { DEFAULT_NATS_URL, connectAs, dataDir, notAuthorized, publicKeyOf, readSeed, seedPath, shownPath } from "./connect.ts";
 export type { ConnectAsOptions } from "./connect.ts";
