@@ -41,7 +41,14 @@ describe("end to end, agents as processes", () => {
     const body = JSON.parse(Buffer.from(published.event.data).toString()) as { complete: boolean; findingsCount: number };
     assert.deepEqual({ complete: body.complete, findingsCount: body.findingsCount }, { complete: true, findingsCount: 2 });
 
-    const flow = await collectFlow(mesh.operator, mesh.trust, flowIdOf(req));
+    // Read back once every listener has reacted to the report (the fact reaches them after the reporter stored it).
+    const reactions = (n: Awaited<ReturnType<typeof collectFlow>>[number]): string[] => [
+      ...(n.event.type === "report.published" && n.stream === "MESH_EVT" ? n.children.map((c) => c.principal!) : []), ...n.children.flatMap(reactions),
+    ];
+    const flow = await waitFor(async () => {
+      const f = await collectFlow(mesh.operator, mesh.trust, flowIdOf(req));
+      return f.length === 1 && reactions(f[0]!).length >= listeners.length && f;
+    }, { what: "every listener's reaction to the report", timeoutMs: 30_000 });
     const chain: string[] = [];
     const walk = (n: (typeof flow)[number], depth: number) => {
       assert.ok(n.verified, `${n.event.type} ${n.event.id} did not verify: ${n.problem}`);
@@ -59,9 +66,6 @@ describe("end to end, agents as processes", () => {
     // The report as a fact, and the same report handed to the critical publish.v1 (held in MESH_HANDOFF: no coordinator here).
     assert.equal(chain.filter((c) => c.endsWith(":report.published:reporter")).length, 2);
     // Every agent subscribing to the fact reacted once, caused by it.
-    const reactions = (n: (typeof flow)[number]): string[] => [
-      ...(n.event.type === "report.published" && n.stream === "MESH_EVT" ? n.children.map((c) => c.principal!) : []), ...n.children.flatMap(reactions),
-    ];
     assert.deepEqual(reactions(flow[0]!).sort(), listeners.map((p) => p.name).sort(), "each subscriber reacted once to the fact");
     for (const p of procs) p.child.kill("SIGTERM");
     assert.deepEqual(await Promise.all(procs.map((p) => p.exited)), procs.map(() => 0), "every agent drains and exits 0");

@@ -155,13 +155,23 @@ test("identities - infra render names the missing seeds and the fix", async (t) 
   assert.doesNotMatch(res.stderr, /\boperator\b/);
 });
 
-test("identities - connectAs without a seed says how to create it", async (t) => {
+test("identities - connectAs without a seed says how to create it: principal add on a running mesh, keys new without one; its path as seen from here", async (t) => {
   const data = tempDataDir(t);
-  await assert.rejects(connectAs("researcher", { dataDir: data, servers: "nats://127.0.0.1:1" }), (err: unknown) => {
+  const refused = (path: string) => (err: unknown) => {
     assert.ok(isCausewayError(err, ErrorCode.SeedMissing));
-    assert.match(err.message, /causeway keys new researcher/);
+    assert.ok(err.message.startsWith(`no seed for principal "researcher" at ${path}. On a running development mesh run \`causeway principal add researcher\` (creates the seed, `), err.message);
+    assert.match(err.message, /; without a running mesh, `causeway keys new researcher` creates the seed alone$/);
     return true;
-  });
+  };
+  await assert.rejects(connectAs("researcher", { dataDir: data, servers: "nats://127.0.0.1:1" }), refused(seedPath("researcher", data)));
+  // Below the working directory, the path is relative to it (as `causeway` shows .data/keys/<principal>.nk).
+  const cwd = process.cwd();
+  process.chdir(data);
+  try {
+    await assert.rejects(connectAs("researcher", { dataDir: data, servers: "nats://127.0.0.1:1" }), refused(join("keys", "researcher.nk")));
+  } finally {
+    process.chdir(cwd);
+  }
 });
 
 test("identities - principals.json errors name the JSON path", () => {

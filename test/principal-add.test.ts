@@ -31,6 +31,12 @@ describe("principal add", () => {
     const early = mesh.spawn(agentScript(agent.name));
     assert.equal(await early.exited, 1);
     assert.match(early.output(), new RegExp(`${agent.name}: the NATS server at .* refused principal "${agent.name}".*causeway principal add ${agent.name}`));
+    // And `causeway start` reports that line whole, the fix to its last command, not cut mid-sentence.
+    const refused = await runCli(["start", agent.name], env);
+    assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+    assert.match(refused.stdout, new RegExp(`^✗ ${agent.name}\\.1 exited \\(code 1\\) before it answered: ${agent.name}: the NATS server at \\S+ refused principal "${agent.name}" ` +
+      `\\(Authorization Violation\\): it does not know its key ${key}\\. On a development mesh run \`causeway principal add ${agent.name}\` \\([^)]*\\); ` +
+      `by hand: .*\`causeway trust seed\`; log \\S+${agent.name}\\.log \\(${ErrorCode.Unavailable}\\)$`, "m"));
 
     const added = await runCli(["principal", "add", agent.name], env);
     assert.equal(added.code, 0, added.stdout + added.stderr);

@@ -3,14 +3,15 @@
 // and are tracked in pid files that are checked against the process table, never trusted blindly.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { Svcm } from "@nats-io/services";
 import { ErrorCode, Role, defaultLayout, seedPath, type MeshService } from "../services/kit/index.ts";
 import { ensureDevTokens } from "../services/cli/commands/tokens.ts";
 import { identityFromPs, processIdentity, readPidFile } from "../services/cli/pid-files.ts";
-import { logDir, logFileOf, pidFileOf, recordedReplicas, runDir } from "../services/cli/processes.ts";
+import { logDir, logFileOf, pidFileOf, readinessProblems, recordedReplicas, runDir, type ServiceProcess } from "../services/cli/processes.ts";
 import { runCli, startOperatedMesh, type CliRun, type OperatedMesh } from "./e2e-fixture.ts";
 import { repoRoot, waitFor } from "./harness/index.ts";
 
@@ -243,12 +244,36 @@ describe("services as processes", () => {
     const nothing = await causeway(mesh, "stop");
     assert.deepEqual([nothing.code, nothing.stdout.trim()], [0, "no service is running"]);
 
-    // A service that exits at start (here: its seed is gone) fails the start, with its last words and its log.
+    // A service that exits at start (here: its seed is gone) fails the start, with its last words and its log: on a
+    // running mesh the fix is `principal add` (a seed alone is a key the server does not know), `keys new` offline.
     rmSync(seedPath(agent.name, mesh.dataDir));
     const failed = await causeway(mesh, "start", agent.name);
     assert.equal(failed.code, 1, failed.stdout);
-    assert.match(failed.stdout, new RegExp(`^✗ ${agent.name}\\.1 exited \\(code 1\\) before it answered: ${agent.name}: no seed for principal "${agent.name}".*; log \\S+${agent.name}\\.log \\(${ErrorCode.Unavailable}\\)$`, "m"));
+    assert.match(failed.stdout, new RegExp(`^✗ ${agent.name}\\.1 exited \\(code 1\\) before it answered: ${agent.name}: no seed for principal "${agent.name}" at \\S+\\. ` +
+      `On a running development mesh run \`causeway principal add ${agent.name}\` \\(creates the seed, .*\\); without a running mesh, \`causeway keys new ${agent.name}\` creates the seed alone; ` +
+      `log \\S+${agent.name}\\.log \\(${ErrorCode.Unavailable}\\)$`, "m"));
     assert.deepEqual(recordedReplicas(mesh.dataDir), [], "no pid file is left for it");
+  });
+
+  test("services - a process that exits at start is reported with its own reason line whole, hint included; any other last line is cut with …", (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "causeway-lastline-"));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const logFile = join(dir, `${agent.name}.log`);
+    writeFileSync(logFile, `${agent.name}: what an earlier run said\n`);
+    const started = (replica: number): ServiceProcess => ({ service: agent, replica, logFile, logOffset: statSync(logFile).size }) as ServiceProcess;
+    const first = started(1);
+    // Longer than any summary line used to keep, with a parenthesis and a hint at its very end.
+    const reason = `${agent.name}: the NATS server refused principal "${agent.name}" (Authorization Violation): ${"it does not know its key. ".repeat(12)}` +
+      `On a development mesh run \`causeway principal add ${agent.name}\` (renders the server's accounts, reloads it, seeds the trust store, starts the service); by hand: \`causeway trust seed\``;
+    appendFileSync(logFile, `{"level":"error","msg":"${agent.name} failed"}\n${reason}\n`);
+    const second = started(2);
+    const other = `{"level":"fatal","msg":"${"x".repeat(400)}"}`;
+    appendFileSync(logFile, `${other}\n`);
+    const problems = readinessProblems({ failed: [{ process: first, exit: "code 1" }, { process: second, exit: "code 1" }], late: [], timeoutMs: 30_000 });
+    assert.deepEqual(problems, [
+      `${agent.name}.1 exited (code 1) before it answered: ${reason}; log ${logFile}`,
+      `${agent.name}.2 exited (code 1) before it answered: ${other.slice(0, 300)}…; log ${logFile}`,
+    ]);
   });
 
   test("services - a process's identity from ps matches /proc's, so systems without /proc check pid files too", () => {

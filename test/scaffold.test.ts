@@ -8,11 +8,14 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, 
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { ConfigError, ErrorCode, KvBucket, Role, emitsCover, loadPrincipals, parseFactRef, schemaIdOf } from "../services/kit/index.ts";
+import { Svcm } from "@nats-io/services";
+import {
+  ConfigError, ErrorCode, KvBucket, Role, createSchemaRegistry, emitsCover, loadPrincipals, parseFactRef, schemaIdOf, subscribersOf,
+} from "../services/kit/index.ts";
 import { checkSchemaLock, readSchemaLock } from "../services/kit/ops/index.ts";
 import { planAgent, writePlan } from "../services/cli/scaffold.ts";
-import { runCli, type CliRun } from "./e2e-fixture.ts";
-import { repoRoot, toolsBin } from "./harness/index.ts";
+import { agentScript, runCli, startOperatedMesh, type CliRun } from "./e2e-fixture.ts";
+import { repoRoot, toolsBin, waitFor } from "./harness/index.ts";
 
 /** What a copy of the repository needs to run the CLI, the tests and the typechecker; node_modules is linked. */
 const COPIED = ["bin", "services", "schemas", "infra", "streams", "test", "package.json", "tsconfig.json"];
@@ -52,6 +55,20 @@ const runningAgents = Object.values(original.principals).filter((p) => p.role ==
 const FACT = "report.published.v1";
 const { type: factType, major: factMajor } = parseFactRef(FACT)!;
 
+/** The `event send` command the next steps print (their note, when it is on the line above, left out). */
+function printedSend(stdout: string): string {
+  const line = stdout.split("\n").map((l) => l.trim()).find((l) => l.startsWith("bin/causeway event send "));
+  assert.ok(line, stdout);
+  return line;
+}
+
+/** Its inline `--data '<json>'`, parsed, after checking it is quoted for a shell as one word. */
+function printedData(send: string): unknown {
+  const m = / --data '([^']*)'(?:\s|$)/.exec(send);
+  assert.ok(m, `inline data in ${send}`);
+  return JSON.parse(m[1]!);
+}
+
 describe("new agent", () => {
   let root: string;
   const causeway = (...args: string[]) => runCli(args, { ...process.env, CAUSEWAY_DATA_DIR: join(root, ".data") }, root);
@@ -69,6 +86,10 @@ describe("new agent", () => {
     }
     assert.match(r.stdout, /~ +infra\/principals\.json +capability digest\.v1, principal digester/);
     assert.match(r.stdout, /~ +schemas\/schemas\.lock\.json +locks https:\/\/causeway\.dev\/schemas\/report\.digested\/1\.0\.0/);
+    // Nobody addresses digest.v1 yet, so the command names a placeholder sender; its data is valid as printed.
+    const send = printedSend(r.stdout);
+    assert.match(send, new RegExp(`--type ${factType.replaceAll(".", "\\.")} --data '`));
+    createSchemaRegistry({ dir: join(root, "schemas") }).validate(schemaIdOf(factType, `${factMajor}.0.0`), printedData(send));
     for (const next of ["bin/causeway principal add digester", "bin/causeway keys new digester", "bin/causeway infra render --full", "nats-server --signal reload=", "bin/causeway trust seed", "bin/causeway start digester", "micro ls", "bin/causeway lineage trace"]) {
       assert.ok(r.stdout.includes(next), `the next commands name ${next}`);
     }
@@ -164,7 +185,24 @@ describe("new agent", () => {
     assert.ok(generated.includes(`mesh.publishFact("${factType}", ${factMajor}, REPORT_PUBLISHED)`));
     // The next commands name who can send it a fact now: a principal that emits it.
     const producer = Object.values(original.principals).find((p) => p.role !== Role.Upstream && emitsCover(p.emits, factType))!;
-    assert.match(r.stdout, new RegExp(`event send --as ${producer.name} --type ${factType} --to ${original.prefix}\\.evt\\.${factType.replaceAll(".", "\\.")}\\.v${factMajor} .*# the fact it subscribes to`));
+    assert.match(r.stdout, new RegExp(`# the fact it subscribes to, with the example data of its test:\n +bin/causeway event send --as ${producer.name} --type ${factType} --to ${original.prefix}\\.evt\\.${factType.replaceAll(".", "\\.")}\\.v${factMajor} --data '`));
+    // That command works as printed: run by a shell from the repository against a mesh (the reference agents' own,
+    // the copy's agents not in it), its data validates and the fact is processed by the agent that reads it now.
+    const send = printedSend(r.stdout);
+    createSchemaRegistry({ dir: join(root, "schemas") }).validate(schemaIdOf(factType, `${factMajor}.0.0`), printedData(send));
+    {
+      await using mesh = await startOperatedMesh();
+      const reader = subscribersOf(original, { type: factType, major: factMajor }).find((p) => p.entry !== undefined)!;
+      mesh.spawn(agentScript(reader.name));
+      await waitFor(async () => {
+        for await (const _ of await new Svcm(mesh.operator).client({ strategy: "timer", maxWait: 300 }).ping(reader.service!)) return true;
+        return false;
+      }, { what: `${reader.name} to answer`, timeoutMs: 20_000 });
+      const sent = await run("sh", ["-c", send], root, { CAUSEWAY_DATA_DIR: mesh.dataDir, NATS_URL: mesh.server.url, LOG_LEVEL: "warn" });
+      assert.equal(sent.code, 0, sent.stdout + sent.stderr);
+      assert.match(sent.stdout, new RegExp(`✓ sent ${factType.replaceAll(".", "\\.")} \\S+ as ${producer.name} to \\S+ — stream MESH_EVT`));
+      assert.match(sent.stdout, new RegExp(`✓ processed: 1 event\\(s\\) caused by it\n +\\S+ → \\S+ \\(MESH_EVT seq \\d+\\) from ${reader.name}`));
+    }
     // As generated, it typechecks and its test passes: the fact reaches it through its own durable.
     writeFileSync(join(root, "tsconfig.listener.json"), JSON.stringify({ extends: "./tsconfig.json", include: ["services/agents/listener/*.ts", "test/agents/listener.test.ts"] }));
     const tsc = await run(process.execPath, [join(repoRoot, "node_modules/typescript/bin/tsc"), "--noEmit", "-p", "tsconfig.listener.json"], root);

@@ -183,15 +183,21 @@ export function readinessProblems(readiness: Readiness): string[] {
   ];
 }
 
+/** How much of a log's last line {@link lastLine} shows when the process printed no reason of its own. */
+const OTHER_LINE_MAX = 300;
+
 /**
  * Why `process` stopped, from what it wrote to its log: the line a failed start prints on stderr
- * (`<principal>: <reason>`), else its last line; at most 300 characters.
+ * (`<principal>: <reason>`), whole — its hint is the fix, a cut one is no use — else its last line (a stack
+ * trace's, a JSON log line), cut after {@link OTHER_LINE_MAX} characters with "…".
  */
 function lastLine(process: ServiceProcess): string {
   try {
     const lines = readFileSync(process.logFile).subarray(process.logOffset).toString("utf8").trimEnd().split("\n");
-    const reason = lines.findLast((l) => l.startsWith(`${process.service.name}: `)) ?? lines.at(-1) ?? "";
-    return reason.slice(0, 300);
+    const reason = lines.findLast((l) => l.startsWith(`${process.service.name}: `));
+    if (reason !== undefined) return reason;
+    const last = lines.at(-1) ?? "";
+    return last.length > OTHER_LINE_MAX ? `${last.slice(0, OTHER_LINE_MAX)}…` : last;
   } catch {
     return "";
   }

@@ -243,6 +243,9 @@ export function writePlan(plan: AgentPlan): WrittenPlan {
   }
 }
 
+/** The longest command {@link nextSteps} prints with its note beside it. */
+const NOTE_BESIDE_MAX = 120;
+
 /** The next commands, exactly as to type them from `cwd` (the data directory's paths as `causeway up` uses them). */
 export function nextSteps(plan: AgentPlan, cwd: string = process.cwd(), data: string = dataDir()): string {
   const { name, capability, major, subscribes, accepts, emits } = plan.template;
@@ -254,9 +257,11 @@ export function nextSteps(plan: AgentPlan, cwd: string = process.cwd(), data: st
   // Who could send it something now: a principal that emits the fact it subscribes to (nobody addresses a new capability yet).
   const producer = fact && Object.entries(doc.principals).find(([n, p]) => n !== name && p.role !== Role.Upstream && emitsCover((p.emits as string[] | undefined) ?? [], fact.type))?.[0];
   const nats = `nats --server nats://127.0.0.1:4222 --nkey ${shown(seedPath("operator", data))} --inbox-prefix ${inboxPrefix("operator")}`;
+  // Notes aligned after their commands; a command too long for that (inline data) has its note on the line above.
   const block = (rows: readonly (readonly [string, string?])[]) => {
-    const width = Math.max(...rows.map(([cmd, note]) => (note === undefined ? 0 : cmd.length)));
-    return rows.map(([cmd, note]) => `    ${note === undefined ? cmd : `${cmd.padEnd(width)}   # ${note}`}`);
+    const beside = (cmd: string, note: string | undefined): note is string => note !== undefined && cmd.length <= NOTE_BESIDE_MAX;
+    const width = Math.max(0, ...rows.map(([cmd, note]) => (beside(cmd, note) ? cmd.length : 0)));
+    return rows.flatMap(([cmd, note]) => (beside(cmd, note) ? [`    ${cmd.padEnd(width)}   # ${note}`] : [...(note === undefined ? [] : [`    # ${note}:`]), `    ${cmd}`]));
   };
   return [
     "Next:",
@@ -277,11 +282,32 @@ export function nextSteps(plan: AgentPlan, cwd: string = process.cwd(), data: st
     ...block([
       [`${nats} micro ls`, `lists ${name}`],
       fact
-        ? [`${bin} event send --as ${producer ?? `<a principal that emits ${fact.type}>`} --type ${fact.type} --to ${subjects.event(fact.type, fact.major)} --data @${fact.type}.json`, `the fact it subscribes to`]
-        : [`${bin} event send --as <a principal that addresses ${capability}.v${major}> --type ${accepts[0]!.type} --data @${accepts[0]!.type}.json`, `nobody addresses ${capability}.v${major} yet: add it to a principal's addresses`],
+        ? [`${bin} event send --as ${producer ?? `<a principal that emits ${fact.type}>`} --type ${fact.type} --to ${subjects.event(fact.type, fact.major)}${dataArgs(plan, fact)}`, `the fact it subscribes to${dataNote(plan, fact)}`]
+        : [`${bin} event send --as <a principal that addresses ${capability}.v${major}> --type ${accepts[0]!.type}${dataArgs(plan, accepts[0]!)}`, `nobody addresses ${capability}.v${major} yet: add it to a principal's addresses${dataNote(plan, accepts[0]!)}`],
       [`${bin} lineage trace <the flow id event send prints>`, `${emits.map((e) => e.type).join(", ")} from ${name}, verified`],
     ]),
   ].join("\n");
+}
+
+/**
+ * `event send`'s data for an input of `ref`: the example the generated test sends (valid against its schema), inline
+ * and quoted for a POSIX shell, so the printed command runs as printed; `--dataschema` too when `event send` would
+ * otherwise pick a newer major. A file to fill in when no valid example could be built.
+ */
+function dataArgs(plan: AgentPlan, ref: TypeRef): string {
+  const newest = newestSchemaOf(readSchemaDocuments(join(plan.root, "schemas")).map((d) => d.id), ref.type);
+  const dataschema = newest === ref.dataschema ? "" : ` --dataschema ${ref.dataschema}`;
+  const data = exampleFor(plan, ref);
+  return `${dataschema} --data ${data === undefined ? `@${ref.type}.json` : `'${JSON.stringify(data).replaceAll("'", "'\\''")}'`}`;
+}
+
+/** What the note of {@link dataArgs}'s command adds: where the data comes from when it is a file to write. */
+function dataNote(plan: AgentPlan, ref: TypeRef): string {
+  return exampleFor(plan, ref) === undefined ? ` (write a valid ${ref.type} in ${ref.type}.json)` : ", with the example data of its test";
+}
+
+function exampleFor(plan: AgentPlan, ref: TypeRef): unknown {
+  return plan.template.examples.find((x) => x.type === ref.type && x.dataschema === ref.dataschema)?.data;
 }
 
 function readPrincipalsDoc(plan: AgentPlan): RawPrincipals {

@@ -1,6 +1,5 @@
 // Plain-text output of the CLI: tables (columns padded to their widest cell, two spaces apart, the last left
 // ragged) and paths as a person reads them.
-import { relative } from "node:path";
 
 /** `header` and `rows` as aligned lines. */
 export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
@@ -9,8 +8,5 @@ export function table(header: readonly string[], rows: readonly (readonly string
   return [line(header), ...rows.map(line)].join("\n");
 }
 
-/** A path relative to the working directory when it is below it (`.data/nats/logs/planner.log`), else as given. */
-export function shown(path: string): string {
-  const rel = relative(process.cwd(), path);
-  return rel !== "" && !rel.startsWith("..") ? rel : path;
-}
+/** A path relative to the working directory when it is below it (`.data/nats/logs/planner.log`), else as given (the kit's messages show paths the same way). */
+export { shownPath as shown } from "../kit/index.ts";

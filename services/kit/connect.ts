@@ -6,7 +6,7 @@
 // (`NATS_URL=nats://a:4222,nats://b:4222`), reconnection without a give-up, pings short enough to leave a hung
 // server within seconds, jittered reconnect waits. `watchConnection` logs what happens to it.
 import { readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { fromSeed } from "@nats-io/nkeys";
 import { connect, errors as natsErrors, nkeyAuthenticator } from "@nats-io/transport-node";
 import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
@@ -97,6 +97,12 @@ export function dataDir(): string {
   return fromEnv !== undefined && fromEnv !== "" ? resolve(fromEnv) : join(repoRoot, ".data");
 }
 
+/** A path relative to the working directory when it is below it (`.data/keys/planner.nk`), else as given: how messages show paths. */
+export function shownPath(path: string): string {
+  const rel = relative(process.cwd(), path);
+  return rel !== "" && !rel.startsWith("..") ? rel : path;
+}
+
 /** Where a principal's NKey seed lives: `<data>/keys/<principal>.nk`. */
 export function seedPath(principal: string, dir: string = dataDir()): string {
   checkPrincipalName(principal);
@@ -114,9 +120,16 @@ export function readSeed(principal: string, dir: string = dataDir()): Uint8Array
     text = readFileSync(path, "utf8").trim();
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") {
-      throw new ConfigError(ErrorCode.SeedMissing, `no seed for principal "${principal}" at ${path}: run \`causeway keys new ${principal}\``, { cause: err });
+      // `keys new` alone leaves a running server refusing the new key: `principal add` also renders, reloads and seeds trust.
+      throw new ConfigError(
+        ErrorCode.SeedMissing,
+        `no seed for principal "${principal}" at ${shownPath(path)}. On a running development mesh run \`causeway principal add ${principal}\` ` +
+          `(creates the seed, renders the server's accounts, reloads it, seeds the trust store, starts the service); ` +
+          `without a running mesh, \`causeway keys new ${principal}\` creates the seed alone`,
+        { cause: err },
+      );
     }
-    throw new ConfigError(ErrorCode.SeedMissing, `cannot read the seed of "${principal}" at ${path}: ${(err as Error).message}`, { cause: err });
+    throw new ConfigError(ErrorCode.SeedMissing, `cannot read the seed of "${principal}" at ${shownPath(path)}: ${(err as Error).message}`, { cause: err });
   }
   const seed = new TextEncoder().encode(text);
   try {
@@ -124,7 +137,7 @@ export function readSeed(principal: string, dir: string = dataDir()): Uint8Array
     fromSeed(seed).getPublicKey();
   } catch (err) {
     // Never echo the file's content: it is a private key.
-    throw new ConfigError(ErrorCode.KeyInvalid, `${path} does not hold a valid NKey user seed (${(err as Error).message}); recreate it with \`causeway keys new ${principal} --force\``);
+    throw new ConfigError(ErrorCode.KeyInvalid, `${shownPath(path)} does not hold a valid NKey user seed (${(err as Error).message}); recreate it with \`causeway keys new ${principal} --force\``);
   }
   return seed;
 }

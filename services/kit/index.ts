@@ -133,6 +133,7 @@ export {
 } from "./principals.ts";
 export type { AccountValue, FactRef, PrincipalSpec, Principals, RoleValue } from "./principals.ts";
 export {
-  CONNECTION_POLICY, DEFAULT_NATS_URL, connectAs, connectionOptions, dataDir, isConnected, notAuthorized, parseServers, publicKeyOf, readSeed, seedPath, watchConnection,
+  CONNECTION_POLICY, DEFAULT_NATS_URL, connectAs, connectionOptions, dataDir, isConnected, notAuthorized, parseServers, publicKeyOf, readSeed, seedPath, shownPath,
+  watchConnection,
 } from "./connect.ts";
 export type { ConnectAsOptions, ConnectionWatch } from "./connect.ts";
