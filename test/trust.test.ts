@@ -466,10 +466,12 @@ describe("trust - a deleted followed bucket (trust store, kill switches)", () =>
     await jsm.streams.delete(`KV_${KvBucket.Trust}`);
     assert.equal(await planner.exited, 1);
     assert.match(planner.output(), /the trust store bucket causeway_trust was deleted/);
-    // Restarting it is refused until the bucket is restored, rather than running without revocations.
-    const again = mesh.spawn("services/agents/planner/main.ts", {});
+    // Restarted, it waits for the bucket rather than run without revocations, saying why, and gives up at its
+    // start timeout (a short one here; 120 s by default) with the reason.
+    const again = mesh.spawn("services/agents/planner/main.ts", { CAUSEWAY_START_TIMEOUT_MS: "2000" });
     assert.equal(await again.exited, 1);
     assert.match(again.output(), /trust store bucket causeway_trust does not exist: run `causeway trust seed`/);
+    assert.match(again.output(), /the mesh was not ready within \d+ s/);
   });
 
   test("trust - the coordinator stops the same way when the kill switch bucket is deleted", async () => {

@@ -5,7 +5,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { createSeed } from "./commands/keys.ts";
 import { seedTrustStore, trustEntriesFromPrincipals, applyStreams, ensureMeshBuckets } from "../kit/ops/index.ts";
-import { defaultLayout, publicKeyOf, seedPath, type MeshLayout, type Principals } from "../kit/index.ts";
+import { CausewayError, ErrorCode, defaultLayout, isTransient, publicKeyOf, seedPath, type MeshLayout, type Principals } from "../kit/index.ts";
 
 /** Creates the seed of every principal that has none; returns how many it created. */
 export function ensureIdentities(principals: Principals, dataDir: string): number {
@@ -39,6 +39,7 @@ export async function applyMeshInfra(operator: NatsConnection, layout: MeshLayou
     throw new Error(report.results.filter((r) => r.status === "refused").map((r) => `${r.name}: ${r.reason}`).join("; "));
   }
   const buckets = await ensureMeshBuckets(operator, { buckets: layout.buckets, replicas: opts.replicas });
+  if ((opts.replicas ?? 1) > 1) await replicasReady(operator);
   const count = (kind: string, status: string) => report.results.filter((r) => r.kind === kind && r.status === status).length;
   return `${count("stream", "created")} streams, ${count("consumer", "created")} consumers, ${buckets.length} KV buckets created; ${report.results.filter((r) => r.status === "unchanged").length} unchanged`;
 }
@@ -47,6 +48,36 @@ export async function applyMeshInfra(operator: NatsConnection, layout: MeshLayou
 export async function seedTrust(operator: NatsConnection, principals: Principals, dataDir: string, opts: BootstrapOptions = {}): Promise<string> {
   const keys = Object.fromEntries(Object.keys(principals.principals).map((name) => [name, publicKeyOf(name, dataDir)]));
   // A minute of slack, so events signed this second are inside the new keys' windows whatever the clock skew.
-  const changes = await seedTrustStore(operator, trustEntriesFromPrincipals(principals, keys, { now: Date.now() - 60_000 }), { replicas: opts.replicas });
+  const records = trustEntriesFromPrincipals(principals, keys, { now: Date.now() - 60_000 });
+  const seed = () => seedTrustStore(operator, records, { replicas: opts.replicas });
+  // A trust bucket just created on a cluster answers reads once its replicas are up: a transient error until then.
+  const changes = await seed().catch(async (err: unknown) => {
+    if (!isTransient(err)) throw err;
+    await replicasReady(operator);
+    return seed();
+  });
   return `${changes.length} keys (${changes.filter((c) => c.status !== "unchanged").length} new or updated)`;
+}
+
+/** How long a freshly created replicated stream may take to elect its leader and bring its replicas up. */
+const REPLICAS_READY_MS = 30_000;
+
+/**
+ * Waits until every stream of the account (KV buckets included) has a leader and every replica current: a stream
+ * just created at R3 answers direct gets, and so KV reads, only from then on. CW_ERR_UNAVAILABLE naming the streams
+ * still waiting after REPLICAS_READY_MS.
+ */
+async function replicasReady(nc: NatsConnection): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  const deadline = Date.now() + REPLICAS_READY_MS;
+  for (let delay = 100; ; delay = Math.min(delay * 2, 1_000)) {
+    const waiting: string[] = [];
+    for await (const info of jsm.streams.list()) {
+      const c = info.cluster;
+      if ((info.config.num_replicas ?? 1) > 1 && (!c?.leader || (c.replicas ?? []).some((r) => !r.current))) waiting.push(info.config.name);
+    }
+    if (waiting.length === 0) return;
+    if (Date.now() > deadline) throw new CausewayError(ErrorCode.Unavailable, `streams without a leader or with replicas behind after ${REPLICAS_READY_MS / 1000} s: ${waiting.join(", ")}`);
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
 }
