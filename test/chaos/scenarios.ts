@@ -39,6 +39,8 @@ export interface Result {
   readonly quarantined: Record<string, number>;
   /** Longest gap without a completed flow from the fault's start until the last completion (or the deadline while flows were lost). */
   readonly stallS: number;
+  /** Longest time from a POST to its flow's first report.published. */
+  readonly maxLatencyS: number;
   readonly lineageVerify: "pass" | "fail";
   readonly lineageDetail: string;
   /** Service replicas whose process was gone at the end. */
@@ -81,19 +83,29 @@ async function killServices(mesh: ChaosMesh, names: string[], downMs: number, lo
   return notes.join("; ");
 }
 
-export const SCENARIOS: readonly Scenario[] = [
-  {
-    name: "SIGKILL the MESH_CAP stream leader node, restart after 10 s",
+/** SIGKILL of the node leading MESH_CAP; started again after `downMs`. */
+export function leaderKill(downMs: number): Scenario {
+  return {
+    name: `SIGKILL the MESH_CAP stream leader node, restart after ${downMs / 1000} s`,
     async fault(mesh, log) {
       const leader = await mesh.streamLeader("MESH_CAP");
       kill(mesh.nodePid(leader), "SIGKILL");
       log(`SIGKILL causeway-${leader} (MESH_CAP leader)`);
-      await delay(10_000);
+      await delay(downMs); // the fault's duration
       await mesh.startNode(leader);
       await mesh.waitForCluster();
       return `leader was causeway-${leader}`;
     },
-  },
+  };
+}
+
+/** SIGKILL of the researcher; `causeway start` after `graceMs` unless a supervisor restarted it. */
+export function agentKill(graceMs: number): Scenario {
+  return { name: "SIGKILL an agent (researcher) mid-flow", fault: (mesh, log) => killServices(mesh, ["researcher"], graceMs, log) };
+}
+
+export const SCENARIOS: readonly Scenario[] = [
+  leaderKill(10_000),
   {
     name: "SIGSTOP the node the services are connected to for 15 s, then SIGCONT",
     async fault(mesh, log) {
@@ -120,10 +132,7 @@ export const SCENARIOS: readonly Scenario[] = [
       return "one node at a time, each after the cluster was whole again";
     },
   },
-  {
-    name: "SIGKILL an agent (researcher) mid-flow",
-    fault: (mesh, log) => killServices(mesh, ["researcher"], 10_000, log),
-  },
+  agentKill(10_000),
   {
     name: "SIGKILL the coordinator and lineage mid-flow, restart them",
     fault: (mesh, log) => killServices(mesh, ["coordinator", "lineage"], 5_000, log),
@@ -206,11 +215,15 @@ export async function runScenario(scenario: Scenario, load: Load, log: (line: st
   }
   // Lineage checkpoints every second; verify once it has had the time to index the quiet mesh.
   const verify = await mesh.cli(["lineage", "verify"]);
-  const firstByFlow = [...perFlow.keys()].map((c) => Math.min(...completions.filter((x) => x.correlationid === c).map((x) => x.storedAt)));
+  const first = new Map<string, number>();
+  for (const c of completions) first.set(c.correlationid, Math.min(first.get(c.correlationid) ?? Infinity, c.storedAt));
+  const firstByFlow = [...first.values()];
+  const latencies = accepted.flatMap((o) => (first.has(o.correlationid!) ? [first.get(o.correlationid!)! - (started + o.at)] : []));
   return {
     scenario: scenario.name, posted: published.length, accepted: accepted.length, refused,
     completed: perFlow.size, lost: lost.length, duplicated: [...perFlow.values()].filter((n) => n > 1).length, quarantined,
     stallS: longestStall(faultAt, firstByFlow, lost.length > 0 ? deadline : undefined) / 1000,
+    maxLatencyS: Math.max(0, ...latencies) / 1000,
     lineageVerify: verify.code === 0 ? "pass" : "fail", lineageDetail: (verify.code === 0 ? verify.stdout : `${verify.stdout}\n${verify.stderr}`).trim().split("\n").slice(-3).join(" "),
     deadServices: mesh.deadServices(), notes, outcomes: published, ...(error === undefined ? {} : { error }),
   };
@@ -222,8 +235,8 @@ const fmt = (r: Record<string, number>) => Object.entries(r).map(([k, v]) => `${
 export function renderTable(results: readonly Result[]): string {
   const rows = results.map((r) => [
     r.scenario, String(r.posted), String(r.accepted), fmt(r.refused), String(r.completed), String(r.lost), String(r.duplicated),
-    fmt(r.quarantined), r.stallS.toFixed(1), r.lineageVerify, r.deadServices.join(", ") || "none", [r.notes, r.error].filter(Boolean).join("; "),
+    fmt(r.quarantined), r.stallS.toFixed(1), r.maxLatencyS.toFixed(1), r.lineageVerify, r.deadServices.join(", ") || "none", [r.notes, r.error].filter(Boolean).join("; "),
   ]);
-  const head = ["scenario", "posted", "accepted (202)", "refused (status: n)", "completed", "lost", "duplicated", "quarantined", "stall s", "lineage verify", "services dead at the end", "notes"];
+  const head = ["scenario", "posted", "accepted (202)", "refused (status: n)", "completed", "lost", "duplicated", "quarantined", "stall s", "max latency s", "lineage verify", "services dead at the end", "notes"];
   return [head, head.map(() => "---"), ...rows].map((cells) => `| ${cells.map((c) => c.replace(/\|/g, "\\|")).join(" | ")} |`).join("\n");
 }
