@@ -76,9 +76,14 @@ async function killServices(mesh: ChaosMesh, names: string[], downMs: number, lo
   const unrestarted = names.filter((n) => mesh.servicePids(n).filter((p) => !before.get(n)!.includes(p)).length === 0);
   for (const name of names.filter((n) => !unrestarted.includes(n))) notes.push(`${name} restarted by a supervisor`);
   if (unrestarted.length > 0) {
-    const res = await mesh.cli(["start", ...unrestarted]);
-    log(`causeway start ${unrestarted.join(" ")} → ${res.code}`);
-    notes.push(`nothing restarted ${unrestarted.join(", ")} within ${downMs / 1000} s: the scenario ran \`causeway start ${unrestarted.join(" ")}\` (exit ${res.code})`);
+    // `causeway start` takes one service (or none: every service that is not running).
+    const codes = [];
+    for (const name of unrestarted) {
+      const res = await mesh.cli(["start", name]);
+      log(`causeway start ${name} → ${res.code}${res.code === 0 ? "" : `: ${res.stderr.trim()}`}`);
+      codes.push(`\`causeway start ${name}\` (exit ${res.code})`);
+    }
+    notes.push(`nothing restarted ${unrestarted.join(", ")} within ${downMs / 1000} s: the scenario ran ${codes.join(", ")}`);
   }
   return notes.join("; ");
 }
