@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { agentKill, leaderKill, renderTable, runScenario, type Load } from "./chaos/scenarios.ts";
 
-const SHORT: Load = { flows: 12, rate: 1.5, faultAfterMs: 3_000, quiesceMs: 40_000 };
+const SHORT: Load = { flows: 12, rate: 1.5, faultAfterMs: 3_000, afterHealMs: 3_000, quiesceMs: 40_000 };
 
 describe("chaos - short scenarios on a 3-node mesh", () => {
   for (const scenario of [leaderKill(5_000), agentKill(5_000)]) {

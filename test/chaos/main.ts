@@ -23,7 +23,7 @@ for (const [i, scenario] of SCENARIOS.entries()) {
   console.log(`\n${i + 1}. ${scenario.name} — ${load.flows} flows at ${load.rate}/s, fault after ${load.faultAfterMs / 1000} s`);
   let result: Result;
   try {
-    result = await runScenario(scenario, load, log);
+    result = await runScenario(scenario, load, { log, keepLogsIn: join(logDir, `scenario-${i + 1}`) });
   } catch (err) {
     result = {
       scenario: scenario.name, posted: 0, accepted: 0, refused: {}, completed: 0, lost: 0, duplicated: 0, quarantined: {}, stallS: 0, maxLatencyS: 0,

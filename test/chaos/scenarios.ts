@@ -4,6 +4,8 @@
 // flow has its report.published, or a deadline passes). Every publish outcome is kept; the result counts what
 // was accepted, completed, lost, duplicated and quarantined, the longest stall after the fault, and whether
 // `causeway lineage verify` passes.
+import { cpSync, existsSync } from "node:fs";
+import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { NODES, startChaosMesh, type ChaosMesh, type Completion, type PublishOutcome } from "./mesh.ts";
 
@@ -15,11 +17,13 @@ export interface Load {
   readonly rate: number;
   /** The fault starts this long after the first POST. */
   readonly faultAfterMs: number;
+  /** POSTs go on at least this long after the fault healed (past `flows` if need be): does the mesh take work again? */
+  readonly afterHealMs: number;
   /** After the fault healed and the last POST answered, how long accepted flows may take to complete. */
   readonly quiesceMs: number;
 }
 
-export const FULL_LOAD: Load = { flows: 60, rate: 3, faultAfterMs: 4_000, quiesceMs: 90_000 };
+export const FULL_LOAD: Load = { flows: 60, rate: 3, faultAfterMs: 4_000, afterHealMs: 10_000, quiesceMs: 90_000 };
 
 /** One fault: breaks the mesh, heals it, and returns notes on what it did (which node, what restarted it). */
 export interface Scenario {
@@ -37,7 +41,10 @@ export interface Result {
   readonly lost: number;
   readonly duplicated: number;
   readonly quarantined: Record<string, number>;
-  /** Longest gap without a completed flow from the fault's start until the last completion (or the deadline while flows were lost). */
+  /**
+   * Longest gap without a completed flow from the fault's start until the last POST was answered or the last
+   * completion (or the deadline while flows were lost): a mesh that accepts nothing stalls too.
+   */
   readonly stallS: number;
   /** Longest time from a POST to its flow's first report.published. */
   readonly maxLatencyS: number;
@@ -155,7 +162,15 @@ export const SCENARIOS: readonly Scenario[] = [
   },
 ];
 
-/** The longest gap from `from` through the sorted completion times (and on to `until` if work was left undone). */
+/** Copies the service and node logs of a mesh's data directory to `dir`. */
+function copyLogs(dataDir: string, dir: string): void {
+  for (const [from, to] of [["logs", "services"], ["cluster", "nodes"]] as const) {
+    const src = join(dataDir, "nats", from);
+    if (existsSync(src)) cpSync(src, join(dir, to), { recursive: true, filter: (f) => !f.includes("/store") && !f.endsWith(".conf") && !f.includes("password") });
+  }
+}
+
+/** The longest gap from `from` through the sorted completion times, and on to `until` when given. */
 export function longestStall(from: number, completions: readonly number[], until?: number): number {
   let prev = from;
   let longest = 0;
@@ -168,12 +183,16 @@ export function longestStall(from: number, completions: readonly number[], until
 }
 
 /** Runs one scenario on a fresh mesh and accounts for every flow. */
-export async function runScenario(scenario: Scenario, load: Load, log: (line: string) => void = () => undefined): Promise<Result> {
+export async function runScenario(scenario: Scenario, load: Load, opts: { log?: (line: string) => void; keepLogsIn?: string } = {}): Promise<Result> {
+  const log = opts.log ?? (() => undefined);
   await using mesh = await startChaosMesh();
+  // The services' and nodes' logs outlive the mesh's data directory when asked (dispose runs after this copy).
+  await using _logs = { [Symbol.asyncDispose]: async () => { if (opts.keepLogsIn) copyLogs(mesh.dataDir, opts.keepLogsIn); } };
   const started = Date.now();
+  let healed: number | undefined;
   const outcomes: Promise<PublishOutcome>[] = [];
   const posting = (async () => {
-    for (let i = 0; i < load.flows; i++) {
+    for (let i = 0; i < load.flows || healed === undefined || Date.now() < healed + load.afterHealMs; i++) {
       const due = started + (i * 1000) / load.rate;
       if (due > Date.now()) await delay(due - Date.now()); // the load's rate
       outcomes.push(mesh.post(i, started));
@@ -190,7 +209,7 @@ export async function runScenario(scenario: Scenario, load: Load, log: (line: st
     error = `the fault failed: ${(err as Error).message}`;
     log(error);
   }
-  const healed = Date.now();
+  healed = Date.now();
   log(`healed after ${((healed - faultAt) / 1000).toFixed(1)} s`);
   await posting;
   const published = await Promise.all(outcomes);
@@ -227,7 +246,7 @@ export async function runScenario(scenario: Scenario, load: Load, log: (line: st
   return {
     scenario: scenario.name, posted: published.length, accepted: accepted.length, refused,
     completed: perFlow.size, lost: lost.length, duplicated: [...perFlow.values()].filter((n) => n > 1).length, quarantined,
-    stallS: longestStall(faultAt, firstByFlow, lost.length > 0 ? deadline : undefined) / 1000,
+    stallS: longestStall(faultAt, firstByFlow, lost.length > 0 ? deadline : Math.max(...published.map((o) => started + o.at + o.ms))) / 1000,
     maxLatencyS: Math.max(0, ...latencies) / 1000,
     lineageVerify: verify.code === 0 ? "pass" : "fail", lineageDetail: (verify.code === 0 ? verify.stdout : `${verify.stdout}\n${verify.stderr}`).trim().split("\n").slice(-3).join(" "),
     deadServices: mesh.deadServices(), notes, outcomes: published, ...(error === undefined ? {} : { error }),
