@@ -15,7 +15,7 @@ describe("chaos - short scenarios on a 3-node mesh", () => {
       const r = await runScenario(scenario, SHORT);
       const table = renderTable([r]);
       assert.equal(r.error, undefined, table);
-      assert.equal(r.posted, SHORT.flows, table);
+      assert.ok(r.posted >= SHORT.flows, table);
       assert.ok(r.accepted > 0, table);
       assert.equal(r.lost, 0, table);
       assert.equal(r.completed, r.accepted, table);
