@@ -5,7 +5,6 @@
 // gateway over HTTP, the flows' report.published events and the quarantine. Disposing it runs `causeway down`
 // and then SIGKILLs whatever a pid file still names (a stopped node is continued first), even after a failure.
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -16,7 +15,7 @@ import { spawnNatsServer, waitForCluster } from "../../services/cli/nats-process
 import { writePidFile } from "../../services/cli/pid-files.ts";
 import { clusterDir, nodeLogFile, nodePidFile, recordedNodes, recordedReplicas } from "../../services/cli/processes.ts";
 import { runCli, type CliRun } from "../e2e-fixture.ts";
-import { freePort, repoRoot, waitFor } from "../harness/index.ts";
+import { freePort, freeRun, repoRoot, waitFor } from "../harness/index.ts";
 
 export const NODES = 3;
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
@@ -70,25 +69,6 @@ export interface ChaosMesh extends AsyncDisposable {
   completions(): Promise<Completion[]>;
   /** Quarantine entries: reason and correlation id (when the original carried one). */
   quarantined(): Promise<{ reason: string; correlationid?: string }[]>;
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
-}
-
-/** A first port of `count` consecutive free ones. */
-async function freeRun(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 40_000);
-    let ok = true;
-    for (let i = 0; i < count && ok; i++) ok = await portFree(base + i);
-    if (ok) return base;
-  }
-  throw new Error(`no ${count} consecutive free ports found`);
 }
 
 function alive(pid: number): boolean {
