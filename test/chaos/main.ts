@@ -1,7 +1,7 @@
 // `make chaos` / `npm run chaos`: every scenario of test/chaos/scenarios.ts in order, each on a fresh 3-node
 // mesh, then a Markdown table of the results with the command and the date. Every publish outcome of a scenario is
 // written as JSON lines under --log-dir (default a new directory under the system's tmp).
-//   node test/chaos/main.ts [--only 1,4] [--flows N] [--rate R] [--log-dir DIR]
+//   node test/chaos/main.ts [--only 1,4] [--flows N] [--rate R] [--log-dir DIR]   (CHAOS_LOG_LEVEL=info: the services log more)
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

@@ -93,7 +93,7 @@ export async function startChaosMesh(): Promise<ChaosMesh> {
   const upstreamsPath = join(dataDir, "upstreams.json");
   writeFileSync(upstreamsPath, JSON.stringify(upstreams));
   const env: NodeJS.ProcessEnv = {
-    ...process.env, CAUSEWAY_DATA_DIR: dataDir, NATS_URL: urls.join(","), LOG_LEVEL: "warn",
+    ...process.env, CAUSEWAY_DATA_DIR: dataDir, NATS_URL: urls.join(","), LOG_LEVEL: process.env.CHAOS_LOG_LEVEL ?? "warn",
     CAUSEWAY_GATEWAY_PORT: String(gatewayPort), CAUSEWAY_UPSTREAMS: upstreamsPath, LINEAGE_HTTP_PORT: "0",
     LINEAGE_CHECKPOINT_INTERVAL_MS: "1000", CAUSEWAY_OUTBOX_DIR: join(dataDir, "outbox"),
   };
