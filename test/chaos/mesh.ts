@@ -15,7 +15,7 @@ import { spawnNatsServer, waitForCluster } from "../../services/cli/nats-process
 import { writePidFile } from "../../services/cli/pid-files.ts";
 import { clusterDir, nodeLogFile, nodePidFile, recordedNodes, recordedReplicas } from "../../services/cli/processes.ts";
 import { runCli, type CliRun } from "../e2e-fixture.ts";
-import { freePort, freeRun, repoRoot, waitFor } from "../harness/index.ts";
+import { freePort, freeRun, repoRoot, startPostgres, waitFor, type PostgresServer } from "../harness/index.ts";
 
 export const NODES = 3;
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
@@ -47,6 +47,8 @@ export interface ChaosMesh extends AsyncDisposable {
   readonly urls: readonly string[];
   readonly monitorUrls: readonly string[];
   readonly gatewayUrl: string;
+  /** Lineage's store when the mesh was started with `postgres: true` (else lineage keeps SQLite). */
+  readonly postgres?: PostgresServer;
   /** The environment the CLI and the services run with (NATS_URL lists every node). */
   readonly env: NodeJS.ProcessEnv;
   /** The pid of node i (1-based) while its pid file names a running process. */
@@ -80,9 +82,13 @@ function alive(pid: number): boolean {
   }
 }
 
-/** `causeway up --cluster 3` in a new data directory; throws (after cleaning up) if it does not come up. */
-export async function startChaosMesh(): Promise<ChaosMesh> {
+/**
+ * `causeway up --cluster 3` in a new data directory; throws (after cleaning up) if it does not come up. With
+ * `postgres`, lineage's store is a PostgreSQL of its own (LINEAGE_DATABASE_URL), as production runs it.
+ */
+export async function startChaosMesh(opts: { postgres?: boolean } = {}): Promise<ChaosMesh> {
   const dataDir = mkdtempSync(join(tmpdir(), "causeway-chaos-"));
+  const postgres = opts.postgres ? await startPostgres({ database: "causeway_lineage" }) : undefined;
   const ports = { client: await freeRun(NODES), monitor: await freeRun(NODES), cluster: await freeRun(NODES) };
   const gatewayPort = await freePort();
   const urls = Array.from({ length: NODES }, (_, i) => `nats://127.0.0.1:${ports.client + i}`);
@@ -96,6 +102,7 @@ export async function startChaosMesh(): Promise<ChaosMesh> {
     ...process.env, CAUSEWAY_DATA_DIR: dataDir, NATS_URL: urls.join(","), LOG_LEVEL: process.env.CHAOS_LOG_LEVEL ?? "warn",
     CAUSEWAY_GATEWAY_PORT: String(gatewayPort), CAUSEWAY_UPSTREAMS: upstreamsPath, LINEAGE_HTTP_PORT: "0",
     LINEAGE_CHECKPOINT_INTERVAL_MS: "1000", CAUSEWAY_OUTBOX_DIR: join(dataDir, "outbox"),
+    ...(postgres ? { LINEAGE_DATABASE_URL: postgres.url } : {}),
   };
   const cli = (args: string[]) => runCli(args, env);
   let operator: NatsConnection | undefined;
@@ -106,6 +113,7 @@ export async function startChaosMesh(): Promise<ChaosMesh> {
     for (const r of [...recordedReplicas(dataDir), ...recordedNodes(dataDir)]) {
       if (r.pidFile.state === "running") try { process.kill(r.pidFile.record.pid, "SIGKILL"); } catch { /* gone */ }
     }
+    await postgres?.stop();
     rmSync(dataDir, { recursive: true, force: true });
   };
   try {
@@ -121,7 +129,7 @@ export async function startChaosMesh(): Promise<ChaosMesh> {
       return n?.pidFile.state === "running" ? n.pidFile.record.pid : undefined;
     };
     return {
-      dataDir, urls, monitorUrls, gatewayUrl, env, cli, nodePid,
+      dataDir, urls, monitorUrls, gatewayUrl, env, cli, nodePid, ...(postgres ? { postgres } : {}),
       async startNode(i) {
         const name = `causeway-${i}`;
         const p = await spawnNatsServer({

@@ -28,6 +28,8 @@ export const FULL_LOAD: Load = { flows: 60, rate: 3, faultAfterMs: 4_000, afterH
 /** One fault: breaks the mesh, heals it, and returns notes on what it did (which node, what restarted it). */
 export interface Scenario {
   readonly name: string;
+  /** Lineage on PostgreSQL instead of SQLite. */
+  readonly postgres?: boolean;
   readonly fault: (mesh: ChaosMesh, log: (line: string) => void) => Promise<string>;
 }
 
@@ -160,6 +162,20 @@ export const SCENARIOS: readonly Scenario[] = [
       return "";
     },
   },
+  {
+    name: "PostgreSQL (lineage's store) SIGKILLed, restarted after 10 s",
+    postgres: true,
+    async fault(mesh, log) {
+      log("SIGKILL postgres");
+      await mesh.postgres!.crashAndRestart(10_000);
+      log("postgres accepts connections again");
+      if (mesh.servicePids("lineage").length > 0) return "lineage on PostgreSQL (LINEAGE_DATABASE_URL); lineage rode it out";
+      // Nothing supervises lineage: the scenario starts it again, to see whether its log is whole afterwards.
+      const res = await mesh.cli(["start", "lineage"]);
+      log(`lineage had exited; causeway start lineage → ${res.code}`);
+      return `lineage on PostgreSQL (LINEAGE_DATABASE_URL); lineage exited during the outage, the scenario ran \`causeway start lineage\` (exit ${res.code})`;
+    },
+  },
 ];
 
 /** Copies the service and node logs of a mesh's data directory to `dir`. */
@@ -185,7 +201,7 @@ export function longestStall(from: number, completions: readonly number[], until
 /** Runs one scenario on a fresh mesh and accounts for every flow. */
 export async function runScenario(scenario: Scenario, load: Load, opts: { log?: (line: string) => void; keepLogsIn?: string } = {}): Promise<Result> {
   const log = opts.log ?? (() => undefined);
-  await using mesh = await startChaosMesh();
+  await using mesh = await startChaosMesh({ postgres: scenario.postgres ?? false });
   // The services' and nodes' logs outlive the mesh's data directory when asked (dispose runs after this copy).
   await using _logs = { [Symbol.asyncDispose]: async () => { if (opts.keepLogsIn) copyLogs(mesh.dataDir, opts.keepLogsIn); } };
   const started = Date.now();
