@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup tools up up-cluster down demo test bench lint typecheck check clean
+.PHONY: setup tools up up-cluster down demo test chaos bench lint typecheck check clean
 
 setup: node_modules tools ## install npm packages and the pinned NATS binaries
 
@@ -28,6 +28,9 @@ demo: setup ## run the mesh end to end with embedded defaults, then stop it
 
 test: setup ## the whole test suite on real nats-servers
 	npm test
+
+chaos: setup ## fault scenarios on a 3-node mesh (leader kill, SIGSTOP, rolling restart, agent/coordinator/lineage kill, all nodes down) with per-flow accounting
+	npm run chaos
 
 bench: setup ## benchmarks: ratios against hand-written baselines measured in the same run
 	npm run bench

@@ -10,7 +10,6 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -21,7 +20,7 @@ import { renderClusterInfra, type RenderClusterResult } from "../services/cli/co
 import { spawnNatsServer, waitForCluster, type NatsProcess } from "../services/cli/nats-process.ts";
 import { readPidFile } from "../services/cli/pid-files.ts";
 import { nodePidFile, pidFileOf } from "../services/cli/processes.ts";
-import { freePort, repoRoot, startServer, toolPath, waitFor } from "./harness/index.ts";
+import { freePort, freeRun, portFree, repoRoot, startServer, toolPath, waitFor } from "./harness/index.ts";
 
 const cliPath = join(repoRoot, "services", "cli", "main.ts");
 const layout = defaultLayout();
@@ -47,25 +46,6 @@ function run(file: string, args: string[]): Promise<Run> {
   return new Promise((resolve) => {
     execFile(file, args, (err, stdout, stderr) => resolve({ code: err ? Number(err.code) : 0, stdout, stderr }));
   });
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
-}
-
-/** A first port of `count` consecutive free ones (node i uses base + i - 1). */
-async function freeRun(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 40_000);
-    let ok = true;
-    for (let i = 0; i < count && ok; i++) ok = await portFree(base + i);
-    if (ok) return base;
-  }
-  throw new Error(`no ${count} consecutive free ports found`);
 }
 
 /** Stream info once every follower is current, with its config and cluster view. */

@@ -58,3 +58,23 @@ export function freePort(): Promise<number> {
     });
   });
 }
+
+/** Whether nothing listens on 127.0.0.1:`port` (bound and released). */
+export function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+}
+
+/** A first port of `count` consecutive free ones (node i of a cluster uses base + i - 1). */
+export async function freeRun(count: number): Promise<number> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 40_000);
+    let ok = true;
+    for (let i = 0; i < count && ok; i++) ok = await portFree(base + i);
+    if (ok) return base;
+  }
+  throw new Error(`no ${count} consecutive free ports found`);
+}

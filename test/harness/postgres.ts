@@ -14,6 +14,7 @@ import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync }
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import { Client } from "pg";
 import { waitFor } from "./wait.ts";
 
@@ -26,6 +27,8 @@ export interface PostgresServer extends AsyncDisposable {
   createDatabase(name?: string): Promise<string>;
   /** Fast shutdown (SIGINT: abort transactions, disconnect clients), then removes the directory. */
   stop(): Promise<void>;
+  /** SIGKILL (a crash: its clients see the connection drop), then, after `downMs`, the same server on the same port and data again. */
+  crashAndRestart(downMs: number): Promise<void>;
   /** What the server logged, for diagnosing a failed test. */
   logs(): string;
 }
@@ -81,9 +84,7 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<Postgre
     ], { cwd: workDir, ...spawnAs });
     if (init.code !== 0) throw new Error(`initdb failed (exit ${init.code}):\n${init.output}`);
 
-    // A free port can be taken between probing and binding: then postgres exits, and we try another.
-    for (let attempt = 1; ; attempt++) {
-      const port = await freePort();
+    const launch = (port: number): AbortSignal => {
       const proc = spawn(join(bin, "postgres"), [
         "-D", dataDir, "-p", String(port), "-k", workDir,
         "-c", "listen_addresses=127.0.0.1",
@@ -104,20 +105,31 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<Postgre
         live.delete(proc);
         gone.abort(new Error(`postgres exited (code ${code}, signal ${signal}):\n${log}`));
       });
+      return gone.signal;
+    };
+    const ready = (port: number, gone: AbortSignal) => {
+      const admin = `postgres://postgres@127.0.0.1:${port}/postgres`;
+      return waitFor(async () => {
+        const client = new Client({ connectionString: admin, connectionTimeoutMillis: 2_000 });
+        try {
+          await client.connect();
+          await client.query("SELECT 1");
+          return true;
+        } finally {
+          await client.end().catch(() => {});
+        }
+      }, { timeoutMs: opts.readyTimeoutMs ?? 30_000, what: `postgres on port ${port} to accept connections`, signal: gone });
+    };
+
+    // A free port can be taken between probing and binding: then postgres exits, and we try another.
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort();
+      const gone = launch(port);
       const admin = `postgres://postgres@127.0.0.1:${port}/postgres`;
       try {
-        await waitFor(async () => {
-          const client = new Client({ connectionString: admin, connectionTimeoutMillis: 2_000 });
-          try {
-            await client.connect();
-            await client.query("SELECT 1");
-            return true;
-          } finally {
-            await client.end().catch(() => {});
-          }
-        }, { timeoutMs: opts.readyTimeoutMs ?? 30_000, what: `postgres on port ${port} to accept connections`, signal: gone.signal });
+        await ready(port, gone);
       } catch (err) {
-        if (gone.signal.aborted && /could not bind|address already in use/i.test(log) && attempt < 5) {
+        if (gone.aborted && /could not bind|address already in use/i.test(log) && attempt < 5) {
           log = "";
           continue;
         }
@@ -140,6 +152,14 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<Postgre
         port,
         createDatabase,
         stop,
+        async crashAndRestart(downMs) {
+          const proc = child!;
+          const exited = new Promise((resolve) => proc.once("exit", resolve));
+          proc.kill("SIGKILL");
+          await exited;
+          await delay(downMs); // the outage's length, by design
+          await ready(port, launch(port));
+        },
         logs: () => log,
         [Symbol.asyncDispose]: stop,
       };
