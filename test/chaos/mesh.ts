@@ -88,7 +88,7 @@ function alive(pid: number): boolean {
  */
 export async function startChaosMesh(opts: { postgres?: boolean } = {}): Promise<ChaosMesh> {
   const dataDir = mkdtempSync(join(tmpdir(), "causeway-chaos-"));
-  const postgres = opts.postgres ? await startPostgres({ database: "causeway_lineage" }) : undefined;
+  const postgres = opts.postgres ? await startPostgres({ database: "causeway_lineage", durable: true }) : undefined;
   const ports = { client: await freeRun(NODES), monitor: await freeRun(NODES), cluster: await freeRun(NODES) };
   const gatewayPort = await freePort();
   const urls = Array.from({ length: NODES }, (_, i) => `nats://127.0.0.1:${ports.client + i}`);

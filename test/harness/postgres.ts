@@ -8,7 +8,8 @@
 //
 // The instance runs with fsync, full-page writes and synchronous commit off: its data is thrown away when the
 // test ends, so crash durability buys nothing, and without them initdb and every commit are several times
-// faster. Transactions, locks and constraints — what the tests exercise — behave the same.
+// faster. Transactions, locks and constraints — what the tests exercise — behave the same. A test that crashes
+// the server asks for `durable` (a lost acknowledged commit would be the harness's doing, not the code's).
 import { spawn, type ChildProcess } from "node:child_process";
 import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
@@ -39,6 +40,11 @@ export interface PostgresOptions {
   database?: string;
   /** Milliseconds to wait for the server to accept connections. Default 30000. */
   readyTimeoutMs?: number;
+  /**
+   * Keep PostgreSQL's crash durability (fsync, full-page writes, synchronous commit on), for tests that crash the
+   * server: without it a commit the client was told about can be lost, which no production server allows.
+   */
+  durable?: boolean;
 }
 
 const INSTALL_HINT = "install it with `apt-get install -y postgresql` (Debian/Ubuntu), or put its bin directory on PG_BIN";
@@ -88,7 +94,7 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<Postgre
       const proc = spawn(join(bin, "postgres"), [
         "-D", dataDir, "-p", String(port), "-k", workDir,
         "-c", "listen_addresses=127.0.0.1",
-        "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off",
+        ...(opts.durable ? [] : ["-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off"]),
         "-c", "max_connections=200", "-c", "logging_collector=off",
       ], { cwd: workDir, stdio: ["ignore", "ignore", "pipe"], ...spawnAs });
       child = proc;
