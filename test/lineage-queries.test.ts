@@ -239,6 +239,10 @@ for (const kind of lineageStoreKinds) {
 
     test("listEvents - filters by agent, type, stream, failures and time, and pages", async (t) => {
       const { store, flow } = await setup(t, kind);
+      // Listings show which implementation did the work: the planner's tasks carry the version it signed.
+      const planner = await listEvents(store, { principal: "planner" });
+      assert.ok(planner.events.length > 0);
+      assert.deepEqual([...new Set(planner.events.map((e) => e.version))], [flow.tasks[0]!.attributes.agentversion]);
       const verifier = await listEvents(store, { principal: "verifier" });
       assert.deepEqual(verifier.events.map((e) => e.id), flow.verified.map((e) => e.id));
       assert.equal(verifier.next, null);
@@ -262,7 +266,7 @@ for (const kind of lineageStoreKinds) {
       const summary = first.events[1]!;
       assert.deepEqual(summary, {
         index: 1, stream: "MESH_CAP", seq: 1, subject: "mesh.cap.plan.v1", source: flow.request.source, id: flow.request.id, type: "report.requested",
-        time: flow.request.attributes.time, principal: "gateway", keyid: flow.keyids.gateway, verified: true, code: null, correlationid: flow.correlationId,
+        time: flow.request.attributes.time, principal: "gateway", version: null, keyid: flow.keyids.gateway, verified: true, code: null, correlationid: flow.correlationId,
         causationid: null, quarantineReason: null,
       });
     });

@@ -72,7 +72,7 @@ export function renderImpact(r: ImpactResult): string {
 export function renderEvents(list: EventList): string {
   const rows = [["INDEX", "STREAM", "SEQ", "TIME", "TYPE", "AGENT", "VERIFIED", "EVENT"]];
   for (const e of list.events) {
-    rows.push([String(e.index), e.stream, String(e.seq), e.time ?? "-", e.type ?? "-", e.principal ?? "-", e.verified ? "✓" : `✗ ${e.code ?? ""}`, e.id ?? "-"]);
+    rows.push([String(e.index), e.stream, String(e.seq), e.time ?? "-", e.type ?? "-", agent(e), e.verified ? "✓" : `✗ ${e.code ?? ""}`, e.id ?? "-"]);
   }
   return [table(rows), "", list.next === null ? `${list.events.length} records` : `${list.events.length} records; more with --after ${list.next}`].join("\n");
 }

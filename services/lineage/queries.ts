@@ -179,6 +179,8 @@ export interface EventSummary {
   readonly type: string | null;
   readonly time: string | null;
   readonly principal: string | null;
+  /** The agent's implementation version (signed `agentversion`; verified records only). */
+  readonly version: string | null;
   readonly keyid: string | null;
   readonly verified: boolean;
   readonly code: string | null;
@@ -317,6 +319,7 @@ export function summarize(stored: StoredRecord, record: LineageRecord): EventSum
     type: a?.type ?? null,
     time: a?.time ?? null,
     principal: v.principal ?? null,
+    version: v.result === "verified" ? (a?.[ContextExtension.AgentVersion] ?? null) : null,
     keyid: v.keyid ?? null,
     verified: v.result === "verified",
     code: v.code ?? null,
