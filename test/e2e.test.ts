@@ -2,10 +2,10 @@
 // permissions, on a real nats-server; crashes and drains under load.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { jetstream } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  NatsBinding, createEvent, defaultLayout, deriveEventId, flowIdOf, parseFactRef, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent,
+  NatsBinding, createEvent, defaultLayout, deriveEventId, flowIdOf, parseFactRef, subscriptionDurable, newTraceparent, readSeed, signEvent, signingKeyFromNkeySeed, uuidv7, type CloudEvent,
 } from "../services/kit/index.ts";
 import { collectFlow, readMessages } from "../services/cli/flow.ts";
 import { REFERENCE_AGENTS, agentScript, startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
@@ -32,6 +32,12 @@ describe("end to end, agents as processes", () => {
     const listeners = Object.values(defaultLayout().principals.principals).filter((p) => p.subscribes.includes("report.published.v1"));
     assert.ok(listeners.length > 0);
     const procs = [...REFERENCE_AGENTS, ...listeners.map((p) => p.name)].map((name) => mesh.spawn(agentScript(name)));
+    // A subscriber gets the facts published after its durable exists: the request waits until every listener has one.
+    const jsm = await jetstreamManager(mesh.operator);
+    for (const p of listeners) {
+      const durable = subscriptionDurable(p.name, parseFactRef("report.published.v1")!);
+      await waitFor(() => jsm.consumers.info("MESH_EVT", durable).then(() => true, () => false), { what: `${durable} to exist`, timeoutMs: 30_000 });
+    }
     const gateway = await mesh.as("gateway");
     const req = await request(mesh, gateway, ["Which battery chemistries lead grid-scale storage?", "What does a megawatt-hour of storage cost?"]);
     const report = await waitFor(async () => (await readMessages(mesh.operator, "MESH_EVT", "mesh.evt.report.published.v1"))[0], { what: "report.published", timeoutMs: 30_000 });
