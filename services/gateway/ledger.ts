@@ -17,7 +17,7 @@ import type { MsgHdrs } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import {
   ErrorCode, GATEWAY_MARK_PREFIX, MAX_ATTRIBUTE_BYTES, MsgIdKind, NatsBinding, QuarantineReason, StreamPublishError, WRONG_LAST_SEQUENCE, binaryHeaderBytes,
-  flowIdOf, msgId, type CloudEvent, type MsgIdOwner, type StreamPublisher,
+  msgId, type CloudEvent, type MsgIdOwner, type StreamPublisher,
 } from "../kit/index.ts";
 import { IngestError, type Accepted } from "./outcome.ts";
 import { traceIdOf, type Checked } from "./notarize.ts";
@@ -96,7 +96,7 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, maxPayl
   return {
     async publish(checked, event) {
       const accepted: Accepted = {
-        status: 202, id: event.id, source: event.source, type: event.type, correlationid: flowIdOf(checked.event), traceid: traceIdOf(checked.traceparent),
+        status: 202, id: event.id, source: event.source, type: event.type, correlationid: checked.flow, traceid: traceIdOf(checked.traceparent),
         subject: checked.route.subject, duplicate: false,
       };
       const size = binaryHeaderBytes(event);
@@ -133,7 +133,7 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, maxPayl
             });
             forgetter.keep(markKey); // published now: a pending forget of this mark must not delete it
           }
-          return { status: 202, id: first.id, source: first.source, type: first.type, correlationid: flowIdOf(checked.event), traceid: first.traceid, subject: first.subject, duplicate: true };
+          return { status: 202, id: first.id, source: first.source, type: first.type, correlationid: checked.flow, traceid: first.traceid, subject: first.subject, duplicate: true };
         }
         // The mark of an earlier attempt whose publish failed was deleted: take the key over. Its revision
         // guards it, so of two gateways racing for it one fails (503, and the upstream retries).

@@ -32,6 +32,8 @@ export interface Checked {
   readonly route: Route;
   /** SHA-256 (hex) of (source, id): the dedupe key, the JetStream msg id and the seed of a derived trace id. */
   readonly key: string;
+  /** The flow the event starts (the kit's flowIdOf): its `correlationid` once notarized, and the 202's. */
+  readonly flow: string;
   /** Signed by the upstream itself: forwarded unchanged. */
   readonly signed: boolean;
   readonly traceparent: string;
@@ -84,6 +86,7 @@ export function createNotary(deps: NotaryDeps): Notary {
         });
       }
       const signed = event.extensions[DSSE_MATERIAL] !== undefined;
+      const flow = flowIdOf(event);
       if (signed) {
         const trusted = received === "now" ? deps.trust.verify(event, { receivedAt: "now" }) : deps.trust.verifyMessage(received, { event });
         if (trusted.entry.principal !== upstream.name) {
@@ -98,8 +101,8 @@ export function createNotary(deps: NotaryDeps): Notary {
         }
         // Its signature covers every attribute: nothing can be moved, so a context pointing elsewhere is refused.
         const correlation = event.extensions[ContextExtension.CorrelationId];
-        if (event.extensions[ContextExtension.CausationId] !== undefined || (correlation !== undefined && String(correlation) !== flowIdOf(event))) {
-          throw new IngestError(ErrorCode.UpstreamContext, `a signed upstream event may not carry causationid, nor a correlationid other than its flow id ("${flowIdOf(event)}", from its source and id): the gateway correlates the flows upstreams start`, {
+        if (event.extensions[ContextExtension.CausationId] !== undefined || (correlation !== undefined && String(correlation) !== flow)) {
+          throw new IngestError(ErrorCode.UpstreamContext, `a signed upstream event may not carry causationid, nor a correlationid other than its flow id ("${flow}", from its source and id): the gateway correlates the flows upstreams start`, {
             reason: QuarantineReason.PolicyDenied, attribute: event.extensions[ContextExtension.CausationId] !== undefined ? ContextExtension.CausationId : ContextExtension.CorrelationId,
           });
         }
@@ -127,7 +130,7 @@ export function createNotary(deps: NotaryDeps): Notary {
       const key = dedupeKey(event);
       const upstreamTrace = event.extensions[ContextExtension.TraceParent];
       const traceparent = parseTraceparent(upstreamTrace) ? String(upstreamTrace) : derivedTraceparent(key);
-      return { event, upstream, route, key, signed, traceparent };
+      return { event, upstream, route, key, flow, signed, traceparent };
     },
 
     notarize(checked, now = new Date()) {
@@ -145,7 +148,7 @@ export function createNotary(deps: NotaryDeps): Notary {
       extensions[UPSTREAM_EXTENSION] = checked.upstream.name;
       extensions[ContextExtension.EmittedAt] = now.toISOString();
       extensions[ContextExtension.TraceParent] = checked.traceparent;
-      extensions[ContextExtension.CorrelationId] = flowIdOf(e);
+      extensions[ContextExtension.CorrelationId] = checked.flow;
       return signEvent(createEvent({
         ...e, time: e.time ?? now.toISOString(), dataschema: checked.route.dataschema, extensions, data: e.data,
       }), deps.key);

@@ -15,7 +15,7 @@ import type { Logger } from "pino";
 import type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, HandlerInput } from "./agent-api.ts";
 import { RetryableError, agentStatsEndpoint } from "./agent-api.ts";
 import { NatsBinding } from "./binding.ts";
-import { ContextExtension, childTraceparent, deriveEventId, isExpired, outputEventInit, parseTraceparent, principalSource } from "./context.ts";
+import { ContextExtension, childTraceparent, correlationIdOf, deriveEventId, isExpired, outputEventInit, parseTraceparent, principalSource } from "./context.ts";
 import { addControlEndpoint } from "./control.ts";
 import { CausewayError, ConfigError, ErrorCode, QuarantineReason, SchemaError, quarantineReasonOf } from "./errors.ts";
 import type { QuarantineReasonValue } from "./errors.ts";
@@ -210,7 +210,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     }
     const verified = trusted.event;
     const span = startProcessSpan(msg.subject, verified, { consumer: inlet.durable, deliveryCount: msg.info.deliveryCount });
-    logFields = () => ({ eventId: verified.id, correlationId: String(verified.extensions.correlationid ?? verified.id), ...spanIds(span, verified) });
+    logFields = () => ({ eventId: verified.id, correlationId: correlationIdOf(verified), ...spanIds(span, verified) });
     try {
       // 2b. policy: may this principal address this capability at all? (A fact addresses nobody: its signer may
       // emit its type — the trust store checked that — and the server let it publish on the fact's subject.)
@@ -497,7 +497,7 @@ interface Inlet {
  * exactly the facts its principal `subscribes` to in principals.json, each with the major of its dataschema —
  * the durables and permissions are rendered from there. CW_ERR_CONFIG naming the difference otherwise.
  */
-function subscriptionsOf(def: AgentDefinition, layout: MeshLayout, schemas: SchemaRegistry): MeshLayout["subscriptionConsumers"] extends (p: string) => infer R ? R : never {
+function subscriptionsOf(def: AgentDefinition, layout: MeshLayout, schemas: SchemaRegistry): ReturnType<MeshLayout["subscriptionConsumers"]> {
   // A principal principals.json does not know (a benchmark's, on an open server) subscribes to nothing there.
   const declared = Object.hasOwn(layout.principals.principals, def.principal) ? layout.subscriptionConsumers(def.principal) : [];
   const wanted = Object.entries(def.subscribes ?? {}).map(([type, dataschema]) => {

@@ -156,7 +156,7 @@ export interface DeclaredOutputs {
  * base (`<base>/<major>.<minor>.<patch>`), all different: otherwise "newest" means nothing (CW_ERR_CONFIG).
  * Throws SchemaError CW_ERR_UNKNOWN_SCHEMA for a dataschema the registry does not have.
  */
-export function compileEmits(schemas: SchemaRegistry, emits: Emits, who: string, subjects: Pick<MeshSubjects, "parse">): DeclaredOutputs {
+export function compileEmits(schemas: SchemaRegistry, emits: Emits, who: string, subjects: Pick<MeshSubjects, "parse" | "prefix">): DeclaredOutputs {
   interface Declared { readonly dataschema: string; readonly version: SchemaVersion | undefined; readonly validate: DataValidator }
   const byType = new Map<string, readonly Declared[]>(); // newest first
   for (const [type, value] of Object.entries(emits)) {
@@ -177,30 +177,30 @@ export function compileEmits(schemas: SchemaRegistry, emits: Emits, who: string,
     byType.set(type, declared);
   }
   const undeclared = (message: string) => new CausewayError(ErrorCode.UndeclaredOutput, message);
+  // Per output, the subject is parsed only when it matters: a fact's (its type and major are checked) or a
+  // choice between several versions; the common case — one version, work for a capability — is a map lookup.
+  const factHead = `${subjects.prefix}.evt.`;
   return {
     choose(emit) {
       const declared = byType.get(emit.type);
       if (!declared) throw undeclared(`handler emitted ${emit.type}, which ${who} does not declare in emits`);
-      if (emit.dataschema !== undefined) {
-        const chosen = declared.find((d) => d.dataschema === emit.dataschema);
-        if (!chosen) throw undeclared(`handler emitted ${emit.type} as ${emit.dataschema}, which ${who} does not declare in emits (it declares ${declared.map((d) => d.dataschema).join(", ")})`);
-        return chosen;
+      const named = emit.dataschema === undefined ? undefined : declared.find((d) => d.dataschema === emit.dataschema);
+      if (emit.dataschema !== undefined && !named) {
+        throw undeclared(`handler emitted ${emit.type} as ${emit.dataschema}, which ${who} does not declare in emits (it declares ${declared.map((d) => d.dataschema).join(", ")})`);
       }
-      const to = parsed(subjects, emit.to);
-      // A fact is published on its own subject, `<prefix>.evt.<type>.v<major>`: subscribers filter on it.
-      if (to?.kind === "evt") {
-        const chosen = declared.find((d) => (d.version?.major ?? to.major) === to.major && d.dataschema === (emit.dataschema ?? d.dataschema));
-        if (to.type !== emit.type || !chosen) {
+      if (emit.to.startsWith(factHead)) {
+        // A fact is published on its own subject, `<prefix>.evt.<type>.v<major>`: subscribers filter on it.
+        const to = parsed(subjects, emit.to);
+        const major = to?.kind === "evt" && to.type === emit.type ? to.major : undefined;
+        const chosen = major === undefined ? undefined : (named ? [named] : declared).find((d) => (d.version?.major ?? major) === major);
+        if (!chosen) {
           throw undeclared(`handler emitted ${emit.type} ${emit.dataschema ?? `(${declared.map((d) => d.dataschema).join(", ")})`} on ${emit.to}: a fact goes on the subject of its own type and major, ${declared.map((d) => `<prefix>.evt.${emit.type}.v${d.version?.major ?? "?"}`).join(" or ")}`);
         }
         return chosen;
       }
-      if (emit.dataschema !== undefined) {
-        const chosen = declared.find((d) => d.dataschema === emit.dataschema);
-        if (!chosen) throw undeclared(`handler emitted ${emit.type} as ${emit.dataschema}, which ${who} does not declare in emits (it declares ${declared.map((d) => d.dataschema).join(", ")})`);
-        return chosen;
-      }
+      if (named) return named;
       if (declared.length === 1) return declared[0]!;
+      const to = parsed(subjects, emit.to);
       const major = to?.kind === "cap" || to?.kind === "handoff" ? to.major : undefined;
       return (major === undefined ? undefined : declared.find((d) => d.version!.major === major)) ?? declared[0]!;
     },

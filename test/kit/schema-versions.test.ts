@@ -80,7 +80,13 @@ test("schema versions - compileEmits: the named dataschema, else the only one, e
   assert.equal(choose("mesh.cap.research.v2"), V200);
   assert.equal(choose("mesh.handoff.research.v1"), V110);
   assert.equal(choose("mesh.cap.research.v3"), V200, "no declared version of the subject's major: the newest");
-  assert.equal(choose("mesh.evt.plan.created"), V200, "a subject without a major: the newest");
+  // A fact goes on its own type's subject, in the major of the version chosen — named or not.
+  assert.equal(choose("mesh.evt.research.task.created.v1"), V110, "a fact: the newest of the subject's major");
+  assert.equal(choose("mesh.evt.research.task.created.v2"), V200);
+  assert.equal(choose("mesh.evt.research.task.created.v1", V100), V100, "named, on its major's subject");
+  for (const [to, dataschema] of [["mesh.evt.plan.created", undefined], ["mesh.evt.research.task.created.v3", undefined], ["mesh.evt.research.task.created.v1", V200], ["mesh.evt.report.published.v1", V110]] as const) {
+    assert.throws(() => choose(to, dataschema), (err: unknown) => isCausewayError(err, ErrorCode.UndeclaredOutput) && /a fact goes on the subject of its own type and major/.test(err.message), `${to} ${dataschema ?? ""}`);
+  }
   assert.equal(choose("mesh.cap.research.v2", V100), V100, "named: taken as named");
   assert.throws(() => choose("mesh.cap.research.v1", `${TASK}/1.0.9`), (err: unknown) => isCausewayError(err, ErrorCode.UndeclaredOutput) && /declares .*1\.0\.0/.test(err.message));
   assert.throws(() => outputs.choose({ type: "report.published", to: "mesh.evt.report.published.v1" }), (err: unknown) => isCausewayError(err, ErrorCode.UndeclaredOutput));

@@ -9,7 +9,7 @@ import { jetstream } from "@nats-io/jetstream";
 import { createUser } from "@nats-io/nkeys";
 import { connect } from "@nats-io/transport-node";
 import {
-  ErrorCode, KvBucket, createEvent, createLogger, createStreamPublisher, defaultLayout, isCausewayError, newTraceparent, openMeshBucket, signEvent,
+  ErrorCode, KvBucket, createEvent, createLogger, createStreamPublisher, defaultLayout, flowIdOf, isCausewayError, newTraceparent, openMeshBucket, signEvent,
   signingKeyFromNkeySeed, type CloudEvent,
 } from "../../services/kit/index.ts";
 import { applyMeshInfra } from "../../services/cli/bootstrap.ts";
@@ -90,7 +90,7 @@ describe("the gateway's message ids and payload size", () => {
           id, source: DEMO_SOURCE, type: "report.requested", datacontenttype: "application/json", dataschema: REQUEST_SCHEMA,
           extensions: { traceparent: newTraceparent(), upstream: "upstream-demo" }, data: JSON.stringify({ pad: "x".repeat(dataBytes - 12) }),
         });
-        const checked: Checked = { event, upstream, route, key: dedupeKey(event), signed: false, traceparent: String(event.extensions.traceparent) };
+        const checked: Checked = { event, upstream, route, key: dedupeKey(event), flow: flowIdOf(event), signed: false, traceparent: String(event.extensions.traceparent) };
         return { checked, event: signEvent(event, key) };
       };
 
