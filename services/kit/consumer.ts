@@ -26,7 +26,7 @@ export interface ConsumeOptions {
   readonly log: Logger;
   /** Delay of the nak after a handler threw. Default 1000 ms. */
   readonly retryDelayMs?: number;
-  /** How long a pull waits; a deleted consumer or stream is noticed within it. Default 5000 ms. */
+  /** How long a pull waits; a deleted consumer or stream, or a consumer whose leader moved, is noticed within two of it. Default 2000 ms. */
   readonly expiresMs?: number;
 }
 
@@ -49,7 +49,7 @@ export interface DurableConsumer extends AsyncDisposable {
 }
 
 const DEFAULT_RETRY_MS = 1_000;
-const DEFAULT_EXPIRES_MS = 5_000;
+const DEFAULT_EXPIRES_MS = 2_000;
 
 /** Starts consuming `opts.durable` on `opts.stream`; fails fast when the consumer does not exist. */
 export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): Promise<DurableConsumer> {

@@ -92,7 +92,7 @@ export { readStream } from "./stream-read.ts";
 export { bearerMatcher, devTokenPath, ensureTokenFile, isTokenDigest, tokenDigestHex } from "./bearer.ts";
 
 // Publishing to streams with many acks in flight (one inbox subscription, not one request per message)
-export { StreamPublishError, WRONG_LAST_SEQUENCE, createStreamPublisher } from "./stream-publisher.ts";
+export { PUBLISH_ACK_TIMEOUT_MS, StreamPublishError, WRONG_LAST_SEQUENCE, createStreamPublisher } from "./stream-publisher.ts";
 export type { PubAck, StreamPublishOptions, StreamPublisher } from "./stream-publisher.ts";
 
 // Message ids: namespaced by their publisher, tagged with its key; a duplicate ack confirmed before it counts

@@ -60,13 +60,16 @@ interface Pending {
   readonly deadline: number;
 }
 
+/** How long a publish waits for the stream's ack by default (as nats.js): a consumer's ack_wait must outlast it. */
+export const PUBLISH_ACK_TIMEOUT_MS = 5_000;
+
 /**
  * A publisher on `nc` whose acks arrive under `inboxPrefix` (the connection's own inbox prefix, the only one
  * its permissions allow). A publish not acknowledged within `timeoutMs` (default 5 s, as nats.js) rejects;
  * the stream may still have stored it, so a retry must carry the same Nats-Msg-Id.
  */
 export function createStreamPublisher(nc: NatsConnection, inboxPrefix: string, opts: { timeoutMs?: number } = {}): StreamPublisher {
-  const timeoutMs = opts.timeoutMs ?? 5_000;
+  const timeoutMs = opts.timeoutMs ?? PUBLISH_ACK_TIMEOUT_MS;
   const inbox = createInbox(inboxPrefix);
   const tokenAt = inbox.length + 1;
   const pending = new Map<string, Pending>();
