@@ -9,7 +9,7 @@ import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import { createUser } from "@nats-io/nkeys";
-import { startServer, runNats, runNatsJson, repoRoot } from "./harness/index.ts";
+import { freePort, startServer, runNats, runNatsJson, repoRoot } from "./harness/index.ts";
 import { ErrorCode, MESH_BUCKETS, STREAMS_APPLY, isCausewayError } from "../services/kit/index.ts";
 import { applyStreams, loadStreamDefinitions, type ApplyResult, type StreamDefinition } from "../services/kit/ops/index.ts";
 
@@ -303,6 +303,9 @@ test("streams - the CLI authenticates with an NKey seed file", async () => {
     const viaEnv = await runCli(["streams", "apply", "--server", server.url], { CAUSEWAY_NKEY: seedFile });
     assert.equal(viaEnv.code, 0, viaEnv.stderr);
     assert.match(viaEnv.stdout, /^= MESH_EVT unchanged$/m);
+    // A server list, as NATS_URL gives one to every service: the live node is found whatever the first entry is.
+    const viaList = await runCli(["streams", "apply", "--server", `nats://127.0.0.1:${await freePort()}, ${server.url}`, "--nkey", seedFile]);
+    assert.equal(viaList.code, 0, viaList.stderr);
   } finally {
     rmSync(seedDir, { recursive: true, force: true });
   }
