@@ -2,7 +2,7 @@
 // that need to see inside; the process-level tests spawn services/coordinator/main.ts instead.
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
-import { createLogger, createSchemaRegistry, defaultLayout, loadPrincipals, openTrustStore, readSeed, signingKeyFromNkeySeed } from "../services/kit/index.ts";
+import { createLogger, createSchemaRegistry, defaultLayout, loadPrincipals, openTrustStore, readSeed, signingKeyFromNkeySeed, startRouter } from "../services/kit/index.ts";
 import type { CoordinatorDeps, CoordinatorModule, StartModule } from "../services/coordinator/module.ts";
 import { loadPolicy, parsePolicy, type PolicyStore } from "../services/coordinator/policy.ts";
 import type { OperatedMesh } from "./e2e-fixture.ts";
@@ -30,6 +30,7 @@ export async function startCoordinator(mesh: OperatedMesh, modules: StartModule[
     nc, js, jsm: await jetstreamManager(nc), trust, key: signingKeyFromNkeySeed(readSeed("coordinator", mesh.dataDir)),
     principal: "coordinator", layout: defaultLayout(), subjects: defaultLayout().subjects, schemas: createSchemaRegistry(), policy: store, service,
     log: createLogger({ name: "coordinator", level: process.env.LOG_LEVEL ?? "silent" }),
+    router: await startRouter(nc, defaultLayout().subjects, { log: createLogger({ name: "coordinator", level: "silent" }) }),
   };
   const started: CoordinatorModule[] = [];
   for (const start of modules) started.push(await start(deps));

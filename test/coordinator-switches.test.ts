@@ -9,7 +9,7 @@ import { Kvm } from "@nats-io/kv";
 import { Svcm, type Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  CausewayError, ErrorCode, KvBucket, NatsBinding, createEvent, capabilityDurable, createLogger, createSchemaRegistry, decisionSchema, loadPrincipals, newTraceparent, openTrustStore, readSeed, seedPath, signEvent, signingKeyFromNkeySeed, startAgent, subjectsFor, defaultLayout, uuidv7, type Agent, type TrustStore, MESH_TARGET, PAUSED_UNTIL_RESUMED, encodeSwitch, parseSwitch, parseSwitchKey, switchKey, watchSwitches, type SwitchValue,
+  CausewayError, ErrorCode, KvBucket, NatsBinding, createEvent, capabilityDurable, createLogger, createSchemaRegistry, decisionSchema, loadPrincipals, newTraceparent, openTrustStore, readSeed, seedPath, signEvent, signingKeyFromNkeySeed, startAgent, startRouter, subjectsFor, defaultLayout, uuidv7, type Agent, type TrustStore, MESH_TARGET, PAUSED_UNTIL_RESUMED, encodeSwitch, parseSwitch, parseSwitchKey, switchKey, watchSwitches, type SwitchValue,
 } from "../services/kit/index.ts";
 import type { SwitchReply, SwitchStatusReply } from "../services/coordinator/contract.ts";
 import { createPlannerDefinition } from "../services/agents/planner/definition.ts";
@@ -66,6 +66,7 @@ async function startReplica(mesh: OperatedMesh, lines?: string[]): Promise<Repli
     principal: "coordinator", layout: defaultLayout(), subjects: defaultLayout().subjects, schemas: createSchemaRegistry(),
     policy: { policy: () => loadPolicy(loadPrincipals()), close() {} }, service,
     log: lines ? createLogger({ name: "coordinator", level: "debug", destination: { write: (line: string) => { lines.push(line); } } }) : quiet("coordinator"),
+    router: await startRouter(nc, defaultLayout().subjects, { log: quiet("router") }),
   };
   const module = await start(deps);
   await nc.flush(); // its endpoints are on the server before a test asks

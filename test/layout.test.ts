@@ -11,7 +11,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { repoRoot, startServer } from "./harness/index.ts";
 import {
-  ConfigError, ErrorCode, KvBucket, MESH_BUCKETS, PUBLISH_ACK_TIMEOUT_MS, STREAMS_APPLY, isCausewayError, loadLayout, loadPrincipals, parsePrincipals, openLeases, openMeshBucket, openProcessedSet, type MeshLayout,
+  ConfigError, ErrorCode, KvBucket, LANES, MESH_BUCKETS, PUBLISH_ACK_TIMEOUT_MS, STREAMS_APPLY, isCausewayError, loadLayout, loadPrincipals, parsePrincipals, openLeases, openMeshBucket, openProcessedSet, type MeshLayout,
 } from "../services/kit/index.ts";
 import { ensureMeshBuckets } from "../services/kit/ops/index.ts";
 import { CAPABILITY_TEMPLATE, FILES_PREFIX } from "../services/kit/internal.ts";
@@ -95,7 +95,7 @@ test("layout - every durable principals.json and the services name exists as a f
       // Derived consumers come from the templates: a capability's, a subscription's; the others from their files.
       const subscription = c.stream === "MESH_EVT" ? layout.subscriptionConsumers(p.name).find((s) => s.config.durable_name === c.durable) : undefined;
       const config = c.stream === "MESH_CAP" && c.durable.startsWith("cap-")
-        ? layout.capabilityConsumer(...capabilityOf(layout, c.durable))
+        ? capabilityConsumerOf(layout, c.durable)
         : subscription?.config ?? layout.durable(c.stream, c.durable);
       assert.equal(config.durable_name, c.durable, `${p.name}: ${c.stream}/${c.durable}`);
       if (c.filter !== undefined) assert.equal(config.filter_subject, c.filter, `${p.name}: ${c.stream}/${c.durable} filter`);
@@ -204,11 +204,16 @@ test("layout - services open buckets and never create them: a clear error naming
   assert.deepEqual(await ensureMeshBuckets(nc), [], "existing buckets are left alone");
 });
 
-function capabilityOf(layout: MeshLayout, durable: string): [string, number] {
-  const cap = Object.values(layout.principals.capabilities).find((c) => layout.capabilityConsumer(c.name, c.major).durable_name === durable);
-  assert.ok(cap, `${durable} is the consumer of a capability of principals.json`);
-  return [cap.name, cap.major];
+/** A capability's consumer, or one of its lanes', by durable name. */
+function capabilityConsumerOf(layout: MeshLayout, durable: string): ReturnType<MeshLayout["capabilityConsumer"]> {
+  for (const c of Object.values(layout.principals.capabilities)) {
+    for (const config of [layout.capabilityConsumer(c.name, c.major), ...LANES.map((lane) => layout.laneConsumer(c.name, c.major, lane))]) {
+      if (config.durable_name === durable) return config;
+    }
+  }
+  assert.fail(`${durable} is the consumer of a capability of principals.json or of one of its lanes`);
 }
+
 
 /** `[file, stream, durable]` for each durable a service names with a literal: `consumers.get|info(STREAM, "name")`, `durable_name: NAME`. */
 function namedInCode(): [string, string, string][] {

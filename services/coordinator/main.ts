@@ -4,7 +4,7 @@
 // create-only writes keep each decision single.
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
-import { createSchemaRegistry, defaultLayout, runServiceProcess } from "../kit/index.ts";
+import { createSchemaRegistry, defaultLayout, runServiceProcess, startRouter } from "../kit/index.ts";
 import type { CoordinatorModule, StartModule } from "./module.ts";
 import { loadPolicy, watchPolicy } from "./policy.ts";
 import { start as startHandoffs } from "./handoffs.ts";
@@ -24,9 +24,11 @@ await runServiceProcess("coordinator", async ({ principal, nc, trust, key, layou
     metadata: { critical: Object.keys(policy.policy().capabilities).join(",") },
   });
   defer(() => service.stop());
+  const router = await startRouter(nc, layout.subjects, { log });
+  defer(() => router.close());
   const deps = {
     nc, js: jetstream(nc), jsm: await jetstreamManager(nc), trust, key, principal,
-    layout, subjects: layout.subjects, schemas: createSchemaRegistry(), policy, service, log,
+    layout, subjects: layout.subjects, schemas: createSchemaRegistry(), policy, service, router, log,
   };
   const started: CoordinatorModule[] = [];
   for (const start of MODULES) {

@@ -6,7 +6,7 @@ import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import type { Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import type { CausewayError, MeshLayout, MeshSubjects, SchemaRegistry, SigningKey, TrustStore } from "../kit/index.ts";
+import type { CausewayError, MeshLayout, MeshSubjects, Router, SchemaRegistry, SigningKey, TrustStore } from "../kit/index.ts";
 import type { PolicyStore } from "./policy.ts";
 
 /** Shared by every module. */
@@ -27,6 +27,8 @@ export interface CoordinatorDeps {
   readonly policy: PolicyStore;
   /** The coordinator's micro service: modules serve their endpoints of contract.ts on it (`addControlEndpoint`). */
   readonly service: Service;
+  /** Routes granted critical work by version when its capability is routed (kit routing.ts). */
+  readonly router: Router;
   readonly log: Logger;
 }
 

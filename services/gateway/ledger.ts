@@ -16,6 +16,7 @@ import type { KV } from "@nats-io/kv";
 import type { MsgHdrs } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import {
+  type Router,
   ErrorCode, GATEWAY_MARK_PREFIX, MAX_ATTRIBUTE_BYTES, MsgIdKind, NatsBinding, QuarantineReason, StreamPublishError, WRONG_LAST_SEQUENCE, binaryHeaderBytes,
   msgId, type CloudEvent, type MsgIdOwner, type StreamPublisher,
 } from "../kit/index.ts";
@@ -47,6 +48,8 @@ export interface LedgerDeps {
   readonly maxPayload: () => number | undefined;
   /** The gateway and its signing key: an event's Nats-Msg-Id is `gateway/output/<dedupe key>/<tag>` (msgId). */
   readonly owner: MsgIdOwner;
+  /** Routes a flow's first work to a version when its capability is routed (kit routing.ts). */
+  readonly router: Router;
   readonly log: Logger;
 }
 
@@ -87,12 +90,14 @@ const FORGET_RETRY_MS = 1_000;
  * A ledger over the publisher and the processed-set bucket. A mark is republished only while it is younger
  * than 80% of the target streams' duplicate window (margin for clocks and latency).
  */
-export function createLedger({ publisher, kv, bucket, duplicateWindowMs, maxPayload, owner, log }: LedgerDeps): Ledger {
+export function createLedger({ publisher, kv, bucket, duplicateWindowMs, maxPayload, owner, router, log }: LedgerDeps): Ledger {
   const republishWithinMs = duplicateWindowMs * 0.8;
   const batch = turnBatcher();
   const forgetter = markForgetter(kv, log, FORGET_RETRY_MS);
-  const send = (checked: Checked, message: OutgoingMessage) =>
-    batch(() => publisher.publish(checked.route.subject, message.data, { headers: message.headers, msgID: message.msgID }));
+  const send = async (checked: Checked, message: OutgoingMessage) => {
+    const subject = await router.route(checked.route.subject, checked.flow);
+    return batch(() => publisher.publish(subject, message.data, { headers: message.headers, msgID: message.msgID }));
+  };
   return {
     async publish(checked, event) {
       const accepted: Accepted = {

@@ -6,6 +6,7 @@
 import { jetstream } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import {
+  startRouter,
   KvBucket, addControlEndpoint, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, defaultLayout, inboxPrefix, openMeshBucket, runServiceProcess,
 } from "../kit/index.ts";
 import { loadConfig } from "./config.ts";
@@ -31,11 +32,13 @@ const run = () => runServiceProcess(PRINCIPAL, async ({ principal, nc, trust, ke
   const processed = layout.buckets[KvBucket.Processed].name;
   const kv = await openMeshBucket(nc, processed, "the gateway's dedupe marks");
   const subjects = layout.subjects;
+  const router = await startRouter(nc, subjects, { log });
+  defer(() => router.close());
   const deps = {
     config, nc, js: jetstream(nc), subjects, upstreams, limiter: createRateLimiter(isWorker() ? config.workers : 1), principal, key, log,
     notary: createNotary({ trust, schemas, routes, key }),
     ledger: createLedger({ publisher: createStreamPublisher(nc, inboxPrefix(principal)), kv, bucket: processed, duplicateWindowMs: config.duplicateWindowMs,
-      maxPayload: () => nc.info?.max_payload, owner: { principal, key }, log,
+      maxPayload: () => nc.info?.max_payload, owner: { principal, key }, router, log,
     }),
   };
   const http = await startHttp(deps);

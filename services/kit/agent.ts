@@ -39,6 +39,7 @@ import { MsgIdKind, msgId } from "./msg-ids.ts";
 import { StreamName, inboxPrefix, type MeshSubjects } from "./subjects.ts";
 import { isTransient, transientRetryDelayMs } from "./transient.ts";
 import { PAUSED_UNTIL_RESUMED, watchSwitches, type SwitchWatcher } from "./switches.ts";
+import { routeKey, startRouter, watchRouteTables, type RouteTables } from "./routing.ts";
 import { endSpan, startProcessSpan, startSendSpan, traceparentOf } from "./tracing.ts";
 import type { TrustStore, TrustedEvent } from "./trust.ts";
 import { signEvent } from "./verifiability.ts";
@@ -58,6 +59,8 @@ export interface AgentOptions {
   consumer?: Partial<ConsumerConfig>;
   /** The kill switches (KV causeway_switches). Default: watched on the agent's connection while it runs. */
   switches?: SwitchWatcher;
+  /** The version route tables (KV causeway_routes). Default: watched on the agent's connection while it runs. */
+  routes?: RouteTables;
 }
 
 const DEFAULT_CONCURRENCY = 8;
@@ -98,8 +101,22 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const switches = opts.switches ?? (await watchSwitches(nc, { onProblem: (err) => baseLog.warn({ err }, "kill switch problem") }));
   const switchSubject = Object.freeze({ capability: def.capability, major: def.major, principal: def.principal });
 
-  // A start that fails from here on closes the switch watcher it opened: nothing of a failed start stays behind.
-  const { capabilityInlet, inlets } = await (async () => {
+  // Version routing (routing.ts): which lane this version consumes, and where outputs for routed capabilities go.
+  const routeTables = opts.routes ?? (await watchRouteTables(nc, { log: baseLog }).catch(async (err: unknown) => {
+    if (opts.switches === undefined) await switches.close().catch(() => undefined);
+    throw err;
+  }));
+  const closeWatchers = async () => {
+    if (opts.switches === undefined) await switches.close().catch(() => undefined);
+    if (opts.routes === undefined) await routeTables.close().catch(() => undefined);
+  };
+  const router = await startRouter(nc, subjects, { log: baseLog, tables: routeTables }).catch(async (err: unknown) => {
+    await closeWatchers();
+    throw err;
+  });
+
+  // A start that fails from here on closes the watchers it opened: nothing of a failed start stays behind.
+  const { capabilityInlet, inlets, openInlet } = await (async () => {
     const jsm = await jetstreamManager(nc);
     /** Binds to (or creates, paused during a pause) one durable of this agent, and reads what its deliveries follow. */
     const openInlet = async (stream: string, config: ConsumerConfig, inputs: AcceptedInputs, fact?: FactRef): Promise<Inlet> => {
@@ -128,9 +145,9 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       const inputs = compileAccepts(schemas, { [type]: def.subscribes![type]! }, `${def.principal}'s subscription to ${type}.v${major}`);
       inlets.push(await openInlet(StreamName.Evt, { ...config, ...opts.consumer } as ConsumerConfig, inputs, { type, major }));
     }
-    return { capabilityInlet, inlets };
+    return { capabilityInlet, inlets, openInlet };
   })().catch(async (err: unknown) => {
-    if (opts.switches === undefined) await switches.close().catch(() => undefined);
+    await closeWatchers();
     throw err;
   });
   const inputSubject = capabilityInlet.subject;
@@ -149,6 +166,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
 
   /** Signs and publishes `emits` caused by `cause`; resolves once JetStream acknowledged every one. */
   const publishOutputs = async (cause: CloudEvent, emits: readonly Emit[], startedAt: string, parentSpan?: ReturnType<typeof startProcessSpan>) => {
+    const flow = correlationIdOf(cause); // every output carries the cause's flow (outputEventInit)
     const events = emits.map((emit, index) => {
       const declared = declaredOutputs.choose(emit);
       declared.validate(emit.data);
@@ -162,7 +180,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       init.extensions![ContextExtension.AgentVersion] = def.version;
       return { to: emit.to, init };
     });
-    await Promise.all(events.map(async ({ to, init }) => {
+    await Promise.all(events.map(async ({ to: addressed, init }) => {
+      const to = await router.route(addressed, flow);
       const span = startSendSpan(to, { id: init.id, type: init.type, source: init.source, extensions: init.extensions ?? {} }, parentSpan);
       try {
         init.extensions!.traceparent = traceparentOf(span) ?? childTraceparent(cause.extensions.traceparent);
@@ -341,7 +360,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
 
   // Registered before consuming, so a failure here leaves nothing running.
   const service = await registerService(nc, def, inlets, stats, { subjects, log: baseLog }).catch(async (err: unknown) => {
-    if (opts.switches === undefined) await switches.close().catch(() => undefined);
+    await closeWatchers();
     throw err;
   });
   // Say so once when a switch pauses or resumes this agent (the check per message allocates nothing).
@@ -358,60 +377,114 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // js.publish per output. Agents connect as their principal, whose inbox prefix their permissions allow.
   const publisher = createStreamPublisher(nc, inboxPrefix(def.principal));
   const concurrency = def.concurrency ?? DEFAULT_CONCURRENCY;
-  const consumers: DurableConsumer[] = [];
+  const consume = (inlet: Inlet) => consumeDurable(nc, {
+    stream: inlet.stream, durable: inlet.durable, concurrency, log: baseLog,
+    handler: async (msg) => {
+      // Kill switch: the server stops delivering once the coordinator pauses the consumer; what was already
+      // pulled is handed back untouched (no verify, no handler) and waits for the resume.
+      if (switches.isPaused(switchSubject) !== undefined) {
+        msg.nak(PAUSED_RETRY_MS);
+        return;
+      }
+      counters.inFlight++;
+      metrics.inFlight(1);
+      try {
+        await handle(inlet, msg);
+      } finally {
+        counters.inFlight--;
+        metrics.inFlight(-1);
+      }
+    },
+  });
+  // Consumption ends on its own only when something it depends on is gone: reported once, on `lost` below.
+  let markLost: (err: CausewayError) => void = () => undefined;
+  const consumerLost = new Promise<CausewayError>((resolve) => { markLost = resolve; });
+  /** What runs, by durable: the subscriptions, and on the capability's side what the route table gives this version. */
+  const running = new Map<string, DurableConsumer>();
+  const run = async (inlet: Inlet) => {
+    const consumer = await consume(inlet);
+    running.set(inlet.durable, consumer);
+    void consumer.lost.then(markLost);
+  };
+  /**
+   * The capability's durables this version consumes (routing.ts): the plain one unless the capability is routed
+   * to another version as stable (it then holds only work published before routing began), and its own lane
+   * when the table gives it one.
+   */
+  const capabilityDurables = async (): Promise<Inlet[]> => {
+    const table = routeTables.get(def.capability, def.major);
+    const lane = table?.lanes[def.version];
+    const wanted = table === undefined || table.stable === def.version ? [capabilityInlet] : [];
+    if (lane !== undefined) {
+      const existing = laneInlets.get(lane) ?? (await openInlet(StreamName.Cap, { ...layout.laneConsumer(def.capability, def.major, lane), ...opts.consumer } as ConsumerConfig, acceptedInputs));
+      laneInlets.set(lane, existing);
+      wanted.push(existing);
+    }
+    return wanted;
+  };
+  const laneInlets = new Map<string, Inlet>();
+  let routed: string[] = [];
+  /** Starts and stops the capability's durables to match the route table; one change at a time. */
+  const followRoutes = async () => {
+    const wanted = await capabilityDurables();
+    const names = wanted.map((i) => i.durable);
+    for (const inlet of wanted) if (!running.has(inlet.durable)) await run(inlet);
+    for (const durable of routed) {
+      if (names.includes(durable)) continue;
+      const consumer = running.get(durable);
+      running.delete(durable);
+      await consumer?.stop(); // what it fetched but did not start goes back to the durable for the version routed there
+    }
+    if (names.join() !== routed.join()) baseLog.info({ consumers: names, version: def.version }, "consuming by the version route table");
+    routed = names;
+  };
   let heartbeat: Heartbeat;
+  let routing: Promise<void> = Promise.resolve();
+  let unwatchRoutes: () => void = () => undefined;
   try {
-    for (const inlet of inlets) consumers.push(await consumeDurable(nc, {
-      stream: inlet.stream, durable: inlet.durable, concurrency, log: baseLog,
-      handler: async (msg) => {
-        // Kill switch: the server stops delivering once the coordinator pauses the consumer; what was already
-        // pulled is handed back untouched (no verify, no handler) and waits for the resume.
-        if (switches.isPaused(switchSubject) !== undefined) {
-          msg.nak(PAUSED_RETRY_MS);
-          return;
-        }
-        counters.inFlight++;
-        metrics.inFlight(1);
-        try {
-          await handle(inlet, msg);
-        } finally {
-          counters.inFlight--;
-          metrics.inFlight(-1);
-        }
-      },
-    }));
+    for (const inlet of inlets.slice(1)) await run(inlet);
+    await followRoutes();
+    unwatchRoutes = routeTables.onChange((key) => {
+      if (key !== routeKey(def.capability, def.major)) return;
+      routing = routing.then(followRoutes).catch((err: unknown) => {
+        baseLog.error({ err }, "could not follow the version route table; the consumers stay as they were");
+      });
+    });
     // Announced once it consumes: `causeway agents` lists it, the coordinator sees it come and go (heartbeat.ts).
     heartbeat = await startHeartbeat(nc, { principal: def.principal, capability: def.capability, major: def.major, version: def.version, subscribes: inlets.slice(1).map((i) => i.subject) }, stats, baseLog);
   } catch (err) {
-    await Promise.all(consumers.map((c) => c.stop()));
+    unwatchRoutes();
+    await Promise.all([...running.values()].map((c) => c.stop()));
     unwatchSwitches();
     publisher.close();
     await service.stop().catch(() => undefined);
-    if (opts.switches === undefined) await switches.close().catch(() => undefined);
+    await closeWatchers();
     throw err;
   }
   // Started means answering: the server has the endpoints' subscriptions before anyone is told the agent runs.
   await nc.flush();
-  baseLog.info({ subject: inputSubject, consumer: durable, subscriptions: inlets.slice(1).map((i) => i.subject), concurrency }, "agent started");
+  baseLog.info({ subject: inputSubject, consumer: durable, consumers: routed, subscriptions: inlets.slice(1).map((i) => i.subject), concurrency }, "agent started");
 
   let stopping: Promise<void> | undefined;
   const stop = () => {
     stopping ??= (async () => {
       shutdown.abort();
       unwatchSwitches();
+      unwatchRoutes();
       await heartbeat.stop();
-      await Promise.all(consumers.map((c) => c.stop()));
+      await routing;
+      await Promise.all([...running.values()].map((c) => c.stop()));
       await service.stop().catch(() => undefined);
       publisher.close();
-      if (opts.switches === undefined) await switches.close().catch(() => undefined);
+      await closeWatchers();
       baseLog.info(stats(), "agent stopped");
     })();
     return stopping;
   };
-  // One loss signal: the consumer gone (or its connection closed), or a trust store or switch bucket deleted —
-  // which can deliver no more revocations or pauses. The agent stops rather than act on what was loaded; the
-  // inputs wait in the stream for a restart.
-  const lost = Promise.race([...consumers.map((c) => c.lost), opts.trust.lost, switches.lost]).then((err) => {
+  // One loss signal: a consumer gone (or its connection closed), or a trust store, switch or route bucket deleted —
+  // which can deliver no more revocations, pauses or routes. The agent stops rather than act on what was loaded;
+  // the inputs wait in the stream for a restart.
+  const lost = Promise.race([consumerLost, opts.trust.lost, switches.lost, routeTables.lost]).then((err) => {
     baseLog.error({ err }, "the agent stops: something it depends on is gone");
     void stop();
     return err;

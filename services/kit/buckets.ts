@@ -23,6 +23,10 @@ export const KvBucket = {
   Joins: "causeway_joins",
   /** Live agent instances: one key per instance, refreshed by its heartbeat, gone seconds after the last one. */
   Instances: "causeway_instances",
+  /** Version routing per capability (routing.ts): which version is stable, which the candidate and its share; the coordinator writes it. */
+  Routes: "causeway_routes",
+  /** Which version a flow was routed to in a routed capability, so it stays there for its whole life (routing.ts). */
+  RoutePins: "causeway_route_pins",
 } as const;
 
 /** One of the KV bucket names. */
@@ -70,6 +74,10 @@ export const MESH_BUCKETS: Readonly<Record<KvBucketValue, BucketSpec>> = Object.
   [KvBucket.Joins]: spec(KvBucket.Joins, { history: 1, ttlMs: 7 * DAY_MS, description: "the reporter's joins of verified findings per request" }),
   // A value older than this is gone: an instance whose heartbeats (every HEARTBEAT_MS) stop disappears (heartbeat.ts).
   [KvBucket.Instances]: spec(KvBucket.Instances, { history: 1, ttlMs: 6_000, description: "live agent instances: capability, version, instance id, counters" }),
+  // History: `causeway rollout status` shows the last changes of a capability's table.
+  [KvBucket.Routes]: spec(KvBucket.Routes, { history: 20, ttlMs: 0, description: "version routing per capability: stable, candidate and its share of flows, lanes" }),
+  // A pin outlives any flow (its deadline is hours at most); a flow older than this is routed afresh.
+  [KvBucket.RoutePins]: spec(KvBucket.RoutePins, { history: 1, ttlMs: 7 * DAY_MS, description: "the version each flow was routed to, per routed capability" }),
 });
 
 /** The table entry of `name`; CW_ERR_CONFIG for a bucket the mesh does not have. */

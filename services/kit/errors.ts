@@ -79,6 +79,7 @@ const ERRORS = {
   RoutesInvalid: { code: "CW_ERR_ROUTES_INVALID", status: 500 },
   // Configuration, identities, streams, CLI
   Config: { code: "CW_ERR_CONFIG", status: 500 },
+  RouteInvalid: { code: "CW_ERR_ROUTE_INVALID", status: 400 },
   PrincipalsInvalid: { code: "CW_ERR_PRINCIPALS_INVALID", status: 500 },
   UnknownPrincipal: { code: "CW_ERR_UNKNOWN_PRINCIPAL", status: 400 },
   SeedExists: { code: "CW_ERR_SEED_EXISTS", status: 409 },

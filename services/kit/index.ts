@@ -80,10 +80,10 @@ export {
 } from "./schema-versions.ts";
 export type { AcceptRefusal, Acceptance, AcceptedInputs, Accepts, AcceptsDeclaration, DeclaredOutputs, Emits, SchemaVersion } from "./schema-versions.ts";
 export {
-  StreamName, SubjectKind, capabilitySubject, checkpointSubject, controlSubject, decisionSubject, eventSubject, handoffSubject, inboxPrefix,
+  LANES, StreamName, SubjectKind, capabilitySubject, checkpointSubject, controlSubject, decisionSubject, eventSubject, handoffSubject, inboxPrefix,
   ingestSubject, parseSubject, quarantineSubject, streamFor, subjectsFor,
 } from "./subjects.ts";
-export type { EvtSubject, MeshSubjects, ParsedSubject, StreamNameValue } from "./subjects.ts";
+export type { EvtSubject, Lane, MeshSubjects, ParsedSubject, StreamNameValue } from "./subjects.ts";
 
 // Reading a stream by sequence (direct get)
 export { readStream } from "./stream-read.ts";
@@ -109,6 +109,10 @@ export {
   MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchScope, encodeSwitch, parseSwitch, parseSwitchKey, switchExpiry, switchKey, watchSwitches,
 } from "./switches.ts";
 export type { SwitchScopeValue, SwitchState, SwitchValue, SwitchWatcher, WatchSwitchesOptions } from "./switches.ts";
+
+// Version routing: the tables the coordinator writes (KV causeway_routes), the flows' pins, the producers' router.
+export { parseRouteTable, pinnableVersions, routeKey, shareBucket, startRouter, versionForNewFlow, watchRouteTables } from "./routing.ts";
+export type { RetiringVersion, RouteTable, RouteTables, Router } from "./routing.ts";
 
 // The mesh's KV buckets: one table; services only open them (operator tooling creates them: ./ops/index.ts)
 export { KvBucket, MESH_BUCKETS, STREAMS_APPLY, openMeshBucket } from "./buckets.ts";

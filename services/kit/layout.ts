@@ -9,13 +9,13 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { MESH_BUCKETS, type BucketSpec, type KvBucketValue } from "./buckets.ts";
 import { ConfigError, ErrorCode } from "./errors.ts";
-import { DEFAULT_PRINCIPALS_PATH, capabilityDurable, isDerivedConsumer, loadPrincipals, parseFactRef, subscriptionDurable, type Principals, type RoleValue } from "./principals.ts";
+import { DEFAULT_PRINCIPALS_PATH, capabilityDurable, isDerivedConsumer, laneDurable, loadPrincipals, parseFactRef, subscriptionDurable, type Principals, type RoleValue } from "./principals.ts";
 import {
   SUBSCRIPTION_TEMPLATE, defaultStreamsDir, loadConsumerTemplate, loadStreamDefinitionsSync, renderCapabilityConsumer, renderStreamDefinitions,
   renderSubscriptionConsumer,
   type ConsumerDefinition, type ConsumerFileConfig, type StreamDefinition, type StreamFileConfig,
 } from "./stream-files.ts";
-import { subjectsFor, type MeshSubjects } from "./subjects.ts";
+import { subjectsFor, type Lane, type MeshSubjects } from "./subjects.ts";
 
 /** The repository root, which services' entry points are relative to. */
 const repoRoot = resolve(import.meta.dirname, "..", "..");
@@ -73,6 +73,8 @@ export interface MeshLayout {
   durable(stream: string, name: string): Readonly<ConsumerFileConfig>;
   /** The shared consumer of a capability on MESH_CAP, from `capability.template.json`. CW_ERR_STREAM_CONFIG_INVALID for a bad token. */
   capabilityConsumer(capability: string, major: number): Readonly<ConsumerFileConfig>;
+  /** The consumer of one lane of a routed capability (routing.ts): the capability's, on the lane's subject. */
+  laneConsumer(capability: string, major: number, lane: Lane): Readonly<ConsumerFileConfig>;
   /**
    * The consumers of `principal`'s subscriptions (principals.json `subscribes`), one per fact on MESH_EVT, from
    * `subscription.template.json`, in declaration order with the fact each serves. Empty when it subscribes to nothing.
@@ -109,6 +111,12 @@ export function loadLayout(opts: LayoutOptions = {}): MeshLayout {
   const byKey = new Map(consumers.map((c) => [`${c.stream}.${c.config.durable_name}`, c]));
 
   const capabilityConsumer = (capability: string, major: number) => renderCapabilityConsumer(template, capability, major, prefix);
+  const laneConsumer = (capability: string, major: number, lane: Lane) => Object.freeze({
+    ...capabilityConsumer(capability, major),
+    durable_name: laneDurable(capability, major, lane),
+    description: `Agents of one version of ${capability} v${major}, routed to lane ${lane} by the control plane`,
+    filter_subject: subjectsFor(prefix).lane(capability, major, lane),
+  });
 
   const principalOf = (principal: string) => {
     const p = Object.hasOwn(principals.principals, principal) ? principals.principals[principal] : undefined;
@@ -162,6 +170,7 @@ export function loadLayout(opts: LayoutOptions = {}): MeshLayout {
       return c.config;
     },
     capabilityConsumer,
+    laneConsumer,
     subscriptionConsumers,
     consumersOf,
     durableOf(principal: string, stream: string) {

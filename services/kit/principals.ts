@@ -11,7 +11,7 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import type { ErrorObject, ValidateFunction } from "ajv/dist/2020.js";
 import { ConfigError, ErrorCode } from "./errors.ts";
 import { KvBucket, type KvBucketValue } from "./buckets.ts";
-import { StreamName } from "./subjects.ts";
+import { LANES, StreamName, type Lane } from "./subjects.ts";
 import type { StreamNameValue } from "./subjects.ts";
 
 /** The repository root (two levels above services/kit). */
@@ -129,6 +129,11 @@ export function capabilityDurable(capability: string, major: number): string {
   return `cap-${capability}-v${major}`;
 }
 
+/** The durable of one lane of a routed capability (routing.ts): `cap-<capability>-v<major>-<lane>`. */
+export function laneDurable(capability: string, major: number, lane: Lane): string {
+  return `${capabilityDurable(capability, major)}-${lane}`;
+}
+
 /** A subscribed fact, `<type>.v<major>` split: `report.published` and 1. */
 export interface FactRef {
   readonly type: string;
@@ -210,8 +215,13 @@ export function parsePrincipals(doc: unknown, source = "principals.json"): Princ
     const derived: ConsumerSpec[] = (p.serves ?? []).flatMap((ref) => {
       const cap = capabilities[ref];
       if (!cap) return []; // reported by checkSemantics
-      // Agents ensure their own capability consumer, pinned to its filter (see permissionsFor).
-      return [{ stream: StreamName.Cap, durable: capabilityDurable(cap.name, cap.major), filter: `${prefix}.cap.${cap.name}.v${cap.major}`, create: true }];
+      // Agents ensure their own capability consumer, pinned to its filter (see permissionsFor), and the lanes'
+      // consumers of the versions the control plane routes to (routing.ts), each pinned to its lane's subject.
+      const subject = `${prefix}.cap.${cap.name}.v${cap.major}`;
+      return [
+        { stream: StreamName.Cap, durable: capabilityDurable(cap.name, cap.major), filter: subject, create: true },
+        ...LANES.map((lane) => ({ stream: StreamName.Cap, durable: laneDurable(cap.name, cap.major, lane), filter: `${subject}.${lane}`, create: true })),
+      ];
     });
     const subscribed: ConsumerSpec[] = (p.subscribes ?? []).flatMap((ref) => {
       const fact = parseFactRef(ref);

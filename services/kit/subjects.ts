@@ -54,13 +54,22 @@ export type StreamNameValue = (typeof StreamName)[keyof typeof StreamName];
 export const TOKEN_RULE = "lowercase [a-z0-9_-]+";
 const tokenPattern = /^[a-z0-9_-]+$/;
 const tokensPattern = /^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$/;
+/** The lanes of a routed capability (routing.ts): `l1` … `l4`, one per version the control plane routes to at once. */
+export const LANES = Object.freeze(["l1", "l2", "l3", "l4"] as const);
+/** One of {@link LANES}. */
+export type Lane = (typeof LANES)[number];
+const LANE_RULE = `one of ${LANES.join(", ")}`;
+const lanePattern = /^l[1-4]$/;
 // `v` then a non-negative integer without leading zeros, so parse → build gives back the same subject.
 const majorPattern = /^v(0|[1-9][0-9]*)$/;
 
 /** `<prefix>.ingest.<source>.<rest…>`: a raw upstream event, before notarization. */
 export interface IngestSubject { kind: "ingest"; prefix: string; source: string; rest: readonly string[] }
-/** `<prefix>.cap.<capability>.v<major>`: work addressed to a capability. */
-export interface CapSubject { kind: "cap"; prefix: string; capability: string; major: number }
+/**
+ * `<prefix>.cap.<capability>.v<major>`: work addressed to a capability; `….<lane>` when the control plane routes
+ * the capability by version (routing.ts): the lane one implementation version consumes.
+ */
+export interface CapSubject { kind: "cap"; prefix: string; capability: string; major: number; lane?: string }
 /** `<prefix>.handoff.<capability>.v<major>`: work for a critical capability, held by the coordinator. */
 export interface HandoffSubject { kind: "handoff"; prefix: string; capability: string; major: number }
 /**
@@ -93,6 +102,8 @@ export interface MeshSubjects {
   readonly prefix: string;
   ingest(source: string, ...rest: string[]): string;
   capability(capability: string, major: number): string;
+  /** `<prefix>.cap.<capability>.v<major>.<lane>`: the capability's work routed to one version's lane. */
+  lane(capability: string, major: number, lane: Lane): string;
   handoff(capability: string, major: number): string;
   /** `<prefix>.evt.<type>.v<major>`: where facts of `type` (dataschema major `major`) are published. */
   event(type: string, major: number): string;
@@ -140,6 +151,12 @@ function createMeshSubjects(prefix: string): MeshSubjects {
         if (t.length < 3) throw subjectError(subject, `ingest subjects have at least ${3 + prefixTokens} tokens: ${prefix}.ingest.<source>.<token>…`);
         return { kind: "ingest", prefix, source: t[1]!, rest: t.slice(2) };
       case SubjectToken.Cap:
+        if (t.length === 4) {
+          if (!lanePattern.test(t[3]!)) throw subjectError(subject, `"${t[3]}" is no lane (${LANE_RULE})`);
+          return { kind: "cap", prefix, capability: t[1]!, major: majorOf(subject, t[2]!), lane: t[3]! };
+        }
+        count(3, "cap.<capability>.v<major>[.<lane>]");
+        return { kind: "cap", prefix, capability: t[1]!, major: majorOf(subject, t[2]!) };
       case SubjectToken.Handoff: {
         count(3, `${t[0]}.<capability>.v<major>`);
         return { kind: t[0], prefix, capability: t[1]!, major: majorOf(subject, t[2]!) };
@@ -174,6 +191,10 @@ function createMeshSubjects(prefix: string): MeshSubjects {
     },
     capability(capability: string, major: number) {
       return `${head}cap.${checkToken("capability", capability)}.v${checkMajor(major)}`;
+    },
+    lane(capability: string, major: number, lane: Lane) {
+      if (!lanePattern.test(lane)) throw new SubjectError(ErrorCode.InvalidToken, `"${String(lane)}" is no lane (${LANE_RULE})`);
+      return `${head}cap.${checkToken("capability", capability)}.v${checkMajor(major)}.${lane}`;
     },
     handoff(capability: string, major: number) {
       return `${head}handoff.${checkToken("capability", capability)}.v${checkMajor(major)}`;

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  ErrorCode, StreamName, SubjectError, SubjectKind, capabilitySubject, checkpointSubject, controlSubject, decisionSubject, eventSubject, handoffSubject, ingestSubject, parseSubject, quarantineSubject, streamFor, subjectsFor, type ErrorCodeValue, type ParsedSubject,
+  ErrorCode, StreamName, SubjectError, SubjectKind, capabilitySubject, checkpointSubject, controlSubject, decisionSubject, eventSubject, handoffSubject, ingestSubject, parseSubject, quarantineSubject, streamFor, subjectsFor, type ErrorCodeValue, type Lane, type ParsedSubject,
 } from "../../services/kit/index.ts";
 
 function subjectError(code: ErrorCodeValue, ...fragments: string[]) {
@@ -18,7 +18,7 @@ function build(p: ParsedSubject): string {
   const s = subjectsFor(p.prefix);
   switch (p.kind) {
     case "ingest": return s.ingest(p.source, ...p.rest);
-    case "cap": return s.capability(p.capability, p.major);
+    case "cap": return p.lane === undefined ? s.capability(p.capability, p.major) : s.lane(p.capability, p.major, p.lane as Lane);
     case "handoff": return s.handoff(p.capability, p.major);
     case "evt": return s.event(p.type, p.major);
     case "decision": return s.decision(p.decision);
@@ -30,6 +30,7 @@ function build(p: ParsedSubject): string {
 
 const examples: [string, ParsedSubject, string | undefined][] = [
   [capabilitySubject("research", 1), { kind: "cap", prefix: "mesh", capability: "research", major: 1 }, StreamName.Cap],
+  [subjectsFor().lane("research", 1, "l2"), { kind: "cap", prefix: "mesh", capability: "research", major: 1, lane: "l2" }, StreamName.Cap],
   [handoffSubject("publish_report", 0), { kind: "handoff", prefix: "mesh", capability: "publish_report", major: 0 }, StreamName.Handoff],
   [eventSubject("report.published", 1), { kind: "evt", prefix: "mesh", type: "report.published", major: 1 }, StreamName.Evt],
   [eventSubject("audit", 0), { kind: "evt", prefix: "mesh", type: "audit", major: 0 }, StreamName.Evt],
@@ -45,6 +46,7 @@ test("subjects - builders follow the subject grammar", () => {
     examples.map(([s]) => s),
     [
       "mesh.cap.research.v1",
+      "mesh.cap.research.v1.l2",
       "mesh.handoff.publish_report.v0",
       "mesh.evt.report.published.v1",
       "mesh.evt.audit.v0",
@@ -113,7 +115,9 @@ test("subjects - parse rejects each class of invalid subject", () => {
     ["uppercase prefix", "MESH.cap.research.v1", 'expected prefix "mesh"'],
     ["unknown kind", "mesh.foo.research.v1", 'unknown subject kind "foo"'],
     ["too few tokens", "mesh.cap.research", "tokens"],
-    ["too many tokens", "mesh.cap.research.v1.extra", "tokens"],
+    ["too many tokens", "mesh.cap.research.v1.l1.extra", "tokens"],
+    ["a fourth cap token that is no lane", "mesh.cap.research.v1.extra", "is no lane (one of l1, l2, l3, l4)"],
+    ["handoff with a lane", "mesh.handoff.publish.v1.l1", "tokens"],
     ["evt too few", "mesh.evt.report", "tokens"],
     ["decision too many", "mesh.decision.grant.x", "tokens"],
     ["quarantine too few", "mesh.quarantine.bad_signature", "tokens"],

@@ -9,7 +9,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
 import {
-  KvBucket, createLogger, createSchemaRegistry, defaultLayout, openTrustStore, publicKeyOf, readSeed, signingKeyFromNkeySeed, switchKey, watchSwitches,
+  KvBucket, createLogger, createSchemaRegistry, defaultLayout, openTrustStore, publicKeyOf, readSeed, signingKeyFromNkeySeed, startRouter, switchKey, watchSwitches,
 } from "../../services/kit/index.ts";
 import { loadPolicy } from "../../services/coordinator/policy.ts";
 import { start } from "../../services/coordinator/switches.ts";
@@ -28,6 +28,7 @@ test("fail closed - an unreadable switch value that agents treat as a pause is l
   const module = await start({
     nc, js: jetstream(nc), jsm: await jetstreamManager(nc), trust, key: signingKeyFromNkeySeed(readSeed("coordinator", mesh.dataDir)), principal: "coordinator",
     layout, subjects: layout.subjects, schemas: createSchemaRegistry(), policy: { policy: () => loadPolicy(layout.principals), close: () => undefined }, service, log: quiet,
+    router: await startRouter(nc, layout.subjects, { log: quiet }),
   });
   t.after(async () => {
     await module.stop();

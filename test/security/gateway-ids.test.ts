@@ -10,7 +10,7 @@ import { createUser } from "@nats-io/nkeys";
 import { connect } from "@nats-io/transport-node";
 import {
   ErrorCode, KvBucket, createEvent, createLogger, createStreamPublisher, defaultLayout, flowIdOf, isCausewayError, newTraceparent, openMeshBucket, signEvent,
-  signingKeyFromNkeySeed, type CloudEvent,
+  signingKeyFromNkeySeed, startRouter, type CloudEvent,
 } from "../../services/kit/index.ts";
 import { applyMeshInfra } from "../../services/cli/bootstrap.ts";
 import { MARK_PREFIX, createLedger, eventMsgId } from "../../services/gateway/ledger.ts";
@@ -82,6 +82,7 @@ describe("the gateway's message ids and payload size", () => {
       const ledger = createLedger({
         publisher: createStreamPublisher(nc, "_INBOX_gateway"), kv, bucket, duplicateWindowMs: 120_000,
         maxPayload: () => nc.info?.max_payload, owner: { principal: "gateway", key }, log: quiet,
+        router: await startRouter(nc, layout.subjects, { log: quiet }),
       });
       const upstream = { name: "upstream-demo" } as Upstream;
       const route = { subject: "mesh.cap.plan.v1", dataschema: REQUEST_SCHEMA } as Route;

@@ -59,6 +59,8 @@ export function probesFor(principals: Principals): Probe[] {
     [KvBucket.Processed]: [criticalKeys, GATEWAY_MARK_PREFIX],
     [KvBucket.Joins]: ["probe"],
     [KvBucket.Instances]: [criticalKeys],
+    [KvBucket.Routes]: ["probe"],
+    [KvBucket.RoutePins]: [criticalKeys],
   };
   for (const bucket of Object.keys(MESH_BUCKETS) as KvBucketValue[]) {
     for (const keyPrefix of keySpaces[bucket]) {
@@ -88,6 +90,8 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
     "kv put causeway_leases publish_v1.…", "kv create causeway_leases publish_v1.…", "kv delete causeway_leases publish_v1.…",
     "kv put causeway_approvals", "kv create causeway_approvals", "kv delete causeway_approvals",
     "kv put causeway_switches", "kv create causeway_switches", "kv delete causeway_switches",
+    "kv put causeway_routes", "kv create causeway_routes", "kv delete causeway_routes",
+    "kv put causeway_route_pins publish_v1.…", "kv create causeway_route_pins publish_v1.…", "kv delete causeway_route_pins publish_v1.…",
   ],
   lineage: ["publish audit"],
   planner: ["publish quarantine"],

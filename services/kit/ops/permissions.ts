@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { KvBucket, type KvBucketValue } from "../buckets.ts";
 import { Role, getPrincipal, type AccountValue, type PrincipalSpec, type Principals, type RoleValue } from "../principals.ts";
 import { GATEWAY_MARK_PREFIX, capabilityKeyPrefix } from "../kv-keys.ts";
-import { StreamName, inboxPrefix } from "../subjects.ts";
+import { LANES, StreamName, inboxPrefix } from "../subjects.ts";
 
 /** One allowed subject and why the principal needs it. */
 export interface Grant {
@@ -123,6 +123,12 @@ function baseGrants(principals: Principals, name: string, opts: PermissionOption
     if (cap.critical) pub.add(`${prefix}.handoff.${cap.name}.v${cap.major}`, `addresses critical capability ${ref}: held by the coordinator until granted`);
     else pub.add(`${prefix}.cap.${cap.name}.v${cap.major}`, `addresses capability ${ref}`);
   }
+  // Version routing (routing.ts): whoever sends a capability work routes it by the tables — its lanes, and the
+  // pins of its flows in that capability's own key space.
+  for (const cap of sendsWorkTo(principals, spec)) {
+    for (const lane of LANES) pub.add(`${prefix}.cap.${cap.name}.v${cap.major}.${lane}`, `sends ${cap.ref} work routed by version (lane ${lane})`);
+    pub.add(`$KV.${KvBucket.RoutePins}.${capabilityKeyPrefix(cap.name, cap.major)}.>`, `pins the flows it sends ${cap.ref} work to one version`);
+  }
 
   for (const ref of spec.serves) {
     const cap = principals.capabilities[ref]!;
@@ -141,7 +147,7 @@ function baseGrants(principals: Principals, name: string, opts: PermissionOption
     }
   }
 
-  const usesJetStream = spec.role !== Role.Operator && (spec.consumes.length > 0 || spec.fetches.length > 0 || readBuckets(spec).length > 0);
+  const usesJetStream = spec.role !== Role.Operator && (spec.consumes.length > 0 || spec.fetches.length > 0 || readBuckets(spec, principals).length > 0);
   if (usesJetStream) pub.add("$JS.API.INFO", "JetStream readiness check when the client starts (account info)");
 
   for (const c of spec.consumes) {
@@ -173,7 +179,7 @@ function baseGrants(principals: Principals, name: string, opts: PermissionOption
   }
 
   // The operator's `$JS.API.>` already covers reading every bucket.
-  for (const bucket of spec.role === Role.Operator ? [] : readBuckets(spec)) {
+  for (const bucket of spec.role === Role.Operator ? [] : readBuckets(spec, principals)) {
     const stream = `KV_${bucket}`;
     pub.add(`$JS.API.STREAM.INFO.${stream}`, `opens KV bucket ${bucket}`);
     pub.add(`$JS.API.DIRECT.GET.${stream}`, `reads keys of ${bucket}`);
@@ -235,9 +241,22 @@ function ownedKeyPrefixes(principals: Principals, spec: PrincipalSpec, bucket: K
 
 // Buckets a principal reads: the trust store for everyone who verifies signatures (all but upstreams and the
 // system account), the declared ones, and every bucket it writes (writers read back, e.g. create-only leases).
-function readBuckets(spec: PrincipalSpec): KvBucketValue[] {
+function readBuckets(spec: PrincipalSpec, principals: Principals): KvBucketValue[] {
   const verifies = spec.role !== Role.Upstream && spec.role !== Role.Sysadmin && spec.role !== Role.Operator && spec.role !== Role.Auditor;
-  return [...new Set<KvBucketValue>([...(verifies ? [KvBucket.Trust] : []), ...spec.kv.read, ...spec.kv.write])];
+  // The route tables: producers route by them, agents find their version's lane in them.
+  const routes = spec.serves.length > 0 || sendsWorkTo(principals, spec).length > 0 ? [KvBucket.Routes, KvBucket.RoutePins] : [];
+  return [...new Set<KvBucketValue>([...(verifies ? [KvBucket.Trust] : []), ...routes, ...spec.kv.read, ...spec.kv.write])];
+}
+
+/**
+ * The capabilities `spec` publishes work to on MESH_CAP: those it addresses that are not critical (an upstream's
+ * addresses are trust, never publishing), and every critical one for the coordinator, which forwards granted work.
+ */
+function sendsWorkTo(principals: Principals, spec: PrincipalSpec): Principals["capabilities"][string][] {
+  const caps = Object.values(principals.capabilities);
+  if (spec.role === Role.Coordinator) return caps.filter((c) => c.critical || spec.addresses.includes(c.ref));
+  if (spec.role === Role.Upstream) return [];
+  return caps.filter((c) => !c.critical && spec.addresses.includes(c.ref));
 }
 
 /**
