@@ -14,6 +14,9 @@ test("policy - the shipped policy loads and agrees with principals.json", () => 
   const policy = loadPolicy(principals);
   assert.equal(policy.of("publish", 1)?.critical, true);
   assert.equal(policy.of("research", 1), undefined);
+  // The health window: 60 s unless the policy says otherwise.
+  assert.equal(policy.health.windowMs, 60_000);
+  assert.equal(parsePolicy({ ...good, health: { windowMs: 5_000 } }, principals).health.windowMs, 5_000);
 });
 
 test("policy - every refusal names its JSON path and code", () => {
@@ -25,6 +28,9 @@ test("policy - every refusal names its JSON path and code", () => {
     [{ capabilities: { "publish.v1": { ...good.capabilities["publish.v1"], approvals: { count: 2, approvers: ["approver-alice"] } } } }, /needs 2 approvals from 1 approvers/],
     [{ capabilities: { "publish.v1": { ...good.capabilities["publish.v1"], onDeadline: "escalate" } } }, /onDeadline "escalate" needs approvals and an escalation/],
     [{ capabilities: { "translate.v1": { critical: false, leaseTtlMs: 60_000 }, ...good.capabilities } }, /\/capabilities\/translate\.v1: no such capability/],
+    // A window shorter than two heartbeats would often hold a single beat, and so no difference.
+    [{ ...good, health: { windowMs: 1_000 } }, /\/health\/windowMs: must be >= 5000/],
+    [{ ...good, health: { window: 60_000 } }, /\/health: must NOT have additional properties/],
   ];
   for (const [doc, message] of cases) {
     assert.throws(() => parsePolicy(doc, principals), (err: Error & { code?: string }) => err.code === "CW_ERR_POLICY_INVALID" && message.test(err.message), String(message));

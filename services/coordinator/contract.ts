@@ -407,6 +407,68 @@ export const status = controlEndpoint<Record<string, never>, SwitchStatusReply>(
   service: COORDINATOR, name: SwitchAction.Status, description: "every pause in effect: reason, by, since, expiry, consumers", parse: () => ({}),
 });
 
+// ---------------------------------------------------------------------------------------------------------
+// Health per capability version
+
+/**
+ * One implementation version of a capability over the coordinator's sliding window, from its instances'
+ * heartbeats (their cumulative counters; health.ts). Counts are what happened inside the window, to a heartbeat.
+ */
+export interface VersionHealth {
+  /** `research.v1`. */
+  readonly capability: string;
+  /** The implementation version, `1.4.0`. */
+  readonly version: string;
+  readonly windowMs: number;
+  /** Instances heartbeating now. One that stopped or was lost inside the window still counts for what it did. */
+  readonly liveInstances: number;
+  /** Inputs handled to the end. */
+  readonly handled: number;
+  /** Handler runs that threw (each retry counts). */
+  readonly failed: number;
+  readonly quarantined: number;
+  readonly quarantinedByReason: Readonly<Record<string, number>>;
+  /** failed / (handled + failed); 0 when nothing ran. */
+  readonly failureRate: number;
+  /** quarantined / (handled + quarantined); 0 when nothing ran. */
+  readonly quarantineRate: number;
+  /** Handler latency percentiles (ms), from the histogram buckets; null when no handler ran in the window. */
+  readonly p50Ms: number | null;
+  readonly p95Ms: number | null;
+  /** When the coordinator received the newest beat of any of its instances (ISO time), null when none. */
+  readonly lastHeartbeat: string | null;
+}
+
+/** The request of `health`: every capability, or one (`{"capability": "research.v1"}`). */
+export interface HealthRequest {
+  readonly capability?: string;
+}
+
+/** The reply of `health`: every capability version seen in the window, sorted by capability then version. */
+export interface HealthReply {
+  readonly windowMs: number;
+  readonly versions: readonly VersionHealth[];
+}
+
+const CAPABILITY_REF = /^[a-z0-9_-]+\.v(0|[1-9][0-9]*)$/;
+
+function parseHealthRequest(data: Uint8Array): HealthRequest {
+  const body = jsonObjectBody(data, '{"capability": "research.v1"}');
+  const unknown = Object.keys(body).filter((k) => k !== "capability");
+  if (unknown.length > 0) throw usage(`unknown field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}: the request has only "capability"`);
+  if (body.capability === undefined || body.capability === null) return {};
+  if (typeof body.capability !== "string" || !CAPABILITY_REF.test(body.capability)) {
+    throw usage(`capability must be a capability and major like "research.v1", not ${JSON.stringify(body.capability).slice(0, 100)}`);
+  }
+  return { capability: body.capability };
+}
+
+/** `mesh.ctl.coordinator.health`: handled, failed, quarantined, latency and liveness per capability version over the window. */
+export const health = controlEndpoint<HealthRequest, HealthReply>({
+  service: COORDINATOR, name: "health",
+  description: 'health per capability version over the sliding window: {"capability"?: "research.v1"}', parse: parseHealthRequest,
+});
+
 function usage(message: string): CausewayError {
   return new CausewayError(ErrorCode.Usage, message);
 }

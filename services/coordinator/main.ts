@@ -11,16 +11,16 @@ import { start as startHandoffs } from "./handoffs.ts";
 import { start as startQuarantine } from "./quarantine-ops.ts";
 import { start as startDeadLetters } from "./dead-letters.ts";
 import { start as startSwitches } from "./switches.ts";
-import { start as startInstances } from "./instances.ts";
+import { start as startHealth } from "./health.ts";
 
-const MODULES: readonly StartModule[] = [startSwitches, startHandoffs, startQuarantine, startDeadLetters, startInstances];
+const MODULES: readonly StartModule[] = [startSwitches, startHandoffs, startQuarantine, startDeadLetters, startHealth];
 
 await runServiceProcess("coordinator", async ({ principal, nc, trust, key, layout, log, defer }) => {
   const policy = watchPolicy(layout.principals, { onReload: (err) => (err ? log.error({ err }, "policy reload refused; the last good policy stays") : log.info("policy reloaded")) });
   defer(() => policy.close());
   const service = await new Svcm(nc).add({
     name: principal, version: "1.0.0",
-    description: "Critical handoffs (grants, leases, approvals), quarantine operations, dead letters, kill switches",
+    description: "Critical handoffs (grants, leases, approvals), quarantine operations, dead letters, kill switches, agent health per version",
     metadata: { critical: Object.keys(policy.policy().capabilities).join(",") },
   });
   defer(() => service.stop());

@@ -1,7 +1,8 @@
 // The coordinator's policy (infra/policy.json): which capabilities are critical and what each requires —
-// approvals, confidence and evidence gates, a lease TTL, an approval deadline. Validated against its schema at
-// load and checked against infra/principals.json (a capability critical in one must be critical in the other,
-// since the server permissions come from principals.json). Reloadable: `policy()` always returns the latest.
+// approvals, confidence and evidence gates, a lease TTL, an approval deadline — and the window of the health
+// figures per capability version. Validated against its schema at load and checked against infra/principals.json
+// (a capability critical in one must be critical in the other, since the server permissions come from
+// principals.json). Reloadable: `policy()` always returns the latest.
 import { readFileSync, watch, type FSWatcher } from "node:fs";
 import { join, resolve } from "node:path";
 import { Ajv2020 } from "ajv/dist/2020.js";
@@ -22,9 +23,16 @@ export interface CapabilityPolicy {
   readonly escalation?: { readonly approvers: readonly string[]; readonly deadlineMs: number };
 }
 
+/** How the coordinator computes the health of each capability version (health.ts). */
+export interface HealthPolicy {
+  /** The sliding window of the figures, in ms. Default 60 s. */
+  readonly windowMs: number;
+}
+
 /** The whole policy, by capability ref (`publish.v1`). */
 export interface Policy {
   readonly capabilities: Readonly<Record<string, CapabilityPolicy>>;
+  readonly health: HealthPolicy;
   /** The rules of capability `name` v`major`, or undefined when it has none (not critical). */
   of(capability: string, major: number): CapabilityPolicy | undefined;
 }
@@ -34,6 +42,7 @@ export const DEFAULT_POLICY_PATH = join(repoRoot, "infra", "policy.json");
 const schema = JSON.parse(readFileSync(join(repoRoot, "infra", "policy.schema.json"), "utf8")) as object;
 const validate = new Ajv2020({ allErrors: true, strict: true }).compile(schema);
 const DEFAULT_DEADLINE_MS = 600_000;
+const DEFAULT_HEALTH_WINDOW_MS = 60_000;
 
 /** Parses and validates a policy document; errors name the JSON path. */
 export function parsePolicy(doc: unknown, principals: Principals, source = "policy.json"): Policy {
@@ -61,7 +70,8 @@ export function parsePolicy(doc: unknown, principals: Principals, source = "poli
   }
   if (problems.length > 0) throw new ConfigError(ErrorCode.PolicyInvalid, `${source}: ${problems.join("; ")}`);
   const frozen = Object.freeze(capabilities);
-  return Object.freeze({ capabilities: frozen, of: (capability: string, major: number) => frozen[`${capability}.v${major}`] });
+  const health = Object.freeze({ windowMs: (doc as { health?: { windowMs?: number } }).health?.windowMs ?? DEFAULT_HEALTH_WINDOW_MS });
+  return Object.freeze({ capabilities: frozen, health, of: (capability: string, major: number) => frozen[`${capability}.v${major}`] });
 }
 
 /** Loads the policy file. */

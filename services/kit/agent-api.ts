@@ -136,6 +136,14 @@ export interface AgentStats {
   /** Mean and maximum handler time in milliseconds. */
   readonly handlerMeanMs: number;
   readonly handlerMaxMs: number;
+  /** `quarantined` by reason (the reasons with at least one). */
+  readonly quarantinedByReason: Readonly<Partial<Record<QuarantineReasonValue, number>>>;
+  /**
+   * Handler runs by duration: element i counts the runs of at most HANDLER_DURATION_BOUNDARIES_MS[i] ms (and more
+   * than the bound before), the last element those above every bound. Cumulative since the agent started, like
+   * every counter here, so the coordinator computes percentiles over a window from the difference of two beats.
+   */
+  readonly handlerBuckets: readonly number[];
 }
 
 /**
@@ -144,7 +152,7 @@ export interface AgentStats {
  */
 export function agentStatsEndpoint(principal: string): ControlEndpoint<Record<string, never>, AgentStats> {
   return controlEndpoint<Record<string, never>, AgentStats>({
-    service: principal, name: "stats", description: "processed, failed, quarantined, replays, in-flight, handler latency",
+    service: principal, name: "stats", description: "processed, failed, quarantined (by reason), replays, in-flight, handler latency (mean, max, histogram)",
     // No parameters: whatever the body says (`''`, `{}`), the answer is the counters.
     parse: () => ({}),
   });

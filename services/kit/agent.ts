@@ -27,7 +27,7 @@ import { consumeDurable, type DurableConsumer } from "./consumer.ts";
 import { isConsumerNotFound } from "./jetstream-errors.ts";
 import { defaultLayout, type MeshLayout } from "./layout.ts";
 import type { FactRef } from "./principals.ts";
-import { createAgentMetrics } from "./metrics.ts";
+import { HANDLER_DURATION_BOUNDARIES_MS, createAgentMetrics, handlerDurationBucket } from "./metrics.ts";
 import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 import { encodeLease, leaseKey, openLeases, readLease, type Lease } from "./leases.ts";
 import { openProcessedSet, type ProcessedSet } from "./processed.ts";
@@ -90,7 +90,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const baseLog = (opts.log ?? createLogger({ name: def.principal })).child({ capability: `${def.capability}.v${def.major}` });
   // Per-message lines are debug; checking the level once keeps their cost off the hot path when off.
   const debugOn = baseLog.isLevelEnabled("debug");
-  const metrics = createAgentMetrics({ principal: def.principal, capability: def.capability, major: def.major });
+  const metrics = createAgentMetrics({ principal: def.principal, capability: def.capability, major: def.major, version: def.version });
   // Every agent marks what it handled, so a replay after the duplicate window is absorbed (processed.ts).
   // Who publishes the outputs: their message ids are namespaced and tagged with this (msg-ids.ts).
   const idOwner = Object.freeze({ principal: def.principal, key: opts.signingKey });
@@ -155,10 +155,15 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const js = jetstream(nc);
 
   const counters = { processed: 0, failed: 0, quarantined: 0, replays: 0, inFlight: 0, handlerTotalMs: 0, handlerRuns: 0, handlerMaxMs: 0 };
+  // Counted in place (no allocation per input); copied only when stats are read (a heartbeat, `nats micro stats`).
+  const quarantinedByReason = Object.fromEntries(Object.values(QuarantineReason).map((r) => [r, 0])) as Record<QuarantineReasonValue, number>;
+  const handlerBuckets = new Array<number>(HANDLER_DURATION_BOUNDARIES_MS.length + 1).fill(0);
   const stats = (): AgentStats => ({
     processed: counters.processed, failed: counters.failed, quarantined: counters.quarantined, replays: counters.replays,
     inFlight: counters.inFlight, handlerMeanMs: counters.handlerRuns ? counters.handlerTotalMs / counters.handlerRuns : 0,
     handlerMaxMs: counters.handlerMaxMs,
+    quarantinedByReason: Object.fromEntries(Object.entries(quarantinedByReason).filter(([, n]) => n > 0)),
+    handlerBuckets: [...handlerBuckets],
   });
   const shutdown = new AbortController();
 
@@ -204,6 +209,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     const ok = await quarantine(js, msg, subjects.quarantine(reason, def.capability), { reason, detail, code, detectedBy: def.principal }, { key: opts.signingKey });
     if (ok) {
       counters.quarantined++;
+      quarantinedByReason[reason]++;
       metrics.quarantined(reason);
       log.warn({ reason, code, detail, seq: msg.info.streamSequence }, "input quarantined");
     } else {
@@ -328,6 +334,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         counters.handlerRuns++;
         counters.handlerTotalMs += ms;
         counters.handlerMaxMs = Math.max(counters.handlerMaxMs, ms);
+        handlerBuckets[handlerDurationBucket(ms)]!++;
         metrics.handlerDuration(ms);
       }
       // 9. ack, only now
@@ -471,9 +478,10 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       shutdown.abort();
       unwatchSwitches();
       unwatchRoutes();
-      await heartbeat.stop();
       await routing;
+      // The heartbeat stops last: the instance is live while it drains, and its final beat counts what it finished.
       await Promise.all([...running.values()].map((c) => c.stop()));
+      await heartbeat.stop();
       await service.stop().catch(() => undefined);
       publisher.close();
       await closeWatchers();

@@ -10,7 +10,9 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { AgentStats } from "./agent-api.ts";
 import { KvBucket, openMeshBucket } from "./buckets.ts";
+import { QuarantineReason, type QuarantineReasonValue } from "./errors.ts";
 import { capabilityKeyPrefix } from "./kv-keys.ts";
+import { HANDLER_DURATION_BOUNDARIES_MS } from "./metrics.ts";
 
 /** How often an instance refreshes its key: a third of the bucket's max_age, so one lost beat does not hide it. */
 export const HEARTBEAT_MS = 2_000;
@@ -36,7 +38,7 @@ export interface InstanceBeat {
 /** A running heartbeat. */
 export interface Heartbeat {
   readonly instance: string;
-  /** Stops beating and deletes the key: the instance is gone at once. */
+  /** Sends one last beat and deletes the key: the instance is gone at once. */
   stop(): Promise<void>;
 }
 
@@ -78,6 +80,9 @@ export async function startHeartbeat(nc: NatsConnection, who: InstanceIdentity, 
     async stop() {
       clearInterval(timer);
       await pending;
+      // A last beat with the final counters: what the instance did since its previous beat still counts in the
+      // coordinator's health figures. Then the key goes (the watch sees both, in order).
+      await beat().catch(() => undefined);
       await kv.delete(key).catch((err: unknown) => log.warn({ err, instance }, "could not remove the instance's heartbeat; it expires on its own"));
     },
   };
@@ -94,13 +99,106 @@ export async function listInstances(kv: KV): Promise<InstanceBeat[]> {
   return out.sort((a, b) => a.capability.localeCompare(b.capability) || a.instance.localeCompare(b.instance));
 }
 
-/** A beat's value, or undefined for a delete or a value that is not one (reported by the caller's listing as missing). */
-export function parseBeat(entry: Pick<KvEntry, "operation" | "json">): InstanceBeat | undefined {
-  if (entry.operation !== "PUT") return undefined;
+/**
+ * The largest beat read: a real one is well under 2 KiB (its subscriptions are the only list), and a reader —
+ * the coordinator keeps beats of every instance for its health window — must not hold what an agent chooses.
+ */
+export const MAX_BEAT_BYTES = 16 * 1024;
+const MAX_SUBSCRIBES = 64;
+const MAX_TEXT = 256;
+const CAPABILITY_REF = /^([a-z0-9_-]+)\.v(0|[1-9][0-9]*)$/;
+const VERSION = /^[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$/;
+const KNOWN_REASONS: ReadonlySet<string> = new Set(Object.values(QuarantineReason));
+
+/** What a causeway_instances entry is: a beat, nothing (a delete), or something that is not a beat, and why. */
+export type BeatCheck = { readonly beat: InstanceBeat; readonly problem?: undefined } | { readonly beat?: undefined; readonly problem?: string };
+
+/**
+ * Reads a causeway_instances entry defensively. An agent writes its own beat, so a beat may lie or be garbage:
+ * the server lets a principal write keys only under the prefixes of the capabilities it serves, and a beat whose
+ * body names another capability (or another instance) than its key is refused, as is one too large, with a
+ * field of the wrong type or out of bounds. The result is rebuilt from the checked fields only; quarantine
+ * reasons the mesh does not know are dropped; `quarantinedByReason` and `handlerBuckets`, which older builds do
+ * not send, default to none.
+ */
+export function checkBeat(entry: Pick<KvEntry, "key" | "operation" | "json" | "length">): BeatCheck {
+  if (entry.operation !== "PUT") return {};
+  if (entry.length > MAX_BEAT_BYTES) return { problem: `${entry.length} bytes, more than ${MAX_BEAT_BYTES}` };
+  let v: Record<string, unknown>;
   try {
-    const v = entry.json<InstanceBeat>();
-    return typeof v.instance === "string" && typeof v.capability === "string" && typeof v.at === "string" ? v : undefined;
+    v = entry.json<Record<string, unknown>>();
   } catch {
+    return { problem: "not JSON" };
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return { problem: "not a JSON object" };
+  const problems: string[] = [];
+  const text = (name: string, pattern?: RegExp): string => {
+    const x = v[name];
+    if (typeof x !== "string" || x === "" || x.length > MAX_TEXT || (pattern !== undefined && !pattern.test(x))) {
+      problems.push(`${name} is not a valid string`);
+      return "";
+    }
+    return x;
+  };
+  const time = (name: string): string => {
+    const x = text(name);
+    if (x !== "" && Number.isNaN(Date.parse(x))) problems.push(`${name} is not a time`);
+    return x;
+  };
+  const capability = text("capability", CAPABILITY_REF);
+  const instance = text("instance", /^[^.*>\s]+$/);
+  const m = CAPABILITY_REF.exec(capability);
+  if (m && instance !== "" && entry.key !== `${capabilityKeyPrefix(m[1]!, Number(m[2]))}.${instance}`) {
+    problems.push(`its key ${entry.key.slice(0, MAX_TEXT)} is not ${capability}'s instance ${instance}`);
+  }
+  const subscribes = v.subscribes;
+  if (!Array.isArray(subscribes) || subscribes.length > MAX_SUBSCRIBES || !subscribes.every((x) => typeof x === "string" && x.length <= MAX_TEXT)) problems.push("subscribes is not a list of subjects");
+  const stats = statsOf(v.stats, problems);
+  const pid = v.pid;
+  if (!Number.isSafeInteger(pid) || (pid as number) < 0) problems.push("pid is not a process id");
+  const beat: InstanceBeat = {
+    principal: text("principal"), capability, version: text("version", VERSION), instance, host: text("host"), pid: pid as number,
+    subscribes: subscribes as string[], startedAt: time("startedAt"), at: time("at"), stats: stats!,
+  };
+  return problems.length > 0 ? { problem: problems.join("; ") } : { beat };
+}
+
+/** A beat's value, or undefined for a delete or a value that is not one (see checkBeat). */
+export function parseBeat(entry: Pick<KvEntry, "key" | "operation" | "json" | "length">): InstanceBeat | undefined {
+  return checkBeat(entry).beat;
+}
+
+const count = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0;
+
+function statsOf(raw: unknown, problems: string[]): AgentStats | undefined {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    problems.push("stats is not an object");
     return undefined;
   }
+  const s = raw as Record<string, unknown>;
+  const counters = ["processed", "failed", "quarantined", "replays", "inFlight"] as const;
+  for (const name of counters) if (!count(s[name])) problems.push(`stats.${name} is not a count`);
+  for (const name of ["handlerMeanMs", "handlerMaxMs"] as const) {
+    if (typeof s[name] !== "number" || !Number.isFinite(s[name]) || s[name] < 0) problems.push(`stats.${name} is not a duration`);
+  }
+  const byReason: Partial<Record<QuarantineReasonValue, number>> = {};
+  const reasons = s.quarantinedByReason ?? {};
+  if (typeof reasons !== "object" || reasons === null || Array.isArray(reasons)) problems.push("stats.quarantinedByReason is not an object");
+  else {
+    for (const [reason, n] of Object.entries(reasons)) {
+      if (!count(n)) problems.push(`stats.quarantinedByReason.${reason.slice(0, 64)} is not a count`);
+      else if (KNOWN_REASONS.has(reason)) byReason[reason as QuarantineReasonValue] = n;
+      if (problems.length > 0) break;
+    }
+  }
+  const buckets = s.handlerBuckets ?? [];
+  const bucketCount = HANDLER_DURATION_BOUNDARIES_MS.length + 1;
+  if (!Array.isArray(buckets) || (buckets.length !== 0 && buckets.length !== bucketCount) || !buckets.every(count)) {
+    problems.push(`stats.handlerBuckets is not ${bucketCount} counts`);
+  }
+  return {
+    processed: s.processed as number, failed: s.failed as number, quarantined: s.quarantined as number, replays: s.replays as number,
+    inFlight: s.inFlight as number, handlerMeanMs: s.handlerMeanMs as number, handlerMaxMs: s.handlerMaxMs as number,
+    quarantinedByReason: byReason, handlerBuckets: Array.isArray(buckets) ? buckets as number[] : [],
+  };
 }

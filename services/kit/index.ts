@@ -123,8 +123,10 @@ export type { BucketSpec, KvBucketValue } from "./buckets.ts";
 // The mesh layout: prefix, streams, durables and buckets, read once from infra/ and streams/
 export { defaultLayout, loadLayout } from "./layout.ts";
 export type { LayoutOptions, MeshLayout, MeshService } from "./layout.ts";
-export { HEARTBEAT_MS, listInstances, parseBeat } from "./heartbeat.ts";
-export type { InstanceBeat } from "./heartbeat.ts";
+export { HEARTBEAT_MS, MAX_BEAT_BYTES, checkBeat, listInstances, parseBeat } from "./heartbeat.ts";
+export type { BeatCheck, InstanceBeat } from "./heartbeat.ts";
+// The agents' metric names and the handler-duration buckets their heartbeats count in (the coordinator's health)
+export { AgentMetricAttribute, HANDLER_DURATION_BOUNDARIES_MS, METER_NAME } from "./metrics.ts";
 
 // The control plane: one contract for every request/reply endpoint on <prefix>.ctl.<service>.<action>
 export { addControlEndpoint, controlEndpoint, controlRequest, isInboxOf, jsonObjectBody } from "./control.ts";

@@ -2,7 +2,7 @@
 // internals a test checks directly. Only test/ imports this file (the lint rule in eslint.config.js).
 
 // The agents' OpenTelemetry instruments, checked by the telemetry tests
-export { AgentMetric, AgentMetricAttribute, createAgentMetrics } from "./metrics.ts";
+export { AgentMetric, AgentMetricAttribute, HANDLER_DURATION_BOUNDARIES_MS, createAgentMetrics, handlerDurationBucket } from "./metrics.ts";
 
 // The stream files' own prefix and the capability consumer template, checked by the layout tests
 export { CAPABILITY_TEMPLATE, FILES_PREFIX } from "./stream-files.ts";

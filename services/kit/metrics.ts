@@ -24,6 +24,8 @@ export const AgentMetricAttribute = {
   Principal: "causeway.principal",
   Capability: "causeway.capability",
   Major: "causeway.capability.major",
+  /** The implementation version (semver): two builds of one capability running side by side tell apart. */
+  Version: "causeway.agent.version",
   Reason: "reason",
 } as const;
 
@@ -32,6 +34,8 @@ export interface AgentMetricAttributes {
   principal: string;
   capability: string;
   major: number;
+  /** The implementation version (the definition's `version`). */
+  version: string;
 }
 
 /** Recorders for one agent. */
@@ -48,8 +52,21 @@ export interface AgentMetrics {
   inFlight(delta: 1 | -1): void;
 }
 
-// Handler runs go from sub-millisecond transforms to minute-long model calls.
-const DURATION_BOUNDARIES_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 120_000, 300_000];
+/**
+ * Upper bounds (ms, inclusive) of the handler-duration histogram's buckets; one more bucket holds what is above the
+ * last. Handler runs go from sub-millisecond transforms to minute-long model calls. The OTel histogram and the
+ * cumulative bucket counts every agent heartbeats (AgentStats.handlerBuckets), from which the coordinator computes
+ * windowed percentiles per version, use these same bounds.
+ */
+export const HANDLER_DURATION_BOUNDARIES_MS: readonly number[] = Object.freeze([1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 120_000, 300_000]);
+
+/** The bucket of HANDLER_DURATION_BOUNDARIES_MS a duration falls in (as OTel counts: `ms <= bound`); the last index is the overflow. */
+export function handlerDurationBucket(ms: number): number {
+  const bounds = HANDLER_DURATION_BOUNDARIES_MS;
+  let i = 0;
+  while (i < bounds.length && ms > bounds[i]!) i++;
+  return i;
+}
 
 /** The metrics of one agent, on `meter` (default: the global meter provider's `causeway` meter). */
 export function createAgentMetrics(attrs: AgentMetricAttributes, meter: Meter = metrics.getMeter(METER_NAME)): AgentMetrics {
@@ -57,13 +74,14 @@ export function createAgentMetrics(attrs: AgentMetricAttributes, meter: Meter = 
     [AgentMetricAttribute.Principal]: attrs.principal,
     [AgentMetricAttribute.Capability]: attrs.capability,
     [AgentMetricAttribute.Major]: attrs.major,
+    [AgentMetricAttribute.Version]: attrs.version,
   });
   const byReason = new Map<string, Attributes>();
   const processed = meter.createCounter(AgentMetric.Processed, { description: "Inputs handled to the end", unit: "{event}", valueType: ValueType.INT });
   const failed = meter.createCounter(AgentMetric.Failed, { description: "Handler runs that threw", unit: "{event}", valueType: ValueType.INT });
   const quarantined = meter.createCounter(AgentMetric.Quarantined, { description: "Inputs sent to quarantine, by reason", unit: "{event}", valueType: ValueType.INT });
   const duration = meter.createHistogram(AgentMetric.HandlerDuration, {
-    description: "Duration of one handler run", unit: "ms", advice: { explicitBucketBoundaries: DURATION_BOUNDARIES_MS },
+    description: "Duration of one handler run", unit: "ms", advice: { explicitBucketBoundaries: [...HANDLER_DURATION_BOUNDARIES_MS] },
   });
   const inFlight = meter.createUpDownCounter(AgentMetric.InFlight, { description: "Handler runs in progress", unit: "{event}", valueType: ValueType.INT });
   return Object.freeze({

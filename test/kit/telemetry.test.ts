@@ -6,10 +6,8 @@ import type { AddressInfo } from "node:net";
 import { Writable } from "node:stream";
 import { test } from "node:test";
 import type { TestContext } from "node:test";
-import { SpanKind, SpanStatusCode, metrics, trace } from "@opentelemetry/api";
-import {
-  AggregationTemporality, DataPointType, InMemoryMetricExporter, MeterProvider, PeriodicExportingMetricReader,
-} from "@opentelemetry/sdk-metrics";
+import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { DataPointType } from "@opentelemetry/sdk-metrics";
 import type { HistogramMetricData, MetricData, SumMetricData } from "@opentelemetry/sdk-metrics";
 // @opentelemetry/sdk-trace is the 3.x successor of sdk-trace-base (TracerProvider = BasicTracerProvider);
 // sdk-node pins it, and sdk-trace-base 2.x does not accept @opentelemetry/api 1.10.
@@ -17,7 +15,8 @@ import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from "@open
 import {
   ConfigError, ErrorCode, QuarantineReason, SpanAttribute, createEvent, createLogger, endSpan, eventLogger, parseTraceparent, startProcessSpan, startSendSpan, traceparentOf, tracestateOf,
 } from "../../services/kit/index.ts";
-import { AgentMetric, AgentMetricAttribute, createAgentMetrics } from "../../services/kit/internal.ts";
+import { AgentMetric, AgentMetricAttribute, HANDLER_DURATION_BOUNDARIES_MS, createAgentMetrics, handlerDurationBucket } from "../../services/kit/internal.ts";
+import { inMemoryMetrics } from "../metrics-fixture.ts";
 
 const NODE = "node_modules/.bin/node";
 const PRODUCER = { traceId: "0af7651916cd43dd8448eb211c80319c", spanId: "b7ad6b7169203331" };
@@ -151,17 +150,8 @@ test("telemetry - with no tracer provider registered spans are no-ops and tracep
 });
 
 test("telemetry - agent metrics count processed, failed and quarantined inputs and record handler durations", async (t) => {
-  const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
-  const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 });
-  const provider = new MeterProvider({ readers: [reader] });
-  metrics.disable();
-  assert.ok(metrics.setGlobalMeterProvider(provider));
-  t.after(async () => {
-    metrics.disable();
-    await provider.shutdown();
-  });
-
-  const m = createAgentMetrics({ principal: "researcher", capability: "research", major: 1 });
+  const sdk = inMemoryMetrics(t);
+  const m = createAgentMetrics({ principal: "researcher", capability: "research", major: 1, version: "1.4.0" });
   m.inFlight(1);
   m.inFlight(1);
   m.handlerDuration(12);
@@ -173,15 +163,13 @@ test("telemetry - agent metrics count processed, failed and quarantined inputs a
   m.quarantined(QuarantineReason.SchemaViolation);
   m.quarantined(QuarantineReason.SchemaViolation);
   m.quarantined(QuarantineReason.LowConfidence);
-  await reader.forceFlush();
-
-  const all: MetricData[] = exporter.getMetrics().at(-1)!.scopeMetrics.flatMap((s) => s.metrics);
+  const all: MetricData[] = await sdk.collect();
   const metric = (name: string): MetricData => {
     const found = all.find((x) => x.descriptor.name === name);
     assert.ok(found, name);
     return found;
   };
-  const base = { [AgentMetricAttribute.Principal]: "researcher", [AgentMetricAttribute.Capability]: "research", [AgentMetricAttribute.Major]: 1 };
+  const base = { [AgentMetricAttribute.Principal]: "researcher", [AgentMetricAttribute.Capability]: "research", [AgentMetricAttribute.Major]: 1, [AgentMetricAttribute.Version]: "1.4.0" };
   const sum = (name: string): SumMetricData["dataPoints"] => (metric(name) as SumMetricData).dataPoints;
 
   assert.deepEqual(sum(AgentMetric.Processed).map((p) => [p.attributes, p.value]), [[base, 3]]);
@@ -200,6 +188,9 @@ test("telemetry - agent metrics count processed, failed and quarantined inputs a
   assert.equal(point.value.sum, 42);
   assert.equal(point.value.min, 12);
   assert.equal(point.value.max, 30);
+  // The heartbeat's bucket counts (AgentStats.handlerBuckets) use the histogram's own bounds.
+  assert.deepEqual(point.value.buckets.boundaries, [...HANDLER_DURATION_BOUNDARIES_MS]);
+  assert.deepEqual([0.5, 1, 1.01, 12, 300_000, 300_001].map(handlerDurationBucket), [0, 0, 1, 4, HANDLER_DURATION_BOUNDARIES_MS.length - 1, HANDLER_DURATION_BOUNDARIES_MS.length]);
 });
 
 /** A pino destination that keeps each line, parsed. */

@@ -1,11 +1,15 @@
 // `causeway agents`: every capability the mesh declares, with the agent instances that serve it now — their
 // implementation versions, last heartbeat and counters — read from the causeway_instances bucket, where each
-// running agent announces itself every HEARTBEAT_MS (services/kit/heartbeat.ts). An instance that stops
-// heartbeating drops out within seconds; a capability nobody serves is listed with no instance.
+// running agent announces itself every HEARTBEAT_MS (services/kit/heartbeat.ts), and the health of each version
+// over the coordinator's window (its `health` endpoint: services/coordinator/health.ts). An instance that stops
+// heartbeating drops out within seconds; a capability nobody serves is listed with no instance. Without a
+// coordinator the instances are still listed, and the command says the health figures are missing.
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  ConfigError, DEFAULT_NATS_URL, ErrorCode, HEARTBEAT_MS, KvBucket, connectAs, defaultLayout, listInstances, openMeshBucket, type InstanceBeat,
+  ConfigError, DEFAULT_NATS_URL, ErrorCode, HEARTBEAT_MS, KvBucket, connectAs, controlRequest, defaultLayout, isCausewayError, listInstances, openMeshBucket,
+  type InstanceBeat,
 } from "../../kit/index.ts";
+import { health as healthEndpoint, type HealthReply, type VersionHealth } from "../../coordinator/contract.ts";
 import { table } from "../table.ts";
 import { parseCommand, usageError } from "../usage.ts";
 
@@ -14,11 +18,18 @@ const USAGE = `usage: causeway agents [--json] [--server URL]
   Every capability of infra/principals.json with its live agent instances: the agent, its implementation
   version, the instance id, when it last heartbeated, and its counters since it started (processed, failed,
   quarantined, in flight). Instances heartbeat every ${HEARTBEAT_MS / 1000} s; one that stops is gone within seconds.
+  Then, from the coordinator, each capability version's health over its sliding window (infra/policy.json
+  health.windowMs, default 60 s): live instances, handled, failed (each retry), quarantined and by reason,
+  failure and quarantine rates, handler latency p50 and p95, last heartbeat. Without a coordinator the
+  instances are listed and the health figures are left out, with a line on stderr saying so.
 
-  --json         the capabilities and their instances as JSON
+  --json         the capabilities, their instances and their versions' health ("health": null without a coordinator)
   --server URL   NATS server (default: $NATS_URL or ${DEFAULT_NATS_URL})
 
 Connects as the operator (<data>/keys/operator.nk; <data> is $CAUSEWAY_DATA_DIR, default <repo>/.data).`;
+
+/** How long the coordinator has to answer before the health figures are left out. */
+const HEALTH_TIMEOUT_MS = 5_000;
 
 const options = { json: { type: "boolean", default: false }, server: { type: "string" } } as const;
 
@@ -29,10 +40,12 @@ export interface CapabilityInstances {
   readonly agents: readonly string[];
   readonly versions: readonly string[];
   readonly instances: readonly InstanceBeat[];
+  /** Each version seen in the coordinator's window (VersionHealth); null when no coordinator answered. */
+  readonly health: readonly VersionHealth[] | null;
 }
 
-/** The capabilities of the layout with their live instances, in principals.json order. */
-export function byCapability(beats: readonly InstanceBeat[]): CapabilityInstances[] {
+/** The capabilities of the layout with their live instances and their versions' health, in principals.json order. */
+export function byCapability(beats: readonly InstanceBeat[], health: HealthReply | null): CapabilityInstances[] {
   const { principals } = defaultLayout();
   return Object.keys(principals.capabilities).map((ref) => {
     const instances = beats.filter((b) => b.capability === ref);
@@ -41,9 +54,25 @@ export function byCapability(beats: readonly InstanceBeat[]): CapabilityInstance
       agents: Object.values(principals.principals).filter((p) => p.serves.includes(ref)).map((p) => p.name),
       versions: [...new Set(instances.map((i) => i.version))].sort(),
       instances,
+      health: health === null ? null : health.versions.filter((v) => v.capability === ref),
     };
   });
 }
+
+/** The coordinator's health figures, or null (and why on stderr) when it does not answer. */
+async function askHealth(nc: NatsConnection): Promise<HealthReply | null> {
+  try {
+    return await controlRequest(nc, healthEndpoint, {}, { timeout: HEALTH_TIMEOUT_MS });
+  } catch (err) {
+    if (!isCausewayError(err)) throw err;
+    const why = err.code === ErrorCode.Unavailable ? "no coordinator answered" : "the coordinator refused the health request";
+    console.error(`causeway agents: ${why}: ${err.message} (${err.code}); the instances are listed without health figures`);
+    return null;
+  }
+}
+
+const percent = (rate: number) => `${(rate * 100).toFixed(1)} %`;
+const ms = (v: number | null) => (v === null ? "-" : v < 10 ? `${v.toFixed(1)} ms` : `${Math.round(v)} ms`);
 
 /** `causeway agents [--json]`; resolves with the exit code. */
 export async function agents(args: string[]): Promise<number> {
@@ -57,7 +86,9 @@ export async function agents(args: string[]): Promise<number> {
     throw new ConfigError(ErrorCode.Unavailable, `cannot connect to ${where} as the operator: ${(err as Error).message}`, { cause: err });
   });
   try {
-    const capabilities = byCapability(await listInstances(await openMeshBucket(nc, KvBucket.Instances, "live agent instances")));
+    const beats = await listInstances(await openMeshBucket(nc, KvBucket.Instances, "live agent instances"));
+    const health = await askHealth(nc);
+    const capabilities = byCapability(beats, health);
     if (parsed.values.json) {
       console.log(JSON.stringify(capabilities, null, 2));
       return 0;
@@ -70,6 +101,19 @@ export async function agents(args: string[]): Promise<number> {
         String(i.stats.processed), String(i.stats.failed), String(i.stats.quarantined), String(i.stats.inFlight),
       ])));
     console.log(table(["CAPABILITY", "AGENT", "VERSION", "INSTANCE", "HEARTBEAT", "PROCESSED", "FAILED", "QUARANTINED", "IN FLIGHT"], rows));
+    if (health === null) return 0;
+    const versions = capabilities.flatMap((c) => c.health ?? []);
+    console.log(`\nhealth per version over the last ${health.windowMs / 1000} s (coordinator):`);
+    if (versions.length === 0) {
+      console.log("no agent version heartbeated in the window");
+      return 0;
+    }
+    console.log(table(["CAPABILITY", "VERSION", "LIVE", "HANDLED", "FAILED", "QUARANTINED", "FAILURE RATE", "QUARANTINE RATE", "P50", "P95", "LAST HEARTBEAT", "QUARANTINED BY REASON"],
+      versions.map((v) => [
+        v.capability, v.version, String(v.liveInstances), String(v.handled), String(v.failed), String(v.quarantined), percent(v.failureRate), percent(v.quarantineRate),
+        ms(v.p50Ms), ms(v.p95Ms), v.lastHeartbeat === null ? "-" : `${((now - Date.parse(v.lastHeartbeat)) / 1000).toFixed(1)} s ago`,
+        Object.entries(v.quarantinedByReason).map(([reason, n]) => `${reason}=${n}`).join(",") || "-",
+      ])));
     return 0;
   } finally {
     await nc.drain().catch(() => nc.close());
