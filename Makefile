@@ -29,7 +29,7 @@ demo: setup ## run the mesh end to end with embedded defaults, then stop it
 test: setup ## the whole test suite on real nats-servers
 	npm test
 
-chaos: setup ## fault scenarios on a 3-node mesh (leader kill, SIGSTOP, rolling restart, agent/coordinator/lineage kill, all nodes down) with per-flow accounting
+chaos: setup ## fault scenarios on a 3-node mesh (leader kill, SIGSTOP, rolling restart, agent/coordinator/lineage kill, all nodes down, PostgreSQL down, network partitions) with per-flow accounting
 	npm run chaos
 
 bench: setup ## benchmarks: ratios against hand-written baselines measured in the same run

@@ -92,6 +92,32 @@ describe("cluster - the rendered node configs", () => {
     assert.match(tooSmall.stderr, /3 to 7 nodes/);
   });
 
+  test("cluster - infra render --cluster 3 --hosts puts each node on an address of its own", async (t) => {
+    const data = mkdtempSync(join(tmpdir(), "causeway-cluster-"));
+    t.after(() => rmSync(data, { recursive: true, force: true }));
+    assert.equal((await causeway(["keys", "ensure"], data)).code, 0);
+    const hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    const res = await causeway(["infra", "render", "--cluster", "3", "--cluster-port", "16222", "--hosts", hosts.join(",")], data);
+    assert.equal(res.code, 0, res.stderr);
+    const dir = join(data, "nats", "cluster");
+    const password = readFileSync(join(dir, "route-password"), "utf8").trim();
+    for (const [i, host] of hosts.entries()) {
+      const path = join(dir, `causeway-${i + 1}.conf`);
+      const text = readFileSync(path, "utf8");
+      assert.match(text, new RegExp(`^listen: "${host.replace(/\./g, "\\.")}:${4222 + i}"$`, "m"));
+      assert.match(text, new RegExp(`^  listen: "${host.replace(/\./g, "\\.")}:${16222 + i}"$`, "m"));
+      for (const [j, peer] of hosts.entries()) assert.ok(text.includes(`"nats-route://causeway-route:${password}@${peer}:${16222 + j}"`), `node ${i + 1} routes to node ${j + 1} on ${peer}`);
+      const check = await run(toolPath("nats-server"), ["-t", "-c", path]);
+      assert.equal(check.code, 0, check.stderr);
+    }
+    const short = await causeway(["infra", "render", "--cluster", "3", "--hosts", "127.0.0.1,127.0.0.2"], data);
+    assert.equal(short.code, 2);
+    assert.match(short.stderr, /2 hosts for 3 nodes/);
+    const alone = await causeway(["infra", "render", "--hosts", "127.0.0.1"], data);
+    assert.equal(alone.code, 2);
+    assert.match(alone.stderr, /go with --cluster/);
+  });
+
   describe("cluster - started as `causeway up --cluster` starts them", () => {
     let data: string;
     let rendered: RenderClusterResult;

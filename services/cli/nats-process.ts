@@ -44,6 +44,11 @@ export interface SpawnOptions {
    * run to elect a JetStream meta leader: start every node without waiting, then {@link waitForCluster}.
    */
   waitHealthy?: boolean;
+  /**
+   * A command the server runs under, which must exec its arguments in place so the pid stays the server's: the
+   * chaos suite runs each node in a network namespace of its own with `["ip", "netns", "exec", <namespace>]`.
+   */
+  runUnder?: readonly string[];
 }
 
 /** Starts nats-server and resolves when it reports healthy, with its URLs read from the ports file. */
@@ -51,7 +56,8 @@ export async function spawnNatsServer(opts: SpawnOptions): Promise<NatsProcess> 
   mkdirSync(opts.portsDir, { recursive: true });
   for (const f of readdirSync(opts.portsDir)) if (f.endsWith(".ports")) rmSync(join(opts.portsDir, f));
   const args = ["-c", opts.configPath, "--ports_file_dir", opts.portsDir, ...(opts.logFile ? ["-l", opts.logFile] : [])];
-  const child = spawn(natsBinary("nats-server"), args, { stdio: ["ignore", "ignore", opts.detached ? "ignore" : "pipe"], detached: opts.detached ?? false });
+  const command = [...(opts.runUnder ?? []), natsBinary("nats-server"), ...args];
+  const child = spawn(command[0]!, command.slice(1), { stdio: ["ignore", "ignore", opts.detached ? "ignore" : "pipe"], detached: opts.detached ?? false });
   let log = "";
   child.stderr?.setEncoding("utf8").on("data", (c: string) => { log += c; });
   const exited = new Promise<void>((r) => child.once("exit", () => r()));

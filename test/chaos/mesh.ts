@@ -4,6 +4,11 @@
 // and service processes by pid file, the MESH_CAP stream leader, the node the services are connected to, the
 // gateway over HTTP, the flows' report.published events and the quarantine. Disposing it runs `causeway down`
 // and then SIGKILLs whatever a pid file still names (a stopped node is continued first), even after a failure.
+// With `network: true` each node runs in a network namespace of its own (netns.ts) so that a scenario can cut it
+// off for real: the operator's way of running nodes that `up` does not start itself — render the configs with
+// the nodes' addresses (`infra render --cluster 3 --hosts …`), start each node in its namespace, then `up
+// --cluster 3 --hosts …`, which keeps the running nodes and brings the mesh up on them. Where namespaces cannot
+// be had, the mesh runs on loopback as usual and says why (`netUnavailable`).
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,6 +21,7 @@ import { writePidFile } from "../../services/cli/pid-files.ts";
 import { clusterDir, nodeLogFile, nodePidFile, recordedNodes, recordedReplicas } from "../../services/cli/processes.ts";
 import { runCli, type CliRun } from "../e2e-fixture.ts";
 import { freePort, freeRun, repoRoot, startPostgres, waitFor, type PostgresServer } from "../harness/index.ts";
+import { NetnsUnavailable, createNodeNetwork, type NodeNetwork } from "./netns.ts";
 
 export const NODES = 3;
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
@@ -51,6 +57,10 @@ export interface ChaosMesh extends AsyncDisposable {
   readonly postgres?: PostgresServer;
   /** The environment the CLI and the services run with (NATS_URL lists every node). */
   readonly env: NodeJS.ProcessEnv;
+  /** The nodes' own network, when the mesh was started with `network: true` and the machine allows namespaces. */
+  readonly net?: NodeNetwork;
+  /** Why the nodes run on loopback although `network: true` asked for namespaces. */
+  readonly netUnavailable?: string;
   /** The pid of node i (1-based) while its pid file names a running process. */
   nodePid(i: number): number | undefined;
   /** Starts node i again from its config and store (as `up --cluster` does), without waiting for the cluster. */
@@ -86,13 +96,18 @@ function alive(pid: number): boolean {
  * `causeway up --cluster 3` in a new data directory; throws (after cleaning up) if it does not come up. With
  * `postgres`, lineage's store is a PostgreSQL of its own (LINEAGE_DATABASE_URL), as production runs it.
  */
-export async function startChaosMesh(opts: { postgres?: boolean } = {}): Promise<ChaosMesh> {
+export async function startChaosMesh(opts: { postgres?: boolean; network?: boolean } = {}): Promise<ChaosMesh> {
   const dataDir = mkdtempSync(join(tmpdir(), "causeway-chaos-"));
   const postgres = opts.postgres ? await startPostgres({ database: "causeway_lineage", durable: true }) : undefined;
   const ports = { client: await freeRun(NODES), monitor: await freeRun(NODES), cluster: await freeRun(NODES) };
   const gatewayPort = await freePort();
-  const urls = Array.from({ length: NODES }, (_, i) => `nats://127.0.0.1:${ports.client + i}`);
-  const monitorUrls = Array.from({ length: NODES }, (_, i) => `http://127.0.0.1:${ports.monitor + i}`);
+  let net: NodeNetwork | undefined;
+  let netUnavailable: string | undefined;
+  // createNodeNetwork deletes what it made when it fails, and fails with NetnsUnavailable only.
+  if (opts.network) net = await createNodeNetwork(NODES).catch((err: NetnsUnavailable) => { netUnavailable = err.message; return undefined; });
+  const hostOf = (i: number) => net?.hosts[i] ?? "127.0.0.1";
+  const urls = Array.from({ length: NODES }, (_, i) => `nats://${hostOf(i)}:${ports.client + i}`);
+  const monitorUrls = Array.from({ length: NODES }, (_, i) => `http://${hostOf(i)}:${ports.monitor + i}`);
   // The demo upstream's rate limit out of the way: the scenarios measure faults, not the limiter.
   const upstreams = JSON.parse(readFileSync(join(repoRoot, "infra", "upstreams.json"), "utf8")) as { upstreams: Record<string, { rate: unknown }> };
   upstreams.upstreams["upstream-demo"]!.rate = { per_second: 1000, burst: 1000 };
@@ -107,17 +122,40 @@ export async function startChaosMesh(opts: { postgres?: boolean } = {}): Promise
   const cli = (args: string[]) => runCli(args, env);
   let operator: NatsConnection | undefined;
   const dispose = async () => {
-    for (const n of recordedNodes(dataDir)) if (n.pidFile.state === "running") try { process.kill(n.pidFile.record.pid, "SIGCONT"); } catch { /* gone */ }
-    await operator?.close().catch(() => undefined);
-    await cli(["down"]).catch(() => undefined);
-    for (const r of [...recordedReplicas(dataDir), ...recordedNodes(dataDir)]) {
-      if (r.pidFile.state === "running") try { process.kill(r.pidFile.record.pid, "SIGKILL"); } catch { /* gone */ }
+    try {
+      for (const n of recordedNodes(dataDir)) if (n.pidFile.state === "running") try { process.kill(n.pidFile.record.pid, "SIGCONT"); } catch { /* gone */ }
+      // Healed first, so that the services drain through nodes they can reach.
+      await net?.heal().catch(() => undefined);
+      await operator?.close().catch(() => undefined);
+      await cli(["down"]).catch(() => undefined);
+      for (const r of [...recordedReplicas(dataDir), ...recordedNodes(dataDir)]) {
+        if (r.pidFile.state === "running") try { process.kill(r.pidFile.record.pid, "SIGKILL"); } catch { /* gone */ }
+      }
+      await postgres?.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    } finally {
+      await net?.[Symbol.asyncDispose]();
     }
-    await postgres?.stop();
-    rmSync(dataDir, { recursive: true, force: true });
+  };
+  const startNode = async (i: number) => {
+    const name = `causeway-${i}`;
+    const p = await spawnNatsServer({
+      configPath: join(clusterDir(dataDir), `${name}.conf`), portsDir: join(clusterDir(dataDir), name), detached: true,
+      logFile: nodeLogFile(dataDir, name), waitHealthy: false, ...(net ? { runUnder: net.runUnder(i) } : {}),
+    });
+    writePidFile(nodePidFile(dataDir, name), p.pid);
   };
   try {
-    const up = await cli(["up", "--cluster", String(NODES), "--client-port", String(ports.client), "--monitor-port", String(ports.monitor), "--cluster-port", String(ports.cluster)]);
+    const portArgs = ["--client-port", String(ports.client), "--monitor-port", String(ports.monitor), "--cluster-port", String(ports.cluster), ...(net ? ["--hosts", net.hosts.join(",")] : [])];
+    if (net) {
+      // `up` cannot start a node inside a namespace: the nodes it finds running on their addresses it keeps.
+      for (const args of [["keys", "ensure"], ["infra", "render", "--cluster", String(NODES), ...portArgs]]) {
+        const res = await cli(args);
+        if (res.code !== 0) throw new Error(`causeway ${args.join(" ")} failed (${res.code}):\n${res.stdout}\n${res.stderr}`);
+      }
+      for (let i = 1; i <= NODES; i++) await startNode(i);
+    }
+    const up = await cli(["up", "--cluster", String(NODES), ...portArgs]);
     if (up.code !== 0) throw new Error(`causeway up --cluster 3 failed (${up.code}):\n${up.stdout}\n${up.stderr}`);
     const gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
     await waitFor(async () => (await fetch(`${gatewayUrl}/health`)).ok, { what: "the gateway's /health", timeoutMs: 30_000 });
@@ -129,15 +167,8 @@ export async function startChaosMesh(opts: { postgres?: boolean } = {}): Promise
       return n?.pidFile.state === "running" ? n.pidFile.record.pid : undefined;
     };
     return {
-      dataDir, urls, monitorUrls, gatewayUrl, env, cli, nodePid, ...(postgres ? { postgres } : {}),
-      async startNode(i) {
-        const name = `causeway-${i}`;
-        const p = await spawnNatsServer({
-          configPath: join(clusterDir(dataDir), `${name}.conf`), portsDir: join(clusterDir(dataDir), name), detached: true,
-          logFile: nodeLogFile(dataDir, name), waitHealthy: false,
-        });
-        writePidFile(nodePidFile(dataDir, name), p.pid);
-      },
+      dataDir, urls, monitorUrls, gatewayUrl, env, cli, nodePid, startNode,
+      ...(postgres ? { postgres } : {}), ...(net ? { net } : {}), ...(netUnavailable === undefined ? {} : { netUnavailable }),
       async waitForCluster(timeoutMs = 60_000) {
         return (await waitForCluster(monitorUrls, { timeoutMs })).leader;
       },

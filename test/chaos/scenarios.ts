@@ -3,7 +3,9 @@
 // seconds in, and once the fault has healed and the load is done the run waits for quiescence (every accepted
 // flow has its report.published, or a deadline passes). Every publish outcome is kept; the result counts what
 // was accepted, completed, lost, duplicated and quarantined, the longest stall after the fault, and whether
-// `causeway lineage verify` passes.
+// `causeway lineage verify` passes. The network partitions run on a mesh whose nodes each have a network
+// namespace of their own (mesh.ts, netns.ts); where the machine does not allow that, they SIGSTOP the same node
+// instead and say so in the notes.
 import { cpSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
@@ -30,6 +32,8 @@ export interface Scenario {
   readonly name: string;
   /** Lineage on PostgreSQL instead of SQLite. */
   readonly postgres?: boolean;
+  /** Every node in a network namespace of its own (`mesh.net`), when the machine allows it. */
+  readonly network?: boolean;
   readonly fault: (mesh: ChaosMesh, log: (line: string) => void) => Promise<string>;
 }
 
@@ -97,6 +101,33 @@ async function killServices(mesh: ChaosMesh, names: string[], downMs: number, lo
   return notes.join("; ");
 }
 
+/** SIGSTOP of node `node` for `ms`, then SIGCONT and the wait for the cluster. */
+async function stopNode(mesh: ChaosMesh, node: number, ms: number, log: (line: string) => void, why: string): Promise<void> {
+  kill(mesh.nodePid(node), "SIGSTOP");
+  log(`SIGSTOP causeway-${node} (${why})`);
+  await delay(ms); // the fault's duration
+  kill(mesh.nodePid(node), "SIGCONT");
+  await mesh.waitForCluster();
+}
+
+/**
+ * A network fault on node `node` for `ms` (`apply` on the mesh's own network), healed, then the wait for the
+ * cluster; without namespaces, a SIGSTOP of the same node, which the notes say.
+ */
+async function partition(mesh: ChaosMesh, node: number, ms: number, log: (line: string) => void, what: string, apply: (net: NonNullable<ChaosMesh["net"]>) => Promise<void>): Promise<string> {
+  if (mesh.net === undefined) {
+    await stopNode(mesh, node, ms, log, `instead of a partition: ${mesh.netUnavailable ?? "no network namespaces"}`);
+    return `network namespaces unavailable (${mesh.netUnavailable ?? "?"}): SIGSTOP of causeway-${node} for ${ms / 1000} s instead`;
+  }
+  await apply(mesh.net);
+  log(`partition: ${what}`);
+  await delay(ms); // the fault's duration
+  await mesh.net.heal();
+  log("partition healed");
+  await mesh.waitForCluster();
+  return mesh.net.description;
+}
+
 /** SIGKILL of the node leading MESH_CAP; started again after `downMs`. */
 export function leaderKill(downMs: number): Scenario {
   return {
@@ -124,11 +155,7 @@ export const SCENARIOS: readonly Scenario[] = [
     name: "SIGSTOP the node the services are connected to for 15 s, then SIGCONT",
     async fault(mesh, log) {
       const { node, counts } = await mesh.servicesNode();
-      kill(mesh.nodePid(node), "SIGSTOP");
-      log(`SIGSTOP causeway-${node} (service connections per node: ${counts.join("/")})`);
-      await delay(15_000);
-      kill(mesh.nodePid(node), "SIGCONT");
-      await mesh.waitForCluster();
+      await stopNode(mesh, node, 15_000, log, `service connections per node: ${counts.join("/")}`);
       return `causeway-${node} stopped (service connections per node ${counts.join("/")})`;
     },
   },
@@ -176,6 +203,26 @@ export const SCENARIOS: readonly Scenario[] = [
       return `lineage on PostgreSQL (LINEAGE_DATABASE_URL); lineage exited during the outage, the scenario ran \`causeway start lineage\` (exit ${res.code})`;
     },
   },
+  {
+    name: "network partition: the node the services are connected to cut off from everything for 15 s (its bridge port down), then healed",
+    network: true,
+    async fault(mesh, log) {
+      const { node, counts } = await mesh.servicesNode();
+      const net = await partition(mesh, node, 15_000, log, `causeway-${node} isolated (service connections per node: ${counts.join("/")})`, (n) => n.isolate(node));
+      return `causeway-${node} isolated (service connections per node ${counts.join("/")}); ${net}`;
+    },
+  },
+  {
+    name: "network partition: the MESH_CAP stream leader cut off from the other two nodes for 15 s (every client still reaches it), then healed",
+    network: true,
+    async fault(mesh, log) {
+      const leader = await mesh.streamLeader("MESH_CAP");
+      const { counts } = await mesh.servicesNode();
+      const peers = Array.from({ length: NODES }, (_, i) => i + 1).filter((i) => i !== leader);
+      const net = await partition(mesh, leader, 15_000, log, `causeway-${leader} (MESH_CAP leader) cut off from causeway-${peers.join(", -")}; service connections per node: ${counts.join("/")}`, (n) => n.cut(leader, peers));
+      return `leader was causeway-${leader}, afterwards causeway-${await mesh.streamLeader("MESH_CAP")} (service connections per node ${counts.join("/")}); ${net}`;
+    },
+  },
 ];
 
 /** Copies the service and node logs of a mesh's data directory to `dir`. */
@@ -201,7 +248,7 @@ export function longestStall(from: number, completions: readonly number[], until
 /** Runs one scenario on a fresh mesh and accounts for every flow. */
 export async function runScenario(scenario: Scenario, load: Load, opts: { log?: (line: string) => void; keepLogsIn?: string } = {}): Promise<Result> {
   const log = opts.log ?? (() => undefined);
-  await using mesh = await startChaosMesh({ postgres: scenario.postgres ?? false });
+  await using mesh = await startChaosMesh({ postgres: scenario.postgres ?? false, network: scenario.network ?? false });
   // The services' and nodes' logs outlive the mesh's data directory when asked (dispose runs after this copy).
   await using _logs = { [Symbol.asyncDispose]: async () => { if (opts.keepLogsIn) copyLogs(mesh.dataDir, opts.keepLogsIn); } };
   const started = Date.now();
@@ -271,12 +318,12 @@ export async function runScenario(scenario: Scenario, load: Load, opts: { log?: 
 
 const fmt = (r: Record<string, number>) => Object.entries(r).map(([k, v]) => `${k}: ${v}`).join(", ") || "0";
 
-/** The Markdown table of a run. */
+/** The Markdown table of a run (a cell's line breaks, e.g. a multi-line error, become spaces: a row is one line). */
 export function renderTable(results: readonly Result[]): string {
   const rows = results.map((r) => [
     r.scenario, String(r.posted), String(r.accepted), fmt(r.refused), String(r.completed), String(r.lost), String(r.duplicated),
     fmt(r.quarantined), r.stallS.toFixed(1), r.maxLatencyS.toFixed(1), r.lineageVerify, r.deadServices.join(", ") || "none", [r.notes, r.error].filter(Boolean).join("; "),
   ]);
   const head = ["scenario", "posted", "accepted (202)", "refused (status: n)", "completed", "lost", "duplicated", "quarantined", "stall s", "max latency s", "lineage verify", "services dead at the end", "notes"];
-  return [head, head.map(() => "---"), ...rows].map((cells) => `| ${cells.map((c) => c.replace(/\|/g, "\\|")).join(" | ")} |`).join("\n");
+  return [head, head.map(() => "---"), ...rows].map((cells) => `| ${cells.map((c) => c.replace(/\|/g, "\\|").replace(/\s*\n\s*/g, " ")).join(" | ")} |`).join("\n");
 }

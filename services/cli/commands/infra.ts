@@ -12,7 +12,7 @@ import {
 import { permissionsFor, type Grant } from "../../kit/ops/index.ts";
 
 const USAGE = `usage: causeway infra render [--out FILE] [--full] [--prefix PREFIX]
-       causeway infra render --cluster N [--out DIR] [--prefix PREFIX] [--client-port P] [--monitor-port P] [--cluster-port P]
+       causeway infra render --cluster N [--out DIR] [--prefix PREFIX] [--client-port P] [--monitor-port P] [--cluster-port P] [--hosts H1,…,HN]
 
   --out FILE       where to write (default: <data>/nats/accounts.conf, or <data>/nats/dev.conf with --full)
   --full           a complete dev server config (listen 127.0.0.1:4222, monitor 127.0.0.1:8222, JetStream
@@ -23,6 +23,8 @@ const USAGE = `usage: causeway infra render [--out FILE] [--full] [--prefix PREF
                    <data>/nats/cluster/causeway-<i>/store, routes to every node with a generated route password
   --client-port P, --monitor-port P, --cluster-port P
                    the first node's ports with --cluster (default 4222, 8222, 6222)
+  --hosts H1,…,HN  with --cluster, the address each node listens on and is routed to, one per node in order
+                   (default 127.0.0.1 for all): nodes on addresses of their own, e.g. each in a network namespace
   --prefix PREFIX  subject prefix of the mesh (default: the prefix infra/principals.json is written with)
 
 <data> is $CAUSEWAY_DATA_DIR (default: <repo>/.data). Every principal needs a seed: \`causeway keys ensure\`.`;
@@ -80,6 +82,7 @@ export async function run(args: string[]): Promise<number> {
         "client-port": { type: "string" },
         "monitor-port": { type: "string" },
         "cluster-port": { type: "string" },
+        hosts: { type: "string" },
       });
   if (parsed.exit !== undefined) return parsed.exit;
   const { values, positionals } = parsed;
@@ -95,7 +98,9 @@ export async function run(args: string[]): Promise<number> {
     if (typeof size === "string") return usageError(size);
     const ports = parseBasePorts(values);
     if (typeof ports === "string") return usageError(ports);
-    const result = renderClusterInfra({ size, ports, dir: values.out, prefix: values.prefix });
+    const hosts = parseHosts(values.hosts, size);
+    if (typeof hosts === "string") return usageError(hosts);
+    const result = renderClusterInfra({ size, ports, ...(hosts ? { hosts } : {}), dir: values.out, prefix: values.prefix });
     for (const node of result.nodes) {
       console.log(`wrote ${node.path}  (${node.name}: client ${node.clientUrl}, monitoring ${node.monitorUrl}, routes ${node.routePort})`);
     }
@@ -103,8 +108,8 @@ export async function run(args: string[]): Promise<number> {
     console.log(`  cluster ${CLUSTER_NAME}: ${size} nodes, routes authenticated with the password in ${result.passwordFile}; JetStream stores fsync every write (sync_interval: always)`);
     return 0;
   }
-  if (values["client-port"] !== undefined || values["monitor-port"] !== undefined || values["cluster-port"] !== undefined) {
-    return usageError("--client-port, --monitor-port and --cluster-port go with --cluster");
+  if (values["client-port"] !== undefined || values["monitor-port"] !== undefined || values["cluster-port"] !== undefined || values.hosts !== undefined) {
+    return usageError("--client-port, --monitor-port, --cluster-port and --hosts go with --cluster");
   }
   const result = renderInfra({ out: values.out, full: values.full, prefix: values.prefix });
   console.log(`wrote ${result.path}`);
@@ -142,6 +147,16 @@ export function parseBasePorts(values: { "client-port"?: string; "monitor-port"?
   return out;
 }
 
+/** The per-node hosts of `--hosts H1,…,HN` (undefined without it), or the problem with them. */
+export function parseHosts(value: string | undefined, size: number): readonly string[] | undefined | string {
+  if (value === undefined) return undefined;
+  const hosts = value.split(",");
+  if (hosts.length !== size) return `--hosts ${value}: ${hosts.length} host${hosts.length === 1 ? "" : "s"} for ${size} nodes (one per node, comma-separated)`;
+  const bad = hosts.find((h) => !/^[A-Za-z0-9.:_-]+$/.test(h));
+  if (bad !== undefined) return `--hosts ${value}: "${bad}" is not a host name or address`;
+  return hosts;
+}
+
 /** Renders the accounts fragment (or, with `full`, the dev server config) and writes it. */
 export function renderInfra(opts: RenderInfraOptions = {}): RenderInfraResult {
   const data = opts.dataDir ?? defaultDataDir();
@@ -166,6 +181,8 @@ export interface RenderClusterOptions {
   ports?: NodePorts | readonly NodePorts[];
   /** Interface every node listens on. Default 127.0.0.1. */
   host?: string;
+  /** The interface of each node, in order, instead of one `host` for all (nodes on addresses of their own). */
+  hosts?: readonly string[];
   /** Directory of the configs. Default: {@link clusterDir}(data). */
   dir?: string;
   dataDir?: string;
@@ -176,6 +193,8 @@ export interface RenderClusterOptions {
 /** One rendered node. */
 export interface RenderedNode {
   readonly name: string;
+  /** The address it listens on (client, monitoring, routes). */
+  readonly host: string;
   readonly path: string;
   readonly text: string;
   readonly ports: NodePorts;
@@ -204,7 +223,8 @@ export function renderClusterInfra(opts: RenderClusterOptions): RenderClusterRes
   const data = opts.dataDir ?? defaultDataDir();
   const principals = opts.principals ?? defaultLayout().principals;
   const accountsText = renderAccounts(principals, publicKeysOf(principals, data), { prefix: opts.prefix });
-  const host = opts.host ?? "127.0.0.1";
+  if (opts.hosts !== undefined && opts.hosts.length !== opts.size) throw new ConfigError(ErrorCode.Config, `${opts.hosts.length} hosts for ${opts.size} nodes`);
+  const hostOf = (i: number) => opts.hosts?.[i] ?? opts.host ?? "127.0.0.1";
   const given = opts.ports ?? DEFAULT_CLUSTER_PORTS;
   const ports: NodePorts[] = Array.from({ length: opts.size }, (_, i) => {
     if (Array.isArray(given)) return given[i] ?? (() => { throw new ConfigError(ErrorCode.Config, `no ports for node ${i + 1} of ${opts.size}`); })();
@@ -215,9 +235,10 @@ export function renderClusterInfra(opts: RenderClusterOptions): RenderClusterRes
   const dir = resolve(opts.dir ?? clusterDir(data));
   const passwordFile = join(clusterDir(data), "route-password");
   const password = routePassword(passwordFile);
-  const routes = ports.map((p) => `nats-route://${ROUTE_USER}:${password}@${host}:${p.cluster}`);
+  const routes = ports.map((p, i) => `nats-route://${ROUTE_USER}:${password}@${hostOf(i)}:${p.cluster}`);
   const nodes = ports.map((p, i) => {
     const name = nodeName(i + 1);
+    const host = hostOf(i);
     const storeDir = join(resolve(clusterDir(data)), name, "store");
     const text = renderServerConfig(accountsText, {
       name, host, ports: { client: p.client, monitor: p.monitor }, storeDir,
@@ -227,7 +248,7 @@ export function renderClusterInfra(opts: RenderClusterOptions): RenderClusterRes
     // The route password is in it.
     writeAtomically(path, text, 0o600);
     return {
-      name, path, text, ports: p, storeDir, routePort: p.cluster,
+      name, host, path, text, ports: p, storeDir, routePort: p.cluster,
       clientUrl: `nats://${host}:${p.client}`, monitorUrl: `http://${host}:${p.monitor}`,
     };
   });

@@ -23,7 +23,7 @@ import { step } from "../progress.ts";
 import { shown } from "../table.ts";
 import { syncServerAccounts } from "./principal.ts";
 import { parseCommand, usageError } from "../usage.ts";
-import { parseBasePorts, parseClusterSize, renderClusterInfra, renderInfra, type RenderedNode } from "./infra.ts";
+import { parseBasePorts, parseClusterSize, parseHosts, renderClusterInfra, renderInfra, type RenderClusterOptions, type RenderedNode } from "./infra.ts";
 import { startAll, stopAll } from "./services.ts";
 import { ensureDevTokens } from "./tokens.ts";
 
@@ -32,7 +32,7 @@ const CLIENT_PORT = 4222;
 /** Replicas of every stream and bucket on a cluster: the mesh survives the loss of any one node. */
 export const CLUSTER_REPLICAS = 3;
 
-const USAGE = `usage: causeway up [--cluster N [--client-port P] [--monitor-port P] [--cluster-port P]]
+const USAGE = `usage: causeway up [--cluster N [--client-port P] [--monitor-port P] [--cluster-port P] [--hosts H1,…,HN]]
        causeway down
 
   up             one nats-server on 127.0.0.1:${CLIENT_PORT} (monitoring 8222) with the rendered dev config, streams and
@@ -43,6 +43,9 @@ const USAGE = `usage: causeway up [--cluster N [--client-port P] [--monitor-port
                  nodes already running are kept, the others started
   --client-port P, --monitor-port P, --cluster-port P
                  the first node's ports with --cluster (default 4222, 8222, 6222; node i has each + i - 1)
+  --hosts H1,…,HN
+                 with --cluster, the address each node listens on, one per node (default 127.0.0.1 for all); a
+                 node already running on its address is kept (one started elsewhere, e.g. in a network namespace)
   down           drain every service with a pid file, then stop the server or every node`;
 
 /** What this run of `up` started: stopped again if its output closes before it is done (`make up | head`). */
@@ -67,6 +70,7 @@ export async function run(args: string[]): Promise<number> {
 async function runUp(args: string[]): Promise<number> {
   const parsed = parseCommand("up", USAGE, args, {
     cluster: { type: "string" }, "client-port": { type: "string" }, "monitor-port": { type: "string" }, "cluster-port": { type: "string" },
+    hosts: { type: "string" },
   });
   if (parsed.exit !== undefined) return parsed.exit;
   const { values, positionals } = parsed;
@@ -76,10 +80,12 @@ async function runUp(args: string[]): Promise<number> {
     if (typeof size === "string") return usageError("up", USAGE, size);
     const ports = parseBasePorts(values);
     if (typeof ports === "string") return usageError("up", USAGE, ports);
-    return upCluster(size, ports);
+    const hosts = parseHosts(values.hosts, size);
+    if (typeof hosts === "string") return usageError("up", USAGE, hosts);
+    return upCluster(size, ports, hosts);
   }
-  if (values["client-port"] !== undefined || values["monitor-port"] !== undefined || values["cluster-port"] !== undefined) {
-    return usageError("up", USAGE, "--client-port, --monitor-port and --cluster-port go with --cluster");
+  if (values["client-port"] !== undefined || values["monitor-port"] !== undefined || values["cluster-port"] !== undefined || values.hosts !== undefined) {
+    return usageError("up", USAGE, "--client-port, --monitor-port, --cluster-port and --hosts go with --cluster");
   }
   return upSingle();
 }
@@ -128,7 +134,7 @@ async function upSingle(): Promise<number> {
  * `up --cluster N`: renders the node configs, starts the nodes that are not running, waits until they form one
  * JetStream cluster, then brings the mesh up on it at R3.
  */
-async function upCluster(size: number, ports: Parameters<typeof renderClusterInfra>[0]["ports"]): Promise<number> {
+async function upCluster(size: number, ports: RenderClusterOptions["ports"], hosts: RenderClusterOptions["hosts"]): Promise<number> {
   const data = dataDir();
   const layout = loadLayout();
   if (runningServer(data) !== undefined) {
@@ -138,13 +144,13 @@ async function upCluster(size: number, ports: Parameters<typeof renderClusterInf
   const principals = layout.principals;
   await step("identities", () => ensureIdentities(principals, data), () => `${Object.keys(principals.principals).length} principals`);
   await step("upstream tokens", () => ensureDevTokens(data), (created) => `${created.length} new in ${join(data, "tokens")}`);
-  const rendered = await step("nats-server configs", () => renderClusterInfra({ size, ports, dataDir: data, principals, prefix: layout.prefix }),
+  const rendered = await step("nats-server configs", () => renderClusterInfra({ size, ports, ...(hosts ? { hosts } : {}), dataDir: data, principals, prefix: layout.prefix }),
     (r) => `${r.nodes.length} nodes: ${r.nodes.map((n) => shown(n.path)).join(", ")}; routes authenticated (${shown(r.passwordFile)})`);
   const alive = new Map(runningNodes(data).map((n) => [n.name, n.record]));
   const missing = rendered.nodes.filter((n) => !alive.has(n.name));
   for (const node of missing) {
     for (const [what, port] of [["client", node.ports.client], ["monitoring", node.ports.monitor], ["route", node.routePort]] as const) {
-      if (await portInUse(port)) {
+      if (await portInUse(port, node.host)) {
         console.error(`✗ ${node.name}: ${what} port ${port} is in use by another process: stop it, or pick other ports (--client-port, --monitor-port, --cluster-port)`);
         return 1;
       }
@@ -258,9 +264,9 @@ function runningServer(data: string): PidRecord | undefined {
   return undefined;
 }
 
-function portInUse(port: number): Promise<boolean> {
+function portInUse(port: number, host = "127.0.0.1"): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = netConnect({ port, host: "127.0.0.1" });
+    const socket = netConnect({ port, host });
     socket.once("connect", () => { socket.destroy(); resolve(true); });
     socket.once("error", () => resolve(false));
   });
