@@ -261,9 +261,20 @@ describe("routing on a real mesh", () => {
     await r.settled();
     assert.deepEqual(flows.filter((f) => [...(r.byFlow.get(f) ?? [])].join() !== "0.9.0"), [], "every new flow completed on the fallback");
     assert.deepEqual(sent.filter((id) => r.handled.get(id) !== 1), []);
-    const opened = (await readMessages(mesh.operator, "MESH_DECISION", "mesh.decision.rollout")).map((m) => JSON.parse(String(NatsBinding.toEvent(m).data)) as { action: string; reason: string })
-      .find((d) => d.action === "circuit-open");
-    assert.match(opened?.reason ?? "", /no live instance of 1\.0\.0/);
+    const decisions = async () => (await readMessages(mesh.operator, "MESH_DECISION", "mesh.decision.rollout")).map((m) => JSON.parse(String(NatsBinding.toEvent(m).data)) as { action: string; reason: string; moved?: number });
+    assert.match((await decisions()).find((d) => d.action === "circuit-open")?.reason ?? "", /no live instance of 1\.0\.0/);
+    // Work already on the dead stable version's lane (a producer that routed it there before the circuit opened)
+    // is handed over to the fallback explicitly, not left waiting.
+    const stableLane = router.tables.get("plan", 1)!.lanes["1.0.0"]!;
+    const stranded = [`stranded-${uuidv7()}`, `stranded-${uuidv7()}`];
+    const onLane = { route: () => Promise.resolve(defaultLayout().subjects.lane("plan", 1, stableLane)) } as unknown as Router;
+    for (const flow of stranded) sent.push(...await r.send(onLane, flow, 1));
+    await waitFor(() => stranded.every((f) => r.byFlow.get(f)?.has("0.9.0")), { what: "the stranded inputs to run on the fallback", timeoutMs: 20_000 });
+    // The decision follows the move (signed once the inputs are on the fallback's lane).
+    const moved = async () => (await decisions()).filter((d) => d.action === "handover").reduce((n, d) => n + d.moved!, 0);
+    await waitFor(async () => (await moved()) >= stranded.length, { what: "the handover decision" });
+    assert.equal(await moved(), stranded.length);
+    assert.deepEqual(sent.filter((id) => r.handled.get(id) !== 1), []);
     await Promise.all([router.close(), fallback.agent.stop()]);
   });
 

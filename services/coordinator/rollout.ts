@@ -18,7 +18,7 @@
 import type { KV } from "@nats-io/kv";
 import {
   CausewayError, DecisionKind, ErrorCode, KvBucket, LANES, StreamName, addControlEndpoint, decisionEvent, isConsumerNotFound, isWrongRevision,
-  laneDurable, openMeshBucket, parseRouteTable, publishDecision, routeKey, watchRouteTables, type Lane, type RolloutPlan, type RouteTable,
+  MsgIdKind, laneDurable, msgId, openMeshBucket, parseRouteTable, publishDecision, routeKey, watchRouteTables, type Lane, type RolloutPlan, type RouteTable,
 } from "../kit/index.ts";
 import {
   requesterOf, rolloutFallback, rolloutPause, rolloutPromote, rolloutResume, rolloutRollback, rolloutStart, rolloutStatus,
@@ -49,8 +49,10 @@ const TICK_MS = 1_000;
 /** After a promotion the old version keeps its pinned flows this long before its lane is freed (if drained). */
 const RETIRE_PINNED_MS = 10 * 60_000;
 const CAS_ATTEMPTS = 5;
+/** Inputs moved per judgement when a lane is handed over. */
+const HANDOVER_BATCH = 256;
 
-type Action = "start" | "step" | "pause" | "resume" | "promote" | "rollback" | "fallback-set" | "fallback-cleared" | "circuit-open" | "circuit-half-open" | "circuit-closed" | "retired";
+type Action = "start" | "step" | "pause" | "resume" | "promote" | "rollback" | "fallback-set" | "fallback-cleared" | "circuit-open" | "circuit-half-open" | "circuit-closed" | "retired" | "handover";
 
 /** What a change records besides the table after it. */
 interface Change {
@@ -60,6 +62,7 @@ interface Change {
   readonly operator?: string;
   readonly principal?: string;
   readonly version?: string;
+  readonly moved?: number;
   readonly figures?: Partial<Record<"candidate" | "stable" | "fallback", VersionHealth>>;
 }
 
@@ -107,7 +110,7 @@ export async function start(deps: CoordinatorDeps & { readonly health: HealthVie
         ...(table?.candidate && { candidate: table.candidate.version, share: table.candidate.share }),
         ...(c.action === "rollback" && current?.candidate && { candidate: current.candidate.version, share: 0 }),
         ...(table?.fallback !== undefined && { fallback: table.fallback }),
-        ...(c.version !== undefined && { version: c.version }), ...(c.operator !== undefined && { operator: c.operator }),
+        ...(c.version !== undefined && { version: c.version }), ...(c.moved !== undefined && { moved: c.moved }), ...(c.operator !== undefined && { operator: c.operator }),
         ...(c.principal !== undefined && { principal: c.principal }), ...(c.figures && { figures: slimFigures(c.figures) }),
       };
       deps.schemas.validate(`https://causeway.dev/schemas/decision.rollout/1.0.0`, data);
@@ -251,6 +254,34 @@ export async function start(deps: CoordinatorDeps & { readonly health: HealthVie
     return { ...stateOf(r.capability), decision_id: id };
   };
 
+  /**
+   * Moves what waits on `from`'s lane to `to`'s lane: the version that should have run it has no live instance, so
+   * it would wait there for good. Each input keeps its bytes and headers (the producer's signature) and is stored
+   * on the new lane under the coordinator's message id for its place in the stream before it is acked on the old
+   * one, so a coordinator that dies in between stores it once. A copy the old version had half done is absorbed
+   * like any redelivery (derived output ids, the processed set).
+   */
+  const handOver = async (table: RouteTable, from: string, to: string, why: string) => {
+    const cap = capabilityOf(table.capability);
+    const [fromLane, toLane] = [table.lanes[from], table.lanes[to]];
+    if (fromLane === undefined || toLane === undefined) return;
+    const durable = laneDurable(cap.name, cap.major, fromLane);
+    const info = await deps.jsm.consumers.info(StreamName.Cap, durable).catch(() => undefined);
+    if (info === undefined || info.num_pending === 0) return; // delivered but unacked work comes back after ack_wait
+    const target = deps.subjects.lane(cap.name, cap.major, toLane);
+    const consumer = await deps.js.consumers.get(StreamName.Cap, durable);
+    let moved = 0;
+    for await (const m of await consumer.fetch({ max_messages: HANDOVER_BATCH, expires: 2_000 })) {
+      await deps.js.publish(target, m.data, { headers: m.headers, msgID: msgId(deps, MsgIdKind.Handover, m.info.stream, m.seq) });
+      await m.ackAck();
+      moved++;
+    }
+    if (moved === 0) return;
+    await change(table.capability, (cur) => (cur === undefined ? undefined : {
+      next: cur, change: { action: "handover", automatic: true, version: from, moved, reason: `${moved} input(s) waiting on ${from}'s lane ${fromLane} moved to ${to}'s lane ${toLane}: ${why}` },
+    }));
+  };
+
   /** One judgement of one table: a rollout step, rollback or promotion, a circuit change, a freed lane. */
   const judge = async (table: RouteTable) => {
     const ref = table.capability;
@@ -302,6 +333,13 @@ export async function start(deps: CoordinatorDeps & { readonly health: HealthVie
         if (tripped !== undefined) return void (await set({ state: "open", since: at, probeShare: CIRCUIT.probeShare }, "circuit-open", `the probe failed: ${tripped}`));
         if (stable !== undefined && stable.handled >= CIRCUIT.probeRuns && since >= TICK_MS) return void (await set(undefined, "circuit-closed", `${table.stable} handled ${stable.handled} inputs, failing ${pct(stable.failureRate)}: new flows go to it again`));
       }
+    }
+    // Work waiting for a version with no live instance goes where that version's flows go now.
+    const liveNow = (v: string) => (figure(ref, v)?.liveInstances ?? 0) > 0;
+    const heir = table.circuit?.state === "open" && table.fallback !== undefined ? table.fallback : table.stable;
+    for (const r of table.retiring) if (!liveNow(r.version) && liveNow(heir)) await handOver(table, r.version, heir, `${r.version} takes no new flows and has no live instance`);
+    if (table.circuit?.state === "open" && table.fallback !== undefined && !liveNow(table.stable) && liveNow(table.fallback)) {
+      await handOver(table, table.stable, table.fallback, `the circuit of ${table.stable} is open and it has no live instance`);
     }
     // Retiring versions whose lanes have drained
     for (const r of table.retiring) {

@@ -26,6 +26,8 @@ export const MsgIdKind = {
   Grant: "grant",
   Release: "release",
   Decision: "decision",
+  /** The coordinator's copy of an input it moves from one version's lane to another's (coordinator/rollout.ts). */
+  Handover: "handover",
 } as const;
 export type MsgIdKindValue = (typeof MsgIdKind)[keyof typeof MsgIdKind];
 

@@ -230,6 +230,11 @@ export function parsePrincipals(doc: unknown, source = "principals.json"): Princ
       return [{ stream: StreamName.Evt, durable: subscriptionDurable(name, fact), filter: `${prefix}.evt.${fact.type}.v${fact.major}`, create: true }];
     });
     const declared: ConsumerSpec[] = (p.consumes ?? []).map((c) => ({ stream: c.stream, durable: c.durable, filter: c.filter, create: c.create ?? false }));
+    // The coordinator makes every lane's durable before a rollout routes to it, and hands over what waits on the
+    // lane of a version with no live instance (coordinator/rollout.ts): it consumes each lane, pinned to it.
+    const lanes: ConsumerSpec[] = p.role !== Role.Coordinator ? [] : Object.values(capabilities).flatMap((cap) => LANES.map((lane) => ({
+      stream: StreamName.Cap, durable: laneDurable(cap.name, cap.major, lane), filter: `${prefix}.cap.${cap.name}.v${cap.major}.${lane}`, create: true,
+    })));
     principals[name] = deepFreeze({
       name,
       role: p.role,
@@ -245,7 +250,7 @@ export function parsePrincipals(doc: unknown, source = "principals.json"): Princ
       subscribes: [...(p.subscribes ?? [])],
       addresses: [...(p.addresses ?? [])],
       emits: [...(p.emits ?? [])],
-      consumes: [...declared, ...derived, ...subscribed],
+      consumes: [...declared, ...derived, ...subscribed, ...lanes],
       fetches: [...(p.fetches ?? [])],
       kv: { read: [...(p.kv?.read ?? [])], write: [...(p.kv?.write ?? [])] },
     });
@@ -351,8 +356,9 @@ function checkSemantics(p: Principals, raw: RawDocument): string[] {
   }
 
   // A derived consumer (a capability's, a subscription's) is shared by the replicas of one principal, never
-  // claimed by a second one — nor by a consumer declared with the same name.
-  for (const spec of Object.values(p.principals)) {
+  // claimed by a second one — nor by a consumer declared with the same name. The coordinator's lane consumers are
+  // the one exception: the control plane makes the lanes and takes over what waits on a dead version's lane.
+  for (const spec of Object.values(p.principals).filter((x) => x.role !== Role.Coordinator)) {
     for (const c of spec.consumes.filter(isDerivedConsumer)) {
       const key = `${c.stream}/${c.durable}`;
       const owner = consumerOwners.get(key);
