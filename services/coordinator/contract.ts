@@ -4,7 +4,7 @@
 // from outside it.
 import {
   CausewayError, ErrorCode, NatsBinding, SwitchScope, controlEndpoint, getPrincipal, jsonObjectBody, subjectMatches, subjectsFor,
-  type CloudEvent, type ControlEndpoint, type Principals, type SwitchScopeValue, type SwitchState, type SwitchValue,
+  type CloudEvent, type ControlEndpoint, type Principals, type RouteTable, type SwitchScopeValue, type SwitchState, type SwitchValue,
 } from "../kit/index.ts";
 
 /** The coordinator's micro service name and principal. */
@@ -475,4 +475,175 @@ function usage(message: string): CausewayError {
 
 function invalid(message: string): CausewayError {
   return new CausewayError(ErrorCode.SwitchInvalid, message);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Routing by version: rollouts and fallbacks (rollout.ts; the tables in KV causeway_routes, kit routing.ts)
+
+/** The endpoint actions, each on `<prefix>.ctl.coordinator.<action>`. */
+export const RolloutAction = {
+  Start: "rollout-start",
+  Status: "rollout-status",
+  Promote: "rollout-promote",
+  Rollback: "rollout-rollback",
+  Pause: "rollout-pause",
+  Resume: "rollout-resume",
+  Fallback: "rollout-fallback",
+} as const;
+
+/** `rollout-start`: route a share of new flows to a candidate version, raised step by step while it is healthy. */
+export interface RolloutStartRequest {
+  /** `research.v1`. */
+  readonly capability: string;
+  readonly candidate: string;
+  /** The version the rest of the flows go to; default: the table's, else the one other version with live instances. */
+  readonly stable?: string;
+  /** Shares of new flows, ascending, ending at 100. Default 5, 25, 50, 100. */
+  readonly steps?: readonly number[];
+  /** How long each step lasts while the candidate is healthy (ms, ≥ 1000). Default 60000. */
+  readonly intervalMs?: number;
+  /** Rolled back when its failure or quarantine rate exceeds the stable one's by more than this (0–1). Default 0.1. */
+  readonly maxRateMargin?: number;
+  /** … or its p95 handler latency the stable one's times this (≥ 1). Default 2. */
+  readonly maxLatencyRatio?: number;
+  /** Inputs the candidate runs in the window before its figures are judged and a step advances. Default 20. */
+  readonly minFlows?: number;
+  readonly operator?: string;
+  readonly reason?: string;
+}
+
+/** `rollout-promote|rollback|pause|resume`: the capability's rollout in progress. */
+export interface RolloutRequest {
+  readonly capability: string;
+  readonly operator?: string;
+  readonly reason?: string;
+}
+
+/** `rollout-fallback`: the version new flows go to while the stable version's circuit is open; null clears it. */
+export interface FallbackRequest {
+  readonly capability: string;
+  readonly version: string | null;
+  /** When the capability is not routed yet: its stable version (default: the one other version with live instances). */
+  readonly stable?: string;
+  readonly operator?: string;
+  readonly reason?: string;
+}
+
+/** `rollout-status`: every routed capability, or one. */
+export interface RolloutStatusRequest {
+  readonly capability?: string;
+}
+
+/** A capability's routing and the health of its versions. */
+export interface RoutingState {
+  readonly capability: string;
+  /** Null when the capability is not routed (every instance shares its durable). */
+  readonly table: RouteTable | null;
+  readonly health: readonly VersionHealth[];
+}
+
+/** The reply to a change: the state after it and the decision.rollout it emitted (null when nothing changed). */
+export interface RolloutReply extends RoutingState {
+  readonly decision_id: string | null;
+}
+
+export interface RolloutStatusReply {
+  readonly capabilities: readonly RoutingState[];
+}
+
+const ROLLOUT_FIELDS = ["capability", "candidate", "stable", "steps", "intervalMs", "maxRateMargin", "maxLatencyRatio", "minFlows", "operator", "reason"];
+
+function rolloutBody(data: Uint8Array, allowed: readonly string[], example: string): Record<string, unknown> {
+  const body = jsonObjectBody(data, example, ErrorCode.RolloutInvalid);
+  const unknown = Object.keys(body).filter((k) => !allowed.includes(k));
+  if (unknown.length > 0) throw rolloutInvalid(`unknown field${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")}: the request has ${allowed.join(", ")}`);
+  if (typeof body.capability !== "string" || !CAPABILITY_REF.test(body.capability)) {
+    throw rolloutInvalid(`capability must be a capability and major like "research.v1", not ${JSON.stringify(body.capability ?? null).slice(0, 100)}`);
+  }
+  for (const k of ["operator", "reason"]) {
+    if (body[k] !== undefined && (typeof body[k] !== "string" || (body[k] as string).length > (k === "reason" ? 2000 : 100))) throw rolloutInvalid(`${k} must be a string of at most ${k === "reason" ? 2000 : 100} characters`);
+  }
+  return body;
+}
+
+const SEMVER_TEXT = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/;
+function versionField(body: Record<string, unknown>, k: string, required: boolean): string | undefined {
+  const v = body[k];
+  if (v === undefined && !required) return undefined;
+  if (typeof v !== "string" || v.length > 64 || !SEMVER_TEXT.test(v)) throw rolloutInvalid(`${k} must be a semver version like "1.1.0", not ${JSON.stringify(v ?? null).slice(0, 100)}`);
+  return v;
+}
+
+function numberField(body: Record<string, unknown>, k: string, ok: (n: number) => boolean, rule: string): number | undefined {
+  const v = body[k];
+  if (v === undefined) return undefined;
+  if (typeof v !== "number" || !ok(v)) throw rolloutInvalid(`${k} must be ${rule}, not ${JSON.stringify(v).slice(0, 100)}`);
+  return v;
+}
+
+/** Parses a `rollout-start` request; CW_ERR_ROLLOUT_INVALID naming the field otherwise. */
+export function parseRolloutStart(data: Uint8Array): RolloutStartRequest {
+  const body = rolloutBody(data, ROLLOUT_FIELDS, '{"capability":"research.v1","candidate":"1.1.0","steps":[5,25,50,100],"intervalMs":60000}');
+  const steps = body.steps;
+  if (steps !== undefined && (!Array.isArray(steps) || steps.length === 0 || steps.length > 20
+    || steps.some((x, i) => typeof x !== "number" || !Number.isInteger(x) || x < 1 || x > 100 || (i > 0 && x <= (steps[i - 1] as number))) || steps.at(-1) !== 100)) {
+    throw rolloutInvalid(`steps must be 1 to 20 ascending integer shares of 1–100 ending at 100, like [5,25,50,100], not ${JSON.stringify(steps).slice(0, 100)}`);
+  }
+  const intervalMs = numberField(body, "intervalMs", (n) => Number.isInteger(n) && n >= 1000 && n <= 86_400_000, "an integer of ms from 1000 to 86400000");
+  const maxRateMargin = numberField(body, "maxRateMargin", (n) => n >= 0 && n <= 1, "a number from 0 to 1");
+  const maxLatencyRatio = numberField(body, "maxLatencyRatio", (n) => n >= 1 && n <= 1000, "a number from 1 to 1000");
+  const minFlows = numberField(body, "minFlows", (n) => Number.isInteger(n) && n >= 1 && n <= 1_000_000, "an integer from 1 to 1000000");
+  const stable = versionField(body, "stable", false);
+  return {
+    capability: body.capability as string, candidate: versionField(body, "candidate", true)!, ...(stable !== undefined && { stable }),
+    ...(steps !== undefined && { steps: steps as number[] }), ...(intervalMs !== undefined && { intervalMs }), ...(maxRateMargin !== undefined && { maxRateMargin }),
+    ...(maxLatencyRatio !== undefined && { maxLatencyRatio }), ...(minFlows !== undefined && { minFlows }),
+    ...(body.operator !== undefined && { operator: body.operator as string }), ...(body.reason !== undefined && { reason: body.reason as string }),
+  };
+}
+
+function parseRolloutRequest(data: Uint8Array): RolloutRequest {
+  const body = rolloutBody(data, ["capability", "operator", "reason"], '{"capability":"research.v1","operator":"…","reason":"…"}');
+  return { capability: body.capability as string, ...(body.operator !== undefined && { operator: body.operator as string }), ...(body.reason !== undefined && { reason: body.reason as string }) };
+}
+
+function parseFallbackRequest(data: Uint8Array): FallbackRequest {
+  const body = rolloutBody(data, ["capability", "version", "stable", "operator", "reason"], '{"capability":"research.v1","version":"1.0.0"} (null clears it)');
+  if (!("version" in body)) throw rolloutInvalid('the request needs "version": a semver version, or null to clear the fallback');
+  const stable = versionField(body, "stable", false);
+  return {
+    capability: body.capability as string, version: body.version === null ? null : versionField(body, "version", true)!, ...(stable !== undefined && { stable }),
+    ...(body.operator !== undefined && { operator: body.operator as string }), ...(body.reason !== undefined && { reason: body.reason as string }),
+  };
+}
+
+function parseRolloutStatus(data: Uint8Array): RolloutStatusRequest {
+  if (Buffer.from(data).toString("utf8").trim() === "") return {};
+  const body = jsonObjectBody(data, '{"capability": "research.v1"}', ErrorCode.RolloutInvalid);
+  if (body.capability === undefined) return {};
+  return { capability: rolloutBody(data, ["capability"], '{"capability": "research.v1"}').capability as string };
+}
+
+export const rolloutStart = controlEndpoint<RolloutStartRequest, RolloutReply>({
+  service: COORDINATOR, name: RolloutAction.Start, parse: parseRolloutStart,
+  description: 'start a rollout: {"capability","candidate","stable"?,"steps"?,"intervalMs"?,"maxRateMargin"?,"maxLatencyRatio"?,"minFlows"?,"operator"?}',
+});
+export const rolloutStatus = controlEndpoint<RolloutStatusRequest, RolloutStatusReply>({
+  service: COORDINATOR, name: RolloutAction.Status, parse: parseRolloutStatus,
+  description: 'routing by version and the versions\' health: {"capability"?}',
+});
+const rolloutChange = (name: (typeof RolloutAction)[keyof typeof RolloutAction], what: string) => controlEndpoint<RolloutRequest, RolloutReply>({
+  service: COORDINATOR, name, parse: parseRolloutRequest, description: `${what}: {"capability","operator"?,"reason"?}`,
+});
+export const rolloutPromote = rolloutChange(RolloutAction.Promote, "make the candidate the stable version now");
+export const rolloutRollback = rolloutChange(RolloutAction.Rollback, "send no more new flows to the candidate");
+export const rolloutPause = rolloutChange(RolloutAction.Pause, "hold the candidate's share where it is");
+export const rolloutResume = rolloutChange(RolloutAction.Resume, "let the rollout advance again");
+export const rolloutFallback = controlEndpoint<FallbackRequest, RolloutReply>({
+  service: COORDINATOR, name: RolloutAction.Fallback, parse: parseFallbackRequest,
+  description: 'the version new flows go to while the stable version\'s circuit is open: {"capability","version"|null,"stable"?,"operator"?}',
+});
+
+function rolloutInvalid(message: string): CausewayError {
+  return new CausewayError(ErrorCode.RolloutInvalid, message);
 }

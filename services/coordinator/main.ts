@@ -12,15 +12,16 @@ import { start as startQuarantine } from "./quarantine-ops.ts";
 import { start as startDeadLetters } from "./dead-letters.ts";
 import { start as startSwitches } from "./switches.ts";
 import { start as startHealth } from "./health.ts";
+import { start as startRollout } from "./rollout.ts";
 
-const MODULES: readonly StartModule[] = [startSwitches, startHandoffs, startQuarantine, startDeadLetters, startHealth];
+const MODULES: readonly StartModule[] = [startSwitches, startHandoffs, startQuarantine, startDeadLetters];
 
 await runServiceProcess("coordinator", async ({ principal, nc, trust, key, layout, log, defer }) => {
   const policy = watchPolicy(layout.principals, { onReload: (err) => (err ? log.error({ err }, "policy reload refused; the last good policy stays") : log.info("policy reloaded")) });
   defer(() => policy.close());
   const service = await new Svcm(nc).add({
     name: principal, version: "1.0.0",
-    description: "Critical handoffs (grants, leases, approvals), quarantine operations, dead letters, kill switches, agent health per version",
+    description: "Critical handoffs (grants, leases, approvals), quarantine operations, dead letters, kill switches, agent health per version, routing by version (rollouts, fallbacks)",
     metadata: { critical: Object.keys(policy.policy().capabilities).join(",") },
   });
   defer(() => service.stop());
@@ -31,11 +32,14 @@ await runServiceProcess("coordinator", async ({ principal, nc, trust, key, layou
     layout, subjects: layout.subjects, schemas: createSchemaRegistry(), policy, service, router, log,
   };
   const started: CoordinatorModule[] = [];
-  for (const start of MODULES) {
-    const module = await start(deps);
+  const run = <M extends CoordinatorModule>(module: M): M => {
     started.push(module);
     defer(() => module.stop());
-  }
+    return module;
+  };
+  for (const start of MODULES) run(await start(deps));
+  // Rollouts and circuits judge versions on the health module's figures.
+  run(await startRollout({ ...deps, health: run(await startHealth(deps)).health }));
   await nc.flush(); // every endpoint is subscribed on the server before "started"
   log.info({ modules: started.map((m) => m.name) }, "coordinator started");
   return { lost: started.flatMap((m) => (m.lost ? [m.lost] : [])) };

@@ -18,6 +18,8 @@ export const DecisionKind = {
   Release: "release",
   Rejection: "rejection",
   Switch: "switch",
+  /** A version routing change: a rollout's start, step, promotion, pause or rollback; a circuit's change (routing.ts). */
+  Rollout: "rollout",
 } as const;
 export type DecisionKindValue = (typeof DecisionKind)[keyof typeof DecisionKind];
 

@@ -80,6 +80,8 @@ const ERRORS = {
   // Configuration, identities, streams, CLI
   Config: { code: "CW_ERR_CONFIG", status: 500 },
   RouteInvalid: { code: "CW_ERR_ROUTE_INVALID", status: 400 },
+  RolloutInvalid: { code: "CW_ERR_ROLLOUT_INVALID", status: 400 },
+  RolloutConflict: { code: "CW_ERR_ROLLOUT_CONFLICT", status: 409 },
   PrincipalsInvalid: { code: "CW_ERR_PRINCIPALS_INVALID", status: 500 },
   UnknownPrincipal: { code: "CW_ERR_UNKNOWN_PRINCIPAL", status: 400 },
   SeedExists: { code: "CW_ERR_SEED_EXISTS", status: 409 },

@@ -114,8 +114,8 @@ export {
 export type { SwitchScopeValue, SwitchState, SwitchValue, SwitchWatcher, WatchSwitchesOptions } from "./switches.ts";
 
 // Version routing: the tables the coordinator writes (KV causeway_routes), the flows' pins, the producers' router.
-export { parseRouteTable, pinnableVersions, routeKey, shareBucket, startRouter, versionForNewFlow, watchRouteTables } from "./routing.ts";
-export type { RetiringVersion, RouteTable, RouteTables, Router } from "./routing.ts";
+export { parseRouteTable, pinnableVersions, routeKey, shareBucket, startRouter, versionForBucket, versionForNewFlow, watchRouteTables } from "./routing.ts";
+export type { Circuit, RetiringVersion, RolloutPlan, RouteTable, RouteTables, Router } from "./routing.ts";
 
 // The mesh's KV buckets: one table; services only open them (operator tooling creates them: ./ops/index.ts)
 export { KvBucket, MESH_BUCKETS, STREAMS_APPLY, openMeshBucket } from "./buckets.ts";
@@ -137,7 +137,7 @@ export type { ControlEndpoint, ControlErrorBody, ControlRequestOptions, ControlS
 
 // Identities: principals (infra/principals.json) and connecting as one (their permissions: ./ops/index.ts)
 export {
-  Account, DEFAULT_PRINCIPALS_PATH, Role, capabilityDurable, criticalForwardSubjects, getPrincipal, loadPrincipals, parseFactRef, parsePrincipals,
+  Account, DEFAULT_PRINCIPALS_PATH, Role, capabilityDurable, criticalForwardSubjects, laneDurable, getPrincipal, loadPrincipals, parseFactRef, parsePrincipals,
   subjectMatches, subscribersOf, subscriptionDurable,
 } from "./principals.ts";
 export type { AccountValue, FactRef, PrincipalSpec, Principals, RoleValue } from "./principals.ts";

@@ -41,6 +41,35 @@ export interface RetiringVersion {
   readonly since: string;
 }
 
+/** The state of a stable version's circuit breaker (issue 15, item 6). */
+export interface Circuit {
+  readonly state: "open" | "half-open";
+  readonly since: string;
+  /** Half-open: the share of new flows (0–100) that probe the stable version. */
+  readonly probeShare: number;
+}
+
+/** A rollout the coordinator drives (issue 15, item 5); the thresholds that roll it back on their own. */
+export interface RolloutPlan {
+  /** Shares of new flows, ascending, the last 100. */
+  readonly steps: readonly number[];
+  /** Index in `steps` of the share in force. */
+  readonly step: number;
+  readonly intervalMs: number;
+  /** When the current step began (RFC 3339). */
+  readonly stepStartedAt: string;
+  readonly paused: boolean;
+  /** Roll back when the candidate's failure or quarantine rate exceeds the stable one's by more than this (0–1). */
+  readonly maxRateMargin: number;
+  /** … or its p95 handler latency exceeds the stable one's times this. */
+  readonly maxLatencyRatio: number;
+  /** Inputs the candidate must have run in the window before its rates are judged (and before a step advances). */
+  readonly minFlows: number;
+  /** Who started it (the requester's claim) and the id of the rollout (its decisions' ids derive from it). */
+  readonly by: string;
+  readonly id: string;
+}
+
 /** How one capability is routed by version; the value of its key `<cap>_v<major>` in causeway_routes. */
 export interface RouteTable {
   /** `research.v1`. */
@@ -50,6 +79,15 @@ export interface RouteTable {
   /** The version being rolled out and the share of new flows (0–100, by flow) it gets. */
   readonly candidate?: { readonly version: string; readonly share: number };
   readonly retiring: readonly RetiringVersion[];
+  /**
+   * The version new flows go to while the stable version's circuit is not closed (issue 15, item 6): open, all
+   * new flows; half-open, all but a probe share that tries the stable version again.
+   */
+  readonly fallback?: string;
+  /** The stable version's circuit; closed when absent. */
+  readonly circuit?: Circuit;
+  /** The rollout in progress, if any: the coordinator advances `candidate.share` along `steps`. */
+  readonly rollout?: RolloutPlan;
   /** The lane of every version above. */
   readonly lanes: Readonly<Record<string, Lane>>;
   readonly updatedAt: string;
@@ -98,7 +136,35 @@ export function parseRouteTable(text: string, capability: string): RouteTable {
     if (typeof r?.keepsPinned !== "boolean" || typeof r.since !== "string") throw bad(`retiring[${i}] needs keepsPinned and since`);
     return { version: version(r.version, `retiring[${i}].version`), keepsPinned: r.keepsPinned, since: r.since };
   });
-  const routed = [stable, ...(candidate ? [candidate.version] : []), ...retiring.map((r) => r.version)];
+  const fallback = raw.fallback === undefined ? undefined : version(raw.fallback, "fallback");
+  let circuit: Circuit | undefined;
+  if (raw.circuit !== undefined) {
+    const c = raw.circuit as { state?: unknown; since?: unknown; probeShare?: unknown };
+    if (fallback === undefined) throw bad("a circuit without a fallback");
+    if ((c?.state !== "open" && c?.state !== "half-open") || typeof c.since !== "string") throw bad("circuit needs state open or half-open and since");
+    if (typeof c.probeShare !== "number" || !Number.isInteger(c.probeShare) || c.probeShare < 0 || c.probeShare > 100) throw bad("circuit probeShare is not an integer 0–100");
+    circuit = { state: c.state, since: c.since, probeShare: c.probeShare };
+  }
+  let rollout: RolloutPlan | undefined;
+  if (raw.rollout !== undefined) {
+    const r = raw.rollout as Record<string, unknown>;
+    if (candidate === undefined) throw bad("a rollout without a candidate");
+    const steps = r.steps;
+    if (!Array.isArray(steps) || steps.length === 0 || steps.length > 20 || steps.some((x, i) => typeof x !== "number" || !Number.isInteger(x) || x < 1 || x > 100 || (i > 0 && x <= (steps[i - 1] as number))) || steps.at(-1) !== 100) {
+      throw bad("rollout steps must be 1–20 ascending integer shares ending at 100");
+    }
+    const num = (k: string, ok: (n: number) => boolean) => {
+      if (typeof r[k] !== "number" || !ok(r[k])) throw bad(`rollout ${k} ${String(r[k])} is out of range`);
+      return r[k];
+    };
+    rollout = {
+      steps: Object.freeze([...steps as number[]]), step: num("step", (n) => Number.isInteger(n) && n >= 0 && n < steps.length),
+      intervalMs: num("intervalMs", (n) => n >= 1000), stepStartedAt: String(r.stepStartedAt), paused: r.paused === true,
+      maxRateMargin: num("maxRateMargin", (n) => n >= 0 && n <= 1), maxLatencyRatio: num("maxLatencyRatio", (n) => n >= 1),
+      minFlows: num("minFlows", (n) => Number.isInteger(n) && n >= 1), by: String(r.by ?? "").slice(0, 100), id: String(r.id ?? "").slice(0, 100),
+    };
+  }
+  const routed = [stable, ...(candidate ? [candidate.version] : []), ...retiring.map((r) => r.version), ...(fallback !== undefined ? [fallback] : [])];
   if (new Set(routed).size !== routed.length) throw bad(`a version appears twice (${routed.join(", ")})`);
   const lanes = raw.lanes as Record<string, unknown>;
   if (typeof lanes !== "object" || lanes === null) throw bad("lanes is not an object");
@@ -112,14 +178,24 @@ export function parseRouteTable(text: string, capability: string): RouteTable {
   if (Object.keys(lanes).length !== routed.length) throw bad("lanes names a version the table does not route");
   return Object.freeze({
     capability, stable, ...(candidate && { candidate: Object.freeze(candidate) }), retiring: Object.freeze(retiring.map((r) => Object.freeze(r))),
+    ...(fallback !== undefined && { fallback }), ...(circuit && { circuit: Object.freeze(circuit) }), ...(rollout && { rollout: Object.freeze(rollout) }),
     lanes: Object.freeze(Object.fromEntries(routed.map((v) => [v, lanes[v] as Lane]))),
     updatedAt: typeof raw.updatedAt === "string" ? raw.updatedAt : "", reason: typeof raw.reason === "string" ? raw.reason.slice(0, 500) : "",
   });
 }
 
-/** The versions whose pins are followed: stable, the candidate, and retiring versions that keep their flows. */
+/**
+ * The versions whose pins are followed: the candidate, retiring versions that keep their flows, and the stable
+ * version unless its circuit is open (then its flows go on on the fallback, which is followed while the circuit
+ * is not closed).
+ */
 export function pinnableVersions(table: RouteTable): ReadonlySet<string> {
-  return new Set([table.stable, ...(table.candidate ? [table.candidate.version] : []), ...table.retiring.filter((r) => r.keepsPinned).map((r) => r.version)]);
+  const open = table.circuit?.state === "open";
+  return new Set([
+    ...(open ? [] : [table.stable]), ...(table.candidate ? [table.candidate.version] : []),
+    ...(table.fallback !== undefined && table.circuit !== undefined ? [table.fallback] : []),
+    ...table.retiring.filter((r) => r.keepsPinned).map((r) => r.version),
+  ]);
 }
 
 /** A flow's digest: its pin key's last token and, from its first bytes, its share bucket. */
@@ -132,15 +208,26 @@ export function shareBucket(flow: string): number {
   return flowDigest(flow).readUInt32BE(0) % 100;
 }
 
+/** The version a new flow goes to under `table`, given its share bucket (0–99). */
+export function versionForBucket(table: RouteTable, bucket: number): string {
+  if (table.circuit !== undefined && table.fallback !== undefined) {
+    // The stable version's circuit is open: the fallback, but for a half-open circuit's probe share.
+    return table.circuit.state === "half-open" && bucket < table.circuit.probeShare ? table.stable : table.fallback;
+  }
+  return table.candidate !== undefined && bucket < table.candidate.share ? table.candidate.version : table.stable;
+}
+
 /** The version a new flow goes to under `table`. */
 export function versionForNewFlow(table: RouteTable, flow: string): string {
-  return table.candidate !== undefined && shareBucket(flow) < table.candidate.share ? table.candidate.version : table.stable;
+  return versionForBucket(table, shareBucket(flow));
 }
 
 /** The route tables in force, live; what the agent runtime consumes and the producers route by. */
 export interface RouteTables {
   /** The table of `capability` v`major`, if it is routed. */
   get(capability: string, major: number): RouteTable | undefined;
+  /** Every table in force. */
+  all(): RouteTable[];
   /** Calls `listener` after every change of a table; returns its removal. */
   onChange(listener: (capability: string) => void): () => void;
   readonly lost: Promise<CausewayError>;
@@ -171,6 +258,7 @@ export async function watchRouteTables(nc: NatsConnection, opts: { log: Logger }
   });
   return {
     get: (capability, major) => tables.get(routeKey(capability, major)),
+    all: () => [...tables.values()],
     onChange(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
@@ -206,16 +294,16 @@ export async function startRouter(nc: NatsConnection, subjects: MeshSubjects, op
   };
   const versionFor = async (table: RouteTable, keyPrefix: string, flow: string): Promise<string> => {
     const pinnable = pinnableVersions(table);
-    if (pinnable.size === 1) return table.stable; // one place to go: nothing to pin
+    if (pinnable.size === 1) return pinnable.values().next().value!; // one place to go (stable, or the fallback): nothing to pin
     const digest = flowDigest(flow);
     const key = `${keyPrefix}.${digest.toString("base64url").slice(0, 22)}`;
     const known = cache.get(key) ?? (await pins.get(key))?.string();
+    const chosen = versionForBucket(table, digest.readUInt32BE(0) % 100);
     if (known !== undefined && known !== "") {
       remember(key, known);
-      if (pinnable.has(known)) return known;
-      return table.stable; // its version no longer takes work (rolled back): the stable version takes the rest
+      // A version that no longer takes this work (rolled back, circuit open): the flow goes on where new flows go.
+      return pinnable.has(known) ? known : chosen;
     }
-    const chosen = table.candidate !== undefined && digest.readUInt32BE(0) % 100 < table.candidate.share ? table.candidate.version : table.stable;
     try {
       await pins.create(key, chosen);
       remember(key, chosen);
@@ -225,7 +313,7 @@ export async function startRouter(nc: NatsConnection, subjects: MeshSubjects, op
       const first = (await pins.get(key))?.string();
       if (first === undefined || first === "") throw new ConfigError(ErrorCode.Unavailable, `flow pin ${key} could neither be created nor read`);
       remember(key, first);
-      return pinnable.has(first) ? first : table.stable;
+      return pinnable.has(first) ? first : chosen;
     }
   };
   return {

@@ -2,14 +2,11 @@
 // operator, to the coordinator's endpoints (mesh.ctl.coordinator.pause|resume|status), which writes the flag
 // agents watch, pauses or resumes the JetStream consumers concerned and signs a decision.switch; the same
 // requests work with `nats req` (docs/operators.md, "Kill switches").
-import type { NatsConnection } from "@nats-io/transport-node";
-import {
-  ConfigError, DEFAULT_NATS_URL, ErrorCode, MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchScope, connectAs, controlRequest, normalizeTime,
-  type ControlEndpoint, type SwitchScopeValue,
-} from "../../kit/index.ts";
+import { DEFAULT_NATS_URL, MESH_TARGET, PAUSED_UNTIL_RESUMED, SwitchScope, normalizeTime, type SwitchScopeValue } from "../../kit/index.ts";
 import {
   pause as pauseEndpoint, resume as resumeEndpoint, status as statusEndpoint, type ConsumerSwitch, type SwitchReply, type SwitchRequest,
 } from "../../coordinator/contract.ts";
+import { requestAsOperator } from "../operator-request.ts";
 import { operatorName, parseCommand, usageError as sharedUsageError } from "../usage.ts";
 
 const USAGE = `usage: causeway pause <capability|principal|mesh> <target> --reason TEXT [--until RFC3339] [--operator NAME]
@@ -39,7 +36,6 @@ const options = {
   json: { type: "boolean", default: false },
 } as const;
 
-const REQUEST_TIMEOUT_MS = 10_000;
 const scopes: readonly string[] = Object.values(SwitchScope);
 
 /** Runs `causeway <pause|resume|switches> <args>` (the command name first); resolves with the exit code. */
@@ -75,7 +71,7 @@ export async function pause(args: string[]): Promise<number> {
     }
   }
   const body: SwitchRequest = { ...target, reason: values.reason, operator: operatorName(values.operator), ...(expiresAt !== undefined && { expires_at: expiresAt }) };
-  const reply = await request(values.server, pauseEndpoint, body);
+  const reply = await requestAsOperator(values.server, pauseEndpoint, body);
   if (values.json) console.log(JSON.stringify(reply, null, 2));
   else printSwitch(reply);
   return 0;
@@ -91,7 +87,7 @@ export async function resume(args: string[]): Promise<number> {
   if (typeof target === "number") return target;
   if (values.reason !== undefined && values.reason.trim() === "") return usageError("resume", "--reason must not be empty");
   const body: SwitchRequest = { ...target, operator: operatorName(values.operator), ...(values.reason !== undefined && { reason: values.reason }) };
-  const reply = await request(values.server, resumeEndpoint, body);
+  const reply = await requestAsOperator(values.server, resumeEndpoint, body);
   if (values.json) console.log(JSON.stringify(reply, null, 2));
   else printSwitch(reply);
   return 0;
@@ -105,7 +101,7 @@ export async function switches(args: string[]): Promise<number> {
   if (positionals.length !== 0) return usageError("switches", "switches takes no arguments");
   const extra = (["reason", "until", "operator"] as const).filter((k) => values[k] !== undefined);
   if (extra.length > 0) return usageError("switches", `switches does not take ${extra.map((k) => `--${k}`).join(", ")}`);
-  const reply = await request(values.server, statusEndpoint, {});
+  const reply = await requestAsOperator(values.server, statusEndpoint, {});
   if (values.json) {
     console.log(JSON.stringify(reply, null, 2));
     return 0;
@@ -143,20 +139,6 @@ function scopeAndTarget(command: string, positionals: readonly string[]): { scop
   return { scope: scope as SwitchScopeValue, target };
 }
 
-
-/** Sends `body` to the coordinator's endpoint as the operator; a refusal throws its CausewayError. */
-async function request<Req, Reply>(server: string | undefined, endpoint: ControlEndpoint<Req, Reply>, body: Req): Promise<Reply> {
-  const where = server ?? (process.env.NATS_URL || DEFAULT_NATS_URL);
-  const nc: NatsConnection = await connectAs("operator", { ...(server !== undefined && { servers: server }), name: `causeway ${endpoint.name}` }).catch((err: unknown) => {
-    if (err instanceof ConfigError) throw err;
-    throw new ConfigError(ErrorCode.Config, `cannot connect to ${where} as the operator: ${(err as Error).message}`, { cause: err });
-  });
-  try {
-    return await controlRequest(nc, endpoint, body, { timeout: REQUEST_TIMEOUT_MS });
-  } finally {
-    await nc.drain().catch(() => nc.close());
-  }
-}
 
 function printSwitch(r: SwitchReply): void {
   const what = r.scope === SwitchScope.Mesh ? "the mesh" : `${r.scope} ${r.target}`;

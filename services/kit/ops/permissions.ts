@@ -3,7 +3,7 @@
 // never render permissions, the server enforces them.
 import { createHash } from "node:crypto";
 import { KvBucket, type KvBucketValue } from "../buckets.ts";
-import { Role, getPrincipal, type AccountValue, type PrincipalSpec, type Principals, type RoleValue } from "../principals.ts";
+import { Role, getPrincipal, laneDurable, type AccountValue, type PrincipalSpec, type Principals, type RoleValue } from "../principals.ts";
 import { GATEWAY_MARK_PREFIX, capabilityKeyPrefix } from "../kv-keys.ts";
 import { LANES, StreamName, inboxPrefix } from "../subjects.ts";
 
@@ -139,6 +139,13 @@ function baseGrants(principals: Principals, name: string, opts: PermissionOption
   if (spec.role === Role.Coordinator) {
     for (const cap of Object.values(principals.capabilities).filter((c) => c.critical)) {
       pub.add(`${prefix}.cap.${cap.name}.v${cap.major}`, `forwards granted work to critical capability ${cap.ref}: nobody else may publish here`);
+    }
+    // A rollout makes the lanes' durables before it routes anything to them (routing.ts), each pinned to its lane.
+    for (const cap of Object.values(principals.capabilities)) {
+      for (const lane of LANES) {
+        const filter = `${prefix}.cap.${cap.name}.v${cap.major}.${lane}`;
+        pub.add(`$JS.API.CONSUMER.CREATE.${StreamName.Cap}.${laneDurable(cap.name, cap.major, lane)}.${filter}`, `makes the durable of ${cap.ref}'s lane ${lane} when a rollout routes a version there`);
+      }
     }
     // Kill switches pause the consumers of a capability, an agent or the whole mesh, and report their state.
     for (const stream of [StreamName.Cap, StreamName.Handoff, StreamName.Evt]) {
