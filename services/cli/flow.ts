@@ -1,7 +1,7 @@
 // Reads one flow (every event sharing a correlation id) back from the mesh's streams, verifies each event
 // against the trust store, and renders the causal tree: agent, event type, key id, verification, time per
 // step (JetStream's timestamps, parent to child), and the quarantined inputs with their reasons.
-import { jetstream, type JsMsg } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   NatsBinding, QuarantineHeader, StreamName, correlationIdOf, dataJson, type CloudEvent, type TrustStore,
@@ -114,13 +114,41 @@ function formatMs(ms: number): string {
 
 /** Every message currently in `stream` (optionally only those on `subject`, wildcards allowed), in order. */
 export async function readMessages(nc: NatsConnection, stream: string, subject?: string): Promise<JsMsg[]> {
-  const consumer = await jetstream(nc).consumers.get(stream, subject === undefined ? {} : { filter_subjects: [subject] });
-  const pending = (await consumer.info()).num_pending;
   const out: JsMsg[] = [];
-  if (pending === 0) return out;
-  for await (const m of await consumer.fetch({ max_messages: pending, expires: 5_000 })) {
-    out.push(m);
-    if (out.length === pending) break;
-  }
+  for await (const m of streamMessages(nc, stream, subject === undefined ? {} : { subjects: [subject] })) out.push(m);
   return out;
+}
+
+/** Which messages {@link streamMessages} reads. */
+export interface StreamReadOptions {
+  /** Only messages on these subjects (wildcards allowed). Default: all. */
+  readonly subjects?: readonly string[];
+  /** Only messages the stream stored at or after this time. */
+  readonly since?: Date;
+}
+
+/** How many messages one fetch asks for: a long stream is read in bounded batches, never held whole. */
+const READ_BATCH = 256;
+
+/**
+ * The messages `stream` holds now (what arrives after the read began is not waited for), in order, through an
+ * ordered consumer read in batches: the caller keeps what it needs as it goes.
+ */
+export async function* streamMessages(nc: NatsConnection, stream: string, opts: StreamReadOptions = {}): AsyncGenerator<JsMsg> {
+  const consumer = await jetstream(nc).consumers.get(stream, {
+    ...(opts.subjects !== undefined && { filter_subjects: [...opts.subjects] }),
+    ...(opts.since !== undefined && { deliver_policy: DeliverPolicy.StartTime, opt_start_time: opts.since.toISOString() }),
+  });
+  const pending = (await consumer.info()).num_pending;
+  let read = 0;
+  while (read < pending) {
+    let got = 0;
+    for await (const m of await consumer.fetch({ max_messages: Math.min(READ_BATCH, pending - read), expires: 5_000 })) {
+      got++;
+      read++;
+      yield m;
+      if (read === pending) break;
+    }
+    if (got === 0) return; // removed meanwhile (limits, a purge): what is left is all there is
+  }
 }

@@ -23,6 +23,7 @@ const commands: Record<string, { summary: string; load: () => Promise<{ run: Com
   switches: { summary: "switches                                  what is paused, why, by whom, until when", load: () => import("./commands/switch.ts").then((m) => ({ run: m.switches })) },
   agents: { summary: "agents [--json]                            every capability with its live instances: version, heartbeat, counters", load: () => import("./commands/agents.ts").then((m) => ({ run: m.agents })) },
   rollout: { summary: "rollout start|status|promote|rollback|pause|resume|fallback   route a capability by version: canary, rollback, failover", load: () => import("./commands/rollout.ts").then((m) => ({ run: m.rollout })) },
+  replay: { summary: "replay <capability> --version V (--flows … | --since …)   re-run recorded inputs through a version, compare, publish nothing", load: () => import("./commands/replay.ts") },
   lineage: { summary: "lineage why|trace|impact|events|verify|prove|export   ask the audit log (as the auditor)", load: () => import("./commands/lineage.ts") },
   new: { summary: "new agent <name> --capability <c>.v<m> --emits <type> [--subscribes <type>.v<m>]   scaffold an agent: folder, test, schemas, principal", load: () => import("./commands/new.ts") },
   principal: { summary: "principal add <name>          add a principal to a running mesh: seed, server config, reload, trust store, start", load: () => import("./commands/principal.ts") },

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { Svcm } from "@nats-io/services";
 import type { NatsConnection, RequestManyOptions } from "@nats-io/transport-node";
-import type { MeshService } from "../kit/index.ts";
+import { AGENT_VERSION_ENV, defaultLayout, type MeshService } from "../kit/index.ts";
 import { repoRoot } from "./nats-process.ts";
 import { readPidFile, type PidFileState } from "./pid-files.ts";
 import { shown } from "./table.ts";
@@ -86,7 +86,7 @@ export function spawnService(service: MeshService, replica: number, opts: SpawnS
     : ["--import", join(repoRoot, "services", "kit", "telemetry.ts"), service.entryPath];
   try {
     child = spawn(process.execPath, args, {
-      env: { ...process.env, ...opts.env, NATS_URL: opts.natsUrl, CAUSEWAY_DATA_DIR: opts.dataDir, CAUSEWAY_PRINCIPAL: service.name },
+      env: serviceProcessEnv(service, { ...process.env, ...opts.env, NATS_URL: opts.natsUrl, CAUSEWAY_DATA_DIR: opts.dataDir }),
       stdio: ["ignore", out, out],
       detached: opts.detached ?? false,
     });
@@ -112,6 +112,18 @@ export function spawnService(service: MeshService, replica: number, opts: SpawnS
       return code;
     },
   };
+}
+
+/**
+ * `env` for a process of `service` (the service itself, or its supervisor): the principal it runs as, and the
+ * version it must run when it is one of the principal's `versions` (the agent refuses to start with another,
+ * CW_ERR_VERSION_MISMATCH). An inherited version is dropped for the principal's own entry.
+ */
+export function serviceProcessEnv(service: MeshService, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = { ...env, CAUSEWAY_PRINCIPAL: service.principal };
+  if (service.version === undefined) delete out[AGENT_VERSION_ENV];
+  else out[AGENT_VERSION_ENV] = service.version;
+  return out;
 }
 
 /** Starts every service of `services` with its replica count (the demo's mesh). */
@@ -158,21 +170,33 @@ export async function waitForServices(nc: NatsConnection, started: readonly Serv
       failed.push(...dead.map((p) => ({ process: p, exit: p.child.signalCode ?? `code ${p.child.exitCode}` })));
       waiting.delete(name);
     }
-    const answers = new Map<string, number>();
+    // Counted per micro-service name and version: a principal's versions side by side register under one name
+    // (researcher 1.0.0 and researcher 1.1.0), and each is ready only when its own processes answer.
+    const answers: { name: string; version: string }[] = [];
     try {
-      for await (const info of await client.ping()) answers.set(info.name, (answers.get(info.name) ?? 0) + 1);
+      for await (const info of await client.ping()) answers.push({ name: info.name, version: info.version });
     } catch {
       // No service registered yet: nobody answers the ping. Ask again shortly.
       await delay(100);
     }
     for (const [name, processes] of waiting) {
       const service = processes[0]!.service;
-      if ((answers.get(service.service) ?? 0) < processes.length + (opts.running?.get(name) ?? 0)) continue;
+      if (answering(service, answers) < processes.length + (opts.running?.get(name) ?? 0)) continue;
       waiting.delete(name);
       opts.onReady?.(service, processes, (performance.now() - begun) / 1000);
     }
   }
   return { failed, late: [...waiting.values()].map(([p]) => ({ service: p!.service, logFile: p!.logFile })), timeoutMs };
+}
+
+/**
+ * How many of `answers` are processes of `service`: of its micro service and, for a version of `versions`, that
+ * version; for the principal's own entry, any version its `versions` does not declare (an agent's definition
+ * says its version: services/kit/agent-process.ts refuses an entry that runs a declared one).
+ */
+function answering(service: MeshService, answers: readonly { name: string; version: string }[]): number {
+  const declared = new Set(Object.keys(defaultLayout().principals.principals[service.principal]?.versions ?? {}));
+  return answers.filter((a) => a.name === service.service && (service.version !== undefined ? a.version === service.version : !declared.has(a.version))).length;
 }
 
 /** Why `readiness` is not all ready, one line per process or service, each naming its log; empty when all are. */
@@ -194,7 +218,7 @@ const OTHER_LINE_MAX = 300;
 function lastLine(process: ServiceProcess): string {
   try {
     const lines = readFileSync(process.logFile).subarray(process.logOffset).toString("utf8").trimEnd().split("\n");
-    const reason = lines.findLast((l) => l.startsWith(`${process.service.name}: `));
+    const reason = lines.findLast((l) => l.startsWith(`${process.service.principal}: `));
     if (reason !== undefined) return reason;
     const last = lines.at(-1) ?? "";
     return last.length > OTHER_LINE_MAX ? `${last.slice(0, OTHER_LINE_MAX)}…` : last;
@@ -215,7 +239,8 @@ export function recordedReplicas(data: string, name?: string): RecordedReplica[]
   const dir = pidDir(data);
   if (!existsSync(dir)) return [];
   return readdirSync(dir).flatMap((file) => {
-    const m = /^([a-z0-9][a-z0-9_-]*)\.([1-9][0-9]*)\.pid$/.exec(file);
+    // `<service>.<replica>.pid`, the service `<principal>` or `<principal>@<version>` (a version has dots of its own).
+    const m = /^([a-z0-9][a-z0-9_-]*(?:@[0-9A-Za-z.-]+)?)\.([1-9][0-9]*)\.pid$/.exec(file);
     if (!m || (name !== undefined && m[1] !== name)) return [];
     return [{ name: m[1]!, replica: Number(m[2]), pidFile: readPidFile(join(dir, file)) }];
   }).sort((a, b) => a.name.localeCompare(b.name) || a.replica - b.replica);

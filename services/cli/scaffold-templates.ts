@@ -188,11 +188,14 @@ ${body.join("\n")}
 export function mainTs(t: AgentTemplate): string {
   const P = pascalCase(t.name);
   return `// The ${t.name}'s process entry: connect as \`${t.name}\`, serve ${t.capability}.v${t.major}${t.subscribes.length > 0 ? " and its subscriptions" : ""}, drain on SIGTERM / SIGINT.
+// Imported rather than run (\`causeway replay\`), it only exports its definition factory.
 import { load${P}Config } from "./config.ts";
 import { create${P}Definition } from "./definition.ts";
-import { runAgentProcess } from "../../kit/index.ts";
+import { runAgentProcess, type DefinitionFactory } from "../../kit/index.ts";
 
-await runAgentProcess(${q(t.name)}, () => create${P}Definition({ config: load${P}Config() }));
+export const definition = (() => create${P}Definition({ config: load${P}Config() })) satisfies DefinitionFactory;
+
+if (import.meta.main) await runAgentProcess(${q(t.name)}, definition);
 `;
 }
 

@@ -2,6 +2,8 @@
 //
 //   node services/cli/supervisor.ts <service> <replica> <pid-file>
 //
+// <service> is a name `causeway start` takes: a principal with an entry, or `<principal>@<version>` for one of its
+// `versions` (the process then runs as the principal and must run that version).
 // `start` spawns it detached (so `make up` returns) with the service's log as its output; it spawns the service
 // as its child, writes the replica's pid file (the service's identity and its own), and when the service exits
 // unexpectedly — a crash, an OOM kill, `kill -9`, an exit 1 because something it depends on is gone — starts it
@@ -22,6 +24,7 @@ import { join } from "node:path";
 import { createLogger, isStartedMessage, jittered, loadLayout, type MeshService } from "../kit/index.ts";
 import { repoRoot } from "./nats-process.ts";
 import { readPidFile, recordProcess, writeRecord, type PidRecord, type RecordedProcess } from "./pid-files.ts";
+import { serviceProcessEnv } from "./processes.ts";
 
 /** Backoff between restarts: first, longest, and how long a run must last to reset it. */
 export const RESTART_BACKOFF = Object.freeze({ firstMs: 1_000, maxMs: 30_000, resetAfterMs: 60_000, giveUpAfter: 10 });
@@ -49,7 +52,7 @@ let waiting: NodeJS.Timeout | undefined;
 /** Starts the service and records it; resolves nothing — its exit drives what happens next. */
 function launch(): void {
   const proc = spawn(process.execPath, ["--import", join(repoRoot, "services", "kit", "telemetry.ts"), service.entryPath], {
-    env: { ...process.env, CAUSEWAY_PRINCIPAL: name, CAUSEWAY_REPLICA: String(replica) },
+    env: serviceProcessEnv(service, { ...process.env, CAUSEWAY_REPLICA: String(replica) }),
     // Its output is ours (the service's log file); the channel carries only "started" (kit supervision.ts).
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });

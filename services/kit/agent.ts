@@ -15,7 +15,7 @@ import type { Logger } from "pino";
 import type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, HandlerInput } from "./agent-api.ts";
 import { RetryableError, agentStatsEndpoint } from "./agent-api.ts";
 import { NatsBinding } from "./binding.ts";
-import { ContextExtension, childTraceparent, correlationIdOf, deriveEventId, isExpired, outputEventInit, parseTraceparent, principalSource } from "./context.ts";
+import { childTraceparent, correlationIdOf, isExpired, parseTraceparent } from "./context.ts";
 import { addControlEndpoint } from "./control.ts";
 import { CausewayError, ConfigError, ErrorCode, QuarantineReason, SchemaError, quarantineReasonOf } from "./errors.ts";
 import type { QuarantineReasonValue } from "./errors.ts";
@@ -34,6 +34,7 @@ import { openProcessedSet, type ProcessedSet } from "./processed.ts";
 import { quarantine } from "./quarantine.ts";
 import { createSchemaRegistry, type SchemaRegistry } from "./schemas.ts";
 import { compileAccepts, compileEmits, declareAccepts, parseSchemaVersion, type AcceptedInputs } from "./schema-versions.ts";
+import { outputInits } from "./outputs.ts";
 import { createStreamPublisher } from "./stream-publisher.ts";
 import { MsgIdKind, msgId } from "./msg-ids.ts";
 import { StreamName, inboxPrefix, type MeshSubjects } from "./subjects.ts";
@@ -172,19 +173,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   /** Signs and publishes `emits` caused by `cause`; resolves once JetStream acknowledged every one. */
   const publishOutputs = async (cause: CloudEvent, emits: readonly Emit[], startedAt: string, parentSpan?: ReturnType<typeof startProcessSpan>) => {
     const flow = correlationIdOf(cause); // every output carries the cause's flow (outputEventInit)
-    const events = emits.map((emit, index) => {
-      const declared = declaredOutputs.choose(emit);
-      declared.validate(emit.data);
-      const init = outputEventInit(cause, def.principal, index, {
-        type: emit.type, data: emit.data, dataschema: declared.dataschema, startedAt,
-        ...(emit.subject !== undefined && { subject: emit.subject }),
-        ...(emit.extensions !== undefined && { extensions: emit.extensions }),
-      });
-      if (emit.key !== undefined) init.id = deriveEventId({ source: principalSource(def.principal), id: emit.key }, def.principal, 0);
-      // Which implementation did the work: signed, set after the handler's extensions so it cannot be claimed.
-      init.extensions![ContextExtension.AgentVersion] = def.version;
-      return { to: emit.to, init };
-    });
+    const events = outputInits(def, declaredOutputs, cause, emits, startedAt);
     await Promise.all(events.map(async ({ to: addressed, init }) => {
       const to = await router.route(addressed, flow);
       const span = startSendSpan(to, { id: init.id, type: init.type, source: init.source, extensions: init.extensions ?? {} }, parentSpan);

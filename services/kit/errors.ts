@@ -105,6 +105,10 @@ const ERRORS = {
   LineageQuery: { code: "CW_ERR_LINEAGE_QUERY", status: 400 },
   // Control endpoints: a request whose reply subject is not the requester's inbox is not answered
   ReplyRefused: { code: "CW_ERR_REPLY_REFUSED", status: 403 },
+  // Agent implementation versions run side by side (principals.json `versions`), and their shadow replay
+  UnknownVersion: { code: "CW_ERR_UNKNOWN_VERSION", status: 400 },
+  VersionMismatch: { code: "CW_ERR_VERSION_MISMATCH", status: 500 },
+  ReplayUnsupported: { code: "CW_ERR_REPLAY_UNSUPPORTED", status: 400 },
 } as const satisfies Readonly<Record<string, { readonly code: `CW_ERR_${string}`; readonly status: number }>>;
 
 type ErrorTable = typeof ERRORS;

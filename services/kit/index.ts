@@ -43,8 +43,11 @@ export { RetryableError, agentStatsEndpoint } from "./agent-api.ts";
 export type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, HandlerInput, PolicyVerdict } from "./agent-api.ts";
 export { startAgent } from "./agent.ts";
 export type { AgentOptions } from "./agent.ts";
-export { runAgentProcess } from "./agent-process.ts";
-export { START_TIMEOUT_ENV, runServiceProcess } from "./service-process.ts";
+export { AGENT_VERSION_ENV, checkVersion, runAgentProcess } from "./agent-process.ts";
+export { outputInits } from "./outputs.ts";
+export type { OutputInit } from "./outputs.ts";
+export type { DefinitionFactory } from "./agent-process.ts";
+export { START_TIMEOUT_ENV, refuseServiceProcesses, runServiceProcess } from "./service-process.ts";
 export { STARTED_MESSAGE, announceStarted, detachFromSupervisor, isStartedMessage } from "./supervision.ts";
 export type { StartedMessage } from "./supervision.ts";
 export type { ServiceContext, ServiceProcessOptions, StartedService } from "./service-process.ts";
@@ -121,7 +124,7 @@ export type { Following } from "./kv-follow.ts";
 export type { BucketSpec, KvBucketValue } from "./buckets.ts";
 
 // The mesh layout: prefix, streams, durables and buckets, read once from infra/ and streams/
-export { defaultLayout, loadLayout } from "./layout.ts";
+export { defaultLayout, loadLayout, versionedName } from "./layout.ts";
 export type { LayoutOptions, MeshLayout, MeshService } from "./layout.ts";
 export { HEARTBEAT_MS, MAX_BEAT_BYTES, checkBeat, listInstances, parseBeat } from "./heartbeat.ts";
 export type { BeatCheck, InstanceBeat } from "./heartbeat.ts";

@@ -20,10 +20,20 @@ import { subjectsFor, type Lane, type MeshSubjects } from "./subjects.ts";
 /** The repository root, which services' entry points are relative to. */
 const repoRoot = resolve(import.meta.dirname, "..", "..");
 
-/** A service of the mesh: a principal of infra/principals.json with an `entry`, run as one or more processes. */
+/**
+ * A service of the mesh: a principal of infra/principals.json with an `entry`, run as one or more processes; or
+ * one of the principal's further `versions`, run beside it as `<principal>@<version>`.
+ */
 export interface MeshService {
-  /** The principal it runs as; also its name for `causeway start|stop|restart|logs`. */
+  /**
+   * Its name for `causeway start|stop|restart|logs|ps`, its pid files and its log: the principal's name, or
+   * `<principal>@<version>` for a version of its `versions`.
+   */
   readonly name: string;
+  /** The principal it runs as (its key, its permissions). */
+  readonly principal: string;
+  /** The version of the principal's `versions` it runs; undefined for the principal's own entry. */
+  readonly version?: string;
   readonly role: RoleValue;
   /** The NATS micro service it registers: the process is ready once this answers a ping. */
   readonly service: string;
@@ -63,9 +73,18 @@ export interface MeshLayout {
   readonly buckets: Readonly<Record<KvBucketValue, BucketSpec>>;
   /** The services that run as processes, in the order principals.json declares them: what `causeway up` starts. */
   readonly services: readonly MeshService[];
+  /**
+   * The further versions of those services (principals.json `versions`), `<principal>@<version>`: run only when
+   * named (`causeway start researcher@1.1.0`), never by `causeway up` or a `start` of everything.
+   */
+  readonly versions: readonly MeshService[];
   /** Where it was read from. */
   readonly sources: { readonly principals: string; readonly streams: string };
-  /** The service called `name`; CW_ERR_UNKNOWN_PRINCIPAL (listing the services) when no principal of that name runs as a process. */
+  /**
+   * The service called `name`, `<principal>` or `<principal>@<version>`; CW_ERR_UNKNOWN_PRINCIPAL (listing the
+   * services) when no principal of that name runs as a process, CW_ERR_UNKNOWN_VERSION (listing its versions)
+   * when the principal declares no such version.
+   */
   service(name: string): MeshService;
   /** The stream's config; CW_ERR_CONFIG when no file defines it. */
   stream(name: string): Readonly<StreamFileConfig>;
@@ -131,16 +150,38 @@ export function loadLayout(opts: LayoutOptions = {}): MeshLayout {
   }));
 
   const services = Object.freeze(Object.values(principals.principals).flatMap((p) => (p.entry === undefined || p.service === undefined ? [] : [Object.freeze({
-    name: p.name, role: p.role, service: p.service, entry: p.entry, entryPath: join(repoRoot, p.entry), replicas: p.replicas,
+    name: p.name, principal: p.name, role: p.role, service: p.service, entry: p.entry, entryPath: join(repoRoot, p.entry), replicas: p.replicas,
   })])));
+  // Each version beside a service is a service of its own name: pid files, logs and `ps` rows per version.
+  const versions = Object.freeze(services.flatMap((s) => Object.entries(principals.principals[s.principal]!.versions).map(([version, v]) => Object.freeze({
+    ...s, name: versionedName(s.principal, version), version, entry: v.entry, entryPath: join(repoRoot, v.entry), replicas: v.replicas,
+  }))));
 
   const problems = [
     ...checkAgreement(principals, prefix, byKey, capabilityConsumer, subscriptionConsumers),
-    ...services.filter((s) => !existsSync(s.entryPath)).map((s) => `${s.name}'s entry ${s.entry} does not exist (${s.entryPath})`),
+    ...[...services, ...versions].filter((s) => !existsSync(s.entryPath)).map((s) => `${s.name}'s entry ${s.entry} does not exist (${s.entryPath})`),
   ];
   if (problems.length > 0) {
     throw new ConfigError(ErrorCode.Config, `the mesh layout (${principals.source}, ${streamsDir}) is inconsistent:\n  ${problems.join("\n  ")}`);
   }
+
+  const service = (name: string): MeshService => {
+    const at = name.indexOf("@");
+    if (at !== -1) {
+      const base = service(name.slice(0, at));
+      const version = name.slice(at + 1);
+      const found = versions.find((s) => s.principal === base.principal && s.version === version);
+      if (found) return found;
+      const declared = versions.filter((s) => s.principal === base.principal).map((s) => s.version);
+      throw new ConfigError(ErrorCode.UnknownVersion, `${base.principal} declares no version "${version}" in ${principals.source} (its "versions": ${declared.join(", ") || "none"}; \`causeway start ${base.principal}\` runs its own entry, ${base.entry})`);
+    }
+    const found = services.find((s) => s.name === name);
+    if (!found) {
+      const what = Object.hasOwn(principals.principals, name) ? `principal "${name}" runs no process (it has no entry)` : `no principal "${name}"`;
+      throw new ConfigError(ErrorCode.UnknownPrincipal, `${what} in ${principals.source}; its services: ${services.map((s) => s.name).join(", ") || "none"}`);
+    }
+    return found;
+  };
 
   return Object.freeze({
     prefix,
@@ -150,15 +191,9 @@ export function loadLayout(opts: LayoutOptions = {}): MeshLayout {
     consumers,
     buckets: MESH_BUCKETS,
     services,
+    versions,
     sources: Object.freeze({ principals: principals.source, streams: streamsDir }),
-    service(name: string) {
-      const found = services.find((s) => s.name === name);
-      if (!found) {
-        const what = Object.hasOwn(principals.principals, name) ? `principal "${name}" runs no process (it has no entry)` : `no principal "${name}"`;
-        throw new ConfigError(ErrorCode.UnknownPrincipal, `${what} in ${principals.source}; its services: ${services.map((s) => s.name).join(", ") || "none"}`);
-      }
-      return found;
-    },
+    service,
     stream(name: string) {
       const def = Object.hasOwn(streams, name) ? streams[name] : undefined;
       if (!def) throw new ConfigError(ErrorCode.Config, `no stream ${name} in ${streamsDir} (streams: ${Object.keys(streams).join(", ")})`);
@@ -179,6 +214,11 @@ export function loadLayout(opts: LayoutOptions = {}): MeshLayout {
       return found.durable;
     },
   });
+}
+
+/** The service name of `version` of `principal`: `researcher@1.1.0`. */
+export function versionedName(principal: string, version: string): string {
+  return `${principal}@${version}`;
 }
 
 let memo: MeshLayout | undefined;

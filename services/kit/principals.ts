@@ -81,6 +81,11 @@ export interface PrincipalSpec {
   readonly entry: string | undefined;
   /** How many processes of `entry` run by default (1 when the file says nothing). */
   readonly replicas: number;
+  /**
+   * Further implementation versions that may run beside `entry` under this principal (agents), by version: each
+   * its own entry and replica count. The mesh layout makes each a service `<principal>@<version>`.
+   */
+  readonly versions: Readonly<Record<string, { readonly entry: string; readonly replicas: number }>>;
   readonly publish: readonly string[];
   readonly subscribe: readonly string[];
   readonly serves: readonly string[];
@@ -243,6 +248,7 @@ export function parsePrincipals(doc: unknown, source = "principals.json"): Princ
       service: p.service,
       entry: p.entry,
       replicas: p.replicas ?? 1,
+      versions: Object.fromEntries(Object.entries(p.versions ?? {}).map(([v, e]) => [v, { entry: e.entry, replicas: e.replicas ?? 1 }])),
       // Copies, so freezing the result never freezes the caller's document.
       publish: [...(p.publish ?? [])],
       subscribe: [...(p.subscribe ?? [])],
@@ -326,6 +332,11 @@ function checkSemantics(p: Principals, raw: RawDocument): string[] {
       spec.publish.forEach((subject, i) => {
         if (!withinNamespace(subject, own)) problems.push(`${at}/publish/${i}: "${subject}" is outside ${own}.>; an upstream publishes only on its own ingest subjects`);
       });
+    }
+
+    for (const [version, v] of Object.entries(spec.versions)) {
+      // One entry runs one definition, so one version: the same entry twice could never pass the start's check.
+      if (v.entry === spec.entry) problems.push(`${at}/versions/${version}/entry: "${v.entry}" is the principal's own entry; a version beside it runs an entry of its own`);
     }
 
     if (spec.fetches.length > 0 && spec.role !== Role.Coordinator && spec.role !== Role.Lineage) {
@@ -442,6 +453,7 @@ interface RawPrincipal {
   service?: string;
   entry?: string;
   replicas?: number;
+  versions?: Record<string, { entry: string; replicas?: number }>;
   publish?: string[];
   subscribe?: string[];
   serves?: string[];

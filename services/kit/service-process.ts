@@ -15,7 +15,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { envInteger } from "./config.ts";
 import { connectAs, readSeed, watchConnection, type ConnectAsOptions } from "./connect.ts";
-import type { CausewayError } from "./errors.ts";
+import { ConfigError, ErrorCode, type CausewayError } from "./errors.ts";
 import { signingKeyFromNkeySeed, type SigningKey } from "./keys.ts";
 import { defaultLayout, type MeshLayout } from "./layout.ts";
 import { createLogger } from "./log.ts";
@@ -70,12 +70,25 @@ const CLEANUP_TIMEOUT_MS = 10_000;
 /** How long a process that decided to exit may take to empty its event loop before it is made to. */
 const EXIT_GRACE_MS = 2_000;
 
+/** Set by {@link refuseServiceProcesses}: why no service may start in this process. */
+let refusedBecause: string | undefined;
+
+/**
+ * Makes every later {@link runServiceProcess} in this process throw instead of starting: a tool that imports an
+ * entry module for its exports (`causeway replay` loads a version's definition factory) must never start the
+ * service by accident — an entry that runs at import would otherwise connect as the agent and consume live work.
+ */
+export function refuseServiceProcesses(why: string): void {
+  refusedBecause = why;
+}
+
 /** Runs `start` as `principal` until a signal or a loss; sets the process exit code (0 after a clean stop, else 1). */
 export async function runServiceProcess(
   principal: string,
   start: (ctx: ServiceContext) => Promise<StartedService | void>,
   opts: ServiceProcessOptions = {},
 ): Promise<void> {
+  if (refusedBecause !== undefined) throw new ConfigError(ErrorCode.ReplayUnsupported, `${principal}'s process was asked to start inside a tool that only loads entry modules (${refusedBecause}): its entry must run the process only under \`if (import.meta.main)\``);
   const log = createLogger({ name: principal });
   // A supervisor's channel must never be what keeps this process alive (supervision.ts).
   detachFromSupervisor();

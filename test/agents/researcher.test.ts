@@ -5,7 +5,8 @@ import { loadResearcherConfig } from "../../services/agents/researcher/config.ts
 import { RUMOR_CONFIDENCE, isRumor, researchFromCorpus } from "../../services/agents/researcher/corpus.ts";
 import { createResearcherDefinition, type FindingCreated } from "../../services/agents/researcher/definition.ts";
 import { dataOf, fakeContext, requestEvent, run, scriptedModel } from "./fixtures.ts";
-import { ConfigError, RetryableError, createEvent, flowIdOf } from "../../services/kit/index.ts";
+import { InjectedFailure, createResearcher11Definition, failsOnPurpose } from "../../services/agents/researcher/v1.1/definition.ts";
+import { ConfigError, RetryableError, createEvent, flowIdOf, isTransient } from "../../services/kit/index.ts";
 
 /** The research tasks the planner makes of a request. */
 async function tasksFor(questions?: string[], topic = "Grid-scale battery storage") {
@@ -103,4 +104,46 @@ test("researcher - config: a bad concurrency names the variable", () => {
   assert.equal(loadResearcherConfig({}).concurrency, 8);
   assert.throws(() => loadResearcherConfig({ CAUSEWAY_RESEARCHER_CONCURRENCY: "many" }), (err: unknown) =>
     err instanceof ConfigError && /CAUSEWAY_RESEARCHER_CONCURRENCY="many"/.test(err.message));
+});
+
+test("researcher 1.1.0 - the same claim and output id as 1.0.0, but every fact of the entry as evidence and their mean confidence; a rumour is unchanged", async () => {
+  const [chemistry, rumor] = await tasksFor(["Which chemistries lead?", "Is the rumor about sodium-ion true?"]);
+  const stable = await run(createResearcherDefinition(), chemistry!);
+  const candidate = await run(createResearcher11Definition(), chemistry!);
+  assert.equal(createResearcher11Definition().version, "1.1.0");
+  assert.equal(candidate.events[0]!.id, stable.events[0]!.id, "the output id derives from the input and the index, not the version");
+  const [s, c] = [dataOf<FindingCreated>(stable.events[0]!), dataOf<FindingCreated>(candidate.events[0]!)];
+  assert.equal(c.claim, s.claim);
+  assert.deepEqual(c.evidence[0], s.evidence[0], "the claim's own evidence first");
+  assert.deepEqual(c.evidence.map((e) => e.source), ["urn:causeway:corpus:battery-chemistry:1", "urn:causeway:corpus:battery-chemistry:0", "urn:causeway:corpus:battery-chemistry:2"]);
+  assert.deepEqual([s.confidence, c.confidence], [0.88, 0.85]);
+  const perRun = ({ emittedat: _e, traceparent: _t, ...rest }: Record<string, unknown>) => rest; // differ on every run
+  assert.deepEqual(perRun(candidate.events[0]!.extensions), perRun(stable.events[0]!.extensions));
+  const [rs, rc] = [await run(createResearcherDefinition(), rumor!), await run(createResearcher11Definition(), rumor!)];
+  assert.deepEqual(dataOf(rc.events[0]!), dataOf(rs.events[0]!));
+});
+
+test("researcher 1.1.0 - CAUSEWAY_RESEARCHER_FAIL_PERCENT fails that share of inputs, chosen by input id, on every delivery unless FAIL_DELIVERIES lets a later one pass", async () => {
+  const ids = Array.from({ length: 2000 }, (_, i) => `input-${i}`);
+  const failing = ids.filter((id) => failsOnPurpose(id, 30));
+  assert.ok(Math.abs(failing.length / ids.length - 0.3) < 0.03, `${failing.length} of ${ids.length} fail`);
+  assert.deepEqual(ids.filter((id) => failsOnPurpose(id, 30)), failing, "the same inputs every time");
+  assert.equal(ids.filter((id) => failsOnPurpose(id, 0)).length, 0);
+  assert.equal(ids.filter((id) => failsOnPurpose(id, 100)).length, ids.length);
+
+  const config = loadResearcherConfig({ CAUSEWAY_RESEARCHER_FAIL_PERCENT: "30", CAUSEWAY_RESEARCHER_FAIL_DELIVERIES: "2" });
+  assert.deepEqual([config.failPercent, config.failDeliveries], [30, 2]);
+  assert.throws(() => loadResearcherConfig({ CAUSEWAY_RESEARCHER_FAIL_PERCENT: "101" }), ConfigError);
+  const tasks = await tasksFor(Array.from({ length: 12 }, (_, i) => `question ${i}`));
+  const fails = tasks.find((t) => failsOnPurpose(t.id, 30))!;
+  const passes = tasks.find((t) => !failsOnPurpose(t.id, 30))!;
+  const def = createResearcher11Definition({ config });
+  const at = (deliveryCount: number) => ({ ...fakeContext().ctx, deliveryCount });
+  await assert.rejects(run(def, fails, at(1)), (err: Error) => err instanceof InjectedFailure && !(err instanceof RetryableError) && !isTransient(err) && /in the 30 %/.test(err.message));
+  await assert.rejects(run(def, fails, at(2)), InjectedFailure);
+  assert.equal((await run(def, fails, at(3))).events.length, 1, "the third delivery passes");
+  assert.equal((await run(def, passes, at(1))).events.length, 1);
+  await assert.rejects(run(createResearcher11Definition({ config: { ...config, failDeliveries: 0 } }), fails, at(50)), InjectedFailure);
+  // 1.0.0, the stable version, never fails on purpose.
+  assert.equal((await run(createResearcherDefinition({ config }), fails, at(1))).events.length, 1);
 });

@@ -118,6 +118,20 @@ export function isRumor(query: string): boolean {
 
 /** Researches `query` from the built-in corpus: a pure function of the query. */
 export function researchFromCorpus(query: string): Research {
+  return research(query, false);
+}
+
+/**
+ * Researcher 1.1.0's reading of the corpus: the same entry and the same claim as {@link researchFromCorpus}, but
+ * it cites every fact of the entry (the claim's own first, then the other aspects) and states the mean confidence
+ * of what it cites — broader evidence, more cautious confidence. A rumour or a query the corpus does not cover
+ * yields what 1.0.0 yields. A pure function of the query.
+ */
+export function researchBroadlyFromCorpus(query: string): Research {
+  return research(query, true);
+}
+
+function research(query: string, broadly: boolean): Research {
   if (isRumor(query)) {
     return {
       claim: `Unconfirmed: a rumour circulates about "${clip(query, 300)}", but no primary source confirms it.`,
@@ -153,6 +167,15 @@ export function researchFromCorpus(query: string): Research {
     }
   }
   const fact = best.facts[index]!;
+  if (broadly) {
+    const cited = [index, ...[0, 1, 2].filter((i) => i !== index)];
+    const mean = cited.reduce((sum, i) => sum + best.facts[i]!.confidence, 0) / cited.length;
+    return {
+      claim: fact.claim,
+      evidence: cited.map((i) => ({ source: `urn:causeway:corpus:${best.id}:${i}`, quote: best.facts[i]!.quote })),
+      confidence: Math.round(mean * 100) / 100,
+    };
+  }
   return {
     claim: fact.claim,
     evidence: [{ source: `urn:causeway:corpus:${best.id}:${index}`, quote: fact.quote }],

@@ -100,21 +100,29 @@ export function createResearcherDefinition(deps: ResearcherDeps = {}): AgentDefi
     concurrency: config.concurrency,
     policy: researcherPolicy,
     async handler(input: HandlerInput<ResearchTask>, ctx: HandlerContext): Promise<readonly Emit[]> {
-      const task = input.data;
       const ext = input.event.extensions;
       const topic = typeof ext.topic === "string" ? ext.topic : undefined;
-      const found = await research(task, topic, ctx);
-      const extensions: Record<string, ExtensionValue> = {
-        [ResearcherExtension.RequestId]: task.requestId,
-        [ResearcherExtension.TaskIndex]: task.taskIndex,
-        [ResearcherExtension.TotalTasks]: task.totalTasks,
-        [ResearcherExtension.Query]: task.query,
-      };
-      for (const name of FORWARDED_EXTENSIONS) if (ext[name] !== undefined) extensions[name] = ext[name];
-      const data: FindingCreated = { taskId: input.event.id, claim: found.claim, evidence: found.evidence, confidence: found.confidence };
-      return [{ to: ctx.subjects.capability("verify", 1), type: "research.finding.created", data, extensions }];
+      return [findingEmit(input, await research(input.data, topic, ctx), ctx)];
     },
   };
+}
+
+/**
+ * The finding of `found` for `input`, addressed to verify.v1 with the task's context as extensions: what every
+ * version of the researcher emits for its research (services/agents/researcher/v1.1/ is another reading).
+ */
+export function findingEmit(input: HandlerInput<ResearchTask>, found: Research, ctx: HandlerContext): Emit {
+  const task = input.data;
+  const ext = input.event.extensions;
+  const extensions: Record<string, ExtensionValue> = {
+    [ResearcherExtension.RequestId]: task.requestId,
+    [ResearcherExtension.TaskIndex]: task.taskIndex,
+    [ResearcherExtension.TotalTasks]: task.totalTasks,
+    [ResearcherExtension.Query]: task.query,
+  };
+  for (const name of FORWARDED_EXTENSIONS) if (ext[name] !== undefined) extensions[name] = ext[name];
+  const data: FindingCreated = { taskId: input.event.id, claim: found.claim, evidence: found.evidence, confidence: found.confidence };
+  return { to: ctx.subjects.capability("verify", 1), type: "research.finding.created", data, extensions };
 }
 
 /** Checks a model's answer against the finding's shape (the schema's bounds included). */

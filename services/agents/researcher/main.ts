@@ -1,7 +1,10 @@
-// The researcher's process entry: connect as `researcher`, serve research.v1, drain on SIGTERM / SIGINT.
+// The researcher's process entry (version 1.0.0, the stable one): connect as `researcher`, serve research.v1,
+// drain on SIGTERM / SIGINT. Imported rather than run (`causeway replay`), it only exports its definition factory.
 import { createModelFromEnv } from "../model.ts";
 import { loadResearcherConfig } from "./config.ts";
 import { createResearcherDefinition } from "./definition.ts";
-import { runAgentProcess } from "../../kit/index.ts";
+import { runAgentProcess, type DefinitionFactory } from "../../kit/index.ts";
 
-await runAgentProcess("researcher", async () => createResearcherDefinition({ config: loadResearcherConfig(), model: createModelFromEnv() }));
+export const definition = (() => createResearcherDefinition({ config: loadResearcherConfig(), model: createModelFromEnv() })) satisfies DefinitionFactory;
+
+if (import.meta.main) await runAgentProcess("researcher", definition);

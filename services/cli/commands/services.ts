@@ -7,7 +7,9 @@
 import { closeSync, existsSync, openSync, readSync, rmSync, statSync } from "node:fs";
 import { setTimeout as delay } from "node:timers/promises";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { ConfigError, DEFAULT_NATS_URL, ErrorCode, connectAs, dataDir, loadLayout, type MeshLayout, type MeshService } from "../../kit/index.ts";
+import {
+  ConfigError, DEFAULT_NATS_URL, ErrorCode, KvBucket, connectAs, dataDir, loadLayout, openMeshBucket, routeKey, type MeshLayout, type MeshService,
+} from "../../kit/index.ts";
 import { isRecordedAlive, readPidFile, terminate, type PidFileState } from "../pid-files.ts";
 import {
   isNodeName, logDir, logFileOf, nodeLogFile, pidFileOf, readinessProblems, recordedNodes, recordedReplicas, serverLogFile, serverPidFile, serviceEnv, spawnService, waitForServices,
@@ -23,7 +25,7 @@ const USAGE = `usage: causeway ps [--json]
        causeway logs <service> [-f] [-n LINES]
 
   ps        every service (principals with an entry in infra/principals.json): replica, pid, state, uptime,
-            restarts, log
+            restarts, log; and each version beside one (<principal>@<version>) that has been started
   start     start what is not running, each service with its replicas from infra/principals.json, each under a
             supervisor that restarts it when it exits unexpectedly, and wait until each answers a ping; with
             --replicas N, exactly N replicas of the service (above N drained)
@@ -33,6 +35,9 @@ const USAGE = `usage: causeway ps [--json]
   logs      the last lines of a service's log (its replicas share it; nats-server has one too, and each node
             of \`up --cluster\`: causeway-1, causeway-2, …); -f follows it
 
+  <service>       a principal with an entry, or <principal>@<version>: one of the principal's "versions" in
+                  infra/principals.json, run beside its entry under the same key (start never runs one unless
+                  named; stop without a service stops them too)
   --replicas N    how many processes of the service (1 to 32); needs a service
   --server URL    the NATS server the services connect to (default: $NATS_URL or ${DEFAULT_NATS_URL})
   -f, --follow    keep printing what is appended, until interrupted
@@ -122,8 +127,12 @@ function psRows(data: string, layout: MeshLayout): PsRow[] {
     const log = logFileOf(logDir(data), s.name);
     if (mine.length === 0) rows.push(row(s.name, null, undefined, log));
     for (const r of mine) rows.push(row(s.name, r.replica, r.pidFile, log));
+    // Its versions beside it, once started: a version that never ran is not a service anybody runs.
+    for (const v of layout.versions.filter((x) => x.principal === s.principal)) {
+      for (const r of recorded.filter((x) => x.name === v.name)) rows.push(row(v.name, r.replica, r.pidFile, logFileOf(logDir(data), v.name)));
+    }
   }
-  for (const r of recorded.filter((x) => !layout.services.some((s) => s.name === x.name))) {
+  for (const r of recorded.filter((x) => ![...layout.services, ...layout.versions].some((s) => s.name === x.name))) {
     rows.push(row(r.name, r.replica, r.pidFile, logFileOf(logDir(data), r.name), `not a service of ${shown(layout.sources.principals)} any more; \`causeway stop ${r.name}\` stops it`));
   }
   return rows;
@@ -135,8 +144,26 @@ export async function start(args: string[]): Promise<number> {
   if (typeof parsed === "number") return parsed;
   const { services, replicas, server } = parsed;
   const data = dataDir();
-  return withOperator(server, data, async (nc) =>
-    (await startServices(nc, server, data, services.map((s) => ({ service: s, replicas: replicas ?? s.replicas, exact: replicas !== undefined })))) ? 0 : 1);
+  return withOperator(server, data, async (nc) => {
+    const ok = await startServices(nc, server, data, services.map((s) => ({ service: s, replicas: replicas ?? s.replicas, exact: replicas !== undefined })));
+    for (const s of services) if (s.version !== undefined) await warnUnrouted(nc, s);
+    return ok ? 0 : 1;
+  });
+}
+
+/**
+ * Says so when `service`, a version beside its principal's entry, serves a capability that no route table routes:
+ * it then shares the capability's durable with every other version (services/kit/routing.ts) and takes work in
+ * proportion to its replicas, unwatched — which a rollout (a route table with a lane per version) is for.
+ */
+async function warnUnrouted(nc: NatsConnection, service: MeshService): Promise<void> {
+  const layout = loadLayout();
+  const routes = await openMeshBucket(nc, KvBucket.Routes, "version routes");
+  for (const ref of layout.principals.principals[service.principal]!.serves) {
+    const cap = layout.principals.capabilities[ref]!;
+    if ((await routes.get(routeKey(cap.name, cap.major)))?.operation === "PUT") continue;
+    console.log(`! ${service.name} serves ${ref}, which no route table routes yet: until a rollout gives ${service.version} a lane (\`causeway rollout start ${ref} --candidate ${service.version} …\`), it shares ${ref}'s durable with the other versions and takes work in proportion to its replicas`);
+  }
 }
 
 /** `causeway stop [<service>]`. */

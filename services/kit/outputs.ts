@@ -1,0 +1,35 @@
+// What a handler's emits become before they are signed: each checked against the definition's declared outputs
+// (type and dataschema, data validated), given its id (derived from the input and its index, or from its key),
+// the input's context (correlation, causation, trace, expiry), `startedat`, and the signed `agentversion` of the
+// implementation that did the work. One function, so the agent runtime publishes and `causeway replay` compares
+// exactly the same events.
+import type { AgentDefinition, Emit } from "./agent-api.ts";
+import { ContextExtension, deriveEventId, outputEventInit, principalSource } from "./context.ts";
+import type { CloudEvent, EventInit } from "./event.ts";
+import type { DeclaredOutputs } from "./schema-versions.ts";
+
+/** One output, not yet signed: where the handler addressed it (before version routing) and its attributes. */
+export interface OutputInit {
+  readonly to: string;
+  readonly init: EventInit;
+}
+
+/**
+ * The outputs of `emits` caused by `cause` under `def`. Throws (CW_ERR_UNDECLARED_OUTPUT, CW_ERR_SCHEMA_VIOLATION)
+ * for an output the definition does not declare or whose data does not validate: the handler run then failed.
+ */
+export function outputInits(def: Pick<AgentDefinition, "principal" | "version">, declared: DeclaredOutputs, cause: CloudEvent, emits: readonly Emit[], startedAt: string): OutputInit[] {
+  return emits.map((emit, index) => {
+    const chosen = declared.choose(emit);
+    chosen.validate(emit.data);
+    const init = outputEventInit(cause, def.principal, index, {
+      type: emit.type, data: emit.data, dataschema: chosen.dataschema, startedAt,
+      ...(emit.subject !== undefined && { subject: emit.subject }),
+      ...(emit.extensions !== undefined && { extensions: emit.extensions }),
+    });
+    if (emit.key !== undefined) init.id = deriveEventId({ source: principalSource(def.principal), id: emit.key }, def.principal, 0);
+    // Which implementation did the work: signed, set after the handler's extensions so it cannot be claimed.
+    init.extensions![ContextExtension.AgentVersion] = def.version;
+    return { to: emit.to, init };
+  });
+}
