@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup tools up up-cluster down demo test chaos bench lint typecheck check clean
+.PHONY: setup tools up up-cluster down demo demo-rollout test chaos bench lint typecheck check clean
 
 setup: node_modules tools ## install npm packages and the pinned NATS binaries
 
@@ -28,6 +28,9 @@ demo: setup ## run the mesh end to end with embedded defaults, then stop it
 
 test: setup ## the whole test suite on real nats-servers
 	npm test
+
+demo-rollout: setup ## a rollout a failing candidate rolls back on its own (scripts/rollout-demo.sh), with lineage traces per version
+	scripts/rollout-demo.sh
 
 chaos: setup ## fault scenarios on a 3-node mesh (leader kill, SIGSTOP, rolling restart, agent/coordinator/lineage kill, all nodes down, PostgreSQL down, network partitions) with per-flow accounting
 	npm run chaos

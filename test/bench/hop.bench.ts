@@ -2,11 +2,12 @@
 // same crypto — consume → decode → verify → validate → sign → publish (kept in flight) → ack — in the same
 // process, on the same server, alternating rounds over fresh inputs.
 import { AckPolicy, DeliverPolicy, jetstream, type ConsumerConfig } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import { trace } from "@opentelemetry/api";
 import { BatchSpanProcessor, TracerProvider, type ReadableSpan, type SpanExporter } from "@opentelemetry/sdk-trace";
 import {
-  NatsBinding, createEvent, createKeyring, createLogger, defaultLayout, deriveEventId, startAgent, signEvent, verifyEvent, type Agent, type AgentDefinition,
-  type MeshLayout,
+  KvBucket, NatsBinding, createEvent, createKeyring, createLogger, defaultLayout, deriveEventId, routeKey, startAgent, signEvent, verifyEvent, type Agent, type AgentDefinition,
+  type MeshLayout, type RouteTable,
 } from "../../services/kit/index.ts";
 import { HOP_SCHEMA, HOP_TYPE, startBenchMesh, type BenchMesh } from "./bench-mesh.ts";
 import type { Comparison } from "./measure.ts";
@@ -145,11 +146,30 @@ export async function hopThroughput(): Promise<{ results: Comparison[]; notes: s
     if (r % 2 === 0) { await withTelemetry(); await without(); } else { await without(); await withTelemetry(); }
   }
   await provider.shutdown();
+  // Version routing on: hop2.v1 (where hop 1's outputs go) in a rollout at 10 %. Every input is a flow of its own,
+  // so every output reads (and, new, creates) its flow's pin: the most routing can cost a hop.
+  const routes = await new Kvm(mesh.nc).open(KvBucket.Routes);
+  const rollout: RouteTable = {
+    capability: "hop2.v1", stable: "1.0.0", candidate: { version: "1.1.0", share: 10 }, retiring: [], lanes: { "1.0.0": "l1", "1.1.0": "l2" },
+    updatedAt: new Date().toISOString(), reason: "bench",
+  };
+  const routed: RoundResult[] = [], plain: RoundResult[] = [];
+  const withRouting = async () => {
+    const seq = await preload(mesh, "mesh.cap.hop1.v1", ROUND);
+    await routes.put(routeKey("hop2", 1), JSON.stringify(rollout));
+    routed.push(await agentRound(mesh, seq));
+    await routes.delete(routeKey("hop2", 1));
+  };
+  const unrouted = async () => plain.push(await baselineRound(mesh, await preload(mesh, "mesh.cap.hop1.v1", ROUND)));
+  for (let r = 0; r < 3; r++) {
+    if (r % 2 === 0) { await withRouting(); await unrouted(); } else { await unrouted(); await withRouting(); }
+  }
   const a = median(agent.map((x) => x.opsPerSec)), b = median(base.map((x) => x.opsPerSec));
   const cpuA = median(agent.map((x) => x.cpuUsPerOp)), cpuB = median(base.map((x) => x.cpuUsPerOp));
   return {
     results: [
       { name: "hop: no-op agent vs hand-written loop", candidate: "startAgent", baseline: "hand-written", candidateOpsPerSec: a, baselineOpsPerSec: b, ratio: a / b, goal: 0.85 },
+      { name: "hop: version routing on (rollout at 10 %, a pin per flow) vs hand-written", candidate: "startAgent, routed", baseline: "hand-written", candidateOpsPerSec: median(routed.map((x) => x.opsPerSec)), baselineOpsPerSec: median(plain.map((x) => x.opsPerSec)), ratio: median(routed.map((x) => x.opsPerSec)) / median(plain.map((x) => x.opsPerSec)), goal: 0.85 },
       { name: "hop: telemetry + logs on vs off", candidate: "tracer SDK + info logs", baseline: "both off", candidateOpsPerSec: median(on.map((x) => x.opsPerSec)), baselineOpsPerSec: median(off.map((x) => x.opsPerSec)), ratio: median(on.map((x) => x.opsPerSec)) / median(off.map((x) => x.opsPerSec)), goal: 0.9 },
     ],
     notes: [`CPU per hop in this process (client side): runtime ${cpuA.toFixed(0)} µs, hand-written ${cpuB.toFixed(0)} µs (ratio ${(cpuA / cpuB).toFixed(2)})`],
