@@ -237,12 +237,20 @@ for (const kind of lineageStoreKinds) {
       await assert.rejects(impact(store, "nope"), (err: unknown) => isCausewayError(err, ErrorCode.LineageNotFound));
     });
 
-    test("listEvents - filters by agent, type, stream, failures and time, and pages", async (t) => {
+    test("listEvents - filters by agent, implementation version, type, stream, failures and time, and pages", async (t) => {
       const { store, flow } = await setup(t, kind);
       // Listings show which implementation did the work: the planner's tasks carry the version it signed.
       const planner = await listEvents(store, { principal: "planner" });
       assert.ok(planner.events.length > 0);
       assert.deepEqual([...new Set(planner.events.map((e) => e.version))], [flow.tasks[0]!.attributes.agentversion]);
+      // By version: exactly the events that version signed, paged like any listing; another version has none.
+      const byVersion = await listEvents(store, {}, flow.tasks[0]!.attributes.agentversion);
+      assert.deepEqual(byVersion.events.map((e) => e.id), flow.tasks.map((e) => e.id));
+      assert.equal(byVersion.next, null);
+      const oneByVersion = await listEvents(store, { limit: 1 }, flow.tasks[0]!.attributes.agentversion);
+      assert.deepEqual(oneByVersion.events.map((e) => e.id), [flow.tasks[0]!.id]);
+      assert.deepEqual((await listEvents(store, { limit: 5, afterIndex: oneByVersion.next! }, flow.tasks[0]!.attributes.agentversion)).events.map((e) => e.id), flow.tasks.slice(1).map((e) => e.id));
+      assert.deepEqual((await listEvents(store, {}, "0.0.1")).events, []);
       const verifier = await listEvents(store, { principal: "verifier" });
       assert.deepEqual(verifier.events.map((e) => e.id), flow.verified.map((e) => e.id));
       assert.equal(verifier.next, null);

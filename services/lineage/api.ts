@@ -111,7 +111,7 @@ export function createLineageApi(deps: ApiDeps): LineageApi {
           ...(p.agent?.trim() && { principal: p.agent.trim() }), ...(p.type?.trim() && { type: p.type.trim() }),
           ...(p.stream?.trim() && { stream: p.stream.trim() }), ...(fromMs !== undefined && { fromMs }), ...(toMs !== undefined && { toMs }),
           ...(p.failed === "true" && { failedOnly: true }), ...(limit !== undefined && { limit }), ...(afterIndex !== undefined && { afterIndex }),
-        });
+        }, p.version?.trim() || undefined);
       },
     },
     prove: {

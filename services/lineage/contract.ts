@@ -77,8 +77,8 @@ export const LINEAGE_OPERATIONS: { readonly [K in LineageOperationName]: { reado
   trace: { description: "a whole flow by correlation id: the DAG, its timeline and its critical path", params: ["correlation"] },
   impact: { description: "every event an event caused, by depth", params: ["id", "source"] },
   events: {
-    description: "records by agent, type, stream and time range, oldest first, in pages (next → after)",
-    params: ["agent", "type", "stream", "from", "to", "failed", "limit", "after"],
+    description: "records by agent, implementation version, type, stream and time range, oldest first, in pages (next → after)",
+    params: ["agent", "version", "type", "stream", "from", "to", "failed", "limit", "after"],
   },
   prove: {
     description: "an inclusion proof of an event (or a leaf index) against a signed checkpoint, checkable offline with the lineage public key",

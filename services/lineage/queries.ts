@@ -297,12 +297,37 @@ export async function impact(store: LineageStore, eventId: string, opts: EventSe
   return { eventId: root.id, source: root.source, event: toStep(root, rootInput), descendants };
 }
 
-/** A page of records matching `filter` (see {@link ListFilter}), summarized. */
-export async function listEvents(store: LineageStore, filter: ListFilter = {}): Promise<EventList> {
-  const records = await store.list(filter);
-  const events = records.map((r) => summarize(r, decodeRecord(r.bytes)));
-  const full = records.length === listLimit(filter);
-  return { events, next: full && records.length > 0 ? records[records.length - 1]!.columns.index : null };
+/** Records one listing by version reads at most: it answers with what it found and where to go on. */
+const VERSION_SCAN_LIMIT = 10_000;
+
+/**
+ * A page of records matching `filter` (see {@link ListFilter}), summarized; with `version`, only events signed by
+ * that implementation version (its signed `agentversion`). The version is not a column of the store, so those
+ * records are read page by page, at most VERSION_SCAN_LIMIT per request; `next` then says where to go on.
+ */
+export async function listEvents(store: LineageStore, filter: ListFilter = {}, version?: string): Promise<EventList> {
+  if (version === undefined) {
+    const records = await store.list(filter);
+    const events = records.map((r) => summarize(r, decodeRecord(r.bytes)));
+    const full = records.length === listLimit(filter);
+    return { events, next: full && records.length > 0 ? records[records.length - 1]!.columns.index : null };
+  }
+  const limit = listLimit(filter);
+  const events: EventSummary[] = [];
+  let after = filter.afterIndex;
+  for (let scanned = 0; scanned < VERSION_SCAN_LIMIT;) {
+    const records = await store.list({ ...filter, limit: 1_000, ...(after !== undefined && { afterIndex: after }) });
+    for (const r of records) {
+      after = r.columns.index;
+      scanned++;
+      const summary = summarize(r, decodeRecord(r.bytes));
+      if (summary.version !== version) continue;
+      events.push(summary);
+      if (events.length === limit) return { events, next: after };
+    }
+    if (records.length < 1_000) return { events, next: null };
+  }
+  return { events, next: after ?? null };
 }
 
 /** The summary of one record (listings and exports). */

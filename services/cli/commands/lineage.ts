@@ -11,7 +11,7 @@ import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
 const USAGE = `usage: causeway lineage why <event-id> [--source URI]
        causeway lineage trace <correlation-id>
        causeway lineage impact <event-id> [--source URI]
-       causeway lineage events [--agent P] [--type T] [--stream S] [--since T] [--until T] [--failed] [--limit N] [--after I]
+       causeway lineage events [--agent P] [--version V] [--type T] [--stream S] [--since T] [--until T] [--failed] [--limit N] [--after I]
        causeway lineage verify
        causeway lineage prove <event-id> [--size N] [--index I] [--out FILE]
        causeway lineage consistency <from-size> [<to-size>] [--out FILE]
@@ -27,7 +27,8 @@ Questions to the lineage service (mesh.ctl.lineage.<operation>), as the auditor 
                  wait and processing time per step (from signed timings only)
   trace          a whole flow: every event, decision and quarantine entry, the timeline, the critical path
   impact         every event the event caused, by depth
-  events         records by agent, type, stream and time range, oldest first, in pages (--after)
+  events         records by agent, implementation version, type, stream and time range, oldest first, in
+                 pages (--after)
   verify         whole-log integrity against the signed checkpoints on MESH_AUDIT; exit 1 names the first bad entry
   prove          an inclusion proof against a signed checkpoint (the newest unless --size), as JSON
   consistency    a consistency proof between two signed checkpoints, as JSON
@@ -43,7 +44,7 @@ Questions to the lineage service (mesh.ctl.lineage.<operation>), as the auditor 
   --json         print the service's JSON answer`;
 
 const options = {
-  source: { type: "string" }, agent: { type: "string" }, type: { type: "string" }, stream: { type: "string" }, since: { type: "string" },
+  source: { type: "string" }, agent: { type: "string" }, version: { type: "string" }, type: { type: "string" }, stream: { type: "string" }, since: { type: "string" },
   until: { type: "string" }, failed: { type: "boolean", default: false }, limit: { type: "string" }, after: { type: "string" },
   size: { type: "string" }, index: { type: "string" }, out: { type: "string" }, format: { type: "string" }, key: { type: "string" },
   as: { type: "string", default: "auditor" }, server: { type: "string" }, json: { type: "boolean", default: false },
@@ -90,7 +91,7 @@ export async function run(args: string[]): Promise<number> {
     case "events":
       if (rest.length > 0) return usageError("events takes options, not arguments");
       operation = "events";
-      put("agent", values.agent); put("type", values.type); put("stream", values.stream); put("from", values.since); put("to", values.until);
+      put("agent", values.agent); put("version", values.version); put("type", values.type); put("stream", values.stream); put("from", values.since); put("to", values.until);
       put("limit", values.limit); put("after", values.after);
       if (values.failed) params.failed = "true";
       break;
