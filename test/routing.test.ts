@@ -159,14 +159,14 @@ async function routingMesh(mesh: OperatedMesh, health: HealthModule["health"]): 
   };
 }
 
-/** The coordinator with its health and rollout modules, as the coordinator process runs them. */
+/** The coordinator with its health and rollout modules, as the coordinator process runs them (a short circuit cool-down). */
 async function coordinator(mesh: OperatedMesh): Promise<{ disposable: AsyncDisposable; health: HealthModule["health"] }> {
   let health: HealthModule["health"] | undefined;
   const disposable = await startCoordinator(mesh, [async (deps) => {
     const h = await startHealth(deps);
     health = h.health;
     return h;
-  }, (deps) => startRollout({ ...deps, health: health! })]);
+  }, (deps) => startRollout({ ...deps, health: health! }, { circuit: { coolDownMs: 2_000, probeShare: 50 } })]);
   return { disposable, health: health! };
 }
 
@@ -237,7 +237,7 @@ describe("routing on a real mesh", () => {
     await Promise.all([router.close(), stable.agent.stop(), candidate.agent.stop()]);
   });
 
-  test("routing - with every instance of the stable version gone the circuit opens (a signed decision) and new flows complete on the fallback", async () => {
+  test("routing - with every instance of the stable version gone the circuit opens (a signed decision), new flows and the waiting work complete on the fallback, and a half-open probe closes it again", async () => {
     await using mesh = await startOperatedMesh();
     const c = await coordinator(mesh);
     await using _c = c.disposable;
@@ -275,7 +275,23 @@ describe("routing on a real mesh", () => {
     await waitFor(async () => (await moved()) >= stranded.length, { what: "the handover decision" });
     assert.equal(await moved(), stranded.length);
     assert.deepEqual(sent.filter((id) => r.handled.get(id) !== 1), []);
-    await Promise.all([router.close(), fallback.agent.stop()]);
+    // The stable version back: after the cool-down the circuit is half-open, a probe share of new flows tries it,
+    // and once enough probes ran since (not what it did before it died) the circuit closes.
+    const back = await r.planner("1.0.0");
+    await waitFor(() => router.tables.get("plan", 1)?.circuit?.state === "half-open", { what: "the circuit to half-open", timeoutMs: 15_000 });
+    const probes: string[] = [];
+    for (let i = 0; router.tables.get("plan", 1)?.circuit !== undefined; i++) {
+      assert.ok(i < 200, `still ${router.tables.get("plan", 1)?.circuit?.state} after ${i} flows: ${JSON.stringify(c.health.of(PLAN))}`);
+      const flow = `probe-${i}-${uuidv7()}`;
+      probes.push(flow);
+      sent.push(...await r.send(router, flow, 1));
+      await r.settled();
+      await waitFor(() => c.health.of(PLAN).reduce((n, h) => n + h.handled, 0) >= 1 || router.tables.get("plan", 1)?.circuit === undefined, { what: "the figures" });
+    }
+    assert.ok(probes.some((f) => r.byFlow.get(f)?.has("1.0.0")), "probes ran on the stable version");
+    assert.deepEqual(sent.filter((id) => r.handled.get(id) !== 1), []);
+    assert.match((await decisions()).find((d) => d.action === "circuit-closed")?.reason ?? "", /handled \d+ probe inputs/);
+    await Promise.all([router.close(), fallback.agent.stop(), back.agent.stop()]);
   });
 
   test("routing - rollout requests are checked: an unknown capability, a candidate with no live instance, a second rollout, a bad step list are refused with their codes and change nothing", async () => {

@@ -31,7 +31,7 @@ import type { CoordinatorDeps, CoordinatorModule } from "./module.ts";
 export const ROLLOUT_DEFAULTS = Object.freeze({ steps: [5, 25, 50, 100], intervalMs: 60_000, maxRateMargin: 0.1, maxLatencyRatio: 2, minFlows: 20 });
 
 /** The stable version's circuit (with a fallback): when it opens, how long it stays open, how it is probed. */
-export const CIRCUIT = Object.freeze({
+export const CIRCUIT_DEFAULTS = Object.freeze({
   /** Opened when the stable version fails more than this share of its inputs … */
   maxFailureRate: 0.5,
   /** … over at least this many in the window (or has no live instance at all). */
@@ -43,6 +43,9 @@ export const CIRCUIT = Object.freeze({
   /** Half-open: closed once the stable version handled this many inputs in the window without tripping again. */
   probeRuns: 3,
 });
+
+/** The circuit's settings: {@link CIRCUIT_DEFAULTS}'s fields. */
+export type CircuitSettings = { readonly [K in keyof typeof CIRCUIT_DEFAULTS]: number };
 
 /** How often the coordinator judges rollouts and circuits. */
 const TICK_MS = 1_000;
@@ -68,8 +71,12 @@ interface Change {
 
 export type RolloutModule = CoordinatorModule;
 
-/** Starts the module; `health` is the health module's view (the figures every decision is taken on). */
-export async function start(deps: CoordinatorDeps & { readonly health: HealthView }): Promise<RolloutModule> {
+/**
+ * Starts the module; `health` is the health module's view (the figures every decision is taken on). `opts.circuit`
+ * overrides the circuit's settings (tests shorten the cool-down).
+ */
+export async function start(deps: CoordinatorDeps & { readonly health: HealthView }, opts: { circuit?: Partial<CircuitSettings> } = {}): Promise<RolloutModule> {
+  const CIRCUIT = { ...CIRCUIT_DEFAULTS, ...opts.circuit };
   const log = deps.log.child({ module: "rollout" });
   const { health, layout } = deps;
   const kv: KV = await openMeshBucket(deps.nc, KvBucket.Routes, "version routes");
@@ -327,11 +334,12 @@ export async function start(deps: CoordinatorDeps & { readonly health: HealthVie
       const at = new Date().toISOString();
       if (state === "closed" && tripped !== undefined) return void (await set({ state: "open", since: at, probeShare: CIRCUIT.probeShare }, "circuit-open", `new flows go to ${table.fallback}: ${tripped}`));
       if (state === "open" && since >= CIRCUIT.coolDownMs && stable !== undefined && stable.liveInstances > 0) {
-        return void (await set({ state: "half-open", since: at, probeShare: CIRCUIT.probeShare }, "circuit-half-open", `${table.stable} is live again: ${CIRCUIT.probeShare} % of new flows probe it`));
+        return void (await set({ state: "half-open", since: at, probeShare: CIRCUIT.probeShare, probeBaseline: stable.handled }, "circuit-half-open", `${table.stable} is live again: ${CIRCUIT.probeShare} % of new flows probe it`));
       }
       if (state === "half-open") {
         if (tripped !== undefined) return void (await set({ state: "open", since: at, probeShare: CIRCUIT.probeShare }, "circuit-open", `the probe failed: ${tripped}`));
-        if (stable !== undefined && stable.handled >= CIRCUIT.probeRuns && since >= TICK_MS) return void (await set(undefined, "circuit-closed", `${table.stable} handled ${stable.handled} inputs, failing ${pct(stable.failureRate)}: new flows go to it again`));
+        const probed = (stable?.handled ?? 0) - (table.circuit?.probeBaseline ?? 0);
+        if (probed >= CIRCUIT.probeRuns) return void (await set(undefined, "circuit-closed", `${table.stable} handled ${probed} probe inputs, failing ${pct(stable!.failureRate)} in the window: new flows go to it again`));
       }
     }
     // Work waiting for a version with no live instance goes where that version's flows go now.

@@ -47,6 +47,11 @@ export interface Circuit {
   readonly since: string;
   /** Half-open: the share of new flows (0–100) that probe the stable version. */
   readonly probeShare: number;
+  /**
+   * Half-open: the stable version's handled count in the health window when the probe began. Only inputs handled
+   * since count as probes (the window may still hold what it did before it failed).
+   */
+  readonly probeBaseline?: number;
 }
 
 /** A rollout the coordinator drives (issue 15, item 5); the thresholds that roll it back on their own. */
@@ -143,7 +148,9 @@ export function parseRouteTable(text: string, capability: string): RouteTable {
     if (fallback === undefined) throw bad("a circuit without a fallback");
     if ((c?.state !== "open" && c?.state !== "half-open") || typeof c.since !== "string") throw bad("circuit needs state open or half-open and since");
     if (typeof c.probeShare !== "number" || !Number.isInteger(c.probeShare) || c.probeShare < 0 || c.probeShare > 100) throw bad("circuit probeShare is not an integer 0–100");
-    circuit = { state: c.state, since: c.since, probeShare: c.probeShare };
+    const baseline = (c as { probeBaseline?: unknown }).probeBaseline;
+    if (baseline !== undefined && (typeof baseline !== "number" || !Number.isInteger(baseline) || baseline < 0)) throw bad("circuit probeBaseline is not a non-negative integer");
+    circuit = { state: c.state, since: c.since, probeShare: c.probeShare, ...(baseline !== undefined && { probeBaseline: baseline }) };
   }
   let rollout: RolloutPlan | undefined;
   if (raw.rollout !== undefined) {
