@@ -42,13 +42,15 @@ const principalPattern = /^[a-z0-9][a-z0-9_-]*$/;
  *   (it has no quorum; the majority elected new leaders elsewhere within seconds). A connection (one that
  *   {@link watchConnection} follows) on which one JetStream client — a stream publisher, a durable consumer —
  *   has seen at least `jetStreamFailoverMinFailures` failures in a row spread over at least
- *   `jetStreamFailoverAfterMs`, without one success in between, is moved to another server of its list
- *   ({@link jetStreamHealth}). 8 s is longer than a healthy cluster's leader election (4–5 s after a leader's
- *   SIGKILL in the chaos suite), during which requests fail the same way and moving would gain nothing; with
- *   the 5 s publish ack timeout, a cut-off node's clients move 8–10 s after the cut. The minimum count keeps a
- *   single slow ack from ever moving anyone. Moving again while nothing succeeds waits twice as long each time,
- *   up to `jetStreamFailoverMaxIntervalMs`: when JetStream answers nowhere (no quorum anywhere), clients do not
- *   hop from server to server every few seconds.
+ *   `jetStreamFailoverAfterMs`, without one success in between, is checked: if its server reaches no JetStream
+ *   meta leader within `jetStreamProbeTimeoutMs` (an account info request), the connection moves to another
+ *   server of its list ({@link jetStreamHealth}). 8 s is longer than a healthy cluster's leader election (4–5 s
+ *   after a leader's SIGKILL in the chaos suite); with the 5 s publish ack timeout, a cut-off node's clients move
+ *   8–10 s after the cut. The check keeps a client whose one stream or consumer is leaderless for longer (an
+ *   election on a loaded cluster: every server would fail it alike) where it is; the minimum count keeps a
+ *   single slow ack from ever moving anyone. Checking again while nothing succeeds waits twice as long each
+ *   time, up to `jetStreamFailoverMaxIntervalMs`: when JetStream answers nowhere (no quorum anywhere), clients
+ *   do not hop from server to server every few seconds.
  *
  * A server list reorders nothing by itself: nats.js tries the servers in a random order and learns a cluster's
  * other nodes from the one it reaches. A server that refuses the very first connection is dropped from that
@@ -63,6 +65,7 @@ export const CONNECTION_POLICY = Object.freeze({
   jetStreamFailoverAfterMs: 8_000,
   jetStreamFailoverMinFailures: 3,
   jetStreamFailoverMaxIntervalMs: 60_000,
+  jetStreamProbeTimeoutMs: 2_000,
 });
 
 /** The nats.js options of {@link CONNECTION_POLICY}; {@link connectWithPolicy} sets them on every connection. */
@@ -85,6 +88,8 @@ interface Failover extends FailoverPacing {
   epoch: number;
   /** performance.now() of the last (re)connect: a request sent before it says nothing about this server. */
   connectedAt: number;
+  /** A check of whether the server reaches the meta leader is under way. */
+  probing: boolean;
 }
 
 const failovers = new WeakMap<NatsConnection, Failover>();
@@ -110,7 +115,7 @@ function avoidingLeftServer(f: Failover): ReconnectToServerHandler {
  * follows it.
  */
 export async function connectWithPolicy(options: NodeConnectionOptions): Promise<NatsConnection> {
-  const f: Failover = { avoid: undefined, log: undefined, epoch: 0, connectedAt: performance.now(), notBefore: 0, interval: CONNECTION_POLICY.jetStreamFailoverAfterMs };
+  const f: Failover = { avoid: undefined, log: undefined, epoch: 0, probing: false, connectedAt: performance.now(), notBefore: 0, interval: CONNECTION_POLICY.jetStreamFailoverAfterMs };
   const nc = await connect({ ...connectionOptions(), ...options, reconnectToServer: avoidingLeftServer(f) });
   f.connectedAt = performance.now();
   failovers.set(nc, f);
@@ -133,12 +138,12 @@ const NOT_FOLLOWED: JetStreamHealth = Object.freeze({ answered() {}, silent() {}
 /**
  * The health of JetStream as one client (`what`, for the log) on `nc` sees it. After
  * `jetStreamFailoverMinFailures` failures in a row spanning at least `jetStreamFailoverAfterMs` (from the first
- * failed request's sending) with no answer in between, while the connection is up, the connection leaves its
- * server for another of its list (`nc.reconnect()`, the next dial avoiding that server), with a warning naming
- * the server. One client's streak is enough: on a node cut off from its peers, a consumer whose leader is still
+ * failed request's sending) with no answer in between, while the connection is up, and if its server then
+ * reaches no JetStream meta leader, the connection leaves that server for another of its list
+ * (`nc.reconnect()`, the next dial avoiding that server), with a warning naming the server. One client's streak is enough: on a node cut off from its peers, a consumer whose leader is still
  * that node keeps getting heartbeats while every publish fails. Failures of requests sent before the last
- * (re)connect, or while disconnected, do not count. A failover is followed by a wait of
- * `jetStreamFailoverAfterMs`, doubled by each further failover until something succeeds (at most
+ * (re)connect, or while disconnected, do not count. A check is followed by a wait of
+ * `jetStreamFailoverAfterMs`, doubled by each further check until something succeeds (at most
  * `jetStreamFailoverMaxIntervalMs`). Without another server in the list, the warning says so and nothing moves.
  * A no-op for a connection {@link connectWithPolicy} did not make or {@link watchConnection} does not follow.
  */
@@ -161,7 +166,7 @@ export function jetStreamHealth(nc: NatsConnection, what: string): JetStreamHeal
         streak.failures = 0;
       }
       const due = jetStreamSilent(streak, f, sentAt, performance.now());
-      if (due === undefined) return;
+      if (due === undefined || f.probing) return;
       const server = nc.getServer();
       const silentFor = `${(due.silentForMs / 1000).toFixed(1)} s`;
       const others = nc.getServers().filter((s) => s.listen !== server).length;
@@ -169,12 +174,38 @@ export function jetStreamHealth(nc: NatsConnection, what: string): JetStreamHeal
         log.warn({ server, client: what, silentForMs: due.silentForMs, nextCheckInMs: due.waitMs }, `JetStream has not answered ${what} for ${silentFor} on ${server}, and the connection knows no other server to move to`);
         return;
       }
-      log.warn({ server, client: what, silentForMs: due.silentForMs, otherServers: others, noFailoverForMs: due.waitMs },
-        `JetStream has not answered ${what} for ${silentFor} on ${server} although the server answers pings (cut off from its cluster?): moving to another server`);
-      f.avoid = server;
-      nc.reconnect().catch(() => undefined); // closed or draining: nothing to move
+      f.probing = true;
+      void reachesMetaLeader(nc).then((reached) => {
+        f.probing = false;
+        if (reached) {
+          // One stream's or consumer's group has no leader (an election after a node failed, slow on a loaded
+          // cluster): every server would answer the same, so moving would gain nothing.
+          log.info({ server, client: what, silentForMs: due.silentForMs, nextCheckInMs: due.waitMs }, `JetStream has not answered ${what} for ${silentFor}, but ${server} reaches the JetStream meta leader: staying`);
+          return;
+        }
+        if (!isConnected(nc) || nc.getServer() !== server) return; // already moved on by itself
+        log.warn({ server, client: what, silentForMs: due.silentForMs, otherServers: others, noFailoverForMs: due.waitMs },
+          `JetStream has not answered ${what} for ${silentFor} on ${server}, which answers pings but reaches no JetStream meta leader (cut off from its cluster?): moving to another server`);
+        f.avoid = server;
+        nc.reconnect().catch(() => undefined); // closed or draining: nothing to move
+      });
     },
   };
+}
+
+/**
+ * Whether the server `nc` is on reaches the JetStream meta leader: in a cluster only the meta leader answers
+ * an account info request (`$JS.API.INFO`, which every principal may send), and a server that knows no leader
+ * answers 503. A node cut off from its peers knows no leader — unless it was the meta leader itself, which
+ * answers until it notices it lost its quorum (about 10 s), so its clients leave one check later.
+ */
+async function reachesMetaLeader(nc: NatsConnection): Promise<boolean> {
+  try {
+    const res = await nc.request("$JS.API.INFO", "", { timeout: CONNECTION_POLICY.jetStreamProbeTimeoutMs });
+    return (res.json<{ error?: unknown }>()).error === undefined;
+  } catch {
+    return false; // a timeout, no responders, a closed connection
+  }
 }
 
 /** One JetStream client's failures in a row since its last answer ({@link jetStreamHealth}). */
@@ -184,7 +215,7 @@ export interface FailureStreak {
   failures: number;
 }
 
-/** How a connection's failovers are paced: none before `notBefore`; the next one waits `interval` more. */
+/** How a connection's failover checks are paced: none before `notBefore`; the next one waits `interval` more. */
 export interface FailoverPacing {
   notBefore: number;
   interval: number;
@@ -201,9 +232,10 @@ export function jetStreamAnswered(streak: FailureStreak, pacing: FailoverPacing)
 }
 
 /**
- * A failure of a request sent at `sentAt`, seen at `now` (both performance.now()): whether the connection fails
- * over now by CONNECTION_POLICY's `jetStreamFailover…` rules, with how long the streak lasted and how long the
- * next failover must wait. When it does, the streak starts over and the pacing doubles.
+ * A failure of a request sent at `sentAt`, seen at `now` (both performance.now()): whether the connection's
+ * server is checked now (and left if it reaches no meta leader) by CONNECTION_POLICY's `jetStreamFailover…`
+ * rules, with how long the streak lasted and how long the next check must wait. When it is, the streak starts
+ * over and the pacing doubles.
  */
 export function jetStreamSilent(streak: FailureStreak, pacing: FailoverPacing, sentAt: number, now: number): { silentForMs: number; waitMs: number } | undefined {
   const p = CONNECTION_POLICY;

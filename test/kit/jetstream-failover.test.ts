@@ -1,7 +1,7 @@
 // Leaving a server whose JetStream stopped answering although the server answers pings (CONNECTION_POLICY
 // `jetStreamFailover…`, kit jetStreamHealth): the rules on their own (a slow ack, a leader election, an answer in
-// between, a full outage move nobody, or not often), then on a real 3-node cluster whose node the client is on is
-// cut off from its two peers — its routes go through TCP proxies the test cuts — while the client still reaches
+// between, a full outage check nobody, or not often), then on a real 3-node cluster whose node the client is on is
+// cut off from its two peers (it then reaches no meta leader) — its routes go through TCP proxies the test cuts — while the client still reaches
 // it: the client moves to another node, saying so, and its publishes are acknowledged there.
 import assert from "node:assert/strict";
 import { Writable } from "node:stream";
@@ -140,7 +140,7 @@ describe("jetstream failover - on a real cluster", () => {
           assert.equal(warnings.length, 1, lines.join(""));
           assert.equal(warnings[0]!.level, "warn");
           assert.equal(warnings[0]!.server, serverOf(a));
-          assert.match(warnings[0]!.msg, new RegExp(`on ${serverOf(a).replace(/\./g, "\\.")} although the server answers pings \\(cut off from its cluster\\?\\): moving to another server`));
+          assert.match(warnings[0]!.msg, new RegExp(`on ${serverOf(a).replace(/\./g, "\\.")}, which answers pings but reaches no JetStream meta leader \\(cut off from its cluster\\?\\): moving to another server`));
           assert.ok(warnings[0]!.silentForMs! >= P.jetStreamFailoverAfterMs, `silent for ${warnings[0]!.silentForMs} ms`);
           assert.ok(tookMs < P.jetStreamFailoverAfterMs + 15_000, `took ${Math.round(tookMs)} ms from the cut`);
         } finally {
