@@ -4,12 +4,13 @@
 //
 // How a connection rides out faults is decided here, once, for every process (CONNECTION_POLICY): a server list
 // (`NATS_URL=nats://a:4222,nats://b:4222`), reconnection without a give-up, pings short enough to leave a hung
-// server within seconds, jittered reconnect waits. `watchConnection` logs what happens to it.
+// server within seconds, jittered reconnect waits, and leaving a server whose JetStream stopped answering while
+// the server itself still answers pings. `watchConnection` logs what happens to it.
 import { readFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { fromSeed } from "@nats-io/nkeys";
 import { connect, errors as natsErrors, nkeyAuthenticator } from "@nats-io/transport-node";
-import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
+import type { NatsConnection, NodeConnectionOptions, ReconnectToServerHandler } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { ConfigError, ErrorCode } from "./errors.ts";
 import { inboxPrefix } from "./subjects.ts";
@@ -36,6 +37,21 @@ const principalPattern = /^[a-z0-9][a-z0-9_-]*$/;
  *   the mesh's processes do not all knock at the same instant when a node comes back.
  * - `dialTimeoutMs`: a dial to a node that accepts TCP but never speaks (hung) is given up after 5 s (default 20 s).
  *
+ * - `jetStreamFailover…`: a node cut off from its cluster peers but not from its clients answers pings, so the
+ *   ping policy never moves its clients, while every JetStream request on it times out or finds no responder
+ *   (it has no quorum; the majority elected new leaders elsewhere within seconds). A connection (one that
+ *   {@link watchConnection} follows) on which one JetStream client — a stream publisher, a durable consumer —
+ *   has seen at least `jetStreamFailoverMinFailures` failures in a row spread over at least
+ *   `jetStreamFailoverAfterMs`, without one success in between, is checked: if its server reaches no JetStream
+ *   meta leader within `jetStreamProbeTimeoutMs` (an account info request), the connection moves to another
+ *   server of its list ({@link jetStreamHealth}). 8 s is longer than a healthy cluster's leader election (4–5 s
+ *   after a leader's SIGKILL in the chaos suite); with the 5 s publish ack timeout, a cut-off node's clients move
+ *   8–10 s after the cut. The check keeps a client whose one stream or consumer is leaderless for longer (an
+ *   election on a loaded cluster: every server would fail it alike) where it is; the minimum count keeps a
+ *   single slow ack from ever moving anyone. Checking again while nothing succeeds waits twice as long each
+ *   time, up to `jetStreamFailoverMaxIntervalMs`: when JetStream answers nowhere (no quorum anywhere), clients
+ *   do not hop from server to server every few seconds.
+ *
  * A server list reorders nothing by itself: nats.js tries the servers in a random order and learns a cluster's
  * other nodes from the one it reaches. A server that refuses the very first connection is dropped from that
  * connection's list (nats.js); a cluster's nodes come back through its gossip.
@@ -46,9 +62,13 @@ export const CONNECTION_POLICY = Object.freeze({
   reconnectTimeWaitMs: 1_000,
   reconnectJitterMs: 1_000,
   dialTimeoutMs: 5_000,
+  jetStreamFailoverAfterMs: 8_000,
+  jetStreamFailoverMinFailures: 3,
+  jetStreamFailoverMaxIntervalMs: 60_000,
+  jetStreamProbeTimeoutMs: 2_000,
 });
 
-/** The nats.js options of {@link CONNECTION_POLICY}; connectAs sets them on every connection. */
+/** The nats.js options of {@link CONNECTION_POLICY}; {@link connectWithPolicy} sets them on every connection. */
 export function connectionOptions(): Partial<NodeConnectionOptions> {
   const p = CONNECTION_POLICY;
   return {
@@ -56,6 +76,178 @@ export function connectionOptions(): Partial<NodeConnectionOptions> {
     reconnectJitter: p.reconnectJitterMs, reconnectJitterTLS: p.reconnectJitterMs,
     pingInterval: p.pingIntervalMs, maxPingOut: p.maxPingOut, timeout: p.dialTimeoutMs,
   };
+}
+
+/** A connection's JetStream failover (CONNECTION_POLICY `jetStreamFailover…`): see {@link jetStreamHealth}. */
+interface Failover extends FailoverPacing {
+  /** The server the next dial must not pick: the one a failover is leaving. Cleared by that dial. */
+  avoid: string | undefined;
+  /** Set by watchConnection: a connection nobody watches never fails over (and never logs). */
+  log: Logger | undefined;
+  /** Counts (re)connects: a failure streak belongs to the server it was seen on. */
+  epoch: number;
+  /** performance.now() of the last (re)connect: a request sent before it says nothing about this server. */
+  connectedAt: number;
+  /** A check of whether the server reaches the meta leader is under way. */
+  probing: boolean;
+}
+
+const failovers = new WeakMap<NatsConnection, Failover>();
+
+/**
+ * Picks the server a dial goes to when a failover is leaving one: nats.js redials the server it was on when
+ * that one is first in its pool (always so on a connection's first reconnect), so the next other server of the
+ * pool is taken instead. Only that one dial: if no other server answers, the rotation comes back to the left
+ * one, which may be all there is.
+ */
+function avoidingLeftServer(f: Failover): ReconnectToServerHandler {
+  return (pool) => {
+    const avoid = f.avoid;
+    f.avoid = undefined;
+    if (avoid === undefined || pool[0]?.listen !== avoid) return null;
+    return pool.find((s) => s.listen !== avoid) ?? null;
+  };
+}
+
+/**
+ * Connects with {@link CONNECTION_POLICY} (over which `options` may set more): the one way the kit and its
+ * tools connect. The connection can fail over when its JetStream stops answering, once {@link watchConnection}
+ * follows it.
+ */
+export async function connectWithPolicy(options: NodeConnectionOptions): Promise<NatsConnection> {
+  const f: Failover = { avoid: undefined, log: undefined, epoch: 0, probing: false, connectedAt: performance.now(), notBefore: 0, interval: CONNECTION_POLICY.jetStreamFailoverAfterMs };
+  const nc = await connect({ ...connectionOptions(), ...options, reconnectToServer: avoidingLeftServer(f) });
+  f.connectedAt = performance.now();
+  failovers.set(nc, f);
+  return nc;
+}
+
+/** What a JetStream client (a stream publisher, a durable consumer) tells {@link jetStreamHealth} of its requests. */
+export interface JetStreamHealth {
+  /** JetStream answered (an ack, a message, a heartbeat, even a refusal): it works on this server. */
+  answered(): void;
+  /**
+   * A request sent at `sentAt` (performance.now()) got no answer from JetStream: a timeout, no responders,
+   * heartbeats missed.
+   */
+  silent(sentAt: number): void;
+}
+
+const NOT_FOLLOWED: JetStreamHealth = Object.freeze({ answered() {}, silent() {} });
+
+/**
+ * The health of JetStream as one client (`what`, for the log) on `nc` sees it. After
+ * `jetStreamFailoverMinFailures` failures in a row spanning at least `jetStreamFailoverAfterMs` (from the first
+ * failed request's sending) with no answer in between, while the connection is up, and if its server then
+ * reaches no JetStream meta leader, the connection leaves that server for another of its list
+ * (`nc.reconnect()`, the next dial avoiding that server), with a warning naming the server. One client's streak is enough: on a node cut off from its peers, a consumer whose leader is still
+ * that node keeps getting heartbeats while every publish fails. Failures of requests sent before the last
+ * (re)connect, or while disconnected, do not count. A check is followed by a wait of
+ * `jetStreamFailoverAfterMs`, doubled by each further check until something succeeds (at most
+ * `jetStreamFailoverMaxIntervalMs`). Without another server in the list, the warning says so and nothing moves.
+ * A no-op for a connection {@link connectWithPolicy} did not make or {@link watchConnection} does not follow.
+ */
+export function jetStreamHealth(nc: NatsConnection, what: string): JetStreamHealth {
+  const f = failovers.get(nc);
+  if (f === undefined) return NOT_FOLLOWED;
+  let epoch = f.epoch;
+  const streak: FailureStreak = { since: undefined, failures: 0 };
+  return {
+    answered() {
+      jetStreamAnswered(streak, f);
+    },
+    silent(sentAt) {
+      const log = f.log;
+      if (log === undefined || !isConnected(nc) || sentAt < f.connectedAt) return;
+      if (epoch !== f.epoch) {
+        // A streak belongs to the server it was seen on.
+        epoch = f.epoch;
+        streak.since = undefined;
+        streak.failures = 0;
+      }
+      const due = jetStreamSilent(streak, f, sentAt, performance.now());
+      if (due === undefined || f.probing) return;
+      const server = nc.getServer();
+      const silentFor = `${(due.silentForMs / 1000).toFixed(1)} s`;
+      const others = nc.getServers().filter((s) => s.listen !== server).length;
+      if (others === 0) {
+        log.warn({ server, client: what, silentForMs: due.silentForMs, nextCheckInMs: due.waitMs }, `JetStream has not answered ${what} for ${silentFor} on ${server}, and the connection knows no other server to move to`);
+        return;
+      }
+      f.probing = true;
+      void reachesMetaLeader(nc).then((reached) => {
+        f.probing = false;
+        if (reached) {
+          // One stream's or consumer's group has no leader (an election after a node failed, slow on a loaded
+          // cluster): every server would answer the same, so moving would gain nothing.
+          log.info({ server, client: what, silentForMs: due.silentForMs, nextCheckInMs: due.waitMs }, `JetStream has not answered ${what} for ${silentFor}, but ${server} reaches the JetStream meta leader: staying`);
+          return;
+        }
+        if (!isConnected(nc) || nc.getServer() !== server) return; // already moved on by itself
+        log.warn({ server, client: what, silentForMs: due.silentForMs, otherServers: others, noFailoverForMs: due.waitMs },
+          `JetStream has not answered ${what} for ${silentFor} on ${server}, which answers pings but reaches no JetStream meta leader (cut off from its cluster?): moving to another server`);
+        f.avoid = server;
+        nc.reconnect().catch(() => undefined); // closed or draining: nothing to move
+      });
+    },
+  };
+}
+
+/**
+ * Whether the server `nc` is on reaches the JetStream meta leader: in a cluster only the meta leader answers
+ * an account info request (`$JS.API.INFO`, which every principal may send), and a server that knows no leader
+ * answers 503. A node cut off from its peers knows no leader — unless it was the meta leader itself, which
+ * answers until it notices it lost its quorum (about 10 s), so its clients leave one check later.
+ */
+async function reachesMetaLeader(nc: NatsConnection): Promise<boolean> {
+  try {
+    const res = await nc.request("$JS.API.INFO", "", { timeout: CONNECTION_POLICY.jetStreamProbeTimeoutMs });
+    return (res.json<{ error?: unknown }>()).error === undefined;
+  } catch {
+    return false; // a timeout, no responders, a closed connection
+  }
+}
+
+/** One JetStream client's failures in a row since its last answer ({@link jetStreamHealth}). */
+export interface FailureStreak {
+  /** When the first failed request of the streak was sent (performance.now()). */
+  since: number | undefined;
+  failures: number;
+}
+
+/** How a connection's failover checks are paced: none before `notBefore`; the next one waits `interval` more. */
+export interface FailoverPacing {
+  notBefore: number;
+  interval: number;
+}
+
+/** An answer: the streak ends, and the pacing starts over (JetStream works here). */
+export function jetStreamAnswered(streak: FailureStreak, pacing: FailoverPacing): void {
+  const p = CONNECTION_POLICY;
+  if (streak.failures === 0 && pacing.interval === p.jetStreamFailoverAfterMs) return; // the hot path: nothing to reset
+  streak.since = undefined;
+  streak.failures = 0;
+  pacing.notBefore = 0;
+  pacing.interval = p.jetStreamFailoverAfterMs;
+}
+
+/**
+ * A failure of a request sent at `sentAt`, seen at `now` (both performance.now()): whether the connection's
+ * server is checked now (and left if it reaches no meta leader) by CONNECTION_POLICY's `jetStreamFailover…`
+ * rules, with how long the streak lasted and how long the next check must wait. When it is, the streak starts
+ * over and the pacing doubles.
+ */
+export function jetStreamSilent(streak: FailureStreak, pacing: FailoverPacing, sentAt: number, now: number): { silentForMs: number; waitMs: number } | undefined {
+  const p = CONNECTION_POLICY;
+  const since = (streak.since ??= sentAt);
+  streak.failures++;
+  if (streak.failures < p.jetStreamFailoverMinFailures || now - since < p.jetStreamFailoverAfterMs || now < pacing.notBefore) return undefined;
+  const waitMs = pacing.interval;
+  pacing.notBefore = now + waitMs;
+  pacing.interval = Math.min(p.jetStreamFailoverMaxIntervalMs, pacing.interval * 2);
+  streak.since = undefined;
+  streak.failures = 0;
+  return { silentForMs: Math.round(now - since), waitMs };
 }
 
 /**
@@ -162,8 +354,7 @@ export async function connectAs(principal: string, opts: ConnectAsOptions = {}):
   const seed = readSeed(principal, opts.dataDir);
   const servers = opts.servers !== undefined ? parseServers(opts.servers, "--server") : parseServers(process.env.NATS_URL || DEFAULT_NATS_URL);
   try {
-    return await connect({
-      ...connectionOptions(),
+    return await connectWithPolicy({
       ...opts.options,
       servers,
       name: opts.name ?? principal,
@@ -229,22 +420,31 @@ export function isConnected(nc: NatsConnection): boolean {
  * reconnected (with the attempts and how long it was down), a server that stopped answering pings (stale), a
  * server in lame duck mode, the cluster's servers changing, errors the server reports, closed. The one place
  * every service learns and says which server it is on (`quiet`: not the first line, e.g. on a start's retry).
+ * It also turns on the connection's JetStream failover ({@link jetStreamHealth}), which logs here.
  * Returns the live state; ends when the connection closes.
  */
 export function watchConnection(nc: NatsConnection, log: Logger, opts: { quiet?: boolean } = {}): ConnectionWatch {
   const state = { connected: true, server: nc.getServer() };
   watched.set(nc, state);
+  const failover = failovers.get(nc);
+  if (failover !== undefined) failover.log = log;
   if (!opts.quiet) log.info({ server: state.server }, "connected to NATS");
   let downSince = 0;
   let attempts = 0;
+  let forced = false;
   void (async () => {
     for await (const s of nc.status()) {
       switch (s.type) {
+        case "forceReconnect":
+          forced = true;
+          break;
         case "disconnect":
           state.connected = false;
           downSince = Date.now();
           attempts = 0;
-          log.warn({ server: s.server }, "disconnected from NATS; reconnecting (to any server of the list)");
+          if (forced) log.info({ server: s.server }, "left the NATS server (its JetStream does not answer); reconnecting to another server of the list");
+          else log.warn({ server: s.server }, "disconnected from NATS; reconnecting (to any server of the list)");
+          forced = false;
           break;
         case "reconnecting":
           attempts++;
@@ -252,6 +452,10 @@ export function watchConnection(nc: NatsConnection, log: Logger, opts: { quiet?:
         case "reconnect":
           state.connected = true;
           state.server = s.server;
+          if (failover !== undefined) {
+            failover.epoch++;
+            failover.connectedAt = performance.now();
+          }
           log.info({ server: s.server, attempts, downMs: downSince ? Date.now() - downSince : 0 }, "reconnected to NATS");
           break;
         case "staleConnection":
@@ -271,7 +475,7 @@ export function watchConnection(nc: NatsConnection, log: Logger, opts: { quiet?:
           state.connected = false;
           break;
         default:
-          break; // pings, forced reconnects, slow consumers: nothing an operator acts on
+          break; // pings, slow consumers: nothing an operator acts on
       }
     }
   })().catch(() => undefined);

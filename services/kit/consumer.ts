@@ -7,6 +7,7 @@
 import { jetstream, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import { jetStreamHealth } from "./connect.ts";
 import { CausewayError, ErrorCode, NotReadyError } from "./errors.ts";
 import { isNotReady, isTransient, transientRetryDelayMs } from "./transient.ts";
 
@@ -66,6 +67,15 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
   // abort_on_missing_resource: a deleted consumer or stream ends the iterator (reported on `lost`) instead of
   // being retried forever in silence.
   const messages: ConsumerMessages = await consumer.consume({ max_messages: concurrency, expires: opts.expiresMs ?? DEFAULT_EXPIRES_MS, abort_on_missing_resource: true });
+  // Messages and the server's idle heartbeats show the consumer's leader answers; missed heartbeats and pulls
+  // nobody answers feed the connection's JetStream failover (kit jetStreamHealth).
+  const health = jetStreamHealth(nc, `consumer ${durable}`);
+  void (async () => {
+    for await (const s of messages.status()) {
+      if (s.type === "heartbeat") health.answered();
+      else if (s.type === "heartbeats_missed" || s.type === "no_responders") health.silent(performance.now());
+    }
+  })().catch(() => undefined); // the notifications end with the consumer
 
   let stopping = false;
   let running = 0;
@@ -108,6 +118,7 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
 
   const loop = (async () => {
     for await (const msg of messages) {
+      health.answered();
       if (running >= concurrency) await new Promise<void>((resolve) => { slotFree = resolve; });
       if (stopping) {
         msg.nak(); // fetched, never started: back to the stream now, for a replica that is still running

@@ -142,7 +142,7 @@ export {
 } from "./principals.ts";
 export type { AccountValue, FactRef, PrincipalSpec, Principals, RoleValue } from "./principals.ts";
 export {
-  CONNECTION_POLICY, DEFAULT_NATS_URL, connectAs, connectionOptions, dataDir, isConnected, notAuthorized, parseServers, publicKeyOf, readSeed, seedPath, shownPath,
+  CONNECTION_POLICY, DEFAULT_NATS_URL, connectAs, connectWithPolicy, connectionOptions, dataDir, isConnected, jetStreamHealth, notAuthorized, parseServers, publicKeyOf, readSeed, seedPath, shownPath,
   watchConnection,
 } from "./connect.ts";
-export type { ConnectAsOptions, ConnectionWatch } from "./connect.ts";
+export type { ConnectAsOptions, ConnectionWatch, JetStreamHealth } from "./connect.ts";

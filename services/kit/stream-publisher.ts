@@ -10,6 +10,7 @@
 import {
   PermissionViolationError, createInbox, headers as natsHeaders, type MsgHdrs, type NatsConnection, type Subscription,
 } from "@nats-io/transport-node";
+import { jetStreamHealth } from "./connect.ts";
 
 /** What a stream answers when it has stored (or, for a known Nats-Msg-Id, deduplicated) a message. */
 export interface PubAck {
@@ -66,7 +67,8 @@ export const PUBLISH_ACK_TIMEOUT_MS = 5_000;
 /**
  * A publisher on `nc` whose acks arrive under `inboxPrefix` (the connection's own inbox prefix, the only one
  * its permissions allow). A publish not acknowledged within `timeoutMs` (default 5 s, as nats.js) rejects;
- * the stream may still have stored it, so a retry must carry the same Nats-Msg-Id.
+ * the stream may still have stored it, so a retry must carry the same Nats-Msg-Id. Acks, timeouts and
+ * no-responders feed the connection's JetStream failover (kit `jetStreamHealth`).
  */
 export function createStreamPublisher(nc: NatsConnection, inboxPrefix: string, opts: { timeoutMs?: number } = {}): StreamPublisher {
   const timeoutMs = opts.timeoutMs ?? PUBLISH_ACK_TIMEOUT_MS;
@@ -75,6 +77,8 @@ export function createStreamPublisher(nc: NatsConnection, inboxPrefix: string, o
   const pending = new Map<string, Pending>();
   let next = 0;
   let closed = false;
+  // Any answer of a stream — an ack, a refusal — shows JetStream works on this server; silence does not.
+  const health = jetStreamHealth(nc, "stream publishes");
   const failAll = (why: string) => {
     for (const p of pending.values()) p.reject(new StreamPublishError(why));
     pending.clear();
@@ -92,11 +96,15 @@ export function createStreamPublisher(nc: NatsConnection, inboxPrefix: string, o
       if (p === undefined) return; // overdue, already failed
       pending.delete(token);
       if (msg.headers?.hasError) {
-        p.reject(msg.headers.code === 503
-          ? new StreamPublishError("no stream takes this subject (or none answered: its leader may be being elected)", undefined, true)
-          : new StreamPublishError(`publish failed: ${msg.headers.code} ${msg.headers.description}`));
+        if (msg.headers.code === 503) {
+          health.silent(p.deadline - timeoutMs);
+          p.reject(new StreamPublishError("no stream takes this subject (or none answered: its leader may be being elected)", undefined, true));
+        } else {
+          p.reject(new StreamPublishError(`publish failed: ${msg.headers.code} ${msg.headers.description}`));
+        }
         return;
       }
+      health.answered();
       let ack: { stream?: string; seq?: number; duplicate?: boolean; error?: { err_code?: number; description?: string } };
       try {
         ack = msg.json();
@@ -115,6 +123,7 @@ export function createStreamPublisher(nc: NatsConnection, inboxPrefix: string, o
     for (const [token, p] of pending) {
       if (p.deadline > now) break;
       pending.delete(token);
+      health.silent(p.deadline - timeoutMs);
       p.reject(new StreamPublishError(`no ack within ${timeoutMs} ms (the stream may have stored it: retry with the same Nats-Msg-Id)`, undefined, true));
     }
   }, Math.min(1_000, timeoutMs));

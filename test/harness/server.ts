@@ -20,8 +20,11 @@ export interface ServerOptions {
   jetstream?: boolean;
   /** server_name; defaults to a unique name. */
   name?: string;
-  /** Cluster settings, set by {@link startCluster}. */
-  cluster?: { name: string; routes: string[]; port?: number };
+  /**
+   * Cluster settings, set by {@link startCluster}. `advertise`: the route address the node tells its peers to
+   * reach it at (`host:port`), e.g. a proxy's that a test can cut.
+   */
+  cluster?: { name: string; routes: string[]; port?: number; advertise?: string };
   /** Reuse these ports (restarts keep their addresses so routes and clients find the node again). */
   ports?: { client?: number; monitor?: number };
   /** Reuse this store directory (restarts keep their data). Default: a new temporary directory. */
@@ -83,7 +86,8 @@ export async function startServer(opts: ServerOptions = {}): Promise<NatsServer>
       `ports_file_dir: "${workDir}"`,
       jetstream ? `jetstream { store_dir: "${storeDir}", max_memory_store: 256MB, max_file_store: 2GB }` : "",
       opts.cluster
-        ? `cluster { name: "${opts.cluster.name}", listen: "127.0.0.1:${ports.cluster}", routes: [${opts.cluster.routes.map((r) => `"${r}"`).join(", ")}] }`
+        ? `cluster { name: "${opts.cluster.name}", listen: "127.0.0.1:${ports.cluster}", routes: [${opts.cluster.routes.map((r) => `"${r}"`).join(", ")}]` +
+          `${opts.cluster.advertise ? `, advertise: "${opts.cluster.advertise}"` : ""} }`
         : "",
       opts.config ?? "",
       ...(opts.include ?? []).map((file) => `include ${JSON.stringify(relative(workDir, file))}`),

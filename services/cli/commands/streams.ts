@@ -4,11 +4,11 @@
 // 2 on a usage error.
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
-import { connect, nkeyAuthenticator } from "@nats-io/transport-node";
+import { nkeyAuthenticator } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
-import { ConfigError, DEFAULT_PRINCIPALS_PATH, ErrorCode, connectAs, connectionOptions, loadLayout, parseServers, permissionDenied } from "../../kit/index.ts";
+import { ConfigError, DEFAULT_PRINCIPALS_PATH, ErrorCode, connectAs, connectWithPolicy, loadLayout, parseServers, permissionDenied } from "../../kit/index.ts";
 import { applyStreams, defaultStreamsDir, ensureMeshBuckets } from "../../kit/ops/index.ts";
 
 const DEFAULT_SERVER = "nats://127.0.0.1:4222";
@@ -86,7 +86,7 @@ async function connectTo(server: string, nkeyFile: string | undefined): Promise<
     seed = new TextEncoder().encode(text.trim());
   }
   try {
-    return await connect({ ...connectionOptions(), servers: parseServers(server), name: "causeway streams", ...(seed ? { authenticator: nkeyAuthenticator(seed) } : {}) });
+    return await connectWithPolicy({ servers: parseServers(server), name: "causeway streams", ...(seed ? { authenticator: nkeyAuthenticator(seed) } : {}) });
   } catch (err) {
     throw new ConfigError(ErrorCode.Config, `cannot connect to ${server}: ${(err as Error).message}`, { cause: err });
   }
