@@ -5,7 +5,10 @@
 // through the kit's Router exactly as the gateway does.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import {
   CausewayError, ErrorCode, NatsBinding, RetryableError, controlRequest, createEvent, createLogger, defaultLayout, newTraceparent, openTrustStore, parseRouteTable,
@@ -21,7 +24,8 @@ import { start as startHealth, type HealthModule } from "../services/coordinator
 import { judgeCandidate, start as startRollout } from "../services/coordinator/rollout.ts";
 import { startCoordinator } from "./coordinator-fixture.ts";
 import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
-import { waitFor } from "./harness/index.ts";
+import { repoRoot, waitFor } from "./harness/index.ts";
+import type { CapabilityInstances } from "../services/cli/commands/agents.ts";
 
 const PLAN = "plan.v1";
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";
@@ -263,6 +267,10 @@ describe("routing on a real mesh", () => {
     assert.deepEqual(sent.filter((id) => r.handled.get(id) !== 1), []);
     const decisions = async () => (await readMessages(mesh.operator, "MESH_DECISION", "mesh.decision.rollout")).map((m) => JSON.parse(String(NatsBinding.toEvent(m).data)) as { action: string; reason: string; moved?: number });
     assert.match((await decisions()).find((d) => d.action === "circuit-open")?.reason ?? "", /no live instance of 1\.0\.0/);
+    // `causeway agents` shows the circuit with the capability's versions.
+    const { stdout } = await promisify(execFile)(process.execPath, [join(repoRoot, "services/cli/main.ts"), "agents", "--json", "--server", mesh.server.url], { env: { ...process.env, CAUSEWAY_DATA_DIR: mesh.dataDir } });
+    const listed = (JSON.parse(stdout) as CapabilityInstances[]).find((x) => x.capability === PLAN)!;
+    assert.deepEqual([listed.routing?.stable, listed.routing?.fallback, listed.routing?.circuit?.state], ["1.0.0", "0.9.0", "open"]);
     // Work already on the dead stable version's lane (a producer that routed it there before the circuit opened)
     // is handed over to the fallback explicitly, not left waiting.
     const stableLane = router.tables.get("plan", 1)!.lanes["1.0.0"]!;

@@ -7,9 +7,10 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   ConfigError, DEFAULT_NATS_URL, ErrorCode, HEARTBEAT_MS, KvBucket, connectAs, controlRequest, defaultLayout, isCausewayError, listInstances, openMeshBucket,
-  type InstanceBeat,
+  type InstanceBeat, type RouteTable,
 } from "../../kit/index.ts";
-import { health as healthEndpoint, type HealthReply, type VersionHealth } from "../../coordinator/contract.ts";
+import { health as healthEndpoint, rolloutStatus, type HealthReply, type RolloutStatusReply, type VersionHealth } from "../../coordinator/contract.ts";
+import { describeRouting } from "./rollout.ts";
 import { table } from "../table.ts";
 import { parseCommand, usageError } from "../usage.ts";
 
@@ -21,7 +22,8 @@ const USAGE = `usage: causeway agents [--json] [--server URL]
   Then, from the coordinator, each capability version's health over its sliding window (infra/policy.json
   health.windowMs, default 60 s): live instances, handled, failed (each retry), quarantined and by reason,
   failure and quarantine rates, handler latency p50 and p95, last heartbeat. Without a coordinator the
-  instances are listed and the health figures are left out, with a line on stderr saying so.
+  instances are listed and the health figures are left out, with a line on stderr saying so. Last, each
+  capability routed by version: stable, candidate and share, fallback and the stable version's circuit.
 
   --json         the capabilities, their instances and their versions' health ("health": null without a coordinator)
   --server URL   NATS server (default: $NATS_URL or ${DEFAULT_NATS_URL})
@@ -42,10 +44,12 @@ export interface CapabilityInstances {
   readonly instances: readonly InstanceBeat[];
   /** Each version seen in the coordinator's window (VersionHealth); null when no coordinator answered. */
   readonly health: readonly VersionHealth[] | null;
+  /** How the capability is routed by version (its route table: stable, candidate, fallback and circuit); null when it is not, or no coordinator answered. */
+  readonly routing: RouteTable | null;
 }
 
 /** The capabilities of the layout with their live instances and their versions' health, in principals.json order. */
-export function byCapability(beats: readonly InstanceBeat[], health: HealthReply | null): CapabilityInstances[] {
+export function byCapability(beats: readonly InstanceBeat[], health: HealthReply | null, routing: RolloutStatusReply | null = null): CapabilityInstances[] {
   const { principals } = defaultLayout();
   return Object.keys(principals.capabilities).map((ref) => {
     const instances = beats.filter((b) => b.capability === ref);
@@ -55,6 +59,7 @@ export function byCapability(beats: readonly InstanceBeat[], health: HealthReply
       versions: [...new Set(instances.map((i) => i.version))].sort(),
       instances,
       health: health === null ? null : health.versions.filter((v) => v.capability === ref),
+      routing: routing?.capabilities.find((c) => c.capability === ref)?.table ?? null,
     };
   });
 }
@@ -88,7 +93,9 @@ export async function agents(args: string[]): Promise<number> {
   try {
     const beats = await listInstances(await openMeshBucket(nc, KvBucket.Instances, "live agent instances"));
     const health = await askHealth(nc);
-    const capabilities = byCapability(beats, health);
+    // The route tables come from the same coordinator: asked only when it answered.
+    const routing = health === null ? null : await controlRequest(nc, rolloutStatus, {}, { timeout: HEALTH_TIMEOUT_MS }).catch(() => null);
+    const capabilities = byCapability(beats, health, routing);
     if (parsed.values.json) {
       console.log(JSON.stringify(capabilities, null, 2));
       return 0;
@@ -114,6 +121,11 @@ export async function agents(args: string[]): Promise<number> {
         ms(v.p50Ms), ms(v.p95Ms), v.lastHeartbeat === null ? "-" : `${((now - Date.parse(v.lastHeartbeat)) / 1000).toFixed(1)} s ago`,
         Object.entries(v.quarantinedByReason).map(([reason, n]) => `${reason}=${n}`).join(",") || "-",
       ])));
+    const routed = capabilities.filter((c) => c.routing !== null);
+    if (routed.length > 0) {
+      console.log("\nrouting by version (causeway rollout status):");
+      for (const c of routed) console.log(`${c.capability}: ${describeRouting(c.routing!)}`);
+    }
     return 0;
   } finally {
     await nc.drain().catch(() => nc.close());

@@ -120,7 +120,7 @@ function startRequest(capability: string, v: { candidate?: string; stable?: stri
 
 function printState(s: RoutingState, decision: string | null | undefined): void {
   const t = s.table;
-  console.log(`${s.capability}: ${t === null ? "not routed by version (every instance shares its durable)" : describe(t)}`);
+  console.log(`${s.capability}: ${t === null ? "not routed by version (every instance shares its durable)" : describeRouting(t)}`);
   if (t?.reason) console.log(`  last change: ${t.reason} (${t.updatedAt})`);
   if (decision) console.log(`  decision ${decision}`);
   if (s.health.length > 0) {
@@ -133,7 +133,8 @@ function printState(s: RoutingState, decision: string | null | undefined): void 
   }
 }
 
-function describe(t: RouteTable): string {
+/** A route table in one line: stable, candidate and share, step, fallback and circuit, retiring versions. */
+export function describeRouting(t: RouteTable): string {
   const parts = [`stable ${t.stable}`];
   if (t.candidate) parts.push(`candidate ${t.candidate.version} at ${t.candidate.share} %`);
   if (t.rollout) parts.push(`step ${t.rollout.step + 1}/${t.rollout.steps.length} (${t.rollout.steps.join(", ")}) every ${(t.rollout.intervalMs / 1000).toFixed(0)} s${t.rollout.paused ? ", paused" : ""}`);
