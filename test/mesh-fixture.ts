@@ -5,7 +5,7 @@ import { createUser } from "@nats-io/nkeys";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import {
   NatsBinding, createEvent, loadPrincipals, newTraceparent, openTrustStore, signEvent, signingKeyFromNkeySeed, uuidv7, type AgentDefinition, type CloudEvent, type Emit,
-  type EventInit, type SigningKey, type TrustStore,
+  type EventInit, type Principals, type SigningKey, type TrustStore,
 } from "../services/kit/index.ts";
 import { applyMeshInfra } from "../services/cli/bootstrap.ts";
 import { readMessages } from "../services/cli/flow.ts";
@@ -62,12 +62,13 @@ export function recordingResearcher(): AgentDefinition & { handled: string[] } {
 }
 
 /** Starts the mesh. `config` is extra nats-server configuration (the runtime tests need none). */
-export async function startMesh(opts: { config?: string } = {}): Promise<Mesh> {
+export async function startMesh(opts: { config?: string; principals?: Principals } = {}): Promise<Mesh> {
   const server = await startServer(opts.config === undefined ? {} : { config: opts.config });
   const nc = await connect({ servers: server.url });
   const jsm = await jetstreamManager(nc);
   await applyMeshInfra(nc);
-  const principals = loadPrincipals();
+  // Another principals document only changes what the trust store says (who may emit and address what).
+  const principals = opts.principals ?? loadPrincipals();
   const seeds: Record<string, string> = {};
   const keys: Record<string, SigningKey> = {};
   for (const name of Object.keys(principals.principals)) {

@@ -111,6 +111,13 @@ export function createNotary(deps: NotaryDeps): Notary {
           if (event[name] === undefined) throw new DecodeError(ErrorCode.MissingAttribute, `a signed upstream event must carry "${name}"`, name);
         }
       }
+      // The mesh counts a flow's causal depth from the event the gateway admits (0, `flowdepth` absent): an upstream
+      // that set one could start its flow past the loop guard's bound, or claim a depth below what it is.
+      if (event.extensions[ContextExtension.FlowDepth] !== undefined) {
+        throw new IngestError(ErrorCode.UpstreamContext, `an upstream event may not carry ${ContextExtension.FlowDepth}: the mesh counts a flow's causal depth from the event the gateway admits`, {
+          reason: QuarantineReason.PolicyDenied, attribute: ContextExtension.FlowDepth,
+        });
+      }
       const dataschema = event.dataschema ?? route.dataschema;
       if (dataschema !== route.dataschema) {
         throw new IngestError(ErrorCode.UnknownCapability, `type ${event.type} goes to ${route.ref}, which accepts dataschema ${route.dataschema}, not ${dataschema}`, {

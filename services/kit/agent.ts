@@ -15,7 +15,7 @@ import type { Logger } from "pino";
 import type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, HandlerInput } from "./agent-api.ts";
 import { RetryableError, agentStatsEndpoint } from "./agent-api.ts";
 import { NatsBinding } from "./binding.ts";
-import { childTraceparent, correlationIdOf, isExpired, parseTraceparent } from "./context.ts";
+import { ContextExtension, childTraceparent, correlationIdOf, flowDepthOf, isExpired, parseTraceparent } from "./context.ts";
 import { addControlEndpoint } from "./control.ts";
 import { CausewayError, ConfigError, ErrorCode, QuarantineReason, SchemaError, quarantineReasonOf } from "./errors.ts";
 import type { QuarantineReasonValue } from "./errors.ts";
@@ -31,6 +31,7 @@ import { HANDLER_DURATION_BOUNDARIES_MS, createAgentMetrics, handlerDurationBuck
 import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 import { encodeLease, leaseKey, openLeases, readLease, type Lease } from "./leases.ts";
 import { openProcessedSet, type ProcessedSet } from "./processed.ts";
+import { loadLoopGuards, openFlowCounter, type LoopGuards } from "./loop-guards.ts";
 import { quarantine } from "./quarantine.ts";
 import { createSchemaRegistry, type SchemaRegistry } from "./schemas.ts";
 import { compileAccepts, compileEmits, declareAccepts, parseSchemaVersion, type AcceptedInputs } from "./schema-versions.ts";
@@ -62,6 +63,8 @@ export interface AgentOptions {
   switches?: SwitchWatcher;
   /** The version route tables (KV causeway_routes). Default: watched on the agent's connection while it runs. */
   routes?: RouteTables;
+  /** The loop guards' bounds. Default: infra/loop-guards.json (tests set their own). */
+  loopGuards?: LoopGuards;
 }
 
 const DEFAULT_CONCURRENCY = 8;
@@ -97,6 +100,11 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const idOwner = Object.freeze({ principal: def.principal, key: opts.signingKey });
   const processed: ProcessedSet = await openProcessedSet(nc, def.capability, def.major, { bucket: layout.buckets[KvBucket.Processed].name });
   const leases = def.critical ? await openLeases(nc) : undefined;
+  const guards = opts.loopGuards ?? loadLoopGuards();
+  // The count per flow costs a KV round trip per input: none when its bound is off.
+  const flowCounter = guards.maxEventsPerCapability > 0
+    ? await openFlowCounter(nc, def.capability, def.major, guards.maxEventsPerCapability, { bucket: layout.buckets[KvBucket.FlowCounts].name })
+    : undefined;
 
   // Kill switches: watched before the consumer exists, so a consumer created during a pause is created paused.
   const switches = opts.switches ?? (await watchSwitches(nc, { onProblem: (err) => baseLog.warn({ err }, "kill switch problem") }));
@@ -244,6 +252,14 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       if (isExpired(verified)) {
         return await toQuarantine(msg, QuarantineReason.Expired, `expired at ${String(verified.extensions.expirytime)}`, ErrorCode.Expired, log());
       }
+      // 4b. loop guard, causal depth: the signed depth is checked before anything else is spent on the input.
+      const depth = flowDepthOf(verified);
+      if (depth === undefined) {
+        return await toQuarantine(msg, QuarantineReason.DecodeError, `flowdepth ${JSON.stringify(verified.extensions[ContextExtension.FlowDepth])} is not a non-negative integer`, ErrorCode.InvalidAttribute, log());
+      }
+      if (guards.maxDepth > 0 && depth > guards.maxDepth) {
+        return await toQuarantine(msg, QuarantineReason.LoopDetected, `causal depth ${depth} exceeds maxDepth ${guards.maxDepth} (${guards.source})`, ErrorCode.LoopDetected, log());
+      }
       // 5. schema: only accepted types, in a version the capability reads, each validated against its own dataschema.
       const accepted = inlet.inputs.check(verified);
       if (!accepted.ok) return await toQuarantine(msg, accepted.reason, accepted.detail, accepted.code, log());
@@ -264,6 +280,15 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       // 6. policy verdicts of the agent itself (confidence, evidence)
       const verdict = def.policy?.(input);
       if (verdict) return await toQuarantine(msg, verdict.reason, verdict.detail, ErrorCode.PolicyVerdict, log());
+      // 6a. loop guard, events per capability per flow: counted only for an input about to run (a refused one
+      // takes no place), once per input however often it is delivered.
+      if (flowCounter) {
+        const flow = correlationIdOf(verified);
+        const admission = await flowCounter.admit(flow, verified);
+        if (!admission.admitted) {
+          return await toQuarantine(msg, QuarantineReason.LoopDetected, `flow ${flow} already had ${admission.count} events handled by ${def.capability}.v${def.major}, maxEventsPerCapability ${guards.maxEventsPerCapability} (${guards.source})`, ErrorCode.LoopDetected, log());
+        }
+      }
       // 6b. critical work: only under the coordinator's grant for exactly this event, at most once per grant.
       let claim: { key: string; revision: number; lease: Lease } | undefined;
       if (leases && inlet.fact === undefined) {

@@ -27,6 +27,8 @@ export const KvBucket = {
   Routes: "causeway_routes",
   /** Which version a flow was routed to in a routed capability, so it stays there for its whole life (routing.ts). */
   RoutePins: "causeway_route_pins",
+  /** The loop guards' count of inputs per capability per flow (loop-guards.ts). */
+  FlowCounts: "causeway_flow_counts",
 } as const;
 
 /** One of the KV bucket names. */
@@ -78,6 +80,8 @@ export const MESH_BUCKETS: Readonly<Record<KvBucketValue, BucketSpec>> = Object.
   [KvBucket.Routes]: spec(KvBucket.Routes, { history: 20, ttlMs: 0, description: "version routing per capability: stable, candidate and its share of flows, lanes" }),
   // A pin outlives any flow (its deadline is hours at most); a flow older than this is routed afresh.
   [KvBucket.RoutePins]: spec(KvBucket.RoutePins, { history: 1, ttlMs: 7 * DAY_MS, description: "the version each flow was routed to, per routed capability" }),
+  // A count outlives any flow (its deadline is hours at most), so a live flow's count never starts over.
+  [KvBucket.FlowCounts]: spec(KvBucket.FlowCounts, { history: 1, ttlMs: 7 * DAY_MS, description: "the loop guards' inputs per capability per flow" }),
 });
 
 /** The table entry of `name`; CW_ERR_CONFIG for a bucket the mesh does not have. */

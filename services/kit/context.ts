@@ -26,6 +26,13 @@ export const ContextExtension = {
    * prompt or model tier did the work. Lineage shows it next to the agent; it does not travel to outputs.
    */
   AgentVersion: "agentversion",
+  /**
+   * The flow's causal depth (Integer, signed; carried as its decimal string, as binary mode carries every
+   * extension): how many handler runs lie between this event and the event the gateway admitted, which has none
+   * (absent = 0). Every output has its input's + 1, set by {@link outputEventInit} after the handler's extensions,
+   * so no handler can lower it; the runtime's loop guard bounds it (loop-guards.ts).
+   */
+  FlowDepth: "flowdepth",
 } as const;
 
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
@@ -135,6 +142,21 @@ export function isExpired(event: CloudEvent, now = Date.now()): boolean {
   }
 }
 
+const DEPTH = /^(0|[1-9][0-9]{0,15})$/;
+
+/**
+ * The causal depth `event` carries: 0 when absent (the gateway's root event), otherwise its `flowdepth` when that
+ * is a non-negative integer no larger than 2^53 − 1, as a number or its decimal string. Undefined for anything
+ * else (-5, 1.5, "07", 2^60, "abc"): a malformed depth is refused, never read as some other number — reading it
+ * as 0 would let a producer restart the count.
+ */
+export function flowDepthOf(event: Pick<CloudEvent, "extensions">): number | undefined {
+  const v = event.extensions[ContextExtension.FlowDepth];
+  if (v === undefined) return 0;
+  const n = typeof v === "number" ? v : typeof v === "string" && DEPTH.test(v) ? Number(v) : NaN;
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
 /** An `expirytime` value `ms` milliseconds from `now`. */
 export function expiryIn(ms: number, now = Date.now()): string {
   return new Date(now + ms).toISOString();
@@ -155,10 +177,14 @@ export interface OutputSpec {
 
 /**
  * The attributes of output `index` that `principal` emits in response to `input`: a derived id,
- * `causationid` = input id, the input's `correlationid`, the trace continued and `expirytime` inherited.
+ * `causationid` = input id, the input's `correlationid`, the trace continued, `expirytime` inherited and
+ * `flowdepth` one more than the input's. The context is set after `spec.extensions`: a producer cannot move it.
+ * DecodeError CW_ERR_INVALID_ATTRIBUTE when the input's `flowdepth` is malformed (see {@link flowDepthOf}).
  */
 export function outputEventInit(input: CloudEvent, principal: string, index: number, spec: OutputSpec, now = new Date()): EventInit {
   const ext = input.extensions;
+  const depth = flowDepthOf(input);
+  if (depth === undefined) throw new DecodeError(ErrorCode.InvalidAttribute, `flowdepth ${JSON.stringify(ext[ContextExtension.FlowDepth])} is not a non-negative integer`, ContextExtension.FlowDepth);
   const time = now.toISOString();
   const extensions: NonNullable<EventInit["extensions"]> = {
     ...spec.extensions,
@@ -167,6 +193,7 @@ export function outputEventInit(input: CloudEvent, principal: string, index: num
     [ContextExtension.CorrelationId]: correlationIdOf(input),
     [ContextExtension.CausationId]: input.id,
     [ContextExtension.TraceParent]: childTraceparent(ext[ContextExtension.TraceParent]),
+    [ContextExtension.FlowDepth]: String(depth + 1),
   };
   if (typeof ext[ContextExtension.TraceState] === "string") extensions[ContextExtension.TraceState] = ext[ContextExtension.TraceState];
   if (ext[ContextExtension.ExpiryTime] !== undefined) extensions[ContextExtension.ExpiryTime] = ext[ContextExtension.ExpiryTime];

@@ -38,6 +38,8 @@ const ERRORS = {
   UnsupportedVersion: { code: "CW_ERR_UNSUPPORTED_VERSION", status: 400 },
   PolicyVerdict: { code: "CW_ERR_POLICY_VERDICT", status: 403 },
   UndeclaredOutput: { code: "CW_ERR_UNDECLARED_OUTPUT", status: 500 },
+  // A flow past its loop guards (quarantine reason: loop_detected)
+  LoopDetected: { code: "CW_ERR_LOOP_DETECTED", status: 508 },
   // The coordinator: critical handoffs, leases, approvals, quarantine operations, kill switches
   PolicyInvalid: { code: "CW_ERR_POLICY_INVALID", status: 500 },
   NoGrant: { code: "CW_ERR_NO_GRANT", status: 403 },
@@ -150,6 +152,8 @@ export const QuarantineReason = {
   MaxDeliveries: "max_deliveries",
   Terminated: "terminated",
   ApprovalTimeout: "approval_timeout",
+  /** A flow past its loop guards: too deep a causal chain, or too many events for one capability (loop-guards.ts). */
+  LoopDetected: "loop_detected",
 } as const;
 
 /** One of the quarantine reasons. */

@@ -27,7 +27,7 @@ export type { KeyResolver, SigningKey, VerificationKey } from "./keys.ts";
 
 // Context that flows from input to output: ids, correlation and causation, trace context, expiry
 export {
-  ContextExtension, childTraceparent, correlationIdOf, flowIdOf, deriveEventId, expiryIn, isExpired, newTraceparent, outputEventInit,
+  ContextExtension, childTraceparent, correlationIdOf, flowDepthOf, flowIdOf, deriveEventId, expiryIn, isExpired, newTraceparent, outputEventInit,
   parseTraceparent, principalSource, uuidv7,
 } from "./context.ts";
 export type { TraceParent } from "./context.ts";
@@ -60,6 +60,8 @@ export {
 } from "./quarantine.ts";
 export type { QuarantineNote, QuarantineOriginal, QuarantinePublisher } from "./quarantine.ts";
 export { openProcessedSet } from "./processed.ts";
+export { DEFAULT_LOOP_GUARDS_PATH, loadLoopGuards, openFlowCounter, parseLoopGuards } from "./loop-guards.ts";
+export type { Admission, FlowCounter, LoopGuards } from "./loop-guards.ts";
 export { encodeLease, leaseKey, openLeases, readLease } from "./leases.ts";
 export { GATEWAY_MARK_PREFIX, capabilityKeyPrefix } from "./kv-keys.ts";
 export type { Lease } from "./leases.ts";

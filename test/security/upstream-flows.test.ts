@@ -1,7 +1,7 @@
 // Issue 12, finding 10: an upstream's flows are its own. The gateway correlates the flows upstreams start (the
 // flow id: the event's id and a tag over its source and id), so an upstream-supplied `correlationid` or `causationid` cannot graft an event into a flow
 // another request started: it is kept as `upstreamcorrelation` / `upstreamcausation`, and a signed event that
-// carries one is refused (CW_ERR_UPSTREAM_CONTEXT). And a flow is per (source, id): two requests with the same
+// carries one is refused (CW_ERR_UPSTREAM_CONTEXT), as is any carrying `flowdepth`. And a flow is per (source, id): two requests with the same
 // id from different sources get a correlation id and a report each, not one merged flow. The upstream's sources here are two of
 // upstream-demo's (its declared prefix `https://demo.causeway.dev/`); the agents run as processes.
 import assert from "node:assert/strict";
@@ -79,6 +79,13 @@ describe("an upstream's flows are its own", () => {
       assert.equal(res.json.code, "CW_ERR_UPSTREAM_CONTEXT");
       assert.equal(res.json.quarantined, "policy_denied");
     }
+    // Nor may an upstream set the flow's causal depth (loop guards): signed or not, a flow starts at 0.
+    for (const depth of ["-5", "0", "1152921504606846976"]) {
+      const res = await g.post(body("deep"), binary(`depth-${depth}`, SOURCE_A, { "ce-flowdepth": depth }));
+      assert.equal(res.status, 403, JSON.stringify(res.json));
+      assert.equal(res.json.code, "CW_ERR_UPSTREAM_CONTEXT");
+    }
+    assert.equal(fromB.extensions.flowdepth, undefined, "the gateway's event is the flow's root: depth 0, absent");
 
     // Downstream: three requests, three complete reports, each with its own findings; B's flow holds only B's work.
     const reports = await waitFor(async () => {

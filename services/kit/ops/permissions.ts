@@ -217,7 +217,7 @@ function baseGrants(principals: Principals, name: string, opts: PermissionOption
  * same function as the keys themselves (kv-keys.ts); undefined when it may write the whole bucket (a bucket with
  * one writer role). Leases: the coordinator grants them for critical capabilities, an agent claims those of the
  * capabilities it serves. Processed-set: an agent marks the inputs of the capabilities it serves, the gateway
- * its dedupe marks. Undefined for any other writer: it gets the bucket as principals.json declares it.
+ * its dedupe marks. Instances and flow counts: an agent's of the capabilities it serves. Undefined for any other writer: it gets the bucket as principals.json declares it.
  */
 function ownedKeyPrefixes(principals: Principals, spec: PrincipalSpec, bucket: KvBucketValue): { prefix: string; why: string }[] | undefined {
   const served = () => spec.serves.map((ref) => principals.capabilities[ref]!).map((c) => ({ prefix: capabilityKeyPrefix(c.name, c.major), why: `its own keys for ${c.ref}, which it serves` }));
@@ -231,8 +231,8 @@ function ownedKeyPrefixes(principals: Principals, spec: PrincipalSpec, bucket: K
     if (spec.role === Role.Gateway) return [{ prefix: GATEWAY_MARK_PREFIX, why: "the gateway's dedupe marks" }];
     if (spec.role === Role.Agent) return served();
   }
-  // Heartbeats: an agent announces instances of the capabilities it serves only.
-  if (bucket === KvBucket.Instances && spec.role === Role.Agent) return served();
+  // Heartbeats: an agent announces instances of the capabilities it serves only; loop guards: it counts their inputs only.
+  if ((bucket === KvBucket.Instances || bucket === KvBucket.FlowCounts) && spec.role === Role.Agent) return served();
   // Any other writer (a role the key layout does not know) gets the bucket as principals.json declares it.
   return undefined;
 }

@@ -1,0 +1,122 @@
+// Loop guards (issue 16, item 5): two agents delegating one flow back and forth would otherwise run until the
+// flow's deadline, or for ever. Two bounds, read from infra/loop-guards.json (the one place they are set), are
+// checked by the agent runtime after verification and before the handler:
+//  - causal depth: the signed `flowdepth` every output carries (its input's + 1, context.ts), bounded by
+//    `maxDepth`: it stops any chain, however many capabilities it cycles through;
+//  - events per capability per flow: `maxEventsPerCapability` distinct inputs of one flow per capability (name
+//    and major), counted cluster-wide in KV causeway_flow_counts. It stops a cycle short of the depth bound, and
+//    a fan-in that keeps feeding one capability.
+// The count is exact under replicas and redelivery: one key per (capability, flow) holds the ids of the inputs
+// it admitted, updated by compare-and-set on the key's revision, so two replicas never both take the last place,
+// and an input already admitted (a redelivery, a retry after a failed handler) is admitted again without counting.
+// Its cost on the hot path is one KV round trip per input — a create for a flow's first input, an update at the
+// revision this process last wrote for the next ones — plus a read when another replica wrote in between;
+// none at all when the bound is 0 (off).
+import { hash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import type { KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Ajv2020 } from "ajv/dist/2020.js";
+import { KvBucket, openMeshBucket } from "./buckets.ts";
+import { ConfigError, ErrorCode } from "./errors.ts";
+import { capabilityKeyPrefix } from "./kv-keys.ts";
+
+/** The bounds; 0 turns one off. */
+export interface LoopGuards {
+  /** The deepest `flowdepth` a handler runs on. */
+  readonly maxDepth: number;
+  /** How many distinct inputs of one flow each capability handles. */
+  readonly maxEventsPerCapability: number;
+  /** Where they were read from, named in quarantine details. */
+  readonly source: string;
+}
+
+const repoRoot = resolve(import.meta.dirname, "..", "..");
+/** The file the mesh's loop guards live in. */
+export const DEFAULT_LOOP_GUARDS_PATH = join(repoRoot, "infra", "loop-guards.json");
+const validate = new Ajv2020({ allErrors: true, strict: true }).compile(JSON.parse(readFileSync(join(repoRoot, "infra", "loop-guards.schema.json"), "utf8")) as object);
+
+/** Validates a loop-guards document against infra/loop-guards.schema.json; CW_ERR_CONFIG naming the JSON path. */
+export function parseLoopGuards(doc: unknown, source = "loop-guards.json"): LoopGuards {
+  if (!validate(doc)) {
+    const problems = (validate.errors ?? []).map((e) => `${e.instancePath || "(root)"}: ${e.message ?? "invalid"}`);
+    throw new ConfigError(ErrorCode.Config, `${source}: ${problems.join("; ")}`);
+  }
+  const { maxDepth, maxEventsPerCapability } = doc as { maxDepth: number; maxEventsPerCapability: number };
+  return Object.freeze({ maxDepth, maxEventsPerCapability, source });
+}
+
+/** Reads and validates the loop-guards file. */
+export function loadLoopGuards(path = DEFAULT_LOOP_GUARDS_PATH): LoopGuards {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new ConfigError(ErrorCode.Config, `cannot read loop guards ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  return parseLoopGuards(doc, path);
+}
+
+/** What {@link FlowCounter.admit} decided. */
+export type Admission = { readonly admitted: true; readonly count: number } | { readonly admitted: false; readonly count: number };
+
+/** The per-flow count of one capability's inputs. */
+export interface FlowCounter {
+  /**
+   * Admits `input` of `flow` when it was admitted before (its count unchanged) or when fewer than the bound were;
+   * otherwise refuses it with the count. Throws when the bucket cannot be read or written (the input is retried).
+   */
+  admit(flow: string, input: { readonly source: string; readonly id: string }): Promise<Admission>;
+}
+
+/** How many (capability, flow) keys one process remembers the revision of; past it, it starts over. */
+const CACHE_LIMIT = 4096;
+/** Compare-and-set attempts before giving up for this delivery (only replicas racing on one flow conflict). */
+const ATTEMPTS = 8;
+
+interface Counted {
+  readonly revision: number;
+  readonly ids: readonly string[];
+}
+
+/**
+ * Opens the counter of `capability` v`major` bounded at `max` in the existing bucket (never creates it). One key per
+ * flow: `<capability>_v<major>.<sha256 of the flow id>` (the agent's own key space, see ops/permissions.ts),
+ * whose value is `{"ids": [...]}`, a 96-bit tag of each admitted input's (source, id).
+ */
+export async function openFlowCounter(nc: NatsConnection, capability: string, major: number, max: number, opts: { bucket?: string } = {}): Promise<FlowCounter> {
+  const kv: KV = await openMeshBucket(nc, opts.bucket ?? KvBucket.FlowCounts, "the loop guards' counts per flow");
+  const prefix = capabilityKeyPrefix(capability, major);
+  // What this process last wrote or read per key: the next input of the flow is one update at that revision.
+  const known = new Map<string, Counted>();
+  const remember = (key: string, c: Counted) => {
+    if (known.size >= CACHE_LIMIT && !known.has(key)) known.clear();
+    known.set(key, c);
+  };
+  return {
+    async admit(flow, input) {
+      const key = `${prefix}.${hash("sha256", flow, "hex")}`;
+      const tag = hash("sha256", `${input.source}\0${input.id}`, "base64url").slice(0, 16);
+      let current = known.get(key);
+      for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+        if (current?.ids.includes(tag)) return { admitted: true, count: current.ids.length };
+        if (current !== undefined && current.ids.length >= max) return { admitted: false, count: current.ids.length };
+        const ids = [...(current?.ids ?? []), tag];
+        const value = JSON.stringify({ ids });
+        try {
+          const revision = current === undefined ? await kv.create(key, value) : await kv.update(key, value, current.revision);
+          remember(key, { revision, ids });
+          return { admitted: true, count: ids.length };
+        } catch {
+          // Someone wrote the key since (another replica, or an expired cache): decide on what is there now.
+          // A deleted key (an operator reset the count) reads as none: kv.create writes over its marker.
+          const entry = await kv.get(key);
+          current = entry === null || entry.operation !== "PUT" ? undefined : { revision: entry.revision, ids: (entry.json() as { ids: string[] }).ids };
+          if (current !== undefined) remember(key, current);
+        }
+      }
+      throw new Error(`the count of flow ${flow} for ${prefix} kept changing under ${ATTEMPTS} attempts`);
+    },
+  };
+}
