@@ -3,6 +3,7 @@
 // redelivered input twice nor lets replicas overshoot the bound, a handler cannot lower the depth it signs, and a
 // malformed depth is refused.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { Kvm } from "@nats-io/kv";
 import {
@@ -183,7 +184,11 @@ describe("loop guards", () => {
   });
 
   test("loop guards - the defaults live in infra/loop-guards.json and its schema refuses a bad bound", () => {
-    assert.deepEqual({ ...loadLoopGuards() }, { maxDepth: 32, maxEventsPerCapability: 100, source: DEFAULT_LOOP_GUARDS_PATH });
+    const file = JSON.parse(readFileSync(DEFAULT_LOOP_GUARDS_PATH, "utf8")) as { maxDepth: number; maxEventsPerCapability: number };
+    assert.deepEqual({ ...loadLoopGuards() }, { maxDepth: file.maxDepth, maxEventsPerCapability: file.maxEventsPerCapability, source: DEFAULT_LOOP_GUARDS_PATH });
+    // Safe by default: the depth bound (free: a signed extension) is on; the per-capability count (a KV write per
+    // input) is the operator's choice.
+    assert.ok(file.maxDepth > 0, "the depth bound is on by default");
     assert.throws(() => parseLoopGuards({ maxDepth: -1, maxEventsPerCapability: 100 }), (err: Error & { code?: string }) => err.code === ErrorCode.Config && /maxDepth/.test(err.message));
     assert.throws(() => parseLoopGuards({ maxDepth: 32 }), /maxEventsPerCapability/);
   });

@@ -12,13 +12,13 @@ import { promisify } from "node:util";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import {
   CausewayError, ErrorCode, NatsBinding, RetryableError, controlRequest, createEvent, createLogger, defaultLayout, newTraceparent, openTrustStore, parseRouteTable,
-  pinnableVersions, readSeed, signEvent, signingKeyFromNkeySeed, startAgent, startRouter, uuidv7, versionForBucket,
+  continuingVersions, readSeed, signEvent, signingKeyFromNkeySeed, startAgent, startRouter, uuidv7, versionForBucket,
   type Agent, type AgentDefinition, type RouteTable, type Router,
 } from "../services/kit/index.ts";
 import { readMessages } from "../services/cli/flow.ts";
 import { createPlannerDefinition, type ReportRequested } from "../services/agents/planner/definition.ts";
 import {
-  rolloutFallback, rolloutStart, rolloutStatus, type RolloutStartRequest, type VersionHealth,
+  rolloutFallback, rolloutPause, rolloutResume, rolloutStart, rolloutStatus, type RolloutStartRequest, type VersionHealth,
 } from "../services/coordinator/contract.ts";
 import { start as startHealth, type HealthModule } from "../services/coordinator/health.ts";
 import { judgeCandidate, start as startRollout } from "../services/coordinator/rollout.ts";
@@ -61,10 +61,10 @@ describe("routing rules", () => {
     assert.deepEqual([0, 50].map((b) => versionForBucket(withFallback, b)), ["1.0.0", "1.0.0"]);
     const open = { ...withFallback, circuit: { state: "open" as const, since: "", probeShare: 10 } };
     assert.deepEqual([0, 50].map((b) => versionForBucket(open, b)), ["0.9.0", "0.9.0"]);
-    assert.deepEqual([...pinnableVersions(open)], ["0.9.0"], "an open circuit: flows pinned to the stable version go on on the fallback");
+    assert.deepEqual([...continuingVersions(open)], ["0.9.0"], "an open circuit: flows pinned to the stable version go on on the fallback");
     const half = { ...withFallback, circuit: { state: "half-open" as const, since: "", probeShare: 10 } };
     assert.deepEqual([0, 9, 10].map((b) => versionForBucket(half, b)), ["1.0.0", "1.0.0", "0.9.0"]);
-    assert.deepEqual([...pinnableVersions(table({ stable: "1.1.0", retiring: [{ version: "1.0.0", keepsPinned: true, since: "" }, { version: "0.8.0", keepsPinned: false, since: "" }], lanes: { "1.1.0": "l2", "1.0.0": "l1", "0.8.0": "l3" } }))], ["1.1.0", "1.0.0"]);
+    assert.deepEqual([...continuingVersions(table({ stable: "1.1.0", retiring: [{ version: "1.0.0", keepsFlows: true, since: "" }, { version: "0.8.0", keepsFlows: false, since: "" }], lanes: { "1.1.0": "l2", "1.0.0": "l1", "0.8.0": "l3" } }))], ["1.1.0", "1.0.0"]);
   });
 
   test("routing - the candidate is judged against the stable version: no live instance, rates over the margin or p95 over the ratio roll it back; a healthy interval advances; too few runs wait", () => {
@@ -99,8 +99,11 @@ interface RoutingMesh {
   readonly byFlow: Map<string, Set<string>>;
   readonly handled: Map<string, number>;
   planner(version: string, opts?: { failOncePercent?: number }): Promise<Build>;
-  /** Sends one report.requested per input of `flow` as the gateway, through `router` (routed as the gateway routes). */
-  send(router: Router, flow: string, inputs: number): Promise<string[]>;
+  /**
+   * Sends one report.requested per input of `flow` as the gateway, through `router`, routed as the gateway routes:
+   * each stamped with the flow's route epoch (default: the router's latest, as the gateway stamps a new flow).
+   */
+  send(router: Router, flow: string, inputs: number, epoch?: number): Promise<string[]>;
   router(): Promise<Router>;
   settled(): Promise<void>;
 }
@@ -138,16 +141,16 @@ async function routingMesh(mesh: OperatedMesh, health: HealthModule["health"]): 
     async router() {
       return startRouter(await mesh.as("gateway"), defaultLayout().subjects, { log: quiet("router") });
     },
-    async send(router, flow, inputs) {
+    async send(router, flow, inputs, epoch = router.epoch()) {
       const ids: string[] = [];
       for (let i = 0; i < inputs; i++) {
         const event = signEvent(createEvent({
           id: uuidv7(), source: "causeway://gateway", type: "report.requested", time: new Date().toISOString(),
-          datacontenttype: "application/json", dataschema: REQUEST_SCHEMA, extensions: { traceparent: newTraceparent(), correlationid: flow },
+          datacontenttype: "application/json", dataschema: REQUEST_SCHEMA, extensions: { traceparent: newTraceparent(), correlationid: flow, routeepoch: String(epoch) },
           data: JSON.stringify({ topic: `${flow} part ${i}`, requester: "ops@example.com", questions: ["Which version handles it?"] }),
         }), gatewayKey);
         const { headers, data } = NatsBinding.binary(event);
-        await js.publish(await router.route("mesh.cap.plan.v1", flow), data, { headers, msgID: event.id });
+        await js.publish(await router.route("mesh.cap.plan.v1", flow, epoch), data, { headers, msgID: event.id });
         ids.push(event.id);
       }
       return ids;
@@ -177,7 +180,7 @@ async function coordinator(mesh: OperatedMesh): Promise<{ disposable: AsyncDispo
 const live = (r: RoutingMesh, ...versions: string[]) => waitFor(() => versions.every((v) => r.health.of(PLAN).some((h) => h.version === v && h.liveInstances > 0)), { what: `live instances of ${versions.join(", ")}`, timeoutMs: 15_000 });
 
 describe("routing on a real mesh", () => {
-  test("routing - at a 10 % step the candidate gets 10 ± 5 % of 400 flows, every flow's inputs run on one version whichever producer sends them, nothing runs twice, nothing is lost", async () => {
+  test("routing - at a 10 % step the candidate gets 10 ± 5 % of 400 flows; raising the share moves new flows only: a flow's later work, sent by another producer, runs on the version its first ran on; nothing runs twice or is lost", async () => {
     await using mesh = await startOperatedMesh();
     const c = await coordinator(mesh);
     await using _c = c.disposable;
@@ -185,20 +188,29 @@ describe("routing on a real mesh", () => {
     const stable = await r.planner("1.0.0");
     const candidate = await r.planner("1.1.0");
     await live(r, "1.0.0", "1.1.0");
-    const started = await controlRequest(mesh.operator, rolloutStart, { capability: PLAN, candidate: "1.1.0", steps: [10, 100], intervalMs: 3_600_000, operator: "test" } satisfies RolloutStartRequest);
+    const started = await controlRequest(mesh.operator, rolloutStart, { capability: PLAN, candidate: "1.1.0", steps: [10, 50, 100], intervalMs: 1_000, minFlows: 20, operator: "test" } satisfies RolloutStartRequest);
     assert.deepEqual([started.table?.stable, started.table?.candidate], ["1.0.0", { version: "1.1.0", share: 10 }]);
-    // Two producers, each with its own router and pin cache: the second input of a flow follows the pin the first made.
+    await controlRequest(mesh.operator, rolloutPause, { capability: PLAN, operator: "test" }); // held at 10 % while the flows start
+    // Two producers, each with its own router and its own view of the tables.
     const [a, b] = [await r.router(), await r.router()];
-    await waitFor(() => a.tables.get("plan", 1) !== undefined && b.tables.get("plan", 1) !== undefined, { what: "both routers to see the table" });
-    const flows = Array.from({ length: 400 }, (_, i) => `flow-${i}-${uuidv7()}`);
+    await waitFor(() => a.tables.get("plan", 1)?.rollout?.paused === true && b.tables.get("plan", 1)?.rollout?.paused === true, { what: "both routers to see the rollout" });
+    const flows = Array.from({ length: 400 }, (_, i) => ({ flow: `flow-${i}-${uuidv7()}`, epoch: a.epoch() }));
     const sent: string[] = [];
-    for (const flow of flows) sent.push(...await r.send(a, flow, 1), ...await r.send(b, flow, 1));
+    for (const { flow, epoch } of flows) sent.push(...await r.send(a, flow, 1, epoch));
+    await r.settled();
+    const onCandidate = flows.filter(({ flow }) => r.byFlow.get(flow)!.has("1.1.0")).length / flows.length;
+    assert.ok(onCandidate >= 0.05 && onCandidate <= 0.15, `the candidate's share of flows: ${(onCandidate * 100).toFixed(1)} %`);
+    // The next step: 50 %. The old flows' later work (their epoch) stays where it went; new flows see the new share.
+    await controlRequest(mesh.operator, rolloutResume, { capability: PLAN, operator: "test" });
+    await waitFor(() => b.tables.get("plan", 1)?.candidate?.share === 50, { what: "the rollout to step to 50 %", timeoutMs: 20_000 });
+    for (const { flow, epoch } of flows) sent.push(...await r.send(b, flow, 1, epoch));
+    const fresh = Array.from({ length: 100 }, (_, i) => `fresh-${i}-${uuidv7()}`);
+    for (const flow of fresh) sent.push(...await r.send(b, flow, 1));
     await r.settled();
     assert.deepEqual(sent.filter((id) => r.handled.get(id) !== 1), [], "every input handled exactly once");
-    const mixed = flows.filter((f) => r.byFlow.get(f)!.size !== 1);
-    assert.deepEqual(mixed, [], "no flow ran on two versions");
-    const onCandidate = flows.filter((f) => r.byFlow.get(f)!.has("1.1.0")).length / flows.length;
-    assert.ok(onCandidate >= 0.05 && onCandidate <= 0.15, `the candidate's share of flows: ${(onCandidate * 100).toFixed(1)} %`);
+    assert.deepEqual(flows.filter(({ flow }) => r.byFlow.get(flow)!.size !== 1).map(({ flow }) => flow), [], "no flow ran on two versions");
+    const freshShare = fresh.filter((f) => r.byFlow.get(f)!.has("1.1.0")).length / fresh.length;
+    assert.ok(freshShare >= 0.3 && freshShare <= 0.7, `new flows at 50 %: ${(freshShare * 100).toFixed(0)} % on the candidate`);
     assert.ok(stable.agent.stats().processed > 0 && candidate.agent.stats().processed > 0);
     await Promise.all([a.close(), b.close(), stable.agent.stop(), candidate.agent.stop()]);
   });
@@ -237,7 +249,7 @@ describe("routing on a real mesh", () => {
     assert.equal(rollback.automatic, true);
     assert.ok(rollback.figures!.candidate!.failureRate > 0.1, JSON.stringify(rollback.figures));
     const status = await controlRequest(mesh.operator, rolloutStatus, { capability: PLAN });
-    assert.deepEqual(status.capabilities[0]!.table?.retiring.map((x) => [x.version, x.keepsPinned]) ?? [], status.capabilities[0]!.table?.retiring.length ? [["1.1.0", false]] : [], "the candidate drains, then its lane is freed");
+    assert.deepEqual(status.capabilities[0]!.table?.retiring.map((x) => [x.version, x.keepsFlows]) ?? [], status.capabilities[0]!.table?.retiring.length ? [["1.1.0", false]] : [], "the candidate drains, then its lane is freed");
     await Promise.all([router.close(), stable.agent.stop(), candidate.agent.stop()]);
   });
 
@@ -275,7 +287,7 @@ describe("routing on a real mesh", () => {
     // is handed over to the fallback explicitly, not left waiting.
     const stableLane = router.tables.get("plan", 1)!.lanes["1.0.0"]!;
     const stranded = [`stranded-${uuidv7()}`, `stranded-${uuidv7()}`];
-    const onLane = { route: () => Promise.resolve(defaultLayout().subjects.lane("plan", 1, stableLane)) } as unknown as Router;
+    const onLane = { route: () => Promise.resolve(defaultLayout().subjects.lane("plan", 1, stableLane)), epoch: () => router.epoch() } as unknown as Router;
     for (const flow of stranded) sent.push(...await r.send(onLane, flow, 1));
     await waitFor(() => stranded.every((f) => r.byFlow.get(f)?.has("0.9.0")), { what: "the stranded inputs to run on the fallback", timeoutMs: 20_000 });
     // The decision follows the move (signed once the inputs are on the fallback's lane).

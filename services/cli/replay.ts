@@ -148,6 +148,8 @@ const MAX_DIFFERENCES = 50;
 /** Extensions that differ on every run by design (times, trace spans) or that the signer adds: never compared. */
 const PER_RUN_EXTENSIONS = new Set<string>([
   ContextExtension.EmittedAt, ContextExtension.StartedAt, ContextExtension.TraceParent, ContextExtension.TraceState, ContextExtension.AgentVersion, DSSE_MATERIAL,
+  // Which route tables' revision the flow was routed by: the live runtime's, not the replay's concern.
+  ContextExtension.RouteEpoch,
 ]);
 
 /** Options of {@link replay}. */

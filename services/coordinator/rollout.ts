@@ -11,7 +11,7 @@
 //   live instance or fails more than half its inputs, half-open after a cool-down (a probe share of new flows
 //   tries it again), closed when the probe succeeds;
 // - frees the lane of a retiring version once its durable is drained (and, after a promotion, once the old
-//   version's pinned flows had time to end).
+//   version's flows that began before had time to end).
 //
 // Every change is a compare-and-set of the table and a signed decision.rollout carrying the figures it was
 // taken on; its id derives from the table revision it replaces, so two coordinator replicas make one decision.
@@ -49,7 +49,7 @@ export type CircuitSettings = { readonly [K in keyof typeof CIRCUIT_DEFAULTS]: n
 
 /** How often the coordinator judges rollouts and circuits. */
 const TICK_MS = 1_000;
-/** After a promotion the old version keeps its pinned flows this long before its lane is freed (if drained). */
+/** After a promotion the old version keeps the flows that began on it this long before its lane is freed (if drained). */
 const RETIRE_PINNED_MS = 10 * 60_000;
 const CAS_ATTEMPTS = 5;
 /** Inputs moved per judgement when a lane is handed over. */
@@ -195,15 +195,15 @@ export async function start(deps: CoordinatorDeps & { readonly health: HealthVie
     return { ...stateOf(r.capability), decision_id: id };
   };
 
-  /** The table after the candidate is rolled back: no new flows for it, its pins ignored, its lane drained. */
+  /** The table after the candidate is rolled back: no more work for it, even of flows that began on it; its lane drained. */
   const rolledBack = (cur: RouteTable): RouteTable => {
     const { candidate, rollout: _rollout, ...rest } = cur;
-    return { ...rest, retiring: [...cur.retiring.filter((x) => x.version !== candidate!.version), { version: candidate!.version, keepsPinned: false, since: new Date().toISOString() }] };
+    return { ...rest, retiring: [...cur.retiring.filter((x) => x.version !== candidate!.version), { version: candidate!.version, keepsFlows: false, since: new Date().toISOString() }] };
   };
-  /** The table after the candidate becomes the stable version: the old one keeps its pinned flows for a while. */
+  /** The table after the candidate becomes the stable version: the old one keeps the flows that began on it for a while. */
   const promoted = (cur: RouteTable): RouteTable => {
     const { candidate, rollout: _rollout, circuit: _circuit, ...rest } = cur;
-    return { ...rest, stable: candidate!.version, retiring: [...cur.retiring.filter((x) => x.version !== candidate!.version), { version: cur.stable, keepsPinned: true, since: new Date().toISOString() }] };
+    return { ...rest, stable: candidate!.version, retiring: [...cur.retiring.filter((x) => x.version !== candidate!.version), { version: cur.stable, keepsFlows: true, since: new Date().toISOString() }] };
   };
 
   const operate = (action: "promote" | "rollback" | "pause" | "resume") => async (r: RolloutRequest): Promise<RolloutReply> => {
@@ -351,7 +351,7 @@ export async function start(deps: CoordinatorDeps & { readonly health: HealthVie
     }
     // Retiring versions whose lanes have drained
     for (const r of table.retiring) {
-      if (r.keepsPinned && now - Date.parse(r.since) < RETIRE_PINNED_MS) continue;
+      if (r.keepsFlows && now - Date.parse(r.since) < RETIRE_PINNED_MS) continue;
       const lane = table.lanes[r.version];
       if (lane === undefined) continue;
       const cap = capabilityOf(ref);

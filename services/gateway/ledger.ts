@@ -95,7 +95,7 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, maxPayl
   const batch = turnBatcher();
   const forgetter = markForgetter(kv, log, FORGET_RETRY_MS);
   const send = async (checked: Checked, message: OutgoingMessage) => {
-    const subject = await router.route(checked.route.subject, checked.flow);
+    const subject = await router.route(checked.route.subject, checked.flow, checked.epoch);
     return batch(() => publisher.publish(subject, message.data, { headers: message.headers, msgID: message.msgID }));
   };
   return {

@@ -36,7 +36,7 @@ const run = () => runServiceProcess(PRINCIPAL, async ({ principal, nc, trust, ke
   defer(() => router.close());
   const deps = {
     config, nc, js: jetstream(nc), subjects, upstreams, limiter: createRateLimiter(isWorker() ? config.workers : 1), principal, key, log,
-    notary: createNotary({ trust, schemas, routes, key }),
+    notary: createNotary({ trust, schemas, routes, key, epoch: () => router.epoch() }),
     ledger: createLedger({ publisher: createStreamPublisher(nc, inboxPrefix(principal)), kv, bucket: processed, duplicateWindowMs: config.duplicateWindowMs,
       maxPayload: () => nc.info?.max_payload, owner: { principal, key }, router, log,
     }),

@@ -37,6 +37,11 @@ export interface Checked {
   /** Signed by the upstream itself: forwarded unchanged. */
   readonly signed: boolean;
   readonly traceparent: string;
+  /**
+   * The route tables' revision the flow is routed by (kit routing.ts): the gateway's latest, signed into a notarized
+   * event as `routeepoch`; undefined for an event the upstream signed (its first agent stamps the flow).
+   */
+  readonly epoch?: number;
 }
 
 /** What notarizing needs. */
@@ -45,6 +50,8 @@ export interface NotaryDeps {
   readonly schemas: SchemaRegistry;
   readonly routes: Routes;
   readonly key: SigningKey;
+  /** The route tables' latest revision (the gateway's Router.epoch). */
+  readonly epoch: () => number;
 }
 
 /** Checks and notarizes upstream events. */
@@ -118,6 +125,12 @@ export function createNotary(deps: NotaryDeps): Notary {
           reason: QuarantineReason.PolicyDenied, attribute: ContextExtension.FlowDepth,
         });
       }
+      // Which versions a flow runs on is the control plane's choice: an upstream that set the epoch could pick one.
+      if (event.extensions[ContextExtension.RouteEpoch] !== undefined) {
+        throw new IngestError(ErrorCode.UpstreamContext, `an upstream event may not carry ${ContextExtension.RouteEpoch}: the mesh routes a flow by the version tables in force when it is admitted`, {
+          reason: QuarantineReason.PolicyDenied, attribute: ContextExtension.RouteEpoch,
+        });
+      }
       const dataschema = event.dataschema ?? route.dataschema;
       if (dataschema !== route.dataschema) {
         throw new IngestError(ErrorCode.UnknownCapability, `type ${event.type} goes to ${route.ref}, which accepts dataschema ${route.dataschema}, not ${dataschema}`, {
@@ -137,7 +150,7 @@ export function createNotary(deps: NotaryDeps): Notary {
       const key = dedupeKey(event);
       const upstreamTrace = event.extensions[ContextExtension.TraceParent];
       const traceparent = parseTraceparent(upstreamTrace) ? String(upstreamTrace) : derivedTraceparent(key);
-      return { event, upstream, route, key, flow, signed, traceparent };
+      return { event, upstream, route, key, flow, signed, traceparent, ...(!signed && { epoch: deps.epoch() }) };
     },
 
     notarize(checked, now = new Date()) {
@@ -156,6 +169,7 @@ export function createNotary(deps: NotaryDeps): Notary {
       extensions[ContextExtension.EmittedAt] = now.toISOString();
       extensions[ContextExtension.TraceParent] = checked.traceparent;
       extensions[ContextExtension.CorrelationId] = checked.flow;
+      if (checked.epoch !== undefined) extensions[ContextExtension.RouteEpoch] = String(checked.epoch);
       return signEvent(createEvent({
         ...e, time: e.time ?? now.toISOString(), dataschema: checked.route.dataschema, extensions, data: e.data,
       }), deps.key);

@@ -41,7 +41,7 @@ import { MsgIdKind, msgId } from "./msg-ids.ts";
 import { StreamName, inboxPrefix, type MeshSubjects } from "./subjects.ts";
 import { isTransient, transientRetryDelayMs } from "./transient.ts";
 import { PAUSED_UNTIL_RESUMED, watchSwitches, type SwitchWatcher } from "./switches.ts";
-import { routeKey, startRouter, watchRouteTables, type RouteTables } from "./routing.ts";
+import { routeEpochOf, routeKey, startRouter, watchRouteTables, type RouteTables } from "./routing.ts";
 import { endSpan, startProcessSpan, startSendSpan, traceparentOf } from "./tracing.ts";
 import type { TrustStore, TrustedEvent } from "./trust.ts";
 import { signEvent } from "./verifiability.ts";
@@ -181,9 +181,11 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   /** Signs and publishes `emits` caused by `cause`; resolves once JetStream acknowledged every one. */
   const publishOutputs = async (cause: CloudEvent, emits: readonly Emit[], startedAt: string, parentSpan?: ReturnType<typeof startProcessSpan>) => {
     const flow = correlationIdOf(cause); // every output carries the cause's flow (outputEventInit)
-    const events = outputInits(def, declaredOutputs, cause, emits, startedAt);
+    // The route tables' revision the flow is routed by: the cause's, or — the flow's first agent — the latest seen.
+    const epoch = routeEpochOf(cause) ?? router.epoch();
+    const events = outputInits(def, declaredOutputs, cause, emits, startedAt, epoch);
     await Promise.all(events.map(async ({ to: addressed, init }) => {
-      const to = await router.route(addressed, flow);
+      const to = await router.route(addressed, flow, epoch);
       const span = startSendSpan(to, { id: init.id, type: init.type, source: init.source, extensions: init.extensions ?? {} }, parentSpan);
       try {
         init.extensions!.traceparent = traceparentOf(span) ?? childTraceparent(cause.extensions.traceparent);

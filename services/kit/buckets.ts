@@ -25,8 +25,6 @@ export const KvBucket = {
   Instances: "causeway_instances",
   /** Version routing per capability (routing.ts): which version is stable, which the candidate and its share; the coordinator writes it. */
   Routes: "causeway_routes",
-  /** Which version a flow was routed to in a routed capability, so it stays there for its whole life (routing.ts). */
-  RoutePins: "causeway_route_pins",
   /** The loop guards' count of inputs per capability per flow (loop-guards.ts). */
   FlowCounts: "causeway_flow_counts",
 } as const;
@@ -78,8 +76,6 @@ export const MESH_BUCKETS: Readonly<Record<KvBucketValue, BucketSpec>> = Object.
   [KvBucket.Instances]: spec(KvBucket.Instances, { history: 1, ttlMs: 6_000, description: "live agent instances: capability, version, instance id, counters" }),
   // History: `causeway rollout status` shows the last changes of a capability's table.
   [KvBucket.Routes]: spec(KvBucket.Routes, { history: 20, ttlMs: 0, description: "version routing per capability: stable, candidate and its share of flows, lanes" }),
-  // A pin outlives any flow (its deadline is hours at most); a flow older than this is routed afresh.
-  [KvBucket.RoutePins]: spec(KvBucket.RoutePins, { history: 1, ttlMs: 7 * DAY_MS, description: "the version each flow was routed to, per routed capability" }),
   // A count outlives any flow (its deadline is hours at most), so a live flow's count never starts over.
   [KvBucket.FlowCounts]: spec(KvBucket.FlowCounts, { history: 1, ttlMs: 7 * DAY_MS, description: "the loop guards' inputs per capability per flow" }),
 });

@@ -33,6 +33,12 @@ export const ContextExtension = {
    * so no handler can lower it; the runtime's loop guard bounds it (loop-guards.ts).
    */
   FlowDepth: "flowdepth",
+  /**
+   * The revision of the version route tables (KV causeway_routes) the flow is routed by (Integer, as its decimal
+   * string; signed, inherited by every output): stamped by the flow's first producer, so every producer routes the
+   * flow's work in a capability to the same version (routing.ts).
+   */
+  RouteEpoch: "routeepoch",
 } as const;
 
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
@@ -195,6 +201,7 @@ export function outputEventInit(input: CloudEvent, principal: string, index: num
     [ContextExtension.TraceParent]: childTraceparent(ext[ContextExtension.TraceParent]),
     [ContextExtension.FlowDepth]: String(depth + 1),
   };
+  if (ext[ContextExtension.RouteEpoch] !== undefined) extensions[ContextExtension.RouteEpoch] = String(ext[ContextExtension.RouteEpoch]);
   if (typeof ext[ContextExtension.TraceState] === "string") extensions[ContextExtension.TraceState] = ext[ContextExtension.TraceState];
   if (ext[ContextExtension.ExpiryTime] !== undefined) extensions[ContextExtension.ExpiryTime] = ext[ContextExtension.ExpiryTime];
   return {

@@ -2,7 +2,7 @@
 // initial state is complete (or fail after a timeout), then keep applying changes. Shared by the trust store
 // and the kill switches, which differ only in what they do with an entry.
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
-import { Kvm, type KV, type KvStatus, type KvWatchEntry } from "@nats-io/kv";
+import { KvWatchInclude, Kvm, type KV, type KvStatus, type KvWatchEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ConfigError, ErrorCode, NotReadyError, permissionDenied, type CausewayError } from "./errors.ts";
 
@@ -23,6 +23,8 @@ export interface FollowOptions {
   timeoutMs?: number;
   /** How often to check that the bucket still exists (a deleted bucket's watch just goes quiet). Default 5000. */
   checkMs?: number;
+  /** Apply every value the bucket keeps (its history), oldest first, not only each key's last. Default false. */
+  history?: boolean;
 }
 
 /**
@@ -73,7 +75,7 @@ export async function followBucket(nc: NatsConnection, opts: FollowOptions): Pro
   // of them, so once a revision at least that high has been applied (a later one is an update) the initial
   // state is complete.
   const initialRevision = status.values === 0 ? 0 : status.streamInfo.state.last_seq;
-  const watch = await kv.watch().catch((err: unknown) => {
+  const watch = await kv.watch(opts.history ? { include: KvWatchInclude.AllHistory } : {}).catch((err: unknown) => {
     throw permissionDenied(err, who) ?? err;
   });
 

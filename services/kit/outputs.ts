@@ -1,7 +1,7 @@
 // What a handler's emits become before they are signed: each checked against the definition's declared outputs
 // (type and dataschema, data validated), given its id (derived from the input and its index, or from its key),
-// the input's context (correlation, causation, trace, expiry), `startedat`, and the signed `agentversion` of the
-// implementation that did the work. One function, so the agent runtime publishes and `causeway replay` compares
+// the input's context (correlation, causation, trace, expiry, depth), `startedat`, the signed `agentversion` of the
+// implementation that did the work and, in the runtime, the flow's `routeepoch`. One function, so the agent runtime publishes and `causeway replay` compares
 // exactly the same events.
 import type { AgentDefinition, Emit } from "./agent-api.ts";
 import { ContextExtension, deriveEventId, outputEventInit, principalSource } from "./context.ts";
@@ -18,7 +18,7 @@ export interface OutputInit {
  * The outputs of `emits` caused by `cause` under `def`. Throws (CW_ERR_UNDECLARED_OUTPUT, CW_ERR_SCHEMA_VIOLATION)
  * for an output the definition does not declare or whose data does not validate: the handler run then failed.
  */
-export function outputInits(def: Pick<AgentDefinition, "principal" | "version">, declared: DeclaredOutputs, cause: CloudEvent, emits: readonly Emit[], startedAt: string): OutputInit[] {
+export function outputInits(def: Pick<AgentDefinition, "principal" | "version">, declared: DeclaredOutputs, cause: CloudEvent, emits: readonly Emit[], startedAt: string, epoch?: number): OutputInit[] {
   return emits.map((emit, index) => {
     const chosen = declared.choose(emit);
     chosen.validate(emit.data);
@@ -30,6 +30,8 @@ export function outputInits(def: Pick<AgentDefinition, "principal" | "version">,
     if (emit.key !== undefined) init.id = deriveEventId({ source: principalSource(def.principal), id: emit.key }, def.principal, 0);
     // Which implementation did the work: signed, set after the handler's extensions so it cannot be claimed.
     init.extensions![ContextExtension.AgentVersion] = def.version;
+    // The route tables' revision the flow is routed by (routing.ts): the runtime's, after the handler's extensions too.
+    if (epoch !== undefined) init.extensions![ContextExtension.RouteEpoch] = String(epoch);
     return { to: emit.to, init };
   });
 }

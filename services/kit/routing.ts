@@ -8,26 +8,29 @@
 //   `<prefix>.cap.<cap>.v<major>.<lane>` and consumed through the lane's own durable `cap-<cap>-v<major>-<lane>`
 //   by the instances of that version only. The capability's plain durable is then consumed by the stable
 //   version alone (it holds only what was published before the table existed).
-// - The version of a flow (its correlation id) in that capability is decided once, by the first producer that
-//   sends it work there, and pinned in causeway_route_pins with a create (first writer wins, cluster-wide); every
-//   later piece of work of the flow in that capability follows the pin, whichever producer sends it. A new flow
-//   goes to the candidate when its share bucket (a hash of the flow id, 0–99) is below the candidate's share.
-//   So raising the share from 5 to 25 moves new flows only, and a rollout never mixes versions inside one flow.
-// - A pin is followed while the table still routes to its version (stable, candidate, or a retiring version
-//   kept for its pinned flows after a promotion); after a rollback the candidate's pins are ignored, by design:
-//   the point of a rollback is that no more work goes there. Work already on a lane stays there for the instances
-//   of that version to finish; the coordinator retires a lane once it is empty.
+// - A flow is routed by the tables as they were when it began: every event carries the signed, inherited
+//   `routeepoch` — the revision of causeway_routes its first producer had seen (the gateway, or the first agent
+//   of a flow an upstream signed itself) — and every producer routes the flow's work in a capability by that
+//   capability's table at that revision (the bucket keeps its history) and the flow's share bucket (a hash of the
+//   flow id, 0–99): the candidate when the bucket is below its share. So every producer, replica or process,
+//   decides the same for one flow without asking anyone, raising a share moves new flows only, and a rollout
+//   never mixes versions inside one flow.
+// - The table in force still overrules a flow's old route when the version it names no longer takes work (rolled
+//   back, circuit open): the flow then goes where new flows go — by design, the point of a rollback is that no
+//   more work goes there. Work already on a lane stays there for the instances of that version to finish; the
+//   coordinator hands it over when none is left, and frees a retiring lane once it is empty.
 //
 // Producers never know versions: the kit's publishers (the agent runtime, the gateway, the coordinator's
 // forward of granted work) pass every capability subject through a Router, which returns it unchanged unless the
-// capability is routed. The lookups cost nothing then; during a rollout one KV read (or create) per new flow and
-// capability, then a cached pin.
+// capability is routed. Routing costs a string test and a map lookup when nothing is routed, and a hash and a
+// search of the capability's table history when it is: no request to the server per message.
 import { createHash } from "node:crypto";
-import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { KvBucket, STREAMS_APPLY, openMeshBucket } from "./buckets.ts";
+import { KvBucket, STREAMS_APPLY } from "./buckets.ts";
+import { ContextExtension } from "./context.ts";
 import { ConfigError, ErrorCode, type CausewayError } from "./errors.ts";
+import type { CloudEvent } from "./event.ts";
 import { capabilityKeyPrefix } from "./kv-keys.ts";
 import { followBucket, type Following } from "./kv-follow.ts";
 import { LANES, type Lane, type MeshSubjects } from "./subjects.ts";
@@ -35,8 +38,8 @@ import { LANES, type Lane, type MeshSubjects } from "./subjects.ts";
 /** A version that still has a lane but takes no new flows: it finishes what it holds. */
 export interface RetiringVersion {
   readonly version: string;
-  /** Flows pinned to it keep going there (after a promotion); false after a rollback. */
-  readonly keepsPinned: boolean;
+  /** Flows routed to it earlier keep going there (after a promotion); false after a rollback. */
+  readonly keepsFlows: boolean;
   /** When it stopped taking new flows. */
   readonly since: string;
 }
@@ -137,9 +140,9 @@ export function parseRouteTable(text: string, capability: string): RouteTable {
     candidate = { version: version(c.version, "candidate.version"), share: c.share };
   }
   if (!Array.isArray(raw.retiring) || raw.retiring.length > LANES.length) throw bad("retiring is not a list of at most the lanes' count");
-  const retiring = (raw.retiring as { version?: unknown; keepsPinned?: unknown; since?: unknown }[]).map((r, i) => {
-    if (typeof r?.keepsPinned !== "boolean" || typeof r.since !== "string") throw bad(`retiring[${i}] needs keepsPinned and since`);
-    return { version: version(r.version, `retiring[${i}].version`), keepsPinned: r.keepsPinned, since: r.since };
+  const retiring = (raw.retiring as { version?: unknown; keepsFlows?: unknown; since?: unknown }[]).map((r, i) => {
+    if (typeof r?.keepsFlows !== "boolean" || typeof r.since !== "string") throw bad(`retiring[${i}] needs keepsFlows and since`);
+    return { version: version(r.version, `retiring[${i}].version`), keepsFlows: r.keepsFlows, since: r.since };
   });
   const fallback = raw.fallback === undefined ? undefined : version(raw.fallback, "fallback");
   let circuit: Circuit | undefined;
@@ -192,27 +195,22 @@ export function parseRouteTable(text: string, capability: string): RouteTable {
 }
 
 /**
- * The versions whose pins are followed: the candidate, retiring versions that keep their flows, and the stable
- * version unless its circuit is open (then its flows go on on the fallback, which is followed while the circuit
- * is not closed).
+ * The versions a flow routed earlier may stay on: the candidate, retiring versions that keep their flows, and the
+ * stable version unless its circuit is open (then its flows go on on the fallback, which takes work while the
+ * circuit is not closed).
  */
-export function pinnableVersions(table: RouteTable): ReadonlySet<string> {
+export function continuingVersions(table: RouteTable): ReadonlySet<string> {
   const open = table.circuit?.state === "open";
   return new Set([
     ...(open ? [] : [table.stable]), ...(table.candidate ? [table.candidate.version] : []),
     ...(table.fallback !== undefined && table.circuit !== undefined ? [table.fallback] : []),
-    ...table.retiring.filter((r) => r.keepsPinned).map((r) => r.version),
+    ...table.retiring.filter((r) => r.keepsFlows).map((r) => r.version),
   ]);
 }
 
-/** A flow's digest: its pin key's last token and, from its first bytes, its share bucket. */
-function flowDigest(flow: string): Buffer {
-  return createHash("sha256").update(flow).digest();
-}
-
-/** The share bucket of a flow, 0–99: a flow goes to the candidate when this is below the candidate's share. */
+/** The share bucket of a flow, 0–99 (from a hash of its id): a flow goes to the candidate when this is below the candidate's share. */
 export function shareBucket(flow: string): number {
-  return flowDigest(flow).readUInt32BE(0) % 100;
+  return createHash("sha256").update(flow).digest().readUInt32BE(0) % 100;
 }
 
 /** The version a new flow goes to under `table`, given its share bucket (0–99). */
@@ -229,43 +227,82 @@ export function versionForNewFlow(table: RouteTable, flow: string): string {
   return versionForBucket(table, shareBucket(flow));
 }
 
-/** The route tables in force, live; what the agent runtime consumes and the producers route by. */
+/** The route tables, live, with the history the bucket keeps; what agents consume and producers route by. */
 export interface RouteTables {
-  /** The table of `capability` v`major`, if it is routed. */
+  /** The table of `capability` v`major` in force, if it is routed. */
   get(capability: string, major: number): RouteTable | undefined;
+  /** Its table at revision `epoch` of causeway_routes (undefined: not routed then, or older than the history kept). */
+  at(capability: string, major: number, epoch: number): RouteTable | undefined;
   /** Every table in force. */
   all(): RouteTable[];
+  /** The highest revision of causeway_routes seen: the epoch a new flow is stamped with. */
+  revision(): number;
+  /** Resolves once revision `epoch` has been seen (true), or after `timeoutMs` (false). */
+  caughtUp(epoch: number, timeoutMs: number): Promise<boolean>;
   /** Calls `listener` after every change of a table; returns its removal. */
-  onChange(listener: (capability: string) => void): () => void;
+  onChange(listener: (key: string) => void): () => void;
   readonly lost: Promise<CausewayError>;
   close(): Promise<void>;
 }
 
-/** Follows causeway_routes. A table that does not parse is reported and the last good one kept. */
+/** Follows causeway_routes with its history. A table that does not parse is reported and ignored (the last good one stays in force). */
 export async function watchRouteTables(nc: NatsConnection, opts: { log: Logger }): Promise<RouteTables> {
-  const tables = new Map<string, RouteTable>();
-  const listeners = new Set<(capability: string) => void>();
+  /** Per key, each revision's table (null: deleted), ascending. */
+  const history = new Map<string, { revision: number; table: RouteTable | null }[]>();
+  const listeners = new Set<(key: string) => void>();
+  let highest = 0;
+  const waiters = new Set<() => void>();
   const following: Following = await followBucket(nc, {
-    bucket: KvBucket.Routes, what: "version routes", createdBy: STREAMS_APPLY, consequence: "routing changes",
+    bucket: KvBucket.Routes, what: "version routes", createdBy: STREAMS_APPLY, consequence: "routing changes", history: true,
     onProblem: (err) => opts.log.warn({ err }, "route table problem"),
     apply(change, report) {
       const key = change.key;
-      if (change.operation !== "PUT") tables.delete(key);
-      else {
-        const ref = key.replace(/_v(\d+)$/, ".v$1");
+      highest = Math.max(highest, change.revision);
+      for (const wake of waiters) wake();
+      let table: RouteTable | null = null;
+      if (change.operation === "PUT") {
         try {
-          tables.set(key, parseRouteTable(change.string(), ref));
+          table = parseRouteTable(change.string(), key.replace(/_v(\d+)$/, ".v$1"));
         } catch (err) {
           report(err as CausewayError);
           return;
         }
       }
+      const list = history.get(key) ?? history.set(key, []).get(key)!;
+      list.push({ revision: change.revision, table });
       for (const listener of listeners) listener(key);
     },
   });
+  const current = (key: string) => history.get(key)?.at(-1)?.table ?? undefined;
   return {
-    get: (capability, major) => tables.get(routeKey(capability, major)),
-    all: () => [...tables.values()],
+    get: (capability, major) => current(routeKey(capability, major)),
+    at(capability, major, epoch) {
+      const list = history.get(routeKey(capability, major));
+      if (list === undefined) return undefined;
+      // The last entry at or before the epoch (binary search: the list is in revision order).
+      let lo = 0, hi = list.length - 1, found = -1;
+      while (lo <= hi) {
+        const mid = (lo + hi) >> 1;
+        if (list[mid]!.revision <= epoch) { found = mid; lo = mid + 1; } else hi = mid - 1;
+      }
+      return found < 0 ? undefined : (list[found]!.table ?? undefined);
+    },
+    all: () => [...history.keys()].map(current).filter((t): t is RouteTable => t !== undefined),
+    revision: () => highest,
+    async caughtUp(epoch, timeoutMs) {
+      if (highest >= epoch) return true;
+      let wake: () => void = () => undefined;
+      const seen = new Promise<void>((resolve) => { wake = () => { if (highest >= epoch) resolve(); }; });
+      waiters.add(wake);
+      const timer = setTimeout(wake, timeoutMs);
+      try {
+        await Promise.race([seen, new Promise<void>((r) => setTimeout(r, timeoutMs).unref())]);
+        return highest >= epoch;
+      } finally {
+        clearTimeout(timer);
+        waiters.delete(wake);
+      }
+    },
     onChange(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
@@ -275,67 +312,57 @@ export async function watchRouteTables(nc: NatsConnection, opts: { log: Logger }
   };
 }
 
+/** The route epoch an event carries (its signed `routeepoch`), or undefined when it has none or a malformed one. */
+export function routeEpochOf(event: Pick<CloudEvent, "extensions">): number | undefined {
+  const v = event.extensions[ContextExtension.RouteEpoch];
+  const n = typeof v === "number" ? v : typeof v === "string" && /^(0|[1-9][0-9]{0,15})$/.test(v) ? Number(v) : NaN;
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
 /** Routes producers' work: a capability subject in, the subject to publish on out. */
 export interface Router {
   /**
    * The subject to publish `flow`'s work for `subject` on: `subject` itself unless it is a capability's and the
-   * capability is routed, else its lane for the flow's pinned (or newly chosen) version.
+   * capability is routed, else the lane of the version the flow goes to — by the capability's table at `epoch`
+   * (the flow's `routeepoch`; undefined: the latest), overruled by the table in force when that version no longer
+   * takes work. Waits (up to a second) for a table revision the router has not seen yet.
    */
-  route(subject: string, flow: string): Promise<string>;
+  route(subject: string, flow: string, epoch: number | undefined): Promise<string>;
+  /** The epoch a flow that has none is stamped with: the latest revision of the tables seen. */
+  epoch(): number;
   readonly tables: RouteTables;
   close(): Promise<void>;
 }
 
-/** Pins cached per router: a pin never changes once created, so a cached one is always right. */
-const PIN_CACHE_SIZE = 10_000;
+/** How long a producer waits for a table revision a flow carries but it has not seen yet. */
+const CATCH_UP_MS = 1_000;
 
-/** A router on `nc`: follows the route tables and reads and creates pins. */
+/** A router on `nc`: follows the route tables. */
 export async function startRouter(nc: NatsConnection, subjects: MeshSubjects, opts: { log: Logger; tables?: RouteTables }): Promise<Router> {
   const tables = opts.tables ?? (await watchRouteTables(nc, opts));
-  const pins: KV = await openMeshBucket(nc, KvBucket.RoutePins, "flow pins");
-  const cache = new Map<string, string>();
   const capHead = `${subjects.prefix}.cap.`;
-  const remember = (key: string, version: string) => {
-    if (cache.size >= PIN_CACHE_SIZE) cache.delete(cache.keys().next().value!);
-    cache.set(key, version);
-  };
-  const versionFor = async (table: RouteTable, keyPrefix: string, flow: string): Promise<string> => {
-    const pinnable = pinnableVersions(table);
-    if (pinnable.size === 1) return pinnable.values().next().value!; // one place to go (stable, or the fallback): nothing to pin
-    const digest = flowDigest(flow);
-    const key = `${keyPrefix}.${digest.toString("base64url").slice(0, 22)}`;
-    const known = cache.get(key) ?? (await pins.get(key))?.string();
-    const chosen = versionForBucket(table, digest.readUInt32BE(0) % 100);
-    if (known !== undefined && known !== "") {
-      remember(key, known);
-      // A version that no longer takes this work (rolled back, circuit open): the flow goes on where new flows go.
-      return pinnable.has(known) ? known : chosen;
-    }
-    try {
-      await pins.create(key, chosen);
-      remember(key, chosen);
-      return chosen;
-    } catch {
-      // Another producer pinned the flow first: follow its pin.
-      const first = (await pins.get(key))?.string();
-      if (first === undefined || first === "") throw new ConfigError(ErrorCode.Unavailable, `flow pin ${key} could neither be created nor read`);
-      remember(key, first);
-      return pinnable.has(first) ? first : chosen;
-    }
-  };
   return {
     tables,
-    async route(subject, flow) {
+    epoch: () => tables.revision(),
+    async route(subject, flow, epoch) {
       if (!subject.startsWith(capHead)) return subject;
       const rest = subject.slice(capHead.length);
       const dot = rest.indexOf(".");
       if (dot < 0 || rest.indexOf(".", dot + 1) >= 0) return subject; // already a lane, or not a capability's subject
       const capability = rest.slice(0, dot);
       const major = Number(rest.slice(dot + 2));
-      const table = tables.get(capability, major);
-      if (table === undefined) return subject;
-      const version = await versionFor(table, routeKey(capability, major), flow);
-      return `${subject}.${table.lanes[version]!}`;
+      const now = tables.get(capability, major);
+      if (now === undefined) return subject;
+      // A flow stamped by a producer ahead of this one: wait for that revision (every producer must decide alike).
+      if (epoch !== undefined && epoch > tables.revision() && !(await tables.caughtUp(epoch, CATCH_UP_MS))) {
+        opts.log.warn({ capability: `${capability}.v${major}`, epoch, seen: tables.revision() }, "a flow carries a route epoch this producer has not seen: routed by the tables it has");
+      }
+      const bucket = shareBucket(flow);
+      const then = epoch === undefined ? now : tables.at(capability, major, epoch);
+      // Not routed when the flow began: its work stays where it went then, with the stable version.
+      const planned = then === undefined ? now.stable : versionForBucket(then, bucket);
+      const version = continuingVersions(now).has(planned) ? planned : versionForBucket(now, bucket);
+      return `${subject}.${now.lanes[version]!}`;
     },
     async close() {
       if (opts.tables === undefined) await tables.close();

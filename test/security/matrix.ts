@@ -60,7 +60,6 @@ export function probesFor(principals: Principals): Probe[] {
     [KvBucket.Joins]: ["probe"],
     [KvBucket.Instances]: [criticalKeys],
     [KvBucket.Routes]: ["probe"],
-    [KvBucket.RoutePins]: [criticalKeys],
     [KvBucket.FlowCounts]: [criticalKeys],
   };
   for (const bucket of Object.keys(MESH_BUCKETS) as KvBucketValue[]) {
@@ -92,7 +91,6 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
     "kv put causeway_approvals", "kv create causeway_approvals", "kv delete causeway_approvals",
     "kv put causeway_switches", "kv create causeway_switches", "kv delete causeway_switches",
     "kv put causeway_routes", "kv create causeway_routes", "kv delete causeway_routes",
-    "kv put causeway_route_pins publish_v1.…", "kv create causeway_route_pins publish_v1.…", "kv delete causeway_route_pins publish_v1.…",
   ],
   lineage: ["publish audit"],
   planner: ["publish quarantine"],

@@ -24,7 +24,7 @@ const USAGE = `usage: causeway rollout start <capability> --candidate VERSION [-
              the ratio, or it has no live instance left
   status     each routed capability: stable, candidate and share, step, fallback and circuit, and the versions'
              health over the coordinator's window
-  promote    make the candidate the stable version now (flows pinned to the old one finish there)
+  promote    make the candidate the stable version now (flows that began on the old one finish there)
   rollback   no more new flows to the candidate; what it holds it finishes, the rest of its flows go to stable
   pause      hold the share where it is (automatic rollback still applies); resume lets it advance again
   fallback   the version new flows go to while the stable version's circuit is open (no live instance, or

@@ -123,11 +123,9 @@ function baseGrants(principals: Principals, name: string, opts: PermissionOption
     if (cap.critical) pub.add(`${prefix}.handoff.${cap.name}.v${cap.major}`, `addresses critical capability ${ref}: held by the coordinator until granted`);
     else pub.add(`${prefix}.cap.${cap.name}.v${cap.major}`, `addresses capability ${ref}`);
   }
-  // Version routing (routing.ts): whoever sends a capability work routes it by the tables — its lanes, and the
-  // pins of its flows in that capability's own key space.
+  // Version routing (routing.ts): whoever sends a capability work routes it by the tables, onto its lanes.
   for (const cap of sendsWorkTo(principals, spec)) {
     for (const lane of LANES) pub.add(`${prefix}.cap.${cap.name}.v${cap.major}.${lane}`, `sends ${cap.ref} work routed by version (lane ${lane})`);
-    pub.add(`$KV.${KvBucket.RoutePins}.${capabilityKeyPrefix(cap.name, cap.major)}.>`, `pins the flows it sends ${cap.ref} work to one version`);
   }
 
   for (const ref of spec.serves) {
@@ -244,7 +242,7 @@ function ownedKeyPrefixes(principals: Principals, spec: PrincipalSpec, bucket: K
 function readBuckets(spec: PrincipalSpec, principals: Principals): KvBucketValue[] {
   const verifies = spec.role !== Role.Upstream && spec.role !== Role.Sysadmin && spec.role !== Role.Operator && spec.role !== Role.Auditor;
   // The route tables: producers route by them, agents find their version's lane in them.
-  const routes = spec.serves.length > 0 || sendsWorkTo(principals, spec).length > 0 ? [KvBucket.Routes, KvBucket.RoutePins] : [];
+  const routes = spec.serves.length > 0 || sendsWorkTo(principals, spec).length > 0 ? [KvBucket.Routes] : [];
   return [...new Set<KvBucketValue>([...(verifies ? [KvBucket.Trust] : []), ...routes, ...spec.kv.read, ...spec.kv.write])];
 }
 
