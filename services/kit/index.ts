@@ -116,7 +116,7 @@ export {
 export type { SwitchScopeValue, SwitchState, SwitchValue, SwitchWatcher, WatchSwitchesOptions } from "./switches.ts";
 
 // Version routing: the tables the coordinator writes (KV causeway_routes), the flows' pins, the producers' router.
-export { continuingVersions, parseRouteTable, routeEpochOf, routeKey, shareBucket, startRouter, versionForBucket, versionForNewFlow, watchRouteTables } from "./routing.ts";
+export { continuingVersions, parseRouteTable, routeEpochOf, routeKey, shareBucket, startRouter, versionForBucket, watchRouteTables } from "./routing.ts";
 export type { Circuit, RetiringVersion, RolloutPlan, RouteTable, RouteTables, Router } from "./routing.ts";
 
 // The mesh's KV buckets: one table; services only open them (operator tooling creates them: ./ops/index.ts)

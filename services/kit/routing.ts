@@ -27,7 +27,7 @@
 import { createHash } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import { KvBucket, STREAMS_APPLY } from "./buckets.ts";
+import { KvBucket, MESH_BUCKETS, STREAMS_APPLY } from "./buckets.ts";
 import { ContextExtension } from "./context.ts";
 import { ConfigError, ErrorCode, type CausewayError } from "./errors.ts";
 import type { CloudEvent } from "./event.ts";
@@ -222,11 +222,6 @@ export function versionForBucket(table: RouteTable, bucket: number): string {
   return table.candidate !== undefined && bucket < table.candidate.share ? table.candidate.version : table.stable;
 }
 
-/** The version a new flow goes to under `table`. */
-export function versionForNewFlow(table: RouteTable, flow: string): string {
-  return versionForBucket(table, shareBucket(flow));
-}
-
 /** The route tables, live, with the history the bucket keeps; what agents consume and producers route by. */
 export interface RouteTables {
   /** The table of `capability` v`major` in force, if it is routed. */
@@ -244,6 +239,9 @@ export interface RouteTables {
   readonly lost: Promise<CausewayError>;
   close(): Promise<void>;
 }
+
+/** Table revisions kept per capability: as many as the bucket keeps. */
+const KEPT = MESH_BUCKETS[KvBucket.Routes].history;
 
 /** Follows causeway_routes with its history. A table that does not parse is reported and ignored (the last good one stays in force). */
 export async function watchRouteTables(nc: NatsConnection, opts: { log: Logger }): Promise<RouteTables> {
@@ -270,6 +268,7 @@ export async function watchRouteTables(nc: NatsConnection, opts: { log: Logger }
       }
       const list = history.get(key) ?? history.set(key, []).get(key)!;
       list.push({ revision: change.revision, table });
+      if (list.length > KEPT) list.shift(); // what the bucket keeps too: a flow older than every kept revision goes to the stable version
       for (const listener of listeners) listener(key);
     },
   });
@@ -292,11 +291,14 @@ export async function watchRouteTables(nc: NatsConnection, opts: { log: Logger }
     async caughtUp(epoch, timeoutMs) {
       if (highest >= epoch) return true;
       let wake: () => void = () => undefined;
-      const seen = new Promise<void>((resolve) => { wake = () => { if (highest >= epoch) resolve(); }; });
+      let timer: NodeJS.Timeout | undefined;
+      const seen = new Promise<void>((resolve) => {
+        wake = () => { if (highest >= epoch) resolve(); };
+        timer = setTimeout(resolve, timeoutMs);
+      });
       waiters.add(wake);
-      const timer = setTimeout(wake, timeoutMs);
       try {
-        await Promise.race([seen, new Promise<void>((r) => setTimeout(r, timeoutMs).unref())]);
+        await seen;
         return highest >= epoch;
       } finally {
         clearTimeout(timer);
