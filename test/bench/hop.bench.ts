@@ -178,12 +178,12 @@ export async function hopThroughput(): Promise<{ results: Comparison[]; notes: s
 
 /** A 5-hop chain with one event in flight: latency of the runtime chain against a hand-written chain. */
 export async function chainLatency(): Promise<{ notes: string[]; p50: number; p99: number }> {
-  const HOPS = 5, SAMPLES = 400, WARMUP = 30;
+  const HOPS = 5, SAMPLES = 400, WARMUP = 30, SAMPLE_TIMEOUT_MS = 10_000;
   await using mesh = await startBenchMesh(HOPS);
   const js = jetstream(mesh.nc);
   // One event in flight at a time, the two chains sampled alternately so both see the same machine noise.
   const endOf = async (prefix: "hop" | "bhop") => {
-    const done = await (await js.consumers.get("MESH_EVT", { filter_subjects: [`mesh.evt.bench.${prefix}`], deliver_policy: DeliverPolicy.New })).consume();
+    const done = await (await js.consumers.get("MESH_EVT", { filter_subjects: [`mesh.evt.bench.${prefix}.v1`], deliver_policy: DeliverPolicy.New })).consume();
     return { done, it: done[Symbol.asyncIterator]() };
   };
   const sample = async (prefix: "hop" | "bhop", end: Awaited<ReturnType<typeof endOf>>) => {
@@ -191,17 +191,22 @@ export async function chainLatency(): Promise<{ notes: string[]; p50: number; p9
     const { headers, data } = NatsBinding.binary(e);
     const start = performance.now();
     await js.publish(`mesh.cap.${prefix}1.v1`, data, { headers, msgID: e.id });
-    await end.it.next();
+    // A chain that loses or refuses the event fails loudly instead of waiting forever.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([end.it.next(), new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`the ${prefix} chain did not deliver within ${SAMPLE_TIMEOUT_MS} ms (LOG_LEVEL=warn shows why)`)), SAMPLE_TIMEOUT_MS);
+    })]).finally(() => clearTimeout(timer));
     return performance.now() - start;
   };
   const agents: Agent[] = [];
   for (let n = 1; n <= HOPS; n++) {
-    const next = n === HOPS ? "mesh.evt.bench.hop" : `mesh.cap.hop${n + 1}.v1`;
+    // The chain ends in a fact, on the subject of its own type and major (the runtime refuses any other).
+    const next = n === HOPS ? "mesh.evt.bench.hop.v1" : `mesh.cap.hop${n + 1}.v1`;
     agents.push(await startAgent(mesh.nc, hopDefinition(n, next), { trust: mesh.trust, signingKey: mesh.keys[`hop${n}`]!, schemas: mesh.schemas, log: quiet, consumer: { deliver_policy: DeliverPolicy.New }, layout }));
   }
   const loops = [];
   for (let n = 1; n <= HOPS; n++) {
-    loops.push(await handWritten(mesh, { n, filter: `mesh.cap.bhop${n}.v1`, next: n === HOPS ? "mesh.evt.bench.bhop" : `mesh.cap.bhop${n + 1}.v1`, durable: `bhop${n}` }));
+    loops.push(await handWritten(mesh, { n, filter: `mesh.cap.bhop${n}.v1`, next: n === HOPS ? "mesh.evt.bench.bhop.v1" : `mesh.cap.bhop${n + 1}.v1`, durable: `bhop${n}` }));
   }
   const ends = { hop: await endOf("hop"), bhop: await endOf("bhop") };
   const runtime: number[] = [], baseline: number[] = [];
