@@ -185,7 +185,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     const epoch = routeEpochOf(cause) ?? router.epoch();
     const events = outputInits(def, declaredOutputs, cause, emits, startedAt, epoch);
     await Promise.all(events.map(async ({ to: addressed, init }) => {
-      const to = await router.route(addressed, flow, epoch);
+      const routed = router.route(addressed, flow, epoch);
+      const to = typeof routed === "string" ? routed : await routed;
       const span = startSendSpan(to, { id: init.id, type: init.type, source: init.source, extensions: init.extensions ?? {} }, parentSpan);
       try {
         init.extensions!.traceparent = traceparentOf(span) ?? childTraceparent(cause.extensions.traceparent);

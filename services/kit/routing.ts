@@ -327,9 +327,9 @@ export interface Router {
    * The subject to publish `flow`'s work for `subject` on: `subject` itself unless it is a capability's and the
    * capability is routed, else the lane of the version the flow goes to — by the capability's table at `epoch`
    * (the flow's `routeepoch`; undefined: the latest), overruled by the table in force when that version no longer
-   * takes work. Waits (up to a second) for a table revision the router has not seen yet.
+   * takes work. Synchronous unless it must wait (up to a second) for a table revision the router has not seen yet.
    */
-  route(subject: string, flow: string, epoch: number | undefined): Promise<string>;
+  route(subject: string, flow: string, epoch: number | undefined): string | Promise<string>;
   /** The epoch a flow that has none is stamped with: the latest revision of the tables seen. */
   epoch(): number;
   readonly tables: RouteTables;
@@ -343,10 +343,13 @@ const CATCH_UP_MS = 1_000;
 export async function startRouter(nc: NatsConnection, subjects: MeshSubjects, opts: { log: Logger; tables?: RouteTables }): Promise<Router> {
   const tables = opts.tables ?? (await watchRouteTables(nc, opts));
   const capHead = `${subjects.prefix}.cap.`;
+  // The versions that take work, per table (a table never changes: a change is a new table).
+  const continuing = new WeakMap<RouteTable, ReadonlySet<string>>();
+  const continuingOf = (t: RouteTable) => continuing.get(t) ?? continuing.set(t, continuingVersions(t)).get(t)!;
   return {
     tables,
     epoch: () => tables.revision(),
-    async route(subject, flow, epoch) {
+    route(subject, flow, epoch) {
       if (!subject.startsWith(capHead)) return subject;
       const rest = subject.slice(capHead.length);
       const dot = rest.indexOf(".");
@@ -355,16 +358,21 @@ export async function startRouter(nc: NatsConnection, subjects: MeshSubjects, op
       const major = Number(rest.slice(dot + 2));
       const now = tables.get(capability, major);
       if (now === undefined) return subject;
+      const decide = () => {
+        const table = tables.get(capability, major)!;
+        const bucket = shareBucket(flow);
+        const then = epoch === undefined ? table : tables.at(capability, major, epoch);
+        // Not routed when the flow began: its work stays where it went then, with the stable version.
+        const planned = then === undefined ? table.stable : versionForBucket(then, bucket);
+        const version = continuingOf(table).has(planned) ? planned : versionForBucket(table, bucket);
+        return `${subject}.${table.lanes[version]!}`;
+      };
+      if (epoch === undefined || epoch <= tables.revision()) return decide();
       // A flow stamped by a producer ahead of this one: wait for that revision (every producer must decide alike).
-      if (epoch !== undefined && epoch > tables.revision() && !(await tables.caughtUp(epoch, CATCH_UP_MS))) {
-        opts.log.warn({ capability: `${capability}.v${major}`, epoch, seen: tables.revision() }, "a flow carries a route epoch this producer has not seen: routed by the tables it has");
-      }
-      const bucket = shareBucket(flow);
-      const then = epoch === undefined ? now : tables.at(capability, major, epoch);
-      // Not routed when the flow began: its work stays where it went then, with the stable version.
-      const planned = then === undefined ? now.stable : versionForBucket(then, bucket);
-      const version = continuingVersions(now).has(planned) ? planned : versionForBucket(now, bucket);
-      return `${subject}.${now.lanes[version]!}`;
+      return tables.caughtUp(epoch, CATCH_UP_MS).then((seen) => {
+        if (!seen) opts.log.warn({ capability: `${capability}.v${major}`, epoch, seen: tables.revision() }, "a flow carries a route epoch this producer has not seen: routed by the tables it has");
+        return decide();
+      });
     },
     async close() {
       if (opts.tables === undefined) await tables.close();

@@ -161,7 +161,7 @@ export async function hopThroughput(): Promise<{ results: Comparison[]; notes: s
     await routes.delete(routeKey("hop2", 1));
   };
   const unrouted = async () => plain.push(await baselineRound(mesh, await preload(mesh, "mesh.cap.hop1.v1", ROUND)));
-  for (let r = 0; r < 3; r++) {
+  for (let r = 0; r < 5; r++) {
     if (r % 2 === 0) { await withRouting(); await unrouted(); } else { await unrouted(); await withRouting(); }
   }
   const a = median(agent.map((x) => x.opsPerSec)), b = median(base.map((x) => x.opsPerSec));
