@@ -11,9 +11,9 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import {
-  CausewayError, ErrorCode, NatsBinding, RetryableError, controlRequest, createEvent, createLogger, defaultLayout, newTraceparent, openTrustStore, parseRouteTable,
+  ErrorCode, NatsBinding, RetryableError, controlRequest, createEvent, createLogger, defaultLayout, newTraceparent, openTrustStore, parseRouteTable,
   continuingVersions, readSeed, signEvent, signingKeyFromNkeySeed, startAgent, startRouter, uuidv7, versionForBucket,
-  type Agent, type AgentDefinition, type RouteTable, type Router,
+  type Agent, type AgentDefinition, type CausewayError, type RouteTable, type Router,
 } from "../services/kit/index.ts";
 import { readMessages } from "../services/cli/flow.ts";
 import { createPlannerDefinition, type ReportRequested } from "../services/agents/planner/definition.ts";

@@ -4,5 +4,9 @@
 // The agents' OpenTelemetry instruments, checked by the telemetry tests
 export { AgentMetric, AgentMetricAttribute, HANDLER_DURATION_BOUNDARIES_MS, createAgentMetrics, handlerDurationBucket } from "./metrics.ts";
 
+// The JetStream failover's rules (streaks of failures, the pacing of checks), checked with fake times
+export { jetStreamAnswered, jetStreamSilent } from "./connect.ts";
+export type { FailoverPacing, FailureStreak } from "./connect.ts";
+
 // The stream files' own prefix and the capability consumer template, checked by the layout tests
 export { CAPABILITY_TEMPLATE, FILES_PREFIX } from "./stream-files.ts";

@@ -21,7 +21,7 @@ import { writePidFile } from "../../services/cli/pid-files.ts";
 import { clusterDir, nodeLogFile, nodePidFile, recordedNodes, recordedReplicas } from "../../services/cli/processes.ts";
 import { runCli, type CliRun } from "../e2e-fixture.ts";
 import { freePort, freeRun, repoRoot, startPostgres, waitFor, type PostgresServer } from "../harness/index.ts";
-import { NetnsUnavailable, createNodeNetwork, type NodeNetwork } from "./netns.ts";
+import { createNodeNetwork, type NetnsUnavailable, type NodeNetwork } from "./netns.ts";
 
 export const NODES = 3;
 const REQUEST_SCHEMA = "https://causeway.dev/schemas/report.requested/1.0.0";

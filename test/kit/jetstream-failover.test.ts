@@ -11,7 +11,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import {
   CONNECTION_POLICY, connectWithPolicy, createLogger, createStreamPublisher, watchConnection, type PubAck,
 } from "../../services/kit/index.ts";
-import { jetStreamAnswered, jetStreamSilent, type FailoverPacing, type FailureStreak } from "../../services/kit/connect.ts";
+import { jetStreamAnswered, jetStreamSilent, type FailoverPacing, type FailureStreak } from "../../services/kit/internal.ts";
 import { waitForCluster } from "../../services/cli/nats-process.ts";
 import { freePort, startServer, startTcpProxy, waitFor, type NatsServer } from "../harness/index.ts";
 
