@@ -129,20 +129,26 @@ describe("jetstream failover - on a real cluster", () => {
           publisher.publish(`failover.after.${n++}`, "x").then((ack) => acked.push({ sentAt, ack, server: nc.getServer() }), () => undefined);
         }, 200);
         try {
-          const first = await waitFor(() => acked.find((x) => x.sentAt > cutAt), { what: "a publish sent after the cut to be acknowledged", timeoutMs: 40_000 });
+          const first = await waitFor(() => acked.find((x) => x.sentAt > cutAt), { what: "a publish sent after the cut to be acknowledged", timeoutMs: 50_000 });
           const tookMs = performance.now() - cutAt;
           assert.notEqual(first.server, serverOf(a), "acknowledged on another node");
           assert.equal(first.ack.stream, "FAILOVER");
           // Moved once, straight to another node (not redialling the cut-off one first), not before the threshold.
           assert.deepEqual(reconnectedTo.length, 1, `reconnects: ${reconnectedTo.join(", ")}`);
           assert.notEqual(reconnectedTo[0], serverOf(a));
-          const warnings = lines.map((l) => JSON.parse(l) as { msg: string; server?: string; silentForMs?: number; level: string }).filter((l) => l.msg.startsWith("JetStream has not answered"));
+          // One move, with a warning naming the cut-off node. Checks before it may find that node still reaching a
+          // meta leader — itself, when it led the cluster, until it notices it lost its quorum (about 10 s): those
+          // are info lines ("checking again in …"), and the move comes at a later check.
+          const silent = lines.map((l) => JSON.parse(l) as { msg: string; server?: string; silentForMs?: number; level: string }).filter((l) => l.msg.startsWith("JetStream has not answered"));
+          const warnings = silent.filter((l) => l.level === "warn");
           assert.equal(warnings.length, 1, lines.join(""));
-          assert.equal(warnings[0]!.level, "warn");
+          assert.ok(silent.every((l) => l.server === serverOf(a)), lines.join(""));
           assert.equal(warnings[0]!.server, serverOf(a));
           assert.match(warnings[0]!.msg, new RegExp(`on ${serverOf(a).replace(/\./g, "\\.")}, which answers pings but reaches no JetStream meta leader \\(cut off from its cluster\\?\\): moving to another server`));
           assert.ok(warnings[0]!.silentForMs! >= P.jetStreamFailoverAfterMs, `silent for ${warnings[0]!.silentForMs} ms`);
-          assert.ok(tookMs < P.jetStreamFailoverAfterMs + 15_000, `took ${Math.round(tookMs)} ms from the cut`);
+          // The first check comes after jetStreamFailoverAfterMs; a cut-off meta leader delays the move by one or two
+          // checks (their pacing doubles from there).
+          assert.ok(tookMs < P.jetStreamFailoverAfterMs * 4 + 5_000, `took ${Math.round(tookMs)} ms from the cut`);
         } finally {
           clearInterval(load);
         }
