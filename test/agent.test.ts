@@ -28,8 +28,8 @@ function planner(behave: (attempt: number) => Promise<void> | void = () => undef
       return questions.map((query, taskIndex) => ({
         to: ctx.subjects.capability("research", 1), type: "research.task.created",
         data: { requestId: input.event.id, taskIndex, totalTasks: questions.length, query },
-        // A handler cannot claim another implementation version: the runtime signs its own.
-        extensions: { agentversion: "9.9.9" },
+        // A handler cannot claim another implementation version, nor pick the flow's route epoch: the runtime signs its own.
+        extensions: { agentversion: "9.9.9", routeepoch: "999999" },
       }));
     },
     ...extra,
@@ -65,6 +65,9 @@ describe("agent pipeline", () => {
       assert.equal(parseTraceparent(v.event.extensions.traceparent)!.traceId, inputTrace);
       assert.equal(v.event.dataschema, TASK_SCHEMA);
       assert.equal(v.event.extensions.agentversion, def.version, "the implementation version, signed");
+      // The input has no route epoch (its flow's first agent): the runtime stamps the tables' latest it has seen.
+      assert.match(String(v.event.extensions.routeepoch), /^\d+$/);
+      assert.notEqual(v.event.extensions.routeepoch, "999999", "the runtime's epoch, not the handler's");
     });
     const info = await mesh.jsm.consumers.info("MESH_CAP", "cap-plan-v1");
     assert.equal(info.num_ack_pending, 0);

@@ -86,6 +86,14 @@ describe("an upstream's flows are its own", () => {
       assert.equal(res.json.code, "CW_ERR_UPSTREAM_CONTEXT");
     }
     assert.equal(fromB.extensions.flowdepth, undefined, "the gateway's event is the flow's root: depth 0, absent");
+    // Nor choose which versions its flow runs on: the route epoch is the gateway's to stamp (version routing).
+    for (const epoch of ["0", "999999"]) {
+      const res = await g.post(body("routed"), binary(`epoch-${epoch}`, SOURCE_A, { "ce-routeepoch": epoch }));
+      assert.equal(res.status, 403, JSON.stringify(res.json));
+      assert.equal(res.json.code, "CW_ERR_UPSTREAM_CONTEXT");
+      assert.match(String(res.json.message), /routeepoch/);
+    }
+    assert.match(String(fromB.extensions.routeepoch), /^\d+$/, "the gateway stamps the flow's route epoch");
 
     // Downstream: three requests, three complete reports, each with its own findings; B's flow holds only B's work.
     const reports = await waitFor(async () => {
