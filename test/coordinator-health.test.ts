@@ -21,6 +21,7 @@ import { createPlannerDefinition, type ReportRequested } from "../services/agent
 import type { CapabilityInstances } from "../services/cli/commands/agents.ts";
 import { health as healthEndpoint, type VersionHealth } from "../services/coordinator/contract.ts";
 import { HealthMetric, HealthTracker, percentileFromBuckets, start as startHealth, type HealthModule } from "../services/coordinator/health.ts";
+import { start as startRollout } from "../services/coordinator/rollout.ts";
 import { startCoordinator } from "./coordinator-fixture.ts";
 import { startOperatedMesh, type OperatedMesh } from "./e2e-fixture.ts";
 import { inMemoryMetrics } from "./metrics-fixture.ts";
@@ -144,7 +145,8 @@ describe("health arithmetic", () => {
 });
 
 // ---------------------------------------------------------------------------------------------------------
-// On a real server
+// On a real server, with the coordinator's health module and the rollout module that reads it (as the
+// coordinator process runs them: `causeway agents` asks both)
 
 /** The shipped policy with another health window. */
 const policyWith = (windowMs: number) => ({ ...JSON.parse(readFileSync(join(repoRoot, "infra", "policy.json"), "utf8")) as object, health: { windowMs } });
@@ -231,7 +233,7 @@ describe("health per version", () => {
 
     await using mesh = await startOperatedMesh();
     let module: HealthModule | undefined;
-    const coordinator = await startCoordinator(mesh, [async (deps) => (module = await startHealth(deps))], policyWith(60_000));
+    const coordinator = await startCoordinator(mesh, [async (deps) => (module = await startHealth(deps)), (deps) => startRollout({ ...deps, health: module!.health })], policyWith(60_000));
     const h = await healthMesh(mesh, module!.health);
     const base = createPlannerDefinition();
     const stable = await h.planner(base);
@@ -318,7 +320,7 @@ describe("health per version", () => {
   test("health - the window slides: activity leaves it while the instance stays live; a stopped instance counts until its activity leaves too", async () => {
     await using mesh = await startOperatedMesh();
     let module: HealthModule | undefined;
-    await using _coordinator = await startCoordinator(mesh, [async (deps) => (module = await startHealth(deps))], policyWith(5_000));
+    await using _coordinator = await startCoordinator(mesh, [async (deps) => (module = await startHealth(deps)), (deps) => startRollout({ ...deps, health: module!.health })], policyWith(5_000));
     const h = await healthMesh(mesh, module!.health);
     const planner = await h.planner(createPlannerDefinition());
     const of = () => h.view.of(PLAN)[0];
@@ -344,7 +346,7 @@ describe("health per version", () => {
   test("health - beats are bounded and checked: a forged capability, a mismatched instance, garbage and oversize beats are ignored, by the coordinator and by causeway agents", async () => {
     await using mesh = await startOperatedMesh();
     let module: HealthModule | undefined;
-    await using _coordinator = await startCoordinator(mesh, [async (deps) => (module = await startHealth(deps))], policyWith(60_000));
+    await using _coordinator = await startCoordinator(mesh, [async (deps) => (module = await startHealth(deps)), (deps) => startRollout({ ...deps, health: module!.health })], policyWith(60_000));
     const view = module!.health;
     const planner = await mesh.as("planner");
     const kv = await new Kvm(planner).open(KvBucket.Instances);

@@ -17,7 +17,7 @@
 // taken on; its id derives from the table revision it replaces, so two coordinator replicas make one decision.
 import type { KV } from "@nats-io/kv";
 import {
-  CausewayError, DecisionKind, ErrorCode, KvBucket, LANES, StreamName, addControlEndpoint, decisionEvent, isConsumerNotFound, isWrongRevision,
+  CausewayError, DecisionKind, ErrorCode, decisionSchema, KvBucket, LANES, StreamName, addControlEndpoint, decisionEvent, isConsumerNotFound, isWrongRevision,
   MsgIdKind, laneDurable, msgId, openMeshBucket, parseRouteTable, publishDecision, routeKey, watchRouteTables, type Lane, type RolloutPlan, type RouteTable,
 } from "../kit/index.ts";
 import {
@@ -52,6 +52,8 @@ const TICK_MS = 1_000;
 /** After a promotion the old version keeps the flows that began on it this long before its lane is freed (if drained). */
 const RETIRE_PINNED_MS = 10 * 60_000;
 const CAS_ATTEMPTS = 5;
+/** How long a change waits for the coordinator's own watch of the tables to show it. */
+const WATCH_CATCH_UP_MS = 2_000;
 /** Inputs moved per judgement when a lane is handed over. */
 const HANDOVER_BATCH = 256;
 
@@ -100,7 +102,7 @@ export async function start(deps: CoordinatorDeps & { readonly health: HealthVie
    * Applies `decide` to the capability's table by compare-and-set and signs the change. `decide` returns the next
    * table and what the change is, or undefined for no change; it may throw to refuse a request.
    */
-  const change = async (ref: string, decide: (current: RouteTable | undefined) => { next: RouteTable | null; change: Change } | undefined): Promise<string | null> => {
+  const change = async (ref: string, decide: (current: RouteTable | undefined) => { next: RouteTable; change: Change } | undefined): Promise<string | null> => {
     const cap = capabilityOf(ref);
     const key = routeKey(cap.name, cap.major);
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
@@ -110,28 +112,30 @@ export async function start(deps: CoordinatorDeps & { readonly health: HealthVie
       if (decided === undefined) return null;
       const { next, change: c } = decided;
       const replaces = entry?.revision ?? 0;
-      const table = next === null ? null : { ...next, updatedAt: new Date().toISOString(), reason: c.reason };
-      if (table !== null) parseRouteTable(JSON.stringify(table), ref); // never write a table readers would refuse
+      const table: RouteTable = { ...next, updatedAt: new Date().toISOString(), reason: c.reason };
+      const text = JSON.stringify(table);
+      parseRouteTable(text, ref); // never write a table readers would refuse
       const data = {
-        action: c.action, capability: ref, stable: (table ?? current)?.stable ?? "", automatic: c.automatic, reason: c.reason,
-        ...(table?.candidate && { candidate: table.candidate.version, share: table.candidate.share }),
+        action: c.action, capability: ref, stable: table.stable, automatic: c.automatic, reason: c.reason,
+        ...(table.candidate && { candidate: table.candidate.version, share: table.candidate.share }),
         ...(c.action === "rollback" && current?.candidate && { candidate: current.candidate.version, share: 0 }),
-        ...(table?.fallback !== undefined && { fallback: table.fallback }),
+        ...(table.fallback !== undefined && { fallback: table.fallback }),
         ...(c.version !== undefined && { version: c.version }), ...(c.moved !== undefined && { moved: c.moved }), ...(c.operator !== undefined && { operator: c.operator }),
         ...(c.principal !== undefined && { principal: c.principal }), ...(c.figures && { figures: slimFigures(c.figures) }),
       };
-      deps.schemas.validate(`https://causeway.dev/schemas/decision.rollout/1.0.0`, data);
+      deps.schemas.validate(decisionSchema(DecisionKind.Rollout), data);
       const decision = decisionEvent(DecisionKind.Rollout, data, { principal: deps.principal, key: deps.key, idKey: `${KvBucket.Routes}/${bucketBorn}/${key}/${replaces}` });
+      let revision: number;
       try {
-        if (table === null) await kv.delete(key, { previousSeq: replaces });
-        else if (entry === null) await kv.create(key, JSON.stringify(table));
-        else await kv.update(key, JSON.stringify(table), replaces);
+        revision = entry === null ? await kv.create(key, text) : await kv.update(key, text, replaces);
       } catch (err) {
-        if (isWrongRevision(err) || (entry === null && /exists/i.test((err as Error).message))) continue; // changed meanwhile: decide again on what is there
+        if (isWrongRevision(err)) continue; // changed meanwhile (a create finds the key too): decide again on what is there
         throw err;
       }
       await publishDecision(deps.js, DecisionKind.Rollout, decision, deps.subjects.prefix, { principal: deps.principal, key: deps.key, jsm: deps.jsm });
-      log.info({ capability: ref, action: c.action, automatic: c.automatic, stable: table?.stable, candidate: table?.candidate, reason: c.reason, decision: decision.id }, "routing changed");
+      log.info({ capability: ref, action: c.action, automatic: c.automatic, stable: table.stable, candidate: table.candidate, reason: c.reason, decision: decision.id }, "routing changed");
+      // Replies and the next judgement read the followed tables: they wait until the watch has this revision.
+      await tables.caughtUp(revision, WATCH_CATCH_UP_MS);
       return decision.id;
     }
     throw new CausewayError(ErrorCode.Unavailable, `the route table of ${ref} kept changing under the coordinator; try again`);

@@ -1,8 +1,7 @@
 // The gateway's configuration: env → typed → validated → frozen. A bad value fails at startup with
 // CW_ERR_CONFIG naming the variable. The upstreams and the routing table are files in infra/.
 import { join, resolve } from "node:path";
-import { DEFAULT_MAX_DATA_BYTES, envInteger } from "../kit/index.ts";
-import { infraDir } from "./infra-file.ts";
+import { DEFAULT_MAX_DATA_BYTES, envInteger, infraDir } from "../kit/index.ts";
 
 /** Where the gateway listens and how much it takes. */
 export interface GatewayConfig {

@@ -1,8 +1,7 @@
 // The routing table (infra/routes.json): each upstream event type goes to one capability, with one accepted
 // dataschema. Checked at load against principals.json: the gateway must emit the type and address the
 // capability, or every event it routed would be refused downstream.
-import { ErrorCode, subjectsFor, type Principals, type SchemaRegistry } from "../kit/index.ts";
-import { invalidFile, readInfraFile } from "./infra-file.ts";
+import { ErrorCode, invalidFile, readInfraFile, subjectsFor, type Principals, type SchemaRegistry } from "../kit/index.ts";
 
 /** Where one type goes. */
 export interface Route {

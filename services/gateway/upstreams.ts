@@ -2,8 +2,7 @@
 // Over HTTP an upstream proves itself with a bearer token, declared by its SHA-256 (never the token itself);
 // over NATS the server has already proved it (its NKey), and the ingest subject's source token names it.
 import { readFileSync } from "node:fs";
-import { ErrorCode, Role, bearerMatcher, devTokenPath, tokenDigestHex, type Principals } from "../kit/index.ts";
-import { invalidFile, readInfraFile } from "./infra-file.ts";
+import { ErrorCode, Role, bearerMatcher, devTokenPath, invalidFile, readInfraFile, tokenDigestHex, type Principals } from "../kit/index.ts";
 
 /** One upstream, validated and frozen. */
 export interface Upstream {

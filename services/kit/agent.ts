@@ -73,6 +73,8 @@ const DEFAULT_CONCURRENCY = 8;
  * which holds the redelivery until the resume anyway; this only bounds the wait after it.
  */
 const PAUSED_RETRY_MS = 5_000;
+/** How soon a route table change the agent could not follow is tried again. */
+const FOLLOW_RETRY_MS = 1_000;
 
 /**
  * Starts `definition` on `nc`: makes sure the capability's durable consumer exists, registers the agent as a
@@ -464,15 +466,23 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   };
   let heartbeat: Heartbeat;
   let routing: Promise<void> = Promise.resolve();
+  let refollowTimer: NodeJS.Timeout | undefined;
   let unwatchRoutes: () => void = () => undefined;
   try {
     for (const inlet of inlets.slice(1)) await run(inlet);
     await followRoutes();
-    unwatchRoutes = routeTables.onChange((key) => {
-      if (key !== routeKey(def.capability, def.major)) return;
+    const ownKey = routeKey(def.capability, def.major);
+    // A change that could not be followed (a lane's durable not reachable during a broker fault) is tried again:
+    // until it is, this version's lane has no consumer here and its work waits.
+    const refollow = () => {
+      clearTimeout(refollowTimer);
       routing = routing.then(followRoutes).catch((err: unknown) => {
-        baseLog.error({ err }, "could not follow the version route table; the consumers stay as they were");
+        baseLog.error({ err, retryInMs: FOLLOW_RETRY_MS }, "could not follow the version route table; trying again");
+        if (!shutdown.signal.aborted) refollowTimer = setTimeout(refollow, FOLLOW_RETRY_MS);
       });
+    };
+    unwatchRoutes = routeTables.onChange((key) => {
+      if (key === ownKey) refollow();
     });
     // Announced once it consumes: `causeway agents` lists it, the coordinator sees it come and go (heartbeat.ts).
     heartbeat = await startHeartbeat(nc, { principal: def.principal, capability: def.capability, major: def.major, version: def.version, subscribes: inlets.slice(1).map((i) => i.subject) }, stats, baseLog);
@@ -495,6 +505,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       shutdown.abort();
       unwatchSwitches();
       unwatchRoutes();
+      clearTimeout(refollowTimer);
       await routing;
       // The heartbeat stops last: the instance is live while it drains, and its final beat counts what it finished.
       await Promise.all([...running.values()].map((c) => c.stop()));

@@ -148,3 +148,6 @@ export {
   watchConnection,
 } from "./connect.ts";
 export type { ConnectAsOptions, ConnectionWatch, JetStreamHealth } from "./connect.ts";
+
+// infra/ JSON files read against their schemas (the gateway's routes and upstreams, the loop guards)
+export { checkInfraDoc, infraDir, invalidFile, readInfraFile } from "./infra-file.ts";

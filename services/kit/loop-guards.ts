@@ -13,13 +13,13 @@
 // revision this process last wrote for the next ones — plus a read when another replica wrote in between;
 // none at all when the bound is 0 (off).
 import { hash } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { Ajv2020 } from "ajv/dist/2020.js";
 import { KvBucket, openMeshBucket } from "./buckets.ts";
-import { ConfigError, ErrorCode } from "./errors.ts";
+import { ErrorCode } from "./errors.ts";
+import { checkInfraDoc, infraDir, readInfraFile } from "./infra-file.ts";
+import { isWrongRevision } from "./jetstream-errors.ts";
 import { capabilityKeyPrefix } from "./kv-keys.ts";
 
 /** The bounds; 0 turns one off. */
@@ -32,30 +32,20 @@ export interface LoopGuards {
   readonly source: string;
 }
 
-const repoRoot = resolve(import.meta.dirname, "..", "..");
 /** The file the mesh's loop guards live in. */
-export const DEFAULT_LOOP_GUARDS_PATH = join(repoRoot, "infra", "loop-guards.json");
-const validate = new Ajv2020({ allErrors: true, strict: true }).compile(JSON.parse(readFileSync(join(repoRoot, "infra", "loop-guards.schema.json"), "utf8")) as object);
+export const DEFAULT_LOOP_GUARDS_PATH = join(infraDir, "loop-guards.json");
+const SCHEMA_FILE = "loop-guards.schema.json";
 
 /** Validates a loop-guards document against infra/loop-guards.schema.json; CW_ERR_CONFIG naming the JSON path. */
 export function parseLoopGuards(doc: unknown, source = "loop-guards.json"): LoopGuards {
-  if (!validate(doc)) {
-    const problems = (validate.errors ?? []).map((e) => `${e.instancePath || "(root)"}: ${e.message ?? "invalid"}`);
-    throw new ConfigError(ErrorCode.Config, `${source}: ${problems.join("; ")}`);
-  }
-  const { maxDepth, maxEventsPerCapability } = doc as { maxDepth: number; maxEventsPerCapability: number };
+  const { maxDepth, maxEventsPerCapability } = checkInfraDoc<{ maxDepth: number; maxEventsPerCapability: number }>(doc, SCHEMA_FILE, ErrorCode.Config, source);
   return Object.freeze({ maxDepth, maxEventsPerCapability, source });
 }
 
 /** Reads and validates the loop-guards file. */
 export function loadLoopGuards(path = DEFAULT_LOOP_GUARDS_PATH): LoopGuards {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(readFileSync(path, "utf8"));
-  } catch (err) {
-    throw new ConfigError(ErrorCode.Config, `cannot read loop guards ${path}: ${(err as Error).message}`, { cause: err });
-  }
-  return parseLoopGuards(doc, path);
+  const { maxDepth, maxEventsPerCapability } = readInfraFile<{ maxDepth: number; maxEventsPerCapability: number }>(path, SCHEMA_FILE, ErrorCode.Config);
+  return Object.freeze({ maxDepth, maxEventsPerCapability, source: path });
 }
 
 /** What {@link FlowCounter.admit} decided. */
@@ -108,8 +98,10 @@ export async function openFlowCounter(nc: NatsConnection, capability: string, ma
           const revision = current === undefined ? await kv.create(key, value) : await kv.update(key, value, current.revision);
           remember(key, { revision, ids });
           return { admitted: true, count: ids.length };
-        } catch {
-          // Someone wrote the key since (another replica, or an expired cache): decide on what is there now.
+        } catch (err) {
+          // Anything but a lost compare-and-set fails this delivery (the input is retried); a lost one means
+          // someone wrote the key since (another replica, or an expired cache): decide on what is there now.
+          if (!isWrongRevision(err)) throw err;
           // A deleted key (an operator reset the count) reads as none: kv.create writes over its marker.
           const entry = await kv.get(key);
           current = entry === null || entry.operation !== "PUT" ? undefined : { revision: entry.revision, ids: (entry.json() as { ids: string[] }).ids };

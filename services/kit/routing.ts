@@ -336,6 +336,9 @@ export interface Router {
   close(): Promise<void>;
 }
 
+/** Subjects whose parse a router keeps (a producer addresses a few capabilities and facts). */
+const MAX_ADDRESSED = 1_024;
+
 /** How long a producer waits for a table revision a flow carries but it has not seen yet. */
 const CATCH_UP_MS = 1_000;
 
@@ -343,6 +346,18 @@ const CATCH_UP_MS = 1_000;
 export async function startRouter(nc: NatsConnection, subjects: MeshSubjects, opts: { log: Logger; tables?: RouteTables }): Promise<Router> {
   const tables = opts.tables ?? (await watchRouteTables(nc, opts));
   const capHead = `${subjects.prefix}.cap.`;
+  // The capability a subject addresses, parsed once per subject (producers address a handful): null for a lane,
+  // a fact or anything else that is not a capability's plain subject.
+  const addressed = new Map<string, { capability: string; major: number } | null>();
+  const capabilityOf = (subject: string) => {
+    let found = addressed.get(subject);
+    if (found !== undefined) return found;
+    const rest = subject.startsWith(capHead) ? subject.slice(capHead.length) : "";
+    const dot = rest.indexOf(".");
+    found = dot < 0 || rest.indexOf(".", dot + 1) >= 0 ? null : { capability: rest.slice(0, dot), major: Number(rest.slice(dot + 2)) };
+    if (addressed.size < MAX_ADDRESSED) addressed.set(subject, found);
+    return found;
+  };
   // The versions that take work, per table (a table never changes: a change is a new table).
   const continuing = new WeakMap<RouteTable, ReadonlySet<string>>();
   const continuingOf = (t: RouteTable) => continuing.get(t) ?? continuing.set(t, continuingVersions(t)).get(t)!;
@@ -350,12 +365,9 @@ export async function startRouter(nc: NatsConnection, subjects: MeshSubjects, op
     tables,
     epoch: () => tables.revision(),
     route(subject, flow, epoch) {
-      if (!subject.startsWith(capHead)) return subject;
-      const rest = subject.slice(capHead.length);
-      const dot = rest.indexOf(".");
-      if (dot < 0 || rest.indexOf(".", dot + 1) >= 0) return subject; // already a lane, or not a capability's subject
-      const capability = rest.slice(0, dot);
-      const major = Number(rest.slice(dot + 2));
+      const target = capabilityOf(subject);
+      if (target === null) return subject;
+      const { capability, major } = target;
       const now = tables.get(capability, major);
       if (now === undefined) return subject;
       const decide = () => {

@@ -7,7 +7,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   ConfigError, DEFAULT_NATS_URL, ErrorCode, HEARTBEAT_MS, KvBucket, connectAs, controlRequest, defaultLayout, isCausewayError, listInstances, openMeshBucket,
-  type InstanceBeat, type RouteTable,
+  type ControlEndpoint, type InstanceBeat, type RouteTable,
 } from "../../kit/index.ts";
 import { health as healthEndpoint, rolloutStatus, type HealthReply, type RolloutStatusReply, type VersionHealth } from "../../coordinator/contract.ts";
 import { describeRouting } from "./rollout.ts";
@@ -64,14 +64,14 @@ export function byCapability(beats: readonly InstanceBeat[], health: HealthReply
   });
 }
 
-/** The coordinator's health figures, or null (and why on stderr) when it does not answer. */
-async function askHealth(nc: NatsConnection): Promise<HealthReply | null> {
+/** What the coordinator answers on `endpoint`, or null (and why on stderr, naming what is left out) when it does not. */
+async function askCoordinator<Req, Reply>(nc: NatsConnection, endpoint: ControlEndpoint<Req, Reply>, body: Req, leftOut: string): Promise<Reply | null> {
   try {
-    return await controlRequest(nc, healthEndpoint, {}, { timeout: HEALTH_TIMEOUT_MS });
+    return await controlRequest(nc, endpoint, body, { timeout: HEALTH_TIMEOUT_MS });
   } catch (err) {
     if (!isCausewayError(err)) throw err;
-    const why = err.code === ErrorCode.Unavailable ? "no coordinator answered" : "the coordinator refused the health request";
-    console.error(`causeway agents: ${why}: ${err.message} (${err.code}); the instances are listed without health figures`);
+    const why = err.code === ErrorCode.Unavailable ? "no coordinator answered" : `the coordinator refused the ${endpoint.name} request`;
+    console.error(`causeway agents: ${why}: ${err.message} (${err.code}); ${leftOut}`);
     return null;
   }
 }
@@ -92,9 +92,9 @@ export async function agents(args: string[]): Promise<number> {
   });
   try {
     const beats = await listInstances(await openMeshBucket(nc, KvBucket.Instances, "live agent instances"));
-    const health = await askHealth(nc);
+    const health = await askCoordinator(nc, healthEndpoint, {}, "the instances are listed without health figures");
     // The route tables come from the same coordinator: asked only when it answered.
-    const routing = health === null ? null : await controlRequest(nc, rolloutStatus, {}, { timeout: HEALTH_TIMEOUT_MS }).catch(() => null);
+    const routing = health === null ? null : await askCoordinator(nc, rolloutStatus, {}, "the capabilities are listed without their routing by version");
     const capabilities = byCapability(beats, health, routing);
     if (parsed.values.json) {
       console.log(JSON.stringify(capabilities, null, 2));

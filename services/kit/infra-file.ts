@@ -1,10 +1,11 @@
 // Reading an infra/ JSON file against its JSON Schema (the `$schema` next to it), with errors that name the
-// JSON path — the same shape of message as infra/principals.json's.
+// JSON path — the same shape of message as infra/principals.json's. The gateway's routes and upstreams and the
+// agents' loop guards are read through it.
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Ajv2020 } from "ajv/dist/2020.js";
-import type { ErrorObject } from "ajv/dist/2020.js";
-import { ConfigError, type ErrorCodeValue } from "../kit/index.ts";
+import type { ErrorObject, ValidateFunction } from "ajv/dist/2020.js";
+import { ConfigError, type ErrorCodeValue } from "./errors.ts";
 
 /** The repository's infra/ directory, where the schemas live. */
 export const infraDir = resolve(import.meta.dirname, "..", "..", "infra");
@@ -24,9 +25,20 @@ export function readInfraFile<T>(path: string, schemaFile: string, code: ErrorCo
       throw new ConfigError(code, `${p} is not valid JSON: ${(err as Error).message}`, { cause: err });
     }
   };
-  const doc = read(path);
-  const validate = new Ajv2020({ allErrors: true, strict: true }).compile(read(join(infraDir, schemaFile)) as object);
-  if (!validate(doc)) throw invalidFile(path, code, (validate.errors ?? []).map(describe));
+  return checkInfraDoc<T>(read(path), schemaFile, code, path);
+}
+
+/** Each schema of infra/, compiled once. */
+const validators = new Map<string, ValidateFunction>();
+
+/** Validates `doc` (read from `source`) against `infra/<schemaFile>`; ConfigError `code` names each failing path. */
+export function checkInfraDoc<T>(doc: unknown, schemaFile: string, code: ErrorCodeValue, source: string): T {
+  let validate = validators.get(schemaFile);
+  if (validate === undefined) {
+    validate = new Ajv2020({ allErrors: true, strict: true }).compile(JSON.parse(readFileSync(join(infraDir, schemaFile), "utf8")) as object);
+    validators.set(schemaFile, validate);
+  }
+  if (!validate(doc)) throw invalidFile(source, code, (validate.errors ?? []).map(describe));
   return doc as T;
 }
 
