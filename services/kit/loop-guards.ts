@@ -17,7 +17,7 @@ import { join } from "node:path";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { KvBucket, openMeshBucket } from "./buckets.ts";
-import { ErrorCode } from "./errors.ts";
+import { CausewayError, ErrorCode } from "./errors.ts";
 import { checkInfraDoc, infraDir, readInfraFile } from "./infra-file.ts";
 import { isWrongRevision } from "./jetstream-errors.ts";
 import { capabilityKeyPrefix } from "./kv-keys.ts";
@@ -108,7 +108,9 @@ export async function openFlowCounter(nc: NatsConnection, capability: string, ma
           if (current !== undefined) remember(key, current);
         }
       }
-      throw new Error(`the count of flow ${flow} for ${prefix} kept changing under ${ATTEMPTS} attempts`);
+      // Replicas racing on one flow's key: a contention that passes, retried shortly like any transient fault
+      // (CW_ERR_UNAVAILABLE), not after the consumer's long failure backoff.
+      throw new CausewayError(ErrorCode.Unavailable, `the count of flow ${flow} for ${prefix} kept changing under ${ATTEMPTS} attempts`);
     },
   };
 }
