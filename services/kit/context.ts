@@ -39,7 +39,53 @@ export const ContextExtension = {
    * flow's work in a capability to the same version (routing.ts).
    */
   RouteEpoch: "routeepoch",
+  /**
+   * The flow's priority (String, signed, inherited by every output): `critical`, `normal` or `background`; absent
+   * is `normal`. Set by the gateway from the upstream's policy (infra/upstreams.json); it chooses the priority
+   * lane the flow's work waits in (issue 16).
+   */
+  Priority: "priority",
+  /**
+   * The flow's budget (Integers as decimal strings, signed, inherited by every output; absent = unbounded): cost
+   * units, model tokens and handler runs ("steps") the whole flow may spend. Set by the gateway from the upstream's
+   * defaults and caps; the agent runtime checks them against the flow's ledger before a handler runs (budgets.ts).
+   */
+  BudgetCost: "budgetcost",
+  BudgetTokens: "budgettokens",
+  BudgetSteps: "budgetsteps",
+  /**
+   * What the handler run that produced this event spent (Integers as decimal strings, signed; not inherited): set
+   * by the runtime from what the handler reported, never by the handler's own extensions. Every output of one run
+   * carries the same figures; lineage counts each run once.
+   */
+  SpentCost: "spentcost",
+  SpentTokens: "spenttokens",
 } as const;
+
+/** The priorities a flow may have, highest first. */
+export const Priority = { Critical: "critical", Normal: "normal", Background: "background" } as const;
+export type PriorityValue = (typeof Priority)[keyof typeof Priority];
+export const PRIORITIES: readonly PriorityValue[] = Object.freeze([Priority.Critical, Priority.Normal, Priority.Background]);
+
+/** The flow's priority `event` carries: `normal` when absent; undefined when it is none of {@link PRIORITIES}. */
+export function priorityOf(event: Pick<CloudEvent, "extensions">): PriorityValue | undefined {
+  const v = event.extensions[ContextExtension.Priority];
+  if (v === undefined) return Priority.Normal;
+  return PRIORITIES.find((p) => p === v);
+}
+
+/** A flow's budget; an absent bound is unbounded. */
+export interface FlowBudget {
+  readonly cost?: number;
+  readonly tokens?: number;
+  readonly steps?: number;
+}
+
+/** What one handler run spent. */
+export interface Spend {
+  readonly cost: number;
+  readonly tokens: number;
+}
 
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 const ZERO_TRACE = "0".repeat(32);
@@ -148,7 +194,50 @@ export function isExpired(event: CloudEvent, now = Date.now()): boolean {
   }
 }
 
-const DEPTH = /^(0|[1-9][0-9]{0,15})$/;
+const COUNT = /^(0|[1-9][0-9]{0,15})$/;
+
+/**
+ * The non-negative integer extension `name` of `event`: absent when it is absent, undefined when it is anything but
+ * an integer from 0 to 2^53 − 1, as a number or its decimal string (-5, 1.5, "07", 2^60, "abc" are refused, never
+ * read as some other number).
+ */
+export function countExtension(event: Pick<CloudEvent, "extensions">, name: string): number | "absent" | undefined {
+  const v = event.extensions[name];
+  if (v === undefined) return "absent";
+  const n = typeof v === "number" ? v : typeof v === "string" && COUNT.test(v) ? Number(v) : NaN;
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
+/**
+ * The flow budget `event` carries ({} when it carries none); undefined when one of its bounds is malformed
+ * (see {@link countExtension}).
+ */
+export function budgetOf(event: Pick<CloudEvent, "extensions">): FlowBudget | undefined {
+  const cost = countExtension(event, ContextExtension.BudgetCost);
+  const tokens = countExtension(event, ContextExtension.BudgetTokens);
+  const steps = countExtension(event, ContextExtension.BudgetSteps);
+  if (cost === undefined || tokens === undefined || steps === undefined) return undefined;
+  return { ...(cost !== "absent" && { cost }), ...(tokens !== "absent" && { tokens }), ...(steps !== "absent" && { steps }) };
+}
+
+/** True when `budget` bounds anything. */
+export function isBounded(budget: FlowBudget): boolean {
+  return budget.cost !== undefined || budget.tokens !== undefined || budget.steps !== undefined;
+}
+
+/** What the run that produced `event` spent (zeros when it says nothing); undefined when malformed. */
+export function spentOf(event: Pick<CloudEvent, "extensions">): Spend | undefined {
+  const cost = countExtension(event, ContextExtension.SpentCost);
+  const tokens = countExtension(event, ContextExtension.SpentTokens);
+  if (cost === undefined || tokens === undefined) return undefined;
+  return { cost: cost === "absent" ? 0 : cost, tokens: tokens === "absent" ? 0 : tokens };
+}
+
+/** The context extensions every output inherits from its input, unchanged. */
+const INHERITED = [
+  ContextExtension.RouteEpoch, ContextExtension.ExpiryTime, ContextExtension.Priority,
+  ContextExtension.BudgetCost, ContextExtension.BudgetTokens, ContextExtension.BudgetSteps,
+] as const;
 
 /**
  * The causal depth `event` carries: 0 when absent (the gateway's root event), otherwise its `flowdepth` when that
@@ -157,10 +246,8 @@ const DEPTH = /^(0|[1-9][0-9]{0,15})$/;
  * as 0 would let a producer restart the count.
  */
 export function flowDepthOf(event: Pick<CloudEvent, "extensions">): number | undefined {
-  const v = event.extensions[ContextExtension.FlowDepth];
-  if (v === undefined) return 0;
-  const n = typeof v === "number" ? v : typeof v === "string" && DEPTH.test(v) ? Number(v) : NaN;
-  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+  const depth = countExtension(event, ContextExtension.FlowDepth);
+  return depth === "absent" ? 0 : depth;
 }
 
 /** An `expirytime` value `ms` milliseconds from `now`. */
@@ -179,6 +266,8 @@ export interface OutputSpec {
   extensions?: EventInit["extensions"];
   /** When handling of the input began (RFC 3339 with milliseconds); becomes the signed `startedat`. */
   startedAt?: string;
+  /** What the run spent; becomes the signed `spentcost` / `spenttokens` (omitted when both are 0). */
+  spent?: Spend;
 }
 
 /**
@@ -201,9 +290,20 @@ export function outputEventInit(input: CloudEvent, principal: string, index: num
     [ContextExtension.TraceParent]: childTraceparent(ext[ContextExtension.TraceParent]),
     [ContextExtension.FlowDepth]: String(depth + 1),
   };
-  if (ext[ContextExtension.RouteEpoch] !== undefined) extensions[ContextExtension.RouteEpoch] = String(ext[ContextExtension.RouteEpoch]);
   if (typeof ext[ContextExtension.TraceState] === "string") extensions[ContextExtension.TraceState] = ext[ContextExtension.TraceState];
-  if (ext[ContextExtension.ExpiryTime] !== undefined) extensions[ContextExtension.ExpiryTime] = ext[ContextExtension.ExpiryTime];
+  // Inherited as the input has them, and never as a handler set them: a handler cannot move its flow's budget,
+  // priority, routing or deadline, nor say what it spent.
+  for (const name of INHERITED) {
+    if (ext[name] !== undefined) extensions[name] = String(ext[name]);
+    else if (extensions[name] !== undefined) delete extensions[name];
+  }
+  if (spec.spent !== undefined && (spec.spent.cost > 0 || spec.spent.tokens > 0)) {
+    extensions[ContextExtension.SpentCost] = String(spec.spent.cost);
+    extensions[ContextExtension.SpentTokens] = String(spec.spent.tokens);
+  } else {
+    if (extensions[ContextExtension.SpentCost] !== undefined) delete extensions[ContextExtension.SpentCost];
+    if (extensions[ContextExtension.SpentTokens] !== undefined) delete extensions[ContextExtension.SpentTokens];
+  }
   return {
     id: deriveEventId(input, principal, index),
     source: principalSource(principal),

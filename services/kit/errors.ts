@@ -40,6 +40,11 @@ const ERRORS = {
   UndeclaredOutput: { code: "CW_ERR_UNDECLARED_OUTPUT", status: 500 },
   // A flow past its loop guards (quarantine reason: loop_detected)
   LoopDetected: { code: "CW_ERR_LOOP_DETECTED", status: 508 },
+  // Flow control (issue 16): a flow past its budget (quarantine reason: budget_exceeded); a tenant past its quota
+  // and a flow shed under backpressure (the gateway's 429s, with Retry-After)
+  BudgetExceeded: { code: "CW_ERR_BUDGET_EXCEEDED", status: 402 },
+  QuotaExceeded: { code: "CW_ERR_QUOTA_EXCEEDED", status: 429 },
+  Overloaded: { code: "CW_ERR_OVERLOADED", status: 429 },
   // The coordinator: critical handoffs, leases, approvals, quarantine operations, kill switches
   PolicyInvalid: { code: "CW_ERR_POLICY_INVALID", status: 500 },
   NoGrant: { code: "CW_ERR_NO_GRANT", status: 403 },
@@ -154,6 +159,8 @@ export const QuarantineReason = {
   ApprovalTimeout: "approval_timeout",
   /** A flow past its loop guards: too deep a causal chain, or too many events for one capability (loop-guards.ts). */
   LoopDetected: "loop_detected",
+  /** Work of a flow that would spend past the flow's budget (cost units, tokens or steps; budgets.ts). */
+  BudgetExceeded: "budget_exceeded",
 } as const;
 
 /** One of the quarantine reasons. */

@@ -27,10 +27,10 @@ export type { KeyResolver, SigningKey, VerificationKey } from "./keys.ts";
 
 // Context that flows from input to output: ids, correlation and causation, trace context, expiry
 export {
-  ContextExtension, childTraceparent, correlationIdOf, flowDepthOf, flowIdOf, deriveEventId, expiryIn, isExpired, newTraceparent, outputEventInit,
-  parseTraceparent, principalSource, uuidv7,
+  ContextExtension, PRIORITIES, Priority, budgetOf, childTraceparent, correlationIdOf, countExtension, flowDepthOf, flowIdOf, deriveEventId, expiryIn, isBounded,
+  isExpired, newTraceparent, outputEventInit, parseTraceparent, principalSource, priorityOf, spentOf, uuidv7,
 } from "./context.ts";
-export type { TraceParent } from "./context.ts";
+export type { FlowBudget, PriorityValue, Spend, TraceParent } from "./context.ts";
 
 // The live trust store: who may sign what, when, and address whom (KV causeway_trust)
 export { KEY_NOT_BEFORE_SKEW_MS, UPSTREAM_EXTENSION, emitsCover, encodeTrustRecord, formatTime, loadUpstreamSources, openTrustStore, storedMessage } from "./trust.ts";
