@@ -8,6 +8,7 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { MESH_BUCKETS, type BucketSpec, type KvBucketValue } from "./buckets.ts";
+import { Priority, type PriorityValue } from "./context.ts";
 import { ConfigError, ErrorCode } from "./errors.ts";
 import { DEFAULT_PRINCIPALS_PATH, capabilityDurable, isDerivedConsumer, laneDurable, loadPrincipals, parseFactRef, subscriptionDurable, type Principals, type RoleValue } from "./principals.ts";
 import {
@@ -90,10 +91,14 @@ export interface MeshLayout {
   stream(name: string): Readonly<StreamFileConfig>;
   /** The config of durable `name` on `stream`, from `streams/consumers/<stream>.<name>.json`; CW_ERR_CONFIG when there is no such file. */
   durable(stream: string, name: string): Readonly<ConsumerFileConfig>;
-  /** The shared consumer of a capability on MESH_CAP, from `capability.template.json`. CW_ERR_STREAM_CONFIG_INVALID for a bad token. */
-  capabilityConsumer(capability: string, major: number): Readonly<ConsumerFileConfig>;
-  /** The consumer of one lane of a routed capability (routing.ts): the capability's, on the lane's subject. */
-  laneConsumer(capability: string, major: number, lane: Lane): Readonly<ConsumerFileConfig>;
+  /**
+   * The shared consumer of a capability on MESH_CAP, from `capability.template.json`; for another priority than
+   * normal (issue 16) the same on the priority's subject, under the priority's durable name.
+   * CW_ERR_STREAM_CONFIG_INVALID for a bad token.
+   */
+  capabilityConsumer(capability: string, major: number, priority?: PriorityValue): Readonly<ConsumerFileConfig>;
+  /** The consumer of one lane of a routed capability (routing.ts): the capability's, on the lane's subject (and priority's, as above). */
+  laneConsumer(capability: string, major: number, lane: Lane, priority?: PriorityValue): Readonly<ConsumerFileConfig>;
   /**
    * The consumers of `principal`'s subscriptions (principals.json `subscribes`), one per fact on MESH_EVT, from
    * `subscription.template.json`, in declaration order with the fact each serves. Empty when it subscribes to nothing.
@@ -129,12 +134,20 @@ export function loadLayout(opts: LayoutOptions = {}): MeshLayout {
   const consumers = Object.freeze(defs.flatMap((d) => d.consumers));
   const byKey = new Map(consumers.map((c) => [`${c.stream}.${c.config.durable_name}`, c]));
 
-  const capabilityConsumer = (capability: string, major: number) => renderCapabilityConsumer(template, capability, major, prefix);
-  const laneConsumer = (capability: string, major: number, lane: Lane) => Object.freeze({
+  const capabilityConsumer = (capability: string, major: number, priority: PriorityValue = Priority.Normal) => {
+    const plain = renderCapabilityConsumer(template, capability, major, prefix);
+    return priority === Priority.Normal ? plain : Object.freeze({
+      ...plain,
+      durable_name: capabilityDurable(capability, major, priority),
+      description: `${plain.description ?? `Agents serving ${capability} v${major}`}: ${priority} work`,
+      filter_subject: subjectsFor(prefix).capability(capability, major, priority),
+    });
+  };
+  const laneConsumer = (capability: string, major: number, lane: Lane, priority: PriorityValue = Priority.Normal) => Object.freeze({
     ...capabilityConsumer(capability, major),
-    durable_name: laneDurable(capability, major, lane),
-    description: `Agents of one version of ${capability} v${major}, routed to lane ${lane} by the control plane`,
-    filter_subject: subjectsFor(prefix).lane(capability, major, lane),
+    durable_name: laneDurable(capability, major, lane, priority),
+    description: `Agents of one version of ${capability} v${major}, routed to lane ${lane} by the control plane${priority === Priority.Normal ? "" : `: ${priority} work`}`,
+    filter_subject: subjectsFor(prefix).lane(capability, major, lane, priority),
   });
 
   const principalOf = (principal: string) => {

@@ -11,7 +11,8 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import type { ErrorObject, ValidateFunction } from "ajv/dist/2020.js";
 import { ConfigError, ErrorCode } from "./errors.ts";
 import { KvBucket, type KvBucketValue } from "./buckets.ts";
-import { LANES, StreamName, type Lane } from "./subjects.ts";
+import { PRIORITIES, Priority, type PriorityValue } from "./context.ts";
+import { LANES, StreamName, priorityTail, type Lane } from "./subjects.ts";
 import type { StreamNameValue } from "./subjects.ts";
 
 /** The repository root (two levels above services/kit). */
@@ -129,14 +130,22 @@ const streamTokens: Record<StreamNameValue, string | undefined> = {
   [StreamName.Advisory]: undefined,
 };
 
-/** The shared durable consumer of a capability on MESH_CAP: `cap-<capability>-v<major>`. */
-export function capabilityDurable(capability: string, major: number): string {
-  return `cap-${capability}-v${major}`;
+/**
+ * The shared durable consumer of a capability on MESH_CAP: `cap-<capability>-v<major>`; for the work of another
+ * priority than normal (issue 16) `cap-<capability>-v<major>-<priority>`.
+ */
+export function capabilityDurable(capability: string, major: number, priority: PriorityValue = Priority.Normal): string {
+  return `cap-${capability}-v${major}${priorityDurableTail(priority)}`;
 }
 
-/** The durable of one lane of a routed capability (routing.ts): `cap-<capability>-v<major>-<lane>`. */
-export function laneDurable(capability: string, major: number, lane: Lane): string {
-  return `${capabilityDurable(capability, major)}-${lane}`;
+/** The durable of one lane of a routed capability (routing.ts): `cap-<capability>-v<major>-<lane>[-<priority>]`. */
+export function laneDurable(capability: string, major: number, lane: Lane, priority: PriorityValue = Priority.Normal): string {
+  return `cap-${capability}-v${major}-${lane}${priorityDurableTail(priority)}`;
+}
+
+/** What a priority adds to a durable's name: nothing for normal, `-<priority>` else (the subject's `.<priority>`). */
+function priorityDurableTail(priority: PriorityValue): string {
+  return priorityTail(priority).replace(".", "-");
 }
 
 /** A subscribed fact, `<type>.v<major>` split: `report.published` and 1. */
@@ -176,7 +185,8 @@ export function subscribersOf(principals: Principals, fact: FactRef): readonly P
  * signer was checked at the time the mesh received it; the forward's own stored time is later.
  */
 export function criticalForwardSubjects(principals: Principals): ReadonlySet<string> {
-  return new Set(Object.values(principals.capabilities).filter((c) => c.critical).map((c) => `${principals.prefix}.cap.${c.name}.v${c.major}`));
+  // One per priority: the forward goes to the subject of the event's own priority (issue 16).
+  return new Set(Object.values(principals.capabilities).filter((c) => c.critical).flatMap((c) => PRIORITIES.map((p) => `${principals.prefix}.cap.${c.name}.v${c.major}${priorityTail(p)}`)));
 }
 
 
@@ -222,11 +232,12 @@ export function parsePrincipals(doc: unknown, source = "principals.json"): Princ
       if (!cap) return []; // reported by checkSemantics
       // Agents ensure their own capability consumer, pinned to its filter (see permissionsFor), and the lanes'
       // consumers of the versions the control plane routes to (routing.ts), each pinned to its lane's subject.
+      // Each of them once per priority (issue 16): normal's are the plain ones, the others end in `-<priority>`.
       const subject = `${prefix}.cap.${cap.name}.v${cap.major}`;
-      return [
-        { stream: StreamName.Cap, durable: capabilityDurable(cap.name, cap.major), filter: subject, create: true },
-        ...LANES.map((lane) => ({ stream: StreamName.Cap, durable: laneDurable(cap.name, cap.major, lane), filter: `${subject}.${lane}`, create: true })),
-      ];
+      return PRIORITIES.flatMap((p) => [
+        { stream: StreamName.Cap, durable: capabilityDurable(cap.name, cap.major, p), filter: `${subject}${priorityTail(p)}`, create: true },
+        ...LANES.map((lane) => ({ stream: StreamName.Cap, durable: laneDurable(cap.name, cap.major, lane, p), filter: `${subject}.${lane}${priorityTail(p)}`, create: true })),
+      ]);
     });
     const subscribed: ConsumerSpec[] = (p.subscribes ?? []).flatMap((ref) => {
       const fact = parseFactRef(ref);
@@ -237,9 +248,9 @@ export function parsePrincipals(doc: unknown, source = "principals.json"): Princ
     const declared: ConsumerSpec[] = (p.consumes ?? []).map((c) => ({ stream: c.stream, durable: c.durable, filter: c.filter, create: c.create ?? false }));
     // The coordinator makes every lane's durable before a rollout routes to it, and hands over what waits on the
     // lane of a version with no live instance (coordinator/rollout.ts): it consumes each lane, pinned to it.
-    const lanes: ConsumerSpec[] = p.role !== Role.Coordinator ? [] : Object.values(capabilities).flatMap((cap) => LANES.map((lane) => ({
-      stream: StreamName.Cap, durable: laneDurable(cap.name, cap.major, lane), filter: `${prefix}.cap.${cap.name}.v${cap.major}.${lane}`, create: true,
-    })));
+    const lanes: ConsumerSpec[] = p.role !== Role.Coordinator ? [] : Object.values(capabilities).flatMap((cap) => LANES.flatMap((lane) => PRIORITIES.map((pr) => ({
+      stream: StreamName.Cap, durable: laneDurable(cap.name, cap.major, lane, pr), filter: `${prefix}.cap.${cap.name}.v${cap.major}.${lane}${priorityTail(pr)}`, create: true,
+    }))));
     principals[name] = deepFreeze({
       name,
       role: p.role,

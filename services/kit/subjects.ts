@@ -2,6 +2,7 @@
 // that turns any subject into a typed value or a precise error. Parsing runs on every message, so the work
 // that depends only on the prefix (validating it, the "<prefix>." string to match) is done once per prefix
 // and cached in a frozen `MeshSubjects` object.
+import { PRIORITIES, Priority, type PriorityValue } from "./context.ts";
 import { ErrorCode, SubjectError } from "./errors.ts";
 
 /** The default subject prefix. */
@@ -60,6 +61,17 @@ export const LANES = Object.freeze(["l1", "l2", "l3", "l4"] as const);
 export type Lane = (typeof LANES)[number];
 const LANE_RULE = `one of ${LANES.join(", ")}`;
 const lanePattern = /^l[1-4]$/;
+/**
+ * The priorities that have their own subjects and durables (issue 16): every one of PRIORITIES but `normal`, whose
+ * work stays on the capability's plain subject and lanes. `<…>.v<major>[.<lane>].<priority>`.
+ */
+export const PRIORITY_TOKENS: readonly PriorityValue[] = Object.freeze(PRIORITIES.filter((p) => p !== Priority.Normal));
+const PRIORITY_RULE = `one of ${PRIORITY_TOKENS.join(", ")} (normal has no token)`;
+const isPriorityToken = (t: string): t is PriorityValue => (PRIORITY_TOKENS as readonly string[]).includes(t);
+/** The token a priority adds to a capability subject: "" for normal, `.<priority>` else. */
+export function priorityTail(priority: PriorityValue): string {
+  return priority === Priority.Normal ? "" : `.${priority}`;
+}
 // `v` then a non-negative integer without leading zeros, so parse → build gives back the same subject.
 const majorPattern = /^v(0|[1-9][0-9]*)$/;
 
@@ -67,9 +79,10 @@ const majorPattern = /^v(0|[1-9][0-9]*)$/;
 export interface IngestSubject { kind: "ingest"; prefix: string; source: string; rest: readonly string[] }
 /**
  * `<prefix>.cap.<capability>.v<major>`: work addressed to a capability; `….<lane>` when the control plane routes
- * the capability by version (routing.ts): the lane one implementation version consumes.
+ * the capability by version (routing.ts): the lane one implementation version consumes; and `….<priority>` last
+ * for work of a flow whose priority is not normal (issue 16): `critical` or `background`.
  */
-export interface CapSubject { kind: "cap"; prefix: string; capability: string; major: number; lane?: string }
+export interface CapSubject { kind: "cap"; prefix: string; capability: string; major: number; lane?: string; priority?: PriorityValue }
 /** `<prefix>.handoff.<capability>.v<major>`: work for a critical capability, held by the coordinator. */
 export interface HandoffSubject { kind: "handoff"; prefix: string; capability: string; major: number }
 /**
@@ -101,9 +114,10 @@ export type ParsedSubject =
 export interface MeshSubjects {
   readonly prefix: string;
   ingest(source: string, ...rest: string[]): string;
-  capability(capability: string, major: number): string;
-  /** `<prefix>.cap.<capability>.v<major>.<lane>`: the capability's work routed to one version's lane. */
-  lane(capability: string, major: number, lane: Lane): string;
+  /** `<prefix>.cap.<capability>.v<major>`, and `.<priority>` after it for a priority other than normal. */
+  capability(capability: string, major: number, priority?: PriorityValue): string;
+  /** `<prefix>.cap.<capability>.v<major>.<lane>`: the capability's work routed to one version's lane (`.<priority>` after it as above). */
+  lane(capability: string, major: number, lane: Lane, priority?: PriorityValue): string;
   handoff(capability: string, major: number): string;
   /** `<prefix>.evt.<type>.v<major>`: where facts of `type` (dataschema major `major`) are published. */
   event(type: string, major: number): string;
@@ -150,13 +164,19 @@ function createMeshSubjects(prefix: string): MeshSubjects {
       case SubjectToken.Ingest:
         if (t.length < 3) throw subjectError(subject, `ingest subjects have at least ${3 + prefixTokens} tokens: ${prefix}.ingest.<source>.<token>…`);
         return { kind: "ingest", prefix, source: t[1]!, rest: t.slice(2) };
-      case SubjectToken.Cap:
-        if (t.length === 4) {
-          if (!lanePattern.test(t[3]!)) throw subjectError(subject, `"${t[3]}" is no lane (${LANE_RULE})`);
-          return { kind: "cap", prefix, capability: t[1]!, major: majorOf(subject, t[2]!), lane: t[3]! };
-        }
-        count(3, "cap.<capability>.v<major>[.<lane>]");
-        return { kind: "cap", prefix, capability: t[1]!, major: majorOf(subject, t[2]!) };
+      case SubjectToken.Cap: {
+        // cap.<capability>.v<major>[.<lane>][.<priority>]
+        const last = t.at(-1)!;
+        const priority = t.length > 3 && isPriorityToken(last) ? last : Priority.Normal;
+        const n = priority === Priority.Normal ? t.length : t.length - 1;
+        if (n === 4 && !lanePattern.test(t[3]!)) throw subjectError(subject, `"${t[3]}" is no lane (${LANE_RULE}) nor priority (${PRIORITY_RULE})`);
+        if (n !== 3 && n !== 4) count(3, "cap.<capability>.v<major>[.<lane>][.<priority>]");
+        // Normal work has no token, and no `priority` here (as a plain capability subject has no `lane`).
+        const parsed: CapSubject = { kind: "cap", prefix, capability: t[1]!, major: majorOf(subject, t[2]!) };
+        if (n === 4) parsed.lane = t[3]!;
+        if (priority !== Priority.Normal) parsed.priority = priority;
+        return parsed;
+      }
       case SubjectToken.Handoff: {
         count(3, `${t[0]}.<capability>.v<major>`);
         return { kind: t[0], prefix, capability: t[1]!, major: majorOf(subject, t[2]!) };
@@ -189,12 +209,12 @@ function createMeshSubjects(prefix: string): MeshSubjects {
       for (const token of rest) checkToken("ingest", token);
       return `${head}ingest.${source}.${rest.join(".")}`;
     },
-    capability(capability: string, major: number) {
-      return `${head}cap.${checkToken("capability", capability)}.v${checkMajor(major)}`;
+    capability(capability: string, major: number, priority: PriorityValue = Priority.Normal) {
+      return `${head}cap.${checkToken("capability", capability)}.v${checkMajor(major)}${checkPriority(priority)}`;
     },
-    lane(capability: string, major: number, lane: Lane) {
+    lane(capability: string, major: number, lane: Lane, priority: PriorityValue = Priority.Normal) {
       if (!lanePattern.test(lane)) throw new SubjectError(ErrorCode.InvalidToken, `"${String(lane)}" is no lane (${LANE_RULE})`);
-      return `${head}cap.${checkToken("capability", capability)}.v${checkMajor(major)}.${lane}`;
+      return `${head}cap.${checkToken("capability", capability)}.v${checkMajor(major)}.${lane}${checkPriority(priority)}`;
     },
     handoff(capability: string, major: number) {
       return `${head}handoff.${checkToken("capability", capability)}.v${checkMajor(major)}`;
@@ -287,6 +307,11 @@ export function streamFor<S extends ParsedSubject>(subject: S): (typeof streamBy
 function checkToken(what: string, token: unknown): string {
   if (typeof token !== "string" || !tokenPattern.test(token)) throw tokenError(what, token);
   return token;
+}
+
+function checkPriority(priority: unknown): string {
+  if (!(PRIORITIES as readonly unknown[]).includes(priority)) throw new SubjectError(ErrorCode.InvalidToken, `"${String(priority)}" is no priority (${PRIORITIES.join(", ")})`);
+  return priorityTail(priority as PriorityValue);
 }
 
 function majorOf(subject: string, token: string): number {

@@ -18,7 +18,7 @@ function build(p: ParsedSubject): string {
   const s = subjectsFor(p.prefix);
   switch (p.kind) {
     case "ingest": return s.ingest(p.source, ...p.rest);
-    case "cap": return p.lane === undefined ? s.capability(p.capability, p.major) : s.lane(p.capability, p.major, p.lane as Lane);
+    case "cap": return p.lane === undefined ? s.capability(p.capability, p.major, p.priority) : s.lane(p.capability, p.major, p.lane as Lane, p.priority);
     case "handoff": return s.handoff(p.capability, p.major);
     case "evt": return s.event(p.type, p.major);
     case "decision": return s.decision(p.decision);
@@ -31,6 +31,8 @@ function build(p: ParsedSubject): string {
 const examples: [string, ParsedSubject, string | undefined][] = [
   [capabilitySubject("research", 1), { kind: "cap", prefix: "mesh", capability: "research", major: 1 }, StreamName.Cap],
   [subjectsFor().lane("research", 1, "l2"), { kind: "cap", prefix: "mesh", capability: "research", major: 1, lane: "l2" }, StreamName.Cap],
+  [subjectsFor().capability("research", 1, "critical"), { kind: "cap", prefix: "mesh", capability: "research", major: 1, priority: "critical" }, StreamName.Cap],
+  [subjectsFor().lane("research", 1, "l2", "background"), { kind: "cap", prefix: "mesh", capability: "research", major: 1, lane: "l2", priority: "background" }, StreamName.Cap],
   [handoffSubject("publish_report", 0), { kind: "handoff", prefix: "mesh", capability: "publish_report", major: 0 }, StreamName.Handoff],
   [eventSubject("report.published", 1), { kind: "evt", prefix: "mesh", type: "report.published", major: 1 }, StreamName.Evt],
   [eventSubject("audit", 0), { kind: "evt", prefix: "mesh", type: "audit", major: 0 }, StreamName.Evt],
@@ -47,6 +49,8 @@ test("subjects - builders follow the subject grammar", () => {
     [
       "mesh.cap.research.v1",
       "mesh.cap.research.v1.l2",
+      "mesh.cap.research.v1.critical",
+      "mesh.cap.research.v1.l2.background",
       "mesh.handoff.publish_report.v0",
       "mesh.evt.report.published.v1",
       "mesh.evt.audit.v0",
@@ -117,6 +121,9 @@ test("subjects - parse rejects each class of invalid subject", () => {
     ["too few tokens", "mesh.cap.research", "tokens"],
     ["too many tokens", "mesh.cap.research.v1.l1.extra", "tokens"],
     ["a fourth cap token that is no lane", "mesh.cap.research.v1.extra", "is no lane (one of l1, l2, l3, l4)"],
+    ["normal priority has no token", "mesh.cap.research.v1.normal", "nor priority (one of critical, background (normal has no token))"],
+    ["the priority before the lane", "mesh.cap.research.v1.critical.l1", "tokens"],
+    ["two priorities", "mesh.cap.research.v1.l1.critical.background", "tokens"],
     ["handoff with a lane", "mesh.handoff.publish.v1.l1", "tokens"],
     ["evt too few", "mesh.evt.report", "tokens"],
     ["decision too many", "mesh.decision.grant.x", "tokens"],

@@ -5,7 +5,8 @@ import { createHash } from "node:crypto";
 import { KvBucket, type KvBucketValue } from "../buckets.ts";
 import { Role, getPrincipal, type AccountValue, type PrincipalSpec, type Principals, type RoleValue } from "../principals.ts";
 import { GATEWAY_MARK_PREFIX, capabilityKeyPrefix } from "../kv-keys.ts";
-import { LANES, StreamName, inboxPrefix } from "../subjects.ts";
+import { PRIORITIES } from "../context.ts";
+import { LANES, StreamName, inboxPrefix, priorityTail } from "../subjects.ts";
 
 /** One allowed subject and why the principal needs it. */
 export interface Grant {
@@ -121,11 +122,13 @@ function baseGrants(principals: Principals, name: string, opts: PermissionOption
   for (const ref of spec.role === Role.Upstream ? [] : spec.addresses) {
     const cap = principals.capabilities[ref]!;
     if (cap.critical) pub.add(`${prefix}.handoff.${cap.name}.v${cap.major}`, `addresses critical capability ${ref}: held by the coordinator until granted`);
-    else pub.add(`${prefix}.cap.${cap.name}.v${cap.major}`, `addresses capability ${ref}`);
+    else for (const p of PRIORITIES) pub.add(`${prefix}.cap.${cap.name}.v${cap.major}${priorityTail(p)}`, `addresses capability ${ref} (${p} work)`);
   }
-  // Version routing (routing.ts): whoever sends a capability work routes it by the tables, onto its lanes.
+  // Version routing (routing.ts): whoever sends a capability work routes it by the tables, onto its lanes — each
+  // lane once per priority (issue 16). Which priority subject an event may arrive on is the consumer's check: its
+  // signed priority must be the subject's (agent.ts), so a subject of its own priority is all a producer gains.
   for (const cap of sendsWorkTo(principals, spec)) {
-    for (const lane of LANES) pub.add(`${prefix}.cap.${cap.name}.v${cap.major}.${lane}`, `sends ${cap.ref} work routed by version (lane ${lane})`);
+    for (const lane of LANES) for (const p of PRIORITIES) pub.add(`${prefix}.cap.${cap.name}.v${cap.major}.${lane}${priorityTail(p)}`, `sends ${cap.ref} work routed by version (lane ${lane}, ${p} work)`);
   }
 
   for (const ref of spec.serves) {
@@ -136,7 +139,7 @@ function baseGrants(principals: Principals, name: string, opts: PermissionOption
 
   if (spec.role === Role.Coordinator) {
     for (const cap of Object.values(principals.capabilities).filter((c) => c.critical)) {
-      pub.add(`${prefix}.cap.${cap.name}.v${cap.major}`, `forwards granted work to critical capability ${cap.ref}: nobody else may publish here`);
+      for (const p of PRIORITIES) pub.add(`${prefix}.cap.${cap.name}.v${cap.major}${priorityTail(p)}`, `forwards granted ${p} work to critical capability ${cap.ref}: nobody else may publish here`);
     }
     // Kill switches pause the consumers of a capability, an agent or the whole mesh, and report their state.
     for (const stream of [StreamName.Cap, StreamName.Handoff, StreamName.Evt]) {
