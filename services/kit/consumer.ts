@@ -4,6 +4,14 @@
 // started, and reports — once, on `lost` — when consumption ended without stop(): the consumer or its stream
 // was deleted, pulling failed, or the connection closed. The process then exits non-zero with that reason
 // (kit `untilStop`), and its supervisor restarts it.
+//
+// One runtime may serve several durables of a stream under its one concurrency limit (issue 16, priority lanes:
+// an agent's critical, normal and background durables of a capability). Each durable is pulled on its own; the
+// next message to run is picked among the durables that have one waiting by weight — stride scheduling: each
+// durable advances by 1/weight per message it is given, the one furthest behind goes next — with aging: the
+// message at the head of a durable gains weight the longer it has waited since the stream stored it, reaching
+// the highest weight after `agingMs`, so under sustained load of the heaviest durable the others still get a
+// share that grows with their wait. A durable that was idle comes back at the current pass (no credit for idling).
 import { jetstream, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
@@ -11,12 +19,24 @@ import { jetStreamHealth } from "./connect.ts";
 import { CausewayError, ErrorCode, NotReadyError } from "./errors.ts";
 import { isNotReady, isTransient, transientRetryDelayMs } from "./transient.ts";
 
+/** One of several durables served together, with its weight (read at every pick: a live file may change it). */
+export interface WeightedDurable {
+  readonly durable: string;
+  /** A positive number; the shares of the durables with work waiting are proportional to their weights. */
+  readonly weight: () => number;
+}
+
 /** How a consumer handles its messages. */
 export interface ConsumeOptions {
   /** The stream and the durable pull consumer on it (which must exist: operator tooling creates it). */
   readonly stream: string;
-  readonly durable: string;
-  /** Most handlers running at once; also the most messages pulled ahead. */
+  /** The durable; or several, sharing `concurrency`, served by weight with aging (see above). */
+  readonly durable: string | readonly WeightedDurable[];
+  /**
+   * Most handlers running at once. One durable: also the most messages pulled ahead. Several: each durable has at
+   * most this many ahead of the handlers — half in the client's pull buffer, half in the runtime's queue, where
+   * they are kept alive with working() while they wait, so none outlives its ack_wait there.
+   */
   readonly concurrency: number;
   /**
    * Handles one message and settles it (ack, nak, term). A handler that throws leaves its message to the
@@ -29,12 +49,19 @@ export interface ConsumeOptions {
   readonly retryDelayMs?: number;
   /** How long a pull waits; a deleted consumer or stream, or a consumer whose leader moved, is noticed within two of it. Default 2000 ms. */
   readonly expiresMs?: number;
+  /**
+   * Several durables: how long a waiting message takes to reach the highest weight (since the stream stored it);
+   * read at every pick. Default (or ≤ 0): no aging.
+   */
+  readonly agingMs?: () => number;
 }
 
 /** A running durable consumer. */
 export interface DurableConsumer extends AsyncDisposable {
-  /** The consumer's name, as in `nats consumer ls <stream>`. */
+  /** The consumer's name, as in `nats consumer ls <stream>` (several: the first). */
   readonly durable: string;
+  /** Every durable it serves. */
+  readonly durables: readonly string[];
   /** Handlers running now. */
   readonly inFlight: number;
   /**
@@ -51,48 +78,111 @@ export interface DurableConsumer extends AsyncDisposable {
 
 const DEFAULT_RETRY_MS = 1_000;
 const DEFAULT_EXPIRES_MS = 2_000;
+const ONE = () => 1;
+const NO_AGING = () => 0;
 
-/** Starts consuming `opts.durable` on `opts.stream`; fails fast when the consumer does not exist. */
+/** One durable being pulled: its messages waiting for a slot, and its place in the weighted order. */
+interface Source {
+  readonly durable: string;
+  readonly weight: () => number;
+  messages: ConsumerMessages;
+  readonly queue: JsMsg[];
+  /** Its pass: how far it has been served, in 1/weight steps (stride scheduling). */
+  pass: number;
+  /** Wakes its pump, which waits while its queue is full. */
+  wake: (() => void) | undefined;
+}
+
+/** Starts consuming `opts.durable` on `opts.stream`; fails fast when a consumer does not exist. */
 export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): Promise<DurableConsumer> {
-  const { stream, durable, concurrency, handler, log } = opts;
+  const { stream, concurrency, handler, log } = opts;
+  const list: readonly WeightedDurable[] = typeof opts.durable === "string" ? [{ durable: opts.durable, weight: ONE }] : opts.durable;
+  const durable = list.map((d) => d.durable).join(", ");
+  if (list.length === 0) throw new CausewayError(ErrorCode.Config, `consumer on ${stream}: no durable to consume`);
   if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
     throw new CausewayError(ErrorCode.Config, `consumer ${durable} on ${stream}: concurrency ${concurrency} must be a positive integer`);
   }
   const retryMs = opts.retryDelayMs ?? DEFAULT_RETRY_MS;
-  const consumer = await jetstream(nc).consumers.get(stream, durable).catch((err: unknown) => {
-    // Missing (or JetStream not answering): a starting service waits for it (kit isNotReady); anything else is refused as it is.
-    const Missing = isNotReady(err) ? NotReadyError : CausewayError;
-    throw new Missing(ErrorCode.Config, `consumer ${durable} on ${stream} is missing (${(err as Error).message}): create it with \`causeway streams apply\``, { cause: err });
-  });
-  // abort_on_missing_resource: a deleted consumer or stream ends the iterator (reported on `lost`) instead of
-  // being retried forever in silence.
-  const messages: ConsumerMessages = await consumer.consume({ max_messages: concurrency, expires: opts.expiresMs ?? DEFAULT_EXPIRES_MS, abort_on_missing_resource: true });
-  // Messages and the server's idle heartbeats show the consumer's leader answers; missed heartbeats and pulls
-  // nobody answers feed the connection's JetStream failover (kit jetStreamHealth).
-  const health = jetStreamHealth(nc, `consumer ${durable}`);
-  void (async () => {
-    for await (const s of messages.status()) {
-      if (s.type === "heartbeat") health.answered();
-      else if (s.type === "heartbeats_missed" || s.type === "no_responders") health.silent(performance.now());
+  const agingMs = opts.agingMs ?? NO_AGING;
+  const several = list.length > 1;
+  // One durable: the client pulls `concurrency` ahead and the runtime holds one for the next free slot (as ever).
+  // Several: per durable half in the client's buffer and half in the runtime's queue, where the pick sees them.
+  const prefetch = several ? Math.max(1, Math.ceil(concurrency / 2)) : concurrency;
+  const queueCap = several ? Math.max(1, concurrency - prefetch) : 1;
+  const js = jetstream(nc);
+  const sources: Source[] = [];
+  let ackWaitMs = Infinity;
+  try {
+    for (const d of list) {
+      const consumer = await js.consumers.get(stream, d.durable).catch((err: unknown) => {
+        // Missing (or JetStream not answering): a starting service waits for it (kit isNotReady); anything else is refused as it is.
+        const Missing = isNotReady(err) ? NotReadyError : CausewayError;
+        throw new Missing(ErrorCode.Config, `consumer ${d.durable} on ${stream} is missing (${(err as Error).message}): create it with \`causeway streams apply\``, { cause: err });
+      });
+      if (several) ackWaitMs = Math.min(ackWaitMs, ((await consumer.info(true)).config.ack_wait ?? 30e9) / 1e6);
+      // abort_on_missing_resource: a deleted consumer or stream ends the iterator (reported on `lost`) instead of
+      // being retried forever in silence.
+      const messages = await consumer.consume({ max_messages: prefetch, expires: opts.expiresMs ?? DEFAULT_EXPIRES_MS, abort_on_missing_resource: true });
+      sources.push({ durable: d.durable, weight: d.weight, messages, queue: [], pass: 0, wake: undefined });
     }
-  })().catch(() => undefined); // the notifications end with the consumer
+  } catch (err) {
+    await Promise.all(sources.map((s) => s.messages.close().catch(() => undefined)));
+    throw err;
+  }
 
   let stopping = false;
   let running = 0;
-  // At the limit the loop waits for one slot: a counter and one waiter, O(1) per message.
-  let slotFree: (() => void) | undefined;
   const idle: (() => void)[] = [];
+  /** The pass of the last message given a slot: where a durable coming back from idle starts. */
+  let now = 0;
+
+  /** The durable whose head message runs next: the one furthest behind (its pass), the heavier on a tie. */
+  const pick = (): Source | undefined => {
+    if (!several) return sources[0]!.queue.length > 0 ? sources[0] : undefined;
+    let top = 0;
+    for (const s of sources) top = Math.max(top, s.weight());
+    const aging = agingMs();
+    const at = Date.now();
+    let best: Source | undefined, bestWeight = 0;
+    for (const s of sources) {
+      const head = s.queue[0];
+      if (head === undefined) continue;
+      const w = s.weight();
+      // Aging: from its own weight towards the highest as the head waits since it was stored, reached at agingMs.
+      const waited = aging > 0 ? Math.max(0, at - head.info.timestampNanos / 1e6) : 0;
+      const weight = aging > 0 ? w + (top - w) * Math.min(1, waited / aging) : w;
+      if (best === undefined || s.pass < best.pass || (s.pass === best.pass && weight > bestWeight)) {
+        best = s;
+        bestWeight = weight;
+      }
+    }
+    if (best !== undefined) {
+      now = best.pass;
+      best.pass += 1 / Math.max(bestWeight, Number.MIN_VALUE);
+    }
+    return best;
+  };
+  /** Gives free slots to waiting messages, by weight. */
+  const dispatch = () => {
+    while (running < concurrency && !stopping) {
+      const s = pick();
+      if (s === undefined) return;
+      const msg = s.queue.shift()!;
+      const wake = s.wake;
+      s.wake = undefined;
+      wake?.();
+      start(msg);
+    }
+  };
   const finished = () => {
     running--;
-    const wake = slotFree;
-    slotFree = undefined;
-    wake?.();
+    dispatch();
     if (running === 0) for (const resolve of idle.splice(0)) resolve();
   };
   const failed = (msg: JsMsg, err: unknown) => {
     // A broker fault that passes by itself is retried shortly (kit isTransient); anything else after retryMs.
     const delay = isTransient(err) ? transientRetryDelayMs(msg.info.deliveryCount) : retryMs;
-    log.error({ err, stream, consumer: durable, seq: msg.info.streamSequence, retryInMs: delay }, "handler failed; the message is redelivered");
+    log.error({ err, stream, consumer: msg.info.consumer, seq: msg.info.streamSequence, retryInMs: delay }, "handler failed; the message is redelivered");
     try {
       msg.nak(delay);
     } catch {
@@ -116,45 +206,69 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
     });
   };
 
-  const loop = (async () => {
-    for await (const msg of messages) {
+  /** Moves one durable's messages into its queue, at most `queueCap` of them, and offers them to free slots. */
+  const pump = async (s: Source) => {
+    // Messages and the server's idle heartbeats show the consumer's leader answers; missed heartbeats and pulls
+    // nobody answers feed the connection's JetStream failover (kit jetStreamHealth).
+    const health = jetStreamHealth(nc, `consumer ${s.durable}`);
+    void (async () => {
+      for await (const st of s.messages.status()) {
+        if (st.type === "heartbeat") health.answered();
+        else if (st.type === "heartbeats_missed" || st.type === "no_responders") health.silent(performance.now());
+      }
+    })().catch(() => undefined); // the notifications end with the consumer
+    for await (const msg of s.messages) {
       health.answered();
-      if (running >= concurrency) await new Promise<void>((resolve) => { slotFree = resolve; });
       if (stopping) {
         msg.nak(); // fetched, never started: back to the stream now, for a replica that is still running
         continue;
       }
-      start(msg);
+      if (several && s.queue.length === 0) s.pass = Math.max(s.pass, now); // no credit for the time it was idle
+      s.queue.push(msg);
+      dispatch();
+      if (s.queue.length >= queueCap && !stopping) await new Promise<void>((resolve) => { s.wake = resolve; });
     }
-  })();
+  };
+
+  // Several durables: what waits in the queues is kept alive (its ack_wait restarted) while it waits.
+  const keepAlive = several && Number.isFinite(ackWaitMs) ? setInterval(() => {
+    for (const s of sources) for (const msg of s.queue) msg.working();
+  }, Math.max(100, ackWaitMs / 3)) : undefined;
+  keepAlive?.unref();
 
   let markLost: (err: CausewayError) => void = () => undefined;
   const lost = new Promise<CausewayError>((resolve) => { markLost = resolve; });
   // Awaited here, so a failing loop is never an unhandled rejection.
-  const ended = loop.then(() => undefined, (err: unknown) => err);
-  void ended.then((err) => {
+  const ends = sources.map((s) => pump(s).then(() => undefined, (err: unknown) => err).then((err) => {
     if (stopping) return;
     const closed = nc.isClosed();
     const why = err === undefined ? "its message iterator ended" : err instanceof Error ? err.message : String(err);
     const reason = closed
-      ? new CausewayError(ErrorCode.Unavailable, `consumer ${durable} on ${stream}: the NATS connection closed`, { cause: err })
-      : new CausewayError(ErrorCode.Config, `consumer ${durable} on ${stream} ended (${why}): was it or its stream deleted? Started again, the service needs it back (\`causeway streams apply\`)`, { cause: err });
+      ? new CausewayError(ErrorCode.Unavailable, `consumer ${s.durable} on ${stream}: the NATS connection closed`, { cause: err })
+      : new CausewayError(ErrorCode.Config, `consumer ${s.durable} on ${stream} ended (${why}): was it or its stream deleted? Started again, the service needs it back (\`causeway streams apply\`)`, { cause: err });
     log.error({ err: reason }, "consumption ended");
     markLost(reason);
-  });
+  }));
 
   let stopped: Promise<void> | undefined;
   const stop = () => (stopped ??= (async () => {
     stopping = true;
-    slotFree?.(); // a message held for a slot is nak'ed now rather than started
-    slotFree = undefined;
-    await messages.close().catch(() => undefined);
-    await ended;
+    clearInterval(keepAlive);
+    for (const s of sources) {
+      // What waits for a slot is nak'ed now rather than started.
+      for (const msg of s.queue.splice(0)) msg.nak();
+      const wake = s.wake;
+      s.wake = undefined;
+      wake?.();
+    }
+    await Promise.all(sources.map((s) => s.messages.close().catch(() => undefined)));
+    await Promise.all(ends);
     if (running > 0) await new Promise<void>((resolve) => idle.push(resolve));
   })());
 
   return {
-    durable,
+    durable: list[0]!.durable,
+    durables: Object.freeze(list.map((d) => d.durable)),
     get inFlight() { return running; },
     lost,
     stop,

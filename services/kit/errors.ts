@@ -40,6 +40,10 @@ const ERRORS = {
   UndeclaredOutput: { code: "CW_ERR_UNDECLARED_OUTPUT", status: 500 },
   // A flow past its loop guards (quarantine reason: loop_detected)
   LoopDetected: { code: "CW_ERR_LOOP_DETECTED", status: 508 },
+  // Priority lanes (issue 16): an input whose signed priority is not the one of the subject it arrived on
+  // (quarantine reason: policy_denied); infra/priorities.json failing its schema
+  PriorityMismatch: { code: "CW_ERR_PRIORITY_MISMATCH", status: 403 },
+  PrioritiesInvalid: { code: "CW_ERR_PRIORITIES_INVALID", status: 500 },
   // Flow control (issue 16): a flow past its budget (quarantine reason: budget_exceeded); a tenant past its quota
   // and a flow shed under backpressure (the gateway's 429s, with Retry-After)
   BudgetExceeded: { code: "CW_ERR_BUDGET_EXCEEDED", status: 402 },

@@ -28,12 +28,12 @@ import { createHash } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { KvBucket, MESH_BUCKETS, STREAMS_APPLY } from "./buckets.ts";
-import { ContextExtension } from "./context.ts";
+import { ContextExtension, PRIORITIES, Priority, type PriorityValue } from "./context.ts";
 import { ConfigError, ErrorCode, type CausewayError } from "./errors.ts";
 import type { CloudEvent } from "./event.ts";
 import { capabilityKeyPrefix } from "./kv-keys.ts";
 import { followBucket, type Following } from "./kv-follow.ts";
-import { LANES, type Lane, type MeshSubjects } from "./subjects.ts";
+import { LANES, priorityTail, type Lane, type MeshSubjects } from "./subjects.ts";
 
 /** A version that still has a lane but takes no new flows: it finishes what it holds. */
 export interface RetiringVersion {
@@ -328,8 +328,10 @@ export interface Router {
    * capability is routed, else the lane of the version the flow goes to — by the capability's table at `epoch`
    * (the flow's `routeepoch`; undefined: the latest), overruled by the table in force when that version no longer
    * takes work. Synchronous unless it must wait (up to a second) for a table revision the router has not seen yet.
+   * `priority` (the flow's signed priority, kit `priorityOf`; default normal) adds its token to a capability's
+   * subject (issue 16): `….v<major>[.<lane>].<priority>`, nothing for normal. Other subjects (facts) have none.
    */
-  route(subject: string, flow: string, epoch: number | undefined): string | Promise<string>;
+  route(subject: string, flow: string, epoch: number | undefined, priority?: PriorityValue): string | Promise<string>;
   /** The epoch a flow that has none is stamped with: the latest revision of the tables seen. */
   epoch(): number;
   readonly tables: RouteTables;
@@ -346,30 +348,35 @@ const CATCH_UP_MS = 1_000;
 export async function startRouter(nc: NatsConnection, subjects: MeshSubjects, opts: { log: Logger; tables?: RouteTables }): Promise<Router> {
   const tables = opts.tables ?? (await watchRouteTables(nc, opts));
   const capHead = `${subjects.prefix}.cap.`;
-  // The capability a subject addresses, parsed once per subject (producers address a handful): null for a lane,
-  // a fact or anything else that is not a capability's plain subject.
-  const addressed = new Map<string, { capability: string; major: number } | null>();
+  // The capability a subject addresses, parsed once per subject (producers address a handful), with its subject
+  // per priority (index of PRIORITIES): null for a lane, a fact or anything else that is not a capability's plain subject.
+  const addressed = new Map<string, { capability: string; major: number; byPriority: readonly string[] } | null>();
   const capabilityOf = (subject: string) => {
     let found = addressed.get(subject);
     if (found !== undefined) return found;
     const rest = subject.startsWith(capHead) ? subject.slice(capHead.length) : "";
     const dot = rest.indexOf(".");
-    found = dot < 0 || rest.indexOf(".", dot + 1) >= 0 ? null : { capability: rest.slice(0, dot), major: Number(rest.slice(dot + 2)) };
+    found = dot < 0 || rest.indexOf(".", dot + 1) >= 0 ? null : {
+      capability: rest.slice(0, dot), major: Number(rest.slice(dot + 2)), byPriority: PRIORITIES.map((p) => `${subject}${priorityTail(p)}`),
+    };
     if (addressed.size < MAX_ADDRESSED) addressed.set(subject, found);
     return found;
   };
+  const tails = PRIORITIES.map(priorityTail);
   // The versions that take work, per table (a table never changes: a change is a new table).
   const continuing = new WeakMap<RouteTable, ReadonlySet<string>>();
   const continuingOf = (t: RouteTable) => continuing.get(t) ?? continuing.set(t, continuingVersions(t)).get(t)!;
   return {
     tables,
     epoch: () => tables.revision(),
-    route(subject, flow, epoch) {
+    route(subject, flow, epoch, priority = Priority.Normal) {
       const target = capabilityOf(subject);
       if (target === null) return subject;
       const { capability, major } = target;
+      const p = PRIORITIES.indexOf(priority);
+      if (p < 0) throw new ConfigError(ErrorCode.InvalidAttribute, `priority ${JSON.stringify(priority)} is none of ${PRIORITIES.join(", ")}`);
       const now = tables.get(capability, major);
-      if (now === undefined) return subject;
+      if (now === undefined) return target.byPriority[p]!;
       const decide = () => {
         const table = tables.get(capability, major)!;
         const bucket = shareBucket(flow);
@@ -377,7 +384,7 @@ export async function startRouter(nc: NatsConnection, subjects: MeshSubjects, op
         // Not routed when the flow began: its work stays where it went then, with the stable version.
         const planned = then === undefined ? table.stable : versionForBucket(then, bucket);
         const version = continuingOf(table).has(planned) ? planned : versionForBucket(table, bucket);
-        return `${subject}.${table.lanes[version]!}`;
+        return `${subject}.${table.lanes[version]!}${tails[p]!}`;
       };
       if (epoch === undefined || epoch <= tables.revision()) return decide();
       // A flow stamped by a producer ahead of this one: wait for that revision (every producer must decide alike).
