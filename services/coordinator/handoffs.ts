@@ -9,7 +9,7 @@ import type { KV } from "@nats-io/kv";
 import type { JsMsg } from "@nats-io/jetstream";
 import {
   CausewayError, DecisionKind, ErrorCode, KvBucket, MsgIdKind, NatsBinding, QuarantineReason, StreamName, addControlEndpoint, confirmDuplicate, consumeDurable, isWrongRevision,
-  correlationIdOf, routeEpochOf, dataJson, dataText, decisionEvent, formatTime, decisionMsgId, encodeLease, leaseKey, msgId, openMeshBucket, parseSubject, publishDecision,
+  correlationIdOf, priorityOf, routeEpochOf, dataJson, dataText, decisionEvent, formatTime, decisionMsgId, encodeLease, leaseKey, msgId, openMeshBucket, parseSubject, publishDecision,
   publishQuarantineCopy, quarantine, quarantineReasonOf, readLease, sameBytes, watchSwitches, type CloudEvent, type Lease, type QuarantineReasonValue, type SchemaRegistry,
 } from "../kit/index.ts";
 import {
@@ -233,7 +233,8 @@ export class Handoffs {
     // Its message id is the coordinator's own (msg-ids.ts): a producer on another MESH_CAP subject cannot take it
     // first, and a duplicate ack counts only when the stream holds these bytes on this subject.
     const [capability, v] = policy.ref.split(".") as [string, string];
-    const target = await deps.router.route(deps.subjects.capability(capability, Number(v.slice(1))), correlationIdOf(event), routeEpochOf(event));
+    // On the subject of the event's own signed priority (issue 16): the critical agent refuses any other.
+    const target = await deps.router.route(deps.subjects.capability(capability, Number(v.slice(1))), correlationIdOf(event), routeEpochOf(event), priorityOf(event));
     const forwardId = msgId(deps, MsgIdKind.Grant, event.id);
     const forwarded = await deps.js.publish(target, original.data, { headers: original.headers, msgID: forwardId });
     await confirmDuplicate(deps.jsm, forwarded, forwardId, (stored) => sameBytes(stored, target, original.data));

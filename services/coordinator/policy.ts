@@ -3,10 +3,10 @@
 // figures per capability version. Validated against its schema at load and checked against infra/principals.json
 // (a capability critical in one must be critical in the other, since the server permissions come from
 // principals.json). Reloadable: `policy()` always returns the latest.
-import { readFileSync, watch, type FSWatcher } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Ajv2020 } from "ajv/dist/2020.js";
-import { ConfigError, ErrorCode, type Principals } from "../kit/index.ts";
+import { ConfigError, ErrorCode, watchInfraFile, type Principals } from "../kit/index.ts";
 
 /** One capability's rules. */
 export interface CapabilityPolicy {
@@ -92,20 +92,6 @@ export interface PolicyStore {
 }
 
 export function watchPolicy(principals: Principals, opts: { path?: string; onReload?: (err?: Error) => void } = {}): PolicyStore {
-  const path = opts.path ?? DEFAULT_POLICY_PATH;
-  let current = loadPolicy(principals, path);
-  let watcher: FSWatcher | undefined;
-  try {
-    watcher = watch(path, () => {
-      try {
-        current = loadPolicy(principals, path);
-        opts.onReload?.();
-      } catch (err) {
-        opts.onReload?.(err as Error);
-      }
-    });
-  } catch {
-    watcher = undefined; // a file system without change notifications: the policy stays as loaded
-  }
-  return { policy: () => current, close: () => watcher?.close() };
+  const file = watchInfraFile(opts.path ?? DEFAULT_POLICY_PATH, (path) => loadPolicy(principals, path), { what: "the coordinator's policy", ...(opts.onReload && { onReload: opts.onReload }) });
+  return { policy: () => file.current(), close: () => file.close() };
 }

@@ -18,7 +18,7 @@
 import type { KV } from "@nats-io/kv";
 import {
   CausewayError, DecisionKind, ErrorCode, decisionSchema, KvBucket, LANES, StreamName, addControlEndpoint, decisionEvent, isConsumerNotFound, isWrongRevision,
-  MsgIdKind, laneDurable, msgId, openMeshBucket, parseRouteTable, publishDecision, routeKey, watchRouteTables, type Lane, type RolloutPlan, type RouteTable,
+  MsgIdKind, PRIORITIES, laneDurable, msgId, openMeshBucket, parseRouteTable, publishDecision, routeKey, watchRouteTables, type Lane, type RolloutPlan, type RouteTable,
 } from "../kit/index.ts";
 import {
   requesterOf, rolloutFallback, rolloutPause, rolloutPromote, rolloutResume, rolloutRollback, rolloutStart, rolloutStatus,
@@ -150,14 +150,16 @@ export async function start(deps: CoordinatorDeps & { readonly health: HealthVie
     if (free === undefined) throw new CausewayError(ErrorCode.RolloutInvalid, `${table?.capability}: every lane is taken (${Object.entries(table?.lanes ?? {}).map(([v, l]) => `${v} on ${l}`).join(", ")}); wait for a retiring version to drain`);
     return free;
   };
-  /** Makes sure a lane's durable exists before anything is routed to it, so nothing published there predates it. */
+  /** Makes sure a lane's durables (one per priority) exist before anything is routed to it, so nothing published there predates them. */
   const ensureLane = async (ref: string, lane: Lane) => {
     const cap = capabilityOf(ref);
-    const config = layout.laneConsumer(cap.name, cap.major, lane);
-    await deps.jsm.consumers.info(StreamName.Cap, config.durable_name!).catch(async (err: unknown) => {
-      if (!isConsumerNotFound(err)) throw err;
-      await deps.jsm.consumers.add(StreamName.Cap, config);
-    });
+    for (const priority of PRIORITIES) {
+      const config = layout.laneConsumer(cap.name, cap.major, lane, priority);
+      await deps.jsm.consumers.info(StreamName.Cap, config.durable_name!).catch(async (err: unknown) => {
+        if (!isConsumerNotFound(err)) throw err;
+        await deps.jsm.consumers.add(StreamName.Cap, config);
+      });
+    }
   };
   const lanesWithout = (table: RouteTable, drop: string) => Object.fromEntries(Object.entries(table.lanes).filter(([v]) => v !== drop));
   const who = (r: { operator?: string }) => ({ ...(r.operator !== undefined && { operator: r.operator }), ...(requester !== undefined && { principal: requester }) });
@@ -276,16 +278,19 @@ export async function start(deps: CoordinatorDeps & { readonly health: HealthVie
     const cap = capabilityOf(table.capability);
     const [fromLane, toLane] = [table.lanes[from], table.lanes[to]];
     if (fromLane === undefined || toLane === undefined) return;
-    const durable = laneDurable(cap.name, cap.major, fromLane);
-    const info = await deps.jsm.consumers.info(StreamName.Cap, durable).catch(() => undefined);
-    if (info === undefined || info.num_pending === 0) return; // delivered but unacked work comes back after ack_wait
-    const target = deps.subjects.lane(cap.name, cap.major, toLane);
-    const consumer = await deps.js.consumers.get(StreamName.Cap, durable);
     let moved = 0;
-    for await (const m of await consumer.fetch({ max_messages: HANDOVER_BATCH, expires: 2_000 })) {
-      await deps.js.publish(target, m.data, { headers: m.headers, msgID: msgId(deps, MsgIdKind.Handover, m.info.stream, m.seq) });
-      await m.ackAck();
-      moved++;
+    // Each priority's durable to the same priority's on the new lane (issue 16): the work keeps its place in line.
+    for (const priority of PRIORITIES) {
+      const durable = laneDurable(cap.name, cap.major, fromLane, priority);
+      const info = await deps.jsm.consumers.info(StreamName.Cap, durable).catch(() => undefined);
+      if (info === undefined || info.num_pending === 0) continue; // delivered but unacked work comes back after ack_wait
+      const target = deps.subjects.lane(cap.name, cap.major, toLane, priority);
+      const consumer = await deps.js.consumers.get(StreamName.Cap, durable);
+      for await (const m of await consumer.fetch({ max_messages: HANDOVER_BATCH, expires: 2_000 })) {
+        await deps.js.publish(target, m.data, { headers: m.headers, msgID: msgId(deps, MsgIdKind.Handover, m.info.stream, m.seq) });
+        await m.ackAck();
+        moved++;
+      }
     }
     if (moved === 0) return;
     await change(table.capability, (cur) => (cur === undefined ? undefined : {
@@ -359,8 +364,9 @@ export async function start(deps: CoordinatorDeps & { readonly health: HealthVie
       const lane = table.lanes[r.version];
       if (lane === undefined) continue;
       const cap = capabilityOf(ref);
-      const info = await deps.jsm.consumers.info(StreamName.Cap, laneDurable(cap.name, cap.major, lane)).catch(() => undefined);
-      if (info !== undefined && (info.num_pending > 0 || info.num_ack_pending > 0)) continue;
+      // Drained on every priority's durable of the lane.
+      const infos = await Promise.all(PRIORITIES.map((p) => deps.jsm.consumers.info(StreamName.Cap, laneDurable(cap.name, cap.major, lane, p)).catch(() => undefined)));
+      if (infos.some((info) => info !== undefined && (info.num_pending > 0 || info.num_ack_pending > 0))) continue;
       await change(ref, (cur) => (cur?.retiring.some((x) => x.version === r.version)
         ? { next: { ...cur, retiring: cur.retiring.filter((x) => x.version !== r.version), lanes: lanesWithout(cur, r.version) }, change: { action: "retired", automatic: true, version: r.version, reason: `${r.version}'s lane ${lane} is drained: freed` } }
         : undefined));

@@ -18,7 +18,7 @@ import type { Logger } from "pino";
 import {
   type Router,
   ErrorCode, GATEWAY_MARK_PREFIX, MAX_ATTRIBUTE_BYTES, MsgIdKind, NatsBinding, QuarantineReason, StreamPublishError, WRONG_LAST_SEQUENCE, binaryHeaderBytes,
-  msgId, type CloudEvent, type MsgIdOwner, type StreamPublisher,
+  msgId, priorityOf, type CloudEvent, type MsgIdOwner, type PriorityValue, type StreamPublisher,
 } from "../kit/index.ts";
 import { IngestError, type Accepted } from "./outcome.ts";
 import { traceIdOf, type Checked } from "./notarize.ts";
@@ -94,8 +94,9 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, maxPayl
   const republishWithinMs = duplicateWindowMs * 0.8;
   const batch = turnBatcher();
   const forgetter = markForgetter(kv, log, FORGET_RETRY_MS);
-  const send = async (checked: Checked, message: OutgoingMessage) => {
-    const subject = await router.route(checked.route.subject, checked.flow, checked.epoch);
+  // The notarized event's signed priority picks the subject of its priority (issue 16, priority lanes).
+  const send = async (checked: Checked, message: OutgoingMessage, priority: PriorityValue | undefined) => {
+    const subject = await router.route(checked.route.subject, checked.flow, checked.epoch, priority);
     return batch(() => publisher.publish(subject, message.data, { headers: message.headers, msgID: message.msgID }));
   };
   return {
@@ -133,7 +134,7 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, maxPayl
         if (mark.operation === "PUT") {
           const first = mark.json<Accepted>();
           if (Date.now() - mark.created.getTime() < republishWithinMs) {
-            await send(checked, message).catch((e: unknown) => {
+            await send(checked, message, priorityOf(event)).catch((e: unknown) => {
               throw unstorable(e, checked.route.subject) ?? e;
             });
             forgetter.keep(markKey); // published now: a pending forget of this mark must not delete it
@@ -145,7 +146,7 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, maxPayl
         await kv.update(markKey, markBody, mark.revision);
       }
       try {
-        const ack = await send(checked, message);
+        const ack = await send(checked, message, priorityOf(event));
         return ack.duplicate ? { ...accepted, duplicate: true } : accepted;
       } catch (err) {
         await forgetter.forget(markKey);

@@ -15,7 +15,7 @@ import type { Logger } from "pino";
 import type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, HandlerInput } from "./agent-api.ts";
 import { RetryableError, agentStatsEndpoint } from "./agent-api.ts";
 import { NatsBinding } from "./binding.ts";
-import { ContextExtension, childTraceparent, correlationIdOf, flowDepthOf, isExpired, parseTraceparent } from "./context.ts";
+import { ContextExtension, PRIORITIES, Priority, childTraceparent, correlationIdOf, flowDepthOf, isExpired, parseTraceparent, priorityOf, type PriorityValue } from "./context.ts";
 import { addControlEndpoint } from "./control.ts";
 import { CausewayError, ConfigError, ErrorCode, QuarantineReason, SchemaError, quarantineReasonOf } from "./errors.ts";
 import type { QuarantineReasonValue } from "./errors.ts";
@@ -38,7 +38,8 @@ import { compileAccepts, compileEmits, declareAccepts, parseSchemaVersion, type 
 import { outputInits } from "./outputs.ts";
 import { createStreamPublisher } from "./stream-publisher.ts";
 import { MsgIdKind, msgId } from "./msg-ids.ts";
-import { StreamName, inboxPrefix, type MeshSubjects } from "./subjects.ts";
+import { PRIORITY_TOKENS, StreamName, inboxPrefix, type MeshSubjects } from "./subjects.ts";
+import { watchPriorities, type PriorityWeightsFile } from "./priorities.ts";
 import { isTransient, transientRetryDelayMs } from "./transient.ts";
 import { PAUSED_UNTIL_RESUMED, watchSwitches, type SwitchWatcher } from "./switches.ts";
 import { routeEpochOf, routeKey, startRouter, watchRouteTables, type RouteTables } from "./routing.ts";
@@ -65,6 +66,8 @@ export interface AgentOptions {
   routes?: RouteTables;
   /** The loop guards' bounds. Default: infra/loop-guards.json (tests set their own). */
   loopGuards?: LoopGuards;
+  /** The priority weights and aging (issue 16). Default: infra/priorities.json, followed live while the agent runs. */
+  priorities?: PriorityWeightsFile;
 }
 
 const DEFAULT_CONCURRENCY = 8;
@@ -186,8 +189,10 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     // The route tables' revision the flow is routed by: the cause's, or — the flow's first agent — the latest seen.
     const epoch = routeEpochOf(cause) ?? router.epoch();
     const events = outputInits(def, declaredOutputs, cause, emits, startedAt, epoch);
+    // Every output inherits its cause's priority (outputEventInit) and goes to the durables of that priority.
+    const priority = priorityOf(cause) ?? Priority.Normal;
     await Promise.all(events.map(async ({ to: addressed, init }) => {
-      const routed = router.route(addressed, flow, epoch);
+      const routed = router.route(addressed, flow, epoch, priority);
       const to = typeof routed === "string" ? routed : await routed;
       const span = startSendSpan(to, { id: init.id, type: init.type, source: init.source, extensions: init.extensions ?? {} }, parentSpan);
       try {
@@ -243,6 +248,19 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       // emit its type — the trust store checked that — and the server let it publish on the fact's subject.)
       if (inlet.fact === undefined && !opts.trust.mayAddress(trusted.entry, def.capability, def.major)) {
         return await toQuarantine(msg, QuarantineReason.PolicyDenied, `${trusted.entry.principal} may not address ${def.capability}.v${def.major}`, ErrorCode.UnauthorizedAddress, log());
+      }
+      // 2c. priority lanes (issue 16): the subject, and so the durable and its weight, must be the input's signed
+      // priority's. Anyone who may send the capability work may publish on each of its priority subjects: this
+      // stops a producer from putting background-signed work on the critical durable to jump the queue.
+      if (inlet.fact === undefined) {
+        const priority = priorityOf(verified);
+        const lane = inlet.priority ?? Priority.Normal;
+        if (priority === undefined) {
+          return await toQuarantine(msg, QuarantineReason.DecodeError, `priority ${JSON.stringify(verified.extensions[ContextExtension.Priority])} is none of ${PRIORITIES.join(", ")}`, ErrorCode.InvalidAttribute, log());
+        }
+        if (priority !== lane) {
+          return await toQuarantine(msg, QuarantineReason.PolicyDenied, `signed priority ${priority} arrived on ${msg.subject}, the subject of ${lane} work: a producer may not choose another priority's durable`, ErrorCode.PriorityMismatch, log());
+        }
       }
       // 3. dedupe: a replay of an input already handled is absorbed. Within the duplicate window JetStream
       // recognizes republished outputs; past it (a late input) or for side effects, the processed set decides.
@@ -403,58 +421,102 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // js.publish per output. Agents connect as their principal, whose inbox prefix their permissions allow.
   const publisher = createStreamPublisher(nc, inboxPrefix(def.principal));
   const concurrency = def.concurrency ?? DEFAULT_CONCURRENCY;
-  const consume = (inlet: Inlet) => consumeDurable(nc, {
-    stream: inlet.stream, durable: inlet.durable, concurrency, log: baseLog,
-    handler: async (msg) => {
-      // Kill switch: the server stops delivering once the coordinator pauses the consumer; what was already
-      // pulled is handed back untouched (no verify, no handler) and waits for the resume.
-      if (switches.isPaused(switchSubject) !== undefined) {
-        msg.nak(PAUSED_RETRY_MS);
-        return;
-      }
-      counters.inFlight++;
-      metrics.inFlight(1);
-      try {
-        await handle(inlet, msg);
-      } finally {
-        counters.inFlight--;
-        metrics.inFlight(-1);
-      }
-    },
-  });
+  // Priority lanes (issue 16): each capability durable (plain or a version's lane) comes with one durable per
+  // priority token; the three share one concurrency limit, served by these weights with aging (kit consumer.ts).
+  let priorities: PriorityWeightsFile;
+  try {
+    priorities = opts.priorities ?? watchPriorities({ log: baseLog });
+  } catch (err) {
+    publisher.close();
+    await service.stop().catch(() => undefined);
+    unwatchSwitches();
+    await closeWatchers();
+    throw err;
+  }
+  const closePriorities = () => {
+    if (opts.priorities === undefined) priorities.close();
+  };
+  const agingMs = () => priorities.current().agingMs;
+  /** Every inlet consumed, by durable: which one a message arrived through. */
+  const byDurable = new Map<string, Inlet>();
+  /** Consumes a group of durables under one concurrency: a capability's per-priority durables, or one subscription. */
+  const consume = (group: readonly Inlet[]) => {
+    for (const inlet of group) byDurable.set(inlet.durable, inlet);
+    const only = group.length === 1 ? group[0] : undefined;
+    return consumeDurable(nc, {
+      stream: group[0]!.stream, concurrency, log: baseLog, agingMs,
+      durable: only !== undefined ? only.durable : group.map((inlet) => {
+        const priority = inlet.priority ?? Priority.Normal;
+        return { durable: inlet.durable, weight: () => priorities.current().weights[priority] };
+      }),
+      handler: async (msg) => {
+        const inlet = only ?? byDurable.get(msg.info.consumer) ?? group[0]!;
+        // Kill switch: the server stops delivering once the coordinator pauses the consumer; what was already
+        // pulled is handed back untouched (no verify, no handler) and waits for the resume.
+        if (switches.isPaused(switchSubject) !== undefined) {
+          msg.nak(PAUSED_RETRY_MS);
+          return;
+        }
+        counters.inFlight++;
+        metrics.inFlight(1);
+        try {
+          await handle(inlet, msg);
+        } finally {
+          counters.inFlight--;
+          metrics.inFlight(-1);
+        }
+      },
+    });
+  };
   // Consumption ends on its own only when something it depends on is gone: reported once, on `lost` below.
   let markLost: (err: CausewayError) => void = () => undefined;
   const consumerLost = new Promise<CausewayError>((resolve) => { markLost = resolve; });
-  /** What runs, by durable: the subscriptions, and on the capability's side what the route table gives this version. */
+  /** What runs, by its first durable: the subscriptions, and on the capability's side what the route table gives this version. */
   const running = new Map<string, DurableConsumer>();
-  const run = async (inlet: Inlet) => {
-    const consumer = await consume(inlet);
-    running.set(inlet.durable, consumer);
+  const run = async (group: readonly Inlet[]) => {
+    const consumer = await consume(group);
+    running.set(group[0]!.durable, consumer);
     void consumer.lost.then(markLost);
+  };
+  /** Opened capability inlets by durable, each priority's once. */
+  const opened = new Map<string, Inlet>();
+  /** A capability durable (normal) with the durables of the other priorities beside it, each made if missing. */
+  const withPriorities = async (normal: Inlet, config: (priority: PriorityValue) => ConsumerConfig): Promise<Inlet[]> => {
+    const group = [normal];
+    for (const priority of PRIORITY_TOKENS) {
+      const c = config(priority);
+      const inlet = opened.get(c.durable_name!) ?? { ...(await openInlet(StreamName.Cap, c, acceptedInputs)), priority };
+      opened.set(inlet.durable, inlet);
+      group.push(inlet);
+    }
+    return group;
   };
   /**
    * The capability's durables this version consumes (routing.ts): the plain one unless the capability is routed
    * to another version as stable (it then holds only work published before routing began), and its own lane
-   * when the table gives it one.
+   * when the table gives it one — each with its priorities' durables.
    */
-  const capabilityDurables = async (): Promise<Inlet[]> => {
+  const capabilityDurables = async (): Promise<Inlet[][]> => {
     const table = routeTables.get(def.capability, def.major);
     const lane = table?.lanes[def.version];
-    const wanted = table === undefined || table.stable === def.version ? [capabilityInlet] : [];
+    const wanted: Inlet[][] = [];
+    if (table === undefined || table.stable === def.version) {
+      wanted.push(await withPriorities(capabilityInlet, (p) => ({ ...layout.capabilityConsumer(def.capability, def.major, p), ...opts.consumer } as ConsumerConfig)));
+    }
     if (lane !== undefined) {
-      const existing = laneInlets.get(lane) ?? (await openInlet(StreamName.Cap, { ...layout.laneConsumer(def.capability, def.major, lane), ...opts.consumer } as ConsumerConfig, acceptedInputs));
-      laneInlets.set(lane, existing);
-      wanted.push(existing);
+      const laneConfig = (p: PriorityValue) => ({ ...layout.laneConsumer(def.capability, def.major, lane, p), ...opts.consumer } as ConsumerConfig);
+      const existing = opened.get(laneConfig(Priority.Normal).durable_name!) ?? (await openInlet(StreamName.Cap, laneConfig(Priority.Normal), acceptedInputs));
+      opened.set(existing.durable, existing);
+      wanted.push(await withPriorities(existing, laneConfig));
     }
     return wanted;
   };
-  const laneInlets = new Map<string, Inlet>();
   let routed: string[] = [];
   /** Starts and stops the capability's durables to match the route table; one change at a time. */
   const followRoutes = async () => {
     const wanted = await capabilityDurables();
-    const names = wanted.map((i) => i.durable);
-    for (const inlet of wanted) if (!running.has(inlet.durable)) await run(inlet);
+    const names = wanted.map((g) => g[0]!.durable);
+    for (const group of wanted) if (!running.has(group[0]!.durable)) await run(group);
     for (const durable of routed) {
       if (names.includes(durable)) continue;
       const consumer = running.get(durable);
@@ -469,7 +531,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   let refollowTimer: NodeJS.Timeout | undefined;
   let unwatchRoutes: () => void = () => undefined;
   try {
-    for (const inlet of inlets.slice(1)) await run(inlet);
+    for (const inlet of inlets.slice(1)) await run([inlet]);
     await followRoutes();
     const ownKey = routeKey(def.capability, def.major);
     // A change that could not be followed (a lane's durable not reachable during a broker fault) is tried again:
@@ -491,6 +553,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     await Promise.all([...running.values()].map((c) => c.stop()));
     unwatchSwitches();
     publisher.close();
+    closePriorities();
     await service.stop().catch(() => undefined);
     await closeWatchers();
     throw err;
@@ -512,6 +575,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       await heartbeat.stop();
       await service.stop().catch(() => undefined);
       publisher.close();
+      closePriorities();
       await closeWatchers();
       baseLog.info(stats(), "agent stopped");
     })();
@@ -599,6 +663,8 @@ interface Inlet {
   readonly maxDeliver: number;
   readonly backoffMs: readonly number[];
   readonly ackWaitMs: number;
+  /** A capability durable's priority (issue 16): what its inputs' signed priority must be. Undefined: normal (or a fact's). */
+  readonly priority?: PriorityValue;
 }
 
 /**

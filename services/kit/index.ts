@@ -53,7 +53,7 @@ export type { StartedMessage } from "./supervision.ts";
 export type { ServiceContext, ServiceProcessOptions, StartedService } from "./service-process.ts";
 export { consumeDurable } from "./consumer.ts";
 export { isConsumerNotFound, isWrongRevision } from "./jetstream-errors.ts";
-export type { ConsumeOptions, DurableConsumer } from "./consumer.ts";
+export type { ConsumeOptions, DurableConsumer, WeightedDurable } from "./consumer.ts";
 export { drainSignal, untilStop } from "./signals.ts";
 export {
   QUARANTINE_DETAIL_MAX_BYTES, QUARANTINE_FIELD_MAX_BYTES, QuarantineHeader, TRUNCATED_MARKER, boundedText, isQuarantineCopyOf, publishQuarantineCopy, quarantine, quarantineHeaders, quarantineMsgId,
@@ -85,7 +85,7 @@ export {
 } from "./schema-versions.ts";
 export type { AcceptRefusal, Acceptance, AcceptedInputs, Accepts, AcceptsDeclaration, DeclaredOutputs, Emits, SchemaVersion } from "./schema-versions.ts";
 export {
-  LANES, StreamName, SubjectKind, capabilitySubject, checkpointSubject, controlSubject, decisionSubject, eventSubject, handoffSubject, inboxPrefix,
+  LANES, PRIORITY_TOKENS, StreamName, SubjectKind, capabilitySubject, priorityTail, checkpointSubject, controlSubject, decisionSubject, eventSubject, handoffSubject, inboxPrefix,
   ingestSubject, parseSubject, quarantineSubject, streamFor, subjectsFor,
 } from "./subjects.ts";
 export type { EvtSubject, Lane, MeshSubjects, ParsedSubject, StreamNameValue } from "./subjects.ts";
@@ -150,4 +150,8 @@ export {
 export type { ConnectAsOptions, ConnectionWatch, JetStreamHealth } from "./connect.ts";
 
 // infra/ JSON files read against their schemas (the gateway's routes and upstreams, the loop guards)
-export { checkInfraDoc, infraDir, invalidFile, readInfraFile } from "./infra-file.ts";
+export { checkInfraDoc, infraDir, invalidFile, readInfraFile, watchInfraFile } from "./infra-file.ts";
+export type { WatchedInfraFile } from "./infra-file.ts";
+// Priority lanes (issue 16): the weights and aging agents serve their priority durables by (infra/priorities.json).
+export { DEFAULT_PRIORITIES_PATH, loadPriorities, parsePriorities, watchPriorities } from "./priorities.ts";
+export type { PriorityWeights, PriorityWeightsFile } from "./priorities.ts";

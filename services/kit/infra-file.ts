@@ -1,8 +1,10 @@
 // Reading an infra/ JSON file against its JSON Schema (the `$schema` next to it), with errors that name the
 // JSON path — the same shape of message as infra/principals.json's. The gateway's routes and upstreams and the
-// agents' loop guards are read through it.
-import { readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+// agents' loop guards are read through it; files that reload live (the coordinator's policy, the agents'
+// priority weights) are watched through `watchInfraFile`.
+import { readFileSync, watch, type FSWatcher } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import type { Logger } from "pino";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import type { ErrorObject, ValidateFunction } from "ajv/dist/2020.js";
 import { ConfigError, type ErrorCodeValue } from "./errors.ts";
@@ -51,4 +53,44 @@ function describe(e: ErrorObject): string {
   const path = (e.propertyName !== undefined ? `${e.instancePath}/${e.propertyName}` : e.instancePath) || "/";
   if (e.keyword === "additionalProperties") return `${path}: unknown property "${String((e.params as { additionalProperty: string }).additionalProperty)}"`;
   return `${path}: ${e.message ?? e.keyword}`;
+}
+
+/** An infra/ file followed live: the last good version of it. */
+export interface WatchedInfraFile<T> {
+  /** The last version that loaded: the first, or a later edit that passed `load`. */
+  current(): T;
+  close(): void;
+}
+
+/**
+ * Loads `path` with `load` (which reads and validates it, throwing on a bad file) and reloads it whenever it
+ * changes. A bad edit keeps the last good version and is logged (warn, with the error) and reported to
+ * `onReload(err)`; a good one replaces it and calls `onReload()`. The first load throws as `load` does. The
+ * directory is watched, not the file, so an editor that saves by renaming a new file over the old one is followed.
+ * On a file system without change notifications the file stays as first loaded (logged once).
+ */
+export function watchInfraFile<T>(path: string, load: (path: string) => T, opts: { what: string; log?: Logger; onReload?: (err?: Error) => void }): WatchedInfraFile<T> {
+  let current = load(path);
+  const name = basename(path);
+  let watcher: FSWatcher | undefined;
+  const reload = () => {
+    try {
+      current = load(path);
+      opts.log?.info({ path }, `${opts.what} reloaded`);
+      opts.onReload?.();
+    } catch (err) {
+      opts.log?.warn({ err, path }, `${opts.what}: the edit is refused, the last good version stays in force`);
+      opts.onReload?.(err as Error);
+    }
+  };
+  try {
+    watcher = watch(dirname(path), (_event, file) => {
+      if (file === null || file === name) reload();
+    });
+    watcher.unref();
+  } catch (err) {
+    opts.log?.warn({ err, path }, `${opts.what}: the file cannot be watched; it stays as loaded`);
+    watcher = undefined;
+  }
+  return { current: () => current, close: () => watcher?.close() };
 }
