@@ -11,7 +11,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { repoRoot, startServer } from "./harness/index.ts";
 import {
-  ConfigError, ErrorCode, KvBucket, LANES, MESH_BUCKETS, PUBLISH_ACK_TIMEOUT_MS, STREAMS_APPLY, isCausewayError, loadLayout, loadPrincipals, parsePrincipals, openLeases, openMeshBucket, openProcessedSet, type MeshLayout,
+  ConfigError, ErrorCode, KvBucket, LANES, MESH_BUCKETS, PRIORITIES, PUBLISH_ACK_TIMEOUT_MS, STREAMS_APPLY, isCausewayError, loadLayout, loadPrincipals, parsePrincipals, openLeases, openMeshBucket, openProcessedSet, type MeshLayout,
 } from "../services/kit/index.ts";
 import { ensureMeshBuckets } from "../services/kit/ops/index.ts";
 import { CAPABILITY_TEMPLATE, FILES_PREFIX } from "../services/kit/internal.ts";
@@ -204,10 +204,10 @@ test("layout - services open buckets and never create them: a clear error naming
   assert.deepEqual(await ensureMeshBuckets(nc), [], "existing buckets are left alone");
 });
 
-/** A capability's consumer, or one of its lanes', by durable name. */
+/** A capability's consumer, or one of its lanes', each of any priority, by durable name. */
 function capabilityConsumerOf(layout: MeshLayout, durable: string): ReturnType<MeshLayout["capabilityConsumer"]> {
   for (const c of Object.values(layout.principals.capabilities)) {
-    for (const config of [layout.capabilityConsumer(c.name, c.major), ...LANES.map((lane) => layout.laneConsumer(c.name, c.major, lane))]) {
+    for (const config of PRIORITIES.flatMap((p) => [layout.capabilityConsumer(c.name, c.major, p), ...LANES.map((lane) => layout.laneConsumer(c.name, c.major, lane, p))])) {
       if (config.durable_name === durable) return config;
     }
   }
