@@ -136,29 +136,34 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
   /** The pass of the last message given a slot: where a durable coming back from idle starts. */
   let now = 0;
 
-  /** The durable whose head message runs next: the one furthest behind (its pass), the heavier on a tie. */
+  /**
+   * The durable whose head message runs next: the one least far served (its pass), the heavier on a tie. A pass is
+   * never more than one step (1/weight) ahead of the last given slot's, at the weight its head has now: a
+   * durable whose head has aged is not held back by the steps it was charged when its weight was lower.
+   */
   const pick = (): Source | undefined => {
     if (!several) return sources[0]!.queue.length > 0 ? sources[0] : undefined;
     let top = 0;
     for (const s of sources) top = Math.max(top, s.weight());
     const aging = agingMs();
-    const at = Date.now();
-    let best: Source | undefined, bestWeight = 0;
+    const at = aging > 0 ? Date.now() : 0;
+    let best: Source | undefined, bestPass = Infinity, bestWeight = 0;
     for (const s of sources) {
       const head = s.queue[0];
       if (head === undefined) continue;
-      const w = s.weight();
+      const w = Math.max(s.weight(), Number.MIN_VALUE);
       // Aging: from its own weight towards the highest as the head waits since it was stored, reached at agingMs.
-      const waited = aging > 0 ? Math.max(0, at - head.info.timestampNanos / 1e6) : 0;
-      const weight = aging > 0 ? w + (top - w) * Math.min(1, waited / aging) : w;
-      if (best === undefined || s.pass < best.pass || (s.pass === best.pass && weight > bestWeight)) {
+      const weight = aging > 0 ? w + (top - w) * Math.min(1, Math.max(0, at - head.info.timestampNanos / 1e6) / aging) : w;
+      const pass = Math.min(s.pass, now + 1 / weight);
+      if (pass < bestPass || (pass === bestPass && weight > bestWeight)) {
         best = s;
+        bestPass = pass;
         bestWeight = weight;
       }
     }
     if (best !== undefined) {
-      now = best.pass;
-      best.pass += 1 / Math.max(bestWeight, Number.MIN_VALUE);
+      now = Math.max(now, bestPass);
+      best.pass = bestPass + 1 / bestWeight;
     }
     return best;
   };
