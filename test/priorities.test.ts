@@ -8,8 +8,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import { Kvm } from "@nats-io/kv";
 import {
-  ErrorCode, NatsBinding, QuarantineHeader, createLogger, loadPrincipals, startAgent, startRouter, subjectsFor, watchPriorities,
+  ErrorCode, KvBucket, routeKey, NatsBinding, QuarantineHeader, createLogger, loadPrincipals, startAgent, startRouter, subjectsFor, watchPriorities,
   type AgentDefinition, type CloudEvent, type Emit, type PriorityValue, type PriorityWeightsFile,
 } from "../services/kit/index.ts";
 import { permissionsFor } from "../services/kit/ops/index.ts";
@@ -114,6 +115,30 @@ describe("priority lanes", () => {
     assert.equal(info.num_ack_pending + info.num_pending, 0);
     const [finding] = await mesh.messages("MESH_CAP", "mesh.cap.verify.v1.>");
     assert.equal(finding?.subject, "mesh.cap.verify.v1.critical", "and on down the flow");
+  });
+
+  test("priorities - a routed capability: the router puts the priority after the version's lane, and the version's agent serves that lane's priority durable", async () => {
+    await using mesh = await startMesh();
+    using weights = prioritiesFile({ critical: 8, normal: 3, background: 1 }, 30_000);
+    const def = recordingPlanner({ workMs: 0, concurrency: 2 });
+    const routes = await new Kvm(mesh.nc).open(KvBucket.Routes);
+    const revision = await routes.put(routeKey("plan", 1), JSON.stringify({ capability: "plan.v1", stable: def.version, retiring: [], lanes: { [def.version]: "l2" }, updatedAt: new Date().toISOString(), reason: "test" }));
+    await using agent = await startAgent(mesh.nc, def, { trust: mesh.trust, signingKey: mesh.keys.planner!, consumer: fastConsumer, log, priorities: weights });
+    const router = await startRouter(mesh.nc, subjectsFor(), { log });
+    try {
+      assert.ok(await router.tables.caughtUp(revision, 5_000));
+      assert.equal(router.route(PLAN, "flow-1", revision, "critical"), `${PLAN}.l2.critical`);
+      assert.equal(router.route(PLAN, "flow-1", revision, "background"), `${PLAN}.l2.background`);
+      assert.equal(router.route(PLAN, "flow-1", revision), `${PLAN}.l2`);
+      await send(mesh, "critical", 1, `${PLAN}.l2.critical`);
+      await waitFor(() => agent.stats().processed === 1, { what: "the lane's critical input to run" });
+      assert.deepEqual(def.order, ["critical"]);
+      const info = await mesh.jsm.consumers.info("MESH_CAP", "cap-plan-v1-l2-critical");
+      assert.equal(info.num_pending + info.num_ack_pending, 0);
+      assert.equal(info.delivered.consumer_seq, 1, "through the lane's critical durable");
+    } finally {
+      await router.close();
+    }
   });
 
   test("priorities - with a slow handler and a backlog of every priority, critical work is served first by weight (8:3:1), and all of it completes", async () => {
