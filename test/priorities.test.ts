@@ -8,14 +8,22 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import {
-  ErrorCode, KvBucket, routeKey, NatsBinding, QuarantineHeader, createLogger, loadPrincipals, startAgent, startRouter, subjectsFor, watchPriorities,
+  ErrorCode, KvBucket, createEvent, newTraceparent, readSeed, routeKey, signEvent, signingKeyFromNkeySeed, uuidv7, NatsBinding, QuarantineHeader, createLogger, loadPrincipals, startAgent, startRouter, subjectsFor, watchPriorities,
   type AgentDefinition, type CloudEvent, type Emit, type PriorityValue, type PriorityWeightsFile,
 } from "../services/kit/index.ts";
 import { permissionsFor } from "../services/kit/ops/index.ts";
 import { REQUEST_SCHEMA, TASK_SCHEMA, header, recordingResearcher, startMesh, type Mesh } from "./mesh-fixture.ts";
-import { waitFor } from "./harness/index.ts";
+import { repoRoot, waitFor } from "./harness/index.ts";
+import { start as startHandoffs } from "../services/coordinator/handoffs.ts";
+import { createPublisherDefinition } from "../services/agents/publisher/definition.ts";
+import { startCoordinator } from "./coordinator-fixture.ts";
+import { startOperatedMesh } from "./e2e-fixture.ts";
+import { readMessages } from "../services/cli/flow.ts";
 
 const PLAN = "mesh.cap.plan.v1";
 const log = createLogger({ name: "priorities", level: process.env.LOG_LEVEL ?? "silent" });
@@ -235,5 +243,33 @@ describe("priority lanes", () => {
     file.write({ weights: { critical: 20, normal: 5, background: 2 }, agingMs: 5_000 });
     await waitFor(() => file.current().weights.critical === 20, { what: "the good edit to take effect" });
     assert.equal(file.current().agingMs, 5_000);
+  });
+
+  test("priorities - critical work of a background flow: the coordinator forwards the granted work on the background subject, and the critical agent runs it there (operated mesh, real permissions)", async () => {
+    await using mesh = await startOperatedMesh();
+    await using _coordinator = await startCoordinator(mesh, [startHandoffs], { capabilities: { "publish.v1": { critical: true, approvals: { count: 1, approvers: ["approver-alice"] }, leaseTtlMs: 60_000, approvalDeadlineMs: 60_000, onDeadline: "quarantine" } } });
+    const outboxDir = join(mesh.dataDir, "outbox");
+    using weights = prioritiesFile({ critical: 8, normal: 3, background: 1 }, 30_000);
+    await using pub = await startAgent(await mesh.as("publisher"), createPublisherDefinition({ config: { outboxDir } }), {
+      trust: mesh.trust, signingKey: signingKeyFromNkeySeed(readSeed("publisher", mesh.dataDir)), log, priorities: weights,
+      consumer: { ack_wait: 2_000_000_000, backoff: [500_000_000], max_deliver: 3 },
+    });
+    const requestId = `req-${uuidv7()}`;
+    const event = signEvent(createEvent({
+      id: uuidv7(), source: "causeway://reporter", type: "report.published", time: new Date().toISOString(), subject: requestId,
+      datacontenttype: "application/json", dataschema: "https://causeway.dev/schemas/report.published/1.0.0",
+      extensions: { traceparent: newTraceparent(), correlationid: requestId, priority: "background" },
+      data: JSON.stringify({ requestId, title: "Report: test", complete: true, findingsCount: 1, sections: [{ heading: "Q", body: "A" }] }),
+    }), signingKeyFromNkeySeed(readSeed("reporter", mesh.dataDir)));
+    const { headers, data } = NatsBinding.binary(event);
+    await jetstream(await mesh.as("reporter")).publish("mesh.handoff.publish.v1", data, { headers, msgID: event.id });
+    await waitFor(async () => {
+      const r = await promisify(execFile)(join(repoRoot, "node_modules", ".bin", "node"), [join(repoRoot, "services", "cli", "main.ts"), "approve", event.id, "--as", "approver-alice", "--server", mesh.server.url], { env: { ...process.env, CAUSEWAY_DATA_DIR: mesh.dataDir } }).then(() => true, () => false);
+      return r;
+    }, { what: "the approval to be accepted", timeoutMs: 20_000 });
+    await waitFor(() => pub.stats().processed === 1, { what: "the publisher to run the granted work" });
+    assert.equal(pub.stats().quarantined, 0);
+    const forwarded = await readMessages(mesh.operator, "MESH_CAP", "mesh.cap.publish.v1.>");
+    assert.deepEqual(forwarded.map((m) => m.subject), ["mesh.cap.publish.v1.background"]);
   });
 });

@@ -12,11 +12,12 @@
 // message at the head of a durable gains weight the longer it has waited since the stream stored it, reaching
 // the highest weight after `agingMs`, so under sustained load of the heaviest durable the others still get a
 // share that grows with their wait. A durable that was idle comes back at the current pass (no credit for idling).
-import { jetstream, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import { jetstream, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { jetStreamHealth } from "./connect.ts";
 import { CausewayError, ErrorCode, NotReadyError } from "./errors.ts";
+import { isConsumerNotFound } from "./jetstream-errors.ts";
 import { isNotReady, isTransient, transientRetryDelayMs } from "./transient.ts";
 
 /** One of several durables served together, with its weight (read at every pick: a live file may change it). */
@@ -34,8 +35,9 @@ export interface ConsumeOptions {
   readonly durable: string | readonly WeightedDurable[];
   /**
    * Most handlers running at once. One durable: also the most messages pulled ahead. Several: each durable has at
-   * most this many ahead of the handlers — half in the client's pull buffer, half in the runtime's queue, where
-   * they are kept alive with working() while they wait, so none outlives its ack_wait there.
+   * most this many ahead of the handlers, requested and delivered together: every delivered message goes straight
+   * into the runtime's queue, where the pick sees it and working() keeps it alive while it waits, so none outlives
+   * its ack_wait there.
    */
   readonly concurrency: number;
   /**
@@ -81,11 +83,19 @@ const DEFAULT_EXPIRES_MS = 2_000;
 const ONE = () => 1;
 const NO_AGING = () => 0;
 
+/** How long a durable whose pull failed (a leader election, a blip) waits before pulling again. */
+const PULL_RETRY_MS = 1_000;
+
 /** One durable being pulled: its messages waiting for a slot, and its place in the weighted order. */
 interface Source {
   readonly durable: string;
   readonly weight: () => number;
-  messages: ConsumerMessages;
+  readonly consumer: Consumer;
+  /** One durable: its continuous pull. Several: undefined (bounded fetches, below). */
+  messages: ConsumerMessages | undefined;
+  /** Several: the fetches open now, and the messages they may still deliver. */
+  readonly fetches: Set<ConsumerMessages>;
+  reserved: number;
   readonly queue: JsMsg[];
   /** Its pass: how far it has been served, in 1/weight steps (stride scheduling). */
   pass: number;
@@ -106,9 +116,9 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
   const agingMs = opts.agingMs ?? NO_AGING;
   const several = list.length > 1;
   // One durable: the client pulls `concurrency` ahead and the runtime holds one for the next free slot (as ever).
-  // Several: per durable half in the client's buffer and half in the runtime's queue, where the pick sees them.
-  const prefetch = several ? Math.max(1, Math.ceil(concurrency / 2)) : concurrency;
-  const queueCap = several ? Math.max(1, concurrency - prefetch) : 1;
+  // Several: per durable at most `concurrency` requested or queued, by bounded fetches drained into the queue.
+  const queueCap = several ? concurrency : 1;
+  const expires = opts.expiresMs ?? DEFAULT_EXPIRES_MS;
   const js = jetstream(nc);
   const sources: Source[] = [];
   let ackWaitMs = Infinity;
@@ -122,11 +132,11 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
       if (several) ackWaitMs = Math.min(ackWaitMs, ((await consumer.info(true)).config.ack_wait ?? 30e9) / 1e6);
       // abort_on_missing_resource: a deleted consumer or stream ends the iterator (reported on `lost`) instead of
       // being retried forever in silence.
-      const messages = await consumer.consume({ max_messages: prefetch, expires: opts.expiresMs ?? DEFAULT_EXPIRES_MS, abort_on_missing_resource: true });
-      sources.push({ durable: d.durable, weight: d.weight, messages, queue: [], pass: 0, wake: undefined });
+      const messages = several ? undefined : await consumer.consume({ max_messages: concurrency, expires, abort_on_missing_resource: true });
+      sources.push({ durable: d.durable, weight: d.weight, consumer, messages, fetches: new Set(), reserved: 0, queue: [], pass: 0, wake: undefined });
     }
   } catch (err) {
-    await Promise.all(sources.map((s) => s.messages.close().catch(() => undefined)));
+    await Promise.all(sources.map((s) => (s.messages ? s.messages.close().catch(() => undefined) : Promise.resolve())));
     throw err;
   }
 
@@ -177,6 +187,7 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
       s.wake = undefined;
       wake?.();
       start(msg);
+      if (several) refill(s);
     }
   };
   const finished = () => {
@@ -211,40 +222,10 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
     });
   };
 
-  /** Moves one durable's messages into its queue, at most `queueCap` of them, and offers them to free slots. */
-  const pump = async (s: Source) => {
-    // Messages and the server's idle heartbeats show the consumer's leader answers; missed heartbeats and pulls
-    // nobody answers feed the connection's JetStream failover (kit jetStreamHealth).
-    const health = jetStreamHealth(nc, `consumer ${s.durable}`);
-    void (async () => {
-      for await (const st of s.messages.status()) {
-        if (st.type === "heartbeat") health.answered();
-        else if (st.type === "heartbeats_missed" || st.type === "no_responders") health.silent(performance.now());
-      }
-    })().catch(() => undefined); // the notifications end with the consumer
-    for await (const msg of s.messages) {
-      health.answered();
-      if (stopping) {
-        msg.nak(); // fetched, never started: back to the stream now, for a replica that is still running
-        continue;
-      }
-      if (several && s.queue.length === 0) s.pass = Math.max(s.pass, now); // no credit for the time it was idle
-      s.queue.push(msg);
-      dispatch();
-      if (s.queue.length >= queueCap && !stopping) await new Promise<void>((resolve) => { s.wake = resolve; });
-    }
-  };
-
-  // Several durables: what waits in the queues is kept alive (its ack_wait restarted) while it waits.
-  const keepAlive = several && Number.isFinite(ackWaitMs) ? setInterval(() => {
-    for (const s of sources) for (const msg of s.queue) msg.working();
-  }, Math.max(100, ackWaitMs / 3)) : undefined;
-  keepAlive?.unref();
-
   let markLost: (err: CausewayError) => void = () => undefined;
   const lost = new Promise<CausewayError>((resolve) => { markLost = resolve; });
-  // Awaited here, so a failing loop is never an unhandled rejection.
-  const ends = sources.map((s) => pump(s).then(() => undefined, (err: unknown) => err).then((err) => {
+  /** Reports, once, that consumption of `s` ended other than by stop(). */
+  const ended = (s: Source, err: unknown) => {
     if (stopping) return;
     const closed = nc.isClosed();
     const why = err === undefined ? "its message iterator ended" : err instanceof Error ? err.message : String(err);
@@ -253,7 +234,102 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
       : new CausewayError(ErrorCode.Config, `consumer ${s.durable} on ${stream} ended (${why}): was it or its stream deleted? Started again, the service needs it back (\`causeway streams apply\`)`, { cause: err });
     log.error({ err: reason }, "consumption ended");
     markLost(reason);
-  }));
+  };
+  const healthOf = new Map(sources.map((s) => [s, jetStreamHealth(nc, `consumer ${s.durable}`)]));
+  /** Puts a delivered message in its durable's queue and offers it to a free slot. */
+  const arrived = (s: Source, msg: JsMsg) => {
+    healthOf.get(s)!.answered();
+    if (stopping) {
+      msg.nak(); // fetched, never started: back to the stream now, for a replica that is still running
+      return;
+    }
+    if (several && s.queue.length === 0) s.pass = Math.max(s.pass, now); // no credit for the time it was idle
+    s.queue.push(msg);
+    dispatch();
+  };
+
+  /** One durable: its continuous pull, holding one message while every slot is busy (as it always did). */
+  const pump = async (s: Source) => {
+    // Messages and the server's idle heartbeats show the consumer's leader answers; missed heartbeats and pulls
+    // nobody answers feed the connection's JetStream failover (kit jetStreamHealth).
+    const health = healthOf.get(s)!;
+    const messages = s.messages!;
+    void (async () => {
+      for await (const st of messages.status()) {
+        if (st.type === "heartbeat") health.answered();
+        else if (st.type === "heartbeats_missed" || st.type === "no_responders") health.silent(performance.now());
+      }
+    })().catch(() => undefined); // the notifications end with the consumer
+    for await (const msg of messages) {
+      arrived(s, msg);
+      if (s.queue.length >= queueCap && !stopping) await new Promise<void>((resolve) => { s.wake = resolve; });
+    }
+  };
+
+  /**
+   * Several durables: pulls for `s` as much as its queue has room for, less what open fetches may still deliver —
+   * a fetch once a quarter of its room is free, so a busy durable is pulled in batches and an idle one holds one
+   * open pull (renewed every `expires`). Every delivered message goes straight into the queue.
+   */
+  const refill = (s: Source) => {
+    if (stopping) return;
+    const free = queueCap - s.queue.length - s.reserved;
+    if (free <= 0 || (s.reserved > 0 && free < Math.max(1, Math.floor(queueCap / 4)))) return;
+    s.reserved += free;
+    const loop = fetchInto(s, free);
+    loops.add(loop);
+    void loop.finally(() => loops.delete(loop));
+  };
+  const loops = new Set<Promise<void>>();
+  /** Why a fetch failed or came back empty at once: gone (reported), or a fault that passes (pulled again shortly). */
+  const pullFailed = async (s: Source, err: unknown) => {
+    healthOf.get(s)!.silent(performance.now());
+    // Gone (the consumer or its stream deleted, the connection closed) is reported; anything else is pulled again shortly.
+    const gone = nc.isClosed() || (await s.consumer.info().then(() => false, (e: unknown) => isConsumerNotFound(e) || isStreamMissing(e)));
+    if (stopping) return;
+    if (gone) return ended(s, err);
+    log.warn({ err, stream, consumer: s.durable, retryInMs: PULL_RETRY_MS }, "pulling failed; pulling again");
+    setTimeout(() => refill(s), PULL_RETRY_MS).unref();
+  };
+  const fetchInto = async (s: Source, n: number) => {
+    let got = 0;
+    const began = performance.now();
+    try {
+      const batch = await s.consumer.fetch({ max_messages: n, expires });
+      s.fetches.add(batch);
+      if (stopping) batch.stop();
+      try {
+        for await (const msg of batch) {
+          got++;
+          s.reserved--;
+          arrived(s, msg);
+        }
+      } finally {
+        s.fetches.delete(batch);
+      }
+    } catch (err) {
+      s.reserved -= n - got;
+      got = n;
+      if (!stopping) await pullFailed(s, err);
+      return;
+    } finally {
+      s.reserved -= n - got;
+    }
+    if (stopping) return;
+    // An empty fetch that ended long before it expired was refused (a missing consumer answers at once): no tight loop.
+    if (got === 0 && performance.now() - began < expires / 2) return pullFailed(s, new Error("the pull ended at once with no message"));
+    refill(s);
+  };
+
+  // Several durables: what waits in the queues is kept alive (its ack_wait restarted) while it waits.
+  const keepAlive = several && Number.isFinite(ackWaitMs) ? setInterval(() => {
+    for (const s of sources) for (const msg of s.queue) msg.working();
+  }, Math.max(100, ackWaitMs / 3)) : undefined;
+  keepAlive?.unref();
+
+  // Awaited at stop, so a failing loop is never an unhandled rejection.
+  const ends = several ? [] : sources.map((s) => pump(s).then(() => ended(s, undefined), (err: unknown) => ended(s, err)));
+  if (several) for (const s of sources) refill(s);
 
   let stopped: Promise<void> | undefined;
   const stop = () => (stopped ??= (async () => {
@@ -266,8 +342,9 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
       s.wake = undefined;
       wake?.();
     }
-    await Promise.all(sources.map((s) => s.messages.close().catch(() => undefined)));
-    await Promise.all(ends);
+    await Promise.all(sources.map((s) => (s.messages ? s.messages.close().catch(() => undefined) : Promise.resolve())));
+    for (const s of sources) for (const batch of s.fetches) batch.stop();
+    await Promise.all([...ends, ...loops]);
     if (running > 0) await new Promise<void>((resolve) => idle.push(resolve));
   })());
 
@@ -279,4 +356,9 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
     stop,
     [Symbol.asyncDispose]: stop,
   };
+}
+
+/** True for JetStream's "stream not found" (a consumer's stream deleted). */
+function isStreamMissing(err: unknown): boolean {
+  return /stream not found/i.test((err as Error)?.message ?? "");
 }

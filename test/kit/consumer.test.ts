@@ -162,3 +162,90 @@ describe("kit consumer runtime", () => {
     });
   });
 });
+
+describe("kit consumer runtime, several durables (priority lanes)", () => {
+  /** Stream RUNTIME with durables `hi` (subject runtime.hi.>) and `lo` (runtime.lo.>), ack_wait `ackWaitMs`. */
+  async function lanes(ackWaitMs: number) {
+    const server = await startServer();
+    const nc = await connect({ servers: server.url });
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: STREAM, subjects: ["runtime.>"] });
+    for (const name of ["hi", "lo"]) {
+      await jsm.consumers.add(STREAM, { durable_name: name, filter_subject: `runtime.${name}.>`, ack_policy: AckPolicy.Explicit, ack_wait: ackWaitMs * 1e6, max_deliver: -1 });
+    }
+    const js = jetstream(nc);
+    return {
+      nc, jsm,
+      async publish(lane: string, n: number) {
+        for (let i = 0; i < n; i++) await js.publish(`runtime.${lane}.${i}`, new TextEncoder().encode(`${lane}${i}`));
+      },
+      async [Symbol.asyncDispose]() {
+        await nc.close().catch(() => undefined);
+        await server[Symbol.asyncDispose]();
+      },
+    };
+  }
+
+  test("consumer - several durables: one concurrency for all, at most `concurrency` ahead per durable, waiting messages kept alive past ack_wait, every message once", async () => {
+    await using b = await lanes(600);
+    await b.publish("hi", 12);
+    await b.publish("lo", 12);
+    let running = 0, most = 0;
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => { release = resolve; });
+    const seen: string[] = [];
+    await using _c = await consumeDurable(b.nc, {
+      stream: STREAM, durable: [{ durable: "hi", weight: () => 3 }, { durable: "lo", weight: () => 1 }], concurrency: 2, log: quiet,
+      handler: async (msg) => {
+        running++;
+        most = Math.max(most, running);
+        // A running handler keeps its own message alive (as the agent pipeline does); the runtime, those that wait.
+        const alive = setInterval(() => msg.working(), 150);
+        await gate;
+        clearInterval(alive);
+        seen.push(new TextDecoder().decode(msg.data));
+        running--;
+        msg.ack();
+      },
+    });
+    await waitFor(() => running === 2, { what: "both slots taken" });
+    // Held past three ack_waits: what waits in the runtime is kept alive; the server redelivers nothing.
+    const until = Date.now() + 2_000;
+    await waitFor(() => Date.now() >= until, { what: "three ack_waits to pass", timeoutMs: 5_000 });
+    for (const name of ["hi", "lo"]) {
+      const info = await b.jsm.consumers.info(STREAM, name);
+      assert.equal(info.num_redelivered, 0, `${name}: nothing redelivered while it waited`);
+      // Delivered and unacked: the running handlers (2 at most, both lanes together) and at most `concurrency` waiting.
+      assert.ok(info.num_ack_pending <= 2 + 2, `${name}: ${info.num_ack_pending} delivered ahead`);
+    }
+    release();
+    await waitFor(() => seen.length >= 24, { what: "every message handled" });
+    assert.deepEqual([...seen].sort(), [...new Set(seen)].sort(), "each once");
+    assert.equal(seen.length, 24);
+    assert.equal(most, 2, "one limit for both durables");
+  });
+
+  test("consumer - several durables: a deleted one is reported on `lost`; stop() hands back what waits", async () => {
+    await using b = await lanes(30_000);
+    const c = await consumeDurable(b.nc, {
+      stream: STREAM, durable: [{ durable: "hi", weight: () => 3 }, { durable: "lo", weight: () => 1 }], concurrency: 2, log: quiet, expiresMs: 1_000,
+      handler: () => new Promise<void>(() => undefined), // never settles: everything else waits
+    });
+    await b.publish("lo", 6);
+    await waitFor(async () => (await b.jsm.consumers.info(STREAM, "lo")).num_ack_pending === 4, { what: "two running, two waiting" });
+    await b.jsm.consumers.delete(STREAM, "hi");
+    const lost = await c.lost;
+    assert.equal(lost.code, ErrorCode.Config);
+    assert.match(lost.message, /consumer hi on RUNTIME ended/);
+    void c.stop(); // the two running handlers never finish; what waits is nak'ed at once, not left to ack_wait (30 s)
+    const next = await (await jetstream(b.nc).consumers.get(STREAM, "lo")).fetch({ max_messages: 4, expires: 3_000 });
+    const again: number[] = [];
+    for await (const m of next) {
+      again.push(m.info.streamSequence);
+      m.ack();
+      if (again.length === 4) break;
+    }
+    // The two that waited come back redelivered at once, with the two never delivered: all but the two running.
+    assert.equal(again.length, 4, `handed back: ${again.join(", ")}`);
+  });
+});
