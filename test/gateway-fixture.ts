@@ -38,6 +38,26 @@ export interface GatewayMeshOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+/** upstream-demo as infra/upstreams.json declares it. */
+export const demoUpstream = (JSON.parse(readFileSync(join(repoRoot, "infra", "upstreams.json"), "utf8")) as {
+  upstreams: Record<string, { priority?: { default: string }; budget?: { cost?: number; tokens?: number; steps?: number; deadlineMs?: number } }>;
+}).upstreams["upstream-demo"]!;
+
+/**
+ * The flow control a signed upstream-demo event must carry itself (the gateway cannot add to it): its priority, its
+ * whole budget at the caps, and a deadline within the upstream's.
+ */
+export function demoFlowControl(now = Date.now()): Record<string, string> {
+  const b = demoUpstream.budget ?? {};
+  return {
+    ...(demoUpstream.priority && { priority: demoUpstream.priority.default }),
+    ...(b.cost !== undefined && { budgetcost: String(b.cost) }),
+    ...(b.tokens !== undefined && { budgettokens: String(b.tokens) }),
+    ...(b.steps !== undefined && { budgetsteps: String(b.steps) }),
+    ...(b.deadlineMs !== undefined && { expirytime: new Date(now + b.deadlineMs / 2).toISOString() }),
+  };
+}
+
 /** A request body as the demo sends it. */
 export function requestData(topic = "Grid-scale battery storage"): string {
   return JSON.stringify({ topic, requester: "analyst@example.com", questions: ["Which chemistries lead?", "What does a MWh cost?"] });
