@@ -129,13 +129,19 @@ function sum(state: FlowState): FlowTotals {
   return steps === 0 ? NO_TOTALS : { steps, cost, tokens };
 }
 
-/** The first bound running one more step at `reserve` would pass, or undefined. */
+/**
+ * The first bound running one more step at `reserve` would pass, or undefined. A bound already reached stops even a
+ * run that reserves nothing: its cost is known only once it ran.
+ */
 function overBudget(budget: FlowBudget, spent: FlowTotals, reserve: Spend): { bound: LedgerBound; detail: string } | undefined {
   if (budget.steps !== undefined && spent.steps + 1 > budget.steps) return { bound: "steps", detail: `the flow has run ${spent.steps} of its ${budget.steps} steps` };
-  if (budget.cost !== undefined && spent.cost + reserve.cost > budget.cost) return { bound: "cost", detail: `the flow has spent ${spent.cost} of its ${budget.cost} cost units and this run reserves ${reserve.cost}` };
-  if (budget.tokens !== undefined && spent.tokens + reserve.tokens > budget.tokens) return { bound: "tokens", detail: `the flow has spent ${spent.tokens} of its ${budget.tokens} tokens and this run reserves ${reserve.tokens}` };
-  if (budget.cost !== undefined && spent.cost >= budget.cost && budget.cost > 0) return { bound: "cost", detail: `the flow has spent all ${budget.cost} of its cost units` };
-  if (budget.tokens !== undefined && spent.tokens >= budget.tokens && budget.tokens > 0) return { bound: "tokens", detail: `the flow has spent all ${budget.tokens} of its tokens` };
+  for (const [bound, unit] of [["cost", "cost units"], ["tokens", "tokens"]] as const) {
+    const limit = budget[bound];
+    if (limit === undefined) continue;
+    if (spent[bound] + reserve[bound] > limit || (limit > 0 && spent[bound] >= limit)) {
+      return { bound, detail: `the flow has spent ${spent[bound]} of its ${limit} ${unit}${reserve[bound] > 0 ? ` and this run reserves ${reserve[bound]}` : ""}` };
+    }
+  }
   return undefined;
 }
 
