@@ -142,7 +142,7 @@ describe("flow budgets", () => {
     await using planner = await run(mesh, plan.def);
     await using r = await run(mesh, research.def);
     await mesh.publish(PLAN, request(mesh, { budgetsteps: "4" }));
-    await waitFor(() => r.stats().processed === 5, { what: "every task handled or wrapped up" });
+    await waitFor(() => planner.stats().processed === 1 && r.stats().processed === 5, { what: "every task handled or wrapped up" });
     assert.deepEqual(plan.shown.map((b) => b && { limit: b.limit, spent: b.spent.steps, remaining: b.remaining }), [{ limit: { steps: 4 }, spent: 0, remaining: { steps: 3 } }]);
     assert.equal(research.ran.length, 3);
     assert.deepEqual(research.wrapped.sort(), ["q3: steps", "q4: steps"]);
