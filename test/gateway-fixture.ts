@@ -36,6 +36,8 @@ export interface GatewayMeshOptions {
   rate?: { per_second: number; burst: number };
   /** Extra environment for the gateway process. */
   env?: NodeJS.ProcessEnv;
+  /** Members of upstream-demo's entry in upstreams.json to replace (its priority, budget, …). */
+  upstream?: Record<string, unknown>;
 }
 
 /** upstream-demo as infra/upstreams.json declares it. */
@@ -67,8 +69,8 @@ export async function startGatewayMesh(opts: GatewayMeshOptions = {}): Promise<G
   const mesh = await startOperatedMesh();
   try {
     ensureDevTokens(mesh.dataDir);
-    const upstreams = JSON.parse(readFileSync(join(repoRoot, "infra", "upstreams.json"), "utf8")) as { upstreams: Record<string, { rate: unknown }> };
-    upstreams.upstreams["upstream-demo"]!.rate = opts.rate ?? { per_second: 1000, burst: 1000 };
+    const upstreams = JSON.parse(readFileSync(join(repoRoot, "infra", "upstreams.json"), "utf8")) as { upstreams: Record<string, Record<string, unknown>> };
+    Object.assign(upstreams.upstreams["upstream-demo"]!, { rate: opts.rate ?? { per_second: 1000, burst: 1000 }, ...opts.upstream });
     const upstreamsPath = join(mesh.dataDir, "upstreams.json");
     writeFileSync(upstreamsPath, JSON.stringify(upstreams));
     const gateway = mesh.spawn("services/gateway/main.ts", { CAUSEWAY_GATEWAY_PORT: "0", CAUSEWAY_UPSTREAMS: upstreamsPath, ...opts.env });
