@@ -3,7 +3,7 @@
 // answers and its JSON is checked against the finding's shape, falling back to the corpus with a warning when
 // it is malformed. The finding schema has no room for the request's context, so it travels in signed
 // extensions (ResearcherExtension) that the verifier carries on to the reporter.
-import { completeJson, type Model } from "../model.ts";
+import { affordsModel, completeJson, modelBudget, type Model } from "../model.ts";
 import { researcherDefaults, type ResearcherConfig } from "./config.ts";
 import { researchFromCorpus, type Evidence, type Research } from "./corpus.ts";
 import {
@@ -75,7 +75,8 @@ export function createResearcherDefinition(deps: ResearcherDeps = {}): AgentDefi
   const model = deps.model;
 
   const research = async (task: ResearchTask, topic: string | undefined, ctx: HandlerContext): Promise<Research> => {
-    if (model === undefined) return researchFromCorpus(task.query);
+    // The cheaper tier when the flow cannot pay for a model call: the built-in corpus costs nothing.
+    if (model === undefined || !affordsModel(ctx)) return researchFromCorpus(task.query);
     const answer = await completeJson(model, {
       system:
         "You are a careful researcher. Answer the research question with one self-contained claim, the evidence behind it " +
@@ -83,6 +84,7 @@ export function createResearcherDefinition(deps: ResearcherDeps = {}): AgentDefi
         'Answer with a JSON object {"claim": "…", "evidence": [{"source": "https://…", "quote": "…"}], "confidence": 0.5} and nothing else. ' +
         "Give no evidence rather than invented evidence.",
       user: topic === undefined ? `Research question: ${task.query}` : `Report topic: ${topic}\nResearch question: ${task.query}`,
+      ...modelBudget(ctx),
     }, parseResearch, ctx.signal);
     if (answer.ok) return answer.value;
     ctx.log.warn({ model: model.name, problem: answer.problem }, "model answer unusable; researching from the built-in corpus");
