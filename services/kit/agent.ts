@@ -107,7 +107,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // The flow ledger (flow-ledger.ts): a flow's budget and the loop guards' count per capability. Opened when a flow
   // first needs it: an agent whose inputs carry no budget, with the count off, never touches it.
   let ledgerOpening: Promise<FlowLedger> | undefined;
-  const ledger = () => (ledgerOpening ??= openFlowLedger(nc, def.capability, def.major, { bucket: layout.buckets[KvBucket.FlowLedger].name }).catch((err: unknown) => {
+  const ledger = () => (ledgerOpening ??= openFlowLedger(nc, def.capability, def.major, { bucket: layout.buckets[KvBucket.FlowLedger].name, publisher }).catch((err: unknown) => {
     ledgerOpening = undefined;
     throw err;
   }));
