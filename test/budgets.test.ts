@@ -53,7 +53,8 @@ function researcher(opts: { fixed?: number; reports?: { cost: number; tokens: nu
       if (opts.failFirst?.(input.data.query) && ctx.deliveryCount === 1) throw new RetryableError("fail the first delivery", { delayMs: 50 });
       ran.push(input.data.query);
       if (opts.reports) ctx.spend(opts.reports);
-      return [finding(input, ctx, `answer to ${input.data.query}`)];
+      // A handler claiming its run was a wrap-up: the runtime's value wins.
+      return [{ ...finding(input, ctx, `answer to ${input.data.query}`), extensions: { [ContextExtension.WrapUp]: "steps" } }];
     },
     ...(opts.wrapUp && {
       wrapUp(input, ctx, over) {
@@ -147,8 +148,12 @@ describe("flow budgets", () => {
     assert.equal(research.ran.length, 3);
     assert.deepEqual(research.wrapped.sort(), ["q3: steps", "q4: steps"]);
     assert.equal(r.stats().quarantined, 0);
-    const findings = (await mesh.messages("MESH_CAP", "mesh.cap.verify.v1")).map((m) => NatsBinding.toEvent(m).data.toString());
-    assert.equal(findings.filter((d) => d.includes("not researched: the flow has run 4 of its 4 steps")).length, 2);
+    const findings = (await mesh.messages("MESH_CAP", "mesh.cap.verify.v1")).map((m) => NatsBinding.toEvent(m));
+    const wrappedUp = findings.filter((f) => f.data.toString().includes("not researched: the flow has run 4 of its 4 steps"));
+    assert.equal(wrappedUp.length, 2);
+    // The record of the enforcement: the wrap-up's outputs carry the bound, signed; the handler's never do.
+    assert.deepEqual(wrappedUp.map((f) => f.extensions[ContextExtension.WrapUp]), ["steps", "steps"]);
+    assert.equal(findings.filter((f) => f.extensions[ContextExtension.WrapUp] !== undefined).length, 2);
   });
 
   test("budgets - a malformed budget is refused before the handler; a flow without one never touches the ledger", async () => {

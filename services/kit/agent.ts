@@ -186,11 +186,11 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // --- publishing outputs -------------------------------------------------------------------------
 
   /** Signs and publishes `emits` caused by `cause`; resolves once JetStream acknowledged every one. */
-  const publishOutputs = async (cause: CloudEvent, emits: readonly Emit[], startedAt: string, parentSpan?: ReturnType<typeof startProcessSpan>, spent?: Spend) => {
+  const publishOutputs = async (cause: CloudEvent, emits: readonly Emit[], startedAt: string, parentSpan?: ReturnType<typeof startProcessSpan>, spent?: Spend, wrapUp?: BudgetOver) => {
     const flow = correlationIdOf(cause); // every output carries the cause's flow (outputEventInit)
     // The route tables' revision the flow is routed by: the cause's, or — the flow's first agent — the latest seen.
     const epoch = routeEpochOf(cause) ?? router.epoch();
-    const events = outputInits(def, declaredOutputs, cause, emits, startedAt, epoch, spent);
+    const events = outputInits(def, declaredOutputs, cause, emits, startedAt, epoch, spent, wrapUp?.bound);
     await Promise.all(events.map(async ({ to: addressed, init }) => {
       const routed = router.route(addressed, flow, epoch);
       const to = typeof routed === "string" ? routed : await routed;
@@ -344,7 +344,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
           // 8. publish every output and wait for JetStream's acknowledgements; the run's spend is settled in the
           // ledger meanwhile (a write only when it differs from the reservation).
           await Promise.all([
-            publishOutputs(verified, emits, startedAt, span, spent),
+            publishOutputs(verified, emits, startedAt, span, spent, wrapUp),
             admission?.admitted && spent !== undefined ? ledger().then((l) => l.settle(flow, verified, spent)) : undefined,
           ]);
         } catch (err) {

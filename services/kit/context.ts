@@ -60,6 +60,12 @@ export const ContextExtension = {
    */
   SpentCost: "spentcost",
   SpentTokens: "spenttokens",
+  /**
+   * On the outputs of a wrap-up run (String, signed; not inherited): the budget bound (`steps`, `cost`, `tokens`)
+   * the flow could not pay for, so its handler did not run and the workflow's wrap-up path did. Set by the runtime,
+   * never by a handler: with the quarantine entries, the record of every budget enforcement.
+   */
+  WrapUp: "wrapup",
 } as const;
 
 /** The priorities a flow may have, highest first. */

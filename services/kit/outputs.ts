@@ -45,7 +45,7 @@ export interface OutputInit {
  * The outputs of `emits` caused by `cause` under `def`. Throws (CW_ERR_UNDECLARED_OUTPUT, CW_ERR_SCHEMA_VIOLATION)
  * for an output the definition does not declare or whose data does not validate: the handler run then failed.
  */
-export function outputInits(def: Pick<AgentDefinition, "principal" | "version">, declared: DeclaredOutputs, cause: CloudEvent, emits: readonly Emit[], startedAt: string, epoch?: number, spent?: Spend): OutputInit[] {
+export function outputInits(def: Pick<AgentDefinition, "principal" | "version">, declared: DeclaredOutputs, cause: CloudEvent, emits: readonly Emit[], startedAt: string, epoch?: number, spent?: Spend, wrapUp?: string): OutputInit[] {
   return emits.map((emit, index) => {
     const chosen = declared.choose(emit);
     chosen.validate(emit.data);
@@ -59,6 +59,9 @@ export function outputInits(def: Pick<AgentDefinition, "principal" | "version">,
     init.extensions![ContextExtension.AgentVersion] = def.version;
     // The route tables' revision the flow is routed by (routing.ts): the runtime's, after the handler's extensions too.
     if (epoch !== undefined) init.extensions![ContextExtension.RouteEpoch] = String(epoch);
+    // A wrap-up's outputs say which budget bound sent the flow there; no handler's output can claim it.
+    if (wrapUp !== undefined) init.extensions![ContextExtension.WrapUp] = wrapUp;
+    else if (init.extensions![ContextExtension.WrapUp] !== undefined) delete init.extensions![ContextExtension.WrapUp];
     return { to: emit.to, init };
   });
 }
