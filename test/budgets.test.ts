@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import {
-  ContextExtension, ErrorCode, NatsBinding, QuarantineHeader, QuarantineReason, RetryableError, createLogger, flowIdOf, openFlowLedger, parseLoopGuards, spentOf,
+  ContextExtension, ErrorCode, NatsBinding, QuarantineHeader, QuarantineReason, RetryableError, budgetOf, createLogger, flowContextOf, flowIdOf, openFlowLedger, parseLoopGuards, priorityOf, spentOf,
   startAgent, type AgentDefinition, type AgentOptions, type CloudEvent, type Emit, type HandlerContext,
 } from "../services/kit/index.ts";
 import { FINDING_SCHEMA, REQUEST_SCHEMA, TASK_SCHEMA, header, startMesh, type Mesh } from "./mesh-fixture.ts";
@@ -38,7 +38,7 @@ function fanOut(tasks: number, plan: (ctx: HandlerContext) => number = () => tas
 }
 
 /** A researcher costing `cost` per run (declared fixed, or reported through ctx.spend), answering each task with one finding. */
-function researcher(opts: { fixed?: number; reports?: { cost: number; tokens: number }; failFirst?: (query: string) => boolean; wrapUp?: boolean } = {}) {
+function researcher(opts: { fixed?: number; reports?: { cost: number; tokens: number }; failFirst?: (query: string) => boolean; wrapUp?: boolean; concurrency?: number } = {}) {
   const ran: string[] = [];
   const wrapped: string[] = [];
   const finding = (input: { event: CloudEvent }, ctx: HandlerContext, claim: string): Emit => ({
@@ -49,6 +49,7 @@ function researcher(opts: { fixed?: number; reports?: { cost: number; tokens: nu
     principal: "researcher", capability: "research", major: 1, version: "0.0.1-test", description: "costs money",
     accepts: { "research.task.created": TASK_SCHEMA }, emits: { "research.finding.created": FINDING_SCHEMA },
     ...(opts.fixed !== undefined && { cost: { cost: opts.fixed } }),
+    ...(opts.concurrency !== undefined && { concurrency: opts.concurrency }),
     handler(input, ctx) {
       if (opts.failFirst?.(input.data.query) && ctx.deliveryCount === 1) throw new RetryableError("fail the first delivery", { delayMs: 50 });
       ran.push(input.data.query);
@@ -115,23 +116,24 @@ describe("flow budgets", () => {
     }
   });
 
-  test("budgets - what a handler reports is settled in the ledger and signed into its outputs; a cost bound stops the next run", async () => {
+  test("budgets - what a handler reports replaces its reservation in the ledger and is signed into its outputs; the cost bound stops the next run", async () => {
     await using mesh = await startMesh();
     const plan = fanOut(4);
-    const research = researcher({ reports: { cost: 40, tokens: 1200 } });
+    // Reserves 30 per run, reports 40 once it ran; one task at a time, so each admission sees the last settlement.
+    const research = researcher({ fixed: 30, reports: { cost: 40, tokens: 1200 }, concurrency: 1 });
     await using planner = await run(mesh, plan.def);
     await using r = await run(mesh, research.def);
     const root = request(mesh, { budgetcost: "100", budgettokens: "100000" });
     await mesh.publish(PLAN, root);
-    // Reported cost is known only after a run: runs are admitted while the flow has cost left (0, 40, 80 < 100).
+    // 0 + 30 ≤ 100: runs, settles at 40; 40 + 30 ≤ 100: runs, settles at 80; 80 + 30 > 100: refused, twice.
     await waitFor(() => planner.stats().processed === 1 && r.stats().processed + r.stats().quarantined === 4, { what: "every task decided" });
-    assert.equal(r.stats().processed, 3);
-    assert.equal(r.stats().quarantined, 1);
-    const [q] = await mesh.messages("MESH_QUARANTINE", "mesh.quarantine.budget_exceeded.research");
-    assert.match(header(q!, QuarantineHeader.Detail)!, /the flow has spent 120 of its 100 cost units$/);
-    assert.deepEqual(await ledgerTotals(mesh, flowIdOf(root)), { steps: 4, cost: 120, tokens: 3600 });
+    assert.equal(r.stats().processed, 2);
+    assert.equal(r.stats().quarantined, 2);
+    const refused = await mesh.messages("MESH_QUARANTINE", "mesh.quarantine.budget_exceeded.research");
+    for (const q of refused) assert.match(header(q, QuarantineHeader.Detail)!, /the flow has spent 80 of its 100 cost units and this run reserves 30$/);
+    assert.deepEqual(await ledgerTotals(mesh, flowIdOf(root)), { steps: 3, cost: 80, tokens: 2400 });
     const findings = (await mesh.messages("MESH_CAP", "mesh.cap.verify.v1")).map((m) => NatsBinding.toEvent(m));
-    assert.equal(findings.length, 3);
+    assert.equal(findings.length, 2);
     for (const f of findings) assert.deepEqual(spentOf(f), { cost: 40, tokens: 1200 }, "each finding carries what its run spent, signed");
   });
 
@@ -154,6 +156,22 @@ describe("flow budgets", () => {
     // The record of the enforcement: the wrap-up's outputs carry the bound, signed; the handler's never do.
     assert.deepEqual(wrappedUp.map((f) => f.extensions[ContextExtension.WrapUp]), ["steps", "steps"]);
     assert.equal(findings.filter((f) => f.extensions[ContextExtension.WrapUp] !== undefined).length, 2);
+  });
+
+  test("budgets - what an agent emits outside a handler run (a deadline) stays in its flow's budget, priority and depth", async () => {
+    await using mesh = await startMesh();
+    const research = researcher();
+    await using r = await run(mesh, research.def);
+    const finding = mesh.event("gateway", { extensions: { budgetcost: "70", budgetsteps: "9", priority: "background", flowdepth: "4" } });
+    const cause = { id: finding.id, source: finding.source, correlationid: flowIdOf(finding), context: flowContextOf(finding) };
+    await r.emit(cause, [{
+      to: "mesh.cap.verify.v1", type: "research.finding.created",
+      data: { taskId: finding.id, claim: "late", evidence: [{ source: "urn:causeway:test", quote: "q" }], confidence: 0.5 },
+    }]);
+    const [out] = (await mesh.messages("MESH_CAP", "mesh.cap.verify.v1")).map((m) => NatsBinding.toEvent(m));
+    assert.deepEqual(budgetOf(out!), { cost: 70, steps: 9 });
+    assert.equal(priorityOf(out!), "background");
+    assert.equal(out!.extensions[ContextExtension.FlowDepth], "5", "one deeper than its cause");
   });
 
   test("budgets - a malformed budget is refused before the handler; a flow without one never touches the ledger", async () => {

@@ -155,6 +155,12 @@ export interface Cause {
   readonly traceparent?: string;
   readonly tracestate?: string;
   readonly expirytime?: string;
+  /**
+   * The rest of the flow context the cause carried — priority, budget, route epoch, causal depth (kit
+   * `flowContextOf(event)`) — inherited by what is emitted as by any output. Without it, what is emitted starts
+   * over: no budget, normal priority, depth 1.
+   */
+  readonly context?: Readonly<Record<string, string>>;
 }
 
 /** Counters of a running agent (also in `nats micro stats` and OpenTelemetry metrics). */

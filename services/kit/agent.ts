@@ -242,6 +242,10 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     }
     const verified = trusted.event;
     const span = startProcessSpan(msg.subject, verified, { consumer: inlet.durable, deliveryCount: msg.info.deliveryCount });
+    // Tells JetStream the input is being worked on, from the first step that may wait on the server (the flow ledger)
+    // to the end of the handler, so a slow step never gets it redelivered to a second replica meanwhile.
+    let keepAlive: NodeJS.Timeout | undefined;
+    const keepAliveFrom = () => (keepAlive ??= setInterval(() => msg.working(), Math.max(50, ackWaitMs / 3)));
     logFields = () => ({ eventId: verified.id, correlationId: correlationIdOf(verified), ...spanIds(span, verified) });
     try {
       // 2b. policy: may this principal address this capability at all? (A fact addresses nobody: its signer may
@@ -300,6 +304,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       let admission: LedgerAdmission | undefined;
       let wrapUp: BudgetOver | undefined;
       if (isBounded(budget) || guards.maxEventsPerCapability > 0) {
+        keepAliveFrom();
         admission = await (await ledger()).admit(flow, verified, { budget, reserve, maxRuns: guards.maxEventsPerCapability, first: depth === 0 });
         if (!admission.admitted) {
           if (admission.bound === "maxEventsPerCapability") {
@@ -326,7 +331,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       }
       // 7. handler, with heartbeats so a long handler keeps its delivery
       const started = performance.now();
-      const heartbeat = setInterval(() => msg.working(), Math.max(50, ackWaitMs / 3));
+      keepAliveFrom();
       let emits: readonly Emit[];
       try {
         // What the run spent: what the handler reports, else the definition's fixed cost; a wrap-up charges nothing.
@@ -376,7 +381,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
           });
         } else processed.note(verified);
       } finally {
-        clearInterval(heartbeat);
+        clearInterval(keepAlive);
         const ms = performance.now() - started;
         counters.handlerRuns++;
         counters.handlerTotalMs += ms;
@@ -407,6 +412,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         : transient ? transientRetryDelayMs(attempt) : backoffMs[Math.min(attempt - 1, backoffMs.length - 1)] ?? ackWaitMs;
       log().warn({ err, attempt, retryInMs: delay, transient }, "handler failed; will retry");
       msg.nak(delay);
+    } finally {
+      clearInterval(keepAlive);
     }
   };
 
@@ -561,8 +568,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     stop,
     lost,
     async emit(cause: Cause, emits: readonly Emit[]) {
-      const { correlationid, traceparent, tracestate, expirytime } = cause;
-      const extensions = { correlationid, ...(traceparent && { traceparent }), ...(tracestate && { tracestate }), ...(expirytime && { expirytime }) };
+      const { correlationid, traceparent, tracestate, expirytime, context } = cause;
+      const extensions = { ...context, correlationid, ...(traceparent && { traceparent }), ...(tracestate && { tracestate }), ...(expirytime && { expirytime }) };
       await publishOutputs(createEvent({ id: cause.id, source: cause.source, type: "causeway.cause", extensions }), emits, new Date().toISOString());
     },
     [Symbol.asyncDispose]: stop,

@@ -239,6 +239,20 @@ export function spentOf(event: Pick<CloudEvent, "extensions">): Spend | undefine
   return { cost: cost === "absent" ? 0 : cost, tokens: tokens === "absent" ? 0 : tokens };
 }
 
+/**
+ * The flow context `event` carries that whatever it causes inherits (its priority, budget, deadline, route epoch
+ * and causal depth), as the strings binary mode carries: what a {@link Cause} keeps for output emitted later, outside
+ * a handler run (a deadline), so that output is in the same flow as any other.
+ */
+export function flowContextOf(event: Pick<CloudEvent, "extensions">): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of [...INHERITED, ContextExtension.FlowDepth]) {
+    const v = event.extensions[name];
+    if (v !== undefined) out[name] = String(v);
+  }
+  return out;
+}
+
 /** The context extensions every output inherits from its input, unchanged. */
 const INHERITED = [
   ContextExtension.RouteEpoch, ContextExtension.ExpiryTime, ContextExtension.Priority,

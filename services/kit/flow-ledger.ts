@@ -178,6 +178,20 @@ export async function openFlowLedger(nc: NatsConnection, capability: string, maj
   const stream = `KV_${bucket}`;
   const prefix = capabilityKeyPrefix(capability, major);
   const known = new Map<string, FlowState>();
+  // One admission or settlement per flow at a time in this process: a fan-out's inputs handled here at once take
+  // turns on what the last one wrote instead of racing each other (and re-reading) on the server; only other
+  // processes' writes can make a compare-and-set lose.
+  const turns = new Map<string, Promise<unknown>>();
+  const inTurn = <T>(token: string, work: () => Promise<T>): Promise<T> => {
+    const previous = turns.get(token) ?? Promise.resolve();
+    const mine = previous.then(work, work);
+    const settled = mine.then(() => undefined, () => undefined);
+    turns.set(token, settled);
+    void settled.then(() => {
+      if (turns.get(token) === settled) turns.delete(token);
+    });
+    return mine;
+  };
   const remember = (token: string, state: FlowState) => {
     if (known.size >= CACHE_LIMIT && !known.has(token)) known.clear();
     known.set(token, state);
@@ -208,66 +222,74 @@ export async function openFlowLedger(nc: NatsConnection, capability: string, maj
   };
 
   return {
-    async admit(flow, input, req) {
+    admit(flow, input, req) {
       const token = flowToken(flow);
-      const tag = tagOf(input);
-      const budgeted = isBounded(req.budget);
-      // First run of the flow: nothing to read, the write expects nothing there.
-      let state: FlowState | undefined = known.get(token) ?? (req.first ? { maxSeq: 0, records: new Map() } : undefined);
-      for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-        if (state === undefined || (budgeted && Number.isNaN(state.maxSeq))) state = await readFlow(token);
-        const own = state.records.get(prefix);
-        const spent = sum(state);
-        if (own?.runs[tag] !== undefined) return { admitted: true, again: true, spent, remaining: remainingOf(req.budget, spent) };
-        const ownRuns = own === undefined ? 0 : Object.keys(own.runs).length;
-        if (req.maxRuns > 0 && ownRuns >= req.maxRuns) {
-          return { admitted: false, bound: "maxEventsPerCapability", detail: `already had ${ownRuns} events handled by ${capability}.v${major}` };
-        }
-        const over = budgeted ? overBudget(req.budget, spent, req.reserve) : undefined;
-        if (over) return { admitted: false, ...over };
-        const runs = { ...own?.runs, [tag]: [req.reserve.cost, req.reserve.tokens] as const };
-        try {
-          // With a budget the whole flow is compared (no two runs take its last step); for the loop count alone, this key.
-          const seq = await write(token, runs, budgeted ? { seq: state.maxSeq, flowWide: true } : { seq: own?.seq ?? 0, flowWide: false });
-          remember(token, { maxSeq: budgeted ? seq : NaN, records: new Map(state.records).set(prefix, { seq, runs }) });
-          const after = { steps: spent.steps + 1, cost: spent.cost + req.reserve.cost, tokens: spent.tokens + req.reserve.tokens };
-          return { admitted: true, again: false, spent, remaining: remainingOf(req.budget, after) };
-        } catch (err) {
-          // Anything but a lost compare-and-set fails this delivery (retried); a lost one: decide on what is there now.
-          if (!isWrongRevision(err)) throw err;
-          state = undefined;
-        }
-      }
-      // Writers racing on one flow: a contention that passes, retried shortly like any transient fault.
-      throw new CausewayError(ErrorCode.Unavailable, `the ledger of flow ${flow} kept changing under ${ATTEMPTS} attempts by ${prefix}`);
+      return inTurn(token, () => admitNow(token, flow, input, req));
     },
 
-    async settle(flow, input, spent) {
+    settle(flow, input, spent) {
       const token = flowToken(flow);
-      const tag = tagOf(input);
-      let state = known.get(token);
-      for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-        state ??= await readFlow(token);
-        const own = state.records.get(prefix);
-        const entry = own?.runs[tag];
-        // Not admitted here (an operator reset the record since): nothing to settle against.
-        if (own === undefined || entry === undefined) return;
-        if (entry[0] === spent.cost && entry[1] === spent.tokens) return;
-        const runs = { ...own.runs, [tag]: [spent.cost, spent.tokens] as const };
-        try {
-          const seq = await write(token, runs, { seq: own.seq, flowWide: false });
-          remember(token, { maxSeq: NaN, records: new Map(state.records).set(prefix, { seq, runs }) });
-          return;
-        } catch (err) {
-          if (!isWrongRevision(err)) throw err;
-          state = undefined;
-        }
-      }
-      throw new CausewayError(ErrorCode.Unavailable, `the ledger of flow ${flow} kept changing under ${ATTEMPTS} attempts to settle a run of ${prefix}`);
+      return inTurn(token, () => settleNow(token, flow, input, spent));
     },
 
     async totals(flow) {
       return sum(await readFlow(flowToken(flow)));
     },
   };
+
+  async function admitNow(token: string, flow: string, input: InputRef, req: AdmitRequest): Promise<LedgerAdmission> {
+    const tag = tagOf(input);
+    const budgeted = isBounded(req.budget);
+    // First run of the flow: nothing to read, the write expects nothing there.
+    let state: FlowState | undefined = known.get(token) ?? (req.first ? { maxSeq: 0, records: new Map() } : undefined);
+    for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+      if (state === undefined || (budgeted && Number.isNaN(state.maxSeq))) state = await readFlow(token);
+      const own = state.records.get(prefix);
+      const spent = sum(state);
+      if (own?.runs[tag] !== undefined) return { admitted: true, again: true, spent, remaining: remainingOf(req.budget, spent) };
+      const ownRuns = own === undefined ? 0 : Object.keys(own.runs).length;
+      if (req.maxRuns > 0 && ownRuns >= req.maxRuns) {
+        return { admitted: false, bound: "maxEventsPerCapability", detail: `already had ${ownRuns} events handled by ${capability}.v${major}` };
+      }
+      const over = budgeted ? overBudget(req.budget, spent, req.reserve) : undefined;
+      if (over) return { admitted: false, ...over };
+      const runs = { ...own?.runs, [tag]: [req.reserve.cost, req.reserve.tokens] as const };
+      try {
+        // With a budget the whole flow is compared (no two runs take its last step); for the loop count alone, this key.
+        const seq = await write(token, runs, budgeted ? { seq: state.maxSeq, flowWide: true } : { seq: own?.seq ?? 0, flowWide: false });
+        remember(token, { maxSeq: budgeted ? seq : NaN, records: new Map(state.records).set(prefix, { seq, runs }) });
+        const after = { steps: spent.steps + 1, cost: spent.cost + req.reserve.cost, tokens: spent.tokens + req.reserve.tokens };
+        return { admitted: true, again: false, spent, remaining: remainingOf(req.budget, after) };
+      } catch (err) {
+        // Anything but a lost compare-and-set fails this delivery (retried); a lost one: decide on what is there now.
+        if (!isWrongRevision(err)) throw err;
+        state = undefined;
+      }
+    }
+    // Writers racing on one flow: a contention that passes, retried shortly like any transient fault.
+    throw new CausewayError(ErrorCode.Unavailable, `the ledger of flow ${flow} kept changing under ${ATTEMPTS} attempts by ${prefix}`);
+  }
+
+  async function settleNow(token: string, flow: string, input: InputRef, spent: Spend): Promise<void> {
+    const tag = tagOf(input);
+    let state = known.get(token);
+    for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+      state ??= await readFlow(token);
+      const own = state.records.get(prefix);
+      const entry = own?.runs[tag];
+      // Not admitted here (an operator reset the record since): nothing to settle against.
+      if (own === undefined || entry === undefined) return;
+      if (entry[0] === spent.cost && entry[1] === spent.tokens) return;
+      const runs = { ...own.runs, [tag]: [spent.cost, spent.tokens] as const };
+      try {
+        const seq = await write(token, runs, { seq: own.seq, flowWide: false });
+        remember(token, { maxSeq: NaN, records: new Map(state.records).set(prefix, { seq, runs }) });
+        return;
+      } catch (err) {
+        if (!isWrongRevision(err)) throw err;
+        state = undefined;
+      }
+    }
+    throw new CausewayError(ErrorCode.Unavailable, `the ledger of flow ${flow} kept changing under ${ATTEMPTS} attempts to settle a run of ${prefix}`);
+  }
 }

@@ -27,7 +27,7 @@ export type { KeyResolver, SigningKey, VerificationKey } from "./keys.ts";
 
 // Context that flows from input to output: ids, correlation and causation, trace context, expiry
 export {
-  ContextExtension, PRIORITIES, Priority, budgetOf, childTraceparent, correlationIdOf, countExtension, flowDepthOf, flowIdOf, deriveEventId, expiryIn, isBounded,
+  ContextExtension, PRIORITIES, Priority, budgetOf, flowContextOf, childTraceparent, correlationIdOf, countExtension, flowDepthOf, flowIdOf, deriveEventId, expiryIn, isBounded,
   isExpired, newTraceparent, outputEventInit, parseTraceparent, principalSource, priorityOf, spentOf, uuidv7,
 } from "./context.ts";
 export type { FlowBudget, PriorityValue, Spend, TraceParent } from "./context.ts";

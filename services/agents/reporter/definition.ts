@@ -9,7 +9,7 @@ import { reporterDefaults, type ReporterConfig } from "./config.ts";
 import { isComplete, type JoinMeta, type JoinState, type JoinStore, type JoinedFinding } from "./joins.ts";
 import { ReportSchema, reportEmits } from "./report.ts";
 import {
-  QuarantineReason, correlationIdOf, type AgentDefinition, type Cause, type CloudEvent, type Emit, type ExtensionValue, type HandlerContext, type HandlerInput, type PolicyVerdict,
+  QuarantineReason, correlationIdOf, flowContextOf, type AgentDefinition, type Cause, type CloudEvent, type Emit, type ExtensionValue, type HandlerContext, type HandlerInput, type PolicyVerdict,
 } from "../../kit/index.ts";
 
 export { reporterDeadlineSweep, startDeadlineSweep } from "./sweep.ts";
@@ -92,6 +92,7 @@ export function causeOf(event: CloudEvent): Cause {
     ...(traceparent !== undefined && { traceparent }),
     ...(tracestate !== undefined && { tracestate }),
     ...(expirytime !== undefined && { expirytime }),
+    context: flowContextOf(event),
   };
 }
 
