@@ -47,6 +47,13 @@ export const ResearcherExtension = {
 /** Extensions of the task copied unchanged onto the finding (set by the planner: topic, requesttime, deadline). */
 export const FORWARDED_EXTENSIONS = Object.freeze(["topic", "requesttime", "deadline"] as const);
 
+/**
+ * What one research run costs the flow, in cost units, when no model reports its spend: a fixed cost reserved
+ * against the flow's budget before the run and signed into its finding (`spentcost`), so a deterministic flow's
+ * spend shows in lineage and the demo. What a model run reports (ctx.spend) replaces it.
+ */
+export const RESEARCH_COST = 10;
+
 /** What the researcher is built from. */
 export interface ResearcherDeps {
   /** When set, answers the research question. Default: the built-in corpus. */
@@ -100,6 +107,7 @@ export function createResearcherDefinition(deps: ResearcherDeps = {}): AgentDefi
     accepts: { "research.task.created": ResearcherSchema["research.task.created"] },
     emits: { "research.finding.created": ResearcherSchema["research.finding.created"] },
     concurrency: config.concurrency,
+    cost: { cost: RESEARCH_COST },
     policy: researcherPolicy,
     async handler(input: HandlerInput<ResearchTask>, ctx: HandlerContext): Promise<readonly Emit[]> {
       const ext = input.event.extensions;
