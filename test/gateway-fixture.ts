@@ -36,6 +36,28 @@ export interface GatewayMeshOptions {
   rate?: { per_second: number; burst: number };
   /** Extra environment for the gateway process. */
   env?: NodeJS.ProcessEnv;
+  /** Members of upstream-demo's entry in upstreams.json to replace (its priority, budget, …). */
+  upstream?: Record<string, unknown>;
+}
+
+/** upstream-demo as infra/upstreams.json declares it. */
+export const demoUpstream = (JSON.parse(readFileSync(join(repoRoot, "infra", "upstreams.json"), "utf8")) as {
+  upstreams: Record<string, { priority?: { default: string }; budget?: { cost?: number; tokens?: number; steps?: number; deadlineMs?: number } }>;
+}).upstreams["upstream-demo"]!;
+
+/**
+ * The flow control a signed upstream-demo event must carry itself (the gateway cannot add to it): its priority, its
+ * whole budget at the caps, and a deadline within the upstream's.
+ */
+export function demoFlowControl(now = Date.now()): Record<string, string> {
+  const b = demoUpstream.budget ?? {};
+  return {
+    ...(demoUpstream.priority && { priority: demoUpstream.priority.default }),
+    ...(b.cost !== undefined && { budgetcost: String(b.cost) }),
+    ...(b.tokens !== undefined && { budgettokens: String(b.tokens) }),
+    ...(b.steps !== undefined && { budgetsteps: String(b.steps) }),
+    ...(b.deadlineMs !== undefined && { expirytime: new Date(now + b.deadlineMs / 2).toISOString() }),
+  };
 }
 
 /** A request body as the demo sends it. */
@@ -47,8 +69,8 @@ export async function startGatewayMesh(opts: GatewayMeshOptions = {}): Promise<G
   const mesh = await startOperatedMesh();
   try {
     ensureDevTokens(mesh.dataDir);
-    const upstreams = JSON.parse(readFileSync(join(repoRoot, "infra", "upstreams.json"), "utf8")) as { upstreams: Record<string, { rate: unknown }> };
-    upstreams.upstreams["upstream-demo"]!.rate = opts.rate ?? { per_second: 1000, burst: 1000 };
+    const upstreams = JSON.parse(readFileSync(join(repoRoot, "infra", "upstreams.json"), "utf8")) as { upstreams: Record<string, Record<string, unknown>> };
+    Object.assign(upstreams.upstreams["upstream-demo"]!, { rate: opts.rate ?? { per_second: 1000, burst: 1000 }, ...opts.upstream });
     const upstreamsPath = join(mesh.dataDir, "upstreams.json");
     writeFileSync(upstreamsPath, JSON.stringify(upstreams));
     const gateway = mesh.spawn("services/gateway/main.ts", { CAUSEWAY_GATEWAY_PORT: "0", CAUSEWAY_UPSTREAMS: upstreamsPath, ...opts.env });

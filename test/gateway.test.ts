@@ -14,7 +14,7 @@ import {
 } from "../services/kit/index.ts";
 import { MARK_PREFIX } from "../services/gateway/ledger.ts";
 import { dedupeKey } from "../services/gateway/notarize.ts";
-import { DEMO_SOURCE, REQUEST_SCHEMA, requestData, startGatewayMesh, type GatewayMesh } from "./gateway-fixture.ts";
+import { DEMO_SOURCE, REQUEST_SCHEMA, demoFlowControl, requestData, startGatewayMesh, type GatewayMesh } from "./gateway-fixture.ts";
 import { runNats, waitFor } from "./harness/index.ts";
 
 const binary = (id: string, extra: Record<string, string> = {}) => ({
@@ -223,7 +223,7 @@ describe("gateway", () => {
     const key = signingKeyFromNkeySeed(readSeed("upstream-demo", g.mesh.dataDir));
     const signed = signEvent(createEvent({
       id: "signed-1", source: DEMO_SOURCE, type: "report.requested", time: new Date().toISOString(), datacontenttype: "application/json",
-      dataschema: REQUEST_SCHEMA, data: requestData("signed"),
+      dataschema: REQUEST_SCHEMA, data: requestData("signed"), extensions: demoFlowControl(),
     }), key);
     const { headers, data } = NatsBinding.binary(signed);
     const h: Record<string, string> = {};

@@ -12,8 +12,9 @@
 // CW_ERR_UPSTREAM_CONTEXT when it carries a causationid or a correlationid other than its flow id.
 import { hash } from "node:crypto";
 import {
-  ContextExtension, DSSE_MATERIAL, DecodeError, ErrorCode, QuarantineReason, createEvent, dataJson, flowIdOf, isExpired, isJsonContentType, parseTraceparent,
-  signEvent, type CloudEvent, type StoredMessage, type ExtensionValue, type SchemaRegistry, type SigningKey, type TrustStore,
+  ContextExtension, DSSE_MATERIAL, DecodeError, ErrorCode, QuarantineReason, countExtension, createEvent, dataJson, expiryIn, flowIdOf, isExpired, isJsonContentType,
+  parseTraceparent, priorityOf, signEvent, type CloudEvent, type FlowBudget, type PriorityValue, type StoredMessage, type ExtensionValue, type SchemaRegistry,
+  type SigningKey, type TrustStore,
 } from "../kit/index.ts";
 import { IngestError } from "./outcome.ts";
 import type { Routes, Route } from "./routes.ts";
@@ -42,6 +43,12 @@ export interface Checked {
    * event as `routeepoch`; undefined for an event the upstream signed (its first agent stamps the flow).
    */
   readonly epoch?: number;
+  /** The flow's priority, from the upstream's policy (infra/upstreams.json). */
+  readonly priority: PriorityValue;
+  /** The flow's budget: what the event asked for, or the upstream's cap; {} when unbounded. */
+  readonly budget: FlowBudget;
+  /** The flow's `expirytime` when the gateway sets it (the upstream's deadline; the event carried none). */
+  readonly expirytime?: string;
 }
 
 /** What notarizing needs. */
@@ -118,6 +125,7 @@ export function createNotary(deps: NotaryDeps): Notary {
           if (event[name] === undefined) throw new DecodeError(ErrorCode.MissingAttribute, `a signed upstream event must carry "${name}"`, name);
         }
       }
+      const admission = admit(event, upstream, signed);
       // The mesh counts a flow's causal depth from the event the gateway admits (0, `flowdepth` absent): an upstream
       // that set one could start its flow past the loop guard's bound, or claim a depth below what it is.
       if (event.extensions[ContextExtension.FlowDepth] !== undefined) {
@@ -150,7 +158,7 @@ export function createNotary(deps: NotaryDeps): Notary {
       const key = dedupeKey(event);
       const upstreamTrace = event.extensions[ContextExtension.TraceParent];
       const traceparent = parseTraceparent(upstreamTrace) ? String(upstreamTrace) : derivedTraceparent(key);
-      return { event, upstream, route, key, flow, signed, traceparent, ...(!signed && { epoch: deps.epoch() }) };
+      return { event, upstream, route, key, flow, signed, traceparent, ...(!signed && { epoch: deps.epoch() }), ...admission };
     },
 
     notarize(checked, now = new Date()) {
@@ -170,11 +178,60 @@ export function createNotary(deps: NotaryDeps): Notary {
       extensions[ContextExtension.TraceParent] = checked.traceparent;
       extensions[ContextExtension.CorrelationId] = checked.flow;
       if (checked.epoch !== undefined) extensions[ContextExtension.RouteEpoch] = String(checked.epoch);
+      extensions[ContextExtension.Priority] = checked.priority;
+      for (const [bound, name] of BUDGET_EXTENSIONS) {
+        const value = checked.budget[bound];
+        if (value !== undefined) extensions[name] = String(value);
+      }
+      if (checked.expirytime !== undefined) extensions[ContextExtension.ExpiryTime] = checked.expirytime;
       return signEvent(createEvent({
         ...e, time: e.time ?? now.toISOString(), dataschema: checked.route.dataschema, extensions, data: e.data,
       }), deps.key);
     },
   };
+}
+
+/** Each bound of a flow budget and the signed extension that carries it. */
+const BUDGET_EXTENSIONS = [
+  ["cost", ContextExtension.BudgetCost], ["tokens", ContextExtension.BudgetTokens], ["steps", ContextExtension.BudgetSteps],
+] as const satisfies readonly (readonly [keyof FlowBudget, string])[];
+
+/**
+ * The flow control an upstream's event gets (issue 16): its priority and budget come from the upstream's policy. An
+ * event may ask for a smaller budget (`budgetcost` …) and an earlier deadline (`expirytime`), never a larger one,
+ * nor its own priority, nor say what it spent. A signed event, which the gateway cannot change, must carry them
+ * itself: the upstream's priority (absent is normal) and every bound of its budget, within the caps.
+ */
+function admit(event: CloudEvent, upstream: Upstream, signed: boolean, now = Date.now()): Pick<Checked, "priority" | "budget" | "expirytime"> {
+  const refuse = (attribute: string, why: string) => new IngestError(ErrorCode.UpstreamContext, `${attribute}: ${why}`, { reason: QuarantineReason.PolicyDenied, attribute });
+  const priority = upstream.priorityOf(event.type);
+  for (const name of [ContextExtension.SpentCost, ContextExtension.SpentTokens]) {
+    if (event.extensions[name] !== undefined) throw refuse(name, "an upstream event may not say what the mesh spent");
+  }
+  if (event.extensions[ContextExtension.Priority] !== undefined && !(signed && priorityOf(event) === priority)) {
+    throw refuse(ContextExtension.Priority, `the gateway sets a flow's priority from upstream ${upstream.name}'s policy (${priority} for ${event.type})${signed ? "; a signed event must carry exactly that" : ""}`);
+  }
+  if (signed && priorityOf(event) !== priority) throw refuse(ContextExtension.Priority, `a signed event of upstream ${upstream.name} must carry priority "${priority}" (its policy for ${event.type})`);
+  const budget: { cost?: number; tokens?: number; steps?: number } = {};
+  for (const [bound, name] of BUDGET_EXTENSIONS) {
+    const asked = countExtension(event, name);
+    const cap = upstream.budget[bound];
+    if (asked === undefined) throw new DecodeError(ErrorCode.InvalidAttribute, `${name} ${JSON.stringify(event.extensions[name])} is not a non-negative integer`, name);
+    if (asked !== "absent" && cap !== undefined && asked > cap) throw refuse(name, `asks for ${asked}, more than upstream ${upstream.name}'s cap of ${cap}`);
+    if (asked === "absent" && signed && cap !== undefined) throw refuse(name, `a signed event of upstream ${upstream.name} must carry its budget (at most ${cap})`);
+    const value = asked === "absent" ? cap : asked;
+    if (value !== undefined) budget[bound] = value;
+  }
+  if (upstream.deadlineMs === undefined) return { priority, budget };
+  const latest = now + upstream.deadlineMs;
+  const expiry = event.extensions[ContextExtension.ExpiryTime];
+  if (expiry === undefined) {
+    if (signed) throw refuse(ContextExtension.ExpiryTime, `a signed event of upstream ${upstream.name} must carry its deadline (at most ${upstream.deadlineMs} ms ahead)`);
+    return { priority, budget, expirytime: expiryIn(upstream.deadlineMs, now) };
+  }
+  // isExpired already refused a malformed or past expiry.
+  if (Date.parse(String(expiry)) > latest) throw refuse(ContextExtension.ExpiryTime, `${String(expiry)} is later than upstream ${upstream.name}'s deadline allows (${upstream.deadlineMs} ms after admission)`);
+  return { priority, budget };
 }
 
 /** The W3C trace id of a traceparent. */

@@ -2,7 +2,7 @@
 // Over HTTP an upstream proves itself with a bearer token, declared by its SHA-256 (never the token itself);
 // over NATS the server has already proved it (its NKey), and the ingest subject's source token names it.
 import { readFileSync } from "node:fs";
-import { ErrorCode, Role, bearerMatcher, devTokenPath, invalidFile, readInfraFile, tokenDigestHex, type Principals } from "../kit/index.ts";
+import { ErrorCode, Priority, Role, bearerMatcher, devTokenPath, invalidFile, readInfraFile, tokenDigestHex, type FlowBudget, type Principals, type PriorityValue } from "../kit/index.ts";
 
 /** One upstream, validated and frozen. */
 export interface Upstream {
@@ -17,6 +17,14 @@ export interface Upstream {
   readonly burst: number;
   /** Whether it may publish over HTTP (a bearer token is declared and available). */
   readonly http: boolean;
+  /** The tenant its flows count against (infra/tenants.json); its own name unless upstreams.json says otherwise. */
+  readonly tenant: string;
+  /** The priority of a flow it starts with an event of `type`. */
+  priorityOf(type: string): PriorityValue;
+  /** The budget (default and cap) of each flow it starts; {} when unbounded. */
+  readonly budget: FlowBudget;
+  /** The longest a flow it starts may run, in ms (its `expirytime` at most this far after admission); undefined: no bound. */
+  readonly deadlineMs: number | undefined;
 }
 
 /** The upstream directory the gateway works with. */
@@ -36,6 +44,9 @@ interface RawUpstream {
   sources: string[];
   bearer?: { sha256: string } | { dev_token: true };
   rate: { per_second: number; burst: number };
+  tenant?: string;
+  priority?: { default: PriorityValue; types?: Record<string, PriorityValue> };
+  budget?: { cost?: number; tokens?: number; steps?: number; deadlineMs?: number };
 }
 
 /** True when `source` is one of the upstream's sources (exact, or under one ending in `/`). */
@@ -69,9 +80,14 @@ export function loadUpstreams(path: string, principals: Principals, dataDir: str
         warnings.push(`upstream ${name}: no development token at ${file} (\`causeway tokens ensure\` creates it); it can publish over NATS only`);
       }
     }
+    const byType = new Map(Object.entries(raw.priority?.types ?? {}));
+    const fallback = raw.priority?.default ?? Priority.Normal;
+    const { deadlineMs, ...bounds } = raw.budget ?? {};
     const upstream: Upstream = Object.freeze({
       name, description: raw.description, sources: Object.freeze([...raw.sources]),
       perSecond: raw.rate.per_second, burst: raw.rate.burst, http: digest !== undefined,
+      tenant: raw.tenant ?? name, priorityOf: (type: string) => byType.get(type) ?? fallback,
+      budget: Object.freeze(bounds), deadlineMs,
     });
     if (digest !== undefined) {
       if (byDigest.has(digest)) problems.push(`/upstreams/${name}/bearer: the same token as upstream ${byDigest.get(digest)!.name}`);

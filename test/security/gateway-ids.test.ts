@@ -91,7 +91,7 @@ describe("the gateway's message ids and payload size", () => {
           id, source: DEMO_SOURCE, type: "report.requested", datacontenttype: "application/json", dataschema: REQUEST_SCHEMA,
           extensions: { traceparent: newTraceparent(), upstream: "upstream-demo" }, data: JSON.stringify({ pad: "x".repeat(dataBytes - 12) }),
         });
-        const checked: Checked = { event, upstream, route, key: dedupeKey(event), flow: flowIdOf(event), signed: false, traceparent: String(event.extensions.traceparent) };
+        const checked: Checked = { event, upstream, route, key: dedupeKey(event), flow: flowIdOf(event), signed: false, traceparent: String(event.extensions.traceparent), priority: "normal", budget: {} };
         return { checked, event: signEvent(event, key) };
       };
 
