@@ -168,7 +168,10 @@ describe("flow budgets", () => {
       to: "mesh.cap.verify.v1", type: "research.finding.created",
       data: { taskId: finding.id, claim: "late", evidence: [{ source: "urn:causeway:test", quote: "q" }], confidence: 0.5 },
     }]);
-    const [out] = (await mesh.messages("MESH_CAP", "mesh.cap.verify.v1")).map((m) => NatsBinding.toEvent(m));
+    // A background flow's work goes to the capability's background subject (priority lanes).
+    const stored = await mesh.messages("MESH_CAP", "mesh.cap.verify.v1.>");
+    assert.deepEqual(stored.map((m) => m.subject), ["mesh.cap.verify.v1.background"]);
+    const [out] = stored.map((m) => NatsBinding.toEvent(m));
     assert.deepEqual(budgetOf(out!), { cost: 70, steps: 9 });
     assert.equal(priorityOf(out!), "background");
     assert.equal(out!.extensions[ContextExtension.FlowDepth], "5", "one deeper than its cause");
