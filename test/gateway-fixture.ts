@@ -25,7 +25,7 @@ export interface GatewayMesh extends AsyncDisposable {
   post(body: string | Uint8Array, headers: Record<string, string>): Promise<{ status: number; headers: Headers; json: Record<string, unknown> }>;
   /** The real `nats` CLI as upstream-demo (its NKey, its inbox). */
   natsAsUpstream(args: string[]): Promise<CliResult>;
-  /** Events on a subject of MESH_CAP (default mesh.cap.plan.v1). */
+  /** Events on a subject of MESH_CAP (default: plan.v1's work of every priority and lane, in stream order). */
   routed(subject?: string): Promise<CloudEvent[]>;
   /** Quarantine entries: headers and data. */
   quarantined(): Promise<{ reason: string; code: string; subject: string; headers: Record<string, string>; data: string }[]>;
@@ -84,8 +84,10 @@ export async function startGatewayMesh(opts: GatewayMeshOptions = {}): Promise<G
         return { status: res.status, headers: res.headers, json: JSON.parse(text) as Record<string, unknown> };
       },
       natsAsUpstream: (args) => runNats(["--inbox-prefix", "_INBOX_upstream-demo", ...args], { server: mesh.server.url, nkey: seedPath("upstream-demo", mesh.dataDir) }),
-      async routed(subject = "mesh.cap.plan.v1") {
-        return (await readMessages(mesh.operator, "MESH_CAP", subject)).map((m) => NatsBinding.toEvent(m));
+      async routed(subject?: string) {
+        const filters = subject === undefined ? ["mesh.cap.plan.v1", "mesh.cap.plan.v1.>"] : [subject];
+        const stored = (await Promise.all(filters.map((f) => readMessages(mesh.operator, "MESH_CAP", f)))).flat().sort((a, b) => a.seq - b.seq);
+        return stored.map((m) => NatsBinding.toEvent(m));
       },
       async quarantined() {
         return (await readMessages(mesh.operator, "MESH_QUARANTINE")).map((m) => {

@@ -20,6 +20,8 @@ import { waitFor } from "./harness/index.ts";
 
 const PLAN = "mesh.cap.plan.v1";
 const VERIFY = "mesh.cap.verify.v1";
+// The first flow is critical: its work is on each capability's critical subject (priority lanes).
+const CRITICAL_PLAN = `${PLAN}.critical`, CRITICAL_VERIFY = `${VERIFY}.critical`;
 const fastConsumer: AgentOptions["consumer"] = { ack_wait: 2_000_000_000, backoff: [100_000_000, 100_000_000, 100_000_000], max_deliver: 4 };
 const log = createLogger({ name: "lineage-spend", level: process.env.LOG_LEVEL ?? "silent" });
 const loopGuards = parseLoopGuards({ maxDepth: 32, maxEventsPerCapability: 0 }, "test");
@@ -99,17 +101,17 @@ describe("lineage spend", () => {
     await using research = await run(mesh, researcher(2, { spend: { cost: 40, tokens: 1200 } }));
     const root = mesh.event("gateway", { extensions: { priority: "critical", budgetcost: "1000", budgettokens: "200000", budgetsteps: "64" } });
     const flow = flowIdOf(root);
-    await mesh.publish(PLAN, root);
+    await mesh.publish(CRITICAL_PLAN, root);
     // Done when the streams hold every output and the ledger every settled run (a slow run may be redelivered and
     // run again: its outputs are the same events, deduplicated, and the ledger charges it once).
-    await waitFor(async () => (await mesh.messages("MESH_CAP", VERIFY)).length === 6, { what: "six findings" });
+    await waitFor(async () => (await mesh.messages("MESH_CAP", CRITICAL_VERIFY)).length === 6, { what: "six findings" });
     const ledger = await openFlowLedger(mesh.nc, "plan", 1);
     await waitFor(async () => (await ledger.totals(flow)).cost === 125, { what: "every run settled in the ledger" })
       .catch((e: Error) => { throw new Error(`${e.message}: ${JSON.stringify([plan.stats(), research.stats()])}`); });
 
     // The attacker: a finding signed by a key the trust store does not know, claiming a large spend, another
     // priority and a bigger budget; and a genuine finding republished with its spentcost raised.
-    const genuine = (await mesh.messages("MESH_CAP", VERIFY))[0]!;
+    const genuine = (await mesh.messages("MESH_CAP", CRITICAL_VERIFY))[0]!;
     const genuineEvent = NatsBinding.toEvent(genuine);
     const outsider = signingKeyFromNkeySeed(new TextDecoder().decode(createUser().getSeed()));
     const forged = signEvent(createEvent({
@@ -121,10 +123,10 @@ describe("lineage spend", () => {
       },
       data: JSON.stringify({ taskId: "t", claim: "forged", evidence: [{ source: "urn:x", quote: "q" }], confidence: 1 }),
     }), outsider);
-    await mesh.publish(VERIFY, forged);
+    await mesh.publish(CRITICAL_VERIFY, forged);
     const tampered = NatsBinding.binary(genuineEvent);
     tampered.headers.set(`ce-${ContextExtension.SpentCost}`, "4000");
-    await jetstream(mesh.nc).publish(VERIFY, tampered.data, { headers: tampered.headers, msgID: `${genuineEvent.id}-tampered` });
+    await jetstream(mesh.nc).publish(CRITICAL_VERIFY, tampered.data, { headers: tampered.headers, msgID: `${genuineEvent.id}-tampered` });
     await recordedAll(mesh, ingest);
 
     const answer: TraceResult = await trace(store, flow);
