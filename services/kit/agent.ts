@@ -33,7 +33,7 @@ import { HANDLER_DURATION_BOUNDARIES_MS, createAgentMetrics, handlerDurationBuck
 import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 import { encodeLease, leaseKey, openLeases, readLease, type Lease } from "./leases.ts";
 import { openProcessedSet, type ProcessedSet } from "./processed.ts";
-import { loadLoopGuards, type LoopGuards } from "./loop-guards.ts";
+import { watchLoopGuards, type LoopGuards } from "./loop-guards.ts";
 import { openFlowLedger, type FlowLedger, type LedgerAdmission } from "./flow-ledger.ts";
 import { quarantine } from "./quarantine.ts";
 import { createSchemaRegistry, type SchemaRegistry } from "./schemas.ts";
@@ -108,7 +108,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const idOwner = Object.freeze({ principal: def.principal, key: opts.signingKey });
   const processed: ProcessedSet = await openProcessedSet(nc, def.capability, def.major, { bucket: layout.buckets[KvBucket.Processed].name });
   const leases = def.critical ? await openLeases(nc) : undefined;
-  const guards = opts.loopGuards ?? loadLoopGuards();
+  // The loop guards: infra/loop-guards.json, followed live (a bad edit keeps the last good bounds), unless given.
+  const watchedGuards = opts.loopGuards === undefined ? watchLoopGuards({ log: baseLog }) : undefined;
   // The flow ledger (flow-ledger.ts): a flow's budget and the loop guards' count per capability. Opened when a flow
   // first needs it: an agent whose inputs carry no budget, with the count off, never touches it.
   let ledgerOpening: Promise<FlowLedger> | undefined;
@@ -128,6 +129,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     throw err;
   }));
   const closeWatchers = async () => {
+    watchedGuards?.close();
     if (opts.switches === undefined) await switches.close().catch(() => undefined);
     if (opts.routes === undefined) await routeTables.close().catch(() => undefined);
   };
@@ -287,6 +289,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         return await toQuarantine(msg, QuarantineReason.Expired, `expired at ${String(verified.extensions.expirytime)}`, ErrorCode.Expired, log());
       }
       // 4b. loop guard, causal depth: the signed depth is checked before anything else is spent on the input.
+      const guards = opts.loopGuards ?? watchedGuards!.current();
       const depth = flowDepthOf(verified);
       if (depth === undefined) {
         return await toQuarantine(msg, QuarantineReason.DecodeError, `flowdepth ${JSON.stringify(verified.extensions[ContextExtension.FlowDepth])} is not a non-negative integer`, ErrorCode.InvalidAttribute, log());

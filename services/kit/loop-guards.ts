@@ -14,7 +14,8 @@
 // bound is 0 (off) and the flow has no budget.
 import { join } from "node:path";
 import { ErrorCode } from "./errors.ts";
-import { checkInfraDoc, infraDir, readInfraFile } from "./infra-file.ts";
+import type { Logger } from "pino";
+import { checkInfraDoc, infraDir, readInfraFile, watchInfraFile, type WatchedInfraFile } from "./infra-file.ts";
 
 /** The bounds; 0 turns one off. */
 export interface LoopGuards {
@@ -40,4 +41,9 @@ export function parseLoopGuards(doc: unknown, source = "loop-guards.json"): Loop
 export function loadLoopGuards(path = DEFAULT_LOOP_GUARDS_PATH): LoopGuards {
   const { maxDepth, maxEventsPerCapability } = readInfraFile<{ maxDepth: number; maxEventsPerCapability: number }>(path, SCHEMA_FILE, ErrorCode.Config);
   return Object.freeze({ maxDepth, maxEventsPerCapability, source: path });
+}
+
+/** The loop-guards file, followed live: an edit applies to the next input; a bad one keeps the last good bounds (logged). */
+export function watchLoopGuards(opts: { path?: string; log?: Logger; onReload?: (err?: Error) => void } = {}): WatchedInfraFile<LoopGuards> {
+  return watchInfraFile(opts.path ?? DEFAULT_LOOP_GUARDS_PATH, loadLoopGuards, { what: "the loop guards", ...(opts.log && { log: opts.log }), ...(opts.onReload && { onReload: opts.onReload }) });
 }
