@@ -27,6 +27,10 @@ export const KvBucket = {
   Routes: "causeway_routes",
   /** The loop guards' count of inputs per capability per flow (loop-guards.ts). */
   FlowCounts: "causeway_flow_counts",
+  /** Each tenant's use of its quotas per period (tenants.ts): flows admitted and cost units granted; the gateway writes it. */
+  Quotas: "causeway_quotas",
+  /** The backlog of every capability (pressure.ts), measured every second by the coordinator, its only writer. */
+  Pressure: "causeway_pressure",
 } as const;
 
 /** One of the KV bucket names. */
@@ -78,6 +82,11 @@ export const MESH_BUCKETS: Readonly<Record<KvBucketValue, BucketSpec>> = Object.
   [KvBucket.Routes]: spec(KvBucket.Routes, { history: 20, ttlMs: 0, description: "version routing per capability: stable, candidate and its share of flows, lanes" }),
   // A count outlives any flow (its deadline is hours at most), so a live flow's count never starts over.
   [KvBucket.FlowCounts]: spec(KvBucket.FlowCounts, { history: 1, ttlMs: 7 * DAY_MS, description: "the loop guards' inputs per capability per flow" }),
+  // A period's count outlives the longest period a tenant may have (a calendar month), so `causeway tenants` still
+  // shows the last one; one key per tenant and period.
+  [KvBucket.Quotas]: spec(KvBucket.Quotas, { history: 1, ttlMs: 40 * DAY_MS, description: "each tenant's flows and cost units admitted per quota period" }),
+  // Rewritten every second; readers judge its age, so nothing needs to expire.
+  [KvBucket.Pressure]: spec(KvBucket.Pressure, { history: 1, ttlMs: 0, description: "the backlog of each capability, measured every second by the coordinator" }),
 });
 
 /** The table entry of `name`; CW_ERR_CONFIG for a bucket the mesh does not have. */

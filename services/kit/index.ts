@@ -151,3 +151,23 @@ export type { ConnectAsOptions, ConnectionWatch, JetStreamHealth } from "./conne
 
 // infra/ JSON files read against their schemas (the gateway's routes and upstreams, the loop guards)
 export { checkInfraDoc, infraDir, invalidFile, readInfraFile } from "./infra-file.ts";
+
+// Compare-and-set cells in KV (the loop guards' counts, the tenants' quotas)
+export { casCells } from "./kv-cas.ts";
+export type { CasCells, CasCellsOptions, CasStep } from "./kv-cas.ts";
+// Following an infra/ policy file live (a bad edit keeps the last good version)
+export { watchInfraFile } from "./infra-watch.ts";
+export type { InfraWatchOptions, WatchedInfraFile } from "./infra-watch.ts";
+
+// Tenants and their quotas per period (infra/tenants.json, KV causeway_quotas)
+export {
+  DEFAULT_TENANTS_PATH, checkTenantMembers, describePeriod, loadTenants, openQuotaCounter, parseTenants, periodOf, quotaCounter, quotaKey, tenantProblems,
+} from "./tenants.ts";
+export type { PeriodSpec, QuotaCounter, QuotaGrant, QuotaPeriod, QuotaRefusal, QuotaUse, Tenant, TenantMember, TenantQuotas, Tenants } from "./tenants.ts";
+// Mesh-wide backpressure: the coordinator's backlog reports (KV causeway_pressure), the thresholds (infra/backpressure.json), the handler's accessor
+export {
+  DEFAULT_BACKPRESSURE_PATH, PRESSURE_KEY, PressureLevel, loadBackpressure, parseBackpressure, pressureAccessor, pressureLevel, watchPressure,
+} from "./pressure.ts";
+export type {
+  Backpressure, CapabilityBacklog, Pressure, PressureAccessor, PressureLevelValue, PressureReport, PressureView, Thresholds, WatchPressureOptions,
+} from "./pressure.ts";

@@ -7,19 +7,19 @@
 //    and major), counted cluster-wide in KV causeway_flow_counts. It stops a cycle short of the depth bound, and
 //    a fan-in that keeps feeding one capability.
 // The count is exact under replicas and redelivery: one key per (capability, flow) holds the ids of the inputs
-// it admitted, updated by compare-and-set on the key's revision, so two replicas never both take the last place,
-// and an input already admitted (a redelivery, a retry after a failed handler) is admitted again without counting.
-// Its cost on the hot path is one KV round trip per input — a create for a flow's first input, an update at the
-// revision this process last wrote for the next ones — plus a read when another replica wrote in between;
-// none at all when the bound is 0 (off).
+// it admitted, updated by compare-and-set on the key's revision (kv-cas.ts, shared with the tenants' quotas), so
+// two replicas never both take the last place, and an input already admitted (a redelivery, a retry after a failed
+// handler) is admitted again without counting. Its cost on the hot path is one KV round trip per input — a create
+// for a flow's first input, an update at the revision this process last wrote for the next ones — plus a read
+// when another replica wrote in between; none at all when the bound is 0 (off).
 import { hash } from "node:crypto";
 import { join } from "node:path";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { KvBucket, openMeshBucket } from "./buckets.ts";
-import { CausewayError, ErrorCode } from "./errors.ts";
+import { ErrorCode } from "./errors.ts";
 import { checkInfraDoc, infraDir, readInfraFile } from "./infra-file.ts";
-import { isWrongRevision } from "./jetstream-errors.ts";
+import { casCells } from "./kv-cas.ts";
 import { capabilityKeyPrefix } from "./kv-keys.ts";
 
 /** The bounds; 0 turns one off. */
@@ -60,57 +60,30 @@ export interface FlowCounter {
   admit(flow: string, input: { readonly source: string; readonly id: string }): Promise<Admission>;
 }
 
-/** How many (capability, flow) keys one process remembers the revision of; past it, it starts over. */
-const CACHE_LIMIT = 4096;
-/** Compare-and-set attempts before giving up for this delivery (only replicas racing on one flow conflict). */
-const ATTEMPTS = 8;
-
-interface Counted {
-  readonly revision: number;
-  readonly ids: readonly string[];
-}
-
 /**
  * Opens the counter of `capability` v`major` bounded at `max` in the existing bucket (never creates it). One key per
  * flow: `<capability>_v<major>.<sha256 of the flow id>` (the agent's own key space, see ops/permissions.ts),
- * whose value is `{"ids": [...]}`, a 96-bit tag of each admitted input's (source, id).
+ * whose value is `{"ids": [...]}`, a 96-bit tag of each admitted input's (source, id), changed by compare-and-set
+ * (kv-cas.ts).
  */
 export async function openFlowCounter(nc: NatsConnection, capability: string, major: number, max: number, opts: { bucket?: string } = {}): Promise<FlowCounter> {
   const kv: KV = await openMeshBucket(nc, opts.bucket ?? KvBucket.FlowCounts, "the loop guards' counts per flow");
   const prefix = capabilityKeyPrefix(capability, major);
-  // What this process last wrote or read per key: the next input of the flow is one update at that revision.
-  const known = new Map<string, Counted>();
-  const remember = (key: string, c: Counted) => {
-    if (known.size >= CACHE_LIMIT && !known.has(key)) known.clear();
-    known.set(key, c);
-  };
+  const cells = casCells<{ readonly ids: readonly string[] }>(kv, {
+    decode: (entry) => ({ ids: (entry.json() as { ids: string[] }).ids }),
+    encode: (value) => JSON.stringify(value),
+    describe: (key) => `the count of one flow's inputs of ${prefix} (key ${key})`,
+  });
   return {
-    async admit(flow, input) {
+    admit(flow, input) {
       const key = `${prefix}.${hash("sha256", flow, "hex")}`;
       const tag = hash("sha256", `${input.source}\0${input.id}`, "base64url").slice(0, 16);
-      let current = known.get(key);
-      for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-        if (current?.ids.includes(tag)) return { admitted: true, count: current.ids.length };
-        if (current !== undefined && current.ids.length >= max) return { admitted: false, count: current.ids.length };
-        const ids = [...(current?.ids ?? []), tag];
-        const value = JSON.stringify({ ids });
-        try {
-          const revision = current === undefined ? await kv.create(key, value) : await kv.update(key, value, current.revision);
-          remember(key, { revision, ids });
-          return { admitted: true, count: ids.length };
-        } catch (err) {
-          // Anything but a lost compare-and-set fails this delivery (the input is retried); a lost one means
-          // someone wrote the key since (another replica, or an expired cache): decide on what is there now.
-          if (!isWrongRevision(err)) throw err;
-          // A deleted key (an operator reset the count) reads as none: kv.create writes over its marker.
-          const entry = await kv.get(key);
-          current = entry === null || entry.operation !== "PUT" ? undefined : { revision: entry.revision, ids: (entry.json() as { ids: string[] }).ids };
-          if (current !== undefined) remember(key, current);
-        }
-      }
-      // Replicas racing on one flow's key: a contention that passes, retried shortly like any transient fault
-      // (CW_ERR_UNAVAILABLE), not after the consumer's long failure backoff.
-      throw new CausewayError(ErrorCode.Unavailable, `the count of flow ${flow} for ${prefix} kept changing under ${ATTEMPTS} attempts`);
+      return cells.update(key, (current): { next?: { ids: string[] }; result: Admission } => {
+        const ids = current?.ids ?? [];
+        if (ids.includes(tag)) return { result: { admitted: true, count: ids.length } };
+        if (ids.length >= max) return { result: { admitted: false, count: ids.length } };
+        return { next: { ids: [...ids, tag] }, result: { admitted: true, count: ids.length + 1 } };
+      });
     },
   };
 }

@@ -61,6 +61,8 @@ export function probesFor(principals: Principals): Probe[] {
     [KvBucket.Instances]: [criticalKeys],
     [KvBucket.Routes]: ["probe"],
     [KvBucket.FlowCounts]: [criticalKeys],
+    [KvBucket.Quotas]: ["probe"],
+    [KvBucket.Pressure]: ["probe"],
   };
   for (const bucket of Object.keys(MESH_BUCKETS) as KvBucketValue[]) {
     for (const keyPrefix of keySpaces[bucket]) {
