@@ -161,8 +161,8 @@ export interface QuotaGrant {
   readonly admitted: true;
   readonly use: QuotaUse;
   readonly period: QuotaPeriod;
-  /** Takes the charge back from the period it was counted in. */
-  refund(): Promise<void>;
+  /** Takes the charge back, or `part` of it, from the period it was counted in (a flow that was not admitted after all). */
+  refund(part?: QuotaUse): Promise<void>;
 }
 
 /** The quota counters of every tenant. */
@@ -211,9 +211,9 @@ export function quotaCounter(kv: KV): QuotaCounter {
       if (!outcome.admitted) return outcome;
       return {
         admitted: true, use: outcome.use, period,
-        refund: () => cells.update(key, (current) => {
+        refund: (part = charge) => cells.update(key, (current) => {
           const use = current ?? ZERO;
-          return { next: { flows: Math.max(0, use.flows - charge.flows), cost: Math.max(0, use.cost - charge.cost) }, result: undefined };
+          return { next: { flows: Math.max(0, use.flows - part.flows), cost: Math.max(0, use.cost - part.cost) }, result: undefined };
         }),
       };
     },
