@@ -21,8 +21,8 @@ export interface GatewayMesh extends AsyncDisposable {
   readonly url: string;
   /** upstream-demo's bearer token. */
   readonly token: string;
-  /** POST /events with upstream-demo's token (unless `authorization` is given). */
-  post(body: string | Uint8Array, headers: Record<string, string>): Promise<{ status: number; headers: Headers; json: Record<string, unknown> }>;
+  /** POST /events with upstream-demo's token (unless `authorization` is given, or `as` names another upstream with a development token). */
+  post(body: string | Uint8Array, headers: Record<string, string>, as?: string): Promise<{ status: number; headers: Headers; json: Record<string, unknown> }>;
   /** The real `nats` CLI as upstream-demo (its NKey, its inbox). */
   natsAsUpstream(args: string[]): Promise<CliResult>;
   /** Events on a subject of MESH_CAP (default mesh.cap.plan.v1). */
@@ -36,6 +36,8 @@ export interface GatewayMeshOptions {
   rate?: { per_second: number; burst: number };
   /** Extra environment for the gateway process. */
   env?: NodeJS.ProcessEnv;
+  /** Changes to infra/upstreams.json's upstreams before the gateway reads them (after `rate`). */
+  upstreams?: (upstreams: Record<string, Record<string, unknown>>) => void;
 }
 
 /** upstream-demo as infra/upstreams.json declares it. */
@@ -67,8 +69,9 @@ export async function startGatewayMesh(opts: GatewayMeshOptions = {}): Promise<G
   const mesh = await startOperatedMesh();
   try {
     ensureDevTokens(mesh.dataDir);
-    const upstreams = JSON.parse(readFileSync(join(repoRoot, "infra", "upstreams.json"), "utf8")) as { upstreams: Record<string, { rate: unknown }> };
+    const upstreams = JSON.parse(readFileSync(join(repoRoot, "infra", "upstreams.json"), "utf8")) as { upstreams: Record<string, Record<string, unknown>> };
     upstreams.upstreams["upstream-demo"]!.rate = opts.rate ?? { per_second: 1000, burst: 1000 };
+    opts.upstreams?.(upstreams.upstreams);
     const upstreamsPath = join(mesh.dataDir, "upstreams.json");
     writeFileSync(upstreamsPath, JSON.stringify(upstreams));
     const gateway = mesh.spawn("services/gateway/main.ts", { CAUSEWAY_GATEWAY_PORT: "0", CAUSEWAY_UPSTREAMS: upstreamsPath, ...opts.env });
@@ -76,8 +79,9 @@ export async function startGatewayMesh(opts: GatewayMeshOptions = {}): Promise<G
     const token = readFileSync(devTokenPath(mesh.dataDir, "upstream-demo"), "utf8").trim();
     return {
       mesh, gateway, url, token,
-      async post(body, headers) {
-        const res = await fetch(`${url}/events`, { method: "POST", body, headers: { authorization: `Bearer ${token}`, ...headers } });
+      async post(body, headers, as) {
+        const bearer = as === undefined ? token : readFileSync(devTokenPath(mesh.dataDir, as), "utf8").trim();
+        const res = await fetch(`${url}/events`, { method: "POST", body, headers: { authorization: `Bearer ${bearer}`, ...headers } });
         const text = await res.text();
         return { status: res.status, headers: res.headers, json: JSON.parse(text) as Record<string, unknown> };
       },

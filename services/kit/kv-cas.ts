@@ -4,7 +4,8 @@
 //
 // On the hot path a change costs one KV round trip: each process remembers the revision it last wrote or read per
 // key (a bounded cache) and updates at it; only when another writer wrote in between is the key read again and
-// the change decided anew on what is there. Changes one process asks for on one key while a write is in flight
+// the change decided anew on what is there. A decision to change nothing (a refusal) is always taken on a value
+// read from the bucket, never on a remembered one another writer may have lowered since. Changes one process asks for on one key while a write is in flight
 // are applied together, in the order asked, by the next single write, so a busy key (a tenant's counter under
 // load) costs one write per round trip, not one per change, and the processes contend only with each other.
 import type { KV, KvEntry } from "@nats-io/kv";
@@ -73,6 +74,7 @@ export function casCells<T>(kv: KV, opts: CasCellsOptions<T>): CasCells<T> {
   const run = async (key: string, batch: Waiting<T>[]) => {
     // undefined: not known to this process (a key never seen is tried as new: a create).
     let current: Known<T> | null | undefined = known.get(key);
+    let fresh = false; // read from the bucket in this run, not remembered
     for (let attempt = 0; attempt < attempts; attempt++) {
       let value = current?.value;
       let changed = false;
@@ -85,7 +87,15 @@ export function casCells<T>(kv: KV, opts: CasCellsOptions<T>): CasCells<T> {
           changed = true;
         }
       }
-      if (!changed) return results;
+      if (!changed) {
+        // A decision to change nothing (a refusal, an input counted before) is taken on what the bucket holds now,
+        // never on a remembered value another writer may have lowered since (a refund, an operator's reset).
+        if (fresh) return results;
+        current = await readEntry(key);
+        remember(key, current);
+        fresh = true;
+        continue;
+      }
       try {
         const text = opts.encode(value!);
         const revision = current === undefined || current === null ? await kv.create(key, text) : await kv.update(key, text, current.revision);
@@ -98,6 +108,7 @@ export function casCells<T>(kv: KV, opts: CasCellsOptions<T>): CasCells<T> {
         if (!isWrongRevision(err)) throw err;
         current = await readEntry(key);
         remember(key, current);
+        fresh = true;
       }
     }
     throw new CausewayError(ErrorCode.Unavailable, `${opts.describe?.(key) ?? `KV key ${key}`} kept changing under ${attempts} compare-and-set attempts`);
