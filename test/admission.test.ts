@@ -10,12 +10,15 @@ import { connect, type MsgHdrs } from "@nats-io/transport-node";
 import { createUser } from "@nats-io/nkeys";
 import {
   ErrorCode, KvBucket, MESH_BUCKETS, NatsBinding, Priority, createLogger, createKeyring, dataJson, parseBackpressure, parseTenants, periodOf, quotaCounter, quotaKey, signingKeyFromNkeySeed,
-  tenantProblems, verifyEvent, type Pressure, type PriorityValue, type QuotaCounter,
+  loadTenants, tenantProblems, verifyEvent, watchInfraFile, type Pressure, type PriorityValue, type QuotaCounter,
 } from "../services/kit/index.ts";
 import { FairShares, createAdmission, retryAfterSeconds } from "../services/gateway/admission.ts";
 import type { Checked } from "../services/gateway/notarize.ts";
 import type { Upstream } from "../services/gateway/upstreams.ts";
-import { startServer } from "./harness/index.ts";
+import { startServer, waitFor } from "./harness/index.ts";
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 const log = createLogger({ name: "admission-test", level: process.env.LOG_LEVEL ?? "silent" });
 const key = signingKeyFromNkeySeed(new TextDecoder().decode(createUser().getSeed()));
@@ -237,5 +240,39 @@ describe("admission", () => {
     assert.deepEqual(data.upstreams, { "u-acme": 2 });
     assert.deepEqual(data.priorities, { background: 1, normal: 1 });
     assert.deepEqual((data.quotas as Record<string, unknown>).flows, { count: 2, limit: 5, use: 5, periodStart: new Date(period.start).toISOString(), periodEnd: resets });
+  });
+
+  test("tenants - the file reloads live: an edit applies, a bad edit (invalid, or dropping an upstream's tenant) keeps the last good and is reported, a save by rename is seen", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "causeway-tenants-"));
+    const path = join(dir, "tenants.json");
+    const doc = (flows: number, extra: Record<string, unknown> = {}) => JSON.stringify({ tenants: { demo: { description: "d", quotas: { period: "day", flows } }, ...extra } });
+    writeFileSync(path, doc(10));
+    const errors: Error[] = [];
+    const reloads: number[] = [];
+    const watched = watchInfraFile(path, (p) => {
+      const t = loadTenants(p);
+      if (tenantProblems(t, [{ name: "upstream-demo", tenant: "demo", budget: {} }]).length > 0) throw new Error("demo is gone");
+      return t;
+    }, { onError: (err) => errors.push(err), onReload: (t) => reloads.push(t.get("demo")!.quotas!.flows!) });
+    try {
+      assert.equal(watched.current().get("demo")!.quotas!.flows, 10);
+      writeFileSync(path, doc(20));
+      await waitFor(() => watched.current().get("demo")!.quotas!.flows === 20, { what: "the edit applied" });
+      writeFileSync(path, "{ not json");
+      await waitFor(() => errors.length === 1, { what: "the bad edit reported" });
+      assert.match(errors[0]!.message, /is not valid JSON/);
+      assert.equal(watched.current().get("demo")!.quotas!.flows, 20, "the last good tenants stay");
+      writeFileSync(path, JSON.stringify({ tenants: { other: { description: "o" } } }));
+      await waitFor(() => errors.length === 2, { what: "dropping demo refused" });
+      assert.equal(watched.current().get("demo")!.quotas!.flows, 20);
+      // An editor's save: a new file renamed over the old one.
+      writeFileSync(join(dir, "tenants.json.tmp"), doc(30));
+      renameSync(join(dir, "tenants.json.tmp"), path);
+      await waitFor(() => watched.current().get("demo")!.quotas!.flows === 30, { what: "the renamed file applied" });
+      assert.deepEqual(reloads, [20, 30]);
+    } finally {
+      watched.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
