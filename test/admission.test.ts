@@ -10,7 +10,7 @@ import { connect, type MsgHdrs } from "@nats-io/transport-node";
 import { createUser } from "@nats-io/nkeys";
 import {
   ErrorCode, KvBucket, MESH_BUCKETS, NatsBinding, Priority, createLogger, createKeyring, dataJson, parseBackpressure, parseTenants, periodOf, quotaCounter, quotaKey, signingKeyFromNkeySeed,
-  loadTenants, tenantProblems, verifyEvent, watchInfraFile, type Pressure, type PriorityValue, type QuotaCounter,
+  PRESSURE_KEY, followPressure, loadTenants, tenantProblems, verifyEvent, watchInfraFile, watchPressure, type Pressure, type PriorityValue, type QuotaCounter,
 } from "../services/kit/index.ts";
 import { FairShares, createAdmission, retryAfterSeconds } from "../services/gateway/admission.ts";
 import type { Checked } from "../services/gateway/notarize.ts";
@@ -272,6 +272,43 @@ describe("admission", () => {
       assert.deepEqual(reloads, [20, 30]);
     } finally {
       watched.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("pressure - a handler's view of the coordinator's report on a real bucket: levels by the thresholds file, the stream's fill, stale once the reports stop", async () => {
+    await using server = await startServer();
+    const nc = await connect({ servers: server.url });
+    const dir = mkdtempSync(join(tmpdir(), "causeway-pressure-"));
+    try {
+      const spec = MESH_BUCKETS[KvBucket.Pressure];
+      const kv = await new Kvm(nc).create(spec.name, { history: spec.history });
+      const path = join(dir, "backpressure.json");
+      writeFileSync(path, JSON.stringify({ default: { soft: 10, hard: 20 }, capabilities: { "research.v1": { soft: 2, hard: 4 } }, stream: { soft: 0.5, hard: 0.9 }, staleMs: 1000 }));
+      const report = (research: number, fill = 0) => JSON.stringify({
+        at: new Date().toISOString(), intervalMs: 1000, stream: { name: "MESH_CAP", messages: 0, bytes: 0, maxMsgs: -1, maxBytes: -1, fill },
+        capabilities: { "research.v1": { backlog: research, pending: research, ackPending: 0, drainPerSecond: 0, durables: {} }, "plan.v1": { backlog: 3, pending: 3, ackPending: 0, drainPerSecond: 0, durables: {} } },
+      });
+      const followed = await followPressure(nc, { backpressurePath: path });
+      assert.deepEqual(followed.pressure("research", 1), { level: "ok", backlog: 0, stale: true }, "no report yet: ok, stale");
+      await kv.put(PRESSURE_KEY, report(3));
+      await waitFor(() => followed.pressure("research", 1).level === "soft", { what: "research at soft" });
+      assert.deepEqual(followed.pressure("research", 1), { level: "soft", backlog: 3, stale: false });
+      assert.deepEqual(followed.pressure("plan", 1), { level: "ok", backlog: 3, stale: false });
+      await kv.put(PRESSURE_KEY, report(5));
+      await waitFor(() => followed.pressure("research", 1).level === "hard", { what: "research at hard" });
+      await kv.put(PRESSURE_KEY, report(0, 0.95));
+      await waitFor(() => followed.pressure("plan", 1).level === "hard", { what: "a nearly full MESH_CAP: every capability at hard" });
+      await followed.close();
+      // Staleness by the reader's clock: fresh while the reports keep coming, stale once they stop.
+      let now = Date.now();
+      const view = await watchPressure(nc, { thresholds: () => parseBackpressure({ default: { soft: 10, hard: 20 }, staleMs: 1000 }), now: () => now });
+      assert.equal(view.of("plan", 1).stale, false);
+      now += 1500;
+      assert.deepEqual([view.of("plan", 1).stale, view.of("plan", 1).level], [true, "ok"]);
+      await view.close();
+    } finally {
+      await nc.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -166,8 +166,8 @@ export {
 export type { PeriodSpec, QuotaCounter, QuotaGrant, QuotaPeriod, QuotaRefusal, QuotaUse, Tenant, TenantMember, TenantQuotas, Tenants } from "./tenants.ts";
 // Mesh-wide backpressure: the coordinator's backlog reports (KV causeway_pressure), the thresholds (infra/backpressure.json), the handler's accessor
 export {
-  DEFAULT_BACKPRESSURE_PATH, PRESSURE_KEY, PressureLevel, loadBackpressure, parseBackpressure, pressureAccessor, pressureLevel, watchPressure,
+  DEFAULT_BACKPRESSURE_PATH, PRESSURE_KEY, PressureLevel, followPressure, loadBackpressure, parseBackpressure, pressureAccessor, pressureLevel, watchPressure,
 } from "./pressure.ts";
 export type {
-  Backpressure, CapabilityBacklog, Pressure, PressureAccessor, PressureLevelValue, PressureReport, PressureView, Thresholds, WatchPressureOptions,
+  Backpressure, CapabilityBacklog, FollowedPressure, Pressure, PressureAccessor, PressureLevelValue, PressureReport, PressureView, Thresholds, WatchPressureOptions,
 } from "./pressure.ts";

@@ -14,6 +14,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { KvBucket, openMeshBucket } from "./buckets.ts";
 import { ErrorCode } from "./errors.ts";
 import { checkInfraDoc, infraDir, invalidFile, readInfraFile } from "./infra-file.ts";
+import { watchInfraFile } from "./infra-watch.ts";
 
 /** The file the thresholds live in (`CAUSEWAY_BACKPRESSURE` overrides it). */
 export const DEFAULT_BACKPRESSURE_PATH = join(infraDir, "backpressure.json");
@@ -196,13 +197,48 @@ export async function watchPressure(nc: NatsConnection, opts: WatchPressureOptio
   };
 }
 
-/** What a handler sees of a capability it is about to address: its level and backlog ("ok", 0 when unknown or stale). */
-export type PressureAccessor = (capability: string, major: number) => { readonly level: PressureLevelValue; readonly backlog: number };
+/**
+ * What a handler sees of a capability it is about to address: its level and backlog ("ok" and 0 when unknown or
+ * stale, `stale` then true), so fan-out can shrink (a planner plans fewer tasks when research is at "soft").
+ */
+export type PressureAccessor = (capability: string, major: number) => { readonly level: PressureLevelValue; readonly backlog: number; readonly stale: boolean };
 
 /** The handler's accessor over a view (for HandlerContext: `ctx.pressure("research", 1)`). */
-export function pressureAccessor(view: PressureView): PressureAccessor {
+export function pressureAccessor(view: Pick<PressureView, "of">): PressureAccessor {
   return (capability, major) => {
     const p = view.of(capability, major);
-    return { level: p.level, backlog: p.backlog };
+    return { level: p.level, backlog: p.backlog, stale: p.stale };
   };
+}
+
+/** A followed pressure report with its thresholds file: what an agent runtime opens once (see {@link followPressure}). */
+export interface FollowedPressure {
+  readonly view: PressureView;
+  /** For HandlerContext. */
+  readonly pressure: PressureAccessor;
+  close(): Promise<void>;
+}
+
+/**
+ * Follows causeway_pressure with the thresholds of `backpressurePath` (reloaded live; a bad edit keeps the last good
+ * and is reported through `onProblem`). For an agent runtime: `const p = await followPressure(nc)`, then
+ * `ctx.pressure = p.pressure` in each HandlerContext and `await p.close()` at stop. Throws what opening the bucket
+ * throws (NotReadyError when it does not exist, CW_ERR_PERMISSION_DENIED when the principal may not read it) or a
+ * bad thresholds file.
+ */
+export async function followPressure(nc: NatsConnection, opts: { bucket?: string; backpressurePath?: string; onProblem?: (err: Error) => void } = {}): Promise<FollowedPressure> {
+  const thresholds = watchInfraFile(opts.backpressurePath ?? DEFAULT_BACKPRESSURE_PATH, loadBackpressure, { ...(opts.onProblem && { onError: opts.onProblem }) });
+  try {
+    const view = await watchPressure(nc, { thresholds: thresholds.current, ...(opts.bucket !== undefined && { bucket: opts.bucket }), ...(opts.onProblem && { onProblem: opts.onProblem }) });
+    return {
+      view, pressure: pressureAccessor(view),
+      async close() {
+        thresholds.close();
+        await view.close();
+      },
+    };
+  } catch (err) {
+    thresholds.close();
+    throw err;
+  }
 }
