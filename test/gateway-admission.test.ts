@@ -17,7 +17,7 @@ import {
   KvBucket, NatsBinding, PRESSURE_KEY, dataJson, defaultLayout, periodOf, quotaKey, type CloudEvent, type PressureReport,
 } from "../services/kit/index.ts";
 import { readMessages } from "../services/cli/flow.ts";
-import { runCli } from "./e2e-fixture.ts";
+import { REFERENCE_AGENTS, agentScript, runCli } from "./e2e-fixture.ts";
 import { DEMO_SOURCE, REQUEST_SCHEMA, requestData, startGatewayMesh, type GatewayMesh } from "./gateway-fixture.ts";
 import { waitFor } from "./harness/index.ts";
 
@@ -41,7 +41,7 @@ async function decisions(g: GatewayMesh): Promise<CloudEvent[]> {
 }
 
 describe("gateway admission", () => {
-  test("gateway admission - a tenant over its flow quota gets 429 with its reset and Retry-After on every way in, exactly the quota admitted under two workers racing, duplicates not counted; another tenant's flows are accepted; causeway tenants shows the use", async () => {
+  test("gateway admission - a tenant over its flow quota gets 429 with its reset and Retry-After on every way in, exactly the quota admitted under two workers racing, duplicates not counted; another tenant's flows are accepted and complete; causeway tenants shows the use", async () => {
     const dir = mkdtempSync(join(tmpdir(), "causeway-admission-"));
     try {
       const tenantsPath = file(dir, "tenants.json", {
@@ -84,16 +84,25 @@ describe("gateway admission", () => {
       assert.match(String(batch.json.message), /^the batch of 2 events was not admitted, nothing in it was accepted: tenant demo .* 2 new flows would exceed it/);
       assert.ok(Number(batch.headers.get("retry-after")) > 0);
       assert.deepEqual(await g.quarantined(), []);
-      // Another tenant's flows are accepted.
+      // Another tenant's flows are accepted, and complete: the reference agents take them to report.published.
+      const flows: string[] = [];
       for (let i = 0; i < 3; i++) {
         const r = await g.post(requestData(), binary(`b-${i}`, BATCH_SOURCE), "upstream-batch");
         assert.equal(r.status, 202, JSON.stringify(r.json));
+        flows.push(String(r.json.correlationid));
       }
       const routed = await waitFor(async () => {
         const ids = (await g.routed()).map((e) => e.id).sort();
         return ids.length >= 23 && ids;
       }, { what: "every accepted flow routed" });
       assert.deepEqual(routed, [...accepted, "b-0", "b-1", "b-2"].sort(), "the admitted flows of both tenants, each once; nothing refused");
+      const agents = REFERENCE_AGENTS.map((name) => g.mesh.spawn(agentScript(name)));
+      await waitFor(async () => {
+        const done = new Set((await readMessages(g.mesh.operator, "MESH_EVT", "mesh.evt.report.published.v1")).map((m) => String(NatsBinding.toEvent(m).extensions.correlationid)));
+        return flows.every((f) => done.has(f));
+      }, { what: "the batch tenant's three flows reported", timeoutMs: 90_000, intervalMs: 250 });
+      for (const a of agents) a.child.kill("SIGTERM");
+      await Promise.all(agents.map((a) => a.exited));
       // Published without a reply over the quota: nobody is told, so it is kept in quarantine with the code (policy_denied).
       const pub = await g.natsAsUpstream(["pub", "mesh.ingest.upstream-demo.reports", requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:q-stream",
         "-H", `ce-source:${DEMO_SOURCE}`, "-H", "ce-type:report.requested"]);
