@@ -14,12 +14,12 @@ import { describe, test } from "node:test";
 import { jetstreamManager, type ConsumerConfig } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import {
-  KvBucket, NatsBinding, PRESSURE_KEY, dataJson, defaultLayout, periodOf, quotaKey, type CloudEvent, type PressureReport,
+  KvBucket, NatsBinding, PRESSURE_KEY, dataJson, defaultLayout, periodOf, quotaKey, seedPath, type CloudEvent, type PressureReport,
 } from "../services/kit/index.ts";
 import { readMessages } from "../services/cli/flow.ts";
 import { REFERENCE_AGENTS, agentScript, runCli } from "./e2e-fixture.ts";
 import { DEMO_SOURCE, REQUEST_SCHEMA, requestData, startGatewayMesh, type GatewayMesh } from "./gateway-fixture.ts";
-import { waitFor } from "./harness/index.ts";
+import { runNats, waitFor } from "./harness/index.ts";
 
 const BATCH_SOURCE = "https://batch.causeway.dev/jobs";
 const binary = (id: string, source = DEMO_SOURCE, extra: Record<string, string> = {}) => ({
@@ -197,13 +197,24 @@ describe("gateway admission", () => {
       const routed = (await g.routed()).map((e) => e.id);
       assert.ok(!routed.includes(shed.id) && !routed.includes(hard.id) && routed.includes("bg-early"), routed.join(","));
 
+      // Published without a reply while shed: nobody is told, so it waits in MESH_INGEST (nak with the Retry-After).
+      const pub = await runNats(["--inbox-prefix", "_INBOX_upstream-batch", "pub", "mesh.ingest.upstream-batch.jobs", requestData(), "-H", "ce-specversion:1.0", "-H", "ce-id:bg-stream",
+        "-H", `ce-source:${BATCH_SOURCE}`, "-H", "ce-type:report.requested"], { server: g.mesh.server.url, nkey: seedPath("upstream-batch", g.mesh.dataDir) });
+      assert.equal(pub.code, 0, pub.stderr);
+      await waitFor(() => /"id":"bg-stream".*flow shed/.test(g.gateway.output()), { what: "the stream event shed" });
+
       // The coordinator gone: once its last report is stale, flows are admitted (fail open), and that is logged once.
       coordinator.child.kill("SIGKILL");
       await coordinator.exited;
+      const killedAt = Date.now();
       let n = 0;
       await waitFor(async () => (await g.post(requestData(), binary(`bg-open-${n++}`, BATCH_SOURCE), "upstream-batch")).status === 202, { what: "a background flow admitted with stale pressure data", timeoutMs: 15_000, intervalMs: 250 });
       const warnings = g.gateway.output().split("\n").filter((l) => l.includes("admitting new flows without backpressure (fail open)"));
       assert.equal(warnings.length, 1, "logged once");
+      // The stream event that waited is routed now, after the coordinator died: shed, it was never dropped nor kept in quarantine.
+      const waited = await waitFor(async () => (await readMessages(g.mesh.operator, "MESH_CAP", "mesh.cap.plan.v1")).find((m) => m.headers?.get("ce-id") === "bg-stream"), { what: "the waiting stream event routed", timeoutMs: 30_000, intervalMs: 250 });
+      assert.ok(waited.info.timestampNanos / 1e6 > killedAt, "routed only once the pressure data was stale");
+      assert.deepEqual((await g.quarantined()).map((q) => q.code), ["CW_ERR_UPSTREAM_CONTEXT"], "only the event that tried to pick its priority is kept");
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
