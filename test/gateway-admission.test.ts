@@ -66,6 +66,10 @@ describe("gateway admission", () => {
         assert.equal(Number(r.headers.get("retry-after")), r.json.retryafter);
         assert.ok(Math.abs(Number(r.json.retryafter) - (period.end - Date.now()) / 1000) < 120, `Retry-After ${String(r.json.retryafter)} is the time to the reset`);
       }
+      // An upstream cannot pick another tenant: its tenant is the gateway's configuration, not an attribute it sends.
+      const dodge = await g.post(requestData(), binary("q-dodge", DEMO_SOURCE, { "ce-tenant": "batch" }));
+      assert.deepEqual([dodge.status, dodge.json.code], [429, "CW_ERR_QUOTA_EXCEEDED"]);
+      assert.match(String(dodge.json.message), /^tenant demo \(upstream upstream-demo\)/);
       const kv = await new Kvm(g.mesh.operator).open(KvBucket.Quotas);
       const use = async () => (await kv.get(quotaKey("demo", period.start)))!.json<{ flows: number }>().flows;
       assert.equal(await use(), 20);
