@@ -14,7 +14,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { jetstreamManager, type JetStreamManager, type StreamInfo } from "@nats-io/jetstream";
-import { MESH_BUCKETS, connectAs, defaultLayout, loadPrincipals } from "../services/kit/index.ts";
+import { MESH_BUCKETS, STREAMS_APPLY, connectAs, defaultLayout, loadPrincipals } from "../services/kit/index.ts";
+import { ensureMeshBuckets } from "../services/kit/ops/index.ts";
 import { ensureIdentities } from "../services/cli/bootstrap.ts";
 import { renderClusterInfra, type RenderClusterResult } from "../services/cli/commands/infra.ts";
 import { spawnNatsServer, waitForCluster, type NatsProcess } from "../services/cli/nats-process.ts";
@@ -162,6 +163,24 @@ describe("cluster - the rendered node configs", () => {
         }
       }
       await assert.rejects(connectAs("operator", { servers: nodes[0]!.url, dataDir: mkdtempSync(join(tmpdir(), "causeway-nokey-")) }), "a principal without its seed is refused");
+    });
+
+    test("cluster - buckets made on one node's mesh (R1) are raised to R3 when the mesh is applied with 3 replicas; never lowered", async () => {
+      await waitForCluster(nodes.map((n) => n.monitorUrl));
+      const nc = await connectAs("operator", { servers: nodes.map((n) => n.url), dataDir: data });
+      try {
+        const jsm = await jetstreamManager(nc);
+        const applied = Object.values(MESH_BUCKETS).filter((b) => b.createdBy === STREAMS_APPLY).map((b) => b.name).sort();
+        assert.deepEqual((await ensureMeshBuckets(nc, { replicas: 1 })).created.sort(), applied);
+        const { created, raised } = await ensureMeshBuckets(nc, { replicas: 3 });
+        assert.deepEqual(created, []);
+        assert.deepEqual(raised.sort(), applied);
+        for (const name of applied) assert.equal((await replicatedInfo(jsm, `KV_${name}`)).config.num_replicas, 3, name);
+        assert.deepEqual(await ensureMeshBuckets(nc, { replicas: 1 }), { created: [], raised: [] }, "applying with fewer replicas lowers nothing");
+        for (const name of applied) assert.equal((await jsm.streams.info(`KV_${name}`)).config.num_replicas, 3, name);
+      } finally {
+        await nc.close();
+      }
     });
 
     test("cluster - a server without the route password cannot join", async () => {

@@ -14,7 +14,7 @@ import { openSqliteStore } from "../services/lineage/store-sqlite.ts";
 import { processIdentity } from "../services/cli/pid-files.ts";
 import { repoRoot, waitFor } from "./harness/index.ts";
 
-test("demo - the flow runs through the gateway, the critical step is approved, and lineage answers why and verify", async () => {
+test("demo - the flow runs through the gateway, the critical step is approved, and lineage answers why, trace (with the flow's spend) and verify", async () => {
   const dataDir = mkdtempSync(join(tmpdir(), "causeway-demo-"));
   try {
     // Another mesh's audit log in the data directory, as `make up` leaves one.
@@ -36,6 +36,12 @@ test("demo - the flow runs through the gateway, the critical step is approved, a
     // The listener the reporter does not know: its output, and lineage's edge from the fact to it.
     assert.match(stdout, /report\.summarized — the summarizer subscribes to report\.published; the reporter does not know it — caused by report /);
     assert.match(stdout, /why \S+ — report\.summarized by summarizer, 6 steps to the upstream root/);
+    // The flow's spend and priority, from lineage's trace: the researcher's three runs at 10 cost units and the
+    // verifier's two at 2 (the low-confidence finding never ran), against upstream-demo's budget.
+    assert.match(stdout, /\$ bin\/causeway lineage trace \S+\ntrace \S+ — \d+ events/);
+    assert.match(stdout, /\nspent: 34 cost units, 0 tokens in \d+ runs of budget 1000 \/ 200000 \/ 64 steps \(priority normal\)\n/);
+    assert.match(stdout, /research\.finding\.created +researcher@1\.0\.0 +10 cost /);
+    assert.match(stdout, /the flow ledger \(KV causeway_flow_ledger\), which the runtime checked the budget against — \d+ steps, 34 cost units, 0 tokens/);
     assert.match(stdout, /✓ the audit log is intact: \d+ records re-hashed, \d+ signed checkpoints? match/);
     assert.match(stdout, /demo complete in/);
   } finally {

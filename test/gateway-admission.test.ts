@@ -140,7 +140,7 @@ describe("gateway admission", () => {
       const backpressurePath = file(dir, "backpressure.json", { default: { soft: 1000, hard: 5000 }, capabilities: { "plan.v1": { soft: 3, hard: 6 } }, staleMs: 2000, summaryIntervalMs: 1000 });
       await using g = await startGatewayMesh({
         env: { CAUSEWAY_BACKPRESSURE: backpressurePath, LOG_LEVEL: "info" },
-        upstreams: (u) => { u["upstream-demo"]!.priority = { default: "critical" }; },
+        upstream: { priority: { default: "critical" } },
       });
       // The planner's shared consumer, as its agents create it: nothing consumes it, so the backlog only grows.
       const layout = defaultLayout();

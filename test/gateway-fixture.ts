@@ -36,8 +36,8 @@ export interface GatewayMeshOptions {
   rate?: { per_second: number; burst: number };
   /** Extra environment for the gateway process. */
   env?: NodeJS.ProcessEnv;
-  /** Changes to infra/upstreams.json's upstreams before the gateway reads them (after `rate`). */
-  upstreams?: (upstreams: Record<string, Record<string, unknown>>) => void;
+  /** Members of upstream-demo's entry in upstreams.json to replace (its priority, budget, …). */
+  upstream?: Record<string, unknown>;
 }
 
 /** upstream-demo as infra/upstreams.json declares it. */
@@ -70,8 +70,7 @@ export async function startGatewayMesh(opts: GatewayMeshOptions = {}): Promise<G
   try {
     ensureDevTokens(mesh.dataDir);
     const upstreams = JSON.parse(readFileSync(join(repoRoot, "infra", "upstreams.json"), "utf8")) as { upstreams: Record<string, Record<string, unknown>> };
-    upstreams.upstreams["upstream-demo"]!.rate = opts.rate ?? { per_second: 1000, burst: 1000 };
-    opts.upstreams?.(upstreams.upstreams);
+    Object.assign(upstreams.upstreams["upstream-demo"]!, { rate: opts.rate ?? { per_second: 1000, burst: 1000 }, ...opts.upstream });
     const upstreamsPath = join(mesh.dataDir, "upstreams.json");
     writeFileSync(upstreamsPath, JSON.stringify(upstreams));
     const gateway = mesh.spawn("services/gateway/main.ts", { CAUSEWAY_GATEWAY_PORT: "0", CAUSEWAY_UPSTREAMS: upstreamsPath, ...opts.env });

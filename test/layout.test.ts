@@ -189,9 +189,10 @@ test("layout - services open buckets and never create them: a clear error naming
   assert.deepEqual((await jsm.streams.names().next()).filter((n) => n.startsWith("KV_")), [], "no bucket was created");
 
   // Operator tooling creates every bucket of the table with its settings (the trust store is `causeway trust seed`'s).
-  const created = await ensureMeshBuckets(nc);
+  const { created, raised } = await ensureMeshBuckets(nc);
   const applied = Object.values(MESH_BUCKETS).filter((b) => b.createdBy === STREAMS_APPLY);
   assert.deepEqual(created.sort(), applied.map((b) => b.name).sort());
+  assert.deepEqual(raised, []);
   for (const b of applied) {
     const status = await (await new Kvm(nc).open(b.name)).status();
     assert.equal(status.history, b.history, b.name);
@@ -201,7 +202,7 @@ test("layout - services open buckets and never create them: a clear error naming
   const set = await openProcessedSet(nc, "publish", 1);
   await set.mark({ source: "s", id: "1" });
   assert.equal(await set.has({ source: "s", id: "1" }), true);
-  assert.deepEqual(await ensureMeshBuckets(nc), [], "existing buckets are left alone");
+  assert.deepEqual(await ensureMeshBuckets(nc), { created: [], raised: [] }, "existing buckets are left alone");
 });
 
 /** A capability's consumer, or one of its lanes', by durable name. */

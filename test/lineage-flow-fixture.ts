@@ -6,6 +6,11 @@
 // release. Signed timings (`startedat`, `emittedat`) are set on every verified output, `emittedat` alone on
 // decisions and the notarized request, so expected queue waits and processing times are known exactly.
 //
+// Flow control (issue 16): the notarized request carries the flow's priority and budget, every agent output
+// inherits them with its `flowdepth`, and carries what its run spent: the planner's run (5 cost units, 300 tokens)
+// emitted three tasks, each researcher run 40 units and 1200 tokens, each verifier run 2 units; the forged finding
+// claims 9999 units. Decisions carry none of it.
+//
 // Also: an orphan whose input was never recorded, and one id recorded under two sources.
 import type { TestContext } from "node:test";
 import { lineageStoreKinds, type LineageStoreKind } from "./lineage-stores.ts";
@@ -90,6 +95,12 @@ export interface FlowFixture {
   readonly ambiguousId: string;
   readonly ambiguousSources: readonly string[];
 }
+
+/** The reference flow's priority and budget (signed on the notarized request, inherited by every output). */
+export const FLOW_CONTEXT = { priority: "critical", budgetcost: "500", budgettokens: "100000", budgetsteps: "12" } as const;
+/** What each run of the reference flow spent (signed into each of its outputs). */
+export const RUN_SPEND = { planner: { cost: 5, tokens: 300 }, researcher: { cost: 40, tokens: 1200 }, verifier: { cost: 2, tokens: 0 } } as const;
+const spentExt = (s: { cost: number; tokens: number }) => ({ spentcost: String(s.cost), spenttokens: String(s.tokens) });
 
 /** Epoch ms of the flow's start. */
 export const T0 = Date.parse("2026-05-13T09:00:00.000Z");
@@ -205,11 +216,13 @@ export function referenceFlow(): FlowFixture {
   };
   record({ ...requestAttrs, stream: "MESH_INGEST", subject: "mesh.ingest.crm.report", failed: { code: "CW_ERR_UNSIGNED", detail: "no dssematerial" } });
   const flow = { correlationid: requestId };
-  const request = record({ ...requestAttrs, ...flow, stream: "MESH_CAP", subject: "mesh.cap.plan.v1", principal: "gateway" });
+  const request = record({ ...requestAttrs, ...flow, stream: "MESH_CAP", subject: "mesh.cap.plan.v1", principal: "gateway", extra: { ...FLOW_CONTEXT } });
+  // What an agent's output inherits, at its causal depth, with what its run spent.
+  const context = (depth: number, spent?: { cost: number; tokens: number }) => ({ ...FLOW_CONTEXT, flowdepth: String(depth), ...(spent && spentExt(spent)) });
 
   const tasks = [0, 1, 2].map((i) => record({
     stream: "MESH_CAP", subject: "mesh.cap.research.v1", id: out(request, "planner", i), source: src("planner"), type: "research.task.created",
-    atMs: T0 + 95 + i, principal: "planner", ...flow, causationid: requestEventId, startedMs: T0 + 40, emittedMs: T0 + 95 + i, extra: { agentversion: PLANNER_VERSION },
+    atMs: T0 + 95 + i, principal: "planner", ...flow, causationid: requestEventId, startedMs: T0 + 40, emittedMs: T0 + 95 + i, extra: { agentversion: PLANNER_VERSION, ...context(1, RUN_SPEND.planner) },
     data: { requestId, taskIndex: i, totalTasks: 3, query: `q${i}` },
   }));
   const findings = tasks.map((task, i) => {
@@ -217,6 +230,7 @@ export function referenceFlow(): FlowFixture {
     return record({
       stream: "MESH_CAP", subject: "mesh.cap.verify.v1", id: out(task, "researcher", 0), source: src("researcher"), type: "research.finding.created",
       atMs: started + 500 + 100 * i, principal: "researcher", ...flow, causationid: task.id, startedMs: started, emittedMs: started + 500 + 100 * i,
+      extra: context(2, RUN_SPEND.researcher),
       data: { requestId, taskIndex: i, claim: `claim ${i}`, confidence: i === 2 ? 0.2 : 0.9 },
     });
   });
@@ -224,6 +238,7 @@ export function referenceFlow(): FlowFixture {
   const forged = record({
     stream: "MESH_CAP", subject: "mesh.cap.verify.v1", id: uuidv7(T0 + 700), source: src("researcher"), type: "research.finding.created",
     atMs: T0 + 700, ...flow, causationid: tasks[0]!.id, startedMs: T0 + 650, emittedMs: T0 + 700,
+    extra: { ...context(2, { cost: 9999, tokens: 9999 }), priority: "background", budgetcost: "1000000" },
     failed: { code: "CW_ERR_BAD_SIGNATURE", detail: "the DSSE signature does not verify", keyid: keyids.researcher },
     data: { requestId, taskIndex: 0, claim: "forged", confidence: 1 },
   });
@@ -235,6 +250,7 @@ export function referenceFlow(): FlowFixture {
     return record({
       stream: "MESH_CAP", subject: "mesh.cap.report.v1", id: out(finding, "verifier", 0), source: src("verifier"), type: "research.finding.verified",
       atMs: emitted + 250, principal: "verifier", ...flow, causationid: finding.id, startedMs: emitted + 30 + i, emittedMs: emitted + 250 + i,
+      extra: context(3, RUN_SPEND.verifier),
       data: { requestId, taskIndex: i, verdict: "supported" },
     });
   });
@@ -247,6 +263,7 @@ export function referenceFlow(): FlowFixture {
   const report = record({
     stream: "MESH_HANDOFF", subject: "mesh.handoff.publish.v1", id: out(lastVerified, "reporter", 0), source: src("reporter"), type: "report.published",
     atMs: reportStart + 1200, principal: "reporter", ...flow, causationid: lastVerified.id, startedMs: reportStart, emittedMs: reportStart + 1200,
+    extra: context(4),
     data: { requestId, title: "lineage", findings: 2 },
   });
   const reportEmitted = reportStart + 1200;
@@ -262,6 +279,7 @@ export function referenceFlow(): FlowFixture {
   const released = record({
     stream: "MESH_EVT", subject: "mesh.evt.report.released.v1", id: out(report, "publisher", 0), source: src("publisher"), type: "report.released",
     atMs: publishStart + 310, principal: "publisher", ...flow, causationid: report.id, startedMs: publishStart, emittedMs: publishStart + 310,
+    extra: context(5),
     data: { requestId, url: "https://reports.example/lineage" },
   });
 

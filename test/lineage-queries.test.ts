@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import type { TestContext } from "node:test";
 import { impact, LineageQueryError, listEvents, trace, why } from "../services/lineage/queries.ts";
 import type { EventStep } from "../services/lineage/queries.ts";
-import { ms, populate, referenceFlow, T0, tempStore, type FixtureEvent, type FlowFixture } from "./lineage-flow-fixture.ts";
+import { FLOW_CONTEXT, ms, populate, referenceFlow, RUN_SPEND, T0, tempStore, type FixtureEvent, type FlowFixture } from "./lineage-flow-fixture.ts";
 import { lineageStoreKinds, type LineageStoreKind } from "./lineage-stores.ts";
 import type { LineageStore } from "../services/lineage/store.ts";
 import { ErrorCode, isCausewayError } from "../services/kit/index.ts";
@@ -201,6 +201,46 @@ for (const kind of lineageStoreKinds) {
       assert.equal(path.signed, true);
     });
 
+    test("trace - spend per step from signed values, per flow each run once, against the flow's priority and budget", async (t) => {
+      const { store, flow } = await setup(t, kind);
+      const answer = await trace(store, flow.correlationId);
+      // Every output of a run shows what that run spent; the forged finding's claim is not believed.
+      for (const task of flow.tasks) assert.deepEqual(stepOf(answer.nodes, task).spent, RUN_SPEND.planner);
+      for (const f of flow.findings) assert.deepEqual(stepOf(answer.nodes, f).spent, RUN_SPEND.researcher);
+      for (const v of flow.verified) assert.deepEqual(stepOf(answer.nodes, v).spent, RUN_SPEND.verifier);
+      assert.equal(stepOf(answer.nodes, flow.forged).spent, null);
+      assert.deepEqual(stepOf(answer.nodes, flow.report).spent, { cost: 0, tokens: 0 });
+      assert.deepEqual(stepOf(answer.nodes, flow.grant).spent, { cost: 0, tokens: 0 });
+      // Runs: the planner's (three tasks, counted once), three researcher, two verifier, the reporter's and the
+      // publisher's. Decisions are no runs; the forged finding claims 9999 units, a background priority and a
+      // bigger budget, and none of it counts.
+      const cost = RUN_SPEND.planner.cost + 3 * RUN_SPEND.researcher.cost + 2 * RUN_SPEND.verifier.cost;
+      const tokens = RUN_SPEND.planner.tokens + 3 * RUN_SPEND.researcher.tokens;
+      assert.deepEqual(answer.spend, {
+        cost, tokens, runs: 8, priority: "critical",
+        budget: { cost: Number(FLOW_CONTEXT.budgetcost), tokens: Number(FLOW_CONTEXT.budgettokens), steps: Number(FLOW_CONTEXT.budgetsteps) },
+        remaining: { cost: Number(FLOW_CONTEXT.budgetcost) - cost, tokens: Number(FLOW_CONTEXT.budgettokens) - tokens, steps: Number(FLOW_CONTEXT.budgetsteps) - 8 },
+        contextFrom: flow.request.id, unverified: 1, otherContext: [], refusedForBudget: 0,
+      });
+      assert.deepEqual([cost, tokens], [129, 3900]);
+    });
+
+    test("trace - a verified output that did not inherit its flow's priority or budget is named; the flow's own are the root's", async (t) => {
+      const store = await tempStore(t, kind);
+      const flow = referenceFlow();
+      // The publisher signed the release with another budget and no priority (read as normal).
+      const contents = flow.contents.map((c) => {
+        if (c.attributes?.id !== flow.released.id) return c;
+        const { priority: _, ...rest } = c.attributes;
+        return { ...c, attributes: { ...rest, budgetcost: "999999" } };
+      });
+      await populate(store, contents);
+      const { spend } = await trace(store, flow.correlationId);
+      assert.deepEqual(spend.otherContext, [flow.released.id]);
+      assert.equal(spend.priority, "critical");
+      assert.equal(spend.budget!.cost, Number(FLOW_CONTEXT.budgetcost));
+    });
+
     test("trace - an unknown correlation id fails with CW_ERR_LINEAGE_NOT_FOUND; a non-root event id names its flow", async (t) => {
       const { store, flow } = await setup(t, kind);
       await assert.rejects(trace(store, "no-such-flow"), (err: unknown) => isCausewayError(err, ErrorCode.LineageNotFound));
@@ -275,8 +315,13 @@ for (const kind of lineageStoreKinds) {
       assert.deepEqual(summary, {
         index: 1, stream: "MESH_CAP", seq: 1, subject: "mesh.cap.plan.v1", source: flow.request.source, id: flow.request.id, type: "report.requested",
         time: flow.request.attributes.time, principal: "gateway", version: null, keyid: flow.keyids.gateway, verified: true, code: null, correlationid: flow.correlationId,
-        causationid: null, quarantineReason: null,
+        causationid: null, quarantineReason: null, spent: { cost: 0, tokens: 0 },
       });
+      // Listings show what a run spent, from verified records only (the forged finding and its quarantine copy claim 9999).
+      const findings = await listEvents(store, { type: "research.finding.created" });
+      assert.deepEqual(findings.events.map((e) => [e.id, e.spent]), [
+        ...flow.findings.map((f) => [f.id, RUN_SPEND.researcher]), [flow.forged.id, null], [flow.forged.id, null], [flow.findings[2]!.id, RUN_SPEND.researcher], [flow.orphan.id, { cost: 0, tokens: 0 }],
+      ]);
     });
   });
 }

@@ -131,7 +131,7 @@ describe("loop guards", () => {
     assert.equal(planner.stats().quarantined, 0);
     const [q] = await mesh.messages("MESH_QUARANTINE", "mesh.quarantine.loop_detected.research");
     assert.equal(header(q!, QuarantineHeader.Detail), "causal depth 5 exceeds maxDepth 4 (test)");
-    const counts = await new Kvm(mesh.nc).open(KvBucket.FlowCounts);
+    const counts = await new Kvm(mesh.nc).open(KvBucket.FlowLedger);
     const keys: string[] = [];
     for await (const k of await counts.keys()) keys.push(k);
     assert.deepEqual(keys, [], "no count was kept");

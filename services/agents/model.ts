@@ -3,7 +3,7 @@
 // default. Failures are classified for the agent pipeline: what may succeed later (429, 5xx, timeouts, network)
 // is a RetryableError, so the input is nak'ed with backoff; the rest is a plain Error. The API key lives in a
 // closure only: never logged, never in an error message (a server echoing it back is redacted).
-import { ConfigError, ErrorCode, RetryableError } from "../kit/index.ts";
+import { ConfigError, ErrorCode, RetryableError, type HandlerContext, type Spend } from "../kit/index.ts";
 
 /** One completion request: a system prompt, a user prompt, and whether the answer must be a JSON object. */
 export interface ModelRequest {
@@ -11,6 +11,13 @@ export interface ModelRequest {
   user: string;
   /** Ask for a JSON object (`response_format: {type: "json_object"}`). Default false. */
   json?: boolean;
+  /** The most tokens the answer may take (`max_tokens`): what the flow's budget leaves. Default: the model's. */
+  maxTokens?: number;
+  /**
+   * Told what the request spent, from the answer's `usage` (prompt and completion tokens, and cost units at the
+   * adapter's price): pass the handler's `ctx.spend`, so the flow's ledger and the output carry it.
+   */
+  spend?: (spent: Partial<Spend>) => void;
 }
 
 /** A language model: one prompt in, the text of one answer out. */
@@ -31,7 +38,12 @@ export const ModelEnv = {
   ApiKey: "CAUSEWAY_MODEL_API_KEY",
   /** Milliseconds before a request is abandoned as retryable. Default {@link DEFAULT_MODEL_TIMEOUT_MS}. */
   TimeoutMs: "CAUSEWAY_MODEL_TIMEOUT_MS",
+  /** Cost units charged per 1,000 tokens of a request (rounded up per request). Default {@link DEFAULT_COST_PER_1K_TOKENS}. */
+  CostPer1kTokens: "CAUSEWAY_MODEL_COST_PER_1K_TOKENS",
 } as const;
+
+/** Default price: 1 cost unit per 1,000 tokens. */
+export const DEFAULT_COST_PER_1K_TOKENS = 1;
 
 /** Default request timeout: 30 s. */
 export const DEFAULT_MODEL_TIMEOUT_MS = 30_000;
@@ -46,6 +58,8 @@ export interface ChatCompletionsOptions {
   apiKey?: string;
   /** Request timeout in milliseconds. Default {@link DEFAULT_MODEL_TIMEOUT_MS}. */
   timeoutMs?: number;
+  /** Cost units per 1,000 tokens. Default {@link DEFAULT_COST_PER_1K_TOKENS}. */
+  costPer1kTokens?: number;
 }
 
 /** A 2xx answer that is not a chat completion with text content. Agents treat it like a malformed answer. */
@@ -73,8 +87,16 @@ export function createModelFromEnv(env: NodeJS.ProcessEnv = process.env): Model 
       throw new ConfigError(ErrorCode.Config, `${ModelEnv.TimeoutMs}=${JSON.stringify(timeout)} is invalid: expected a positive integer of milliseconds, e.g. 30000`);
     }
   }
+  const price = nonEmpty(env[ModelEnv.CostPer1kTokens]);
+  let costPer1kTokens = DEFAULT_COST_PER_1K_TOKENS;
+  if (price !== undefined) {
+    costPer1kTokens = Number(price);
+    if (!/^[0-9]+$/.test(price) || !Number.isSafeInteger(costPer1kTokens)) {
+      throw new ConfigError(ErrorCode.Config, `${ModelEnv.CostPer1kTokens}=${JSON.stringify(price)} is invalid: expected a non-negative integer of cost units, e.g. 1`);
+    }
+  }
   const apiKey = nonEmpty(env[ModelEnv.ApiKey]);
-  return createChatCompletionsModel({ url, model, timeoutMs, ...(apiKey !== undefined && { apiKey }) });
+  return createChatCompletionsModel({ url, model, timeoutMs, costPer1kTokens, ...(apiKey !== undefined && { apiKey }) });
 }
 
 /** An OpenAI-compatible chat-completions model. Throws ConfigError for a URL that is not http(s). */
@@ -92,6 +114,7 @@ export function createChatCompletionsModel(opts: ChatCompletionsOptions): Model 
   const endpoint = `${base.href.replace(/\/+$/, "")}/chat/completions`;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_MODEL_TIMEOUT_MS;
   const apiKey = opts.apiKey;
+  const costPer1k = opts.costPer1kTokens ?? DEFAULT_COST_PER_1K_TOKENS;
   const redact = (text: string) => (apiKey ? text.replaceAll(apiKey, "[redacted]") : text);
 
   const complete = async (req: ModelRequest, signal?: AbortSignal): Promise<string> => {
@@ -103,6 +126,7 @@ export function createChatCompletionsModel(opts: ChatCompletionsOptions): Model 
         { role: "user", content: req.user },
       ],
       ...(req.json === true && { response_format: { type: "json_object" } }),
+      ...(req.maxTokens !== undefined && { max_tokens: req.maxTokens }),
     };
     const headers: Record<string, string> = { "content-type": "application/json", accept: "application/json" };
     if (apiKey !== undefined) headers.authorization = `Bearer ${apiKey}`;
@@ -129,10 +153,29 @@ export function createChatCompletionsModel(opts: ChatCompletionsOptions): Model 
       throw new RetryableError(`model ${opts.model}: HTTP ${status}${excerpt(redact(text))}`, delayMs === undefined ? {} : { delayMs });
     }
     if (status < 200 || status > 299) throw new Error(`model ${opts.model}: HTTP ${status}${excerpt(redact(text))}`);
-    return contentOf(text, opts.model);
+    const content = contentOf(text, opts.model);
+    // What the answer says it used; an answer without `usage` is charged nothing (and a warning is the caller's).
+    const tokens = tokensOf(text);
+    if (tokens !== undefined) req.spend?.({ tokens, cost: Math.ceil((tokens * costPer1k) / 1000) });
+    return content;
   };
 
   return Object.freeze({ name: opts.model, complete });
+}
+
+/** Fewest tokens a model call is worth making with: below it, an agent takes its deterministic path. */
+export const MIN_MODEL_TOKENS = 256;
+
+/** Whether the flow's budget leaves enough for a model call (no budget: it does). */
+export function affordsModel(ctx: Pick<HandlerContext, "budget">): boolean {
+  const left = ctx.budget?.remaining;
+  return (left?.tokens === undefined || left.tokens >= MIN_MODEL_TOKENS) && (left?.cost === undefined || left.cost > 0);
+}
+
+/** The part of a request the flow's budget decides: the answer's token bound, and where the spend is reported. */
+export function modelBudget(ctx: Pick<HandlerContext, "budget" | "spend">): Pick<ModelRequest, "maxTokens" | "spend"> {
+  const tokens = ctx.budget?.remaining.tokens;
+  return { spend: (s) => ctx.spend(s), ...(tokens !== undefined && { maxTokens: tokens }) };
 }
 
 /** What {@link completeJson} returns: the validated answer, or why the answer was unusable. */
@@ -176,6 +219,16 @@ function contentOf(text: string, model: string): string {
   const content = Array.isArray(choice) ? (choice[0] as { message?: { content?: unknown } } | undefined)?.message?.content : undefined;
   if (typeof content !== "string") throw new ModelAnswerError(`model ${model}: the answer has no choices[0].message.content string`);
   return content;
+}
+
+/** The tokens a chat completion says it used: `usage.total_tokens`, else prompt + completion; undefined when it says nothing usable. */
+function tokensOf(text: string): number | undefined {
+  const usage = (JSON.parse(text) as { usage?: { total_tokens?: unknown; prompt_tokens?: unknown; completion_tokens?: unknown } }).usage;
+  const count = (v: unknown) => (typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? v : undefined);
+  const total = count(usage?.total_tokens);
+  if (total !== undefined) return total;
+  const prompt = count(usage?.prompt_tokens), completion = count(usage?.completion_tokens);
+  return prompt !== undefined && completion !== undefined ? prompt + completion : undefined;
 }
 
 // Some models wrap JSON in a Markdown fence even in JSON mode.

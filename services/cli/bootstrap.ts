@@ -39,9 +39,10 @@ export async function applyMeshInfra(operator: NatsConnection, layout: MeshLayou
     throw new Error(report.results.filter((r) => r.status === "refused").map((r) => `${r.name}: ${r.reason}`).join("; "));
   }
   const buckets = await ensureMeshBuckets(operator, { buckets: layout.buckets, replicas: opts.replicas });
+  const raised = buckets.raised.length > 0 ? `, ${buckets.raised.length} raised to ${opts.replicas} replicas` : "";
   if ((opts.replicas ?? 1) > 1) await replicasReady(operator);
   const count = (kind: string, status: string) => report.results.filter((r) => r.kind === kind && r.status === status).length;
-  return `${count("stream", "created")} streams, ${count("consumer", "created")} consumers, ${buckets.length} KV buckets created; ${report.results.filter((r) => r.status === "unchanged").length} unchanged`;
+  return `${count("stream", "created")} streams, ${count("consumer", "created")} consumers, ${buckets.created.length} KV buckets created${raised}; ${report.results.filter((r) => r.status === "unchanged").length} unchanged`;
 }
 
 /** Seeds the trust store from infra/principals.json and the principals' public keys. */

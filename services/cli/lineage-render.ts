@@ -2,7 +2,7 @@
 // trace as a timeline plus the critical path, verify as a verdict naming the first bad entry. `--json` prints
 // the answers as they are.
 import { table as alignedTable } from "./table.ts";
-import type { AuditProblem, AuditReport, EventList, EventStep, ImpactResult, Timing, TraceResult, WhyResult } from "../lineage/contract.ts";
+import type { AuditProblem, AuditReport, EventList, EventStep, FlowSpend, ImpactResult, Timing, TraceResult, WhyResult } from "../lineage/contract.ts";
 
 const short = (id: string | null | undefined, n = 12): string => (id ? (id.length > n ? `${id.slice(0, n)}…` : id) : "-");
 const ms = (t: Timing): string => (t.ms === null ? "-" : `${t.ms} ms`);
@@ -42,15 +42,50 @@ function endText(w: WhyResult): string {
   }
 }
 
+// What the run that produced a step spent: "-" when nothing, "unverified" when its claims are not believed.
+function spentCell(s: EventStep | undefined): string {
+  if (s === undefined) return "-";
+  if (s.spent === null) return s.verification.result === "verified" ? "malformed" : "unverified";
+  const parts = [s.spent.cost > 0 ? `${s.spent.cost} cost` : "", s.spent.tokens > 0 ? `${s.spent.tokens} tok` : ""].filter((p) => p !== "");
+  return parts.length === 0 ? "-" : parts.join(", ");
+}
+
+const bound = (n: number | undefined): string => (n === undefined ? "∞" : String(n));
+
+/**
+ * A flow's totals: `spent: 120 cost units, 3600 tokens in 4 runs of budget 1000 / 200000 / 64 steps (priority
+ * normal)`, then what the budget leaves and what was not counted.
+ */
+export function renderSpend(s: FlowSpend): string[] {
+  const budget = s.budget === null ? ", budget unknown" : s.budget.cost === undefined && s.budget.tokens === undefined && s.budget.steps === undefined
+    ? ", no budget" : ` of budget ${bound(s.budget.cost)} / ${bound(s.budget.tokens)} / ${bound(s.budget.steps)} steps`;
+  const priority = s.priority === null ? "priority unknown: no verified event carries the flow's context" : `priority ${s.priority}`;
+  const lines = [`spent: ${s.cost} cost units, ${s.tokens} tokens in ${s.runs} run${s.runs === 1 ? "" : "s"}${budget} (${priority})`];
+  const r = s.remaining;
+  if (r !== null && (r.cost !== undefined || r.tokens !== undefined || r.steps !== undefined)) {
+    const left = (n: number | undefined, unit: string) => (n === undefined ? "" : n < 0 ? `${-n} ${unit} over` : `${n} ${unit}`);
+    lines.push(`left:  ${[left(r.cost, "cost units"), left(r.tokens, "tokens"), left(r.steps, "steps")].filter((x) => x !== "").join(", ")}`);
+  }
+  if (s.refusedForBudget > 0) lines.push(`refused for budget: ${s.refusedForBudget} input${s.refusedForBudget === 1 ? "" : "s"} quarantined as budget_exceeded`);
+  if (s.otherContext.length > 0) {
+    lines.push(`other context: ${s.otherContext.length} verified output${s.otherContext.length === 1 ? "" : "s"} carr${s.otherContext.length === 1 ? "ies" : "y"} another priority or budget than the flow's (${s.otherContext.map((id) => short(id)).join(", ")})`);
+  }
+  if (s.unverified > 0) lines.push(`not counted: ${s.unverified} event${s.unverified === 1 ? "" : "s"} that did not verify`);
+  return lines;
+}
+
 export function renderTrace(t: TraceResult): string {
   const first = t.timeline.find((e) => e.at !== null)?.at;
   const t0 = first ? Date.parse(first) : 0;
   const lines = [`trace ${t.correlationId} — ${t.nodes.length} events, ${t.edges.length} causal edges`, ""];
-  const rows = [["AT", "EVENT", "TYPE", "AGENT", "STREAMS"]];
+  const steps = new Map(t.nodes.map((n) => [`${n.source}\u0000${n.id}`, n]));
+  const rows = [["AT", "EVENT", "TYPE", "AGENT", "SPENT", "STREAMS"]];
   for (const e of t.timeline) {
-    rows.push([e.at ? `+${Date.parse(e.at) - t0} ms` : "-", short(e.id), e.type ?? "-", agent(e), e.streams.join(",")]);
+    rows.push([e.at ? `+${Date.parse(e.at) - t0} ms` : "-", short(e.id), e.type ?? "-", agent(e), spentCell(steps.get(`${e.source}\u0000${e.id}`)), e.streams.join(",")]);
   }
   lines.push(table(rows));
+  lines.push("", ...renderSpend(t.spend));
+  lines.push("SPENT = what the run that produced the event spent (signed); a run's outputs share it and count once. Runs that emitted nothing are in the flow ledger only.");
   if (t.criticalPath) {
     const p = t.criticalPath;
     lines.push("", `critical path: ${p.events.length} events, ${p.totalMs} ms${p.signed ? " (signed timings)" : " (partly from unsigned or second-precision times)"}`);

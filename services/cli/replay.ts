@@ -20,7 +20,7 @@ import type { JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   ConfigError, ContextExtension, DSSE_MATERIAL, ErrorCode, NatsBinding, QuarantineHeader, QuarantineReason, Role, StreamName, checkVersion, compileAccepts,
-  compileEmits, correlationIdOf, createEvent, createLogger, createSchemaRegistry, dataJson, outputInits, principalSource, refuseServiceProcesses,
+  compileEmits, correlationIdOf, createEvent, createLogger, createSchemaRegistry, dataJson, outputInits, principalSource, refuseServiceProcesses, spendMeter,
   type AgentDefinition, type CloudEvent, type Emit, type HandlerContext, type HandlerInput, type MeshLayout, type MeshService, type TrustStore,
 } from "../kit/index.ts";
 import { streamMessages } from "./flow.ts";
@@ -349,7 +349,8 @@ async function runCandidate(
   // A context with nothing to act through: no connection, no lease; `working` has no delivery to extend.
   const timeout = AbortSignal.timeout(REPLAY_HANDLER_TIMEOUT_MS);
   const signal = env.signal ? AbortSignal.any([env.signal, timeout]) : timeout;
-  const ctx: HandlerContext = { log: env.log.child({ eventId: event.id }), subjects: env.layout.subjects, deliveryCount: 1, signal, working: () => undefined };
+  const meter = spendMeter(def);
+  const ctx: HandlerContext = { log: env.log.child({ eventId: event.id }), subjects: env.layout.subjects, deliveryCount: 1, signal, working: () => undefined, spend: meter.spend };
   const startedAt = new Date().toISOString();
   try {
     const emits = await Promise.race([
@@ -358,7 +359,7 @@ async function runCandidate(
     ]) as readonly Emit[];
     // The runtime's output step, up to signing: the same ids, context and checks; then the binary binding's round
     // trip, so extensions compare as the recorded ones read off the wire.
-    const outputs = outputInits(def, env.declared, event, emits, startedAt).map(({ to, init }) => viewOf(NatsBinding.toEvent(NatsBinding.binary(createEvent(init))), to));
+    const outputs = outputInits(def, env.declared, event, emits, startedAt, undefined, meter.spent()).map(({ to, init }) => viewOf(NatsBinding.toEvent(NatsBinding.binary(createEvent(init))), to));
     return { kind: "outputs", outputs };
   } catch (err) {
     return { kind: "failed", error: (err as Error).message };

@@ -4,7 +4,9 @@
 // heartbeats, drain, micro-service registration, spans and logs.
 import type { Logger } from "pino";
 import { controlEndpoint, type ControlEndpoint } from "./control.ts";
+import type { FlowBudget, Spend } from "./context.ts";
 import type { CloudEvent, ExtensionValue } from "./event.ts";
+import type { FlowTotals, LedgerBound } from "./flow-ledger.ts";
 import type { CausewayError, QuarantineReasonValue } from "./errors.ts";
 import type { MeshSubjects } from "./subjects.ts";
 import type { Verification } from "./verifiability.ts";
@@ -54,6 +56,18 @@ export interface AgentDefinition<In = unknown> {
   /** Handlers running at once in this process, per durable it consumes (its capability's, each subscription's). Default 8. */
   concurrency?: number;
   /**
+   * What one run costs, when the handler's cost is fixed (a deterministic handler): reserved against the flow's
+   * budget before the handler runs, so a run the budget cannot pay for never starts. What the handler reports with
+   * {@link HandlerContext.spend} replaces it. Default: nothing (the run still takes one of the flow's steps).
+   */
+  cost?: Partial<Spend>;
+  /**
+   * The workflow's wrap-up path when the flow's budget cannot pay for this input (e.g. the reporter publishes the
+   * report with what it has): runs instead of the handler, charges nothing, and its outputs are published like the
+   * handler's. Without it, such an input is quarantined as `budget_exceeded`. The loop guards are never wrapped up.
+   */
+  wrapUp?: (input: HandlerInput<In>, ctx: HandlerContext, over: BudgetOver) => Promise<readonly Emit[]> | readonly Emit[];
+  /**
    * The capability is critical: work arrives only after the coordinator granted it, and the runtime claims the
    * grant's lease before the handler and consumes it after, so the handler runs at most once per grant even
    * under redelivery or duplicate replicas. The handler gets the fencing token in `ctx.lease`. Default false.
@@ -86,6 +100,24 @@ export interface HandlerContext {
   working(): void;
   /** Critical agents only: the lease this run holds; pass `revision` as the fencing token to external systems. */
   readonly lease?: { readonly key: string; readonly revision: number };
+  /**
+   * The flow's budget, when it has one (the signed `budgetcost`, `budgettokens`, `budgetsteps`): its bounds, what the
+   * flow spent before this run, and what remains after this run's reservation — so a planner can plan fewer tasks
+   * and a researcher pick a cheaper tier.
+   */
+  readonly budget?: { readonly limit: FlowBudget; readonly spent: FlowTotals; readonly remaining: FlowBudget };
+  /**
+   * Reports what this run spent (adds up over calls; the model adapter's usage, a priced API call). Once called,
+   * the sum replaces the definition's fixed `cost`. It is charged to the flow's ledger and signed into every output
+   * as `spentcost` / `spenttokens`.
+   */
+  spend(spent: Partial<Spend>): void;
+}
+
+/** Why a flow's budget cannot pay for an input: the bound and a sentence for logs and quarantine. */
+export interface BudgetOver {
+  readonly bound: Exclude<LedgerBound, "maxEventsPerCapability">;
+  readonly detail: string;
 }
 
 /** One event a handler emits; id, source, time, correlation, causation, trace and expiry come from the input. */
@@ -123,6 +155,12 @@ export interface Cause {
   readonly traceparent?: string;
   readonly tracestate?: string;
   readonly expirytime?: string;
+  /**
+   * The rest of the flow context the cause carried — priority, budget, route epoch, causal depth (kit
+   * `flowContextOf(event)`) — inherited by what is emitted as by any output. Without it, what is emitted starts
+   * over: no budget, normal priority, depth 1.
+   */
+  readonly context?: Readonly<Record<string, string>>;
 }
 
 /** Counters of a running agent (also in `nats micro stats` and OpenTelemetry metrics). */

@@ -12,10 +12,10 @@ import type { KV } from "@nats-io/kv";
 import { Svcm, type Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
-import type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, HandlerInput } from "./agent-api.ts";
+import type { Agent, AgentDefinition, AgentStats, BudgetOver, Cause, Emit, HandlerContext, HandlerInput } from "./agent-api.ts";
 import { RetryableError, agentStatsEndpoint } from "./agent-api.ts";
 import { NatsBinding } from "./binding.ts";
-import { ContextExtension, childTraceparent, correlationIdOf, flowDepthOf, isExpired, parseTraceparent } from "./context.ts";
+import { ContextExtension, budgetOf, childTraceparent, correlationIdOf, flowDepthOf, isBounded, isExpired, parseTraceparent, type Spend } from "./context.ts";
 import { addControlEndpoint } from "./control.ts";
 import { CausewayError, ConfigError, ErrorCode, QuarantineReason, SchemaError, quarantineReasonOf } from "./errors.ts";
 import type { QuarantineReasonValue } from "./errors.ts";
@@ -31,11 +31,12 @@ import { HANDLER_DURATION_BOUNDARIES_MS, createAgentMetrics, handlerDurationBuck
 import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 import { encodeLease, leaseKey, openLeases, readLease, type Lease } from "./leases.ts";
 import { openProcessedSet, type ProcessedSet } from "./processed.ts";
-import { loadLoopGuards, openFlowCounter, type LoopGuards } from "./loop-guards.ts";
+import { loadLoopGuards, type LoopGuards } from "./loop-guards.ts";
+import { openFlowLedger, type FlowLedger, type LedgerAdmission } from "./flow-ledger.ts";
 import { quarantine } from "./quarantine.ts";
 import { createSchemaRegistry, type SchemaRegistry } from "./schemas.ts";
 import { compileAccepts, compileEmits, declareAccepts, parseSchemaVersion, type AcceptedInputs } from "./schema-versions.ts";
-import { outputInits } from "./outputs.ts";
+import { outputInits, spendMeter } from "./outputs.ts";
 import { createStreamPublisher } from "./stream-publisher.ts";
 import { MsgIdKind, msgId } from "./msg-ids.ts";
 import { StreamName, inboxPrefix, type MeshSubjects } from "./subjects.ts";
@@ -103,10 +104,14 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const processed: ProcessedSet = await openProcessedSet(nc, def.capability, def.major, { bucket: layout.buckets[KvBucket.Processed].name });
   const leases = def.critical ? await openLeases(nc) : undefined;
   const guards = opts.loopGuards ?? loadLoopGuards();
-  // The count per flow costs a KV round trip per input: none when its bound is off.
-  const flowCounter = guards.maxEventsPerCapability > 0
-    ? await openFlowCounter(nc, def.capability, def.major, guards.maxEventsPerCapability, { bucket: layout.buckets[KvBucket.FlowCounts].name })
-    : undefined;
+  // The flow ledger (flow-ledger.ts): a flow's budget and the loop guards' count per capability. Opened when a flow
+  // first needs it: an agent whose inputs carry no budget, with the count off, never touches it.
+  let ledgerOpening: Promise<FlowLedger> | undefined;
+  const ledger = () => (ledgerOpening ??= openFlowLedger(nc, def.capability, def.major, { bucket: layout.buckets[KvBucket.FlowLedger].name, publisher }).catch((err: unknown) => {
+    ledgerOpening = undefined;
+    throw err;
+  }));
+  const reserve = spendMeter(def).reserve;
 
   // Kill switches: watched before the consumer exists, so a consumer created during a pause is created paused.
   const switches = opts.switches ?? (await watchSwitches(nc, { onProblem: (err) => baseLog.warn({ err }, "kill switch problem") }));
@@ -181,11 +186,11 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // --- publishing outputs -------------------------------------------------------------------------
 
   /** Signs and publishes `emits` caused by `cause`; resolves once JetStream acknowledged every one. */
-  const publishOutputs = async (cause: CloudEvent, emits: readonly Emit[], startedAt: string, parentSpan?: ReturnType<typeof startProcessSpan>) => {
+  const publishOutputs = async (cause: CloudEvent, emits: readonly Emit[], startedAt: string, parentSpan?: ReturnType<typeof startProcessSpan>, spent?: Spend, wrapUp?: BudgetOver) => {
     const flow = correlationIdOf(cause); // every output carries the cause's flow (outputEventInit)
     // The route tables' revision the flow is routed by: the cause's, or — the flow's first agent — the latest seen.
     const epoch = routeEpochOf(cause) ?? router.epoch();
-    const events = outputInits(def, declaredOutputs, cause, emits, startedAt, epoch);
+    const events = outputInits(def, declaredOutputs, cause, emits, startedAt, epoch, spent, wrapUp?.bound);
     await Promise.all(events.map(async ({ to: addressed, init }) => {
       const routed = router.route(addressed, flow, epoch);
       const to = typeof routed === "string" ? routed : await routed;
@@ -237,6 +242,10 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     }
     const verified = trusted.event;
     const span = startProcessSpan(msg.subject, verified, { consumer: inlet.durable, deliveryCount: msg.info.deliveryCount });
+    // Tells JetStream the input is being worked on, from the first step that may wait on the server (the flow ledger)
+    // to the end of the handler, so a slow step never gets it redelivered to a second replica meanwhile.
+    let keepAlive: NodeJS.Timeout | undefined;
+    const keepAliveFrom = () => (keepAlive ??= setInterval(() => msg.working(), Math.max(50, ackWaitMs / 3)));
     logFields = () => ({ eventId: verified.id, correlationId: correlationIdOf(verified), ...spanIds(span, verified) });
     try {
       // 2b. policy: may this principal address this capability at all? (A fact addresses nobody: its signer may
@@ -285,13 +294,27 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       // 6. policy verdicts of the agent itself (confidence, evidence)
       const verdict = def.policy?.(input);
       if (verdict) return await toQuarantine(msg, verdict.reason, verdict.detail, ErrorCode.PolicyVerdict, log());
-      // 6a. loop guard, events per capability per flow: counted only for an input about to run (a refused one
-      // takes no place), once per input however often it is delivered.
-      if (flowCounter) {
-        const flow = correlationIdOf(verified);
-        const admission = await flowCounter.admit(flow, verified);
+      // 6a. the flow's budget and the loop guards' count per capability, in the flow ledger: checked for an input
+      // about to run (a refused one takes nothing), charged once however often it is delivered.
+      const budget = budgetOf(verified);
+      if (budget === undefined) {
+        return await toQuarantine(msg, QuarantineReason.DecodeError, "a budget extension (budgetcost, budgettokens, budgetsteps) is not a non-negative integer", ErrorCode.InvalidAttribute, log());
+      }
+      const flow = correlationIdOf(verified);
+      let admission: LedgerAdmission | undefined;
+      let wrapUp: BudgetOver | undefined;
+      if (isBounded(budget) || guards.maxEventsPerCapability > 0) {
+        keepAliveFrom();
+        admission = await (await ledger()).admit(flow, verified, { budget, reserve, maxRuns: guards.maxEventsPerCapability, first: depth === 0 });
         if (!admission.admitted) {
-          return await toQuarantine(msg, QuarantineReason.LoopDetected, `flow ${flow} already had ${admission.count} events handled by ${def.capability}.v${def.major}, maxEventsPerCapability ${guards.maxEventsPerCapability} (${guards.source})`, ErrorCode.LoopDetected, log());
+          if (admission.bound === "maxEventsPerCapability") {
+            return await toQuarantine(msg, QuarantineReason.LoopDetected, `flow ${flow} ${admission.detail}, maxEventsPerCapability ${guards.maxEventsPerCapability} (${guards.source})`, ErrorCode.LoopDetected, log());
+          }
+          wrapUp = { bound: admission.bound, detail: admission.detail };
+          if (!def.wrapUp) {
+            return await toQuarantine(msg, QuarantineReason.BudgetExceeded, `flow ${flow} at ${def.capability}.v${def.major}: ${wrapUp.detail}`, ErrorCode.BudgetExceeded, log());
+          }
+          if (debugOn) log().debug({ bound: wrapUp.bound }, "over budget: wrapping up");
         }
       }
       // 6b. critical work: only under the coordinator's grant for exactly this event, at most once per grant.
@@ -308,17 +331,27 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       }
       // 7. handler, with heartbeats so a long handler keeps its delivery
       const started = performance.now();
-      const heartbeat = setInterval(() => msg.working(), Math.max(50, ackWaitMs / 3));
+      keepAliveFrom();
       let emits: readonly Emit[];
       try {
+        // What the run spent: what the handler reports, else the definition's fixed cost; a wrap-up charges nothing.
+        const meter = spendMeter(def);
         const ctx: HandlerContext = {
           get log() { return log(); }, subjects, deliveryCount: msg.info.deliveryCount, signal: shutdown.signal, working: () => msg.working(),
           ...(claim && { lease: { key: claim.key, revision: claim.revision } }),
+          ...(admission?.admitted && isBounded(budget) && { budget: { limit: budget, spent: admission.spent, remaining: admission.remaining } }),
+          ...(wrapUp && { budget: { limit: budget, spent: { steps: 0, cost: 0, tokens: 0 }, remaining: {} } }),
+          spend: meter.spend,
         };
         try {
-          emits = await def.handler(input, ctx);
-          // 8. publish every output and wait for JetStream's acknowledgements
-          await publishOutputs(verified, emits, startedAt, span);
+          emits = wrapUp ? await def.wrapUp!(input, ctx, wrapUp) : await def.handler(input, ctx);
+          const spent = wrapUp ? undefined : meter.spent();
+          // 8. publish every output and wait for JetStream's acknowledgements; the run's spend is settled in the
+          // ledger meanwhile (a write only when it differs from the reservation).
+          await Promise.all([
+            publishOutputs(verified, emits, startedAt, span, spent, wrapUp),
+            admission?.admitted && spent !== undefined ? ledger().then((l) => l.settle(flow, verified, spent)) : undefined,
+          ]);
         } catch (err) {
           // A handler that throws reports it did not complete: the claim goes back so a retry may run it.
           if (claim) {
@@ -348,7 +381,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
           });
         } else processed.note(verified);
       } finally {
-        clearInterval(heartbeat);
+        clearInterval(keepAlive);
         const ms = performance.now() - started;
         counters.handlerRuns++;
         counters.handlerTotalMs += ms;
@@ -379,6 +412,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         : transient ? transientRetryDelayMs(attempt) : backoffMs[Math.min(attempt - 1, backoffMs.length - 1)] ?? ackWaitMs;
       log().warn({ err, attempt, retryInMs: delay, transient }, "handler failed; will retry");
       msg.nak(delay);
+    } finally {
+      clearInterval(keepAlive);
     }
   };
 
@@ -533,8 +568,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     stop,
     lost,
     async emit(cause: Cause, emits: readonly Emit[]) {
-      const { correlationid, traceparent, tracestate, expirytime } = cause;
-      const extensions = { correlationid, ...(traceparent && { traceparent }), ...(tracestate && { tracestate }), ...(expirytime && { expirytime }) };
+      const { correlationid, traceparent, tracestate, expirytime, context } = cause;
+      const extensions = { ...context, correlationid, ...(traceparent && { traceparent }), ...(tracestate && { tracestate }), ...(expirytime && { expirytime }) };
       await publishOutputs(createEvent({ id: cause.id, source: cause.source, type: "causeway.cause", extensions }), emits, new Date().toISOString());
     },
     [Symbol.asyncDispose]: stop,

@@ -25,8 +25,8 @@ export const KvBucket = {
   Instances: "causeway_instances",
   /** Version routing per capability (routing.ts): which version is stable, which the candidate and its share; the coordinator writes it. */
   Routes: "causeway_routes",
-  /** The loop guards' count of inputs per capability per flow (loop-guards.ts). */
-  FlowCounts: "causeway_flow_counts",
+  /** What each flow's inputs spent, per capability (flow-ledger.ts): the flow budgets' ledger and the loop guards' count. */
+  FlowLedger: "causeway_flow_ledger",
   /** Each tenant's use of its quotas per period (tenants.ts): flows admitted and cost units granted; the gateway writes it. */
   Quotas: "causeway_quotas",
   /** The backlog of every capability (pressure.ts), measured every second by the coordinator, its only writer. */
@@ -80,8 +80,8 @@ export const MESH_BUCKETS: Readonly<Record<KvBucketValue, BucketSpec>> = Object.
   [KvBucket.Instances]: spec(KvBucket.Instances, { history: 1, ttlMs: 6_000, description: "live agent instances: capability, version, instance id, counters" }),
   // History: `causeway rollout status` shows the last changes of a capability's table.
   [KvBucket.Routes]: spec(KvBucket.Routes, { history: 20, ttlMs: 0, description: "version routing per capability: stable, candidate and its share of flows, lanes" }),
-  // A count outlives any flow (its deadline is hours at most), so a live flow's count never starts over.
-  [KvBucket.FlowCounts]: spec(KvBucket.FlowCounts, { history: 1, ttlMs: 7 * DAY_MS, description: "the loop guards' inputs per capability per flow" }),
+  // A ledger outlives any flow (its deadline is hours at most), so a live flow's spend and count never start over.
+  [KvBucket.FlowLedger]: spec(KvBucket.FlowLedger, { history: 1, ttlMs: 7 * DAY_MS, description: "each flow's runs per capability and what they spent: the budgets' ledger and the loop guards' count" }),
   // A period's count outlives the longest period a tenant may have (a calendar month), so `causeway tenants` still
   // shows the last one; one key per tenant and period.
   [KvBucket.Quotas]: spec(KvBucket.Quotas, { history: 1, ttlMs: 40 * DAY_MS, description: "each tenant's flows and cost units admitted per quota period" }),

@@ -60,6 +60,12 @@ export const ContextExtension = {
    */
   SpentCost: "spentcost",
   SpentTokens: "spenttokens",
+  /**
+   * On the outputs of a wrap-up run (String, signed; not inherited): the budget bound (`steps`, `cost`, `tokens`)
+   * the flow could not pay for, so its handler did not run and the workflow's wrap-up path did. Set by the runtime,
+   * never by a handler: with the quarantine entries, the record of every budget enforcement.
+   */
+  WrapUp: "wrapup",
 } as const;
 
 /** The priorities a flow may have, highest first. */
@@ -231,6 +237,20 @@ export function spentOf(event: Pick<CloudEvent, "extensions">): Spend | undefine
   const tokens = countExtension(event, ContextExtension.SpentTokens);
   if (cost === undefined || tokens === undefined) return undefined;
   return { cost: cost === "absent" ? 0 : cost, tokens: tokens === "absent" ? 0 : tokens };
+}
+
+/**
+ * The flow context `event` carries that whatever it causes inherits (its priority, budget, deadline, route epoch
+ * and causal depth), as the strings binary mode carries: what a {@link Cause} keeps for output emitted later, outside
+ * a handler run (a deadline), so that output is in the same flow as any other.
+ */
+export function flowContextOf(event: Pick<CloudEvent, "extensions">): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of [...INHERITED, ContextExtension.FlowDepth]) {
+    const v = event.extensions[name];
+    if (v !== undefined) out[name] = String(v);
+  }
+  return out;
 }
 
 /** The context extensions every output inherits from its input, unchanged. */

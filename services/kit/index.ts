@@ -27,7 +27,7 @@ export type { KeyResolver, SigningKey, VerificationKey } from "./keys.ts";
 
 // Context that flows from input to output: ids, correlation and causation, trace context, expiry
 export {
-  ContextExtension, PRIORITIES, Priority, budgetOf, childTraceparent, correlationIdOf, countExtension, flowDepthOf, flowIdOf, deriveEventId, expiryIn, isBounded,
+  ContextExtension, PRIORITIES, Priority, budgetOf, flowContextOf, childTraceparent, correlationIdOf, countExtension, flowDepthOf, flowIdOf, deriveEventId, expiryIn, isBounded,
   isExpired, newTraceparent, outputEventInit, parseTraceparent, principalSource, priorityOf, spentOf, uuidv7,
 } from "./context.ts";
 export type { FlowBudget, PriorityValue, Spend, TraceParent } from "./context.ts";
@@ -40,11 +40,12 @@ export type {
 
 // Agents: the contract, the runtime, the process entry, quarantine and replay protection
 export { RetryableError, agentStatsEndpoint } from "./agent-api.ts";
-export type { Agent, AgentDefinition, AgentStats, Cause, Emit, HandlerContext, HandlerInput, PolicyVerdict } from "./agent-api.ts";
+export type { Agent, AgentDefinition, AgentStats, BudgetOver, Cause, Emit, HandlerContext, HandlerInput, PolicyVerdict } from "./agent-api.ts";
 export { startAgent } from "./agent.ts";
 export type { AgentOptions } from "./agent.ts";
 export { AGENT_VERSION_ENV, checkVersion, runAgentProcess } from "./agent-process.ts";
-export { outputInits } from "./outputs.ts";
+export { outputInits, spendMeter } from "./outputs.ts";
+export type { SpendMeter } from "./outputs.ts";
 export type { OutputInit } from "./outputs.ts";
 export type { DefinitionFactory } from "./agent-process.ts";
 export { START_TIMEOUT_ENV, refuseServiceProcesses, runServiceProcess } from "./service-process.ts";
@@ -60,8 +61,11 @@ export {
 } from "./quarantine.ts";
 export type { QuarantineNote, QuarantineOriginal, QuarantinePublisher } from "./quarantine.ts";
 export { openProcessedSet } from "./processed.ts";
-export { DEFAULT_LOOP_GUARDS_PATH, loadLoopGuards, openFlowCounter, parseLoopGuards } from "./loop-guards.ts";
-export type { Admission, FlowCounter, LoopGuards } from "./loop-guards.ts";
+export { DEFAULT_LOOP_GUARDS_PATH, loadLoopGuards, parseLoopGuards } from "./loop-guards.ts";
+export type { LoopGuards } from "./loop-guards.ts";
+// The flow ledger: each flow's runs per capability and what they spent (KV causeway_flow_ledger)
+export { openFlowLedger } from "./flow-ledger.ts";
+export type { AdmitRequest, FlowLedger, FlowTotals, InputRef, LedgerAdmission, LedgerBound } from "./flow-ledger.ts";
 export { encodeLease, leaseKey, openLeases, readLease } from "./leases.ts";
 export { GATEWAY_MARK_PREFIX, capabilityKeyPrefix } from "./kv-keys.ts";
 export type { Lease } from "./leases.ts";
@@ -152,7 +156,7 @@ export type { ConnectAsOptions, ConnectionWatch, JetStreamHealth } from "./conne
 // infra/ JSON files read against their schemas (the gateway's routes and upstreams, the loop guards)
 export { checkInfraDoc, infraDir, invalidFile, readInfraFile } from "./infra-file.ts";
 
-// Compare-and-set cells in KV (the loop guards' counts, the tenants' quotas)
+// Compare-and-set cells in KV (the tenants' quotas)
 export { casCells } from "./kv-cas.ts";
 export type { CasCells, CasCellsOptions, CasStep } from "./kv-cas.ts";
 // Following an infra/ policy file live (a bad edit keeps the last good version)

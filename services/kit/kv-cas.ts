@@ -1,6 +1,7 @@
 // Compare-and-set cells in a KV bucket: a value per key changed only by an update at the revision it was read at,
-// so writers in several processes (replicas, gateway workers) never overwrite each other's changes. The loop
-// guards' count per flow (loop-guards.ts) and the tenants' quota counters (tenants.ts) are both built on it.
+// so writers in several processes (replicas, gateway workers) never overwrite each other's changes. The tenants'
+// quota counters (tenants.ts) are built on it; the flow ledger (flow-ledger.ts) keeps its own compare-and-set over
+// a whole flow, the candidate to fold into this one.
 //
 // On the hot path a change costs one KV round trip: each process remembers the revision it last wrote or read per
 // key (a bounded cache) and updates at it; only when another writer wrote in between is the key read again and

@@ -12,7 +12,7 @@ export type { AuditProblem, AuditReport } from "./audit.ts";
 export type { ExportCheck } from "./exports.ts";
 export type { ConsistencyProof, EventProof, ProofVerdict } from "./proofs.ts";
 export type {
-  Appearance, CriticalPath, DescendantStep, EventList, EventStep, EventSummary, FlowEdge, ImpactResult, PathEdge, QuarantineInfo, StepVerification,
+  Appearance, CriticalPath, DescendantStep, EventList, EventStep, EventSummary, FlowEdge, FlowSpend, ImpactResult, PathEdge, QuarantineInfo, StepVerification,
   TimelineEntry, Timing, TraceResult, WhyEnd, WhyResult,
 } from "./queries.ts";
 export type { StoredCheckpoint } from "./store.ts";
@@ -74,7 +74,7 @@ export const LINEAGE_OPERATIONS: { readonly [K in LineageOperationName]: { reado
     description: "the causal ancestry of an event to the upstream root: agent, key id, verification, inputs, queue wait and processing time per step",
     params: ["id", "source"],
   },
-  trace: { description: "a whole flow by correlation id: the DAG, its timeline and its critical path", params: ["correlation"] },
+  trace: { description: "a whole flow by correlation id: the DAG, its timeline, its critical path, and what it spent (each run once, signed values only) against its budget and priority", params: ["correlation"] },
   impact: { description: "every event an event caused, by depth", params: ["id", "source"] },
   events: {
     description: "records by agent, implementation version, type, stream and time range, oldest first, in pages (next → after)",

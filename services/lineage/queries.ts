@@ -7,11 +7,20 @@
 // Timings come from signed values only: `startedat` and `emittedat` of records that verified (a verified
 // record carries only signed attributes); anything else gives a null timing and says why.
 //
+// Spend (issue 16): each step reports what the handler run that produced it spent (the signed `spentcost` /
+// `spenttokens`), and `trace` totals a flow's spend counting each run once: every output of one run carries the
+// same figures, and a run is identified by (producer source, causationid). Only verified records count: an
+// unverified record's extensions are not believed. A run that emitted nothing leaves no event, so its spend is in
+// the flow ledger (KV causeway_flow_ledger) only; lineage reports what the signed events prove.
+//
 // Cost: `why` is one indexed lookup per step, `trace` one lookup for the flow (plus one per input recorded
 // outside it), `impact` one batched lookup per level. No scans.
 import { decodeRecord, type LineageRecord } from "./record.ts";
 import { listLimit, type LineageStore, type ListFilter, type StoredRecord } from "./store.ts";
-import { CausewayError, ContextExtension, ErrorCode, QuarantineHeader, flowIdOf } from "../kit/index.ts";
+import {
+  CausewayError, ContextExtension, ErrorCode, QuarantineHeader, QuarantineReason, budgetOf, flowIdOf, priorityOf, spentOf,
+  type CloudEvent, type FlowBudget, type PriorityValue, type Spend,
+} from "../kit/index.ts";
 
 /** A duration from signed values, or null and why not. */
 export interface Timing {
@@ -79,6 +88,12 @@ export interface EventStep {
   readonly queueWait: Timing;
   /** This event's `emittedat` − its `startedat`. */
   readonly processing: Timing;
+  /**
+   * What the handler run that produced this event spent: its signed `spentcost` / `spenttokens` (zeros when it
+   * carries none). Null when the record did not verify (its claims are not believed) or the values are malformed.
+   * Every output of one run carries the same figures: the flow's totals count the run once.
+   */
+  readonly spent: Spend | null;
   /** Every record of this event, in index order. */
   readonly appearances: readonly Appearance[];
 }
@@ -152,6 +167,43 @@ export interface TraceResult {
   readonly criticalPath: CriticalPath | null;
   /** Inputs named by the flow's events that lineage has not recorded. */
   readonly missingInputs: readonly string[];
+  /** What the flow spent, by its signed events, against its budget. */
+  readonly spend: FlowSpend;
+}
+
+/**
+ * A flow's spend as its verified events prove it. A run is one handler run of an agent, identified by (producer
+ * source, causationid): its outputs (verified events carrying the runtime's signed `flowdepth`; decisions and the
+ * gateway's admitted event are no runs) share its figures, so it is counted once however many it emitted. A run that
+ * emitted nothing (refused, failed, or a handler that returned no output) leaves no event: its spend is only in
+ * the flow ledger (KV causeway_flow_ledger).
+ */
+export interface FlowSpend {
+  /** Cost units and model tokens summed over the runs, each run once. */
+  readonly cost: number;
+  readonly tokens: number;
+  /** Handler runs the verified events evidence. */
+  readonly runs: number;
+  /** The flow's priority, from the signed `priority` of its context event (absent = normal); null without one. */
+  readonly priority: PriorityValue | null;
+  /** The flow's budget, from the signed `budgetcost` / `budgettokens` / `budgetsteps` of its context event ({} when unbounded); null without one. */
+  readonly budget: FlowBudget | null;
+  /** What the budget leaves, per bound it has: bound − spent (steps: − runs); negative when a run's reported spend overshot. Null without a budget. */
+  readonly remaining: FlowBudget | null;
+  /**
+   * The event the priority and budget were read from: the flow's admitted root when it verified, else its first
+   * verified run output (every output inherits them unchanged). Null when no verified event carries the flow's context.
+   */
+  readonly contextFrom: string | null;
+  /** Events of the flow that failed verification: whatever spend, priority or budget they claim is not counted. */
+  readonly unverified: number;
+  /**
+   * Verified run outputs that carry another priority or budget than the flow's (ids, in the flow's order). Every
+   * output inherits them unchanged, so any entry here names a producer that did not: an auditor's lead.
+   */
+  readonly otherContext: readonly string[];
+  /** Inputs quarantined as budget_exceeded (runs the budget refused; their reason headers are not signed). */
+  readonly refusedForBudget: number;
 }
 
 /** A descendant of an event, `depth` causation hops below it. */
@@ -188,6 +240,8 @@ export interface EventSummary {
   readonly causationid: string | null;
   /** The quarantine reason, for a quarantine copy. */
   readonly quarantineReason: string | null;
+  /** What the run that produced the event spent (signed `spentcost` / `spenttokens`; verified records only, else null). */
+  readonly spent: Spend | null;
 }
 
 /** A page of a listing. */
@@ -269,7 +323,7 @@ export async function trace(store: LineageStore, correlationId: string): Promise
   const edges: FlowEdge[] = [];
   for (const n of nodes) for (const input of n.inputs) edges.push({ from: input, to: n.id });
   const timeline = nodes.map(timelineEntry).sort(byTime);
-  return { correlationId, nodes, edges, timeline, criticalPath: criticalPath(nodes, timeline), missingInputs };
+  return { correlationId, nodes, edges, timeline, criticalPath: criticalPath(nodes, timeline), missingInputs, spend: flowSpend(groups, nodes) };
 }
 
 /** Everything `eventId` caused, breadth first, with the depth of each descendant. */
@@ -351,6 +405,7 @@ export function summarize(stored: StoredRecord, record: LineageRecord): EventSum
     correlationid: a?.[ContextExtension.CorrelationId] ?? null,
     causationid: a?.[ContextExtension.CausationId] ?? null,
     quarantineReason: header(record, QuarantineHeader.Reason),
+    spent: signedSpend(record),
   };
 }
 
@@ -422,7 +477,63 @@ export function toStep(g: EventGroup, input: InputOf): EventStep {
     emittedAt,
     queueWait: queueWait(p, input),
     processing: processing(p),
+    spent: signedSpend(p),
     appearances: g.records.map(({ stored, record }) => appearance(stored, record)),
+  };
+}
+
+// The extensions of a record as the kit's readers take them (only the attributes it holds).
+function asEvent(r: LineageRecord): Pick<CloudEvent, "extensions"> {
+  return { extensions: r.attributes ?? {} };
+}
+
+/** What the run that produced `r` spent, from its signed extensions; null when it did not verify or they are malformed. */
+function signedSpend(r: LineageRecord): Spend | null {
+  if (r.verification.result !== "verified") return null;
+  return spentOf(asEvent(r)) ?? null;
+}
+
+/** A flow's spend, counting each run (producer source, causationid) once; verified records only. */
+function flowSpend(groups: readonly EventGroup[], nodes: readonly EventStep[]): FlowSpend {
+  const verified = groups.filter((g) => g.primary.verification.result === "verified");
+  // A run's outputs: verified events the agent runtime produced (it signs `flowdepth` into every output, never a
+  // decision nor the gateway). The first output recorded speaks for the run.
+  const runs = new Map<string, Spend>();
+  for (const g of verified) {
+    const a = g.primary.attributes ?? {};
+    const cause = a[ContextExtension.CausationId];
+    if (cause === undefined || a[ContextExtension.FlowDepth] === undefined) continue;
+    const key = `${g.source}\u0000${cause}`;
+    if (runs.has(key)) continue;
+    runs.set(key, signedSpend(g.primary) ?? { cost: 0, tokens: 0 });
+  }
+  let cost = 0, tokens = 0;
+  for (const s of runs.values()) {
+    cost += s.cost;
+    tokens += s.tokens;
+  }
+  // The flow's context (priority, budget): its admitted root when it verified, else its first verified run output.
+  const root = verified.find((g) => g.primary.attributes?.[ContextExtension.CausationId] === undefined);
+  const context = root ?? verified.find((g) => g.primary.attributes?.[ContextExtension.FlowDepth] !== undefined);
+  const budget = context ? (budgetOf(asEvent(context.primary)) ?? null) : null;
+  const priority = context ? (priorityOf(asEvent(context.primary)) ?? null) : null;
+  const remaining: FlowBudget | null = budget === null ? null : {
+    ...(budget.cost !== undefined && { cost: budget.cost - cost }),
+    ...(budget.tokens !== undefined && { tokens: budget.tokens - tokens }),
+    ...(budget.steps !== undefined && { steps: budget.steps - runs.size }),
+  };
+  const same = (a: FlowBudget | undefined, b: FlowBudget | null) =>
+    a !== undefined && b !== null && a.cost === b.cost && a.tokens === b.tokens && a.steps === b.steps;
+  const otherContext = context === undefined ? [] : verified
+    .filter((g) => g !== context && g.primary.attributes?.[ContextExtension.FlowDepth] !== undefined)
+    .filter((g) => priorityOf(asEvent(g.primary)) !== priority || !same(budgetOf(asEvent(g.primary)), budget))
+    .map((g) => g.id);
+  return {
+    cost, tokens, runs: runs.size, priority, budget, remaining,
+    contextFrom: context?.id ?? null,
+    unverified: groups.length - verified.length,
+    otherContext,
+    refusedForBudget: nodes.filter((n) => n.appearances.some((x) => x.quarantine?.reason === QuarantineReason.BudgetExceeded)).length,
   };
 }
 

@@ -20,7 +20,7 @@ export function fakeContext(): { ctx: HandlerContext; lines: Record<string, unkn
     },
   });
   const log = createLogger({ name: "test", level: "debug", pretty: false, destination }, {});
-  const ctx: HandlerContext = { log, subjects, deliveryCount: 1, signal: new AbortController().signal, working: () => undefined };
+  const ctx: HandlerContext = { log, subjects, deliveryCount: 1, signal: new AbortController().signal, working: () => undefined, spend: () => undefined };
   return { ctx, lines };
 }
 

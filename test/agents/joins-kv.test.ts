@@ -153,7 +153,7 @@ test("joins kv - a missing bucket is never created by the store: a clear error; 
     && err.message.includes(`KV bucket ${KvBucket.Joins}`) && err.message.includes("does not exist") && err.message.includes(`\`${table.createdBy}\``));
   const jsm = await jetstreamManager(nc);
   await assert.rejects(jsm.streams.info(`KV_${KvBucket.Joins}`), /stream not found/, "the failed open created nothing");
-  assert.ok((await ensureMeshBuckets(nc)).includes(KvBucket.Joins));
+  assert.ok((await ensureMeshBuckets(nc)).created.includes(KvBucket.Joins));
   await openKvJoinStore(nc);
   const status = await (await new Kvm(nc).open(KvBucket.Joins)).status();
   assert.equal(status.history, table.history);

@@ -77,6 +77,22 @@ test("model - posts a chat completion with the model, both prompts, the bearer k
   assert.equal((second!.body as { response_format?: unknown }).response_format, undefined, "no JSON mode unless asked");
 });
 
+test("model - reports the answer's token usage and its cost at the configured price, and bounds the answer by the budget's tokens", async (t) => {
+  const withUsage = (content: string, usage: unknown) => JSON.stringify({ ...JSON.parse(completion(content)) as object, usage });
+  const answers = [withUsage("a", { prompt_tokens: 900, completion_tokens: 1601, total_tokens: 2501 }), withUsage("b", { prompt_tokens: 10, completion_tokens: 5 }), completion("c")];
+  const server = await modelServer(t, (res) => answer(200, answers.shift()!)(res));
+  const model = createModelFromEnv({ CAUSEWAY_MODEL_URL: server.url, CAUSEWAY_MODEL: "m", CAUSEWAY_MODEL_COST_PER_1K_TOKENS: "4" })!;
+  const spent: unknown[] = [];
+  await model.complete({ system: "s", user: "u", maxTokens: 700, spend: (s) => spent.push(s) });
+  await model.complete({ system: "s", user: "u", spend: (s) => spent.push(s) });
+  await model.complete({ system: "s", user: "u", spend: (s) => spent.push(s) });
+  // 2501 tokens at 4 units per 1,000: 10.004, rounded up per request; prompt + completion when no total; no usage, no charge.
+  assert.deepEqual(spent, [{ tokens: 2501, cost: 11 }, { tokens: 15, cost: 1 }]);
+  assert.equal((server.seen[0]!.body as { max_tokens?: number }).max_tokens, 700);
+  assert.equal((server.seen[1]!.body as { max_tokens?: number }).max_tokens, undefined);
+  assert.throws(() => createModelFromEnv({ CAUSEWAY_MODEL_URL: server.url, CAUSEWAY_MODEL: "m", CAUSEWAY_MODEL_COST_PER_1K_TOKENS: "0.5" }), /CAUSEWAY_MODEL_COST_PER_1K_TOKENS="0.5" is invalid/);
+});
+
 test("model - no authorization header without CAUSEWAY_MODEL_API_KEY", async (t) => {
   const server = await modelServer(t, answer(200, completion("hi")));
   await createModelFromEnv({ CAUSEWAY_MODEL_URL: server.url, CAUSEWAY_MODEL: "m" })!.complete({ system: "s", user: "u" });

@@ -43,6 +43,21 @@ test("planner - tasks carry the topic, the request's time and its deadline; outp
   assert.equal(noDeadline.events[0]!.extensions.deadline, undefined);
 });
 
+test("planner - plans no more tasks than the flow's steps can carry to a report, and at least one", async () => {
+  const budgeted = (steps: number) => {
+    const { ctx, lines } = fakeContext();
+    return { ctx: { ...ctx, budget: { limit: { steps: 99 }, spent: { steps: 0, cost: 0, tokens: 0 }, remaining: { steps } } }, lines };
+  };
+  const request = requestEvent({ topic: "T", requester: "r", questions: ["q1", "q2", "q3", "q4"] });
+  // Each task takes three runs (research, verify, report), and two follow the tasks (summary, publish).
+  const seven = budgeted(2 + 3 * 2 + 2);
+  const { events } = await run(createPlannerDefinition(), request, seven.ctx);
+  assert.deepEqual(events.map((e) => dataOf<ResearchTask>(e)).map((t) => [t.query, t.totalTasks]), [["q1", 2], ["q2", 2]]);
+  assert.ok(seven.lines.some((l) => l.msg === "planned fewer tasks: the flow's budget" && l.tasks === 2 && l.planned === 4));
+  assert.equal((await run(createPlannerDefinition(), request, budgeted(1).ctx)).events.length, 1, "a report needs a task");
+  assert.equal((await run(createPlannerDefinition(), request, budgeted(100).ctx)).events.length, 4);
+});
+
 test("planner - a model phrases the aspect queries; questions never go to the model", async () => {
   const model = scriptedModel(JSON.stringify({ queries: ["How did X start?", "Who uses X?", "What can go wrong with X?"] }));
   const def = createPlannerDefinition({ model });

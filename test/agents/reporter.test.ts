@@ -10,7 +10,7 @@ import { createMemoryJoinStore, type JoinState } from "../../services/agents/rep
 import { buildReport, reportKey, type ReportPublished } from "../../services/agents/reporter/report.ts";
 import { createResearcherDefinition } from "../../services/agents/researcher/definition.ts";
 import { createVerifierDefinition } from "../../services/agents/verifier/definition.ts";
-import { dataOf, outputs, requestEvent, run, schemas, subjects } from "./fixtures.ts";
+import { dataOf, fakeContext, inputOf, outputs, requestEvent, run, schemas, subjects } from "./fixtures.ts";
 import { ConfigError, createEvent, flowIdOf, type Cause, type CloudEvent, type Emit } from "../../services/kit/index.ts";
 
 const T0 = Date.parse("2026-03-01T10:00:00.000Z");
@@ -72,6 +72,21 @@ test("reporter - the Nth finding emits one complete report with the stable key",
   assert.deepEqual(report.sections.map((s) => s.heading), request.questions, "sections in task order");
   assert.match(report.sections[0]!.body, /lithium iron phosphate[\s\S]*Verdict: supported/i);
   assert.equal(events[0]!.extensions.correlationid, REQUEST_ID);
+});
+
+test("reporter - over the flow's budget it wraps up: the finding is joined and the report published with what it has, once", async () => {
+  const verified = await verifiedFor(request);
+  const def = createReporterDefinition({ store: createMemoryJoinStore(), now: () => T0 });
+  const wrapUp = (event: CloudEvent) => def.wrapUp!(inputOf(event), fakeContext().ctx, { bound: "steps", detail: "the flow has run 9 of its 9 steps" });
+  await run(def, verified[0]!);
+  const emits = await wrapUp(verified[1]!);
+  assert.equal(emits.length, 2);
+  const report = emits[0]!.data as ReportPublished;
+  assert.equal(report.complete, false);
+  assert.equal(emits[0]!.key, reportKey(REQUEST_ID), "the same report a deadline or the last finding would publish");
+  // The last finding arrives after the report: not joined, nothing published again.
+  assert.deepEqual(await wrapUp(verified[2]!), []);
+  assert.deepEqual((await run(def, verified[2]!)).emits, []);
 });
 
 test("reporter - a redelivered finding is not counted twice", async () => {

@@ -26,7 +26,8 @@ export interface BenchMesh extends AsyncDisposable {
   /** Signing keys by principal: `source`, `hop1` … `hopN`. */
   readonly keys: Readonly<Record<string, SigningKey>>;
   /** A ~1 KiB signed input for hop 1. */
-  input(): CloudEvent;
+  /** A signed source event, each of a flow of its own; `extensions` adds to its context (a budget, a priority). */
+  input(extensions?: Record<string, string>): CloudEvent;
 }
 
 export async function startBenchMesh(hops: number): Promise<BenchMesh> {
@@ -56,10 +57,10 @@ export async function startBenchMesh(hops: number): Promise<BenchMesh> {
   const payload = "x".repeat(1000);
   return {
     server, nc, jsm, trust, schemas, keys,
-    input() {
+    input(extensions = {}) {
       return signEvent(createEvent({
         id: uuidv7(), source: "causeway://source", type: HOP_TYPE, time: new Date().toISOString(), datacontenttype: "application/json",
-        dataschema: HOP_SCHEMA, extensions: { traceparent: newTraceparent() }, data: JSON.stringify({ seq: seq++, payload }),
+        dataschema: HOP_SCHEMA, extensions: { traceparent: newTraceparent(), ...extensions }, data: JSON.stringify({ seq: seq++, payload }),
       }), keys.source!);
     },
     async [Symbol.asyncDispose]() {

@@ -66,12 +66,12 @@ async function handWritten(mesh: BenchMesh, opts: { n: number; filter: string; n
   return { counter, stop: async () => { await messages.close(); await mesh.jsm.consumers.delete("MESH_CAP", opts.durable); } };
 }
 
-async function preload(mesh: BenchMesh, subject: string, count: number): Promise<number> {
+async function preload(mesh: BenchMesh, subject: string, count: number, extensions?: Record<string, string>): Promise<number> {
   const js = jetstream(mesh.nc);
   let first = 0;
   for (let i = 0; i < count; i += 256) {
     const acks = await Promise.all(Array.from({ length: Math.min(256, count - i) }, () => {
-      const e = mesh.input();
+      const e = mesh.input(extensions);
       const { headers, data } = NatsBinding.binary(e);
       return js.publish(subject, data, { headers, msgID: e.id });
     }));
@@ -95,10 +95,10 @@ async function timed(n: number, run: () => Promise<void>): Promise<RoundResult> 
   return { opsPerSec: n / (ms / 1000), cpuUsPerOp: (used.user + used.system) / n };
 }
 
-async function agentRound(mesh: BenchMesh, startSeq: number, log = quiet): Promise<RoundResult> {
+async function agentRound(mesh: BenchMesh, startSeq: number, log = quiet, def: Partial<AgentDefinition<{ seq: number; payload: string }>> = {}): Promise<RoundResult> {
   let agent: Agent | undefined;
   const result = await timed(ROUND, async () => {
-    agent = await startAgent(mesh.nc, hopDefinition(1, "mesh.cap.hop2.v1"), { trust: mesh.trust, signingKey: mesh.keys.hop1!, schemas: mesh.schemas, consumer: fromSeq(startSeq), log, layout });
+    agent = await startAgent(mesh.nc, { ...hopDefinition(1, "mesh.cap.hop2.v1"), ...def }, { trust: mesh.trust, signingKey: mesh.keys.hop1!, schemas: mesh.schemas, consumer: fromSeq(startSeq), log, layout });
     await untilCount(() => agent!.stats().processed, ROUND);
   });
   await agent!.stop();
@@ -164,12 +164,22 @@ export async function hopThroughput(): Promise<{ results: Comparison[]; notes: s
   for (let r = 0; r < 5; r++) {
     if (r % 2 === 0) { await withRouting(); await unrouted(); } else { await unrouted(); await withRouting(); }
   }
+  // Budgets on: every input a flow of its own with a budget (as the gateway signs one), and the hop a fixed cost, so
+  // each input is checked and charged in the flow ledger (one compare-and-set over the flow's keys per input).
+  const BUDGET = { budgetcost: "1000", budgettokens: "100000", budgetsteps: "64" };
+  const budgeted: RoundResult[] = [], unbudgeted: RoundResult[] = [];
+  const withBudgets = async () => budgeted.push(await agentRound(mesh, await preload(mesh, "mesh.cap.hop1.v1", ROUND, BUDGET), quiet, { cost: { cost: 1 } }));
+  const handWrittenRound = async () => unbudgeted.push(await baselineRound(mesh, await preload(mesh, "mesh.cap.hop1.v1", ROUND)));
+  for (let r = 0; r < 5; r++) {
+    if (r % 2 === 0) { await withBudgets(); await handWrittenRound(); } else { await handWrittenRound(); await withBudgets(); }
+  }
   const a = median(agent.map((x) => x.opsPerSec)), b = median(base.map((x) => x.opsPerSec));
   const cpuA = median(agent.map((x) => x.cpuUsPerOp)), cpuB = median(base.map((x) => x.cpuUsPerOp));
   return {
     results: [
       { name: "hop: no-op agent vs hand-written loop", candidate: "startAgent", baseline: "hand-written", candidateOpsPerSec: a, baselineOpsPerSec: b, ratio: a / b, goal: 0.85 },
       { name: "hop: version routing on (a rollout at 10 %) vs hand-written", candidate: "startAgent, routed", baseline: "hand-written", candidateOpsPerSec: median(routed.map((x) => x.opsPerSec)), baselineOpsPerSec: median(plain.map((x) => x.opsPerSec)), ratio: median(routed.map((x) => x.opsPerSec)) / median(plain.map((x) => x.opsPerSec)), goal: 0.85 },
+      { name: "hop: budgets on (each input a budgeted flow, charged in the ledger) vs hand-written", candidate: "startAgent, budgets", baseline: "hand-written", candidateOpsPerSec: median(budgeted.map((x) => x.opsPerSec)), baselineOpsPerSec: median(unbudgeted.map((x) => x.opsPerSec)), ratio: median(budgeted.map((x) => x.opsPerSec)) / median(unbudgeted.map((x) => x.opsPerSec)), goal: 0.85 },
       { name: "hop: telemetry + logs on vs off", candidate: "tracer SDK + info logs", baseline: "both off", candidateOpsPerSec: median(on.map((x) => x.opsPerSec)), baselineOpsPerSec: median(off.map((x) => x.opsPerSec)), ratio: median(on.map((x) => x.opsPerSec)) / median(off.map((x) => x.opsPerSec)), goal: 0.9 },
     ],
     notes: [`CPU per hop in this process (client side): runtime ${cpuA.toFixed(0)} µs, hand-written ${cpuB.toFixed(0)} µs (ratio ${(cpuA / cpuB).toFixed(2)})`],

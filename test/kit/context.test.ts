@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
-  childTraceparent, correlationIdOf, createEvent, flowIdOf, deriveEventId, expiryIn, isExpired, newTraceparent, outputEventInit, parseTraceparent, principalSource, uuidv7,
+  ContextExtension, PRIORITIES, budgetOf, childTraceparent, correlationIdOf, createEvent, flowIdOf, deriveEventId, expiryIn, isExpired, newTraceparent, outputEventInit,
+  parseTraceparent, principalSource, priorityOf, spentOf, uuidv7,
 } from "../../services/kit/index.ts";
+import { readFileSync } from "node:fs";
 
 const input = createEvent({
   id: "in-1", source: "https://crm.example/upstream", type: "report.requested", time: "2026-11-21T10:00:00Z",
@@ -58,6 +60,32 @@ test("context - outputs carry causation = input id, the flow's correlation, cont
   const next = createEvent(outputEventInit(createEvent(out), "researcher", 0, { type: "research.finding.created" }));
   assert.equal(correlationIdOf(next), flowIdOf(input));
   assert.equal(next.extensions.causationid, out.id);
+});
+
+test("context - priority and budget are inherited as the input has them; a handler can neither set them nor say what it spent", () => {
+  const flowControl = { priority: "background", budgetcost: "90", budgettokens: "5000", budgetsteps: "7" };
+  const budgeted = createEvent({ ...input, extensions: { ...input.extensions, ...flowControl } });
+  // A handler trying to move its flow to critical, raise its budget and claim it spent nothing.
+  const forged = { priority: "critical", budgetcost: "1000000", budgetsteps: "1000", spentcost: "0", spenttokens: "0" };
+  const out = createEvent(outputEventInit(budgeted, "planner", 0, { type: "research.task.created", extensions: forged }));
+  assert.equal(priorityOf(out), "background");
+  assert.deepEqual(budgetOf(out), { cost: 90, tokens: 5000, steps: 7 });
+  assert.equal(out.extensions[ContextExtension.SpentCost], undefined, "a run that reported nothing says nothing");
+  const spent = createEvent(outputEventInit(budgeted, "planner", 0, { type: "research.task.created", extensions: forged, spent: { cost: 12, tokens: 340 } }));
+  assert.deepEqual(spentOf(spent), { cost: 12, tokens: 340 }, "only the runtime's figures");
+  // Without flow control on the input, a handler cannot add any.
+  const plain = createEvent(outputEventInit(input, "planner", 0, { type: "research.task.created", extensions: forged }));
+  assert.equal(plain.extensions[ContextExtension.Priority], undefined);
+  assert.deepEqual(budgetOf(plain), {});
+  // Malformed values are refused, never read as another number or priority.
+  for (const bad of ["-1", "1.5", "07", "lots"]) assert.equal(budgetOf(createEvent({ id: "b", source: "s", type: "t", extensions: { budgetsteps: bad } })), undefined, bad);
+  assert.equal(priorityOf(createEvent({ id: "p", source: "s", type: "t", extensions: { priority: "urgent" } })), undefined);
+  assert.equal(priorityOf(createEvent({ id: "p", source: "s", type: "t" })), "normal", "absent is normal");
+});
+
+test("context - the priorities upstreams.json allows are the kit's", () => {
+  const schema = JSON.parse(readFileSync(new URL("../../infra/upstreams.schema.json", import.meta.url), "utf8")) as { $defs: { priority: { enum: string[] } } };
+  assert.deepEqual(schema.$defs.priority.enum, [...PRIORITIES]);
 });
 
 test("expiry - events expire at their expirytime; malformed expiry counts as expired; none never expires", () => {

@@ -60,7 +60,7 @@ export function probesFor(principals: Principals): Probe[] {
     [KvBucket.Joins]: ["probe"],
     [KvBucket.Instances]: [criticalKeys],
     [KvBucket.Routes]: ["probe"],
-    [KvBucket.FlowCounts]: [criticalKeys],
+    [KvBucket.FlowLedger]: [criticalKeys],
     [KvBucket.Quotas]: ["probe"],
     [KvBucket.Pressure]: ["probe"],
   };
@@ -108,7 +108,7 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
     "kv put causeway_instances publish_v1.…", "kv create causeway_instances publish_v1.…", "kv delete causeway_instances publish_v1.…",
     "kv put causeway_leases publish_v1.…", "kv create causeway_leases publish_v1.…", "kv delete causeway_leases publish_v1.…",
     "kv put causeway_processed publish_v1.…", "kv create causeway_processed publish_v1.…", "kv delete causeway_processed publish_v1.…",
-    "kv put causeway_flow_counts publish_v1.…", "kv create causeway_flow_counts publish_v1.…", "kv delete causeway_flow_counts publish_v1.…",
+    "kv put causeway_flow_ledger publish_v1.…", "kv create causeway_flow_ledger publish_v1.…", "kv delete causeway_flow_ledger publish_v1.…",
   ],
   // ¹ The coordinator may write the switches itself, so the server cannot refuse its answer there: only the code
   // check (control.ts, CW_ERR_REPLY_REFUSED) stops a request from the coordinator's requesters landing there.

@@ -2,7 +2,7 @@
 // to research.v1 — one per question when the request lists questions, otherwise one per aspect of
 // PLANNER_ASPECTS (background, current state, risks). With a model configured and no questions, the model
 // phrases the three aspect queries; a malformed answer falls back to the fixed templates with a warning.
-import { completeJson, type Model } from "../model.ts";
+import { affordsModel, completeJson, modelBudget, type Model } from "../model.ts";
 import { plannerDefaults, type PlannerConfig } from "./config.ts";
 import { flowIdOf, type AgentDefinition, type Emit, type ExtensionValue, type HandlerContext, type HandlerInput } from "../../kit/index.ts";
 
@@ -62,6 +62,10 @@ export function planQueries(request: Pick<ReportRequested, "topic" | "questions"
 }
 
 const MAX_QUERY = 2000;
+/** Handler runs one research task takes on its way into the report: research, verify, report. */
+const STEPS_PER_TASK = 3;
+/** Handler runs after the tasks: the summary of the published report, and the critical publish. */
+const STEPS_AFTER_TASKS = 2;
 
 /** The planner's agent definition. */
 export function createPlannerDefinition(deps: PlannerDeps = {}): AgentDefinition<ReportRequested> {
@@ -69,13 +73,14 @@ export function createPlannerDefinition(deps: PlannerDeps = {}): AgentDefinition
   const model = deps.model;
 
   const queriesFor = async (request: ReportRequested, ctx: HandlerContext): Promise<string[]> => {
-    if (model === undefined || (request.questions !== undefined && request.questions.length > 0)) return planQueries(request);
+    if (model === undefined || (request.questions !== undefined && request.questions.length > 0) || !affordsModel(ctx)) return planQueries(request);
     const answer = await completeJson(model, {
       system:
         "You plan research for a report. Write exactly three research questions about the topic, in this order: " +
         PLANNER_ASPECTS.map((a) => a.aspect).join(", ") +
         '. Answer with a JSON object {"queries": ["…", "…", "…"]} and nothing else.',
       user: `Topic: ${request.topic}`,
+      ...modelBudget(ctx),
     }, parseQueries, ctx.signal);
     if (answer.ok) return answer.value;
     ctx.log.warn({ model: model.name, problem: answer.problem }, "model answer unusable; planning with the fixed aspects");
@@ -93,7 +98,12 @@ export function createPlannerDefinition(deps: PlannerDeps = {}): AgentDefinition
     concurrency: config.concurrency,
     async handler(input: HandlerInput<ReportRequested>, ctx: HandlerContext): Promise<readonly Emit[]> {
       const request = input.data;
-      const queries = await queriesFor(request, ctx);
+      const planned = await queriesFor(request, ctx);
+      // No more tasks than the flow's steps can carry to a report (at least one: a report needs a task).
+      const left = ctx.budget?.remaining.steps;
+      const affordable = left === undefined ? Infinity : Math.max(1, Math.floor((left - STEPS_AFTER_TASKS) / STEPS_PER_TASK));
+      const queries = planned.slice(0, affordable);
+      if (queries.length < planned.length) ctx.log.info({ planned: planned.length, tasks: queries.length, stepsLeft: left }, "planned fewer tasks: the flow's budget");
       const extensions: Record<string, ExtensionValue> = { [PlannerExtension.Topic]: request.topic };
       if (input.event.time !== undefined) extensions[PlannerExtension.RequestTime] = input.event.time;
       if (request.deadline !== undefined) extensions[PlannerExtension.Deadline] = request.deadline;

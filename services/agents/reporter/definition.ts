@@ -6,10 +6,10 @@
 // that share an id across sources are joined apart.
 // The reporter uses no model: the report must be a pure function of the join for both paths to agree.
 import { reporterDefaults, type ReporterConfig } from "./config.ts";
-import { isComplete, type JoinMeta, type JoinStore, type JoinedFinding } from "./joins.ts";
+import { isComplete, type JoinMeta, type JoinState, type JoinStore, type JoinedFinding } from "./joins.ts";
 import { ReportSchema, reportEmits } from "./report.ts";
 import {
-  QuarantineReason, correlationIdOf, type AgentDefinition, type Cause, type CloudEvent, type Emit, type ExtensionValue, type HandlerContext, type HandlerInput, type PolicyVerdict,
+  QuarantineReason, correlationIdOf, flowContextOf, type AgentDefinition, type Cause, type CloudEvent, type Emit, type ExtensionValue, type HandlerContext, type HandlerInput, type PolicyVerdict,
 } from "../../kit/index.ts";
 
 export { reporterDeadlineSweep, startDeadlineSweep } from "./sweep.ts";
@@ -92,6 +92,7 @@ export function causeOf(event: CloudEvent): Cause {
     ...(traceparent !== undefined && { traceparent }),
     ...(tracestate !== undefined && { tracestate }),
     ...(expirytime !== undefined && { expirytime }),
+    context: flowContextOf(event),
   };
 }
 
@@ -112,36 +113,53 @@ export function createReporterDefinition(deps: ReporterDeps): AgentDefinition<Fi
     concurrency: config.concurrency,
     policy: reporterPolicy,
     async handler(input: HandlerInput<FindingVerified>, ctx: HandlerContext): Promise<readonly Emit[]> {
-      const c = coordinates(input.event);
-      if (typeof c === "string") throw new Error(`cannot join this finding: ${c}`); // the policy quarantines these first
-      const ext = input.event.extensions;
-      const claim = text(ext[ReporterExtension.Claim]), query = text(ext[ReporterExtension.Query]), topic = text(ext[ReporterExtension.Topic]);
-      const finding: JoinedFinding = {
-        findingId: input.data.findingId,
-        taskIndex: c.taskIndex,
-        verdict: input.data.verdict,
-        confidence: input.data.confidence,
-        ...(claim !== undefined && { claim }),
-        ...(query !== undefined && { query }),
-      };
-      const meta: JoinMeta = {
-        totalTasks: c.totalTasks,
-        deadline: deadlineOf(input.event, config.deadlineMs, now()),
-        cause: causeOf(input.event),
-        ...(topic !== undefined && { topic }),
-      };
-      const state = await store.add(c.requestId, finding, meta);
-      if (!state.findings.some((f) => f.findingId === finding.findingId)) {
-        ctx.log.debug({ requestId: c.requestId, findingId: finding.findingId }, "finding arrived after its report was published; not joined");
-        return [];
-      }
-      if (!isComplete(state)) return [];
-      // Marked before the runtime publishes: if that publish fails, the input is redelivered, finds its finding in
-      // the complete join, and emits the same report (same key, same id) again.
-      if (!state.published) await store.markPublished(c.requestId);
-      return reportEmits(state, ctx.subjects);
+      const state = await join(input, ctx);
+      return state !== undefined && isComplete(state) ? publish(state, ctx) : [];
+    },
+    // The flow's budget cannot pay for another step: the finding is joined all the same (the reporter spends
+    // nothing) and the report is published now with what it has, as at the deadline — not a finding is lost.
+    async wrapUp(input: HandlerInput<FindingVerified>, ctx: HandlerContext, over): Promise<readonly Emit[]> {
+      const state = await join(input, ctx);
+      if (state === undefined) return [];
+      ctx.log.info({ requestId: state.requestId, findings: state.findings.length, totalTasks: state.totalTasks, bound: over.bound }, "the flow's budget is spent: publishing the report with what it has");
+      return publish(state, ctx);
     },
   };
+
+  /** Adds the finding to its request's join; undefined when it arrived after the report was published. */
+  async function join(input: HandlerInput<FindingVerified>, ctx: HandlerContext): Promise<JoinState | undefined> {
+    const c = coordinates(input.event);
+    if (typeof c === "string") throw new Error(`cannot join this finding: ${c}`); // the policy quarantines these first
+    const ext = input.event.extensions;
+    const claim = text(ext[ReporterExtension.Claim]), query = text(ext[ReporterExtension.Query]), topic = text(ext[ReporterExtension.Topic]);
+    const finding: JoinedFinding = {
+      findingId: input.data.findingId,
+      taskIndex: c.taskIndex,
+      verdict: input.data.verdict,
+      confidence: input.data.confidence,
+      ...(claim !== undefined && { claim }),
+      ...(query !== undefined && { query }),
+    };
+    const meta: JoinMeta = {
+      totalTasks: c.totalTasks,
+      deadline: deadlineOf(input.event, config.deadlineMs, now()),
+      cause: causeOf(input.event),
+      ...(topic !== undefined && { topic }),
+    };
+    const state = await store.add(c.requestId, finding, meta);
+    if (!state.findings.some((f) => f.findingId === finding.findingId)) {
+      ctx.log.debug({ requestId: c.requestId, findingId: finding.findingId }, "finding arrived after its report was published; not joined");
+      return undefined;
+    }
+    return state;
+  }
+
+  /** The report of `state`. Marked before the runtime publishes: if that publish fails, the input is redelivered,
+   * finds its finding in the join, and emits the same report (same key, same id) again. */
+  async function publish(state: JoinState, ctx: HandlerContext): Promise<readonly Emit[]> {
+    if (!state.published) await store.markPublished(state.requestId);
+    return reportEmits(state, ctx.subjects);
+  }
 }
 
 function text(value: ExtensionValue | undefined): string | undefined {

@@ -241,6 +241,8 @@ function decodeJoin(text: string, requestId: string | undefined): JoinState {
   if (topic !== undefined && typeof topic !== "string") fail("topic");
   const c = cause as Record<string, unknown> | null;
   if (typeof c !== "object" || c === null || typeof c.id !== "string" || typeof c.source !== "string" || typeof c.correlationid !== "string") fail("cause");
+  const context = c!.context as Record<string, unknown> | undefined;
+  if (context !== undefined && (typeof context !== "object" || context === null || !Object.values(context).every((v) => typeof v === "string"))) fail("cause.context");
   if (!Array.isArray(findings)) fail("findings");
   for (const f of findings as Record<string, unknown>[]) {
     if (typeof f?.findingId !== "string" || typeof f.taskIndex !== "number" || typeof f.verdict !== "string" || typeof f.confidence !== "number") fail("a finding");

@@ -3,7 +3,7 @@
 // answers and its JSON is checked against the finding's shape, falling back to the corpus with a warning when
 // it is malformed. The finding schema has no room for the request's context, so it travels in signed
 // extensions (ResearcherExtension) that the verifier carries on to the reporter.
-import { completeJson, type Model } from "../model.ts";
+import { affordsModel, completeJson, modelBudget, type Model } from "../model.ts";
 import { researcherDefaults, type ResearcherConfig } from "./config.ts";
 import { researchFromCorpus, type Evidence, type Research } from "./corpus.ts";
 import {
@@ -47,6 +47,13 @@ export const ResearcherExtension = {
 /** Extensions of the task copied unchanged onto the finding (set by the planner: topic, requesttime, deadline). */
 export const FORWARDED_EXTENSIONS = Object.freeze(["topic", "requesttime", "deadline"] as const);
 
+/**
+ * What one research run costs the flow, in cost units, when no model reports its spend: a fixed cost reserved
+ * against the flow's budget before the run and signed into its finding (`spentcost`), so a deterministic flow's
+ * spend shows in lineage and the demo. What a model run reports (ctx.spend) replaces it.
+ */
+export const RESEARCH_COST = 10;
+
 /** What the researcher is built from. */
 export interface ResearcherDeps {
   /** When set, answers the research question. Default: the built-in corpus. */
@@ -75,7 +82,8 @@ export function createResearcherDefinition(deps: ResearcherDeps = {}): AgentDefi
   const model = deps.model;
 
   const research = async (task: ResearchTask, topic: string | undefined, ctx: HandlerContext): Promise<Research> => {
-    if (model === undefined) return researchFromCorpus(task.query);
+    // The cheaper tier when the flow cannot pay for a model call: the built-in corpus costs nothing.
+    if (model === undefined || !affordsModel(ctx)) return researchFromCorpus(task.query);
     const answer = await completeJson(model, {
       system:
         "You are a careful researcher. Answer the research question with one self-contained claim, the evidence behind it " +
@@ -83,6 +91,7 @@ export function createResearcherDefinition(deps: ResearcherDeps = {}): AgentDefi
         'Answer with a JSON object {"claim": "…", "evidence": [{"source": "https://…", "quote": "…"}], "confidence": 0.5} and nothing else. ' +
         "Give no evidence rather than invented evidence.",
       user: topic === undefined ? `Research question: ${task.query}` : `Report topic: ${topic}\nResearch question: ${task.query}`,
+      ...modelBudget(ctx),
     }, parseResearch, ctx.signal);
     if (answer.ok) return answer.value;
     ctx.log.warn({ model: model.name, problem: answer.problem }, "model answer unusable; researching from the built-in corpus");
@@ -98,6 +107,7 @@ export function createResearcherDefinition(deps: ResearcherDeps = {}): AgentDefi
     accepts: { "research.task.created": ResearcherSchema["research.task.created"] },
     emits: { "research.finding.created": ResearcherSchema["research.finding.created"] },
     concurrency: config.concurrency,
+    cost: { cost: RESEARCH_COST },
     policy: researcherPolicy,
     async handler(input: HandlerInput<ResearchTask>, ctx: HandlerContext): Promise<readonly Emit[]> {
       const ext = input.event.extensions;

@@ -33,6 +33,12 @@ export const VerifierSchema = {
   "research.finding.verified": "https://causeway.dev/schemas/research.finding.verified/1.0.0",
 } as const;
 
+/**
+ * What one verification run costs the flow, in cost units, when no model reports its spend (see the researcher's
+ * RESEARCH_COST): reserved before the run, signed into its output. A finding the policy quarantines never runs.
+ */
+export const VERIFY_COST = 2;
+
 /** The extension that carries the checked claim to the reporter (the verified schema has no room for it). */
 export const VerifierExtension = { Claim: "claim" } as const;
 
@@ -108,6 +114,7 @@ export function createVerifierDefinition(deps: VerifierDeps = {}): AgentDefiniti
     accepts: { "research.finding.created": VerifierSchema["research.finding.created"] },
     emits: { "research.finding.verified": VerifierSchema["research.finding.verified"] },
     concurrency: config.concurrency,
+    cost: { cost: VERIFY_COST },
     policy: verifierPolicy(config.minConfidence),
     async handler(input: HandlerInput<FindingCreated>, ctx: HandlerContext): Promise<readonly Emit[]> {
       const { verdict, confidence } = await check(input.data, ctx);

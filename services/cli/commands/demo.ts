@@ -11,7 +11,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  KvBucket, NatsBinding, connectAs, controlRequest, dataDir, dataJson, inboxPrefix, loadLayout, openTrustStore, seedPath, uuidv7, type CloudEvent, type MeshLayout, type TrustStore,
+  KvBucket, NatsBinding, connectAs, controlRequest, dataDir, dataJson, inboxPrefix, loadLayout, openFlowLedger, openTrustStore, seedPath, uuidv7, type CloudEvent, type MeshLayout, type TrustStore,
 } from "../../kit/index.ts";
 import { lineageEndpoint } from "../../lineage/contract.ts";
 import { Svcm } from "@nats-io/services";
@@ -133,12 +133,19 @@ export async function run(args: string[]): Promise<number> {
     printReport(report.event);
 
     // The audit log: lineage recorded every message of every stream; ask it, as the auditor, why the report
-    // exists, then check the whole log against its signed checkpoints.
+    // exists and what the whole flow did and spent (its priority and budget, each run's signed spend), then check
+    // the whole log against its signed checkpoints.
     await step("lineage recorded every message and signed a checkpoint", () => lineageCaughtUp(operator, layout), (n) => `${n} records`);
-    for (const args of [["lineage", "why", released.event.id], ["lineage", "why", summary.event.id], ["lineage", "verify"]]) {
+    for (const args of [["lineage", "why", released.event.id], ["lineage", "why", summary.event.id], ["lineage", "trace", flow], ["lineage", "verify"]]) {
       console.log(`\n$ bin/causeway ${args.join(" ")}`);
       console.log(execFileSync(process.execPath, [join(repoRoot, "services", "cli", "main.ts"), ...args, "--server", url], { encoding: "utf8", env: { ...process.env, CAUSEWAY_DATA_DIR: data } }).trimEnd());
     }
+    // The runtime's own account of the flow: its ledger counts every admitted run, those that emitted nothing too
+    // (any capability's view of the ledger reads every capability's totals; the operator only reads).
+    console.log("");
+    await step(`the flow ledger (KV ${layout.buckets[KvBucket.FlowLedger].name}), which the runtime checked the budget against`,
+      async () => (await openFlowLedger(operator, "plan", 1)).totals(flow),
+      (t) => `${t.steps} steps, ${t.cost} cost units, ${t.tokens} tokens (lineage counts only the runs whose signed outputs it holds)`);
 
     const cliArgs = ["--server", url, "--nkey", seedPath("operator", data), "--inbox-prefix", inboxPrefix("operator"), "micro", "ls"];
     console.log(`\n$ nats ${cliArgs.join(" ").replace(url, "$NATS_URL").replace(data, "$CAUSEWAY_DATA_DIR")}`);

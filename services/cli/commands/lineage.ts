@@ -25,7 +25,8 @@ Questions to the lineage service (mesh.ctl.lineage.<operation>), as the auditor 
 
   why            the event's causal ancestry to the upstream root: agent, key, verification, input, queue
                  wait and processing time per step (from signed timings only)
-  trace          a whole flow: every event, decision and quarantine entry, the timeline, the critical path
+  trace          a whole flow: every event, decision and quarantine entry, the timeline, the critical path,
+                 what each run spent and the flow's totals against its budget and priority (signed values only)
   impact         every event the event caused, by depth
   events         records by agent, implementation version, type, stream and time range, oldest first, in
                  pages (--after)

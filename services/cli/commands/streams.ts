@@ -62,10 +62,11 @@ export async function run(args: string[]): Promise<number> {
       throw permissionDenied(err, `${values.as ?? "this identity"} managing streams`) ?? err;
     });
     if (report.ok) {
-      const created = await ensureMeshBuckets(nc, { replicas, buckets: layout.buckets }).catch((err: unknown) => {
+      const { created, raised } = await ensureMeshBuckets(nc, { replicas, buckets: layout.buckets }).catch((err: unknown) => {
         throw permissionDenied(err, `${values.as ?? "this identity"} creating KV buckets`) ?? err;
       });
       for (const name of created) console.log(`✓ KV ${name} created`);
+      for (const name of raised) console.log(`✓ KV ${name} raised to ${replicas} replicas`);
     }
     if (!report.ok) {
       const destructive = report.results.some((r) => r.status === "refused" && r.error.code === ErrorCode.DestructiveChange);

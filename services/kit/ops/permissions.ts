@@ -232,7 +232,7 @@ function ownedKeyPrefixes(principals: Principals, spec: PrincipalSpec, bucket: K
     if (spec.role === Role.Agent) return served();
   }
   // Heartbeats: an agent announces instances of the capabilities it serves only; loop guards: it counts their inputs only.
-  if ((bucket === KvBucket.Instances || bucket === KvBucket.FlowCounts) && spec.role === Role.Agent) return served();
+  if ((bucket === KvBucket.Instances || bucket === KvBucket.FlowLedger) && spec.role === Role.Agent) return served();
   // Any other writer (a role the key layout does not know) gets the bucket as principals.json declares it.
   return undefined;
 }

@@ -13,7 +13,7 @@
 import { createHash } from "node:crypto";
 import { researcherDefaults, ResearcherEnv, type ResearcherConfig } from "../config.ts";
 import { researchBroadlyFromCorpus } from "../corpus.ts";
-import { ResearcherSchema, findingEmit, researcherPolicy, type ResearchTask } from "../definition.ts";
+import { RESEARCH_COST, ResearcherSchema, findingEmit, researcherPolicy, type ResearchTask } from "../definition.ts";
 import type { AgentDefinition, Emit, HandlerContext, HandlerInput } from "../../../kit/index.ts";
 
 /** This implementation's version. */
@@ -49,6 +49,7 @@ export function createResearcher11Definition(deps: { config?: ResearcherConfig }
     accepts: { "research.task.created": ResearcherSchema["research.task.created"] },
     emits: { "research.finding.created": ResearcherSchema["research.finding.created"] },
     concurrency: config.concurrency,
+    cost: { cost: RESEARCH_COST }, // the same work costs the same whichever version does it
     policy: researcherPolicy,
     handler(input: HandlerInput<ResearchTask>, ctx: HandlerContext): readonly Emit[] {
       const { failPercent, failDeliveries } = config;
