@@ -213,11 +213,13 @@ describe("gateway admission", () => {
       const killedAt = Date.now();
       let n = 0;
       await waitFor(async () => (await g.post(requestData(), binary(`bg-open-${n++}`, BATCH_SOURCE), "upstream-batch")).status === 202, { what: "a background flow admitted with stale pressure data", timeoutMs: 15_000, intervalMs: 250 });
-      const warnings = g.gateway.output().split("\n").filter((l) => l.includes("admitting new flows without backpressure (fail open)"));
-      assert.equal(warnings.length, 1, "logged once");
+      // The log line travels through the gateway's stdout pipe, which may trail its HTTP answer.
+      const failOpen = () => g.gateway.output().split("\n").filter((l) => l.includes("admitting new flows without backpressure (fail open)")).length;
+      await waitFor(() => failOpen() >= 1, { what: "the fail-open warning" });
       // The stream event that waited is routed now, after the coordinator died: shed, it was never dropped nor kept in quarantine.
       const waited = await waitFor(async () => (await readMessages(g.mesh.operator, "MESH_CAP", "mesh.cap.plan.v1")).find((m) => m.headers?.get("ce-id") === "bg-stream"), { what: "the waiting stream event routed", timeoutMs: 30_000, intervalMs: 250 });
       assert.ok(waited.info.timestampNanos / 1e6 > killedAt, "routed only once the pressure data was stale");
+      assert.equal(failOpen(), 1, "logged once, however many flows were admitted since");
       assert.deepEqual((await g.quarantined()).map((q) => q.code), ["CW_ERR_UPSTREAM_CONTEXT"], "only the event that tried to pick its priority is kept");
     } finally {
       rmSync(dir, { recursive: true, force: true });
