@@ -4,8 +4,9 @@
 // wrap-up path runs instead of quarantine where the workflow declares one; nobody downstream can raise a budget.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { Kvm } from "@nats-io/kv";
 import {
-  ContextExtension, ErrorCode, NatsBinding, QuarantineHeader, QuarantineReason, RetryableError, budgetOf, createLogger, flowContextOf, flowIdOf, openFlowLedger, parseLoopGuards, priorityOf, spentOf,
+  ContextExtension, ErrorCode, KvBucket, NatsBinding, PRESSURE_KEY, loadBackpressure, QuarantineHeader, QuarantineReason, RetryableError, budgetOf, createLogger, flowContextOf, flowIdOf, openFlowLedger, parseLoopGuards, priorityOf, spentOf,
   startAgent, type AgentDefinition, type AgentOptions, type CloudEvent, type Emit, type HandlerContext,
 } from "../services/kit/index.ts";
 import { FINDING_SCHEMA, REQUEST_SCHEMA, TASK_SCHEMA, header, startMesh, type Mesh } from "./mesh-fixture.ts";
@@ -175,6 +176,29 @@ describe("flow budgets", () => {
     assert.deepEqual(budgetOf(out!), { cost: 70, steps: 9 });
     assert.equal(priorityOf(out!), "background");
     assert.equal(out!.extensions[ContextExtension.FlowDepth], "5", "one deeper than its cause");
+  });
+
+  test("pressure - a handler sees the backlog of the capability it addresses, as the coordinator reports it, and can shrink its fan-out", async () => {
+    await using mesh = await startMesh();
+    const backlog = (research: number) => JSON.stringify({
+      at: new Date().toISOString(), intervalMs: 1000, stream: { name: "MESH_CAP", messages: 0, bytes: 0, maxMsgs: -1, maxBytes: -1, fill: 0 },
+      capabilities: { "research.v1": { backlog: research, pending: research, ackPending: 0, drainPerSecond: 0, durables: {} } },
+    });
+    // The planner plans one task per input while research is under pressure, five otherwise.
+    const seen: unknown[] = [];
+    const plan = fanOut(0, (ctx) => {
+      const p = ctx.pressure("research", 1);
+      seen.push(p);
+      return p.level === "ok" ? 5 : 1;
+    });
+    const thresholds = loadBackpressure().default;
+    const pressure = await new Kvm(mesh.nc).open(KvBucket.Pressure);
+    await pressure.put(PRESSURE_KEY, backlog(thresholds.hard + 1));
+    await using planner = await run(mesh, plan.def);
+    await mesh.publish(PLAN, mesh.event("gateway"));
+    await waitFor(() => planner.stats().processed === 1, { what: "the request planned" });
+    assert.deepEqual(seen, [{ level: "hard", backlog: thresholds.hard + 1, stale: false }]);
+    assert.equal((await mesh.messages("MESH_CAP", "mesh.cap.research.v1")).length, 1, "one task under pressure");
   });
 
   test("budgets - a malformed budget is refused before the handler; a flow without one never touches the ledger", async () => {

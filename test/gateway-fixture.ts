@@ -21,8 +21,8 @@ export interface GatewayMesh extends AsyncDisposable {
   readonly url: string;
   /** upstream-demo's bearer token. */
   readonly token: string;
-  /** POST /events with upstream-demo's token (unless `authorization` is given). */
-  post(body: string | Uint8Array, headers: Record<string, string>): Promise<{ status: number; headers: Headers; json: Record<string, unknown> }>;
+  /** POST /events with upstream-demo's token (unless `authorization` is given, or `as` names another upstream with a development token). */
+  post(body: string | Uint8Array, headers: Record<string, string>, as?: string): Promise<{ status: number; headers: Headers; json: Record<string, unknown> }>;
   /** The real `nats` CLI as upstream-demo (its NKey, its inbox). */
   natsAsUpstream(args: string[]): Promise<CliResult>;
   /** Events on a subject of MESH_CAP (default: plan.v1's work of every priority and lane, in stream order). */
@@ -78,8 +78,9 @@ export async function startGatewayMesh(opts: GatewayMeshOptions = {}): Promise<G
     const token = readFileSync(devTokenPath(mesh.dataDir, "upstream-demo"), "utf8").trim();
     return {
       mesh, gateway, url, token,
-      async post(body, headers) {
-        const res = await fetch(`${url}/events`, { method: "POST", body, headers: { authorization: `Bearer ${token}`, ...headers } });
+      async post(body, headers, as) {
+        const bearer = as === undefined ? token : readFileSync(devTokenPath(mesh.dataDir, as), "utf8").trim();
+        const res = await fetch(`${url}/events`, { method: "POST", body, headers: { authorization: `Bearer ${bearer}`, ...headers } });
         const text = await res.text();
         return { status: res.status, headers: res.headers, json: JSON.parse(text) as Record<string, unknown> };
       },

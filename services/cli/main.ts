@@ -22,6 +22,7 @@ const commands: Record<string, { summary: string; load: () => Promise<{ run: Com
   resume: { summary: "resume <capability|principal|mesh> <target>          lift a kill switch", load: () => import("./commands/switch.ts").then((m) => ({ run: m.resume })) },
   switches: { summary: "switches                                  what is paused, why, by whom, until when", load: () => import("./commands/switch.ts").then((m) => ({ run: m.switches })) },
   agents: { summary: "agents [--json]                            every capability with its live instances: version, heartbeat, counters", load: () => import("./commands/agents.ts").then((m) => ({ run: m.agents })) },
+  tenants: { summary: "tenants [--json]                           each tenant's use of its quotas this period: flows, cost units, reset", load: () => import("./commands/tenants.ts").then((m) => ({ run: m.tenants })) },
   rollout: { summary: "rollout start|status|promote|rollback|pause|resume|fallback   route a capability by version: canary, rollback, failover", load: () => import("./commands/rollout.ts").then((m) => ({ run: m.rollout })) },
   replay: { summary: "replay <capability> --version V (--flows … | --since …)   re-run recorded inputs through a version, compare, publish nothing", load: () => import("./commands/replay.ts") },
   lineage: { summary: "lineage why|trace|impact|events|verify|prove|export   ask the audit log (as the auditor)", load: () => import("./commands/lineage.ts") },

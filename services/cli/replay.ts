@@ -20,7 +20,7 @@ import type { JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   ConfigError, ContextExtension, DSSE_MATERIAL, ErrorCode, NatsBinding, QuarantineHeader, QuarantineReason, Role, StreamName, checkVersion, compileAccepts,
-  compileEmits, correlationIdOf, createEvent, createLogger, createSchemaRegistry, dataJson, outputInits, principalSource, refuseServiceProcesses, spendMeter,
+  compileEmits, correlationIdOf, createEvent, createLogger, createSchemaRegistry, dataJson, outputInits, principalSource, refuseServiceProcesses, spendMeter, unknownPressure,
   type AgentDefinition, type CloudEvent, type Emit, type HandlerContext, type HandlerInput, type MeshLayout, type MeshService, type TrustStore,
 } from "../kit/index.ts";
 import { streamMessages } from "./flow.ts";
@@ -350,7 +350,7 @@ async function runCandidate(
   const timeout = AbortSignal.timeout(REPLAY_HANDLER_TIMEOUT_MS);
   const signal = env.signal ? AbortSignal.any([env.signal, timeout]) : timeout;
   const meter = spendMeter(def);
-  const ctx: HandlerContext = { log: env.log.child({ eventId: event.id }), subjects: env.layout.subjects, deliveryCount: 1, signal, working: () => undefined, spend: meter.spend };
+  const ctx: HandlerContext = { log: env.log.child({ eventId: event.id }), subjects: env.layout.subjects, deliveryCount: 1, signal, working: () => undefined, spend: meter.spend, pressure: unknownPressure };
   const startedAt = new Date().toISOString();
   try {
     const emits = await Promise.race([

@@ -13,15 +13,16 @@ import { start as startDeadLetters } from "./dead-letters.ts";
 import { start as startSwitches } from "./switches.ts";
 import { start as startHealth } from "./health.ts";
 import { start as startRollout } from "./rollout.ts";
+import { start as startPressure } from "./pressure.ts";
 
-const MODULES: readonly StartModule[] = [startSwitches, startHandoffs, startQuarantine, startDeadLetters];
+const MODULES: readonly StartModule[] = [startSwitches, startHandoffs, startQuarantine, startDeadLetters, startPressure];
 
 await runServiceProcess("coordinator", async ({ principal, nc, trust, key, layout, log, defer }) => {
   const policy = watchPolicy(layout.principals, { onReload: (err) => (err ? log.error({ err }, "policy reload refused; the last good policy stays") : log.info("policy reloaded")) });
   defer(() => policy.close());
   const service = await new Svcm(nc).add({
     name: principal, version: "1.0.0",
-    description: "Critical handoffs (grants, leases, approvals), quarantine operations, dead letters, kill switches, agent health per version, routing by version (rollouts, fallbacks)",
+    description: "Critical handoffs (grants, leases, approvals), quarantine operations, dead letters, kill switches, agent health per version, routing by version (rollouts, fallbacks), the backlog of every capability (backpressure)",
     metadata: { critical: Object.keys(policy.policy().capabilities).join(",") },
   });
   defer(() => service.stop());

@@ -34,6 +34,10 @@ export interface GatewayConfig {
   readonly upstreamsPath: string;
   /** `CAUSEWAY_ROUTES`, default infra/routes.json. */
   readonly routesPath: string;
+  /** The tenants and their quotas (reloaded live). `CAUSEWAY_TENANTS`, default infra/tenants.json. */
+  readonly tenantsPath: string;
+  /** The backpressure thresholds (reloaded live). `CAUSEWAY_BACKPRESSURE`, default infra/backpressure.json. */
+  readonly backpressurePath: string;
 }
 
 /** Reads the configuration from `env`. */
@@ -50,5 +54,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): GatewayConfig 
     duplicateWindowMs: envInteger(env, "CAUSEWAY_GATEWAY_DUPLICATE_WINDOW_MS", 1, 24 * 3600 * 1000, 120_000, " ms"),
     upstreamsPath: resolve(text("CAUSEWAY_UPSTREAMS", join(infraDir, "upstreams.json"))),
     routesPath: resolve(text("CAUSEWAY_ROUTES", join(infraDir, "routes.json"))),
+    tenantsPath: resolve(text("CAUSEWAY_TENANTS", join(infraDir, "tenants.json"))),
+    backpressurePath: resolve(text("CAUSEWAY_BACKPRESSURE", join(infraDir, "backpressure.json"))),
   });
 }

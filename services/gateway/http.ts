@@ -8,7 +8,8 @@
 // unread); and no body before its upstream's rate allows it (one token is taken before the body is read, so a
 // 429 comes first and closes the connection, the body unread).
 //
-//   POST /events  → 202 {id, correlationid, traceid, …} | 400/401/403/413/429/503 {code, message, attribute?, violations?}
+//   POST /events  → 202 {id, correlationid, traceid, …} | 400/401/403/413/429/503 {code, message, attribute?, violations?, retryafter?}
+//                   (429: CW_ERR_RATE_LIMITED, CW_ERR_QUOTA_EXCEEDED, CW_ERR_OVERLOADED, each with Retry-After when waiting helps)
 //   GET  /health  → 200 {status: "ok"} while connected to a NATS server, else 503 (reconnecting, closed)
 //
 // Every 503 is logged (warn) with its cause, as the NATS request path does (outcome.ts logUnavailable).
@@ -19,6 +20,7 @@ import {
   DecodeError, ErrorCode, STRUCTURED_CONTENT_TYPE, STRUCTURED_MARGIN_BYTES, decodeJsonBatch, decodeJsonEvent, encodeHeaderValue, encodeJsonEvent, isConnected, statusOf,
   type CloudEvent, type QuarantineOriginal,
 } from "../kit/index.ts";
+import { admitAndPublish } from "./admission.ts";
 import { ingestOne, limited, publishOutcome, refuse } from "./ingest-one.ts";
 import type { RateLimiter } from "./rate-limit.ts";
 import type { IngressDeps } from "./ingress.ts";
@@ -198,10 +200,16 @@ async function ingestBatch(deps: HttpDeps, upstream: Upstream, original: Quarant
     send(deps, res, { status, code: first.code, message: `${errors.length} of ${events.length} events refused (first: event ${first.index}: ${first.message}); nothing in the batch was accepted`, errors });
     return;
   }
-  const results: Outcome[] = await Promise.all(checked.map((c) => {
+  // The batch's new flows are admitted together or not at all (429, nothing accepted, nothing kept).
+  const publishing = await admitAndPublish(deps, upstream, checked);
+  if (!Array.isArray(publishing)) {
+    send(deps, res, { ...publishing, message: `the batch of ${events.length} events was not admitted, nothing in it was accepted: ${publishing.message}` });
+    return;
+  }
+  const results: Outcome[] = await Promise.all(checked.map((c, i) => {
     // An event the mesh cannot store is kept on its own, as a refused one is (structured mode, exact data bytes).
     const copy = { ...original, headers: contentTypeHeaders(STRUCTURED_CONTENT_TYPE), data: Buffer.from(encodeJsonEvent(c.event)) };
-    return publishOutcome(deps, copy, deps.ledger.publish(c, deps.notary.notarize(c)));
+    return publishOutcome(deps, copy, publishing[i]!);
   }));
   // 503 (retry) when any publish may pass on a retry; else the status of the first permanent refusal.
   const unavailableStatus = statusOf(ErrorCode.Unavailable);

@@ -1,7 +1,9 @@
 // The synchronous path of one event, shared by HTTP (binary and structured mode) and NATS requests
-// (nats-requests.ts): decode, rate limit, check, notarize, publish through the ledger, and the answer. What it
-// refuses with a quarantine reason is kept in quarantine first; a refusal the quarantine cannot take is a 503.
+// (nats-requests.ts): decode, rate limit, check, admit (admission.ts), notarize, publish through the ledger, and the
+// answer. What it refuses with a quarantine reason is kept in quarantine first; a refusal the quarantine cannot take
+// is a 503; a flow not admitted (429) is not kept.
 import { ErrorCode, NatsBinding, type CloudEvent, type QuarantineOriginal } from "../kit/index.ts";
+import { admitAndPublish } from "./admission.ts";
 import type { IngressDeps } from "./ingress.ts";
 import { IngestError, rateLimited, rejected, rejectionOf, unavailable, type Outcome, type Rejected } from "./outcome.ts";
 import { quarantineCopy, quarantineTarget } from "./quarantine.ts";
@@ -27,7 +29,10 @@ export async function ingestOne(deps: IngressDeps, upstream: Upstream, original:
   } catch (err) {
     return refuse(deps, original, rejectionOf(err));
   }
-  return publishOutcome(deps, original, deps.ledger.publish(checked, deps.notary.notarize(checked)));
+  // A new flow is admitted, or refused 429 (overloaded, over quota) and not kept: the upstream is told.
+  const publishing = await admitAndPublish(deps, upstream, [checked]);
+  if (!Array.isArray(publishing)) return publishing;
+  return publishOutcome(deps, original, publishing[0]!);
 }
 
 /**

@@ -3,6 +3,7 @@ import type { JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import type { MeshSubjects, SigningKey } from "../kit/index.ts";
+import type { Admission } from "./admission.ts";
 import type { GatewayConfig } from "./config.ts";
 import type { Ledger } from "./ledger.ts";
 import type { Notary } from "./notarize.ts";
@@ -19,6 +20,8 @@ export interface IngressDeps {
   readonly limiter: RateLimiter;
   readonly notary: Notary;
   readonly ledger: Ledger;
+  /** Whether a new flow is admitted now: backpressure and the tenant's quotas (admission.ts). */
+  readonly admission: Admission;
   /** "gateway": the detecting principal on quarantine entries. */
   readonly principal: string;
   /** The gateway's signing key: tags its quarantine copies' msg ids (services/kit/msg-ids.ts). */

@@ -30,6 +30,11 @@ export const MARK_PREFIX = GATEWAY_MARK_PREFIX;
 export interface Ledger {
   /** Publishes `event` (the notarized form of `checked`) unless its (source, id) was accepted before. Throws when the mesh cannot take it. */
   publish(checked: Checked, event: CloudEvent): Promise<Accepted>;
+  /**
+   * True when the gateway accepted this (source, id) before (its mark is there): a resubmission, which `publish`
+   * answers as a duplicate. Admission asks before refusing a flow, so a duplicate is answered 202 whatever the load.
+   */
+  acceptedBefore(checked: Pick<Checked, "key">): Promise<boolean>;
 }
 
 /** What the ledger writes to. */
@@ -100,6 +105,10 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, maxPayl
     return batch(() => publisher.publish(subject, message.data, { headers: message.headers, msgID: message.msgID }));
   };
   return {
+    async acceptedBefore(checked) {
+      const mark = await kv.get(`${MARK_PREFIX}.${checked.key}`);
+      return mark !== null && mark.operation === "PUT";
+    },
     async publish(checked, event) {
       const accepted: Accepted = {
         status: 202, id: event.id, source: event.source, type: event.type, correlationid: checked.flow, traceid: traceIdOf(checked.traceparent),

@@ -7,8 +7,9 @@ import { jetstream } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import {
   startRouter,
-  KvBucket, addControlEndpoint, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, defaultLayout, inboxPrefix, openMeshBucket, runServiceProcess,
+  ErrorCode, KvBucket, addControlEndpoint, checkTenantMembers, loadBackpressure, loadTenants, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, defaultLayout, inboxPrefix, openMeshBucket, runServiceProcess,
 } from "../kit/index.ts";
+import { startAdmission } from "./admission.ts";
 import { loadConfig } from "./config.ts";
 import { health } from "./contract.ts";
 import { startHttp } from "./http.ts";
@@ -28,14 +29,22 @@ const run = () => runServiceProcess(PRINCIPAL, async ({ principal, nc, trust, ke
   const schemas = createSchemaRegistry();
   const upstreams = loadUpstreams(config.upstreamsPath, layout.principals, dataDir());
   for (const warning of upstreams.warnings) log.warn(warning);
+  // Every upstream's tenant is declared (infra/tenants.json): CW_ERR_UPSTREAMS_INVALID names the one that is not.
+  checkTenantMembers(loadTenants(config.tenantsPath), upstreams.list(), config.upstreamsPath, ErrorCode.UpstreamsInvalid);
   const routes = loadRoutes(config.routesPath, layout.principals, principal, schemas);
   const processed = layout.buckets[KvBucket.Processed].name;
   const kv = await openMeshBucket(nc, processed, "the gateway's dedupe marks");
   const subjects = layout.subjects;
   const router = await startRouter(nc, subjects, { log });
   defer(() => router.close());
+  const js = jetstream(nc);
+  const admission = await startAdmission({
+    nc, js, upstreams, tenantsPath: config.tenantsPath, backpressurePath: config.backpressurePath, principal, key, prefix: layout.prefix,
+    buckets: { quotas: layout.buckets[KvBucket.Quotas].name, pressure: layout.buckets[KvBucket.Pressure].name }, log,
+  });
+  defer(() => admission.close()); // last: the ingress has stopped, so the last refusals are summed up
   const deps = {
-    config, nc, js: jetstream(nc), subjects, upstreams, limiter: createRateLimiter(isWorker() ? config.workers : 1), principal, key, log,
+    config, nc, js, subjects, upstreams, limiter: createRateLimiter(isWorker() ? config.workers : 1), principal, key, log, admission,
     notary: createNotary({ trust, schemas, routes, key, epoch: () => router.epoch() }),
     ledger: createLedger({ publisher: createStreamPublisher(nc, inboxPrefix(principal)), kv, bucket: processed, duplicateWindowMs: config.duplicateWindowMs,
       maxPayload: () => nc.info?.max_payload, owner: { principal, key }, router, log,
@@ -67,7 +76,9 @@ const run = () => runServiceProcess(PRINCIPAL, async ({ principal, nc, trust, ke
   // Its settings and upstreams are refused at once when invalid, before the gateway waits for the mesh.
   check: () => {
     const config = loadConfig();
-    loadUpstreams(config.upstreamsPath, defaultLayout().principals, dataDir());
+    const upstreams = loadUpstreams(config.upstreamsPath, defaultLayout().principals, dataDir());
+    checkTenantMembers(loadTenants(config.tenantsPath), upstreams.list(), config.upstreamsPath, ErrorCode.UpstreamsInvalid);
+    loadBackpressure(config.backpressurePath);
   },
 });
 

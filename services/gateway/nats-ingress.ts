@@ -2,7 +2,8 @@
 // only under its own name — in binary or structured mode (`nats pub` with `-H ce-…` headers). MESH_INGEST stores
 // every such message (no_ack: nobody is answered), so nothing published while the gateway is down is lost; the
 // gateway processes them from its durable consumer `gateway`. Nobody waits for them: what is refused is kept
-// (quarantined, or terminated for the coordinator to keep), what is over the rate waits in the stream.
+// (quarantined, or terminated for the coordinator to keep), what is over the rate or shed by backpressure waits in
+// the stream, what is over its tenant's quota is kept in quarantine (admission.ts).
 // Requests, answered synchronously and not stored, take the gateway's request endpoint instead (nats-requests.ts).
 import { jetstreamManager, type ConsumerConfig, type JsMsg } from "@nats-io/jetstream";
 import {
@@ -10,6 +11,7 @@ import {
   type DurableConsumer, type MeshLayout,
 } from "../kit/index.ts";
 import type { IngressDeps } from "./ingress.ts";
+import { admitAndPublish } from "./admission.ts";
 import { IngestError, rejectionOf } from "./outcome.ts";
 import { quarantineTarget } from "./quarantine.ts";
 
@@ -83,8 +85,27 @@ async function settle(deps: NatsIngressDeps, msg: JsMsg): Promise<void> {
   } catch (err) {
     return refuse(err);
   }
+  let publishing;
   try {
-    await deps.ledger.publish(checked, deps.notary.notarize(checked));
+    publishing = await admitAndPublish(deps, upstream, [checked]);
+  } catch (err) {
+    deps.log.warn({ err }, "admission failed; the ingest message is redelivered");
+    msg.nak(1_000);
+    return;
+  }
+  if (!Array.isArray(publishing)) {
+    // Not admitted. Shed (the mesh is overloaded): it waits in MESH_INGEST for the Retry-After, as an event over
+    // its upstream's rate does. Over the tenant's quota, which may last until the period ends: kept in quarantine
+    // (policy_denied, with the code) for an operator to release later, so it neither holds the ingest consumer's
+    // acks for hours nor is dropped.
+    if (publishing.code === ErrorCode.Overloaded) {
+      msg.nak((publishing.retryafter ?? 1) * 1000);
+      return;
+    }
+    return refuse(new IngestError(publishing.code, publishing.message, { reason: QuarantineReason.PolicyDenied }));
+  }
+  try {
+    await publishing[0];
   } catch (err) {
     // An event the mesh can never store (CW_ERR_UNSTORABLE) is quarantined: redelivering it would fail forever.
     if (err instanceof IngestError) return refuse(err);

@@ -7,6 +7,7 @@ import { controlEndpoint, type ControlEndpoint } from "./control.ts";
 import type { FlowBudget, Spend } from "./context.ts";
 import type { CloudEvent, ExtensionValue } from "./event.ts";
 import type { FlowTotals, LedgerBound } from "./flow-ledger.ts";
+import type { PressureAccessor } from "./pressure.ts";
 import type { CausewayError, QuarantineReasonValue } from "./errors.ts";
 import type { MeshSubjects } from "./subjects.ts";
 import type { Verification } from "./verifiability.ts";
@@ -112,6 +113,13 @@ export interface HandlerContext {
    * as `spentcost` / `spenttokens`.
    */
   spend(spent: Partial<Spend>): void;
+  /**
+   * The pressure on a capability this handler is about to address: `level` (`ok`, `soft`, `hard`, by the thresholds
+   * of infra/backpressure.json), its `backlog` and whether the coordinator's report is `stale` — so a fan-out can
+   * shrink when the mesh is near saturation (`ctx.pressure("research", 1).level !== "ok"`). From KV
+   * causeway_pressure, followed in the background: a call costs no round trip.
+   */
+  readonly pressure: PressureAccessor;
 }
 
 /** Why a flow's budget cannot pay for an input: the bound and a sentence for logs and quarantine. */

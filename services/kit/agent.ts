@@ -35,6 +35,7 @@ import { encodeLease, leaseKey, openLeases, readLease, type Lease } from "./leas
 import { openProcessedSet, type ProcessedSet } from "./processed.ts";
 import { watchLoopGuards, type LoopGuards } from "./loop-guards.ts";
 import { openFlowLedger, type FlowLedger, type LedgerAdmission } from "./flow-ledger.ts";
+import { followPressure, unknownPressure, type FollowedPressure, type PressureAccessor } from "./pressure.ts";
 import { quarantine } from "./quarantine.ts";
 import { createSchemaRegistry, type SchemaRegistry } from "./schemas.ts";
 import { compileAccepts, compileEmits, declareAccepts, parseSchemaVersion, type AcceptedInputs } from "./schema-versions.ts";
@@ -128,8 +129,10 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     if (opts.switches === undefined) await switches.close().catch(() => undefined);
     throw err;
   }));
+  let followed: FollowedPressure | undefined;
   const closeWatchers = async () => {
     watchedGuards?.close();
+    await followed?.close().catch(() => undefined);
     if (opts.switches === undefined) await switches.close().catch(() => undefined);
     if (opts.routes === undefined) await routeTables.close().catch(() => undefined);
   };
@@ -137,6 +140,15 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     await closeWatchers();
     throw err;
   });
+  // The mesh's backpressure (pressure.ts), for handlers that shrink their fan-out under load. Advisory: when it cannot
+  // be followed (no bucket, no permission) the agent runs without it, says so once, and every capability reads as
+  // unknown (ok, stale).
+  followed = await followPressure(nc, { bucket: layout.buckets[KvBucket.Pressure].name, onProblem: (err) => baseLog.warn({ err }, "backpressure problem") })
+    .catch((err: unknown) => {
+      baseLog.warn({ err }, "backpressure cannot be followed: handlers see every capability as ok, stale");
+      return undefined;
+    });
+  const pressure: PressureAccessor = followed?.pressure ?? unknownPressure;
 
   // A start that fails from here on closes the watchers it opened: nothing of a failed start stays behind.
   const { capabilityInlet, inlets, openInlet } = await (async () => {
@@ -364,7 +376,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
           ...(claim && { lease: { key: claim.key, revision: claim.revision } }),
           ...(admission?.admitted && isBounded(budget) && { budget: { limit: budget, spent: admission.spent, remaining: admission.remaining } }),
           ...(wrapUp && { budget: { limit: budget, spent: { steps: 0, cost: 0, tokens: 0 }, remaining: {} } }),
-          spend: meter.spend,
+          spend: meter.spend, pressure,
         };
         try {
           emits = wrapUp ? await def.wrapUp!(input, ctx, wrapUp) : await def.handler(input, ctx);

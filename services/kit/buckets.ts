@@ -27,6 +27,10 @@ export const KvBucket = {
   Routes: "causeway_routes",
   /** What each flow's inputs spent, per capability (flow-ledger.ts): the flow budgets' ledger and the loop guards' count. */
   FlowLedger: "causeway_flow_ledger",
+  /** Each tenant's use of its quotas per period (tenants.ts): flows admitted and cost units granted; the gateway writes it. */
+  Quotas: "causeway_quotas",
+  /** The backlog of every capability (pressure.ts), measured every second by the coordinator, its only writer. */
+  Pressure: "causeway_pressure",
 } as const;
 
 /** One of the KV bucket names. */
@@ -78,6 +82,11 @@ export const MESH_BUCKETS: Readonly<Record<KvBucketValue, BucketSpec>> = Object.
   [KvBucket.Routes]: spec(KvBucket.Routes, { history: 20, ttlMs: 0, description: "version routing per capability: stable, candidate and its share of flows, lanes" }),
   // A ledger outlives any flow (its deadline is hours at most), so a live flow's spend and count never start over.
   [KvBucket.FlowLedger]: spec(KvBucket.FlowLedger, { history: 1, ttlMs: 7 * DAY_MS, description: "each flow's runs per capability and what they spent: the budgets' ledger and the loop guards' count" }),
+  // A period's count outlives the longest period a tenant may have (a calendar month), so `causeway tenants` still
+  // shows the last one; one key per tenant and period.
+  [KvBucket.Quotas]: spec(KvBucket.Quotas, { history: 1, ttlMs: 40 * DAY_MS, description: "each tenant's flows and cost units admitted per quota period" }),
+  // Rewritten every second; readers judge its age, so nothing needs to expire.
+  [KvBucket.Pressure]: spec(KvBucket.Pressure, { history: 1, ttlMs: 0, description: "the backlog of each capability, measured every second by the coordinator" }),
 });
 
 /** The table entry of `name`; CW_ERR_CONFIG for a bucket the mesh does not have. */

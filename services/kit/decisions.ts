@@ -20,6 +20,8 @@ export const DecisionKind = {
   Switch: "switch",
   /** A version routing change: a rollout's start, step, promotion, pause or rollback; a circuit's change (routing.ts). */
   Rollout: "rollout",
+  /** New flows a gateway refused (shed by backpressure, over a tenant's quota), summed up per tenant and interval. */
+  Admission: "admission",
 } as const;
 export type DecisionKindValue = (typeof DecisionKind)[keyof typeof DecisionKind];
 

@@ -87,6 +87,8 @@ const ERRORS = {
   HttpEndpoint: { code: "CW_ERR_HTTP_ENDPOINT", status: 404 },
   HttpMethod: { code: "CW_ERR_HTTP_METHOD", status: 405 },
   UpstreamsInvalid: { code: "CW_ERR_UPSTREAMS_INVALID", status: 500 },
+  TenantsInvalid: { code: "CW_ERR_TENANTS_INVALID", status: 500 },
+  BackpressureInvalid: { code: "CW_ERR_BACKPRESSURE_INVALID", status: 500 },
   RoutesInvalid: { code: "CW_ERR_ROUTES_INVALID", status: 500 },
   // Configuration, identities, streams, CLI
   Config: { code: "CW_ERR_CONFIG", status: 500 },

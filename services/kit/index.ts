@@ -155,7 +155,24 @@ export type { ConnectAsOptions, ConnectionWatch, JetStreamHealth } from "./conne
 
 // infra/ JSON files read against their schemas (the gateway's routes and upstreams, the loop guards)
 export { checkInfraDoc, infraDir, invalidFile, readInfraFile, watchInfraFile } from "./infra-file.ts";
-export type { WatchedInfraFile } from "./infra-file.ts";
+export type { WatchInfraOptions, WatchedInfraFile } from "./infra-file.ts";
 // Priority lanes (issue 16): the weights and aging agents serve their priority durables by (infra/priorities.json).
 export { DEFAULT_PRIORITIES_PATH, loadPriorities, parsePriorities, watchPriorities } from "./priorities.ts";
 export type { PriorityWeights, PriorityWeightsFile } from "./priorities.ts";
+
+// Compare-and-set cells in KV (the tenants' quotas)
+export { casCells } from "./kv-cas.ts";
+export type { CasCells, CasCellsOptions, CasStep } from "./kv-cas.ts";
+
+// Tenants and their quotas per period (infra/tenants.json, KV causeway_quotas)
+export {
+  DEFAULT_TENANTS_PATH, checkTenantMembers, describePeriod, loadTenants, openQuotaCounter, parseTenants, periodOf, quotaCounter, quotaKey, tenantProblems,
+} from "./tenants.ts";
+export type { PeriodSpec, QuotaCounter, QuotaGrant, QuotaPeriod, QuotaRefusal, QuotaUse, Tenant, TenantMember, TenantQuotas, Tenants } from "./tenants.ts";
+// Mesh-wide backpressure: the coordinator's backlog reports (KV causeway_pressure), the thresholds (infra/backpressure.json), the handler's accessor
+export {
+  DEFAULT_BACKPRESSURE_PATH, PRESSURE_KEY, PressureLevel, followPressure, loadBackpressure, parseBackpressure, pressureAccessor, pressureLevel, unknownPressure, watchPressure,
+} from "./pressure.ts";
+export type {
+  Backpressure, CapabilityBacklog, FollowedPressure, Pressure, PressureAccessor, PressureLevelValue, PressureReport, PressureView, Thresholds, WatchPressureOptions,
+} from "./pressure.ts";

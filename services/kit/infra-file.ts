@@ -59,21 +59,38 @@ function describe(e: ErrorObject): string {
 export interface WatchedInfraFile<T> {
   /** The last version that loaded: the first, or a later edit that passed `load`. */
   current(): T;
+  /** Stops watching. */
   close(): void;
 }
 
+/** How a followed file reports. */
+export interface WatchInfraOptions {
+  /** What the file is, for the log lines ("the loop guards"). */
+  readonly what: string;
+  /** Where an applied edit (info) and a refused one (warn, with the error) are logged. */
+  readonly log?: Logger;
+  /** Called after each change: without an argument when it applied, with the error when it was refused. */
+  readonly onReload?: (err?: Error) => void;
+  /** Coalesces the several events one save makes. Default 50 ms. */
+  readonly debounceMs?: number;
+}
+
 /**
- * Loads `path` with `load` (which reads and validates it, throwing on a bad file) and reloads it whenever it
- * changes. A bad edit keeps the last good version and is logged (warn, with the error) and reported to
- * `onReload(err)`; a good one replaces it and calls `onReload()`. The first load throws as `load` does. The
- * directory is watched, not the file, so an editor that saves by renaming a new file over the old one is followed.
+ * Loads `path` with `load` (which reads and validates it, throwing on a bad file) and reloads it whenever its text
+ * changes. A bad edit keeps the last good version, is logged and reported once per bad version; a good one replaces
+ * it. The first load throws as `load` does. The directory is watched, not the file, so an editor that saves by
+ * renaming a new file over the old one (vim, most IDEs, `mv`) is followed; the watch never keeps a process alive.
  * On a file system without change notifications the file stays as first loaded (logged once).
  */
-export function watchInfraFile<T>(path: string, load: (path: string) => T, opts: { what: string; log?: Logger; onReload?: (err?: Error) => void }): WatchedInfraFile<T> {
+export function watchInfraFile<T>(path: string, load: (path: string) => T, opts: WatchInfraOptions): WatchedInfraFile<T> {
   let current = load(path);
-  const name = basename(path);
-  let watcher: FSWatcher | undefined;
+  let text = readText(path);
+  let timer: NodeJS.Timeout | undefined;
   const reload = () => {
+    timer = undefined;
+    const now = readText(path);
+    if (now === text) return; // touched, or a second event of the same save
+    text = now; // a bad version is reported once, not once per event
     try {
       current = load(path);
       opts.log?.info({ path }, `${opts.what} reloaded`);
@@ -83,14 +100,31 @@ export function watchInfraFile<T>(path: string, load: (path: string) => T, opts:
       opts.onReload?.(err as Error);
     }
   };
+  let watcher: FSWatcher | undefined;
   try {
-    watcher = watch(dirname(path), (_event, file) => {
-      if (file === null || file === name) reload();
+    const name = basename(path);
+    watcher = watch(dirname(path), { persistent: false }, (_event, changed) => {
+      if (changed !== null && changed !== name) return;
+      clearTimeout(timer);
+      timer = setTimeout(reload, opts.debounceMs ?? 50);
     });
-    watcher.unref();
+    watcher.on("error", (err) => opts.log?.warn({ err, path }, `${opts.what}: watching the file failed; it stays as last loaded`));
   } catch (err) {
     opts.log?.warn({ err, path }, `${opts.what}: the file cannot be watched; it stays as loaded`);
-    watcher = undefined;
   }
-  return { current: () => current, close: () => watcher?.close() };
+  return {
+    current: () => current,
+    close() {
+      clearTimeout(timer);
+      watcher?.close();
+    },
+  };
+}
+
+function readText(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
 }

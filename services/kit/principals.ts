@@ -356,6 +356,9 @@ function checkSemantics(p: Principals, raw: RawDocument): string[] {
 
     spec.kv.write.forEach((bucket, i) => {
       if (bucket === KvBucket.Trust && spec.role !== Role.Operator) problems.push(`${at}/kv/write/${i}: only the operator writes ${KvBucket.Trust}`);
+      // What the gateway admits by must come from the coordinator's measurement, and the quota use from the gateway's counting.
+      if (bucket === KvBucket.Pressure && spec.role !== Role.Coordinator) problems.push(`${at}/kv/write/${i}: only the coordinator writes ${KvBucket.Pressure}`);
+      if (bucket === KvBucket.Quotas && spec.role !== Role.Gateway) problems.push(`${at}/kv/write/${i}: only the gateway writes ${KvBucket.Quotas}`);
     });
 
     (rawSpec.consumes ?? []).forEach((c, i) => {

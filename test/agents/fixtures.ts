@@ -4,7 +4,7 @@
 import { Writable } from "node:stream";
 import type { Model, ModelRequest } from "../../services/agents/model.ts";
 import {
-  NatsBinding, compileEmits, createEvent, createLogger, createSchemaRegistry, deriveEventId, outputEventInit, principalSource, subjectsFor, type AgentDefinition, type CloudEvent, type Emit, type EventInit, type HandlerContext, type HandlerInput,
+  NatsBinding, compileEmits, createEvent, createLogger, createSchemaRegistry, deriveEventId, outputEventInit, principalSource, subjectsFor, unknownPressure, type AgentDefinition, type CloudEvent, type Emit, type EventInit, type HandlerContext, type HandlerInput,
 } from "../../services/kit/index.ts";
 
 export const schemas = createSchemaRegistry();
@@ -20,7 +20,7 @@ export function fakeContext(): { ctx: HandlerContext; lines: Record<string, unkn
     },
   });
   const log = createLogger({ name: "test", level: "debug", pretty: false, destination }, {});
-  const ctx: HandlerContext = { log, subjects, deliveryCount: 1, signal: new AbortController().signal, working: () => undefined, spend: () => undefined };
+  const ctx: HandlerContext = { log, subjects, deliveryCount: 1, signal: new AbortController().signal, working: () => undefined, spend: () => undefined, pressure: unknownPressure };
   return { ctx, lines };
 }
 

@@ -5,7 +5,8 @@
 // For reference it also measures that publisher through the gateway's own publish path (the kit's
 // StreamPublisher, no async traces), so the notes say how much of the ratio the client library accounts for.
 import { fork, type ChildProcess } from "node:child_process";
-import { availableParallelism } from "node:os";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { startGatewayMesh } from "../gateway-fixture.ts";
@@ -16,8 +17,13 @@ const ROUND = 4000;
 const WORKERS = Math.min(2, availableParallelism());
 
 export async function gatewayThroughput(): Promise<{ results: Comparison[]; notes: string[] }> {
-  // The gateway as it would run on this machine: one worker per core, up to two (CAUSEWAY_GATEWAY_WORKERS).
-  await using g = await startGatewayMesh({ rate: { per_second: 1_000_000, burst: 1_000_000 }, env: { LOG_LEVEL: "warn", CAUSEWAY_GATEWAY_WORKERS: String(WORKERS), ...(process.env.GATEWAY_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.GATEWAY_PROF}` } : {}) } });
+  // The gateway as it would run on this machine: one worker per core, up to two (CAUSEWAY_GATEWAY_WORKERS). Its
+  // tenant's quotas are counted (one compare-and-set in KV causeway_quotas per flow, admission.ts) but never reached.
+  const dir = mkdtempSync(join(tmpdir(), "causeway-bench-"));
+  await using _dir = { [Symbol.asyncDispose]: () => Promise.resolve(rmSync(dir, { recursive: true, force: true })) }; // after the gateway stops
+  const tenants = join(dir, "tenants.json");
+  writeFileSync(tenants, JSON.stringify({ tenants: { demo: { description: "bench", quotas: { period: "day", flows: 1e12, cost: 1e15 } }, batch: { description: "bench" } } }));
+  await using g = await startGatewayMesh({ rate: { per_second: 1_000_000, burst: 1_000_000 }, env: { LOG_LEVEL: "warn", CAUSEWAY_GATEWAY_WORKERS: String(WORKERS), CAUSEWAY_TENANTS: tenants, ...(process.env.GATEWAY_PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.GATEWAY_PROF}` } : {}) } });
   const load: ChildProcess = fork(join(repoRoot, "test", "bench", "gateway-load.ts"), [], {
     env: { ...process.env, GATEWAY_URL: g.url, GATEWAY_TOKEN: g.token, NATS_URL: g.mesh.server.url, CAUSEWAY_DATA_DIR: g.mesh.dataDir },
     stdio: ["ignore", "inherit", "inherit", "ipc"],

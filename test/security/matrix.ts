@@ -61,6 +61,8 @@ export function probesFor(principals: Principals): Probe[] {
     [KvBucket.Instances]: [criticalKeys],
     [KvBucket.Routes]: ["probe"],
     [KvBucket.FlowLedger]: [criticalKeys],
+    [KvBucket.Quotas]: ["probe"],
+    [KvBucket.Pressure]: ["probe"],
   };
   for (const bucket of Object.keys(MESH_BUCKETS) as KvBucketValue[]) {
     for (const keyPrefix of keySpaces[bucket]) {
@@ -84,13 +86,17 @@ export function probesFor(principals: Principals): Probe[] {
  * an agent: an agent the matrix does not name (one `causeway new agent` added) is held to {@link OTHER_AGENT}.
  */
 export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
-  gateway: ["publish cap", "kv put causeway_processed gateway.…", "kv create causeway_processed gateway.…", "kv delete causeway_processed gateway.…"],
+  gateway: [
+    "publish cap", "kv put causeway_processed gateway.…", "kv create causeway_processed gateway.…", "kv delete causeway_processed gateway.…",
+    "kv put causeway_quotas", "kv create causeway_quotas", "kv delete causeway_quotas",
+  ],
   coordinator: [
     "publish ingest", "publish cap", "publish cap (critical)", "publish handoff", "publish evt", "publish decision", "publish decision (approval)", "publish quarantine",
     "kv put causeway_leases publish_v1.…", "kv create causeway_leases publish_v1.…", "kv delete causeway_leases publish_v1.…",
     "kv put causeway_approvals", "kv create causeway_approvals", "kv delete causeway_approvals",
     "kv put causeway_switches", "kv create causeway_switches", "kv delete causeway_switches",
     "kv put causeway_routes", "kv create causeway_routes", "kv delete causeway_routes",
+    "kv put causeway_pressure", "kv create causeway_pressure", "kv delete causeway_pressure",
   ],
   lineage: ["publish audit"],
   planner: ["publish quarantine"],
@@ -112,6 +118,8 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   auditor: [],
   sysadmin: [],
   "upstream-demo": ["publish ingest"],
+  // The probes' upstream is upstream-demo: another upstream may not publish on its ingest subjects.
+  "upstream-batch": [],
 };
 
 /**

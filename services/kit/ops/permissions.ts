@@ -146,6 +146,8 @@ function baseGrants(principals: Principals, name: string, opts: PermissionOption
       pub.add(`$JS.API.CONSUMER.PAUSE.${stream}.*`, "kill switches pause and resume consumers");
       pub.add(`$JS.API.CONSUMER.INFO.${stream}.*`, "kill switches report whether a consumer is paused");
     }
+    // Backpressure: the backlog of every capability is its durables' pending and ack pending, listed in one request.
+    pub.add(`$JS.API.CONSUMER.LIST.${StreamName.Cap}`, "measures the backlog of every capability each second (coordinator/pressure.ts)");
   }
 
   const usesJetStream = spec.role !== Role.Operator && (spec.consumes.length > 0 || spec.fetches.length > 0 || readBuckets(spec, principals).length > 0);
@@ -244,8 +246,9 @@ function ownedKeyPrefixes(principals: Principals, spec: PrincipalSpec, bucket: K
 // system account), the declared ones, and every bucket it writes (writers read back, e.g. create-only leases).
 function readBuckets(spec: PrincipalSpec, principals: Principals): KvBucketValue[] {
   const verifies = spec.role !== Role.Upstream && spec.role !== Role.Sysadmin && spec.role !== Role.Operator && spec.role !== Role.Auditor;
-  // The route tables: producers route by them, agents find their version's lane in them.
-  const routes = spec.serves.length > 0 || sendsWorkTo(principals, spec).length > 0 ? [KvBucket.Routes] : [];
+  // The route tables: producers route by them, agents find their version's lane in them. The backlog reports: the
+  // gateway admits by them, a handler sees the pressure on the capabilities it addresses (pressure.ts).
+  const routes = spec.serves.length > 0 || sendsWorkTo(principals, spec).length > 0 ? [KvBucket.Routes, KvBucket.Pressure] : [];
   return [...new Set<KvBucketValue>([...(verifies ? [KvBucket.Trust] : []), ...routes, ...spec.kv.read, ...spec.kv.write])];
 }
 
