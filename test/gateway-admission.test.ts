@@ -14,7 +14,7 @@ import { describe, test } from "node:test";
 import { jetstreamManager, type ConsumerConfig } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import {
-  KvBucket, NatsBinding, PRESSURE_KEY, dataJson, defaultLayout, periodOf, quotaKey, seedPath, type CloudEvent, type PressureReport,
+  PRIORITIES, Priority, KvBucket, NatsBinding, PRESSURE_KEY, dataJson, defaultLayout, periodOf, quotaKey, seedPath, type CloudEvent, type PressureReport,
 } from "../services/kit/index.ts";
 import { readMessages } from "../services/cli/flow.ts";
 import { REFERENCE_AGENTS, agentScript, runCli } from "./e2e-fixture.ts";
@@ -142,10 +142,11 @@ describe("gateway admission", () => {
         env: { CAUSEWAY_BACKPRESSURE: backpressurePath, LOG_LEVEL: "info" },
         upstream: { priority: { default: "critical" } },
       });
-      // The planner's shared consumer, as its agents create it: nothing consumes it, so the backlog only grows.
+      // The planner's shared consumers, one per priority, as its agents create them: nothing consumes them, so the
+      // backlog only grows.
       const layout = defaultLayout();
       const jsm = await jetstreamManager(g.mesh.operator);
-      await jsm.consumers.add("MESH_CAP", layout.capabilityConsumer("plan", 1) as ConsumerConfig);
+      for (const priority of PRIORITIES) await jsm.consumers.add("MESH_CAP", layout.capabilityConsumer("plan", 1, priority) as ConsumerConfig);
       const coordinator = g.mesh.spawn("services/coordinator/main.ts");
       const pressure = await new Kvm(g.mesh.operator).open(KvBucket.Pressure);
       const backlog = async () => {
@@ -217,7 +218,7 @@ describe("gateway admission", () => {
       const failOpen = () => g.gateway.output().split("\n").filter((l) => l.includes("admitting new flows without backpressure (fail open)")).length;
       await waitFor(() => failOpen() >= 1, { what: "the fail-open warning" });
       // The stream event that waited is routed now, after the coordinator died: shed, it was never dropped nor kept in quarantine.
-      const waited = await waitFor(async () => (await readMessages(g.mesh.operator, "MESH_CAP", "mesh.cap.plan.v1")).find((m) => m.headers?.get("ce-id") === "bg-stream"), { what: "the waiting stream event routed", timeoutMs: 30_000, intervalMs: 250 });
+      const waited = await waitFor(async () => (await readMessages(g.mesh.operator, "MESH_CAP", layout.subjects.capability("plan", 1, Priority.Background))).find((m) => m.headers?.get("ce-id") === "bg-stream"), { what: "the waiting stream event routed", timeoutMs: 30_000, intervalMs: 250 });
       assert.ok(waited.info.timestampNanos / 1e6 > killedAt, "routed only once the pressure data was stale");
       assert.equal(failOpen(), 1, "logged once, however many flows were admitted since");
       assert.deepEqual((await g.quarantined()).map((q) => q.code), ["CW_ERR_UPSTREAM_CONTEXT"], "only the event that tried to pick its priority is kept");
