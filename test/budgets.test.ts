@@ -31,7 +31,7 @@ function fanOut(tasks: number, plan: (ctx: HandlerContext) => number = () => tas
         to: ctx.subjects.capability("research", 1), type: "research.task.created",
         data: { requestId: input.event.id, taskIndex: i, totalTasks: n, query: `q${i}` },
         // A handler cannot raise its flow's budget, nor say what it spent: the runtime's values win.
-        extensions: { [ContextExtension.BudgetSteps]: "1000", [ContextExtension.SpentCost]: "0" },
+        extensions: { [ContextExtension.BudgetSteps]: "1000", [ContextExtension.SpentCost]: "0", [ContextExtension.FlowCarry]: "0,0,0" },
       }));
     },
   };
@@ -157,6 +157,37 @@ describe("flow budgets", () => {
     // The record of the enforcement: the wrap-up's outputs carry the bound, signed; the handler's never do.
     assert.deepEqual(wrappedUp.map((f) => f.extensions[ContextExtension.WrapUp]), ["steps", "steps"]);
     assert.equal(findings.filter((f) => f.extensions[ContextExtension.WrapUp] !== undefined).length, 2);
+  });
+
+  test("budgets - a chain that never forks is checked against the spend it carries (signed flowcarry), and written to the ledger only where it forks or ends", async () => {
+    await using mesh = await startMesh();
+    const plan = fanOut(1);
+    const research = researcher({ fixed: 5 });
+    await using planner = await run(mesh, plan.def);
+    await using r = await run(mesh, research.def);
+    // Two runs in a row, each with one output: nothing is written, the finding carries the chain's spend.
+    const chain = request(mesh, { budgetsteps: "5", budgetcost: "100" });
+    await mesh.publish(PLAN, chain);
+    await waitFor(() => r.stats().processed === 1, { what: "the chain's second run" });
+    const [finding] = (await mesh.messages("MESH_CAP", "mesh.cap.verify.v1")).map((m) => NatsBinding.toEvent(m));
+    assert.equal(finding!.extensions[ContextExtension.FlowCarry], "2,5,0", "two steps, the researcher's 5 units");
+    assert.deepEqual(await ledgerTotals(mesh, flowIdOf(chain)), { steps: 0, cost: 0, tokens: 0 }, "no ledger write on an unforked chain");
+    // The chain's carry counts: with one step left after the planner's, the researcher's run is refused.
+    const short = request(mesh, { budgetsteps: "1" });
+    await mesh.publish(PLAN, short);
+    await waitFor(() => r.stats().quarantined === 1, { what: "the second chain's research refused" });
+    const [q] = await mesh.messages("MESH_QUARANTINE", "mesh.quarantine.budget_exceeded.research");
+    assert.match(header(q!, QuarantineHeader.Detail)!, /the flow has run 1 of its 1 steps$/);
+    // A run that ends the chain (no output) writes what it carried and its own run.
+    const ends = fanOut(0);
+    await planner.stop();
+    await using quiet = await run(mesh, ends.def);
+    const ended = request(mesh, { budgetsteps: "5" });
+    await mesh.publish(PLAN, ended);
+    await waitFor(async () => (await ledgerTotals(mesh, flowIdOf(ended))).steps === 1, { what: "the ended chain written to the ledger" });
+    assert.equal(quiet.stats().processed, 1);
+    // A handler cannot set the carry: the planner's forged flowcarry never travels (its tasks carry the runtime's).
+    assert.ok((await mesh.messages("MESH_CAP", "mesh.cap.research.v1")).map((m) => NatsBinding.toEvent(m)).every((t) => t.extensions[ContextExtension.FlowCarry] === "1,0,0"));
   });
 
   test("budgets - what an agent emits outside a handler run (a deadline) stays in its flow's budget, priority and depth", async () => {

@@ -359,7 +359,7 @@ async function runCandidate(
     ]) as readonly Emit[];
     // The runtime's output step, up to signing: the same ids, context and checks; then the binary binding's round
     // trip, so extensions compare as the recorded ones read off the wire.
-    const outputs = outputInits(def, env.declared, event, emits, startedAt, undefined, meter.spent()).map(({ to, init }) => viewOf(NatsBinding.toEvent(NatsBinding.binary(createEvent(init))), to));
+    const outputs = outputInits(def, env.declared, event, emits, startedAt, { spent: meter.spent() }).map(({ to, init }) => viewOf(NatsBinding.toEvent(NatsBinding.binary(createEvent(init))), to));
     return { kind: "outputs", outputs };
   } catch (err) {
     return { kind: "failed", error: (err as Error).message };

@@ -16,7 +16,7 @@ import type { Agent, AgentDefinition, AgentStats, BudgetOver, Cause, Emit, Handl
 import { RetryableError, agentStatsEndpoint } from "./agent-api.ts";
 import { NatsBinding } from "./binding.ts";
 import {
-  ContextExtension, PRIORITIES, Priority, budgetOf, childTraceparent, correlationIdOf, flowDepthOf, isBounded, isExpired, parseTraceparent, priorityOf, type PriorityValue, type Spend,
+  ContextExtension, PRIORITIES, Priority, budgetOf, carryOf, childTraceparent, correlationIdOf, flowDepthOf, flowIdOf, isBounded, isExpired, parseTraceparent, priorityOf, type PriorityValue,
 } from "./context.ts";
 import { addControlEndpoint } from "./control.ts";
 import { CausewayError, ConfigError, ErrorCode, QuarantineReason, SchemaError, quarantineReasonOf } from "./errors.ts";
@@ -34,12 +34,12 @@ import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 import { encodeLease, leaseKey, openLeases, readLease, type Lease } from "./leases.ts";
 import { openProcessedSet, type ProcessedSet } from "./processed.ts";
 import { watchLoopGuards, type LoopGuards } from "./loop-guards.ts";
-import { openFlowLedger, type FlowLedger, type LedgerAdmission } from "./flow-ledger.ts";
+import { admitUnforked, openFlowLedger, type FlowLedger, type FlowTotals, type LedgerAdmission } from "./flow-ledger.ts";
 import { followPressure, unknownPressure, type FollowedPressure, type PressureAccessor } from "./pressure.ts";
 import { quarantine } from "./quarantine.ts";
 import { createSchemaRegistry, type SchemaRegistry } from "./schemas.ts";
 import { compileAccepts, compileEmits, declareAccepts, parseSchemaVersion, type AcceptedInputs } from "./schema-versions.ts";
-import { outputInits, spendMeter } from "./outputs.ts";
+import { continuesChain, outputInits, spendMeter, type RunContext } from "./outputs.ts";
 import { createStreamPublisher } from "./stream-publisher.ts";
 import { MsgIdKind, msgId } from "./msg-ids.ts";
 import { PRIORITY_TOKENS, StreamName, inboxPrefix, type MeshSubjects } from "./subjects.ts";
@@ -80,6 +80,8 @@ const DEFAULT_CONCURRENCY = 8;
  * which holds the redelivery until the resume anyway; this only bounds the wait after it.
  */
 const PAUSED_RETRY_MS = 5_000;
+/** A flow's spend before its first run. */
+const NOTHING_SPENT: FlowTotals = Object.freeze({ steps: 0, cost: 0, tokens: 0 });
 /** How soon a route table change the agent could not follow is tried again. */
 const FOLLOW_RETRY_MS = 1_000;
 
@@ -205,11 +207,11 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // --- publishing outputs -------------------------------------------------------------------------
 
   /** Signs and publishes `emits` caused by `cause`; resolves once JetStream acknowledged every one. */
-  const publishOutputs = async (cause: CloudEvent, emits: readonly Emit[], startedAt: string, parentSpan?: ReturnType<typeof startProcessSpan>, spent?: Spend, wrapUp?: BudgetOver) => {
+  const publishOutputs = async (cause: CloudEvent, emits: readonly Emit[], startedAt: string, parentSpan?: ReturnType<typeof startProcessSpan>, run: Omit<RunContext, "epoch"> = {}) => {
     const flow = correlationIdOf(cause); // every output carries the cause's flow (outputEventInit)
     // The route tables' revision the flow is routed by: the cause's, or — the flow's first agent — the latest seen.
     const epoch = routeEpochOf(cause) ?? router.epoch();
-    const events = outputInits(def, declaredOutputs, cause, emits, startedAt, epoch, spent, wrapUp?.bound);
+    const events = outputInits(def, declaredOutputs, cause, emits, startedAt, { ...run, epoch });
     // Every output inherits its cause's priority (outputEventInit) and goes to the durables of that priority.
     const priority = priorityOf(cause) ?? Priority.Normal;
     await Promise.all(events.map(async ({ to: addressed, init }) => {
@@ -336,21 +338,34 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
         return await toQuarantine(msg, QuarantineReason.DecodeError, "a budget extension (budgetcost, budgettokens, budgetsteps) is not a non-negative integer", ErrorCode.InvalidAttribute, log());
       }
       const flow = correlationIdOf(verified);
+      const carried = carryOf(verified);
+      if (carried === undefined) {
+        return await toQuarantine(msg, QuarantineReason.DecodeError, `flowcarry ${JSON.stringify(verified.extensions[ContextExtension.FlowCarry])} is not <steps>,<cost>,<tokens>`, ErrorCode.InvalidAttribute, log());
+      }
+      // A flow that never forked (its first run, or a run whose input carries the chain's spend) is checked against
+      // what it carries, with no ledger round trip: no other run of it can exist. The loop guards' count needs the
+      // ledger, so with it on every flow is charged there.
+      const unforked = isBounded(budget) && guards.maxEventsPerCapability === 0 && (carried !== "absent" || (depth === 0 && flowIdOf(verified) === flow));
+      const carry = carried === "absent" ? NOTHING_SPENT : carried;
       let admission: LedgerAdmission | undefined;
       let wrapUp: BudgetOver | undefined;
-      if (isBounded(budget) || guards.maxEventsPerCapability > 0) {
+      if (unforked) admission = admitUnforked(budget, carry, reserve);
+      else if (isBounded(budget) || guards.maxEventsPerCapability > 0) {
         keepAliveFrom();
-        admission = await (await ledger()).admit(flow, verified, { budget, reserve, maxRuns: guards.maxEventsPerCapability, first: depth === 0 });
-        if (!admission.admitted) {
-          if (admission.bound === "maxEventsPerCapability") {
-            return await toQuarantine(msg, QuarantineReason.LoopDetected, `flow ${flow} ${admission.detail}, maxEventsPerCapability ${guards.maxEventsPerCapability} (${guards.source})`, ErrorCode.LoopDetected, log());
-          }
-          wrapUp = { bound: admission.bound, detail: admission.detail };
-          if (!def.wrapUp) {
-            return await toQuarantine(msg, QuarantineReason.BudgetExceeded, `flow ${flow} at ${def.capability}.v${def.major}: ${wrapUp.detail}`, ErrorCode.BudgetExceeded, log());
-          }
-          if (debugOn) log().debug({ bound: wrapUp.bound }, "over budget: wrapping up");
+        const l = await ledger();
+        // A chain's carry reaching a run that charges the ledger (the count turned on since) is written first.
+        if (carry.steps > 0) await l.flush(flow, { source: verified.source, id: `${verified.id}#carry` }, carry);
+        admission = await l.admit(flow, verified, { budget, reserve, maxRuns: guards.maxEventsPerCapability, first: depth === 0 });
+      }
+      if (admission?.admitted === false) {
+        if (admission.bound === "maxEventsPerCapability") {
+          return await toQuarantine(msg, QuarantineReason.LoopDetected, `flow ${flow} ${admission.detail}, maxEventsPerCapability ${guards.maxEventsPerCapability} (${guards.source})`, ErrorCode.LoopDetected, log());
         }
+        wrapUp = { bound: admission.bound, detail: admission.detail };
+        if (!def.wrapUp) {
+          return await toQuarantine(msg, QuarantineReason.BudgetExceeded, `flow ${flow} at ${def.capability}.v${def.major}: ${wrapUp.detail}`, ErrorCode.BudgetExceeded, log());
+        }
+        if (debugOn) log().debug({ bound: wrapUp.bound }, "over budget: wrapping up");
       }
       // 6b. critical work: only under the coordinator's grant for exactly this event, at most once per grant.
       let claim: { key: string; revision: number; lease: Lease } | undefined;
@@ -375,17 +390,25 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
           get log() { return log(); }, subjects, deliveryCount: msg.info.deliveryCount, signal: shutdown.signal, working: () => msg.working(),
           ...(claim && { lease: { key: claim.key, revision: claim.revision } }),
           ...(admission?.admitted && isBounded(budget) && { budget: { limit: budget, spent: admission.spent, remaining: admission.remaining } }),
-          ...(wrapUp && { budget: { limit: budget, spent: { steps: 0, cost: 0, tokens: 0 }, remaining: {} } }),
+          ...(wrapUp && { budget: { limit: budget, spent: NOTHING_SPENT, remaining: {} } }),
           spend: meter.spend, pressure,
         };
         try {
           emits = wrapUp ? await def.wrapUp!(input, ctx, wrapUp) : await def.handler(input, ctx);
           const spent = wrapUp ? undefined : meter.spent();
-          // 8. publish every output and wait for JetStream's acknowledgements; the run's spend is settled in the
-          // ledger meanwhile (a write only when it differs from the reservation).
+          // An unforked chain goes on in the one output's signed carry; a run that forks or ends it writes the chain's
+          // spend to the ledger first, so the runs after it find it there (flow-ledger.ts).
+          let nextCarry: FlowTotals | undefined;
+          if (unforked) {
+            const total = { steps: carry.steps + (spent ? 1 : 0), cost: carry.cost + (spent?.cost ?? 0), tokens: carry.tokens + (spent?.tokens ?? 0) };
+            if (continuesChain(emits, subjects)) nextCarry = total;
+            else if (total.steps > 0) await (await ledger()).flush(flow, verified, total);
+          }
+          // 8. publish every output and wait for JetStream's acknowledgements; a ledger-charged run's spend is settled
+          // meanwhile (a write only when it differs from the reservation).
           await Promise.all([
-            publishOutputs(verified, emits, startedAt, span, spent, wrapUp),
-            admission?.admitted && spent !== undefined ? ledger().then((l) => l.settle(flow, verified, spent)) : undefined,
+            publishOutputs(verified, emits, startedAt, span, { spent, wrapUp: wrapUp?.bound, carry: nextCarry }),
+            !unforked && admission?.admitted && spent !== undefined ? ledger().then((l) => l.settle(flow, verified, spent)) : undefined,
           ]);
         } catch (err) {
           // A handler that throws reports it did not complete: the claim goes back so a retry may run it.
@@ -651,7 +674,14 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     async emit(cause: Cause, emits: readonly Emit[]) {
       const { correlationid, traceparent, tracestate, expirytime, context } = cause;
       const extensions = { ...context, correlationid, ...(traceparent && { traceparent }), ...(tracestate && { tracestate }), ...(expirytime && { expirytime }) };
-      await publishOutputs(createEvent({ id: cause.id, source: cause.source, type: "causeway.cause", extensions }), emits, new Date().toISOString());
+      const event = createEvent({ id: cause.id, source: cause.source, type: "causeway.cause", extensions });
+      // No run: an unforked chain's carry passes through one output unchanged, and is written first otherwise.
+      const carried = carryOf(event);
+      const carry = carried === "absent" || carried === undefined ? undefined : carried;
+      if (carry !== undefined && carry.steps > 0 && !continuesChain(emits, subjects)) {
+        await (await ledger()).flush(correlationid, { source: cause.source, id: `${cause.id}#emit` }, carry);
+      }
+      await publishOutputs(event, emits, new Date().toISOString(), undefined, { carry: carry !== undefined && continuesChain(emits, subjects) ? carry : undefined });
     },
     [Symbol.asyncDispose]: stop,
   };

@@ -66,6 +66,13 @@ export const ContextExtension = {
    * never by a handler: with the quarantine entries, the record of every budget enforcement.
    */
   WrapUp: "wrapup",
+  /**
+   * What the flow has spent along its chain so far and not written to the flow ledger ("<steps>,<cost>,<tokens>",
+   * signed; recomputed by every run, never a handler's): present only while the flow has never forked — every run
+   * emitted at most one piece of work and no fact — so its budget can be checked without the ledger. The run that
+   * forks it (or ends it) writes the carry to the ledger, and its outputs carry none (flow-ledger.ts).
+   */
+  FlowCarry: "flowcarry",
 } as const;
 
 /** The priorities a flow may have, highest first. */
@@ -246,11 +253,28 @@ export function spentOf(event: Pick<CloudEvent, "extensions">): Spend | undefine
  */
 export function flowContextOf(event: Pick<CloudEvent, "extensions">): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const name of [...INHERITED, ContextExtension.FlowDepth]) {
+  for (const name of [...INHERITED, ContextExtension.FlowDepth, ContextExtension.FlowCarry]) {
     const v = event.extensions[name];
     if (v !== undefined) out[name] = String(v);
   }
   return out;
+}
+
+const CARRY = /^(0|[1-9][0-9]{0,15}),(0|[1-9][0-9]{0,15}),(0|[1-9][0-9]{0,15})$/;
+
+/** What a flow spent along its unforked chain (`flowcarry`): absent, or undefined when malformed. */
+export function carryOf(event: Pick<CloudEvent, "extensions">): { steps: number; cost: number; tokens: number } | "absent" | undefined {
+  const v = event.extensions[ContextExtension.FlowCarry];
+  if (v === undefined) return "absent";
+  const m = typeof v === "string" ? CARRY.exec(v) : null;
+  if (m === null) return undefined;
+  const [steps, cost, tokens] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  return Number.isSafeInteger(steps) && Number.isSafeInteger(cost) && Number.isSafeInteger(tokens) ? { steps, cost, tokens } : undefined;
+}
+
+/** A `flowcarry` value. */
+export function formatCarry(c: { readonly steps: number; readonly cost: number; readonly tokens: number }): string {
+  return `${c.steps},${c.cost},${c.tokens}`;
 }
 
 /** The context extensions every output inherits from its input, unchanged. */
@@ -288,6 +312,8 @@ export interface OutputSpec {
   startedAt?: string;
   /** What the run spent; becomes the signed `spentcost` / `spenttokens` (omitted when both are 0). */
   spent?: Spend;
+  /** The flow's unforked chain's spend after this run; becomes the signed `flowcarry` (omitted: none). */
+  carry?: { readonly steps: number; readonly cost: number; readonly tokens: number };
 }
 
 /**
@@ -324,6 +350,8 @@ export function outputEventInit(input: CloudEvent, principal: string, index: num
     if (extensions[ContextExtension.SpentCost] !== undefined) delete extensions[ContextExtension.SpentCost];
     if (extensions[ContextExtension.SpentTokens] !== undefined) delete extensions[ContextExtension.SpentTokens];
   }
+  if (spec.carry !== undefined) extensions[ContextExtension.FlowCarry] = formatCarry(spec.carry);
+  else if (extensions[ContextExtension.FlowCarry] !== undefined) delete extensions[ContextExtension.FlowCarry];
   return {
     id: deriveEventId(input, principal, index),
     source: principalSource(principal),

@@ -72,6 +72,12 @@ export interface FlowLedger {
   admit(flow: string, input: InputRef, req: AdmitRequest): Promise<LedgerAdmission>;
   /** Records what the admitted run of `input` spent, in place of its reservation. */
   settle(flow: string, input: InputRef, spent: Spend): Promise<void>;
+  /**
+   * Writes what an unforked chain spent up to and including the run of `input` (its carry and its own run), where
+   * that run forks or ends the flow: the first write of the flow, so the runs after it find it. Idempotent: a
+   * redelivery writes the same entry.
+   */
+  flush(flow: string, input: InputRef, spent: FlowTotals): Promise<void>;
   /** The flow's spend so far, every capability together, read now. */
   totals(flow: string): Promise<FlowTotals>;
 }
@@ -86,7 +92,8 @@ export interface InputRef {
 interface CapRecord {
   /** The stream sequence of the record (its KV revision). */
   readonly seq: number;
-  readonly runs: Readonly<Record<string, readonly [number, number]>>;
+  /** Per admitted input: [cost, tokens], or [cost, tokens, steps] when it wrote an unforked chain's carry with its own run. */
+  readonly runs: Readonly<Record<string, readonly [number, number] | readonly [number, number, number]>>;
 }
 
 /** A flow as this process last read or wrote it. */
@@ -121,8 +128,8 @@ function flowToken(flow: string): string {
 function sum(state: FlowState): FlowTotals {
   let steps = 0, cost = 0, tokens = 0;
   for (const r of state.records.values()) {
-    for (const [c, t] of Object.values(r.runs)) {
-      steps++;
+    for (const [c, t, n] of Object.values(r.runs)) {
+      steps += n ?? 1;
       cost += c;
       tokens += t;
     }
@@ -146,6 +153,17 @@ function overBudget(budget: FlowBudget, spent: FlowTotals, reserve: Spend): { bo
   return undefined;
 }
 
+/**
+ * The ledger's decision on a run of an unforked chain, whose spend so far (`spent`, the signed `flowcarry`) is all
+ * the flow has spent: no other run can be running, so no read is needed.
+ */
+export function admitUnforked(budget: FlowBudget, spent: FlowTotals, reserve: Spend): LedgerAdmission {
+  const over = overBudget(budget, spent, reserve);
+  if (over) return { admitted: false, ...over };
+  const after = { steps: spent.steps + 1, cost: spent.cost + reserve.cost, tokens: spent.tokens + reserve.tokens };
+  return { admitted: true, again: false, spent, remaining: remainingOf(budget, after) };
+}
+
 function remainingOf(budget: FlowBudget, spent: FlowTotals): FlowBudget {
   return {
     ...(budget.steps !== undefined && { steps: Math.max(0, budget.steps - spent.steps) }),
@@ -159,7 +177,7 @@ function parseRecord(seq: number, data: Uint8Array, key: string): CapRecord {
   const runs = doc.runs;
   if (typeof runs !== "object" || runs === null) throw new CausewayError(ErrorCode.Internal, `flow ledger record ${key} has no runs`);
   for (const v of Object.values(runs)) {
-    if (!Array.isArray(v) || v.length !== 2 || !v.every((n) => Number.isSafeInteger(n) && (n as number) >= 0)) {
+    if (!Array.isArray(v) || (v.length !== 2 && v.length !== 3) || !v.every((n) => Number.isSafeInteger(n) && (n as number) >= 0)) {
       throw new CausewayError(ErrorCode.Internal, `flow ledger record ${key} has a malformed run`);
     }
   }
@@ -229,7 +247,12 @@ export async function openFlowLedger(nc: NatsConnection, capability: string, maj
 
     settle(flow, input, spent) {
       const token = flowToken(flow);
-      return inTurn(token, () => settleNow(token, flow, input, spent));
+      return inTurn(token, () => settleNow(token, flow, input, [spent.cost, spent.tokens]));
+    },
+
+    flush(flow, input, spent) {
+      const token = flowToken(flow);
+      return inTurn(token, () => settleNow(token, flow, input, [spent.cost, spent.tokens, spent.steps], true));
     },
 
     async totals(flow) {
@@ -270,19 +293,20 @@ export async function openFlowLedger(nc: NatsConnection, capability: string, maj
     throw new CausewayError(ErrorCode.Unavailable, `the ledger of flow ${flow} kept changing under ${ATTEMPTS} attempts by ${prefix}`);
   }
 
-  async function settleNow(token: string, flow: string, input: InputRef, spent: Spend): Promise<void> {
+  /** Sets the entry of `input` to `entry`; `create`: also when there is none yet (a flush), else only an admitted one. */
+  async function settleNow(token: string, flow: string, input: InputRef, entry: readonly [number, number] | readonly [number, number, number], create = false): Promise<void> {
     const tag = tagOf(input);
     let state = known.get(token);
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       state ??= await readFlow(token);
       const own = state.records.get(prefix);
-      const entry = own?.runs[tag];
+      const current = own?.runs[tag];
       // Not admitted here (an operator reset the record since): nothing to settle against.
-      if (own === undefined || entry === undefined) return;
-      if (entry[0] === spent.cost && entry[1] === spent.tokens) return;
-      const runs = { ...own.runs, [tag]: [spent.cost, spent.tokens] as const };
+      if (!create && current === undefined) return;
+      if (current !== undefined && current.length === entry.length && current.every((n, i) => n === entry[i])) return;
+      const runs = { ...own?.runs, [tag]: entry };
       try {
-        const seq = await write(token, runs, { seq: own.seq, flowWide: false });
+        const seq = await write(token, runs, { seq: own?.seq ?? 0, flowWide: false });
         remember(token, { maxSeq: NaN, records: new Map(state.records).set(prefix, { seq, runs }) });
         return;
       } catch (err) {

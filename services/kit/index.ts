@@ -27,7 +27,7 @@ export type { KeyResolver, SigningKey, VerificationKey } from "./keys.ts";
 
 // Context that flows from input to output: ids, correlation and causation, trace context, expiry
 export {
-  ContextExtension, PRIORITIES, Priority, budgetOf, flowContextOf, childTraceparent, correlationIdOf, countExtension, flowDepthOf, flowIdOf, deriveEventId, expiryIn, isBounded,
+  ContextExtension, PRIORITIES, Priority, budgetOf, carryOf, flowContextOf, formatCarry, childTraceparent, correlationIdOf, countExtension, flowDepthOf, flowIdOf, deriveEventId, expiryIn, isBounded,
   isExpired, newTraceparent, outputEventInit, parseTraceparent, principalSource, priorityOf, spentOf, uuidv7,
 } from "./context.ts";
 export type { FlowBudget, PriorityValue, Spend, TraceParent } from "./context.ts";
@@ -44,8 +44,8 @@ export type { Agent, AgentDefinition, AgentStats, BudgetOver, Cause, Emit, Handl
 export { startAgent } from "./agent.ts";
 export type { AgentOptions } from "./agent.ts";
 export { AGENT_VERSION_ENV, checkVersion, runAgentProcess } from "./agent-process.ts";
-export { outputInits, spendMeter } from "./outputs.ts";
-export type { SpendMeter } from "./outputs.ts";
+export { continuesChain, outputInits, spendMeter } from "./outputs.ts";
+export type { RunContext, SpendMeter } from "./outputs.ts";
 export type { OutputInit } from "./outputs.ts";
 export type { DefinitionFactory } from "./agent-process.ts";
 export { START_TIMEOUT_ENV, refuseServiceProcesses, runServiceProcess } from "./service-process.ts";
@@ -64,7 +64,7 @@ export { openProcessedSet } from "./processed.ts";
 export { DEFAULT_LOOP_GUARDS_PATH, loadLoopGuards, parseLoopGuards } from "./loop-guards.ts";
 export type { LoopGuards } from "./loop-guards.ts";
 // The flow ledger: each flow's runs per capability and what they spent (KV causeway_flow_ledger)
-export { openFlowLedger } from "./flow-ledger.ts";
+export { admitUnforked, openFlowLedger } from "./flow-ledger.ts";
 export type { AdmitRequest, FlowLedger, FlowTotals, InputRef, LedgerAdmission, LedgerBound } from "./flow-ledger.ts";
 export { encodeLease, leaseKey, openLeases, readLease } from "./leases.ts";
 export { GATEWAY_MARK_PREFIX, capabilityKeyPrefix } from "./kv-keys.ts";

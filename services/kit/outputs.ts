@@ -7,6 +7,7 @@ import type { AgentDefinition, Emit } from "./agent-api.ts";
 import { ContextExtension, deriveEventId, outputEventInit, principalSource, type Spend } from "./context.ts";
 import type { CloudEvent, EventInit } from "./event.ts";
 import type { DeclaredOutputs } from "./schema-versions.ts";
+import type { MeshSubjects } from "./subjects.ts";
 
 /** What one handler run spends: a meter the run's context reports into. */
 export interface SpendMeter {
@@ -35,6 +36,26 @@ export function spendMeter(def: Pick<AgentDefinition, "cost">): SpendMeter {
   };
 }
 
+/** What the runtime adds to a run's outputs besides the input's context. */
+export interface RunContext {
+  /** The route tables' revision the flow is routed by (`routeepoch`). */
+  readonly epoch?: number | undefined;
+  /** What the run spent (`spentcost`, `spenttokens`). */
+  readonly spent?: Spend | undefined;
+  /** The budget bound that made this run a wrap-up (`wrapup`). */
+  readonly wrapUp?: string | undefined;
+  /** The flow's unforked chain's spend after this run (`flowcarry`). */
+  readonly carry?: { readonly steps: number; readonly cost: number; readonly tokens: number } | undefined;
+}
+
+/**
+ * Whether a run's `emits` keep its flow unforked: at most one output, and that one work for a capability (one
+ * consumer) rather than a fact (any number of subscribers).
+ */
+export function continuesChain(emits: readonly Emit[], subjects: Pick<MeshSubjects, "parse">): boolean {
+  return emits.length === 1 && subjects.parse(emits[0]!.to).kind !== "evt";
+}
+
 /** One output, not yet signed: where the handler addressed it (before version routing) and its attributes. */
 export interface OutputInit {
   readonly to: string;
@@ -45,12 +66,13 @@ export interface OutputInit {
  * The outputs of `emits` caused by `cause` under `def`. Throws (CW_ERR_UNDECLARED_OUTPUT, CW_ERR_SCHEMA_VIOLATION)
  * for an output the definition does not declare or whose data does not validate: the handler run then failed.
  */
-export function outputInits(def: Pick<AgentDefinition, "principal" | "version">, declared: DeclaredOutputs, cause: CloudEvent, emits: readonly Emit[], startedAt: string, epoch?: number, spent?: Spend, wrapUp?: string): OutputInit[] {
+export function outputInits(def: Pick<AgentDefinition, "principal" | "version">, declared: DeclaredOutputs, cause: CloudEvent, emits: readonly Emit[], startedAt: string, run: RunContext = {}): OutputInit[] {
+  const { epoch, spent, wrapUp, carry } = run;
   return emits.map((emit, index) => {
     const chosen = declared.choose(emit);
     chosen.validate(emit.data);
     const init = outputEventInit(cause, def.principal, index, {
-      type: emit.type, data: emit.data, dataschema: chosen.dataschema, startedAt, ...(spent !== undefined && { spent }),
+      type: emit.type, data: emit.data, dataschema: chosen.dataschema, startedAt, ...(spent !== undefined && { spent }), ...(carry !== undefined && { carry }),
       ...(emit.subject !== undefined && { subject: emit.subject }),
       ...(emit.extensions !== undefined && { extensions: emit.extensions }),
     });
