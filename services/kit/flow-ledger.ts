@@ -14,6 +14,8 @@
 //    last sequence of `$KV.<bucket>.*.<flow>` it decided on (JetStream's Nats-Expected-Last-Subject-Sequence with
 //    Nats-Expected-Last-Subject-Sequence-Subject), so two capabilities (or replicas) admitting the flow's last step
 //    at once cannot both get it: the second write fails, re-reads and decides on what is there now.
+// A flow that has never forked is not in the ledger at all: its spend travels in the signed `flowcarry` of its one
+// event in flight (admitUnforked checks it), and the run that forks or ends it writes the chain's spend (flush).
 // A run is charged its reservation (the agent's declared fixed cost) when admitted, and settled to what the
 // handler reported once it ran. A flow without a budget is charged only when the loop guards' count is on (then
 // only its own key is compared); with neither, the ledger is not touched at all.
