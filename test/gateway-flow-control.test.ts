@@ -3,11 +3,14 @@
 // an earlier deadline, never more, nor choose its priority, nor say what the mesh spent; a signed upstream event,
 // which the gateway cannot change, must carry them within the caps itself.
 import assert from "node:assert/strict";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import {
   ContextExtension, ErrorCode, NatsBinding, QuarantineReason, budgetOf, createEvent, priorityOf, readSeed, signEvent, signingKeyFromNkeySeed,
 } from "../services/kit/index.ts";
 import { DEMO_SOURCE, REQUEST_SCHEMA, requestData, startGatewayMesh, type GatewayMesh } from "./gateway-fixture.ts";
+import { waitFor } from "./harness/index.ts";
 
 const binary = (id: string, extra: Record<string, string> = {}) => ({
   "content-type": "application/json", "ce-specversion": "1.0", "ce-id": id, "ce-source": DEMO_SOURCE, "ce-type": "report.requested",
@@ -69,6 +72,40 @@ describe("gateway flow control", () => {
     assert.equal(bad.status, 400);
     assert.equal(bad.json.code, ErrorCode.InvalidAttribute);
     assert.equal(bad.json.attribute, ContextExtension.BudgetTokens);
+  });
+
+  test("gateway flow control - an edit of the upstream's policy applies to the next flow; a bad edit keeps the last good one", async () => {
+    const path = join(g.mesh.dataDir, "upstreams.json");
+    const original = readFileSync(path, "utf8");
+    const doc = JSON.parse(original) as { upstreams: Record<string, Record<string, unknown>> };
+    let n = 0;
+    try {
+      doc.upstreams["upstream-demo"]!.budget = { ...BUDGET, cost: 42 };
+      doc.upstreams["upstream-demo"]!.priority = { default: "background" };
+      writeFileSync(path, JSON.stringify(doc));
+      const event = await waitFor(async () => {
+        const id = `fc-live-${n++}`;
+        assert.equal((await g.post(requestData(), binary(id))).status, 202);
+        const [e] = await routed(id);
+        return e !== undefined && budgetOf(e)?.cost === 42 && e;
+      }, { what: "the edited budget in force" });
+      assert.equal(priorityOf(event), "background");
+      // A bad edit (an unknown tenant) is refused: the last good policy stays.
+      doc.upstreams["upstream-demo"]!.tenant = "nobody";
+      writeFileSync(path, JSON.stringify(doc));
+      await waitFor(() => /the upstreams: the edit is refused/.test(g.gateway.output()), { what: "the bad edit refused" });
+      const res = await g.post(requestData(), binary("fc-live-after"));
+      assert.equal(res.status, 202);
+      assert.equal(budgetOf((await routed("fc-live-after"))[0]!)?.cost, 42);
+    } finally {
+      writeFileSync(path, original);
+    }
+    await waitFor(async () => {
+      const id = `fc-restored-${n++}`;
+      await g.post(requestData(), binary(id));
+      const [e] = await routed(id);
+      return e !== undefined && budgetOf(e)?.cost === BUDGET.cost;
+    }, { what: "the original policy back" });
   });
 
   test("gateway flow control - a signed upstream event must carry its priority and whole budget within the caps itself", async () => {

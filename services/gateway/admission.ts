@@ -67,11 +67,11 @@ export interface AdmissionDeps {
 /** Loads the tenants (checked against the upstreams) and the thresholds, opens the quota counter, follows the pressure. */
 export async function startAdmission(deps: AdmissionDeps): Promise<Admission> {
   const log = deps.log.child({ module: "admission" });
-  const members = deps.upstreams.list();
+
   const tenants = watchInfraFile(deps.tenantsPath, (path) => {
     const t = loadTenants(path);
     // A tenant an upstream belongs to cannot go: the reload is refused, the last good tenants stay.
-    checkTenantMembers(t, members, path, ErrorCode.TenantsInvalid);
+    checkTenantMembers(t, deps.upstreams.list(), path, ErrorCode.TenantsInvalid);
     return t;
   }, { what: "the tenants", log });
   const backpressure = watchInfraFile(deps.backpressurePath, loadBackpressure, { what: "the backpressure thresholds", log });

@@ -19,7 +19,7 @@ import { startNatsRequests } from "./nats-requests.ts";
 import { createNotary } from "./notarize.ts";
 import { createRateLimiter } from "./rate-limit.ts";
 import { loadRoutes } from "./routes.ts";
-import { loadUpstreams } from "./upstreams.ts";
+import { loadUpstreams, watchUpstreams } from "./upstreams.ts";
 import { isWorker, releaseWorker, superviseWorkers } from "./workers.ts";
 
 const PRINCIPAL = "gateway";
@@ -27,10 +27,10 @@ const PRINCIPAL = "gateway";
 const run = () => runServiceProcess(PRINCIPAL, async ({ principal, nc, trust, key, layout, log, defer }) => {
   const config = loadConfig();
   const schemas = createSchemaRegistry();
-  const upstreams = loadUpstreams(config.upstreamsPath, layout.principals, dataDir());
+  // Followed live; every upstream's tenant is declared (infra/tenants.json): CW_ERR_UPSTREAMS_INVALID names the one that is not.
+  const upstreams = watchUpstreams(config.upstreamsPath, layout.principals, dataDir(), { tenantsPath: config.tenantsPath, log });
+  defer(() => upstreams.close());
   for (const warning of upstreams.warnings) log.warn(warning);
-  // Every upstream's tenant is declared (infra/tenants.json): CW_ERR_UPSTREAMS_INVALID names the one that is not.
-  checkTenantMembers(loadTenants(config.tenantsPath), upstreams.list(), config.upstreamsPath, ErrorCode.UpstreamsInvalid);
   const routes = loadRoutes(config.routesPath, layout.principals, principal, schemas);
   const processed = layout.buckets[KvBucket.Processed].name;
   const kv = await openMeshBucket(nc, processed, "the gateway's dedupe marks");

@@ -22,9 +22,9 @@ export interface RateLimiter {
 interface Bucket {
   tokens: number;
   at: number;
-  /** This process's share of the upstream's rate and burst, fixed when the bucket is made. */
-  readonly perSecond: number;
-  readonly burst: number;
+  /** This process's share of the upstream's rate and burst, as the upstream's entry last said. */
+  perSecond: number;
+  burst: number;
 }
 
 /**
@@ -43,9 +43,16 @@ export function createRateLimiter(share = 1): RateLimiter {
         b = { tokens: burst, at: now, perSecond: upstream.perSecond / share, burst };
         buckets.set(upstream.name, b);
       }
-      if (n > b.burst) return Infinity;
       b.tokens = Math.min(b.burst, b.tokens + ((now - b.at) / 1000) * b.perSecond);
       b.at = now;
+      // A rate edited live (infra/upstreams.json) applies from now on, the tokens already earned kept within the new burst.
+      const perSecond = upstream.perSecond / share, burst = burstOf(upstream);
+      if (b.perSecond !== perSecond || b.burst !== burst) {
+        b.perSecond = perSecond;
+        b.burst = burst;
+        b.tokens = Math.min(b.tokens, burst);
+      }
+      if (n > b.burst) return Infinity;
       if (b.tokens >= n) {
         b.tokens -= n;
         return 0;

@@ -2,7 +2,11 @@
 // Over HTTP an upstream proves itself with a bearer token, declared by its SHA-256 (never the token itself);
 // over NATS the server has already proved it (its NKey), and the ingest subject's source token names it.
 import { readFileSync } from "node:fs";
-import { ErrorCode, Priority, Role, bearerMatcher, devTokenPath, invalidFile, readInfraFile, tokenDigestHex, type FlowBudget, type Principals, type PriorityValue } from "../kit/index.ts";
+import type { Logger } from "pino";
+import {
+  ErrorCode, Priority, Role, bearerMatcher, checkTenantMembers, devTokenPath, invalidFile, loadTenants, readInfraFile, tokenDigestHex, watchInfraFile,
+  type FlowBudget, type Principals, type PriorityValue,
+} from "../kit/index.ts";
 
 /** One upstream, validated and frozen. */
 export interface Upstream {
@@ -107,4 +111,25 @@ export function loadUpstreams(path: string, principals: Principals, dataDir: str
     list: () => [...byName.values()],
     warnings: Object.freeze(warnings),
   });
+}
+
+/**
+ * infra/upstreams.json followed live: each upstream's sources, token, rate, tenant, priorities and budget caps apply
+ * to the next event after an edit. Every upstream's tenant must be declared in `tenantsPath` (CW_ERR_UPSTREAMS_INVALID
+ * naming `/upstreams/<name>/tenant`), at start and on every edit; a bad edit keeps the last good upstreams and is
+ * logged. The returned directory always answers from the latest good file.
+ */
+export function watchUpstreams(path: string, principals: Principals, dataDir: string, opts: { tenantsPath: string; log?: Logger }): Upstreams & { close(): void } {
+  const file = watchInfraFile(path, (p) => {
+    const upstreams = loadUpstreams(p, principals, dataDir);
+    checkTenantMembers(loadTenants(opts.tenantsPath), upstreams.list(), p, ErrorCode.UpstreamsInvalid);
+    return upstreams;
+  }, { what: "the upstreams", ...(opts.log && { log: opts.log }) });
+  return {
+    byName: (name) => file.current().byName(name),
+    authenticate: (authorization) => file.current().authenticate(authorization),
+    list: () => file.current().list(),
+    get warnings() { return file.current().warnings; },
+    close: () => file.close(),
+  };
 }
