@@ -12,7 +12,7 @@
 // CW_ERR_UPSTREAM_CONTEXT when it carries a causationid or a correlationid other than its flow id.
 import { hash } from "node:crypto";
 import {
-  ContextExtension, DSSE_MATERIAL, DecodeError, ErrorCode, QuarantineReason, countExtension, createEvent, dataJson, expiryIn, flowIdOf, isExpired, isJsonContentType,
+  ContextExtension, DSSE_MATERIAL, DecodeError, ErrorCode, Priority, QuarantineReason, countExtension, createEvent, dataJson, expiryIn, flowIdOf, isExpired, isJsonContentType,
   parseTraceparent, priorityOf, signEvent, type CloudEvent, type FlowBudget, type PriorityValue, type StoredMessage, type ExtensionValue, type SchemaRegistry,
   type SigningKey, type TrustStore,
 } from "../kit/index.ts";
@@ -178,7 +178,8 @@ export function createNotary(deps: NotaryDeps): Notary {
       extensions[ContextExtension.TraceParent] = checked.traceparent;
       extensions[ContextExtension.CorrelationId] = checked.flow;
       if (checked.epoch !== undefined) extensions[ContextExtension.RouteEpoch] = String(checked.epoch);
-      extensions[ContextExtension.Priority] = checked.priority;
+      // Absent is normal: the common case costs no header on any event of the flow.
+      if (checked.priority !== Priority.Normal) extensions[ContextExtension.Priority] = checked.priority;
       for (const [bound, name] of BUDGET_EXTENSIONS) {
         const value = checked.budget[bound];
         if (value !== undefined) extensions[name] = String(value);
