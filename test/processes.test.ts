@@ -160,7 +160,8 @@ describe("services as processes", () => {
 
   test("services - --replicas on a running service scales it to exactly that many; restart brings a crashed replica back; down stops replicas started by hand", async () => {
     await using mesh = await meshForServices();
-    assert.equal((await causeway(mesh, "start", agent.name, "--replicas", "3")).code, 0);
+    const started = await causeway(mesh, "start", agent.name, "--replicas", "3");
+    assert.equal(started.code, 0, `${started.stdout}\n${started.stderr}`);
     const three = (await ps(mesh)).filter((r) => r.service === agent.name);
     assert.deepEqual(three.map((r) => r.state), ["running", "running", "running"]);
     const scaled = await causeway(mesh, "start", agent.name, "--replicas", "1");
