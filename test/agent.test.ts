@@ -214,6 +214,19 @@ describe("agent pipeline", () => {
     assert.equal((await mesh.messages("MESH_EVT", "mesh.evt.>")).length, 0);
   });
 
+  test("agent - replicas started at the same moment all start: the durables one creates, the others use", async () => {
+    await using mesh = await startMesh();
+    const def = planner();
+    const replicas = await Promise.all(Array.from({ length: 4 }, () => run(mesh, def)));
+    try {
+      assert.equal(new Set(replicas.map((r) => r.instance)).size, 4);
+      await mesh.publish(PLAN, mesh.event("gateway"));
+      await waitFor(() => replicas.reduce((n, r) => n + r.stats().processed, 0) === 1, { what: "one replica to handle the request" });
+    } finally {
+      await Promise.all(replicas.map((r) => r.stop()));
+    }
+  });
+
   test("agent - the concurrency limit holds", async () => {
     await using mesh = await startMesh();
     let running = 0, peak = 0;

@@ -26,7 +26,7 @@ import type { SigningKey } from "./keys.ts";
 import { createLogger, eventLogger } from "./log.ts";
 import { KvBucket } from "./buckets.ts";
 import { consumeDurable, type DurableConsumer } from "./consumer.ts";
-import { isConsumerNotFound } from "./jetstream-errors.ts";
+import { isConsumerExists, isConsumerNotFound } from "./jetstream-errors.ts";
 import { defaultLayout, type MeshLayout } from "./layout.ts";
 import type { FactRef } from "./principals.ts";
 import { HANDLER_DURATION_BOUNDARIES_MS, createAgentMetrics, handlerDurationBucket } from "./metrics.ts";
@@ -161,7 +161,11 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       const info = await jsm.consumers.info(stream, durable).catch(async (err: unknown) => {
         if (!isConsumerNotFound(err)) throw err;
         const pausedNow = switches.isPaused(switchSubject);
-        return jsm.consumers.add(stream, pausedNow ? { ...config, pause_until: pausedNow.expires_at ?? PAUSED_UNTIL_RESUMED } : config);
+        // Replicas starting together race to create a durable: the loser uses the one the winner made.
+        return jsm.consumers.add(stream, pausedNow ? { ...config, pause_until: pausedNow.expires_at ?? PAUSED_UNTIL_RESUMED } : config).catch((e: unknown) => {
+          if (!isConsumerExists(e)) throw e;
+          return jsm.consumers.info(stream, durable);
+        });
       });
       return {
         stream, durable, subject: config.filter_subject!, inputs, info, ...(fact && { fact }),

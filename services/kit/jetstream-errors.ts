@@ -7,6 +7,14 @@ export function isConsumerNotFound(err: unknown): boolean {
   return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound;
 }
 
+/** JetStream's err_code when a consumer is created that someone else created meanwhile (with another configuration). */
+const CONSUMER_ALREADY_EXISTS = 10148;
+
+/** A consumer created by someone else meanwhile: another replica won the race to create it (read it instead). */
+export function isConsumerExists(err: unknown): boolean {
+  return err instanceof JetStreamApiError && err.code === CONSUMER_ALREADY_EXISTS;
+}
+
 /**
  * A compare-and-set that lost: the key or subject changed since the revision given (read again and retry) — as
  * nats.js reports it, or as the kit's StreamPublisher does.
