@@ -135,7 +135,7 @@ async function routingMesh(mesh: OperatedMesh, health: HealthModule["health"]): 
       };
       const nc = await mesh.as("planner");
       const trust = await openTrustStore(nc);
-      const agent = await startAgent(nc, def, { trust, signingKey: plannerKey, log: quiet(`planner@${version}`), consumer: { ack_wait: 2_000_000_000, backoff: [2_000_000_000], max_deliver: 5 } });
+      const agent = await startAgent(nc, def, { trust, signingKey: plannerKey, log: quiet(`planner@${version}`), consumer: { ack_wait: 10_000_000_000, backoff: [2_000_000_000], max_deliver: 5 } });
       return { agent, version };
     },
     async router() {
