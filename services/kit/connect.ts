@@ -52,6 +52,12 @@ const principalPattern = /^[a-z0-9][a-z0-9_-]*$/;
  *   time, up to `jetStreamFailoverMaxIntervalMs`: when JetStream answers nowhere (no quorum anywhere), clients
  *   do not hop from server to server every few seconds.
  *
+ * - Lame duck mode: a node being taken out (`nats-server --signal ldm=<pid>`, how an operator restarts or upgrades
+ *   one) first moves its Raft leaders away and shuts its JetStream down, then tells its clients, and closes them
+ *   only after its grace period, spread over its lame duck duration. nats.js reports that notice and stays; a
+ *   Causeway connection moves at once to another server of its list (after up to `reconnectJitterMs`, so the
+ *   node's clients do not all dial the same instant), so no request of the mesh is sent to a node on its way out.
+ *
  * A server list reorders nothing by itself: nats.js tries the servers in a random order and learns a cluster's
  * other nodes from the one it reaches. A server that refuses the very first connection is dropped from that
  * connection's list (nats.js); a cluster's nodes come back through its gossip.
@@ -191,6 +197,20 @@ export function jetStreamHealth(nc: NatsConnection, what: string): JetStreamHeal
       });
     },
   };
+}
+
+/**
+ * Moves `nc` off `server`, which announced lame duck mode (CONNECTION_POLICY): after a jitter of up to
+ * `reconnectJitterMs`, unless the connection already left it (the node closed it, or it moved by itself).
+ */
+function leaveLameDuck(nc: NatsConnection, server: string): void {
+  const f = failovers.get(nc);
+  const timer = setTimeout(() => {
+    if (!isConnected(nc) || nc.getServer() !== server) return;
+    if (f !== undefined) f.avoid = server;
+    nc.reconnect().catch(() => undefined); // closed or draining: nothing to move
+  }, Math.random() * CONNECTION_POLICY.reconnectJitterMs);
+  timer.unref();
 }
 
 /**
@@ -463,6 +483,7 @@ export function watchConnection(nc: NatsConnection, log: Logger, opts: { quiet?:
           break;
         case "ldm":
           log.warn({ server: s.server }, "the NATS server is entering lame duck mode: moving to another");
+          leaveLameDuck(nc, s.server);
           break;
         case "update":
           // nats.js also reports an update that changes nothing (each INFO after a reconnect): not worth a line.

@@ -26,13 +26,13 @@ for (const [i, scenario] of SCENARIOS.entries()) {
     result = await runScenario(scenario, load, { log, keepLogsIn: join(logDir, `scenario-${i + 1}`) });
   } catch (err) {
     result = {
-      scenario: scenario.name, posted: 0, accepted: 0, refused: {}, completed: 0, lost: 0, duplicated: 0, quarantined: {}, stallS: 0, maxLatencyS: 0,
+      scenario: scenario.name, posted: 0, accepted: 0, refused: {}, completed: 0, lost: 0, duplicated: 0, quarantined: {}, stallS: 0, stallFromS: 0, maxLatencyS: 0,
       lineageVerify: "fail", lineageDetail: "", deadServices: [], notes: "", outcomes: [], error: (err as Error).message.split("\n")[0]!,
     };
   }
   const file = join(logDir, `scenario-${i + 1}.jsonl`);
   writeFileSync(file, result.outcomes.map((o) => JSON.stringify(o)).join("\n") + "\n");
-  console.log(`  accepted ${result.accepted}/${result.posted}, completed ${result.completed}, lost ${result.lost}, duplicated ${result.duplicated}, stall ${result.stallS.toFixed(1)} s, max latency ${result.maxLatencyS.toFixed(1)} s, lineage verify ${result.lineageVerify} (${result.lineageDetail}); ${((Date.now() - t0) / 1000).toFixed(0)} s; outcomes in ${file}`);
+  console.log(`  accepted ${result.accepted}/${result.posted}, completed ${result.completed}, lost ${result.lost}, duplicated ${result.duplicated}, stall ${result.stallS.toFixed(1)} s (from ${result.stallFromS.toFixed(1)} s after the fault), max latency ${result.maxLatencyS.toFixed(1)} s, lineage verify ${result.lineageVerify} (${result.lineageDetail}); ${((Date.now() - t0) / 1000).toFixed(0)} s; outcomes in ${file}`);
   if (result.error) console.log(`  error: ${result.error}`);
   results.push(result);
 }

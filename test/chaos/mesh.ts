@@ -9,6 +9,7 @@
 // the nodes' addresses (`infra render --cluster 3 --hosts …`), start each node in its namespace, then `up
 // --cluster 3 --hosts …`, which keeps the running nodes and brings the mesh up on them. Where namespaces cannot
 // be had, the mesh runs on loopback as usual and says why (`netUnavailable`).
+import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,7 +21,7 @@ import { spawnNatsServer, waitForCluster } from "../../services/cli/nats-process
 import { writePidFile } from "../../services/cli/pid-files.ts";
 import { clusterDir, nodeLogFile, nodePidFile, recordedNodes, recordedReplicas } from "../../services/cli/processes.ts";
 import { runCli, type CliRun } from "../e2e-fixture.ts";
-import { freePort, freeRun, repoRoot, startPostgres, waitFor, type PostgresServer } from "../harness/index.ts";
+import { freePort, freeRun, repoRoot, startPostgres, toolPath, waitFor, type PostgresServer } from "../harness/index.ts";
 import { createNodeNetwork, type NetnsUnavailable, type NodeNetwork } from "./netns.ts";
 
 export const NODES = 3;
@@ -63,6 +64,8 @@ export interface ChaosMesh extends AsyncDisposable {
   readonly netUnavailable?: string;
   /** The pid of node i (1-based) while its pid file names a running process. */
   nodePid(i: number): number | undefined;
+  /** `nats-server --signal <signal>=<pid>` for node i (the operator's way to put a node in lame duck mode). */
+  signalNode(i: number, signal: "ldm" | "reload"): Promise<{ code: number; stderr: string }>;
   /** Starts node i again from its config and store (as `up --cluster` does), without waiting for the cluster. */
   startNode(i: number): Promise<void>;
   /** Resolves once the nodes form one JetStream cluster again. */
@@ -168,6 +171,13 @@ export async function startChaosMesh(opts: { postgres?: boolean; network?: boole
     };
     return {
       dataDir, urls, monitorUrls, gatewayUrl, env, cli, nodePid, startNode,
+      signalNode: (i, signal) => new Promise((done) => {
+        const pid = nodePid(i);
+        if (pid === undefined) return done({ code: 1, stderr: `causeway-${i} is not running` });
+        execFile(toolPath("nats-server"), ["--signal", `${signal}=${pid}`], (err, _stdout, stderr) => {
+          done({ code: err === null ? 0 : typeof err.code === "number" ? err.code : 1, stderr: stderr || (err?.message ?? "") });
+        });
+      }),
       ...(postgres ? { postgres } : {}), ...(net ? { net } : {}), ...(netUnavailable === undefined ? {} : { netUnavailable }),
       async waitForCluster(timeoutMs = 60_000) {
         return (await waitForCluster(monitorUrls, { timeoutMs })).leader;

@@ -52,6 +52,8 @@ export interface Result {
    * completion (or the deadline while flows were lost): a mesh that accepts nothing stalls too.
    */
   readonly stallS: number;
+  /** When the longest stall began, in seconds after the fault's start. */
+  readonly stallFromS: number;
   /** Longest time from a POST to its flow's first report.published. */
   readonly maxLatencyS: number;
   readonly lineageVerify: "pass" | "fail";
@@ -160,17 +162,21 @@ export const SCENARIOS: readonly Scenario[] = [
     },
   },
   {
-    name: "rolling restart of all three nodes (SIGTERM, start, wait for the cluster)",
+    name: "rolling restart of all three nodes (lame duck mode, start, wait for the cluster)",
     async fault(mesh, log) {
+      // As docs/operations.md's upgrade says: `nats-server --signal ldm=<pid>` (the real binary), wait for the
+      // node to exit, start it on the same config and store, wait for the whole cluster before the next node.
       for (let i = 1; i <= NODES; i++) {
         const pid = mesh.nodePid(i)!;
-        kill(pid, "SIGTERM");
-        await exited(pid, 30_000);
+        const ldm = await mesh.signalNode(i, "ldm");
+        if (ldm.code !== 0) throw new Error(`nats-server --signal ldm=${pid} failed (${ldm.code}): ${ldm.stderr.trim()}`);
+        log(`causeway-${i} (pid ${pid}) in lame duck mode`);
+        await exited(pid, 60_000);
         await mesh.startNode(i);
         log(`restarted causeway-${i}`);
         await mesh.waitForCluster();
       }
-      return "one node at a time, each after the cluster was whole again";
+      return "one node at a time (`nats-server --signal ldm=<pid>`), each after the cluster was whole again";
     },
   },
   agentKill(10_000),
@@ -233,15 +239,14 @@ function copyLogs(dataDir: string, dir: string): void {
   }
 }
 
-/** The longest gap from `from` through the sorted completion times, and on to `until` when given. */
-export function longestStall(from: number, completions: readonly number[], until?: number): number {
+/** The longest gap from `from` through the sorted completion times, and on to `until` when given: its length and start. */
+export function longestStall(from: number, completions: readonly number[], until?: number): { ms: number; at: number } {
   let prev = from;
-  let longest = 0;
-  for (const t of [...completions].filter((c) => c >= from).sort((a, b) => a - b)) {
-    longest = Math.max(longest, t - prev);
+  let longest = { ms: 0, at: from };
+  for (const t of [...completions, ...(until === undefined ? [] : [until])].filter((c) => c >= from).sort((a, b) => a - b)) {
+    if (t - prev > longest.ms) longest = { ms: t - prev, at: prev };
     prev = t;
   }
-  if (until !== undefined) longest = Math.max(longest, until - prev);
   return longest;
 }
 
@@ -305,11 +310,12 @@ export async function runScenario(scenario: Scenario, load: Load, opts: { log?: 
   const first = new Map<string, number>();
   for (const c of completions) first.set(c.correlationid, Math.min(first.get(c.correlationid) ?? Infinity, c.storedAt));
   const firstByFlow = [...first.values()];
+  const stall = longestStall(faultAt, firstByFlow, lost.length > 0 ? deadline : Math.max(...published.map((o) => started + o.at + o.ms)));
   const latencies = accepted.flatMap((o) => (first.has(o.correlationid!) ? [first.get(o.correlationid!)! - (started + o.at)] : []));
   return {
     scenario: scenario.name, posted: published.length, accepted: accepted.length, refused,
     completed: perFlow.size, lost: lost.length, duplicated: [...perFlow.values()].filter((n) => n > 1).length, quarantined,
-    stallS: longestStall(faultAt, firstByFlow, lost.length > 0 ? deadline : Math.max(...published.map((o) => started + o.at + o.ms))) / 1000,
+    stallS: stall.ms / 1000, stallFromS: (stall.at - faultAt) / 1000,
     maxLatencyS: Math.max(0, ...latencies) / 1000,
     lineageVerify: verify.code === 0 ? "pass" : "fail", lineageDetail: (verify.code === 0 ? verify.stdout : `${verify.stdout}\n${verify.stderr}`).trim().split("\n").slice(-3).join(" "),
     deadServices: mesh.deadServices(), notes, outcomes: published, ...(error === undefined ? {} : { error }),

@@ -333,6 +333,11 @@ export function renderAccounts(principals: Principals, publicKeys: Readonly<Reco
   return out.join("\n") + "\n";
 }
 
+/** Lame duck mode of every Causeway server (renderServerConfig). */
+export const LAME_DUCK = Object.freeze({ gracePeriod: "2s", duration: "30s" });
+/** Route pings of every cluster node (renderServerConfig). */
+export const ROUTE_PINGS = Object.freeze({ interval: "2s", max: 3 });
+
 /** A complete single-node development config around an accounts fragment. */
 export function renderDevConfig(accountsText: string, opts: { dataDir: string }): string {
   return renderServerConfig(accountsText, {
@@ -360,12 +365,21 @@ export function renderServerConfig(accountsText: string, node: ServerNode, what:
     "  # power loss can lose writes JetStream has already acknowledged, and the mesh promises none is lost.",
     "  sync_interval: always",
     "}",
+    "# Lame duck mode (`nats-server --signal ldm=<pid>`: how a node is restarted or upgraded) moves the node's Raft",
+    "# leaders away, shuts its JetStream down and tells its clients, which move to another node at once (Causeway's",
+    "# do); the rest are closed after the grace period, spread over the duration (defaults 10 s and 2 min; 30 s is the least).",
+    `lame_duck_grace_period: "${LAME_DUCK.gracePeriod}"`,
+    `lame_duck_duration: "${LAME_DUCK.duration}"`,
     ...(c === undefined ? [] : [
       "# Routes are trusted with every account: they authenticate with the cluster's password.",
       "cluster {",
       `  name: ${quote(c.name)}`,
       `  listen: ${quote(`${node.host}:${c.port}`)}`,
       `  authorization { user: ${quote(c.user)}, password: ${quote(c.password)} }`,
+      "  # A route that misses 3 pings 2 s apart is dropped and redialled (default 2 min × 2): a peer cut off by the",
+      "  # network is noticed within ~8 s, and its route is back within a second or two of the network healing.",
+      `  ping_interval: "${ROUTE_PINGS.interval}"`,
+      `  ping_max: ${ROUTE_PINGS.max}`,
       "  routes: [",
       ...c.routes.map((r) => `    ${quote(r)}`),
       "  ]",
