@@ -42,13 +42,15 @@ const principalPattern = /^[a-z0-9][a-z0-9_-]*$/;
  *   (it has no quorum; the majority elected new leaders elsewhere within seconds). A connection (one that
  *   {@link watchConnection} follows) on which one JetStream client — a stream publisher, a durable consumer —
  *   has seen at least `jetStreamFailoverMinFailures` failures in a row spread over at least
- *   `jetStreamFailoverAfterMs`, without one success in between, is checked: if its server reaches no JetStream
- *   meta leader within `jetStreamProbeTimeoutMs` (an account info request), the connection moves to another
- *   server of its list ({@link jetStreamHealth}). 8 s is longer than a healthy cluster's leader election (4–5 s
- *   after a leader's SIGKILL in the chaos suite); with the 5 s publish ack timeout, a cut-off node's clients move
- *   8–10 s after the cut. The check keeps a client whose one stream or consumer is leaderless for longer (an
- *   election on a loaded cluster: every server would fail it alike) where it is; the minimum count keeps a
- *   single slow ack from ever moving anyone. Checking again while nothing succeeds waits twice as long each
+ *   `jetStreamFailoverAfterMs`, without one success in between, is checked ({@link failoverDecision}): if its
+ *   server dropped its routes to most of its peers (its INFO stops advertising their URLs; routes ping every
+ *   second, rendered configs), or reaches no JetStream meta leader within `jetStreamProbeTimeoutMs` (an account
+ *   info request) although it lost a route, the connection moves to another server of its list
+ *   ({@link jetStreamHealth}). The check is what tells a cut-off node from a leader election, which fails
+ *   requests alike on every server for 4–9 s (and a cut-off meta leader goes on answering as one): a server
+ *   still part of its cluster is stayed on, and checked again every `jetStreamRecheckMs` while the failures go
+ *   on. So the threshold need not outlast an election: 5 s, the publish ack timeout; a cut-off node's clients
+ *   move 5–7 s after the cut. The minimum count keeps a single slow ack from ever moving anyone. After a move, the next one waits twice as long each
  *   time, up to `jetStreamFailoverMaxIntervalMs`: when JetStream answers nowhere (no quorum anywhere), clients
  *   do not hop from server to server every few seconds.
  *
@@ -68,8 +70,9 @@ export const CONNECTION_POLICY = Object.freeze({
   reconnectTimeWaitMs: 1_000,
   reconnectJitterMs: 1_000,
   dialTimeoutMs: 5_000,
-  jetStreamFailoverAfterMs: 8_000,
+  jetStreamFailoverAfterMs: 5_000,
   jetStreamFailoverMinFailures: 3,
+  jetStreamRecheckMs: 2_000,
   jetStreamFailoverMaxIntervalMs: 60_000,
   jetStreamProbeTimeoutMs: 2_000,
 });
@@ -96,6 +99,8 @@ interface Failover extends FailoverPacing {
   connectedAt: number;
   /** A check of whether the server reaches the meta leader is under way. */
   probing: boolean;
+  /** The most client URLs the server has advertised since the last (re)connect (its INFO's connect_urls). */
+  peakUrls: number;
 }
 
 const failovers = new WeakMap<NatsConnection, Failover>();
@@ -121,9 +126,10 @@ function avoidingLeftServer(f: Failover): ReconnectToServerHandler {
  * follows it.
  */
 export async function connectWithPolicy(options: NodeConnectionOptions): Promise<NatsConnection> {
-  const f: Failover = { avoid: undefined, log: undefined, epoch: 0, probing: false, connectedAt: performance.now(), notBefore: 0, interval: CONNECTION_POLICY.jetStreamFailoverAfterMs };
+  const f: Failover = { avoid: undefined, log: undefined, epoch: 0, probing: false, connectedAt: performance.now(), notBefore: 0, interval: CONNECTION_POLICY.jetStreamFailoverAfterMs, peakUrls: 0 };
   const nc = await connect({ ...connectionOptions(), ...options, reconnectToServer: avoidingLeftServer(f) });
   f.connectedAt = performance.now();
+  f.peakUrls = advertisedUrls(nc);
   failovers.set(nc, f);
   return nc;
 }
@@ -145,12 +151,14 @@ const NOT_FOLLOWED: JetStreamHealth = Object.freeze({ answered() {}, silent() {}
  * The health of JetStream as one client (`what`, for the log) on `nc` sees it. After
  * `jetStreamFailoverMinFailures` failures in a row spanning at least `jetStreamFailoverAfterMs` (from the first
  * failed request's sending) with no answer in between, while the connection is up, and if its server then
- * reaches no JetStream meta leader, the connection leaves that server for another of its list
- * (`nc.reconnect()`, the next dial avoiding that server), with a warning naming the server. One client's streak is enough: on a node cut off from its peers, a consumer whose leader is still
- * that node keeps getting heartbeats while every publish fails. Failures of requests sent before the last
- * (re)connect, or while disconnected, do not count. A check is followed by a wait of
- * `jetStreamFailoverAfterMs`, doubled by each further check until something succeeds (at most
- * `jetStreamFailoverMaxIntervalMs`). Without another server in the list, the warning says so and nothing moves.
+ * proves cut off from its cluster ({@link failoverDecision}), the connection leaves that server for another of its list
+ * (`nc.reconnect()`, the next dial avoiding that server), with a warning naming the server. One client's streak
+ * is enough: on a node cut off from its peers, a consumer whose leader is still that node keeps getting
+ * heartbeats while every publish fails. Failures of requests sent before the last (re)connect, or while
+ * disconnected, do not count. A check that stays is repeated `jetStreamRecheckMs` later while
+ * the streak goes on (logged once a streak); a move is followed by a wait of `jetStreamFailoverAfterMs`, doubled
+ * by each further move until something succeeds (at most `jetStreamFailoverMaxIntervalMs`). Without another
+ * server in the list, the warning says so (paced as moves) and nothing moves.
  * A no-op for a connection {@link connectWithPolicy} did not make or {@link watchConnection} does not follow.
  */
 export function jetStreamHealth(nc: NatsConnection, what: string): JetStreamHealth {
@@ -158,8 +166,10 @@ export function jetStreamHealth(nc: NatsConnection, what: string): JetStreamHeal
   if (f === undefined) return NOT_FOLLOWED;
   let epoch = f.epoch;
   const streak: FailureStreak = { since: undefined, failures: 0 };
+  let stayLogged = false;
   return {
     answered() {
+      stayLogged = false;
       jetStreamAnswered(streak, f);
     },
     silent(sentAt) {
@@ -170,6 +180,7 @@ export function jetStreamHealth(nc: NatsConnection, what: string): JetStreamHeal
         epoch = f.epoch;
         streak.since = undefined;
         streak.failures = 0;
+        stayLogged = false;
       }
       const due = jetStreamSilent(streak, f, sentAt, performance.now());
       if (due === undefined || f.probing) return;
@@ -177,21 +188,27 @@ export function jetStreamHealth(nc: NatsConnection, what: string): JetStreamHeal
       const silentFor = `${(due.silentForMs / 1000).toFixed(1)} s`;
       const others = nc.getServers().filter((s) => s.listen !== server).length;
       if (others === 0) {
-        log.warn({ server, client: what, silentForMs: due.silentForMs, nextCheckInMs: due.waitMs }, `JetStream has not answered ${what} for ${silentFor} on ${server}, and the connection knows no other server to move to`);
+        const waitMs = jetStreamChecked(streak, f, "moved", performance.now());
+        log.warn({ server, client: what, silentForMs: due.silentForMs, nextCheckInMs: waitMs }, `JetStream has not answered ${what} for ${silentFor} on ${server}, and the connection knows no other server to move to`);
         return;
       }
       f.probing = true;
-      void reachesMetaLeader(nc).then((reached) => {
+      const urls = { peak: f.peakUrls, now: advertisedUrls(nc) };
+      void failoverDecision(urls.peak, urls.now, () => reachesMetaLeader(nc)).then((decision) => {
         f.probing = false;
-        if (reached) {
-          // One stream's or consumer's group has no leader (an election after a node failed, slow on a loaded
-          // cluster): every server would answer the same, so moving would gain nothing.
-          log.info({ server, client: what, silentForMs: due.silentForMs, nextCheckInMs: due.waitMs }, `JetStream has not answered ${what} for ${silentFor}, but ${server} reaches the JetStream meta leader: staying`);
+        if (decision === "stay") {
+          // An election somewhere (a stream's, a consumer's, the meta group's): every server would answer the
+          // same, so moving would gain nothing.
+          const waitMs = jetStreamChecked(streak, f, "stayed", performance.now());
+          if (!stayLogged) log.info({ server, client: what, silentForMs: due.silentForMs, nextCheckInMs: waitMs, advertisedUrls: urls }, `JetStream has not answered ${what} for ${silentFor}, but ${server} is still part of its cluster (an election under way?): staying (checking again every ${waitMs / 1000} s while it does not answer)`);
+          stayLogged = true;
           return;
         }
         if (!isConnected(nc) || nc.getServer() !== server) return; // already moved on by itself
-        log.warn({ server, client: what, silentForMs: due.silentForMs, otherServers: others, noFailoverForMs: due.waitMs },
-          `JetStream has not answered ${what} for ${silentFor} on ${server}, which answers pings but reaches no JetStream meta leader (cut off from its cluster?): moving to another server`);
+        const waitMs = jetStreamChecked(streak, f, "moved", performance.now());
+        stayLogged = false;
+        log.warn({ server, client: what, silentForMs: due.silentForMs, otherServers: others, noFailoverForMs: waitMs, advertisedUrls: urls },
+          `JetStream has not answered ${what} for ${silentFor} on ${server}, which answers pings but ${lostMostPeers(urls.peak, urls.now) ? "lost its routes to most of its peers" : "reaches no JetStream meta leader"} (cut off from its cluster?): moving to another server`);
         f.avoid = server;
         nc.reconnect().catch(() => undefined); // closed or draining: nothing to move
       });
@@ -213,11 +230,40 @@ function leaveLameDuck(nc: NatsConnection, server: string): void {
   timer.unref();
 }
 
+/** How many client URLs `nc`'s server advertises now: its own and those of the peers it has routes to. */
+function advertisedUrls(nc: NatsConnection): number {
+  return nc.info?.connect_urls?.length ?? 0;
+}
+
 /**
- * Whether the server `nc` is on reaches the JetStream meta leader: in a cluster only the meta leader answers
- * an account info request (`$JS.API.INFO`, which every principal may send), and a server that knows no leader
- * answers 503. A node cut off from its peers knows no leader — unless it was the meta leader itself, which
- * answers until it notices it lost its quorum (about 10 s), so its clients leave one check later.
+ * Whether a server that advertised `peak` client URLs at best, and `now` URLs now, has lost its routes to most of
+ * its cluster: a server advertises its own URLs and those of every peer it has a route to (its INFO's
+ * connect_urls), so a node of three that lost both routes goes from 3 to 1.
+ */
+export function lostMostPeers(peak: number, now: number): boolean {
+  return peak > 1 && now * 2 <= peak;
+}
+
+/**
+ * Whether a client whose JetStream requests keep failing stays on its server or moves, from what the server
+ * advertises (`peak` and `now` client URLs, {@link lostMostPeers}) and whether it reaches the JetStream meta
+ * leader (`reachesMetaLeader`, a question asked only when the URLs do not decide):
+ * - it lost its routes to most of its peers (they ping each other every second): cut off, move — also when it
+ *   answers as meta leader, which a cut-off meta leader goes on doing;
+ * - it reaches the meta leader: a stream's or consumer's election somewhere, which every server fails alike: stay;
+ * - it reaches none while still routed to every peer it had: the whole cluster is electing a meta leader (after
+ *   a partition heals, a rejoining node's higher Raft term makes the leaders step down): stay; otherwise move.
+ */
+export async function failoverDecision(peak: number, now: number, reachesMetaLeader: () => Promise<boolean>): Promise<"stay" | "move"> {
+  if (lostMostPeers(peak, now)) return "move";
+  if (await reachesMetaLeader()) return "stay";
+  return peak > 1 && now >= peak ? "stay" : "move";
+}
+
+/**
+ * Whether the server `nc` is on reaches the JetStream meta leader: in a cluster only the meta leader answers an
+ * account info request (`$JS.API.INFO`, which every principal may send), and a server that knows no leader
+ * answers 503.
  */
 async function reachesMetaLeader(nc: NatsConnection): Promise<boolean> {
   try {
@@ -253,21 +299,35 @@ export function jetStreamAnswered(streak: FailureStreak, pacing: FailoverPacing)
 
 /**
  * A failure of a request sent at `sentAt`, seen at `now` (both performance.now()): whether the connection's
- * server is checked now (and left if it reaches no meta leader) by CONNECTION_POLICY's `jetStreamFailover…`
- * rules, with how long the streak lasted and how long the next check must wait. When it is, the streak starts
- * over and the pacing doubles.
+ * server is checked now (and left if it proves cut off) by CONNECTION_POLICY's `jetStreamFailover…`
+ * rules, with how long the streak has lasted. What the check found goes to {@link jetStreamChecked}.
  */
-export function jetStreamSilent(streak: FailureStreak, pacing: FailoverPacing, sentAt: number, now: number): { silentForMs: number; waitMs: number } | undefined {
+export function jetStreamSilent(streak: FailureStreak, pacing: FailoverPacing, sentAt: number, now: number): { silentForMs: number } | undefined {
   const p = CONNECTION_POLICY;
   const since = (streak.since ??= sentAt);
   streak.failures++;
   if (streak.failures < p.jetStreamFailoverMinFailures || now - since < p.jetStreamFailoverAfterMs || now < pacing.notBefore) return undefined;
+  return { silentForMs: Math.round(now - since) };
+}
+
+/**
+ * What a check found, at `now`: `stayed` (the server is part of its cluster: an election somewhere) keeps the
+ * streak and allows the next check `jetStreamRecheckMs` later; `moved` (the connection left the server, or had
+ * nowhere to go) starts the streak over, and the next check waits the pacing's interval, which doubles (up to
+ * `jetStreamFailoverMaxIntervalMs`). Returns how long the next check waits.
+ */
+export function jetStreamChecked(streak: FailureStreak, pacing: FailoverPacing, found: "stayed" | "moved", now: number): number {
+  const p = CONNECTION_POLICY;
+  if (found === "stayed") {
+    pacing.notBefore = now + p.jetStreamRecheckMs;
+    return p.jetStreamRecheckMs;
+  }
   const waitMs = pacing.interval;
   pacing.notBefore = now + waitMs;
   pacing.interval = Math.min(p.jetStreamFailoverMaxIntervalMs, pacing.interval * 2);
   streak.since = undefined;
   streak.failures = 0;
-  return { silentForMs: Math.round(now - since), waitMs };
+  return waitMs;
 }
 
 /**
@@ -475,6 +535,7 @@ export function watchConnection(nc: NatsConnection, log: Logger, opts: { quiet?:
           if (failover !== undefined) {
             failover.epoch++;
             failover.connectedAt = performance.now();
+            failover.peakUrls = advertisedUrls(nc);
           }
           log.info({ server: s.server, attempts, downMs: downSince ? Date.now() - downSince : 0 }, "reconnected to NATS");
           break;
@@ -486,6 +547,7 @@ export function watchConnection(nc: NatsConnection, log: Logger, opts: { quiet?:
           leaveLameDuck(nc, s.server);
           break;
         case "update":
+          if (failover !== undefined) failover.peakUrls = Math.max(failover.peakUrls, advertisedUrls(nc));
           // nats.js also reports an update that changes nothing (each INFO after a reconnect): not worth a line.
           if ((s.added?.length ?? 0) + (s.deleted?.length ?? 0) > 0) log.info({ server: state.server, added: s.added ?? [], deleted: s.deleted ?? [] }, "the NATS cluster's servers changed");
           break;

@@ -5,7 +5,7 @@
 export { AgentMetric, AgentMetricAttribute, HANDLER_DURATION_BOUNDARIES_MS, createAgentMetrics, handlerDurationBucket } from "./metrics.ts";
 
 // The JetStream failover's rules (streaks of failures, the pacing of checks), checked with fake times
-export { jetStreamAnswered, jetStreamSilent } from "./connect.ts";
+export { jetStreamAnswered, jetStreamChecked, jetStreamSilent, failoverDecision, lostMostPeers } from "./connect.ts";
 export type { FailoverPacing, FailureStreak } from "./connect.ts";
 
 // The stream files' own prefix and the capability consumer template, checked by the layout tests

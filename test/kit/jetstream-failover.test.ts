@@ -1,8 +1,9 @@
 // Leaving a server whose JetStream stopped answering although the server answers pings (CONNECTION_POLICY
 // `jetStreamFailover…`, kit jetStreamHealth): the rules on their own (a slow ack, a leader election, an answer in
-// between, a full outage check nobody, or not often), then on a real 3-node cluster whose node the client is on is
-// cut off from its two peers (it then reaches no meta leader) — its routes go through TCP proxies the test cuts — while the client still reaches
-// it: the client moves to another node, saying so, and its publishes are acknowledged there.
+// between, a full outage check nobody, or not often; the stay-or-move decision from the server's advertised URLs
+// and the meta leader), then on a real 3-node cluster whose node the client is on is cut off from its two peers —
+// its routes go through TCP proxies the test cuts, so it stops advertising its peers — while the client still
+// reaches it: the client moves to another node, saying so, and its publishes are acknowledged there.
 import assert from "node:assert/strict";
 import { Writable } from "node:stream";
 import { describe, test } from "node:test";
@@ -11,7 +12,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import {
   CONNECTION_POLICY, connectWithPolicy, createLogger, createStreamPublisher, watchConnection, type PubAck,
 } from "../../services/kit/index.ts";
-import { jetStreamAnswered, jetStreamSilent, type FailoverPacing, type FailureStreak } from "../../services/kit/internal.ts";
+import { jetStreamAnswered, jetStreamChecked, jetStreamSilent, failoverDecision, lostMostPeers, type FailoverPacing, type FailureStreak } from "../../services/kit/internal.ts";
 import { waitForCluster } from "../../services/cli/nats-process.ts";
 import { freePort, startServer, startTcpProxy, waitFor, type NatsServer } from "../harness/index.ts";
 
@@ -41,8 +42,50 @@ describe("jetstream failover - the rules", () => {
     assert.equal(jetStreamSilent(streak, pacing, after, after + 1), undefined, "the streak started over at the answer");
     for (let i = 1; i < P.jetStreamFailoverMinFailures - 1; i++) assert.equal(jetStreamSilent(streak, pacing, after + i, after + i + 1), undefined);
     const due = jetStreamSilent(streak, pacing, 2 * after, 2 * after + 1);
-    assert.deepEqual(due, { silentForMs: after + 1, waitMs: after });
+    assert.deepEqual(due, { silentForMs: after + 1 });
+    assert.equal(jetStreamChecked(streak, pacing, "moved", 2 * after + 1), after);
     assert.equal(streak.failures, 0, "the streak starts over after a failover");
+  });
+
+  test("jetstream failover - a server that stopped advertising most of its peers' URLs has lost its routes to them; one that lost a minority has not", () => {
+    // A node of three advertises 3 client URLs; of five, 5; a node listening on two interfaces, twice as many.
+    assert.equal(lostMostPeers(3, 1), true, "3 nodes, both routes gone");
+    assert.equal(lostMostPeers(3, 2), false, "3 nodes, one route gone: still in the majority");
+    assert.equal(lostMostPeers(5, 2), true, "5 nodes, three routes gone");
+    assert.equal(lostMostPeers(5, 3), false);
+    assert.equal(lostMostPeers(6, 2), true, "3 nodes of two URLs each, both routes gone");
+    assert.equal(lostMostPeers(1, 1), false, "a single server");
+    assert.equal(lostMostPeers(0, 0), false, "a server that advertises nothing (no_advertise)");
+  });
+
+  test("jetstream failover - the decision: a server cut off from most of its peers is left even when it answers as meta leader; an election anywhere is stayed through", async () => {
+    const asked: string[] = [];
+    const meta = (reached: boolean, what: string) => async () => { asked.push(what); return reached; };
+    assert.equal(await failoverDecision(3, 1, meta(true, "cut-off meta leader")), "move", "a cut-off meta leader answers as one");
+    assert.deepEqual(asked, [], "lost routes decide without asking");
+    assert.equal(await failoverDecision(3, 3, meta(true, "stream election")), "stay", "a stream's or consumer's election");
+    assert.equal(await failoverDecision(3, 3, meta(false, "meta election")), "stay", "every route up, no meta leader: the whole cluster elects one");
+    assert.equal(await failoverDecision(3, 2, meta(false, "one route lost")), "move", "a route lost and no meta leader");
+    assert.equal(await failoverDecision(3, 2, meta(true, "one route lost, leader reached")), "stay");
+    assert.equal(await failoverDecision(1, 1, meta(false, "advertised nothing of a cluster")), "move", "a server that never advertised a peer: the meta leader decides");
+    assert.equal(await failoverDecision(0, 0, meta(true, "no_advertise")), "stay");
+  });
+
+  test("jetstream failover - a check that finds the meta leader (an election somewhere) is repeated every recheck interval while the failures go on, and a later check may move", () => {
+    const { streak, pacing } = fresh();
+    const after = P.jetStreamFailoverAfterMs;
+    const checks: number[] = [];
+    // A failure every 100 ms; the first three checks find the meta leader (a cut-off meta leader, until it notices
+    // it lost its quorum), the fourth does not.
+    for (let t = 0; t <= after + 10 * P.jetStreamRecheckMs; t += 100) {
+      if (jetStreamSilent(streak, pacing, t, t + 100) === undefined) continue;
+      checks.push(t + 100);
+      if (jetStreamChecked(streak, pacing, checks.length < 4 ? "stayed" : "moved", t + 100) === after) break;
+    }
+    assert.equal(checks[0], after, "the first check at the threshold");
+    assert.deepEqual(checks.slice(1).map((c, i) => c - checks[i]!), [P.jetStreamRecheckMs, P.jetStreamRecheckMs, P.jetStreamRecheckMs], `checks at ${checks.join(", ")}`);
+    assert.deepEqual(streak, { since: undefined, failures: 0 }, "the move starts the streak over");
+    assert.equal(pacing.interval, after * 2, "and the next move waits twice as long");
   });
 
   test("jetstream failover - while nothing answers anywhere, failovers come ever further apart (up to the maximum); an answer resets that", () => {
@@ -50,7 +93,11 @@ describe("jetstream failover - the rules", () => {
     const after = P.jetStreamFailoverAfterMs;
     const failovers: number[] = [];
     // A failure every 500 ms for ten minutes, nothing answering on any server.
-    for (let t = 0; t <= 600_000; t += 500) if (jetStreamSilent(streak, pacing, t, t + 500) !== undefined) failovers.push(t + 500);
+    for (let t = 0; t <= 600_000; t += 500) {
+      if (jetStreamSilent(streak, pacing, t, t + 500) === undefined) continue;
+      failovers.push(t + 500);
+      jetStreamChecked(streak, pacing, "moved", t + 500);
+    }
     const gaps = failovers.slice(1).map((t, i) => t - failovers[i]!);
     assert.ok(failovers.length >= 5 && failovers.length <= 16, `failovers at ${failovers.join(", ")}`);
     for (const [i, gap] of gaps.entries()) assert.ok(gap >= Math.min(P.jetStreamFailoverMaxIntervalMs, after * 2 ** i), `gap ${i}: ${gap} ms`);
@@ -136,19 +183,17 @@ describe("jetstream failover - on a real cluster", () => {
           // Moved once, straight to another node (not redialling the cut-off one first), not before the threshold.
           assert.deepEqual(reconnectedTo.length, 1, `reconnects: ${reconnectedTo.join(", ")}`);
           assert.notEqual(reconnectedTo[0], serverOf(a));
-          // One move, with a warning naming the cut-off node. Checks before it may find that node still reaching a
-          // meta leader — itself, when it led the cluster, until it notices it lost its quorum (about 10 s): those
-          // are info lines ("checking again in …"), and the move comes at a later check.
-          const silent = lines.map((l) => JSON.parse(l) as { msg: string; server?: string; silentForMs?: number; level: string }).filter((l) => l.msg.startsWith("JetStream has not answered"));
-          const warnings = silent.filter((l) => l.level === "warn");
-          assert.equal(warnings.length, 1, lines.join(""));
-          assert.ok(silent.every((l) => l.server === serverOf(a)), lines.join(""));
-          assert.equal(warnings[0]!.server, serverOf(a));
-          assert.match(warnings[0]!.msg, new RegExp(`on ${serverOf(a).replace(/\./g, "\\.")}, which answers pings but reaches no JetStream meta leader \\(cut off from its cluster\\?\\): moving to another server`));
-          assert.ok(warnings[0]!.silentForMs! >= P.jetStreamFailoverAfterMs, `silent for ${warnings[0]!.silentForMs} ms`);
-          // The first check comes after jetStreamFailoverAfterMs; a cut-off meta leader delays the move by one or two
-          // checks (their pacing doubles from there).
-          assert.ok(tookMs < P.jetStreamFailoverAfterMs * 4 + 5_000, `took ${Math.round(tookMs)} ms from the cut`);
+          // One move, at the first check, with a warning naming the cut-off node and why: the cut closed its route
+          // connections, so it stopped advertising its peers' URLs (whether or not it led the meta group, whose
+          // cut-off leader would go on answering as one).
+          const silent = lines.map((l) => JSON.parse(l) as { msg: string; server?: string; silentForMs?: number; level: string; advertisedUrls?: { peak: number; now: number } }).filter((l) => l.msg.startsWith("JetStream has not answered"));
+          assert.equal(silent.length, 1, lines.join(""));
+          assert.equal(silent[0]!.level, "warn");
+          assert.equal(silent[0]!.server, serverOf(a));
+          assert.deepEqual(silent[0]!.advertisedUrls, { peak: 3, now: 1 });
+          assert.match(silent[0]!.msg, new RegExp(`on ${serverOf(a).replace(/\./g, "\\.")}, which answers pings but lost its routes to most of its peers \\(cut off from its cluster\\?\\): moving to another server`));
+          assert.ok(silent[0]!.silentForMs! >= P.jetStreamFailoverAfterMs, `silent for ${silent[0]!.silentForMs} ms`);
+          assert.ok(tookMs < P.jetStreamFailoverAfterMs * 2 + 5_000, `took ${Math.round(tookMs)} ms from the cut`);
         } finally {
           clearInterval(load);
         }

@@ -336,7 +336,7 @@ export function renderAccounts(principals: Principals, publicKeys: Readonly<Reco
 /** Lame duck mode of every Causeway server (renderServerConfig). */
 export const LAME_DUCK = Object.freeze({ gracePeriod: "2s", duration: "30s" });
 /** Route pings of every cluster node (renderServerConfig). */
-export const ROUTE_PINGS = Object.freeze({ interval: "2s", max: 3 });
+export const ROUTE_PINGS = Object.freeze({ interval: "1s", max: 3 });
 
 /** A complete single-node development config around an accounts fragment. */
 export function renderDevConfig(accountsText: string, opts: { dataDir: string }): string {
@@ -376,8 +376,9 @@ export function renderServerConfig(accountsText: string, node: ServerNode, what:
       `  name: ${quote(c.name)}`,
       `  listen: ${quote(`${node.host}:${c.port}`)}`,
       `  authorization { user: ${quote(c.user)}, password: ${quote(c.password)} }`,
-      "  # A route that misses 3 pings 2 s apart is dropped and redialled (default 2 min × 2): a peer cut off by the",
-      "  # network is noticed within ~8 s, and its route is back within a second or two of the network healing.",
+      "  # A route that misses 3 pings 1 s apart is dropped and redialled (default 2 min × 2): a peer cut off by the",
+      "  # network is noticed within ~4 s (and so are its clients: it stops advertising its peers' URLs to them),",
+      "  # and its route is back within a second or two of the network healing.",
       `  ping_interval: "${ROUTE_PINGS.interval}"`,
       `  ping_max: ${ROUTE_PINGS.max}`,
       "  routes: [",
