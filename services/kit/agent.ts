@@ -269,8 +269,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     }
     const verified = trusted.event;
     const span = startProcessSpan(msg.subject, verified, { consumer: inlet.durable, deliveryCount: msg.info.deliveryCount });
-    // Tells JetStream the input is being worked on, from the first step that may wait on the server (the flow ledger)
-    // to the end of the handler, so a slow step never gets it redelivered to a second replica meanwhile.
+    // Tells JetStream the input is being worked on, from the first step that may wait on the server (the processed
+    // set's lookup, the flow ledger) to the end of the handler, so a slow step never gets it redelivered to a second replica meanwhile.
     let keepAlive: NodeJS.Timeout | undefined;
     const keepAliveFrom = () => (keepAlive ??= setInterval(() => msg.working(), Math.max(50, ackWaitMs / 3)));
     logFields = () => ({ eventId: verified.id, correlationId: correlationIdOf(verified), ...spanIds(span, verified) });
@@ -296,6 +296,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       // 3. dedupe: a replay of an input already handled is absorbed. Within the duplicate window JetStream
       // recognizes republished outputs; past it (a late input) or for side effects, the processed set decides.
       const late = lateBy(msg, trusted.signedAt, inlet.duplicateWindowMs) > 0;
+      if (late || def.sideEffects) keepAliveFrom(); // the processed set's lookup waits on the server
       if ((late || def.sideEffects) && (await processed.has(verified))) {
         counters.replays++;
         if (debugOn) log().debug("replay absorbed");

@@ -91,6 +91,8 @@ export function connectionOptions(): Partial<NodeConnectionOptions> {
 interface Failover extends FailoverPacing {
   /** The server the next dial must not pick: the one a failover is leaving. Cleared by that dial. */
   avoid: string | undefined;
+  /** The server the connection is on (set at each (re)connect): the first dial after losing it goes elsewhere. */
+  onServer: string | undefined;
   /** Set by watchConnection: a connection nobody watches never fails over (and never logs). */
   log: Logger | undefined;
   /** Counts (re)connects: a failure streak belongs to the server it was seen on. */
@@ -106,15 +108,17 @@ interface Failover extends FailoverPacing {
 const failovers = new WeakMap<NatsConnection, Failover>();
 
 /**
- * Picks the server a dial goes to when a failover is leaving one: nats.js redials the server it was on when
- * that one is first in its pool (always so on a connection's first reconnect), so the next other server of the
- * pool is taken instead. Only that one dial: if no other server answers, the rotation comes back to the left
- * one, which may be all there is.
+ * Picks the server the first dial after a disconnect goes to: nats.js redials the server it was on when that one
+ * is first in its pool (always so on a connection's first reconnect), so the next other server of the pool is
+ * taken instead — the server just lost is the least likely to answer (it hung, it was killed, the network cut
+ * it off: a dial to it then waits out the whole dial timeout), and a failover is leaving it on purpose. Only
+ * that one dial: if no other server answers, the rotation comes back to the left one, which may be all there is.
  */
 function avoidingLeftServer(f: Failover): ReconnectToServerHandler {
   return (pool) => {
-    const avoid = f.avoid;
+    const avoid = f.avoid ?? f.onServer;
     f.avoid = undefined;
+    f.onServer = undefined;
     if (avoid === undefined || pool[0]?.listen !== avoid) return null;
     return pool.find((s) => s.listen !== avoid) ?? null;
   };
@@ -126,9 +130,10 @@ function avoidingLeftServer(f: Failover): ReconnectToServerHandler {
  * follows it.
  */
 export async function connectWithPolicy(options: NodeConnectionOptions): Promise<NatsConnection> {
-  const f: Failover = { avoid: undefined, log: undefined, epoch: 0, probing: false, connectedAt: performance.now(), notBefore: 0, interval: CONNECTION_POLICY.jetStreamFailoverAfterMs, peakUrls: 0 };
+  const f: Failover = { avoid: undefined, onServer: undefined, log: undefined, epoch: 0, probing: false, connectedAt: performance.now(), notBefore: 0, interval: CONNECTION_POLICY.jetStreamFailoverAfterMs, peakUrls: 0 };
   const nc = await connect({ ...connectionOptions(), ...options, reconnectToServer: avoidingLeftServer(f) });
   f.connectedAt = performance.now();
+  f.onServer = nc.getServer();
   f.peakUrls = advertisedUrls(nc);
   failovers.set(nc, f);
   return nc;
@@ -535,6 +540,7 @@ export function watchConnection(nc: NatsConnection, log: Logger, opts: { quiet?:
           if (failover !== undefined) {
             failover.epoch++;
             failover.connectedAt = performance.now();
+            failover.onServer = s.server;
             failover.peakUrls = advertisedUrls(nc);
           }
           log.info({ server: s.server, attempts, downMs: downSince ? Date.now() - downSince : 0 }, "reconnected to NATS");
