@@ -91,6 +91,8 @@ export function connectionOptions(): Partial<NodeConnectionOptions> {
 interface Failover extends FailoverPacing {
   /** The server the next dial must not pick: the one a failover is leaving. Cleared by that dial. */
   avoid: string | undefined;
+  /** Why the connection is leaving `avoid`, for the log line of the disconnect. */
+  leaving: string | undefined;
   /** The server the connection is on (set at each (re)connect): the first dial after losing it goes elsewhere. */
   onServer: string | undefined;
   /** Set by watchConnection: a connection nobody watches never fails over (and never logs). */
@@ -130,7 +132,7 @@ function avoidingLeftServer(f: Failover): ReconnectToServerHandler {
  * follows it.
  */
 export async function connectWithPolicy(options: NodeConnectionOptions): Promise<NatsConnection> {
-  const f: Failover = { avoid: undefined, onServer: undefined, log: undefined, epoch: 0, probing: false, connectedAt: performance.now(), notBefore: 0, interval: CONNECTION_POLICY.jetStreamFailoverAfterMs, peakUrls: 0 };
+  const f: Failover = { avoid: undefined, leaving: undefined, onServer: undefined, log: undefined, epoch: 0, probing: false, connectedAt: performance.now(), notBefore: 0, interval: CONNECTION_POLICY.jetStreamFailoverAfterMs, peakUrls: 0 };
   const nc = await connect({ ...connectionOptions(), ...options, reconnectToServer: avoidingLeftServer(f) });
   f.connectedAt = performance.now();
   f.onServer = nc.getServer();
@@ -215,6 +217,7 @@ export function jetStreamHealth(nc: NatsConnection, what: string): JetStreamHeal
         log.warn({ server, client: what, silentForMs: due.silentForMs, otherServers: others, noFailoverForMs: waitMs, advertisedUrls: urls },
           `JetStream has not answered ${what} for ${silentFor} on ${server}, which answers pings but ${lostMostPeers(urls.peak, urls.now) ? "lost its routes to most of its peers" : "reaches no JetStream meta leader"} (cut off from its cluster?): moving to another server`);
         f.avoid = server;
+        f.leaving = "its JetStream does not answer";
         nc.reconnect().catch(() => undefined); // closed or draining: nothing to move
       });
     },
@@ -229,7 +232,10 @@ function leaveLameDuck(nc: NatsConnection, server: string): void {
   const f = failovers.get(nc);
   const timer = setTimeout(() => {
     if (!isConnected(nc) || nc.getServer() !== server) return;
-    if (f !== undefined) f.avoid = server;
+    if (f !== undefined) {
+      f.avoid = server;
+      f.leaving = "it is in lame duck mode";
+    }
     nc.reconnect().catch(() => undefined); // closed or draining: nothing to move
   }, Math.random() * CONNECTION_POLICY.reconnectJitterMs);
   timer.unref();
@@ -527,7 +533,7 @@ export function watchConnection(nc: NatsConnection, log: Logger, opts: { quiet?:
           state.connected = false;
           downSince = Date.now();
           attempts = 0;
-          if (forced) log.info({ server: s.server }, "left the NATS server (its JetStream does not answer); reconnecting to another server of the list");
+          if (forced) log.info({ server: s.server }, `left the NATS server (${failover?.leaving ?? "asked to"}); reconnecting to another server of the list`);
           else log.warn({ server: s.server }, "disconnected from NATS; reconnecting (to any server of the list)");
           forced = false;
           break;

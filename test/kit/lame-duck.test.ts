@@ -73,10 +73,13 @@ test("lame duck - a client on a node entering lame duck mode moves to another no
     const info = await jsm.streams.info("LDM");
     assert.equal(info.state.messages, n, `${outcomes.filter((o) => o.retried).length} of ${n} publishes retried`);
     assert.equal(reconnectedTo.length, 1, `reconnects: ${reconnectedTo.join(", ")}`);
-    const ldm = lines.map((l) => JSON.parse(l) as { msg: string; server?: string; level: string }).filter((l) => l.msg.includes("lame duck"));
+    const logged = lines.map((l) => JSON.parse(l) as { msg: string; server?: string; level: string });
+    const ldm = logged.filter((l) => l.msg === "the NATS server is entering lame duck mode: moving to another");
     assert.equal(ldm.length, 1, lines.join(""));
     assert.equal(ldm[0]!.server, hostOf(a.url));
     assert.equal(ldm[0]!.level, "warn");
+    const left = logged.filter((l) => l.msg.startsWith("left the NATS server"));
+    assert.deepEqual(left.map((l) => [l.server, l.msg]), [[hostOf(a.url), "left the NATS server (it is in lame duck mode); reconnecting to another server of the list"]]);
     publisher.close();
   } finally {
     await nc.close();
