@@ -270,7 +270,8 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     const verified = trusted.event;
     const span = startProcessSpan(msg.subject, verified, { consumer: inlet.durable, deliveryCount: msg.info.deliveryCount });
     // Tells JetStream the input is being worked on, from the first step that may wait on the server (the processed
-    // set's lookup, the flow ledger) to the end of the handler, so a slow step never gets it redelivered to a second replica meanwhile.
+    // set's lookup, the flow ledger) to the end of the handler, so a slow step never gets it redelivered to a
+    // second replica meanwhile.
     let keepAlive: NodeJS.Timeout | undefined;
     const keepAliveFrom = () => (keepAlive ??= setInterval(() => msg.working(), Math.max(50, ackWaitMs / 3)));
     logFields = () => ({ eventId: verified.id, correlationId: correlationIdOf(verified), ...spanIds(span, verified) });

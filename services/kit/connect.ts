@@ -50,9 +50,9 @@ const principalPattern = /^[a-z0-9][a-z0-9_-]*$/;
  *   requests alike on every server for 4–9 s (and a cut-off meta leader goes on answering as one): a server
  *   still part of its cluster is stayed on, and checked again every `jetStreamRecheckMs` while the failures go
  *   on. So the threshold need not outlast an election: 5 s, the publish ack timeout; a cut-off node's clients
- *   move 5–7 s after the cut. The minimum count keeps a single slow ack from ever moving anyone. After a move, the next one waits twice as long each
- *   time, up to `jetStreamFailoverMaxIntervalMs`: when JetStream answers nowhere (no quorum anywhere), clients
- *   do not hop from server to server every few seconds.
+ *   move 5–7 s after the cut. The minimum count keeps a single slow ack from ever moving anyone. After a move,
+ *   the next one waits twice as long each time, up to `jetStreamFailoverMaxIntervalMs`: when JetStream answers
+ *   nowhere (no quorum anywhere), clients do not hop from server to server every few seconds.
  *
  * - Lame duck mode: a node being taken out (`nats-server --signal ldm=<pid>`, how an operator restarts or upgrades
  *   one) first moves its Raft leaders away and shuts its JetStream down, then tells its clients, and closes them
@@ -158,14 +158,14 @@ const NOT_FOLLOWED: JetStreamHealth = Object.freeze({ answered() {}, silent() {}
  * The health of JetStream as one client (`what`, for the log) on `nc` sees it. After
  * `jetStreamFailoverMinFailures` failures in a row spanning at least `jetStreamFailoverAfterMs` (from the first
  * failed request's sending) with no answer in between, while the connection is up, and if its server then
- * proves cut off from its cluster ({@link failoverDecision}), the connection leaves that server for another of its list
- * (`nc.reconnect()`, the next dial avoiding that server), with a warning naming the server. One client's streak
- * is enough: on a node cut off from its peers, a consumer whose leader is still that node keeps getting
- * heartbeats while every publish fails. Failures of requests sent before the last (re)connect, or while
- * disconnected, do not count. A check that stays is repeated `jetStreamRecheckMs` later while
- * the streak goes on (logged once a streak); a move is followed by a wait of `jetStreamFailoverAfterMs`, doubled
- * by each further move until something succeeds (at most `jetStreamFailoverMaxIntervalMs`). Without another
- * server in the list, the warning says so (paced as moves) and nothing moves.
+ * proves cut off from its cluster ({@link failoverDecision}), the connection leaves that server for another of
+ * its list (`nc.reconnect()`, the next dial avoiding that server), with a warning naming the server. One
+ * client's streak is enough: on a node cut off from its peers, a consumer whose leader is still that node keeps
+ * getting heartbeats while every publish fails. Failures of requests sent before the last (re)connect, or while
+ * disconnected, do not count. A check that stays is repeated `jetStreamRecheckMs` later while the streak goes on
+ * (logged once a streak); a move is followed by a wait of `jetStreamFailoverAfterMs`, doubled by each further
+ * move until something succeeds (at most `jetStreamFailoverMaxIntervalMs`). Without another server in the list,
+ * the warning says so (paced as moves) and nothing moves.
  * A no-op for a connection {@link connectWithPolicy} did not make or {@link watchConnection} does not follow.
  */
 export function jetStreamHealth(nc: NatsConnection, what: string): JetStreamHealth {

@@ -367,7 +367,8 @@ export function renderServerConfig(accountsText: string, node: ServerNode, what:
     "}",
     "# Lame duck mode (`nats-server --signal ldm=<pid>`: how a node is restarted or upgraded) moves the node's Raft",
     "# leaders away, shuts its JetStream down and tells its clients, which move to another node at once (Causeway's",
-    "# do); the rest are closed after the grace period, spread over the duration (defaults 10 s and 2 min; 30 s is the least).",
+    "# do); the rest are closed after the grace period, spread over the duration (defaults 10 s and 2 min; the",
+    "# duration's least is 30 s).",
     `lame_duck_grace_period: "${LAME_DUCK.gracePeriod}"`,
     `lame_duck_duration: "${LAME_DUCK.duration}"`,
     ...(c === undefined ? [] : [
