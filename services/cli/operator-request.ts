@@ -6,13 +6,22 @@ import { ConfigError, DEFAULT_NATS_URL, ErrorCode, connectAs, controlRequest, ty
 
 const REQUEST_TIMEOUT_MS = 10_000;
 
+/**
+ * Connects as the operator to `server` (else NATS_URL, else the default), named `causeway <command>` in the
+ * server's connection list: the one way a command connects as the operator. A key problem stays the ConfigError
+ * it is; a server that cannot be reached is CW_ERR_UNAVAILABLE naming it.
+ */
+export async function connectAsOperator(server: string | undefined, command: string): Promise<NatsConnection> {
+  return connectAs("operator", { ...(server !== undefined && { servers: server }), name: `causeway ${command}` }).catch((err: unknown) => {
+    if (err instanceof ConfigError) throw err;
+    const where = server ?? (process.env.NATS_URL || DEFAULT_NATS_URL);
+    throw new ConfigError(ErrorCode.Unavailable, `cannot connect to ${where} as the operator: ${(err as Error).message}`, { cause: err });
+  });
+}
+
 /** Sends `body` to the coordinator's endpoint as the operator; a refusal throws its CausewayError. */
 export async function requestAsOperator<Req, Reply>(server: string | undefined, endpoint: ControlEndpoint<Req, Reply>, body: Req): Promise<Reply> {
-  const where = server ?? (process.env.NATS_URL || DEFAULT_NATS_URL);
-  const nc: NatsConnection = await connectAs("operator", { ...(server !== undefined && { servers: server }), name: `causeway ${endpoint.name}` }).catch((err: unknown) => {
-    if (err instanceof ConfigError) throw err;
-    throw new ConfigError(ErrorCode.Config, `cannot connect to ${where} as the operator: ${(err as Error).message}`, { cause: err });
-  });
+  const nc = await connectAsOperator(server, endpoint.name);
   try {
     return await controlRequest(nc, endpoint, body, { timeout: REQUEST_TIMEOUT_MS });
   } finally {

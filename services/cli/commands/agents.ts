@@ -6,13 +6,14 @@
 // coordinator the instances are still listed, and the command says the health figures are missing.
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  ConfigError, DEFAULT_NATS_URL, ErrorCode, HEARTBEAT_MS, KvBucket, connectAs, controlRequest, defaultLayout, isCausewayError, listInstances, openMeshBucket,
+  DEFAULT_NATS_URL, ErrorCode, HEARTBEAT_MS, KvBucket, controlRequest, defaultLayout, isCausewayError, listInstances, openMeshBucket,
   type ControlEndpoint, type InstanceBeat, type RouteTable,
 } from "../../kit/index.ts";
 import { health as healthEndpoint, rolloutStatus, type HealthReply, type RolloutStatusReply, type VersionHealth } from "../../coordinator/contract.ts";
 import { describeRouting } from "./rollout.ts";
 import { table } from "../table.ts";
 import { parseCommand, usageError } from "../usage.ts";
+import { connectAsOperator } from "../operator-request.ts";
 
 const USAGE = `usage: causeway agents [--json] [--server URL]
 
@@ -84,12 +85,7 @@ export async function agents(args: string[]): Promise<number> {
   const parsed = parseCommand("agents", USAGE, args, options);
   if (parsed.exit !== undefined) return parsed.exit;
   if (parsed.positionals.length > 0) return usageError("agents", USAGE, "agents takes no arguments");
-  const server = parsed.values.server;
-  const where = server ?? (process.env.NATS_URL || DEFAULT_NATS_URL);
-  const nc: NatsConnection = await connectAs("operator", { ...(server !== undefined && { servers: server }), name: "causeway agents" }).catch((err: unknown) => {
-    if (err instanceof ConfigError) throw err;
-    throw new ConfigError(ErrorCode.Unavailable, `cannot connect to ${where} as the operator: ${(err as Error).message}`, { cause: err });
-  });
+  const nc = await connectAsOperator(parsed.values.server, "agents");
   try {
     const beats = await listInstances(await openMeshBucket(nc, KvBucket.Instances, "live agent instances"));
     const health = await askCoordinator(nc, healthEndpoint, {}, "the instances are listed without health figures");

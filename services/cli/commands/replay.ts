@@ -1,10 +1,10 @@
 // `causeway replay <capability> --version <candidate> (--flows … | --since …)`: shadow replay (services/cli/
 // replay.ts). Recorded inputs of a capability, verified, re-run through a candidate version's handler in this
 // process with its outputs captured — nothing published, no KV written — and compared with what was recorded.
-import type { NatsConnection } from "@nats-io/transport-node";
-import { ConfigError, DEFAULT_NATS_URL, ErrorCode, connectAs, loadLayout, openTrustStore } from "../../kit/index.ts";
+import { ConfigError, DEFAULT_NATS_URL, ErrorCode, loadLayout, openTrustStore } from "../../kit/index.ts";
 import { REPLAY_HANDLER_TIMEOUT_MS, loadVersion, replay, type Difference, type Outcome, type ReplayReport, type ReplayedInput } from "../replay.ts";
 import { parseCommand, usageError } from "../usage.ts";
+import { connectAsOperator } from "../operator-request.ts";
 
 const USAGE = `usage: causeway replay <capability> --version <version> (--flows <id,…> | --since <duration|time>) [--limit N] [--json] [--server URL]
 
@@ -73,11 +73,7 @@ export async function run(args: string[]): Promise<number> {
     if (err instanceof ConfigError && (err.code === ErrorCode.UnknownCapability || err.code === ErrorCode.UnknownVersion)) return usageError("replay", USAGE, `${err.message} (${err.code})`);
     throw err;
   }
-  const where = values.server ?? (process.env.NATS_URL || DEFAULT_NATS_URL);
-  const nc: NatsConnection = await connectAs("operator", { ...(values.server !== undefined && { servers: values.server }), name: "causeway replay" }).catch((err: unknown) => {
-    if (err instanceof ConfigError) throw err;
-    throw new ConfigError(ErrorCode.Unavailable, `cannot connect to ${where} as the operator: ${(err as Error).message}`, { cause: err });
-  });
+  const nc = await connectAsOperator(values.server, "replay");
   const interrupted = new AbortController();
   const onSignal = () => interrupted.abort();
   process.once("SIGINT", onSignal);

@@ -2,14 +2,14 @@
 // gateway counts it (KV causeway_quotas, one key per tenant and period), its upstreams and its weight under
 // backpressure. The count is of flows admitted and cost budgets granted (what the flows may spend), not of what
 // they spent: that is lineage's (`causeway lineage trace`).
-import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  ConfigError, DEFAULT_NATS_URL, DEFAULT_TENANTS_PATH, ErrorCode, KvBucket, connectAs, describePeriod, infraDir, loadTenants, openQuotaCounter, readInfraFile,
+  DEFAULT_NATS_URL, DEFAULT_TENANTS_PATH, ErrorCode, KvBucket, describePeriod, infraDir, loadTenants, openQuotaCounter, readInfraFile,
   type QuotaPeriod, type Tenant,
 } from "../../kit/index.ts";
 import { join, resolve } from "node:path";
 import { table } from "../table.ts";
 import { parseCommand, usageError } from "../usage.ts";
+import { connectAsOperator } from "../operator-request.ts";
 
 const USAGE = `usage: causeway tenants [--json] [--server URL]
 
@@ -49,12 +49,7 @@ export async function tenants(args: string[]): Promise<number> {
   const declared = loadTenants(text("CAUSEWAY_TENANTS", DEFAULT_TENANTS_PATH));
   const upstreams = readInfraFile<{ upstreams: Record<string, { tenant?: string }> }>(text("CAUSEWAY_UPSTREAMS", join(infraDir, "upstreams.json")), "upstreams.schema.json", ErrorCode.UpstreamsInvalid);
   const members = (t: Tenant) => Object.entries(upstreams.upstreams).filter(([name, u]) => (u.tenant ?? name) === t.name).map(([name]) => name);
-  const server = parsed.values.server;
-  const where = server ?? (process.env.NATS_URL || DEFAULT_NATS_URL);
-  const nc: NatsConnection = await connectAs("operator", { ...(server !== undefined && { servers: server }), name: "causeway tenants" }).catch((err: unknown) => {
-    if (err instanceof ConfigError) throw err;
-    throw new ConfigError(ErrorCode.Unavailable, `cannot connect to ${where} as the operator: ${(err as Error).message}`, { cause: err });
-  });
+  const nc = await connectAsOperator(parsed.values.server, "tenants");
   try {
     const counter = await openQuotaCounter(nc, KvBucket.Quotas);
     const now = Date.now();

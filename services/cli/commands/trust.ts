@@ -5,9 +5,10 @@
 import { existsSync } from "node:fs";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { parseCommand, usageError as sharedUsageError } from "../usage.ts";
+import { connectAsOperator } from "../operator-request.ts";
 import { listTrustEntries, revokeTrust, seedTrustStore, trustEntriesFromPrincipals } from "../../kit/ops/index.ts";
 import {
-  ConfigError, DEFAULT_NATS_URL, ErrorCode, KvBucket, connectAs, dataDir, formatTime, loadPrincipals, normalizeTime, publicKeyOf, seedPath, type TrustEntry,
+  ConfigError, ErrorCode, KvBucket, dataDir, formatTime, loadPrincipals, normalizeTime, publicKeyOf, seedPath, type TrustEntry,
 } from "../../kit/index.ts";
 
 const USAGE = `usage: causeway trust <subcommand> [--server URL]
@@ -134,10 +135,7 @@ function revoked(e: TrustEntry): string {
 }
 
 async function withOperator(server: string | undefined, action: (nc: NatsConnection) => Promise<number>): Promise<number> {
-  const nc = await connectAs("operator", { servers: server, name: "causeway trust" }).catch((err: unknown) => {
-    if (err instanceof ConfigError) throw err;
-    throw new ConfigError(ErrorCode.Config, `cannot connect to ${server ?? (process.env.NATS_URL || DEFAULT_NATS_URL)} as the operator: ${(err as Error).message}`, { cause: err });
-  });
+  const nc = await connectAsOperator(server, "trust");
   try {
     return await action(nc);
   } finally {
