@@ -13,7 +13,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { jetstreamManager, type JetStreamManager, type StreamInfo } from "@nats-io/jetstream";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { MESH_BUCKETS, STREAMS_APPLY, connectAs, defaultLayout, loadPrincipals } from "../services/kit/index.ts";
 import { ensureMeshBuckets } from "../services/kit/ops/index.ts";
 import { ensureIdentities } from "../services/cli/bootstrap.ts";
@@ -21,7 +21,7 @@ import { renderClusterInfra, type RenderClusterResult } from "../services/cli/co
 import { spawnNatsServer, waitForCluster, type NatsProcess } from "../services/cli/nats-process.ts";
 import { readPidFile } from "../services/cli/pid-files.ts";
 import { nodePidFile, pidFileOf } from "../services/cli/processes.ts";
-import { freePort, freeRun, portFree, repoRoot, startServer, toolPath, waitFor } from "./harness/index.ts";
+import { freePort, freeRun, portFree, replicatedInfo, repoRoot, startServer, toolPath, waitFor } from "./harness/index.ts";
 
 const cliPath = join(repoRoot, "services", "cli", "main.ts");
 const layout = defaultLayout();
@@ -47,15 +47,6 @@ function run(file: string, args: string[]): Promise<Run> {
   return new Promise((resolve) => {
     execFile(file, args, (err, stdout, stderr) => resolve({ code: err ? Number(err.code) : 0, stdout, stderr }));
   });
-}
-
-/** Stream info once every follower is current, with its config and cluster view. */
-async function replicatedInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo> {
-  return waitFor(async () => {
-    const info = await jsm.streams.info(name);
-    const replicas = info.cluster?.replicas ?? [];
-    return info.cluster?.leader !== undefined && replicas.length === 2 && replicas.every((r) => r.current) ? info : undefined;
-  }, { what: `${name} to have a leader and two current followers`, timeoutMs: 20_000 });
 }
 
 describe("cluster - the rendered node configs", () => {

@@ -1,7 +1,9 @@
 // A 3-node JetStream cluster on loopback for replication and failover tests.
 import { createServer } from "node:net";
+import type { JetStreamManager, StreamInfo } from "@nats-io/jetstream";
 import { waitForCluster } from "../../services/cli/nats-process.ts";
 import { startServer, type NatsServer, type ServerOptions } from "./server.ts";
+import { waitFor } from "./wait.ts";
 
 /** A running cluster. Dispose it to stop every node and remove every directory. */
 export interface NatsCluster extends AsyncDisposable {
@@ -77,4 +79,13 @@ export async function freeRun(count: number): Promise<number> {
     if (ok) return base;
   }
   throw new Error(`no ${count} consecutive free ports found`);
+}
+
+/** Stream info of an R3 stream once it has a leader and both followers are current, with its config and cluster view. */
+export async function replicatedInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo> {
+  return waitFor(async () => {
+    const info = await jsm.streams.info(name);
+    const replicas = info.cluster?.replicas ?? [];
+    return info.cluster?.leader !== undefined && replicas.length === 2 && replicas.every((r) => r.current) ? info : undefined;
+  }, { what: `${name} to have a leader and two current followers`, timeoutMs: 20_000 });
 }

@@ -1,7 +1,7 @@
 // The test harness: real nats-server processes and the real nats CLI, nothing mocked.
 export { repoRoot, toolPath, toolsBin } from "./binaries.ts";
 export { startServer } from "./server.ts";
-export { freePort, freeRun, portFree, startCluster } from "./cluster.ts";
+export { freePort, freeRun, portFree, replicatedInfo, startCluster } from "./cluster.ts";
 export { runNats, runNatsJson } from "./nats-cli.ts";
 export { waitFor } from "./wait.ts";
 export { startPostgres, postgresBin } from "./postgres.ts";

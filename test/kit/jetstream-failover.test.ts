@@ -14,7 +14,7 @@ import {
 } from "../../services/kit/index.ts";
 import { jetStreamAnswered, jetStreamChecked, jetStreamSilent, failoverDecision, lostMostPeers, type FailoverPacing, type FailureStreak } from "../../services/kit/internal.ts";
 import { waitForCluster } from "../../services/cli/nats-process.ts";
-import { freePort, startServer, startTcpProxy, waitFor, type NatsServer } from "../harness/index.ts";
+import { freePort, replicatedInfo, startServer, startTcpProxy, waitFor, type NatsServer } from "../harness/index.ts";
 
 const P = CONNECTION_POLICY;
 
@@ -143,10 +143,7 @@ describe("jetstream failover - on a real cluster", () => {
       const admin = await connectWithPolicy({ servers: b.url });
       const jsm = await jetstreamManager(admin);
       await jsm.streams.add({ name: "FAILOVER", subjects: ["failover.>"], num_replicas: 3 });
-      await waitFor(async () => {
-        const info = await jsm.streams.info("FAILOVER");
-        return info.cluster?.leader !== undefined && info.cluster.replicas?.length === 2 && info.cluster.replicas.every((r) => r.current);
-      }, { what: "FAILOVER to have a leader and two current followers", timeoutMs: 20_000 });
+      await replicatedInfo(jsm, "FAILOVER");
       await admin.close();
 
       const lines: string[] = [];

@@ -11,7 +11,7 @@ import { test } from "node:test";
 import { promisify } from "node:util";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connectWithPolicy, createLogger, createStreamPublisher, watchConnection, type PubAck } from "../../services/kit/index.ts";
-import { startCluster, toolPath, waitFor } from "../harness/index.ts";
+import { replicatedInfo, startCluster, toolPath, waitFor } from "../harness/index.ts";
 
 const GRACE_S = 25;
 
@@ -22,10 +22,7 @@ test("lame duck - a client on a node entering lame duck mode moves to another no
   const admin = await connectWithPolicy({ servers: b.url });
   const jsm = await jetstreamManager(admin);
   await jsm.streams.add({ name: "LDM", subjects: ["ldm.>"], num_replicas: 3 });
-  await waitFor(async () => {
-    const info = await jsm.streams.info("LDM");
-    return info.cluster?.leader !== undefined && info.cluster.replicas?.length === 2 && info.cluster.replicas.every((r) => r.current);
-  }, { what: "LDM to have a leader and two current followers", timeoutMs: 20_000 });
+  await replicatedInfo(jsm, "LDM");
 
   const lines: string[] = [];
   const log = createLogger({ name: "ldm-test", level: "info", pretty: false, destination: new Writable({ write(chunk, _enc, done) { lines.push(String(chunk)); done(); } }) });
