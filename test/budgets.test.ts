@@ -233,6 +233,23 @@ describe("flow budgets", () => {
     assert.equal((await mesh.messages("MESH_CAP", "mesh.cap.research.v1")).length, 1, "one task under pressure");
   });
 
+  test("budgets - a run refused on a remembered ledger state is decided again on what the ledger holds: another replica's settlement lowered it", async () => {
+    await using mesh = await startMesh();
+    // Two replicas of one capability: each its own view of the ledger, remembering what it wrote last.
+    const [a, b] = [await openFlowLedger(mesh.nc, "research", 1), await openFlowLedger(mesh.nc, "research", 1)];
+    const flow = `flow-${crypto.randomUUID()}`;
+    const budget = { cost: 15 };
+    const reserve = { cost: 10, tokens: 0 };
+    const first = { source: "test", id: "input-1" }, second = { source: "test", id: "input-2" };
+    assert.equal((await a.admit(flow, first, { budget, reserve, maxRuns: 0 })).admitted, true);
+    // Replica b settles the first run, which spent 1 of the 10 it reserved; a remembers 10 spent.
+    assert.equal((await b.admit(flow, first, { budget, reserve, maxRuns: 0 })).admitted, true, "admitted before: no second charge");
+    await b.settle(flow, first, { cost: 1, tokens: 0 });
+    const decided = await a.admit(flow, second, { budget, reserve, maxRuns: 0 });
+    assert.deepEqual(decided, { admitted: true, spent: { steps: 1, cost: 1, tokens: 0 }, remaining: { cost: 4 } });
+    assert.deepEqual(await a.totals(flow), { steps: 2, cost: 11, tokens: 0 });
+  });
+
   test("budgets - a malformed budget is refused before the handler; a flow without one never touches the ledger", async () => {
     await using mesh = await startMesh();
     const plan = fanOut(1);

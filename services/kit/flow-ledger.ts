@@ -43,8 +43,6 @@ export type LedgerBound = "steps" | "cost" | "tokens" | "maxEventsPerCapability"
 export type LedgerAdmission =
   | {
     readonly admitted: true;
-    /** The input was admitted before (a redelivery): nothing was charged now. */
-    readonly again: boolean;
     /** The flow's spend before this run. */
     readonly spent: FlowTotals;
     /** What the budget leaves after this run's reservation (only the bounds the budget has). */
@@ -163,7 +161,11 @@ export function admitUnforked(budget: FlowBudget, spent: FlowTotals, reserve: Sp
   const over = overBudget(budget, spent, reserve);
   if (over) return { admitted: false, ...over };
   const after = { steps: spent.steps + 1, cost: spent.cost + reserve.cost, tokens: spent.tokens + reserve.tokens };
-  return { admitted: true, again: false, spent, remaining: remainingOf(budget, after) };
+  return { admitted: true, spent, remaining: remainingOf(budget, after) };
+}
+
+function refusedOver(over: { bound: LedgerBound; detail: string } | undefined): LedgerAdmission | undefined {
+  return over && { admitted: false, ...over };
 }
 
 function remainingOf(budget: FlowBudget, spent: FlowTotals): FlowBudget {
@@ -267,24 +269,33 @@ export async function openFlowLedger(nc: NatsConnection, capability: string, maj
     const budgeted = isBounded(req.budget);
     // First run of the flow: nothing to read, the write expects nothing there.
     let state: FlowState | undefined = known.get(token) ?? (req.first ? { maxSeq: 0, records: new Map() } : undefined);
+    // A refusal is decided on what the ledger holds now, never on a remembered state: a settlement (a run that
+    // spent less than it reserved) or an operator's reset may have lowered it since, which no write of ours sees.
+    let fresh = false;
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-      if (state === undefined || (budgeted && Number.isNaN(state.maxSeq))) state = await readFlow(token);
+      if (state === undefined || (budgeted && Number.isNaN(state.maxSeq))) {
+        state = await readFlow(token);
+        fresh = true;
+      }
       const own = state.records.get(prefix);
       const spent = sum(state);
-      if (own?.runs[tag] !== undefined) return { admitted: true, again: true, spent, remaining: remainingOf(req.budget, spent) };
+      if (own?.runs[tag] !== undefined) return { admitted: true, spent, remaining: remainingOf(req.budget, spent) };
       const ownRuns = own === undefined ? 0 : Object.keys(own.runs).length;
-      if (req.maxRuns > 0 && ownRuns >= req.maxRuns) {
-        return { admitted: false, bound: "maxEventsPerCapability", detail: `already had ${ownRuns} events handled by ${capability}.v${major}` };
+      const refusal: LedgerAdmission | undefined = req.maxRuns > 0 && ownRuns >= req.maxRuns
+        ? { admitted: false, bound: "maxEventsPerCapability", detail: `already had ${ownRuns} events handled by ${capability}.v${major}` }
+        : budgeted ? refusedOver(overBudget(req.budget, spent, req.reserve)) : undefined;
+      if (refusal !== undefined) {
+        if (fresh) return refusal;
+        state = undefined;
+        continue;
       }
-      const over = budgeted ? overBudget(req.budget, spent, req.reserve) : undefined;
-      if (over) return { admitted: false, ...over };
       const runs = { ...own?.runs, [tag]: [req.reserve.cost, req.reserve.tokens] as const };
       try {
         // With a budget the whole flow is compared (no two runs take its last step); for the loop count alone, this key.
         const seq = await write(token, runs, budgeted ? { seq: state.maxSeq, flowWide: true } : { seq: own?.seq ?? 0, flowWide: false });
         remember(token, { maxSeq: budgeted ? seq : NaN, records: new Map(state.records).set(prefix, { seq, runs }) });
         const after = { steps: spent.steps + 1, cost: spent.cost + req.reserve.cost, tokens: spent.tokens + req.reserve.tokens };
-        return { admitted: true, again: false, spent, remaining: remainingOf(req.budget, after) };
+        return { admitted: true, spent, remaining: remainingOf(req.budget, after) };
       } catch (err) {
         // Anything but a lost compare-and-set fails this delivery (retried); a lost one: decide on what is there now.
         if (!isWrongRevision(err)) throw err;
