@@ -17,7 +17,7 @@
 // taken on; its id derives from the table revision it replaces, so two coordinator replicas make one decision.
 import type { KV } from "@nats-io/kv";
 import {
-  CausewayError, DecisionKind, ErrorCode, decisionSchema, KvBucket, LANES, StreamName, addControlEndpoint, decisionEvent, isConsumerNotFound, isWrongRevision,
+  CausewayError, DecisionKind, ErrorCode, decisionSchema, KvBucket, LANES, StreamName, addControlEndpoint, decisionEvent, ensureConsumer, isWrongRevision,
   MsgIdKind, PRIORITIES, laneDurable, msgId, openMeshBucket, parseRouteTable, publishDecision, routeKey, watchRouteTables, type Lane, type RolloutPlan, type RouteTable,
 } from "../kit/index.ts";
 import {
@@ -154,11 +154,7 @@ export async function start(deps: CoordinatorDeps & { readonly health: HealthVie
   const ensureLane = async (ref: string, lane: Lane) => {
     const cap = capabilityOf(ref);
     for (const priority of PRIORITIES) {
-      const config = layout.laneConsumer(cap.name, cap.major, lane, priority);
-      await deps.jsm.consumers.info(StreamName.Cap, config.durable_name!).catch(async (err: unknown) => {
-        if (!isConsumerNotFound(err)) throw err;
-        await deps.jsm.consumers.add(StreamName.Cap, config);
-      });
+      await ensureConsumer(deps.jsm, StreamName.Cap, layout.laneConsumer(cap.name, cap.major, lane, priority));
     }
   };
   const lanesWithout = (table: RouteTable, drop: string) => Object.fromEntries(Object.entries(table.lanes).filter(([v]) => v !== drop));

@@ -17,7 +17,7 @@ import type { MsgHdrs } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import {
   type Router,
-  ErrorCode, GATEWAY_MARK_PREFIX, MAX_ATTRIBUTE_BYTES, MsgIdKind, NatsBinding, QuarantineReason, StreamPublishError, WRONG_LAST_SEQUENCE, binaryHeaderBytes,
+  ErrorCode, GATEWAY_MARK_PREFIX, MAX_ATTRIBUTE_BYTES, MsgIdKind, NatsBinding, QuarantineReason, StreamPublishError, binaryHeaderBytes, isWrongRevision,
   msgId, priorityOf, type CloudEvent, type MsgIdOwner, type PriorityValue, type StreamPublisher,
 } from "../kit/index.ts";
 import { IngestError, type Accepted } from "./outcome.ts";
@@ -137,7 +137,7 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, maxPayl
         // A KV create: stored only when the key holds nothing.
         await batch(() => publisher.publish(`$KV.${bucket}.${markKey}`, markBody, { expectedLastSubjectSequence: 0 }));
       } catch (err) {
-        if (!(err instanceof StreamPublishError && err.errCode === WRONG_LAST_SEQUENCE)) throw err;
+        if (!isWrongRevision(err)) throw err;
         const mark = await kv.get(markKey);
         if (mark === null) throw err;
         if (mark.operation === "PUT") {

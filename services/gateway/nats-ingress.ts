@@ -5,9 +5,9 @@
 // (quarantined, or terminated for the coordinator to keep), what is over the rate or shed by backpressure waits in
 // the stream, what is over its tenant's quota is kept in quarantine (admission.ts).
 // Requests, answered synchronously and not stored, take the gateway's request endpoint instead (nats-requests.ts).
-import { jetstreamManager, type ConsumerConfig, type JsMsg } from "@nats-io/jetstream";
+import { jetstreamManager, type JsMsg } from "@nats-io/jetstream";
 import {
-  ConfigError, ErrorCode, NatsBinding, QuarantineReason, STRUCTURED_MARGIN_BYTES, StreamName, consumeDurable, isConsumerNotFound, quarantine, type CloudEvent,
+  ConfigError, ErrorCode, NatsBinding, QuarantineReason, STRUCTURED_MARGIN_BYTES, StreamName, consumeDurable, ensureConsumer, quarantine, type CloudEvent,
   type DurableConsumer, type MeshLayout,
 } from "../kit/index.ts";
 import type { IngressDeps } from "./ingress.ts";
@@ -35,10 +35,7 @@ export async function startNatsIngress(deps: NatsIngressDeps): Promise<NatsIngre
     throw new ConfigError(ErrorCode.Config, `CAUSEWAY_MAX_DATA_BYTES ${deps.config.maxDataBytes} + ${STRUCTURED_MARGIN_BYTES} bytes for a structured event's attributes is ${largest} bytes, more than ${StreamName.Ingest}'s max_msg_size of ${maxMsgSize}: lower CAUSEWAY_MAX_DATA_BYTES or raise max_msg_size in streams/${StreamName.Ingest}.json`);
   }
   const durable = deps.layout.durableOf(deps.principal, StreamName.Ingest);
-  await jsm.consumers.info(StreamName.Ingest, durable).catch((err: unknown) => {
-    if (!isConsumerNotFound(err)) throw err; // a timeout or a refusal is not "missing": say what it is
-    return jsm.consumers.add(StreamName.Ingest, deps.layout.durable(StreamName.Ingest, durable) as ConsumerConfig);
-  });
+  await ensureConsumer(jsm, StreamName.Ingest, deps.layout.durable(StreamName.Ingest, durable));
   return consumeDurable(deps.nc, {
     stream: StreamName.Ingest, durable, concurrency: deps.config.concurrency, log: deps.log,
     handler: (msg) => settle(deps, msg),

@@ -26,7 +26,7 @@ import type { SigningKey } from "./keys.ts";
 import { createLogger, eventLogger } from "./log.ts";
 import { KvBucket } from "./buckets.ts";
 import { consumeDurable, type DurableConsumer } from "./consumer.ts";
-import { isConsumerExists, isConsumerNotFound } from "./jetstream-errors.ts";
+import { ensureConsumer } from "./jetstream-errors.ts";
 import { defaultLayout, type MeshLayout } from "./layout.ts";
 import type { FactRef } from "./principals.ts";
 import { HANDLER_DURATION_BOUNDARIES_MS, createAgentMetrics, handlerDurationBucket } from "./metrics.ts";
@@ -157,18 +157,10 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     const jsm = await jetstreamManager(nc);
     /** Binds to (or creates, paused during a pause) one durable of this agent, and reads what its deliveries follow. */
     const openInlet = async (stream: string, config: ConsumerConfig, inputs: AcceptedInputs, fact?: FactRef): Promise<Inlet> => {
-      const durable = config.durable_name!;
-      const info = await jsm.consumers.info(stream, durable).catch(async (err: unknown) => {
-        if (!isConsumerNotFound(err)) throw err;
-        const pausedNow = switches.isPaused(switchSubject);
-        // Replicas starting together race to create a durable: the loser uses the one the winner made.
-        return jsm.consumers.add(stream, pausedNow ? { ...config, pause_until: pausedNow.expires_at ?? PAUSED_UNTIL_RESUMED } : config).catch((e: unknown) => {
-          if (!isConsumerExists(e)) throw e;
-          return jsm.consumers.info(stream, durable);
-        });
-      });
+      const pausedNow = switches.isPaused(switchSubject);
+      const info = await ensureConsumer(jsm, stream, config, pausedNow ? { ...config, pause_until: pausedNow.expires_at ?? PAUSED_UNTIL_RESUMED } : config);
       return {
-        stream, durable, subject: config.filter_subject!, inputs, info, ...(fact && { fact }),
+        stream, durable: config.durable_name!, subject: config.filter_subject!, inputs, info, ...(fact && { fact }),
         // The stream's duplicate window: an input stored later than its signed time plus this may be a replay that
         // JetStream no longer recognizes, and only such an input is looked up in the processed set.
         duplicateWindowMs: ((await jsm.streams.info(stream)).config.duplicate_window ?? 120e9) / 1e6,
@@ -411,10 +403,15 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
             else if (total.steps > 0) await (await ledger()).flush(flow, verified, total);
           }
           // 8. publish every output and wait for JetStream's acknowledgements; a ledger-charged run's spend is settled
-          // meanwhile (a write only when it differs from the reservation).
+          // meanwhile (a write only when it differs from the reservation). A settlement that fails does not fail the
+          // run: a retry would run the handler (and spend) again; the reservation stays charged instead.
           await Promise.all([
             publishOutputs(verified, emits, startedAt, span, { spent, wrapUp: wrapUp?.bound, carry: nextCarry }),
-            !unforked && admission?.admitted && spent !== undefined ? ledger().then((l) => l.settle(flow, verified, spent)) : undefined,
+            !unforked && admission?.admitted && spent !== undefined
+              ? ledger().then((l) => l.settle(flow, verified, spent)).catch((err: unknown) => {
+                log().warn({ err, reserved: reserve, spent }, "the run's spend could not be settled in the flow ledger: its reservation stays charged");
+              })
+              : undefined,
           ]);
         } catch (err) {
           // A handler that throws reports it did not complete: the claim goes back so a retry may run it.

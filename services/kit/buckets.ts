@@ -2,10 +2,10 @@
 // apply`, `causeway up`, the demo, test fixtures: all through ensureMeshBuckets; the trust bucket through
 // `causeway trust seed`, which also fills it). Services open them with openMeshBucket and never create one,
 // so a typo or a missing step fails loudly instead of conjuring a bucket with the wrong settings.
-import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { ConfigError, ErrorCode, NotReadyError, permissionDenied } from "./errors.ts";
+import { isStreamNotFound } from "./jetstream-errors.ts";
 
 /** The KV buckets of the mesh, by name. */
 export const KvBucket = {
@@ -105,7 +105,7 @@ export async function openMeshBucket(nc: NatsConnection, name: KvBucketValue | s
   const createdBy = Object.hasOwn(MESH_BUCKETS, name) ? MESH_BUCKETS[name as KvBucketValue].createdBy : STREAMS_APPLY;
   const kv = await new Kvm(nc).open(name);
   await kv.status().catch((err: unknown) => {
-    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
+    if (isStreamNotFound(err)) {
       throw new NotReadyError(ErrorCode.Config, `KV bucket ${name} (${what}) does not exist: services never create buckets; run \`${createdBy}\` to create it`, { cause: err });
     }
     throw permissionDenied(err, `opening KV bucket ${name}`) ?? err;

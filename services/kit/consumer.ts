@@ -17,7 +17,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { jetStreamHealth } from "./connect.ts";
 import { CausewayError, ErrorCode, NotReadyError } from "./errors.ts";
-import { isConsumerNotFound } from "./jetstream-errors.ts";
+import { isConsumerNotFound, isStreamNotFound } from "./jetstream-errors.ts";
 import { isNotReady, isTransient, transientRetryDelayMs } from "./transient.ts";
 
 /** One of several durables served together, with its weight (read at every pick: a live file may change it). */
@@ -285,7 +285,7 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
   const pullFailed = async (s: Source, err: unknown) => {
     healthOf.get(s)!.silent(performance.now());
     // Gone (the consumer or its stream deleted, the connection closed) is reported; anything else is pulled again shortly.
-    const gone = nc.isClosed() || (await s.consumer.info().then(() => false, (e: unknown) => isConsumerNotFound(e) || isStreamMissing(e)));
+    const gone = nc.isClosed() || (await s.consumer.info().then(() => false, (e: unknown) => isConsumerNotFound(e) || isStreamNotFound(e)));
     if (stopping) return;
     if (gone) return ended(s, err);
     log.warn({ err, stream, consumer: s.durable, retryInMs: PULL_RETRY_MS }, "pulling failed; pulling again");
@@ -358,7 +358,3 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
   };
 }
 
-/** True for JetStream's "stream not found" (a consumer's stream deleted). */
-function isStreamMissing(err: unknown): boolean {
-  return /stream not found/i.test((err as Error)?.message ?? "");
-}

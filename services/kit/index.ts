@@ -53,7 +53,7 @@ export { STARTED_MESSAGE, announceStarted, detachFromSupervisor, isStartedMessag
 export type { StartedMessage } from "./supervision.ts";
 export type { ServiceContext, ServiceProcessOptions, StartedService } from "./service-process.ts";
 export { consumeDurable } from "./consumer.ts";
-export { isConsumerNotFound, isWrongRevision } from "./jetstream-errors.ts";
+export { ensureConsumer, isConsumerNotFound, isStreamNotFound, isWrongRevision } from "./jetstream-errors.ts";
 export type { ConsumeOptions, DurableConsumer, WeightedDurable } from "./consumer.ts";
 export { drainSignal, untilStop } from "./signals.ts";
 export {
@@ -101,7 +101,7 @@ export { readStream } from "./stream-read.ts";
 export { bearerMatcher, devTokenPath, ensureTokenFile, isTokenDigest, tokenDigestHex } from "./bearer.ts";
 
 // Publishing to streams with many acks in flight (one inbox subscription, not one request per message)
-export { PUBLISH_ACK_TIMEOUT_MS, StreamPublishError, WRONG_LAST_SEQUENCE, createStreamPublisher } from "./stream-publisher.ts";
+export { PUBLISH_ACK_TIMEOUT_MS, StreamPublishError, createStreamPublisher } from "./stream-publisher.ts";
 export type { PubAck, StreamPublishOptions, StreamPublisher } from "./stream-publisher.ts";
 
 // Message ids: namespaced by their publisher, tagged with its key; a duplicate ack confirmed before it counts

@@ -1,6 +1,11 @@
 // The JetStream API errors services tell apart, named once.
-import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import { JetStreamApiCodes, JetStreamApiError, type ConsumerConfig, type ConsumerInfo, type JetStreamManager } from "@nats-io/jetstream";
 import { StreamPublishError } from "./stream-publisher.ts";
+
+/** A stream (or KV bucket) that does not exist: never created, or deleted. */
+export function isStreamNotFound(err: unknown): boolean {
+  return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound;
+}
 
 /** A consumer that does not exist (so it may be created). */
 export function isConsumerNotFound(err: unknown): boolean {
@@ -22,4 +27,20 @@ export function isConsumerExists(err: unknown): boolean {
 export function isWrongRevision(err: unknown): boolean {
   const code = err instanceof JetStreamApiError ? err.code : err instanceof StreamPublishError ? err.errCode : undefined;
   return code === JetStreamApiCodes.StreamWrongLastSequence || code === JetStreamApiCodes.StreamWrongLastSequenceUnknown;
+}
+
+/**
+ * The durable `config.durable_name` of `stream`: as it is when it exists, else created with `config` (`create`
+ * may adjust it, e.g. paused). Services starting together race to create a durable: the loser of the create
+ * reads the one the winner made. Anything but "not found" is the answer (a timeout or a refusal is no "missing").
+ */
+export async function ensureConsumer(jsm: JetStreamManager, stream: string, config: Partial<ConsumerConfig>, create: Partial<ConsumerConfig> = config): Promise<ConsumerInfo> {
+  const durable = config.durable_name!;
+  return jsm.consumers.info(stream, durable).catch(async (err: unknown) => {
+    if (!isConsumerNotFound(err)) throw err;
+    return jsm.consumers.add(stream, create).catch((e: unknown) => {
+      if (!isConsumerExists(e)) throw e;
+      return jsm.consumers.info(stream, durable);
+    });
+  });
 }

@@ -1,10 +1,10 @@
 // Following a KV bucket live: open it, apply every entry present when the watch began, resolve once that
 // initial state is complete (or fail after a timeout), then keep applying changes. Shared by the trust store
 // and the kill switches, which differ only in what they do with an entry.
-import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import { KvWatchInclude, Kvm, type KV, type KvStatus, type KvWatchEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ConfigError, ErrorCode, NotReadyError, permissionDenied, type CausewayError } from "./errors.ts";
+import { isStreamNotFound } from "./jetstream-errors.ts";
 
 /** What {@link followBucket} needs. */
 export interface FollowOptions {
@@ -34,7 +34,7 @@ export interface FollowOptions {
 export async function openExistingBucket(nc: NatsConnection, bucket: string, what: string, createdBy: string): Promise<{ kv: KV; status: KvStatus }> {
   const kv = await new Kvm(nc).open(bucket);
   const status = await kv.status().catch((err: unknown) => {
-    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
+    if (isStreamNotFound(err)) {
       throw new NotReadyError(ErrorCode.Config, `${what} bucket ${bucket} does not exist: run \`${createdBy}\` to create it`, { cause: err });
     }
     throw permissionDenied(err, `reading ${what} ${bucket}`) ?? err;
@@ -121,7 +121,7 @@ export async function followBucket(nc: NatsConnection, opts: FollowOptions): Pro
     kv.status().then((now) => {
       if (now.streamInfo.created !== created) loseIt("was deleted and created again");
     }, (err: unknown) => {
-      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) loseIt("was deleted");
+      if (isStreamNotFound(err)) loseIt("was deleted");
       // anything else (a timeout, a reconnect) is transient: checked again next time
     }).finally(() => { checking = false; });
   }, opts.checkMs ?? 5_000);

@@ -34,9 +34,6 @@ export class StreamPublishError extends Error {
   }
 }
 
-/** JetStream's err_code when a `Nats-Expected-Last-Subject-Sequence` check fails (a KV create that finds the key). */
-export const WRONG_LAST_SEQUENCE = 10071;
-
 /** Options of a publish. */
 export interface StreamPublishOptions {
   readonly headers?: MsgHdrs;

@@ -2,11 +2,11 @@
 // deduplication, KV-style create-only publishes, and every way a publish can fail with a reason.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { JetStreamApiCodes, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, headers } from "@nats-io/transport-node";
 import { startServer } from "../harness/index.ts";
-import { StreamPublishError, WRONG_LAST_SEQUENCE, createStreamPublisher } from "../../services/kit/index.ts";
+import { StreamPublishError, createStreamPublisher } from "../../services/kit/index.ts";
 
 test("stream publisher - acks, duplicates, create-only, and each failure with its reason", async (t) => {
   await using server = await startServer();
@@ -36,11 +36,11 @@ test("stream publisher - acks, duplicates, create-only, and each failure with it
     assert.equal((await jsm.streams.info("WORK")).state.messages, 500);
   });
 
-  await t.test("create-only: the second publish to a subject fails with WRONG_LAST_SEQUENCE", async () => {
+  await t.test("create-only: the second publish to a subject fails with JetStream's wrong last sequence (10071)", async () => {
     await publisher.publish("work.mark.k1", "first", { expectedLastSubjectSequence: 0 });
     const err = await publisher.publish("work.mark.k1", "second", { expectedLastSubjectSequence: 0 }).then(() => undefined, (e: unknown) => e);
     assert.ok(err instanceof StreamPublishError);
-    assert.equal(err.errCode, WRONG_LAST_SEQUENCE);
+    assert.equal(err.errCode, JetStreamApiCodes.StreamWrongLastSequence);
     assert.match(err.message, /wrong last sequence/);
   });
 

@@ -5,6 +5,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { MESH_BUCKETS, STREAMS_APPLY, type BucketSpec } from "../buckets.ts";
+import { isStreamNotFound } from "../jetstream-errors.ts";
 
 /** Options for {@link ensureMeshBuckets}. */
 export interface EnsureBucketsOptions {
@@ -29,15 +30,19 @@ export async function ensureMeshBuckets(nc: NatsConnection, opts: EnsureBucketsO
   const created: string[] = [], raised: string[] = [];
   for (const b of Object.values(opts.buckets ?? MESH_BUCKETS).filter((b) => b.createdBy === STREAMS_APPLY)) {
     const kv = await kvm.open(b.name);
-    const status = await kv.status().catch(() => undefined);
+    // Only a bucket that does not exist is created: any other failure (permissions, a timeout) is the answer.
+    const status = await kv.status().catch((err: unknown) => {
+      if (isStreamNotFound(err)) return undefined;
+      throw err;
+    });
     if (status === undefined) {
       await createMeshBucket(kvm, b, replicas);
       created.push(b.name);
       continue;
     }
-    const info = await jsm.streams.info(status.streamInfo.config.name);
-    if ((info.config.num_replicas ?? 1) < replicas) {
-      await jsm.streams.update(info.config.name, { ...info.config, num_replicas: replicas });
+    const config = status.streamInfo.config;
+    if ((config.num_replicas ?? 1) < replicas) {
+      await jsm.streams.update(config.name, { ...config, num_replicas: replicas });
       raised.push(b.name);
     }
   }
