@@ -194,6 +194,25 @@ describe("admission", () => {
     }
   });
 
+  test("quotas - charges arriving at once count ahead once, not once each: a process never holds more than a sixteenth of what was left", async () => {
+    await using server = await startServer();
+    const nc = await connect({ servers: server.url });
+    try {
+      const spec = MESH_BUCKETS[KvBucket.Quotas];
+      const kv = await new Kvm(nc).create(spec.name, { history: spec.history, ttl: spec.ttlMs });
+      const big = parseTenants({ tenants: { big: { description: "a large quota", quotas: { period: "hour", flows: 1000 }, weight: 1 } } }, "big.json").get("big")!;
+      const counter = quotaCounter(kv);
+      const now = Date.now();
+      // 50 charges at once: they share compare-and-sets; only one of them may count ahead.
+      const results = await Promise.all(Array.from({ length: 50 }, () => counter.charge(big, { flows: 1, cost: 0 }, now)));
+      assert.ok(results.every((r) => r.admitted));
+      const counted = (await kv.get(quotaKey("big", periodOf("hour", now).start)))!.json<{ flows: number }>().flows;
+      assert.ok(counted >= 50 && counted <= 50 + Math.floor((1000 - 1) / 16), `counted ${counted}: the 50 charged and at most one sixteenth ahead`);
+    } finally {
+      await nc.close();
+    }
+  });
+
   test("quotas - over quota: 429 CW_ERR_QUOTA_EXCEEDED naming the quota, use, limit and reset, Retry-After until the reset; released flows are refunded; refusals are summed up in one signed decision per tenant", async () => {
     const use = { flows: 0, cost: 0 };
     const period = periodOf("hour", Date.now());

@@ -191,8 +191,12 @@ const AHEAD_MAX_FLOWS = 64;
 
 /** Counters over an open causeway_quotas bucket. */
 export function quotaCounter(kv: KV): QuotaCounter {
-  // What this process counted ahead and has not used yet, by quota key (one per tenant and period).
-  const allowances = new Map<string, QuotaUse>();
+  // What this process counted ahead and has not used yet, by tenant: for its quota key (the tenant and period) —
+  // one entry per tenant, replaced when a period ends.
+  const allowances = new Map<string, QuotaUse & { readonly key: string }>();
+  // Quota keys with a charge under way that may count ahead: one at a time per key, so charges batched on one
+  // compare-and-set do not each count a share ahead (together far more than a sixteenth of what was left).
+  const reserving = new Set<string>();
   const cells: CasCells<QuotaUse> = casCells<QuotaUse>(kv, {
     decode: (entry) => {
       const v = entry.json() as Partial<QuotaUse>;
@@ -208,9 +212,9 @@ export function quotaCounter(kv: KV): QuotaCounter {
       if (quotas === undefined) return { admitted: true, use: ZERO, period: { start: now, end: now }, refund: () => Promise.resolve() };
       const period = periodOf(quotas.period, now);
       const key = quotaKey(tenant.name, period.start);
-      const give = (part: QuotaUse) => {
-        const held = allowances.get(key) ?? ZERO;
-        allowances.set(key, { flows: held.flows + part.flows, cost: held.cost + part.cost });
+      const heldNow = () => {
+        const held = allowances.get(tenant.name);
+        return held?.key === key ? held : ZERO;
       };
       // A refund (a flow that turned out a duplicate, or failed to publish) is taken back in the bucket, where every
       // process sees it.
@@ -218,11 +222,13 @@ export function quotaCounter(kv: KV): QuotaCounter {
         const use = current ?? ZERO;
         return { next: { flows: Math.max(0, use.flows - part.flows), cost: Math.max(0, use.cost - part.cost) }, result: undefined };
       });
-      const held = allowances.get(key);
-      if (held !== undefined && held.flows >= charge.flows && held.cost >= charge.cost) {
-        allowances.set(key, { flows: held.flows - charge.flows, cost: held.cost - charge.cost });
+      const held = heldNow();
+      if (held.flows >= charge.flows && held.cost >= charge.cost) {
+        allowances.set(tenant.name, { key, flows: held.flows - charge.flows, cost: held.cost - charge.cost });
         return { admitted: true, use: charge, period, refund: (part = charge) => refundTo(part) };
       }
+      const mayCountAhead = !reserving.has(key);
+      if (mayCountAhead) reserving.add(key);
       type Decided = { readonly admitted: true; readonly use: QuotaUse; readonly ahead: QuotaUse } | QuotaRefusal;
       const outcome = await cells.update<Decided>(key, (current) => {
         const use = current ?? ZERO;
@@ -239,12 +245,17 @@ export function quotaCounter(kv: KV): QuotaCounter {
         const perFlow = charge.flows > 0 ? Math.ceil(charge.cost / charge.flows) : 0;
         const leftCost = quotas.cost === undefined ? Infinity : quotas.cost - use.cost - charge.cost;
         const cost = Math.min(flows * perFlow, Math.floor(leftCost / AHEAD_SHARE));
-        const ahead = flows > 0 && (perFlow === 0 || cost >= perFlow) ? { flows, cost } : ZERO;
+        const ahead = mayCountAhead && flows > 0 && (perFlow === 0 || cost >= perFlow) ? { flows, cost } : ZERO;
         const next = { flows: use.flows + charge.flows + ahead.flows, cost: use.cost + charge.cost + ahead.cost };
         return { next, result: { admitted: true, use: next, ahead } };
+      }).finally(() => {
+        if (mayCountAhead) reserving.delete(key);
       });
       if (!outcome.admitted) return outcome;
-      if (outcome.ahead.flows > 0) give(outcome.ahead);
+      if (outcome.ahead.flows > 0) {
+        const now = heldNow();
+        allowances.set(tenant.name, { key, flows: now.flows + outcome.ahead.flows, cost: now.cost + outcome.ahead.cost });
+      }
       return { admitted: true, use: outcome.use, period, refund: (part = charge) => refundTo(part) };
     },
     async use(tenant, now = Date.now()) {
