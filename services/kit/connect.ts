@@ -203,7 +203,7 @@ export function jetStreamHealth(nc: NatsConnection, what: string): JetStreamHeal
       const urls = { peak: f.peakUrls, now: advertisedUrls(nc) };
       void failoverDecision(urls.peak, urls.now, () => reachesMetaLeader(nc)).then((decision) => {
         f.probing = false;
-        if (decision === "stay") {
+        if (!decision.move) {
           // An election somewhere (a stream's, a consumer's, the meta group's): every server would answer the
           // same, so moving would gain nothing.
           const waitMs = jetStreamChecked(streak, f, "stayed", performance.now());
@@ -215,7 +215,7 @@ export function jetStreamHealth(nc: NatsConnection, what: string): JetStreamHeal
         const waitMs = jetStreamChecked(streak, f, "moved", performance.now());
         stayLogged = false;
         log.warn({ server, client: what, silentForMs: due.silentForMs, otherServers: others, noFailoverForMs: waitMs, advertisedUrls: urls },
-          `JetStream has not answered ${what} for ${silentFor} on ${server}, which answers pings but ${lostMostPeers(urls.peak, urls.now) ? "lost its routes to most of its peers" : "reaches no JetStream meta leader"} (cut off from its cluster?): moving to another server`);
+          `JetStream has not answered ${what} for ${silentFor} on ${server}, which answers pings but ${decision.why} (cut off from its cluster?): moving to another server`);
         f.avoid = server;
         f.leaving = "its JetStream does not answer";
         nc.reconnect().catch(() => undefined); // closed or draining: nothing to move
@@ -265,11 +265,14 @@ export function lostMostPeers(peak: number, now: number): boolean {
  * - it reaches none while still routed to every peer it had: the whole cluster is electing a meta leader (after
  *   a partition heals, a rejoining node's higher Raft term makes the leaders step down): stay; otherwise move.
  */
-export async function failoverDecision(peak: number, now: number, reachesMetaLeader: () => Promise<boolean>): Promise<"stay" | "move"> {
-  if (lostMostPeers(peak, now)) return "move";
-  if (await reachesMetaLeader()) return "stay";
-  return peak > 1 && now >= peak ? "stay" : "move";
+export async function failoverDecision(peak: number, now: number, reachesMetaLeader: () => Promise<boolean>): Promise<FailoverDecision> {
+  if (lostMostPeers(peak, now)) return { move: true, why: "lost its routes to most of its peers" };
+  if (await reachesMetaLeader()) return { move: false };
+  return peak > 1 && now >= peak ? { move: false } : { move: true, why: "reaches no JetStream meta leader" };
 }
+
+/** What {@link failoverDecision} decided, and why a move. */
+export type FailoverDecision = { readonly move: false } | { readonly move: true; readonly why: string };
 
 /**
  * Whether the server `nc` is on reaches the JetStream meta leader: in a cluster only the meta leader answers an
@@ -536,6 +539,7 @@ export function watchConnection(nc: NatsConnection, log: Logger, opts: { quiet?:
           if (forced) log.info({ server: s.server }, `left the NATS server (${failover?.leaving ?? "asked to"}); reconnecting to another server of the list`);
           else log.warn({ server: s.server }, "disconnected from NATS; reconnecting (to any server of the list)");
           forced = false;
+          if (failover !== undefined) failover.leaving = undefined;
           break;
         case "reconnecting":
           attempts++;

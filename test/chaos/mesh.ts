@@ -65,7 +65,7 @@ export interface ChaosMesh extends AsyncDisposable {
   /** The pid of node i (1-based) while its pid file names a running process. */
   nodePid(i: number): number | undefined;
   /** `nats-server --signal <signal>=<pid>` for node i (the operator's way to put a node in lame duck mode). */
-  signalNode(i: number, signal: "ldm" | "reload"): Promise<{ code: number; stderr: string }>;
+  signalNode(i: number, signal: "ldm"): Promise<{ code: number; stderr: string }>;
   /** Starts node i again from its config and store (as `up --cluster` does), without waiting for the cluster. */
   startNode(i: number): Promise<void>;
   /** Resolves once the nodes form one JetStream cluster again. */

@@ -61,14 +61,14 @@ describe("jetstream failover - the rules", () => {
   test("jetstream failover - the decision: a server cut off from most of its peers is left even when it answers as meta leader; an election anywhere is stayed through", async () => {
     const asked: string[] = [];
     const meta = (reached: boolean, what: string) => async () => { asked.push(what); return reached; };
-    assert.equal(await failoverDecision(3, 1, meta(true, "cut-off meta leader")), "move", "a cut-off meta leader answers as one");
+    assert.deepEqual(await failoverDecision(3, 1, meta(true, "cut-off meta leader")), { move: true, why: "lost its routes to most of its peers" }, "a cut-off meta leader answers as one");
     assert.deepEqual(asked, [], "lost routes decide without asking");
-    assert.equal(await failoverDecision(3, 3, meta(true, "stream election")), "stay", "a stream's or consumer's election");
-    assert.equal(await failoverDecision(3, 3, meta(false, "meta election")), "stay", "every route up, no meta leader: the whole cluster elects one");
-    assert.equal(await failoverDecision(3, 2, meta(false, "one route lost")), "move", "a route lost and no meta leader");
-    assert.equal(await failoverDecision(3, 2, meta(true, "one route lost, leader reached")), "stay");
-    assert.equal(await failoverDecision(1, 1, meta(false, "advertised nothing of a cluster")), "move", "a server that never advertised a peer: the meta leader decides");
-    assert.equal(await failoverDecision(0, 0, meta(true, "no_advertise")), "stay");
+    assert.deepEqual(await failoverDecision(3, 3, meta(true, "stream election")), { move: false }, "a stream's or consumer's election");
+    assert.deepEqual(await failoverDecision(3, 3, meta(false, "meta election")), { move: false }, "every route up, no meta leader: the whole cluster elects one");
+    assert.deepEqual(await failoverDecision(3, 2, meta(false, "one route lost")), { move: true, why: "reaches no JetStream meta leader" }, "a route lost and no meta leader");
+    assert.deepEqual(await failoverDecision(3, 2, meta(true, "one route lost, leader reached")), { move: false });
+    assert.deepEqual(await failoverDecision(1, 1, meta(false, "advertised nothing of a cluster")), { move: true, why: "reaches no JetStream meta leader" }, "a server that never advertised a peer: the meta leader decides");
+    assert.deepEqual(await failoverDecision(0, 0, meta(true, "no_advertise")), { move: false });
   });
 
   test("jetstream failover - a check that finds the meta leader (an election somewhere) is repeated every recheck interval while the failures go on, and a later check may move", () => {

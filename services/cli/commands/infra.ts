@@ -334,9 +334,9 @@ export function renderAccounts(principals: Principals, publicKeys: Readonly<Reco
 }
 
 /** Lame duck mode of every Causeway server (renderServerConfig). */
-export const LAME_DUCK = Object.freeze({ gracePeriod: "2s", duration: "30s" });
+const LAME_DUCK = Object.freeze({ gracePeriod: "2s", duration: "30s" });
 /** Route pings of every cluster node (renderServerConfig). */
-export const ROUTE_PINGS = Object.freeze({ interval: "1s", max: 3 });
+const ROUTE_PINGS = Object.freeze({ interval: "1s", max: 3 });
 
 /** A complete single-node development config around an accounts fragment. */
 export function renderDevConfig(accountsText: string, opts: { dataDir: string }): string {
