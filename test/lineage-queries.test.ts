@@ -7,6 +7,7 @@ import type { EventStep } from "../services/lineage/queries.ts";
 import { FLOW_CONTEXT, ms, populate, referenceFlow, RUN_SPEND, T0, tempStore, type FixtureEvent, type FlowFixture } from "./lineage-flow-fixture.ts";
 import { lineageStoreKinds, type LineageStoreKind } from "./lineage-stores.ts";
 import type { LineageStore } from "../services/lineage/store.ts";
+import { renderTrace } from "../services/cli/lineage-render.ts";
 import { ErrorCode, isCausewayError } from "../services/kit/index.ts";
 
 async function setup(t: TestContext, kind: LineageStoreKind): Promise<{ store: LineageStore; flow: FlowFixture }> {
@@ -220,7 +221,7 @@ for (const kind of lineageStoreKinds) {
         cost, tokens, runs: 8, priority: "critical",
         budget: { cost: Number(FLOW_CONTEXT.budgetcost), tokens: Number(FLOW_CONTEXT.budgettokens), steps: Number(FLOW_CONTEXT.budgetsteps) },
         remaining: { cost: Number(FLOW_CONTEXT.budgetcost) - cost, tokens: Number(FLOW_CONTEXT.budgettokens) - tokens, steps: Number(FLOW_CONTEXT.budgetsteps) - 8 },
-        contextFrom: flow.request.id, unverified: 1, otherContext: [], refusedForBudget: 0,
+        contextFrom: flow.request.id, unverified: 1, otherContext: [], refusedForBudget: 0, malformedSpend: [],
       });
       assert.deepEqual([cost, tokens], [129, 3900]);
     });
@@ -239,6 +240,25 @@ for (const kind of lineageStoreKinds) {
       assert.deepEqual(spend.otherContext, [flow.released.id]);
       assert.equal(spend.priority, "critical");
       assert.equal(spend.budget!.cost, Number(FLOW_CONTEXT.budgetcost));
+    });
+
+    test("trace - a verified run output with a malformed signed spend is named, and its run counted with nothing spent", async (t) => {
+      const store = await tempStore(t, kind);
+      const flow = referenceFlow();
+      const complete = await (async () => {
+        const s = await tempStore(t, kind);
+        await populate(s, flow.contents);
+        return (await trace(s, flow.correlationId)).spend;
+      })();
+      // The publisher signed a spend that is no count.
+      const contents = flow.contents.map((c) => (c.attributes?.id !== flow.released.id ? c : { ...c, attributes: { ...c.attributes, spentcost: "lots" } }));
+      await populate(store, contents);
+      const answer = await trace(store, flow.correlationId);
+      assert.deepEqual(answer.spend.malformedSpend, [flow.released.id]);
+      assert.equal(answer.spend.runs, complete.runs, "the run still counts");
+      const released = answer.nodes.find((n) => n.id === flow.released.id)!;
+      assert.equal(released.spent, null);
+      assert.match(renderTrace(answer), new RegExp(`counted as nothing: the spend of 1 run whose signed spend is malformed \\(`));
     });
 
     test("trace - an unknown correlation id fails with CW_ERR_LINEAGE_NOT_FOUND; a non-root event id names its flow", async (t) => {

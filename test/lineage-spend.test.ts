@@ -136,7 +136,7 @@ describe("lineage spend", () => {
     assert.deepEqual(answer.spend, {
       cost: expected.cost, tokens: expected.tokens, runs: expected.runs, priority: "critical",
       budget: { cost: 1000, tokens: 200000, steps: 64 }, remaining: { cost: 875, tokens: 196100, steps: 60 },
-      contextFrom: root.id, unverified: 1, otherContext: [], refusedForBudget: 0,
+      contextFrom: root.id, unverified: 1, otherContext: [], refusedForBudget: 0, malformedSpend: [],
     });
     // The flow ledger, kept by the runtime before and after each run, agrees: every run here emitted something.
     assert.deepEqual(await ledger.totals(flow), { steps: 4, cost: 125, tokens: 3900 });
@@ -186,7 +186,7 @@ describe("lineage spend", () => {
     const answer = await trace(store, flow);
     assert.deepEqual(answer.spend, {
       cost: 20, tokens: 0, runs: 3, priority: "normal", budget: { cost: 100, steps: 3 }, remaining: { cost: 80, steps: 0 },
-      contextFrom: root.id, unverified: 0, otherContext: [], refusedForBudget: 1,
+      contextFrom: root.id, unverified: 0, otherContext: [], refusedForBudget: 1, malformedSpend: [],
     });
     assert.deepEqual(await ledger.totals(flow), { steps: 3, cost: 20, tokens: 0 });
     const refused = answer.nodes.filter((n) => n.appearances.some((a) => a.quarantine?.reason === "budget_exceeded"));

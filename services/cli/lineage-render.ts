@@ -2,6 +2,7 @@
 // trace as a timeline plus the critical path, verify as a verdict naming the first bad entry. `--json` prints
 // the answers as they are.
 import { table as alignedTable } from "./table.ts";
+import { isBounded } from "../kit/index.ts";
 import type { AuditProblem, AuditReport, EventList, EventStep, FlowSpend, ImpactResult, Timing, TraceResult, WhyResult } from "../lineage/contract.ts";
 
 const short = (id: string | null | undefined, n = 12): string => (id ? (id.length > n ? `${id.slice(0, n)}…` : id) : "-");
@@ -57,18 +58,21 @@ const bound = (n: number | undefined): string => (n === undefined ? "∞" : Stri
  * normal)`, then what the budget leaves and what was not counted.
  */
 export function renderSpend(s: FlowSpend): string[] {
-  const budget = s.budget === null ? ", budget unknown" : s.budget.cost === undefined && s.budget.tokens === undefined && s.budget.steps === undefined
+  const budget = s.budget === null ? ", budget unknown" : !isBounded(s.budget)
     ? ", no budget" : ` of budget ${bound(s.budget.cost)} / ${bound(s.budget.tokens)} / ${bound(s.budget.steps)} steps`;
   const priority = s.priority === null ? "priority unknown: no verified event carries the flow's context" : `priority ${s.priority}`;
   const lines = [`spent: ${s.cost} cost units, ${s.tokens} tokens in ${s.runs} run${s.runs === 1 ? "" : "s"}${budget} (${priority})`];
   const r = s.remaining;
-  if (r !== null && (r.cost !== undefined || r.tokens !== undefined || r.steps !== undefined)) {
+  if (r !== null && isBounded(r)) {
     const left = (n: number | undefined, unit: string) => (n === undefined ? "" : n < 0 ? `${-n} ${unit} over` : `${n} ${unit}`);
     lines.push(`left:  ${[left(r.cost, "cost units"), left(r.tokens, "tokens"), left(r.steps, "steps")].filter((x) => x !== "").join(", ")}`);
   }
   if (s.refusedForBudget > 0) lines.push(`refused for budget: ${s.refusedForBudget} input${s.refusedForBudget === 1 ? "" : "s"} quarantined as budget_exceeded`);
   if (s.otherContext.length > 0) {
     lines.push(`other context: ${s.otherContext.length} verified output${s.otherContext.length === 1 ? "" : "s"} carr${s.otherContext.length === 1 ? "ies" : "y"} another priority or budget than the flow's (${s.otherContext.map((id) => short(id)).join(", ")})`);
+  }
+  if (s.malformedSpend.length > 0) {
+    lines.push(`counted as nothing: the spend of ${s.malformedSpend.length} run${s.malformedSpend.length === 1 ? "" : "s"} whose signed spend is malformed (${s.malformedSpend.map((id) => short(id)).join(", ")})`);
   }
   if (s.unverified > 0) lines.push(`not counted: ${s.unverified} event${s.unverified === 1 ? "" : "s"} that did not verify`);
   return lines;

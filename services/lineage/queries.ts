@@ -204,6 +204,11 @@ export interface FlowSpend {
   readonly otherContext: readonly string[];
   /** Inputs quarantined as budget_exceeded (runs the budget refused; their reason headers are not signed). */
   readonly refusedForBudget: number;
+  /**
+   * Verified run outputs whose signed `spentcost` / `spenttokens` is malformed (ids): their run counts among the
+   * runs and steps, its spend as nothing — a producer that did not sign a count, an auditor's lead.
+   */
+  readonly malformedSpend: readonly string[];
 }
 
 /** A descendant of an event, `depth` causation hops below it. */
@@ -499,13 +504,16 @@ function flowSpend(groups: readonly EventGroup[], nodes: readonly EventStep[]): 
   // A run's outputs: verified events the agent runtime produced (it signs `flowdepth` into every output, never a
   // decision nor the gateway). The first output recorded speaks for the run.
   const runs = new Map<string, Spend>();
+  const malformedSpend: string[] = [];
   for (const g of verified) {
     const a = g.primary.attributes ?? {};
     const cause = a[ContextExtension.CausationId];
     if (cause === undefined || a[ContextExtension.FlowDepth] === undefined) continue;
     const key = `${g.source}\u0000${cause}`;
     if (runs.has(key)) continue;
-    runs.set(key, signedSpend(g.primary) ?? { cost: 0, tokens: 0 });
+    const spent = signedSpend(g.primary);
+    if (spent === null) malformedSpend.push(g.id);
+    runs.set(key, spent ?? { cost: 0, tokens: 0 });
   }
   let cost = 0, tokens = 0;
   for (const s of runs.values()) {
@@ -534,6 +542,7 @@ function flowSpend(groups: readonly EventGroup[], nodes: readonly EventStep[]): 
     unverified: groups.length - verified.length,
     otherContext,
     refusedForBudget: nodes.filter((n) => n.appearances.some((x) => x.quarantine?.reason === QuarantineReason.BudgetExceeded)).length,
+    malformedSpend,
   };
 }
 
