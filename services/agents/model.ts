@@ -153,9 +153,8 @@ export function createChatCompletionsModel(opts: ChatCompletionsOptions): Model 
       throw new RetryableError(`model ${opts.model}: HTTP ${status}${excerpt(redact(text))}`, delayMs === undefined ? {} : { delayMs });
     }
     if (status < 200 || status > 299) throw new Error(`model ${opts.model}: HTTP ${status}${excerpt(redact(text))}`);
-    const content = contentOf(text, opts.model);
-    // What the answer says it used; an answer without `usage` is charged nothing (and a warning is the caller's).
-    const tokens = tokensOf(text);
+    const { content, tokens } = answerOf(text, opts.model);
+    // What the answer says it used; an answer without `usage` is charged nothing.
     if (tokens !== undefined) req.spend?.({ tokens, cost: Math.ceil((tokens * costPer1k) / 1000) });
     return content;
   };
@@ -208,7 +207,8 @@ export async function completeJson<T>(model: Model, req: Omit<ModelRequest, "jso
   }
 }
 
-function contentOf(text: string, model: string): string {
+/** A chat completion's text content and the tokens it says it used (parsed once). */
+function answerOf(text: string, model: string): { content: string; tokens: number | undefined } {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -218,12 +218,12 @@ function contentOf(text: string, model: string): string {
   const choice = (parsed as { choices?: unknown } | null)?.choices;
   const content = Array.isArray(choice) ? (choice[0] as { message?: { content?: unknown } } | undefined)?.message?.content : undefined;
   if (typeof content !== "string") throw new ModelAnswerError(`model ${model}: the answer has no choices[0].message.content string`);
-  return content;
+  return { content, tokens: tokensOf(parsed as { usage?: unknown }) };
 }
 
 /** The tokens a chat completion says it used: `usage.total_tokens`, else prompt + completion; undefined when it says nothing usable. */
-function tokensOf(text: string): number | undefined {
-  const usage = (JSON.parse(text) as { usage?: { total_tokens?: unknown; prompt_tokens?: unknown; completion_tokens?: unknown } }).usage;
+function tokensOf(answer: { usage?: unknown }): number | undefined {
+  const usage = answer.usage as { total_tokens?: unknown; prompt_tokens?: unknown; completion_tokens?: unknown } | undefined;
   const count = (v: unknown) => (typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? v : undefined);
   const total = count(usage?.total_tokens);
   if (total !== undefined) return total;
