@@ -35,6 +35,11 @@ describe("gateway limits", () => {
     assert.equal(whole.capacity(upstream), 40);
     assert.equal(whole.take(upstream, 40, 0), 0);
     assert.equal(whole.take(upstream, 41, 0), Infinity);
+    // An edit of the entry (infra/upstreams.json, live) applies at once: capacity and takes follow the new burst.
+    const edited = { ...upstream, burst: 10 };
+    assert.equal(whole.capacity(edited), 10);
+    assert.equal(whole.take(edited, 11, 10_000), Infinity);
+    assert.equal(whole.take(edited, 10, 10_000), 0, "refilled, within the new burst");
   });
 
   test("gateway - over its rate an upstream gets 429 with Retry-After over HTTP and NATS requests; nothing is accepted or kept", async () => {

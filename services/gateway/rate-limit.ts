@@ -22,9 +22,6 @@ export interface RateLimiter {
 interface Bucket {
   tokens: number;
   at: number;
-  /** This process's share of the upstream's rate and burst, as the upstream's entry last said. */
-  perSecond: number;
-  burst: number;
 }
 
 /**
@@ -37,28 +34,23 @@ export function createRateLimiter(share = 1): RateLimiter {
   const burstOf = (upstream: RateLimitedUpstream) => (share === 1 ? upstream.burst : Math.max(1, Math.floor(upstream.burst / share)));
   return {
     take(upstream, n, now = performance.now()) {
+      // The rate and burst are the upstream entry's as it is now: an edit (infra/upstreams.json, live) applies at
+      // once, the tokens already earned kept within the new burst.
+      const perSecond = upstream.perSecond / share, burst = burstOf(upstream);
       let b = buckets.get(upstream.name);
       if (b === undefined) {
-        const burst = burstOf(upstream);
-        b = { tokens: burst, at: now, perSecond: upstream.perSecond / share, burst };
+        b = { tokens: burst, at: now };
         buckets.set(upstream.name, b);
       }
-      b.tokens = Math.min(b.burst, b.tokens + ((now - b.at) / 1000) * b.perSecond);
+      b.tokens = Math.min(burst, b.tokens + ((now - b.at) / 1000) * perSecond);
       b.at = now;
-      // A rate edited live (infra/upstreams.json) applies from now on, the tokens already earned kept within the new burst.
-      const perSecond = upstream.perSecond / share, burst = burstOf(upstream);
-      if (b.perSecond !== perSecond || b.burst !== burst) {
-        b.perSecond = perSecond;
-        b.burst = burst;
-        b.tokens = Math.min(b.tokens, burst);
-      }
-      if (n > b.burst) return Infinity;
+      if (n > burst) return Infinity;
       if (b.tokens >= n) {
         b.tokens -= n;
         return 0;
       }
-      return Math.max(1, Math.ceil(((n - b.tokens) / b.perSecond) * 1000));
+      return Math.max(1, Math.ceil(((n - b.tokens) / perSecond) * 1000));
     },
-    capacity: (upstream) => buckets.get(upstream.name)?.burst ?? burstOf(upstream),
+    capacity: burstOf,
   };
 }
