@@ -12,7 +12,7 @@ import {
   ErrorCode, KvBucket, MESH_BUCKETS, NatsBinding, Priority, createLogger, createKeyring, dataJson, parseBackpressure, parseTenants, periodOf, quotaCounter, quotaKey, signingKeyFromNkeySeed,
   PRESSURE_KEY, followPressure, loadTenants, tenantProblems, verifyEvent, watchInfraFile, watchPressure, type Pressure, type PriorityValue, type QuotaCounter,
 } from "../services/kit/index.ts";
-import { FairShares, createAdmission, retryAfterSeconds } from "../services/gateway/admission.ts";
+import { FairShares, admitAndPublish, createAdmission, retryAfterSeconds, type AdmittedPublish } from "../services/gateway/admission.ts";
 import type { Checked } from "../services/gateway/notarize.ts";
 import type { Upstream } from "../services/gateway/upstreams.ts";
 import { startServer, waitFor } from "./harness/index.ts";
@@ -87,6 +87,29 @@ describe("admission", () => {
     const v = await a.admit(upstream("up", "beta"), [flow(Priority.Normal), flow(Priority.Background)]);
     assert.equal(v.admitted, false);
     await a.close();
+  });
+
+  test("admission - a refused flow that turns out a resubmission is published as it was then, and its refusal is neither logged nor summed up; a new one is both", async () => {
+    const pressure = fakePressure({ level: "soft", backlog: 12 });
+    const published: Published[] = [];
+    const a = admissionWith(pressure, noQuotas, published);
+    const seen = new Set<string>();
+    const deps = (before: boolean) => ({
+      admission: a,
+      ledger: { acceptedBefore: () => Promise.resolve(before), publish: (c: Checked) => Promise.resolve({ id: c.event.id, duplicate: before }) },
+      notary: { notarize: (c: Checked) => c },
+    }) as unknown as AdmittedPublish;
+    const resubmitted = flow(Priority.Background);
+    const answer = await admitAndPublish(deps(true), upstream("up", "beta"), [resubmitted]);
+    assert.ok(Array.isArray(answer), "published, not refused");
+    assert.deepEqual(await Promise.all(answer), [{ id: resubmitted.event.id, duplicate: true }]);
+    const fresh = await admitAndPublish(deps(false), upstream("up", "beta"), [flow(Priority.Background)]);
+    assert.ok(!Array.isArray(fresh) && fresh.status === 429 && fresh.code === ErrorCode.Overloaded);
+    await a.close();
+    for (const p of published) seen.add((dataJson(NatsBinding.toEvent({ data: p.data, headers: p.headers })) as { action: string; count: number }).action);
+    assert.equal(published.length, 1, "one summary: the new flow's shedding");
+    assert.equal((dataJson(NatsBinding.toEvent({ data: published[0]!.data, headers: published[0]!.headers })) as { count: number }).count, 1);
+    assert.deepEqual([...seen], ["shed"]);
   });
 
   test("admission - stale or missing pressure data admits everything (fail open)", async () => {
@@ -237,11 +260,16 @@ describe("admission", () => {
     assert.ok((await a.admit(acme, [flow(Priority.Normal), flow(Priority.Normal), flow(Priority.Normal)])).admitted);
     const refused = await a.admit(acme, [flow(Priority.Background)]);
     assert.ok(!refused.admitted);
+    refused.report(); // final: no resubmission in it (admitAndPublish decides that)
     assert.equal(refused.refusal.status, 429);
     assert.equal(refused.refusal.code, ErrorCode.QuotaExceeded);
     const resets = new Date(period.end).toISOString();
     assert.match(refused.refusal.message, new RegExp(`tenant acme \\(upstream u-acme\\) is over its flows quota: 5 of 5 flows used this period \\(hour, .* to ${resets}\\); a new flow would exceed it\\. The quota resets at ${resets}: retry after \\d+ s`));
     assert.ok(refused.refusal.retryafter! >= 1 && refused.refusal.retryafter! <= 3600);
+    const again = await a.admit(acme, [flow(Priority.Normal)]);
+    assert.ok(!again.admitted);
+    again.report();
+    // A refusal not reported (one that turned out a resubmission's) is not summed up.
     assert.equal((await a.admit(acme, [flow(Priority.Normal)])).admitted, false);
     // Another tenant is not affected.
     assert.ok((await a.admit(upstream("u-beta", "beta"), [flow(Priority.Normal)])).admitted);

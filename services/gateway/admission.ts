@@ -37,7 +37,12 @@ import type { Upstream, Upstreams } from "./upstreams.ts";
 /** What admission decided on the new flows of one request. */
 export type Verdict =
   | { readonly admitted: true; /** Takes back the quota charge of flow `i` (not admitted after all). */ release(i: number): Promise<void> }
-  | { readonly admitted: false; readonly refusal: Rejected };
+  | {
+    readonly admitted: false;
+    readonly refusal: Rejected;
+    /** Logs the refusal and counts it in the signed summaries: once it is final (not a resubmission's, see admitAndPublish). */
+    report(): void;
+  };
 
 /** The gateway's admission of new flows. */
 export interface Admission {
@@ -114,7 +119,7 @@ export function createAdmission(parts: AdmissionParts): Admission {
   const summaries = new DecisionSummaries(parts, now);
   let stale = false;
 
-  const shed = (upstream: Upstream, tenant: Tenant | undefined, c: Checked): Rejected | undefined => {
+  const shed = (upstream: Upstream, tenant: Tenant | undefined, c: Checked): Verdict | undefined => {
     const { capability, major } = c.route;
     const p = parts.pressure.of(capability, major);
     if (p.stale) {
@@ -141,17 +146,21 @@ export function createAdmission(parts: AdmissionParts): Admission {
     const retryafter = retryAfterSeconds(p, priority);
     const backlog = `${p.backlog} waiting (soft ${p.thresholds.soft}, hard ${p.thresholds.hard}${p.streamFill > 0 ? `, MESH_CAP ${percent(p.streamFill)} full` : ""})`;
     const refusal = rejected(ErrorCode.Overloaded, `the mesh is overloaded: ${ref}, where this flow would start, has ${backlog}; ${why}. This ${priority} flow of upstream ${upstream.name} (tenant ${tenant?.name ?? upstream.tenant}) was not admitted; retry after ${retryafter} s`, { retryafter });
-    parts.log.info({ code: ErrorCode.Overloaded, upstream: upstream.name, tenant: tenant?.name ?? upstream.tenant, priority, capability: ref, level: p.level, backlog: p.backlog, unfair, id: c.event.id }, `flow shed: ${why}`);
-    summaries.shed(tenant?.name ?? upstream.tenant, upstream.name, priority, ref, p, unfair);
-    return refusal;
+    return {
+      admitted: false, refusal,
+      report() {
+        parts.log.info({ code: ErrorCode.Overloaded, upstream: upstream.name, tenant: tenant?.name ?? upstream.tenant, priority, capability: ref, level: p.level, backlog: p.backlog, unfair, id: c.event.id }, `flow shed: ${why}`);
+        summaries.shed(tenant?.name ?? upstream.tenant, upstream.name, priority, ref, p, unfair);
+      },
+    };
   };
 
   return {
     async admit(upstream, checked) {
       const tenant = parts.tenants().get(upstream.tenant);
       for (const c of checked) {
-        const refusal = shed(upstream, tenant, c);
-        if (refusal) return { admitted: false, refusal };
+        const refused = shed(upstream, tenant, c);
+        if (refused) return refused;
       }
       if (tenant?.quotas === undefined) {
         for (const c of checked) shares.admitted(`${c.route.capability}.v${c.route.major}`, upstream.tenant);
@@ -160,10 +169,13 @@ export function createAdmission(parts: AdmissionParts): Admission {
       const costs = checked.map((c) => c.budget.cost ?? 0);
       const grant = await parts.quotas.charge(tenant, { flows: checked.length, cost: costs.reduce((a, b) => a + b, 0) }, now());
       if (!grant.admitted) {
-        const refusal = overQuota(upstream, tenant, grant, checked.length, now());
-        parts.log.info({ code: ErrorCode.QuotaExceeded, upstream: upstream.name, tenant: tenant.name, quota: grant.quota, use: grant.use, limit: grant.limit, asked: grant.asked }, `flow refused: tenant ${tenant.name} is over its ${grant.quota} quota`);
-        summaries.quota(tenant.name, upstream.name, checked, grant);
-        return { admitted: false, refusal };
+        return {
+          admitted: false, refusal: overQuota(upstream, tenant, grant, checked.length, now()),
+          report() {
+            parts.log.info({ code: ErrorCode.QuotaExceeded, upstream: upstream.name, tenant: tenant.name, quota: grant.quota, use: grant.use, limit: grant.limit, asked: grant.asked }, `flow refused: tenant ${tenant.name} is over its ${grant.quota} quota`);
+            summaries.quota(tenant.name, upstream.name, checked, grant);
+          },
+        };
       }
       for (const c of checked) shares.admitted(`${c.route.capability}.v${c.route.major}`, upstream.tenant);
       const released = new Set<number>();
@@ -193,25 +205,34 @@ export type AdmittedPublish = Pick<IngressDeps, "admission" | "ledger" | "notary
 /**
  * Admits the flows of `checked` and publishes them through the ledger: the refusal (429) when they are not
  * admitted, else each flow's publish, which rejects as the ledger's does. A refusal of flows the gateway accepted
- * before (each one a resubmission) is no refusal: they are published (the ledger answers `duplicate`). A quota
- * charge is taken back for each flow that turns out a duplicate or fails to publish.
+ * before (each one a resubmission) is no refusal: they are published (the ledger answers `duplicate`). A refusal
+ * is reported (logged, summed up) only once final. A quota charge is taken back for each flow that turns out a
+ * duplicate or fails to publish.
  */
 export async function admitAndPublish(deps: AdmittedPublish, upstream: Upstream, checked: readonly Checked[]): Promise<Rejected | Promise<Accepted>[]> {
   let verdict = await deps.admission.admit(upstream, checked);
   let admitted = checked;
   if (!verdict.admitted) {
     const before = await Promise.all(checked.map((c) => deps.ledger.acceptedBefore(c)));
-    if (!before.some(Boolean)) return verdict.refusal;
+    if (!before.some(Boolean)) {
+      verdict.report();
+      return verdict.refusal;
+    }
     // Only the new ones need admitting; the resubmitted ones are answered as they were then.
     admitted = checked.filter((_, i) => !before[i]);
     if (admitted.length > 0) {
       verdict = await deps.admission.admit(upstream, admitted);
-      if (!verdict.admitted) return verdict.refusal;
+      if (!verdict.admitted) {
+        verdict.report();
+        return verdict.refusal;
+      }
     } else verdict = { admitted: true, release: () => Promise.resolve() };
   }
   const release = verdict.release;
+  // Each flow's index among the admitted ones (-1: a resubmission, charged nothing now).
+  const indexOf = new Map(admitted.map((c, i) => [c, i]));
   return checked.map((c) => {
-    const i = admitted.indexOf(c);
+    const i = indexOf.get(c) ?? -1;
     const publishing = deps.ledger.publish(c, deps.notary.notarize(c));
     if (i < 0) return publishing;
     return publishing.then(async (accepted) => {
