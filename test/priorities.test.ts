@@ -14,7 +14,7 @@ import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import {
   ErrorCode, KvBucket, createEvent, newTraceparent, readSeed, routeKey, signEvent, signingKeyFromNkeySeed, uuidv7, NatsBinding, QuarantineHeader, createLogger, loadPrincipals, startAgent, startRouter, subjectsFor, watchPriorities,
-  type AgentDefinition, type CloudEvent, type Emit, type PriorityValue, type PriorityWeightsFile,
+  type AgentDefinition, type CloudEvent, type Emit, type PriorityValue, type PriorityWeights, type WatchedInfraFile,
 } from "../services/kit/index.ts";
 import { permissionsFor } from "../services/kit/ops/index.ts";
 import { REQUEST_SCHEMA, TASK_SCHEMA, header, recordingResearcher, startMesh, type Mesh } from "./mesh-fixture.ts";
@@ -30,7 +30,7 @@ const log = createLogger({ name: "priorities", level: process.env.LOG_LEVEL ?? "
 const fastConsumer = { ack_wait: 2_000_000_000, backoff: [300_000_000], max_deliver: 4 };
 
 /** A priorities file of its own in a temporary directory, followed live; removed on dispose. */
-function prioritiesFile(weights: Record<PriorityValue, number>, agingMs: number, onReload?: (err?: Error) => void): PriorityWeightsFile & { path: string; write(doc: unknown): void } & Disposable {
+function prioritiesFile(weights: Record<PriorityValue, number>, agingMs: number, onReload?: (err?: Error) => void): WatchedInfraFile<PriorityWeights> & { path: string; write(doc: unknown): void } & Disposable {
   const dir = mkdtempSync(join(tmpdir(), "causeway-priorities-"));
   const path = join(dir, "priorities.json");
   const write = (doc: unknown) => writeFileSync(path, typeof doc === "string" ? doc : JSON.stringify(doc));

@@ -43,7 +43,8 @@ import { continuesChain, outputInits, spendMeter, type RunContext } from "./outp
 import { createStreamPublisher } from "./stream-publisher.ts";
 import { MsgIdKind, msgId } from "./msg-ids.ts";
 import { PRIORITY_TOKENS, StreamName, inboxPrefix, type MeshSubjects } from "./subjects.ts";
-import { watchPriorities, type PriorityWeightsFile } from "./priorities.ts";
+import { watchPriorities, type PriorityWeights } from "./priorities.ts";
+import type { WatchedInfraFile } from "./infra-file.ts";
 import { isTransient, transientRetryDelayMs } from "./transient.ts";
 import { PAUSED_UNTIL_RESUMED, watchSwitches, type SwitchWatcher } from "./switches.ts";
 import { routeEpochOf, routeKey, startRouter, watchRouteTables, type RouteTables } from "./routing.ts";
@@ -71,7 +72,7 @@ export interface AgentOptions {
   /** The loop guards' bounds. Default: infra/loop-guards.json (tests set their own). */
   loopGuards?: LoopGuards;
   /** The priority weights and aging (issue 16). Default: infra/priorities.json, followed live while the agent runs. */
-  priorities?: PriorityWeightsFile;
+  priorities?: WatchedInfraFile<PriorityWeights>;
 }
 
 const DEFAULT_CONCURRENCY = 8;
@@ -113,6 +114,17 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   const leases = def.critical ? await openLeases(nc) : undefined;
   // The loop guards: infra/loop-guards.json, followed live (a bad edit keeps the last good bounds), unless given.
   const watchedGuards = opts.loopGuards === undefined ? watchLoopGuards({ log: baseLog }) : undefined;
+  // Priority lanes (issue 16): each capability durable (plain or a version's lane) comes with one durable per
+  // priority token; the three share one concurrency limit, served by these weights with aging (kit consumer.ts).
+  // infra/priorities.json, followed live like the loop guards, unless given.
+  let watchedPriorities: WatchedInfraFile<PriorityWeights> | undefined;
+  try {
+    watchedPriorities = opts.priorities === undefined ? watchPriorities({ log: baseLog }) : undefined;
+  } catch (err) {
+    watchedGuards?.close();
+    throw err;
+  }
+  const priorities = opts.priorities ?? watchedPriorities!;
   // The flow ledger (flow-ledger.ts): a flow's budget and the loop guards' count per capability. Opened when a flow
   // first needs it: an agent whose inputs carry no budget, with the count off, never touches it.
   let ledgerOpening: Promise<FlowLedger> | undefined;
@@ -134,6 +146,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   let followed: FollowedPressure | undefined;
   const closeWatchers = async () => {
     watchedGuards?.close();
+    watchedPriorities?.close();
     await followed?.close().catch(() => undefined);
     if (opts.switches === undefined) await switches.close().catch(() => undefined);
     if (opts.routes === undefined) await routeTables.close().catch(() => undefined);
@@ -499,27 +512,11 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
   // js.publish per output. Agents connect as their principal, whose inbox prefix their permissions allow.
   const publisher = createStreamPublisher(nc, inboxPrefix(def.principal));
   const concurrency = def.concurrency ?? DEFAULT_CONCURRENCY;
-  // Priority lanes (issue 16): each capability durable (plain or a version's lane) comes with one durable per
-  // priority token; the three share one concurrency limit, served by these weights with aging (kit consumer.ts).
-  let priorities: PriorityWeightsFile;
-  try {
-    priorities = opts.priorities ?? watchPriorities({ log: baseLog });
-  } catch (err) {
-    publisher.close();
-    await service.stop().catch(() => undefined);
-    unwatchSwitches();
-    await closeWatchers();
-    throw err;
-  }
-  const closePriorities = () => {
-    if (opts.priorities === undefined) priorities.close();
-  };
   const agingMs = () => priorities.current().agingMs;
-  /** Every inlet consumed, by durable: which one a message arrived through. */
-  const byDurable = new Map<string, Inlet>();
   /** Consumes a group of durables under one concurrency: a capability's per-priority durables, or one subscription. */
   const consume = (group: readonly Inlet[]) => {
-    for (const inlet of group) byDurable.set(inlet.durable, inlet);
+    // Which durable of the group a message arrived through (the consumer runtime serves only these).
+    const byDurable = new Map(group.map((inlet) => [inlet.durable, inlet]));
     const only = group.length === 1 ? group[0] : undefined;
     return consumeDurable(nc, {
       stream: group[0]!.stream, concurrency, log: baseLog, agingMs,
@@ -631,7 +628,6 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
     await Promise.all([...running.values()].map((c) => c.stop()));
     unwatchSwitches();
     publisher.close();
-    closePriorities();
     await service.stop().catch(() => undefined);
     await closeWatchers();
     throw err;
@@ -653,7 +649,6 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       await heartbeat.stop();
       await service.stop().catch(() => undefined);
       publisher.close();
-      closePriorities();
       await closeWatchers();
       baseLog.info(stats(), "agent stopped");
     })();

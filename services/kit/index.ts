@@ -158,7 +158,7 @@ export { checkInfraDoc, infraDir, invalidFile, readInfraFile, watchInfraFile } f
 export type { WatchInfraOptions, WatchedInfraFile } from "./infra-file.ts";
 // Priority lanes (issue 16): the weights and aging agents serve their priority durables by (infra/priorities.json).
 export { DEFAULT_PRIORITIES_PATH, loadPriorities, parsePriorities, watchPriorities } from "./priorities.ts";
-export type { PriorityWeights, PriorityWeightsFile } from "./priorities.ts";
+export type { PriorityWeights } from "./priorities.ts";
 
 // Compare-and-set cells in KV (the tenants' quotas)
 export { casCells } from "./kv-cas.ts";

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { PRIORITIES, type PriorityValue } from "./context.ts";
 import { ErrorCode } from "./errors.ts";
-import { checkInfraDoc, infraDir, invalidFile, readInfraFile, watchInfraFile } from "./infra-file.ts";
+import { checkInfraDoc, infraDir, invalidFile, readInfraFile, watchInfraFile, type WatchedInfraFile } from "./infra-file.ts";
 
 /** The weights and aging, as loaded. */
 export interface PriorityWeights {
@@ -16,12 +16,6 @@ export interface PriorityWeights {
   readonly agingMs: number;
   /** Where they were read from. */
   readonly source: string;
-}
-
-/** The file followed live: the last good weights. */
-export interface PriorityWeightsFile {
-  current(): PriorityWeights;
-  close(): void;
 }
 
 /** The file the mesh's priority weights live in. */
@@ -49,6 +43,6 @@ export function loadPriorities(path = DEFAULT_PRIORITIES_PATH): PriorityWeights 
 }
 
 /** Loads `path` and follows it: a bad edit keeps the last good weights, logged and reported to `onReload(err)`. */
-export function watchPriorities(opts: { path?: string; log?: Logger; onReload?: (err?: Error) => void } = {}): PriorityWeightsFile {
+export function watchPriorities(opts: { path?: string; log?: Logger; onReload?: (err?: Error) => void } = {}): WatchedInfraFile<PriorityWeights> {
   return watchInfraFile(opts.path ?? DEFAULT_PRIORITIES_PATH, loadPriorities, { what: "the priority weights", ...(opts.log && { log: opts.log }), ...(opts.onReload && { onReload: opts.onReload }) });
 }
