@@ -18,7 +18,7 @@ import { start as startPressure } from "./pressure.ts";
 const MODULES: readonly StartModule[] = [startSwitches, startHandoffs, startQuarantine, startDeadLetters, startPressure];
 
 await runServiceProcess("coordinator", async ({ principal, nc, trust, key, layout, log, defer }) => {
-  const policy = watchPolicy(layout.principals, { onReload: (err) => (err ? log.error({ err }, "policy reload refused; the last good policy stays") : log.info("policy reloaded")) });
+  const policy = watchPolicy(layout.principals, { log });
   defer(() => policy.close());
   const service = await new Svcm(nc).add({
     name: principal, version: "1.0.0",

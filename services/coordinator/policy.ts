@@ -3,10 +3,9 @@
 // figures per capability version. Validated against its schema at load and checked against infra/principals.json
 // (a capability critical in one must be critical in the other, since the server permissions come from
 // principals.json). Reloadable: `policy()` always returns the latest.
-import { readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { Ajv2020 } from "ajv/dist/2020.js";
-import { ConfigError, ErrorCode, watchInfraFile, type Principals } from "../kit/index.ts";
+import { join } from "node:path";
+import { ErrorCode, checkInfraDoc, infraDir, invalidFile, readInfraFile, watchInfraFile, type Principals } from "../kit/index.ts";
+import type { Logger } from "pino";
 
 /** One capability's rules. */
 export interface CapabilityPolicy {
@@ -37,19 +36,18 @@ export interface Policy {
   of(capability: string, major: number): CapabilityPolicy | undefined;
 }
 
-const repoRoot = resolve(import.meta.dirname, "..", "..");
-export const DEFAULT_POLICY_PATH = join(repoRoot, "infra", "policy.json");
-const schema = JSON.parse(readFileSync(join(repoRoot, "infra", "policy.schema.json"), "utf8")) as object;
-const validate = new Ajv2020({ allErrors: true, strict: true }).compile(schema);
+export const DEFAULT_POLICY_PATH = join(infraDir, "policy.json");
+const SCHEMA_FILE = "policy.schema.json";
 const DEFAULT_DEADLINE_MS = 600_000;
 const DEFAULT_HEALTH_WINDOW_MS = 60_000;
 
 /** Parses and validates a policy document; errors name the JSON path. */
 export function parsePolicy(doc: unknown, principals: Principals, source = "policy.json"): Policy {
-  if (!validate(doc)) {
-    const problems = (validate.errors ?? []).map((e) => `${e.instancePath || "(root)"}: ${e.message ?? "invalid"}`);
-    throw new ConfigError(ErrorCode.PolicyInvalid, `${source}: ${problems.join("; ")}`);
-  }
+  return policyOf(checkInfraDoc(doc, SCHEMA_FILE, ErrorCode.PolicyInvalid, source), principals, source);
+}
+
+/** The policy of a document its schema accepted: what the schema cannot check (against principals.json), then frozen. */
+function policyOf(doc: unknown, principals: Principals, source: string): Policy {
   const raw = (doc as { capabilities: Record<string, Omit<CapabilityPolicy, "ref" | "capability" | "major" | "approvalDeadlineMs" | "onDeadline"> & { approvalDeadlineMs?: number; onDeadline?: "quarantine" | "escalate" }> }).capabilities;
   const capabilities: Record<string, CapabilityPolicy> = {};
   const problems: string[] = [];
@@ -68,21 +66,15 @@ export function parsePolicy(doc: unknown, principals: Principals, source = "poli
   for (const cap of Object.values(principals.capabilities)) {
     if (cap.critical && !capabilities[cap.ref]) problems.push(`/capabilities: ${cap.ref} is critical in principals.json but has no policy here`);
   }
-  if (problems.length > 0) throw new ConfigError(ErrorCode.PolicyInvalid, `${source}: ${problems.join("; ")}`);
+  if (problems.length > 0) throw invalidFile(source, ErrorCode.PolicyInvalid, problems);
   const frozen = Object.freeze(capabilities);
   const health = Object.freeze({ windowMs: (doc as { health?: { windowMs?: number } }).health?.windowMs ?? DEFAULT_HEALTH_WINDOW_MS });
   return Object.freeze({ capabilities: frozen, health, of: (capability: string, major: number) => frozen[`${capability}.v${major}`] });
 }
 
-/** Loads the policy file. */
+/** Loads the policy file: CW_ERR_POLICY_INVALID naming the file when it cannot be read, parsed or accepted. */
 export function loadPolicy(principals: Principals, path = DEFAULT_POLICY_PATH): Policy {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(readFileSync(path, "utf8"));
-  } catch (err) {
-    throw new ConfigError(ErrorCode.Config, `cannot read policy ${path}: ${(err as Error).message}`, { cause: err });
-  }
-  return parsePolicy(doc, principals, path);
+  return policyOf(readInfraFile(path, SCHEMA_FILE, ErrorCode.PolicyInvalid), principals, path);
 }
 
 /** The live policy: reloaded when the file changes; a bad edit keeps the last good policy and is reported. */
@@ -91,7 +83,7 @@ export interface PolicyStore {
   close(): void;
 }
 
-export function watchPolicy(principals: Principals, opts: { path?: string; onReload?: (err?: Error) => void } = {}): PolicyStore {
-  const file = watchInfraFile(opts.path ?? DEFAULT_POLICY_PATH, (path) => loadPolicy(principals, path), { what: "the coordinator's policy", ...(opts.onReload && { onReload: opts.onReload }) });
+export function watchPolicy(principals: Principals, opts: { path?: string; log?: Logger; onReload?: (err?: Error) => void } = {}): PolicyStore {
+  const file = watchInfraFile(opts.path ?? DEFAULT_POLICY_PATH, (path) => loadPolicy(principals, path), { what: "the coordinator's policy", ...(opts.log && { log: opts.log }), ...(opts.onReload && { onReload: opts.onReload }) });
   return { policy: () => file.current(), close: () => file.close() };
 }
