@@ -1,7 +1,7 @@
 // The gateway's configuration: env → typed → validated → frozen. A bad value fails at startup with
 // CW_ERR_CONFIG naming the variable. The upstreams and the routing table are files in infra/.
 import { join, resolve } from "node:path";
-import { DEFAULT_MAX_DATA_BYTES, envInteger, infraDir } from "../kit/index.ts";
+import { DEFAULT_BACKPRESSURE_PATH, DEFAULT_MAX_DATA_BYTES, DEFAULT_TENANTS_PATH, envInteger, infraDir } from "../kit/index.ts";
 
 /** Where the gateway listens and how much it takes. */
 export interface GatewayConfig {
@@ -54,7 +54,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): GatewayConfig 
     duplicateWindowMs: envInteger(env, "CAUSEWAY_GATEWAY_DUPLICATE_WINDOW_MS", 1, 24 * 3600 * 1000, 120_000, " ms"),
     upstreamsPath: resolve(text("CAUSEWAY_UPSTREAMS", join(infraDir, "upstreams.json"))),
     routesPath: resolve(text("CAUSEWAY_ROUTES", join(infraDir, "routes.json"))),
-    tenantsPath: resolve(text("CAUSEWAY_TENANTS", join(infraDir, "tenants.json"))),
-    backpressurePath: resolve(text("CAUSEWAY_BACKPRESSURE", join(infraDir, "backpressure.json"))),
+    tenantsPath: resolve(text("CAUSEWAY_TENANTS", DEFAULT_TENANTS_PATH)),
+    backpressurePath: resolve(text("CAUSEWAY_BACKPRESSURE", DEFAULT_BACKPRESSURE_PATH)),
   });
 }

@@ -18,7 +18,7 @@ import type { Logger } from "pino";
 import {
   type Router,
   ErrorCode, GATEWAY_MARK_PREFIX, MAX_ATTRIBUTE_BYTES, MsgIdKind, NatsBinding, QuarantineReason, StreamPublishError, binaryHeaderBytes, isWrongRevision,
-  msgId, priorityOf, type CloudEvent, type MsgIdOwner, type PriorityValue, type StreamPublisher,
+  msgId, type CloudEvent, type MsgIdOwner, type StreamPublisher,
 } from "../kit/index.ts";
 import { IngestError, type Accepted } from "./outcome.ts";
 import { traceIdOf, type Checked } from "./notarize.ts";
@@ -100,8 +100,9 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, maxPayl
   const batch = turnBatcher();
   const forgetter = markForgetter(kv, log, FORGET_RETRY_MS);
   // The notarized event's signed priority picks the subject of its priority (issue 16, priority lanes).
-  const send = async (checked: Checked, message: OutgoingMessage, priority: PriorityValue | undefined) => {
-    const subject = await router.route(checked.route.subject, checked.flow, checked.epoch, priority);
+  // The flow's priority as the gateway signed it into the event (notarize.ts): its durables.
+  const send = async (checked: Checked, message: OutgoingMessage) => {
+    const subject = await router.route(checked.route.subject, checked.flow, checked.epoch, checked.priority);
     return batch(() => publisher.publish(subject, message.data, { headers: message.headers, msgID: message.msgID }));
   };
   return {
@@ -143,7 +144,7 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, maxPayl
         if (mark.operation === "PUT") {
           const first = mark.json<Accepted>();
           if (Date.now() - mark.created.getTime() < republishWithinMs) {
-            await send(checked, message, priorityOf(event)).catch((e: unknown) => {
+            await send(checked, message).catch((e: unknown) => {
               throw unstorable(e, checked.route.subject) ?? e;
             });
             forgetter.keep(markKey); // published now: a pending forget of this mark must not delete it
@@ -155,7 +156,7 @@ export function createLedger({ publisher, kv, bucket, duplicateWindowMs, maxPayl
         await kv.update(markKey, markBody, mark.revision);
       }
       try {
-        const ack = await send(checked, message, priorityOf(event));
+        const ack = await send(checked, message);
         return ack.duplicate ? { ...accepted, duplicate: true } : accepted;
       } catch (err) {
         await forgetter.forget(markKey);

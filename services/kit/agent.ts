@@ -34,7 +34,7 @@ import { startHeartbeat, type Heartbeat } from "./heartbeat.ts";
 import { encodeLease, leaseKey, openLeases, readLease, type Lease } from "./leases.ts";
 import { openProcessedSet, type ProcessedSet } from "./processed.ts";
 import { watchLoopGuards, type LoopGuards } from "./loop-guards.ts";
-import { admitUnforked, openFlowLedger, type FlowLedger, type FlowTotals, type LedgerAdmission } from "./flow-ledger.ts";
+import { NO_TOTALS, admitUnforked, openFlowLedger, type FlowLedger, type FlowTotals, type LedgerAdmission } from "./flow-ledger.ts";
 import { followPressure, unknownPressure, type FollowedPressure, type PressureAccessor } from "./pressure.ts";
 import { quarantine } from "./quarantine.ts";
 import { createSchemaRegistry, type SchemaRegistry } from "./schemas.ts";
@@ -81,8 +81,6 @@ const DEFAULT_CONCURRENCY = 8;
  * which holds the redelivery until the resume anyway; this only bounds the wait after it.
  */
 const PAUSED_RETRY_MS = 5_000;
-/** A flow's spend before its first run. */
-const NOTHING_SPENT: FlowTotals = Object.freeze({ steps: 0, cost: 0, tokens: 0 });
 /** How soon a route table change the agent could not follow is tried again. */
 const FOLLOW_RETRY_MS = 1_000;
 
@@ -357,7 +355,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
       // what it carries, with no ledger round trip: no other run of it can exist. The loop guards' count needs the
       // ledger, so with it on every flow is charged there.
       const unforked = isBounded(budget) && guards.maxEventsPerCapability === 0 && (carried !== "absent" || (depth === 0 && flowIdOf(verified) === flow));
-      const carry = carried === "absent" ? NOTHING_SPENT : carried;
+      const carry = carried === "absent" ? NO_TOTALS : carried;
       let admission: LedgerAdmission | undefined;
       let wrapUp: BudgetOver | undefined;
       if (unforked) admission = admitUnforked(budget, carry, reserve);
@@ -401,7 +399,7 @@ export async function startAgent<In>(nc: NatsConnection, definition: AgentDefini
           get log() { return log(); }, subjects, deliveryCount: msg.info.deliveryCount, signal: shutdown.signal, working: () => msg.working(),
           ...(claim && { lease: { key: claim.key, revision: claim.revision } }),
           ...(admission?.admitted && isBounded(budget) && { budget: { limit: budget, spent: admission.spent, remaining: admission.remaining } }),
-          ...(wrapUp && { budget: { limit: budget, spent: NOTHING_SPENT, remaining: {} } }),
+          ...(wrapUp && { budget: { limit: budget, spent: NO_TOTALS, remaining: {} } }),
           spend: meter.spend, pressure,
         };
         try {

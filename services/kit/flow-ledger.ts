@@ -113,7 +113,8 @@ const CACHE_LIMIT = 4096;
 const ATTEMPTS = 8;
 const EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence";
 const EXPECTED_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject";
-const NO_TOTALS: FlowTotals = Object.freeze({ steps: 0, cost: 0, tokens: 0 });
+/** A flow that spent nothing: no step, no cost, no tokens. */
+export const NO_TOTALS: FlowTotals = Object.freeze({ steps: 0, cost: 0, tokens: 0 });
 
 /** The tag of an input in a record: 96 bits of SHA-256 over its source and id. */
 function tagOf(input: InputRef): string {
