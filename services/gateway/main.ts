@@ -7,9 +7,9 @@ import { jetstream } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import {
   startRouter,
-  ErrorCode, KvBucket, addControlEndpoint, checkTenantMembers, loadBackpressure, loadTenants, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, defaultLayout, inboxPrefix, openMeshBucket, runServiceProcess,
+  KvBucket, addControlEndpoint, loadBackpressure, loadTenants, createLogger, createSchemaRegistry, createStreamPublisher, dataDir, defaultLayout, inboxPrefix, openMeshBucket, runServiceProcess,
 } from "../kit/index.ts";
-import { startAdmission } from "./admission.ts";
+import { startAdmission, type Admission } from "./admission.ts";
 import { loadConfig } from "./config.ts";
 import { health } from "./contract.ts";
 import { startHttp } from "./http.ts";
@@ -19,7 +19,7 @@ import { startNatsRequests } from "./nats-requests.ts";
 import { createNotary } from "./notarize.ts";
 import { createRateLimiter } from "./rate-limit.ts";
 import { loadRoutes } from "./routes.ts";
-import { loadUpstreams, watchUpstreams } from "./upstreams.ts";
+import { loadCheckedUpstreams, watchUpstreams } from "./upstreams.ts";
 import { isWorker, releaseWorker, superviseWorkers } from "./workers.ts";
 
 const PRINCIPAL = "gateway";
@@ -27,8 +27,10 @@ const PRINCIPAL = "gateway";
 const run = () => runServiceProcess(PRINCIPAL, async ({ principal, nc, trust, key, layout, log, defer }) => {
   const config = loadConfig();
   const schemas = createSchemaRegistry();
-  // Followed live; every upstream's tenant is declared (infra/tenants.json): CW_ERR_UPSTREAMS_INVALID names the one that is not.
-  const upstreams = watchUpstreams(config.upstreamsPath, layout.principals, dataDir(), { tenantsPath: config.tenantsPath, log });
+  // Followed live; every upstream's tenant is one of the tenants admission has in force (infra/tenants.json, followed
+  // by admission; read once here for the first load): CW_ERR_UPSTREAMS_INVALID names the one that is not.
+  let admitting: Admission | undefined;
+  const upstreams = watchUpstreams(config.upstreamsPath, layout.principals, dataDir(), { tenants: () => admitting?.tenants() ?? loadTenants(config.tenantsPath), log });
   defer(() => upstreams.close());
   for (const warning of upstreams.warnings) log.warn(warning);
   const routes = loadRoutes(config.routesPath, layout.principals, principal, schemas);
@@ -42,6 +44,7 @@ const run = () => runServiceProcess(PRINCIPAL, async ({ principal, nc, trust, ke
     nc, js, upstreams, tenantsPath: config.tenantsPath, backpressurePath: config.backpressurePath, principal, key, prefix: layout.prefix,
     buckets: { quotas: layout.buckets[KvBucket.Quotas].name, pressure: layout.buckets[KvBucket.Pressure].name }, log,
   });
+  admitting = admission;
   defer(() => admission.close()); // last: the ingress has stopped, so the last refusals are summed up
   const deps = {
     config, nc, js, subjects, upstreams, limiter: createRateLimiter(isWorker() ? config.workers : 1), principal, key, log, admission,
@@ -76,8 +79,7 @@ const run = () => runServiceProcess(PRINCIPAL, async ({ principal, nc, trust, ke
   // Its settings and upstreams are refused at once when invalid, before the gateway waits for the mesh.
   check: () => {
     const config = loadConfig();
-    const upstreams = loadUpstreams(config.upstreamsPath, defaultLayout().principals, dataDir());
-    checkTenantMembers(loadTenants(config.tenantsPath), upstreams.list(), config.upstreamsPath, ErrorCode.UpstreamsInvalid);
+    loadCheckedUpstreams(config.upstreamsPath, defaultLayout().principals, dataDir(), loadTenants(config.tenantsPath));
     loadBackpressure(config.backpressurePath);
   },
 });

@@ -4,8 +4,8 @@
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import {
-  ErrorCode, Priority, Role, bearerMatcher, checkTenantMembers, devTokenPath, invalidFile, loadTenants, readInfraFile, tokenDigestHex, watchInfraFile,
-  type FlowBudget, type Principals, type PriorityValue,
+  ErrorCode, Priority, Role, bearerMatcher, checkTenantMembers, devTokenPath, invalidFile, readInfraFile, tokenDigestHex, watchInfraFile,
+  type FlowBudget, type Principals, type PriorityValue, type Tenants,
 } from "../kit/index.ts";
 
 /** One upstream, validated and frozen. */
@@ -113,18 +113,21 @@ export function loadUpstreams(path: string, principals: Principals, dataDir: str
   });
 }
 
+/** Loads the upstreams file; every upstream's tenant must be one of `tenants` (CW_ERR_UPSTREAMS_INVALID naming `/upstreams/<name>/tenant`). */
+export function loadCheckedUpstreams(path: string, principals: Principals, dataDir: string, tenants: Tenants): Upstreams {
+  const upstreams = loadUpstreams(path, principals, dataDir);
+  checkTenantMembers(tenants, upstreams.list(), path, ErrorCode.UpstreamsInvalid);
+  return upstreams;
+}
+
 /**
  * infra/upstreams.json followed live: each upstream's sources, token, rate, tenant, priorities and budget caps apply
- * to the next event after an edit. Every upstream's tenant must be declared in `tenantsPath` (CW_ERR_UPSTREAMS_INVALID
- * naming `/upstreams/<name>/tenant`), at start and on every edit; a bad edit keeps the last good upstreams and is
+ * to the next event after an edit. Every upstream's tenant must be one of `tenants()` — the tenants in force, the
+ * ones admission counts quotas by — at start and on every edit; a bad edit keeps the last good upstreams and is
  * logged. The returned directory always answers from the latest good file.
  */
-export function watchUpstreams(path: string, principals: Principals, dataDir: string, opts: { tenantsPath: string; log?: Logger }): Upstreams & { close(): void } {
-  const file = watchInfraFile(path, (p) => {
-    const upstreams = loadUpstreams(p, principals, dataDir);
-    checkTenantMembers(loadTenants(opts.tenantsPath), upstreams.list(), p, ErrorCode.UpstreamsInvalid);
-    return upstreams;
-  }, { what: "the upstreams", ...(opts.log && { log: opts.log }) });
+export function watchUpstreams(path: string, principals: Principals, dataDir: string, opts: { tenants: () => Tenants; log?: Logger }): Upstreams & { close(): void } {
+  const file = watchInfraFile(path, (p) => loadCheckedUpstreams(p, principals, dataDir, opts.tenants()), { what: "the upstreams", ...(opts.log && { log: opts.log }) });
   return {
     byName: (name) => file.current().byName(name),
     authenticate: (authorization) => file.current().authenticate(authorization),
