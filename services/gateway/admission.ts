@@ -280,8 +280,8 @@ export function retryAfterSeconds(p: Pick<Pressure, "backlog" | "thresholds" | "
 export class FairShares {
   readonly #window: () => number;
   readonly #now: () => number;
-  /** capability → [second, tenant, count] oldest first. */
-  readonly #entries = new Map<string, [number, string, number][]>();
+  /** capability → its admissions by second (oldest first, each second's counts by tenant) and their running totals. */
+  readonly #capabilities = new Map<string, { seconds: { second: number; counts: Map<string, number> }[]; totals: Map<string, number>; total: number }>();
 
   constructor(windowMs: () => number, now: () => number) {
     this.#window = windowMs;
@@ -290,40 +290,44 @@ export class FairShares {
 
   admitted(capability: string, tenant: string): void {
     const second = Math.floor(this.#now() / 1000);
-    let list = this.#entries.get(capability);
-    if (list === undefined) this.#entries.set(capability, (list = []));
-    const last = list.at(-1);
-    if (last !== undefined && last[0] === second && last[1] === tenant) last[2]++;
-    else list.push([second, tenant, 1]);
-    this.#trim(list);
+    let c = this.#capabilities.get(capability);
+    if (c === undefined) this.#capabilities.set(capability, (c = { seconds: [], totals: new Map(), total: 0 }));
+    this.#trim(c);
+    let last = c.seconds.at(-1);
+    if (last?.second !== second) c.seconds.push((last = { second, counts: new Map() }));
+    last.counts.set(tenant, (last.counts.get(tenant) ?? 0) + 1);
+    c.totals.set(tenant, (c.totals.get(tenant) ?? 0) + 1);
+    c.total++;
   }
 
   /**
    * `tenant`'s share of the capability's admissions in the window and its fair share (its weight over the weights of
    * the tenants admitted there, itself included); undefined when it is alone there (then it may use it all).
+   * O(tenants admitted there): the totals are kept as seconds come and go.
    */
   of(capability: string, tenant: string, weightOf: (tenant: string) => number): { used: number; fair: number } | undefined {
-    const list = this.#entries.get(capability);
-    if (list === undefined) return undefined;
-    this.#trim(list);
-    const counts = new Map<string, number>();
-    let total = 0;
-    for (const [, t, n] of list) {
-      counts.set(t, (counts.get(t) ?? 0) + n);
-      total += n;
-    }
-    if (total === 0 || (counts.size === 1 && counts.has(tenant))) return undefined;
-    if (!counts.has(tenant)) counts.set(tenant, 0);
-    let weights = 0;
-    for (const t of counts.keys()) weights += weightOf(t);
-    return { used: (counts.get(tenant) ?? 0) / total, fair: weightOf(tenant) / weights };
+    const c = this.#capabilities.get(capability);
+    if (c === undefined) return undefined;
+    this.#trim(c);
+    if (c.total === 0 || (c.totals.size === 1 && c.totals.has(tenant))) return undefined;
+    let weights = c.totals.has(tenant) ? 0 : weightOf(tenant);
+    for (const t of c.totals.keys()) weights += weightOf(t);
+    return { used: (c.totals.get(tenant) ?? 0) / c.total, fair: weightOf(tenant) / weights };
   }
 
-  #trim(list: [number, string, number][]): void {
+  /** Takes the seconds that left the window out of the totals. */
+  #trim(c: { seconds: { second: number; counts: Map<string, number> }[]; totals: Map<string, number>; total: number }): void {
     const oldest = Math.floor((this.#now() - this.#window()) / 1000);
     let drop = 0;
-    while (drop < list.length && list[drop]![0] <= oldest) drop++;
-    if (drop > 0) list.splice(0, drop);
+    for (; drop < c.seconds.length && c.seconds[drop]!.second <= oldest; drop++) {
+      for (const [t, n] of c.seconds[drop]!.counts) {
+        const left = c.totals.get(t)! - n;
+        if (left === 0) c.totals.delete(t);
+        else c.totals.set(t, left);
+        c.total -= n;
+      }
+    }
+    if (drop > 0) c.seconds.splice(0, drop);
   }
 }
 
