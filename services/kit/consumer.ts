@@ -293,6 +293,7 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
   };
   const fetchInto = async (s: Source, n: number) => {
     let got = 0;
+    let failed: { err: unknown } | undefined;
     const began = performance.now();
     try {
       const batch = await s.consumer.fetch({ max_messages: n, expires });
@@ -308,14 +309,12 @@ export async function consumeDurable(nc: NatsConnection, opts: ConsumeOptions): 
         s.fetches.delete(batch);
       }
     } catch (err) {
-      s.reserved -= n - got;
-      got = n;
-      if (!stopping) await pullFailed(s, err);
-      return;
+      failed = { err };
     } finally {
-      s.reserved -= n - got;
+      s.reserved -= n - got; // what was asked for and did not come
     }
     if (stopping) return;
+    if (failed !== undefined) return pullFailed(s, failed.err);
     // An empty fetch that ended long before it expired was refused (a missing consumer answers at once): no tight loop.
     if (got === 0 && performance.now() - began < expires / 2) return pullFailed(s, new Error("the pull ended at once with no message"));
     refill(s);
