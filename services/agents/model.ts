@@ -163,7 +163,7 @@ export function createChatCompletionsModel(opts: ChatCompletionsOptions): Model 
 }
 
 /** Fewest tokens a model call is worth making with: below it, an agent takes its deterministic path. */
-export const MIN_MODEL_TOKENS = 256;
+const MIN_MODEL_TOKENS = 256;
 
 /** Whether the flow's budget leaves enough for a model call (no budget: it does). */
 export function affordsModel(ctx: Pick<HandlerContext, "budget">): boolean {

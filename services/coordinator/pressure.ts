@@ -15,7 +15,7 @@ import {
 import type { CoordinatorDeps, CoordinatorModule } from "./module.ts";
 
 /** How often the backlog is measured. */
-export const PRESSURE_INTERVAL_MS = 1_000;
+const PRESSURE_INTERVAL_MS = 1_000;
 
 /** The durables of each capability (ref → durable names), from the principals' consumers on MESH_CAP. */
 export function capabilityDurables(deps: Pick<CoordinatorDeps, "layout">): ReadonlyMap<string, ReadonlySet<string>> {

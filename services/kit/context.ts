@@ -273,7 +273,7 @@ export function carryOf(event: Pick<CloudEvent, "extensions">): { steps: number;
 }
 
 /** A `flowcarry` value. */
-export function formatCarry(c: { readonly steps: number; readonly cost: number; readonly tokens: number }): string {
+function formatCarry(c: { readonly steps: number; readonly cost: number; readonly tokens: number }): string {
   return `${c.steps},${c.cost},${c.tokens}`;
 }
 

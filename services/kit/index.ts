@@ -27,7 +27,7 @@ export type { KeyResolver, SigningKey, VerificationKey } from "./keys.ts";
 
 // Context that flows from input to output: ids, correlation and causation, trace context, expiry
 export {
-  ContextExtension, PRIORITIES, Priority, budgetOf, carryOf, flowContextOf, formatCarry, childTraceparent, correlationIdOf, countExtension, flowDepthOf, flowIdOf, deriveEventId, expiryIn, isBounded,
+  ContextExtension, PRIORITIES, Priority, budgetOf, flowContextOf, childTraceparent, correlationIdOf, countExtension, flowDepthOf, flowIdOf, deriveEventId, expiryIn, isBounded,
   isExpired, newTraceparent, outputEventInit, parseTraceparent, principalSource, priorityOf, spentOf, uuidv7,
 } from "./context.ts";
 export type { FlowBudget, PriorityValue, Spend, TraceParent } from "./context.ts";
@@ -44,8 +44,7 @@ export type { Agent, AgentDefinition, AgentStats, BudgetOver, Cause, Emit, Handl
 export { startAgent } from "./agent.ts";
 export type { AgentOptions } from "./agent.ts";
 export { AGENT_VERSION_ENV, checkVersion, runAgentProcess } from "./agent-process.ts";
-export { continuesChain, outputInits, spendMeter } from "./outputs.ts";
-export type { RunContext, SpendMeter } from "./outputs.ts";
+export { outputInits, spendMeter } from "./outputs.ts";
 export type { OutputInit } from "./outputs.ts";
 export type { DefinitionFactory } from "./agent-process.ts";
 export { START_TIMEOUT_ENV, refuseServiceProcesses, runServiceProcess } from "./service-process.ts";
@@ -64,7 +63,7 @@ export { openProcessedSet } from "./processed.ts";
 export { DEFAULT_LOOP_GUARDS_PATH, loadLoopGuards, parseLoopGuards } from "./loop-guards.ts";
 export type { LoopGuards } from "./loop-guards.ts";
 // The flow ledger: each flow's runs per capability and what they spent (KV causeway_flow_ledger)
-export { admitUnforked, openFlowLedger } from "./flow-ledger.ts";
+export { openFlowLedger } from "./flow-ledger.ts";
 export type { AdmitRequest, FlowLedger, FlowTotals, InputRef, LedgerAdmission, LedgerBound } from "./flow-ledger.ts";
 export { encodeLease, leaseKey, openLeases, readLease } from "./leases.ts";
 export { GATEWAY_MARK_PREFIX, capabilityKeyPrefix } from "./kv-keys.ts";
@@ -157,7 +156,7 @@ export type { ConnectAsOptions, ConnectionWatch, JetStreamHealth } from "./conne
 export { checkInfraDoc, infraDir, invalidFile, readInfraFile, watchInfraFile } from "./infra-file.ts";
 export type { WatchInfraOptions, WatchedInfraFile } from "./infra-file.ts";
 // Priority lanes (issue 16): the weights and aging agents serve their priority durables by (infra/priorities.json).
-export { DEFAULT_PRIORITIES_PATH, loadPriorities, parsePriorities, watchPriorities } from "./priorities.ts";
+export { loadPriorities, watchPriorities } from "./priorities.ts";
 export type { PriorityWeights } from "./priorities.ts";
 
 // Compare-and-set cells in KV (the tenants' quotas)
@@ -171,7 +170,7 @@ export {
 export type { PeriodSpec, QuotaCounter, QuotaGrant, QuotaPeriod, QuotaRefusal, QuotaUse, Tenant, TenantMember, TenantQuotas, Tenants } from "./tenants.ts";
 // Mesh-wide backpressure: the coordinator's backlog reports (KV causeway_pressure), the thresholds (infra/backpressure.json), the handler's accessor
 export {
-  DEFAULT_BACKPRESSURE_PATH, PRESSURE_KEY, PressureLevel, followPressure, loadBackpressure, parseBackpressure, pressureAccessor, pressureLevel, unknownPressure, watchPressure,
+  DEFAULT_BACKPRESSURE_PATH, PRESSURE_KEY, PressureLevel, followPressure, loadBackpressure, parseBackpressure, unknownPressure, watchPressure,
 } from "./pressure.ts";
 export type {
   Backpressure, CapabilityBacklog, FollowedPressure, Pressure, PressureAccessor, PressureLevelValue, PressureReport, PressureView, Thresholds, WatchPressureOptions,

@@ -120,7 +120,7 @@ export interface Pressure {
 }
 
 /** The level of a capability's backlog and the stream's fill under `thresholds`. */
-export function pressureLevel(backlog: number, streamFill: number, thresholds: Thresholds, stream: Thresholds | undefined): PressureLevelValue {
+function pressureLevel(backlog: number, streamFill: number, thresholds: Thresholds, stream: Thresholds | undefined): PressureLevelValue {
   if (backlog >= thresholds.hard || (stream !== undefined && streamFill >= stream.hard)) return PressureLevel.Hard;
   if (backlog >= thresholds.soft || (stream !== undefined && streamFill >= stream.soft)) return PressureLevel.Soft;
   return PressureLevel.Ok;
@@ -130,8 +130,6 @@ export function pressureLevel(backlog: number, streamFill: number, thresholds: T
 export interface PressureView {
   /** The pressure on `capability` v`major` now. */
   of(capability: string, major: number): Pressure;
-  /** The latest report and when it was received (this process's clock), or undefined. */
-  latest(): { readonly report: PressureReport; readonly receivedAt: number } | undefined;
   close(): Promise<void>;
 }
 
@@ -189,7 +187,6 @@ export async function watchPressure(nc: NatsConnection, opts: WatchPressureOptio
       const streamFill = latest.report.stream.fill;
       return { level: pressureLevel(backlog, streamFill, thresholds, bp.stream), backlog, thresholds, streamFill, drainPerSecond: cap?.drainPerSecond ?? 0, stale: false, ageMs };
     },
-    latest: () => latest,
     async close() {
       watch.stop();
       await done;
@@ -210,7 +207,7 @@ export const unknownPressure: PressureAccessor = (() => {
 })();
 
 /** The handler's accessor over a view (for HandlerContext: `ctx.pressure("research", 1)`). */
-export function pressureAccessor(view: Pick<PressureView, "of">): PressureAccessor {
+function pressureAccessor(view: Pick<PressureView, "of">): PressureAccessor {
   return (capability, major) => {
     const p = view.of(capability, major);
     return { level: p.level, backlog: p.backlog, stale: p.stale };

@@ -19,14 +19,14 @@ export interface PriorityWeights {
 }
 
 /** The file the mesh's priority weights live in. */
-export const DEFAULT_PRIORITIES_PATH = join(infraDir, "priorities.json");
+const DEFAULT_PRIORITIES_PATH = join(infraDir, "priorities.json");
 const SCHEMA_FILE = "priorities.schema.json";
 
 /**
  * Validates a priorities document against infra/priorities.schema.json, and that it weighs exactly the kit's
  * PRIORITIES (the schema does not repeat their names). CW_ERR_PRIORITIES_INVALID naming the JSON path.
  */
-export function parsePriorities(doc: unknown, source = "priorities.json"): PriorityWeights {
+function parsePriorities(doc: unknown, source = "priorities.json"): PriorityWeights {
   const raw = checkInfraDoc<{ weights: Record<string, number>; agingMs: number }>(doc, SCHEMA_FILE, ErrorCode.PrioritiesInvalid, source);
   const problems = [
     ...PRIORITIES.filter((p) => !Object.hasOwn(raw.weights, p)).map((p) => `/weights: no weight for ${p}`),

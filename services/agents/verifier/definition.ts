@@ -37,7 +37,7 @@ export const VerifierSchema = {
  * What one verification run costs the flow, in cost units, when no model reports its spend (see the researcher's
  * RESEARCH_COST): reserved before the run, signed into its output. A finding the policy quarantines never runs.
  */
-export const VERIFY_COST = 2;
+const VERIFY_COST = 2;
 
 /** The extension that carries the checked claim to the reporter (the verified schema has no room for it). */
 export const VerifierExtension = { Claim: "claim" } as const;

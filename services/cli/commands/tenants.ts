@@ -26,7 +26,7 @@ Connects as the operator (<data>/keys/operator.nk; <data> is $CAUSEWAY_DATA_DIR,
 const options = { json: { type: "boolean", default: false }, server: { type: "string" } } as const;
 
 /** One tenant's use of its quotas now. */
-export interface TenantUse {
+interface TenantUse {
   readonly tenant: string;
   readonly description: string;
   readonly weight: number;
